@@ -1,0 +1,180 @@
+// The Autograd kernel of hybrid_entropy_loss, in C++ so that backward works
+// wherever the op runs: eager Python, TorchScript, and C++ programs that load
+// a scripted module with no Python in the process. The forward re-enters the
+// dispatcher below autograd; the backward calls hybrid_entropy_loss_backward
+// through the dispatcher so that torch.compile / torch.export trace it.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "ops.h"
+
+namespace hee {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::optional<at::Tensor> defined_or_none(const at::Tensor& t) {
+  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+}
+
+LossForwardOutputs call_forward_op(
+    const std::optional<at::Tensor>& logits,
+    const std::optional<at::Tensor>& log_std,
+    const at::Tensor& entropy_coeff,
+    double discrete_entropy_weight,
+    double continuous_entropy_weight,
+    std::optional<double> min_entropy_threshold,
+    std::optional<double> continuous_min_entropy_threshold,
+    double penalty_multiplier) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("hybrid_entropy_ext::hybrid_entropy_loss", "")
+          .typed<LossForwardOutputs(
+              const std::optional<at::Tensor>&,
+              const std::optional<at::Tensor>&, const at::Tensor&, double,
+              double, std::optional<double>, std::optional<double>, double)>();
+  return op.call(
+      logits, log_std, entropy_coeff, discrete_entropy_weight,
+      continuous_entropy_weight, min_entropy_threshold,
+      continuous_min_entropy_threshold, penalty_multiplier);
+}
+
+LossBackwardOutputs call_backward_op(
+    const variable_list& grads,
+    const std::optional<at::Tensor>& logits,
+    const std::optional<at::Tensor>& log_std,
+    const at::Tensor& entropy_coeff,
+    const at::Tensor& row_logsumexp,
+    const at::Tensor& row_entropy,
+    const at::Tensor& discrete_entropy,
+    const at::Tensor& continuous_entropy,
+    double discrete_entropy_weight,
+    double continuous_entropy_weight,
+    std::optional<double> min_entropy_threshold,
+    std::optional<double> continuous_min_entropy_threshold,
+    double penalty_multiplier,
+    std::array<bool, 3> output_mask) {
+  using OptTensor = const std::optional<at::Tensor>&;
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow(
+              "hybrid_entropy_ext::hybrid_entropy_loss_backward", "")
+          .typed<LossBackwardOutputs(
+              OptTensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor,
+              OptTensor, OptTensor, OptTensor, const at::Tensor&,
+              const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              const at::Tensor&, double, double, std::optional<double>,
+              std::optional<double>, double, std::array<bool, 3>)>();
+  return op.call(
+      defined_or_none(grads[0]), defined_or_none(grads[1]),
+      defined_or_none(grads[2]), defined_or_none(grads[3]),
+      defined_or_none(grads[4]), defined_or_none(grads[5]),
+      defined_or_none(grads[6]), logits, log_std, entropy_coeff,
+      row_logsumexp, row_entropy, discrete_entropy, continuous_entropy,
+      discrete_entropy_weight, continuous_entropy_weight,
+      min_entropy_threshold, continuous_min_entropy_threshold,
+      penalty_multiplier, output_mask);
+}
+
+class HybridEntropyLossFunction
+    : public torch::autograd::Function<HybridEntropyLossFunction> {
+ public:
+  static variable_list forward(
+      AutogradContext* ctx,
+      const std::optional<at::Tensor>& logits,
+      const std::optional<at::Tensor>& log_std,
+      const at::Tensor& entropy_coeff,
+      double discrete_entropy_weight,
+      double continuous_entropy_weight,
+      std::optional<double> min_entropy_threshold,
+      std::optional<double> continuous_min_entropy_threshold,
+      double penalty_multiplier) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [total, discrete, continuous, discrete_penalty, continuous_penalty,
+          discrete_entropy, continuous_entropy, row_logsumexp, row_entropy] =
+        call_forward_op(
+            logits, log_std, entropy_coeff, discrete_entropy_weight,
+            continuous_entropy_weight, min_entropy_threshold,
+            continuous_min_entropy_threshold, penalty_multiplier);
+
+    // Only O(B) statistics and the inputs themselves are kept: never a
+    // [B, K] softmax.
+    ctx->save_for_backward(
+        {logits.value_or(at::Tensor()), log_std.value_or(at::Tensor()),
+         entropy_coeff, row_logsumexp, row_entropy, discrete_entropy,
+         continuous_entropy});
+    ctx->saved_data["discrete_entropy_weight"] = discrete_entropy_weight;
+    ctx->saved_data["continuous_entropy_weight"] = continuous_entropy_weight;
+    ctx->saved_data["min_entropy_threshold"] = min_entropy_threshold;
+    ctx->saved_data["continuous_min_entropy_threshold"] =
+        continuous_min_entropy_threshold;
+    ctx->saved_data["penalty_multiplier"] = penalty_multiplier;
+    ctx->mark_non_differentiable({row_logsumexp, row_entropy});
+    // Unused outputs arrive as undefined gradients and the kernel treats
+    // them as 0, instead of seven zero-filled scalars per backward.
+    ctx->set_materialize_grads(false);
+    return {total,           discrete,         continuous,
+            discrete_penalty, continuous_penalty, discrete_entropy,
+            continuous_entropy, row_logsumexp,    row_entropy};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const std::array<bool, 3> output_mask = {
+        ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+        ctx->needs_input_grad(2)};
+    const bool any_grad = std::any_of(
+        grads.begin(), grads.begin() + kNumLossOutputs,
+        [](const at::Tensor& g) { return g.defined(); });
+    variable_list input_grads(8);
+    if (!any_grad) {
+      return input_grads;
+    }
+    auto [grad_logits, grad_log_std, grad_entropy_coeff] = call_backward_op(
+        grads, defined_or_none(saved[0]), defined_or_none(saved[1]), saved[2],
+        saved[3], saved[4], saved[5], saved[6],
+        ctx->saved_data["discrete_entropy_weight"].toDouble(),
+        ctx->saved_data["continuous_entropy_weight"].toDouble(),
+        ctx->saved_data["min_entropy_threshold"].toOptional<double>(),
+        ctx->saved_data["continuous_min_entropy_threshold"]
+            .toOptional<double>(),
+        ctx->saved_data["penalty_multiplier"].toDouble(), output_mask);
+    if (output_mask[0]) {
+      input_grads[0] = grad_logits;
+    }
+    if (output_mask[1]) {
+      input_grads[1] = grad_log_std;
+    }
+    if (output_mask[2]) {
+      input_grads[2] = grad_entropy_coeff;
+    }
+    return input_grads;
+  }
+};
+
+LossForwardOutputs hybrid_entropy_loss_autograd(
+    const std::optional<at::Tensor>& logits,
+    const std::optional<at::Tensor>& log_std,
+    const at::Tensor& entropy_coeff,
+    double discrete_entropy_weight,
+    double continuous_entropy_weight,
+    std::optional<double> min_entropy_threshold,
+    std::optional<double> continuous_min_entropy_threshold,
+    double penalty_multiplier) {
+  const auto outputs = HybridEntropyLossFunction::apply(
+      logits, log_std, entropy_coeff, discrete_entropy_weight,
+      continuous_entropy_weight, min_entropy_threshold,
+      continuous_min_entropy_threshold, penalty_multiplier);
+  return {outputs[0], outputs[1], outputs[2], outputs[3], outputs[4],
+          outputs[5], outputs[6], outputs[7], outputs[8]};
+}
+
+} // namespace
+
+TORCH_LIBRARY_IMPL(hybrid_entropy_ext, Autograd, m) {
+  m.impl("hybrid_entropy_loss", &hybrid_entropy_loss_autograd);
+}
+
+} // namespace hee

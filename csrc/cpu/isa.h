@@ -1,0 +1,18 @@
+// Which build of the row kernels runs on this CPU.
+#pragma once
+
+#include <string>
+
+namespace hee {
+namespace cpu {
+
+enum class CpuIsa { kGeneric, kAvx2, kAvx512 };
+
+// The widest ISA this CPU supports, unless HEE_CPU_ISA=generic|avx2|avx512
+// forces one (an error if the CPU lacks it). Decided once per process.
+CpuIsa selected_cpu_isa();
+
+const char* cpu_isa_name(CpuIsa isa);
+
+} // namespace cpu
+} // namespace hee

@@ -1,0 +1,79 @@
+// Per-row entropy kernels over a block of logits rows, one build per CPU ISA.
+//
+// Each ISA's translation unit (row_kernels_<isa>.cpp) compiles
+// row_kernels_impl.h with its own -m flags and defines these functions in
+// namespace hee::cpu::<isa>. They see raw pointers only: no torch headers
+// beyond ATen's vector types, so that no inline torch function is compiled
+// with ISA flags the running CPU may lack.
+#pragma once
+
+#include <cstdint>
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+namespace hee {
+namespace cpu {
+
+// Accumulation type: at least float32.
+template <typename scalar_t>
+struct AccumulateType {
+  using type = float;
+};
+template <>
+struct AccumulateType<double> {
+  using type = double;
+};
+template <typename scalar_t>
+using acc_t = typename AccumulateType<scalar_t>::type;
+
+// Rows [row_begin, row_end) of logits laid out as logits[i * row_stride + k],
+// k < num_cols (column stride 1; any row stride, 0 included).
+template <typename scalar_t>
+struct LogitRows {
+  const scalar_t* data;
+  int64_t row_stride;
+  int64_t num_cols;
+};
+
+// Writes row_logsumexp[i] and row_entropy[i] (nats) for i in the range.
+template <typename scalar_t>
+using ForwardRowsFn = void (*)(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    acc_t<scalar_t>* row_logsumexp,
+    acc_t<scalar_t>* row_entropy);
+
+// Writes grad_logits[i, k] = grad_scale * d h[i] / d z[i, k] for i in the
+// range, into a contiguous [B, K] buffer.
+template <typename scalar_t>
+using BackwardRowsFn = void (*)(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    const acc_t<scalar_t>* row_logsumexp,
+    const acc_t<scalar_t>* row_entropy,
+    acc_t<scalar_t> grad_scale,
+    scalar_t* grad_logits);
+
+#define HEE_DECLARE_ROW_KERNELS(isa)                                   \
+  namespace isa {                                                      \
+  template <typename scalar_t>                                         \
+  void forward_rows(                                                   \
+      LogitRows<scalar_t>, int64_t, int64_t, acc_t<scalar_t>*,         \
+      acc_t<scalar_t>*);                                               \
+  template <typename scalar_t>                                         \
+  void backward_rows(                                                  \
+      LogitRows<scalar_t>, int64_t, int64_t, const acc_t<scalar_t>*,   \
+      const acc_t<scalar_t>*, acc_t<scalar_t>, scalar_t*);             \
+  }
+
+HEE_DECLARE_ROW_KERNELS(generic)
+HEE_DECLARE_ROW_KERNELS(avx2)
+HEE_DECLARE_ROW_KERNELS(avx512)
+
+#undef HEE_DECLARE_ROW_KERNELS
+
+} // namespace cpu
+} // namespace hee

@@ -1,0 +1,310 @@
+// Vectorized per-row entropy kernels. Included once by each
+// row_kernels_<isa>.cpp, which defines HEE_ISA (the namespace) and is
+// compiled with that ISA's flags and CPU_CAPABILITY_* macros, so that
+// at::vec::Vectorized maps to its intrinsics.
+//
+// Two layouts of the work:
+// - rows along lanes (K <= kMaxRowsInLanesCols): a tile of W rows is
+//   transposed into a small column-major buffer, and each SIMD lane carries
+//   one row through max / exp / log. Short rows would otherwise leave most
+//   lanes idle and pay a horizontal reduction per row.
+// - columns along lanes (longer rows): each row is swept twice while it sits
+//   in L1 (max, then the exp moments), so memory sees one read of the logits.
+#ifndef HEE_ISA
+#error "define HEE_ISA (the ISA namespace) before including row_kernels_impl.h"
+#endif
+
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "../entropy_math.h"
+#include "row_kernels.h"
+
+namespace hee {
+namespace cpu {
+namespace HEE_ISA {
+namespace {
+
+using at::vec::Vectorized;
+using math::accumulate_softmax_moments;
+using math::entropy_grad_element;
+using math::lowest_finite;
+using math::row_entropy_from_moments;
+
+constexpr int64_t kMaxRowsInLanesCols = 16;
+
+template <typename scalar_t>
+using AccVec = Vectorized<acc_t<scalar_t>>;
+
+// Loads `count` (<= lane count) values as the accumulation type; missing
+// lanes are 0.
+template <typename scalar_t>
+inline AccVec<scalar_t> load_acc(const scalar_t* src, int64_t count) {
+  using Vec = AccVec<scalar_t>;
+  if constexpr (std::is_same_v<scalar_t, acc_t<scalar_t>>) {
+    return count == Vec::size() ? Vec::loadu(src) : Vec::loadu(src, count);
+  } else {
+    alignas(64) acc_t<scalar_t> buffer[Vec::size()] = {};
+    for (int64_t i = 0; i < count; ++i) {
+      buffer[i] = static_cast<acc_t<scalar_t>>(src[i]);
+    }
+    return Vec::loadu(buffer);
+  }
+}
+
+template <typename scalar_t>
+inline void store_from_acc(
+    const AccVec<scalar_t>& values, scalar_t* dst, int64_t count) {
+  using Vec = AccVec<scalar_t>;
+  if constexpr (std::is_same_v<scalar_t, acc_t<scalar_t>>) {
+    if (count == Vec::size()) {
+      values.store(dst);
+    } else {
+      values.store(dst, count);
+    }
+  } else {
+    alignas(64) acc_t<scalar_t> buffer[Vec::size()];
+    values.store(buffer);
+    for (int64_t i = 0; i < count; ++i) {
+      dst[i] = static_cast<scalar_t>(buffer[i]);
+    }
+  }
+}
+
+template <typename acc>
+inline acc lane_sum(const Vectorized<acc>& v) {
+  return at::vec::vec_reduce_all<acc>(
+      [](Vectorized<acc>& a, Vectorized<acc>& b) { return a + b; }, v);
+}
+
+// NaN-propagating, like the scalar max_of.
+template <typename acc>
+inline acc lane_max_of(const Vectorized<acc>& v) {
+  return at::vec::vec_reduce_all<acc>(
+      [](Vectorized<acc>& a, Vectorized<acc>& b) {
+        return at::vec::maximum(a, b);
+      },
+      v);
+}
+
+// Transposes rows [first_row, first_row + num_rows) into columns:
+// columns[k][r] = z[first_row + r, k]; lanes past num_rows are 0.
+template <typename scalar_t>
+inline void gather_tile(
+    LogitRows<scalar_t> logits,
+    int64_t first_row,
+    int64_t num_rows,
+    acc_t<scalar_t> (*columns)[AccVec<scalar_t>::size()]) {
+  constexpr int64_t W = AccVec<scalar_t>::size();
+  for (int64_t r = 0; r < W; ++r) {
+    const scalar_t* row = logits.data + (first_row + r) * logits.row_stride;
+    for (int64_t k = 0; k < logits.num_cols; ++k) {
+      columns[k][r] = r < num_rows ? static_cast<acc_t<scalar_t>>(row[k])
+                                   : acc_t<scalar_t>(0);
+    }
+  }
+}
+
+template <typename scalar_t>
+void forward_rows_in_lanes(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    acc_t<scalar_t>* row_logsumexp,
+    acc_t<scalar_t>* row_entropy) {
+  using acc = acc_t<scalar_t>;
+  using Vec = AccVec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+  const int64_t K = logits.num_cols;
+  const acc lowest = lowest_finite<acc>();
+  alignas(64) acc columns[kMaxRowsInLanesCols][W];
+  for (int64_t first = row_begin; first < row_end; first += W) {
+    const int64_t n = std::min<int64_t>(W, row_end - first);
+    gather_tile(logits, first, n, columns);
+    Vec row_max = Vec::loadu(columns[0]);
+    for (int64_t k = 1; k < K; ++k) {
+      row_max = at::vec::maximum(row_max, Vec::loadu(columns[k]));
+    }
+    Vec sum_exp(acc(0));
+    Vec sum_exp_times_shift(acc(0));
+    for (int64_t k = 0; k < K; ++k) {
+      accumulate_softmax_moments(
+          Vec::loadu(columns[k]) - row_max, lowest, sum_exp,
+          sum_exp_times_shift);
+    }
+    const Vec log_sum_exp = sum_exp.log();
+    (row_max + log_sum_exp).store(row_logsumexp + first, n);
+    row_entropy_from_moments(log_sum_exp, sum_exp, sum_exp_times_shift)
+        .store(row_entropy + first, n);
+  }
+}
+
+template <typename scalar_t>
+void backward_rows_in_lanes(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    const acc_t<scalar_t>* row_logsumexp,
+    const acc_t<scalar_t>* row_entropy,
+    acc_t<scalar_t> grad_scale,
+    scalar_t* grad_logits) {
+  using acc = acc_t<scalar_t>;
+  using Vec = AccVec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+  const int64_t K = logits.num_cols;
+  const acc lowest = lowest_finite<acc>();
+  const Vec scale(grad_scale);
+  alignas(64) acc columns[kMaxRowsInLanesCols][W];
+  for (int64_t first = row_begin; first < row_end; first += W) {
+    const int64_t n = std::min<int64_t>(W, row_end - first);
+    gather_tile(logits, first, n, columns);
+    const Vec lse = Vec::loadu(row_logsumexp + first, n);
+    const Vec entropy = Vec::loadu(row_entropy + first, n);
+    for (int64_t k = 0; k < K; ++k) {
+      entropy_grad_element(Vec::loadu(columns[k]), lse, entropy, scale, lowest)
+          .store(columns[k]);
+    }
+    for (int64_t r = 0; r < n; ++r) {
+      scalar_t* out = grad_logits + (first + r) * K;
+      for (int64_t k = 0; k < K; ++k) {
+        out[k] = static_cast<scalar_t>(columns[k][r]);
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+void forward_rows_along_lanes(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    acc_t<scalar_t>* row_logsumexp,
+    acc_t<scalar_t>* row_entropy) {
+  using acc = acc_t<scalar_t>;
+  using Vec = AccVec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+  const int64_t K = logits.num_cols;
+  const int64_t full = K - K % W;
+  const acc lowest = lowest_finite<acc>();
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    const scalar_t* row = logits.data + i * logits.row_stride;
+
+    Vec lane_max(-std::numeric_limits<acc>::infinity());
+    for (int64_t k = 0; k < full; k += W) {
+      lane_max = at::vec::maximum(lane_max, load_acc(row + k, W));
+    }
+    acc row_max = lane_max_of(lane_max);
+    for (int64_t k = full; k < K; ++k) {
+      row_max = math::max_of(static_cast<acc>(row[k]), row_max);
+    }
+
+    const Vec shift(row_max);
+    Vec lane_sum_exp(acc(0));
+    Vec lane_sum_exp_times_shift(acc(0));
+    for (int64_t k = 0; k < full; k += W) {
+      accumulate_softmax_moments(
+          load_acc(row + k, W) - shift, lowest, lane_sum_exp,
+          lane_sum_exp_times_shift);
+    }
+    acc sum_exp = lane_sum(lane_sum_exp);
+    acc sum_exp_times_shift = lane_sum(lane_sum_exp_times_shift);
+    for (int64_t k = full; k < K; ++k) {
+      accumulate_softmax_moments(
+          static_cast<acc>(row[k]) - row_max, lowest, sum_exp,
+          sum_exp_times_shift);
+    }
+    const acc log_sum_exp = std::log(sum_exp);
+    row_logsumexp[i] = row_max + log_sum_exp;
+    row_entropy[i] =
+        row_entropy_from_moments(log_sum_exp, sum_exp, sum_exp_times_shift);
+  }
+}
+
+template <typename scalar_t>
+void backward_rows_along_lanes(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    const acc_t<scalar_t>* row_logsumexp,
+    const acc_t<scalar_t>* row_entropy,
+    acc_t<scalar_t> grad_scale,
+    scalar_t* grad_logits) {
+  using acc = acc_t<scalar_t>;
+  using Vec = AccVec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+  const int64_t K = logits.num_cols;
+  const acc lowest = lowest_finite<acc>();
+  const Vec scale(grad_scale);
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    const scalar_t* row = logits.data + i * logits.row_stride;
+    scalar_t* out = grad_logits + i * K;
+    const Vec lse(row_logsumexp[i]);
+    const Vec entropy(row_entropy[i]);
+    for (int64_t k = 0; k < K; k += W) {
+      const int64_t n = std::min<int64_t>(W, K - k);
+      store_from_acc<scalar_t>(
+          entropy_grad_element(load_acc(row + k, n), lse, entropy, scale, lowest),
+          out + k, n);
+    }
+  }
+}
+
+} // namespace
+
+template <typename scalar_t>
+void forward_rows(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    acc_t<scalar_t>* row_logsumexp,
+    acc_t<scalar_t>* row_entropy) {
+  if (logits.num_cols <= kMaxRowsInLanesCols) {
+    forward_rows_in_lanes(logits, row_begin, row_end, row_logsumexp, row_entropy);
+  } else {
+    forward_rows_along_lanes(
+        logits, row_begin, row_end, row_logsumexp, row_entropy);
+  }
+}
+
+template <typename scalar_t>
+void backward_rows(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    const acc_t<scalar_t>* row_logsumexp,
+    const acc_t<scalar_t>* row_entropy,
+    acc_t<scalar_t> grad_scale,
+    scalar_t* grad_logits) {
+  if (logits.num_cols <= kMaxRowsInLanesCols) {
+    backward_rows_in_lanes(
+        logits, row_begin, row_end, row_logsumexp, row_entropy, grad_scale,
+        grad_logits);
+  } else {
+    backward_rows_along_lanes(
+        logits, row_begin, row_end, row_logsumexp, row_entropy, grad_scale,
+        grad_logits);
+  }
+}
+
+#define HEE_INSTANTIATE_ROW_KERNELS(scalar_t)                              \
+  template void forward_rows<scalar_t>(                                    \
+      LogitRows<scalar_t>, int64_t, int64_t, acc_t<scalar_t>*,             \
+      acc_t<scalar_t>*);                                                   \
+  template void backward_rows<scalar_t>(                                   \
+      LogitRows<scalar_t>, int64_t, int64_t, const acc_t<scalar_t>*,       \
+      const acc_t<scalar_t>*, acc_t<scalar_t>, scalar_t*);
+
+HEE_INSTANTIATE_ROW_KERNELS(float)
+HEE_INSTANTIATE_ROW_KERNELS(double)
+HEE_INSTANTIATE_ROW_KERNELS(c10::Half)
+HEE_INSTANTIATE_ROW_KERNELS(c10::BFloat16)
+
+#undef HEE_INSTANTIATE_ROW_KERNELS
+
+} // namespace HEE_ISA
+} // namespace cpu
+} // namespace hee

@@ -1,0 +1,25 @@
+"""hybrid_entropy_ext: adaptive, fused entropy regularization for hybrid-action policies.
+
+    import hybrid_entropy_ext as hee
+
+    out = hee.hybrid_entropy_loss(logits, log_std, entropy_coeff)   # fused op
+    ref = hee.reference.hybrid_entropy_loss(logits, log_std, entropy_coeff)
+    reg = hee.HybridEntropyRegularizer(hee.EntropyRegularizationConfig.preset("long"))
+"""
+
+from . import reference
+from .config import EntropyRegularizationConfig
+from .functional import hybrid_entropy_loss
+from .regularizer import HybridEntropyRegularizer
+from .schedule import ConstantEntropySchedule, LinearEntropySchedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "hybrid_entropy_loss",
+    "reference",
+    "LinearEntropySchedule",
+    "ConstantEntropySchedule",
+    "EntropyRegularizationConfig",
+    "HybridEntropyRegularizer",
+]

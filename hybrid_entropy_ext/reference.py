@@ -1,0 +1,99 @@
+"""The pure-PyTorch reference of the hybrid entropy loss.
+
+Same signature, keys, dtypes and semantics as the fused
+:func:`hybrid_entropy_ext.hybrid_entropy_loss`, written with ordinary tensor
+ops so that autograd derives the backward. It is what users compare against
+and what the tests hold the fused op to (beside ``torch.distributions``).
+"""
+
+import math
+from typing import Dict, Optional, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["hybrid_entropy_loss"]
+
+# Entropy of N(mu, sigma) per dimension is 0.5*log(2*pi*e) + log(sigma), nats.
+GAUSSIAN_ENTROPY_CONSTANT = 0.5 * math.log(2.0 * math.pi * math.e)
+
+
+def _accumulation_dtype(t: Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def discrete_row_entropy(logits: Tensor) -> Tensor:
+    """Entropy in nats of ``softmax(logits)`` per row: ``[B, K] -> [B]``.
+
+    ``-inf`` logits get probability 0 and contribute 0 (and gradient 0); the
+    log-probabilities are clamped to the lowest finite value as
+    ``torch.distributions.Categorical.entropy`` does.
+    """
+    z = logits.to(_accumulation_dtype(logits))
+    log_p = torch.log_softmax(z, dim=-1)
+    log_p_finite = log_p.clamp(min=torch.finfo(z.dtype).min)
+    return -(log_p.exp() * log_p_finite).sum(dim=-1)
+
+
+def continuous_entropy(log_std: Tensor) -> Tensor:
+    """Batch-mean entropy in nats of a diagonal Gaussian, ``[B, D]`` or ``[D]`` -> ``[]``."""
+    per_sample = (log_std.to(_accumulation_dtype(log_std)) + GAUSSIAN_ENTROPY_CONSTANT).sum(dim=-1)
+    return per_sample.mean() if log_std.dim() == 2 else per_sample
+
+
+def _penalty(multiplier: float, threshold: Optional[float], entropy: Tensor, present: bool) -> Tensor:
+    if threshold is None or not present:
+        return torch.zeros_like(entropy)
+    # relu has zero gradient at 0: the penalty is inactive at H == threshold.
+    return multiplier * torch.relu(threshold - entropy)
+
+
+def hybrid_entropy_loss(
+    logits: Optional[Tensor],
+    log_std: Optional[Tensor],
+    entropy_coeff: Union[float, Tensor],
+    discrete_entropy_weight: float = 1.0,
+    continuous_entropy_weight: float = 0.5,
+    min_entropy_threshold: Optional[float] = 0.1,
+    continuous_min_entropy_threshold: Optional[float] = 0.1,
+    penalty_multiplier: float = 3.0,
+) -> Dict[str, Tensor]:
+    """Pure-PyTorch version of :func:`hybrid_entropy_ext.hybrid_entropy_loss`.
+
+    Args and returns are the same: ``logits`` ``[B, K]`` or ``None``,
+    ``log_std`` ``[B, D]``, ``[D]`` or ``None``, and a dict of seven 0-dim
+    tensors (float64 if either head is float64, else float32).
+
+    Example::
+
+        >>> from hybrid_entropy_ext import reference
+        >>> out = reference.hybrid_entropy_loss(torch.randn(8, 3), torch.zeros(8, 2), 0.01)
+        >>> sorted(out)[:3]
+        ['continuous', 'continuous_entropy', 'continuous_penalty']
+    """
+    if logits is None and log_std is None:
+        raise ValueError("hybrid_entropy_loss: logits and log_std are both None; pass at least one head")
+    heads = [t for t in (logits, log_std) if t is not None]
+    out_dtype = torch.float64 if any(t.dtype == torch.float64 for t in heads) else torch.float32
+    device = heads[0].device
+    zero = torch.zeros((), dtype=out_dtype, device=device)
+
+    h_d = discrete_row_entropy(logits).mean().to(out_dtype) if logits is not None else zero
+    h_c = continuous_entropy(log_std).to(out_dtype) if log_std is not None else zero
+    coeff = entropy_coeff.to(out_dtype) if isinstance(entropy_coeff, Tensor) else entropy_coeff
+
+    discrete = -coeff * discrete_entropy_weight * h_d
+    continuous = -coeff * continuous_entropy_weight * h_c
+    discrete_penalty = _penalty(penalty_multiplier, min_entropy_threshold, h_d, logits is not None)
+    continuous_penalty = _penalty(
+        penalty_multiplier, continuous_min_entropy_threshold, h_c, log_std is not None
+    )
+    return {
+        "total": discrete + continuous + discrete_penalty + continuous_penalty,
+        "discrete": discrete,
+        "continuous": continuous,
+        "discrete_penalty": discrete_penalty,
+        "continuous_penalty": continuous_penalty,
+        "discrete_entropy": h_d,
+        "continuous_entropy": h_c,
+    }
