@@ -122,9 +122,14 @@ class HybridEntropyLossFunction
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
+    // needs_input_grad counts tensor inputs only: a None head has no slot.
+    const bool has_logits = saved[0].defined();
+    const bool has_log_std = saved[1].defined();
+    const int coeff_slot = int(has_logits) + int(has_log_std);
     const std::array<bool, 3> output_mask = {
-        ctx->needs_input_grad(0), ctx->needs_input_grad(1),
-        ctx->needs_input_grad(2)};
+        has_logits && ctx->needs_input_grad(0),
+        has_log_std && ctx->needs_input_grad(has_logits ? 1 : 0),
+        ctx->needs_input_grad(coeff_slot)};
     const bool any_grad = std::any_of(
         grads.begin(), grads.begin() + kNumLossOutputs,
         [](const at::Tensor& g) { return g.defined(); });
