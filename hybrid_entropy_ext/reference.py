@@ -12,7 +12,7 @@ from typing import Dict, Optional, Union
 import torch
 from torch import Tensor
 
-__all__ = ["hybrid_entropy_loss"]
+__all__ = ["hybrid_entropy_loss", "loss_from_entropies", "discrete_row_entropy", "continuous_entropy"]
 
 # Entropy of N(mu, sigma) per dimension is 0.5*log(2*pi*e) + log(sigma), nats.
 GAUSSIAN_ENTROPY_CONSTANT = 0.5 * math.log(2.0 * math.pi * math.e)
@@ -48,6 +48,41 @@ def _penalty(multiplier: float, threshold: Optional[float], entropy: Tensor, pre
     return multiplier * torch.relu(threshold - entropy)
 
 
+def loss_from_entropies(
+    discrete_entropy: Tensor,
+    continuous_entropy: Tensor,
+    entropy_coeff: Union[float, Tensor],
+    discrete_entropy_weight: float = 1.0,
+    continuous_entropy_weight: float = 0.5,
+    min_entropy_threshold: Optional[float] = 0.1,
+    continuous_min_entropy_threshold: Optional[float] = 0.1,
+    penalty_multiplier: float = 3.0,
+    has_discrete: bool = True,
+    has_continuous: bool = True,
+) -> Dict[str, Tensor]:
+    """The seven components from the batch-mean entropies ``H_d``, ``H_c`` (0-dim, nats).
+
+    ``has_discrete`` / ``has_continuous`` false: that head is absent and its
+    penalty is 0 whatever the threshold.
+    """
+    coeff = entropy_coeff.to(discrete_entropy.dtype) if isinstance(entropy_coeff, Tensor) else entropy_coeff
+    discrete = -coeff * discrete_entropy_weight * discrete_entropy
+    continuous = -coeff * continuous_entropy_weight * continuous_entropy
+    discrete_penalty = _penalty(penalty_multiplier, min_entropy_threshold, discrete_entropy, has_discrete)
+    continuous_penalty = _penalty(
+        penalty_multiplier, continuous_min_entropy_threshold, continuous_entropy, has_continuous
+    )
+    return {
+        "total": discrete + continuous + discrete_penalty + continuous_penalty,
+        "discrete": discrete,
+        "continuous": continuous,
+        "discrete_penalty": discrete_penalty,
+        "continuous_penalty": continuous_penalty,
+        "discrete_entropy": discrete_entropy,
+        "continuous_entropy": continuous_entropy,
+    }
+
+
 def hybrid_entropy_loss(
     logits: Optional[Tensor],
     log_std: Optional[Tensor],
@@ -75,25 +110,18 @@ def hybrid_entropy_loss(
         raise ValueError("hybrid_entropy_loss: logits and log_std are both None; pass at least one head")
     heads = [t for t in (logits, log_std) if t is not None]
     out_dtype = torch.float64 if any(t.dtype == torch.float64 for t in heads) else torch.float32
-    device = heads[0].device
-    zero = torch.zeros((), dtype=out_dtype, device=device)
-
+    zero = torch.zeros((), dtype=out_dtype, device=heads[0].device)
     h_d = discrete_row_entropy(logits).mean().to(out_dtype) if logits is not None else zero
     h_c = continuous_entropy(log_std).to(out_dtype) if log_std is not None else zero
-    coeff = entropy_coeff.to(out_dtype) if isinstance(entropy_coeff, Tensor) else entropy_coeff
-
-    discrete = -coeff * discrete_entropy_weight * h_d
-    continuous = -coeff * continuous_entropy_weight * h_c
-    discrete_penalty = _penalty(penalty_multiplier, min_entropy_threshold, h_d, logits is not None)
-    continuous_penalty = _penalty(
-        penalty_multiplier, continuous_min_entropy_threshold, h_c, log_std is not None
+    return loss_from_entropies(
+        h_d,
+        h_c,
+        entropy_coeff,
+        discrete_entropy_weight,
+        continuous_entropy_weight,
+        min_entropy_threshold,
+        continuous_min_entropy_threshold,
+        penalty_multiplier,
+        has_discrete=logits is not None,
+        has_continuous=log_std is not None,
     )
-    return {
-        "total": discrete + continuous + discrete_penalty + continuous_penalty,
-        "discrete": discrete,
-        "continuous": continuous,
-        "discrete_penalty": discrete_penalty,
-        "continuous_penalty": continuous_penalty,
-        "discrete_entropy": h_d,
-        "continuous_entropy": h_c,
-    }

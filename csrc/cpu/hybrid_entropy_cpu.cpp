@@ -25,9 +25,9 @@ constexpr int64_t kRowsPerBlock = 64;
 constexpr int64_t kMinElementsPerTask = 32768;
 
 template <typename scalar_t>
-ForwardRowsFn<scalar_t> forward_rows_kernel() {
+ForwardRowsFn<scalar_t> forward_rows_kernel(CpuIsa isa) {
 #ifndef HEE_GENERIC_CPU_ONLY
-  switch (selected_cpu_isa()) {
+  switch (isa) {
     case CpuIsa::kAvx512:
       return &avx512::forward_rows<scalar_t>;
     case CpuIsa::kAvx2:
@@ -40,9 +40,9 @@ ForwardRowsFn<scalar_t> forward_rows_kernel() {
 }
 
 template <typename scalar_t>
-BackwardRowsFn<scalar_t> backward_rows_kernel() {
+BackwardRowsFn<scalar_t> backward_rows_kernel(CpuIsa isa) {
 #ifndef HEE_GENERIC_CPU_ONLY
-  switch (selected_cpu_isa()) {
+  switch (isa) {
     case CpuIsa::kAvx512:
       return &avx512::backward_rows<scalar_t>;
     case CpuIsa::kAvx2:
@@ -132,6 +132,7 @@ BatchSums forward_batch_sums(
       (per_row_log_std ? log_std->size(1) : 0);
   const int64_t grain_blocks = std::max<int64_t>(
       1, kMinElementsPerTask / (kRowsPerBlock * std::max<int64_t>(row_width, 1)));
+  const CpuIsa isa = selected_cpu_isa();
   std::vector<double> block_entropy_sums(num_blocks, 0.0);
   std::vector<double> block_log_std_sums(num_blocks, 0.0);
   at::parallel_for(0, num_blocks, grain_blocks, [&](int64_t begin, int64_t end) {
@@ -144,7 +145,7 @@ BatchSums forward_batch_sums(
             [&] {
               using acc = acc_t<scalar_t>;
               acc* entropy = row_entropy.data_ptr<acc>();
-              forward_rows_kernel<scalar_t>()(
+              forward_rows_kernel<scalar_t>(isa)(
                   logit_rows<scalar_t>(*logits), row_begin, row_end,
                   row_logsumexp.data_ptr<acc>(), entropy);
               double sum = 0.0;
@@ -241,7 +242,7 @@ at::Tensor logits_gradient(
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, logits.scalar_type(), "backward_rows", [&] {
         using acc = acc_t<scalar_t>;
-        const auto kernel = backward_rows_kernel<scalar_t>();
+        const auto kernel = backward_rows_kernel<scalar_t>(selected_cpu_isa());
         const LogitRows<scalar_t> rows = logit_rows<scalar_t>(logits);
         const acc* lse = row_logsumexp.const_data_ptr<acc>();
         const acc* entropy = row_entropy.const_data_ptr<acc>();

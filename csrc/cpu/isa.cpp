@@ -29,26 +29,23 @@ bool cpu_supports(CpuIsa isa) {
 #endif
 }
 
-CpuIsa isa_from_environment() {
-  const char* requested = std::getenv("HEE_CPU_ISA");
-  if (requested == nullptr || *requested == '\0') {
-    if (cpu_supports(CpuIsa::kAvx512)) {
-      return CpuIsa::kAvx512;
-    }
-    return cpu_supports(CpuIsa::kAvx2) ? CpuIsa::kAvx2 : CpuIsa::kGeneric;
+CpuIsa widest_supported_isa() {
+  if (cpu_supports(CpuIsa::kAvx512)) {
+    return CpuIsa::kAvx512;
   }
-  const std::string name(requested);
-  CpuIsa isa;
-  if (name == "generic") {
-    isa = CpuIsa::kGeneric;
-  } else if (name == "avx2") {
+  return cpu_supports(CpuIsa::kAvx2) ? CpuIsa::kAvx2 : CpuIsa::kGeneric;
+}
+
+CpuIsa parse_requested_isa(const std::string& name) {
+  CpuIsa isa = CpuIsa::kGeneric;
+  if (name == "avx2") {
     isa = CpuIsa::kAvx2;
   } else if (name == "avx512") {
     isa = CpuIsa::kAvx512;
   } else {
     TORCH_CHECK_VALUE(
-        false, "HEE_CPU_ISA must be one of generic, avx2, avx512; got '",
-        name, "'");
+        name == "generic",
+        "HEE_CPU_ISA must be one of generic, avx2, avx512; got '", name, "'");
   }
   TORCH_CHECK_VALUE(
       cpu_supports(isa), "HEE_CPU_ISA=", name,
@@ -59,8 +56,14 @@ CpuIsa isa_from_environment() {
 } // namespace
 
 CpuIsa selected_cpu_isa() {
-  static const CpuIsa isa = isa_from_environment();
-  return isa;
+  // Read on every call (a getenv, once per op call) so that tests can switch
+  // builds within one process.
+  const char* requested = std::getenv("HEE_CPU_ISA");
+  if (requested == nullptr || *requested == '\0') {
+    static const CpuIsa widest = widest_supported_isa();
+    return widest;
+  }
+  return parse_requested_isa(requested);
 }
 
 const char* cpu_isa_name(CpuIsa isa) {

@@ -1,0 +1,332 @@
+"""Side-by-side timing of the fused op against what a user could use instead.
+
+Every implementation computes the same seven loss components. Timings are
+taken in one process, in interleaved rounds (each round times every
+implementation once, so drift on a shared machine hits all of them alike), and
+reported as medians over rounds; speed-ups are ratios of those medians.
+
+Implementations:
+
+- ``fused``: :func:`hybrid_entropy_ext.hybrid_entropy_loss`.
+- ``distributions``: the eager code a user writes with ``torch.distributions``
+  (``Categorical(logits).entropy()``, ``Normal(0, exp(log_std)).entropy()``).
+- ``reference``: the project's pure-PyTorch reference, eager.
+- ``reference_compiled``: the reference under ``torch.compile``.
+- ``read_pass`` / ``read_write_pass``: memory-roofline proxies, one read of the
+  logits (``logits.sum()``) and one read plus one write
+  (``out.copy_(logits)`` into a preallocated buffer). No entropy op can beat
+  their sum by much: the forward reads the logits once and the backward reads
+  them once more and writes the gradient once.
+"""
+
+import json
+import math
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+from torch.distributions import Categorical, Normal
+
+from . import reference
+from .functional import hybrid_entropy_loss
+
+__all__ = [
+    "Case",
+    "Timing",
+    "DEFAULT_CASES",
+    "QUICK_CASES",
+    "IMPLEMENTATIONS",
+    "run_benchmark",
+    "format_table",
+    "write_json",
+    "plot_speedups",
+]
+
+MODES = ("forward", "forward_backward")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One problem size: logits ``[batch, actions]``, log_std ``[batch, dims]`` (or ``[dims]``)."""
+
+    batch: int
+    actions: int
+    dims: int = 8
+    shared_log_std: bool = False
+    threads: Optional[int] = None  # None: leave torch's thread count as it is
+
+    @property
+    def label(self) -> str:
+        label = f"{self.batch}x{self.actions}"
+        if self.shared_log_std:
+            label += " [D]"
+        if self.threads is not None:
+            label += f" {self.threads}t"
+        return label
+
+    def make_inputs(self, dtype: torch.dtype = torch.float32) -> Dict[str, Tensor]:
+        generator = torch.Generator().manual_seed(self.batch * 1000 + self.actions)
+        logits = torch.randn(self.batch, self.actions, generator=generator, dtype=dtype)
+        log_std_shape = (self.dims,) if self.shared_log_std else (self.batch, self.dims)
+        log_std = 0.1 * torch.randn(log_std_shape, generator=generator, dtype=dtype)
+        return {"logits": logits.requires_grad_(), "log_std": log_std.requires_grad_()}
+
+
+# The sizes of the performance issue: common small-K hybrid action spaces up to
+# large batches and a long-row case, plus a shared [D] log_std and 1 vs 2 threads.
+DEFAULT_CASES = (
+    Case(256, 4),
+    Case(256, 16),
+    Case(4096, 4),
+    Case(4096, 16),
+    Case(4096, 64),
+    Case(65536, 4),
+    Case(65536, 16),
+    Case(65536, 64),
+    Case(16384, 256),
+    Case(262144, 16),
+    Case(65536, 16, shared_log_std=True),
+    Case(65536, 64, threads=1),
+    Case(65536, 64, threads=2),
+)
+
+# The first benchmark's sizes, quick enough for the main job.
+QUICK_CASES = (Case(256, 8), Case(4096, 16), Case(65536, 16), Case(16384, 256))
+
+
+def distributions_loss(logits: Tensor, log_std: Tensor, entropy_coeff: float) -> Dict[str, Tensor]:
+    """The same seven components with the entropies computed the way a user
+    would, with ``torch.distributions`` (default hyper-parameters)."""
+    h_d = Categorical(logits=logits).entropy().mean()
+    h_c = Normal(torch.zeros_like(log_std), log_std.exp()).entropy().sum(-1)
+    h_c = h_c.mean() if log_std.dim() == 2 else h_c
+    return reference.loss_from_entropies(h_d, h_c, entropy_coeff)
+
+
+_compiled_reference = None
+
+
+def _reference_compiled(logits: Tensor, log_std: Tensor, coeff: float) -> Dict[str, Tensor]:
+    global _compiled_reference
+    if _compiled_reference is None:
+        _compiled_reference = torch.compile(reference.hybrid_entropy_loss, dynamic=False)
+    return _compiled_reference(logits, log_std, coeff)
+
+
+LossFn = Callable[[Tensor, Tensor, float], Dict[str, Tensor]]
+
+IMPLEMENTATIONS: Dict[str, LossFn] = {
+    "fused": hybrid_entropy_loss,
+    "distributions": distributions_loss,
+    "reference": reference.hybrid_entropy_loss,
+    "reference_compiled": _reference_compiled,
+}
+ROOFLINE = ("read_pass", "read_write_pass")
+
+
+def _loss_step(fn: LossFn, inputs: Dict[str, Tensor], mode: str) -> Callable[[], object]:
+    logits, log_std = inputs["logits"], inputs["log_std"]
+    if mode == "forward":
+
+        def forward() -> object:
+            with torch.no_grad():
+                return fn(logits, log_std, 0.01)
+
+        return forward
+
+    def forward_backward() -> object:
+        # autograd.grad returns fresh gradients: no accumulation into .grad.
+        return torch.autograd.grad(fn(logits, log_std, 0.01)["total"], (logits, log_std))
+
+    return forward_backward
+
+
+def _roofline_step(name: str, inputs: Dict[str, Tensor]) -> Callable[[], object]:
+    logits = inputs["logits"].detach()
+    if name == "read_pass":
+        return logits.sum
+    out = torch.empty_like(logits)
+    return lambda: out.copy_(logits)
+
+
+def _calls_per_sample(step: Callable[[], object], min_seconds: float) -> int:
+    start = time.perf_counter()
+    step()
+    elapsed = max(time.perf_counter() - start, 1e-7)
+    return max(1, math.ceil(min_seconds / elapsed))
+
+
+@dataclass
+class Timing:
+    """Median seconds per call of one implementation at one case and mode."""
+
+    case: str
+    mode: str
+    implementation: str
+    median_s: float
+    rounds: int
+    samples_s: List[float] = field(default_factory=list, repr=False)
+
+
+def run_benchmark(
+    cases: Iterable[Case] = QUICK_CASES,
+    implementations: Sequence[str] = ("fused", "reference"),
+    modes: Sequence[str] = MODES,
+    rounds: int = 7,
+    min_seconds_per_sample: float = 0.02,
+    include_roofline: bool = False,
+    progress: Optional[Callable[[str], None]] = None,
+) -> List[Timing]:
+    """Times each implementation at each case and mode; returns the medians.
+
+    Args:
+        cases: problem sizes.
+        implementations: names from :data:`IMPLEMENTATIONS`.
+        modes: ``"forward"`` (under ``no_grad``) and/or ``"forward_backward"``
+            (forward, then gradients of ``total`` w.r.t. logits and log_std).
+        rounds: interleaved rounds; the median over rounds is reported.
+        min_seconds_per_sample: each sample repeats the call this long and
+            divides, so that timer resolution does not matter.
+        include_roofline: also time the read and read+write passes.
+        progress: called with a short description before each case.
+    """
+    unknown = [name for name in implementations if name not in IMPLEMENTATIONS]
+    if unknown:
+        raise ValueError(f"unknown implementation(s) {unknown}; choose from {sorted(IMPLEMENTATIONS)}")
+    results: List[Timing] = []
+    previous_threads = torch.get_num_threads()
+    try:
+        for case in cases:
+            if progress is not None:
+                progress(case.label)
+            if case.threads is not None:
+                torch.set_num_threads(case.threads)
+            inputs = case.make_inputs()
+            for mode in modes:
+                steps = {name: _loss_step(IMPLEMENTATIONS[name], inputs, mode) for name in implementations}
+                if include_roofline:
+                    steps.update({name: _roofline_step(name, inputs) for name in ROOFLINE})
+                results.extend(_time_interleaved(case.label, mode, steps, rounds, min_seconds_per_sample))
+            torch.set_num_threads(previous_threads)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return results
+
+
+def _time_interleaved(
+    label: str, mode: str, steps: Dict[str, Callable[[], object]], rounds: int, min_seconds: float
+) -> List[Timing]:
+    for step in steps.values():  # warm-up: compilation, allocator, page faults
+        step()
+        step()
+    repeats = {name: _calls_per_sample(step, min_seconds) for name, step in steps.items()}
+    samples: Dict[str, List[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(repeats[name]):
+                step()
+            samples[name].append((time.perf_counter() - start) / repeats[name])
+    return [
+        Timing(label, mode, name, statistics.median(times), rounds, times) for name, times in samples.items()
+    ]
+
+
+def _by_key(results: Sequence[Timing]) -> Dict[tuple, float]:
+    return {(r.case, r.mode, r.implementation): r.median_s for r in results}
+
+
+def _ordered_unique(values: Iterable[str]) -> List[str]:
+    return list(dict.fromkeys(values))
+
+
+def format_table(results: Sequence[Timing], mode: str = "forward_backward", baseline: str = "fused") -> str:
+    """A Markdown table: median microseconds per call, and each one's ratio to ``baseline``.
+
+    A ratio above 1 means the baseline (the fused op) is that many times faster.
+    The roofline columns are the other way round: the fused op's time over the
+    time of the passes it cannot avoid (forward: one read of the logits;
+    forward+backward: a read plus a read/write), 1.0 being at the roofline.
+    """
+    times = _by_key(results)
+    cases = _ordered_unique(r.case for r in results if r.mode == mode)
+    names = _ordered_unique(r.implementation for r in results if r.mode == mode)
+    others = [n for n in names if n != baseline and n not in ROOFLINE]
+    has_roofline = all(n in names for n in ROOFLINE)
+    header = ["B x K", f"{baseline} (us)"] + [f"{n} (us)" for n in others] + [f"vs {n}" for n in others]
+    # The forward reads the logits once; forward+backward also writes a gradient.
+    roofline_parts = ("read_pass",) if mode == "forward" else ROOFLINE
+    if has_roofline:
+        header += ["roofline (us)", f"{baseline} / roofline"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for case in cases:
+        base = times[(case, mode, baseline)]
+        row = [case, f"{base * 1e6:.1f}"]
+        row += [f"{times[(case, mode, n)] * 1e6:.1f}" for n in others]
+        row += [f"{times[(case, mode, n)] / base:.2f}x" for n in others]
+        if has_roofline:
+            roofline = sum(times[(case, mode, part)] for part in roofline_parts)
+            row += [f"{roofline * 1e6:.1f}", f"{base / roofline:.2f}x"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def machine_description() -> Dict[str, object]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    from . import _ops
+
+    return {
+        "cpu": cpu,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "kernel_isa": _ops.cpu_isa(),
+    }
+
+
+def write_json(results: Sequence[Timing], path: str) -> None:
+    """Writes every median and raw sample, with the machine description."""
+    with open(path, "w") as f:
+        json.dump({"machine": machine_description(), "results": [asdict(r) for r in results]}, f, indent=1)
+
+
+def plot_speedups(results: Sequence[Timing], path: str, mode: str = "forward_backward", baseline: str = "fused") -> None:
+    """PNG bar chart of the fused op's speed-up over each alternative, per size (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = _by_key(results)
+    cases = _ordered_unique(r.case for r in results if r.mode == mode)
+    others = [
+        n for n in _ordered_unique(r.implementation for r in results if r.mode == mode) if n not in (baseline,) + ROOFLINE
+    ]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(cases) + 2), 4.5))
+    width = 0.8 / max(1, len(others))
+    for i, name in enumerate(others):
+        ratios = [times[(c, mode, name)] / times[(c, mode, baseline)] for c in cases]
+        ax.bar([x + i * width for x in range(len(cases))], ratios, width, label=f"vs {name}")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(cases))])
+    ax.set_xticklabels(cases, rotation=45, ha="right")
+    ax.set_ylabel(f"speed-up of {baseline} ({mode.replace('_', '+')})")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("hybrid_entropy_ext: fused op speed-up (median ratio, higher is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,228 @@
+"""Command line: ``python -m hybrid_entropy_ext`` / ``hybrid-entropy``.
+
+Subcommands:
+
+- ``schedule``: the entropy-coefficient table of a config or preset.
+- ``check``: the loss components at given batch-mean entropies, as a collapse report.
+- ``bench``: fused op vs the alternatives, forward+backward, with ratios.
+- ``demo`` (the default): the schedule table and a quick fused-vs-reference timing.
+
+Errors are one line on stderr and exit status 2, not a traceback.
+"""
+
+import argparse
+import math
+import sys
+from typing import List, Optional, Sequence
+
+import torch
+
+from .config import EntropyRegularizationConfig
+
+__all__ = ["main"]
+
+DEFAULT_EPISODES = (0, 50, 100, 250, 500, 750, 1000)
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _load_config(args: argparse.Namespace) -> EntropyRegularizationConfig:
+    if getattr(args, "config", None) and getattr(args, "preset", None):
+        raise CliError("give --config or --preset, not both")
+    if getattr(args, "config", None):
+        return EntropyRegularizationConfig.from_yaml(args.config)
+    if getattr(args, "preset", None):
+        return EntropyRegularizationConfig.preset(args.preset)
+    return EntropyRegularizationConfig()
+
+
+def _config_source(args: argparse.Namespace) -> str:
+    if getattr(args, "config", None):
+        return args.config
+    if getattr(args, "preset", None):
+        return f"preset {args.preset!r}"
+    return "defaults"
+
+
+def schedule_table(config: EntropyRegularizationConfig, episodes: Sequence[int]) -> str:
+    """Markdown table of the coefficient at each episode."""
+    schedule = config.make_schedule()
+    lines = ["| episode | entropy_coeff |", "|---:|---:|"]
+    lines += [f"| {e} | {schedule(e):.6g} |" for e in episodes]
+    return "\n".join(lines)
+
+
+def collapse_report(
+    config: EntropyRegularizationConfig, episode: int, discrete_entropy: float, continuous_entropy: float
+) -> str:
+    """The loss components at given batch-mean entropies (nats), and which penalties are active."""
+    from .reference import loss_from_entropies
+
+    coeff = config.make_schedule()(episode)
+    tau_d = config.min_entropy_threshold
+    tau_c = config.resolved_continuous_min_entropy_threshold
+    # No logits row has every entropy, so the report applies the loss formulas
+    # to the given batch means directly.
+    components = loss_from_entropies(
+        torch.tensor(discrete_entropy, dtype=torch.float64),
+        torch.tensor(continuous_entropy, dtype=torch.float64),
+        coeff,
+        config.discrete_entropy_weight,
+        config.continuous_entropy_weight,
+        tau_d,
+        tau_c,
+        config.penalty_multiplier,
+    )
+    names = ("discrete", "continuous", "discrete_penalty", "continuous_penalty", "total")
+    rows = [("entropy_coeff", coeff)] + [(name, float(components[name])) for name in names]
+    lines = [f"episode {episode}: H_d = {discrete_entropy:g} nats, H_c = {continuous_entropy:g} nats", ""]
+    lines += ["| component | value |", "|---|---:|"]
+    lines += [f"| {name} | {value:.6g} |" for name, value in rows]
+    lines.append("")
+    for head, entropy, threshold in (("discrete", discrete_entropy, tau_d), ("continuous", continuous_entropy, tau_c)):
+        if threshold is None:
+            lines.append(f"{head}: penalty disabled")
+        elif entropy < threshold:
+            lines.append(f"{head}: COLLAPSING, entropy {entropy:g} < threshold {threshold:g}: penalty active")
+        else:
+            lines.append(f"{head}: ok, entropy {entropy:g} >= threshold {threshold:g}")
+    return "\n".join(lines)
+
+
+def _parse_size(text: str):
+    from .benchmark import Case
+
+    try:
+        batch, actions = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise CliError(f"--sizes: expected BxK such as 4096x16, got {text!r}") from None
+    if batch <= 0 or actions <= 0:
+        raise CliError(f"--sizes: B and K must be positive, got {text!r}")
+    return Case(batch, actions)
+
+
+def _progress(message: str) -> None:
+    print(f"  timing {message} ...", file=sys.stderr, flush=True)
+
+
+def _run_bench(
+    cases, implementations: Sequence[str], rounds: int, include_roofline: bool, json_path=None, plot_path=None
+) -> str:
+    from . import benchmark
+
+    results = benchmark.run_benchmark(
+        cases, implementations, rounds=rounds, include_roofline=include_roofline, progress=_progress
+    )
+    if json_path:
+        benchmark.write_json(results, json_path)
+    if plot_path:
+        benchmark.plot_speedups(results, plot_path)
+    machine = benchmark.machine_description()
+    header = (
+        f"{machine['cpu']}, {machine['torch_threads']} threads, kernels: {machine['kernel_isa']}, "
+        f"torch {machine['torch']}; median of {rounds} interleaved rounds"
+    )
+    sections = [header]
+    for mode in ("forward_backward", "forward"):
+        sections += ["", f"{mode.replace('_', '+')} (ratio > 1: fused is faster)", benchmark.format_table(results, mode)]
+    return "\n".join(sections)
+
+
+def cmd_schedule(args: argparse.Namespace) -> None:
+    config = _load_config(args)
+    print(f"Entropy coefficient schedule ({_config_source(args)}):")
+    print(schedule_table(config, args.episodes))
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    for name in ("discrete_entropy", "continuous_entropy"):
+        if not math.isfinite(getattr(args, name)):
+            raise CliError(f"--{name.replace('_', '-')} must be finite")
+    print(collapse_report(_load_config(args), args.episode, args.discrete_entropy, args.continuous_entropy))
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from . import benchmark
+
+    cases = [_parse_size(s) for s in args.sizes] if args.sizes else list(benchmark.QUICK_CASES)
+    print(_run_bench(cases, args.implementations, args.rounds, args.roofline, args.json, args.plot))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from . import benchmark
+
+    config = _load_config(args)
+    print(f"Entropy coefficient schedule ({_config_source(args)}):")
+    print(schedule_table(config, DEFAULT_EPISODES))
+    print()
+    print(collapse_report(config, 100, 0.05, 1.5))
+    print()
+    print("Fused op vs the pure-PyTorch reference:")
+    print(_run_bench(benchmark.QUICK_CASES, ("fused", "reference"), args.rounds, include_roofline=False))
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML file (a trainer config or the section alone)")
+    parser.add_argument(
+        "--preset", choices=("long", "short", "debug", "aggressive"), help="a built-in preset instead of a file"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .benchmark import IMPLEMENTATIONS
+
+    parser = argparse.ArgumentParser(
+        prog="hybrid-entropy", description="Adaptive, fused entropy regularization for hybrid-action policies."
+    )
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("schedule", help="the entropy coefficient at given episodes")
+    _add_config_options(p)
+    p.add_argument("--episodes", type=int, nargs="+", default=list(DEFAULT_EPISODES), metavar="E")
+    p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("check", help="loss components and active penalties at given batch-mean entropies")
+    _add_config_options(p)
+    p.add_argument("--episode", type=int, required=True)
+    p.add_argument("--discrete-entropy", type=float, required=True, metavar="H_d", help="nats")
+    p.add_argument("--continuous-entropy", type=float, required=True, metavar="H_c", help="nats")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("bench", help="fused op vs alternatives, median of interleaved rounds")
+    p.add_argument("--sizes", nargs="+", metavar="BxK", help="e.g. 256x8 4096x16 (D = 8)")
+    p.add_argument(
+        "--implementations",
+        nargs="+",
+        default=["fused", "distributions", "reference", "reference_compiled"],
+        choices=sorted(IMPLEMENTATIONS),
+    )
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--roofline", action="store_true", help="also time the read and read+write passes")
+    p.add_argument("--json", metavar="FILE", help="write all timings as JSON")
+    p.add_argument("--plot", metavar="FILE", help="write a PNG of the speed-ups (needs matplotlib)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="schedule table, a collapse report and a quick timing (the default)")
+    _add_config_options(p)
+    p.add_argument("--rounds", type=int, default=5)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["demo"] + list(argv or []))
+    try:
+        if getattr(args, "episode", 0) < 0:
+            raise CliError("--episode must be >= 0")
+        if any(e < 0 for e in getattr(args, "episodes", [])):
+            raise CliError("--episodes must be >= 0")
+        args.func(args)
+    except (CliError, ValueError, TypeError, FileNotFoundError) as error:
+        print(f"hybrid-entropy: error: {error}", file=sys.stderr)
+        return 2
+    return 0
