@@ -10,9 +10,12 @@
 //   m     = max_k z[k]                      row max
 //   s     = sum_k exp(z[k] - m)             shifted partition sum
 //   t     = sum_k exp(z[k] - m) (z[k] - m)  shifted first moment
-//   lse   = m + log s                       row log-normalizer (logsumexp)
 //   h     = log s - t / s                   row entropy, nats
-//   d h / d z[k] = -p[k] (log p[k] + h),    p[k] = exp(z[k] - lse)
+//   log p[k] = (z[k] - m) - log s           log-probability
+//   d h / d z[k] = -p[k] (log p[k] + h)
+// The backward keeps m and log s apart rather than their sum (the
+// logsumexp): for float32 logits of magnitude 1e4, m + log s would round to
+// the spacing of 1e4 (about 1e-3) and so would every log p.
 #pragma once
 
 #include <cmath>
@@ -83,11 +86,16 @@ HEE_HOST_DEVICE V row_entropy_from_moments(
 }
 
 // Backward, one element: grad_scale * d h / d z = grad_scale * -p (log p + h),
-// with log p = z - lse clamped as in the forward (a masked action gets 0).
+// with the shifted logit clamped as in the forward (a masked action gets 0).
 template <typename V, typename S>
 HEE_HOST_DEVICE V entropy_grad_element(
-    V logit, V row_logsumexp, V row_entropy, V grad_scale, S lowest) {
-  const V log_p = max_of(logit - row_logsumexp, V(lowest));
+    V logit,
+    V row_max,
+    V row_log_sum_exp,
+    V row_entropy,
+    V grad_scale,
+    S lowest) {
+  const V log_p = max_of(logit - row_max, V(lowest)) - row_log_sum_exp;
   const V p = exp_of(log_p);
   return grad_scale * (V(0) - p * (log_p + row_entropy));
 }

@@ -26,27 +26,27 @@ LossForwardOutputs hybrid_entropy_loss_meta(
   const auto scalar_options =
       head.options().dtype(loss_output_dtype(logits, log_std));
   auto scalar = [&] { return at::empty({}, scalar_options); };
-  at::Tensor row_logsumexp;
-  at::Tensor row_entropy;
-  if (logits.has_value()) {
-    const auto row_options = logits->options().dtype(row_stats_dtype(*logits));
-    row_logsumexp = at::empty_symint({logits->sym_size(0)}, row_options);
-    row_entropy = at::empty_symint({logits->sym_size(0)}, row_options);
-  } else {
-    row_logsumexp = at::empty({0}, scalar_options);
-    row_entropy = at::empty({0}, scalar_options);
-  }
-  return {scalar(), scalar(),      scalar(),     scalar(),   scalar(),
-          scalar(), scalar(), row_logsumexp, row_entropy};
+  const at::Tensor row_stats = logits.has_value()
+      ? at::empty_symint(
+            {3, logits->sym_size(0)},
+            logits->options().dtype(row_stats_dtype(*logits)))
+      : at::empty({3, 0}, scalar_options);
+  return {scalar(), scalar(), scalar(), scalar(),
+          scalar(), scalar(), scalar(), row_stats};
 }
 
-at::Tensor gradient_like(const std::optional<at::Tensor>& input, bool wanted) {
+// Mirrors the CPU kernel: a contiguous gradient when requested, else an
+// empty [0] placeholder (schemas cannot return None) in the input's dtype, or
+// in entropy_coeff's when the head is None.
+at::Tensor gradient_like(
+    const std::optional<at::Tensor>& input,
+    bool wanted,
+    const at::Tensor& entropy_coeff) {
   if (wanted && input.has_value()) {
     return at::empty_symint(input->sym_sizes(), input->options());
   }
-  // Not requested: an empty placeholder (schemas cannot return None).
-  return at::empty({0}, input.has_value() ? input->options()
-                                          : at::TensorOptions().device(at::kMeta));
+  return at::empty(
+      {0}, (input.has_value() ? *input : entropy_coeff).options());
 }
 
 LossBackwardOutputs hybrid_entropy_loss_backward_meta(
@@ -60,8 +60,7 @@ LossBackwardOutputs hybrid_entropy_loss_backward_meta(
     const std::optional<at::Tensor>& logits,
     const std::optional<at::Tensor>& log_std,
     const at::Tensor& entropy_coeff,
-    const at::Tensor& /*row_logsumexp*/,
-    const at::Tensor& /*row_entropy*/,
+    const at::Tensor& /*row_stats*/,
     const at::Tensor& /*discrete_entropy*/,
     const at::Tensor& /*continuous_entropy*/,
     double /*discrete_entropy_weight*/,
@@ -71,9 +70,9 @@ LossBackwardOutputs hybrid_entropy_loss_backward_meta(
     double /*penalty_multiplier*/,
     std::array<bool, 3> output_mask) {
   return {
-      gradient_like(logits, output_mask[0]),
-      gradient_like(log_std, output_mask[1]),
-      gradient_like(entropy_coeff, output_mask[2])};
+      gradient_like(logits, output_mask[0], entropy_coeff),
+      gradient_like(log_std, output_mask[1], entropy_coeff),
+      gradient_like(entropy_coeff, output_mask[2], entropy_coeff)};
 }
 
 } // namespace

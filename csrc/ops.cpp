@@ -26,7 +26,7 @@ TORCH_LIBRARY(hybrid_entropy_ext, m) {
       "float penalty_multiplier=3.0) -> (Tensor total, Tensor discrete, "
       "Tensor continuous, Tensor discrete_penalty, "
       "Tensor continuous_penalty, Tensor discrete_entropy, "
-      "Tensor continuous_entropy, Tensor row_logsumexp, Tensor row_entropy)",
+      "Tensor continuous_entropy, Tensor row_stats)",
       {at::Tag::pt2_compliant_tag});
   m.def(
       "hybrid_entropy_loss_backward(Tensor? grad_total, "
@@ -34,7 +34,7 @@ TORCH_LIBRARY(hybrid_entropy_ext, m) {
       "Tensor? grad_discrete_penalty, Tensor? grad_continuous_penalty, "
       "Tensor? grad_discrete_entropy, Tensor? grad_continuous_entropy, "
       "Tensor? logits, Tensor? log_std, Tensor entropy_coeff, "
-      "Tensor row_logsumexp, Tensor row_entropy, Tensor discrete_entropy, "
+      "Tensor row_stats, Tensor discrete_entropy, "
       "Tensor continuous_entropy, float discrete_entropy_weight, "
       "float continuous_entropy_weight, float? min_entropy_threshold, "
       "float? continuous_min_entropy_threshold, float penalty_multiplier, "

@@ -13,12 +13,12 @@ namespace hee {
 
 // total, discrete, continuous, discrete_penalty, continuous_penalty,
 // discrete_entropy, continuous_entropy (0-dim each), then the per-row
-// statistics kept for the backward: row_logsumexp [B], row_entropy [B]
-// ([0] when logits is None).
+// statistics kept for the backward, row_stats [3, B]: row max, log of the
+// shifted partition sum, row entropy ([3, 0] when logits is None).
 constexpr int kNumLossOutputs = 7;
 using LossForwardOutputs = std::tuple<
     at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-    at::Tensor, at::Tensor, at::Tensor>;
+    at::Tensor, at::Tensor>;
 
 // grad_logits, grad_log_std, grad_entropy_coeff; an input whose gradient was
 // not requested (output_mask) gets an empty [0] tensor.

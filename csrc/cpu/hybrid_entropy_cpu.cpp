@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -16,53 +17,72 @@ namespace hee {
 namespace cpu {
 namespace {
 
-// Rows are reduced in fixed blocks, each summed in order, and the block sums
-// are then added in order: the batch mean is bitwise the same whatever the
-// number of threads.
+// Rows are reduced in fixed blocks, each summed in a fixed order, and the
+// block sums are then added in order: the batch means are bitwise the same
+// whatever the number of threads.
 constexpr int64_t kRowsPerBlock = 64;
 // Work below this many elements runs on the calling thread: waking the pool
 // costs more than it saves.
 constexpr int64_t kMinElementsPerTask = 32768;
 
+// The row kernels of one ISA build for one dtype.
 template <typename scalar_t>
-ForwardRowsFn<scalar_t> forward_rows_kernel(CpuIsa isa) {
-#ifndef HEE_GENERIC_CPU_ONLY
-  switch (isa) {
-    case CpuIsa::kAvx512:
-      return &avx512::forward_rows<scalar_t>;
-    case CpuIsa::kAvx2:
-      return &avx2::forward_rows<scalar_t>;
-    case CpuIsa::kGeneric:
-      break;
-  }
-#endif
-  return &generic::forward_rows<scalar_t>;
-}
+struct RowKernels {
+  ForwardRowsFn<scalar_t> forward;
+  BackwardRowsFn<scalar_t> backward;
+  SumValuesFn<scalar_t> sum;
+};
 
 template <typename scalar_t>
-BackwardRowsFn<scalar_t> backward_rows_kernel(CpuIsa isa) {
+RowKernels<scalar_t> row_kernels(CpuIsa isa) {
 #ifndef HEE_GENERIC_CPU_ONLY
   switch (isa) {
     case CpuIsa::kAvx512:
-      return &avx512::backward_rows<scalar_t>;
+      return {&avx512::forward_rows<scalar_t>, &avx512::backward_rows<scalar_t>,
+              &avx512::sum_values<scalar_t>};
     case CpuIsa::kAvx2:
-      return &avx2::backward_rows<scalar_t>;
+      return {&avx2::forward_rows<scalar_t>, &avx2::backward_rows<scalar_t>,
+              &avx2::sum_values<scalar_t>};
     case CpuIsa::kGeneric:
       break;
   }
 #endif
-  return &generic::backward_rows<scalar_t>;
+  return {&generic::forward_rows<scalar_t>, &generic::backward_rows<scalar_t>,
+          &generic::sum_values<scalar_t>};
 }
+
+#define HEE_DISPATCH_FLOATING(dtype, ...)                                   \
+  AT_DISPATCH_FLOATING_TYPES_AND2(                                          \
+      at::kHalf, at::kBFloat16, dtype, "hybrid_entropy_loss", __VA_ARGS__)
 
 // The value of a 0-dim CPU tensor, read directly (no dispatcher round trip).
 double read_scalar(const at::Tensor& t) {
-  return AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, t.scalar_type(), "read_scalar",
-      [&] { return static_cast<double>(*t.const_data_ptr<scalar_t>()); });
+  return HEE_DISPATCH_FLOATING(t.scalar_type(), [&] {
+    return static_cast<double>(*t.const_data_ptr<scalar_t>());
+  });
 }
 
 double read_scalar_or_zero(const std::optional<at::Tensor>& t) {
   return t.has_value() ? read_scalar(*t) : 0.0;
+}
+
+// Outputs are allocated directly on the CPU allocator: at this op's small
+// sizes, a dispatcher round trip per output would dominate the call.
+at::Tensor new_cpu_tensor(at::IntArrayRef sizes, at::ScalarType dtype) {
+  return at::detail::empty_cpu(sizes, dtype, /*pin_memory=*/false, std::nullopt);
+}
+
+at::Tensor new_cpu_scalar(double value, at::ScalarType dtype) {
+  at::Tensor t = new_cpu_tensor({}, dtype);
+  HEE_DISPATCH_FLOATING(dtype, [&] {
+    *t.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(value);
+  });
+  return t;
+}
+
+// Placeholder for a gradient nobody asked for (schemas cannot return None).
+at::Tensor not_requested(at::ScalarType dtype) {
+  return new_cpu_tensor({0}, dtype);
 }
 
 // The row kernels want unit column stride; any row stride (0 for rows
@@ -77,22 +97,62 @@ LogitRows<scalar_t> logit_rows(const at::Tensor& logits) {
   return {logits.const_data_ptr<scalar_t>(), logits.stride(0), logits.size(1)};
 }
 
-// Sum over rows [row_begin, row_end) and all columns of a [B, D] tensor.
-double sum_rows(const at::Tensor& values, int64_t row_begin, int64_t row_end) {
-  return AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, values.scalar_type(), "sum_rows", [&] {
-        const scalar_t* data = values.const_data_ptr<scalar_t>();
-        const int64_t row_stride = values.stride(0);
-        const int64_t col_stride = values.stride(1);
-        const int64_t num_cols = values.size(1);
-        double sum = 0.0;
-        for (int64_t i = row_begin; i < row_end; ++i) {
-          for (int64_t j = 0; j < num_cols; ++j) {
-            sum += static_cast<double>(data[i * row_stride + j * col_stride]);
+// log_std as contiguous rows: [B, D] when each sample has its own, or [1, D]
+// when the batch shares one ([D], or [B, D] expanded from a row).
+struct LogStdRows {
+  at::Tensor rows;
+  bool per_sample;
+};
+
+LogStdRows log_std_rows(const at::Tensor& log_std) {
+  if (log_std.dim() == 1) {
+    return {log_std.contiguous().view({1, -1}), false};
+  }
+  if (log_std.size(0) > 1 && log_std.stride(0) == 0) {
+    return {log_std[0].contiguous().view({1, -1}), false};
+  }
+  return {log_std.contiguous(), true};
+}
+
+// Batch size and elements per row of the pass over rows.
+struct RowPass {
+  int64_t batch = 0;
+  int64_t row_width = 0;
+
+  int64_t num_blocks() const {
+    return (batch + kRowsPerBlock - 1) / kRowsPerBlock;
+  }
+  int64_t grain_blocks() const {
+    return std::max<int64_t>(
+        1,
+        kMinElementsPerTask /
+            (kRowsPerBlock * std::max<int64_t>(row_width, 1)));
+  }
+  template <typename F>
+  void for_each_block(const F& body) const {
+    at::parallel_for(
+        0, num_blocks(), grain_blocks(), [&](int64_t begin, int64_t end) {
+          for (int64_t block = begin; block < end; ++block) {
+            const int64_t row_begin = block * kRowsPerBlock;
+            body(block, row_begin, std::min(batch, row_begin + kRowsPerBlock));
           }
-        }
-        return sum;
-      });
+        });
+  }
+};
+
+RowPass make_row_pass(
+    const std::optional<at::Tensor>& logits,
+    const std::optional<LogStdRows>& log_std) {
+  RowPass pass;
+  if (logits.has_value()) {
+    pass.batch = logits->size(0);
+    pass.row_width += logits->size(1);
+  }
+  if (log_std.has_value() && log_std->per_sample) {
+    pass.batch = log_std->rows.size(0);
+    pass.row_width += log_std->rows.size(1);
+  }
+  return pass;
 }
 
 template <typename T>
@@ -104,72 +164,75 @@ double ordered_sum(const std::vector<T>& values) {
   return sum;
 }
 
-// Batch sums of the discrete row entropies and of log_std, in one parallel
-// pass over row blocks; fills row_logsumexp and row_entropy on the way.
-struct BatchSums {
-  double row_entropy = 0.0;
-  double log_std = 0.0;
+double sum_all(const at::Tensor& contiguous, CpuIsa isa) {
+  return HEE_DISPATCH_FLOATING(contiguous.scalar_type(), [&] {
+    return static_cast<double>(row_kernels<scalar_t>(isa).sum(
+        contiguous.const_data_ptr<scalar_t>(), contiguous.numel()));
+  });
+}
+
+template <typename acc>
+RowStats<acc> row_stats_view(const at::Tensor& row_stats) {
+  acc* base = row_stats.data_ptr<acc>();
+  const int64_t batch = row_stats.size(1);
+  return {base, base + batch, base + 2 * batch};
+}
+
+// Batch means of both heads in one parallel pass over row blocks; fills the
+// [3, B] row statistics on the way.
+struct BatchMeans {
+  double discrete_entropy = 0.0;
+  double continuous_entropy = 0.0;
 };
 
-BatchSums forward_batch_sums(
+BatchMeans forward_pass(
     const std::optional<at::Tensor>& logits,
-    const std::optional<at::Tensor>& log_std,
-    const at::Tensor& row_logsumexp,
-    const at::Tensor& row_entropy) {
-  const bool per_row_log_std = log_std.has_value() && log_std->dim() == 2;
-  const int64_t batch = logits.has_value() ? logits->size(0)
-      : per_row_log_std                    ? log_std->size(0)
-                                           : 0;
-  BatchSums sums;
-  if (log_std.has_value() && !per_row_log_std) {
-    sums.log_std = sum_rows(log_std->view({1, -1}), 0, 1);
-  }
-  if (batch == 0) {
-    return sums;
-  }
-  const int64_t num_blocks = (batch + kRowsPerBlock - 1) / kRowsPerBlock;
-  const int64_t row_width = (logits.has_value() ? logits->size(1) : 0) +
-      (per_row_log_std ? log_std->size(1) : 0);
-  const int64_t grain_blocks = std::max<int64_t>(
-      1, kMinElementsPerTask / (kRowsPerBlock * std::max<int64_t>(row_width, 1)));
-  const CpuIsa isa = selected_cpu_isa();
-  std::vector<double> block_entropy_sums(num_blocks, 0.0);
-  std::vector<double> block_log_std_sums(num_blocks, 0.0);
-  at::parallel_for(0, num_blocks, grain_blocks, [&](int64_t begin, int64_t end) {
-    for (int64_t block = begin; block < end; ++block) {
-      const int64_t row_begin = block * kRowsPerBlock;
-      const int64_t row_end = std::min(batch, row_begin + kRowsPerBlock);
-      if (logits.has_value()) {
-        AT_DISPATCH_FLOATING_TYPES_AND2(
-            at::kHalf, at::kBFloat16, logits->scalar_type(), "forward_rows",
-            [&] {
-              using acc = acc_t<scalar_t>;
-              acc* entropy = row_entropy.data_ptr<acc>();
-              forward_rows_kernel<scalar_t>(isa)(
-                  logit_rows<scalar_t>(*logits), row_begin, row_end,
-                  row_logsumexp.data_ptr<acc>(), entropy);
-              double sum = 0.0;
-              for (int64_t i = row_begin; i < row_end; ++i) {
-                sum += static_cast<double>(entropy[i]);
-              }
-              block_entropy_sums[block] = sum;
-            });
-      }
-      if (per_row_log_std) {
-        block_log_std_sums[block] = sum_rows(*log_std, row_begin, row_end);
-      }
+    const std::optional<LogStdRows>& log_std,
+    const at::Tensor& row_stats,
+    CpuIsa isa) {
+  const RowPass pass = make_row_pass(logits, log_std);
+  std::vector<double> block_entropy_sums(pass.num_blocks(), 0.0);
+  std::vector<double> block_log_std_sums(pass.num_blocks(), 0.0);
+  const bool per_sample_log_std = log_std.has_value() && log_std->per_sample;
+  pass.for_each_block([&](int64_t block, int64_t row_begin, int64_t row_end) {
+    if (logits.has_value()) {
+      HEE_DISPATCH_FLOATING(logits->scalar_type(), [&] {
+        using acc = acc_t<scalar_t>;
+        const RowStats<acc> stats = row_stats_view<acc>(row_stats);
+        row_kernels<scalar_t>(isa).forward(
+            logit_rows<scalar_t>(*logits), row_begin, row_end, stats);
+        block_entropy_sums[block] = row_kernels<acc>(isa).sum(
+            stats.entropy + row_begin, row_end - row_begin);
+      });
+    }
+    if (per_sample_log_std) {
+      const at::Tensor& rows = log_std->rows;
+      HEE_DISPATCH_FLOATING(rows.scalar_type(), [&] {
+        const int64_t dims = rows.size(1);
+        block_log_std_sums[block] = row_kernels<scalar_t>(isa).sum(
+            rows.const_data_ptr<scalar_t>() + row_begin * dims,
+            (row_end - row_begin) * dims);
+      });
     }
   });
-  sums.row_entropy = ordered_sum(block_entropy_sums);
-  if (per_row_log_std) {
-    sums.log_std = ordered_sum(block_log_std_sums);
+
+  BatchMeans means;
+  if (logits.has_value()) {
+    means.discrete_entropy = ordered_sum(block_entropy_sums) / pass.batch;
   }
-  return sums;
+  if (log_std.has_value()) {
+    const double mean_sum_log_std = per_sample_log_std
+        ? ordered_sum(block_log_std_sums) / pass.batch
+        : sum_all(log_std->rows, isa);
+    means.continuous_entropy =
+        math::gaussian_entropy(mean_sum_log_std, log_std->rows.size(1));
+  }
+  return means;
 }
 
 LossForwardOutputs hybrid_entropy_loss_cpu(
     const std::optional<at::Tensor>& logits_in,
-    const std::optional<at::Tensor>& log_std,
+    const std::optional<at::Tensor>& log_std_in,
     const at::Tensor& entropy_coeff,
     double discrete_entropy_weight,
     double continuous_entropy_weight,
@@ -177,46 +240,32 @@ LossForwardOutputs hybrid_entropy_loss_cpu(
     std::optional<double> continuous_min_entropy_threshold,
     double penalty_multiplier) {
   check_loss_inputs(
-      logits_in, log_std, entropy_coeff, discrete_entropy_weight,
+      logits_in, log_std_in, entropy_coeff, discrete_entropy_weight,
       continuous_entropy_weight, min_entropy_threshold,
       continuous_min_entropy_threshold, penalty_multiplier);
   const std::optional<at::Tensor> logits = logits_in.has_value()
       ? std::optional<at::Tensor>(with_unit_column_stride(*logits_in))
       : std::nullopt;
-  const auto scalar_options =
-      at::TensorOptions().dtype(loss_output_dtype(logits, log_std));
+  const std::optional<LogStdRows> log_std = log_std_in.has_value()
+      ? std::optional<LogStdRows>(log_std_rows(*log_std_in))
+      : std::nullopt;
+  const at::ScalarType out_dtype = loss_output_dtype(logits_in, log_std_in);
 
-  at::Tensor row_logsumexp;
-  at::Tensor row_entropy;
-  if (logits.has_value()) {
-    const auto row_options = logits->options().dtype(row_stats_dtype(*logits));
-    row_logsumexp = at::empty({logits->size(0)}, row_options);
-    row_entropy = at::empty({logits->size(0)}, row_options);
-  } else {
-    row_logsumexp = at::empty({0}, scalar_options);
-    row_entropy = at::empty({0}, scalar_options);
-  }
-  const BatchSums sums =
-      forward_batch_sums(logits, log_std, row_logsumexp, row_entropy);
+  const at::ScalarType stats_dtype =
+      logits.has_value() ? row_stats_dtype(*logits) : out_dtype;
+  const int64_t stats_rows = logits.has_value() ? logits->size(0) : 0;
+  at::Tensor row_stats = new_cpu_tensor({3, stats_rows}, stats_dtype);
+  const BatchMeans means =
+      forward_pass(logits, log_std, row_stats, selected_cpu_isa());
 
-  const double discrete_entropy =
-      logits.has_value() ? sums.row_entropy / logits->size(0) : 0.0;
-  double continuous_entropy = 0.0;
-  if (log_std.has_value()) {
-    const int64_t rows = log_std->dim() == 2 ? log_std->size(0) : 1;
-    continuous_entropy =
-        math::gaussian_entropy(sums.log_std / rows, log_std->size(-1));
-  }
   const math::LossComponents c = math::combine_losses(
-      read_scalar(entropy_coeff), logits.has_value(), discrete_entropy,
-      log_std.has_value(), continuous_entropy,
+      read_scalar(entropy_coeff), logits.has_value(), means.discrete_entropy,
+      log_std.has_value(), means.continuous_entropy,
       make_loss_params(
           discrete_entropy_weight, continuous_entropy_weight,
           min_entropy_threshold, continuous_min_entropy_threshold,
           penalty_multiplier));
-  auto scalar = [&](double value) {
-    return at::scalar_tensor(value, scalar_options);
-  };
+  auto scalar = [&](double value) { return new_cpu_scalar(value, out_dtype); };
   return {scalar(c.total),
           scalar(c.discrete),
           scalar(c.continuous),
@@ -224,36 +273,58 @@ LossForwardOutputs hybrid_entropy_loss_cpu(
           scalar(c.continuous_penalty),
           scalar(c.discrete_entropy),
           scalar(c.continuous_entropy),
-          row_logsumexp,
-          row_entropy};
+          row_stats};
 }
 
-at::Tensor logits_gradient(
-    const at::Tensor& logits_in,
-    const at::Tensor& row_logsumexp,
-    const at::Tensor& row_entropy,
-    double grad_discrete_entropy) {
-  const at::Tensor logits = with_unit_column_stride(logits_in);
-  const int64_t batch = logits.size(0);
-  const int64_t num_cols = logits.size(1);
-  at::Tensor grad = at::empty({batch, num_cols}, logits.options());
-  const int64_t grain_rows =
-      std::max<int64_t>(1, kMinElementsPerTask / num_cols);
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, logits.scalar_type(), "backward_rows", [&] {
+// Gradients of logits and log_std in one parallel pass over row blocks.
+void backward_pass(
+    const std::optional<at::Tensor>& logits,
+    const at::Tensor& row_stats,
+    double grad_discrete_entropy,
+    const at::Tensor* grad_logits,
+    const at::Tensor* grad_log_std,
+    double grad_log_std_value,
+    CpuIsa isa) {
+  RowPass pass;
+  if (grad_logits != nullptr) {
+    pass.batch = logits->size(0);
+    pass.row_width = logits->size(1);
+  }
+  // A [D] log_std gradient is filled at once below; [B, D] row by row.
+  const bool per_sample_log_std =
+      grad_log_std != nullptr && grad_log_std->dim() == 2;
+  if (per_sample_log_std) {
+    pass.batch = grad_log_std->size(0);
+    pass.row_width += grad_log_std->size(1);
+  } else if (grad_log_std != nullptr) {
+    grad_log_std->fill_(grad_log_std_value);
+  }
+  if (pass.batch == 0) {
+    return;
+  }
+  pass.for_each_block([&](int64_t /*block*/, int64_t row_begin, int64_t row_end) {
+    if (grad_logits != nullptr) {
+      HEE_DISPATCH_FLOATING(logits->scalar_type(), [&] {
         using acc = acc_t<scalar_t>;
-        const auto kernel = backward_rows_kernel<scalar_t>(selected_cpu_isa());
-        const LogitRows<scalar_t> rows = logit_rows<scalar_t>(logits);
-        const acc* lse = row_logsumexp.const_data_ptr<acc>();
-        const acc* entropy = row_entropy.const_data_ptr<acc>();
         // d H_d / d h_d[i] = 1 / B
-        const acc grad_scale = static_cast<acc>(grad_discrete_entropy / batch);
-        scalar_t* out = grad.data_ptr<scalar_t>();
-        at::parallel_for(0, batch, grain_rows, [&](int64_t begin, int64_t end) {
-          kernel(rows, begin, end, lse, entropy, grad_scale, out);
-        });
+        const acc grad_scale =
+            static_cast<acc>(grad_discrete_entropy / logits->size(0));
+        row_kernels<scalar_t>(isa).backward(
+            logit_rows<scalar_t>(*logits), row_begin, row_end,
+            row_stats_view<acc>(row_stats), grad_scale,
+            grad_logits->data_ptr<scalar_t>());
       });
-  return grad;
+    }
+    if (per_sample_log_std) {
+      HEE_DISPATCH_FLOATING(grad_log_std->scalar_type(), [&] {
+        const int64_t dims = grad_log_std->size(1);
+        std::fill_n(
+            grad_log_std->data_ptr<scalar_t>() + row_begin * dims,
+            (row_end - row_begin) * dims,
+            static_cast<scalar_t>(grad_log_std_value));
+      });
+    }
+  });
 }
 
 LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
@@ -264,11 +335,10 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
     const std::optional<at::Tensor>& grad_continuous_penalty,
     const std::optional<at::Tensor>& grad_discrete_entropy,
     const std::optional<at::Tensor>& grad_continuous_entropy,
-    const std::optional<at::Tensor>& logits,
+    const std::optional<at::Tensor>& logits_in,
     const std::optional<at::Tensor>& log_std,
     const at::Tensor& entropy_coeff,
-    const at::Tensor& row_logsumexp,
-    const at::Tensor& row_entropy,
+    const at::Tensor& row_stats,
     const at::Tensor& discrete_entropy,
     const at::Tensor& continuous_entropy,
     double discrete_entropy_weight,
@@ -286,7 +356,7 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
   upstream.discrete_entropy = read_scalar_or_zero(grad_discrete_entropy);
   upstream.continuous_entropy = read_scalar_or_zero(grad_continuous_entropy);
   const math::BatchEntropyGrads g = math::combine_losses_backward(
-      read_scalar(entropy_coeff), logits.has_value(),
+      read_scalar(entropy_coeff), logits_in.has_value(),
       read_scalar(discrete_entropy), log_std.has_value(),
       read_scalar(continuous_entropy),
       make_loss_params(
@@ -295,29 +365,34 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
           penalty_multiplier),
       upstream);
 
-  at::Tensor grad_logits;
-  if (output_mask[0] && logits.has_value()) {
-    grad_logits = logits_gradient(
-        *logits, row_logsumexp, row_entropy, g.discrete_entropy);
-  } else {
-    grad_logits = at::empty(
-        {0}, logits.has_value() ? logits->options() : entropy_coeff.options());
-  }
-  at::Tensor grad_log_std;
-  if (output_mask[1] && log_std.has_value()) {
-    // h_c[i] is linear in log_std[i, :]; a shared [D] log_std enters every
-    // row, so the 1 / B of the batch mean cancels.
-    const double per_element = log_std->dim() == 2
-        ? g.continuous_entropy / log_std->size(0)
-        : g.continuous_entropy;
-    grad_log_std = at::full(log_std->sizes(), per_element, log_std->options());
-  } else {
-    grad_log_std = at::empty(
-        {0}, log_std.has_value() ? log_std->options() : entropy_coeff.options());
-  }
+  const bool want_logits = output_mask[0] && logits_in.has_value();
+  const bool want_log_std = output_mask[1] && log_std.has_value();
+  const std::optional<at::Tensor> logits = want_logits
+      ? std::optional<at::Tensor>(with_unit_column_stride(*logits_in))
+      : std::nullopt;
+  const at::ScalarType placeholder_dtype = entropy_coeff.scalar_type();
+  at::Tensor grad_logits = want_logits
+      ? new_cpu_tensor(logits->sizes(), logits->scalar_type())
+      : not_requested(
+            logits_in.has_value() ? logits_in->scalar_type()
+                                  : placeholder_dtype);
+  at::Tensor grad_log_std = want_log_std
+      ? new_cpu_tensor(log_std->sizes(), log_std->scalar_type())
+      : not_requested(
+            log_std.has_value() ? log_std->scalar_type() : placeholder_dtype);
+  // h_c[i] is linear in log_std[i, :]; a shared [D] log_std enters every
+  // row, so the 1 / B of the batch mean cancels.
+  const double grad_log_std_value = want_log_std && log_std->dim() == 2
+      ? g.continuous_entropy / log_std->size(0)
+      : g.continuous_entropy;
+  backward_pass(
+      logits, row_stats, g.discrete_entropy,
+      want_logits ? &grad_logits : nullptr,
+      want_log_std ? &grad_log_std : nullptr, grad_log_std_value,
+      selected_cpu_isa());
   at::Tensor grad_entropy_coeff = output_mask[2]
-      ? at::scalar_tensor(g.coeff, entropy_coeff.options())
-      : at::empty({0}, entropy_coeff.options());
+      ? new_cpu_scalar(g.coeff, entropy_coeff.scalar_type())
+      : not_requested(entropy_coeff.scalar_type());
   return {grad_logits, grad_log_std, grad_entropy_coeff};
 }
 

@@ -36,14 +36,22 @@ struct LogitRows {
   int64_t num_cols;
 };
 
-// Writes row_logsumexp[i] and row_entropy[i] (nats) for i in the range.
+// The per-row statistics the forward keeps for the backward, O(B): the rows
+// of a [3, B] tensor (see entropy_math.h for the notation).
+template <typename acc>
+struct RowStats {
+  acc* max;          // m[i], the row max
+  acc* log_sum_exp;  // log s[i], log of sum_k exp(z[i, k] - m[i])
+  acc* entropy;      // h[i], nats
+};
+
+// Writes the row statistics of rows [row_begin, row_end).
 template <typename scalar_t>
 using ForwardRowsFn = void (*)(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
-    acc_t<scalar_t>* row_logsumexp,
-    acc_t<scalar_t>* row_entropy);
+    RowStats<acc_t<scalar_t>> stats);
 
 // Writes grad_logits[i, k] = grad_scale * d h[i] / d z[i, k] for i in the
 // range, into a contiguous [B, K] buffer.
@@ -52,21 +60,26 @@ using BackwardRowsFn = void (*)(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
-    const acc_t<scalar_t>* row_logsumexp,
-    const acc_t<scalar_t>* row_entropy,
+    RowStats<acc_t<scalar_t>> stats,
     acc_t<scalar_t> grad_scale,
     scalar_t* grad_logits);
+
+// Sum of n contiguous values in a fixed order (lane-wise, then across lanes):
+// the same inputs give bitwise the same sum on every call.
+template <typename scalar_t>
+using SumValuesFn = acc_t<scalar_t> (*)(const scalar_t* values, int64_t n);
 
 #define HEE_DECLARE_ROW_KERNELS(isa)                                   \
   namespace isa {                                                      \
   template <typename scalar_t>                                         \
+  acc_t<scalar_t> sum_values(const scalar_t*, int64_t);                \
+  template <typename scalar_t>                                         \
   void forward_rows(                                                   \
-      LogitRows<scalar_t>, int64_t, int64_t, acc_t<scalar_t>*,         \
-      acc_t<scalar_t>*);                                               \
+      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>); \
   template <typename scalar_t>                                         \
   void backward_rows(                                                  \
-      LogitRows<scalar_t>, int64_t, int64_t, const acc_t<scalar_t>*,   \
-      const acc_t<scalar_t>*, acc_t<scalar_t>, scalar_t*);             \
+      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \
+      acc_t<scalar_t>, scalar_t*);                                     \
   }
 
 HEE_DECLARE_ROW_KERNELS(generic)

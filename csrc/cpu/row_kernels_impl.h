@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "../entropy_math.h"
 #include "row_kernels.h"
@@ -91,40 +92,48 @@ inline acc lane_max_of(const Vectorized<acc>& v) {
       v);
 }
 
-// Transposes rows [first_row, first_row + num_rows) into columns:
-// columns[k][r] = z[first_row + r, k]; lanes past num_rows are 0.
-template <typename scalar_t>
+// Transposes W rows starting at first_row into columns:
+// columns[k][r] = z[first_row + r, k]; lanes past num_rows are 0. K is a
+// compile-time constant so that full tiles compile to straight-line moves.
+template <int64_t K, typename scalar_t>
 inline void gather_tile(
     LogitRows<scalar_t> logits,
     int64_t first_row,
     int64_t num_rows,
     acc_t<scalar_t> (*columns)[AccVec<scalar_t>::size()]) {
+  using acc = acc_t<scalar_t>;
   constexpr int64_t W = AccVec<scalar_t>::size();
+  const scalar_t* first = logits.data + first_row * logits.row_stride;
+  if (num_rows == W) {
+    for (int64_t r = 0; r < W; ++r) {
+      for (int64_t k = 0; k < K; ++k) {
+        columns[k][r] = static_cast<acc>(first[r * logits.row_stride + k]);
+      }
+    }
+    return;
+  }
   for (int64_t r = 0; r < W; ++r) {
-    const scalar_t* row = logits.data + (first_row + r) * logits.row_stride;
-    for (int64_t k = 0; k < logits.num_cols; ++k) {
-      columns[k][r] = r < num_rows ? static_cast<acc_t<scalar_t>>(row[k])
-                                   : acc_t<scalar_t>(0);
+    for (int64_t k = 0; k < K; ++k) {
+      columns[k][r] =
+          r < num_rows ? static_cast<acc>(first[r * logits.row_stride + k]) : acc(0);
     }
   }
 }
 
-template <typename scalar_t>
+template <int64_t K, typename scalar_t>
 void forward_rows_in_lanes(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
-    acc_t<scalar_t>* row_logsumexp,
-    acc_t<scalar_t>* row_entropy) {
+    RowStats<acc_t<scalar_t>> stats) {
   using acc = acc_t<scalar_t>;
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
-  const int64_t K = logits.num_cols;
   const acc lowest = lowest_finite<acc>();
-  alignas(64) acc columns[kMaxRowsInLanesCols][W];
+  alignas(64) acc columns[K][W];
   for (int64_t first = row_begin; first < row_end; first += W) {
     const int64_t n = std::min<int64_t>(W, row_end - first);
-    gather_tile(logits, first, n, columns);
+    gather_tile<K>(logits, first, n, columns);
     Vec row_max = Vec::loadu(columns[0]);
     for (int64_t k = 1; k < K; ++k) {
       row_max = at::vec::maximum(row_max, Vec::loadu(columns[k]));
@@ -137,41 +146,42 @@ void forward_rows_in_lanes(
           sum_exp_times_shift);
     }
     const Vec log_sum_exp = sum_exp.log();
-    (row_max + log_sum_exp).store(row_logsumexp + first, n);
+    row_max.store(stats.max + first, n);
+    log_sum_exp.store(stats.log_sum_exp + first, n);
     row_entropy_from_moments(log_sum_exp, sum_exp, sum_exp_times_shift)
-        .store(row_entropy + first, n);
+        .store(stats.entropy + first, n);
   }
 }
 
-template <typename scalar_t>
+template <int64_t K, typename scalar_t>
 void backward_rows_in_lanes(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
-    const acc_t<scalar_t>* row_logsumexp,
-    const acc_t<scalar_t>* row_entropy,
+    RowStats<acc_t<scalar_t>> stats,
     acc_t<scalar_t> grad_scale,
     scalar_t* grad_logits) {
   using acc = acc_t<scalar_t>;
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
-  const int64_t K = logits.num_cols;
   const acc lowest = lowest_finite<acc>();
   const Vec scale(grad_scale);
-  alignas(64) acc columns[kMaxRowsInLanesCols][W];
+  alignas(64) acc columns[K][W];
   for (int64_t first = row_begin; first < row_end; first += W) {
     const int64_t n = std::min<int64_t>(W, row_end - first);
-    gather_tile(logits, first, n, columns);
-    const Vec lse = Vec::loadu(row_logsumexp + first, n);
-    const Vec entropy = Vec::loadu(row_entropy + first, n);
+    gather_tile<K>(logits, first, n, columns);
+    const Vec row_max = Vec::loadu(stats.max + first, n);
+    const Vec log_sum_exp = Vec::loadu(stats.log_sum_exp + first, n);
+    const Vec entropy = Vec::loadu(stats.entropy + first, n);
     for (int64_t k = 0; k < K; ++k) {
-      entropy_grad_element(Vec::loadu(columns[k]), lse, entropy, scale, lowest)
+      entropy_grad_element(
+          Vec::loadu(columns[k]), row_max, log_sum_exp, entropy, scale, lowest)
           .store(columns[k]);
     }
+    scalar_t* out = grad_logits + first * K;
     for (int64_t r = 0; r < n; ++r) {
-      scalar_t* out = grad_logits + (first + r) * K;
       for (int64_t k = 0; k < K; ++k) {
-        out[k] = static_cast<scalar_t>(columns[k][r]);
+        out[r * K + k] = static_cast<scalar_t>(columns[k][r]);
       }
     }
   }
@@ -182,8 +192,7 @@ void forward_rows_along_lanes(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
-    acc_t<scalar_t>* row_logsumexp,
-    acc_t<scalar_t>* row_entropy) {
+    RowStats<acc_t<scalar_t>> stats) {
   using acc = acc_t<scalar_t>;
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
@@ -218,8 +227,9 @@ void forward_rows_along_lanes(
           sum_exp_times_shift);
     }
     const acc log_sum_exp = std::log(sum_exp);
-    row_logsumexp[i] = row_max + log_sum_exp;
-    row_entropy[i] =
+    stats.max[i] = row_max;
+    stats.log_sum_exp[i] = log_sum_exp;
+    stats.entropy[i] =
         row_entropy_from_moments(log_sum_exp, sum_exp, sum_exp_times_shift);
   }
 }
@@ -229,8 +239,7 @@ void backward_rows_along_lanes(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
-    const acc_t<scalar_t>* row_logsumexp,
-    const acc_t<scalar_t>* row_entropy,
+    RowStats<acc_t<scalar_t>> stats,
     acc_t<scalar_t> grad_scale,
     scalar_t* grad_logits) {
   using acc = acc_t<scalar_t>;
@@ -242,13 +251,29 @@ void backward_rows_along_lanes(
   for (int64_t i = row_begin; i < row_end; ++i) {
     const scalar_t* row = logits.data + i * logits.row_stride;
     scalar_t* out = grad_logits + i * K;
-    const Vec lse(row_logsumexp[i]);
-    const Vec entropy(row_entropy[i]);
+    const Vec row_max(stats.max[i]);
+    const Vec log_sum_exp(stats.log_sum_exp[i]);
+    const Vec entropy(stats.entropy[i]);
     for (int64_t k = 0; k < K; k += W) {
       const int64_t n = std::min<int64_t>(W, K - k);
       store_from_acc<scalar_t>(
-          entropy_grad_element(load_acc(row + k, n), lse, entropy, scale, lowest),
+          entropy_grad_element(
+              load_acc(row + k, n), row_max, log_sum_exp, entropy, scale,
+              lowest),
           out + k, n);
+    }
+  }
+}
+
+// Calls body(std::integral_constant<int64_t, K>) for the runtime K in
+// [1, kMaxRowsInLanesCols].
+template <typename Body, int64_t K = 1>
+inline void with_static_cols(int64_t num_cols, const Body& body) {
+  if constexpr (K <= kMaxRowsInLanesCols) {
+    if (num_cols == K) {
+      body(std::integral_constant<int64_t, K>{});
+    } else {
+      with_static_cols<Body, K + 1>(num_cols, body);
     }
   }
 }
@@ -256,18 +281,38 @@ void backward_rows_along_lanes(
 } // namespace
 
 template <typename scalar_t>
+acc_t<scalar_t> sum_values(const scalar_t* values, int64_t n) {
+  using acc = acc_t<scalar_t>;
+  using Vec = AccVec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+  // Two accumulators hide the add latency; the order is fixed by n alone.
+  Vec sum0(acc(0));
+  Vec sum1(acc(0));
+  int64_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    sum0 = sum0 + load_acc(values + i, W);
+    sum1 = sum1 + load_acc(values + i + W, W);
+  }
+  for (; i < n; i += W) {
+    sum0 = sum0 + load_acc(values + i, std::min<int64_t>(W, n - i));
+  }
+  return lane_sum(sum0 + sum1);
+}
+
+template <typename scalar_t>
 void forward_rows(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
-    acc_t<scalar_t>* row_logsumexp,
-    acc_t<scalar_t>* row_entropy) {
-  if (logits.num_cols <= kMaxRowsInLanesCols) {
-    forward_rows_in_lanes(logits, row_begin, row_end, row_logsumexp, row_entropy);
-  } else {
-    forward_rows_along_lanes(
-        logits, row_begin, row_end, row_logsumexp, row_entropy);
+    RowStats<acc_t<scalar_t>> stats) {
+  if (logits.num_cols > kMaxRowsInLanesCols) {
+    forward_rows_along_lanes(logits, row_begin, row_end, stats);
+    return;
   }
+  with_static_cols(logits.num_cols, [&](auto cols) {
+    forward_rows_in_lanes<decltype(cols)::value>(
+        logits, row_begin, row_end, stats);
+  });
 }
 
 template <typename scalar_t>
@@ -275,28 +320,27 @@ void backward_rows(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
-    const acc_t<scalar_t>* row_logsumexp,
-    const acc_t<scalar_t>* row_entropy,
+    RowStats<acc_t<scalar_t>> stats,
     acc_t<scalar_t> grad_scale,
     scalar_t* grad_logits) {
-  if (logits.num_cols <= kMaxRowsInLanesCols) {
-    backward_rows_in_lanes(
-        logits, row_begin, row_end, row_logsumexp, row_entropy, grad_scale,
-        grad_logits);
-  } else {
+  if (logits.num_cols > kMaxRowsInLanesCols) {
     backward_rows_along_lanes(
-        logits, row_begin, row_end, row_logsumexp, row_entropy, grad_scale,
-        grad_logits);
+        logits, row_begin, row_end, stats, grad_scale, grad_logits);
+    return;
   }
+  with_static_cols(logits.num_cols, [&](auto cols) {
+    backward_rows_in_lanes<decltype(cols)::value>(
+        logits, row_begin, row_end, stats, grad_scale, grad_logits);
+  });
 }
 
 #define HEE_INSTANTIATE_ROW_KERNELS(scalar_t)                              \
+  template acc_t<scalar_t> sum_values<scalar_t>(const scalar_t*, int64_t); \
   template void forward_rows<scalar_t>(                                    \
-      LogitRows<scalar_t>, int64_t, int64_t, acc_t<scalar_t>*,             \
-      acc_t<scalar_t>*);                                                   \
+      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>);   \
   template void backward_rows<scalar_t>(                                   \
-      LogitRows<scalar_t>, int64_t, int64_t, const acc_t<scalar_t>*,       \
-      const acc_t<scalar_t>*, acc_t<scalar_t>, scalar_t*);
+      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
+      acc_t<scalar_t>, scalar_t*);
 
 HEE_INSTANTIATE_ROW_KERNELS(float)
 HEE_INSTANTIATE_ROW_KERNELS(double)

@@ -1,0 +1,906 @@
+"""Values and gradients of every output of the fused ``hee.hybrid_entropy_loss``.
+
+The fused op is held to an independent oracle written in this file: the formulas of
+DESIGN.md applied to entropies from ``torch.distributions`` (``Categorical`` and
+``Normal``), evaluated in float64 with autograd deriving the gradients. It is also held
+to the project's pure-PyTorch ``hee.reference.hybrid_entropy_loss``.
+
+Every test runs once per CPU kernel build (``cpu_isa`` fixture in conftest.py).
+"""
+
+import math
+from typing import Callable, Dict, Optional, Sequence
+
+import pytest
+import torch
+from torch.distributions import Categorical, Normal
+
+import hybrid_entropy_ext as hee
+
+pytestmark = pytest.mark.usefixtures("cpu_isa")
+
+KEYS = (
+    "total",
+    "discrete",
+    "continuous",
+    "discrete_penalty",
+    "continuous_penalty",
+    "discrete_entropy",
+    "continuous_entropy",
+)
+
+# Entropy of one dimension of N(mu, exp(c)) in nats is HALF_LOG_2PI_E + c.
+HALF_LOG_2PI_E = 0.5 * math.log(2.0 * math.pi * math.e)
+
+# DESIGN.md defaults of the fused op.
+W_D, W_C, TAU_D, TAU_C, MULT = 1.0, 0.5, 0.1, 0.1, 3.0
+
+# Weights of the "weighted sum of all outputs" (distinct, so a swapped output shows).
+OUTPUT_WEIGHTS = dict(zip(KEYS, (1.0, -2.0, 3.0, 0.5, -1.5, 0.25, 0.75)))
+
+# float64 against the float64 oracle: both are exact formulas evaluated in double; the
+# differences are a few ulps times the length of the sums (K <= 1000, B <= 257).
+F64_TOL = dict(rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# The oracle: DESIGN.md formulas on torch.distributions entropies, float64.
+# --------------------------------------------------------------------------------------
+
+
+def oracle(
+    logits: Optional[torch.Tensor],
+    log_std: Optional[torch.Tensor],
+    entropy_coeff,
+    discrete_entropy_weight: float = W_D,
+    continuous_entropy_weight: float = W_C,
+    min_entropy_threshold: Optional[float] = TAU_D,
+    continuous_min_entropy_threshold: Optional[float] = TAU_C,
+    penalty_multiplier: float = MULT,
+) -> Dict[str, torch.Tensor]:
+    """The seven outputs, from ``Categorical`` / ``Normal`` entropies, in float64."""
+    zero = torch.zeros((), dtype=torch.float64)
+    if logits is not None:
+        h_d = Categorical(logits=logits.double()).entropy().mean()
+    else:
+        h_d = zero
+    if log_std is not None:
+        ls = log_std.double()
+        per_sample = Normal(torch.zeros_like(ls), ls.exp()).entropy().sum(-1)
+        h_c = per_sample.mean() if ls.dim() == 2 else per_sample
+    else:
+        h_c = zero
+    c = entropy_coeff.double() if isinstance(entropy_coeff, torch.Tensor) else float(entropy_coeff)
+
+    def penalty(threshold, entropy, present):
+        if threshold is None or not present:
+            return zero
+        gap = threshold - entropy
+        # Strictly zero (value and gradient) unless entropy < threshold.
+        return penalty_multiplier * torch.where(gap > 0, gap, torch.zeros_like(gap))
+
+    discrete = -c * discrete_entropy_weight * h_d
+    continuous = -c * continuous_entropy_weight * h_c
+    discrete_penalty = penalty(min_entropy_threshold, h_d, logits is not None)
+    continuous_penalty = penalty(continuous_min_entropy_threshold, h_c, log_std is not None)
+    return {
+        "total": discrete + continuous + discrete_penalty + continuous_penalty,
+        "discrete": discrete,
+        "continuous": continuous,
+        "discrete_penalty": discrete_penalty,
+        "continuous_penalty": continuous_penalty,
+        "discrete_entropy": h_d,
+        "continuous_entropy": h_c,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------
+
+Build = Callable[..., tuple]
+
+
+def _identity_build(logits, log_std, coeff):
+    return logits, log_std, coeff
+
+
+def _leaf(t, dtype=None):
+    """A fresh leaf copy of ``t`` (floating tensors require grad); others pass through."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    copy = t.detach().clone()
+    if dtype is not None:
+        copy = copy.to(dtype)
+    return copy.requires_grad_(copy.is_floating_point())
+
+
+def _grads(output: torch.Tensor, leaves: Sequence) -> list:
+    """d output / d leaf for every tensor leaf; zeros where it does not depend on it."""
+    tensors = [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
+    if not output.requires_grad:
+        got = [None] * len(tensors)
+    else:
+        got = torch.autograd.grad(output, tensors, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, got)]
+
+
+def _assert_grad_close(actual, expected, rtol, atol_rel, what):
+    """|actual - expected| <= atol_rel * max|expected| + rtol * |expected|, elementwise.
+
+    The absolute part is relative to the largest entry: gradients of a batch mean are
+    O(1/(B*K)), so a fixed absolute tolerance would be meaningless for large inputs.
+    """
+    scale = expected.detach().double().abs().max().item() if expected.numel() else 0.0
+    torch.testing.assert_close(
+        actual.double(),
+        expected.double(),
+        rtol=rtol,
+        atol=atol_rel * scale + 1e-300,
+        msg=lambda m: f"{what}: {m}",
+    )
+
+
+def compare_with(
+    expected_fn,
+    leaves: Sequence,
+    build: Build = _identity_build,
+    leaf_dtypes: Sequence = (None, None, None),
+    expected_dtypes: Sequence = (torch.float64, torch.float64, torch.float64),
+    rtol: float = F64_TOL["rtol"],
+    atol: float = F64_TOL["atol"],
+    grad_rtol: float = F64_TOL["rtol"],
+    grad_atol_rel: float = 1e-10,
+    **kwargs,
+):
+    """Checks the 7 outputs of the fused op, the gradient of each one separately and the
+    gradient of a weighted sum of all of them, w.r.t. every tensor leaf, against
+    ``expected_fn`` (the oracle or the reference).
+
+    ``leaves`` are the raw (logits, log_std, coeff) leaves; ``build`` turns leaves into the
+    op's arguments (so views, transposes and expansions are applied identically on both
+    sides). The fused side uses leaves of ``leaf_dtypes``, the expected side of
+    ``expected_dtypes`` (None: keep).
+    """
+    op_leaves = [_leaf(t, d) for t, d in zip(leaves, leaf_dtypes)]
+    expected_leaves = [_leaf(t.to(fused.dtype) if isinstance(t, torch.Tensor) else t, d)
+                       for t, fused, d in zip(leaves, op_leaves, expected_dtypes)]
+
+    got = hee.hybrid_entropy_loss(*build(*op_leaves), **kwargs)
+    want = expected_fn(*build(*expected_leaves), **kwargs)
+
+    assert set(got) == set(KEYS)
+    for key in KEYS:
+        torch.testing.assert_close(
+            got[key].double(), want[key].double().detach(), rtol=rtol, atol=atol,
+            msg=lambda m, key=key: f"value of {key}: {m}",
+        )
+        assert torch.isfinite(got[key]).all(), key
+
+    names = [n for n, t in zip(("logits", "log_std", "entropy_coeff"), op_leaves)
+             if isinstance(t, torch.Tensor) and t.requires_grad]
+    weighted_got = sum(w * got[k] for k, w in OUTPUT_WEIGHTS.items())
+    weighted_want = sum(w * want[k] for k, w in OUTPUT_WEIGHTS.items())
+    pairs = [(k, got[k], want[k]) for k in KEYS] + [("weighted sum", weighted_got, weighted_want)]
+    for key, g_out, w_out in pairs:
+        for name, leaf, g, w in zip(names, [t for t in op_leaves if isinstance(t, torch.Tensor)
+                                            and t.requires_grad],
+                                    _grads(g_out, op_leaves), _grads(w_out, expected_leaves)):
+            assert g.dtype == leaf.dtype, f"d {key} / d {name}: dtype {g.dtype} != {leaf.dtype}"
+            assert g.shape == leaf.shape
+            assert torch.isfinite(g).all(), f"d {key} / d {name} not finite"
+            _assert_grad_close(g, w, grad_rtol, grad_atol_rel, f"d {key} / d {name}")
+    return got
+
+
+def compare_with_oracle(leaves, build=_identity_build, **kwargs):
+    return compare_with(oracle, leaves, build, **kwargs)
+
+
+def rand_inputs(b, k, d, dtype=torch.float64, coeff=0.05, log_std_1d=False):
+    logits = 2.0 * torch.randn(b, k, dtype=dtype)
+    log_std = 0.5 * torch.randn(d if log_std_1d else (b, d), dtype=dtype) - 0.3
+    if log_std_1d:
+        log_std = log_std.reshape(d)
+    return logits, log_std, torch.tensor(coeff, dtype=dtype)
+
+
+def grad_leaves(*tensors):
+    return [None if t is None else t.detach().clone().requires_grad_(True) for t in tensors]
+
+
+# --------------------------------------------------------------------------------------
+# Against torch.distributions, float64
+# --------------------------------------------------------------------------------------
+
+# (B, K, D): every B in {1, 3, 64, 257}, K in {1, 2, 7, 16, 17, 100, 1000}, D in {1, 8};
+# one bigger size at most.
+SHAPES = [
+    (1, 1, 1),
+    (1, 1000, 8),
+    (3, 2, 8),
+    (3, 17, 1),
+    (64, 7, 8),
+    (64, 16, 1),
+    (64, 100, 8),
+    (257, 1, 8),
+    (257, 17, 1),
+    (257, 1000, 8),
+]
+
+
+@pytest.mark.parametrize("b, k, d", SHAPES)
+def test_outputs_and_gradients_match_distributions_oracle_float64(b, k, d):
+    compare_with_oracle(rand_inputs(b, k, d))
+
+
+@pytest.mark.parametrize("b, k, d", [(1, 7, 8), (64, 17, 1), (257, 100, 8)])
+def test_shared_log_std_matches_distributions_oracle(b, k, d):
+    compare_with_oracle(rand_inputs(b, k, d, log_std_1d=True))
+
+
+@pytest.mark.parametrize(
+    "thresholds",
+    [(10.0, 10.0), (None, None), (10.0, None), (None, 10.0), (-10.0, -10.0)],
+    ids=["both-active", "disabled", "discrete-only", "continuous-only", "inactive"],
+)
+def test_penalty_settings_match_distributions_oracle(thresholds):
+    tau_d, tau_c = thresholds
+    compare_with_oracle(
+        rand_inputs(16, 7, 3),
+        min_entropy_threshold=tau_d,
+        continuous_min_entropy_threshold=tau_c,
+        discrete_entropy_weight=1.7,
+        continuous_entropy_weight=0.3,
+        penalty_multiplier=2.5,
+    )
+
+
+def test_logits_none_matches_distributions_oracle():
+    _, log_std, coeff = rand_inputs(8, 3, 4)
+    got = compare_with_oracle((None, log_std, coeff), min_entropy_threshold=10.0,
+                              continuous_min_entropy_threshold=10.0)
+    assert got["discrete_entropy"].item() == 0.0
+    assert got["discrete"].item() == 0.0
+    assert got["discrete_penalty"].item() == 0.0
+
+
+def test_log_std_none_matches_distributions_oracle():
+    logits, _, coeff = rand_inputs(8, 5, 4)
+    got = compare_with_oracle((logits, None, coeff), min_entropy_threshold=10.0,
+                              continuous_min_entropy_threshold=10.0)
+    assert got["continuous_entropy"].item() == 0.0
+    assert got["continuous"].item() == 0.0
+    assert got["continuous_penalty"].item() == 0.0
+
+
+# --------------------------------------------------------------------------------------
+# Against the project's reference
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("b, k, d", [(1, 1, 1), (3, 17, 8), (64, 100, 1), (257, 1000, 8)])
+def test_matches_reference_float64(b, k, d):
+    compare_with(hee.reference.hybrid_entropy_loss, rand_inputs(b, k, d),
+                 min_entropy_threshold=10.0, continuous_min_entropy_threshold=-10.0)
+
+
+@pytest.mark.parametrize("b, k, d", [(1, 1, 1), (3, 17, 8), (64, 100, 1), (257, 1000, 8)])
+def test_matches_reference_float32(b, k, d):
+    # Both sides accumulate in float32 (unit roundoff 6e-8) but in different orders (SIMD
+    # lanes and per-row partial sums vs. ATen's reductions). Row entropies are sums of up to
+    # K = 1000 terms and the batch mean a sum of B = 257 rows; with blocked/pairwise
+    # summation the rounding error stays around 1e-7..1e-6 relative, so rtol 1e-5 leaves
+    # headroom while still catching any formula error (which would be O(1e-2) or more).
+    # atol 1e-6 covers outputs that are near zero through cancellation (e.g. total).
+    # Gradients -p (log p + h) / B cancel when log p ~ -h: the absolute error is a few
+    # ulps of the largest entry, hence an absolute tolerance relative to it.
+    compare_with(
+        hee.reference.hybrid_entropy_loss,
+        rand_inputs(b, k, d, dtype=torch.float32),
+        expected_dtypes=(None, None, None),
+        rtol=1e-5, atol=1e-6, grad_rtol=1e-5, grad_atol_rel=1e-5,
+        min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# gradcheck (float64)
+# --------------------------------------------------------------------------------------
+
+
+def _all_outputs(**kwargs):
+    def f(logits, log_std, coeff):
+        out = hee.hybrid_entropy_loss(logits, log_std, coeff, **kwargs)
+        return tuple(out[k] for k in KEYS)
+
+    return f
+
+
+@pytest.mark.parametrize(
+    "thresholds", [(10.0, 10.0), (-10.0, -10.0)], ids=["penalties-active", "penalties-inactive"]
+)
+def test_gradcheck_all_outputs(thresholds):
+    logits, log_std, coeff = grad_leaves(*rand_inputs(3, 5, 2))
+    f = _all_outputs(min_entropy_threshold=thresholds[0],
+                     continuous_min_entropy_threshold=thresholds[1])
+    assert torch.autograd.gradcheck(f, (logits, log_std, coeff))
+
+
+def test_gradcheck_shared_log_std():
+    logits, log_std, coeff = grad_leaves(*rand_inputs(3, 4, 3, log_std_1d=True))
+    f = _all_outputs(min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0)
+    assert torch.autograd.gradcheck(f, (logits, log_std, coeff))
+
+
+def test_gradcheck_logits_none():
+    _, log_std, coeff = grad_leaves(*rand_inputs(3, 4, 3))
+    f = _all_outputs(continuous_min_entropy_threshold=10.0)
+    assert torch.autograd.gradcheck(lambda s, c: f(None, s, c), (log_std, coeff))
+
+
+def test_gradcheck_log_std_none():
+    logits, _, coeff = grad_leaves(*rand_inputs(3, 4, 3))
+    f = _all_outputs(min_entropy_threshold=10.0)
+    assert torch.autograd.gradcheck(lambda z, c: f(z, None, c), (logits, coeff))
+
+
+# --------------------------------------------------------------------------------------
+# Edge inputs
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_single_action_has_exactly_zero_entropy_and_gradient(dtype):
+    logits = torch.randn(5, 1, dtype=dtype, requires_grad=True)
+    out = hee.hybrid_entropy_loss(logits, None, 0.7, min_entropy_threshold=1.0)
+    assert out["discrete_entropy"].item() == 0.0
+    assert out["discrete"].item() == 0.0
+    # H_d = 0 < 1.0: the penalty is active, yet its gradient is dH_d/dz = 0.
+    assert out["discrete_penalty"].item() == pytest.approx(MULT * 1.0, rel=1e-7)
+    (grad,) = torch.autograd.grad(out["total"], logits)
+    assert torch.equal(grad, torch.zeros_like(grad))
+
+
+def test_batch_of_one_matches_oracle():
+    compare_with_oracle(rand_inputs(1, 6, 2), min_entropy_threshold=10.0,
+                        continuous_min_entropy_threshold=10.0)
+
+
+def test_transposed_logits_match_oracle():
+    base = 2.0 * torch.randn(9, 6, dtype=torch.float64)  # [K, B]
+    _, log_std, coeff = rand_inputs(6, 9, 3)
+
+    def build(z, s, c):
+        assert not z.t().is_contiguous()
+        return z.t(), s, c
+
+    compare_with_oracle((base, log_std, coeff), build, min_entropy_threshold=10.0)
+
+
+def test_column_sliced_logits_match_oracle():
+    base = 2.0 * torch.randn(6, 34, dtype=torch.float64)
+    _, log_std, coeff = rand_inputs(6, 17, 3)
+    compare_with_oracle((base, log_std, coeff), lambda z, s, c: (z[:, ::2], s, c),
+                        min_entropy_threshold=10.0)
+
+
+def test_row_sliced_logits_and_log_std_match_oracle():
+    base = 2.0 * torch.randn(12, 17, dtype=torch.float64)
+    log_std_base = 0.5 * torch.randn(12, 5, dtype=torch.float64)
+    coeff = torch.tensor(0.05, dtype=torch.float64)
+    compare_with_oracle((base, log_std_base, coeff),
+                        lambda z, s, c: (z[1::3], s[2::3, 1:4], c),
+                        min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0)
+
+
+def test_expanded_logits_match_oracle():
+    base = 2.0 * torch.randn(3, 7, dtype=torch.float64)
+    _, log_std, coeff = rand_inputs(10, 7, 2)
+    compare_with_oracle((base, log_std, coeff), lambda z, s, c: (z[:1].expand(10, 7), s, c),
+                        min_entropy_threshold=10.0)
+
+
+@pytest.mark.parametrize("source_shape", [(4,), (1, 4)], ids=["from-1d", "from-row"])
+def test_expanded_log_std_matches_oracle(source_shape):
+    logits, _, coeff = rand_inputs(6, 5, 4)
+    log_std = 0.5 * torch.randn(source_shape, dtype=torch.float64)
+    compare_with_oracle((logits, log_std, coeff), lambda z, s, c: (z, s.expand(6, 4), c),
+                        continuous_min_entropy_threshold=10.0)
+
+
+# --------------------------------------------------------------------------------------
+# Masked (-inf) logits
+# --------------------------------------------------------------------------------------
+
+
+def _masked_logits(dtype):
+    logits = 2.0 * torch.randn(6, 9, dtype=torch.float64)
+    mask = torch.zeros(6, 9, dtype=torch.bool)
+    mask[0, [1, 4]] = True
+    mask[2, :8] = True  # one allowed action left: entropy 0
+    mask[3, ::2] = True
+    mask[5, 0] = True
+    # rows 1 and 4 unmasked
+    return logits.masked_fill(mask, float("-inf")).to(dtype), mask
+
+
+def _subset_entropy_oracle(logits64, mask):
+    """Mean over rows of Categorical entropy of each row's unmasked entries."""
+    rows = [Categorical(logits=logits64[i][~mask[i]]).entropy() for i in range(logits64.shape[0])]
+    return torch.stack(rows).mean()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_masked_logits_give_entropy_of_unmasked_subset(dtype):
+    logits, mask = _masked_logits(dtype)
+    out = hee.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=None)
+    expected = _subset_entropy_oracle(logits.double(), mask)
+    tol = F64_TOL if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    for key in KEYS:
+        assert torch.isfinite(out[key]), key
+    torch.testing.assert_close(out["discrete_entropy"].double(), expected, **tol)
+    torch.testing.assert_close(out["discrete"].double(), -0.2 * expected, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_masked_logits_get_zero_gradient(dtype):
+    logits, mask = _masked_logits(dtype)
+    logits.requires_grad_(True)
+    log_std = torch.zeros(6, 2, dtype=dtype, requires_grad=True)
+    # Penalties active, so every output carries a nonzero logits gradient.
+    out = hee.hybrid_entropy_loss(logits, log_std, 0.2, min_entropy_threshold=10.0,
+                                  continuous_min_entropy_threshold=10.0)
+    for key in KEYS + ("weighted sum",):
+        output = (sum(w * out[k] for k, w in OUTPUT_WEIGHTS.items())
+                  if key == "weighted sum" else out[key])
+        grad_z, grad_s = _grads(output, (logits, log_std))
+        assert not torch.isnan(grad_z).any() and not torch.isnan(grad_s).any(), key
+        assert torch.isfinite(grad_z).all(), key
+        assert (grad_z[mask] == 0).all(), key
+
+
+def test_masked_logits_gradient_matches_subset_oracle():
+    logits, mask = _masked_logits(torch.float64)
+    logits.requires_grad_(True)
+    out = hee.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=10.0)
+    leaf = logits.detach().clone().requires_grad_(True)
+    h = _subset_entropy_oracle(leaf, mask)
+    want = -0.2 * h + MULT * (10.0 - h)
+    (got_grad,) = torch.autograd.grad(out["total"], logits)
+    (want_grad,) = torch.autograd.grad(want, leaf)
+    torch.testing.assert_close(out["total"], want.detach(), **F64_TOL)
+    _assert_grad_close(got_grad, want_grad, 1e-10, 1e-10, "d total / d logits")
+    assert (got_grad[mask] == 0).all()
+
+
+def test_gradcheck_with_masked_logits():
+    logits, mask = _masked_logits(torch.float64)
+    logits, log_std, coeff = grad_leaves(logits, 0.3 * torch.randn(6, 2, dtype=torch.float64),
+                                          torch.tensor(0.1, dtype=torch.float64))
+    f = _all_outputs(min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0)
+    assert torch.autograd.gradcheck(f, (logits, log_std, coeff))
+
+
+# --------------------------------------------------------------------------------------
+# Huge logits
+# --------------------------------------------------------------------------------------
+
+
+def _huge_logits():
+    spread = 1e4 * torch.randn(4, 11, dtype=torch.float64)  # nearly one-hot rows
+    plus = 1e4 + torch.randn(3, 11, dtype=torch.float64)  # huge offset, O(1) spread
+    minus = -1e4 + torch.randn(3, 11, dtype=torch.float64)
+    tied = torch.full((2, 11), -1e4, dtype=torch.float64)
+    tied[:, :2] = 1e4  # two tied winners: entropy log 2
+    mixed = torch.tensor([[1e4, -1e4] * 5 + [0.0]], dtype=torch.float64)
+    return torch.cat([spread, plus, minus, tied, mixed])
+
+
+def test_huge_logits_float64_match_oracle():
+    logits = _huge_logits()
+    log_std = torch.zeros(logits.shape[0], 2, dtype=torch.float64)
+    compare_with_oracle((logits, log_std, torch.tensor(0.1, dtype=torch.float64)),
+                        min_entropy_threshold=10.0)
+
+
+def test_huge_logits_float32_match_float64_oracle():
+    # The oracle sees the same float32-rounded logits in float64 (log_softmax is stable
+    # there). The fused op subtracts the row max (exact for nearby float32 values) and
+    # accumulates in float32, so the float32 tolerances of the reference comparison apply.
+    logits = _huge_logits().float()
+    log_std = torch.zeros(logits.shape[0], 2)
+    got = compare_with_oracle((logits, log_std, torch.tensor(0.1)),
+                              leaf_dtypes=(None, None, None),
+                              rtol=1e-5, atol=1e-6, grad_rtol=1e-5, grad_atol_rel=1e-5,
+                              min_entropy_threshold=10.0)
+    assert got["discrete_entropy"].dtype == torch.float32
+
+
+def test_tied_huge_logits_give_log_two():
+    logits = torch.tensor([[1e4, 1e4, -1e4, -1e4]], dtype=torch.float64)
+    out = hee.hybrid_entropy_loss(logits, None, 1.0)
+    assert out["discrete_entropy"].item() == pytest.approx(math.log(2.0), rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# Penalties
+# --------------------------------------------------------------------------------------
+
+
+def _uniform(b, k, dtype=torch.float64):
+    """Uniform logits: H_d = log K."""
+    return torch.full((b, k), 0.37, dtype=dtype, requires_grad=True)
+
+
+def _constant_log_std(b, d, c, dtype=torch.float64):
+    """Constant log-std c: H_c = D * (0.5 log(2 pi e) + c)."""
+    return torch.full((b, d), c, dtype=dtype, requires_grad=True)
+
+
+def test_discrete_penalty_is_multiplier_times_gap_below_threshold():
+    logits = _uniform(5, 6)
+    h = math.log(6)
+    out = hee.hybrid_entropy_loss(logits, None, 0.1, min_entropy_threshold=h + 0.25,
+                                  penalty_multiplier=4.0)
+    assert out["discrete_penalty"].item() == pytest.approx(4.0 * 0.25, rel=1e-10)
+    assert out["discrete_entropy"].item() == pytest.approx(h, rel=1e-12)
+
+
+def test_continuous_penalty_is_multiplier_times_gap_below_threshold():
+    log_std = _constant_log_std(4, 3, -1.2)
+    h = 3 * (HALF_LOG_2PI_E - 1.2)
+    out = hee.hybrid_entropy_loss(None, log_std, 0.1, continuous_min_entropy_threshold=h + 0.5,
+                                  penalty_multiplier=2.0)
+    assert out["continuous_entropy"].item() == pytest.approx(h, rel=1e-12)
+    assert out["continuous_penalty"].item() == pytest.approx(2.0 * 0.5, rel=1e-10)
+
+
+def test_total_adds_both_penalties_to_the_weighted_entropy_terms():
+    logits, log_std = _uniform(4, 8), _constant_log_std(4, 2, -2.0)
+    h_d, h_c = math.log(8), 2 * (HALF_LOG_2PI_E - 2.0)
+    out = hee.hybrid_entropy_loss(logits, log_std, 0.05, 2.0, 0.25, h_d + 1.0, h_c + 0.5, 3.0)
+    expected = -0.05 * 2.0 * h_d - 0.05 * 0.25 * h_c + 3.0 * 1.0 + 3.0 * 0.5
+    assert out["total"].item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_penalty_is_exactly_zero_at_threshold():
+    # The threshold is set to the entropy the op itself reports (float64 outputs, so
+    # the reported value is the one compared): "strictly zero unless H < tau" must then
+    # give exactly 0 with a zero gradient, however the entropy was rounded. (For float32
+    # outputs the op may compare a more precise internal entropy than the reported
+    # float32 one, so exact equality is only meaningful here and for K = 1 below.)
+    logits = (2.0 * torch.randn(7, 5, dtype=torch.float64)).requires_grad_(True)
+    log_std = (0.3 * torch.randn(7, 3, dtype=torch.float64)).requires_grad_(True)
+    first = hee.hybrid_entropy_loss(logits, log_std, 0.1)
+    tau_d, tau_c = first["discrete_entropy"].item(), first["continuous_entropy"].item()
+    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=tau_d,
+                                  continuous_min_entropy_threshold=tau_c)
+    assert out["discrete_penalty"].item() == 0.0
+    assert out["continuous_penalty"].item() == 0.0
+    for key in ("discrete_penalty", "continuous_penalty"):
+        for g in _grads(out[key], (logits, log_std)):
+            assert torch.equal(g, torch.zeros_like(g)), key
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_single_action_penalty_is_exactly_zero_at_zero_threshold(dtype):
+    # K = 1: p = 1 and H_d = 0 exactly in any precision.
+    logits = torch.randn(3, 1).to(dtype).requires_grad_(True)
+    at = hee.hybrid_entropy_loss(logits, None, 0.1, min_entropy_threshold=0.0)
+    assert at["discrete_penalty"].item() == 0.0
+    (grad,) = torch.autograd.grad(at["discrete_penalty"], logits)
+    assert torch.equal(grad, torch.zeros_like(grad))
+
+
+def test_single_action_penalty_is_active_just_above_zero_threshold():
+    logits = torch.randn(3, 1, dtype=torch.float64)
+    above = hee.hybrid_entropy_loss(logits, None, 0.1, min_entropy_threshold=1e-300)
+    assert above["discrete_penalty"].item() == pytest.approx(MULT * 1e-300, rel=1e-12)
+
+
+def test_penalty_switches_on_one_ulp_below_threshold():
+    logits = (2.0 * torch.randn(7, 5, dtype=torch.float64)).requires_grad_(True)
+    log_std = (0.3 * torch.randn(7, 3, dtype=torch.float64)).requires_grad_(True)
+    first = hee.hybrid_entropy_loss(logits, log_std, 0.1)
+    h_d, h_c = first["discrete_entropy"].item(), first["continuous_entropy"].item()
+    tau_d, tau_c = math.nextafter(h_d, math.inf), math.nextafter(h_c, math.inf)
+    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=tau_d,
+                                  continuous_min_entropy_threshold=tau_c)
+    assert out["discrete_penalty"].item() == pytest.approx(MULT * (tau_d - h_d), rel=1e-6)
+    assert out["continuous_penalty"].item() == pytest.approx(MULT * (tau_c - h_c), rel=1e-6)
+    # Active: its gradient is -m * dH/dinput.
+    (g_pen,) = torch.autograd.grad(out["discrete_penalty"], logits, retain_graph=True)
+    (g_ent,) = torch.autograd.grad(out["discrete_entropy"], logits, retain_graph=True)
+    torch.testing.assert_close(g_pen, -MULT * g_ent, **F64_TOL)
+    (g_pen_c,) = torch.autograd.grad(out["continuous_penalty"], log_std)
+    torch.testing.assert_close(g_pen_c, torch.full_like(g_pen_c, -MULT / 7), **F64_TOL)
+
+
+def test_penalty_is_zero_above_threshold():
+    logits, log_std = _uniform(4, 6), _constant_log_std(4, 2, 0.0)
+    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=math.log(6) - 0.01,
+                                  continuous_min_entropy_threshold=2 * HALF_LOG_2PI_E - 0.01)
+    assert out["discrete_penalty"].item() == 0.0
+    assert out["continuous_penalty"].item() == 0.0
+
+
+def test_inactive_penalty_has_zero_gradient():
+    logits = (2.0 * torch.randn(5, 6, dtype=torch.float64)).requires_grad_(True)
+    log_std = (0.3 * torch.randn(5, 2, dtype=torch.float64)).requires_grad_(True)
+    coeff = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    out = hee.hybrid_entropy_loss(logits, log_std, coeff, min_entropy_threshold=-1.0,
+                                  continuous_min_entropy_threshold=-10.0)
+    for key in ("discrete_penalty", "continuous_penalty"):
+        assert out[key].item() == 0.0
+        for g in _grads(out[key], (logits, log_std, coeff)):
+            assert torch.equal(g, torch.zeros_like(g)), key
+
+
+def test_none_thresholds_disable_both_penalties():
+    logits, log_std = _uniform(4, 3), _constant_log_std(4, 2, -5.0)  # H_c < 0
+    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=None,
+                                  continuous_min_entropy_threshold=None)
+    assert out["discrete_penalty"].item() == 0.0
+    assert out["continuous_penalty"].item() == 0.0
+    assert out["total"].item() == pytest.approx(
+        out["discrete"].item() + out["continuous"].item(), rel=1e-12)
+    for key in ("discrete_penalty", "continuous_penalty"):
+        for g in _grads(out[key], (logits, log_std)):
+            assert torch.equal(g, torch.zeros_like(g)), key
+
+
+def test_discrete_threshold_alone_drives_only_discrete_penalty():
+    logits, log_std = _uniform(4, 3), _constant_log_std(4, 2, -5.0)
+    h_d = math.log(3)
+    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=h_d + 1.0,
+                                  continuous_min_entropy_threshold=None)
+    assert out["discrete_penalty"].item() == pytest.approx(MULT * 1.0, rel=1e-10)
+    assert out["continuous_penalty"].item() == 0.0
+
+
+def test_continuous_threshold_alone_drives_only_continuous_penalty():
+    logits, log_std = _uniform(4, 3), _constant_log_std(4, 2, -5.0)
+    h_c = 2 * (HALF_LOG_2PI_E - 5.0)
+    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=None,
+                                  continuous_min_entropy_threshold=0.0)
+    assert out["discrete_penalty"].item() == 0.0
+    assert out["continuous_penalty"].item() == pytest.approx(MULT * (0.0 - h_c), rel=1e-10)
+
+
+def test_separate_thresholds_are_applied_to_their_own_head():
+    logits, log_std = _uniform(4, 3), _constant_log_std(4, 2, 0.0)
+    h_d, h_c = math.log(3), 2 * HALF_LOG_2PI_E  # ~1.10, ~2.84
+    # tau_d between the two entropies: active for neither if swapped between heads.
+    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=2.0,
+                                  continuous_min_entropy_threshold=3.0)
+    assert out["discrete_penalty"].item() == pytest.approx(MULT * (2.0 - h_d), rel=1e-10)
+    assert out["continuous_penalty"].item() == pytest.approx(MULT * (3.0 - h_c), rel=1e-10)
+
+
+def test_missing_discrete_head_has_zero_penalty_with_threshold_set():
+    log_std = _constant_log_std(4, 2, 0.0)
+    out = hee.hybrid_entropy_loss(None, log_std, 0.1, min_entropy_threshold=100.0,
+                                  continuous_min_entropy_threshold=None)
+    assert out["discrete_penalty"].item() == 0.0
+    assert out["total"].item() == pytest.approx(-0.1 * W_C * 2 * HALF_LOG_2PI_E, rel=1e-10)
+
+
+def test_missing_continuous_head_has_zero_penalty_with_threshold_set():
+    logits = _uniform(4, 3)
+    out = hee.hybrid_entropy_loss(logits, None, 0.1, min_entropy_threshold=None,
+                                  continuous_min_entropy_threshold=100.0)
+    assert out["continuous_penalty"].item() == 0.0
+    assert out["total"].item() == pytest.approx(-0.1 * W_D * math.log(3), rel=1e-10)
+
+
+# --------------------------------------------------------------------------------------
+# entropy_coeff
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "coeff, value",
+    [(0.25, 0.25), (2, 2.0), (torch.tensor(0.25), 0.25),
+     (torch.tensor(0.25, dtype=torch.float64), 0.25)],
+    ids=["float", "int", "tensor-f32", "tensor-f64"],
+)
+def test_entropy_coeff_types_scale_the_entropy_terms(coeff, value):
+    logits, log_std = _uniform(4, 5), _constant_log_std(4, 3, -0.5)
+    h_d, h_c = math.log(5), 3 * (HALF_LOG_2PI_E - 0.5)
+    out = hee.hybrid_entropy_loss(logits, log_std, coeff, 1.5, 0.5, None, None, 3.0)
+    assert out["discrete"].item() == pytest.approx(-value * 1.5 * h_d, rel=1e-10)
+    assert out["continuous"].item() == pytest.approx(-value * 0.5 * h_c, rel=1e-10)
+    assert out["total"].dtype == torch.float64
+
+
+@pytest.mark.parametrize("coeff_dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.float64])
+def test_coeff_gradient_is_minus_weighted_entropy(coeff_dtype, input_dtype):
+    logits = (2.0 * torch.randn(6, 4)).to(input_dtype)
+    log_std = (0.3 * torch.randn(6, 3)).to(input_dtype)
+    coeff = torch.tensor(0.05, dtype=coeff_dtype, requires_grad=True)
+    out = hee.hybrid_entropy_loss(logits, log_std, coeff, 1.3, 0.7, 10.0, 10.0, 3.0)
+    h = oracle(logits, log_std, 0.05)
+    expected = -(1.3 * h["discrete_entropy"] + 0.7 * h["continuous_entropy"])
+    (grad,) = torch.autograd.grad(out["total"], coeff)
+    assert grad.dtype == coeff_dtype
+    tol = F64_TOL if (coeff_dtype, input_dtype) == (torch.float64,) * 2 else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad.double(), expected, **tol)
+
+
+def test_coeff_tensor_gradient_matches_oracle_for_every_output():
+    # float64 heads with a float32 coefficient: the coefficient's gradient is computed in
+    # float64 and rounded to float32 (its dtype), hence grad_rtol 1e-6 (u32 = 6e-8).
+    logits, log_std, _ = rand_inputs(5, 4, 2)
+    compare_with_oracle((logits, log_std, torch.tensor(0.3, dtype=torch.float32)),
+                        leaf_dtypes=(None, None, None), expected_dtypes=(None, None, torch.float64),
+                        grad_rtol=1e-6,
+                        min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0)
+
+
+# --------------------------------------------------------------------------------------
+# dtypes
+# --------------------------------------------------------------------------------------
+
+# Unit roundoff of the 16-bit formats: bfloat16 has 8 significand bits (u = 2^-8),
+# float16 has 11 (u = 2^-11).
+UNIT_ROUNDOFF = {torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_inputs_give_float32_outputs_and_half_gradients(dtype):
+    logits, log_std, _ = rand_inputs(17, 7, 3, dtype=torch.float32)
+    u = UNIT_ROUNDOFF[dtype]
+    # Outputs: the rounded 16-bit inputs are exact in float64, and the op accumulates in
+    # float32, so float32 tolerances apply. Gradients: computed in float32, then rounded
+    # to the 16-bit input dtype, which costs up to u relative per entry (2u leaves room
+    # for the float32 error before rounding); entries far below the largest one lose
+    # relative precision to the 16-bit spacing, hence an absolute part of u * max|g|.
+    got = compare_with_oracle(
+        (logits.to(dtype), log_std.to(dtype), 0.1),
+        leaf_dtypes=(None, None, None),
+        rtol=1e-5, atol=1e-6, grad_rtol=2 * u, grad_atol_rel=u,
+        min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0,
+    )
+    for key in KEYS:
+        assert got[key].dtype == torch.float32, key
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_gradient_dtypes(dtype):
+    logits = torch.randn(4, 5).to(dtype).requires_grad_(True)
+    log_std = torch.randn(4, 2).to(dtype).requires_grad_(True)
+    hee.hybrid_entropy_loss(logits, log_std, 0.1)["total"].backward()
+    assert logits.grad.dtype == dtype
+    assert log_std.grad.dtype == dtype
+
+
+def test_float64_inputs_give_float64_outputs():
+    out = hee.hybrid_entropy_loss(torch.randn(3, 4, dtype=torch.float64),
+                                  torch.randn(3, 2, dtype=torch.float64), 0.1)
+    for key in KEYS:
+        assert out[key].dtype == torch.float64, key
+
+
+def test_float32_inputs_give_float32_outputs():
+    out = hee.hybrid_entropy_loss(torch.randn(3, 4), torch.randn(3, 2), 0.1)
+    for key in KEYS:
+        assert out[key].dtype == torch.float32, key
+
+
+@pytest.mark.parametrize(
+    "logits_dtype, log_std_dtype, out_dtype",
+    [
+        (torch.float32, torch.float64, torch.float64),
+        (torch.float64, torch.float32, torch.float64),
+        (torch.bfloat16, torch.float32, torch.float32),
+        (torch.float16, torch.float64, torch.float64),
+    ],
+)
+def test_mixed_dtypes_promote_outputs_and_keep_gradient_dtypes(logits_dtype, log_std_dtype,
+                                                               out_dtype):
+    logits, log_std, _ = rand_inputs(9, 6, 3, dtype=torch.float32)
+    half = [d for d in (logits_dtype, log_std_dtype) if d in UNIT_ROUNDOFF]
+    u = UNIT_ROUNDOFF[half[0]] if half else 0.0
+    # Values: the float32/16-bit head is accumulated in float32 (see the float32 tests).
+    got = compare_with_oracle(
+        (logits.to(logits_dtype), log_std.to(log_std_dtype), 0.1),
+        leaf_dtypes=(None, None, None),
+        rtol=1e-5, atol=1e-6, grad_rtol=2 * u + 1e-5, grad_atol_rel=u + 1e-5,
+        min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0,
+    )
+    for key in KEYS:
+        assert got[key].dtype == out_dtype, key
+
+
+# --------------------------------------------------------------------------------------
+# Keys, partial backward
+# --------------------------------------------------------------------------------------
+
+
+def test_returns_exactly_the_seven_design_keys_as_0_dim_tensors():
+    out = hee.hybrid_entropy_loss(torch.randn(3, 4), torch.randn(3, 2), 0.1)
+    assert set(out) == set(KEYS)
+    assert len(out) == 7
+    for key in KEYS:
+        assert isinstance(out[key], torch.Tensor)
+        assert out[key].dim() == 0, key
+
+
+@pytest.mark.parametrize("head", ["logits", "log_std"])
+def test_returns_the_seven_keys_with_one_head_missing(head):
+    logits = torch.randn(3, 4) if head == "logits" else None
+    log_std = torch.randn(3, 2) if head == "log_std" else None
+    out = hee.hybrid_entropy_loss(logits, log_std, 0.1)
+    assert set(out) == set(KEYS)
+    assert all(out[key].dim() == 0 for key in KEYS)
+
+
+def _grad_or_zero(t):
+    return torch.zeros_like(t) if t.grad is None else t.grad
+
+
+def test_backward_through_discrete_penalty_alone():
+    logits, log_std, _ = rand_inputs(6, 5, 2)
+    z, s = grad_leaves(logits, log_std)
+    hee.hybrid_entropy_loss(z, s, 0.1, min_entropy_threshold=10.0,
+                            continuous_min_entropy_threshold=10.0)["discrete_penalty"].backward()
+    z_ref, s_ref = grad_leaves(logits, log_std)
+    want = oracle(z_ref, s_ref, 0.1, min_entropy_threshold=10.0,
+                  continuous_min_entropy_threshold=10.0)["discrete_penalty"]
+    expected_z, expected_s = _grads(want, (z_ref, s_ref))
+    _assert_grad_close(z.grad, expected_z, 1e-10, 1e-10, "logits")
+    assert torch.equal(_grad_or_zero(s), expected_s)  # log_std does not enter it
+
+
+def test_backward_through_continuous_entropy_alone():
+    logits, log_std, _ = rand_inputs(6, 5, 2)
+    z, s = grad_leaves(logits, log_std)
+    hee.hybrid_entropy_loss(z, s, 0.1)["continuous_entropy"].backward()
+    assert torch.equal(_grad_or_zero(z), torch.zeros_like(z))
+    torch.testing.assert_close(s.grad, torch.full_like(s, 1.0 / 6), **F64_TOL)
+
+
+def test_backward_through_two_combined_outputs():
+    logits, log_std, coeff = rand_inputs(6, 5, 2)
+    z, s, c = grad_leaves(logits, log_std, coeff)
+    out = hee.hybrid_entropy_loss(z, s, c, min_entropy_threshold=10.0,
+                                  continuous_min_entropy_threshold=10.0)
+    (out["discrete"] - 2.0 * out["continuous_penalty"]).backward()
+    z_ref, s_ref, c_ref = grad_leaves(logits, log_std, coeff)
+    want = oracle(z_ref, s_ref, c_ref, min_entropy_threshold=10.0,
+                  continuous_min_entropy_threshold=10.0)
+    (want["discrete"] - 2.0 * want["continuous_penalty"]).backward()
+    for got_leaf, want_leaf, name in ((z, z_ref, "logits"), (s, s_ref, "log_std"),
+                                      (c, c_ref, "entropy_coeff")):
+        _assert_grad_close(_grad_or_zero(got_leaf), _grad_or_zero(want_leaf), 1e-10, 1e-10, name)
+
+
+def test_backward_accumulates_over_two_calls():
+    logits, log_std, _ = rand_inputs(4, 3, 2)
+    z, s = grad_leaves(logits, log_std)
+    hee.hybrid_entropy_loss(z, s, 0.1)["total"].backward()
+    first = z.grad.clone()
+    hee.hybrid_entropy_loss(z, s, 0.1)["total"].backward()
+    torch.testing.assert_close(z.grad, 2 * first, **F64_TOL)
+
+
+def test_accepts_keyword_arguments():
+    logits, log_std = _uniform(3, 4), _constant_log_std(3, 2, 0.0)
+    out = hee.hybrid_entropy_loss(
+        logits=logits, log_std=log_std, entropy_coeff=0.5, discrete_entropy_weight=2.0,
+        continuous_entropy_weight=0.0, min_entropy_threshold=None,
+        continuous_min_entropy_threshold=None, penalty_multiplier=1.0,
+    )
+    assert out["total"].item() == pytest.approx(-0.5 * 2.0 * math.log(4), rel=1e-12)
+
+
+def test_default_arguments_follow_design():
+    # Defaults: w_d = 1, w_c = 0.5, tau_d = tau_c = 0.1, m = 3.
+    logits = torch.zeros(2, 1, dtype=torch.float64)  # H_d = 0 < 0.1: penalty 0.3
+    log_std = torch.full((2, 1), -HALF_LOG_2PI_E - 1.0, dtype=torch.float64)  # H_c = -1
+    out = hee.hybrid_entropy_loss(logits, log_std, 0.2)
+    assert out["discrete_penalty"].item() == pytest.approx(3.0 * 0.1, rel=1e-12)
+    assert out["continuous_penalty"].item() == pytest.approx(3.0 * 1.1, rel=1e-10)
+    assert out["continuous"].item() == pytest.approx(-0.2 * 0.5 * -1.0, rel=1e-10)
