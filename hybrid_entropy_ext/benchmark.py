@@ -42,6 +42,7 @@ __all__ = [
     "IMPLEMENTATIONS",
     "run_benchmark",
     "format_table",
+    "format_floor_comparison",
     "write_json",
     "plot_speedups",
 ]
@@ -126,6 +127,9 @@ IMPLEMENTATIONS: Dict[str, LossFn] = {
     "reference_compiled": _reference_compiled,
 }
 ROOFLINE = ("read_pass", "read_write_pass")
+# The cheapest possible autograd round trip on the same logits, the floor
+# under any op's forward+backward at small sizes.
+SUM_BACKWARD = "sum_backward"
 
 
 def _loss_step(fn: LossFn, inputs: Dict[str, Tensor], mode: str) -> Callable[[], object]:
@@ -210,6 +214,9 @@ def run_benchmark(
                 steps = {name: _loss_step(IMPLEMENTATIONS[name], inputs, mode) for name in implementations}
                 if include_roofline:
                     steps.update({name: _roofline_step(name, inputs) for name in ROOFLINE})
+                    if mode == "forward_backward":
+                        logits = inputs["logits"]
+                        steps[SUM_BACKWARD] = lambda: torch.autograd.grad(logits.sum(), (logits,))
                 results.extend(_time_interleaved(case.label, mode, steps, rounds, min_seconds_per_sample))
             torch.set_num_threads(previous_threads)
     finally:
@@ -255,7 +262,7 @@ def format_table(results: Sequence[Timing], mode: str = "forward_backward", base
     times = _by_key(results)
     cases = _ordered_unique(r.case for r in results if r.mode == mode)
     names = _ordered_unique(r.implementation for r in results if r.mode == mode)
-    others = [n for n in names if n != baseline and n not in ROOFLINE]
+    others = [n for n in names if n != baseline and n not in ROOFLINE + (SUM_BACKWARD,)]
     has_roofline = all(n in names for n in ROOFLINE)
     header = ["B x K", f"{baseline} (us)"] + [f"{n} (us)" for n in others] + [f"vs {n}" for n in others]
     # The forward reads the logits once; forward+backward also writes a gradient.
@@ -272,6 +279,20 @@ def format_table(results: Sequence[Timing], mode: str = "forward_backward", base
             roofline = sum(times[(case, mode, part)] for part in roofline_parts)
             row += [f"{roofline * 1e6:.1f}", f"{base / roofline:.2f}x"]
         lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def format_floor_comparison(results: Sequence[Timing], baseline: str = "fused") -> str:
+    """The fused forward+backward against ``logits.sum()`` + its backward on the same logits."""
+    times = _by_key(results)
+    lines = [
+        f"| B x K | {baseline} fwd+bwd (us) | logits.sum() fwd+bwd (us) | ratio |",
+        "|---|---|---|---|",
+    ]
+    for case in _ordered_unique(r.case for r in results if r.implementation == SUM_BACKWARD):
+        fused = times[(case, "forward_backward", baseline)]
+        floor = times[(case, "forward_backward", SUM_BACKWARD)]
+        lines.append(f"| {case} | {fused * 1e6:.1f} | {floor * 1e6:.1f} | {fused / floor:.2f}x |")
     return "\n".join(lines)
 
 
@@ -313,7 +334,9 @@ def plot_speedups(results: Sequence[Timing], path: str, mode: str = "forward_bac
     times = _by_key(results)
     cases = _ordered_unique(r.case for r in results if r.mode == mode)
     others = [
-        n for n in _ordered_unique(r.implementation for r in results if r.mode == mode) if n not in (baseline,) + ROOFLINE
+        n
+        for n in _ordered_unique(r.implementation for r in results if r.mode == mode)
+        if n not in (baseline, SUM_BACKWARD) + ROOFLINE
     ]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(cases) + 2), 4.5))
     width = 0.8 / max(1, len(others))

@@ -1,0 +1,58 @@
+"""The benchmark suite: fused op vs every alternative, one process, interleaved rounds, medians.
+
+    python benchmarks/run_benchmarks.py [--quick] [--json FILE] [--plot FILE] [--rounds N]
+
+Prints Markdown tables (forward+backward and forward) with the speed-up of the fused op over
+each alternative and its distance from the memory roofline. ``--quick`` runs the four sizes of
+the first benchmark only.
+"""
+
+import argparse
+import sys
+
+import torch
+
+from hybrid_entropy_ext import benchmark
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="four sizes instead of the full suite")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--plot", metavar="FILE")
+    parser.add_argument(
+        "--implementations",
+        nargs="+",
+        default=["fused", "distributions", "reference", "reference_compiled"],
+        choices=sorted(benchmark.IMPLEMENTATIONS),
+    )
+    args = parser.parse_args()
+
+    cases = benchmark.QUICK_CASES if args.quick else benchmark.DEFAULT_CASES
+    results = benchmark.run_benchmark(
+        cases,
+        args.implementations,
+        rounds=args.rounds,
+        include_roofline=True,
+        progress=lambda label: print(f"  timing {label} ...", file=sys.stderr, flush=True),
+    )
+    machine = benchmark.machine_description()
+    print(
+        f"{machine['cpu']}; torch {machine['torch']}; {torch.get_num_threads()} threads unless the size says; "
+        f"kernels: {machine['kernel_isa']}; median of {args.rounds} interleaved rounds; D = 8\n"
+    )
+    for mode in ("forward_backward", "forward"):
+        print(f"### {mode.replace('_', '+')} (ratio > 1: the fused op is faster)\n")
+        print(benchmark.format_table(results, mode))
+        print()
+    print(benchmark.format_floor_comparison(results))
+    if args.json:
+        benchmark.write_json(results, args.json)
+    if args.plot:
+        benchmark.plot_speedups(results, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
