@@ -1,0 +1,457 @@
+"""The fused op under PyTorch 2: ``opcheck``, ``torch.compile`` and ``torch.export``.
+
+``torch.library.opcheck`` holds both ops (forward and backward) to the rules
+torch.compile relies on: the schema is honest, the autograd kernel is
+registered, the Meta kernel agrees with the CPU kernel on every output's
+shape/dtype/strides, and AOT-autograd tracing (with dynamic shapes) gives the
+eager values and gradients. The compile and export tests then check the
+public API end to end. Compilation is slow on small machines, so the compile
+tests are few and mostly use the ``eager`` / ``aot_eager`` backends.
+"""
+
+from typing import Dict
+
+import pytest
+import torch
+import torch._dynamo.testing
+from torch import Tensor, nn
+from torch._inductor.utils import fresh_inductor_cache
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+import hybrid_entropy_ext as hee
+
+# HybridEntropyRegularizer is TorchScript-able by contract; its @torch.jit.export notice is expected.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
+
+FORWARD_OP = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss.default
+BACKWARD_OP = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss_backward.default
+FUSED_OP_PACKET = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss
+
+LOSS_KEYS = (
+    "total",
+    "discrete",
+    "continuous",
+    "discrete_penalty",
+    "continuous_penalty",
+    "discrete_entropy",
+    "continuous_entropy",
+)
+
+# Weights and thresholds used throughout. The thresholds are above the entropies
+# of the random inputs below (K = 5 actions: H_d <= log 5 = 1.61; D = 3 dims with
+# log_std ~ N(0, 1): H_c ~ 4.3), so both collapse penalties are active and their
+# backward branches are exercised too.
+WEIGHTS = (1.0, 0.5)
+ACTIVE_THRESHOLDS = (2.0, 6.0)
+PENALTY_MULTIPLIER = 3.0
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    """Each test compiles from scratch: no cache hits or recompile limits carried over."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _inputs(batch=6, actions=5, dims=3, *, dtype=torch.float32, requires_grad=False, shared_log_std=False):
+    logits = torch.randn(batch, actions, dtype=dtype, requires_grad=requires_grad)
+    log_std_shape = (dims,) if shared_log_std else (batch, dims)
+    log_std = torch.randn(log_std_shape, dtype=dtype, requires_grad=requires_grad)
+    coeff = torch.tensor(0.05, dtype=dtype, requires_grad=requires_grad)
+    return logits, log_std, coeff
+
+
+def _forward_args(logits, log_std, coeff, thresholds=ACTIVE_THRESHOLDS):
+    return (logits, log_std, coeff, *WEIGHTS, *thresholds, PENALTY_MULTIPLIER)
+
+
+def _assert_opcheck_passes(op, args):
+    results = torch.library.opcheck(op, args)
+    assert results and all(status == "SUCCESS" for status in results.values()), results
+
+
+# --------------------------------------------------------------------------------------
+# opcheck: forward op
+# --------------------------------------------------------------------------------------
+
+
+def _forward_case(name):
+    if name == "no_grad":
+        return _forward_args(*_inputs())
+    if name == "requires_grad":
+        return _forward_args(*_inputs(requires_grad=True))
+    if name == "only_coeff_requires_grad":
+        logits, log_std, _ = _inputs()
+        return _forward_args(logits, log_std, torch.tensor(0.05, requires_grad=True))
+    if name == "only_logits_requires_grad":
+        logits, log_std, coeff = _inputs()
+        return _forward_args(logits.requires_grad_(), log_std, coeff)
+    if name == "only_log_std_requires_grad":
+        logits, log_std, coeff = _inputs()
+        return _forward_args(logits, log_std.requires_grad_(), coeff)
+    if name == "logits_none_only_coeff_requires_grad":
+        _, log_std, _ = _inputs()
+        return _forward_args(None, log_std, torch.tensor(0.05, requires_grad=True))
+    if name == "logits_none":
+        _, log_std, coeff = _inputs(requires_grad=True)
+        return _forward_args(None, log_std, coeff)
+    if name == "log_std_none":
+        logits, _, coeff = _inputs(requires_grad=True)
+        return _forward_args(logits, None, coeff)
+    if name == "shared_log_std":
+        return _forward_args(*_inputs(requires_grad=True, shared_log_std=True))
+    if name == "thresholds_none":
+        return _forward_args(*_inputs(requires_grad=True), thresholds=(None, None))
+    if name == "float64":
+        return _forward_args(*_inputs(dtype=torch.float64, requires_grad=True))
+    if name == "bfloat16":
+        return _forward_args(*_inputs(dtype=torch.bfloat16, requires_grad=True))
+    if name == "float32_heads_float64_coeff":
+        logits, log_std, _ = _inputs(requires_grad=True)
+        return _forward_args(logits, log_std, torch.tensor(0.05, dtype=torch.float64, requires_grad=True))
+    if name == "transposed_logits":
+        logits = torch.randn(5, 6).t().requires_grad_()
+        _, log_std, coeff = _inputs(requires_grad=True)
+        return _forward_args(logits, log_std, coeff)
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "no_grad",
+        "requires_grad",
+        "only_coeff_requires_grad",
+        "only_logits_requires_grad",
+        "only_log_std_requires_grad",
+        "logits_none_only_coeff_requires_grad",
+        "logits_none",
+        "log_std_none",
+        "shared_log_std",
+        "thresholds_none",
+        "float64",
+        "bfloat16",
+        "float32_heads_float64_coeff",
+        "transposed_logits",
+    ],
+)
+def test_forward_op_passes_opcheck(case):
+    _assert_opcheck_passes(FORWARD_OP, _forward_case(case))
+
+
+# --------------------------------------------------------------------------------------
+# opcheck: backward op, fed with a real forward call's saved statistics
+# --------------------------------------------------------------------------------------
+
+ALL_GRADS = (1.0, 0.5, -0.25, 2.0, 1.5, 0.75, -1.25)
+SOME_GRADS = (1.0, None, None, 2.0, None, 0.75, None)
+NO_GRADS = (None,) * 7
+
+
+def _backward_args(logits, log_std, coeff, grads, output_mask, thresholds=ACTIVE_THRESHOLDS):
+    """The backward op's arguments, in its schema's order, from a real forward call.
+
+    The saved per-row statistics (row_logsumexp / row_entropy) and the batch-mean entropies
+    are the forward op's outputs of the same names, so the arguments are matched by name.
+    """
+    out = FORWARD_OP(*_forward_args(logits, log_std, coeff, thresholds))
+    forward_outputs = {ret.name: tensor for ret, tensor in zip(FORWARD_OP._schema.returns, out)}
+    dtype = forward_outputs["total"].dtype
+    values = {f"grad_{key}": None if g is None else torch.tensor(g, dtype=dtype) for key, g in zip(LOSS_KEYS, grads)}
+    values.update(
+        logits=logits,
+        log_std=log_std,
+        entropy_coeff=coeff,
+        discrete_entropy_weight=WEIGHTS[0],
+        continuous_entropy_weight=WEIGHTS[1],
+        min_entropy_threshold=thresholds[0],
+        continuous_min_entropy_threshold=thresholds[1],
+        penalty_multiplier=PENALTY_MULTIPLIER,
+        output_mask=list(output_mask),
+    )
+    for name, tensor in forward_outputs.items():
+        values.setdefault(name, tensor)
+    return tuple(values[arg.name] for arg in BACKWARD_OP._schema.arguments)
+
+
+def _backward_case(name):
+    logits, log_std, coeff = _inputs()
+    everything = (True, True, True)
+    if name == "all_grads":
+        return _backward_args(logits, log_std, coeff, ALL_GRADS, everything)
+    if name == "some_grads_none":
+        return _backward_args(logits, log_std, coeff, SOME_GRADS, everything)
+    if name == "all_grads_none":
+        return _backward_args(logits, log_std, coeff, NO_GRADS, everything)
+    if name == "mask_logits_only":
+        return _backward_args(logits, log_std, coeff, ALL_GRADS, (True, False, False))
+    if name == "mask_log_std_only":
+        return _backward_args(logits, log_std, coeff, ALL_GRADS, (False, True, False))
+    if name == "mask_coeff_only":
+        return _backward_args(logits, log_std, coeff, ALL_GRADS, (False, False, True))
+    if name == "mask_nothing":
+        return _backward_args(logits, log_std, coeff, ALL_GRADS, (False, False, False))
+    if name == "logits_none":
+        return _backward_args(None, log_std, coeff, SOME_GRADS, (False, True, True))
+    if name == "log_std_none":
+        return _backward_args(logits, None, coeff, SOME_GRADS, (True, False, True))
+    if name == "shared_log_std":
+        logits, log_std, coeff = _inputs(shared_log_std=True)
+        return _backward_args(logits, log_std, coeff, ALL_GRADS, everything)
+    if name == "thresholds_none":
+        return _backward_args(logits, log_std, coeff, ALL_GRADS, everything, thresholds=(None, None))
+    if name == "float64":
+        logits, log_std, coeff = _inputs(dtype=torch.float64)
+        return _backward_args(logits, log_std, coeff, SOME_GRADS, everything)
+    if name == "logits_none_python_float_coeff":
+        # hee.hybrid_entropy_loss turns a Python float coefficient into a float64 tensor.
+        coeff = torch.tensor(0.05, dtype=torch.float64)
+        return _backward_args(None, log_std, coeff, SOME_GRADS, (False, True, True))
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "all_grads",
+        "some_grads_none",
+        "all_grads_none",
+        "mask_logits_only",
+        "mask_log_std_only",
+        "mask_coeff_only",
+        "mask_nothing",
+        "logits_none",
+        "log_std_none",
+        "shared_log_std",
+        "thresholds_none",
+        "float64",
+        "logits_none_python_float_coeff",
+    ],
+)
+def test_backward_op_passes_opcheck(case):
+    _assert_opcheck_passes(BACKWARD_OP, _backward_case(case))
+
+
+@pytest.mark.parametrize("missing_head", ["logits", "log_std"])
+def test_backward_op_meta_kernel_gives_cpu_dtypes_for_missing_head_with_float64_coeff(missing_head):
+    # For a None head both kernels return a [0] placeholder gradient; the Meta kernel
+    # must give it the CPU kernel's dtype (entropy_coeff's), or fake-tensor tracing
+    # (torch.compile, torch.export, opcheck's test_faketensor) disagrees with eager.
+    # float32 heads and a float64 coeff are what hee.hybrid_entropy_loss passes for a Python float.
+    logits, log_std, _ = _inputs()
+    coeff = torch.tensor(0.05, dtype=torch.float64)
+    if missing_head == "logits":
+        args = _backward_args(None, log_std, coeff, ALL_GRADS, (False, True, True))
+    else:
+        args = _backward_args(logits, None, coeff, ALL_GRADS, (True, False, True))
+    real = BACKWARD_OP(*args)
+    with FakeTensorMode() as mode:
+        fake_args = [mode.from_tensor(a) if isinstance(a, Tensor) else a for a in args]
+        fake = BACKWARD_OP(*fake_args)
+    assert [t.dtype for t in fake] == [t.dtype for t in real]
+    assert [tuple(t.shape) for t in fake] == [tuple(t.shape) for t in real]
+
+
+# --------------------------------------------------------------------------------------
+# torch.compile
+# --------------------------------------------------------------------------------------
+
+
+def loss_and_components(logits: Tensor, log_std: Tensor, coeff: Tensor):
+    """A user function: the loss dict plus a scalar built from several of its entries."""
+    out = hee.hybrid_entropy_loss(logits, log_std, coeff, *WEIGHTS, *ACTIVE_THRESHOLDS, PENALTY_MULTIPLIER)
+    scalar = 2.0 * out["total"] + out["discrete_entropy"] - 0.5 * out["continuous_entropy"]
+    return out, scalar
+
+
+def _values_and_grads(fn, logits, log_std, coeff):
+    inputs = [t.detach().clone().requires_grad_() for t in (logits, log_std, coeff)]
+    out, scalar = fn(*inputs)
+    grads = torch.autograd.grad(scalar, inputs)
+    return {k: v.detach() for k, v in out.items()}, scalar.detach(), grads
+
+
+def _assert_same_values_and_grads(got, expected):
+    got_out, got_scalar, got_grads = got
+    exp_out, exp_scalar, exp_grads = expected
+    assert set(got_out) == set(LOSS_KEYS)
+    for key in LOSS_KEYS:
+        torch.testing.assert_close(got_out[key], exp_out[key], rtol=1e-6, atol=1e-7, msg=key)
+    torch.testing.assert_close(got_scalar, exp_scalar, rtol=1e-6, atol=1e-7)
+    for name, g, e in zip(("logits", "log_std", "coeff"), got_grads, exp_grads):
+        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_compiled_loss_gives_eager_values_and_gradients(backend):
+    inputs = _inputs(batch=7, shared_log_std=True)
+    compiled = torch.compile(loss_and_components, backend=backend, fullgraph=True)
+    _assert_same_values_and_grads(
+        _values_and_grads(compiled, *inputs), _values_and_grads(loss_and_components, *inputs)
+    )
+
+
+def test_inductor_compiled_loss_gives_eager_values_and_gradients():
+    inputs = _inputs(batch=7)
+    compiled = torch.compile(loss_and_components, fullgraph=True)  # default backend: inductor
+    # A fresh on-disk cache: inductor's cache keys do not cover the op library's build, so
+    # code compiled against an earlier build (other output shapes) would be reused.
+    with fresh_inductor_cache():
+        got = _values_and_grads(compiled, *inputs)
+    _assert_same_values_and_grads(got, _values_and_grads(loss_and_components, *inputs))
+
+
+def test_dynamic_compile_serves_two_batch_sizes_with_one_graph():
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(loss_and_components, backend=counter, fullgraph=True, dynamic=True)
+    compiles = []
+    for batch in (8, 13):
+        inputs = _inputs(batch=batch)
+        _assert_same_values_and_grads(
+            _values_and_grads(compiled, *inputs), _values_and_grads(loss_and_components, *inputs)
+        )
+        compiles.append(counter.frame_count)
+    # (The first call may invoke the backend more than once: dynamo restarts its analysis
+    # to specialize the Python float arguments. What matters is no recompile afterwards.)
+    assert compiles[0] >= 1
+    assert compiles[1] == compiles[0], "batch size 13 recompiled the dynamic graph"
+
+
+def test_fused_op_causes_no_graph_break():
+    explanation = torch._dynamo.explain(loss_and_components)(*_inputs(requires_grad=True))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+    (graph,) = explanation.graphs
+    targets = {node.target for node in graph.graph.nodes if node.op == "call_function"}
+    assert targets & {FUSED_OP_PACKET, FORWARD_OP}, targets
+
+
+class TinyHybridPolicy(nn.Module):
+    """Linear layers producing [B, K] logits, a state-independent [D] log_std parameter,
+    and a HybridEntropyRegularizer turning them into the loss dict."""
+
+    def __init__(self, obs_dim: int = 6, num_actions: int = 4, action_dim: int = 2) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(obs_dim, 16), nn.Tanh())
+        self.logits_head = nn.Linear(16, num_actions)
+        self.log_std = nn.Parameter(torch.full((action_dim,), -0.5))
+        # Penalty thresholds above the initial entropies: both penalties active.
+        self.regularizer = hee.HybridEntropyRegularizer(
+            hee.EntropyRegularizationConfig.preset("short"),
+            min_entropy_threshold=2.0,
+            continuous_min_entropy_threshold=3.0,
+        )
+
+    def forward(self, obs: Tensor, episode: int) -> Dict[str, Tensor]:
+        return self.regularizer(self.logits_head(self.body(obs)), self.log_std, episode)
+
+
+def _module_values_and_grads(module: nn.Module, call):
+    module.zero_grad(set_to_none=True)
+    out = call()
+    out["total"].backward()
+    grads = {name: p.grad.clone() for name, p in module.named_parameters()}
+    return {k: v.detach() for k, v in out.items()}, grads
+
+
+def test_compiled_module_with_regularizer_gives_eager_values_and_gradients():
+    policy = TinyHybridPolicy()
+    obs = torch.randn(9, 6)
+    compiled = torch.compile(policy, backend="aot_eager", fullgraph=True)
+
+    got_out, got_grads = _module_values_and_grads(policy, lambda: compiled(obs, 30))
+    exp_out, exp_grads = _module_values_and_grads(policy, lambda: policy(obs, 30))
+
+    assert set(got_out) == set(LOSS_KEYS) | {"current_entropy_coeff"}
+    assert float(got_out["current_entropy_coeff"]) == pytest.approx(0.05 * (1 - 30 / 200) + 0.01 * 30 / 200)
+    for key, value in exp_out.items():
+        torch.testing.assert_close(got_out[key], value, rtol=1e-6, atol=1e-7, msg=key)
+    for name, grad in exp_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-6, atol=1e-7, msg=name)
+
+
+# --------------------------------------------------------------------------------------
+# torch.export
+# --------------------------------------------------------------------------------------
+
+
+class LossModule(nn.Module):
+    def forward(self, logits: Tensor, log_std: Tensor, coeff: Tensor) -> Dict[str, Tensor]:
+        return hee.hybrid_entropy_loss(logits, log_std, coeff, *WEIGHTS, *ACTIVE_THRESHOLDS, PENALTY_MULTIPLIER)
+
+
+class RegularizerModule(nn.Module):
+    """Holds a HybridEntropyRegularizer and calls it at a fixed episode."""
+
+    EPISODE = 37
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.regularizer = hee.HybridEntropyRegularizer(hee.EntropyRegularizationConfig.preset("short"))
+
+    def forward(self, logits: Tensor, log_std: Tensor) -> Dict[str, Tensor]:
+        return self.regularizer(logits, log_std, self.EPISODE)
+
+
+def _export_loss_module():
+    batch = torch.export.Dim("batch", min=2, max=4096)
+    example = _inputs(batch=8)
+    return torch.export.export(
+        LossModule(),
+        example,
+        dynamic_shapes={"logits": {0: batch}, "log_std": {0: batch}, "coeff": None},
+    )
+
+
+def _call_function_targets(exported):
+    return [node.target for node in exported.graph.nodes if node.op == "call_function"]
+
+
+def _assert_same_outputs(got, expected):
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-6, atol=1e-7, msg=key)
+
+
+def test_exported_loss_with_dynamic_batch_matches_eager_at_another_batch_size():
+    exported = _export_loss_module()
+    inputs = _inputs(batch=21)
+    _assert_same_outputs(exported.module()(*inputs), LossModule()(*inputs))
+
+
+def test_exported_graph_calls_the_fused_op():
+    assert FORWARD_OP in _call_function_targets(_export_loss_module())
+
+
+def test_exported_loss_backpropagates_like_eager():
+    exported = _export_loss_module().module()
+    inputs = _inputs(batch=11)
+
+    def run(fn):
+        leaves = [t.detach().clone().requires_grad_() for t in inputs]
+        return torch.autograd.grad(fn(*leaves)["total"], leaves)
+
+    for name, got, expected in zip(("logits", "log_std", "coeff"), run(exported), run(LossModule())):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_exported_regularizer_module_with_dynamic_batch_matches_eager_at_another_batch_size():
+    batch = torch.export.Dim("batch", min=2, max=4096)
+    logits, log_std, _ = _inputs(batch=8)
+    exported = torch.export.export(
+        RegularizerModule(), (logits, log_std), dynamic_shapes={"logits": {0: batch}, "log_std": {0: batch}}
+    )
+    assert FORWARD_OP in _call_function_targets(exported)
+
+    logits, log_std, _ = _inputs(batch=19)
+    _assert_same_outputs(exported.module()(logits, log_std), RegularizerModule()(logits, log_std))
+
+
+def test_run_decompositions_keeps_the_fused_op_and_its_values():
+    decomposed = _export_loss_module().run_decompositions()
+    assert FORWARD_OP in _call_function_targets(decomposed)
+
+    inputs = _inputs(batch=5)
+    _assert_same_outputs(decomposed.module()(*inputs), LossModule()(*inputs))
+
