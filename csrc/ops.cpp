@@ -2,18 +2,26 @@
 // cpu/ (CPU), meta.cpp (Meta, for torch.compile / torch.export),
 // autograd.cpp (Autograd).
 #include <Python.h>
+#include <dlfcn.h>
 
 #include <torch/library.h>
 
 #include "cpu/isa.h"
 
 // An empty Python module, so that `import hybrid_entropy_ext._C` loads this
-// library (and runs the registrations below). The library does not link
-// libtorch_python: C++ programs can dlopen the same file.
+// library (and runs the registrations below). PyModule_Create2 is looked up in
+// the importing interpreter rather than linked: the library references no
+// libpython symbol, so a C++ program can dlopen it (RTLD_NOW included) with no
+// Python in the process.
 PyMODINIT_FUNC PyInit__C(void) {
+  using CreateModuleFn = PyObject* (*)(PyModuleDef*, int);
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
+  const auto create_module = reinterpret_cast<CreateModuleFn>(
+      dlsym(RTLD_DEFAULT, "PyModule_Create2"));
+  return create_module == nullptr
+      ? nullptr
+      : create_module(&module_def, PYTHON_ABI_VERSION);
 }
 
 TORCH_LIBRARY(hybrid_entropy_ext, m) {

@@ -67,16 +67,10 @@ int main(int argc, char** argv) {
   }
 
   // Loading the library runs its TORCH_LIBRARY registrations: the op's schema
-  // and its CPU, Meta and Autograd kernels, all C++.
-  //
-  // RTLD_LAZY, not RTLD_NOW: the same .so is also the Python extension module
-  // hybrid_entropy_ext._C, and its (empty) PyInit__C calls PyModule_Create2 from
-  // libpython. No library in this process defines that symbol, so RTLD_NOW
-  // fails with "undefined symbol: PyModule_Create2". With lazy binding a function
-  // symbol is resolved at its first call, and nothing here calls PyInit__C.
-  // RTLD_GLOBAL makes the library's symbols available to libraries loaded later,
-  // as for any plugin that other code may link against.
-  void* handle = dlopen(op_library.c_str(), RTLD_LAZY | RTLD_GLOBAL);
+  // and its CPU, Meta and Autograd kernels, all C++. The library references no
+  // libpython symbol, so RTLD_NOW resolves everything up front. RTLD_GLOBAL
+  // makes its symbols available to libraries loaded later, as for any plugin.
+  void* handle = dlopen(op_library.c_str(), RTLD_NOW | RTLD_GLOBAL);
   if (handle == nullptr) {
     std::cerr << "train_step: cannot load the op library: " << dlerror() << "\n";
     return 1;
