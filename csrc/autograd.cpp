@@ -5,6 +5,7 @@
 // through the dispatcher so that torch.compile / torch.export trace it.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include "ops.h"
@@ -190,6 +191,12 @@ LossForwardOutputs hybrid_entropy_loss_autograd(
 
 TORCH_LIBRARY_IMPL(hybrid_entropy_ext, Autograd, m) {
   m.impl("hybrid_entropy_loss", &hybrid_entropy_loss_autograd);
+  // The backward is differentiable once: differentiating it again
+  // (create_graph=True) raises "not implemented" instead of silently
+  // returning no second derivative.
+  m.impl(
+      "hybrid_entropy_loss_backward",
+      torch::autograd::autogradNotImplementedFallback());
 }
 
 } // namespace hee

@@ -904,3 +904,13 @@ def test_default_arguments_follow_design():
     assert out["discrete_penalty"].item() == pytest.approx(3.0 * 0.1, rel=1e-12)
     assert out["continuous_penalty"].item() == pytest.approx(3.0 * 1.1, rel=1e-10)
     assert out["continuous"].item() == pytest.approx(-0.2 * 0.5 * -1.0, rel=1e-10)
+
+
+def test_double_backward_raises_not_implemented():
+    # The backward is exact but differentiable once: a second derivative must
+    # fail loudly, never come back missing.
+    logits, _, _ = rand_inputs(4, 3, 2)
+    z = logits.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(hee.hybrid_entropy_loss(z, None, 0.1)["total"], (z,), create_graph=True)
+    with pytest.raises(RuntimeError, match="not implemented"):
+        grad.sum().backward()
