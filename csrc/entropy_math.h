@@ -33,12 +33,27 @@ namespace math {
 // Entropy of N(mu, sigma) per dimension is 0.5*log(2*pi*e) + log(sigma), nats.
 constexpr double kGaussianEntropyConstant = 1.41893853320467274178032973640562;
 
-// exp and a NaN-propagating max for scalars and for SIMD vectors (any type
-// with a member exp() and a static blendv(), such as at::vec::Vectorized).
+// exp and a NaN-propagating max for scalars and for SIMD vectors. SimdOps is
+// the customization point for vector types: by default it uses a member exp()
+// and a static blendv() (at::vec::Vectorized has both); a kernel may
+// specialize it with faster inline versions for its vector type.
 // `x < floor` is false for NaN, so NaN passes through max_of.
 template <typename V>
+struct SimdOps {
+  static V exp(const V& x) {
+    return x.exp();
+  }
+  static V max(const V& x, const V& floor) {
+    return V::blendv(x, floor, x < floor);
+  }
+  static V multiply_add(const V& a, const V& b, const V& c) {
+    return a * b + c;
+  }
+};
+
+template <typename V>
 inline V exp_of(const V& x) {
-  return x.exp();
+  return SimdOps<V>::exp(x);
 }
 HEE_HOST_DEVICE float exp_of(float x) {
   return ::expf(x);
@@ -49,13 +64,25 @@ HEE_HOST_DEVICE double exp_of(double x) {
 
 template <typename V>
 inline V max_of(const V& x, const V& floor) {
-  return V::blendv(x, floor, x < floor);
+  return SimdOps<V>::max(x, floor);
 }
 HEE_HOST_DEVICE float max_of(float x, float floor) {
   return x < floor ? floor : x;
 }
 HEE_HOST_DEVICE double max_of(double x, double floor) {
   return x < floor ? floor : x;
+}
+
+// a * b + c (fused where the vector type has an FMA).
+template <typename V>
+inline V multiply_add(const V& a, const V& b, const V& c) {
+  return SimdOps<V>::multiply_add(a, b, c);
+}
+HEE_HOST_DEVICE float multiply_add(float a, float b, float c) {
+  return a * b + c;
+}
+HEE_HOST_DEVICE double multiply_add(double a, double b, double c) {
+  return a * b + c;
 }
 
 // A masked action (-inf logit) has p = 0 and contributes p * log p = 0.
@@ -75,7 +102,7 @@ HEE_HOST_DEVICE void accumulate_softmax_moments(
   const V d = max_of(shifted_logit, V(lowest));
   const V e = exp_of(d);
   sum_exp = sum_exp + e;
-  sum_exp_times_shift = sum_exp_times_shift + e * d;
+  sum_exp_times_shift = multiply_add(e, d, sum_exp_times_shift);
 }
 
 // Row entropy from the moments above: h = log s - t / s.

@@ -24,6 +24,34 @@
 
 #include "../entropy_math.h"
 #include "row_kernels.h"
+#include "simd_exp.h"
+
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+namespace hee {
+namespace math {
+// float32 lanes use the inline exp (see simd_exp.h) and a one-instruction
+// clamp: max_ps returns its second operand when either is NaN, so NaN in x
+// propagates.
+template <>
+struct SimdOps<at::vec::Vectorized<float>> {
+  using V = at::vec::Vectorized<float>;
+  static V exp(const V& x) {
+    return V(cpu::simd_exp::exp_ps(x));
+  }
+  static V max(const V& x, const V& floor) {
+#if defined(CPU_CAPABILITY_AVX512)
+    return V(_mm512_max_ps(floor, x));
+#else
+    return V(_mm256_max_ps(floor, x));
+#endif
+  }
+  static V multiply_add(const V& a, const V& b, const V& c) {
+    return at::vec::fmadd(a, b, c);
+  }
+};
+} // namespace math
+} // namespace hee
+#endif
 
 namespace hee {
 namespace cpu {
@@ -36,7 +64,7 @@ using math::entropy_grad_element;
 using math::lowest_finite;
 using math::row_entropy_from_moments;
 
-constexpr int64_t kMaxRowsInLanesCols = 16;
+constexpr int64_t kMaxRowsInLanesCols = 32;
 
 template <typename scalar_t>
 using AccVec = Vectorized<acc_t<scalar_t>>;
@@ -104,6 +132,20 @@ inline void gather_tile(
   using acc = acc_t<scalar_t>;
   constexpr int64_t W = AccVec<scalar_t>::size();
   const scalar_t* first = logits.data + first_row * logits.row_stride;
+#if defined(CPU_CAPABILITY_AVX512)
+  // A hardware gather per column: one instruction instead of W scalar moves.
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (num_rows == W && logits.row_stride <= INT32_MAX / W) {
+      const __m512i row_offsets = _mm512_mullo_epi32(
+          _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+          _mm512_set1_epi32(static_cast<int32_t>(logits.row_stride)));
+      for (int64_t k = 0; k < K; ++k) {
+        _mm512_store_ps(columns[k], _mm512_i32gather_ps(row_offsets, first + k, 4));
+      }
+      return;
+    }
+  }
+#endif
   if (num_rows == W) {
     for (int64_t r = 0; r < W; ++r) {
       for (int64_t k = 0; k < K; ++k) {
@@ -134,9 +176,11 @@ void forward_rows_in_lanes(
   for (int64_t first = row_begin; first < row_end; first += W) {
     const int64_t n = std::min<int64_t>(W, row_end - first);
     gather_tile<K>(logits, first, n, columns);
+    // The max pass need not propagate NaN: a NaN logit makes its own shifted
+    // value NaN in the moments below, and so the row's results.
     Vec row_max = Vec::loadu(columns[0]);
     for (int64_t k = 1; k < K; ++k) {
-      row_max = at::vec::maximum(row_max, Vec::loadu(columns[k]));
+      row_max = math::max_of(Vec::loadu(columns[k]), row_max);
     }
     Vec sum_exp(acc(0));
     Vec sum_exp_times_shift(acc(0));
@@ -202,9 +246,10 @@ void forward_rows_along_lanes(
   for (int64_t i = row_begin; i < row_end; ++i) {
     const scalar_t* row = logits.data + i * logits.row_stride;
 
+    // As in the tiles above, NaN need not survive the max pass.
     Vec lane_max(-std::numeric_limits<acc>::infinity());
     for (int64_t k = 0; k < full; k += W) {
-      lane_max = at::vec::maximum(lane_max, load_acc(row + k, W));
+      lane_max = math::max_of(load_acc(row + k, W), lane_max);
     }
     acc row_max = lane_max_of(lane_max);
     for (int64_t k = full; k < K; ++k) {
@@ -323,7 +368,10 @@ void backward_rows(
     RowStats<acc_t<scalar_t>> stats,
     acc_t<scalar_t> grad_scale,
     scalar_t* grad_logits) {
-  if (logits.num_cols > kMaxRowsInLanesCols) {
+  // The backward has no per-row reduction, so rows along lanes only waste
+  // the lanes past a short row; measured, that beats transposing tiles once
+  // a row fills more than half a vector.
+  if (2 * logits.num_cols > AccVec<scalar_t>::size()) {
     backward_rows_along_lanes(
         logits, row_begin, row_end, stats, grad_scale, grad_logits);
     return;

@@ -1,0 +1,19 @@
+"""Hybrid-action environments (Gymnasium API). Importing this package registers them.
+
+    import gymnasium as gym
+    import hybrid_entropy_ext.envs  # registers HybridNetworkGrowth-v0
+
+    env = gym.make("HybridNetworkGrowth-v0")
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make("HybridNetworkGrowth-v0")] * 8)
+"""
+
+import gymnasium as gym
+
+from .network_growth import EDGE_OP, GREEDY_OP, OPERATIONS, NetworkGrowthEnv
+
+__all__ = ["NetworkGrowthEnv", "OPERATIONS", "GREEDY_OP", "EDGE_OP", "NETWORK_GROWTH_ID"]
+
+NETWORK_GROWTH_ID = "HybridNetworkGrowth-v0"
+
+if NETWORK_GROWTH_ID not in gym.registry:
+    gym.register(id=NETWORK_GROWTH_ID, entry_point="hybrid_entropy_ext.envs.network_growth:NetworkGrowthEnv")

@@ -1,0 +1,112 @@
+"""The ``hybrid-entropy`` command line: help, outputs, one-line errors, a tiny training run."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from hybrid_entropy_ext.cli import main
+
+SUBCOMMANDS = ("schedule", "check", "bench", "train", "demo")
+
+
+def run_cli(capsys, *argv):
+    """(exit status, stdout, stderr) of ``main(argv)``, SystemExit included."""
+    try:
+        status = main(list(argv))
+    except SystemExit as exit_:
+        status = exit_.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line_error(status, err):
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "error" in lines[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [None, *SUBCOMMANDS])
+def test_help_exits_0(capsys, command):
+    status, out, _ = run_cli(capsys, *([command] if command else []), "--help")
+    assert status == 0
+    assert "usage: hybrid-entropy" in out
+    if command == "train":
+        for option in ("--config", "--preset", "--episodes", "--seed", "--out"):
+            assert option in out
+
+
+def test_schedule_long_preset(capsys):
+    status, out, _ = run_cli(capsys, "schedule", "--preset", "long", "--episodes", "0", "250", "500")
+    assert status == 0
+    assert "| 0 | 0.1 |" in out
+    assert "| 250 | 0.0505 |" in out
+    assert "| 500 | 0.001 |" in out
+
+
+def test_check_reports_active_discrete_penalty(capsys):
+    status, out, _ = run_cli(
+        capsys, "check", "--preset", "long", "--episode", "300", "--discrete-entropy", "0.05",
+        "--continuous-entropy", "1.2",
+    )
+    assert status == 0
+    assert "discrete: COLLAPSING" in out and "penalty active" in out
+    assert "| discrete_penalty | 0.15 |" in out  # 3 * (0.1 - 0.05)
+    assert "continuous: ok" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("schedule", "--preset", "bogus"),
+        ("train", "--preset", "bogus", "--episodes", "8"),
+        ("schedule", "--config", "does/not/exist.yaml"),
+        ("train", "--config", "does/not/exist.yaml", "--episodes", "8"),
+        ("check", "--episode", "-1", "--discrete-entropy", "0.1", "--continuous-entropy", "0.1"),
+        ("train", "--episodes", "0"),
+        ("train", "--episodes", "8", "--seed", "-1"),
+        ("demo", "--train-episodes", "-1"),
+        ("schedule", "--config", "x.yaml", "--preset", "long"),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(capsys, argv):
+    status, out, err = run_cli(capsys, *argv)
+    assert_one_line_error(status, err)
+    assert out == ""
+
+
+def test_bad_config_value_names_the_key(capsys, tmp_path):
+    config = tmp_path / "trainer.yaml"
+    config.write_text("trainer:\n  entropy_regularization:\n    entropy_coef: 0.1\n")
+    status, _, err = run_cli(capsys, "train", "--config", str(config), "--episodes", "8")
+    assert_one_line_error(status, err)
+    assert "entropy_coef" in err and "entropy_coeff" in err
+
+
+def test_missing_config_file_in_a_fresh_process():
+    # The real entry point: one line on stderr, exit status 2, no traceback.
+    proc = subprocess.run(
+        [sys.executable, "-m", "hybrid_entropy_ext", "train", "--config", "missing.yaml", "--episodes", "8"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert "missing.yaml" in proc.stderr
+
+
+def test_train_tiny_run(capsys, tmp_path):
+    config = tmp_path / "trainer.yaml"
+    config.write_text("trainer:\n  entropy_regularization:\n    entropy_coeff_start: 0.05\n")
+    out_dir = tmp_path / "run"
+    status, out, _ = run_cli(
+        capsys, "train", "--config", str(config), "--episodes", "16", "--seed", "1", "--out", str(out_dir), "--quiet"
+    )
+    assert status == 0
+    assert "final return" in out and "| episodes | mean return |" in out
+    with open(out_dir / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["episodes"]) for r in rows] == [8, 16]
+    assert float(rows[0]["entropy_coeff"]) == pytest.approx(0.05 * (1 - 8 / 500) + 0.001 * 8 / 500)
+    assert (out_dir / "training.png").stat().st_size > 0

@@ -1,0 +1,98 @@
+"""The hybrid PPO trainer: tiny runs, their CSV, determinism, the regularizer in the loss."""
+
+import csv
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("gymnasium")
+pytest.importorskip("matplotlib")
+
+from hybrid_entropy_ext import EntropyRegularizationConfig  # noqa: E402
+from hybrid_entropy_ext.ppo import METRIC_COLUMNS, PPOHyperparameters, TrainResult, train  # noqa: E402
+
+EPISODES = 16  # two updates of 8 episodes
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> TrainResult:
+    out = tmp_path_factory.mktemp("run")
+    return train(EntropyRegularizationConfig.preset("long"), EPISODES, seed=3, out_dir=out, progress=False)
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return reader.fieldnames, list(reader)
+
+
+def test_writes_csv_with_expected_columns_and_finite_values(run):
+    assert run.csv_path.name == "metrics.csv" and run.plot_path.name == "training.png"
+    header, rows = read_csv(run.csv_path)
+    assert tuple(header) == METRIC_COLUMNS
+    for column in ("update", "episodes", "mean_return", "discrete_entropy", "continuous_entropy",
+                   "entropy_coeff", "discrete_penalty", "continuous_penalty", "entropy_loss_total"):
+        assert column in header
+    assert len(rows) == 2 and [int(r["update"]) for r in rows] == [1, 2]
+    assert [int(r["episodes"]) for r in rows] == [8, 16]
+    assert all(math.isfinite(float(r[c])) for r in rows for c in header)
+    assert run.plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_result(run):
+    assert run.episodes == EPISODES == len(run.episode_returns)
+    assert run.final_return == pytest.approx(sum(run.episode_returns) / EPISODES)
+    assert all(math.isfinite(r) for r in run.episode_returns)
+
+
+def test_regularizer_components_in_metrics(run):
+    schedule = EntropyRegularizationConfig.preset("long").make_schedule()
+    for row in run.metrics:
+        # The coefficient follows the schedule of completed episodes.
+        assert row["entropy_coeff"] == pytest.approx(schedule(int(row["episodes"])), rel=1e-6)
+        parts = row["discrete_loss"] + row["continuous_loss"] + row["discrete_penalty"] + row["continuous_penalty"]
+        assert row["entropy_loss_total"] == pytest.approx(parts, rel=1e-5, abs=1e-7)
+        assert row["discrete_loss"] == pytest.approx(-row["entropy_coeff"] * row["discrete_entropy"], rel=1e-4)
+        assert 0 < row["discrete_entropy"] <= math.log(5) + 1e-6
+        assert row["discrete_penalty"] == 0.0  # far above the 0.1 threshold this early
+
+
+def test_same_seed_same_run_other_seed_other_run(run, tmp_path):
+    again = train(EntropyRegularizationConfig.preset("long"), EPISODES, seed=3, out_dir=tmp_path, progress=False)
+    assert again.metrics == run.metrics and again.episode_returns == run.episode_returns
+    assert (tmp_path / "metrics.csv").read_text() == run.csv_path.read_text()
+    other = train(EntropyRegularizationConfig.preset("long"), EPISODES, seed=4, out_dir=None, progress=False)
+    assert other.episode_returns != run.episode_returns
+    assert other.csv_path is None and other.plot_path is None
+
+
+def test_entropy_term_is_in_the_loss():
+    # Same seed, same rollout of update 1; a different entropy term changes the update.
+    def first_updates(config):
+        return train(config, EPISODES, seed=0, progress=False).metrics
+
+    none = first_updates(EntropyRegularizationConfig(enable_adaptive_entropy=False, entropy_coeff=0.0,
+                                                     min_entropy_threshold=None))
+    penalized = first_updates(EntropyRegularizationConfig(enable_adaptive_entropy=False, entropy_coeff=0.0,
+                                                          min_entropy_threshold=5.0,
+                                                          continuous_min_entropy_threshold=None))
+    assert none[0]["mean_return"] == penalized[0]["mean_return"]  # same first rollout
+    assert none[0]["entropy_loss_total"] == 0.0
+    assert penalized[0]["discrete_penalty"] > 0 and penalized[0]["continuous_penalty"] == 0.0
+    assert penalized[0]["entropy_loss_total"] == pytest.approx(penalized[0]["discrete_penalty"])
+    # The penalty pushes the discrete entropy up: by update 2 the policies differ.
+    assert penalized[1]["discrete_entropy"] > none[1]["discrete_entropy"]
+
+
+def test_episodes_round_up_and_thread_count_restored():
+    threads = torch.get_num_threads()
+    result = train(None, 5, seed=1, hyperparameters=PPOHyperparameters(num_envs=4))
+    assert result.episodes == 8 and len(result.metrics) == 2
+    assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("episodes, seed", [(0, 0), (-3, 0), (2.5, 0), (8, -1)])
+def test_bad_arguments(episodes, seed):
+    with pytest.raises(ValueError):
+        train(None, episodes, seed)
