@@ -43,6 +43,16 @@ IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 CXX_FLAGS = ["-O3", "-fopenmp", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
 LINK_FLAGS = ["-fopenmp"]
 
+# HEE_SANITIZE=1: an AddressSanitizer + UndefinedBehaviorSanitizer build for tests
+# (scripts/run_sanitized_tests.sh). The later -O1 overrides -O3. Python itself is not
+# instrumented, so the result only loads with libasan/libubsan in LD_PRELOAD.
+SANITIZE = os.environ.get("HEE_SANITIZE", "") not in ("", "0")
+SANITIZER_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
+if SANITIZE:
+    CXX_FLAGS += SANITIZER_FLAGS
+    LINK_FLAGS += SANITIZER_FLAGS
+    print("hybrid_entropy_ext: HEE_SANITIZE is set, building with " + " ".join(SANITIZER_FLAGS))
+
 
 def isa_of(source):
     stem = os.path.splitext(os.path.basename(source))[0]

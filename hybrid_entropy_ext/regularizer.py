@@ -1,6 +1,6 @@
 """``HybridEntropyRegularizer``: schedule + weights + penalties in one module."""
 
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +41,12 @@ class HybridEntropyRegularizer(nn.Module):
         config: an :class:`EntropyRegularizationConfig`, a mapping of its YAML
             keys (the section alone or a whole trainer config), or ``None`` for
             the defaults.
+        check_finite: ``True``: ``forward`` first checks its inputs and raises a
+            ``ValueError`` naming ``logits`` or ``log_std`` when one holds NaN or
+            infinite values, instead of returning NaN outputs. ``-inf`` logits stay
+            allowed (they mark impossible actions). Costs one reduction per input and
+            one host sync per call (a device sync on GPU, a graph break under
+            ``torch.compile``); off by default.
         **overrides: YAML keys that replace the config's values, validated the
             same way (e.g. ``penalty_multiplier=5.0``).
 
@@ -61,13 +67,21 @@ class HybridEntropyRegularizer(nn.Module):
     min_entropy_threshold: Optional[float]
     continuous_min_entropy_threshold: Optional[float]
     penalty_multiplier: float
+    check_finite: bool
 
     def __init__(
         self,
         config: Union[None, EntropyRegularizationConfig, Mapping[str, Any]] = None,
+        check_finite: bool = False,
         **overrides: Any,
     ) -> None:
         super().__init__()
+        if not isinstance(check_finite, bool):
+            raise TypeError(
+                "HybridEntropyRegularizer: check_finite must be a bool, got "
+                f"{check_finite!r} ({type(check_finite).__name__})"
+            )
+        self.check_finite = check_finite
         self.config = _resolve_config(config, overrides)
         self.schedule = self.config.make_schedule()
         self.discrete_entropy_weight = self.config.discrete_entropy_weight
@@ -92,7 +106,13 @@ class HybridEntropyRegularizer(nn.Module):
         Returns:
             The seven 0-dim tensors of :func:`hybrid_entropy_loss` plus
             ``current_entropy_coeff``. Add ``out["total"]`` to the policy loss.
+
+        Raises:
+            ValueError: with ``check_finite=True``, ``logits`` holds NaN or ``+inf``,
+                or ``log_std`` holds NaN or ``+/-inf`` (the message names the input).
         """
+        if self.check_finite:
+            self._check_inputs_finite(logits, log_std)
         coeff = self.compute_adaptive_entropy_coefficient(episode)
         out = hybrid_entropy_loss(
             logits,
@@ -107,11 +127,38 @@ class HybridEntropyRegularizer(nn.Module):
         out["current_entropy_coeff"] = torch.full_like(out["total"], coeff)
         return out
 
+    def _check_inputs_finite(self, logits: Optional[Tensor], log_std: Optional[Tensor]) -> None:
+        # One reduction per present input, stacked so that reading the verdicts is a
+        # single host sync. -inf logits are masked actions, hence `< +inf` (False for
+        # NaN and +inf) rather than isfinite for them.
+        names: List[str] = []
+        verdicts: List[Tensor] = []
+        if logits is not None:
+            names.append("logits")
+            verdicts.append(torch.lt(logits, float("inf")).all())
+        if log_std is not None:
+            names.append("log_std")
+            verdicts.append(torch.isfinite(log_std).all())
+        if len(verdicts) == 0:
+            return  # both heads None: the op itself reports that
+        ok: List[bool] = torch.stack(verdicts).tolist()
+        for i in range(len(names)):
+            if not ok[i]:
+                if names[i] == "logits":
+                    found, expected = "NaN or +inf", "finite values or -inf (masked actions)"
+                else:
+                    found, expected = "NaN or +/-inf", "finite values"
+                raise ValueError(
+                    "HybridEntropyRegularizer(check_finite=True): " + names[i] + " contains "
+                    + found + " values; expected " + expected
+                )
+
     def extra_repr(self) -> str:
         return (
             f"discrete_entropy_weight={self.discrete_entropy_weight}, "
             f"continuous_entropy_weight={self.continuous_entropy_weight}, "
             f"min_entropy_threshold={self.min_entropy_threshold}, "
             f"continuous_min_entropy_threshold={self.continuous_min_entropy_threshold}, "
-            f"penalty_multiplier={self.penalty_multiplier}"
+            f"penalty_multiplier={self.penalty_multiplier}, "
+            f"check_finite={self.check_finite}"
         )
