@@ -156,10 +156,11 @@ struct LossComponents {
 };
 
 // A penalty is active only strictly below its threshold and only when the
-// head exists; at equality it is 0 and has zero gradient.
+// head exists; at equality it is 0 and has zero gradient. A NaN entropy
+// counts as active so that the penalty is NaN too, never a silent 0.
 HEE_HOST_DEVICE bool penalty_active(
     bool has_head, bool has_threshold, double threshold, double batch_entropy) {
-  return has_head && has_threshold && batch_entropy < threshold;
+  return has_head && has_threshold && !(batch_entropy >= threshold);
 }
 
 HEE_HOST_DEVICE LossComponents combine_losses(

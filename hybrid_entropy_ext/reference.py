@@ -25,14 +25,16 @@ def _accumulation_dtype(t: Tensor) -> torch.dtype:
 def discrete_row_entropy(logits: Tensor) -> Tensor:
     """Entropy in nats of ``softmax(logits)`` per row: ``[B, K] -> [B]``.
 
-    ``-inf`` logits get probability 0 and contribute 0 (and gradient 0); the
-    log-probabilities are clamped to the lowest finite value as
-    ``torch.distributions.Categorical.entropy`` does.
+    ``-inf`` logits get probability 0 and contribute 0 (and gradient 0). Their
+    ``log p = -inf`` is replaced by 0, not clamped to the lowest finite value
+    (as ``torch.distributions.Categorical`` does): the clamp's backward
+    multiplies that value by the upstream gradient, which overflows to inf, and
+    0 * inf poisons the whole row with NaN.
     """
     z = logits.to(_accumulation_dtype(logits))
     log_p = torch.log_softmax(z, dim=-1)
-    log_p_finite = log_p.clamp(min=torch.finfo(z.dtype).min)
-    return -(log_p.exp() * log_p_finite).sum(dim=-1)
+    log_p_masked = torch.where(torch.isneginf(log_p), 0.0, log_p)
+    return -(log_p.exp() * log_p_masked).sum(dim=-1)
 
 
 def continuous_entropy(log_std: Tensor) -> Tensor:
