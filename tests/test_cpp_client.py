@@ -122,3 +122,16 @@ def test_cpp_program_reports_an_unloadable_op_library(train_step_program, export
     assert proc.returncode != 0
     assert "cannot load the op library" in proc.stderr
     assert "step" not in proc.stdout
+
+
+def test_exported_program_reloads_and_matches_eager_at_another_batch_size(exported):
+    # The torch.export deployment path: the saved program, reloaded (the op library is
+    # loaded by the import above), runs at a batch size it was not traced with.
+    example = _load_export_module()
+    program = torch.export.load(str(exported / example.EXPORTED_FILE))
+    obs = torch.randn(example.BATCH + 5, example.OBS_DIM, generator=torch.Generator().manual_seed(3))
+    got = program.module()(obs)
+    want = example.build_module()(obs)
+    assert set(got) == set(want)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-6, atol=1e-7)

@@ -7,8 +7,11 @@ dict at a fixed episode. Usage::
 
     python examples/cpp/export_module.py OUT_DIR
 
-writes ``OUT_DIR/policy_loss.pt`` (``torch.jit.save``) and ``OUT_DIR/inputs.pt``
-(``torch.save`` of ``{"obs": Tensor[B, OBS_DIM], "lr": float}``), then::
+writes ``OUT_DIR/policy_loss.pt`` (``torch.jit.save``), ``OUT_DIR/inputs.pt``
+(``torch.save`` of ``{"obs": Tensor[B, OBS_DIM], "lr": float}``) and
+``OUT_DIR/policy_loss.pt2``, the same module as a ``torch.export`` program (a
+forward graph with a dynamic batch dimension: PyTorch's newer deployment path,
+for inference; training from C++ goes through the TorchScript module), then::
 
     train_step $(python -c 'import hybrid_entropy_ext._ops as o; print(o.library_path())') \\
         OUT_DIR/policy_loss.pt 3
@@ -35,6 +38,7 @@ LEARNING_RATE = 0.1
 SEED = 0
 
 MODULE_FILE = "policy_loss.pt"
+EXPORTED_FILE = "policy_loss.pt2"
 INPUTS_FILE = "inputs.pt"
 
 
@@ -74,15 +78,24 @@ def make_inputs(seed: int = SEED) -> Dict[str, object]:
     return {"obs": torch.randn(BATCH, OBS_DIM, generator=generator), "lr": LEARNING_RATE}
 
 
+def export_program(module: nn.Module, obs: Tensor) -> "torch.export.ExportedProgram":
+    """``module`` as a ``torch.export`` program with a dynamic batch dimension."""
+    batch = torch.export.Dim("batch", min=2)
+    return torch.export.export(module, (obs,), dynamic_shapes={"obs": {0: batch}})
+
+
 def export(out_dir: str) -> None:
     os.makedirs(out_dir, exist_ok=True)
-    torch.jit.script(build_module()).save(os.path.join(out_dir, MODULE_FILE))
-    torch.save(make_inputs(), os.path.join(out_dir, INPUTS_FILE))
+    module = build_module()
+    inputs = make_inputs()
+    torch.jit.script(module).save(os.path.join(out_dir, MODULE_FILE))
+    torch.export.save(export_program(module, inputs["obs"]), os.path.join(out_dir, EXPORTED_FILE))
+    torch.save(inputs, os.path.join(out_dir, INPUTS_FILE))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", help="directory for policy_loss.pt and inputs.pt")
+    parser.add_argument("out_dir", help="directory for policy_loss.pt, policy_loss.pt2 and inputs.pt")
     export(parser.parse_args().out_dir)
 
 
