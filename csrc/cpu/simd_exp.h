@@ -10,7 +10,9 @@
 // keeps exp(lowest finite) exactly 0 for masked actions. NaN propagates.
 #pragma once
 
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 #include <immintrin.h>
+#endif
 
 namespace hee {
 namespace cpu {
