@@ -8,7 +8,7 @@ would pull a multi-gigabyte CUDA torch into the build environment):
 
 The CPU row kernels are compiled three times, for AVX-512, AVX2+FMA and a
 generic x86-64 baseline, and the widest one the running CPU supports is picked
-at run time: no -march=native, so the result runs on any x86-64 machine.
+at run time: no flag tunes the build to the building CPU, so the result runs on any x86-64.
 """
 
 import glob

@@ -12,18 +12,10 @@ import pytest
 import torch
 
 import hybrid_entropy_ext as hee
+from oracle import KEYS
 
 pytestmark = pytest.mark.usefixtures("cpu_isa")
 
-KEYS = (
-    "total",
-    "discrete",
-    "continuous",
-    "discrete_penalty",
-    "continuous_penalty",
-    "discrete_entropy",
-    "continuous_entropy",
-)
 BATCH, ACTION_DIMS = 10_000, 6
 THREAD_COUNTS = (1, 2, 3, 8)
 # Distinct cotangents, so that the backward of every output is part of what is compared.

@@ -9,28 +9,18 @@ Every test runs once per CPU kernel build (``cpu_isa`` fixture in conftest.py).
 """
 
 import math
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Sequence
 
 import pytest
 import torch
-from torch.distributions import Categorical, Normal
+from torch.distributions import Categorical
 
 import hybrid_entropy_ext as hee
+from oracle import KEYS, HALF_LOG_2PI_E, distributions_oracle
 
 pytestmark = pytest.mark.usefixtures("cpu_isa")
 
-KEYS = (
-    "total",
-    "discrete",
-    "continuous",
-    "discrete_penalty",
-    "continuous_penalty",
-    "discrete_entropy",
-    "continuous_entropy",
-)
 
-# Entropy of one dimension of N(mu, exp(c)) in nats is HALF_LOG_2PI_E + c.
-HALF_LOG_2PI_E = 0.5 * math.log(2.0 * math.pi * math.e)
 
 # DESIGN.md defaults of the fused op.
 W_D, W_C, TAU_D, TAU_C, MULT = 1.0, 0.5, 0.1, 0.1, 3.0
@@ -48,50 +38,7 @@ F64_TOL = dict(rtol=1e-10, atol=1e-12)
 # --------------------------------------------------------------------------------------
 
 
-def oracle(
-    logits: Optional[torch.Tensor],
-    log_std: Optional[torch.Tensor],
-    entropy_coeff,
-    discrete_entropy_weight: float = W_D,
-    continuous_entropy_weight: float = W_C,
-    min_entropy_threshold: Optional[float] = TAU_D,
-    continuous_min_entropy_threshold: Optional[float] = TAU_C,
-    penalty_multiplier: float = MULT,
-) -> Dict[str, torch.Tensor]:
-    """The seven outputs, from ``Categorical`` / ``Normal`` entropies, in float64."""
-    zero = torch.zeros((), dtype=torch.float64)
-    if logits is not None:
-        h_d = Categorical(logits=logits.double()).entropy().mean()
-    else:
-        h_d = zero
-    if log_std is not None:
-        ls = log_std.double()
-        per_sample = Normal(torch.zeros_like(ls), ls.exp()).entropy().sum(-1)
-        h_c = per_sample.mean() if ls.dim() == 2 else per_sample
-    else:
-        h_c = zero
-    c = entropy_coeff.double() if isinstance(entropy_coeff, torch.Tensor) else float(entropy_coeff)
-
-    def penalty(threshold, entropy, present):
-        if threshold is None or not present:
-            return zero
-        gap = threshold - entropy
-        # Strictly zero (value and gradient) unless entropy < threshold.
-        return penalty_multiplier * torch.where(gap > 0, gap, torch.zeros_like(gap))
-
-    discrete = -c * discrete_entropy_weight * h_d
-    continuous = -c * continuous_entropy_weight * h_c
-    discrete_penalty = penalty(min_entropy_threshold, h_d, logits is not None)
-    continuous_penalty = penalty(continuous_min_entropy_threshold, h_c, log_std is not None)
-    return {
-        "total": discrete + continuous + discrete_penalty + continuous_penalty,
-        "discrete": discrete,
-        "continuous": continuous,
-        "discrete_penalty": discrete_penalty,
-        "continuous_penalty": continuous_penalty,
-        "discrete_entropy": h_d,
-        "continuous_entropy": h_c,
-    }
+oracle = distributions_oracle
 
 
 # --------------------------------------------------------------------------------------

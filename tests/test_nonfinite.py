@@ -29,16 +29,8 @@ import torch
 from torch.distributions import Categorical, Normal
 
 import hybrid_entropy_ext as hee
+from oracle import KEYS
 
-KEYS = (
-    "total",
-    "discrete",
-    "continuous",
-    "discrete_penalty",
-    "continuous_penalty",
-    "discrete_entropy",
-    "continuous_entropy",
-)
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 NAN, INF = math.nan, math.inf
 # Thresholds off: the NaN-penalty behaviour has its own test below.

@@ -57,21 +57,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from torch.distributions import Categorical, Normal
 
 import hybrid_entropy_ext as hee
 from conftest import SUPPORTED_CPU_ISAS
+from oracle import KEYS, HALF_LOG_2PI_E, distributions_oracle
 
-KEYS = (
-    "total",
-    "discrete",
-    "continuous",
-    "discrete_penalty",
-    "continuous_penalty",
-    "discrete_entropy",
-    "continuous_entropy",
-)
-HALF_LOG_2PI_E = 0.5 * math.log(2.0 * math.pi * math.e)
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 UNIT_ROUNDOFF = {
     torch.float64: 2.0 ** -53,
@@ -326,45 +316,7 @@ def _args(case: Case, leaves):
     )
 
 
-def oracle(logits, log_std, coeff, discrete_entropy_weight, continuous_entropy_weight,
-           min_entropy_threshold, continuous_min_entropy_threshold, penalty_multiplier):
-    """DESIGN.md formulas on torch.distributions entropies; float64 arguments expected."""
-    zero = torch.zeros((), dtype=torch.float64)
-    if logits is not None:
-        # -inf -> (smallest finite logit - 1000): exp(-1000) is exactly 0 in float64, so the
-        # entropy and the gradient are those of the unmasked actions, and masked ones get
-        # exactly 0. Categorical's own handling (clamping to finfo.min) gives NaN gradients
-        # as soon as the upstream gradient exceeds 1: finfo.min * 1.5 overflows.
-        masked = logits == -math.inf
-        if masked.any():
-            floor = logits.detach()[~masked].min() - 1000.0
-            logits = torch.where(masked, floor, logits)
-    h_d = Categorical(logits=logits).entropy().mean() if logits is not None else zero
-    if log_std is not None:
-        per_sample = Normal(torch.zeros_like(log_std), log_std.exp()).entropy().sum(-1)
-        h_c = per_sample.mean() if log_std.dim() == 2 else per_sample
-    else:
-        h_c = zero
-
-    def penalty(tau, h, present):
-        if tau is None or not present:
-            return zero
-        gap = tau - h
-        return penalty_multiplier * torch.where(gap > 0, gap, torch.zeros_like(gap))
-
-    discrete = -coeff * discrete_entropy_weight * h_d
-    continuous = -coeff * continuous_entropy_weight * h_c
-    d_pen = penalty(min_entropy_threshold, h_d, logits is not None)
-    c_pen = penalty(continuous_min_entropy_threshold, h_c, log_std is not None)
-    return {
-        "total": discrete + continuous + d_pen + c_pen,
-        "discrete": discrete,
-        "continuous": continuous,
-        "discrete_penalty": d_pen,
-        "continuous_penalty": c_pen,
-        "discrete_entropy": h_d,
-        "continuous_entropy": h_c,
-    }
+oracle = distributions_oracle
 
 
 def _oracle_entropies(case: Case) -> Tuple[float, float]:

@@ -7,17 +7,8 @@ import torch
 
 import hybrid_entropy_ext as hee
 from hybrid_entropy_ext.config import EntropyRegularizationConfig
+from oracle import KEYS, HALF_LOG_2PI_E
 
-KEYS = (
-    "total",
-    "discrete",
-    "continuous",
-    "discrete_penalty",
-    "continuous_penalty",
-    "discrete_entropy",
-    "continuous_entropy",
-)
-HALF_LOG_2PI_E = 0.5 * math.log(2.0 * math.pi * math.e)
 
 
 def inputs(b=6, k=5, d=3, dtype=torch.float32):

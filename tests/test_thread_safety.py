@@ -13,20 +13,12 @@ import pytest
 import torch
 
 import hybrid_entropy_ext as hee
+from oracle import KEYS
 
 pytestmark = pytest.mark.usefixtures("cpu_isa")
 
 NUM_THREADS = 8
 ROUNDS = 6
-KEYS = (
-    "total",
-    "discrete",
-    "continuous",
-    "discrete_penalty",
-    "continuous_penalty",
-    "discrete_entropy",
-    "continuous_entropy",
-)
 
 
 def make_inputs(index):
