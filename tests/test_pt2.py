@@ -19,6 +19,7 @@ from torch._inductor.utils import fresh_inductor_cache
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import hybrid_entropy_ext as hee
+from oracle import KEYS as LOSS_KEYS
 
 # HybridEntropyRegularizer is TorchScript-able by contract; its @torch.jit.export notice is expected.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
@@ -27,15 +28,6 @@ FORWARD_OP = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss.default
 BACKWARD_OP = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss_backward.default
 FUSED_OP_PACKET = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss
 
-LOSS_KEYS = (
-    "total",
-    "discrete",
-    "continuous",
-    "discrete_penalty",
-    "continuous_penalty",
-    "discrete_entropy",
-    "continuous_entropy",
-)
 
 # Weights and thresholds used throughout. The thresholds are above the entropies
 # of the random inputs below (K = 5 actions: H_d <= log 5 = 1.61; D = 3 dims with

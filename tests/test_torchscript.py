@@ -17,19 +17,11 @@ from torch import Tensor, nn
 
 import hybrid_entropy_ext as hee
 from hybrid_entropy_ext import _ops
+from oracle import KEYS as LOSS_KEYS
 
 # TorchScript support is part of the contract, so its deprecation notice is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
 
-LOSS_KEYS = (
-    "total",
-    "discrete",
-    "continuous",
-    "discrete_penalty",
-    "continuous_penalty",
-    "discrete_entropy",
-    "continuous_entropy",
-)
 
 
 class TinyHybridPolicy(nn.Module):
