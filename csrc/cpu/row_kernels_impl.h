@@ -4,12 +4,14 @@
 // at::vec::Vectorized maps to its intrinsics.
 //
 // Two layouts of the work:
-// - rows along lanes (K <= kMaxRowsInLanesCols): a tile of W rows is
-//   transposed into a small column-major buffer, and each SIMD lane carries
-//   one row through max / exp / log. Short rows would otherwise leave most
-//   lanes idle and pay a horizontal reduction per row.
-// - columns along lanes (longer rows): each row is swept twice while it sits
-//   in L1 (max, then the exp moments), so memory sees one read of the logits.
+// - rows in lanes (forward for K <= kMaxRowsInLanesCols, backward for rows of
+//   at most half a vector): a tile of W rows is transposed into a small
+//   column-major buffer, and each SIMD lane carries one row through
+//   max / exp / log. Short rows would otherwise leave most lanes idle and pay
+//   a horizontal reduction per row.
+// - rows along lanes (longer rows): each row is laid along the vectors and
+//   swept twice while it sits in L1 (max, then the exp moments), so memory
+//   sees one read of the logits.
 #ifndef HEE_ISA
 #error "define HEE_ISA (the ISA namespace) before including row_kernels_impl.h"
 #endif
