@@ -12,10 +12,7 @@ import torch
 
 from . import _C
 
-__all__ = ["library_path", "cpu_isa", "forward_op", "backward_op"]
-
-forward_op = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss.default
-backward_op = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss_backward.default
+__all__ = ["library_path", "cpu_isa"]
 
 
 def library_path() -> str:

@@ -14,18 +14,7 @@ from torch import Tensor
 
 from . import _ops  # noqa: F401  (registers the ops)
 
-__all__ = ["hybrid_entropy_loss", "LOSS_KEYS"]
-
-# The keys of the returned dict, in the op's output order.
-LOSS_KEYS = (
-    "total",
-    "discrete",
-    "continuous",
-    "discrete_penalty",
-    "continuous_penalty",
-    "discrete_entropy",
-    "continuous_entropy",
-)
+__all__ = ["hybrid_entropy_loss"]
 
 
 def _check_coefficient_type(entropy_coeff: object) -> None:

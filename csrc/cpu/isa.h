@@ -1,8 +1,6 @@
 // Which build of the row kernels runs on this CPU.
 #pragma once
 
-#include <string>
-
 namespace hee {
 namespace cpu {
 

@@ -313,14 +313,14 @@ void backward_rows_along_lanes(
 }
 
 // Calls body(std::integral_constant<int64_t, K>) for the runtime K in
-// [1, kMaxRowsInLanesCols].
-template <typename Body, int64_t K = 1>
+// [1, MaxK]; only those K are instantiated.
+template <int64_t MaxK, typename Body, int64_t K = 1>
 inline void with_static_cols(int64_t num_cols, const Body& body) {
-  if constexpr (K <= kMaxRowsInLanesCols) {
+  if constexpr (K <= MaxK) {
     if (num_cols == K) {
       body(std::integral_constant<int64_t, K>{});
     } else {
-      with_static_cols<Body, K + 1>(num_cols, body);
+      with_static_cols<MaxK, Body, K + 1>(num_cols, body);
     }
   }
 }
@@ -356,7 +356,7 @@ void forward_rows(
     forward_rows_along_lanes(logits, row_begin, row_end, stats);
     return;
   }
-  with_static_cols(logits.num_cols, [&](auto cols) {
+  with_static_cols<kMaxRowsInLanesCols>(logits.num_cols, [&](auto cols) {
     forward_rows_in_lanes<decltype(cols)::value>(
         logits, row_begin, row_end, stats);
   });
@@ -373,12 +373,13 @@ void backward_rows(
   // The backward has no per-row reduction, so rows along lanes only waste
   // the lanes past a short row; measured, that beats transposing tiles once
   // a row fills more than half a vector.
-  if (2 * logits.num_cols > AccVec<scalar_t>::size()) {
+  constexpr int64_t kMaxBackwardRowsInLanesCols = AccVec<scalar_t>::size() / 2;
+  if (logits.num_cols > kMaxBackwardRowsInLanesCols) {
     backward_rows_along_lanes(
         logits, row_begin, row_end, stats, grad_scale, grad_logits);
     return;
   }
-  with_static_cols(logits.num_cols, [&](auto cols) {
+  with_static_cols<kMaxBackwardRowsInLanesCols>(logits.num_cols, [&](auto cols) {
     backward_rows_in_lanes<decltype(cols)::value>(
         logits, row_begin, row_end, stats, grad_scale, grad_logits);
   });
