@@ -138,6 +138,14 @@ class HybridEntropyLossFunction
     }
     const auto params = ctx->saved_data["params"].toTuple();
     const auto& p = params->elements();
+    // With no graph to record (create_graph=False), skip the backward op's
+    // autograd fallback: a boxed call that walks all nineteen arguments and
+    // costs as much as the small-size kernel itself. With create_graph=True
+    // the fallback stays in the path so that a second derivative raises.
+    std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
+    if (!at::GradMode::is_enabled()) {
+      below_autograd.emplace();
+    }
     auto [grad_logits, grad_log_std, grad_entropy_coeff] = call_backward_op(
         grads, defined_or_none(saved[0]), defined_or_none(saved[1]), saved[2],
         saved[3], saved[4], saved[5], p[0].toDouble(),
