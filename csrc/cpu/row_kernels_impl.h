@@ -67,6 +67,8 @@ using math::lowest_finite;
 using math::row_entropy_from_moments;
 
 constexpr int64_t kMaxRowsInLanesCols = 32;
+// Rows whose moments are computed side by side in the rows-along-lanes forward.
+constexpr int kInterleavedRows = 4;
 
 template <typename scalar_t>
 using AccVec = Vectorized<acc_t<scalar_t>>;
@@ -164,6 +166,30 @@ inline void gather_tile(
   }
 }
 
+// The forward passes leave each row's moments s (in stats.log_sum_exp) and t
+// (in stats.entropy); this turns them into log s and h = log s - t / s. Kept
+// apart from the passes because log and divide are long dependency chains:
+// here the iterations are independent and pipeline, at the end of each tile
+// they stalled it (a quarter of the time at K = 4).
+template <typename scalar_t>
+void finish_row_stats(
+    int64_t row_begin,
+    int64_t row_end,
+    RowStats<acc_t<scalar_t>> stats) {
+  using Vec = AccVec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+  for (int64_t first = row_begin; first < row_end; first += W) {
+    const int64_t n = std::min<int64_t>(W, row_end - first);
+    // Lanes past n load as 0 (log 0 = -inf, 0 / 0 = NaN) and are not stored.
+    const Vec sum_exp = Vec::loadu(stats.log_sum_exp + first, n);
+    const Vec sum_exp_times_shift = Vec::loadu(stats.entropy + first, n);
+    const Vec log_sum_exp = sum_exp.log();
+    log_sum_exp.store(stats.log_sum_exp + first, n);
+    row_entropy_from_moments(log_sum_exp, sum_exp, sum_exp_times_shift)
+        .store(stats.entropy + first, n);
+  }
+}
+
 template <int64_t K, typename scalar_t>
 void forward_rows_in_lanes(
     LogitRows<scalar_t> logits,
@@ -191,12 +217,11 @@ void forward_rows_in_lanes(
           Vec::loadu(columns[k]) - row_max, lowest, sum_exp,
           sum_exp_times_shift);
     }
-    const Vec log_sum_exp = sum_exp.log();
     row_max.store(stats.max + first, n);
-    log_sum_exp.store(stats.log_sum_exp + first, n);
-    row_entropy_from_moments(log_sum_exp, sum_exp, sum_exp_times_shift)
-        .store(stats.entropy + first, n);
+    sum_exp.store(stats.log_sum_exp + first, n);
+    sum_exp_times_shift.store(stats.entropy + first, n);
   }
+  finish_row_stats<scalar_t>(row_begin, row_end, stats);
 }
 
 template <int64_t K, typename scalar_t>
@@ -233,52 +258,84 @@ void backward_rows_in_lanes(
   }
 }
 
+// The max and the two moments of R rows (rows[r] at first[r]), reduced
+// across lanes. One row's chain (max, its lane reduction, exp, the sums and
+// their lane reductions) is latency-bound; R independent rows interleaved
+// keep the vector units busy.
+template <int R, typename scalar_t>
+inline void row_moments_along_lanes(
+    const scalar_t* const* rows,
+    int64_t K,
+    acc_t<scalar_t>* row_max,
+    acc_t<scalar_t>* sum_exp,
+    acc_t<scalar_t>* sum_exp_times_shift) {
+  using acc = acc_t<scalar_t>;
+  using Vec = AccVec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+  const int64_t full = K - K % W;
+  const acc lowest = lowest_finite<acc>();
+  // As in the tiles above, NaN need not survive the max pass.
+  Vec lane_max[R];
+  for (int r = 0; r < R; ++r) {
+    lane_max[r] = Vec(-std::numeric_limits<acc>::infinity());
+  }
+  for (int64_t k = 0; k < full; k += W) {
+    for (int r = 0; r < R; ++r) {
+      lane_max[r] = math::max_of(load_acc(rows[r] + k, W), lane_max[r]);
+    }
+  }
+  Vec shift[R];
+  Vec lane_sum_exp[R];
+  Vec lane_sum_exp_times_shift[R];
+  for (int r = 0; r < R; ++r) {
+    row_max[r] = lane_max_of(lane_max[r]);
+    for (int64_t k = full; k < K; ++k) {
+      row_max[r] = math::max_of(static_cast<acc>(rows[r][k]), row_max[r]);
+    }
+    shift[r] = Vec(row_max[r]);
+    lane_sum_exp[r] = Vec(acc(0));
+    lane_sum_exp_times_shift[r] = Vec(acc(0));
+  }
+  for (int64_t k = 0; k < full; k += W) {
+    for (int r = 0; r < R; ++r) {
+      accumulate_softmax_moments(
+          load_acc(rows[r] + k, W) - shift[r], lowest, lane_sum_exp[r],
+          lane_sum_exp_times_shift[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    sum_exp[r] = lane_sum(lane_sum_exp[r]);
+    sum_exp_times_shift[r] = lane_sum(lane_sum_exp_times_shift[r]);
+    for (int64_t k = full; k < K; ++k) {
+      accumulate_softmax_moments(
+          static_cast<acc>(rows[r][k]) - row_max[r], lowest, sum_exp[r],
+          sum_exp_times_shift[r]);
+    }
+  }
+}
+
 template <typename scalar_t>
 void forward_rows_along_lanes(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
     RowStats<acc_t<scalar_t>> stats) {
-  using acc = acc_t<scalar_t>;
-  using Vec = AccVec<scalar_t>;
-  constexpr int64_t W = Vec::size();
   const int64_t K = logits.num_cols;
-  const int64_t full = K - K % W;
-  const acc lowest = lowest_finite<acc>();
-  for (int64_t i = row_begin; i < row_end; ++i) {
-    const scalar_t* row = logits.data + i * logits.row_stride;
-
-    // As in the tiles above, NaN need not survive the max pass.
-    Vec lane_max(-std::numeric_limits<acc>::infinity());
-    for (int64_t k = 0; k < full; k += W) {
-      lane_max = math::max_of(load_acc(row + k, W), lane_max);
+  const scalar_t* rows[kInterleavedRows];
+  int64_t i = row_begin;
+  for (; i + kInterleavedRows <= row_end; i += kInterleavedRows) {
+    for (int r = 0; r < kInterleavedRows; ++r) {
+      rows[r] = logits.data + (i + r) * logits.row_stride;
     }
-    acc row_max = lane_max_of(lane_max);
-    for (int64_t k = full; k < K; ++k) {
-      row_max = math::max_of(static_cast<acc>(row[k]), row_max);
-    }
-
-    const Vec shift(row_max);
-    Vec lane_sum_exp(acc(0));
-    Vec lane_sum_exp_times_shift(acc(0));
-    for (int64_t k = 0; k < full; k += W) {
-      accumulate_softmax_moments(
-          load_acc(row + k, W) - shift, lowest, lane_sum_exp,
-          lane_sum_exp_times_shift);
-    }
-    acc sum_exp = lane_sum(lane_sum_exp);
-    acc sum_exp_times_shift = lane_sum(lane_sum_exp_times_shift);
-    for (int64_t k = full; k < K; ++k) {
-      accumulate_softmax_moments(
-          static_cast<acc>(row[k]) - row_max, lowest, sum_exp,
-          sum_exp_times_shift);
-    }
-    const acc log_sum_exp = std::log(sum_exp);
-    stats.max[i] = row_max;
-    stats.log_sum_exp[i] = log_sum_exp;
-    stats.entropy[i] =
-        row_entropy_from_moments(log_sum_exp, sum_exp, sum_exp_times_shift);
+    row_moments_along_lanes<kInterleavedRows>(
+        rows, K, stats.max + i, stats.log_sum_exp + i, stats.entropy + i);
   }
+  for (; i < row_end; ++i) {
+    rows[0] = logits.data + i * logits.row_stride;
+    row_moments_along_lanes<1>(
+        rows, K, stats.max + i, stats.log_sum_exp + i, stats.entropy + i);
+  }
+  finish_row_stats<scalar_t>(row_begin, row_end, stats);
 }
 
 template <typename scalar_t>
