@@ -19,13 +19,14 @@ Implementations:
   them once more and writes the gradient once.
 """
 
+import contextlib
 import json
 import math
 import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, ContextManager, Dict, Iterable, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -108,14 +109,28 @@ def distributions_loss(logits: Tensor, log_std: Tensor, entropy_coeff: float) ->
     return reference.loss_from_entropies(h_d, h_c, entropy_coeff)
 
 
-_compiled_reference = None
+_compiled_reference: Optional[Callable[..., Dict[str, Tensor]]] = None
 
 
 def _reference_compiled(logits: Tensor, log_std: Tensor, coeff: float) -> Dict[str, Tensor]:
     global _compiled_reference
     if _compiled_reference is None:
-        _compiled_reference = torch.compile(reference.hybrid_entropy_loss, dynamic=False)
+        _compiled_reference = torch.compile(reference.hybrid_entropy_loss, dynamic=False, fullgraph=True)
     return _compiled_reference(logits, log_std, coeff)
+
+
+def _fresh_compiled_reference() -> None:
+    """Forgets every compiled graph, so that the next case compiles its own.
+
+    Each case (shape, and grad mode per mode) is one more specialized graph;
+    past Dynamo's recompile limit (8) it would otherwise run the reference
+    eagerly without a word and the "compiled" column would time eager code.
+    """
+    import torch._dynamo  # imported on use: it costs a second at startup
+
+    global _compiled_reference
+    _compiled_reference = None
+    torch._dynamo.reset()
 
 
 LossFn = Callable[[Tensor, Tensor, float], Dict[str, Tensor]]
@@ -210,6 +225,8 @@ def run_benchmark(
             if case.threads is not None:
                 torch.set_num_threads(case.threads)
             inputs = case.make_inputs()
+            if "reference_compiled" in implementations:
+                _fresh_compiled_reference()
             for mode in modes:
                 steps = {name: _loss_step(IMPLEMENTATIONS[name], inputs, mode) for name in implementations}
                 if include_roofline:
@@ -217,11 +234,21 @@ def run_benchmark(
                     if mode == "forward_backward":
                         logits = inputs["logits"]
                         steps[SUM_BACKWARD] = lambda: torch.autograd.grad(logits.sum(), (logits,))
-                results.extend(_time_interleaved(case.label, mode, steps, rounds, min_seconds_per_sample))
+                with _recompile_limit_raises(enabled="reference_compiled" in implementations):
+                    results.extend(_time_interleaved(case.label, mode, steps, rounds, min_seconds_per_sample))
             torch.set_num_threads(previous_threads)
     finally:
         torch.set_num_threads(previous_threads)
     return results
+
+
+def _recompile_limit_raises(enabled: bool) -> ContextManager[object]:
+    """Makes a recompile limit hit raise instead of timing eager code as "compiled"."""
+    if not enabled:
+        return contextlib.nullcontext()
+    import torch._dynamo
+
+    return torch._dynamo.config.patch(fail_on_recompile_limit_hit=True)
 
 
 def _time_interleaved(

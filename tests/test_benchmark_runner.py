@@ -1,0 +1,42 @@
+"""The benchmark runner times what its columns say (the numbers themselves are never asserted)."""
+
+import pytest
+import torch
+
+from hybrid_entropy_ext import benchmark as hee_benchmark
+
+
+def _tiny_cases(n):
+    return [hee_benchmark.Case(batch=2 + i, actions=3, dims=2) for i in range(n)]
+
+
+def test_compiled_reference_compiles_each_case_past_the_recompile_limit():
+    import torch._dynamo
+
+    cases = _tiny_cases(torch._dynamo.config.recompile_limit + 1)
+    # The runner makes a recompile-limit hit raise, so finishing means every
+    # case ran compiled code rather than the eager fallback.
+    results = hee_benchmark.run_benchmark(
+        cases, implementations=["reference_compiled"], modes=("forward",), rounds=1, min_seconds_per_sample=0.0
+    )
+    assert [r.case for r in results] == [c.label for c in cases]
+
+
+def test_runner_raises_instead_of_timing_eager_code_as_compiled():
+    import torch._dynamo
+
+    # One case, two modes: two graphs, one over a limit of 1.
+    with torch._dynamo.config.patch(recompile_limit=1):
+        with pytest.raises(Exception, match="(?i)recompile|cache.*limit"):
+            hee_benchmark.run_benchmark(
+                _tiny_cases(1), implementations=["reference_compiled"], rounds=1, min_seconds_per_sample=0.0
+            )
+
+
+def test_runner_reports_one_median_per_case_mode_and_implementation():
+    results = hee_benchmark.run_benchmark(
+        _tiny_cases(2), implementations=["fused", "reference"], rounds=3, min_seconds_per_sample=0.0
+    )
+    keys = [(r.case, r.mode, r.implementation) for r in results]
+    assert len(keys) == len(set(keys)) == 2 * 2 * 2
+    assert all(r.median_s > 0 and len(r.samples_s) == 3 for r in results)
