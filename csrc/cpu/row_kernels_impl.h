@@ -143,6 +143,23 @@ inline void gather_tile(
       const __m512i row_offsets = _mm512_mullo_epi32(
           _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
           _mm512_set1_epi32(static_cast<int32_t>(logits.row_stride)));
+      if (logits.row_stride == K) {
+        // Contiguous rows: copy the tile with plain loads, then gather from
+        // L1. Gathers straight from memory defeat the hardware prefetcher:
+        // at 262144 x 16 (logits out of cache) the forward took 1.2 ns per
+        // logit instead of 0.7.
+        alignas(64) float tile[W * K];
+        for (int64_t i = 0; i < W * K; i += W) {
+          _mm512_store_ps(tile + i, _mm512_loadu_ps(first + i));
+        }
+        const __m512i offsets = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(static_cast<int32_t>(K)));
+        for (int64_t k = 0; k < K; ++k) {
+          _mm512_store_ps(columns[k], _mm512_i32gather_ps(offsets, tile + k, 4));
+        }
+        return;
+      }
       for (int64_t k = 0; k < K; ++k) {
         _mm512_store_ps(columns[k], _mm512_i32gather_ps(row_offsets, first + k, 4));
       }
