@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
 
@@ -69,6 +70,11 @@ using math::row_entropy_from_moments;
 constexpr int64_t kMaxRowsInLanesCols = 32;
 // Rows whose moments are computed side by side in the rows-along-lanes forward.
 constexpr int kInterleavedRows = 4;
+// The rows-along-lanes forward asks for the row this far ahead while reading a
+// row: interleaved rows are several streams at once, which the hardware
+// prefetcher follows poorly (16384 x 256 forward, out of cache: 0.58 ns per
+// logit without, 0.39 with, one thread).
+constexpr int64_t kPrefetchRowsAhead = 16;
 
 template <typename scalar_t>
 using AccVec = Vectorized<acc_t<scalar_t>>;
@@ -283,6 +289,7 @@ template <int R, typename scalar_t>
 inline void row_moments_along_lanes(
     const scalar_t* const* rows,
     int64_t K,
+    int64_t prefetch_bytes,
     acc_t<scalar_t>* row_max,
     acc_t<scalar_t>* sum_exp,
     acc_t<scalar_t>* sum_exp_times_shift) {
@@ -298,6 +305,10 @@ inline void row_moments_along_lanes(
   }
   for (int64_t k = 0; k < full; k += W) {
     for (int r = 0; r < R; ++r) {
+      // Integer arithmetic: the address may lie past the tensor (a prefetch
+      // never faults), a pointer may not.
+      __builtin_prefetch(reinterpret_cast<const void*>(
+          reinterpret_cast<uintptr_t>(rows[r] + k) + prefetch_bytes));
       lane_max[r] = math::max_of(load_acc(rows[r] + k, W), lane_max[r]);
     }
   }
@@ -338,6 +349,8 @@ void forward_rows_along_lanes(
     int64_t row_end,
     RowStats<acc_t<scalar_t>> stats) {
   const int64_t K = logits.num_cols;
+  const int64_t prefetch_bytes =
+      kPrefetchRowsAhead * logits.row_stride * int64_t{sizeof(scalar_t)};
   const scalar_t* rows[kInterleavedRows];
   int64_t i = row_begin;
   for (; i + kInterleavedRows <= row_end; i += kInterleavedRows) {
@@ -345,12 +358,14 @@ void forward_rows_along_lanes(
       rows[r] = logits.data + (i + r) * logits.row_stride;
     }
     row_moments_along_lanes<kInterleavedRows>(
-        rows, K, stats.max + i, stats.log_sum_exp + i, stats.entropy + i);
+        rows, K, prefetch_bytes, stats.max + i, stats.log_sum_exp + i,
+        stats.entropy + i);
   }
   for (; i < row_end; ++i) {
     rows[0] = logits.data + i * logits.row_stride;
     row_moments_along_lanes<1>(
-        rows, K, stats.max + i, stats.log_sum_exp + i, stats.entropy + i);
+        rows, K, prefetch_bytes, stats.max + i, stats.log_sum_exp + i,
+        stats.entropy + i);
   }
   finish_row_stats<scalar_t>(row_begin, row_end, stats);
 }
