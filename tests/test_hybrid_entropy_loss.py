@@ -221,6 +221,20 @@ def test_log_std_none_matches_distributions_oracle():
     assert got["continuous_penalty"].item() == 0.0
 
 
+# Every row layout of the float32 kernels: rows in SIMD lanes with the AVX-512 tile
+# transposes (K a power of two up to 32) and without (K = 3), and rows along the lanes
+# (K = 33). B = 35 is two full tiles of 16 rows and a partial one, for either vector width.
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 8, 16, 32, 33])
+def test_float32_kernels_match_distributions_oracle_at_every_tile_width(k):
+    torch.manual_seed(k)
+    compare_with_oracle(
+        rand_inputs(35, k, 2),
+        leaf_dtypes=(torch.float32, torch.float32, torch.float32),
+        rtol=1e-5, atol=1e-6, grad_rtol=1e-5, grad_atol_rel=1e-5,
+        min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0,
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Against the project's reference
 # --------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@
 #include "../entropy_math.h"
 #include "row_kernels.h"
 #include "simd_exp.h"
+#include "tile_transpose.h"
 
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 namespace hee {
@@ -149,6 +150,12 @@ inline void gather_tile(
       const __m512i row_offsets = _mm512_mullo_epi32(
           _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
           _mm512_set1_epi32(static_cast<int32_t>(logits.row_stride)));
+      if constexpr (tile_transpose::has_fast_path(K)) {
+        if (logits.row_stride == K) {
+          tile_transpose::rows_to_columns<K>(first, columns);
+          return;
+        }
+      }
       if (logits.row_stride == K) {
         // Contiguous rows: copy the tile with plain loads, then gather from
         // L1. Gathers straight from memory defeat the hardware prefetcher:
@@ -273,6 +280,15 @@ void backward_rows_in_lanes(
           .store(columns[k]);
     }
     scalar_t* out = grad_logits + first * K;
+#if defined(CPU_CAPABILITY_AVX512)
+    if constexpr (
+        std::is_same_v<scalar_t, float> && tile_transpose::has_fast_path(K)) {
+      if (n == W) {
+        tile_transpose::columns_to_rows<K>(columns, out);
+        continue;
+      }
+    }
+#endif
     for (int64_t r = 0; r < n; ++r) {
       for (int64_t k = 0; k < K; ++k) {
         out[r * K + k] = static_cast<scalar_t>(columns[k][r]);
