@@ -1,6 +1,8 @@
 // Meta kernels: output shapes and dtypes from metadata alone, written with
 // SymInts so that torch.compile (fake tensors) and torch.export (dynamic
 // dims) trace the ops without running them.
+#include <vector>
+
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -49,6 +51,13 @@ at::Tensor gradient_like(
       {0}, (input.has_value() ? *input : entropy_coeff).options());
 }
 
+// Mirrors the CPU kernel's log_std gradient: log_std's shape, all strides 0.
+at::Tensor expanded_constant_like(const at::Tensor& input) {
+  const std::vector<c10::SymInt> zero_strides(input.dim(), c10::SymInt(0));
+  return at::empty_strided_symint(
+      input.sym_sizes(), zero_strides, input.options());
+}
+
 LossBackwardOutputs hybrid_entropy_loss_backward_meta(
     const std::optional<at::Tensor>& /*grad_total*/,
     const std::optional<at::Tensor>& /*grad_discrete*/,
@@ -71,7 +80,9 @@ LossBackwardOutputs hybrid_entropy_loss_backward_meta(
     std::array<bool, 3> output_mask) {
   return {
       gradient_like(logits, output_mask[0], entropy_coeff),
-      gradient_like(log_std, output_mask[1], entropy_coeff),
+      output_mask[1] && log_std.has_value()
+          ? expanded_constant_like(*log_std)
+          : gradient_like(log_std, false, entropy_coeff),
       gradient_like(entropy_coeff, output_mask[2], entropy_coeff)};
 }
 

@@ -71,6 +71,10 @@ def hybrid_entropy_loss(
         ``discrete_entropy`` (``H_d``) and ``continuous_entropy`` (``H_c``).
         float64 if either head is float64, else float32. Every output is
         differentiable; a missing head contributes 0 and gets no gradient.
+        The gradient w.r.t. ``log_std`` is one value for every element and
+        comes back broadcast to ``log_std``'s shape with stride 0, as the
+        backward of ``torch.sum`` and ``torch.mean`` does (``log_std.grad``
+        after ``backward()`` is an ordinary dense tensor).
 
     Raises:
         ValueError: a shape problem (logits not 2-D, log_std not 1-D/2-D,

@@ -16,6 +16,7 @@ import torch
 from torch.distributions import Categorical
 
 import hybrid_entropy_ext as hee
+from hybrid_entropy_ext import reference
 from oracle import KEYS, HALF_LOG_2PI_E, distributions_oracle
 
 pytestmark = pytest.mark.usefixtures("cpu_isa")
@@ -842,9 +843,35 @@ def test_backward_accumulates_over_two_calls():
     logits, log_std, _ = rand_inputs(4, 3, 2)
     z, s = grad_leaves(logits, log_std)
     hee.hybrid_entropy_loss(z, s, 0.1)["total"].backward()
-    first = z.grad.clone()
+    first_z, first_s = z.grad.clone(), s.grad.clone()
     hee.hybrid_entropy_loss(z, s, 0.1)["total"].backward()
-    torch.testing.assert_close(z.grad, 2 * first, **F64_TOL)
+    torch.testing.assert_close(z.grad, 2 * first_z, **F64_TOL)
+    torch.testing.assert_close(s.grad, 2 * first_s, **F64_TOL)
+
+
+@pytest.mark.parametrize("log_std_1d", [False, True], ids=["[B,D]", "[D]"])
+def test_log_std_gradient_is_one_value_expanded_like_the_reference(log_std_1d):
+    # H_c is linear in log_std, so every element gets the same gradient: like
+    # the backward of torch's sum and mean (which the pure-PyTorch reference
+    # gets, broadcast over D), it comes back as one value broadcast with
+    # stride 0, not a [B, D] fill.
+    logits, log_std, coeff = rand_inputs(5, 3, 4, log_std_1d=log_std_1d)
+    s_fused, s_ref, s_oracle = grad_leaves(log_std, log_std, log_std)
+    (got,) = torch.autograd.grad(hee.hybrid_entropy_loss(logits, s_fused, coeff)["total"], (s_fused,))
+    (ref,) = torch.autograd.grad(reference.hybrid_entropy_loss(logits, s_ref, coeff)["total"], (s_ref,))
+    assert got.stride() == (0,) * log_std.dim()
+    assert ref.stride()[-1] == 0
+    (want,) = _grads(oracle(logits, s_oracle, coeff)["total"], (s_oracle,))
+    torch.testing.assert_close(got, want, **F64_TOL)
+
+
+def test_accumulated_log_std_gradient_is_an_ordinary_writable_tensor():
+    logits, log_std, _ = rand_inputs(4, 3, 2)
+    (s,) = grad_leaves(log_std)
+    hee.hybrid_entropy_loss(logits, s, 0.1)["total"].backward()
+    expected = s.grad.clone()
+    s.grad.mul_(2.0)  # optimizers and gradient clipping write .grad in place
+    torch.testing.assert_close(s.grad, 2 * expected, **F64_TOL)
 
 
 def test_accepts_keyword_arguments():

@@ -276,55 +276,42 @@ LossForwardOutputs hybrid_entropy_loss_cpu(
           row_stats};
 }
 
-// Gradients of logits and log_std in one parallel pass over row blocks.
+// The logits gradient, in one parallel pass over row blocks.
 void backward_pass(
-    const std::optional<at::Tensor>& logits,
+    const at::Tensor& logits,
     const at::Tensor& row_stats,
     double grad_discrete_entropy,
-    const at::Tensor* grad_logits,
-    const at::Tensor* grad_log_std,
-    double grad_log_std_value,
+    const at::Tensor& grad_logits,
     CpuIsa isa) {
-  RowPass pass;
-  if (grad_logits != nullptr) {
-    pass.batch = logits->size(0);
-    pass.row_width = logits->size(1);
-  }
-  // A [D] log_std gradient is filled at once below; [B, D] row by row.
-  const bool per_sample_log_std =
-      grad_log_std != nullptr && grad_log_std->dim() == 2;
-  if (per_sample_log_std) {
-    pass.batch = grad_log_std->size(0);
-    pass.row_width += grad_log_std->size(1);
-  } else if (grad_log_std != nullptr) {
-    grad_log_std->fill_(grad_log_std_value);
-  }
-  if (pass.batch == 0) {
-    return;
-  }
+  const RowPass pass{logits.size(0), logits.size(1)};
   pass.for_each_block([&](int64_t /*block*/, int64_t row_begin, int64_t row_end) {
-    if (grad_logits != nullptr) {
-      HEE_DISPATCH_FLOATING(logits->scalar_type(), [&] {
-        using acc = acc_t<scalar_t>;
-        // d H_d / d h_d[i] = 1 / B
-        const acc grad_scale =
-            static_cast<acc>(grad_discrete_entropy / logits->size(0));
-        row_kernels<scalar_t>(isa).backward(
-            logit_rows<scalar_t>(*logits), row_begin, row_end,
-            row_stats_view<acc>(row_stats), grad_scale,
-            grad_logits->data_ptr<scalar_t>());
-      });
-    }
-    if (per_sample_log_std) {
-      HEE_DISPATCH_FLOATING(grad_log_std->scalar_type(), [&] {
-        const int64_t dims = grad_log_std->size(1);
-        std::fill_n(
-            grad_log_std->data_ptr<scalar_t>() + row_begin * dims,
-            (row_end - row_begin) * dims,
-            static_cast<scalar_t>(grad_log_std_value));
-      });
-    }
+    HEE_DISPATCH_FLOATING(logits.scalar_type(), [&] {
+      using acc = acc_t<scalar_t>;
+      // d H_d / d h_d[i] = 1 / B
+      const acc grad_scale =
+          static_cast<acc>(grad_discrete_entropy / logits.size(0));
+      row_kernels<scalar_t>(isa).backward(
+          logit_rows<scalar_t>(logits), row_begin, row_end,
+          row_stats_view<acc>(row_stats), grad_scale,
+          grad_logits.data_ptr<scalar_t>());
+    });
   });
+}
+
+// One value for every element of a tensor shaped like `like`, all strides 0
+// (one element of storage). H_c is linear in log_std, so its gradient is such
+// a constant: returned expanded, as the backward of torch's sum and mean does,
+// rather than written out as a [B, D] fill.
+at::Tensor expanded_constant(double value, const at::Tensor& like) {
+  const std::vector<int64_t> zero_strides(like.dim(), 0);
+  at::Tensor constant = at::detail::empty_strided_cpu(
+      like.sizes(), zero_strides, like.scalar_type(), /*pin_memory=*/false);
+  if (constant.numel() > 0) {
+    HEE_DISPATCH_FLOATING(constant.scalar_type(), [&] {
+      *constant.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(value);
+    });
+  }
+  return constant;
 }
 
 LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
@@ -376,20 +363,20 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
       : not_requested(
             logits_in.has_value() ? logits_in->scalar_type()
                                   : placeholder_dtype);
-  at::Tensor grad_log_std = want_log_std
-      ? new_cpu_tensor(log_std->sizes(), log_std->scalar_type())
-      : not_requested(
-            log_std.has_value() ? log_std->scalar_type() : placeholder_dtype);
+  if (want_logits) {
+    backward_pass(
+        *logits, row_stats, g.discrete_entropy, grad_logits,
+        selected_cpu_isa());
+  }
   // h_c[i] is linear in log_std[i, :]; a shared [D] log_std enters every
   // row, so the 1 / B of the batch mean cancels.
-  const double grad_log_std_value = want_log_std && log_std->dim() == 2
-      ? g.continuous_entropy / log_std->size(0)
-      : g.continuous_entropy;
-  backward_pass(
-      logits, row_stats, g.discrete_entropy,
-      want_logits ? &grad_logits : nullptr,
-      want_log_std ? &grad_log_std : nullptr, grad_log_std_value,
-      selected_cpu_isa());
+  at::Tensor grad_log_std = want_log_std
+      ? expanded_constant(
+            log_std->dim() == 2 ? g.continuous_entropy / log_std->size(0)
+                                : g.continuous_entropy,
+            *log_std)
+      : not_requested(
+            log_std.has_value() ? log_std->scalar_type() : placeholder_dtype);
   at::Tensor grad_entropy_coeff = output_mask[2]
       ? new_cpu_scalar(g.coeff, entropy_coeff.scalar_type())
       : not_requested(entropy_coeff.scalar_type());
