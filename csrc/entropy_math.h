@@ -4,7 +4,7 @@
 // kernels (scalar and at::vec::Vectorized lanes) and device code can share it.
 // Element formulas are templates over the value type `V`: a scalar
 // (float/double) or a SIMD vector type for which the kernel provides the
-// overloads `exp_of(V)` and `max_of(V, V)`.
+// overloads `exp_of(V)`, `log_of(V)` and `max_of(V, V)`.
 //
 // Notation (per row i of the logits z[i, :], K columns):
 //   m     = max_k z[k]                      row max
@@ -33,15 +33,18 @@ namespace math {
 // Entropy of N(mu, sigma) per dimension is 0.5*log(2*pi*e) + log(sigma), nats.
 constexpr double kGaussianEntropyConstant = 1.41893853320467274178032973640562;
 
-// exp and a NaN-propagating max for scalars and for SIMD vectors. SimdOps is
-// the customization point for vector types: by default it uses a member exp()
-// and a static blendv() (at::vec::Vectorized has both); a kernel may
+// exp, log and a NaN-propagating max for scalars and SIMD vectors. SimdOps is
+// the customization point for vector types: by default it uses member exp()
+// and log() and a static blendv() (at::vec::Vectorized has them); a kernel may
 // specialize it with faster inline versions for its vector type.
 // `x < floor` is false for NaN, so NaN passes through max_of.
 template <typename V>
 struct SimdOps {
   static V exp(const V& x) {
     return x.exp();
+  }
+  static V log(const V& x) {
+    return x.log();
   }
   static V max(const V& x, const V& floor) {
     return V::blendv(x, floor, x < floor);
@@ -60,6 +63,17 @@ HEE_HOST_DEVICE float exp_of(float x) {
 }
 HEE_HOST_DEVICE double exp_of(double x) {
   return ::exp(x);
+}
+
+template <typename V>
+inline V log_of(const V& x) {
+  return SimdOps<V>::log(x);
+}
+HEE_HOST_DEVICE float log_of(float x) {
+  return ::logf(x);
+}
+HEE_HOST_DEVICE double log_of(double x) {
+  return ::log(x);
 }
 
 template <typename V>

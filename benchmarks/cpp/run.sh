@@ -2,7 +2,7 @@
 # Builds and runs the C++ micro-benchmarks (after the package is installed):
 #   row_kernels_bench  ns per logit of each ISA build of the row kernels
 #   op_call_bench      the fused op's forward+backward from C++ vs a sum round trip
-#   exp_accuracy       ulp error of the inline SIMD exp (x86-64 only)
+#   simd_math_accuracy       ulp error of the inline SIMD exp and log (x86-64 only)
 # The ISA flags are read from setup.py, so they are the ones the package is built with.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -42,7 +42,7 @@ if grep -q '^flags.* avx2' /proc/cpuinfo 2>/dev/null; then
   if grep -q '^flags.* avx512dq' /proc/cpuinfo; then
     exp_flags+=(-mavx512f -mavx512dq)
   fi
-  "$CXX" -O2 -std=c++20 -I"$REPO/csrc" "${exp_flags[@]}" "$REPO/benchmarks/cpp/exp_accuracy.cpp" -o "$OUT/exp_accuracy"
+  "$CXX" -O2 -std=c++20 -I"$REPO/csrc" "${exp_flags[@]}" "$REPO/benchmarks/cpp/simd_math_accuracy.cpp" -o "$OUT/simd_math_accuracy"
   echo
-  "$OUT/exp_accuracy" 3
+  "$OUT/simd_math_accuracy" 3
 fi

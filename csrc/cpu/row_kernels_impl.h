@@ -27,20 +27,23 @@
 
 #include "../entropy_math.h"
 #include "row_kernels.h"
-#include "simd_exp.h"
+#include "simd_math.h"
 #include "tile_transpose.h"
 
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 namespace hee {
 namespace math {
-// float32 lanes use the inline exp (see simd_exp.h) and a one-instruction
-// clamp: max_ps returns its second operand when either is NaN, so NaN in x
-// propagates.
+// float32 lanes use the inline exp and log (see simd_math.h) and a
+// one-instruction clamp: max_ps returns its second operand when either is
+// NaN, so NaN in x propagates.
 template <>
 struct SimdOps<at::vec::Vectorized<float>> {
   using V = at::vec::Vectorized<float>;
   static V exp(const V& x) {
-    return V(cpu::simd_exp::exp_ps(x));
+    return V(cpu::simd_math::exp_ps(x));
+  }
+  static V log(const V& x) {
+    return V(cpu::simd_math::log_ps(x));
   }
   static V max(const V& x, const V& floor) {
 #if defined(CPU_CAPABILITY_AVX512)
@@ -213,7 +216,7 @@ void finish_row_stats(
     // Lanes past n load as 0 (log 0 = -inf, 0 / 0 = NaN) and are not stored.
     const Vec sum_exp = Vec::loadu(stats.log_sum_exp + first, n);
     const Vec sum_exp_times_shift = Vec::loadu(stats.entropy + first, n);
-    const Vec log_sum_exp = sum_exp.log();
+    const Vec log_sum_exp = math::log_of(sum_exp);
     log_sum_exp.store(stats.log_sum_exp + first, n);
     row_entropy_from_moments(log_sum_exp, sum_exp, sum_exp_times_shift)
         .store(stats.entropy + first, n);
