@@ -1,8 +1,6 @@
 // Meta kernels: output shapes and dtypes from metadata alone, written with
 // SymInts so that torch.compile (fake tensors) and torch.export (dynamic
 // dims) trace the ops without running them.
-#include <vector>
-
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -37,25 +35,27 @@ LossForwardOutputs hybrid_entropy_loss_meta(
           scalar(), scalar(), scalar(), row_stats};
 }
 
-// Mirrors the CPU kernel: a contiguous gradient when requested, else an
-// empty [0] placeholder (schemas cannot return None) in the input's dtype, or
-// in entropy_coeff's when the head is None.
+// Mirrors the CPU kernel: a requested gradient is contiguous, or, where it
+// is one value for every element (log_std, entropy_coeff), that value seen
+// through all-zero strides; else an empty [0] placeholder (schemas cannot
+// return None) in the input's dtype, or in entropy_coeff's when the head is
+// None.
 at::Tensor gradient_like(
     const std::optional<at::Tensor>& input,
     bool wanted,
-    const at::Tensor& entropy_coeff) {
+    const at::Tensor& entropy_coeff,
+    bool one_value) {
   if (wanted && input.has_value()) {
+    if (one_value) {
+      const c10::SmallVector<c10::SymInt, 4> zero_strides(
+          input->dim(), c10::SymInt(0));
+      return at::empty_strided_symint(
+          input->sym_sizes(), zero_strides, input->options());
+    }
     return at::empty_symint(input->sym_sizes(), input->options());
   }
   return at::empty(
       {0}, (input.has_value() ? *input : entropy_coeff).options());
-}
-
-// Mirrors the CPU kernel's log_std gradient: log_std's shape, all strides 0.
-at::Tensor expanded_constant_like(const at::Tensor& input) {
-  const std::vector<c10::SymInt> zero_strides(input.dim(), c10::SymInt(0));
-  return at::empty_strided_symint(
-      input.sym_sizes(), zero_strides, input.options());
 }
 
 LossBackwardOutputs hybrid_entropy_loss_backward_meta(
@@ -79,11 +79,10 @@ LossBackwardOutputs hybrid_entropy_loss_backward_meta(
     double /*penalty_multiplier*/,
     std::array<bool, 3> output_mask) {
   return {
-      gradient_like(logits, output_mask[0], entropy_coeff),
-      output_mask[1] && log_std.has_value()
-          ? expanded_constant_like(*log_std)
-          : gradient_like(log_std, false, entropy_coeff),
-      gradient_like(entropy_coeff, output_mask[2], entropy_coeff)};
+      gradient_like(logits, output_mask[0], entropy_coeff, /*one_value=*/false),
+      gradient_like(log_std, output_mask[1], entropy_coeff, /*one_value=*/true),
+      gradient_like(
+          entropy_coeff, output_mask[2], entropy_coeff, /*one_value=*/true)};
 }
 
 } // namespace

@@ -2,7 +2,7 @@
 # Builds and runs the C++ micro-benchmarks (after the package is installed):
 #   row_kernels_bench  ns per logit of each ISA build of the row kernels
 #   op_call_bench      the fused op's forward+backward from C++ vs a sum round trip
-#   simd_math_accuracy       ulp error of the inline SIMD exp and log (x86-64 only)
+#   simd_math_accuracy ulp error of the inline SIMD exp and log (x86-64 only)
 # The ISA flags are read from setup.py, so they are the ones the package is built with.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

@@ -76,11 +76,23 @@ at::Tensor new_cpu_tensor(at::IntArrayRef sizes, at::ScalarType dtype) {
   return at::detail::empty_cpu(sizes, dtype, /*pin_memory=*/false, std::nullopt);
 }
 
-at::Tensor new_cpu_scalar(double value, at::ScalarType dtype) {
-  at::Tensor t = new_cpu_tensor({}, dtype);
-  HEE_DISPATCH_FLOATING(dtype, [&] {
-    *t.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(value);
-  });
+// One value in one element of storage, seen with shape `sizes` through
+// all-zero strides: the 0-dim outputs, and the log_std gradient, which is the
+// same number for every element (h_c is linear in log_std) and so is returned
+// broadcast, as torch's sum and mean backward return theirs, rather than
+// written out as a [B, D] fill.
+at::Tensor new_cpu_constant(
+    double value,
+    at::ScalarType dtype,
+    at::IntArrayRef sizes = {}) {
+  const c10::SmallVector<int64_t, 4> zero_strides(sizes.size(), 0);
+  at::Tensor t = at::detail::empty_strided_cpu(
+      sizes, zero_strides, dtype, /*pin_memory=*/false);
+  if (t.numel() > 0) {
+    HEE_DISPATCH_FLOATING(dtype, [&] {
+      *t.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(value);
+    });
+  }
   return t;
 }
 
@@ -286,7 +298,7 @@ LossForwardOutputs hybrid_entropy_loss_cpu(
           discrete_entropy_weight, continuous_entropy_weight,
           min_entropy_threshold, continuous_min_entropy_threshold,
           penalty_multiplier));
-  auto scalar = [&](double value) { return new_cpu_scalar(value, out_dtype); };
+  auto scalar = [&](double value) { return new_cpu_constant(value, out_dtype); };
   return {scalar(c.total),
           scalar(c.discrete),
           scalar(c.continuous),
@@ -317,22 +329,6 @@ void backward_pass(
           grad_scale, grad_logits.data_ptr<scalar_t>());
     });
   });
-}
-
-// One value for every element of a tensor shaped like `like`, all strides 0
-// (one element of storage). H_c is linear in log_std, so its gradient is such
-// a constant: returned expanded, as the backward of torch's sum and mean does,
-// rather than written out as a [B, D] fill.
-at::Tensor expanded_constant(double value, const at::Tensor& like) {
-  const std::vector<int64_t> zero_strides(like.dim(), 0);
-  at::Tensor constant = at::detail::empty_strided_cpu(
-      like.sizes(), zero_strides, like.scalar_type(), /*pin_memory=*/false);
-  if (constant.numel() > 0) {
-    HEE_DISPATCH_FLOATING(constant.scalar_type(), [&] {
-      *constant.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(value);
-    });
-  }
-  return constant;
 }
 
 LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
@@ -392,14 +388,14 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
   // h_c[i] is linear in log_std[i, :]; a shared [D] log_std enters every
   // row, so the 1 / B of the batch mean cancels.
   at::Tensor grad_log_std = want_log_std
-      ? expanded_constant(
+      ? new_cpu_constant(
             log_std->dim() == 2 ? g.continuous_entropy / log_std->size(0)
                                 : g.continuous_entropy,
-            *log_std)
+            log_std->scalar_type(), log_std->sizes())
       : not_requested(
             log_std.has_value() ? log_std->scalar_type() : placeholder_dtype);
   at::Tensor grad_entropy_coeff = output_mask[2]
-      ? new_cpu_scalar(g.coeff, entropy_coeff.scalar_type())
+      ? new_cpu_constant(g.coeff, entropy_coeff.scalar_type())
       : not_requested(entropy_coeff.scalar_type());
   return {grad_logits, grad_log_std, grad_entropy_coeff};
 }
