@@ -17,6 +17,11 @@ Implementations:
   (``out.copy_(logits)`` into a preallocated buffer). No entropy op can beat
   their sum by much: the forward reads the logits once and the backward reads
   them once more and writes the gradient once.
+- ``sum_backward``, ``both_heads_sum_backward``, ``cross_entropy_backward``
+  (forward+backward only): the floor at small sizes, where the autograd round
+  trip costs more than the arithmetic: ``logits.sum()``,
+  ``logits.sum() + log_std.sum()`` and ``F.cross_entropy(logits, targets)``,
+  each with its backward.
 """
 
 import contextlib
@@ -145,6 +150,12 @@ ROOFLINE = ("read_pass", "read_write_pass")
 # The cheapest possible autograd round trip on the same logits, the floor
 # under any op's forward+backward at small sizes.
 SUM_BACKWARD = "sum_backward"
+# Two more reference points for that floor: the cheapest round trip that
+# reaches both heads (a loss of logits and log_std has two leaves to return
+# gradients to), and PyTorch's own fused loss on the same logits.
+BOTH_HEADS_SUM_BACKWARD = "both_heads_sum_backward"
+CROSS_ENTROPY_BACKWARD = "cross_entropy_backward"
+FLOOR = (SUM_BACKWARD, BOTH_HEADS_SUM_BACKWARD, CROSS_ENTROPY_BACKWARD)
 
 
 def _loss_step(fn: LossFn, inputs: Dict[str, Tensor], mode: str) -> Callable[[], object]:
@@ -170,6 +181,18 @@ def _roofline_step(name: str, inputs: Dict[str, Tensor]) -> Callable[[], object]
         return logits.sum
     out = torch.empty_like(logits)
     return lambda: out.copy_(logits)
+
+
+def _floor_steps(inputs: Dict[str, Tensor]) -> Dict[str, Callable[[], object]]:
+    logits, log_std = inputs["logits"], inputs["log_std"]
+    targets = torch.arange(logits.shape[0]) % logits.shape[1]
+    return {
+        SUM_BACKWARD: lambda: torch.autograd.grad(logits.sum(), (logits,)),
+        BOTH_HEADS_SUM_BACKWARD: lambda: torch.autograd.grad(logits.sum() + log_std.sum(), (logits, log_std)),
+        CROSS_ENTROPY_BACKWARD: lambda: torch.autograd.grad(
+            torch.nn.functional.cross_entropy(logits, targets), (logits,)
+        ),
+    }
 
 
 def _calls_per_sample(step: Callable[[], object], min_seconds: float) -> int:
@@ -232,8 +255,7 @@ def run_benchmark(
                 if include_roofline:
                     steps.update({name: _roofline_step(name, inputs) for name in ROOFLINE})
                     if mode == "forward_backward":
-                        logits = inputs["logits"]
-                        steps[SUM_BACKWARD] = lambda: torch.autograd.grad(logits.sum(), (logits,))
+                        steps.update(_floor_steps(inputs))
                 with _recompile_limit_raises(enabled="reference_compiled" in implementations):
                     results.extend(_time_interleaved(case.label, mode, steps, rounds, min_seconds_per_sample))
             torch.set_num_threads(previous_threads)
@@ -289,7 +311,7 @@ def format_table(results: Sequence[Timing], mode: str = "forward_backward", base
     times = _by_key(results)
     cases = _ordered_unique(r.case for r in results if r.mode == mode)
     names = _ordered_unique(r.implementation for r in results if r.mode == mode)
-    others = [n for n in names if n != baseline and n not in ROOFLINE + (SUM_BACKWARD,)]
+    others = [n for n in names if n != baseline and n not in ROOFLINE + FLOOR]
     has_roofline = all(n in names for n in ROOFLINE)
     header = ["B x K", f"{baseline} (us)"] + [f"{n} (us)" for n in others] + [f"vs {n}" for n in others]
     # The forward reads the logits once; forward+backward also writes a gradient.
@@ -310,16 +332,30 @@ def format_table(results: Sequence[Timing], mode: str = "forward_backward", base
 
 
 def format_floor_comparison(results: Sequence[Timing], baseline: str = "fused") -> str:
-    """The fused forward+backward against ``logits.sum()`` + its backward on the same logits."""
+    """The fused forward+backward against the cheapest autograd round trips on the same inputs.
+
+    Columns: ``logits.sum()`` and its backward (the floor under any op on the
+    logits), ``logits.sum() + log_std.sum()`` (the cheapest round trip that
+    returns gradients to both heads, as the fused op does) and
+    ``F.cross_entropy(logits, targets)`` (PyTorch's own fused loss on the same
+    logits); each ratio is the fused op's time over that one.
+    """
     times = _by_key(results)
     lines = [
-        f"| B x K | {baseline} fwd+bwd (us) | logits.sum() fwd+bwd (us) | ratio |",
-        "|---|---|---|---|",
+        f"| B x K | {baseline} fwd+bwd (us) | logits.sum() (us) | logits.sum() + log_std.sum() (us) "
+        f"| cross_entropy(logits) (us) | / logits.sum() | / both sums | / cross_entropy |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for case in _ordered_unique(r.case for r in results if r.implementation == SUM_BACKWARD):
         fused = times[(case, "forward_backward", baseline)]
-        floor = times[(case, "forward_backward", SUM_BACKWARD)]
-        lines.append(f"| {case} | {fused * 1e6:.1f} | {floor * 1e6:.1f} | {fused / floor:.2f}x |")
+        floors = [times[(case, "forward_backward", name)] for name in FLOOR]
+        lines.append(
+            f"| {case} | {fused * 1e6:.1f} | "
+            + " | ".join(f"{t * 1e6:.1f}" for t in floors)
+            + " | "
+            + " | ".join(f"{fused / t:.2f}x" for t in floors)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -363,7 +399,7 @@ def plot_speedups(results: Sequence[Timing], path: str, mode: str = "forward_bac
     others = [
         n
         for n in _ordered_unique(r.implementation for r in results if r.mode == mode)
-        if n not in (baseline, SUM_BACKWARD) + ROOFLINE
+        if n not in (baseline,) + ROOFLINE + FLOOR
     ]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(cases) + 2), 4.5))
     width = 0.8 / max(1, len(others))

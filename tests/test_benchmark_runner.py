@@ -40,3 +40,23 @@ def test_runner_reports_one_median_per_case_mode_and_implementation():
     keys = [(r.case, r.mode, r.implementation) for r in results]
     assert len(keys) == len(set(keys)) == 2 * 2 * 2
     assert all(r.median_s > 0 and len(r.samples_s) == 3 for r in results)
+
+
+def test_floor_table_gives_the_fused_time_over_each_round_trip():
+    results = hee_benchmark.run_benchmark(
+        _tiny_cases(2),
+        implementations=["fused"],
+        modes=("forward_backward",),
+        rounds=1,
+        min_seconds_per_sample=0.0,
+        include_roofline=True,
+    )
+    times = {(r.case, r.implementation): r.median_s for r in results}
+    rows = hee_benchmark.format_floor_comparison(results).splitlines()[2:]
+    assert len(rows) == 2
+    for case, row in zip(_tiny_cases(2), rows):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[0] == case.label
+        fused = times[(case.label, "fused")]
+        for cell, name in zip(cells[-3:], hee_benchmark.FLOOR):
+            assert cell == f"{fused / times[(case.label, name)]:.2f}x"
