@@ -300,6 +300,11 @@ def _ordered_unique(values: Iterable[str]) -> List[str]:
     return list(dict.fromkeys(values))
 
 
+def _alternatives(names: Sequence[str], baseline: str) -> List[str]:
+    """The implementations the baseline is compared with (not the roofline or floor passes)."""
+    return [n for n in names if n != baseline and n not in ROOFLINE + FLOOR]
+
+
 def format_table(results: Sequence[Timing], mode: str = "forward_backward", baseline: str = "fused") -> str:
     """A Markdown table: median microseconds per call, and each one's ratio to ``baseline``.
 
@@ -311,7 +316,7 @@ def format_table(results: Sequence[Timing], mode: str = "forward_backward", base
     times = _by_key(results)
     cases = _ordered_unique(r.case for r in results if r.mode == mode)
     names = _ordered_unique(r.implementation for r in results if r.mode == mode)
-    others = [n for n in names if n != baseline and n not in ROOFLINE + FLOOR]
+    others = _alternatives(names, baseline)
     has_roofline = all(n in names for n in ROOFLINE)
     header = ["B x K", f"{baseline} (us)"] + [f"{n} (us)" for n in others] + [f"vs {n}" for n in others]
     # The forward reads the logits once; forward+backward also writes a gradient.
@@ -396,11 +401,7 @@ def plot_speedups(results: Sequence[Timing], path: str, mode: str = "forward_bac
 
     times = _by_key(results)
     cases = _ordered_unique(r.case for r in results if r.mode == mode)
-    others = [
-        n
-        for n in _ordered_unique(r.implementation for r in results if r.mode == mode)
-        if n not in (baseline,) + ROOFLINE + FLOOR
-    ]
+    others = _alternatives(_ordered_unique(r.implementation for r in results if r.mode == mode), baseline)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(cases) + 2), 4.5))
     width = 0.8 / max(1, len(others))
     for i, name in enumerate(others):

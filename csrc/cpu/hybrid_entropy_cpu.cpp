@@ -150,6 +150,24 @@ struct RowPass {
   int64_t end_row(int64_t block) const {
     return std::min(batch, (block + 1) * kRowsPerBlock);
   }
+  // block_sums[block] = sum of the `values_per_row` values of each row of
+  // the block (rows laid out one after another from `values`), for the
+  // blocks [first_block, end_block).
+  template <typename T>
+  void sum_each_block(
+      SumValuesFn<T> sum,
+      const T* values,
+      int64_t values_per_row,
+      int64_t first_block,
+      int64_t end_block,
+      std::vector<double>& block_sums) const {
+    for (int64_t block = first_block; block < end_block; ++block) {
+      const int64_t row_begin = first_row(block);
+      block_sums[block] = sum(
+          values + row_begin * values_per_row,
+          (end_row(block) - row_begin) * values_per_row);
+    }
+  }
   // Calls body(first_block, end_block) for runs of at most kBlocksPerRun
   // consecutive blocks, in parallel.
   template <typename F>
@@ -225,26 +243,17 @@ BatchMeans forward_pass(
         row_kernels<scalar_t>(isa).forward(
             logit_rows<scalar_t>(*logits), pass.first_row(first_block),
             pass.end_row(end_block - 1), stats);
-        const SumValuesFn<acc> sum = row_kernels<acc>(isa).sum;
-        for (int64_t block = first_block; block < end_block; ++block) {
-          const int64_t row_begin = pass.first_row(block);
-          block_entropy_sums[block] = sum(
-              stats.entropy + row_begin, pass.end_row(block) - row_begin);
-        }
+        pass.sum_each_block(
+            row_kernels<acc>(isa).sum, stats.entropy, /*values_per_row=*/1,
+            first_block, end_block, block_entropy_sums);
       });
     }
     if (per_sample_log_std) {
       const at::Tensor& rows = log_std->rows;
       HEE_DISPATCH_FLOATING(rows.scalar_type(), [&] {
-        const int64_t dims = rows.size(1);
-        const scalar_t* values = rows.const_data_ptr<scalar_t>();
-        const SumValuesFn<scalar_t> sum = row_kernels<scalar_t>(isa).sum;
-        for (int64_t block = first_block; block < end_block; ++block) {
-          const int64_t row_begin = pass.first_row(block);
-          block_log_std_sums[block] = sum(
-              values + row_begin * dims,
-              (pass.end_row(block) - row_begin) * dims);
-        }
+        pass.sum_each_block(
+            row_kernels<scalar_t>(isa).sum, rows.const_data_ptr<scalar_t>(),
+            rows.size(1), first_block, end_block, block_log_std_sums);
       });
     }
   });
