@@ -404,6 +404,39 @@ def test_masked_logits_give_entropy_of_unmasked_subset(dtype):
     torch.testing.assert_close(out["discrete"].double(), -0.2 * expected, **tol)
 
 
+def _masked_long_rows(dtype):
+    # K = 37: rows along the lanes, with 5 columns past the last full vector of
+    # either width (the forward pads that tail with masked lanes on AVX-512).
+    logits = 2.0 * torch.randn(5, 37, dtype=torch.float64)
+    mask = torch.zeros(5, 37, dtype=torch.bool)
+    mask[0, 32:] = True  # the whole tail masked
+    mask[1, :36] = True  # one allowed action left, in the tail: entropy 0
+    mask[2, 3:35:3] = True  # masks in the vectors and the tail
+    mask[4, 33] = True
+    # row 3 unmasked
+    return logits.masked_fill(mask, float("-inf")).to(dtype), mask
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_masked_logits_in_long_rows_give_entropy_and_gradient_of_unmasked_subset(dtype):
+    logits, mask = _masked_long_rows(dtype)
+    logits.requires_grad_(True)
+    out = hee.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=None)
+    leaf = logits.detach().double().requires_grad_(True)
+    expected = _subset_entropy_oracle(leaf, mask)
+    (got_grad,) = torch.autograd.grad(out["discrete_entropy"], logits)
+    (want_grad,) = torch.autograd.grad(expected, leaf)
+    tol = F64_TOL if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["discrete_entropy"].double(), expected.detach(), **tol)
+    assert (got_grad[mask] == 0).all()
+    grad_tol = {  # a bfloat16 gradient is itself rounded to 8 bits
+        torch.float64: F64_TOL,
+        torch.float32: dict(rtol=1e-4, atol=1e-6),
+        torch.bfloat16: dict(rtol=1e-2, atol=1e-4),
+    }[dtype]
+    torch.testing.assert_close(got_grad.double(), want_grad, **grad_tol)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_masked_logits_get_zero_gradient(dtype):
     logits, mask = _masked_logits(dtype)
