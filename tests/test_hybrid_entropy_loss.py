@@ -454,6 +454,21 @@ def test_masked_logits_get_zero_gradient(dtype):
         assert (grad_z[mask] == 0).all(), key
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("make_logits", [_masked_logits, _masked_long_rows], ids=["K=9", "K=37"])
+def test_masked_logits_get_zero_gradient_at_a_huge_gradient_scale(dtype, make_logits):
+    # d total / d h_d = -c / B = -2e29 here: a masked action's log p is clamped to a
+    # finite floor, and that floor times the scale must not overflow to inf (0 * inf
+    # is NaN).
+    logits, mask = make_logits(dtype)
+    logits.requires_grad_(True)
+    out = hee.hybrid_entropy_loss(logits, None, 1e30, min_entropy_threshold=None)
+    (grad_z,) = torch.autograd.grad(out["total"], logits)
+    assert torch.isfinite(grad_z).all()
+    assert (grad_z[mask] == 0).all()
+    assert (grad_z[~mask] != 0).any()
+
+
 def test_masked_logits_gradient_matches_subset_oracle():
     logits, mask = _masked_logits(torch.float64)
     logits.requires_grad_(True)

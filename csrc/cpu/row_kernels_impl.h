@@ -69,6 +69,7 @@ namespace {
 using at::vec::Vectorized;
 using math::accumulate_softmax_moments;
 using math::entropy_grad_element;
+using math::log_probability_floor;
 using math::lowest_finite;
 using math::row_entropy_from_moments;
 
@@ -318,7 +319,7 @@ void backward_rows_in_lanes(
   using acc = acc_t<scalar_t>;
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
-  const acc lowest = lowest_finite<acc>();
+  const acc log_p_floor = log_probability_floor<acc>();
   const Vec scale(grad_scale);
   alignas(64) acc columns[K][W];
   for (int64_t first = row_begin; first < row_end; first += W) {
@@ -329,7 +330,8 @@ void backward_rows_in_lanes(
     const Vec entropy = Vec::loadu(stats.entropy + first, n);
     for (int64_t k = 0; k < K; ++k) {
       entropy_grad_element(
-          Vec::loadu(columns[k]), row_max, log_sum_exp, entropy, scale, lowest)
+          Vec::loadu(columns[k]), row_max, log_sum_exp, entropy, scale,
+          log_p_floor)
           .store(columns[k]);
     }
     scalar_t* out = grad_logits + first * K;
@@ -472,7 +474,7 @@ void backward_rows_along_lanes(
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
   const int64_t K = logits.num_cols;
-  const acc lowest = lowest_finite<acc>();
+  const acc log_p_floor = log_probability_floor<acc>();
   const Vec scale(grad_scale);
   for (int64_t i = row_begin; i < row_end; ++i) {
     const scalar_t* row = logits.data + i * logits.row_stride;
@@ -485,7 +487,7 @@ void backward_rows_along_lanes(
       store_from_acc<scalar_t>(
           entropy_grad_element(
               load_acc(row + k, n), row_max, log_sum_exp, entropy, scale,
-              lowest),
+              log_p_floor),
           out + k, n);
     }
   }
