@@ -197,6 +197,15 @@ inline void gather_tile(
   using acc = acc_t<scalar_t>;
   constexpr int64_t W = AccVec<scalar_t>::size();
   const scalar_t* first = logits.data + first_row * logits.row_stride;
+#if defined(CPU_CAPABILITY_AVX2)
+  if constexpr (
+      std::is_same_v<scalar_t, float> && tile_transpose::has_fast_path(K)) {
+    if (num_rows == W && logits.row_stride == K) {
+      tile_transpose::rows_to_columns<K>(first, columns);
+      return;
+    }
+  }
+#endif
 #if defined(CPU_CAPABILITY_AVX512)
   // A hardware gather per column: one instruction instead of W scalar moves.
   if constexpr (std::is_same_v<scalar_t, float>) {
@@ -335,7 +344,7 @@ void backward_rows_in_lanes(
           .store(columns[k]);
     }
     scalar_t* out = grad_logits + first * K;
-#if defined(CPU_CAPABILITY_AVX512)
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
     if constexpr (
         std::is_same_v<scalar_t, float> && tile_transpose::has_fast_path(K)) {
       if (n == W) {

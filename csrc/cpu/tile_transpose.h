@@ -1,17 +1,23 @@
-// In-register transposes of a tile of 16 float32 rows with K columns, K a
-// power of two up to 32, for the AVX-512 rows-in-lanes kernels.
+// In-register transposes of a tile of float32 rows with K columns, K a power
+// of two up to 32, for the rows-in-lanes kernels: 16 rows on AVX-512, 8 on
+// AVX2 (one row per lane).
 //
 // Why not hardware gathers: on the machines this was measured on (Zen 4) a
 // 16-lane gather costs about as much as the exp of a whole vector, and the
-// gathers were half the small-K kernels' time. Here the tile is read with
-// plain loads (K vectors, row-major) and split by log2(K) rounds of
-// "unzip": each round separates even from odd columns with two two-source
-// permutes per pair of vectors, so K * log2(K) permutes in all. Every loop is
-// unrolled so that the vectors stay in registers: left as loops, GCC kept
-// them on the stack and the transposes were slower than the gathers.
+// gathers were half the small-K kernels' time. Nor scalar moves through a
+// stack buffer (AVX2 has no gather worth using): the vector reloads of values
+// just stored one by one cannot be forwarded from the store buffer and stall,
+// and they were half of the AVX2 small-K forward (K = 2: 1.7 ns per logit,
+// 0.65-0.9 with the transpose left out altogether). Here the tile is read with
+// plain loads (K vectors, row-major) and split by log2(K) rounds of "unzip":
+// each round separates even from odd columns, a fixed number of permutes per
+// pair of vectors (2 on AVX-512, 4 on AVX2), so K * log2(K) or 2 K log2(K)
+// permutes in all. Every loop is unrolled so that the vectors stay in
+// registers: left as loops, GCC kept them on the stack and the transposes were
+// slower than the gathers.
 #pragma once
 
-#if defined(CPU_CAPABILITY_AVX512)
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 #include <immintrin.h>
 
 #include <cstdint>
@@ -20,7 +26,60 @@ namespace hee {
 namespace cpu {
 namespace tile_transpose {
 
+#if defined(CPU_CAPABILITY_AVX512)
+using Vec = __m512;
 constexpr int64_t kTileRows = 16;
+
+inline Vec load(const float* p) {
+  return _mm512_loadu_ps(p);
+}
+inline void store(float* p, Vec v) {
+  _mm512_storeu_ps(p, v);
+}
+// even / odd: the even- / odd-indexed elements of the 32 values a then b.
+inline void unzip(Vec a, Vec b, Vec& even, Vec& odd) {
+  const __m512i even_index = _mm512_setr_epi32(
+      0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd_index = _mm512_setr_epi32(
+      1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  even = _mm512_permutex2var_ps(a, even_index, b);
+  odd = _mm512_permutex2var_ps(a, odd_index, b);
+}
+// The inverse: low / high = the first / last 16 of a0 b0 a1 b1 ... a15 b15.
+inline void zip(Vec a, Vec b, Vec& low, Vec& high) {
+  const __m512i low_index = _mm512_setr_epi32(
+      0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i high_index = _mm512_setr_epi32(
+      8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  low = _mm512_permutex2var_ps(a, low_index, b);
+  high = _mm512_permutex2var_ps(a, high_index, b);
+}
+#else
+using Vec = __m256;
+constexpr int64_t kTileRows = 8;
+
+inline Vec load(const float* p) {
+  return _mm256_loadu_ps(p);
+}
+inline void store(float* p, Vec v) {
+  _mm256_storeu_ps(p, v);
+}
+// AVX2 has no two-source permute across 128-bit lanes: pick within the lanes
+// (a0 a2 b0 b2 | a4 a6 b4 b6), then put the 64-bit pairs in order.
+inline void unzip(Vec a, Vec b, Vec& even, Vec& odd) {
+  const auto order_pairs = [](Vec v) {
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xD8));
+  };
+  even = order_pairs(_mm256_shuffle_ps(a, b, 0x88));
+  odd = order_pairs(_mm256_shuffle_ps(a, b, 0xDD));
+}
+inline void zip(Vec a, Vec b, Vec& low, Vec& high) {
+  const Vec interleaved_low = _mm256_unpacklo_ps(a, b);   // a0 b0 a1 b1 | a4 b4 a5 b5
+  const Vec interleaved_high = _mm256_unpackhi_ps(a, b);  // a2 b2 a3 b3 | a6 b6 a7 b7
+  low = _mm256_permute2f128_ps(interleaved_low, interleaved_high, 0x20);
+  high = _mm256_permute2f128_ps(interleaved_low, interleaved_high, 0x31);
+}
+#endif
 
 constexpr bool has_fast_path(int64_t K) {
   return K >= 1 && K <= 32 && (K & (K - 1)) == 0;
@@ -36,17 +95,14 @@ constexpr int64_t bit_reverse(int64_t j, int64_t K) {
 }
 
 // columns[k][r] = rows[r * K + k] for the 16 contiguous rows at `rows`.
+// columns[k][r] = rows[r * K + k] for the kTileRows contiguous rows at `rows`.
 template <int64_t K>
 inline void rows_to_columns(const float* rows, float (*columns)[kTileRows]) {
   static_assert(has_fast_path(K));
-  const __m512i even = _mm512_setr_epi32(
-      0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_setr_epi32(
-      1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  __m512 v[K];
+  Vec v[K];
   #pragma GCC unroll 32
   for (int64_t j = 0; j < K; ++j) {
-    v[j] = _mm512_loadu_ps(rows + j * kTileRows);
+    v[j] = load(rows + j * kTileRows);
   }
   // Each group of `size` vectors is a row-major tile; unzip it into its even
   // columns (first half of the group) and its odd columns (second half).
@@ -54,13 +110,11 @@ inline void rows_to_columns(const float* rows, float (*columns)[kTileRows]) {
   for (int64_t size = K; size >= 2; size /= 2) {
     #pragma GCC unroll 32
     for (int64_t group = 0; group < K; group += size) {
-      __m512 unzipped[K];
+      Vec unzipped[K];
       #pragma GCC unroll 32
       for (int64_t p = 0; p < size / 2; ++p) {
-        const __m512 a = v[group + 2 * p];
-        const __m512 b = v[group + 2 * p + 1];
-        unzipped[p] = _mm512_permutex2var_ps(a, even, b);
-        unzipped[size / 2 + p] = _mm512_permutex2var_ps(a, odd, b);
+        unzip(v[group + 2 * p], v[group + 2 * p + 1], unzipped[p],
+              unzipped[size / 2 + p]);
       }
       #pragma GCC unroll 32
       for (int64_t p = 0; p < size; ++p) {
@@ -70,7 +124,7 @@ inline void rows_to_columns(const float* rows, float (*columns)[kTileRows]) {
   }
   #pragma GCC unroll 32
   for (int64_t j = 0; j < K; ++j) {
-    _mm512_store_ps(columns[bit_reverse(j, K)], v[j]);
+    store(columns[bit_reverse(j, K)], v[j]);
   }
 }
 
@@ -78,27 +132,21 @@ inline void rows_to_columns(const float* rows, float (*columns)[kTileRows]) {
 template <int64_t K>
 inline void columns_to_rows(const float (*columns)[kTileRows], float* rows) {
   static_assert(has_fast_path(K));
-  const __m512i low = _mm512_setr_epi32(
-      0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-  const __m512i high = _mm512_setr_epi32(
-      8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  __m512 v[K];
+  Vec v[K];
   #pragma GCC unroll 32
   for (int64_t j = 0; j < K; ++j) {
-    v[j] = _mm512_load_ps(columns[bit_reverse(j, K)]);
+    v[j] = load(columns[bit_reverse(j, K)]);
   }
   // The unzip rounds in reverse: interleave each group's halves.
   #pragma GCC unroll 32
   for (int64_t size = 2; size <= K; size *= 2) {
     #pragma GCC unroll 32
     for (int64_t group = 0; group < K; group += size) {
-      __m512 zipped[K];
+      Vec zipped[K];
       #pragma GCC unroll 32
       for (int64_t p = 0; p < size / 2; ++p) {
-        const __m512 a = v[group + p];
-        const __m512 b = v[group + size / 2 + p];
-        zipped[2 * p] = _mm512_permutex2var_ps(a, low, b);
-        zipped[2 * p + 1] = _mm512_permutex2var_ps(a, high, b);
+        zip(v[group + p], v[group + size / 2 + p], zipped[2 * p],
+            zipped[2 * p + 1]);
       }
       #pragma GCC unroll 32
       for (int64_t p = 0; p < size; ++p) {
@@ -108,7 +156,7 @@ inline void columns_to_rows(const float (*columns)[kTileRows], float* rows) {
   }
   #pragma GCC unroll 32
   for (int64_t j = 0; j < K; ++j) {
-    _mm512_storeu_ps(rows + j * kTileRows, v[j]);
+    store(rows + j * kTileRows, v[j]);
   }
 }
 
