@@ -5,9 +5,9 @@
 //
 // Two layouts of the work:
 // - rows in lanes (forward for K <= kMaxRowsInLanesCols, backward for rows of
-//   at most half a vector): a tile of W rows is transposed into a small
-//   column-major buffer, and each SIMD lane carries one row through
-//   max / exp / log. Short rows would otherwise leave most lanes idle and pay
+//   at most half a vector, on AVX2 for rows shorter than a vector): a tile of
+//   W rows is transposed into a small column-major buffer, and each SIMD lane
+//   carries one row through max / exp / log. Short rows would otherwise leave most lanes idle and pay
 //   a horizontal reduction per row.
 // - rows along lanes (longer rows): each row is laid along the vectors and
 //   swept twice while it sits in L1 (max, then the exp moments), so memory
@@ -561,9 +561,18 @@ void backward_rows(
     acc_t<scalar_t> grad_scale,
     scalar_t* grad_logits) {
   // The backward has no per-row reduction, so rows along lanes only waste
-  // the lanes past a short row; measured, that beats transposing tiles once
-  // a row fills more than half a vector.
-  constexpr int64_t kMaxBackwardRowsInLanesCols = AccVec<scalar_t>::size() / 2;
+  // the lanes past a short row; measured, with AVX-512's masked loads and
+  // stores that beats transposing tiles once a row fills more than half a
+  // vector.
+  constexpr int64_t kMaxBackwardRowsInLanesCols =
+#if defined(CPU_CAPABILITY_AVX2)
+      // Rows shorter than a vector would need partial loads and stores, which
+      // AVX2 has no cheap form of: K = 5..7 took 2.1-2.8 ns per logit along
+      // the lanes, 0.9-1.0 in them.
+      AccVec<scalar_t>::size() - 1;
+#else
+      AccVec<scalar_t>::size() / 2;
+#endif
   if (logits.num_cols > kMaxBackwardRowsInLanesCols) {
     backward_rows_along_lanes(
         logits, row_begin, row_end, stats, grad_scale, grad_logits);
