@@ -7,8 +7,8 @@
 // - rows in lanes (forward for K <= kMaxRowsInLanesCols, backward for rows of
 //   at most half a vector, on AVX2 for rows shorter than a vector): a tile of
 //   W rows is transposed into a small column-major buffer, and each SIMD lane
-//   carries one row through max / exp / log. Short rows would otherwise leave most lanes idle and pay
-//   a horizontal reduction per row.
+//   carries one row through max / exp / log. Short rows would otherwise leave
+//   most lanes idle and pay a horizontal reduction per row.
 // - rows along lanes (longer rows): each row is laid along the vectors and
 //   swept twice while it sits in L1 (max, then the exp moments), so memory
 //   sees one read of the logits.
@@ -26,8 +26,8 @@
 #include <type_traits>
 
 #include "../entropy_math.h"
-#include "row_kernels.h"
 #include "lane_reduce.h"
+#include "row_kernels.h"
 #include "simd_math.h"
 #include "tile_transpose.h"
 
@@ -120,7 +120,8 @@ template <typename scalar_t>
 inline AccVec<scalar_t> load_acc_padded_with_masked(
     const scalar_t* src, int64_t count) {
   using Vec = AccVec<scalar_t>;
-  const acc_t<scalar_t> masked = -std::numeric_limits<acc_t<scalar_t>>::infinity();
+  const acc_t<scalar_t> masked =
+      -std::numeric_limits<acc_t<scalar_t>>::infinity();
 #if defined(CPU_CAPABILITY_AVX512)
   if constexpr (std::is_same_v<scalar_t, float>) {
     return _mm512_mask_loadu_ps(
