@@ -220,6 +220,12 @@ inline void gather_tile(
           return;
         }
       }
+      if constexpr (tile_transpose::has_permute_path(K)) {
+        if (logits.row_stride == K) {
+          tile_transpose::rows_to_columns_by_permutes<K>(first, columns);
+          return;
+        }
+      }
       if (logits.row_stride == K) {
         // Contiguous rows: copy the tile with plain loads, then gather from
         // L1. Gathers straight from memory defeat the hardware prefetcher:
@@ -350,6 +356,16 @@ void backward_rows_in_lanes(
         std::is_same_v<scalar_t, float> && tile_transpose::has_fast_path(K)) {
       if (n == W) {
         tile_transpose::columns_to_rows<K>(columns, out);
+        continue;
+      }
+    }
+#endif
+#if defined(CPU_CAPABILITY_AVX512)
+    if constexpr (
+        std::is_same_v<scalar_t, float> &&
+        tile_transpose::has_permute_path(K)) {
+      if (n == W) {
+        tile_transpose::columns_to_rows_by_permutes<K>(columns, out);
         continue;
       }
     }
