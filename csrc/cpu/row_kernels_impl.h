@@ -150,39 +150,44 @@ inline void store_from_acc(
   }
 }
 
-template <typename acc>
-inline acc lane_sum(const Vectorized<acc>& v) {
+// The two lane reductions: a sum, and a max that is not NaN-propagating
+// (one instruction per step; used for the row max, which is only a shift,
+// see row_moments_along_lanes).
+struct AddVectors {
+  template <typename V>
+  V operator()(const V& a, const V& b) const {
+    return a + b;
+  }
+};
+struct MaxOfVectors {
+  template <typename V>
+  V operator()(const V& a, const V& b) const {
+    return math::max_of(a, b);
+  }
+};
+
+template <typename acc, typename Op>
+inline acc reduce_across_lanes(const Vectorized<acc>& v, Op op) {
   return at::vec::vec_reduce_all<acc>(
-      [](Vectorized<acc>& a, Vectorized<acc>& b) { return a + b; }, v);
+      [op](Vectorized<acc>& a, Vectorized<acc>& b) { return op(a, b); }, v);
 }
 
-// Not NaN-propagating (one instruction per step): used for the row max,
-// which is only a shift (see row_moments_along_lanes).
-template <typename acc>
-inline acc lane_max_of(const Vectorized<acc>& v) {
-  return at::vec::vec_reduce_all<acc>(
-      [](Vectorized<acc>& a, Vectorized<acc>& b) {
-        return math::max_of(a, b);
-      },
-      v);
-}
-
-enum class LaneOp { kAdd, kMax };
-
-// out[r] = v[r] reduced across its lanes, r < R. Four float32 rows share one
-// shuffle tree (lane_reduce.h); anything else is reduced row by row.
-template <LaneOp op, int R, typename acc>
-inline void reduce_each_across_lanes(const Vectorized<acc> (&v)[R], acc* out) {
+// out[r] = v[r] reduced across its lanes with op, r < R. Four float32 rows
+// share one shuffle tree (lane_reduce.h); anything else is reduced row by row.
+template <int R, typename acc, typename Op>
+inline void reduce_each_across_lanes(
+    const Vectorized<acc> (&v)[R], acc* out, Op op) {
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
   if constexpr (R == 4 && std::is_same_v<acc, float>) {
-    using Op = std::conditional_t<
-        op == LaneOp::kAdd, lane_reduce::Add, lane_reduce::Max>;
-    lane_reduce::each_of_four(v[0], v[1], v[2], v[3], out, Op{});
+    lane_reduce::each_of_four(
+        v[0], v[1], v[2], v[3], out, [op](auto a, auto b) {
+          return decltype(a)(op(Vectorized<float>(a), Vectorized<float>(b)));
+        });
     return;
   }
 #endif
   for (int r = 0; r < R; ++r) {
-    out[r] = op == LaneOp::kAdd ? lane_sum(v[r]) : lane_max_of(v[r]);
+    out[r] = reduce_across_lanes(v[r], op);
   }
 }
 
@@ -198,9 +203,10 @@ inline void gather_tile(
   using acc = acc_t<scalar_t>;
   constexpr int64_t W = AccVec<scalar_t>::size();
   const scalar_t* first = logits.data + first_row * logits.row_stride;
-#if defined(CPU_CAPABILITY_AVX2)
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
   if constexpr (
-      std::is_same_v<scalar_t, float> && tile_transpose::has_fast_path(K)) {
+      std::is_same_v<scalar_t, float> &&
+      tile_transpose::has_register_transpose(K)) {
     if (num_rows == W && logits.row_stride == K) {
       tile_transpose::rows_to_columns<K>(first, columns);
       return;
@@ -211,21 +217,12 @@ inline void gather_tile(
   // A hardware gather per column: one instruction instead of W scalar moves.
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (num_rows == W && logits.row_stride <= INT32_MAX / W) {
-      const __m512i row_offsets = _mm512_mullo_epi32(
-          _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-          _mm512_set1_epi32(static_cast<int32_t>(logits.row_stride)));
-      if constexpr (tile_transpose::has_fast_path(K)) {
-        if (logits.row_stride == K) {
-          tile_transpose::rows_to_columns<K>(first, columns);
-          return;
-        }
-      }
-      if constexpr (tile_transpose::has_permute_path(K)) {
-        if (logits.row_stride == K) {
-          tile_transpose::rows_to_columns_by_permutes<K>(first, columns);
-          return;
-        }
-      }
+      // Lane r: r * row_stride, the offset of row r's first element.
+      const auto offsets_of_rows = [](int64_t row_stride) {
+        return _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(static_cast<int32_t>(row_stride)));
+      };
       if (logits.row_stride == K) {
         // Contiguous rows: copy the tile with plain loads, then gather from
         // L1. Gathers straight from memory defeat the hardware prefetcher:
@@ -235,14 +232,13 @@ inline void gather_tile(
         for (int64_t i = 0; i < W * K; i += W) {
           _mm512_store_ps(tile + i, _mm512_loadu_ps(first + i));
         }
-        const __m512i offsets = _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(static_cast<int32_t>(K)));
+        const __m512i offsets = offsets_of_rows(K);
         for (int64_t k = 0; k < K; ++k) {
           _mm512_store_ps(columns[k], _mm512_i32gather_ps(offsets, tile + k, 4));
         }
         return;
       }
+      const __m512i row_offsets = offsets_of_rows(logits.row_stride);
       for (int64_t k = 0; k < K; ++k) {
         _mm512_store_ps(columns[k], _mm512_i32gather_ps(row_offsets, first + k, 4));
       }
@@ -353,19 +349,10 @@ void backward_rows_in_lanes(
     scalar_t* out = grad_logits + first * K;
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
     if constexpr (
-        std::is_same_v<scalar_t, float> && tile_transpose::has_fast_path(K)) {
+        std::is_same_v<scalar_t, float> &&
+        tile_transpose::has_register_transpose(K)) {
       if (n == W) {
         tile_transpose::columns_to_rows<K>(columns, out);
-        continue;
-      }
-    }
-#endif
-#if defined(CPU_CAPABILITY_AVX512)
-    if constexpr (
-        std::is_same_v<scalar_t, float> &&
-        tile_transpose::has_permute_path(K)) {
-      if (n == W) {
-        tile_transpose::columns_to_rows_by_permutes<K>(columns, out);
         continue;
       }
     }
@@ -421,7 +408,7 @@ inline void row_moments_along_lanes(
   Vec shift[R];
   Vec lane_sum_exp[R];
   Vec lane_sum_exp_times_shift[R];
-  reduce_each_across_lanes<LaneOp::kMax>(lane_max, row_max);
+  reduce_each_across_lanes(lane_max, row_max, MaxOfVectors{});
   for (int r = 0; r < R; ++r) {
     if (!kMaskedTail) {
       for (int64_t k = full; k < K; ++k) {
@@ -446,9 +433,9 @@ inline void row_moments_along_lanes(
           lane_sum_exp_times_shift[r]);
     }
   }
-  reduce_each_across_lanes<LaneOp::kAdd>(lane_sum_exp, sum_exp);
-  reduce_each_across_lanes<LaneOp::kAdd>(
-      lane_sum_exp_times_shift, sum_exp_times_shift);
+  reduce_each_across_lanes(lane_sum_exp, sum_exp, AddVectors{});
+  reduce_each_across_lanes(
+      lane_sum_exp_times_shift, sum_exp_times_shift, AddVectors{});
   if (!kMaskedTail) {
     for (int r = 0; r < R; ++r) {
       for (int64_t k = full; k < K; ++k) {
@@ -550,7 +537,7 @@ acc_t<scalar_t> sum_values(const scalar_t* values, int64_t n) {
   for (; i < n; i += W) {
     sum0 = sum0 + load_acc(values + i, std::min<int64_t>(W, n - i));
   }
-  return lane_sum(sum0 + sum1);
+  return reduce_across_lanes(sum0 + sum1, AddVectors{});
 }
 
 template <typename scalar_t>

@@ -9,11 +9,10 @@
 // exp: x = n ln2 + r with |r| <= ln2 / 2 (Cephes' two-part ln2), exp(r) by a
 // degree-5 polynomial in Horner form (near-minimax fit of the relative error
 // on [-ln2/2, ln2/2], 9.1e-8, constant term 1: scripts/fit_exp_polynomial.py),
-// then scaled by 2^n. Checked
-// against double exp on every third float in [-87.3, 0]: at most 2.0 ulp,
-// mean 0.096 ulp. A degree-6 fit (1.07 and 0.063 ulp) costs one FMA more per
-// vector, 3-7% of every row kernel's time on AVX-512 (Cephes' degree-7 expf:
-// 1.26 and 0.073). Results below FLT_MIN are
+// then scaled by 2^n. Checked against double exp on every third float in
+// [-87.3, 0]: at most 2.0 ulp, mean 0.096 ulp. A degree-6 fit (1.07 and 0.063
+// ulp) costs one FMA more per vector, 3-7% of every row kernel's time on
+// AVX-512 (Cephes' degree-7 expf: 1.26 and 0.073). Results below FLT_MIN are
 // flushed to 0 (absolute error < 1.2e-38), which keeps exp(lowest finite)
 // exactly 0 for masked actions. NaN propagates.
 //

@@ -82,7 +82,7 @@ inline void zip(Vec a, Vec b, Vec& low, Vec& high) {
 }
 #endif
 
-constexpr bool has_fast_path(int64_t K) {
+constexpr bool is_power_of_two_up_to_32(int64_t K) {
   return K >= 1 && K <= 32 && (K & (K - 1)) == 0;
 }
 
@@ -96,10 +96,12 @@ constexpr int64_t bit_reverse(int64_t j, int64_t K) {
 }
 
 // columns[k][r] = rows[r * K + k] for the 16 contiguous rows at `rows`.
-// columns[k][r] = rows[r * K + k] for the kTileRows contiguous rows at `rows`.
+// columns[k][r] = rows[r * K + k] for the kTileRows contiguous rows at `rows`,
+// K a power of two.
 template <int64_t K>
-inline void rows_to_columns(const float* rows, float (*columns)[kTileRows]) {
-  static_assert(has_fast_path(K));
+inline void rows_to_columns_by_unzips(
+    const float* rows, float (*columns)[kTileRows]) {
+  static_assert(is_power_of_two_up_to_32(K));
   Vec v[K];
   #pragma GCC unroll 32
   for (int64_t j = 0; j < K; ++j) {
@@ -131,8 +133,9 @@ inline void rows_to_columns(const float* rows, float (*columns)[kTileRows]) {
 
 // The inverse: rows[r * K + k] = columns[k][r].
 template <int64_t K>
-inline void columns_to_rows(const float (*columns)[kTileRows], float* rows) {
-  static_assert(has_fast_path(K));
+inline void columns_to_rows_by_zips(
+    const float (*columns)[kTileRows], float* rows) {
+  static_assert(is_power_of_two_up_to_32(K));
   Vec v[K];
   #pragma GCC unroll 32
   for (int64_t j = 0; j < K; ++j) {
@@ -171,7 +174,7 @@ inline void columns_to_rows(const float (*columns)[kTileRows], float* rows) {
 // logit at these K. Past K = 8 the K^2 permutes cost more than the gathers
 // (K = 12 forward 0.76-0.91 against 0.61-0.89).
 constexpr bool has_permute_path(int64_t K) {
-  return K >= 3 && K <= 8 && !has_fast_path(K);
+  return K >= 3 && K <= 8 && !is_power_of_two_up_to_32(K);
 }
 
 template <int64_t K>
@@ -207,7 +210,7 @@ constexpr PermuteTables<K> permute_tables() {
   return t;
 }
 
-// As rows_to_columns, for has_permute_path(K).
+// As rows_to_columns_by_unzips, for has_permute_path(K).
 template <int64_t K>
 inline void rows_to_columns_by_permutes(
     const float* rows, float (*columns)[kTileRows]) {
@@ -233,7 +236,7 @@ inline void rows_to_columns_by_permutes(
   }
 }
 
-// As columns_to_rows, for has_permute_path(K).
+// As columns_to_rows_by_zips, for has_permute_path(K).
 template <int64_t K>
 inline void columns_to_rows_by_permutes(
     const float (*columns)[kTileRows], float* rows) {
@@ -259,6 +262,39 @@ inline void columns_to_rows_by_permutes(
   }
 }
 #endif
+
+// Whether a tile of K columns has an in-register transpose on this build.
+constexpr bool has_register_transpose(int64_t K) {
+#if defined(CPU_CAPABILITY_AVX512)
+  return is_power_of_two_up_to_32(K) || has_permute_path(K);
+#else
+  return is_power_of_two_up_to_32(K);
+#endif
+}
+
+// columns[k][r] = rows[r * K + k], for has_register_transpose(K).
+template <int64_t K>
+inline void rows_to_columns(const float* rows, float (*columns)[kTileRows]) {
+  if constexpr (is_power_of_two_up_to_32(K)) {
+    rows_to_columns_by_unzips<K>(rows, columns);
+  } else {
+#if defined(CPU_CAPABILITY_AVX512)
+    rows_to_columns_by_permutes<K>(rows, columns);
+#endif
+  }
+}
+
+// rows[r * K + k] = columns[k][r], for has_register_transpose(K).
+template <int64_t K>
+inline void columns_to_rows(const float (*columns)[kTileRows], float* rows) {
+  if constexpr (is_power_of_two_up_to_32(K)) {
+    columns_to_rows_by_zips<K>(columns, rows);
+  } else {
+#if defined(CPU_CAPABILITY_AVX512)
+    columns_to_rows_by_permutes<K>(columns, rows);
+#endif
+  }
+}
 
 } // namespace tile_transpose
 } // namespace cpu
