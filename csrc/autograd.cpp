@@ -1,11 +1,14 @@
 // The Autograd kernel of hybrid_entropy_loss, in C++ so that backward works
 // wherever the op runs: eager Python, TorchScript, and C++ programs that load
 // a scripted module with no Python in the process. The forward re-enters the
-// dispatcher below autograd; the backward calls hybrid_entropy_loss_backward
-// through the dispatcher so that torch.compile / torch.export trace it.
+// dispatcher below autograd and records one backward node; the node calls
+// hybrid_entropy_loss_backward through the dispatcher so that torch.compile /
+// torch.export trace it.
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/autograd.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
 #include "ops.h"
@@ -13,7 +16,7 @@
 namespace hee {
 namespace {
 
-using torch::autograd::AutogradContext;
+using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 
 std::optional<at::Tensor> defined_or_none(const at::Tensor& t) {
@@ -78,66 +81,43 @@ LossBackwardOutputs call_backward_op(
       penalty_multiplier, output_mask);
 }
 
-class HybridEntropyLossFunction
-    : public torch::autograd::Function<HybridEntropyLossFunction> {
- public:
-  static variable_list forward(
-      AutogradContext* ctx,
-      const std::optional<at::Tensor>& logits,
-      const std::optional<at::Tensor>& log_std,
-      const at::Tensor& entropy_coeff,
-      double discrete_entropy_weight,
-      double continuous_entropy_weight,
-      std::optional<double> min_entropy_threshold,
-      std::optional<double> continuous_min_entropy_threshold,
-      double penalty_multiplier) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [total, discrete, continuous, discrete_penalty, continuous_penalty,
-          discrete_entropy, continuous_entropy, row_stats] =
-        call_forward_op(
-            logits, log_std, entropy_coeff, discrete_entropy_weight,
-            continuous_entropy_weight, min_entropy_threshold,
-            continuous_min_entropy_threshold, penalty_multiplier);
-
-    // Only O(B) statistics and the inputs themselves are kept: never a
-    // [B, K] softmax.
-    ctx->save_for_backward(
-        {logits.value_or(at::Tensor()), log_std.value_or(at::Tensor()),
-         entropy_coeff, row_stats, discrete_entropy, continuous_entropy});
-    // One entry for all hyper-parameters: each saved_data key costs a hash
-    // map insertion per call.
-    ctx->saved_data["params"] = c10::ivalue::Tuple::create(
-        {discrete_entropy_weight, continuous_entropy_weight,
-         min_entropy_threshold, continuous_min_entropy_threshold,
-         penalty_multiplier});
-    ctx->mark_non_differentiable({row_stats});
-    // Unused outputs arrive as undefined gradients and the kernel treats
-    // them as 0, instead of seven zero-filled scalars per backward.
-    ctx->set_materialize_grads(false);
-    return {total,           discrete,         continuous,
-            discrete_penalty, continuous_penalty, discrete_entropy,
-            continuous_entropy, row_stats};
+// The backward node, written like PyTorch's generated ones (SumBackward0)
+// rather than as a torch::autograd::Function: the Function's generic
+// bookkeeping (input and output info per tensor, a hash map of saved data,
+// wrapping each output through a lambda) cost more than the whole small-size
+// kernel.
+struct HybridEntropyLossBackward final : public torch::autograd::Node {
+  std::string name() const override {
+    return "HybridEntropyLossBackward";
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    // needs_input_grad counts tensor inputs only: a None head has no slot.
-    const bool has_logits = saved[0].defined();
-    const bool has_log_std = saved[1].defined();
-    const int coeff_slot = int(has_logits) + int(has_log_std);
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    logits.reset_data();
+    log_std.reset_data();
+    entropy_coeff.reset_data();
+    row_stats.reset_data();
+    discrete_entropy.reset_data();
+    continuous_entropy.reset_data();
+  }
+
+  variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    // Next edges: 0 logits, 1 log_std, 2 entropy_coeff; a missing head's
+    // edge is invalid and never computed.
     const std::array<bool, 3> output_mask = {
-        has_logits && ctx->needs_input_grad(0),
-        has_log_std && ctx->needs_input_grad(has_logits ? 1 : 0),
-        ctx->needs_input_grad(coeff_slot)};
+        task_should_compute_output(0), task_should_compute_output(1),
+        task_should_compute_output(2)};
     const bool any_grad = std::any_of(
-        grads.begin(), grads.begin() + kNumLossOutputs,
+        grads.begin(), grads.end(),
         [](const at::Tensor& g) { return g.defined(); });
-    variable_list input_grads(8);
+    variable_list input_grads(3);
     if (!any_grad) {
       return input_grads;
     }
-    const auto params = ctx->saved_data["params"].toTuple();
-    const auto& p = params->elements();
+    const auto self = getptr();
+    const at::Tensor logits_value = logits.unpack();
+    const at::Tensor log_std_value = log_std.unpack();
     // With no graph to record (create_graph=False), skip the backward op's
     // autograd fallback: a boxed call that walks all nineteen arguments and
     // costs as much as the small-size kernel itself. With create_graph=True
@@ -147,21 +127,37 @@ class HybridEntropyLossFunction
       below_autograd.emplace();
     }
     auto [grad_logits, grad_log_std, grad_entropy_coeff] = call_backward_op(
-        grads, defined_or_none(saved[0]), defined_or_none(saved[1]), saved[2],
-        saved[3], saved[4], saved[5], p[0].toDouble(),
-        p[1].toDouble(), p[2].toOptional<double>(), p[3].toOptional<double>(),
-        p[4].toDouble(), output_mask);
+        grads, defined_or_none(logits_value), defined_or_none(log_std_value),
+        entropy_coeff.unpack(), row_stats.unpack(),
+        discrete_entropy.unpack(self), continuous_entropy.unpack(self),
+        discrete_entropy_weight, continuous_entropy_weight,
+        min_entropy_threshold, continuous_min_entropy_threshold,
+        penalty_multiplier, output_mask);
     if (output_mask[0]) {
-      input_grads[0] = grad_logits;
+      input_grads[0] = std::move(grad_logits);
     }
     if (output_mask[1]) {
-      input_grads[1] = grad_log_std;
+      input_grads[1] = std::move(grad_log_std);
     }
     if (output_mask[2]) {
-      input_grads[2] = grad_entropy_coeff;
+      input_grads[2] = std::move(grad_entropy_coeff);
     }
     return input_grads;
   }
+
+  // Only O(B) statistics and the inputs themselves are kept: never a [B, K]
+  // softmax.
+  SavedVariable logits;
+  SavedVariable log_std;
+  SavedVariable entropy_coeff;
+  SavedVariable row_stats;
+  SavedVariable discrete_entropy;
+  SavedVariable continuous_entropy;
+  double discrete_entropy_weight = 0;
+  double continuous_entropy_weight = 0;
+  std::optional<double> min_entropy_threshold;
+  std::optional<double> continuous_min_entropy_threshold;
+  double penalty_multiplier = 0;
 };
 
 LossForwardOutputs hybrid_entropy_loss_autograd(
@@ -173,26 +169,54 @@ LossForwardOutputs hybrid_entropy_loss_autograd(
     std::optional<double> min_entropy_threshold,
     std::optional<double> continuous_min_entropy_threshold,
     double penalty_multiplier) {
-  // Without a graph to record, skip the autograd Function's bookkeeping (a
-  // third of a small call's time).
-  const auto requires_grad = [](const std::optional<at::Tensor>& t) {
-    return t.has_value() && t->requires_grad();
-  };
-  if (!at::GradMode::is_enabled() ||
-      !(requires_grad(logits) || requires_grad(log_std) ||
-        entropy_coeff.requires_grad())) {
+  // Without this check a dual input would give outputs with no tangent, a
+  // silently wrong directional derivative.
+  TORCH_CHECK_NOT_IMPLEMENTED(
+      !(torch::autograd::isFwGradDefined(logits) ||
+        torch::autograd::isFwGradDefined(log_std) ||
+        torch::autograd::isFwGradDefined(entropy_coeff)),
+      "hybrid_entropy_loss has no forward-mode derivative (torch.autograd."
+      "forward_ad, torch.func.jvp); use reverse mode");
+  const at::Tensor logits_or_undefined = logits.value_or(at::Tensor());
+  const at::Tensor log_std_or_undefined = log_std.value_or(at::Tensor());
+  LossForwardOutputs outputs;
+  {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return call_forward_op(
+    outputs = call_forward_op(
         logits, log_std, entropy_coeff, discrete_entropy_weight,
         continuous_entropy_weight, min_entropy_threshold,
         continuous_min_entropy_threshold, penalty_multiplier);
   }
-  const auto outputs = HybridEntropyLossFunction::apply(
-      logits, log_std, entropy_coeff, discrete_entropy_weight,
-      continuous_entropy_weight, min_entropy_threshold,
-      continuous_min_entropy_threshold, penalty_multiplier);
-  return {outputs[0], outputs[1], outputs[2], outputs[3], outputs[4],
-          outputs[5], outputs[6], outputs[7]};
+  if (!torch::autograd::compute_requires_grad(
+          logits_or_undefined, log_std_or_undefined, entropy_coeff)) {
+    return outputs;
+  }
+  auto& [total, discrete, continuous, discrete_penalty, continuous_penalty,
+         discrete_entropy, continuous_entropy, row_stats] = outputs;
+  auto grad_fn = c10::make_intrusive<HybridEntropyLossBackward>();
+  grad_fn->set_next_edges(torch::autograd::collect_next_edges(
+      logits_or_undefined, log_std_or_undefined, entropy_coeff));
+  // The seven loss components are differentiable, in this order; row_stats
+  // is not and gets no history.
+  torch::autograd::set_history(
+      {total, discrete, continuous, discrete_penalty, continuous_penalty,
+       discrete_entropy, continuous_entropy},
+      grad_fn);
+  grad_fn->logits = SavedVariable(logits_or_undefined, /*is_output=*/false);
+  grad_fn->log_std = SavedVariable(log_std_or_undefined, /*is_output=*/false);
+  grad_fn->entropy_coeff = SavedVariable(entropy_coeff, /*is_output=*/false);
+  grad_fn->row_stats = SavedVariable(row_stats, /*is_output=*/false);
+  // Saved as outputs of this node: a saved output that kept its grad_fn
+  // (this node) would be a reference cycle.
+  grad_fn->discrete_entropy = SavedVariable(discrete_entropy, /*is_output=*/true);
+  grad_fn->continuous_entropy =
+      SavedVariable(continuous_entropy, /*is_output=*/true);
+  grad_fn->discrete_entropy_weight = discrete_entropy_weight;
+  grad_fn->continuous_entropy_weight = continuous_entropy_weight;
+  grad_fn->min_entropy_threshold = min_entropy_threshold;
+  grad_fn->continuous_min_entropy_threshold = continuous_min_entropy_threshold;
+  grad_fn->penalty_multiplier = penalty_multiplier;
+  return outputs;
 }
 
 } // namespace
