@@ -1,10 +1,12 @@
 // Single-thread speed of the CPU row kernels, in ns per logit, per ISA build:
 // the kernels called directly on [2^20 / K, K] float32 logits, no op, no
 // autograd, no threads. Best of 40 runs, so that a busy machine matters less.
-// Built and run by benchmarks/cpp/run.sh.
+// Built and run by benchmarks/cpp/run.sh; `row_kernels_bench K...` times the
+// given row widths instead of the default ones.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <vector>
 
@@ -53,9 +55,16 @@ void report(const char* isa, int64_t K, Forward forward, Backward backward) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  std::vector<int64_t> row_widths = {2, 4, 8, 16, 32, 64, 256};
+  if (argc > 1) {
+    row_widths.clear();
+    for (int i = 1; i < argc; ++i) {
+      row_widths.push_back(std::atol(argv[i]));
+    }
+  }
   std::printf("| isa | K | forward ns/logit | backward ns/logit |\n|---|---|---|---|\n");
-  for (int64_t K : {2, 4, 8, 16, 32, 64, 256}) {
+  for (int64_t K : row_widths) {
     report("generic", K, generic::forward_rows<float>, generic::backward_rows<float>);
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
       report("avx2", K, avx2::forward_rows<float>, avx2::backward_rows<float>);
