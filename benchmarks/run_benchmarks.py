@@ -3,8 +3,9 @@
     python benchmarks/run_benchmarks.py [--quick] [--json FILE] [--plot FILE] [--rounds N]
 
 Prints Markdown tables (forward+backward and forward) with the speed-up of the fused op over
-each alternative and its distance from the memory roofline. ``--quick`` runs the four sizes of
-the first benchmark only.
+each alternative and its distance from the memory roofline, then the fused op's 1 -> 2 thread
+speed-up at 65536x64 with the thread counts alternating round by round. ``--quick`` runs the
+four sizes of the first benchmark only, and no thread scaling.
 """
 
 import argparse
@@ -37,6 +38,10 @@ def main() -> int:
         include_roofline=True,
         progress=lambda label: print(f"  timing {label} ...", file=sys.stderr, flush=True),
     )
+    thread_scaling = []
+    if not args.quick:
+        print("  timing thread scaling ...", file=sys.stderr, flush=True)
+        thread_scaling = benchmark.run_thread_scaling(rounds=args.rounds)
     machine = benchmark.machine_description()
     print(
         f"{machine['cpu']}; torch {machine['torch']}; {torch.get_num_threads()} threads unless the size says; "
@@ -47,8 +52,11 @@ def main() -> int:
         print(benchmark.format_table(results, mode))
         print()
     print(benchmark.format_floor_comparison(results))
+    if thread_scaling:
+        print("\n### fused op, 1 -> 2 threads, thread counts alternating in each round\n")
+        print(benchmark.format_thread_scaling(thread_scaling))
     if args.json:
-        benchmark.write_json(results, args.json)
+        benchmark.write_json(results, args.json, thread_scaling)
     if args.plot:
         benchmark.plot_speedups(results, args.plot)
     return 0

@@ -22,9 +22,13 @@ Implementations:
   trip costs more than the arithmetic: ``logits.sum()``,
   ``logits.sum() + log_std.sum()`` and ``F.cross_entropy(logits, targets)``,
   each with its backward.
+
+Thread scaling (:func:`run_thread_scaling`) alternates the thread counts
+within every round in the same way, for one implementation at one size.
 """
 
 import contextlib
+import functools
 import json
 import math
 import platform
@@ -274,15 +278,31 @@ def _recompile_limit_raises(enabled: bool) -> ContextManager[object]:
 
 
 def _time_interleaved(
-    label: str, mode: str, steps: Dict[str, Callable[[], object]], rounds: int, min_seconds: float
+    label: str,
+    mode: str,
+    steps: Dict[str, Callable[[], object]],
+    rounds: int,
+    min_seconds: float,
+    setup: Optional[Dict[str, Callable[[], None]]] = None,
 ) -> List[Timing]:
-    for step in steps.values():  # warm-up: compilation, allocator, page faults
+    """Times the steps round by round; ``setup[name]``, if given, runs untimed
+    before each of that step's warm-up, calibration and samples."""
+    setup = setup or {}
+
+    def prepare(name: str) -> None:
+        if name in setup:
+            setup[name]()
+
+    repeats: Dict[str, int] = {}
+    for name, step in steps.items():  # warm-up: compilation, allocator, page faults
+        prepare(name)
         step()
         step()
-    repeats = {name: _calls_per_sample(step, min_seconds) for name, step in steps.items()}
+        repeats[name] = _calls_per_sample(step, min_seconds)
     samples: Dict[str, List[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
+            prepare(name)
             start = time.perf_counter()
             for _ in range(repeats[name]):
                 step()
@@ -290,6 +310,68 @@ def _time_interleaved(
     return [
         Timing(label, mode, name, statistics.median(times), rounds, times) for name, times in samples.items()
     ]
+
+
+# The size of the thread-scaling goal (1 -> 2 threads).
+THREAD_SCALING_CASE = Case(65536, 64)
+
+
+def run_thread_scaling(
+    case: Case = THREAD_SCALING_CASE,
+    thread_counts: Sequence[int] = (1, 2),
+    implementation: str = "fused",
+    modes: Sequence[str] = MODES,
+    rounds: int = 9,
+    min_seconds_per_sample: float = 0.02,
+) -> List[Timing]:
+    """One implementation at each thread count, the counts alternating round by round.
+
+    The ``1t`` and ``2t`` cases of :func:`run_benchmark` are timed minutes
+    apart, so their ratio also compares two states of the process heap: at
+    gradients of megabytes glibc's grow-and-trim cycle moves a median by up to
+    2x. Alternating the thread counts within every round shares that drift
+    between them. Returns one :class:`Timing` per mode and thread count, with
+    case labels ``"<B>x<K> <n>t"`` and ``implementation`` as given.
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown implementation {implementation!r}; choose from {sorted(IMPLEMENTATIONS)}")
+    if implementation == "reference_compiled":
+        # A compiled graph keeps the thread count it was compiled with.
+        raise ValueError("the compiled reference cannot switch thread counts between rounds")
+    inputs = case.make_inputs()
+    previous_threads = torch.get_num_threads()
+    results: List[Timing] = []
+    try:
+        for mode in modes:
+            step = _loss_step(IMPLEMENTATIONS[implementation], inputs, mode)
+            steps = {f"{n}t": step for n in thread_counts}
+            setup = {f"{n}t": functools.partial(torch.set_num_threads, n) for n in thread_counts}
+            for t in _time_interleaved(case.label, mode, steps, rounds, min_seconds_per_sample, setup):
+                results.append(
+                    Timing(f"{case.label} {t.implementation}", mode, implementation, t.median_s, rounds, t.samples_s)
+                )
+    finally:
+        torch.set_num_threads(previous_threads)
+    return results
+
+
+def format_thread_scaling(results: Sequence[Timing]) -> str:
+    """A Markdown table of :func:`run_thread_scaling`'s medians: each thread
+    count's time and its speed-up over the first (fewest threads)."""
+    times = _by_key(results)
+    cases = _ordered_unique(r.case for r in results)
+    thread_labels = _ordered_unique(c.rsplit(" ", 1)[1] for c in cases)
+    size = cases[0].rsplit(" ", 1)[0]
+    implementation = results[0].implementation
+    header = ["B x K", "mode"] + [f"{t} (us)" for t in thread_labels]
+    header += [f"{thread_labels[0]} / {t}" for t in thread_labels[1:]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for mode in _ordered_unique(r.mode for r in results):
+        medians = [times[(f"{size} {t}", mode, implementation)] for t in thread_labels]
+        row = [size, mode.replace("_", "+")] + [f"{m * 1e6:.1f}" for m in medians]
+        row += [f"{medians[0] / m:.2f}x" for m in medians[1:]]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 def _by_key(results: Sequence[Timing]) -> Dict[tuple, float]:
@@ -386,10 +468,13 @@ def machine_description() -> Dict[str, object]:
     }
 
 
-def write_json(results: Sequence[Timing], path: str) -> None:
+def write_json(results: Sequence[Timing], path: str, thread_scaling: Sequence[Timing] = ()) -> None:
     """Writes every median and raw sample, with the machine description."""
+    document = {"machine": machine_description(), "results": [asdict(r) for r in results]}
+    if thread_scaling:
+        document["thread_scaling"] = [asdict(r) for r in thread_scaling]
     with open(path, "w") as f:
-        json.dump({"machine": machine_description(), "results": [asdict(r) for r in results]}, f, indent=1)
+        json.dump(document, f, indent=1)
 
 
 def plot_speedups(results: Sequence[Timing], path: str, mode: str = "forward_backward", baseline: str = "fused") -> None:

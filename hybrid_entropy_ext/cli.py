@@ -118,15 +118,25 @@ def _progress(message: str) -> None:
 
 
 def _run_bench(
-    cases, implementations: Sequence[str], rounds: int, include_roofline: bool, json_path=None, plot_path=None
+    cases,
+    implementations: Sequence[str],
+    rounds: int,
+    include_roofline: bool,
+    json_path=None,
+    plot_path=None,
+    thread_scaling: bool = False,
 ) -> str:
     from . import benchmark
 
     results = benchmark.run_benchmark(
         cases, implementations, rounds=rounds, include_roofline=include_roofline, progress=_progress
     )
+    scaling = []
+    if thread_scaling:
+        _progress("thread scaling")
+        scaling = benchmark.run_thread_scaling(rounds=rounds)
     if json_path:
-        benchmark.write_json(results, json_path)
+        benchmark.write_json(results, json_path, scaling)
     if plot_path:
         benchmark.plot_speedups(results, plot_path)
     machine = benchmark.machine_description()
@@ -137,6 +147,8 @@ def _run_bench(
     sections = [header]
     for mode in ("forward_backward", "forward"):
         sections += ["", f"{mode.replace('_', '+')} (ratio > 1: fused is faster)", benchmark.format_table(results, mode)]
+    if scaling:
+        sections += ["", "fused, 1 -> 2 threads, alternating in each round", benchmark.format_thread_scaling(scaling)]
     return "\n".join(sections)
 
 
@@ -157,7 +169,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from . import benchmark
 
     cases = [_parse_size(s) for s in args.sizes] if args.sizes else list(benchmark.QUICK_CASES)
-    print(_run_bench(cases, args.implementations, args.rounds, args.roofline, args.json, args.plot))
+    print(
+        _run_bench(
+            cases, args.implementations, args.rounds, args.roofline, args.json, args.plot, args.thread_scaling
+        )
+    )
 
 
 def _import_ppo():
@@ -271,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--roofline", action="store_true", help="also time the read and read+write passes")
+    p.add_argument(
+        "--thread-scaling",
+        action="store_true",
+        help="also time the fused op at 65536x64 with 1 and 2 threads, alternating in each round",
+    )
     p.add_argument("--json", metavar="FILE", help="write all timings as JSON")
     p.add_argument("--plot", metavar="FILE", help="write a PNG of the speed-ups (needs matplotlib)")
     p.set_defaults(func=cmd_bench)

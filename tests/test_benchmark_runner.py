@@ -60,3 +60,48 @@ def test_floor_table_gives_the_fused_time_over_each_round_trip():
         fused = times[(case.label, "fused")]
         for cell, name in zip(cells[-3:], hee_benchmark.FLOOR):
             assert cell == f"{fused / times[(case.label, name)]:.2f}x"
+
+
+def test_thread_scaling_times_each_thread_count_in_every_round_and_restores_the_count():
+    before = torch.get_num_threads()
+    seen_counts = []
+    step = hee_benchmark.IMPLEMENTATIONS["fused"]
+
+    def recording_step(logits, log_std, coeff):
+        seen_counts.append(torch.get_num_threads())
+        return step(logits, log_std, coeff)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(hee_benchmark.IMPLEMENTATIONS, "fused", recording_step)
+        results = hee_benchmark.run_thread_scaling(
+            hee_benchmark.Case(8, 3, dims=2), thread_counts=(1, 2), rounds=3, min_seconds_per_sample=0.0
+        )
+    assert torch.get_num_threads() == before
+    assert [(r.case, r.mode) for r in results] == [
+        ("8x3 1t", "forward"),
+        ("8x3 2t", "forward"),
+        ("8x3 1t", "forward_backward"),
+        ("8x3 2t", "forward_backward"),
+    ]
+    assert all(r.implementation == "fused" and len(r.samples_s) == 3 for r in results)
+    # Each mode: warm-up (2 calls) and calibration (1) per count, then the rounds alternate.
+    per_mode = [1, 1, 1, 2, 2, 2] + [1, 2] * 3
+    assert seen_counts == per_mode * 2
+
+
+def test_thread_scaling_refuses_the_compiled_reference():
+    with pytest.raises(ValueError, match="thread count"):
+        hee_benchmark.run_thread_scaling(implementation="reference_compiled")
+
+
+def test_thread_scaling_table_gives_the_speed_up_over_the_fewest_threads():
+    results = hee_benchmark.run_thread_scaling(
+        hee_benchmark.Case(8, 3, dims=2), thread_counts=(1, 2), rounds=1, min_seconds_per_sample=0.0
+    )
+    times = {(r.case, r.mode): r.median_s for r in results}
+    rows = hee_benchmark.format_thread_scaling(results).splitlines()[2:]
+    assert len(rows) == 2
+    for mode, row in zip(("forward", "forward_backward"), rows):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[:2] == ["8x3", mode.replace("_", "+")]
+        assert cells[-1] == f"{times[('8x3 1t', mode)] / times[('8x3 2t', mode)]:.2f}x"

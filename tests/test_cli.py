@@ -110,3 +110,19 @@ def test_train_tiny_run(capsys, tmp_path):
     assert [int(r["episodes"]) for r in rows] == [8, 16]
     assert float(rows[0]["entropy_coeff"]) == pytest.approx(0.05 * (1 - 8 / 500) + 0.001 * 8 / 500)
     assert (out_dir / "training.png").stat().st_size > 0
+
+
+def test_bench_prints_the_speed_up_table_and_with_thread_scaling_the_thread_table(capsys, tmp_path):
+    import json
+
+    path = tmp_path / "bench.json"
+    status, out, _ = run_cli(
+        capsys, "bench", "--sizes", "8x3", "--implementations", "fused", "reference", "--rounds", "1",
+        "--thread-scaling", "--json", str(path),
+    )
+    assert status == 0
+    assert "| 8x3 |" in out
+    assert "| 65536x64 | forward+backward |" in out and "1t / 2t" in out
+    document = json.loads(path.read_text())
+    assert {r["case"] for r in document["results"]} == {"8x3"}
+    assert {r["case"] for r in document["thread_scaling"]} == {"65536x64 1t", "65536x64 2t"}
