@@ -222,8 +222,8 @@ def test_log_std_none_matches_distributions_oracle():
 
 
 # Every row layout of the float32 kernels: rows in SIMD lanes with the AVX-512 and AVX2
-# tile transposes (K a power of two up to 32), the AVX-512 permute tiles (K = 3, 5, 6, 7)
-# and neither (K = 12 on AVX-512; K = 3, 7 on AVX2), and rows along the lanes (K = 33;
+# tile transposes (K a power of two up to 32), the permute tiles (K = 3, 5, 6, 7 on AVX-512,
+# K = 3 on AVX2) and neither (K = 12 on AVX-512; K = 5, 6, 7 on AVX2), and rows along the lanes (K = 33;
 # the backward from K = 9 on AVX-512, K = 8 on AVX2). B = 35 is full tiles and a partial
 # one, for either vector width (16 rows a tile on AVX-512, 8 on AVX2).
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 32, 33])

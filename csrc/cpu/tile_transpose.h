@@ -1,6 +1,6 @@
 // In-register transposes of a tile of float32 rows with K columns, K a power
-// of two up to 32, for the rows-in-lanes kernels: 16 rows on AVX-512, 8 on
-// AVX2 (one row per lane).
+// of two up to 32 (and a few smaller K by permutes, further down), for the
+// rows-in-lanes kernels: 16 rows on AVX-512, 8 on AVX2 (one row per lane).
 //
 // Why not hardware gathers: on the machines this was measured on (Zen 4) a
 // 16-lane gather costs about as much as the exp of a whole vector, and the
@@ -164,15 +164,16 @@ inline void columns_to_rows_by_zips(
   }
 }
 
-#if defined(CPU_CAPABILITY_AVX512)
-// Tiles whose K is not a power of two, up to 8 (K = 3, 5, 6, 7), on AVX-512:
-// one masked single-source permute per pair of (column, source vector), K^2
-// in all. Read as K vectors, the tile holds element (r, k) at flat index
-// r K + k: lane (r K + k) % 16 of vector (r K + k) / 16. Against the other
-// way, a copy of the tile then a hardware gather per column in and scalar
-// stores out, forward and backward went from 0.7-1.0 to 0.45-0.65 ns per
-// logit at these K. Past K = 8 the K^2 permutes cost more than the gathers
-// (K = 12 forward 0.76-0.91 against 0.61-0.89).
+// Tiles whose K is not a power of two, up to 8 (K = 3, 5, 6, 7; AVX2 uses
+// only K = 3, see has_register_transpose): one masked single-source permute
+// (on AVX2 a permute and a blend) per pair of (column, source vector), at most
+// K^2 in all. Read as K vectors, the tile holds element (r, k) at flat index r K + k:
+// lane (r K + k) % W of vector (r K + k) / W. Against the other ways (AVX-512:
+// a copy of the tile then a hardware gather per column in, scalar stores out;
+// AVX2: scalar moves through a stack buffer), forward and backward went from
+// 0.7-1.0 to 0.45-0.65 ns per logit on AVX-512. Past K = 8 the K^2 permutes
+// cost more than the gathers (AVX-512, K = 12 forward 0.76-0.91 against
+// 0.61-0.89).
 constexpr bool has_permute_path(int64_t K) {
   return K >= 3 && K <= 8 && !is_power_of_two_up_to_32(K);
 }
@@ -180,13 +181,15 @@ constexpr bool has_permute_path(int64_t K) {
 template <int64_t K>
 struct PermuteTables {
   // rows -> columns: column k takes the lanes in mask[k][s] of vector s, at
-  // index[k][s].
+  // index[k][s]; selected[k][s] is the same mask, -1 per lane (AVX2's blend).
   int32_t to_columns_index[K][K][kTileRows] = {};
   uint16_t to_columns_mask[K][K] = {};
+  int32_t to_columns_selected[K][K][kTileRows] = {};
   // columns -> rows: output vector j takes the lanes in mask[j][k] of
   // column k, at index[j][k].
   int32_t to_rows_index[K][K][kTileRows] = {};
   uint16_t to_rows_mask[K][K] = {};
+  int32_t to_rows_selected[K][K][kTileRows] = {};
 };
 
 template <int64_t K>
@@ -198,6 +201,7 @@ constexpr PermuteTables<K> permute_tables() {
       t.to_columns_index[k][flat / kTileRows][r] =
           static_cast<int32_t>(flat % kTileRows);
       t.to_columns_mask[k][flat / kTileRows] |= static_cast<uint16_t>(1u << r);
+      t.to_columns_selected[k][flat / kTileRows][r] = -1;
     }
   }
   for (int64_t j = 0; j < K; ++j) {
@@ -205,9 +209,32 @@ constexpr PermuteTables<K> permute_tables() {
       const int64_t flat = j * kTileRows + lane;
       t.to_rows_index[j][flat % K][lane] = static_cast<int32_t>(flat / K);
       t.to_rows_mask[j][flat % K] |= static_cast<uint16_t>(1u << lane);
+      t.to_rows_selected[j][flat % K][lane] = -1;
     }
   }
   return t;
+}
+
+// source permuted by index, in the lanes selected (mask / selected); the
+// other lanes keep `into`.
+inline Vec permute_into(
+    Vec into,
+    uint16_t mask,
+    const int32_t* selected,
+    const int32_t* index,
+    Vec source) {
+#if defined(CPU_CAPABILITY_AVX512)
+  (void)selected;
+  return _mm512_mask_permutexvar_ps(into, mask, _mm512_loadu_si512(index), source);
+#else
+  (void)mask;
+  const Vec permuted = _mm256_permutevar8x32_ps(
+      source, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(index)));
+  return _mm256_blendv_ps(
+      into, permuted,
+      _mm256_castsi256_ps(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(selected))));
+#endif
 }
 
 // As rows_to_columns_by_unzips, for has_permute_path(K).
@@ -223,16 +250,16 @@ inline void rows_to_columns_by_permutes(
   }
   #pragma GCC unroll 8
   for (int64_t k = 0; k < K; ++k) {
-    Vec column = _mm512_setzero_ps();
+    Vec column = Vec{};
     #pragma GCC unroll 8
     for (int64_t s = 0; s < K; ++s) {
       if (t.to_columns_mask[k][s] != 0) {
-        column = _mm512_mask_permutexvar_ps(
-            column, t.to_columns_mask[k][s],
-            _mm512_loadu_si512(t.to_columns_index[k][s]), v[s]);
+        column = permute_into(
+            column, t.to_columns_mask[k][s], t.to_columns_selected[k][s],
+            t.to_columns_index[k][s], v[s]);
       }
     }
-    _mm512_store_ps(columns[k], column);
+    store(columns[k], column);
   }
 }
 
@@ -245,30 +272,33 @@ inline void columns_to_rows_by_permutes(
   Vec c[K];
   #pragma GCC unroll 8
   for (int64_t k = 0; k < K; ++k) {
-    c[k] = _mm512_load_ps(columns[k]);
+    c[k] = load(columns[k]);
   }
   #pragma GCC unroll 8
   for (int64_t j = 0; j < K; ++j) {
-    Vec out = _mm512_setzero_ps();
+    Vec out = Vec{};
     #pragma GCC unroll 8
     for (int64_t k = 0; k < K; ++k) {
       if (t.to_rows_mask[j][k] != 0) {
-        out = _mm512_mask_permutexvar_ps(
-            out, t.to_rows_mask[j][k],
-            _mm512_loadu_si512(t.to_rows_index[j][k]), c[k]);
+        out = permute_into(
+            out, t.to_rows_mask[j][k], t.to_rows_selected[j][k],
+            t.to_rows_index[j][k], c[k]);
       }
     }
     store(rows + j * kTileRows, out);
   }
 }
-#endif
 
-// Whether a tile of K columns has an in-register transpose on this build.
+// Whether a tile of K columns has an in-register transpose on this build. On
+// AVX2 the permutes (each with a blend) pay only at K = 3, forward 1.35 ->
+// 0.70-0.77 ns per logit and backward 0.77-0.82 -> 0.72-0.78. At K = 5 they
+// were no faster, and at K = 6 and 7 the backward's permutes back into rows
+// were slower (0.96 and 1.07 against 0.88 and 0.82).
 constexpr bool has_register_transpose(int64_t K) {
 #if defined(CPU_CAPABILITY_AVX512)
   return is_power_of_two_up_to_32(K) || has_permute_path(K);
 #else
-  return is_power_of_two_up_to_32(K);
+  return is_power_of_two_up_to_32(K) || K == 3;
 #endif
 }
 
@@ -278,9 +308,7 @@ inline void rows_to_columns(const float* rows, float (*columns)[kTileRows]) {
   if constexpr (is_power_of_two_up_to_32(K)) {
     rows_to_columns_by_unzips<K>(rows, columns);
   } else {
-#if defined(CPU_CAPABILITY_AVX512)
     rows_to_columns_by_permutes<K>(rows, columns);
-#endif
   }
 }
 
@@ -290,9 +318,7 @@ inline void columns_to_rows(const float (*columns)[kTileRows], float* rows) {
   if constexpr (is_power_of_two_up_to_32(K)) {
     columns_to_rows_by_zips<K>(columns, rows);
   } else {
-#if defined(CPU_CAPABILITY_AVX512)
     columns_to_rows_by_permutes<K>(columns, rows);
-#endif
   }
 }
 
