@@ -9,6 +9,7 @@
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
+#include <torch/csrc/dynamo/compiled_autograd.h>
 #include <torch/library.h>
 
 #include "ops.h"
@@ -99,6 +100,42 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
     row_stats.reset_data();
     discrete_entropy.reset_data();
     continuous_entropy.reset_data();
+  }
+
+  // Compiled autograd (torch._dynamo.compiled_autograd) keys its cache on
+  // what compiled_args collects and traces apply with its own saved values.
+  void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args)
+      const override {
+    args.collect(logits, false);
+    args.collect(log_std, false);
+    args.collect(entropy_coeff, false);
+    args.collect(row_stats, false);
+    args.collect(discrete_entropy, true);
+    args.collect(continuous_entropy, true);
+    args.collect(discrete_entropy_weight);
+    args.collect(continuous_entropy_weight);
+    args.collect(min_entropy_threshold);
+    args.collect(continuous_min_entropy_threshold);
+    args.collect(penalty_multiplier);
+  }
+
+  variable_list apply_with_saved(
+      const variable_list& grads,
+      torch::dynamo::autograd::SwapSavedVariables& saved) override {
+    saved.before(logits);
+    saved.before(log_std);
+    saved.before(entropy_coeff);
+    saved.before(row_stats);
+    saved.before(discrete_entropy);
+    saved.before(continuous_entropy);
+    auto result = apply(variable_list(grads));
+    saved.after(logits);
+    saved.after(log_std);
+    saved.after(entropy_coeff);
+    saved.after(row_stats);
+    saved.after(discrete_entropy);
+    saved.after(continuous_entropy);
+    return result;
   }
 
   variable_list apply(variable_list&& grads) override {

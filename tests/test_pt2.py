@@ -284,6 +284,30 @@ def test_compiled_loss_gives_eager_values_and_gradients(backend):
     )
 
 
+def test_compiled_autograd_traces_the_backward_op_and_gives_eager_gradients():
+    graphs = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    def training_step(logits, log_std, coeff):
+        _, scalar = loss_and_components(logits, log_std, coeff)
+        scalar.backward()
+
+    inputs = _inputs(batch=7)
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    with torch._dynamo.config.patch(compiled_autograd=True):
+        torch.compile(training_step, backend=recording_backend)(*leaves)
+    _, _, expected_grads = _values_and_grads(loss_and_components, *inputs)
+    for name, leaf, expected in zip(("logits", "log_std", "coeff"), leaves, expected_grads):
+        torch.testing.assert_close(leaf.grad, expected, rtol=1e-6, atol=1e-7, msg=name)
+    # The backward ran as a compiled graph that calls the backward op (the node's saved
+    # tensors swapped for the graph's inputs), not as the eager node.
+    targets = {node.target for gm in graphs for node in gm.graph.nodes if node.op == "call_function"}
+    assert BACKWARD_OP in targets, targets
+
+
 def test_inductor_compiled_loss_gives_eager_values_and_gradients():
     inputs = _inputs(batch=7)
     compiled = torch.compile(loss_and_components, fullgraph=True)  # default backend: inductor
