@@ -778,6 +778,24 @@ def test_half_precision_inputs_give_float32_outputs_and_half_gradients(dtype):
         assert got[key].dtype == torch.float32, key
 
 
+# The 16-bit kernels convert whole vectors on AVX2 and AVX-512: full tiles of rows in lanes
+# (K = 3, 4, 8, 12, 16; the backward's tiles up to K = 8 on AVX-512, 7 on AVX2), rows along
+# the lanes with whole vectors and a tail (K = 33, 64, 100), and B = 35 leaves a partial tile
+# that goes element by element.
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("k", [3, 4, 8, 12, 16, 33, 64, 100])
+def test_half_precision_kernels_match_distributions_oracle_at_every_tile_width(dtype, k):
+    torch.manual_seed(k)
+    logits, log_std, _ = rand_inputs(35, k, 3, dtype=torch.float32)
+    u = UNIT_ROUNDOFF[dtype]
+    compare_with_oracle(
+        (logits.to(dtype), log_std.to(dtype), 0.1),
+        leaf_dtypes=(None, None, None),
+        rtol=1e-5, atol=1e-6, grad_rtol=2 * u, grad_atol_rel=u,
+        min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0,
+    )
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_gradient_dtypes(dtype):
     logits = torch.randn(4, 5).to(dtype).requires_grad_(True)
