@@ -2,8 +2,10 @@
 // double-precision libm, in ulp of the float result, on every `stride`-th
 // float of the ranges the kernels use (exp: shifted logits and
 // log-probabilities in [-87.3, 0]; log: row sums in [1, 2^20]) and of a wide
-// log range, plus edge values. Built and run by benchmarks/cpp/run.sh; the
-// figures quoted in simd_math.h come from it with stride 3.
+// log range, plus edge values; and the float64 exp against long double expl,
+// in ulp of the double result, on 2^24 evenly spread doubles of
+// [log(DBL_MIN), 0]. Built and run by benchmarks/cpp/run.sh; the figures
+// quoted in simd_math.h come from it with stride 3.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -12,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 // run.sh builds this with AVX-512 flags only where the CPU has AVX-512.
 #if defined(__AVX512F__)
@@ -80,6 +83,52 @@ void report_log_edges(const char* isa, Lanes lanes) {
   }
 }
 
+// exp_pd on n doubles evenly spread over [a, b], W at a time, against expl.
+template <int W, typename Lanes>
+void report_exp_double(const char* name, Lanes lanes, double a, double b, int64_t n) {
+  double max_ulp = 0.0, sum_ulp = 0.0, worst = 0.0;
+  int64_t count = 0;
+  alignas(64) double x[W], y[W];
+  for (int64_t i = 0; i < n; i += W) {
+    for (int j = 0; j < W; ++j) {
+      x[j] = a + (b - a) * static_cast<double>(std::min(i + j, n - 1)) / static_cast<double>(n - 1);
+    }
+    lanes(x, y);
+    for (int j = 0; j < W; ++j) {
+      const long double exact = std::exp(static_cast<long double>(x[j]));
+      const double rounded = static_cast<double>(exact);
+      if (std::fabs(rounded) < std::numeric_limits<double>::min()) {
+        continue;  // flushed to 0 by design
+      }
+      const long double ulp = std::ldexp(1.0L, std::ilogb(rounded) - 52);
+      const double err = static_cast<double>(std::fabs(static_cast<long double>(y[j]) - exact) / ulp);
+      sum_ulp += err;
+      ++count;
+      if (err > max_ulp) {
+        max_ulp = err;
+        worst = x[j];
+      }
+    }
+  }
+  std::printf("| %s | [%g, %g] | %.3f (at %.17g) | %.4f | %lld |\n", name, a, b, max_ulp, worst,
+              sum_ulp / count, static_cast<long long>(count));
+}
+
+template <int W, typename Lanes>
+void report_exp_double_edges(const char* isa, Lanes lanes) {
+  static_assert(W == 4 || W == 8);
+  alignas(64) double x[16] = {0.0, -0.0, -1e-300, -50.0, -708.39, -708.4, -745.2, -1.7e308,
+                              -INFINITY, NAN, 1.0, 700.0, -1e4, -20.0, -1.0, 2.0};
+  alignas(64) double y[16];
+  for (int i = 0; i < 16; i += W) {
+    lanes(x + i, y + i);
+  }
+  std::printf("\nexp edge values (%s, float64): x -> exp_pd(x) [long double exp]\n", isa);
+  for (int i = 0; i < 16; ++i) {
+    std::printf("  %g -> %.17g [%.17Lg]\n", x[i], y[i], std::exp(static_cast<long double>(x[i])));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -101,8 +150,18 @@ int main(int argc, char** argv) {
   report<16>("avx512 log", log16, exact_log, kFltMin, 3.4e38f, stride * 16);
   report<16>("avx512 log, subnormal x", log16, exact_log, 1e-45f, 1.1e-38f, stride);
 #endif
-  report_log_edges<8>("avx2", log8);
+  const double min_arg = std::log(std::numeric_limits<double>::min());
+  const auto exp4d = [](const double* x, double* y) { _mm256_store_pd(y, exp_pd(_mm256_load_pd(x))); };
+  report_exp_double<4>("avx2 exp, float64", exp4d, min_arg, 0.0, int64_t{1} << 24);
 #if defined(__AVX512F__)
+  const auto exp8d = [](const double* x, double* y) { _mm512_store_pd(y, exp_pd(_mm512_load_pd(x))); };
+  report_exp_double<8>("avx512 exp, float64", exp8d, min_arg, 0.0, int64_t{1} << 24);
+  report_exp_double<8>("avx512 exp, float64", exp8d, -1.0, 0.0, int64_t{1} << 24);
+#endif
+  report_log_edges<8>("avx2", log8);
+  report_exp_double_edges<4>("avx2", exp4d);
+#if defined(__AVX512F__)
+  report_exp_double_edges<8>("avx512", exp8d);
   report_log_edges<16>("avx512", log16);
   alignas(64) float x[16] = {0.0f, -0.0f, -1e-30f, -50.0f, -87.33f, -87.34f, -100.0f, -3.4e38f,
                              -INFINITY, NAN, 1.0f, 88.7f, 88.73f, 1e30f, INFINITY, 2.0f};

@@ -57,6 +57,29 @@ struct SimdOps<at::vec::Vectorized<float>> {
     return at::vec::fmadd(a, b, c);
   }
 };
+
+// float64 lanes: the inline exp for the same reason (Sleef's, a call, took
+// most of the float64 kernels' time); log, once per row, stays Sleef's.
+template <>
+struct SimdOps<at::vec::Vectorized<double>> {
+  using V = at::vec::Vectorized<double>;
+  static V exp(const V& x) {
+    return V(cpu::simd_math::exp_pd(x));
+  }
+  static V log(const V& x) {
+    return x.log();
+  }
+  static V max(const V& x, const V& floor) {
+#if defined(CPU_CAPABILITY_AVX512)
+    return V(_mm512_max_pd(floor, x));
+#else
+    return V(_mm256_max_pd(floor, x));
+#endif
+  }
+  static V multiply_add(const V& a, const V& b, const V& c) {
+    return at::vec::fmadd(a, b, c);
+  }
+};
 } // namespace math
 } // namespace hee
 #endif
