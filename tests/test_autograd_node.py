@@ -16,16 +16,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 import hybrid_entropy_ext as hee
-
-OUTPUT_KEYS = (
-    "total",
-    "discrete",
-    "continuous",
-    "discrete_penalty",
-    "continuous_penalty",
-    "discrete_entropy",
-    "continuous_entropy",
-)
+from oracle import KEYS as OUTPUT_KEYS
 
 
 def leaves():

@@ -33,14 +33,30 @@ uint32_t bits_of(float x) {
   return b;
 }
 
+// Errors in ulp: their max (and where), mean and count, printed as a table row.
+struct UlpStats {
+  double max_ulp = 0.0, sum_ulp = 0.0, worst = 0.0;
+  int64_t count = 0;
+  void add(double err, double x) {
+    sum_ulp += err;
+    ++count;
+    if (err > max_ulp) {
+      max_ulp = err;
+      worst = x;
+    }
+  }
+  void print(const char* name, double a, double b) const {
+    std::printf("| %s | [%g, %g] | %.3f (at %.17g) | %.4f | %lld |\n", name, a, b, max_ulp, worst,
+                sum_ulp / count, static_cast<long long>(count));
+  }
+};
+
 // Every stride-th float between a and b (same sign), W at a time.
 template <int W, typename Lanes, typename Exact>
 void report(const char* name, Lanes lanes, Exact exact_fn, float a, float b, uint32_t stride) {
   const uint32_t first = std::min(bits_of(a), bits_of(b));
   const uint32_t last = std::max(bits_of(a), bits_of(b));
-  double max_ulp = 0.0, sum_ulp = 0.0;
-  float worst = 0.0f;
-  int64_t count = 0;
+  UlpStats stats;
   alignas(64) float x[W], y[W];
   for (uint64_t bits = first; bits <= last; bits += uint64_t{W} * stride) {
     for (int i = 0; i < W; ++i) {
@@ -55,17 +71,10 @@ void report(const char* name, Lanes lanes, Exact exact_fn, float a, float b, uin
         continue;  // exp: flushed to 0 by design; log: log(1) = 0 is checked below
       }
       const double ulp = std::ldexp(1.0, std::ilogb(rounded) - 23);
-      const double err = std::fabs(static_cast<double>(y[i]) - exact) / ulp;
-      sum_ulp += err;
-      ++count;
-      if (err > max_ulp) {
-        max_ulp = err;
-        worst = x[i];
-      }
+      stats.add(std::fabs(static_cast<double>(y[i]) - exact) / ulp, x[i]);
     }
   }
-  std::printf("| %s | [%g, %g] | %.3f (at %.9g) | %.4f | %lld |\n", name, a, b, max_ulp, worst,
-              sum_ulp / count, static_cast<long long>(count));
+  stats.print(name, a, b);
 }
 
 template <int W, typename Lanes>
@@ -86,8 +95,7 @@ void report_log_edges(const char* isa, Lanes lanes) {
 // exp_pd on n doubles evenly spread over [a, b], W at a time, against expl.
 template <int W, typename Lanes>
 void report_exp_double(const char* name, Lanes lanes, double a, double b, int64_t n) {
-  double max_ulp = 0.0, sum_ulp = 0.0, worst = 0.0;
-  int64_t count = 0;
+  UlpStats stats;
   alignas(64) double x[W], y[W];
   for (int64_t i = 0; i < n; i += W) {
     for (int j = 0; j < W; ++j) {
@@ -101,17 +109,10 @@ void report_exp_double(const char* name, Lanes lanes, double a, double b, int64_
         continue;  // flushed to 0 by design
       }
       const long double ulp = std::ldexp(1.0L, std::ilogb(rounded) - 52);
-      const double err = static_cast<double>(std::fabs(static_cast<long double>(y[j]) - exact) / ulp);
-      sum_ulp += err;
-      ++count;
-      if (err > max_ulp) {
-        max_ulp = err;
-        worst = x[j];
-      }
+      stats.add(static_cast<double>(std::fabs(static_cast<long double>(y[j]) - exact) / ulp), x[j]);
     }
   }
-  std::printf("| %s | [%g, %g] | %.3f (at %.17g) | %.4f | %lld |\n", name, a, b, max_ulp, worst,
-              sum_ulp / count, static_cast<long long>(count));
+  stats.print(name, a, b);
 }
 
 template <int W, typename Lanes>

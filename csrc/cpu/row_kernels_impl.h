@@ -34,46 +34,41 @@
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 namespace hee {
 namespace math {
-// float32 lanes use the inline exp and log (see simd_math.h) and a
-// one-instruction clamp: max_ps returns its second operand when either is
-// NaN, so NaN in x propagates.
-template <>
-struct SimdOps<at::vec::Vectorized<float>> {
-  using V = at::vec::Vectorized<float>;
+// float32 and float64 lanes use the inline exp (see simd_math.h) and a
+// one-instruction clamp: max returns its second operand when either is NaN,
+// so NaN in x propagates. float32 also has an inline log; float64 takes the
+// log, once per row, from Sleef.
+template <typename T>
+struct SimdOps<at::vec::Vectorized<T>> {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+  using V = at::vec::Vectorized<T>;
   static V exp(const V& x) {
-    return V(cpu::simd_math::exp_ps(x));
+    if constexpr (std::is_same_v<T, float>) {
+      return V(cpu::simd_math::exp_ps(x));
+    } else {
+      return V(cpu::simd_math::exp_pd(x));
+    }
   }
   static V log(const V& x) {
-    return V(cpu::simd_math::log_ps(x));
+    if constexpr (std::is_same_v<T, float>) {
+      return V(cpu::simd_math::log_ps(x));
+    } else {
+      return x.log();
+    }
   }
   static V max(const V& x, const V& floor) {
 #if defined(CPU_CAPABILITY_AVX512)
-    return V(_mm512_max_ps(floor, x));
+    if constexpr (std::is_same_v<T, float>) {
+      return V(_mm512_max_ps(floor, x));
+    } else {
+      return V(_mm512_max_pd(floor, x));
+    }
 #else
-    return V(_mm256_max_ps(floor, x));
-#endif
-  }
-  static V multiply_add(const V& a, const V& b, const V& c) {
-    return at::vec::fmadd(a, b, c);
-  }
-};
-
-// float64 lanes: the inline exp for the same reason (Sleef's, a call, took
-// most of the float64 kernels' time); log, once per row, stays Sleef's.
-template <>
-struct SimdOps<at::vec::Vectorized<double>> {
-  using V = at::vec::Vectorized<double>;
-  static V exp(const V& x) {
-    return V(cpu::simd_math::exp_pd(x));
-  }
-  static V log(const V& x) {
-    return x.log();
-  }
-  static V max(const V& x, const V& floor) {
-#if defined(CPU_CAPABILITY_AVX512)
-    return V(_mm512_max_pd(floor, x));
-#else
-    return V(_mm256_max_pd(floor, x));
+    if constexpr (std::is_same_v<T, float>) {
+      return V(_mm256_max_ps(floor, x));
+    } else {
+      return V(_mm256_max_pd(floor, x));
+    }
 #endif
   }
   static V multiply_add(const V& a, const V& b, const V& c) {
@@ -124,6 +119,9 @@ constexpr bool converts_whole_vectors() {
 }
 
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+inline Vectorized<float> load_whole_vector(const float* src) {
+  return Vectorized<float>::loadu(src);
+}
 inline Vectorized<float> load_whole_vector(const c10::Half* src) {
   Vectorized<float> v;
   at::vec::load_fp32_from_fp16(src, v);
@@ -289,53 +287,63 @@ inline void gather_tile(
   using acc = acc_t<scalar_t>;
   constexpr int64_t W = AccVec<scalar_t>::size();
   const scalar_t* first = logits.data + first_row * logits.row_stride;
+#if defined(CPU_CAPABILITY_AVX512)
+  // Lane r: r * row_stride, the offset of row r's first element.
+  const auto offsets_of_rows = [](int64_t row_stride) {
+    return _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(static_cast<int32_t>(row_stride)));
+  };
+#endif
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
-  if constexpr (converts_whole_vectors<scalar_t>()) {
-    // A full tile of contiguous rows is K whole vectors: convert them, then
-    // take the float32 way.
-    if (num_rows == W && logits.row_stride == K) {
-      alignas(64) float tile[W * K];
-      for (int64_t i = 0; i < W * K; i += W) {
-        load_whole_vector(first + i).store(tile + i);
-      }
-      gather_tile<K, float>(LogitRows<float>{tile, K, K}, 0, W, columns);
-      return;
-    }
-  }
-  if constexpr (
-      std::is_same_v<scalar_t, float> &&
-      tile_transpose::has_register_transpose(K)) {
+  constexpr bool is_float = std::is_same_v<scalar_t, float>;
+  if constexpr (is_float && tile_transpose::has_register_transpose(K)) {
     if (num_rows == W && logits.row_stride == K) {
       tile_transpose::rows_to_columns<K>(first, columns);
       return;
     }
   }
-#endif
+  // Otherwise a full tile of contiguous 16-bit rows is K whole vectors to
+  // convert, and on AVX-512 a float32 one is copied with plain loads: either
+  // way the tile is then transposed from L1. (Gathers straight from memory
+  // defeat the hardware prefetcher: at 262144 x 16, logits out of cache, the
+  // forward took 1.2 ns per logit instead of 0.7.)
 #if defined(CPU_CAPABILITY_AVX512)
-  // A hardware gather per column: one instruction instead of W scalar moves.
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    if (num_rows == W && logits.row_stride <= INT32_MAX / W) {
-      // Lane r: r * row_stride, the offset of row r's first element.
-      const auto offsets_of_rows = [](int64_t row_stride) {
-        return _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(static_cast<int32_t>(row_stride)));
-      };
-      if (logits.row_stride == K) {
-        // Contiguous rows: copy the tile with plain loads, then gather from
-        // L1. Gathers straight from memory defeat the hardware prefetcher:
-        // at 262144 x 16 (logits out of cache) the forward took 1.2 ns per
-        // logit instead of 0.7.
-        alignas(64) float tile[W * K];
-        for (int64_t i = 0; i < W * K; i += W) {
-          _mm512_store_ps(tile + i, _mm512_loadu_ps(first + i));
-        }
+  constexpr bool copies_tile = converts_whole_vectors<scalar_t>() || is_float;
+#else
+  constexpr bool copies_tile = converts_whole_vectors<scalar_t>();
+#endif
+  if constexpr (copies_tile) {
+    if (num_rows == W && logits.row_stride == K) {
+      alignas(64) float tile[W * K];
+      for (int64_t i = 0; i < W * K; i += W) {
+        load_whole_vector(first + i).store(tile + i);
+      }
+      if constexpr (tile_transpose::has_register_transpose(K)) {
+        tile_transpose::rows_to_columns<K>(tile, columns);
+      } else {
+#if defined(CPU_CAPABILITY_AVX512)
+        // A hardware gather per column: one instruction instead of W
+        // scalar moves.
         const __m512i offsets = offsets_of_rows(K);
         for (int64_t k = 0; k < K; ++k) {
           _mm512_store_ps(columns[k], _mm512_i32gather_ps(offsets, tile + k, 4));
         }
-        return;
+#else
+        for (int64_t r = 0; r < W; ++r) {
+          for (int64_t k = 0; k < K; ++k) {
+            columns[k][r] = tile[r * K + k];
+          }
+        }
+#endif
       }
+      return;
+    }
+  }
+#endif
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (num_rows == W && logits.row_stride <= INT32_MAX / W) {
       const __m512i row_offsets = offsets_of_rows(logits.row_stride);
       for (int64_t k = 0; k < K; ++k) {
         _mm512_store_ps(columns[k], _mm512_i32gather_ps(row_offsets, first + k, 4));

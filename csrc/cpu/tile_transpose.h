@@ -181,15 +181,13 @@ constexpr bool has_permute_path(int64_t K) {
 template <int64_t K>
 struct PermuteTables {
   // rows -> columns: column k takes the lanes in mask[k][s] of vector s, at
-  // index[k][s]; selected[k][s] is the same mask, -1 per lane (AVX2's blend).
+  // index[k][s].
   int32_t to_columns_index[K][K][kTileRows] = {};
   uint16_t to_columns_mask[K][K] = {};
-  int32_t to_columns_selected[K][K][kTileRows] = {};
   // columns -> rows: output vector j takes the lanes in mask[j][k] of
   // column k, at index[j][k].
   int32_t to_rows_index[K][K][kTileRows] = {};
   uint16_t to_rows_mask[K][K] = {};
-  int32_t to_rows_selected[K][K][kTileRows] = {};
 };
 
 template <int64_t K>
@@ -201,7 +199,6 @@ constexpr PermuteTables<K> permute_tables() {
       t.to_columns_index[k][flat / kTileRows][r] =
           static_cast<int32_t>(flat % kTileRows);
       t.to_columns_mask[k][flat / kTileRows] |= static_cast<uint16_t>(1u << r);
-      t.to_columns_selected[k][flat / kTileRows][r] = -1;
     }
   }
   for (int64_t j = 0; j < K; ++j) {
@@ -209,31 +206,25 @@ constexpr PermuteTables<K> permute_tables() {
       const int64_t flat = j * kTileRows + lane;
       t.to_rows_index[j][flat % K][lane] = static_cast<int32_t>(flat / K);
       t.to_rows_mask[j][flat % K] |= static_cast<uint16_t>(1u << lane);
-      t.to_rows_selected[j][flat % K][lane] = -1;
     }
   }
   return t;
 }
 
-// source permuted by index, in the lanes selected (mask / selected); the
-// other lanes keep `into`.
-inline Vec permute_into(
-    Vec into,
-    uint16_t mask,
-    const int32_t* selected,
-    const int32_t* index,
-    Vec source) {
+// source permuted by index, in the lanes of mask (bit r: lane r); the other
+// lanes keep `into`.
+inline Vec permute_into(Vec into, uint16_t mask, const int32_t* index, Vec source) {
 #if defined(CPU_CAPABILITY_AVX512)
-  (void)selected;
   return _mm512_mask_permutexvar_ps(into, mask, _mm512_loadu_si512(index), source);
 #else
-  (void)mask;
+  // AVX2 blends by the sign bit of each lane: lane r all ones where bit r is
+  // set. The masks come from constant tables, so this folds to a constant.
+  const __m256i lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256i lanes = _mm256_cmpeq_epi32(
+      _mm256_and_si256(_mm256_set1_epi32(mask), lane_bits), lane_bits);
   const Vec permuted = _mm256_permutevar8x32_ps(
       source, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(index)));
-  return _mm256_blendv_ps(
-      into, permuted,
-      _mm256_castsi256_ps(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(selected))));
+  return _mm256_blendv_ps(into, permuted, _mm256_castsi256_ps(lanes));
 #endif
 }
 
@@ -255,8 +246,7 @@ inline void rows_to_columns_by_permutes(
     for (int64_t s = 0; s < K; ++s) {
       if (t.to_columns_mask[k][s] != 0) {
         column = permute_into(
-            column, t.to_columns_mask[k][s], t.to_columns_selected[k][s],
-            t.to_columns_index[k][s], v[s]);
+            column, t.to_columns_mask[k][s], t.to_columns_index[k][s], v[s]);
       }
     }
     store(columns[k], column);
@@ -281,8 +271,7 @@ inline void columns_to_rows_by_permutes(
     for (int64_t k = 0; k < K; ++k) {
       if (t.to_rows_mask[j][k] != 0) {
         out = permute_into(
-            out, t.to_rows_mask[j][k], t.to_rows_selected[j][k],
-            t.to_rows_index[j][k], c[k]);
+            out, t.to_rows_mask[j][k], t.to_rows_index[j][k], c[k]);
       }
     }
     store(rows + j * kTileRows, out);
