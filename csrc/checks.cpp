@@ -65,9 +65,11 @@ void check_entropy_coeff(
     const at::Tensor& entropy_coeff, const std::optional<at::Tensor>& head) {
   check_floating(entropy_coeff, "entropy_coeff");
   TORCH_CHECK_VALUE(
-      entropy_coeff.dim() == 0,
-      "hybrid_entropy_loss: entropy_coeff must be a Python float or a 0-dim "
-      "tensor, got shape ",
+      entropy_coeff.dim() == 0 ||
+          (entropy_coeff.dim() == 1 &&
+           entropy_coeff.sym_size(0).sym_eq(2).expect_true(__FILE__, __LINE__)),
+      "hybrid_entropy_loss: entropy_coeff must be a Python float, a 0-dim "
+      "tensor, or a tensor of shape [2] (discrete, continuous), got shape ",
       entropy_coeff.sym_sizes());
   if (head.has_value()) {
     TORCH_CHECK_VALUE(

@@ -190,8 +190,15 @@ HEE_HOST_DEVICE bool penalty_active(
   return has_head && has_threshold && !(batch_entropy >= threshold);
 }
 
+// The entropy coefficient of each head: one value for both (a 0-dim
+// entropy_coeff) or one per head (entropy_coeff of shape [2]).
+struct HeadCoefficients {
+  double discrete;
+  double continuous;
+};
+
 HEE_HOST_DEVICE LossComponents combine_losses(
-    double coeff,
+    const HeadCoefficients& coeff,
     bool has_discrete,
     double discrete_entropy,
     bool has_continuous,
@@ -200,8 +207,8 @@ HEE_HOST_DEVICE LossComponents combine_losses(
   LossComponents out;
   out.discrete_entropy = discrete_entropy;
   out.continuous_entropy = continuous_entropy;
-  out.discrete = -coeff * p.discrete_weight * discrete_entropy;
-  out.continuous = -coeff * p.continuous_weight * continuous_entropy;
+  out.discrete = -coeff.discrete * p.discrete_weight * discrete_entropy;
+  out.continuous = -coeff.continuous * p.continuous_weight * continuous_entropy;
   out.discrete_penalty = penalty_active(has_discrete, p.has_discrete_threshold,
                                         p.discrete_threshold, discrete_entropy)
       ? p.penalty_multiplier * (p.discrete_threshold - discrete_entropy)
@@ -220,15 +227,16 @@ HEE_HOST_DEVICE LossComponents combine_losses(
 using LossGrads = LossComponents;
 
 // Vector-Jacobian product of combine_losses: the gradients with respect to
-// the two batch-mean entropies and the coefficient.
+// the two batch-mean entropies and the two heads' coefficients (a 0-dim
+// entropy_coeff gets their sum).
 struct BatchEntropyGrads {
   double discrete_entropy;
   double continuous_entropy;
-  double coeff;
+  HeadCoefficients coeff;
 };
 
 HEE_HOST_DEVICE BatchEntropyGrads combine_losses_backward(
-    double coeff,
+    const HeadCoefficients& coeff,
     bool has_discrete,
     double discrete_entropy,
     bool has_continuous,
@@ -249,13 +257,13 @@ HEE_HOST_DEVICE BatchEntropyGrads combine_losses_backward(
       : 0.0;
   BatchEntropyGrads out;
   out.discrete_entropy = g.discrete_entropy -
-      coeff * p.discrete_weight * g_discrete -
+      coeff.discrete * p.discrete_weight * g_discrete -
       p.penalty_multiplier * g_discrete_penalty;
   out.continuous_entropy = g.continuous_entropy -
-      coeff * p.continuous_weight * g_continuous -
+      coeff.continuous * p.continuous_weight * g_continuous -
       p.penalty_multiplier * g_continuous_penalty;
-  out.coeff = -p.discrete_weight * discrete_entropy * g_discrete -
-      p.continuous_weight * continuous_entropy * g_continuous;
+  out.coeff.discrete = -p.discrete_weight * discrete_entropy * g_discrete;
+  out.coeff.continuous = -p.continuous_weight * continuous_entropy * g_continuous;
   return out;
 }
 

@@ -82,7 +82,8 @@ LossBackwardOutputs hybrid_entropy_loss_backward_meta(
       gradient_like(logits, output_mask[0], entropy_coeff, /*one_value=*/false),
       gradient_like(log_std, output_mask[1], entropy_coeff, /*one_value=*/true),
       gradient_like(
-          entropy_coeff, output_mask[2], entropy_coeff, /*one_value=*/true)};
+          entropy_coeff, output_mask[2], entropy_coeff,
+          /*one_value=*/entropy_coeff.dim() == 0)};
 }
 
 } // namespace

@@ -20,8 +20,8 @@ __all__ = ["hybrid_entropy_loss"]
 def _check_coefficient_type(entropy_coeff: object) -> None:
     if isinstance(entropy_coeff, bool) or not isinstance(entropy_coeff, (int, float, Tensor)):
         raise TypeError(
-            "hybrid_entropy_loss: entropy_coeff must be a Python float or a 0-dim floating "
-            f"tensor, got {type(entropy_coeff).__name__}"
+            "hybrid_entropy_loss: entropy_coeff must be a Python float or a floating tensor "
+            f"(0-dim, or [2] for one coefficient per head), got {type(entropy_coeff).__name__}"
         )
 
 
@@ -57,6 +57,9 @@ def hybrid_entropy_loss(
             ``[D]`` shared by the batch. ``None`` for a purely discrete policy.
         entropy_coeff: ``c``, a Python float or a 0-dim floating tensor (on the
             inputs' device or the CPU); a tensor that requires grad gets one.
+            A ``[2]`` tensor gives each head its own coefficient,
+            ``(c_d, c_c)``: ``discrete = -c_d * w_d * H_d`` and
+            ``continuous = -c_c * w_c * H_c`` (its gradient is ``[2]`` too).
         discrete_entropy_weight: ``w_d``, weight of the discrete entropy.
         continuous_entropy_weight: ``w_c``, weight of the continuous entropy.
         min_entropy_threshold: ``tau_d`` in nats; the discrete penalty is

@@ -64,12 +64,21 @@ def loss_from_entropies(
 ) -> Dict[str, Tensor]:
     """The seven components from the batch-mean entropies ``H_d``, ``H_c`` (0-dim, nats).
 
+    ``entropy_coeff``: a float or 0-dim tensor for both heads, or a ``[2]`` tensor
+    ``(discrete, continuous)``.
+
     ``has_discrete`` / ``has_continuous`` false: that head is absent and its
     penalty is 0 whatever the threshold.
     """
-    coeff = entropy_coeff.to(discrete_entropy.dtype) if isinstance(entropy_coeff, Tensor) else entropy_coeff
-    discrete = -coeff * discrete_entropy_weight * discrete_entropy
-    continuous = -coeff * continuous_entropy_weight * continuous_entropy
+    if isinstance(entropy_coeff, Tensor):
+        coeff = entropy_coeff.to(discrete_entropy.dtype)
+        # shape [2]: one coefficient per head (discrete, continuous)
+        discrete_coeff = coeff[0] if coeff.dim() == 1 else coeff
+        continuous_coeff = coeff[1] if coeff.dim() == 1 else coeff
+    else:
+        discrete_coeff = continuous_coeff = entropy_coeff
+    discrete = -discrete_coeff * discrete_entropy_weight * discrete_entropy
+    continuous = -continuous_coeff * continuous_entropy_weight * continuous_entropy
     discrete_penalty = _penalty(penalty_multiplier, min_entropy_threshold, discrete_entropy, has_discrete)
     continuous_penalty = _penalty(
         penalty_multiplier, continuous_min_entropy_threshold, continuous_entropy, has_continuous

@@ -57,7 +57,10 @@ def distributions_oracle(
         h_c = per_sample.mean() if ls.dim() == 2 else per_sample
     else:
         h_c = zero
-    c = entropy_coeff.double() if isinstance(entropy_coeff, torch.Tensor) else float(entropy_coeff)
+    if isinstance(entropy_coeff, torch.Tensor) and entropy_coeff.dim() == 1:
+        c_d, c_c = entropy_coeff.double().unbind()
+    else:
+        c_d = c_c = entropy_coeff.double() if isinstance(entropy_coeff, torch.Tensor) else float(entropy_coeff)
 
     def penalty(threshold, entropy, present):
         if threshold is None or not present:
@@ -66,8 +69,8 @@ def distributions_oracle(
         # Strictly zero (value and gradient) unless entropy < threshold.
         return penalty_multiplier * torch.where(gap > 0, gap, torch.zeros_like(gap))
 
-    discrete = -c * discrete_entropy_weight * h_d
-    continuous = -c * continuous_entropy_weight * h_c
+    discrete = -c_d * discrete_entropy_weight * h_d
+    continuous = -c_c * continuous_entropy_weight * h_c
     discrete_penalty = penalty(min_entropy_threshold, h_d, logits is not None)
     continuous_penalty = penalty(continuous_min_entropy_threshold, h_c, log_std is not None)
     return {

@@ -750,6 +750,41 @@ def test_coeff_tensor_gradient_matches_oracle_for_every_output():
                         min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0)
 
 
+def test_per_head_coefficients_scale_each_head_by_its_own_value():
+    logits, log_std = _uniform(4, 5), _constant_log_std(4, 3, -0.5)
+    h_d, h_c = math.log(5), 3 * (HALF_LOG_2PI_E - 0.5)
+    coeff = torch.tensor([0.25, 0.125], dtype=torch.float64)
+    out = hee.hybrid_entropy_loss(logits, log_std, coeff, 1.5, 0.5, None, None, 3.0)
+    assert out["discrete"].item() == pytest.approx(-0.25 * 1.5 * h_d, rel=1e-10)
+    assert out["continuous"].item() == pytest.approx(-0.125 * 0.5 * h_c, rel=1e-10)
+
+
+def test_per_head_coefficient_gradient_has_one_entry_per_head():
+    logits = 2.0 * torch.randn(6, 4, dtype=torch.float64)
+    log_std = 0.3 * torch.randn(6, 3, dtype=torch.float64)
+    coeff = torch.tensor([0.05, 0.02], dtype=torch.float64, requires_grad=True)
+    out = hee.hybrid_entropy_loss(logits, log_std, coeff, 1.3, 0.7, 10.0, 10.0, 3.0)
+    h = oracle(logits, log_std, 0.05)
+    (grad,) = torch.autograd.grad(out["total"], coeff)
+    expected = torch.stack([-1.3 * h["discrete_entropy"], -0.7 * h["continuous_entropy"]])
+    assert grad.shape == (2,)
+    torch.testing.assert_close(grad, expected, **F64_TOL)
+
+
+def test_per_head_coefficients_match_oracle_for_every_output():
+    logits, log_std, _ = rand_inputs(5, 4, 2)
+    compare_with_oracle((logits, log_std, torch.tensor([0.3, 0.7], dtype=torch.float64)),
+                        min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0)
+
+
+def test_equal_per_head_coefficients_give_the_single_coefficient_result():
+    logits, log_std, _ = rand_inputs(9, 6, 2)
+    both = hee.hybrid_entropy_loss(logits, log_std, torch.tensor(0.3, dtype=torch.float64))
+    each = hee.hybrid_entropy_loss(logits, log_std, torch.tensor([0.3, 0.3], dtype=torch.float64))
+    for key in KEYS:
+        assert torch.equal(both[key], each[key]), key
+
+
 # --------------------------------------------------------------------------------------
 # dtypes
 # --------------------------------------------------------------------------------------

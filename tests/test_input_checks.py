@@ -125,9 +125,9 @@ def test_non_floating_coefficient_tensor_is_rejected(dtype):
         loss(entropy_coeff=torch.tensor(1, dtype=dtype))
 
 
-@pytest.mark.parametrize("shape", [(1,), (2,), (1, 1)])
-def test_coefficient_tensor_not_0_dim_is_rejected(shape):
-    with pytest.raises(ValueError, match=r"entropy_coeff must be a Python float or a 0-dim"):
+@pytest.mark.parametrize("shape", [(1,), (3,), (1, 1), (2, 1)])
+def test_coefficient_tensor_neither_0_dim_nor_one_per_head_is_rejected(shape):
+    with pytest.raises(ValueError, match=r"entropy_coeff must be a Python float, a 0-dim tensor, or a tensor of shape \[2\]"):
         loss(entropy_coeff=torch.full(shape, 0.1))
 
 
@@ -189,7 +189,7 @@ BAD_CALLS = {
     "batch mismatch": dict(log_std=torch.randn(B + 1, D)),
     "nan weight": dict(discrete_entropy_weight=math.nan),
     "inf threshold": dict(continuous_min_entropy_threshold=math.inf),
-    "coeff not 0-dim": dict(entropy_coeff=torch.full((2,), 0.1, requires_grad=True)),
+    "coeff of 3 values": dict(entropy_coeff=torch.full((3,), 0.1, requires_grad=True)),
     "coeff on meta": dict(entropy_coeff=torch.tensor(0.1, device="meta")),
 }
 

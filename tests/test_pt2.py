@@ -106,6 +106,9 @@ def _forward_case(name):
         logits = torch.randn(5, 6).t().requires_grad_()
         _, log_std, coeff = _inputs(requires_grad=True)
         return _forward_args(logits, log_std, coeff)
+    if name == "per_head_coeff":
+        logits, log_std, _ = _inputs(requires_grad=True)
+        return _forward_args(logits, log_std, torch.tensor([0.05, 0.02], requires_grad=True))
     raise AssertionError(name)
 
 
@@ -126,6 +129,7 @@ def _forward_case(name):
         "bfloat16",
         "float32_heads_float64_coeff",
         "transposed_logits",
+        "per_head_coeff",
     ],
 )
 def test_forward_op_passes_opcheck(case):
@@ -200,6 +204,8 @@ def _backward_case(name):
         # hee.hybrid_entropy_loss turns a Python float coefficient into a float64 tensor.
         coeff = torch.tensor(0.05, dtype=torch.float64)
         return _backward_args(None, log_std, coeff, SOME_GRADS, (False, True, True))
+    if name == "per_head_coeff":
+        return _backward_args(logits, log_std, torch.tensor([0.05, 0.02]), ALL_GRADS, everything)
     raise AssertionError(name)
 
 
@@ -219,6 +225,7 @@ def _backward_case(name):
         "thresholds_none",
         "float64",
         "logits_none_python_float_coeff",
+        "per_head_coeff",
     ],
 )
 def test_backward_op_passes_opcheck(case):

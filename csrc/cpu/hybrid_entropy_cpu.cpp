@@ -70,6 +70,15 @@ double read_scalar_or_zero(const std::optional<at::Tensor>& t) {
   return t.has_value() ? read_scalar(*t) : 0.0;
 }
 
+// entropy_coeff: 0-dim (both heads) or [2] (discrete, continuous).
+math::HeadCoefficients read_coefficients(const at::Tensor& entropy_coeff) {
+  if (entropy_coeff.dim() == 0) {
+    const double both = read_scalar(entropy_coeff);
+    return {both, both};
+  }
+  return {read_scalar(entropy_coeff[0]), read_scalar(entropy_coeff[1])};
+}
+
 // Outputs are allocated directly on the CPU allocator: at this op's small
 // sizes, a dispatcher round trip per output would dominate the call.
 at::Tensor new_cpu_tensor(at::IntArrayRef sizes, at::ScalarType dtype) {
@@ -301,7 +310,8 @@ LossForwardOutputs hybrid_entropy_loss_cpu(
       forward_pass(logits, log_std, row_stats, selected_cpu_isa());
 
   const math::LossComponents c = math::combine_losses(
-      read_scalar(entropy_coeff), logits.has_value(), means.discrete_entropy,
+      read_coefficients(entropy_coeff), logits.has_value(),
+      means.discrete_entropy,
       log_std.has_value(), means.continuous_entropy,
       make_loss_params(
           discrete_entropy_weight, continuous_entropy_weight,
@@ -369,7 +379,7 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
   upstream.discrete_entropy = read_scalar_or_zero(grad_discrete_entropy);
   upstream.continuous_entropy = read_scalar_or_zero(grad_continuous_entropy);
   const math::BatchEntropyGrads g = math::combine_losses_backward(
-      read_scalar(entropy_coeff), logits_in.has_value(),
+      read_coefficients(entropy_coeff), logits_in.has_value(),
       read_scalar(discrete_entropy), log_std.has_value(),
       read_scalar(continuous_entropy),
       make_loss_params(
@@ -403,9 +413,18 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
             log_std->scalar_type(), log_std->sizes())
       : not_requested(
             log_std.has_value() ? log_std->scalar_type() : placeholder_dtype);
-  at::Tensor grad_entropy_coeff = output_mask[2]
-      ? new_cpu_constant(g.coeff, entropy_coeff.scalar_type())
-      : not_requested(entropy_coeff.scalar_type());
+  at::Tensor grad_entropy_coeff = not_requested(entropy_coeff.scalar_type());
+  if (output_mask[2] && entropy_coeff.dim() == 0) {
+    grad_entropy_coeff = new_cpu_constant(
+        g.coeff.discrete + g.coeff.continuous, entropy_coeff.scalar_type());
+  } else if (output_mask[2]) {
+    grad_entropy_coeff = new_cpu_tensor({2}, entropy_coeff.scalar_type());
+    HEE_DISPATCH_FLOATING(entropy_coeff.scalar_type(), [&] {
+      scalar_t* out = grad_entropy_coeff.mutable_data_ptr<scalar_t>();
+      out[0] = static_cast<scalar_t>(g.coeff.discrete);
+      out[1] = static_cast<scalar_t>(g.coeff.continuous);
+    });
+  }
   return {grad_logits, grad_log_std, grad_entropy_coeff};
 }
 
