@@ -2,7 +2,7 @@
 // wherever the op runs: eager Python, TorchScript, and C++ programs that load
 // a scripted module with no Python in the process. The forward re-enters the
 // dispatcher below autograd and records one backward node; the node calls
-// hybrid_entropy_loss_backward through the dispatcher so that torch.compile /
+// _hybrid_entropy_loss_backward through the dispatcher so that torch.compile /
 // torch.export trace it.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
@@ -12,7 +12,7 @@
 #include <torch/csrc/dynamo/compiled_autograd.h>
 #include <torch/library.h>
 
-#include "ops.h"
+#include "op_signatures.h"
 
 namespace hee {
 namespace {
@@ -20,66 +20,8 @@ namespace {
 using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 
-std::optional<at::Tensor> defined_or_none(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
-}
-
-LossForwardOutputs call_forward_op(
-    const std::optional<at::Tensor>& logits,
-    const std::optional<at::Tensor>& log_std,
-    const at::Tensor& entropy_coeff,
-    double discrete_entropy_weight,
-    double continuous_entropy_weight,
-    std::optional<double> min_entropy_threshold,
-    std::optional<double> continuous_min_entropy_threshold,
-    double penalty_multiplier) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("hybrid_entropy_ext::hybrid_entropy_loss", "")
-          .typed<LossForwardOutputs(
-              const std::optional<at::Tensor>&,
-              const std::optional<at::Tensor>&, const at::Tensor&, double,
-              double, std::optional<double>, std::optional<double>, double)>();
-  return op.call(
-      logits, log_std, entropy_coeff, discrete_entropy_weight,
-      continuous_entropy_weight, min_entropy_threshold,
-      continuous_min_entropy_threshold, penalty_multiplier);
-}
-
-LossBackwardOutputs call_backward_op(
-    const variable_list& grads,
-    const std::optional<at::Tensor>& logits,
-    const std::optional<at::Tensor>& log_std,
-    const at::Tensor& entropy_coeff,
-    const at::Tensor& row_stats,
-    const at::Tensor& discrete_entropy,
-    const at::Tensor& continuous_entropy,
-    double discrete_entropy_weight,
-    double continuous_entropy_weight,
-    std::optional<double> min_entropy_threshold,
-    std::optional<double> continuous_min_entropy_threshold,
-    double penalty_multiplier,
-    std::array<bool, 3> output_mask) {
-  using OptTensor = const std::optional<at::Tensor>&;
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow(
-              "hybrid_entropy_ext::hybrid_entropy_loss_backward", "")
-          .typed<LossBackwardOutputs(
-              OptTensor, OptTensor, OptTensor, OptTensor, OptTensor, OptTensor,
-              OptTensor, OptTensor, OptTensor, const at::Tensor&,
-              const at::Tensor&, const at::Tensor&, const at::Tensor&,
-              double, double, std::optional<double>,
-              std::optional<double>, double, std::array<bool, 3>)>();
-  return op.call(
-      defined_or_none(grads[0]), defined_or_none(grads[1]),
-      defined_or_none(grads[2]), defined_or_none(grads[3]),
-      defined_or_none(grads[4]), defined_or_none(grads[5]),
-      defined_or_none(grads[6]), logits, log_std, entropy_coeff, row_stats,
-      discrete_entropy, continuous_entropy,
-      discrete_entropy_weight, continuous_entropy_weight,
-      min_entropy_threshold, continuous_min_entropy_threshold,
-      penalty_multiplier, output_mask);
+OptionalTensor defined_or_none(const at::Tensor& t) {
+  return t.defined() ? OptionalTensor(t) : std::nullopt;
 }
 
 // The backward node, written like PyTorch's generated ones (SumBackward0)
@@ -112,13 +54,23 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
     args.collect(row_stats, false);
     args.collect(discrete_entropy, true);
     args.collect(continuous_entropy, true);
-    args.collect(discrete_entropy_weight);
-    args.collect(continuous_entropy_weight);
-    args.collect(min_entropy_threshold);
-    args.collect(continuous_min_entropy_threshold);
-    args.collect(penalty_multiplier);
+    args.collect(params.discrete_weight);
+    args.collect(params.continuous_weight);
+    args.collect(params.has_discrete_threshold);
+    args.collect(params.discrete_threshold);
+    args.collect(params.has_continuous_threshold);
+    args.collect(params.continuous_threshold);
+    args.collect(params.penalty_multiplier);
   }
 
+  //
+  // It traces this node with placeholder upstream gradients whose shape,
+  // dtype and device are made up (torch/_dynamo/compiled_autograd.py,
+  // allocate_dummy) and binds the real ones only when the graph runs. The
+  // backward op checks that upstream gradients are 0-dim values of the
+  // outputs' dtype and device, so each defined one enters the traced graph as
+  // such: its sum (the identity on a 0-dim value) in the outputs' dtype, on
+  // their device.
   variable_list apply_with_saved(
       const variable_list& grads,
       torch::dynamo::autograd::SwapSavedVariables& saved) override {
@@ -128,7 +80,15 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
     saved.before(row_stats);
     saved.before(discrete_entropy);
     saved.before(continuous_entropy);
-    auto result = apply(variable_list(grads));
+    const at::TensorOptions output_options =
+        discrete_entropy.unpack(getptr()).options();
+    variable_list traced_grads(grads.size());
+    for (size_t i = 0; i < grads.size(); ++i) {
+      if (grads[i].defined()) {
+        traced_grads[i] = grads[i].sum().to(output_options);
+      }
+    }
+    auto result = apply(std::move(traced_grads));
     saved.after(logits);
     saved.after(log_std);
     saved.after(entropy_coeff);
@@ -153,8 +113,6 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
       return input_grads;
     }
     const auto self = getptr();
-    const at::Tensor logits_value = logits.unpack();
-    const at::Tensor log_std_value = log_std.unpack();
     // With no graph to record (create_graph=False), skip the backward op's
     // autograd fallback: a boxed call that walks all nineteen arguments and
     // costs as much as the small-size kernel itself. With create_graph=True
@@ -163,13 +121,26 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
     if (!at::GradMode::is_enabled()) {
       below_autograd.emplace();
     }
-    auto [grad_logits, grad_log_std, grad_entropy_coeff] = call_backward_op(
-        grads, defined_or_none(logits_value), defined_or_none(log_std_value),
-        entropy_coeff.unpack(), row_stats.unpack(),
-        discrete_entropy.unpack(self), continuous_entropy.unpack(self),
-        discrete_entropy_weight, continuous_entropy_weight,
-        min_entropy_threshold, continuous_min_entropy_threshold,
-        penalty_multiplier, output_mask);
+    const OptionalTensor logits_or_none = defined_or_none(logits.unpack());
+    const OptionalTensor log_std_or_none = defined_or_none(log_std.unpack());
+    const at::Tensor entropy_coeff_value = entropy_coeff.unpack();
+    const at::Tensor row_stats_value = row_stats.unpack();
+    const at::Tensor discrete_entropy_value = discrete_entropy.unpack(self);
+    const at::Tensor continuous_entropy_value = continuous_entropy.unpack(self);
+    auto [grad_logits, grad_log_std, grad_entropy_coeff] =
+        call_backward_op(LossBackwardArgs{
+            {defined_or_none(grads[0]), defined_or_none(grads[1]),
+             defined_or_none(grads[2]), defined_or_none(grads[3]),
+             defined_or_none(grads[4]), defined_or_none(grads[5]),
+             defined_or_none(grads[6])},
+            logits_or_none,
+            log_std_or_none,
+            entropy_coeff_value,
+            row_stats_value,
+            discrete_entropy_value,
+            continuous_entropy_value,
+            params,
+            output_mask});
     if (output_mask[0]) {
       input_grads[0] = std::move(grad_logits);
     }
@@ -190,49 +161,34 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
   SavedVariable row_stats;
   SavedVariable discrete_entropy;
   SavedVariable continuous_entropy;
-  double discrete_entropy_weight = 0;
-  double continuous_entropy_weight = 0;
-  std::optional<double> min_entropy_threshold;
-  std::optional<double> continuous_min_entropy_threshold;
-  double penalty_multiplier = 0;
+  math::LossParams params{};
 };
 
-LossForwardOutputs hybrid_entropy_loss_autograd(
-    const std::optional<at::Tensor>& logits,
-    const std::optional<at::Tensor>& log_std,
-    const at::Tensor& entropy_coeff,
-    double discrete_entropy_weight,
-    double continuous_entropy_weight,
-    std::optional<double> min_entropy_threshold,
-    std::optional<double> continuous_min_entropy_threshold,
-    double penalty_multiplier) {
+LossForwardOutputs hybrid_entropy_loss_autograd(const LossForwardArgs& args) {
   // Without this check a dual input would give outputs with no tangent, a
   // silently wrong directional derivative.
   TORCH_CHECK_NOT_IMPLEMENTED(
-      !(torch::autograd::isFwGradDefined(logits) ||
-        torch::autograd::isFwGradDefined(log_std) ||
-        torch::autograd::isFwGradDefined(entropy_coeff)),
+      !(torch::autograd::isFwGradDefined(args.logits) ||
+        torch::autograd::isFwGradDefined(args.log_std) ||
+        torch::autograd::isFwGradDefined(args.entropy_coeff)),
       "hybrid_entropy_loss has no forward-mode derivative (torch.autograd."
       "forward_ad, torch.func.jvp); use reverse mode");
-  const at::Tensor logits_or_undefined = logits.value_or(at::Tensor());
-  const at::Tensor log_std_or_undefined = log_std.value_or(at::Tensor());
+  const at::Tensor logits_or_undefined = args.logits.value_or(at::Tensor());
+  const at::Tensor log_std_or_undefined = args.log_std.value_or(at::Tensor());
   LossForwardOutputs outputs;
   {
     at::AutoDispatchBelowADInplaceOrView guard;
-    outputs = call_forward_op(
-        logits, log_std, entropy_coeff, discrete_entropy_weight,
-        continuous_entropy_weight, min_entropy_threshold,
-        continuous_min_entropy_threshold, penalty_multiplier);
+    outputs = call_forward_op(args);
   }
   if (!torch::autograd::compute_requires_grad(
-          logits_or_undefined, log_std_or_undefined, entropy_coeff)) {
+          logits_or_undefined, log_std_or_undefined, args.entropy_coeff)) {
     return outputs;
   }
   auto& [total, discrete, continuous, discrete_penalty, continuous_penalty,
          discrete_entropy, continuous_entropy, row_stats] = outputs;
   auto grad_fn = c10::make_intrusive<HybridEntropyLossBackward>();
   grad_fn->set_next_edges(torch::autograd::collect_next_edges(
-      logits_or_undefined, log_std_or_undefined, entropy_coeff));
+      logits_or_undefined, log_std_or_undefined, args.entropy_coeff));
   // The seven loss components are differentiable, in this order; row_stats
   // is not and gets no history.
   torch::autograd::set_history(
@@ -241,30 +197,27 @@ LossForwardOutputs hybrid_entropy_loss_autograd(
       grad_fn);
   grad_fn->logits = SavedVariable(logits_or_undefined, /*is_output=*/false);
   grad_fn->log_std = SavedVariable(log_std_or_undefined, /*is_output=*/false);
-  grad_fn->entropy_coeff = SavedVariable(entropy_coeff, /*is_output=*/false);
+  grad_fn->entropy_coeff =
+      SavedVariable(args.entropy_coeff, /*is_output=*/false);
   grad_fn->row_stats = SavedVariable(row_stats, /*is_output=*/false);
   // Saved as outputs of this node: a saved output that kept its grad_fn
   // (this node) would be a reference cycle.
   grad_fn->discrete_entropy = SavedVariable(discrete_entropy, /*is_output=*/true);
   grad_fn->continuous_entropy =
       SavedVariable(continuous_entropy, /*is_output=*/true);
-  grad_fn->discrete_entropy_weight = discrete_entropy_weight;
-  grad_fn->continuous_entropy_weight = continuous_entropy_weight;
-  grad_fn->min_entropy_threshold = min_entropy_threshold;
-  grad_fn->continuous_min_entropy_threshold = continuous_min_entropy_threshold;
-  grad_fn->penalty_multiplier = penalty_multiplier;
+  grad_fn->params = args.params;
   return outputs;
 }
 
 } // namespace
 
 TORCH_LIBRARY_IMPL(hybrid_entropy_ext, Autograd, m) {
-  m.impl("hybrid_entropy_loss", &hybrid_entropy_loss_autograd);
+  m.impl("hybrid_entropy_loss", &forward_kernel<&hybrid_entropy_loss_autograd>);
   // The backward is differentiable once: differentiating it again
   // (create_graph=True) raises "not implemented" instead of silently
   // returning no second derivative.
   m.impl(
-      "hybrid_entropy_loss_backward",
+      "_hybrid_entropy_loss_backward",
       torch::autograd::autogradNotImplementedFallback());
 }
 

@@ -1,162 +1,222 @@
-// Argument checks of the forward op, shared by every backend and the meta
-// kernel. Only metadata is read, and sizes are compared as SymInts so that
-// dynamic shapes under torch.compile / torch.export keep working.
+#include "checks.h"
+
 #include <cmath>
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
-#include "ops.h"
+#include "loss_plan.h"
 
 namespace hee {
 namespace {
 
+constexpr const char* kForwardOp = "hybrid_entropy_loss";
+constexpr const char* kBackwardOp = "_hybrid_entropy_loss_backward";
+
 #define HEE_SYM_CHECK_VALUE(cond, ...) \
   TORCH_CHECK_VALUE((cond).expect_true(__FILE__, __LINE__), __VA_ARGS__)
 
-void check_floating(const at::Tensor& t, const char* name) {
+void check_floating(const at::Tensor& t, const char* op, const char* name) {
   TORCH_CHECK_TYPE(
-      at::isFloatingType(t.scalar_type()), "hybrid_entropy_loss: ", name,
+      at::isFloatingType(t.scalar_type()), op, ": ", name,
       " must be a floating tensor (float32, float64, bfloat16 or float16), "
       "got ",
       t.scalar_type());
 }
 
-void check_finite(double value, const char* name) {
+void check_finite(double value, const char* op, const char* name) {
   TORCH_CHECK_VALUE(
-      std::isfinite(value), "hybrid_entropy_loss: ", name,
-      " must be finite, got ", value);
+      std::isfinite(value), op, ": ", name, " must be finite, got ", value);
 }
 
-void check_logits(const at::Tensor& logits) {
-  check_floating(logits, "logits");
+void check_logits(const at::Tensor& logits, const char* op) {
+  check_floating(logits, op, "logits");
   TORCH_CHECK_VALUE(
-      logits.dim() == 2, "hybrid_entropy_loss: logits must be 2-D [B, K], ",
-      "got shape ", logits.sym_sizes());
+      logits.dim() == 2, op, ": logits must be 2-D [B, K], got shape ",
+      logits.sym_sizes());
   HEE_SYM_CHECK_VALUE(
-      logits.sym_size(0).sym_gt(0),
-      "hybrid_entropy_loss: logits has an empty batch (B = 0); the batch mean "
-      "of the entropy is undefined");
+      logits.sym_size(0).sym_gt(0), op,
+      ": logits has an empty batch (B = 0); the batch mean of the entropy is "
+      "undefined");
   HEE_SYM_CHECK_VALUE(
-      logits.sym_size(1).sym_gt(0),
-      "hybrid_entropy_loss: logits has zero actions (K = 0); a categorical "
-      "distribution needs at least one action");
+      logits.sym_size(1).sym_gt(0), op,
+      ": logits has zero actions (K = 0); a categorical distribution needs at "
+      "least one action");
 }
 
-void check_log_std(const at::Tensor& log_std) {
-  check_floating(log_std, "log_std");
+void check_log_std(const at::Tensor& log_std, const char* op) {
+  check_floating(log_std, op, "log_std");
   TORCH_CHECK_VALUE(
-      log_std.dim() == 1 || log_std.dim() == 2,
-      "hybrid_entropy_loss: log_std must be [B, D] or [D] (shared by the "
-      "batch), got shape ",
+      log_std.dim() == 1 || log_std.dim() == 2, op,
+      ": log_std must be [B, D] or [D] (shared by the batch), got shape ",
       log_std.sym_sizes());
   HEE_SYM_CHECK_VALUE(
-      log_std.sym_size(-1).sym_gt(0),
-      "hybrid_entropy_loss: log_std has zero action dimensions (D = 0)");
+      log_std.sym_size(-1).sym_gt(0), op,
+      ": log_std has zero action dimensions (D = 0)");
   if (log_std.dim() == 2) {
     HEE_SYM_CHECK_VALUE(
-        log_std.sym_size(0).sym_gt(0),
-        "hybrid_entropy_loss: log_std has an empty batch (B = 0); the batch "
-        "mean of the entropy is undefined");
+        log_std.sym_size(0).sym_gt(0), op,
+        ": log_std has an empty batch (B = 0); the batch mean of the entropy "
+        "is undefined");
   }
 }
 
+void check_heads(
+    const OptionalTensor& logits,
+    const OptionalTensor& log_std,
+    const char* op) {
+  TORCH_CHECK_VALUE(
+      logits.has_value() || log_std.has_value(), op,
+      ": logits and log_std are both None; pass at least one head");
+  if (logits.has_value()) {
+    check_logits(*logits, op);
+  }
+  if (log_std.has_value()) {
+    check_log_std(*log_std, op);
+  }
+  if (logits.has_value() && log_std.has_value()) {
+    TORCH_CHECK_VALUE(
+        logits->device() == log_std->device(), op,
+        ": logits and log_std must be on the same device, got logits on ",
+        logits->device(), " and log_std on ", log_std->device());
+    if (log_std->dim() == 2) {
+      HEE_SYM_CHECK_VALUE(
+          logits->sym_size(0).sym_eq(log_std->sym_size(0)), op,
+          ": logits and log_std must have the same batch size, got logits ",
+          logits->sym_sizes(), " and log_std ", log_std->sym_sizes());
+    }
+  }
+}
+
+const at::Tensor& head_of(
+    const OptionalTensor& logits,
+    const OptionalTensor& log_std) {
+  return logits.has_value() ? *logits : *log_std;
+}
+
+// 0-dim (both heads) or [2] (discrete, continuous); on the inputs' device,
+// or a 0-dim CPU tensor (read on the host, as PyTorch's CPU scalars are).
 void check_entropy_coeff(
-    const at::Tensor& entropy_coeff, const std::optional<at::Tensor>& head) {
-  check_floating(entropy_coeff, "entropy_coeff");
+    const at::Tensor& entropy_coeff,
+    const at::Tensor& head,
+    const char* op) {
+  check_floating(entropy_coeff, op, "entropy_coeff");
   TORCH_CHECK_VALUE(
       entropy_coeff.dim() == 0 ||
           (entropy_coeff.dim() == 1 &&
            entropy_coeff.sym_size(0).sym_eq(2).expect_true(__FILE__, __LINE__)),
-      "hybrid_entropy_loss: entropy_coeff must be a Python float, a 0-dim "
-      "tensor, or a tensor of shape [2] (discrete, continuous), got shape ",
+      op,
+      ": entropy_coeff must be a Python float, a 0-dim tensor, or a tensor of "
+      "shape [2] (discrete, continuous), got shape ",
       entropy_coeff.sym_sizes());
-  if (head.has_value()) {
-    TORCH_CHECK_VALUE(
-        entropy_coeff.device() == head->device() || entropy_coeff.is_cpu(),
-        "hybrid_entropy_loss: entropy_coeff must be on the device of the "
-        "inputs (",
-        head->device(), ") or on the CPU, got ", entropy_coeff.device());
+  TORCH_CHECK_VALUE(
+      entropy_coeff.device() == head.device() ||
+          (entropy_coeff.is_cpu() && entropy_coeff.dim() == 0),
+      op, ": entropy_coeff must be on the device of the inputs (",
+      head.device(), "), or be a 0-dim CPU tensor; got a ",
+      entropy_coeff.dim() == 0 ? "0-dim" : "[2]", " tensor on ",
+      entropy_coeff.device());
+}
+
+void check_params(const math::LossParams& p, const char* op) {
+  check_finite(p.discrete_weight, op, "discrete_entropy_weight");
+  check_finite(p.continuous_weight, op, "continuous_entropy_weight");
+  if (p.has_discrete_threshold) {
+    check_finite(p.discrete_threshold, op, "min_entropy_threshold");
   }
+  if (p.has_continuous_threshold) {
+    check_finite(
+        p.continuous_threshold, op, "continuous_min_entropy_threshold");
+  }
+  check_finite(p.penalty_multiplier, op, "penalty_multiplier");
+}
+
+// A 0-dim tensor of the forward's output dtype on the inputs' device: the
+// batch-mean entropies the forward returned, and the upstream gradients of
+// the seven outputs.
+void check_saved_scalar(
+    const at::Tensor& t,
+    const at::Tensor& head,
+    at::ScalarType output_dtype,
+    const char* name) {
+  TORCH_CHECK_VALUE(
+      t.dim() == 0, kBackwardOp, ": ", name,
+      " must be 0-dim (like the forward's outputs), got shape ",
+      t.sym_sizes());
+  TORCH_CHECK_TYPE(
+      t.scalar_type() == output_dtype, kBackwardOp, ": ", name, " must be ",
+      output_dtype, " (the dtype of the forward's outputs), got ",
+      t.scalar_type());
+  TORCH_CHECK_VALUE(
+      t.device() == head.device(), kBackwardOp, ": ", name,
+      " must be on the device of the inputs (", head.device(), "), got ",
+      t.device());
+}
+
+// row_stats as the forward wrote it: [3, B] in the accumulation dtype of the
+// logits, contiguous, on their device; [3, 0] without logits.
+void check_row_stats(const at::Tensor& row_stats, const OptionalTensor& logits) {
+  const c10::SymInt rows = logits.has_value() ? logits->sym_size(0) : 0;
+  TORCH_CHECK_VALUE(
+      row_stats.dim() == 2 &&
+          row_stats.sym_size(0).sym_eq(3).expect_true(__FILE__, __LINE__) &&
+          row_stats.sym_size(1).sym_eq(rows).expect_true(__FILE__, __LINE__),
+      kBackwardOp, ": row_stats must be [3, B] = [3, ", rows,
+      "] (the forward's per-row statistics of these logits), got shape ",
+      row_stats.sym_sizes());
+  if (!logits.has_value()) {
+    return;
+  }
+  const at::ScalarType expected = accumulation_dtype(logits->scalar_type());
+  TORCH_CHECK_TYPE(
+      row_stats.scalar_type() == expected, kBackwardOp,
+      ": row_stats must be ", expected, " (the accumulation dtype of ",
+      logits->scalar_type(), " logits), got ", row_stats.scalar_type());
+  TORCH_CHECK_VALUE(
+      row_stats.device() == logits->device(), kBackwardOp,
+      ": row_stats must be on the device of the logits (", logits->device(),
+      "), got ", row_stats.device());
+  TORCH_CHECK_VALUE(
+      row_stats.is_contiguous(), kBackwardOp,
+      ": row_stats must be contiguous (as the forward returns it), got "
+      "strides ",
+      row_stats.sym_strides());
 }
 
 } // namespace
 
-void check_loss_inputs(
-    const std::optional<at::Tensor>& logits,
-    const std::optional<at::Tensor>& log_std,
-    const at::Tensor& entropy_coeff,
-    double discrete_entropy_weight,
-    double continuous_entropy_weight,
-    std::optional<double> min_entropy_threshold,
-    std::optional<double> continuous_min_entropy_threshold,
-    double penalty_multiplier) {
-  TORCH_CHECK_VALUE(
-      logits.has_value() || log_std.has_value(),
-      "hybrid_entropy_loss: logits and log_std are both None; pass at least "
-      "one head");
-  if (logits.has_value()) {
-    check_logits(*logits);
-  }
-  if (log_std.has_value()) {
-    check_log_std(*log_std);
-  }
-  if (logits.has_value() && log_std.has_value()) {
-    TORCH_CHECK_VALUE(
-        logits->device() == log_std->device(),
-        "hybrid_entropy_loss: logits and log_std must be on the same device, "
-        "got logits on ",
-        logits->device(), " and log_std on ", log_std->device());
-    if (log_std->dim() == 2) {
-      HEE_SYM_CHECK_VALUE(
-          logits->sym_size(0).sym_eq(log_std->sym_size(0)),
-          "hybrid_entropy_loss: logits and log_std must have the same batch "
-          "size, got logits ",
-          logits->sym_sizes(), " and log_std ", log_std->sym_sizes());
+void check_loss_forward_args(const LossForwardArgs& args) {
+  check_heads(args.logits, args.log_std, kForwardOp);
+  check_entropy_coeff(
+      args.entropy_coeff, head_of(args.logits, args.log_std), kForwardOp);
+  check_params(args.params, kForwardOp);
+}
+
+void check_loss_backward_args(const LossBackwardArgs& args) {
+  check_heads(args.logits, args.log_std, kBackwardOp);
+  const at::Tensor& head = head_of(args.logits, args.log_std);
+  check_entropy_coeff(args.entropy_coeff, head, kBackwardOp);
+  check_params(args.params, kBackwardOp);
+  check_row_stats(args.row_stats, args.logits);
+  const at::ScalarType output_dtype =
+      loss_output_dtype(args.logits, args.log_std);
+  check_saved_scalar(
+      args.discrete_entropy, head, output_dtype, "discrete_entropy");
+  check_saved_scalar(
+      args.continuous_entropy, head, output_dtype, "continuous_entropy");
+  static constexpr const char* kGradNames[kNumLossOutputs] = {
+      "grad_total",
+      "grad_discrete",
+      "grad_continuous",
+      "grad_discrete_penalty",
+      "grad_continuous_penalty",
+      "grad_discrete_entropy",
+      "grad_continuous_entropy"};
+  for (int i = 0; i < kNumLossOutputs; ++i) {
+    if (args.grads[i].has_value()) {
+      check_saved_scalar(*args.grads[i], head, output_dtype, kGradNames[i]);
     }
   }
-  check_entropy_coeff(entropy_coeff, logits.has_value() ? logits : log_std);
-  check_finite(discrete_entropy_weight, "discrete_entropy_weight");
-  check_finite(continuous_entropy_weight, "continuous_entropy_weight");
-  if (min_entropy_threshold.has_value()) {
-    check_finite(*min_entropy_threshold, "min_entropy_threshold");
-  }
-  if (continuous_min_entropy_threshold.has_value()) {
-    check_finite(
-        *continuous_min_entropy_threshold, "continuous_min_entropy_threshold");
-  }
-  check_finite(penalty_multiplier, "penalty_multiplier");
-}
-
-at::ScalarType loss_output_dtype(
-    const std::optional<at::Tensor>& logits,
-    const std::optional<at::Tensor>& log_std) {
-  const bool any_double =
-      (logits.has_value() && logits->scalar_type() == at::kDouble) ||
-      (log_std.has_value() && log_std->scalar_type() == at::kDouble);
-  return any_double ? at::kDouble : at::kFloat;
-}
-
-at::ScalarType row_stats_dtype(const at::Tensor& logits) {
-  return logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-math::LossParams make_loss_params(
-    double discrete_entropy_weight,
-    double continuous_entropy_weight,
-    std::optional<double> min_entropy_threshold,
-    std::optional<double> continuous_min_entropy_threshold,
-    double penalty_multiplier) {
-  math::LossParams params;
-  params.discrete_weight = discrete_entropy_weight;
-  params.continuous_weight = continuous_entropy_weight;
-  params.has_discrete_threshold = min_entropy_threshold.has_value();
-  params.discrete_threshold = min_entropy_threshold.value_or(0.0);
-  params.has_continuous_threshold =
-      continuous_min_entropy_threshold.has_value();
-  params.continuous_threshold = continuous_min_entropy_threshold.value_or(0.0);
-  params.penalty_multiplier = penalty_multiplier;
-  return params;
 }
 
 } // namespace hee

@@ -1,13 +1,15 @@
-// The formulas of hybrid_entropy_ext, in one place.
+// The formulas of hybrid_entropy_ext, in one place: every backend (the CPU
+// row kernels, their scalar tails, the CUDA kernels) evaluates these.
 //
-// Everything here is header-only and free of torch includes so that the CPU
-// kernels (scalar and at::vec::Vectorized lanes) and device code can share it.
-// Element formulas are templates over the value type `V`: a scalar
-// (float/double) or a SIMD vector type for which the kernel provides the
-// overloads `exp_of(V)`, `log_of(V)` and `max_of(V, V)`.
+// Header-only, free of torch, and ready for device code: every function is
+// HEE_HOST_DEVICE and uses no constexpr host function (nvcc compiles it
+// without --expt-relaxed-constexpr; tests/test_entropy_math.py checks both
+// that and the arithmetic on the host). Element formulas are templates over
+// the value type `V`: float, double, or a vector type for which a backend
+// specializes VectorMath<V> (the CPU's is cpu/vector_math.h).
 //
-// Notation (per row i of the logits z[i, :], K columns):
-//   m     = max_k z[k]                      row max
+// Notation (per row i of the logits z[i, :], K columns; docs/design.md):
+//   m     = max_k z[k]                      the row's shift (see row_shift)
 //   s     = sum_k exp(z[k] - m)             shifted partition sum
 //   t     = sum_k exp(z[k] - m) (z[k] - m)  shifted first moment
 //   h     = log s - t / s                   row entropy, nats
@@ -16,10 +18,15 @@
 // The backward keeps m and log s apart rather than their sum (the
 // logsumexp): for float32 logits of magnitude 1e4, m + log s would round to
 // the spacing of 1e4 (about 1e-3) and so would every log p.
+//
+// A row whose every logit is -inf (a padded or terminal step) is a policy
+// with no choice: entropy 0 and gradient 0, never NaN. row_shift and
+// row_sum_exp below give it m = lowest finite, s = 1, t = 0, so h = 0, and
+// every log p = -inf, which the backward turns into p = 0.
 #pragma once
 
+#include <cfloat>
 #include <cmath>
-#include <limits>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define HEE_HOST_DEVICE __host__ __device__ __forceinline__
@@ -27,36 +34,35 @@
 #define HEE_HOST_DEVICE inline
 #endif
 
+// Compiled into one of the per-ISA CPU translation units (which define
+// CPU_CAPABILITY), everything here goes into that ISA's inline namespace, as
+// ATen's vector code does: otherwise the linker may keep the AVX-512 copy of
+// an inline function for every caller, and run it on a CPU without AVX-512.
+#if defined(CPU_CAPABILITY) && !defined(__CUDACC__)
+#define HEE_MATH_ISA_NAMESPACE_BEGIN inline namespace CPU_CAPABILITY {
+#define HEE_MATH_ISA_NAMESPACE_END }
+#else
+#define HEE_MATH_ISA_NAMESPACE_BEGIN
+#define HEE_MATH_ISA_NAMESPACE_END
+#endif
+
 namespace hee {
 namespace math {
+HEE_MATH_ISA_NAMESPACE_BEGIN
 
 // Entropy of N(mu, sigma) per dimension is 0.5*log(2*pi*e) + log(sigma), nats.
 constexpr double kGaussianEntropyConstant = 1.41893853320467274178032973640562;
 
-// exp, log and a NaN-propagating max for scalars and SIMD vectors. SimdOps is
-// the customization point for vector types: by default it uses member exp()
-// and log() and a static blendv() (at::vec::Vectorized has them); a kernel may
-// specialize it with faster inline versions for its vector type.
-// `x < floor` is false for NaN, so NaN passes through max_of.
+// The customization point for vector types: a backend that evaluates the
+// element formulas on a vector type V specializes VectorMath<V> with static
+// exp(V), log(V), max(V x, V floor) (NaN in x propagates) and
+// multiply_add(V a, V b, V c) = a * b + c. Scalars use the overloads below.
 template <typename V>
-struct SimdOps {
-  static V exp(const V& x) {
-    return x.exp();
-  }
-  static V log(const V& x) {
-    return x.log();
-  }
-  static V max(const V& x, const V& floor) {
-    return V::blendv(x, floor, x < floor);
-  }
-  static V multiply_add(const V& a, const V& b, const V& c) {
-    return a * b + c;
-  }
-};
+struct VectorMath;
 
 template <typename V>
 inline V exp_of(const V& x) {
-  return SimdOps<V>::exp(x);
+  return VectorMath<V>::exp(x);
 }
 HEE_HOST_DEVICE float exp_of(float x) {
   return ::expf(x);
@@ -67,7 +73,7 @@ HEE_HOST_DEVICE double exp_of(double x) {
 
 template <typename V>
 inline V log_of(const V& x) {
-  return SimdOps<V>::log(x);
+  return VectorMath<V>::log(x);
 }
 HEE_HOST_DEVICE float log_of(float x) {
   return ::logf(x);
@@ -76,9 +82,11 @@ HEE_HOST_DEVICE double log_of(double x) {
   return ::log(x);
 }
 
+// max(x, floor), except that a NaN x stays NaN (`x < floor` is false for
+// NaN), so that a NaN logit is never clamped into a number.
 template <typename V>
 inline V max_of(const V& x, const V& floor) {
-  return SimdOps<V>::max(x, floor);
+  return VectorMath<V>::max(x, floor);
 }
 HEE_HOST_DEVICE float max_of(float x, float floor) {
   return x < floor ? floor : x;
@@ -90,7 +98,7 @@ HEE_HOST_DEVICE double max_of(double x, double floor) {
 // a * b + c (fused where the vector type has an FMA).
 template <typename V>
 inline V multiply_add(const V& a, const V& b, const V& c) {
-  return SimdOps<V>::multiply_add(a, b, c);
+  return VectorMath<V>::multiply_add(a, b, c);
 }
 HEE_HOST_DEVICE float multiply_add(float a, float b, float c) {
   return a * b + c;
@@ -99,17 +107,46 @@ HEE_HOST_DEVICE double multiply_add(double a, double b, double c) {
   return a * b + c;
 }
 
-// A masked action (-inf logit) has p = 0 and contributes p * log p = 0.
-// Clamping the shifted logit to the lowest finite value keeps exp() exact
-// (it underflows to 0) while turning 0 * (-inf) = NaN into 0 * finite = 0;
-// torch.distributions.Categorical clamps its logits the same way.
+// The lowest finite value (a plain constant: numeric_limits' functions are
+// constexpr host functions, which device code may not call).
 template <typename T>
-HEE_HOST_DEVICE T lowest_finite() {
-  return std::numeric_limits<T>::lowest();
+HEE_HOST_DEVICE T lowest_finite();
+template <>
+HEE_HOST_DEVICE float lowest_finite<float>() {
+  return -FLT_MAX;
+}
+template <>
+HEE_HOST_DEVICE double lowest_finite<double>() {
+  return -DBL_MAX;
+}
+
+template <typename T>
+HEE_HOST_DEVICE T negative_infinity() {
+  return -static_cast<T>(HUGE_VAL);
+}
+
+// The shift of a row: its max, or the lowest finite value when every logit
+// is -inf, so that z - m is -inf (p = 0) rather than -inf - (-inf) = NaN.
+// A NaN max stays NaN.
+template <typename V, typename S>
+HEE_HOST_DEVICE V row_shift(V row_max, S lowest) {
+  return max_of(row_max, V(lowest));
+}
+
+// The row's s. At least 1 for any row with a finite logit (its max
+// contributes exp(0) = 1); 0 only for a row with every logit masked, which
+// becomes 1: log s = 0 and h = 0 for a policy with no choice. NaN stays NaN.
+template <typename V>
+HEE_HOST_DEVICE V row_sum_exp(V sum_exp) {
+  return max_of(sum_exp, V(1));
 }
 
 // Forward, one element: adds exp(d) to `sum_exp` and exp(d) * d to
-// `sum_exp_times_shift`, with d = z - m (the shifted logit).
+// `sum_exp_times_shift`, with d = z - m (the shifted logit). A masked action
+// (d = -inf) has p = 0 and contributes p * log p = 0: clamping d to the
+// lowest finite value keeps exp() exact (it underflows to 0) while turning
+// 0 * (-inf) = NaN into 0 * finite = 0, as torch.distributions.Categorical
+// clamps its logits.
 template <typename V, typename S>
 HEE_HOST_DEVICE void accumulate_softmax_moments(
     V shifted_logit, S lowest, V& sum_exp, V& sum_exp_times_shift) {
@@ -126,6 +163,79 @@ HEE_HOST_DEVICE V row_entropy_from_moments(
   return log_sum_exp - sum_exp_times_shift / sum_exp;
 }
 
+// The softmax moments of part of a row (a chunk of columns, one thread's
+// share, one block's split), relative to the part's own shift: `max` is the
+// largest logit seen, -inf while none (or only masked ones) was seen, with
+// sum_exp = sum_exp_times_shift = 0.
+template <typename T>
+struct SoftmaxState {
+  T max;
+  T sum_exp;
+  T sum_exp_times_shift;
+};
+
+template <typename T>
+HEE_HOST_DEVICE SoftmaxState<T> empty_softmax_state() {
+  return {negative_infinity<T>(), T(0), T(0)};
+}
+
+// A part's (s, t) moved to the shift `to` >= its own:
+//   s' = a s, t' = a (t + s (m - to)), a = exp(m - to).
+// A part with nothing unmasked (m = -inf) contributes (0, 0): computed, its
+// m - to would be -inf - (-inf) = NaN, or 0 * (-inf).
+template <typename T>
+HEE_HOST_DEVICE void rescale_softmax_moments(
+    const SoftmaxState<T>& part, T to, T& sum_exp, T& sum_exp_times_shift) {
+  if (part.max == negative_infinity<T>()) {
+    sum_exp = T(0);
+    sum_exp_times_shift = T(0);
+    return;
+  }
+  const T delta = part.max - to;
+  const T scale = exp_of(delta);
+  sum_exp = scale * part.sum_exp;
+  sum_exp_times_shift =
+      scale * multiply_add(part.sum_exp, delta, part.sum_exp_times_shift);
+}
+
+// The state of the union of two parts of a row, whatever their shifts:
+// what the sequential accumulation over both parts would give, up to
+// rounding. Two empty or fully masked parts give an empty state, one leaves
+// the other unchanged, and a NaN in either part's moments or max propagates.
+template <typename T>
+HEE_HOST_DEVICE SoftmaxState<T> merge_softmax_states(
+    const SoftmaxState<T>& a, const SoftmaxState<T>& b) {
+  // NaN-propagating max: a NaN max is the merged max.
+  const T merged_max = (a.max < b.max || b.max != b.max) ? b.max : a.max;
+  if (merged_max == negative_infinity<T>()) {
+    return empty_softmax_state<T>();
+  }
+  T a_sum_exp, a_sum_exp_times_shift, b_sum_exp, b_sum_exp_times_shift;
+  rescale_softmax_moments(a, merged_max, a_sum_exp, a_sum_exp_times_shift);
+  rescale_softmax_moments(b, merged_max, b_sum_exp, b_sum_exp_times_shift);
+  return {merged_max, a_sum_exp + b_sum_exp,
+          a_sum_exp_times_shift + b_sum_exp_times_shift};
+}
+
+// The three per-row statistics the forward keeps for the backward (the
+// layout of row_stats, docs/design.md): the shift m, log s and h.
+template <typename T>
+struct RowStatistics {
+  T shift;
+  T log_sum_exp;
+  T entropy;
+};
+
+// Row statistics from a row's complete state (all columns merged).
+template <typename T>
+HEE_HOST_DEVICE RowStatistics<T> finish_row(const SoftmaxState<T>& row) {
+  const T sum_exp = row_sum_exp(row.sum_exp);
+  const T log_sum_exp = log_of(sum_exp);
+  return {row_shift(row.max, lowest_finite<T>()), log_sum_exp,
+          row_entropy_from_moments(
+              log_sum_exp, sum_exp, row.sum_exp_times_shift)};
+}
+
 // The floor of log p in the backward. exp of it is exactly 0 in float32 and
 // float64 (below -745.2, the log of the smallest float64 subnormal), so the
 // clamp changes no probability; a masked action (log p = -inf) gets
@@ -137,18 +247,19 @@ HEE_HOST_DEVICE T log_probability_floor() {
 
 // Backward, one element: grad_scale * d h / d z = -s p (log p + h), with
 // s = grad_scale and log p clamped at log_probability_floor (a masked action
-// gets 0). Written as p (log p * -s + -s h): one FMA and one multiply per
-// element once the compiler hoists the row's -s h, two instructions fewer
-// than the formula as it reads (AVX-512, K = 64: 0.28 -> 0.265 ns per logit).
+// gets 0). Written as p (log p * -s + -s h), one FMA and one multiply per
+// element once the compiler hoists the row's -s h (benchmarks/README.md has
+// the measurement).
 template <typename V, typename S>
 HEE_HOST_DEVICE V entropy_grad_element(
     V logit,
-    V row_max,
+    V row_shift_value,
     V row_log_sum_exp,
     V row_entropy,
     V grad_scale,
     S log_p_floor) {
-  const V log_p = max_of((logit - row_max) - row_log_sum_exp, V(log_p_floor));
+  const V log_p =
+      max_of((logit - row_shift_value) - row_log_sum_exp, V(log_p_floor));
   const V p = exp_of(log_p);
   const V negative_scale = V(0) - grad_scale;
   return p * multiply_add(log_p, negative_scale, negative_scale * row_entropy);
@@ -160,7 +271,7 @@ HEE_HOST_DEVICE double gaussian_entropy(double sum_log_std, double num_dims) {
   return num_dims * kGaussianEntropyConstant + sum_log_std;
 }
 
-// The scalar hyper-parameters of the loss (DESIGN.md "Semantics").
+// The scalar hyper-parameters of the loss (docs/design.md, "Semantics").
 struct LossParams {
   double discrete_weight;
   double continuous_weight;
@@ -267,5 +378,6 @@ HEE_HOST_DEVICE BatchEntropyGrads combine_losses_backward(
   return out;
 }
 
+HEE_MATH_ISA_NAMESPACE_END
 } // namespace math
 } // namespace hee

@@ -1,7 +1,7 @@
 """Property tests of the fused ``hee.hybrid_entropy_loss``: random inputs, three oracles.
 
 Hypothesis draws everything the op takes: the CPU kernel build (generic / avx2 / avx512,
-forced with ``HEE_CPU_ISA``), B, K, D, the dtype of each head (float32, float64, bfloat16,
+switched with ``_set_cpu_isa``), B, K, D, the dtype of each head (float32, float64, bfloat16,
 float16), the memory layout (contiguous, transposed, row slices of a bigger tensor with a
 storage offset, column strides, rows expanded with stride 0, ``[D]`` or ``[B, D]``
 log_std), ``-inf`` masks (never a whole row), one head ``None``, the coefficient (Python
@@ -48,7 +48,6 @@ u_acc that of the accumulation type: float64 for float64 inputs, float32 otherwi
 - Masked (-inf) logits get a gradient of exactly 0, and the bitwise properties are exact.
 """
 
-import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -59,7 +58,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import hybrid_entropy_ext as hee
-from conftest import SUPPORTED_CPU_ISAS
+from conftest import SUPPORTED_CPU_ISAS, forced_cpu_isa
 from oracle import KEYS, HALF_LOG_2PI_E, distributions_oracle
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -92,20 +91,6 @@ def subnormal_spacing(dtype: torch.dtype) -> float:
 def acc_roundoff(dtype: torch.dtype) -> float:
     """Unit roundoff of the accumulation type: float64 for float64, else float32."""
     return UNIT_ROUNDOFF[torch.float64 if dtype == torch.float64 else torch.float32]
-
-
-@contextlib.contextmanager
-def forced_cpu_isa(isa: str):
-    """HEE_CPU_ISA=isa for the block (hypothesis cannot use the function-scoped fixture)."""
-    old = os.environ.get("HEE_CPU_ISA")
-    os.environ["HEE_CPU_ISA"] = isa
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["HEE_CPU_ISA"]
-        else:
-            os.environ["HEE_CPU_ISA"] = old
 
 
 # --------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from oracle import KEYS as LOSS_KEYS
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
 
 FORWARD_OP = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss.default
-BACKWARD_OP = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss_backward.default
+BACKWARD_OP = torch.ops.hybrid_entropy_ext._hybrid_entropy_loss_backward.default
 FUSED_OP_PACKET = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss
 
 

@@ -1,6 +1,8 @@
-// CPU kernels of hybrid_entropy_loss and its backward: argument handling,
-// the parallel loop over row blocks and the deterministic batch reduction.
-// The per-row math runs in the ISA-specific row kernels (row_kernels.h).
+// CPU kernels of hybrid_entropy_loss and its backward: the parallel loop over
+// row blocks and the deterministic batch reduction. What is not about the
+// CPU (checks, output shapes and dtypes, input layout, gradient scales) comes
+// from the plan (loss_plan.h); the per-row math runs in the ISA-specific row
+// kernels (row_kernels.h).
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -9,7 +11,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "../ops.h"
+#include "../loss_plan.h"
 #include "isa.h"
 #include "row_kernels.h"
 
@@ -66,77 +68,36 @@ double read_scalar(const at::Tensor& t) {
   });
 }
 
-double read_scalar_or_zero(const std::optional<at::Tensor>& t) {
+double read_scalar_or_zero(const OptionalTensor& t) {
   return t.has_value() ? read_scalar(*t) : 0.0;
-}
-
-// entropy_coeff: 0-dim (both heads) or [2] (discrete, continuous).
-math::HeadCoefficients read_coefficients(const at::Tensor& entropy_coeff) {
-  if (entropy_coeff.dim() == 0) {
-    const double both = read_scalar(entropy_coeff);
-    return {both, both};
-  }
-  return {read_scalar(entropy_coeff[0]), read_scalar(entropy_coeff[1])};
 }
 
 // Outputs are allocated directly on the CPU allocator: at this op's small
 // sizes, a dispatcher round trip per output would dominate the call.
-at::Tensor new_cpu_tensor(at::IntArrayRef sizes, at::ScalarType dtype) {
-  return at::detail::empty_cpu(sizes, dtype, /*pin_memory=*/false, std::nullopt);
+at::Tensor empty_cpu(const TensorSpec& spec) {
+  return at::detail::empty_strided_cpu(
+      C10_AS_INTARRAYREF_SLOW(spec.sizes), C10_AS_INTARRAYREF_SLOW(spec.strides),
+      spec.dtype, /*pin_memory=*/false);
 }
 
-// One value in one element of storage, seen with shape `sizes` through
-// all-zero strides: the 0-dim outputs, and the log_std gradient, which is the
-// same number for every element (h_c is linear in log_std) and so is returned
-// broadcast, as torch's sum and mean backward return theirs, rather than
-// written out as a [B, D] fill.
-at::Tensor new_cpu_constant(
-    double value,
-    at::ScalarType dtype,
-    at::IntArrayRef sizes = {}) {
-  const c10::SmallVector<int64_t, 4> zero_strides(sizes.size(), 0);
-  at::Tensor t = at::detail::empty_strided_cpu(
-      sizes, zero_strides, dtype, /*pin_memory=*/false);
-  if (t.numel() > 0) {
-    HEE_DISPATCH_FLOATING(dtype, [&] {
-      *t.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(value);
-    });
-  }
+// A tensor of `spec` whose every element is `value`: the 0-dim outputs, the
+// broadcast log_std gradient (one element of storage) and the coefficient's
+// gradient, one value per element.
+at::Tensor cpu_values(const TensorSpec& spec, std::initializer_list<double> values) {
+  at::Tensor t = empty_cpu(spec);
+  HEE_DISPATCH_FLOATING(spec.dtype, [&] {
+    scalar_t* out = t.mutable_data_ptr<scalar_t>();
+    int64_t i = 0;
+    for (const double value : values) {
+      out[i++] = static_cast<scalar_t>(value);
+    }
+  });
   return t;
-}
-
-// Placeholder for a gradient nobody asked for (schemas cannot return None).
-at::Tensor not_requested(at::ScalarType dtype) {
-  return new_cpu_tensor({0}, dtype);
-}
-
-// The row kernels want unit column stride; any row stride (0 for rows
-// expanded from one) is fine.
-at::Tensor with_unit_column_stride(const at::Tensor& logits) {
-  return logits.size(1) == 1 || logits.stride(1) == 1 ? logits
-                                                      : logits.contiguous();
 }
 
 template <typename scalar_t>
 LogitRows<scalar_t> logit_rows(const at::Tensor& logits) {
   return {logits.const_data_ptr<scalar_t>(), logits.stride(0), logits.size(1)};
-}
-
-// log_std as contiguous rows: [B, D] when each sample has its own, or [1, D]
-// when the batch shares one ([D], or [B, D] expanded from a row).
-struct LogStdRows {
-  at::Tensor rows;
-  bool per_sample;
-};
-
-LogStdRows log_std_rows(const at::Tensor& log_std) {
-  if (log_std.dim() == 1) {
-    return {log_std.contiguous().view({1, -1}), false};
-  }
-  if (log_std.size(0) > 1 && log_std.stride(0) == 0) {
-    return {log_std[0].contiguous().view({1, -1}), false};
-  }
-  return {log_std.contiguous(), true};
 }
 
 // Batch size and elements per row of the pass over rows.
@@ -191,8 +152,8 @@ struct RowPass {
 };
 
 RowPass make_row_pass(
-    const std::optional<at::Tensor>& logits,
-    const std::optional<LogStdRows>& log_std) {
+    const OptionalTensor& logits,
+    const std::optional<KernelLogStd>& log_std) {
   RowPass pass;
   if (logits.has_value()) {
     pass.batch = logits->size(0);
@@ -236,8 +197,8 @@ struct BatchMeans {
 };
 
 BatchMeans forward_pass(
-    const std::optional<at::Tensor>& logits,
-    const std::optional<LogStdRows>& log_std,
+    const OptionalTensor& logits,
+    const std::optional<KernelLogStd>& log_std,
     const at::Tensor& row_stats,
     CpuIsa isa) {
   const RowPass pass = make_row_pass(logits, log_std);
@@ -281,50 +242,32 @@ BatchMeans forward_pass(
   return means;
 }
 
-LossForwardOutputs hybrid_entropy_loss_cpu(
-    const std::optional<at::Tensor>& logits_in,
-    const std::optional<at::Tensor>& log_std_in,
-    const at::Tensor& entropy_coeff,
-    double discrete_entropy_weight,
-    double continuous_entropy_weight,
-    std::optional<double> min_entropy_threshold,
-    std::optional<double> continuous_min_entropy_threshold,
-    double penalty_multiplier) {
-  check_loss_inputs(
-      logits_in, log_std_in, entropy_coeff, discrete_entropy_weight,
-      continuous_entropy_weight, min_entropy_threshold,
-      continuous_min_entropy_threshold, penalty_multiplier);
-  const std::optional<at::Tensor> logits = logits_in.has_value()
-      ? std::optional<at::Tensor>(with_unit_column_stride(*logits_in))
+LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
+  const LossForwardPlan plan = plan_loss_forward(args);
+  const OptionalTensor logits = plan.has_discrete
+      ? OptionalTensor(logits_for_kernels(*args.logits))
       : std::nullopt;
-  const std::optional<LogStdRows> log_std = log_std_in.has_value()
-      ? std::optional<LogStdRows>(log_std_rows(*log_std_in))
+  const std::optional<KernelLogStd> log_std = plan.has_continuous
+      ? std::optional<KernelLogStd>(log_std_for_kernels(*args.log_std))
       : std::nullopt;
-  const at::ScalarType out_dtype = loss_output_dtype(logits_in, log_std_in);
-
-  const at::ScalarType stats_dtype =
-      logits.has_value() ? row_stats_dtype(*logits) : out_dtype;
-  const int64_t stats_rows = logits.has_value() ? logits->size(0) : 0;
-  at::Tensor row_stats = new_cpu_tensor({3, stats_rows}, stats_dtype);
+  at::Tensor row_stats = empty_cpu(plan.row_stats);
   const BatchMeans means =
       forward_pass(logits, log_std, row_stats, selected_cpu_isa());
 
   const math::LossComponents c = math::combine_losses(
-      read_coefficients(entropy_coeff), logits.has_value(),
-      means.discrete_entropy,
-      log_std.has_value(), means.continuous_entropy,
-      make_loss_params(
-          discrete_entropy_weight, continuous_entropy_weight,
-          min_entropy_threshold, continuous_min_entropy_threshold,
-          penalty_multiplier));
-  auto scalar = [&](double value) { return new_cpu_constant(value, out_dtype); };
-  return {scalar(c.total),
-          scalar(c.discrete),
-          scalar(c.continuous),
-          scalar(c.discrete_penalty),
-          scalar(c.continuous_penalty),
-          scalar(c.discrete_entropy),
-          scalar(c.continuous_entropy),
+      read_host_coefficients(args.entropy_coeff), plan.has_discrete,
+      means.discrete_entropy, plan.has_continuous, means.continuous_entropy,
+      args.params);
+  auto component = [&](double value) {
+    return cpu_values(plan.component, {value});
+  };
+  return {component(c.total),
+          component(c.discrete),
+          component(c.continuous),
+          component(c.discrete_penalty),
+          component(c.continuous_penalty),
+          component(c.discrete_entropy),
+          component(c.continuous_entropy),
           row_stats};
 }
 
@@ -332,98 +275,57 @@ LossForwardOutputs hybrid_entropy_loss_cpu(
 void backward_pass(
     const at::Tensor& logits,
     const at::Tensor& row_stats,
-    double grad_discrete_entropy,
+    double grad_scale,
     const at::Tensor& grad_logits,
     CpuIsa isa) {
   const RowPass pass{logits.size(0), logits.size(1)};
   pass.for_each_run([&](int64_t first_block, int64_t end_block) {
     HEE_DISPATCH_FLOATING(logits.scalar_type(), [&] {
       using acc = acc_t<scalar_t>;
-      // d H_d / d h_d[i] = 1 / B
-      const acc grad_scale =
-          static_cast<acc>(grad_discrete_entropy / logits.size(0));
       row_kernels<scalar_t>(isa).backward(
           logit_rows<scalar_t>(logits), pass.first_row(first_block),
           pass.end_row(end_block - 1), row_stats_view<acc>(row_stats),
-          grad_scale, grad_logits.data_ptr<scalar_t>());
+          static_cast<acc>(grad_scale), grad_logits.data_ptr<scalar_t>());
     });
   });
 }
 
 LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
-    const std::optional<at::Tensor>& grad_total,
-    const std::optional<at::Tensor>& grad_discrete,
-    const std::optional<at::Tensor>& grad_continuous,
-    const std::optional<at::Tensor>& grad_discrete_penalty,
-    const std::optional<at::Tensor>& grad_continuous_penalty,
-    const std::optional<at::Tensor>& grad_discrete_entropy,
-    const std::optional<at::Tensor>& grad_continuous_entropy,
-    const std::optional<at::Tensor>& logits_in,
-    const std::optional<at::Tensor>& log_std,
-    const at::Tensor& entropy_coeff,
-    const at::Tensor& row_stats,
-    const at::Tensor& discrete_entropy,
-    const at::Tensor& continuous_entropy,
-    double discrete_entropy_weight,
-    double continuous_entropy_weight,
-    std::optional<double> min_entropy_threshold,
-    std::optional<double> continuous_min_entropy_threshold,
-    double penalty_multiplier,
-    std::array<bool, 3> output_mask) {
+    const LossBackwardArgs& args) {
+  const LossBackwardPlan plan = plan_loss_backward(args);
   math::LossGrads upstream;
-  upstream.total = read_scalar_or_zero(grad_total);
-  upstream.discrete = read_scalar_or_zero(grad_discrete);
-  upstream.continuous = read_scalar_or_zero(grad_continuous);
-  upstream.discrete_penalty = read_scalar_or_zero(grad_discrete_penalty);
-  upstream.continuous_penalty = read_scalar_or_zero(grad_continuous_penalty);
-  upstream.discrete_entropy = read_scalar_or_zero(grad_discrete_entropy);
-  upstream.continuous_entropy = read_scalar_or_zero(grad_continuous_entropy);
+  upstream.total = read_scalar_or_zero(args.grads[0]);
+  upstream.discrete = read_scalar_or_zero(args.grads[1]);
+  upstream.continuous = read_scalar_or_zero(args.grads[2]);
+  upstream.discrete_penalty = read_scalar_or_zero(args.grads[3]);
+  upstream.continuous_penalty = read_scalar_or_zero(args.grads[4]);
+  upstream.discrete_entropy = read_scalar_or_zero(args.grads[5]);
+  upstream.continuous_entropy = read_scalar_or_zero(args.grads[6]);
   const math::BatchEntropyGrads g = math::combine_losses_backward(
-      read_coefficients(entropy_coeff), logits_in.has_value(),
-      read_scalar(discrete_entropy), log_std.has_value(),
-      read_scalar(continuous_entropy),
-      make_loss_params(
-          discrete_entropy_weight, continuous_entropy_weight,
-          min_entropy_threshold, continuous_min_entropy_threshold,
-          penalty_multiplier),
-      upstream);
+      read_host_coefficients(args.entropy_coeff), plan.has_discrete,
+      read_scalar(args.discrete_entropy), plan.has_continuous,
+      read_scalar(args.continuous_entropy), args.params, upstream);
 
-  const bool want_logits = output_mask[0] && logits_in.has_value();
-  const bool want_log_std = output_mask[1] && log_std.has_value();
-  const std::optional<at::Tensor> logits = want_logits
-      ? std::optional<at::Tensor>(with_unit_column_stride(*logits_in))
-      : std::nullopt;
-  const at::ScalarType placeholder_dtype = entropy_coeff.scalar_type();
-  at::Tensor grad_logits = want_logits
-      ? new_cpu_tensor(logits->sizes(), logits->scalar_type())
-      : not_requested(
-            logits_in.has_value() ? logits_in->scalar_type()
-                                  : placeholder_dtype);
-  if (want_logits) {
+  at::Tensor grad_logits = empty_cpu(plan.grad_logits);
+  if (plan.computes_grad_logits) {
     backward_pass(
-        *logits, row_stats, g.discrete_entropy, grad_logits,
-        selected_cpu_isa());
+        logits_for_kernels(*args.logits), args.row_stats,
+        g.discrete_entropy * discrete_entropy_row_scale(*args.logits),
+        grad_logits, selected_cpu_isa());
   }
-  // h_c[i] is linear in log_std[i, :]; a shared [D] log_std enters every
-  // row, so the 1 / B of the batch mean cancels.
-  at::Tensor grad_log_std = want_log_std
-      ? new_cpu_constant(
-            log_std->dim() == 2 ? g.continuous_entropy / log_std->size(0)
-                                : g.continuous_entropy,
-            log_std->scalar_type(), log_std->sizes())
-      : not_requested(
-            log_std.has_value() ? log_std->scalar_type() : placeholder_dtype);
-  at::Tensor grad_entropy_coeff = not_requested(entropy_coeff.scalar_type());
-  if (output_mask[2] && entropy_coeff.dim() == 0) {
-    grad_entropy_coeff = new_cpu_constant(
-        g.coeff.discrete + g.coeff.continuous, entropy_coeff.scalar_type());
-  } else if (output_mask[2]) {
-    grad_entropy_coeff = new_cpu_tensor({2}, entropy_coeff.scalar_type());
-    HEE_DISPATCH_FLOATING(entropy_coeff.scalar_type(), [&] {
-      scalar_t* out = grad_entropy_coeff.mutable_data_ptr<scalar_t>();
-      out[0] = static_cast<scalar_t>(g.coeff.discrete);
-      out[1] = static_cast<scalar_t>(g.coeff.continuous);
-    });
+  at::Tensor grad_log_std = plan.computes_grad_log_std
+      ? cpu_values(
+            plan.grad_log_std,
+            {g.continuous_entropy *
+             continuous_entropy_log_std_scale(*args.log_std)})
+      : empty_cpu(plan.grad_log_std);
+  at::Tensor grad_entropy_coeff = empty_cpu(plan.grad_entropy_coeff);
+  if (plan.computes_grad_entropy_coeff && args.entropy_coeff.dim() == 0) {
+    grad_entropy_coeff = cpu_values(
+        plan.grad_entropy_coeff, {g.coeff.discrete + g.coeff.continuous});
+  } else if (plan.computes_grad_entropy_coeff) {
+    grad_entropy_coeff = cpu_values(
+        plan.grad_entropy_coeff, {g.coeff.discrete, g.coeff.continuous});
   }
   return {grad_logits, grad_log_std, grad_entropy_coeff};
 }
@@ -431,8 +333,10 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
 } // namespace
 
 TORCH_LIBRARY_IMPL(hybrid_entropy_ext, CPU, m) {
-  m.impl("hybrid_entropy_loss", &hybrid_entropy_loss_cpu);
-  m.impl("hybrid_entropy_loss_backward", &hybrid_entropy_loss_backward_cpu);
+  m.impl("hybrid_entropy_loss", &forward_kernel<&hybrid_entropy_loss_cpu>);
+  m.impl(
+      "_hybrid_entropy_loss_backward",
+      &backward_kernel<&hybrid_entropy_loss_backward_cpu>);
 }
 
 } // namespace cpu

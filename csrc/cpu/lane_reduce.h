@@ -15,11 +15,18 @@
 // calls around them.
 #pragma once
 
+#ifndef CPU_CAPABILITY
+#error "compile this header only in a per-ISA translation unit (one that defines CPU_CAPABILITY)"
+#endif
+
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 #include <immintrin.h>
 
 namespace hee {
 namespace cpu {
+// One copy per ISA build, never merged by the linker with another build's
+// (docs/design.md, "One library, three CPU builds").
+inline namespace CPU_CAPABILITY {
 namespace lane_reduce {
 
 #if defined(CPU_CAPABILITY_AVX512)
@@ -68,6 +75,7 @@ inline void each_of_four(
 #endif
 
 } // namespace lane_reduce
+} // namespace CPU_CAPABILITY
 } // namespace cpu
 } // namespace hee
 #endif

@@ -9,23 +9,10 @@
 
 #include <cstdint>
 
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
+#include "../accumulate_type.h"
 
 namespace hee {
 namespace cpu {
-
-// Accumulation type: at least float32.
-template <typename scalar_t>
-struct AccumulateType {
-  using type = float;
-};
-template <>
-struct AccumulateType<double> {
-  using type = double;
-};
-template <typename scalar_t>
-using acc_t = typename AccumulateType<scalar_t>::type;
 
 // Rows [row_begin, row_end) of logits laid out as logits[i * row_stride + k],
 // k < num_cols (column stride 1; any row stride, 0 included).
@@ -37,10 +24,11 @@ struct LogitRows {
 };
 
 // The per-row statistics the forward keeps for the backward, O(B): the rows
-// of a [3, B] tensor (see entropy_math.h for the notation).
+// of the [3, B] row_stats tensor (entropy_math.h has the notation,
+// docs/design.md the layout every backend shares).
 template <typename acc>
 struct RowStats {
-  acc* max;          // m[i], the row max
+  acc* shift;        // m[i]: the row max (lowest finite if all masked)
   acc* log_sum_exp;  // log s[i], log of sum_k exp(z[i, k] - m[i])
   acc* entropy;      // h[i], nats
 };

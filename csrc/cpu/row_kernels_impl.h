@@ -30,54 +30,8 @@
 #include "row_kernels.h"
 #include "simd_math.h"
 #include "tile_transpose.h"
+#include "vector_math.h"
 
-#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
-namespace hee {
-namespace math {
-// float32 and float64 lanes use the inline exp (see simd_math.h) and a
-// one-instruction clamp: max returns its second operand when either is NaN,
-// so NaN in x propagates. float32 also has an inline log; float64 takes the
-// log, once per row, from Sleef.
-template <typename T>
-struct SimdOps<at::vec::Vectorized<T>> {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
-  using V = at::vec::Vectorized<T>;
-  static V exp(const V& x) {
-    if constexpr (std::is_same_v<T, float>) {
-      return V(cpu::simd_math::exp_ps(x));
-    } else {
-      return V(cpu::simd_math::exp_pd(x));
-    }
-  }
-  static V log(const V& x) {
-    if constexpr (std::is_same_v<T, float>) {
-      return V(cpu::simd_math::log_ps(x));
-    } else {
-      return x.log();
-    }
-  }
-  static V max(const V& x, const V& floor) {
-#if defined(CPU_CAPABILITY_AVX512)
-    if constexpr (std::is_same_v<T, float>) {
-      return V(_mm512_max_ps(floor, x));
-    } else {
-      return V(_mm512_max_pd(floor, x));
-    }
-#else
-    if constexpr (std::is_same_v<T, float>) {
-      return V(_mm256_max_ps(floor, x));
-    } else {
-      return V(_mm256_max_pd(floor, x));
-    }
-#endif
-  }
-  static V multiply_add(const V& a, const V& b, const V& c) {
-    return at::vec::fmadd(a, b, c);
-  }
-};
-} // namespace math
-} // namespace hee
-#endif
 
 namespace hee {
 namespace cpu {
@@ -90,6 +44,8 @@ using math::entropy_grad_element;
 using math::log_probability_floor;
 using math::lowest_finite;
 using math::row_entropy_from_moments;
+using math::row_shift;
+using math::row_sum_exp;
 
 constexpr int64_t kMaxRowsInLanesCols = 32;
 // Rows whose moments are computed side by side in the rows-along-lanes forward.
@@ -382,8 +338,8 @@ void finish_row_stats(
   constexpr int64_t W = Vec::size();
   for (int64_t first = row_begin; first < row_end; first += W) {
     const int64_t n = std::min<int64_t>(W, row_end - first);
-    // Lanes past n load as 0 (log 0 = -inf, 0 / 0 = NaN) and are not stored.
-    const Vec sum_exp = Vec::loadu(stats.log_sum_exp + first, n);
+    // Lanes past n are not stored.
+    const Vec sum_exp = row_sum_exp(Vec::loadu(stats.log_sum_exp + first, n));
     const Vec sum_exp_times_shift = Vec::loadu(stats.entropy + first, n);
     const Vec log_sum_exp = math::log_of(sum_exp);
     log_sum_exp.store(stats.log_sum_exp + first, n);
@@ -412,14 +368,15 @@ void forward_rows_in_lanes(
     for (int64_t k = 1; k < K; ++k) {
       row_max = math::max_of(Vec::loadu(columns[k]), row_max);
     }
+    const Vec shift = row_shift(row_max, lowest);
     Vec sum_exp(acc(0));
     Vec sum_exp_times_shift(acc(0));
     for (int64_t k = 0; k < K; ++k) {
       accumulate_softmax_moments(
-          Vec::loadu(columns[k]) - row_max, lowest, sum_exp,
+          Vec::loadu(columns[k]) - shift, lowest, sum_exp,
           sum_exp_times_shift);
     }
-    row_max.store(stats.max + first, n);
+    shift.store(stats.shift + first, n);
     sum_exp.store(stats.log_sum_exp + first, n);
     sum_exp_times_shift.store(stats.entropy + first, n);
   }
@@ -443,12 +400,12 @@ void backward_rows_in_lanes(
   for (int64_t first = row_begin; first < row_end; first += W) {
     const int64_t n = std::min<int64_t>(W, row_end - first);
     gather_tile<K>(logits, first, n, columns);
-    const Vec row_max = Vec::loadu(stats.max + first, n);
+    const Vec shift = Vec::loadu(stats.shift + first, n);
     const Vec log_sum_exp = Vec::loadu(stats.log_sum_exp + first, n);
     const Vec entropy = Vec::loadu(stats.entropy + first, n);
     for (int64_t k = 0; k < K; ++k) {
       entropy_grad_element(
-          Vec::loadu(columns[k]), row_max, log_sum_exp, entropy, scale,
+          Vec::loadu(columns[k]), shift, log_sum_exp, entropy, scale,
           log_p_floor)
           .store(columns[k]);
     }
@@ -478,7 +435,7 @@ void backward_rows_in_lanes(
   }
 }
 
-// The max and the two moments of R rows (rows[r] at first[r]), reduced
+// The shift and the two moments of R rows (rows[r] at first[r]), reduced
 // across lanes. One row's chain (max, its lane reduction, exp, the sums and
 // their lane reductions) is latency-bound; R independent rows interleaved
 // keep the vector units busy.
@@ -528,6 +485,8 @@ inline void row_moments_along_lanes(
         row_max[r] = math::max_of(static_cast<acc>(rows[r][k]), row_max[r]);
       }
     }
+    // From here on row_max[r] is the row's shift (what the backward reads).
+    row_max[r] = row_shift(row_max[r], lowest);
     shift[r] = Vec(row_max[r]);
     lane_sum_exp[r] = Vec(acc(0));
     lane_sum_exp_times_shift[r] = Vec(acc(0));
@@ -576,13 +535,13 @@ void forward_rows_along_lanes(
       rows[r] = logits.data + (i + r) * logits.row_stride;
     }
     row_moments_along_lanes<kInterleavedRows>(
-        rows, K, prefetch_bytes, stats.max + i, stats.log_sum_exp + i,
+        rows, K, prefetch_bytes, stats.shift + i, stats.log_sum_exp + i,
         stats.entropy + i);
   }
   for (; i < row_end; ++i) {
     rows[0] = logits.data + i * logits.row_stride;
     row_moments_along_lanes<1>(
-        rows, K, prefetch_bytes, stats.max + i, stats.log_sum_exp + i,
+        rows, K, prefetch_bytes, stats.shift + i, stats.log_sum_exp + i,
         stats.entropy + i);
   }
   finish_row_stats<scalar_t>(row_begin, row_end, stats);
@@ -605,14 +564,14 @@ void backward_rows_along_lanes(
   for (int64_t i = row_begin; i < row_end; ++i) {
     const scalar_t* row = logits.data + i * logits.row_stride;
     scalar_t* out = grad_logits + i * K;
-    const Vec row_max(stats.max[i]);
+    const Vec shift(stats.shift[i]);
     const Vec log_sum_exp(stats.log_sum_exp[i]);
     const Vec entropy(stats.entropy[i]);
     for (int64_t k = 0; k < K; k += W) {
       const int64_t n = std::min<int64_t>(W, K - k);
       store_from_acc<scalar_t>(
           entropy_grad_element(
-              load_acc(row + k, n), row_max, log_sum_exp, entropy, scale,
+              load_acc(row + k, n), shift, log_sum_exp, entropy, scale,
               log_p_floor),
           out + k, n);
     }

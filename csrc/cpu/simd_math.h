@@ -27,6 +27,10 @@
 // benchmarks/cpp/simd_math_accuracy.cpp measures both against libm.
 #pragma once
 
+#ifndef CPU_CAPABILITY
+#error "compile this header only in a per-ISA translation unit (one that defines CPU_CAPABILITY)"
+#endif
+
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 #include <immintrin.h>
 #endif
@@ -36,6 +40,9 @@
 
 namespace hee {
 namespace cpu {
+// One copy per ISA build, never merged by the linker with another build's
+// (docs/design.md, "One library, three CPU builds").
+inline namespace CPU_CAPABILITY {
 namespace simd_math {
 
 constexpr float kLog2e = 1.44269504088896341f;
@@ -265,5 +272,6 @@ inline __m256 log_ps(__m256 x) {
 #endif
 
 } // namespace simd_math
+} // namespace CPU_CAPABILITY
 } // namespace cpu
 } // namespace hee

@@ -17,6 +17,10 @@
 // slower than the gathers.
 #pragma once
 
+#ifndef CPU_CAPABILITY
+#error "compile this header only in a per-ISA translation unit (one that defines CPU_CAPABILITY)"
+#endif
+
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 #include <immintrin.h>
 
@@ -24,6 +28,9 @@
 
 namespace hee {
 namespace cpu {
+// One copy per ISA build, never merged by the linker with another build's
+// (docs/design.md, "One library, three CPU builds").
+inline namespace CPU_CAPABILITY {
 namespace tile_transpose {
 
 #if defined(CPU_CAPABILITY_AVX512)
@@ -312,6 +319,7 @@ inline void columns_to_rows(const float (*columns)[kTileRows], float* rows) {
 }
 
 } // namespace tile_transpose
+} // namespace CPU_CAPABILITY
 } // namespace cpu
 } // namespace hee
 #endif

@@ -1,0 +1,165 @@
+#include "loss_plan.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/core/TensorBody.h>
+#include <c10/core/ScalarTypeToTypeMeta.h>
+
+#include "accumulate_type.h"
+#include "checks.h"
+
+namespace hee {
+namespace {
+
+const at::Tensor& head_of(
+    const OptionalTensor& logits,
+    const OptionalTensor& log_std) {
+  return logits.has_value() ? *logits : *log_std;
+}
+
+TensorSpec scalar_spec(at::ScalarType dtype, c10::Device device) {
+  return {{}, {}, dtype, device};
+}
+
+// Contiguous strides of `sizes`.
+c10::SymDimVector contiguous_strides(c10::SymIntArrayRef sizes) {
+  c10::SymDimVector strides(sizes.size());
+  c10::SymInt stride = 1;
+  for (int64_t d = static_cast<int64_t>(sizes.size()) - 1; d >= 0; --d) {
+    strides[d] = stride;
+    stride = stride * sizes[d].max(1);
+  }
+  return strides;
+}
+
+TensorSpec contiguous_like(const at::Tensor& t) {
+  const c10::SymIntArrayRef sizes = t.sym_sizes();
+  return {c10::SymDimVector(sizes.begin(), sizes.end()),
+          contiguous_strides(sizes), t.scalar_type(), t.device()};
+}
+
+// One value seen through all-zero strides with t's shape.
+TensorSpec broadcast_like(const at::Tensor& t) {
+  const c10::SymIntArrayRef sizes = t.sym_sizes();
+  return {c10::SymDimVector(sizes.begin(), sizes.end()),
+          c10::SymDimVector(sizes.size(), c10::SymInt(0)), t.scalar_type(),
+          t.device()};
+}
+
+TensorSpec placeholder(at::ScalarType dtype, c10::Device device) {
+  return {{0}, {1}, dtype, device};
+}
+
+} // namespace
+
+at::ScalarType accumulation_dtype(at::ScalarType input_dtype) {
+  return AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, input_dtype, "accumulation_dtype", [] {
+        return c10::CppTypeToScalarType<acc_t<scalar_t>>::value;
+      });
+}
+
+at::ScalarType loss_output_dtype(
+    const OptionalTensor& logits,
+    const OptionalTensor& log_std) {
+  at::ScalarType dtype = at::kFloat;
+  for (const OptionalTensor* head : {&logits, &log_std}) {
+    if (head->has_value()) {
+      dtype = c10::promoteTypes(
+          dtype, accumulation_dtype((*head)->scalar_type()));
+    }
+  }
+  return dtype;
+}
+
+LossForwardPlan plan_loss_forward(const LossForwardArgs& args) {
+  check_loss_forward_args(args);
+  const at::Tensor& head = head_of(args.logits, args.log_std);
+  const at::ScalarType output_dtype =
+      loss_output_dtype(args.logits, args.log_std);
+  LossForwardPlan plan;
+  plan.has_discrete = args.logits.has_value();
+  plan.has_continuous = args.log_std.has_value();
+  plan.component = scalar_spec(output_dtype, head.device());
+  if (plan.has_discrete) {
+    const c10::SymInt batch = args.logits->sym_size(0);
+    plan.row_stats = {
+        {3, batch},
+        {batch, 1},
+        accumulation_dtype(args.logits->scalar_type()),
+        head.device()};
+  } else {
+    plan.row_stats = {{3, 0}, {1, 1}, output_dtype, head.device()};
+  }
+  return plan;
+}
+
+LossBackwardPlan plan_loss_backward(const LossBackwardArgs& args) {
+  check_loss_backward_args(args);
+  const at::Tensor& head = head_of(args.logits, args.log_std);
+  // A missing head's placeholder takes the coefficient's dtype.
+  const at::ScalarType missing_dtype = args.entropy_coeff.scalar_type();
+  LossBackwardPlan plan;
+  plan.has_discrete = args.logits.has_value();
+  plan.has_continuous = args.log_std.has_value();
+  plan.computes_grad_logits = args.output_mask[0] && plan.has_discrete;
+  plan.computes_grad_log_std = args.output_mask[1] && plan.has_continuous;
+  plan.computes_grad_entropy_coeff = args.output_mask[2];
+  plan.grad_logits = plan.computes_grad_logits
+      ? contiguous_like(*args.logits)
+      : placeholder(
+            plan.has_discrete ? args.logits->scalar_type() : missing_dtype,
+            head.device());
+  plan.grad_log_std = plan.computes_grad_log_std
+      ? broadcast_like(*args.log_std)
+      : placeholder(
+            plan.has_continuous ? args.log_std->scalar_type() : missing_dtype,
+            head.device());
+  if (plan.computes_grad_entropy_coeff) {
+    plan.grad_entropy_coeff = contiguous_like(args.entropy_coeff);
+    plan.grad_entropy_coeff.device = head.device();
+  } else {
+    plan.grad_entropy_coeff = placeholder(missing_dtype, head.device());
+  }
+  return plan;
+}
+
+at::Tensor logits_for_kernels(const at::Tensor& logits) {
+  return logits.size(1) == 1 || logits.stride(1) == 1 ? logits
+                                                      : logits.contiguous();
+}
+
+KernelLogStd log_std_for_kernels(const at::Tensor& log_std) {
+  if (log_std.dim() == 1) {
+    return {log_std.contiguous().view({1, -1}), false};
+  }
+  if (log_std.size(0) > 1 && log_std.stride(0) == 0) {
+    return {log_std[0].contiguous().view({1, -1}), false};
+  }
+  return {log_std.contiguous(), true};
+}
+
+double discrete_entropy_row_scale(const at::Tensor& logits) {
+  return 1.0 / static_cast<double>(logits.size(0));
+}
+
+double continuous_entropy_log_std_scale(const at::Tensor& log_std) {
+  return log_std.dim() == 2 ? 1.0 / static_cast<double>(log_std.size(0))
+                            : 1.0;
+}
+
+math::HeadCoefficients read_host_coefficients(const at::Tensor& entropy_coeff) {
+  TORCH_INTERNAL_ASSERT(entropy_coeff.is_cpu());
+  return AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, entropy_coeff.scalar_type(),
+      "read_host_coefficients", [&]() -> math::HeadCoefficients {
+        const scalar_t* values = entropy_coeff.const_data_ptr<scalar_t>();
+        const double discrete = static_cast<double>(values[0]);
+        if (entropy_coeff.dim() == 0) {
+          return {discrete, discrete};
+        }
+        const int64_t stride = entropy_coeff.stride(0);
+        return {discrete, static_cast<double>(values[stride])};
+      });
+}
+
+} // namespace hee

@@ -1,0 +1,92 @@
+// The device-independent part of every kernel of both ops, written once:
+// which head is present, whether log_std is per sample or shared, the shapes,
+// dtypes and strides of every output (placeholders included), the
+// accumulation-dtype rule, how the inputs are laid out for the kernels, and
+// the gradient scales of the batch means. The Meta, CPU and CUDA kernels
+// differ only in how they allocate (TensorSpec) and in the kernels that fill
+// what they allocate (docs/design.md, "One plan, every backend").
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/SymIntArrayRef.h>
+#include <c10/util/DimVector.h>
+
+#include "op_signatures.h"
+
+namespace hee {
+
+// A tensor a kernel allocates: sizes and strides as SymInts (the Meta
+// kernels trace dynamic shapes), dtype and device. Backends allocate it with
+// their own allocator; the data kernels read it with concrete sizes.
+struct TensorSpec {
+  c10::SymDimVector sizes;
+  c10::SymDimVector strides;
+  at::ScalarType dtype = at::kFloat;
+  c10::Device device = c10::kCPU;
+};
+
+// float32 for float32 / bfloat16 / float16 inputs, float64 for float64
+// (accumulate_type.h, as a ScalarType).
+at::ScalarType accumulation_dtype(at::ScalarType input_dtype);
+
+// The dtype of the seven 0-dim outputs: float64 if either head is float64,
+// else float32.
+at::ScalarType loss_output_dtype(
+    const OptionalTensor& logits,
+    const OptionalTensor& log_std);
+
+struct LossForwardPlan {
+  bool has_discrete = false;
+  bool has_continuous = false;
+  TensorSpec component;  // each of the seven 0-dim outputs
+  TensorSpec row_stats;  // [3, B] in the logits' accumulation dtype; [3, 0]
+                         // of the output dtype without logits
+};
+
+// Checks the forward's arguments (checks.h) and plans the call.
+LossForwardPlan plan_loss_forward(const LossForwardArgs& args);
+
+struct LossBackwardPlan {
+  bool has_discrete = false;
+  bool has_continuous = false;
+  // Which gradients are computed: requested (output_mask) and the input is
+  // present. The others are [0] placeholders (a schema cannot return None).
+  bool computes_grad_logits = false;
+  bool computes_grad_log_std = false;
+  bool computes_grad_entropy_coeff = false;
+  // grad_logits: contiguous [B, K]. grad_log_std: log_std's shape with all
+  // strides 0 (one value: h_c is linear in log_std, so, as torch.sum's
+  // backward does, the value is returned broadcast rather than written out).
+  // grad_entropy_coeff: entropy_coeff's shape, on the inputs' device (the
+  // autograd engine moves a 0-dim gradient to a CPU coefficient).
+  TensorSpec grad_logits;
+  TensorSpec grad_log_std;
+  TensorSpec grad_entropy_coeff;
+};
+
+// Checks the backward's arguments (checks.h) and plans the call.
+LossBackwardPlan plan_loss_backward(const LossBackwardArgs& args);
+
+// The inputs as the data kernels read them (for backends that touch data,
+// not Meta): logits with unit column stride (any row stride, 0 included),
+// and log_std as contiguous rows: [B, D] when each sample has its own, or
+// [1, D] when the batch shares one ([D], or [B, D] expanded from a row).
+struct KernelLogStd {
+  at::Tensor rows;
+  bool per_sample = false;
+};
+at::Tensor logits_for_kernels(const at::Tensor& logits);
+KernelLogStd log_std_for_kernels(const at::Tensor& log_std);
+
+// Chain-rule factors of the batch means, per element of an input:
+// d H_d / d h_d[i] = 1 / B;
+double discrete_entropy_row_scale(const at::Tensor& logits);
+// d H_c / d log_std[i, j] = 1 / B for [B, D], and 1 for a shared [D], which
+// enters every row, so the 1 / B of the mean cancels.
+double continuous_entropy_log_std_scale(const at::Tensor& log_std);
+
+// The two heads' coefficients from a 0-dim or [2] entropy_coeff held on the
+// host (CPU tensor); a device coefficient is read by the device kernels.
+math::HeadCoefficients read_host_coefficients(const at::Tensor& entropy_coeff);
+
+} // namespace hee
