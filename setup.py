@@ -226,4 +226,5 @@ def main():
     )
 
 
-main()
+if __name__ == "__main__":  # as pip and setuptools run it; tests import it
+    main()

@@ -7,6 +7,9 @@
     reg = hee.HybridEntropyRegularizer(hee.EntropyRegularizationConfig.preset("long"))
 """
 
+# First: the compiled library is checked against the running torch before
+# anything else touches torch.
+from . import _ops  # noqa: F401
 from . import reference
 from .config import EntropyRegularizationConfig
 from .functional import hybrid_entropy_loss

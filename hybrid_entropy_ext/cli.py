@@ -182,8 +182,9 @@ def _import_ppo():
         from . import envs  # noqa: F401
     except ImportError as error:
         raise CliError(
-            f"training needs gymnasium, tqdm, numpy and matplotlib ({error}); "
-            "pip install gymnasium tqdm numpy matplotlib"
+            f"training needs the demo extra: gymnasium, tqdm and matplotlib ({error}); "
+            "install it with `pip install --no-build-isolation \"hybrid_entropy_ext[demo]\"` "
+            "(from a checkout: `pip install --no-build-isolation \".[demo]\"`)"
         ) from None
     return ppo
 

@@ -1,6 +1,6 @@
 """Configuration of hybrid entropy regularization: the ``entropy_regularization`` YAML section.
 
-The dataclass fields are exactly the YAML keys of DESIGN.md. Every way of building a
+The dataclass fields are exactly the YAML keys of docs/design.md. Every way of building a
 config (direct construction, :meth:`~EntropyRegularizationConfig.from_dict`,
 :meth:`~EntropyRegularizationConfig.from_yaml`, :meth:`~EntropyRegularizationConfig.preset`,
 :meth:`~EntropyRegularizationConfig.replace`) goes through the same validation, and a
@@ -302,7 +302,7 @@ class EntropyRegularizationConfig:
     def preset(cls, name: str) -> "EntropyRegularizationConfig":
         """A named preset: ``long``, ``short``, ``debug`` or ``aggressive``.
 
-        Keys a preset does not set keep their defaults. See DESIGN.md for the table.
+        Keys a preset does not set keep their defaults. docs/design.md has the table.
         """
         if not isinstance(name, str):
             raise TypeError(f"preset name: expected a str, got {_describe(name)}")

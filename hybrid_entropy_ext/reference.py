@@ -30,11 +30,19 @@ def discrete_row_entropy(logits: Tensor) -> Tensor:
     (as ``torch.distributions.Categorical`` does): the clamp's backward
     multiplies that value by the upstream gradient, which overflows to inf, and
     0 * inf poisons the whole row with NaN.
+
+    A row whose every logit is ``-inf`` (a padded or terminal step) is a policy
+    with no choice: entropy 0 and gradient 0, where ``log_softmax`` would give
+    NaN. Such rows are evaluated on zeros and their entropy then replaced by 0,
+    so that no NaN reaches the backward either.
     """
     z = logits.to(_accumulation_dtype(logits))
+    all_masked = torch.isneginf(z).all(dim=-1, keepdim=True)
+    z = torch.where(all_masked, 0.0, z)
     log_p = torch.log_softmax(z, dim=-1)
     log_p_masked = torch.where(torch.isneginf(log_p), 0.0, log_p)
-    return -(log_p.exp() * log_p_masked).sum(dim=-1)
+    row_entropy = -(log_p.exp() * log_p_masked).sum(dim=-1)
+    return torch.where(all_masked.squeeze(-1), 0.0, row_entropy)
 
 
 def continuous_entropy(log_std: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 """The independent oracle the tests hold the op to.
 
-DESIGN.md's loss formulas applied to entropies from ``torch.distributions``
+The loss formulas of docs/design.md applied to entropies from ``torch.distributions``
 (``Categorical``, ``Normal``), in float64, with autograd for the gradients. It
 shares no code with the library (neither the kernels nor ``hee.reference``).
 """
@@ -40,6 +40,13 @@ def distributions_oracle(
     zero = torch.zeros((), dtype=torch.float64)
     if logits is not None:
         logits = logits.double()
+        # A row with every action masked is a policy with no choice: one action of
+        # probability 1 (entropy 0, and no gradient: the stand-in logit is a constant).
+        all_masked = (logits == -math.inf).all(dim=-1)
+        if all_masked.any():
+            first_action = torch.zeros_like(logits, dtype=torch.bool)
+            first_action[:, 0] = True
+            logits = torch.where(all_masked[:, None] & first_action, torch.zeros_like(logits), logits)
         # -inf -> (smallest finite logit - 1000): exp(-1000) is exactly 0 in float64, so the
         # entropy and the gradient are those of the unmasked actions, and masked ones get
         # exactly 0. Categorical's own handling (clamping to finfo.min) gives NaN gradients

@@ -10,7 +10,7 @@ from hybrid_entropy_ext.schedule import ConstantEntropySchedule, LinearEntropySc
 
 Config = EntropyRegularizationConfig
 
-# The defaults of DESIGN.md, written out rather than read from the class.
+# The defaults of docs/design.md, written out rather than read from the class.
 DESIGN_DEFAULTS = {
     "enable_adaptive_entropy": True,
     "entropy_coeff": 0.01,

@@ -1,7 +1,7 @@
 """Values and gradients of every output of the fused ``hee.hybrid_entropy_loss``.
 
 The fused op is held to an independent oracle written in this file: the formulas of
-DESIGN.md applied to entropies from ``torch.distributions`` (``Categorical`` and
+docs/design.md applied to entropies from ``torch.distributions`` (``Categorical`` and
 ``Normal``), evaluated in float64 with autograd deriving the gradients. It is also held
 to the project's pure-PyTorch ``hee.reference.hybrid_entropy_loss``.
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("cpu_isa")
 
 
 
-# DESIGN.md defaults of the fused op.
+# The fused op's defaults (docs/design.md).
 W_D, W_C, TAU_D, TAU_C, MULT = 1.0, 0.5, 0.1, 0.1, 3.0
 
 # Weights of the "weighted sum of all outputs" (distinct, so a swapped output shows).
@@ -34,7 +34,7 @@ F64_TOL = dict(rtol=1e-10, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------
-# The oracle: DESIGN.md formulas on torch.distributions entropies, float64.
+# The oracle: docs/design.md formulas on torch.distributions entropies, float64.
 # --------------------------------------------------------------------------------------
 
 
@@ -491,6 +491,89 @@ def test_gradcheck_with_masked_logits():
                                           torch.tensor(0.1, dtype=torch.float64))
     f = _all_outputs(min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0)
     assert torch.autograd.gradcheck(f, (logits, log_std, coeff))
+
+
+# --------------------------------------------------------------------------------------
+# Rows with every action masked: a policy with no choice
+# --------------------------------------------------------------------------------------
+
+# Row widths on every kernel path: rows in lanes (K <= 32, with and without a register
+# transpose), rows along the lanes with and without a partial last vector.
+FULLY_MASKED_WIDTHS = [1, 3, 9, 16, 37, 64, 100]
+
+
+def _with_fully_masked_rows(k, dtype, b=7, rows=(0, 3, 6)):
+    logits = 2.0 * torch.randn(b, k, dtype=torch.float64)
+    if k > 2:
+        logits[1, 1] = -math.inf  # a partly masked row beside them
+    logits[list(rows)] = -math.inf
+    return logits.to(dtype), torch.tensor([i in rows for i in range(b)])
+
+
+@pytest.mark.parametrize("k", FULLY_MASKED_WIDTHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
+def test_fully_masked_rows_add_zero_entropy_to_the_batch_mean(dtype, k):
+    logits, masked_rows = _with_fully_masked_rows(k, dtype)
+    out = hee.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=None)
+    unmasked = logits[~masked_rows].double()
+    # Mean over all B rows, the masked ones counting 0.
+    expected = Categorical(logits=torch.where(torch.isneginf(unmasked), -1e300, unmasked)).entropy().sum()
+    expected = expected / logits.shape[0]
+    tol = F64_TOL if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    for key in KEYS:
+        assert torch.isfinite(out[key]), key
+    torch.testing.assert_close(out["discrete_entropy"].double(), expected, **tol)
+
+
+@pytest.mark.parametrize("k", FULLY_MASKED_WIDTHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
+def test_fully_masked_rows_get_zero_gradient_and_leave_the_others_finite(dtype, k):
+    logits, masked_rows = _with_fully_masked_rows(k, dtype)
+    logits.requires_grad_(True)
+    log_std = torch.zeros(logits.shape[0], 2, dtype=dtype, requires_grad=True)
+    out = hee.hybrid_entropy_loss(logits, log_std, 0.2, min_entropy_threshold=10.0,
+                                  continuous_min_entropy_threshold=10.0)
+    for key in KEYS:
+        grad_z, grad_s = _grads(out[key], (logits, log_std))
+        assert torch.isfinite(grad_z).all() and torch.isfinite(grad_s).all(), key
+        assert (grad_z[masked_rows] == 0).all(), key
+
+
+@pytest.mark.parametrize("k", [3, 37])
+def test_fully_masked_rows_match_oracle_values_and_gradients(k):
+    logits, _ = _with_fully_masked_rows(k, torch.float64)
+    log_std = 0.3 * torch.randn(logits.shape[0], 2, dtype=torch.float64)
+    compare_with_oracle((logits, log_std, torch.tensor(0.1, dtype=torch.float64)),
+                        min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0)
+
+
+@pytest.mark.parametrize("k", [1, 4, 40])
+def test_every_row_masked_gives_zero_entropy_and_zero_gradient(k):
+    logits = torch.full((5, k), -math.inf, requires_grad=True)
+    out = hee.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=0.5)
+    assert out["discrete_entropy"].item() == 0.0
+    assert out["discrete_penalty"].item() == pytest.approx(3.0 * 0.5)
+    (grad,) = torch.autograd.grad(out["total"], logits)
+    assert torch.equal(grad, torch.zeros_like(grad))
+
+
+@pytest.mark.parametrize("k", [4, 40])
+def test_nan_logit_in_an_otherwise_masked_row_still_gives_nan(k):
+    logits = torch.full((3, k), -math.inf)
+    logits[1, k - 1] = math.nan
+    out = hee.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=None)
+    assert torch.isnan(out["discrete_entropy"])
+
+
+def test_reference_gives_fully_masked_rows_zero_entropy_and_zero_gradient():
+    logits, masked_rows = _with_fully_masked_rows(9, torch.float64)
+    logits.requires_grad_(True)
+    fused = hee.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=10.0)
+    ref = hee.reference.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=10.0)
+    torch.testing.assert_close(ref["discrete_entropy"], fused["discrete_entropy"], **F64_TOL)
+    (grad,) = torch.autograd.grad(ref["total"], logits)
+    assert torch.isfinite(grad).all()
+    assert (grad[masked_rows] == 0).all()
 
 
 # --------------------------------------------------------------------------------------

@@ -156,12 +156,20 @@ def test_coefficient_on_another_device_is_rejected():
 
 
 def test_cpu_coefficient_is_accepted_with_inputs_on_another_device():
-    # DESIGN: a coefficient on the CPU goes with inputs on any device (checked on meta,
+    # docs/design.md: a 0-dim coefficient on the CPU goes with inputs on any device (checked on meta,
     # which computes shapes and dtypes only).
     out = loss(logits=good_logits(device="meta"), log_std=good_log_std(device="meta"),
                entropy_coeff=torch.tensor(0.1))
     assert out["total"].device.type == "meta"
     assert out["total"].shape == ()
+
+
+def test_per_head_coefficient_on_the_cpu_is_rejected_with_inputs_on_another_device():
+    # Only a 0-dim CPU coefficient is read on the host; a [2] one belongs with the inputs.
+    with pytest.raises(ValueError, match=r"entropy_coeff must be on the device of the inputs \(meta\), or be a "
+                                         r"0-dim CPU tensor; got a \[2\] tensor on cpu"):
+        loss(logits=good_logits(device="meta"), log_std=good_log_std(device="meta"),
+             entropy_coeff=torch.tensor([0.1, 0.2]))
 
 
 # --- scalar hyper-parameters ------------------------------------------------------------

@@ -5,7 +5,7 @@
   row statistics, the autograd node) would show several times over. The 10^5-call run is
   opt-in (``HEE_RUN_SLOW=1``) and prints its numbers with ``-s``.
 - What the autograd node packs for backward (``saved_tensors_hooks``) is only the inputs
-  themselves and tensors of O(B) elements: never a new [B, K] tensor (DESIGN.md: the forward
+  themselves and tensors of O(B) elements: never a new [B, K] tensor (docs/design.md: the forward
   keeps per-row statistics, not a softmax).
 - Allocations through torch's CPU allocator during one forward+backward (profiler,
   ``profile_memory=True``: every allocation and its size) add up to the gradients plus O(B)

@@ -11,8 +11,9 @@ Decided behaviour (the op never inspects values, so it never syncs and never rai
 - ``+inf`` logits: ``torch.distributions.Categorical`` rejects them (its default argument
   validation raises ``ValueError``); without validation its entropy of that row is NaN.
   The op agrees with the unvalidated Categorical: NaN, not an error.
-- ``-inf`` logits are masked actions (DESIGN.md), never a problem unless a whole row is
-  masked. ``+/-inf`` in ``log_std`` give ``+/-inf`` entropies, like ``Normal``.
+- ``-inf`` logits are masked actions (docs/design.md); a row with every action masked is a
+  policy with no choice, entropy 0 and gradient 0 (test_hybrid_entropy_loss.py).
+  ``+/-inf`` in ``log_std`` give ``+/-inf`` entropies, like ``Normal``.
 - The largest finite values of each dtype give finite outputs and gradients.
 - ``HybridEntropyRegularizer(check_finite=True)`` turns NaN / ``+inf`` logits and
   non-finite ``log_std`` into a ``ValueError`` naming the input, eagerly and scripted.

@@ -11,7 +11,7 @@ from a seeded ``torch.Generator`` (a drawn seed), so a failure shrinks and repla
 
 Oracles:
 - ``torch.distributions`` in float64 (``Categorical(logits).entropy()``,
-  ``Normal(0, exp(log_std)).entropy().sum(-1)``) plus the DESIGN.md formulas, evaluated on
+  ``Normal(0, exp(log_std)).entropy().sum(-1)``) plus the docs/design.md formulas, evaluated on
   the very same (already rounded) input values, with autograd deriving the gradients
   (masked logits enter it as a finite value of probability exactly 0; see ``oracle``);
 - ``hee.reference.hybrid_entropy_loss`` evaluated on the same inputs in their own dtype;
@@ -364,7 +364,7 @@ def coeff_value(case: Case) -> float:
 
 
 def _upstream_terms(case: Case) -> Tuple[List[float], List[float]]:
-    """The terms of d(cotangent-weighted sum of the outputs) / d(H_d, H_c) (DESIGN.md)."""
+    """The terms of d(cotangent-weighted sum of the outputs) / d(H_d, H_c) (docs/design.md)."""
     cot, c = case.cotangents, coeff_value(case)
     (w_d, w_c), m = case.weights, case.multiplier
     active_d, active_c = (mode == "active" for mode in case.threshold_modes)

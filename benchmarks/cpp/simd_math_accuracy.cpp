@@ -16,11 +16,13 @@
 #include <cstring>
 #include <limits>
 
-// run.sh builds this with AVX-512 flags only where the CPU has AVX-512.
+// run.sh builds this with AVX-512 flags only where the CPU has AVX-512. Both
+// widths in one program: one per-ISA namespace for both (cpu/simd_math.h).
 #if defined(__AVX512F__)
 #define CPU_CAPABILITY_AVX512
 #endif
 #define CPU_CAPABILITY_AVX2
+#define CPU_CAPABILITY accuracy_check
 #include "cpu/simd_math.h"
 
 namespace {
