@@ -27,8 +27,9 @@ OptionalTensor defined_or_none(const at::Tensor& t) {
 // The backward node, written like PyTorch's generated ones (SumBackward0)
 // rather than as a torch::autograd::Function: the Function's generic
 // bookkeeping (input and output info per tensor, a hash map of saved data,
-// wrapping each output through a lambda) cost more than the whole small-size
-// kernel.
+// wrapping each output through a lambda) is paid on every call, and measured
+// it cost more than the whole small-size kernel (benchmarks/README.md, "The
+// backward node").
 struct HybridEntropyLossBackward final : public torch::autograd::Node {
   std::string name() const override {
     return "HybridEntropyLossBackward";
@@ -114,9 +115,10 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
     }
     const auto self = getptr();
     // With no graph to record (create_graph=False), skip the backward op's
-    // autograd fallback: a boxed call that walks all nineteen arguments and
-    // costs as much as the small-size kernel itself. With create_graph=True
-    // the fallback stays in the path so that a second derivative raises.
+    // autograd fallback: a boxed call that walks all nineteen arguments;
+    // measured, it cost about as much as the small-size kernel itself
+    // (benchmarks/README.md, "The backward node"). With create_graph=True the
+    // fallback stays in the path so that a second derivative raises.
     std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
     if (!at::GradMode::is_enabled()) {
       below_autograd.emplace();

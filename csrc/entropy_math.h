@@ -248,8 +248,8 @@ HEE_HOST_DEVICE T log_probability_floor() {
 // Backward, one element: grad_scale * d h / d z = -s p (log p + h), with
 // s = grad_scale and log p clamped at log_probability_floor (a masked action
 // gets 0). Written as p (log p * -s + -s h), one FMA and one multiply per
-// element once the compiler hoists the row's -s h (benchmarks/README.md has
-// the measurement).
+// element once the compiler hoists the row's -s h (benchmarks/README.md,
+// "Backward element", has the measurement).
 template <typename V, typename S>
 HEE_HOST_DEVICE V entropy_grad_element(
     V logit,

@@ -135,7 +135,7 @@ def _fresh_compiled_reference() -> None:
     past Dynamo's recompile limit (8) it would otherwise run the reference
     eagerly without a word and the "compiled" column would time eager code.
     """
-    import torch._dynamo  # imported on use: it costs a second at startup
+    import torch._dynamo  # imported on use: a slow import that only the compiled reference needs
 
     global _compiled_reference
     _compiled_reference = None
@@ -328,10 +328,11 @@ def run_thread_scaling(
 
     The ``1t`` and ``2t`` cases of :func:`run_benchmark` are timed minutes
     apart, so their ratio also compares two states of the process heap: at
-    gradients of megabytes glibc's grow-and-trim cycle moves a median by up to
-    2x. Alternating the thread counts within every round shares that drift
-    between them. Returns one :class:`Timing` per mode and thread count, with
-    case labels ``"<B>x<K> <n>t"`` and ``implementation`` as given.
+    gradients of megabytes glibc's grow-and-trim cycle can move a median by a
+    large factor (benchmarks/README.md, "Benchmark runner"). Alternating the
+    thread counts within every round shares that drift between them. Returns
+    one :class:`Timing` per mode and thread count, with case labels
+    ``"<B>x<K> <n>t"`` and ``implementation`` as given.
     """
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"unknown implementation {implementation!r}; choose from {sorted(IMPLEMENTATIONS)}")

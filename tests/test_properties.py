@@ -72,7 +72,8 @@ UNIT_ROUNDOFF = {
 THRESHOLD_MARGIN = 0.05
 
 # derandomize: the same examples on every run, so CI is stable; a failure replays.
-# The file runs in about 30 s on 2 cores.
+# max_examples sets the file's run time (benchmarks/README.md, "Test run times",
+# has a measured one).
 PROPERTY_SETTINGS = settings(
     max_examples=400,
     deadline=None,
@@ -208,7 +209,9 @@ def cases(draw, at_threshold: bool = False, need_float64_output: bool = False) -
     b = draw(st.one_of(st.integers(1, 70), st.sampled_from([128, 129, 200])))
     k = draw(SIZES_K)
     if k > 128:
-        b = min(b, 48)  # long rows in small batches: keeps each example ~10 ms
+        # Long rows in small batches: keeps each example quick (benchmarks/README.md,
+        # "Test run times").
+        b = min(b, 48)
     d = draw(st.integers(1, 9))
     heads = draw(st.sampled_from(["both", "both", "both", "logits-only", "log_std-only"]))
     logits_dtype = draw(st.sampled_from(DTYPES))

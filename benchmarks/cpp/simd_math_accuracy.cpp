@@ -4,8 +4,9 @@
 // log-probabilities in [-87.3, 0]; log: row sums in [1, 2^20]) and of a wide
 // log range, plus edge values; and the float64 exp against long double expl,
 // in ulp of the double result, on 2^24 evenly spread doubles of
-// [log(DBL_MIN), 0]. Built and run by benchmarks/cpp/run.sh; the figures
-// quoted in simd_math.h come from it with stride 3.
+// [log(DBL_MIN), 0]. Built and run by benchmarks/cpp/run.sh (stride 3); the
+// results are recorded in benchmarks/README.md, "Inline SIMD exp and log:
+// accuracy".
 #include <immintrin.h>
 
 #include <algorithm>

@@ -26,9 +26,10 @@ constexpr int64_t kRowsPerBlock = 64;
 // Work below this many elements runs on the calling thread: waking the pool
 // costs more than it saves.
 constexpr int64_t kMinElementsPerTask = 32768;
-// Consecutive blocks handed to one row-kernel call. Per call, dispatch and
-// tensor accessors cost about as much as one 64-row block at K = 4; runs of
-// 16 blocks keep a run's row statistics in L1 for the block sums.
+// Consecutive blocks handed to one row-kernel call. Each call pays for
+// dispatch and tensor accessors, which one 64-row block at small K does not
+// hide; runs of 16 blocks keep a run's row statistics in L1 for the block
+// sums (benchmarks/README.md, "Parallel loop").
 constexpr int64_t kBlocksPerRun = 16;
 
 // The row kernels of one ISA build for one dtype.

@@ -5,12 +5,12 @@
 //
 // Why not one reduction per row: a 16-lane tree costs 4 shuffles and 4 ops
 // per row, and at K = 64 (four vectors of work per row) the three reductions
-// of each row came to about a third of the forward's vector instructions
-// (counted in the compiled loop). Here a tree over the four vectors merges
-// two of them per shuffle pair, so four rows take 9 shuffles and 5 ops on
-// AVX-512 (8 and 4 on AVX2) instead of 32 (24). With a row max that need not
-// propagate NaN, the AVX-512 forward at K = 64 went from 0.45 to 0.36 ns per
-// logit.
+// of each row were a large share of the forward's vector instructions. Here
+// a tree over the four vectors merges two of them per shuffle pair, so four
+// rows take 9 shuffles and 5 ops on AVX-512 (8 and 4 on AVX2) instead of
+// 32 (24). That share, counted in the compiled loop, and the forward's time
+// before and after (with a row max that need not propagate NaN) are in
+// benchmarks/README.md, "Lane reductions".
 // The order of the operations is fixed, so results do not depend on the
 // calls around them.
 #pragma once

@@ -52,8 +52,8 @@ constexpr int64_t kMaxRowsInLanesCols = 32;
 constexpr int kInterleavedRows = 4;
 // The rows-along-lanes forward asks for the row this far ahead while reading a
 // row: interleaved rows are several streams at once, which the hardware
-// prefetcher follows poorly (16384 x 256 forward, out of cache: 0.58 ns per
-// logit without, 0.39 with, one thread).
+// prefetcher follows poorly once the logits are out of cache
+// (benchmarks/README.md, "Row kernels").
 constexpr int64_t kPrefetchRowsAhead = 16;
 
 template <typename scalar_t>
@@ -62,8 +62,8 @@ using AccVec = Vectorized<acc_t<scalar_t>>;
 // 16-bit floats, a whole vector at a time: one conversion each way
 // (vcvtph2ps / vcvtps2ph for float16, shifts for bfloat16). Converted element
 // by element through a stack buffer instead, the vector reload of the buffer
-// waits on store forwarding; float16 forward+backward took 4.7 ns per logit
-// that way at 16384 x 256 (one thread), bfloat16 1.0, float32 0.6.
+// waits on store forwarding, a stall for every vector of 16-bit logits
+// (benchmarks/README.md, "16-bit conversions").
 template <typename scalar_t>
 constexpr bool converts_whole_vectors() {
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
@@ -135,9 +135,9 @@ inline AccVec<scalar_t> load_acc(const scalar_t* src, int64_t count) {
 
 // Whether the rows-along-lanes forward reads the last K % W columns of a row
 // as one more vector padded with -inf (a masked action: it moves neither the
-// max nor the moments). Column by column, each pays a scalar exp: AVX-512,
-// K = 100, 0.48 ns per logit against 0.35 masked. On AVX2 the masked vector
-// was the slower one (K = 33: 1.08 ns per logit against 0.81).
+// max nor the moments). Column by column, each pays a scalar exp. Measured,
+// the masked vector was the faster way on AVX-512 but the slower one on AVX2,
+// which keeps the column-by-column tail (benchmarks/README.md, "Row kernels").
 template <typename scalar_t>
 constexpr bool reads_tail_as_masked_vector() {
 #if defined(CPU_CAPABILITY_AVX512)
@@ -262,8 +262,8 @@ inline void gather_tile(
   // Otherwise a full tile of contiguous 16-bit rows is K whole vectors to
   // convert, and on AVX-512 a float32 one is copied with plain loads: either
   // way the tile is then transposed from L1. (Gathers straight from memory
-  // defeat the hardware prefetcher: at 262144 x 16, logits out of cache, the
-  // forward took 1.2 ns per logit instead of 0.7.)
+  // defeat the hardware prefetcher, which shows once the logits are out of
+  // cache: benchmarks/README.md, "Row kernels".)
 #if defined(CPU_CAPABILITY_AVX512)
   constexpr bool copies_tile = converts_whole_vectors<scalar_t>() || is_float;
 #else
@@ -328,7 +328,7 @@ inline void gather_tile(
 // (in stats.entropy); this turns them into log s and h = log s - t / s. Kept
 // apart from the passes because log and divide are long dependency chains:
 // here the iterations are independent and pipeline, at the end of each tile
-// they stalled it (a quarter of the time at K = 4).
+// they stalled it (benchmarks/README.md, "Row kernels").
 template <typename scalar_t>
 void finish_row_stats(
     int64_t row_begin,
@@ -643,8 +643,8 @@ void backward_rows(
   constexpr int64_t kMaxBackwardRowsInLanesCols =
 #if defined(CPU_CAPABILITY_AVX2)
       // Rows shorter than a vector would need partial loads and stores, which
-      // AVX2 has no cheap form of: K = 5..7 took 2.1-2.8 ns per logit along
-      // the lanes, 0.9-1.0 in them.
+      // AVX2 has no cheap form of: K = 5..7 were slower along the lanes than
+      // in them (benchmarks/README.md, "Row kernels").
       AccVec<scalar_t>::size() - 1;
 #else
       AccVec<scalar_t>::size() / 2;

@@ -3,28 +3,29 @@
 //
 // Why not Vectorized<float>::exp() / log(): those are calls into the vector
 // math library, and every vector register is caller-saved, so each call
-// spills and reloads the kernel's live accumulators (at K = 4 the log of the
-// row sums took a third as long as the rest of the forward). Inlined, exp
-// costs a dozen FMAs and log about twenty instructions.
+// spills and reloads the kernel's live accumulators (with the library's log,
+// the one log per row was a large share of the forward at small K:
+// benchmarks/README.md, "Inline SIMD exp and log: speed"). Inlined, exp costs
+// a dozen FMAs and log about twenty instructions.
 //
 // exp: x = n ln2 + r with |r| <= ln2 / 2 (Cephes' two-part ln2), exp(r) by a
 // degree-5 polynomial in Horner form (near-minimax fit of the relative error
 // on [-ln2/2, ln2/2], 9.1e-8, constant term 1: scripts/fit_exp_polynomial.py),
-// then scaled by 2^n. Checked against double exp on every third float in
-// [-87.3, 0]: at most 2.0 ulp, mean 0.096 ulp. A degree-6 fit (1.07 and 0.063
-// ulp) costs one FMA more per vector, 3-7% of every row kernel's time on
-// AVX-512 (Cephes' degree-7 expf: 1.26 and 0.073). Results below FLT_MIN are
-// flushed to 0 (absolute error < 1.2e-38), which keeps exp(lowest finite)
-// exactly 0 for masked actions. NaN propagates.
+// then scaled by 2^n. Degree 5 rather than 6 saves one FMA per vector in
+// every row kernel at the price of a larger error (Cephes' expf is degree 7).
+// Results below FLT_MIN are flushed to 0 (absolute error < 1.2e-38), which
+// keeps exp(lowest finite) exactly 0 for masked actions. NaN propagates.
 //
 // log: x = m 2^e with m in [0.75, 1.5), log x = e ln2 + log1p(t), t = m - 1,
 // log1p(t) = t - t^2/2 + t^3 Q(t) with Q of degree 8 (Chebyshev fit on
-// [-0.25, 0.5]). On every third float in [1, 2^20] (row sums): at most 1.22
-// ulp, mean 0.25 (a correctly rounded log averages 0.25). log 0 = -inf,
-// log +inf = +inf, NaN and x < 0 give NaN. The AVX2 version reads the
-// exponent bits, so it is wrong for subnormal x (the kernels take the log of
-// row sums, which are >= 1).
-// benchmarks/cpp/simd_math_accuracy.cpp measures both against libm.
+// [-0.25, 0.5]). log 0 = -inf, log +inf = +inf, NaN and x < 0 give NaN. The
+// AVX2 version reads the exponent bits, so it is wrong for subnormal x (the
+// kernels take the log of row sums, which are >= 1).
+//
+// benchmarks/cpp/simd_math_accuracy.cpp measures both against libm (and the
+// float64 exp below against expl). Its ulp figures for these functions and
+// for the degree-6 and degree-7 exps they replaced, and the time the lower
+// degree saves, are in benchmarks/README.md ("Inline SIMD exp and log").
 #pragma once
 
 #ifndef CPU_CAPABILITY
@@ -65,9 +66,9 @@ constexpr float kLog1pCoeffs[] = {
 // float64 exp: the same reduction with Cephes' double two-part ln2 (kLn2Hi
 // has enough trailing zero bits that n kLn2Hi is exact for |n| < 2^11), and
 // the Taylor polynomial of degree 13 (truncation below 0.05 ulp for |r| <=
-// ln2 / 2). Against long double expl on 2^24 doubles spread over
-// [log(DBL_MIN), 0]: at most 0.89 ulp, mean 0.26. Results below DBL_MIN are
-// flushed to 0 as in float.
+// ln2 / 2). Results below DBL_MIN are flushed to 0 as in float. Its error
+// against long double expl: benchmarks/cpp/simd_math_accuracy.cpp measures
+// it, benchmarks/README.md ("Inline SIMD exp and log: accuracy") records it.
 constexpr double kLog2eDouble = 1.4426950408889634074;
 constexpr double kLn2HiDouble = 6.93145751953125e-1;
 constexpr double kLn2LoDouble = 1.42860682030941723212e-6;
@@ -145,8 +146,8 @@ inline __m256d fnmadd(__m256d a, __m256d b, __m256d c) {
 #endif
 
 // sum_i coeffs[N - 1 - i] x^i. A fold rather than a loop: with a loop, even
-// one unrolled by pragma, GCC compiled the AVX2 kernels worse (K = 8 forward
-// 0.98 -> 1.14 ns per logit).
+// one unrolled by pragma, GCC compiled the AVX2 kernels worse, and they were
+// slower (benchmarks/README.md, "Inline SIMD exp and log: speed").
 template <typename V, typename T, int N, std::size_t... I>
 inline V horner(const T (&coeffs)[N], V x, std::index_sequence<I...>) {
   V p = splat<V>(coeffs[0]);

@@ -4,17 +4,17 @@
 //
 // Why not hardware gathers: on the machines this was measured on (Zen 4) a
 // 16-lane gather costs about as much as the exp of a whole vector, and the
-// gathers were half the small-K kernels' time. Nor scalar moves through a
-// stack buffer (AVX2 has no gather worth using): the vector reloads of values
-// just stored one by one cannot be forwarded from the store buffer and stall,
-// and they were half of the AVX2 small-K forward (K = 2: 1.7 ns per logit,
-// 0.65-0.9 with the transpose left out altogether). Here the tile is read with
-// plain loads (K vectors, row-major) and split by log2(K) rounds of "unzip":
-// each round separates even from odd columns, a fixed number of permutes per
-// pair of vectors (2 on AVX-512, 4 on AVX2), so K * log2(K) or 2 K log2(K)
-// permutes in all. Every loop is unrolled so that the vectors stay in
-// registers: left as loops, GCC kept them on the stack and the transposes were
-// slower than the gathers.
+// gathers were a large share of the small-K kernels' time. Nor scalar moves
+// through a stack buffer (AVX2 has no gather worth using): the vector reloads
+// of values just stored one by one cannot be forwarded from the store buffer
+// and stall, and they were a large share of the AVX2 small-K forward
+// (benchmarks/README.md, "Tile transposes", has both measurements). Here the
+// tile is read with plain loads (K vectors, row-major) and split by log2(K)
+// rounds of "unzip": each round separates even from odd columns, a fixed
+// number of permutes per pair of vectors (2 on AVX-512, 4 on AVX2), so
+// K * log2(K) or 2 K log2(K) permutes in all. Every loop is unrolled so that
+// the vectors stay in registers: left as loops, GCC kept them on the stack
+// and the transposes were slower than the gathers.
 #pragma once
 
 #ifndef CPU_CAPABILITY
@@ -174,13 +174,12 @@ inline void columns_to_rows_by_zips(
 // Tiles whose K is not a power of two, up to 8 (K = 3, 5, 6, 7; AVX2 uses
 // only K = 3, see has_register_transpose): one masked single-source permute
 // (on AVX2 a permute and a blend) per pair of (column, source vector), at most
-// K^2 in all. Read as K vectors, the tile holds element (r, k) at flat index r K + k:
-// lane (r K + k) % W of vector (r K + k) / W. Against the other ways (AVX-512:
-// a copy of the tile then a hardware gather per column in, scalar stores out;
-// AVX2: scalar moves through a stack buffer), forward and backward went from
-// 0.7-1.0 to 0.45-0.65 ns per logit on AVX-512. Past K = 8 the K^2 permutes
-// cost more than the gathers (AVX-512, K = 12 forward 0.76-0.91 against
-// 0.61-0.89).
+// K^2 in all. Read as K vectors, the tile holds element (r, k) at flat index
+// r K + k: lane (r K + k) % W of vector (r K + k) / W. Against the other ways
+// (AVX-512: a copy of the tile then a hardware gather per column in, scalar
+// stores out; AVX2: scalar moves through a stack buffer), forward and
+// backward got faster on AVX-512 at these K. Past K = 8 the K^2 permutes cost
+// more than the gathers (benchmarks/README.md, "Tile transposes").
 constexpr bool has_permute_path(int64_t K) {
   return K >= 3 && K <= 8 && !is_power_of_two_up_to_32(K);
 }
@@ -286,10 +285,9 @@ inline void columns_to_rows_by_permutes(
 }
 
 // Whether a tile of K columns has an in-register transpose on this build. On
-// AVX2 the permutes (each with a blend) pay only at K = 3, forward 1.35 ->
-// 0.70-0.77 ns per logit and backward 0.77-0.82 -> 0.72-0.78. At K = 5 they
-// were no faster, and at K = 6 and 7 the backward's permutes back into rows
-// were slower (0.96 and 1.07 against 0.88 and 0.82).
+// AVX2 the permutes (each with a blend) pay only at K = 3. At K = 5 they were
+// no faster, and at K = 6 and 7 the backward's permutes back into rows were
+// slower (benchmarks/README.md, "Tile transposes").
 constexpr bool has_register_transpose(int64_t K) {
 #if defined(CPU_CAPABILITY_AVX512)
   return is_power_of_two_up_to_32(K) || has_permute_path(K);
