@@ -16,6 +16,8 @@
 #error "define HEE_ISA (the ISA namespace) before including row_kernels_impl.h"
 #endif
 
+#include "x86_intrinsics.h"  // first: see there
+
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 

@@ -1,0 +1,117 @@
+// The CUDA kernel of the backward: one launch that reads the logits once and
+// writes their gradient once, 16-byte vectors where aligned. Every thread
+// derives the gradient scales itself from the 0-dim values on the device
+// (upstream gradients, batch-mean entropies, the coefficient) with
+// combine_losses_backward, so nothing is read back to the host; the first
+// thread also writes the log_std and coefficient gradients.
+#pragma once
+
+#include <cstdint>
+
+#include "device_scalars.cuh"
+#include "forward_kernels.cuh"
+
+namespace hee {
+namespace cuda {
+
+constexpr int kBackwardThreads = 256;
+
+template <typename scalar_t>
+struct BackwardArgs {
+  using acc = acc_t<scalar_t>;
+  const scalar_t* logits = nullptr;  // [B, K], unit column stride
+  int64_t batch = 0;
+  int64_t num_cols = 0;
+  int64_t row_stride = 0;
+  const acc* row_stats = nullptr;  // [3, B]
+  scalar_t* grad_logits = nullptr;  // [B, K] contiguous; nullptr: not wanted
+  // d H_d / d h_d[i] and d H_c / d log_std[i, j] (loss_plan.h).
+  double discrete_row_scale = 0.0;
+  double log_std_scale = 0.0;
+  void* grad_log_std = nullptr;  // one element (returned broadcast)
+  DType grad_log_std_dtype = DType::kFloat;
+  void* grad_coeff = nullptr;  // 0-dim, or [2] for per-head coefficients
+  DType grad_coeff_dtype = DType::kFloat;
+  bool has_discrete = false;
+  bool has_continuous = false;
+  DeviceScalar upstream[7];  // gradients of the seven outputs
+  DeviceScalar discrete_entropy;
+  DeviceScalar continuous_entropy;
+  Coefficients coeff;
+  math::LossParams params{};
+};
+
+template <typename scalar_t>
+__device__ __forceinline__ math::BatchEntropyGrads batch_entropy_grads(
+    const BackwardArgs<scalar_t>& a) {
+  math::LossGrads g;
+  g.total = a.upstream[0].read();
+  g.discrete = a.upstream[1].read();
+  g.continuous = a.upstream[2].read();
+  g.discrete_penalty = a.upstream[3].read();
+  g.continuous_penalty = a.upstream[4].read();
+  g.discrete_entropy = a.upstream[5].read();
+  g.continuous_entropy = a.upstream[6].read();
+  return math::combine_losses_backward(
+      a.coeff.read(), a.has_discrete, a.discrete_entropy.read(),
+      a.has_continuous, a.continuous_entropy.read(), a.params, g);
+}
+
+// index_t: uint32_t when every flat index fits, else int64_t (the division
+// that finds an element's row is the costly part of the index arithmetic).
+template <typename scalar_t, int kVec, typename index_t>
+__global__ void __launch_bounds__(kBackwardThreads)
+    backward_logits(BackwardArgs<scalar_t> a) {
+  using acc = acc_t<scalar_t>;
+  const math::BatchEntropyGrads grads = batch_entropy_grads(a);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    if (a.grad_log_std != nullptr) {
+      store_from_double(
+          a.grad_log_std, a.grad_log_std_dtype, 0,
+          grads.continuous_entropy * a.log_std_scale);
+    }
+    if (a.grad_coeff != nullptr && a.coeff.per_head) {
+      store_from_double(a.grad_coeff, a.grad_coeff_dtype, 0, grads.coeff.discrete);
+      store_from_double(
+          a.grad_coeff, a.grad_coeff_dtype, 1, grads.coeff.continuous);
+    } else if (a.grad_coeff != nullptr) {
+      store_from_double(
+          a.grad_coeff, a.grad_coeff_dtype, 0,
+          grads.coeff.discrete + grads.coeff.continuous);
+    }
+  }
+  if (a.grad_logits == nullptr) {
+    return;
+  }
+  const acc scale =
+      static_cast<acc>(grads.discrete_entropy * a.discrete_row_scale);
+  const acc log_p_floor = math::log_probability_floor<acc>();
+  const index_t cols = static_cast<index_t>(a.num_cols);
+  const index_t num_vectors =
+      static_cast<index_t>(a.batch * a.num_cols / kVec);
+  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t v = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       v < num_vectors; v += stride) {
+    // kVec divides K (launch plan), so a vector never crosses a row.
+    const index_t element = v * kVec;
+    const index_t row = element / cols;
+    const index_t col = element - row * cols;
+    const scalar_t* z = a.logits + static_cast<int64_t>(row) * a.row_stride;
+    acc logits[kVec];
+    load_logits<kVec>(z, static_cast<int64_t>(col), a.num_cols, logits);
+    const acc shift = a.row_stats[row];
+    const acc log_sum_exp = a.row_stats[a.batch + row];
+    const acc entropy = a.row_stats[2 * a.batch + row];
+    LogitVector<scalar_t, kVec> out;
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+      out.values[j] = static_cast<scalar_t>(math::entropy_grad_element(
+          logits[j], shift, log_sum_exp, entropy, scale, log_p_floor));
+    }
+    *reinterpret_cast<LogitVector<scalar_t, kVec>*>(a.grad_logits + element) =
+        out;
+  }
+}
+
+} // namespace cuda
+} // namespace hee

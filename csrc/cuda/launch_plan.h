@@ -1,0 +1,359 @@
+// Which kernels the CUDA forward and backward launch, with what shapes, and
+// the launches themselves, written once over raw pointers: the ATen glue
+// (hybrid_entropy_cuda.cu) launches them on a stream, and
+// tests/cuda_emulation/ runs the very same plan and kernels on the host.
+//
+// A Launch is a callable `launch(kernel, grid_blocks, block_threads, args)`.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "backward_kernel.cuh"
+#include "device_scalars.cuh"
+#include "forward_kernels.cuh"
+
+namespace hee {
+namespace cuda {
+
+// Rows of at most this many columns are held in registers by a warp group.
+constexpr int64_t kMaxColsInWarps = 1024;
+constexpr int kMaxLog2ColsInWarps = 10;
+// Column splits: only for rows at least this long, at most this many per row
+// (a warp merges them), each at least kMinSplitCols long.
+constexpr int64_t kMinColsToSplit = 8192;
+constexpr int64_t kMaxSplits = kWarpSize;
+constexpr int64_t kMinSplitCols = 4096;
+// log_std elements per thread of a log_std block.
+constexpr int64_t kLogStdPerThread = 16;
+
+inline int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+inline int ceil_log2(int64_t n) {
+  int log2 = 0;
+  while ((int64_t{1} << log2) < n) {
+    ++log2;
+  }
+  return log2;
+}
+
+// Elements of a 16-byte vector of a dtype.
+inline int vector_width(DType dtype) {
+  switch (dtype) {
+    case DType::kDouble:
+      return 2;
+    case DType::kFloat:
+      return 4;
+    case DType::kHalf:
+    case DType::kBFloat16:
+      return 8;
+  }
+  return 1;
+}
+
+inline int64_t element_size(DType dtype) {
+  return dtype == DType::kDouble ? 8 : dtype == DType::kFloat ? 4 : 2;
+}
+
+// Whether every row of [B, K] logits can be read in 16-byte vectors from
+// column 0 on.
+inline bool rows_are_vector_aligned(
+    const void* logits,
+    int64_t row_stride,
+    DType dtype) {
+  const int64_t bytes = 16;
+  return reinterpret_cast<uintptr_t>(logits) % bytes == 0 &&
+      (row_stride * element_size(dtype)) % bytes == 0;
+}
+
+// One forward call, as raw pointers on the device.
+struct ForwardProblem {
+  bool has_discrete = false;
+  const void* logits = nullptr;  // [B, K], unit column stride
+  DType logits_dtype = DType::kFloat;
+  int64_t batch = 0;
+  int64_t num_cols = 0;
+  int64_t row_stride = 0;
+  void* row_stats = nullptr;  // [3, B] in the accumulation dtype
+  bool has_continuous = false;
+  const void* log_std = nullptr;  // [R, D] contiguous (R = 1: shared)
+  DType log_std_dtype = DType::kFloat;
+  int64_t log_std_rows = 0;
+  int64_t log_std_dims = 0;
+  bool per_sample_log_std = false;
+  Coefficients coeff;
+  math::LossParams params{};
+  void* outputs[7] = {};
+  DType output_dtype = DType::kFloat;
+};
+
+enum class RowLayout { kRowsInWarps, kRowInBlock };
+
+struct ForwardLaunchPlan {
+  RowLayout layout = RowLayout::kRowsInWarps;
+  int log2_cols = 0;  // rows in warps
+  int block_threads = kRowsInWarpsThreads;
+  int vec = 1;  // logits per load (row in block)
+  int64_t splits = 1;
+  int64_t split_cols = 0;
+  int64_t num_logit_blocks = 0;
+  int64_t num_entropy_partials = 0;
+  int64_t log_std_chunk = 0;
+  int64_t num_log_std_blocks = 0;
+  int64_t num_split_states = 0;  // B * splits when splits > 1
+};
+
+inline ForwardLaunchPlan plan_forward_launch(
+    const ForwardProblem& p,
+    int num_multiprocessors) {
+  ForwardLaunchPlan plan;
+  if (p.has_discrete && p.num_cols > kMaxColsInWarps) {
+    plan.layout = RowLayout::kRowInBlock;
+    plan.block_threads =
+        p.num_cols <= 4096 ? 128 : (p.num_cols <= 16384 ? 256 : kMaxBlockThreads);
+    plan.vec = rows_are_vector_aligned(p.logits, p.row_stride, p.logits_dtype)
+        ? vector_width(p.logits_dtype)
+        : 1;
+    // Split the columns when the rows alone would leave most multiprocessors
+    // idle.
+    const int64_t wanted_blocks = 2 * static_cast<int64_t>(num_multiprocessors);
+    if (p.num_cols >= kMinColsToSplit && p.batch < wanted_blocks) {
+      const int64_t splits = std::min(
+          {ceil_div(wanted_blocks, p.batch), kMaxSplits,
+           p.num_cols / kMinSplitCols});
+      const int64_t granule = static_cast<int64_t>(plan.vec) * plan.block_threads;
+      plan.split_cols =
+          ceil_div(ceil_div(p.num_cols, std::max<int64_t>(splits, 1)), granule) *
+          granule;
+      plan.splits = ceil_div(p.num_cols, plan.split_cols);
+    } else {
+      plan.split_cols = p.num_cols;
+    }
+    plan.num_logit_blocks = p.batch * plan.splits;
+    plan.num_entropy_partials = plan.splits == 1
+        ? p.batch
+        : ceil_div(p.batch, kMergeRowsPerBlock);
+    plan.num_split_states = plan.splits == 1 ? 0 : p.batch * plan.splits;
+  } else if (p.has_discrete) {
+    plan.log2_cols = ceil_log2(p.num_cols);
+    const int threads_per_row = std::min(1 << plan.log2_cols, kWarpSize);
+    plan.num_logit_blocks =
+        ceil_div(p.batch, kRowsInWarpsThreads / threads_per_row);
+    plan.num_entropy_partials = plan.num_logit_blocks;
+  }
+  if (p.has_continuous) {
+    plan.log_std_chunk = kLogStdPerThread * plan.block_threads;
+    plan.num_log_std_blocks =
+        ceil_div(p.log_std_rows * p.log_std_dims, plan.log_std_chunk);
+  }
+  return plan;
+}
+
+// Device memory the forward needs beside its outputs.
+struct ForwardWorkspace {
+  double* entropy_partials = nullptr;  // plan.num_entropy_partials
+  double* log_std_partials = nullptr;  // plan.num_log_std_blocks
+  void* split_states = nullptr;  // plan.num_split_states SoftmaxState<acc>
+};
+
+template <typename Fn>
+void dispatch_logits_dtype(DType dtype, const Fn& fn) {
+  switch (dtype) {
+    case DType::kFloat:
+      fn(float{});
+      return;
+    case DType::kDouble:
+      fn(double{});
+      return;
+    case DType::kHalf:
+      fn(c10::Half{});
+      return;
+    case DType::kBFloat16:
+      fn(c10::BFloat16{});
+      return;
+  }
+}
+
+// Calls fn(std::integral_constant<int, L>) for the runtime L in [0, kMax].
+template <int kMax, typename Fn, int L = 0>
+void dispatch_log2_cols(int log2_cols, const Fn& fn) {
+  if constexpr (L <= kMax) {
+    if (log2_cols == L) {
+      fn(std::integral_constant<int, L>{});
+    } else {
+      dispatch_log2_cols<kMax, Fn, L + 1>(log2_cols, fn);
+    }
+  }
+}
+
+template <typename scalar_t, typename Launch>
+void launch_forward_rows(
+    const ForwardProblem& p,
+    const ForwardLaunchPlan& plan,
+    const ForwardWorkspace& work,
+    Launch& launch) {
+  using acc = acc_t<scalar_t>;
+  ForwardRowsArgs<scalar_t> args;
+  args.logits = static_cast<const scalar_t*>(p.logits);
+  args.batch = p.has_discrete ? p.batch : 0;
+  args.num_cols = p.num_cols;
+  args.row_stride = p.row_stride;
+  args.row_stats = static_cast<acc*>(p.row_stats);
+  args.num_logit_blocks = plan.num_logit_blocks;
+  args.entropy_partials = work.entropy_partials;
+  args.splits = plan.splits;
+  args.split_cols = plan.split_cols;
+  args.split_states = static_cast<math::SoftmaxState<acc>*>(work.split_states);
+  args.log_std = {p.log_std, p.log_std_dtype, p.log_std_rows * p.log_std_dims,
+                  plan.log_std_chunk, work.log_std_partials};
+  const int64_t grid = plan.num_logit_blocks + plan.num_log_std_blocks;
+  if (plan.layout == RowLayout::kRowInBlock) {
+    constexpr int kVec = 16 / sizeof(scalar_t);
+    if (plan.vec == kVec) {
+      launch(forward_row_in_block<scalar_t, kVec>, grid, plan.block_threads, args);
+    } else {
+      launch(forward_row_in_block<scalar_t, 1>, grid, plan.block_threads, args);
+    }
+  } else {
+    dispatch_log2_cols<kMaxLog2ColsInWarps>(plan.log2_cols, [&](auto log2_cols) {
+      launch(
+          forward_rows_in_warps<scalar_t, decltype(log2_cols)::value>, grid,
+          kRowsInWarpsThreads, args);
+    });
+  }
+  if (plan.splits > 1) {
+    MergeSplitsArgs<acc> merge;
+    merge.split_states = args.split_states;
+    merge.batch = p.batch;
+    merge.splits = plan.splits;
+    merge.row_stats = args.row_stats;
+    merge.entropy_partials = work.entropy_partials;
+    launch(
+        merge_column_splits<acc>, ceil_div(p.batch, kMergeRowsPerBlock),
+        kMergeRowsPerBlock * kWarpSize, merge);
+  }
+}
+
+// The forward: at most three launches (rows and log_std, the merge of
+// column splits where there are any, the finish).
+template <typename Launch>
+void launch_forward(
+    const ForwardProblem& p,
+    const ForwardLaunchPlan& plan,
+    const ForwardWorkspace& work,
+    Launch&& launch) {
+  if (p.has_discrete) {
+    dispatch_logits_dtype(p.logits_dtype, [&](auto zero) {
+      launch_forward_rows<decltype(zero)>(p, plan, work, launch);
+    });
+  } else {
+    // No logits: only the log_std blocks of a rows-in-warps launch run.
+    launch_forward_rows<float>(p, plan, work, launch);
+  }
+  FinishForwardArgs finish;
+  finish.entropy_partials = work.entropy_partials;
+  finish.num_entropy_partials = plan.num_entropy_partials;
+  finish.log_std_partials = work.log_std_partials;
+  finish.num_log_std_partials = plan.num_log_std_blocks;
+  finish.has_discrete = p.has_discrete;
+  finish.has_continuous = p.has_continuous;
+  finish.batch = p.batch;
+  finish.log_std_rows =
+      p.per_sample_log_std ? static_cast<double>(p.log_std_rows) : 1.0;
+  finish.log_std_dims = p.log_std_dims;
+  finish.coeff = p.coeff;
+  finish.params = p.params;
+  for (int i = 0; i < 7; ++i) {
+    finish.outputs[i] = p.outputs[i];
+  }
+  finish.output_dtype = p.output_dtype;
+  launch(finish_forward, 1, kFinishThreads, finish);
+}
+
+// One backward call, as raw pointers on the device.
+struct BackwardProblem {
+  bool has_discrete = false;
+  bool has_continuous = false;
+  const void* logits = nullptr;  // [B, K], unit column stride
+  DType logits_dtype = DType::kFloat;
+  int64_t batch = 0;
+  int64_t num_cols = 0;
+  int64_t row_stride = 0;
+  const void* row_stats = nullptr;
+  void* grad_logits = nullptr;  // nullptr: not wanted
+  double discrete_row_scale = 0.0;
+  double log_std_scale = 0.0;
+  void* grad_log_std = nullptr;
+  DType grad_log_std_dtype = DType::kFloat;
+  void* grad_coeff = nullptr;
+  DType grad_coeff_dtype = DType::kFloat;
+  DeviceScalar upstream[7];
+  DeviceScalar discrete_entropy;
+  DeviceScalar continuous_entropy;
+  Coefficients coeff;
+  math::LossParams params{};
+};
+
+// One launch; blocks enough to fill the GPU a few times over, each thread
+// looping over vectors.
+template <typename Launch>
+void launch_backward(
+    const BackwardProblem& p,
+    int num_multiprocessors,
+    Launch&& launch) {
+  const DType dtype = p.has_discrete ? p.logits_dtype : DType::kFloat;
+  dispatch_logits_dtype(dtype, [&](auto zero) {
+    using scalar_t = decltype(zero);
+    BackwardArgs<scalar_t> args;
+    args.logits = static_cast<const scalar_t*>(p.logits);
+    args.batch = p.batch;
+    args.num_cols = p.num_cols;
+    args.row_stride = p.row_stride;
+    args.row_stats = static_cast<const acc_t<scalar_t>*>(p.row_stats);
+    args.grad_logits = static_cast<scalar_t*>(p.grad_logits);
+    args.discrete_row_scale = p.discrete_row_scale;
+    args.log_std_scale = p.log_std_scale;
+    args.grad_log_std = p.grad_log_std;
+    args.grad_log_std_dtype = p.grad_log_std_dtype;
+    args.grad_coeff = p.grad_coeff;
+    args.grad_coeff_dtype = p.grad_coeff_dtype;
+    args.has_discrete = p.has_discrete;
+    args.has_continuous = p.has_continuous;
+    for (int i = 0; i < 7; ++i) {
+      args.upstream[i] = p.upstream[i];
+    }
+    args.discrete_entropy = p.discrete_entropy;
+    args.continuous_entropy = p.continuous_entropy;
+    args.coeff = p.coeff;
+    args.params = p.params;
+
+    constexpr int kVec = 16 / sizeof(scalar_t);
+    const bool vectorized = p.grad_logits != nullptr &&
+        p.num_cols % kVec == 0 &&
+        rows_are_vector_aligned(p.logits, p.row_stride, dtype);
+    const int64_t elements = p.grad_logits != nullptr ? p.batch * p.num_cols : 0;
+    const int64_t vectors = vectorized ? elements / kVec : elements;
+    const int64_t grid = std::max<int64_t>(
+        1,
+        std::min(
+            ceil_div(vectors, kBackwardThreads),
+            16 * static_cast<int64_t>(num_multiprocessors)));
+    const bool narrow_index =
+        elements < (int64_t{1} << 31);  // flat indices and their steps fit
+    if (vectorized && narrow_index) {
+      launch(backward_logits<scalar_t, kVec, uint32_t>, grid, kBackwardThreads, args);
+    } else if (vectorized) {
+      launch(backward_logits<scalar_t, kVec, int64_t>, grid, kBackwardThreads, args);
+    } else if (narrow_index) {
+      launch(backward_logits<scalar_t, 1, uint32_t>, grid, kBackwardThreads, args);
+    } else {
+      launch(backward_logits<scalar_t, 1, int64_t>, grid, kBackwardThreads, args);
+    }
+  });
+}
+
+} // namespace cuda
+} // namespace hee

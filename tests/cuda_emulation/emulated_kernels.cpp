@@ -1,0 +1,192 @@
+// The CUDA forward and backward of csrc/cuda/, run on the host through
+// cuda_emulation.h: the same launch plan and kernel source as on a GPU, over
+// host buffers. A C interface for tests/test_cuda_emulated.py (ctypes).
+#include "cuda_emulation.h"
+
+#include "cuda/launch_plan.h"
+
+using namespace hee;
+using namespace hee::cuda;
+
+namespace {
+
+struct EmulatedLaunch {
+  template <typename Args>
+  void operator()(
+      void (*kernel)(Args),
+      int64_t grid_blocks,
+      int block_threads,
+      const Args& args) const {
+    cuda_emulation::launch(kernel, grid_blocks, block_threads, args);
+  }
+};
+
+math::LossParams params_of(const double* p) {
+  math::LossParams params;
+  params.discrete_weight = p[0];
+  params.continuous_weight = p[1];
+  params.has_discrete_threshold = p[2] != 0.0;
+  params.discrete_threshold = p[3];
+  params.has_continuous_threshold = p[4] != 0.0;
+  params.continuous_threshold = p[5];
+  params.penalty_multiplier = p[6];
+  return params;
+}
+
+// coeff: nullptr for host values (0-dim CPU coefficient), else device-like
+// values of dtype coeff_dtype, [2] when per_head.
+Coefficients coefficients_of(
+    const void* values,
+    int dtype,
+    int per_head,
+    int64_t stride,
+    double host_discrete,
+    double host_continuous) {
+  Coefficients c;
+  c.values = values;
+  c.dtype = static_cast<DType>(dtype);
+  c.per_head = per_head != 0;
+  c.stride = stride;
+  c.host_values = {host_discrete, host_continuous};
+  return c;
+}
+
+} // namespace
+
+extern "C" {
+
+// plan_out: layout (0 warps, 1 block), log2_cols, block_threads, vec,
+// splits, number of launches.
+void hee_emulated_forward(
+    int has_discrete,
+    const void* logits,
+    int logits_dtype,
+    int64_t batch,
+    int64_t num_cols,
+    int64_t row_stride,
+    void* row_stats,
+    int has_continuous,
+    const void* log_std,
+    int log_std_dtype,
+    int64_t log_std_rows,
+    int64_t log_std_dims,
+    int per_sample_log_std,
+    const void* coeff_values,
+    int coeff_dtype,
+    int coeff_per_head,
+    int64_t coeff_stride,
+    double host_coeff_discrete,
+    double host_coeff_continuous,
+    const double* params,
+    void* const* outputs,
+    int output_dtype,
+    int num_multiprocessors,
+    int64_t* plan_out) {
+  ForwardProblem p;
+  p.has_discrete = has_discrete != 0;
+  p.logits = logits;
+  p.logits_dtype = static_cast<DType>(logits_dtype);
+  p.batch = batch;
+  p.num_cols = num_cols;
+  p.row_stride = row_stride;
+  p.row_stats = row_stats;
+  p.has_continuous = has_continuous != 0;
+  p.log_std = log_std;
+  p.log_std_dtype = static_cast<DType>(log_std_dtype);
+  p.log_std_rows = log_std_rows;
+  p.log_std_dims = log_std_dims;
+  p.per_sample_log_std = per_sample_log_std != 0;
+  p.coeff = coefficients_of(
+      coeff_values, coeff_dtype, coeff_per_head, coeff_stride,
+      host_coeff_discrete, host_coeff_continuous);
+  p.params = params_of(params);
+  for (int i = 0; i < 7; ++i) {
+    p.outputs[i] = outputs[i];
+  }
+  p.output_dtype = static_cast<DType>(output_dtype);
+
+  const ForwardLaunchPlan plan = plan_forward_launch(p, num_multiprocessors);
+  std::vector<double> entropy_partials(plan.num_entropy_partials + 1);
+  std::vector<double> log_std_partials(plan.num_log_std_blocks + 1);
+  std::vector<double> split_states(plan.num_split_states * 3 + 1);  // room for doubles
+  ForwardWorkspace work;
+  work.entropy_partials = entropy_partials.data();
+  work.log_std_partials = log_std_partials.data();
+  work.split_states = split_states.data();
+  int64_t launches = 0;
+  launch_forward(p, plan, work, [&](auto kernel, int64_t grid, int threads, const auto& args) {
+    ++launches;
+    EmulatedLaunch{}(kernel, grid, threads, args);
+  });
+  plan_out[0] = plan.layout == RowLayout::kRowInBlock ? 1 : 0;
+  plan_out[1] = plan.log2_cols;
+  plan_out[2] = plan.block_threads;
+  plan_out[3] = plan.vec;
+  plan_out[4] = plan.splits;
+  plan_out[5] = launches;
+}
+
+// grads: 7 pointers (nullptr: absent), values of output_dtype. Returns the
+// number of launches.
+int64_t hee_emulated_backward(
+    int has_discrete,
+    int has_continuous,
+    const void* logits,
+    int logits_dtype,
+    int64_t batch,
+    int64_t num_cols,
+    int64_t row_stride,
+    const void* row_stats,
+    void* grad_logits,
+    double discrete_row_scale,
+    double log_std_scale,
+    void* grad_log_std,
+    int grad_log_std_dtype,
+    void* grad_coeff,
+    int grad_coeff_dtype,
+    const void* const* upstream,
+    const void* discrete_entropy,
+    const void* continuous_entropy,
+    int output_dtype,
+    const void* coeff_values,
+    int coeff_dtype,
+    int coeff_per_head,
+    int64_t coeff_stride,
+    double host_coeff_discrete,
+    double host_coeff_continuous,
+    const double* params,
+    int num_multiprocessors) {
+  BackwardProblem p;
+  p.has_discrete = has_discrete != 0;
+  p.has_continuous = has_continuous != 0;
+  p.logits = logits;
+  p.logits_dtype = static_cast<DType>(logits_dtype);
+  p.batch = batch;
+  p.num_cols = num_cols;
+  p.row_stride = row_stride;
+  p.row_stats = row_stats;
+  p.grad_logits = grad_logits;
+  p.discrete_row_scale = discrete_row_scale;
+  p.log_std_scale = log_std_scale;
+  p.grad_log_std = grad_log_std;
+  p.grad_log_std_dtype = static_cast<DType>(grad_log_std_dtype);
+  p.grad_coeff = grad_coeff;
+  p.grad_coeff_dtype = static_cast<DType>(grad_coeff_dtype);
+  for (int i = 0; i < 7; ++i) {
+    p.upstream[i] = {upstream[i], static_cast<DType>(output_dtype)};
+  }
+  p.discrete_entropy = {discrete_entropy, static_cast<DType>(output_dtype)};
+  p.continuous_entropy = {continuous_entropy, static_cast<DType>(output_dtype)};
+  p.coeff = coefficients_of(
+      coeff_values, coeff_dtype, coeff_per_head, coeff_stride,
+      host_coeff_discrete, host_coeff_continuous);
+  p.params = params_of(params);
+  int64_t launches = 0;
+  launch_backward(p, num_multiprocessors, [&](auto kernel, int64_t grid, int threads, const auto& args) {
+    ++launches;
+    EmulatedLaunch{}(kernel, grid, threads, args);
+  });
+  return launches;
+}
+
+} // extern "C"

@@ -1,0 +1,363 @@
+"""The CUDA kernels, run on the host.
+
+``tests/cuda_emulation/`` compiles the kernels of ``csrc/cuda/`` and their launch plan,
+unchanged, against a host model of CUDA's execution (a thread per GPU thread, barriers
+for ``__syncthreads`` and warp shuffles; ``cuda_emulation.h``). These tests hold what
+they compute to the CPU op (itself held to ``torch.distributions``) on every layout the
+plan chooses: rows in warps for K <= 1024, a row per block above, with and without
+16-byte vectors, and rows split over several blocks. This is how a machine without a
+GPU runs the kernels' logic; it says nothing about their speed, and the GPU tests
+(``tests/test_cuda.py``) remain the word on real hardware.
+"""
+
+import ctypes
+import math
+import os
+import subprocess
+
+import pytest
+import torch
+from torch.utils import cpp_extension
+
+import hybrid_entropy_ext as hee
+from oracle import KEYS, distributions_oracle
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE = os.path.join(REPO, "tests", "cuda_emulation", "emulated_kernels.cpp")
+BACKWARD_OP = torch.ops.hybrid_entropy_ext._hybrid_entropy_loss_backward.default
+
+DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+PARAMS = dict(discrete_entropy_weight=1.0, continuous_entropy_weight=0.5, min_entropy_threshold=10.0,
+              continuous_min_entropy_threshold=10.0, penalty_multiplier=3.0)
+UPSTREAM = (1.0, -2.0, 3.0, 0.5, -1.5, 0.25, 0.75)
+# A GPU large enough that modest batches of long rows get split over blocks.
+MULTIPROCESSORS = 132
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cuda_emulation") / "emulated_kernels.so"
+    subprocess.run(
+        [os.environ.get("CXX", "g++"), "-O1", "-std=c++20", "-shared", "-fPIC", "-pthread", "-Wall",
+         "-Werror", "-Wno-unknown-pragmas", f"-I{os.path.join(REPO, 'csrc')}",
+         f"-I{os.path.join(REPO, 'tests', 'cuda_emulation')}",
+         *[f"-I{p}" for p in cpp_extension.include_paths()], SOURCE, "-o", str(out)],
+        check=True,
+    )
+    library = ctypes.CDLL(str(out))
+    i64, dbl, ptr, i32 = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p, ctypes.c_int
+    library.hee_emulated_forward.argtypes = [
+        i32, ptr, i32, i64, i64, i64, ptr,
+        i32, ptr, i32, i64, i64, i32,
+        ptr, i32, i32, i64, dbl, dbl,
+        ctypes.POINTER(dbl), ctypes.POINTER(ptr), i32, i32, ctypes.POINTER(i64)]
+    library.hee_emulated_backward.argtypes = [
+        i32, i32, ptr, i32, i64, i64, i64, ptr, ptr, dbl, dbl, ptr, i32, ptr, i32,
+        ctypes.POINTER(ptr), ptr, ptr, i32,
+        ptr, i32, i32, i64, dbl, dbl, ctypes.POINTER(dbl), i32]
+    library.hee_emulated_backward.restype = i64
+    return library
+
+
+def _params_array(params):
+    values = [params["discrete_entropy_weight"], params["continuous_entropy_weight"],
+              params["min_entropy_threshold"] is not None, params["min_entropy_threshold"] or 0.0,
+              params["continuous_min_entropy_threshold"] is not None,
+              params["continuous_min_entropy_threshold"] or 0.0, params["penalty_multiplier"]]
+    return (ctypes.c_double * 7)(*map(float, values))
+
+
+def _coefficient_args(coeff, on_host):
+    """(values ptr, dtype, per head, stride, host d, host c), as the CUDA glue builds them."""
+    if on_host:
+        values = coeff.flatten().tolist() * (2 if coeff.dim() == 0 else 1)
+        return None, 0, 0, 1, float(values[0]), float(values[1])
+    return (coeff.data_ptr(), DTYPE_CODES[coeff.dtype], int(coeff.dim() == 1),
+            coeff.stride(0) if coeff.dim() == 1 else 1, 0.0, 0.0)
+
+
+def output_dtype(logits, log_std):
+    heads = [t for t in (logits, log_std) if t is not None]
+    return torch.float64 if any(t.dtype == torch.float64 for t in heads) else torch.float32
+
+
+def emulated_forward(lib, logits, log_std, coeff, coeff_on_host=False, params=PARAMS,
+                     multiprocessors=MULTIPROCESSORS):
+    """The seven outputs, row_stats and the launch plan, from the emulated CUDA forward."""
+    out_dtype = output_dtype(logits, log_std)
+    outputs = [torch.empty((), dtype=out_dtype) for _ in range(7)]
+    has_d = logits is not None
+    row_stats = torch.empty(3, logits.shape[0] if has_d else 0,
+                            dtype=torch.float64 if has_d and logits.dtype == torch.float64 else torch.float32)
+    if has_d:
+        assert logits.stride(1) == 1 or logits.shape[1] == 1
+    if log_std is not None:
+        rows = log_std.reshape(1, -1) if log_std.dim() == 1 else log_std
+        rows = rows.contiguous()
+    plan = (ctypes.c_int64 * 6)()
+    lib.hee_emulated_forward(
+        int(has_d), logits.data_ptr() if has_d else None,
+        DTYPE_CODES[logits.dtype] if has_d else 0,
+        logits.shape[0] if has_d else 0, logits.shape[1] if has_d else 0,
+        logits.stride(0) if has_d else 0, row_stats.data_ptr(),
+        int(log_std is not None), rows.data_ptr() if log_std is not None else None,
+        DTYPE_CODES[log_std.dtype] if log_std is not None else 0,
+        rows.shape[0] if log_std is not None else 0, rows.shape[1] if log_std is not None else 0,
+        int(log_std is not None and log_std.dim() == 2),
+        *_coefficient_args(coeff, coeff_on_host), _params_array(params),
+        (ctypes.c_void_p * 7)(*[t.data_ptr() for t in outputs]), DTYPE_CODES[out_dtype],
+        multiprocessors, plan)
+    layout = {"layout": ("warps", "block")[plan[0]], "log2_cols": plan[1], "threads": plan[2],
+              "vec": plan[3], "splits": plan[4], "launches": plan[5]}
+    return dict(zip(KEYS, outputs)), row_stats, layout
+
+
+def emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, upstream=UPSTREAM,
+                      coeff_on_host=False, params=PARAMS, wanted=(True, True, True)):
+    """(grad_logits, grad_log_std value, grad_coeff, launches) from the emulated CUDA backward."""
+    out_dtype = outputs["total"].dtype
+    has_d, has_c = logits is not None, log_std is not None
+    grad_logits = torch.empty(logits.shape, dtype=logits.dtype) if has_d and wanted[0] else None
+    grad_log_std = torch.empty((), dtype=log_std.dtype) if has_c and wanted[1] else None
+    grad_coeff = torch.empty(coeff.shape, dtype=coeff.dtype) if wanted[2] else None
+    grads = [torch.tensor(g, dtype=out_dtype) if g is not None else None for g in upstream]
+    launches = lib.hee_emulated_backward(
+        int(has_d), int(has_c), logits.data_ptr() if has_d else None,
+        DTYPE_CODES[logits.dtype] if has_d else 0, logits.shape[0] if has_d else 0,
+        logits.shape[1] if has_d else 0, logits.stride(0) if has_d else 0, row_stats.data_ptr(),
+        grad_logits.data_ptr() if grad_logits is not None else None,
+        1.0 / logits.shape[0] if has_d else 0.0,
+        (1.0 / log_std.shape[0] if log_std.dim() == 2 else 1.0) if has_c else 0.0,
+        grad_log_std.data_ptr() if grad_log_std is not None else None,
+        DTYPE_CODES[log_std.dtype] if has_c else 0,
+        grad_coeff.data_ptr() if grad_coeff is not None else None, DTYPE_CODES[coeff.dtype],
+        (ctypes.c_void_p * 7)(*[g.data_ptr() if g is not None else None for g in grads]),
+        outputs["discrete_entropy"].data_ptr(), outputs["continuous_entropy"].data_ptr(),
+        DTYPE_CODES[out_dtype], *_coefficient_args(coeff, coeff_on_host), _params_array(params),
+        MULTIPROCESSORS)
+    return grad_logits, grad_log_std, grad_coeff, launches
+
+
+def cpu_backward(logits, log_std, coeff, upstream=UPSTREAM, params=PARAMS):
+    """The CPU op's gradients for the same upstream gradients (the CPU's own forward state)."""
+    out = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss.default(
+        logits, log_std, coeff, *params.values())
+    grads = [torch.tensor(g, dtype=out[0].dtype) if g is not None else None for g in upstream]
+    return BACKWARD_OP(*grads, logits, log_std, coeff, out[7], out[5], out[6], *params.values(),
+                       [logits is not None, log_std is not None, True])
+
+
+def tolerances(dtype):
+    if dtype == torch.float64:
+        return dict(rtol=1e-11, atol=1e-12)
+    return dict(rtol=2e-5, atol=2e-6)
+
+
+def grad_tolerances(dtype):
+    # A 16-bit gradient is itself rounded to its 8 or 11 significand bits.
+    return {torch.float64: dict(rtol=1e-10, atol=1e-14), torch.float32: dict(rtol=1e-4, atol=1e-8),
+            torch.bfloat16: dict(rtol=2e-2, atol=1e-5), torch.float16: dict(rtol=4e-3, atol=1e-6)}[dtype]
+
+
+def inputs(b, k, d, dtype=torch.float32, log_std_dtype=None, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    logits = (2.0 * torch.randn(b, k, generator=gen, dtype=torch.float64)).to(dtype)
+    log_std = (0.3 * torch.randn(b, d, generator=gen, dtype=torch.float64)).to(log_std_dtype or dtype)
+    return logits, log_std
+
+
+def assert_forward_matches_cpu(lib, logits, log_std, coeff, **kwargs):
+    got, row_stats, layout = emulated_forward(lib, logits, log_std, coeff, **kwargs)
+    want = hee.hybrid_entropy_loss(logits, log_std, coeff, *PARAMS.values())
+    # Both accumulate each head in its own accumulation dtype, in different orders.
+    heads = [t for t in (logits, log_std) if t is not None]
+    dtype = torch.float64 if all(t.dtype == torch.float64 for t in heads) else torch.float32
+    for key in KEYS:
+        torch.testing.assert_close(got[key], want[key], **tolerances(dtype), msg=key)
+    return got, row_stats, layout
+
+
+# --- layouts ----------------------------------------------------------------------------
+
+# (B, K): K <= 1024 is held by warp groups of min(2^ceil(log2 K), 32) lanes; above, a
+# block per row, in 16-byte vectors where the rows allow.
+WARP_SHAPES = [(1, 1), (37, 3), (300, 4), (65, 16), (9, 33), (40, 64), (5, 100), (3, 1000), (2, 1024)]
+BLOCK_SHAPES = [(3, 1025), (2, 3000), (2, 5000)]
+
+
+@pytest.mark.parametrize("b, k", WARP_SHAPES + BLOCK_SHAPES, ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
+def test_forward_matches_the_cpu_op(lib, b, k, dtype):
+    logits, log_std = inputs(b, k, 3, dtype)
+    _, _, layout = assert_forward_matches_cpu(lib, logits, log_std, torch.tensor(0.05))
+    assert layout["layout"] == ("warps" if k <= 1024 else "block")
+
+
+@pytest.mark.parametrize("b, k", [(37, 3), (40, 64), (3, 1000), (3, 1025), (2, 3000)], ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
+def test_backward_matches_the_cpu_op(lib, b, k, dtype):
+    logits, log_std = inputs(b, k, 3, dtype)
+    coeff = torch.tensor(0.05, dtype=torch.float32)
+    outputs, row_stats, _ = emulated_forward(lib, logits, log_std, coeff)
+    grad_logits, grad_log_std, grad_coeff, launches = emulated_backward(
+        lib, logits, log_std, coeff, outputs, row_stats)
+    want_logits, want_log_std, want_coeff = cpu_backward(logits, log_std, coeff)
+    torch.testing.assert_close(grad_logits.double(), want_logits.double(), **grad_tolerances(dtype))
+    torch.testing.assert_close(grad_log_std.double(), want_log_std[0, 0].double(), **grad_tolerances(dtype))
+    torch.testing.assert_close(grad_coeff, want_coeff, rtol=1e-5, atol=1e-7)
+    assert launches == 1
+
+
+def test_forward_matches_the_distributions_oracle_in_float64(lib):
+    logits, log_std = inputs(41, 7, 2, torch.float64)
+    got, _, _ = emulated_forward(lib, logits, log_std, torch.tensor(0.3, dtype=torch.float64))
+    want = distributions_oracle(logits, log_std, 0.3, *PARAMS.values())
+    for key in KEYS:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-10, atol=1e-12, msg=key)
+
+
+def test_rows_of_unaligned_stride_are_read_one_logit_at_a_time(lib):
+    base, _ = inputs(3, 3001, 1)
+    logits = base[:, :3000]  # row stride 3001: no 16-byte vectors
+    _, _, layout = assert_forward_matches_cpu(lib, logits, None, torch.tensor(0.05))
+    assert layout["vec"] == 1
+
+
+def test_aligned_rows_are_read_in_16_byte_vectors(lib):
+    logits, _ = inputs(2, 3000, 1, torch.bfloat16)
+    _, _, layout = assert_forward_matches_cpu(lib, logits, None, torch.tensor(0.05))
+    assert layout["vec"] == 8
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_long_rows_of_a_small_batch_are_split_over_blocks_and_merged(lib, dtype):
+    logits, log_std = inputs(3, 20000, 2, dtype)
+    logits[1, 5000:15000] = -math.inf  # whole splits of a row masked
+    coeff = torch.tensor(0.05)
+    outputs, row_stats, layout = assert_forward_matches_cpu(lib, logits, log_std, coeff)
+    assert layout["splits"] > 1 and layout["launches"] == 3
+    grad_logits, _, _, _ = emulated_backward(lib, logits, log_std, coeff, outputs, row_stats)
+    want_logits, _, _ = cpu_backward(logits, log_std, coeff)
+    torch.testing.assert_close(grad_logits.double(), want_logits.double(), **grad_tolerances(dtype))
+
+
+def test_row_stats_hold_shift_log_sum_exp_and_entropy_like_the_cpu_op(lib):
+    logits, _ = inputs(33, 12, 1)
+    _, row_stats, _ = emulated_forward(lib, logits, None, torch.tensor(0.05))
+    cpu_row_stats = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss.default(
+        logits, None, torch.tensor(0.05), *PARAMS.values())[7]
+    torch.testing.assert_close(row_stats, cpu_row_stats, rtol=1e-5, atol=1e-6)
+
+
+# --- masked actions and rows ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [4, 100, 3000])
+def test_fully_masked_rows_have_entropy_zero_and_gradient_zero(lib, k):
+    logits, log_std = inputs(6, k, 2)
+    logits[[0, 4]] = -math.inf
+    logits[2, ::3] = -math.inf
+    coeff = torch.tensor(0.05)
+    outputs, row_stats, _ = assert_forward_matches_cpu(lib, logits, log_std, coeff)
+    assert torch.isfinite(row_stats).all()
+    grad_logits, _, _, _ = emulated_backward(lib, logits, log_std, coeff, outputs, row_stats)
+    assert torch.isfinite(grad_logits).all()
+    assert (grad_logits[[0, 4]] == 0).all() and (grad_logits[2, ::3] == 0).all()
+
+
+@pytest.mark.parametrize("k", [4, 100, 3000])
+def test_a_nan_logit_gives_nan_entropy(lib, k):
+    logits, _ = inputs(4, k, 1)
+    logits[1, k // 2] = math.nan
+    outputs, _, _ = emulated_forward(lib, logits, None, torch.tensor(0.05))
+    assert torch.isnan(outputs["discrete_entropy"])
+
+
+# --- heads and coefficients -------------------------------------------------------------
+
+
+def test_shared_log_std_is_summed_once(lib):
+    logits, _ = inputs(10, 5, 1)
+    log_std = 0.2 * torch.randn(4)
+    assert_forward_matches_cpu(lib, logits, log_std, torch.tensor(0.05))
+
+
+def test_log_std_alone_runs_only_the_gaussian_blocks(lib):
+    _, log_std = inputs(300, 1, 20)
+    got, _, layout = assert_forward_matches_cpu(lib, None, log_std, torch.tensor(0.05))
+    assert got["discrete_entropy"].item() == 0.0 and layout["launches"] == 2
+
+
+def test_logits_alone_have_no_gaussian_blocks(lib):
+    logits, _ = inputs(20, 6, 1)
+    got, _, _ = assert_forward_matches_cpu(lib, logits, None, torch.tensor(0.05))
+    assert got["continuous_entropy"].item() == 0.0
+
+
+def test_log_std_of_another_dtype_than_the_logits(lib):
+    logits, log_std = inputs(30, 9, 3, torch.bfloat16, log_std_dtype=torch.float64)
+    assert_forward_matches_cpu(lib, logits, log_std, torch.tensor(0.05))
+
+
+def test_large_per_sample_log_std_spans_several_blocks(lib):
+    logits, log_std = inputs(700, 2, 13)
+    assert_forward_matches_cpu(lib, logits, log_std, torch.tensor(0.05))
+
+
+@pytest.mark.parametrize("on_host", [False, True], ids=["device", "host"])
+@pytest.mark.parametrize("coeff", [torch.tensor(0.07), torch.tensor(0.07, dtype=torch.float16),
+                                   torch.tensor([0.1, 0.03, 0.5])[::2]],
+                         ids=["0-dim", "0-dim float16", "per head, strided"])
+def test_coefficient_on_device_or_host_scales_the_heads(lib, coeff, on_host):
+    if on_host and coeff.dim() == 1:
+        pytest.skip("a per-head coefficient lives on the inputs' device")
+    logits, log_std = inputs(12, 5, 2)
+    outputs, row_stats, _ = assert_forward_matches_cpu(lib, logits, log_std, coeff, coeff_on_host=on_host)
+    _, _, grad_coeff, _ = emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, coeff_on_host=on_host)
+    _, _, want_coeff = cpu_backward(logits, log_std, coeff)
+    torch.testing.assert_close(grad_coeff.double(), want_coeff.double(), rtol=2e-3, atol=1e-6)
+
+
+def test_missing_upstream_gradients_count_as_zero(lib):
+    logits, log_std = inputs(8, 6, 2)
+    coeff = torch.tensor(0.05)
+    upstream = (None, 1.0, None, None, 2.0, None, None)
+    outputs, row_stats, _ = emulated_forward(lib, logits, log_std, coeff)
+    grad_logits, grad_log_std, _, _ = emulated_backward(
+        lib, logits, log_std, coeff, outputs, row_stats, upstream=upstream)
+    want_logits, want_log_std, _ = cpu_backward(logits, log_std, coeff, upstream=upstream)
+    torch.testing.assert_close(grad_logits, want_logits, rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(grad_log_std, want_log_std[0, 0], rtol=1e-5, atol=1e-8)
+
+
+def test_backward_without_logits_gradient_writes_only_the_others(lib):
+    logits, log_std = inputs(8, 6, 2)
+    coeff = torch.tensor(0.05)
+    outputs, row_stats, _ = emulated_forward(lib, logits, log_std, coeff)
+    grad_logits, grad_log_std, grad_coeff, launches = emulated_backward(
+        lib, logits, log_std, coeff, outputs, row_stats, wanted=(False, True, True))
+    _, want_log_std, want_coeff = cpu_backward(logits, log_std, coeff)
+    assert grad_logits is None and launches == 1
+    torch.testing.assert_close(grad_log_std, want_log_std[0, 0], rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(grad_coeff, want_coeff, rtol=1e-5, atol=1e-8)
+
+
+# --- the launch plan --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("b, k", [(256, 4), (4096, 16), (512, 64)], ids=lambda v: str(v))
+def test_short_rows_take_two_launches_forward_and_one_backward(lib, b, k):
+    logits, log_std = inputs(b, k, 8)
+    coeff = torch.tensor(0.05)
+    outputs, row_stats, layout = emulated_forward(lib, logits, log_std, coeff)
+    _, _, _, launches = emulated_backward(lib, logits, log_std, coeff, outputs, row_stats)
+    assert layout["launches"] == 2 and launches == 1
+
+
+def test_two_runs_are_bitwise_equal(lib):
+    logits, log_std = inputs(200, 33, 4)
+    first, first_stats, _ = emulated_forward(lib, logits, log_std, torch.tensor(0.05))
+    second, second_stats, _ = emulated_forward(lib, logits, log_std, torch.tensor(0.05))
+    assert torch.equal(first_stats, second_stats)
+    for key in KEYS:
+        assert torch.equal(first[key], second[key]), key
