@@ -1,0 +1,307 @@
+"""The op on CUDA devices: what only a GPU can show.
+
+The op's correctness, edge-input, gradient, opcheck, compile/export and determinism tests
+run on CUDA through their device axis (``backend`` / ``cpu_and_cuda`` in conftest.py);
+``test_cuda_emulated.py`` runs the kernels' logic on the host. This file holds the rest:
+every kernel layout on real hardware against the CPU op and ``torch.distributions``,
+bitwise repeatability, no host sync in a training step, capture and replay in a CUDA
+graph, the peak memory of forward+backward, inputs past 2^31 elements, streams and
+devices. Everything here skips without a GPU.
+"""
+
+import math
+
+import pytest
+import torch
+
+import hybrid_entropy_ext as hee
+from conftest import CUDA_AVAILABLE
+from oracle import KEYS, distributions_oracle
+
+pytestmark = pytest.mark.skipif(not CUDA_AVAILABLE, reason="needs a CUDA device")
+
+PARAMS = (1.0, 0.5, 10.0, 10.0, 3.0)  # weights, thresholds (both penalties on), multiplier
+F64 = dict(rtol=1e-10, atol=1e-12)
+F32 = dict(rtol=2e-5, atol=2e-6)
+
+
+def grad_tol(dtype):
+    return {torch.float64: dict(rtol=1e-10, atol=1e-14), torch.float32: dict(rtol=1e-4, atol=1e-8),
+            torch.bfloat16: dict(rtol=2e-2, atol=1e-5), torch.float16: dict(rtol=4e-3, atol=1e-6)}[dtype]
+
+
+def make_inputs(b, k, d, dtype=torch.float32, seed=0):
+    """CPU inputs (generated in float64, then rounded), for the CPU op and the oracle."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = (2.0 * torch.randn(b, k, generator=gen, dtype=torch.float64)).to(dtype)
+    log_std = (0.3 * torch.randn(b, d, generator=gen, dtype=torch.float64)).to(dtype)
+    return logits, log_std
+
+
+def values_and_grads(logits, log_std, coeff, weights=(1.0, -2.0, 3.0, 0.5, -1.5, 0.25, 0.75)):
+    """The seven outputs (on the CPU) and the gradients of a weighted sum of all of them."""
+    leaves = [t.detach().clone().requires_grad_() for t in (logits, log_std, coeff)]
+    out = hee.hybrid_entropy_loss(*leaves, *PARAMS)
+    total = sum(w * out[k] for k, w in zip(KEYS, weights))
+    grads = torch.autograd.grad(total, leaves)
+    return {k: v.detach().cpu() for k, v in out.items()}, [g.cpu() for g in grads]
+
+
+# --- every layout, against the CPU op -------------------------------------------------------
+
+# Rows in warp groups (K <= 1024, every power-of-two bucket), a row per block above, and
+# long rows of a small batch split over blocks.
+SHAPES = [(1, 1), (300, 2), (4096, 4), (1000, 7), (513, 16), (257, 32), (200, 33), (128, 64), (77, 100),
+          (40, 256), (9, 1000), (8, 1024), (6, 1025), (5, 4096), (4, 16385), (2, 131072)]
+
+
+@pytest.mark.parametrize("b, k", SHAPES, ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
+def test_values_and_gradients_match_the_cpu_op(b, k, dtype):
+    logits, log_std = make_inputs(b, k, 3, dtype)
+    coeff = torch.tensor(0.05, dtype=torch.float32)
+    want, want_grads = values_and_grads(logits, log_std, coeff)
+    got, got_grads = values_and_grads(logits.cuda(), log_std.cuda(), coeff.cuda())
+    tol = F64 if dtype == torch.float64 else F32
+    for key in KEYS:
+        torch.testing.assert_close(got[key], want[key], **tol, msg=key)
+    torch.testing.assert_close(got_grads[0].double(), want_grads[0].double(), **grad_tol(dtype))
+    torch.testing.assert_close(got_grads[1].double(), want_grads[1].double(), **grad_tol(dtype))
+    torch.testing.assert_close(got_grads[2], want_grads[2], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("b, k", [(33, 5), (17, 300), (3, 2000)], ids=lambda v: str(v))
+def test_float64_values_and_gradients_match_the_distributions_oracle(b, k):
+    logits, log_std = make_inputs(b, k, 2, torch.float64)
+    got, got_grads = values_and_grads(logits.cuda(), log_std.cuda(), torch.tensor(0.3, dtype=torch.float64).cuda())
+    leaves = [t.clone().requires_grad_() for t in (logits, log_std)]
+    want = distributions_oracle(*leaves, 0.3, *PARAMS)
+    for key in KEYS:
+        torch.testing.assert_close(got[key], want[key].detach(), **F64, msg=key)
+    weights = (1.0, -2.0, 3.0, 0.5, -1.5, 0.25, 0.75)
+    want_grads = torch.autograd.grad(sum(w * want[k] for k, w in zip(KEYS, weights)), leaves)
+    torch.testing.assert_close(got_grads[0], want_grads[0], rtol=1e-9, atol=1e-14)
+    torch.testing.assert_close(got_grads[1], want_grads[1], rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize("layout", ["transposed", "row slice", "unaligned rows", "expanded rows"])
+@pytest.mark.parametrize("k", [5, 3000])
+def test_strided_logits_built_on_the_device_match_the_cpu_op(layout, k):
+    def view(base):
+        if layout == "transposed":
+            return base.t()
+        if layout == "row slice":
+            return base[::2]
+        if layout == "unaligned rows":
+            return base[:, 1:]
+        return base[:1].expand(6, -1)
+
+    shape = {"transposed": (k, 6), "row slice": (12, k), "unaligned rows": (6, k + 1), "expanded rows": (1, k)}
+    base = 2.0 * torch.randn(shape[layout], dtype=torch.float64)
+    log_std = torch.zeros(6, 2, dtype=torch.float64)
+    coeff = torch.tensor(0.05, dtype=torch.float64)
+    want, want_grads = values_and_grads(view(base), log_std, coeff)
+    got, got_grads = values_and_grads(view(base.cuda()), log_std.cuda(), coeff.cuda())
+    for key in KEYS:
+        torch.testing.assert_close(got[key], want[key], **F64, msg=key)
+    torch.testing.assert_close(got_grads[0], want_grads[0], rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["[B, D]", "[D]"])
+@pytest.mark.parametrize("missing", [None, "logits", "log_std"])
+def test_heads_present_missing_and_shared_match_the_cpu_op(shared, missing):
+    logits, log_std = make_inputs(50, 9, 4)
+    if shared:
+        log_std = log_std[0]
+    logits = None if missing == "logits" else logits
+    log_std = None if missing == "log_std" else log_std
+    want = hee.hybrid_entropy_loss(logits, log_std, 0.05, *PARAMS)
+    got = hee.hybrid_entropy_loss(*(t.cuda() if t is not None else None for t in (logits, log_std)), 0.05, *PARAMS)
+    for key in KEYS:
+        torch.testing.assert_close(got[key].cpu(), want[key], **F32, msg=key)
+
+
+@pytest.mark.parametrize("k", [4, 100, 5000])
+def test_masked_actions_and_fully_masked_rows(k):
+    logits, log_std = make_inputs(8, k, 2)
+    logits[1, ::3] = -math.inf
+    logits[[0, 5]] = -math.inf
+    leaf = logits.cuda().requires_grad_()
+    out = hee.hybrid_entropy_loss(leaf, log_std.cuda(), 0.05, *PARAMS)
+    want = hee.hybrid_entropy_loss(logits, log_std, 0.05, *PARAMS)
+    torch.testing.assert_close(out["discrete_entropy"].cpu(), want["discrete_entropy"], **F32)
+    (grad,) = torch.autograd.grad(out["total"], leaf)
+    grad = grad.cpu()
+    assert torch.isfinite(grad).all()
+    assert (grad[[0, 5]] == 0).all() and (grad[1, ::3] == 0).all()
+
+
+def test_per_head_coefficient_on_the_device_and_its_gradient():
+    logits, log_std = make_inputs(20, 6, 3)
+    coeff = torch.tensor([0.05, 0.02])
+    want, want_grads = values_and_grads(logits, log_std, coeff)
+    got, got_grads = values_and_grads(logits.cuda(), log_std.cuda(), coeff.cuda())
+    for key in KEYS:
+        torch.testing.assert_close(got[key], want[key], **F32, msg=key)
+    torch.testing.assert_close(got_grads[2], want_grads[2], rtol=1e-5, atol=1e-7)
+
+
+def test_cpu_coefficient_with_cuda_inputs_gives_the_same_result():
+    logits, log_std = make_inputs(20, 6, 3)
+    on_host = hee.hybrid_entropy_loss(logits.cuda(), log_std.cuda(), torch.tensor(0.05), *PARAMS)
+    on_device = hee.hybrid_entropy_loss(logits.cuda(), log_std.cuda(), torch.tensor(0.05).cuda(), *PARAMS)
+    for key in KEYS:
+        assert torch.equal(on_host[key], on_device[key]), key
+
+
+# --- determinism, syncs, graphs ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("b, k", [(4096, 16), (64, 4096), (3, 65536)], ids=lambda v: str(v))
+def test_two_runs_are_bitwise_equal(b, k):
+    logits, log_std = make_inputs(b, k, 8)
+    first, first_grads = values_and_grads(logits.cuda(), log_std.cuda(), torch.tensor(0.05).cuda())
+    second, second_grads = values_and_grads(logits.cuda(), log_std.cuda(), torch.tensor(0.05).cuda())
+    for key in KEYS:
+        assert torch.equal(first[key], second[key]), key
+    for a, b_ in zip(first_grads, second_grads):
+        assert torch.equal(a, b_)
+
+
+def training_step(policy, optimizer, observations, coeff):
+    logits, log_std = policy(observations)
+    out = hee.hybrid_entropy_loss(logits, log_std, coeff, *PARAMS)
+    optimizer.zero_grad(set_to_none=False)
+    out["total"].backward()
+    optimizer.step()
+    return out["total"]
+
+
+class Policy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.torso = torch.nn.Linear(8, 32)
+        self.logits = torch.nn.Linear(32, 6)
+        self.log_std = torch.nn.Parameter(torch.zeros(2))
+
+    def forward(self, x):
+        h = torch.tanh(self.torso(x))
+        return self.logits(h), self.log_std
+
+
+@pytest.mark.parametrize("coeff_on", ["python float", "cuda tensor"])
+def test_a_training_step_never_syncs_with_the_host(coeff_on):
+    policy = Policy().cuda()
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
+    observations = torch.randn(256, 8, device="cuda")
+    coeff = 0.05 if coeff_on == "python float" else torch.tensor(0.05, device="cuda")
+    training_step(policy, optimizer, observations, coeff)  # warm up: allocations, lazy init
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        training_step(policy, optimizer, observations, coeff)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_a_training_step_captured_in_a_cuda_graph_replays_like_eager():
+    torch.manual_seed(0)
+    eager_policy, graph_policy = Policy().cuda(), Policy().cuda()
+    graph_policy.load_state_dict(eager_policy.state_dict())
+    eager_opt = torch.optim.SGD(eager_policy.parameters(), lr=0.1)
+    graph_opt = torch.optim.SGD(graph_policy.parameters(), lr=0.1)
+    coeff = torch.tensor(0.05, device="cuda")
+    static_obs = torch.randn(128, 8, device="cuda")
+    batches = [torch.randn(128, 8, device="cuda") for _ in range(3)]
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up on a side stream, as CUDA graph capture requires
+        for _ in range(3):
+            training_step(graph_policy, graph_opt, static_obs, coeff)
+    torch.cuda.current_stream().wait_stream(side)
+    graph_policy.load_state_dict(eager_policy.state_dict())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_total = training_step(graph_policy, graph_opt, static_obs, coeff)
+
+    for batch in batches:
+        eager_total = training_step(eager_policy, eager_opt, batch, coeff)
+        static_obs.copy_(batch)
+        graph.replay()
+        torch.testing.assert_close(static_total, eager_total, rtol=1e-6, atol=1e-7)
+    for p_eager, p_graph in zip(eager_policy.parameters(), graph_policy.parameters()):
+        torch.testing.assert_close(p_graph, p_eager, rtol=1e-5, atol=1e-7)
+
+
+# --- memory and size ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("b, k, dtype", [(65536, 64, torch.float32), (4096, 8192, torch.bfloat16)],
+                         ids=["65536x64 float32", "4096x8192 bfloat16"])
+def test_forward_backward_peak_memory_is_the_gradient_plus_o_of_b(b, k, dtype):
+    logits = torch.randn(b, k, device="cuda").to(dtype).requires_grad_()
+    log_std = torch.zeros(b, 4, device="cuda", requires_grad=True)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    baseline = torch.cuda.memory_allocated()
+    out = hee.hybrid_entropy_loss(logits, log_std, 0.05, *PARAMS)
+    grad_logits, _ = torch.autograd.grad(out["total"], (logits, log_std))
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - baseline
+    gradient_bytes = grad_logits.numel() * grad_logits.element_size()
+    per_row_bytes = 32  # row statistics (12 bytes) and partial sums (at most 8), with room
+    assert extra <= gradient_bytes + per_row_bytes * b + (1 << 20), (extra, gradient_bytes)
+
+
+@pytest.mark.slow
+def test_bfloat16_logits_past_two_to_the_31_elements():
+    # 2^31 + 2^17 bfloat16 logits (about 4.3 GB, 8.6 GB with the gradient): int64 indexing.
+    free, _ = torch.cuda.mem_get_info()
+    if free < 12 * 2**30:
+        pytest.skip("needs 12 GB of free GPU memory")
+    b, k = 16385, 131072
+    logits = torch.full((b, k), 0.0, dtype=torch.bfloat16, device="cuda")
+    logits[-1, -1] = 1.0  # the last row differs: the end of the tensor is reached
+    leaf = logits.requires_grad_()
+    out = hee.hybrid_entropy_loss(leaf, None, 1.0, *PARAMS)
+    (grad,) = torch.autograd.grad(out["discrete_entropy"], leaf)
+    uniform = math.log(k)
+    p_last = math.e / (k - 1 + math.e)
+    p_rest = 1.0 / (k - 1 + math.e)
+    last_row = -(p_last * math.log(p_last) + (k - 1) * p_rest * math.log(p_rest))
+    want = ((b - 1) * uniform + last_row) / b
+    assert out["discrete_entropy"].item() == pytest.approx(want, rel=1e-5)
+    assert torch.isfinite(grad[-1]).all() and grad[-1, -1].item() != 0.0
+
+
+# --- streams and devices --------------------------------------------------------------------
+
+
+def test_runs_on_the_current_stream():
+    logits, log_std = make_inputs(512, 33, 3)
+    want = hee.hybrid_entropy_loss(logits.cuda(), log_std.cuda(), 0.05, *PARAMS)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        z, s = logits.cuda(), log_std.cuda()
+        got = hee.hybrid_entropy_loss(z, s, 0.05, *PARAMS)
+    torch.cuda.current_stream().wait_stream(side)
+    for key in KEYS:
+        assert torch.equal(got[key], want[key]), key
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_inputs_on_the_second_gpu_run_there():
+    logits, log_std = make_inputs(64, 9, 2)
+    with torch.cuda.device(0):
+        out = hee.hybrid_entropy_loss(logits.to("cuda:1"), log_std.to("cuda:1"), 0.05, *PARAMS)
+    assert out["total"].device == torch.device("cuda:1")
+    want = hee.hybrid_entropy_loss(logits, log_std, 0.05, *PARAMS)
+    torch.testing.assert_close(out["total"].cpu(), want["total"], **F32)
+
+
+def test_cpu_inputs_and_cuda_logits_are_rejected_naming_both_devices():
+    logits, log_std = make_inputs(4, 3, 2)
+    with pytest.raises(ValueError, match=r"logits on cuda:0 and log_std on cpu"):
+        hee.hybrid_entropy_loss(logits.cuda(), log_std, 0.05)
