@@ -9,9 +9,16 @@
 
 from . import reference
 from .config import EntropyRegularizationConfig
+from .controller import TargetEntropyController
 from .functional import hybrid_entropy_loss
 from .regularizer import HybridEntropyRegularizer
-from .schedule import ConstantEntropySchedule, LinearEntropySchedule
+from .schedule import (
+    ConstantEntropySchedule,
+    CosineEntropySchedule,
+    ExponentialEntropySchedule,
+    LinearEntropySchedule,
+    PiecewiseEntropySchedule,
+)
 
 __version__ = "0.1.0"
 
@@ -20,6 +27,10 @@ __all__ = [
     "reference",
     "LinearEntropySchedule",
     "ConstantEntropySchedule",
+    "CosineEntropySchedule",
+    "ExponentialEntropySchedule",
+    "PiecewiseEntropySchedule",
     "EntropyRegularizationConfig",
     "HybridEntropyRegularizer",
+    "TargetEntropyController",
 ]
