@@ -5,11 +5,13 @@
     out = hee.hybrid_entropy_loss(logits, log_std, entropy_coeff)   # fused op
     ref = hee.reference.hybrid_entropy_loss(logits, log_std, entropy_coeff)
     reg = hee.HybridEntropyRegularizer(hee.EntropyRegularizationConfig.preset("long"))
+    out = hee.hybrid_entropy_loss_from_distributions((Categorical(...), Normal(...)), 0.01)
 """
 
 from . import reference
 from .config import EntropyRegularizationConfig
 from .controller import TargetEntropyController
+from .distributions import hybrid_entropy_loss_from_distributions
 from .functional import hybrid_entropy_loss
 from .regularizer import HybridEntropyRegularizer
 from .schedule import (
@@ -24,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "hybrid_entropy_loss",
+    "hybrid_entropy_loss_from_distributions",
     "reference",
     "LinearEntropySchedule",
     "ConstantEntropySchedule",
