@@ -13,6 +13,7 @@ from .config import EntropyRegularizationConfig
 from .controller import TargetEntropyController
 from .distributions import hybrid_entropy_loss_from_distributions
 from .functional import hybrid_entropy_loss
+from .monitor import EntropyMonitor
 from .regularizer import HybridEntropyRegularizer
 from .schedule import (
     ConstantEntropySchedule,
@@ -36,4 +37,5 @@ __all__ = [
     "EntropyRegularizationConfig",
     "HybridEntropyRegularizer",
     "TargetEntropyController",
+    "EntropyMonitor",
 ]
