@@ -473,3 +473,22 @@ def test_compiled_regularizer_with_a_controller_and_the_counter_matches_eager(mo
             torch.testing.assert_close(got_grads[name], exp_grads[name], rtol=1e-6, atol=1e-7, msg=name)
     assert compiled_module.regularizer.episode_counter.item() == 3
     torch._dynamo.reset()
+
+
+def test_exported_module_without_episode_computes_the_coefficient_from_the_counter():
+    class Module(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.regularizer = hee.HybridEntropyRegularizer(EntropyRegularizationConfig.preset("short"))
+
+        def forward(self, logits: Tensor, log_std: Tensor) -> Dict[str, Tensor]:
+            return self.regularizer(logits, log_std)
+
+    module = Module()
+    module.regularizer.step(37)
+    logits, log_std = inputs(dtype=torch.float32)
+    exported = torch.export.export(module, (logits, log_std))
+    got = exported.module()(logits, log_std)
+    # short: 0.05 -> 0.01 over 200 episodes; at 37: 0.05 (1 - 37/200) + 0.01 * 37/200 = 0.0426
+    assert got["current_entropy_coeff"].item() == pytest.approx(0.0426, rel=1e-6)
+    assert_same(got, module(logits, log_std))

@@ -356,3 +356,18 @@ def test_bool_is_rejected_in_either_spelling(value):
 def test_numpy_float_episode_is_rejected():
     with pytest.raises(TypeError, match=r"episode: expected an integer >= 0, got np.float64\(3.0\)"):
         LinearEntropySchedule(START, END, N)(np.float64(3.0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", sorted(ALL_SCHEDULES))
+def test_tensor_form_on_cuda_makes_no_host_sync(name):
+    schedule = ALL_SCHEDULES[name]()
+    episode = torch.tensor(137, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = schedule.coefficient_tensor(episode)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert got.device.type == "cuda" and got.dtype == torch.float64
+    assert got.item() == pytest.approx(schedule(137), rel=4e-16, abs=0.0)
