@@ -10,7 +10,6 @@ the seed's keys, called with an explicit ``episode``, computes exactly what it d
 - batch means over every rank of a ``torch.distributed`` process group.
 """
 
-import numbers
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import torch

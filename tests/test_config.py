@@ -660,3 +660,7 @@ def test_numpy_integral_float_decay_episodes_is_accepted():
 def test_numpy_bool_where_a_number_is_expected_is_rejected():
     with pytest.raises(TypeError, match=r"entropy_coeff: expected a finite number >= 0, got"):
         Config(entropy_coeff=np.bool_(True))
+
+
+def test_plain_preset_round_trips_through_yaml():
+    assert Config.from_yaml(Config.preset("plain").to_yaml()) == Config.preset("plain")

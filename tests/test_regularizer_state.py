@@ -1,7 +1,6 @@
 """``hee.HybridEntropyRegularizer``, second version: the episode counter, user schedules,
 target-entropy controllers per head, checkpoints, TorchScript and torch.compile."""
 
-import collections
 import math
 from typing import Dict
 
@@ -492,3 +491,45 @@ def test_exported_module_without_episode_computes_the_coefficient_from_the_count
     # short: 0.05 -> 0.01 over 200 episodes; at 37: 0.05 (1 - 37/200) + 0.01 * 37/200 = 0.0426
     assert got["current_entropy_coeff"].item() == pytest.approx(0.0426, rel=1e-6)
     assert_same(got, module(logits, log_std))
+
+
+FRESH_PROCESS = """
+import sys
+import torch
+
+library, module_path, obs_path, result_path = sys.argv[1:]
+torch.ops.load_library(library)                  # the op library only, not the package
+module = torch.jit.load(module_path)
+obs = torch.load(obs_path)
+outs = [{k: v.detach() for k, v in module(obs).items()} for _ in range(3)]
+torch.save({"outs": outs, "state": module.state_dict(), "package": "hybrid_entropy_ext" in sys.modules},
+           result_path)
+"""
+
+
+@pytest.mark.parametrize("mode", ["sac", "adaptive"])
+def test_saved_scripted_module_with_counter_and_controller_runs_without_the_package(tmp_path, mode):
+    import subprocess
+    import sys
+
+    from hybrid_entropy_ext import _ops
+
+    torch.manual_seed(3)
+    eager = PolicyWithController(mode)
+    scripted = torch.jit.script(PolicyWithController(mode))
+    scripted.load_state_dict(eager.state_dict())
+    scripted.save(str(tmp_path / "policy.pt"))
+    obs = torch.randn(9, 6)
+    torch.save(obs, tmp_path / "obs.pt")
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, _ops.library_path(), str(tmp_path / "policy.pt"),
+         str(tmp_path / "obs.pt"), str(tmp_path / "result.pt")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = torch.load(tmp_path / "result.pt")
+    assert result["package"] is False
+    for got, (expected, _) in zip(result["outs"], _run_steps(eager, obs)):
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], msg=key)
+    assert result["state"]["regularizer.episode_counter"].item() == 3
