@@ -241,3 +241,17 @@ def test_torchrl_term_with_plain_normal_averages_over_dimensions():
     torchrl = -0.01 * Normal(mean, log_std.exp()).entropy().mean()
     got = hee.hybrid_entropy_loss(None, log_std, 0.01, 1.0, 1.0 / D, None, None)["total"]
     torch.testing.assert_close(got, torchrl)
+
+
+def test_masked_actions_in_categorical_logits_get_probability_0_and_gradient_0():
+    logits, _, _ = heads()
+    logits[:, 1] = -math.inf
+    leaf = logits.clone().requires_grad_()
+    out = from_distributions(Categorical(logits=leaf), 0.03, *SETTINGS)
+    out["total"].backward()
+    oracle_leaf = logits.clone().requires_grad_()
+    expected = distributions_oracle(oracle_leaf, None, 0.03, *SETTINGS)
+    expected["total"].backward()
+    assert_close_to_oracle(out, expected)
+    assert torch.equal(leaf.grad[:, 1], torch.zeros(B, dtype=torch.float64))
+    torch.testing.assert_close(leaf.grad, oracle_leaf.grad, rtol=1e-6, atol=1e-9)
