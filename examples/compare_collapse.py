@@ -1,4 +1,4 @@
-"""Does adaptive entropy regularization prevent collapse? Fixed 0.01 vs the adaptive schedule.
+"""Does adaptive entropy regularization prevent collapse? Fixed 0.01 vs the adaptive schedule and controller.
 
 Trains the hybrid-action PPO agent of :mod:`hybrid_entropy_ext.ppo` on
 ``HybridNetworkGrowth-v0`` (a task with a deceptive greedy operation) with each entropy
@@ -9,7 +9,7 @@ configuration and the same seeds, then writes
 - ``<out>/collapse_comparison.png``: return, discrete and continuous entropy per episode,
   mean +- one standard deviation over seeds.
 
-    python examples/compare_collapse.py                    # 4 configs x 5 seeds x 1000 episodes
+    python examples/compare_collapse.py                    # 5 configs x 5 seeds x 1000 episodes
     python examples/compare_collapse.py --episodes 200 --seeds 0 1 --out /tmp/cmp   # quick look
 
 A configuration is a YAML file or ``preset:NAME``. Each run uses one CPU thread and takes
@@ -41,12 +41,14 @@ DEFAULT_CONFIGS = (
     str((HERE / "configs" / "fixed_0.01.yaml").relative_to(REPO)),
     str((HERE / "configs" / "adaptive_collapse.yaml").relative_to(REPO)),
     "preset:long",
+    str((HERE / "configs" / "adaptive_target.yaml").relative_to(REPO)),
 )
 LABELS = {
     "no_entropy.yaml": "no entropy term (control)",
     "fixed_0.01.yaml": "fixed 0.01 (no penalty)",
     "adaptive_collapse.yaml": "adaptive + discrete penalty",
     "preset:long": "preset `long` (both penalties)",
+    "adaptive_target.yaml": "adaptive controller (H_d target 0.2)",
 }
 
 
@@ -142,7 +144,8 @@ def plot(
         ("continuous_entropy", "continuous entropy H_c (nats)", False),
     )
     for ax, (key, ylabel, log) in zip(axes, panels):
-        for style, (source, results) in zip(itertools.cycle(("-", "--", "-.", ":")), runs.items()):
+        for style, (source, results) in zip(itertools.cycle(("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)))),
+                                            runs.items()):
             x = np.array([row["episodes"] for row in results[0].metrics])
             y = np.array([[row[key] for row in r.metrics] for r in results])
             if log:

@@ -5,7 +5,8 @@ Subcommands:
 - ``schedule``: the entropy-coefficient table of a config or preset.
 - ``check``: the loss components at given batch-mean entropies, as a collapse report.
 - ``bench``: fused op vs the alternatives, forward+backward, with ratios.
-- ``train``: a hybrid-action PPO run on ``HybridNetworkGrowth-v0`` (CSV of metrics + plot).
+- ``train``: a hybrid-action PPO run on ``HybridNetworkGrowth-v0`` (CSV of metrics + plot,
+  and the :class:`~hybrid_entropy_ext.EntropyMonitor`'s CSV, JSON and plot).
 - ``demo`` (the default): the schedule table, a collapse report, a quick fused-vs-reference
   timing and a short training run.
 
@@ -207,20 +208,48 @@ def training_table(metrics: Sequence[Dict[str, float]], rows: int = 10) -> str:
     return "\n".join(lines)
 
 
+def monitor_report(summary: Dict) -> str:
+    """One line per head: the collapse penalty's interventions and the entropy's minimum and mean."""
+    lines = []
+    for head in ("discrete", "continuous"):
+        h = summary[head]
+        if h["mean_entropy"] is None:
+            continue
+        threshold = "disabled" if h["threshold"] is None else f"threshold {h['threshold']:g}"
+        lines.append(
+            f"{head} head: collapse penalty ({threshold}) switched on {h['interventions']} times, active in "
+            f"{h['active_steps']} of {summary['records']} steps; entropy min {h['min_entropy']:.3f}, "
+            f"mean {h['mean_entropy']:.3f} nats"
+        )
+    return "\n".join(lines)
+
+
 def _run_training(
     config: EntropyRegularizationConfig, source: str, episodes: int, seed: int, out: Optional[str], progress: bool
 ):
     ppo = _import_ppo()
+    from .monitor import EntropyMonitor
+
     print(f"Hybrid PPO on HybridNetworkGrowth-v0, {episodes} episodes, seed {seed}, entropy config: {source}")
-    result = ppo.train(config, episodes, seed, out, progress)
+    # Every minibatch step is recorded; each switch-on of a penalty is a logging warning
+    # (on stderr, unless --quiet).
+    monitor = EntropyMonitor(config, warn=progress)
+    result = ppo.train(config, episodes, seed, out, progress, monitor=monitor)
     print(training_table(result.metrics))
     tail = min(result.hyperparameters.final_window, result.episodes)
     print(
         f"final return (mean of the last {tail} episodes): {result.final_return:.2f} "
         f"(always add_node: 3.2, a good policy: about 27); {result.wall_time_s:.1f} s"
     )
+    print(monitor_report(monitor.summary()))
     if result.csv_path is not None:
-        print(f"wrote {result.csv_path} and {result.plot_path}")
+        folder = result.csv_path.parent
+        written = [
+            monitor.to_csv(folder / "entropy_monitor.csv"),
+            monitor.to_json(folder / "entropy_monitor.json"),
+            monitor.plot_png(folder / "entropy_monitor.png", title=f"entropy monitor, seed {seed}"),
+        ]
+        print(f"wrote {result.csv_path}, {result.plot_path}, " + ", ".join(str(p) for p in written))
     return result
 
 
@@ -254,7 +283,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML file (a trainer config or the section alone)")
     parser.add_argument(
-        "--preset", choices=("long", "short", "debug", "aggressive"), help="a built-in preset instead of a file"
+        "--preset",
+        choices=("long", "short", "debug", "aggressive", "plain"),
+        help="a built-in preset instead of a file",
     )
 
 
@@ -303,15 +334,18 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Train a hybrid-action PPO agent (categorical op + Gaussian parameters) on HybridNetworkGrowth-v0 "
             "with the entropy regularization of --config or --preset (default: the defaults). "
-            "Prints a table of the run; with --out, writes metrics.csv (one row per update) and training.png. "
-            "Uses one CPU thread."
+            "Prints a table of the run and the entropy monitor's summary (collapse-penalty switch-ons are "
+            "logged as warnings); with --out, writes metrics.csv (one row per update), training.png and the "
+            "monitor's entropy_monitor.csv, .json and .png (one row per minibatch step). Uses one CPU thread."
         ),
     )
     _add_config_options(p)
     p.add_argument("--episodes", type=int, default=500, metavar="N", help="episodes (rounded up to a multiple of 8)")
     p.add_argument("--seed", type=int, default=0, metavar="S")
-    p.add_argument("--out", metavar="DIR", help="folder for metrics.csv and training.png (created if missing)")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument(
+        "--out", metavar="DIR", help="folder for metrics.csv, training.png and entropy_monitor.* (created if missing)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress and no penalty warnings on stderr")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

@@ -18,6 +18,12 @@ Example::
     (0.2, 0.001)
     >>> cfg.make_schedule()
     LinearEntropySchedule(start=0.2, end=0.001, decay_episodes=1000)
+
+The second version's keys (``entropy_schedule``, ``entropy_schedule_points``, the
+target-entropy control) default to what the seed did: a config with only the seed's
+keys means exactly what it meant, and :meth:`~EntropyRegularizationConfig.to_dict`
+leaves the new keys out while they hold their defaults, so such a config also dumps
+exactly as before.
 """
 
 import dataclasses
@@ -27,19 +33,29 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Final, Iterable, Mapping, Optional, Tuple, Union
+import numbers
+from typing import TYPE_CHECKING, Any, Callable, Dict, Final, Iterable, Mapping, Optional, Tuple, Union
 
 import yaml
 
 from .schedule import (
     ConstantEntropySchedule,
+    CosineEntropySchedule,
+    ExponentialEntropySchedule,
     LinearEntropySchedule,
+    PiecewiseEntropySchedule,
     _check_coefficient,
     _check_episode_count,
+    _check_points,
+    _check_real,
     _describe,
+    _is_bool,
 )
 
-__all__ = ["EntropyRegularizationConfig", "SAME_AS_DISCRETE"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .controller import TargetEntropyController
+
+__all__ = ["EntropyRegularizationConfig", "SAME_AS_DISCRETE", "SCHEDULES", "TARGET_ENTROPY_CONTROLS"]
 
 #: Default of ``continuous_min_entropy_threshold``: the key was absent, so the continuous
 #: head uses ``min_entropy_threshold``. Distinct from ``None``, which disables the penalty.
@@ -48,6 +64,11 @@ SAME_AS_DISCRETE: Final[str] = "same_as_min_entropy_threshold"
 _SECTION: Final[str] = "entropy_regularization"
 _TRAINER: Final[str] = "trainer"
 _VALIDATOR: Final[str] = "validator"
+
+#: Values of ``entropy_schedule``: the shape of the coefficient's decay.
+SCHEDULES: Final[Tuple[str, ...]] = ("linear", "cosine", "exponential", "piecewise")
+#: Values of ``target_entropy_control``.
+TARGET_ENTROPY_CONTROLS: Final[Tuple[str, ...]] = ("none", "sac", "adaptive")
 
 _PRESETS: Final[Mapping[str, Mapping[str, Any]]] = {
     # 1000+ episodes
@@ -68,6 +89,14 @@ _PRESETS: Final[Mapping[str, Mapping[str, Any]]] = {
         "discrete_entropy_weight": 1.5,
         "continuous_entropy_weight": 0.3,
     },
+    # Today's fixed bonus, exactly: ent_coef * -(joint entropy).mean(), as in Stable-Baselines3.
+    "plain": {
+        "enable_adaptive_entropy": False,
+        "entropy_coeff": 0.01,
+        "discrete_entropy_weight": 1.0,
+        "continuous_entropy_weight": 1.0,
+        "min_entropy_threshold": None,
+    },
 }
 
 
@@ -86,6 +115,8 @@ def _parse_numeric_string(value: Any) -> Any:
 
 
 def _validate_bool(key: str, value: Any) -> bool:
+    if _is_bool(value):  # bool or numpy.bool_
+        return bool(value)
     if not isinstance(value, bool):
         raise TypeError(f"{key}: expected a bool (true or false), got {_describe(value)}")
     return value
@@ -97,9 +128,10 @@ def _validate_coefficient(key: str, value: Any) -> float:
 
 def _validate_episode_count(key: str, value: Any) -> int:
     value = _parse_numeric_string(value)
-    # Integral floats (500.0, or "5e2" from YAML) are accepted; anything else is an error
-    # rather than being rounded silently.
-    if isinstance(value, float):
+    # Integral floats (500.0, np.float32(500), or "5e2" from YAML) are accepted; anything
+    # else is an error rather than being rounded silently.
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not _is_bool(value):
+        value = float(value)
         if not (math.isfinite(value) and value.is_integer()):
             raise ValueError(
                 f"{key}: expected an integer number of episodes >= 0, got non-integer {value!r}"
@@ -116,6 +148,59 @@ def _validate_continuous_threshold(key: str, value: Any) -> Union[float, None, s
     if isinstance(value, str) and value == SAME_AS_DISCRETE:
         return SAME_AS_DISCRETE
     return _validate_threshold(key, value)
+
+
+def _validate_choice(choices: Tuple[str, ...]) -> Callable[[str, Any], str]:
+    def validate(key: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"{key}: expected one of {', '.join(choices)}, got {_describe(value)}")
+        if value not in choices:
+            close = difflib.get_close_matches(value, choices, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{key}: expected one of {', '.join(choices)}, got {value!r}{hint}")
+        return value
+
+    return validate
+
+
+def _validate_control(key: str, value: Any) -> str:
+    # YAML's null reads as "no control", the same as the string none.
+    return "none" if value is None else _validate_choice(TARGET_ENTROPY_CONTROLS)(key, value)
+
+
+def _validate_points(key: str, value: Any) -> Optional[Tuple[Tuple[int, float], ...]]:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        # Numeric strings (YAML 1.1 reads 1e-3 as one) and integral floats, as for the other keys.
+        converted = []
+        for i, point in enumerate(value):
+            if isinstance(point, (list, tuple)) and len(point) == 2:
+                episode = _parse_numeric_string(point[0])
+                if isinstance(episode, float) and math.isfinite(episode) and episode.is_integer():
+                    episode = int(episode)
+                point = (episode, _parse_numeric_string(point[1]))
+            converted.append(point)
+        value = converted
+    episodes, values = _check_points(key, value)
+    # A tuple of tuples: the config is frozen and hashable.
+    return tuple(zip(episodes, values))
+
+
+def _validate_optional_target(allow_negative: bool) -> Callable[[str, Any], Optional[float]]:
+    def validate(key: str, value: Any) -> Optional[float]:
+        if value is None:
+            return None
+        if not allow_negative:
+            return _validate_coefficient(key, value)
+        # A Gaussian's entropy is a differential entropy: a target below 0 nats is legitimate.
+        expected = "a finite number of nats (or null)"
+        result = _check_real(key, _parse_numeric_string(value), expected)
+        if not math.isfinite(result):
+            raise ValueError(f"{key}: expected {expected}, got {result!r}")
+        return result
+
+    return validate
 
 
 def _field(default: Any, validator: Callable[[str, Any], Any]) -> Any:
@@ -218,8 +303,28 @@ class EntropyRegularizationConfig:
             ``min_entropy_threshold``; ``None`` disables it. Read the effective value
             from :attr:`resolved_continuous_min_entropy_threshold`.
         penalty_multiplier: slope of the collapse penalty below the threshold.
+        entropy_schedule: shape of the decay while ``enable_adaptive_entropy`` is true:
+            ``linear`` (the default, the seed's schedule), ``cosine`` or ``exponential``
+            (both from ``entropy_coeff_start`` to ``entropy_coeff_end`` over
+            ``entropy_decay_episodes``; exponential needs both > 0), or ``piecewise``
+            (through ``entropy_schedule_points``).
+        entropy_schedule_points: ``[[episode, value], ...]`` for ``piecewise``, episodes
+            increasing (RLlib's format); must be absent (null) for the other schedules.
+        target_entropy_control: ``none`` (the default), ``sac`` or ``adaptive``: a
+            :class:`~hybrid_entropy_ext.TargetEntropyController` for each head that has a
+            target below; a controlled head takes its coefficient from the controller
+            instead of the schedule.
+        discrete_target_entropy: target of the categorical head's batch-mean entropy, in
+            nats (>= 0), or null (that head follows the schedule).
+        continuous_target_entropy: target of the Gaussian head's batch-mean entropy, in
+            nats (any finite number: a differential entropy can be negative), or null.
+        controller_initial_coeff: the controllers' starting coefficient (> 0 for ``sac``).
+        controller_min_coeff, controller_max_coeff: bounds of the controlled coefficient.
+        controller_delta: ``adaptive``: the coefficient's step per ``update`` call.
+        controller_only_below_target: ``adaptive``: the entropy term of a controlled head
+            is applied only while its entropy is below the target.
 
-    Numbers must be finite and >= 0; numeric strings (YAML reads ``1e-3`` as one) are
+    Numbers must be finite and >= 0 (except ``continuous_target_entropy``); numeric strings (YAML reads ``1e-3`` as one) are
     converted; ``bool`` is not accepted as a number. Invalid values raise ``TypeError``
     (wrong type) or ``ValueError`` naming the key, the expectation and the value.
 
@@ -243,6 +348,17 @@ class EntropyRegularizationConfig:
         SAME_AS_DISCRETE, _validate_continuous_threshold
     )
     penalty_multiplier: float = _field(3.0, _validate_coefficient)
+    # --- second version: schedules and target-entropy control --------------------------
+    entropy_schedule: str = _field("linear", _validate_choice(SCHEDULES))
+    entropy_schedule_points: Optional[Tuple[Tuple[int, float], ...]] = _field(None, _validate_points)
+    target_entropy_control: str = _field("none", _validate_control)
+    discrete_target_entropy: Optional[float] = _field(None, _validate_optional_target(False))
+    continuous_target_entropy: Optional[float] = _field(None, _validate_optional_target(True))
+    controller_initial_coeff: float = _field(0.01, _validate_coefficient)
+    controller_min_coeff: float = _field(0.0, _validate_coefficient)
+    controller_max_coeff: float = _field(1.0, _validate_coefficient)
+    controller_delta: float = _field(0.001, _validate_coefficient)
+    controller_only_below_target: bool = _field(True, _validate_bool)
 
     def __post_init__(self) -> None:
         # Validate every field before setting any (frozen: via object.__setattr__).
@@ -250,6 +366,7 @@ class EntropyRegularizationConfig:
             f.name: f.metadata[_VALIDATOR](f.name, getattr(self, f.name))
             for f in dataclasses.fields(self)
         }
+        _check_combination(normalized)
         for name, value in normalized.items():
             object.__setattr__(self, name, value)
 
@@ -300,9 +417,13 @@ class EntropyRegularizationConfig:
 
     @classmethod
     def preset(cls, name: str) -> "EntropyRegularizationConfig":
-        """A named preset: ``long``, ``short``, ``debug`` or ``aggressive``.
+        """A named preset: ``long``, ``short``, ``debug``, ``aggressive`` or ``plain``.
 
-        Keys a preset does not set keep their defaults. docs/design.md has the table.
+        Keys a preset does not set keep their defaults (docs/design.md and the
+        README's Configuration section have the table). ``plain`` is today's fixed
+        bonus exactly: a constant coefficient of 0.01, weights 1 and 1, no collapse
+        penalties, so that ``total = -0.01 * (H_d + H_c)``, Stable-Baselines3's
+        ``ent_coef * -entropy.mean()`` with the joint policy's entropy.
         """
         if not isinstance(name, str):
             raise TypeError(f"preset name: expected a str, got {_describe(name)}")
@@ -319,11 +440,19 @@ class EntropyRegularizationConfig:
         """The section as a plain dict, suitable for :meth:`from_dict`.
 
         ``continuous_min_entropy_threshold`` is left out while it follows
-        ``min_entropy_threshold``, as in a YAML file where the key is absent.
+        ``min_entropy_threshold``, as in a YAML file where the key is absent. The
+        second version's keys (``entropy_schedule`` and after) are left out while they
+        hold their defaults, so a config that uses only the seed's keys gives the seed's
+        dict (and YAML) exactly. ``entropy_schedule_points`` comes back as lists.
         """
         result = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if self._continuous_threshold_follows_discrete:
             del result["continuous_min_entropy_threshold"]
+        for f in dataclasses.fields(self):
+            if f.name in _SECOND_VERSION_KEYS and result[f.name] == f.default:
+                del result[f.name]
+        if result.get("entropy_schedule_points") is not None:
+            result["entropy_schedule_points"] = [list(point) for point in result["entropy_schedule_points"]]
         return result
 
     def to_yaml(self) -> str:
@@ -335,10 +464,125 @@ class EntropyRegularizationConfig:
         _check_known_keys(overrides)
         return dataclasses.replace(self, **overrides)
 
-    def make_schedule(self) -> Union[LinearEntropySchedule, ConstantEntropySchedule]:
-        """The coefficient schedule this config describes (a scriptable ``nn.Module``)."""
-        if self.enable_adaptive_entropy:
-            return LinearEntropySchedule(
-                self.entropy_coeff_start, self.entropy_coeff_end, self.entropy_decay_episodes
+    def make_schedule(
+        self,
+    ) -> Union[
+        LinearEntropySchedule,
+        ConstantEntropySchedule,
+        CosineEntropySchedule,
+        ExponentialEntropySchedule,
+        PiecewiseEntropySchedule,
+    ]:
+        """The coefficient schedule this config describes (a scriptable ``nn.Module``).
+
+        ``enable_adaptive_entropy: false`` gives a constant ``entropy_coeff`` whatever
+        ``entropy_schedule`` says; otherwise ``entropy_schedule`` picks the shape.
+        """
+        if not self.enable_adaptive_entropy:
+            return ConstantEntropySchedule(self.entropy_coeff)
+        if self.entropy_schedule == "piecewise":
+            return PiecewiseEntropySchedule(self.entropy_schedule_points)
+        shape = {
+            "linear": LinearEntropySchedule,
+            "cosine": CosineEntropySchedule,
+            "exponential": ExponentialEntropySchedule,
+        }[self.entropy_schedule]
+        return shape(self.entropy_coeff_start, self.entropy_coeff_end, self.entropy_decay_episodes)
+
+    def make_controllers(
+        self,
+    ) -> Tuple[Optional["TargetEntropyController"], Optional["TargetEntropyController"]]:
+        """``(discrete, continuous)`` target-entropy controllers, ``None`` for a head without one.
+
+        With ``target_entropy_control: none`` both are ``None``; otherwise each head whose
+        target is set gets a :class:`~hybrid_entropy_ext.TargetEntropyController` with the
+        ``controller_*`` settings.
+        """
+        from .controller import TargetEntropyController
+
+        if self.target_entropy_control == "none":
+            return None, None
+
+        def make(target: Optional[float]) -> Optional[TargetEntropyController]:
+            if target is None:
+                return None
+            return TargetEntropyController(
+                target,
+                self.target_entropy_control,
+                self.controller_initial_coeff,
+                self.controller_min_coeff,
+                self.controller_max_coeff,
+                self.controller_delta,
+                self.controller_only_below_target,
             )
-        return ConstantEntropySchedule(self.entropy_coeff)
+
+        return make(self.discrete_target_entropy), make(self.continuous_target_entropy)
+
+
+#: Keys added by the second version of the regularizer; see ``to_dict``.
+_SECOND_VERSION_KEYS: Final[Tuple[str, ...]] = (
+    "entropy_schedule",
+    "entropy_schedule_points",
+    "target_entropy_control",
+    "discrete_target_entropy",
+    "continuous_target_entropy",
+    "controller_initial_coeff",
+    "controller_min_coeff",
+    "controller_max_coeff",
+    "controller_delta",
+    "controller_only_below_target",
+)
+
+
+def _check_combination(values: Mapping[str, Any]) -> None:
+    """Checks across keys, on already validated values; errors name every key involved."""
+    schedule, points = values["entropy_schedule"], values["entropy_schedule_points"]
+    if schedule == "piecewise" and points is None:
+        raise ValueError(
+            "entropy_schedule_points: expected [[episode, value], ...] with entropy_schedule: piecewise, got null"
+        )
+    if schedule != "piecewise" and points is not None:
+        raise ValueError(
+            f"entropy_schedule_points: only used with entropy_schedule: piecewise, but entropy_schedule is "
+            f"{schedule!r}; remove the points or set entropy_schedule: piecewise"
+        )
+    if schedule == "exponential":
+        for key in ("entropy_coeff_start", "entropy_coeff_end"):
+            if values[key] <= 0.0:
+                raise ValueError(
+                    f"{key}: expected a number > 0 with entropy_schedule: exponential "
+                    f"(a geometric decay never reaches 0), got {values[key]!r}"
+                )
+    control = values["target_entropy_control"]
+    targets = ("discrete_target_entropy", "continuous_target_entropy")
+    if control == "none":
+        for key in targets:
+            if values[key] is not None:
+                raise ValueError(
+                    f"{key}: a target needs target_entropy_control: sac or adaptive, but target_entropy_control "
+                    f"is 'none' (got {key}: {values[key]!r})"
+                )
+    elif all(values[key] is None for key in targets):
+        raise ValueError(
+            f"target_entropy_control: {control!r} needs discrete_target_entropy and/or "
+            "continuous_target_entropy (nats), got neither"
+        )
+    low, high, initial = (
+        values["controller_min_coeff"],
+        values["controller_max_coeff"],
+        values["controller_initial_coeff"],
+    )
+    if low > high:
+        raise ValueError(
+            f"controller_min_coeff: expected <= controller_max_coeff ({high!r}), got {low!r}"
+        )
+    if not low <= initial <= high:
+        raise ValueError(
+            f"controller_initial_coeff: expected a number in [controller_min_coeff, controller_max_coeff] = "
+            f"[{low!r}, {high!r}], got {initial!r}"
+        )
+    if control == "sac" and initial <= 0.0:
+        raise ValueError(
+            f"controller_initial_coeff: expected a number > 0 with target_entropy_control: sac "
+            f"(the controller learns its logarithm), got {initial!r}"
+        )

@@ -9,6 +9,9 @@ the clipped PPO objective, plus ``vf_coef`` times the value loss, plus the entro
     HybridEntropyRegularizer(config)(logits, log_std, episode)["total"]
 
 where ``episode`` is the number of episodes completed so far (it drives the schedule).
+With target-entropy controllers in the config, their coefficients replace the schedule's
+for their heads, ``update_controllers`` runs after every optimizer step, and a ``sac``
+controller's ``log_coeff`` is trained by the same optimizer through ``controller_loss``.
 
     from hybrid_entropy_ext import EntropyRegularizationConfig
     from hybrid_entropy_ext.ppo import train
@@ -24,6 +27,7 @@ count is restored afterwards) and is deterministic for a given seed.
 
 import csv
 import math
+import numbers
 import os
 import sys
 import time
@@ -37,6 +41,7 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, Normal
 
 from .config import EntropyRegularizationConfig
+from .monitor import EntropyMonitor
 from .regularizer import HybridEntropyRegularizer
 
 __all__ = ["PPOHyperparameters", "HybridActorCritic", "TrainResult", "METRIC_COLUMNS", "train", "plot_metrics"]
@@ -50,7 +55,9 @@ METRIC_COLUMNS: Tuple[str, ...] = (
     "greedy_fraction",  # share of the rollout's actions that were the environment's greedy op
     "discrete_entropy",
     "continuous_entropy",
-    "entropy_coeff",
+    "entropy_coeff",  # the schedule's
+    "discrete_entropy_coeff",  # the coefficient each head got (a controller's, if any)
+    "continuous_entropy_coeff",
     "discrete_loss",
     "continuous_loss",
     "discrete_penalty",
@@ -187,6 +194,7 @@ def train(
     out_dir: Union[str, "os.PathLike[str]", None] = None,
     progress: bool = False,
     hyperparameters: Optional[PPOHyperparameters] = None,
+    monitor: Optional[EntropyMonitor] = None,
 ) -> TrainResult:
     """Train a hybrid-action PPO agent with the entropy regularization of ``config``.
 
@@ -198,14 +206,17 @@ def train(
             ``training.png`` there (created if missing).
         progress: show progress on stderr (tqdm on a terminal, plain lines otherwise).
         hyperparameters: PPO settings; :class:`PPOHyperparameters` by default.
+        monitor: an :class:`EntropyMonitor` that records the regularizer's outputs of every
+            minibatch step, at ``episode`` = episodes completed (it does not change the run).
 
     Returns:
         A :class:`TrainResult`.
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+    if isinstance(episodes, bool) or not isinstance(episodes, numbers.Integral) or episodes < 1:
         raise ValueError(f"episodes: expected an int >= 1, got {episodes!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
+    episodes, seed = int(episodes), int(seed)
     config = config if config is not None else EntropyRegularizationConfig()
     hp = hyperparameters or PPOHyperparameters()
     out_path = Path(out_dir) if out_dir is not None else None
@@ -215,7 +226,7 @@ def train(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(config, episodes, seed, out_path, progress, hp)
+        return _train(config, episodes, seed, out_path, progress, hp, monitor)
     finally:
         torch.set_num_threads(threads)
 
@@ -227,6 +238,7 @@ def _train(
     out_path: Optional[Path],
     progress: bool,
     hp: PPOHyperparameters,
+    monitor: Optional[EntropyMonitor] = None,
 ) -> TrainResult:
     from .envs import GREEDY_OP
 
@@ -242,8 +254,13 @@ def _train(
     low, high = torch.as_tensor(param_space.low), torch.as_tensor(param_space.high)
 
     agent = HybridActorCritic(obs_size, num_ops, num_params, hp.hidden_size)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=hp.learning_rate, eps=1e-5)
     regularizer = HybridEntropyRegularizer(config)
+    controlled = regularizer.discrete_controller is not None or regularizer.continuous_controller is not None
+    # A sac controller's log_coeff learns with the agent's optimizer (no parameters otherwise:
+    # the same optimizer as without controllers).
+    optimizer = torch.optim.Adam(
+        list(agent.parameters()) + list(regularizer.parameters()), lr=hp.learning_rate, eps=1e-5
+    )
 
     steps = int(envs.get_attr("max_steps")[0])  # fixed episode length
     n = hp.num_envs
@@ -321,11 +338,16 @@ def _train(
                     v_loss = 0.5 * (new_value - b_targets[idx]).pow(2).mean()
                     ent = regularizer(logits, agent.log_std, episode)
                     loss = pg_loss + hp.vf_coef * v_loss + ent["total"]
+                    if controlled:
+                        loss = loss + regularizer.controller_loss(ent)
 
                     optimizer.zero_grad()
                     loss.backward()
                     nn.utils.clip_grad_norm_(agent.parameters(), hp.max_grad_norm)
                     optimizer.step()
+                    regularizer.update_controllers(ent)
+                    if monitor is not None:
+                        monitor.record(ent, episode)
 
                     with torch.no_grad():
                         approx_kl = ((ratio - 1) - log_ratio).mean()
@@ -334,6 +356,8 @@ def _train(
                         "discrete_entropy": ent["discrete_entropy"],
                         "continuous_entropy": ent["continuous_entropy"],
                         "entropy_coeff": ent["current_entropy_coeff"],
+                        "discrete_entropy_coeff": ent.get("discrete_entropy_coeff", ent["current_entropy_coeff"]),
+                        "continuous_entropy_coeff": ent.get("continuous_entropy_coeff", ent["current_entropy_coeff"]),
                         "discrete_loss": ent["discrete"],
                         "continuous_loss": ent["continuous"],
                         "discrete_penalty": ent["discrete_penalty"],
@@ -435,7 +459,13 @@ def plot_metrics(
     ax.legend()
 
     ax = axes[1, 0]
-    ax.plot(x, [row["entropy_coeff"] for row in metrics])
+    ax.plot(x, [row["entropy_coeff"] for row in metrics], label="schedule")
+    for head in ("discrete", "continuous"):
+        key = f"{head}_entropy_coeff"
+        if any(row.get(key, row["entropy_coeff"]) != row["entropy_coeff"] for row in metrics):
+            ax.plot(x, [row[key] for row in metrics], label=f"{head} head")  # a controller's
+    if len(ax.get_lines()) > 1:
+        ax.legend(fontsize="small")
     ax.set_ylabel("entropy coefficient")
     ax.set_xlabel("episodes")
 

@@ -1,61 +1,110 @@
 """Entropy-coefficient schedules.
 
-A schedule maps a training episode (a count of episodes, starting at 0) to the
-entropy coefficient ``c`` (dimensionless) that multiplies the policy entropy in
-the loss. Both schedules are ``nn.Module`` s so that a regularizer can hold one
-as a submodule and the whole thing can be compiled with ``torch.jit.script``.
+A schedule maps a training episode (a count starting at 0: episodes, updates or
+environment steps, whatever the trainer counts) to the entropy coefficient ``c``
+(dimensionless) that multiplies the policy entropy in the loss. Every schedule
+is an ``nn.Module`` so that a regularizer can hold one as a submodule and the
+whole thing can be compiled with ``torch.jit.script``.
+
+Each schedule has two forms of the same formula:
+
+- ``forward(episode: int) -> float``: Python arithmetic on a host integer;
+- ``coefficient_tensor(episode: Tensor) -> Tensor``: tensor arithmetic on an
+  integer tensor (0-dim, any device), giving a 0-dim float64 tensor on that
+  device. The regularizer uses it with its episode counter on a GPU (or under
+  ``torch.compile``), where reading the counter on the host would be a device
+  sync. Linear, constant and piecewise give bitwise the same value in both
+  forms (the same IEEE operations in the same order); cosine and exponential
+  call ``cos`` / ``pow``, whose library implementations may differ in the last
+  bit.
 """
 
 import math
 import numbers
-from typing import Any
+from typing import Any, List, Sequence, Tuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-__all__ = ["LinearEntropySchedule", "ConstantEntropySchedule"]
+__all__ = [
+    "LinearEntropySchedule",
+    "ConstantEntropySchedule",
+    "CosineEntropySchedule",
+    "ExponentialEntropySchedule",
+    "PiecewiseEntropySchedule",
+]
 
 
 def _describe(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+def _is_bool(value: Any) -> bool:
+    # numpy.bool_ is not a subclass of bool (nor registered as a number), but say so
+    # explicitly: a flag where a number is expected is a mistake in either spelling.
+    return isinstance(value, bool) or (type(value).__name__ in ("bool_", "bool") and hasattr(value, "dtype"))
+
+
+def _real_to_float(value: numbers.Real) -> float:
+    """``float(value)``, except that a NumPy float narrower than float64 is read as the
+    shortest decimal that rounds to it: ``np.float32(0.01)`` -> ``0.01``, the number the
+    NumPy-based config that produced it meant, not ``0.009999999776482582``."""
+    itemsize = getattr(getattr(value, "dtype", None), "itemsize", 8)
+    if isinstance(value, numbers.Integral) or itemsize >= 8:
+        return float(value)
+    return float(str(value))
+
+
+def _check_real(name: str, value: Any, expected: str) -> float:
+    """``value`` as a float if it is a real number (Python or NumPy, not bool), else TypeError."""
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected {expected}, got {_describe(value)}")
+    return _real_to_float(value)
+
+
 def _check_coefficient(name: str, value: Any) -> float:
     """Return ``value`` as a float, or raise if it is not a finite number >= 0.
 
     ``bool`` is rejected although it subclasses ``int``: ``True`` as a coefficient
-    is almost certainly a misplaced flag, not the number 1.
+    is almost certainly a misplaced flag, not the number 1. NumPy scalars are
+    accepted like Python numbers.
     """
     expected = "a finite number >= 0"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected {expected}, got {_describe(value)}")
-    result = float(value)
+    result = _check_real(name, value, expected)
     if not (math.isfinite(result) and result >= 0.0):
         raise ValueError(f"{name}: expected {expected}, got {result!r}")
     return result
 
 
 def _check_episode_count(name: str, value: Any) -> int:
-    """Return ``value`` as an int, or raise if it is not an integer >= 0."""
+    """Return ``value`` as an int, or raise if it is not an integer >= 0 (Python or NumPy)."""
     expected = "an integer number of episodes >= 0"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if _is_bool(value) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected {expected}, got {_describe(value)}")
     if value < 0:
         raise ValueError(f"{name}: expected {expected}, got {value!r}")
     return int(value)
 
 
-def _check_episode_type(episode: Any) -> None:
+def _check_episode_type(episode: Any) -> int:
     # Eager-only: TorchScript already enforces the ``int`` annotation, while in
-    # Python a float or bool episode would otherwise be silently accepted.
-    if isinstance(episode, bool) or not isinstance(episode, numbers.Integral):
+    # Python a float or bool episode would otherwise be silently accepted. A NumPy
+    # integer becomes an int, so that the arithmetic below stays Python's.
+    if _is_bool(episode) or not isinstance(episode, numbers.Integral):
         raise TypeError(f"episode: expected an integer >= 0, got {_describe(episode)}")
+    return int(episode)
 
 
 def _check_episode(episode: int) -> None:
     # Compiled by TorchScript, hence string concatenation instead of an f-string.
     if episode < 0:
         raise ValueError("episode: expected an integer >= 0, got " + str(episode))
+
+
+def _as_float64(episode: Tensor) -> Tensor:
+    # Episode counts are integers < 2**53, exact in float64, so the tensor forms below
+    # divide the same doubles as Python's int / int does.
+    return episode.to(torch.float64)
 
 
 class LinearEntropySchedule(nn.Module):
@@ -72,9 +121,11 @@ class LinearEntropySchedule(nn.Module):
             ``end > start`` is allowed and gives a linear increase.
         decay_episodes: length of the ramp, in episodes (int >= 0).
 
+    Numbers may be Python or NumPy scalars (``np.float32(0.1)``, ``np.int64(500)``).
+
     Raises:
         TypeError: an argument is not a number (``bool`` is not a number;
-            ``decay_episodes`` must be an ``int``).
+            ``decay_episodes`` must be an integer).
         ValueError: an argument is negative or not finite.
 
     Example::
@@ -84,6 +135,8 @@ class LinearEntropySchedule(nn.Module):
         (0.1, 0.001)
         >>> round(schedule(250), 6)
         0.0505
+        >>> schedule.coefficient_tensor(torch.tensor(250))   # same value, as a tensor
+        tensor(0.0505, dtype=torch.float64)
         >>> scripted = torch.jit.script(schedule)  # same values, usable from C++
     """
 
@@ -111,12 +164,26 @@ class LinearEntropySchedule(nn.Module):
             TypeError: in eager mode, ``episode`` is not an integer.
         """
         if not torch.jit.is_scripting():
-            _check_episode_type(episode)
+            episode = _check_episode_type(episode)
         _check_episode(episode)
         if episode >= self.decay_episodes:
             return self.end
         fraction = episode / self.decay_episodes
         return self.start * (1.0 - fraction) + self.end * fraction
+
+    @torch.jit.export
+    def coefficient_tensor(self, episode: Tensor) -> Tensor:
+        """``forward`` on a 0-dim integer tensor (>= 0): a 0-dim float64 tensor on its device.
+
+        Tensor operations only (no host sync); bitwise equal to ``forward(int(episode))``.
+        """
+        e = _as_float64(episode)
+        end = torch.full_like(e, self.end)
+        if self.decay_episodes == 0:
+            return end
+        fraction = e / self.decay_episodes
+        value = self.start * (1.0 - fraction) + self.end * fraction
+        return torch.where(episode >= self.decay_episodes, end, value)
 
     def extra_repr(self) -> str:
         return f"start={self.start!r}, end={self.end!r}, decay_episodes={self.decay_episodes!r}"
@@ -146,9 +213,248 @@ class ConstantEntropySchedule(nn.Module):
     def forward(self, episode: int) -> float:
         """Return the constant coefficient; ``episode`` (int >= 0) is only validated."""
         if not torch.jit.is_scripting():
-            _check_episode_type(episode)
+            episode = _check_episode_type(episode)
         _check_episode(episode)
         return self.value
 
+    @torch.jit.export
+    def coefficient_tensor(self, episode: Tensor) -> Tensor:
+        """The constant as a 0-dim float64 tensor on ``episode``'s device."""
+        return torch.full_like(_as_float64(episode), self.value)
+
     def extra_repr(self) -> str:
         return f"value={self.value!r}"
+
+
+class CosineEntropySchedule(nn.Module):
+    """Cosine decay of the entropy coefficient from ``start`` to ``end``.
+
+    For an episode ``e >= 0`` and ``N = decay_episodes``::
+
+        coeff(e) = end + (start - end) * 0.5 * (1 + cos(pi * e / N))   if e < N
+        coeff(e) = end                                                  otherwise
+
+    It stays near ``start`` longer than the linear ramp and flattens out
+    towards ``end`` (SGDR's cosine annealing, without restarts).
+
+    Args:
+        start: coefficient at episode 0 (dimensionless, finite, >= 0).
+        end: coefficient from episode ``decay_episodes`` on (finite, >= 0).
+        decay_episodes: length of the decay, in episodes (int >= 0; 0: always ``end``).
+
+    Raises:
+        TypeError, ValueError: as :class:`LinearEntropySchedule`.
+
+    Example::
+
+        >>> schedule = CosineEntropySchedule(0.1, 0.0, 100)
+        >>> schedule(0), round(schedule(50), 12), schedule(100)
+        (0.1, 0.05, 0.0)
+    """
+
+    start: float
+    end: float
+    decay_episodes: int
+
+    def __init__(self, start: float, end: float, decay_episodes: int) -> None:
+        super().__init__()
+        start_value = _check_coefficient("start", start)
+        end_value = _check_coefficient("end", end)
+        decay_value = _check_episode_count("decay_episodes", decay_episodes)
+        self.start = start_value
+        self.end = end_value
+        self.decay_episodes = decay_value
+
+    def forward(self, episode: int) -> float:
+        """Return the coefficient for ``episode`` (an int >= 0); errors as the linear schedule's."""
+        if not torch.jit.is_scripting():
+            episode = _check_episode_type(episode)
+        _check_episode(episode)
+        if episode >= self.decay_episodes:
+            return self.end
+        return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * episode / self.decay_episodes))
+
+    @torch.jit.export
+    def coefficient_tensor(self, episode: Tensor) -> Tensor:
+        """``forward`` on a 0-dim integer tensor, as a 0-dim float64 tensor on its device."""
+        e = _as_float64(episode)
+        end = torch.full_like(e, self.end)
+        if self.decay_episodes == 0:
+            return end
+        value = self.end + (self.start - self.end) * 0.5 * (1.0 + torch.cos(math.pi * e / self.decay_episodes))
+        return torch.where(episode >= self.decay_episodes, end, value)
+
+    def extra_repr(self) -> str:
+        return f"start={self.start!r}, end={self.end!r}, decay_episodes={self.decay_episodes!r}"
+
+
+class ExponentialEntropySchedule(nn.Module):
+    """Exponential (geometric) decay of the entropy coefficient from ``start`` to ``end``.
+
+    For an episode ``e >= 0`` and ``N = decay_episodes``::
+
+        coeff(e) = start * (end / start) ** (e / N)   if e < N
+        coeff(e) = end                                 otherwise
+
+    The coefficient falls by the same factor every episode, so each decade takes
+    the same number of episodes (0.1 -> 0.01 as long as 0.01 -> 0.001).
+
+    Args:
+        start: coefficient at episode 0 (finite, > 0).
+        end: coefficient from episode ``decay_episodes`` on (finite, > 0).
+        decay_episodes: length of the decay, in episodes (int >= 0; 0: always ``end``).
+
+    Raises:
+        TypeError: as :class:`LinearEntropySchedule`.
+        ValueError: ``start`` or ``end`` is not > 0 (a geometric decay never reaches 0),
+            or an argument is not finite, or ``decay_episodes`` is negative.
+
+    Example::
+
+        >>> schedule = ExponentialEntropySchedule(0.1, 0.001, 100)
+        >>> schedule(0), round(schedule(50), 12), schedule(100)
+        (0.1, 0.01, 0.001)
+    """
+
+    start: float
+    end: float
+    decay_episodes: int
+
+    def __init__(self, start: float, end: float, decay_episodes: int) -> None:
+        super().__init__()
+        start_value = _check_coefficient("start", start)
+        end_value = _check_coefficient("end", end)
+        decay_value = _check_episode_count("decay_episodes", decay_episodes)
+        for name, value in (("start", start_value), ("end", end_value)):
+            if value <= 0.0:
+                raise ValueError(
+                    f"{name}: expected a finite number > 0 for an exponential schedule "
+                    f"(a geometric decay never reaches 0), got {value!r}"
+                )
+        self.start = start_value
+        self.end = end_value
+        self.decay_episodes = decay_value
+
+    def forward(self, episode: int) -> float:
+        """Return the coefficient for ``episode`` (an int >= 0); errors as the linear schedule's."""
+        if not torch.jit.is_scripting():
+            episode = _check_episode_type(episode)
+        _check_episode(episode)
+        if episode >= self.decay_episodes:
+            return self.end
+        return self.start * (self.end / self.start) ** (episode / self.decay_episodes)
+
+    @torch.jit.export
+    def coefficient_tensor(self, episode: Tensor) -> Tensor:
+        """``forward`` on a 0-dim integer tensor, as a 0-dim float64 tensor on its device."""
+        e = _as_float64(episode)
+        end = torch.full_like(e, self.end)
+        if self.decay_episodes == 0:
+            return end
+        value = self.start * torch.pow(self.end / self.start, e / self.decay_episodes)
+        return torch.where(episode >= self.decay_episodes, end, value)
+
+    def extra_repr(self) -> str:
+        return f"start={self.start!r}, end={self.end!r}, decay_episodes={self.decay_episodes!r}"
+
+
+def _check_points(name: str, points: Any) -> Tuple[List[int], List[float]]:
+    """``[[episode, value], ...]`` -> (episodes, values), validated; errors name ``name[i]``."""
+    if isinstance(points, (str, bytes)) or not isinstance(points, Sequence):
+        raise TypeError(f"{name}: expected a list of [episode, value] pairs, got {_describe(points)}")
+    if len(points) == 0:
+        raise ValueError(f"{name}: expected at least one [episode, value] pair, got an empty list")
+    episodes: List[int] = []
+    values: List[float] = []
+    for i, point in enumerate(points):
+        if isinstance(point, (str, bytes)) or not isinstance(point, Sequence) or len(point) != 2:
+            raise TypeError(f"{name}[{i}]: expected an [episode, value] pair, got {_describe(point)}")
+        episode = _check_episode_count(f"{name}[{i}][0] (episode)", point[0])
+        value = _check_coefficient(f"{name}[{i}][1] (value)", point[1])
+        if episodes and episode <= episodes[-1]:
+            raise ValueError(
+                f"{name}[{i}][0] (episode): expected episodes in increasing order, "
+                f"got {episode} after {episodes[-1]}"
+            )
+        episodes.append(episode)
+        values.append(value)
+    return episodes, values
+
+
+class PiecewiseEntropySchedule(nn.Module):
+    """Piecewise-linear entropy coefficient through given ``[episode, value]`` points.
+
+    With points ``(e_0, v_0), ..., (e_n, v_n)`` (RLlib's ``PiecewiseSchedule`` format,
+    episodes strictly increasing)::
+
+        coeff(e) = v_0                                   if e <= e_0
+        coeff(e) = v_i * (1 - f) + v_{i+1} * f           if e_i <= e < e_{i+1},
+                                                         f = (e - e_i) / (e_{i+1} - e_i)
+        coeff(e) = v_n                                   if e >= e_n
+
+    so ``[[0, start], [N, end]]`` is :class:`LinearEntropySchedule` ``(start, end, N)``.
+
+    Args:
+        points: a list (or tuple) of ``[episode, value]`` pairs: episodes are
+            integers >= 0 in strictly increasing order, values finite and >= 0.
+
+    Raises:
+        TypeError: ``points`` is not a list of pairs, or a pair holds a non-number.
+        ValueError: no points, a negative or non-finite number, or episodes not increasing.
+            The message names the pair, e.g. ``points[2][0] (episode)``.
+
+    Example::
+
+        >>> schedule = PiecewiseEntropySchedule([[0, 0.1], [100, 0.01], [300, 0.0]])
+        >>> schedule(0), round(schedule(50), 12), schedule(200), schedule(1000)
+        (0.1, 0.055, 0.005, 0.0)
+    """
+
+    __jit_unused_properties__ = ["points"]
+
+    episodes: List[int]
+    values: List[float]
+
+    def __init__(self, points: Sequence[Sequence[float]]) -> None:
+        super().__init__()
+        self.episodes, self.values = _check_points("points", points)
+
+    @property
+    def points(self) -> List[List[float]]:
+        """The ``[episode, value]`` pairs, as given (validated)."""
+        return [[e, v] for e, v in zip(self.episodes, self.values)]
+
+    def forward(self, episode: int) -> float:
+        """Return the coefficient for ``episode`` (an int >= 0); errors as the linear schedule's."""
+        if not torch.jit.is_scripting():
+            episode = _check_episode_type(episode)
+        _check_episode(episode)
+        last = len(self.episodes) - 1
+        if episode <= self.episodes[0]:
+            return self.values[0]
+        if episode >= self.episodes[last]:
+            return self.values[last]
+        i = 0
+        while self.episodes[i + 1] <= episode:
+            i += 1
+        fraction = (episode - self.episodes[i]) / (self.episodes[i + 1] - self.episodes[i])
+        return self.values[i] * (1.0 - fraction) + self.values[i + 1] * fraction
+
+    @torch.jit.export
+    def coefficient_tensor(self, episode: Tensor) -> Tensor:
+        """``forward`` on a 0-dim integer tensor, as a 0-dim float64 tensor on its device.
+
+        One masked select per segment (no search on the host), bitwise equal to ``forward``.
+        """
+        e = _as_float64(episode)
+        result = torch.full_like(e, self.values[0])
+        for i in range(len(self.episodes) - 1):
+            fraction = (e - self.episodes[i]) / (self.episodes[i + 1] - self.episodes[i])
+            segment = self.values[i] * (1.0 - fraction) + self.values[i + 1] * fraction
+            inside = torch.logical_and(episode >= self.episodes[i], episode < self.episodes[i + 1])
+            result = torch.where(inside, segment, result)
+        last = len(self.episodes) - 1
+        return torch.where(episode >= self.episodes[last], torch.full_like(e, self.values[last]), result)
+
+    def extra_repr(self) -> str:
+        return f"points={self.points!r}"

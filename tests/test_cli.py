@@ -126,3 +126,51 @@ def test_bench_prints_the_speed_up_table_and_with_thread_scaling_the_thread_tabl
     document = json.loads(path.read_text())
     assert {r["case"] for r in document["results"]} == {"8x3"}
     assert {r["case"] for r in document["thread_scaling"]} == {"65536x64 1t", "65536x64 2t"}
+
+
+def test_train_writes_the_entropy_monitor_outputs_into_the_run_folder(capsys, tmp_path):
+    import json
+
+    out_dir = tmp_path / "run"
+    status, out, _ = run_cli(
+        capsys, "train", "--preset", "long", "--episodes", "16", "--seed", "1", "--out", str(out_dir), "--quiet"
+    )
+    assert status == 0
+    assert "discrete head: collapse penalty (threshold 0.1) switched on 0 times" in out
+    with open(out_dir / "entropy_monitor.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    # One row per minibatch step: 2 updates x 8 epochs x 4 minibatches.
+    assert len(rows) == 64 and {int(r["episode"]) for r in rows} == {8, 16}
+    summary = json.loads((out_dir / "entropy_monitor.json").read_text())["summary"]
+    assert summary["records"] == 64
+    assert (out_dir / "entropy_monitor.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_logs_a_warning_when_a_penalty_switches_on(capsys, caplog, tmp_path):
+    import logging
+
+    config = tmp_path / "trainer.yaml"
+    config.write_text("min_entropy_threshold: 5.0\ncontinuous_min_entropy_threshold: null\n")  # on at once
+    with caplog.at_level(logging.WARNING, logger="hybrid_entropy_ext.monitor"):
+        status, out, _ = run_cli(capsys, "train", "--config", str(config), "--episodes", "8")
+    assert status == 0
+    messages = [r.getMessage() for r in caplog.records if r.name == "hybrid_entropy_ext.monitor"]
+    assert len(messages) == 1 and messages[0].startswith("discrete entropy ")
+    assert " < 5 at episode 8: collapse penalty " in messages[0]
+    assert "discrete head: collapse penalty (threshold 5) switched on 1 times, active in 32 of 32 steps" in out
+
+
+def test_train_quiet_logs_no_penalty_warning(capsys, caplog, tmp_path):
+    import logging
+
+    config = tmp_path / "trainer.yaml"
+    config.write_text("min_entropy_threshold: 5.0\n")
+    with caplog.at_level(logging.WARNING):
+        status, _, _ = run_cli(capsys, "train", "--config", str(config), "--episodes", "8", "--quiet")
+    assert status == 0
+    assert not [r for r in caplog.records if "collapse penalty" in r.getMessage()]
+
+
+def test_plain_preset_is_offered(capsys):
+    status, out, _ = run_cli(capsys, "schedule", "--preset", "plain", "--episodes", "0", "1000")
+    assert status == 0 and "| 0 | 0.01 |" in out and "| 1000 | 0.01 |" in out

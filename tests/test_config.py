@@ -23,6 +23,21 @@ DESIGN_DEFAULTS = {
     "penalty_multiplier": 3.0,
 }
 
+# The keys the second version adds, at their defaults (what the seed did: a linear schedule,
+# no target-entropy control), written out rather than read from the class.
+SECOND_VERSION_DEFAULTS = {
+    "entropy_schedule": "linear",
+    "entropy_schedule_points": None,
+    "target_entropy_control": "none",
+    "discrete_target_entropy": None,
+    "continuous_target_entropy": None,
+    "controller_initial_coeff": 0.01,
+    "controller_min_coeff": 0.0,
+    "controller_max_coeff": 1.0,
+    "controller_delta": 0.001,
+    "controller_only_below_target": True,
+}
+
 PRESETS = {
     "long": {"entropy_coeff_start": 0.1, "entropy_coeff_end": 0.001, "entropy_decay_episodes": 500},
     "short": {"entropy_coeff_start": 0.05, "entropy_coeff_end": 0.01, "entropy_decay_episodes": 200},
@@ -70,6 +85,7 @@ WHOLE_TRAINER_VALUES = {
     "min_entropy_threshold": 0.15,
     "continuous_min_entropy_threshold": 0.25,
     "penalty_multiplier": 2.0,
+    **SECOND_VERSION_DEFAULTS,
 }
 
 SECTION_YAML = """\
@@ -87,7 +103,9 @@ def field_values(config):
 
 def test_defaults_match_design():
     config = Config()
-    assert field_values(config) == {**DESIGN_DEFAULTS, "continuous_min_entropy_threshold": SAME_AS_DISCRETE}
+    assert field_values(config) == {
+        **DESIGN_DEFAULTS, "continuous_min_entropy_threshold": SAME_AS_DISCRETE, **SECOND_VERSION_DEFAULTS
+    }
 
 
 def test_default_continuous_threshold_follows_discrete():
@@ -106,12 +124,16 @@ def test_fields_are_exactly_the_yaml_keys():
         "min_entropy_threshold",
         "continuous_min_entropy_threshold",
         "penalty_multiplier",
+        *SECOND_VERSION_DEFAULTS,
     ]
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_values(name):
-    expected = {**DESIGN_DEFAULTS, "continuous_min_entropy_threshold": SAME_AS_DISCRETE, **PRESETS[name]}
+    expected = {
+        **DESIGN_DEFAULTS, "continuous_min_entropy_threshold": SAME_AS_DISCRETE, **SECOND_VERSION_DEFAULTS,
+        **PRESETS[name],
+    }
     assert field_values(Config.preset(name)) == expected
 
 
@@ -443,3 +465,202 @@ def test_make_schedule_disabled_gives_constant_entropy_coeff():
     schedule = Config.from_yaml("enable_adaptive_entropy: false\nentropy_coeff: 0.02\n").make_schedule()
     assert isinstance(schedule, ConstantEntropySchedule)
     assert [schedule(e) for e in (0, 250, 10_000)] == [0.02, 0.02, 0.02]
+
+
+# --- second version: schedules, target-entropy control, the plain preset, NumPy ---------
+
+import numpy as np  # noqa: E402
+
+from hybrid_entropy_ext.controller import TargetEntropyController  # noqa: E402
+from hybrid_entropy_ext.schedule import (  # noqa: E402
+    CosineEntropySchedule,
+    ExponentialEntropySchedule,
+    PiecewiseEntropySchedule,
+)
+
+
+def test_plain_preset_is_a_constant_001_with_weights_1_and_1_and_no_penalties():
+    config = Config.preset("plain")
+    assert field_values(config) == {
+        **DESIGN_DEFAULTS, **SECOND_VERSION_DEFAULTS,
+        "enable_adaptive_entropy": False, "entropy_coeff": 0.01,
+        "discrete_entropy_weight": 1.0, "continuous_entropy_weight": 1.0,
+        "min_entropy_threshold": None, "continuous_min_entropy_threshold": SAME_AS_DISCRETE,
+    }
+    assert config.resolved_continuous_min_entropy_threshold is None
+
+
+@pytest.mark.parametrize("name, shape", [("cosine", CosineEntropySchedule),
+                                         ("exponential", ExponentialEntropySchedule)])
+def test_entropy_schedule_picks_the_decay_shape(name, shape):
+    schedule = Config.from_yaml(f"entropy_schedule: {name}\nentropy_coeff_start: 0.2\n").make_schedule()
+    assert type(schedule) is shape
+    assert (schedule.start, schedule.end, schedule.decay_episodes) == (0.2, 0.001, 500)
+
+
+def test_piecewise_schedule_from_yaml_points():
+    config = Config.from_yaml(
+        "entropy_schedule: piecewise\nentropy_schedule_points: [[0, 0.1], [2e2, 1e-3], ['5e2', 0]]\n")
+    assert config.entropy_schedule_points == ((0, 0.1), (200, 0.001), (500, 0.0))
+    schedule = config.make_schedule()
+    assert isinstance(schedule, PiecewiseEntropySchedule)
+    assert schedule.points == [[0, 0.1], [200, 0.001], [500, 0.0]]
+
+
+def test_disabled_adaptive_entropy_is_constant_whatever_the_schedule_shape():
+    schedule = Config(enable_adaptive_entropy=False, entropy_coeff=0.03, entropy_schedule="cosine").make_schedule()
+    assert [schedule(e) for e in (0, 250, 1000)] == [0.03, 0.03, 0.03]
+
+
+def test_unknown_schedule_names_the_choices_and_the_closest():
+    with pytest.raises(ValueError, match=r"entropy_schedule: expected one of linear, cosine, exponential, "
+                                         r"piecewise, got 'cosin'; did you mean 'cosine'\?"):
+        Config.from_dict({"entropy_schedule": "cosin"})
+
+
+def test_piecewise_without_points_is_an_error_naming_the_points_key():
+    with pytest.raises(ValueError, match=r"entropy_schedule_points: expected \[\[episode, value\], ...\] with "
+                                         r"entropy_schedule: piecewise, got null"):
+        Config.from_dict({"entropy_schedule": "piecewise"})
+
+
+def test_points_with_another_schedule_is_an_error_naming_both_keys():
+    with pytest.raises(ValueError, match=r"entropy_schedule_points: only used with entropy_schedule: piecewise, "
+                                         r"but entropy_schedule is 'linear'"):
+        Config.from_dict({"entropy_schedule_points": [[0, 0.1]]})
+
+
+def test_bad_point_is_named_by_its_position():
+    with pytest.raises(ValueError, match=r"entropy_schedule_points\[1\]\[0\] \(episode\): expected episodes in "
+                                         r"increasing order, got 5 after 10"):
+        Config.from_dict({"entropy_schedule": "piecewise", "entropy_schedule_points": [[10, 0.1], [5, 0.0]]})
+
+
+@pytest.mark.parametrize("key", ["entropy_coeff_start", "entropy_coeff_end"])
+def test_exponential_schedule_needs_positive_start_and_end(key):
+    with pytest.raises(ValueError, match=rf"{key}: expected a number > 0 with entropy_schedule: exponential"):
+        Config.from_dict({"entropy_schedule": "exponential", key: 0.0})
+
+
+def test_target_entropy_control_builds_a_controller_per_head_with_a_target():
+    config = Config.from_yaml(
+        "target_entropy_control: sac\ncontinuous_target_entropy: -2.0\ncontroller_initial_coeff: 0.05\n"
+        "controller_max_coeff: 0.5\n")
+    discrete, continuous = config.make_controllers()
+    assert discrete is None and isinstance(continuous, TargetEntropyController)
+    assert (continuous.mode, continuous.target_entropy, continuous.max_coeff) == ("sac", -2.0, 0.5)
+    assert continuous.coefficient().item() == pytest.approx(0.05, rel=1e-6)
+
+
+def test_adaptive_controller_settings_come_from_the_config():
+    config = Config(target_entropy_control="adaptive", discrete_target_entropy=0.3, controller_delta=0.004,
+                    controller_min_coeff=0.001, controller_only_below_target=False)
+    discrete, continuous = config.make_controllers()
+    assert continuous is None
+    assert (discrete.mode, discrete.target_entropy, discrete.delta, discrete.min_coeff,
+            discrete.only_below_target) == ("adaptive", 0.3, 0.004, 0.001, False)
+
+
+def test_no_control_builds_no_controllers():
+    assert Config().make_controllers() == (None, None)
+
+
+def test_yaml_null_control_means_none():
+    assert Config.from_yaml("target_entropy_control: null\n").target_entropy_control == "none"
+
+
+def test_target_without_control_is_an_error_naming_the_target():
+    with pytest.raises(ValueError, match=r"discrete_target_entropy: a target needs target_entropy_control: "
+                                         r"sac or adaptive, but target_entropy_control is 'none'"):
+        Config.from_dict({"discrete_target_entropy": 0.3})
+
+
+def test_control_without_target_is_an_error_naming_the_control():
+    with pytest.raises(ValueError, match=r"target_entropy_control: 'adaptive' needs discrete_target_entropy "
+                                         r"and/or continuous_target_entropy"):
+        Config.from_dict({"target_entropy_control": "adaptive"})
+
+
+def test_negative_discrete_target_is_rejected_and_negative_continuous_target_accepted():
+    with pytest.raises(ValueError, match=r"discrete_target_entropy: expected a finite number >= 0, got -0.1"):
+        Config.from_dict({"target_entropy_control": "sac", "discrete_target_entropy": -0.1})
+    assert Config(target_entropy_control="sac", continuous_target_entropy=-0.1).continuous_target_entropy == -0.1
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"controller_min_coeff": 0.5, "controller_max_coeff": 0.1},
+         r"controller_min_coeff: expected <= controller_max_coeff \(0.1\), got 0.5"),
+        ({"controller_initial_coeff": 2.0},
+         r"controller_initial_coeff: expected a number in \[controller_min_coeff, controller_max_coeff\]"),
+        ({"target_entropy_control": "sac", "discrete_target_entropy": 0.2, "controller_initial_coeff": 0.0},
+         r"controller_initial_coeff: expected a number > 0 with target_entropy_control: sac"),
+        ({"target_entropy_control": "PID"}, r"target_entropy_control: expected one of none, sac, adaptive"),
+    ],
+)
+def test_bad_controller_settings_are_named(values, message):
+    with pytest.raises(ValueError, match=message):
+        Config.from_dict(values)
+
+
+def test_seed_only_config_dumps_exactly_as_the_seed_did():
+    # The seed's dump of the `long` preset, written out: no second-version keys.
+    assert Config.preset("long").to_yaml() == (
+        "enable_adaptive_entropy: true\n"
+        "entropy_coeff: 0.01\n"
+        "entropy_coeff_start: 0.1\n"
+        "entropy_coeff_end: 0.001\n"
+        "entropy_decay_episodes: 500\n"
+        "discrete_entropy_weight: 1.0\n"
+        "continuous_entropy_weight: 0.5\n"
+        "min_entropy_threshold: 0.1\n"
+        "penalty_multiplier: 3.0\n"
+    )
+
+
+SECOND_VERSION_CONFIGS = [
+    Config(entropy_schedule="piecewise", entropy_schedule_points=[[0, 0.2], [100, 0.05], [400, 0.0]]),
+    Config(entropy_schedule="exponential", target_entropy_control="sac", discrete_target_entropy=0.3,
+           continuous_target_entropy=-1.25, controller_initial_coeff=0.2, controller_max_coeff=2.0),
+    Config(target_entropy_control="adaptive", discrete_target_entropy=0.2, controller_delta=0.0005,
+           controller_only_below_target=False),
+]
+
+
+@pytest.mark.parametrize("config", SECOND_VERSION_CONFIGS)
+def test_second_version_configs_round_trip_exactly_through_yaml(config):
+    text = config.to_yaml()
+    assert "!!" not in text  # plain YAML: the points are lists, not tuples
+    restored = Config.from_yaml(text)
+    assert restored == config and field_values(restored) == field_values(config)
+
+
+def test_to_dict_keeps_a_second_version_key_that_is_not_at_its_default():
+    assert Config(entropy_schedule="cosine").to_dict()["entropy_schedule"] == "cosine"
+    assert "target_entropy_control" not in Config(entropy_schedule="cosine").to_dict()
+
+
+def test_numpy_scalars_are_accepted_like_python_numbers():
+    config = Config.from_dict({
+        "entropy_coeff": np.float32(0.01), "entropy_decay_episodes": np.int64(300),
+        "entropy_coeff_end": np.float64(0.002), "penalty_multiplier": np.int32(2),
+        "enable_adaptive_entropy": np.bool_(True),
+    })
+    assert (config.entropy_coeff, config.entropy_decay_episodes, config.entropy_coeff_end,
+            config.penalty_multiplier, config.enable_adaptive_entropy) == (0.01, 300, 0.002, 2.0, True)
+    assert [type(v) for v in (config.entropy_coeff, config.entropy_decay_episodes,
+                              config.enable_adaptive_entropy)] == [float, int, bool]
+
+
+def test_numpy_integral_float_decay_episodes_is_accepted():
+    assert Config(entropy_decay_episodes=np.float32(500.0)).entropy_decay_episodes == 500
+
+
+def test_numpy_bool_where_a_number_is_expected_is_rejected():
+    with pytest.raises(TypeError, match=r"entropy_coeff: expected a finite number >= 0, got"):
+        Config(entropy_coeff=np.bool_(True))
+
+
+def test_plain_preset_round_trips_through_yaml():
+    assert Config.from_yaml(Config.preset("plain").to_yaml()) == Config.preset("plain")

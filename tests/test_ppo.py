@@ -96,3 +96,38 @@ def test_episodes_round_up_and_thread_count_restored():
 def test_bad_arguments(episodes, seed):
     with pytest.raises(ValueError):
         train(None, episodes, seed)
+
+
+def test_adaptive_controller_drives_the_discrete_coefficient():
+    # Target far above log 5: the discrete entropy is below it, so the coefficient climbs by
+    # delta after each of the 32 minibatch steps of an update; the continuous head keeps 0.02.
+    config = EntropyRegularizationConfig(
+        enable_adaptive_entropy=False, entropy_coeff=0.02, min_entropy_threshold=None,
+        target_entropy_control="adaptive", discrete_target_entropy=5.0, controller_initial_coeff=0.01,
+        controller_delta=0.001)
+    metrics = train(config, EPISODES, seed=0, progress=False).metrics
+    # Mean over the update's steps of 0.01 + 0.001 * step: 0.01 + 0.001 * 15.5, then + 0.032.
+    assert metrics[0]["discrete_entropy_coeff"] == pytest.approx(0.0255, rel=1e-5)
+    assert metrics[1]["discrete_entropy_coeff"] == pytest.approx(0.0575, rel=1e-5)
+    assert metrics[1]["continuous_entropy_coeff"] == pytest.approx(0.02, rel=1e-6)
+    assert metrics[1]["entropy_coeff"] == pytest.approx(0.02, rel=1e-6)
+
+
+def test_sac_controller_learns_with_the_agents_optimizer():
+    config = EntropyRegularizationConfig(
+        min_entropy_threshold=None, target_entropy_control="sac", discrete_target_entropy=5.0,
+        controller_initial_coeff=0.01)
+    metrics = train(config, EPISODES, seed=0, progress=False).metrics
+    # Entropy below the target: the temperature loss raises the coefficient, step after step.
+    assert 0.01 < metrics[0]["discrete_entropy_coeff"] < metrics[1]["discrete_entropy_coeff"]
+
+
+def test_monitor_records_every_minibatch_step_at_the_completed_episodes():
+    from hybrid_entropy_ext import EntropyMonitor
+
+    monitor = EntropyMonitor(EntropyRegularizationConfig.preset("long"))
+    result = train(EntropyRegularizationConfig.preset("long"), EPISODES, seed=3, progress=False, monitor=monitor)
+    assert len(monitor.records) == 64
+    assert [r["episode"] for r in monitor.records[::32]] == [8, 16]
+    mean_first_update = sum(r["discrete_entropy"] for r in monitor.records[:32]) / 32
+    assert mean_first_update == pytest.approx(result.metrics[0]["discrete_entropy"], rel=1e-6)

@@ -1,0 +1,237 @@
+"""The fused loss from what a policy already returns: ``torch.distributions`` objects.
+
+:func:`hybrid_entropy_loss_from_distributions` reads the logits of a ``Categorical``
+and the log standard deviations of a ``Normal`` (or ``Independent(Normal, n)``) and
+calls the fused op on them, so a policy that hands out distributions gets the same
+loss as one that hands out tensors, with the op's exact backward reaching the
+distributions' parameters.
+
+How batch shapes map to the op's ``[B, K]`` logits and ``[B, D]`` log-std:
+
+- ``Categorical`` with batch shape ``S`` (logits ``S + [K]``): ``B = prod(S)``
+  (``S = []`` is one sample).
+- ``Normal`` with batch shape ``S + [D]`` (two or more dimensions): the **last**
+  batch dimension is the action dimension, summed in the per-sample entropy (the
+  joint entropy of a diagonal Gaussian, as Stable-Baselines3's ``entropy().sum(-1)``);
+  ``B = prod(S)``. A batch shape ``[B]`` is a batch of one-dimensional actions
+  (``[B, 1]``: a policy with a single continuous parameter), and ``[]`` the same
+  one-dimensional Gaussian for every sample (a shared ``[1]`` log-std). (For a single sample with ``D`` dimensions, use
+  ``Independent(Normal(loc [D], scale [D]), 1)``, or give ``loc`` a batch dimension.)
+  A scale broadcast over the whole batch (a state-independent ``[D]`` log-std
+  expanded to ``[B, D]``) is passed as the op's shared ``[D]`` log-std, without
+  materializing ``[B, D]``.
+- ``Independent(Normal, n)``: the ``n`` reinterpreted dimensions are the action
+  dimensions (``D`` = their product), the remaining batch shape ``S`` gives
+  ``B = prod(S)``. ``Independent(Normal(loc [B, D]), 1)`` (TorchRL's ``IndependentNormal``)
+  is ``[B, D]``.
+
+The two heads must come out with the same ``B``. Anything whose entropy has no
+closed form in these terms raises ``TypeError``.
+"""
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+from torch.distributions import (
+    Categorical,
+    Distribution,
+    Independent,
+    MixtureSameFamily,
+    Normal,
+    TransformedDistribution,
+)
+
+from .functional import hybrid_entropy_loss
+from .schedule import _check_real, _describe
+
+__all__ = ["hybrid_entropy_loss_from_distributions"]
+
+
+def _categorical_logits(dist: Categorical) -> Tensor:
+    """``[B, K]`` logits whose softmax is ``dist.probs``, -inf for probability 0."""
+    if "probs" in dist.__dict__ and "logits" not in dist.__dict__:
+        # Built from probs: Categorical.logits clamps the probabilities to [eps, 1 - eps]
+        # (log 1.2e-7 = -15.9 in float32), so a zero-probability action would get a share
+        # of the softmax and of the entropy. log(0) = -inf is the op's "impossible action"
+        # (probability 0, gradient 0); the inner where keeps log's backward from
+        # computing 0 / 0 there.
+        probs = dist.probs
+        positive = probs > 0
+        logits = torch.where(positive, torch.log(torch.where(positive, probs, torch.ones_like(probs))), -torch.inf)
+    else:
+        logits = dist.logits  # normalized log-probabilities: the softmax is unchanged
+    return logits.reshape(-1, logits.shape[-1])
+
+
+def _normal_log_std(dist: Distribution) -> Tensor:
+    """``[B, D]`` log-std of a ``Normal`` or ``Independent(Normal, n)``, or ``[D]`` if shared."""
+    if isinstance(dist, Independent):
+        scale = dist.base_dist.scale
+        action_dims = dist.reinterpreted_batch_ndims
+    else:
+        scale = dist.scale
+        if scale.dim() == 0:  # one Gaussian for every sample: a shared [1] log-std
+            return scale.reshape(1).log()
+        # Batch shape [B]: one action dimension per sample; [..., D]: the last is D.
+        action_dims = 1 if scale.dim() >= 2 else 0
+    batch_dims = scale.dim() - action_dims
+    d = 1
+    for size in scale.shape[batch_dims:]:
+        d *= size
+    # A scale broadcast over every batch dimension (stride 0, e.g. Normal(mean [B, D],
+    # log_std.exp() [D])): the op's shared [D] log-std, the same entropy for each sample.
+    if batch_dims > 0 and all(scale.stride(i) == 0 for i in range(batch_dims)):
+        return scale[(0,) * batch_dims].reshape(d).log()
+    return scale.reshape(-1, d).log()
+
+
+def _samples(dist: Distribution) -> int:
+    """The number of samples ``B`` of a head, from its batch shape (metadata only)."""
+    shape = dist.batch_shape
+    if isinstance(dist, Normal) and len(shape) >= 2:
+        shape = shape[:-1]  # the last batch dimension of a plain Normal is the action dimension
+    count = 1
+    for size in shape:
+        count *= size
+    return count
+
+
+def _check_same_batch(categorical: Categorical, gaussian: Distribution) -> None:
+    # Checked on the distributions' batch shapes: a scale shared by the batch goes to the op
+    # as a [D] log-std, which fits any batch, so the op alone would not see a mismatch.
+    if isinstance(gaussian, Normal) and len(gaussian.batch_shape) == 0:
+        return  # one Gaussian for every sample
+    b_d, b_c = _samples(categorical), _samples(gaussian)
+    if b_d != b_c:
+        raise ValueError(
+            "hybrid_entropy_loss_from_distributions: the heads have different batch sizes: the Categorical's "
+            f"batch shape {tuple(categorical.batch_shape)} holds {b_d} samples, the Gaussian's "
+            f"{tuple(gaussian.batch_shape)} holds {b_c}"
+        )
+
+
+def _is_gaussian(dist: Any) -> bool:
+    if isinstance(dist, Independent):
+        return isinstance(dist.base_dist, Normal)
+    return isinstance(dist, Normal)
+
+
+def _reject(dist: Any, where: str) -> "TypeError":
+    name = type(dist).__name__
+    if isinstance(dist, TransformedDistribution):
+        why = (
+            f"{name} (such as a tanh-squashed Gaussian) has no closed-form entropy: the transform's "
+            "log-det-Jacobian depends on the sample. Pass its base Normal for the entropy before the "
+            "transform, or estimate the entropy as -log_prob of samples"
+        )
+    elif isinstance(dist, MixtureSameFamily):
+        why = f"{name} (a mixture) has no closed-form entropy; estimate it as -log_prob of samples"
+    elif isinstance(dist, Independent):
+        why = f"Independent({type(dist.base_dist).__name__}) is not a diagonal Gaussian or a categorical"
+    elif isinstance(dist, Distribution):
+        why = f"{name} is neither a Categorical nor a diagonal Gaussian (Normal, Independent(Normal, n))"
+    else:
+        why = f"expected a torch.distributions.Distribution, got {_describe(dist)}"
+    return TypeError(f"hybrid_entropy_loss_from_distributions: {where}: {why}")
+
+
+def _split_heads(dists: Any) -> Tuple[Optional[Categorical], Optional[Distribution]]:
+    """One Categorical and/or one Gaussian from a distribution, a tuple/list or a dict."""
+    if isinstance(dists, Distribution):
+        items: List[Tuple[str, Any]] = [("dists", dists)]
+    elif isinstance(dists, Mapping):
+        items = [(f"dists[{key!r}]", value) for key, value in dists.items()]
+    elif isinstance(dists, (tuple, list)):
+        items = [(f"dists[{i}]", value) for i, value in enumerate(dists)]
+    else:
+        raise TypeError(
+            "hybrid_entropy_loss_from_distributions: dists: expected a Categorical, a Normal or "
+            "Independent(Normal, n), or a tuple, list or dict holding one of each; got "
+            f"{_describe(dists)}"
+        )
+    if len(items) == 0:
+        raise ValueError("hybrid_entropy_loss_from_distributions: dists: expected at least one distribution, got none")
+    categorical: Optional[Categorical] = None
+    gaussian: Optional[Distribution] = None
+    for where, dist in items:
+        if isinstance(dist, Categorical):
+            if categorical is not None:
+                raise ValueError(
+                    f"hybrid_entropy_loss_from_distributions: {where}: a second Categorical; expected at most "
+                    "one discrete and one continuous head"
+                )
+            categorical = dist
+        elif _is_gaussian(dist):
+            if gaussian is not None:
+                raise ValueError(
+                    f"hybrid_entropy_loss_from_distributions: {where}: a second Gaussian; expected at most "
+                    "one discrete and one continuous head"
+                )
+            gaussian = dist
+        else:
+            raise _reject(dist, where)
+    return categorical, gaussian
+
+
+def hybrid_entropy_loss_from_distributions(
+    dists: Union[Distribution, Sequence[Distribution], Mapping[str, Distribution]],
+    entropy_coeff: Union[float, Tensor],
+    discrete_entropy_weight: float = 1.0,
+    continuous_entropy_weight: float = 0.5,
+    min_entropy_threshold: Optional[float] = 0.1,
+    continuous_min_entropy_threshold: Optional[float] = 0.1,
+    penalty_multiplier: float = 3.0,
+) -> Dict[str, Tensor]:
+    """:func:`~hybrid_entropy_ext.hybrid_entropy_loss` on a policy's action distributions.
+
+    Args:
+        dists: a ``Categorical`` (discrete head), a ``Normal`` or
+            ``Independent(Normal, n)`` (continuous head), or a tuple, list or dict
+            holding one of each in any order (for example a policy's
+            ``{"discrete": Categorical(...), "continuous": Normal(...)}``). A single
+            distribution, or a container with one, is a policy with one head.
+            ``Categorical(probs=...)`` works too: zero probabilities become ``-inf``
+            logits (masked actions, gradient 0). See the module docstring for how
+            batch shapes map to ``[B, K]`` and ``[B, D]``.
+        entropy_coeff, discrete_entropy_weight, continuous_entropy_weight,
+        min_entropy_threshold, continuous_min_entropy_threshold, penalty_multiplier:
+            as for :func:`~hybrid_entropy_ext.hybrid_entropy_loss` (same defaults).
+            The coefficient may also be a NumPy scalar.
+
+    Returns:
+        The op's seven 0-dim tensors. Gradients reach the distributions' parameters
+        (``logits`` or ``probs``, ``scale``) through the op's exact backward.
+
+    Raises:
+        TypeError: a distribution without a closed-form entropy here (a
+            ``TransformedDistribution`` such as a tanh-squashed Gaussian, a
+            ``MixtureSameFamily``, ...), anything else that is neither a
+            ``Categorical`` nor a diagonal Gaussian, or ``dists`` of another type.
+        ValueError: two distributions of the same kind, no distribution, or the
+            heads' batch sizes differ (from the op).
+
+    Example::
+
+        >>> logits, mean, log_std = torch.randn(16, 4), torch.randn(16, 2), torch.zeros(2)
+        >>> policy_out = {"op": Categorical(logits=logits), "params": Normal(mean, log_std.exp())}
+        >>> out = hybrid_entropy_loss_from_distributions(policy_out, 0.01, 1.0, 1.0, None, None)
+        >>> out["total"]   # -0.01 * (H_d + H_c): Stable-Baselines3's term, for the joint policy
+    """
+    categorical, gaussian = _split_heads(dists)
+    if not isinstance(entropy_coeff, Tensor):
+        entropy_coeff = _check_real("entropy_coeff", entropy_coeff, "a number or a floating tensor")
+    if categorical is not None and gaussian is not None:
+        _check_same_batch(categorical, gaussian)
+    logits = _categorical_logits(categorical) if categorical is not None else None
+    log_std = _normal_log_std(gaussian) if gaussian is not None else None
+    return hybrid_entropy_loss(
+        logits,
+        log_std,
+        entropy_coeff,
+        discrete_entropy_weight,
+        continuous_entropy_weight,
+        min_entropy_threshold,
+        continuous_min_entropy_threshold,
+        penalty_multiplier,
+    )

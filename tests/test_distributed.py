@@ -1,0 +1,134 @@
+"""``HybridEntropyRegularizer(distributed=True)``: two gloo processes on this machine.
+
+Each rank holds a replica of a tiny policy (same initial parameters) and its own
+slice of one global batch, 5 and 11 rows. The test holds the distributed run to
+one process on the concatenated 16 rows: every rank's outputs equal the single
+process's, and the ranks' parameter gradients averaged (what DistributedDataParallel
+does) equal the single process's gradients. The batch is built so that rank 0's own
+discrete entropy is above the threshold while the global one is below: rank 0
+applies the penalty because the global batch calls for it.
+"""
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import hybrid_entropy_ext as hee
+
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo"
+)
+
+WORLD_SIZE = 2
+ROWS = (5, 11)
+OBS, K, D = 4, 5, 3
+THRESHOLD = 1.0  # nats: between rank 0's discrete entropy (1.58) and the global one (0.89)
+CASES = ("per_sample_log_std", "shared_log_std", "discrete_only")
+
+
+class Policy(nn.Module):
+    def __init__(self, shared_log_std: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)  # every rank builds the same replica
+        self.logits = nn.Linear(OBS, K).double()
+        self.log_std_head = nn.Linear(OBS, D).double()
+        self.shared_log_std = nn.Parameter(torch.tensor([-0.3, 0.1, 0.4], dtype=torch.float64))
+        self.shared = shared_log_std
+
+    def forward(self, obs, with_log_std=True):
+        log_std = None
+        if with_log_std:
+            log_std = self.shared_log_std if self.shared else self.log_std_head(obs)
+        return self.logits(obs), log_std
+
+
+def global_batch() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    obs = torch.randn(sum(ROWS), OBS, generator=generator, dtype=torch.float64)
+    # Rank 0's rows near 0 (logits near the bias: high entropy), rank 1's large (confident).
+    return torch.cat([0.05 * obs[: ROWS[0]], 6.0 * obs[ROWS[0]:]])
+
+
+def rank_rows(rank: int) -> slice:
+    start = sum(ROWS[:rank])
+    return slice(start, start + ROWS[rank])
+
+
+def run_case(case: str, obs: torch.Tensor, distributed: bool):
+    policy = Policy(shared_log_std=case == "shared_log_std")
+    regularizer = hee.HybridEntropyRegularizer(
+        hee.EntropyRegularizationConfig.preset("long"),
+        min_entropy_threshold=THRESHOLD,
+        continuous_min_entropy_threshold=5.0,  # above H_c: the continuous penalty is on too
+        distributed=distributed,
+    )
+    out = regularizer(*policy(obs, with_log_std=case != "discrete_only"), 100)
+    out["total"].backward()
+    grads = {name: p.grad.clone() for name, p in policy.named_parameters() if p.grad is not None}
+    return {k: v.detach() for k, v in out.items()}, grads
+
+
+def _worker(rank: int, store: str, results: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        torch.set_num_threads(1)
+        obs = global_batch()[rank_rows(rank)]
+        torch.save({case: run_case(case, obs, distributed=True) for case in CASES}, f"{results}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gloo")
+    mp.spawn(_worker, args=(str(folder / "store"), str(folder)), nprocs=WORLD_SIZE, join=True)
+    return [torch.load(folder / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
+
+
+def test_the_batch_puts_rank_0_above_the_threshold_and_the_global_batch_below():
+    obs = global_batch()
+    local = run_case("per_sample_log_std", obs[rank_rows(0)], distributed=False)[0]
+    single = run_case("per_sample_log_std", obs, distributed=False)[0]
+    assert local["discrete_entropy"].item() > THRESHOLD > single["discrete_entropy"].item()
+    assert local["discrete_penalty"].item() == 0.0 < single["discrete_penalty"].item()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_rank_returns_the_single_process_values_on_the_concatenated_batch(ranks, case):
+    single, _ = run_case(case, global_batch(), distributed=False)
+    for rank, results in enumerate(ranks):
+        out, _ = results[case]
+        assert set(out) == set(single)
+        for key in single:
+            torch.testing.assert_close(out[key], single[key], rtol=1e-12, atol=1e-14, msg=f"rank {rank}: {key}")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_gradients_averaged_over_ranks_are_the_single_process_gradients(ranks, case):
+    _, single = run_case(case, global_batch(), distributed=False)
+    per_rank = [results[case][1] for results in ranks]
+    assert all(set(grads) == set(single) for grads in per_rank)
+    for name in single:
+        averaged = sum(grads[name] for grads in per_rank) / WORLD_SIZE
+        torch.testing.assert_close(averaged, single[name], rtol=1e-10, atol=1e-13, msg=name)
+
+
+def test_distributed_without_a_process_group_is_a_runtime_error():
+    assert not dist.is_initialized()
+    regularizer = hee.HybridEntropyRegularizer(distributed=True)
+    with pytest.raises(RuntimeError, match=r"torch.distributed is not initialized; call "
+                                           r"torch.distributed.init_process_group first"):
+        regularizer(torch.randn(4, 3), None, 0)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
+def test_scripted_distributed_regularizer_raises_when_called():
+    scripted = torch.jit.script(hee.HybridEntropyRegularizer(distributed=True))
+    with pytest.raises(torch.jit.Error):
+        scripted(torch.randn(4, 3), None, 0)
+
+
+def test_process_group_implies_distributed():
+    assert hee.HybridEntropyRegularizer(process_group=object()).distributed

@@ -1,0 +1,257 @@
+"""``hee.hybrid_entropy_loss_from_distributions`` and the plain term of SB3 and TorchRL.
+
+Expected values come from ``torch.distributions``' own entropies written into the
+formulas (tests/oracle.py, or the libraries' one-line terms written out here).
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import (
+    Bernoulli,
+    Categorical,
+    Independent,
+    MixtureSameFamily,
+    Normal,
+    TransformedDistribution,
+    transforms,
+)
+
+import hybrid_entropy_ext as hee
+from oracle import KEYS, distributions_oracle
+
+from_distributions = hee.hybrid_entropy_loss_from_distributions
+B, K, D = 7, 5, 3
+SETTINGS = (1.0, 0.5, 2.0, 6.0, 3.0)  # weights; thresholds above the entropies: both penalties on
+
+
+def heads(dtype=torch.float64):
+    return torch.randn(B, K, dtype=dtype), torch.randn(B, D, dtype=dtype), 0.4 * torch.randn(B, D, dtype=dtype)
+
+
+def assert_close_to_oracle(out, expected, rtol=1e-6, atol=1e-9):
+    assert set(out) == set(KEYS)
+    for key in KEYS:
+        torch.testing.assert_close(out[key], expected[key].to(out[key].dtype), rtol=rtol, atol=atol, msg=key)
+
+
+# --- what is accepted ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("container", ["tuple", "reversed_list", "dict"])
+def test_categorical_and_normal_in_a_container_give_the_formulas(container):
+    logits, mean, log_std = heads()
+    categorical, normal = Categorical(logits=logits), Normal(mean, log_std.exp())
+    dists = {
+        "tuple": (categorical, normal),
+        "reversed_list": [normal, categorical],
+        "dict": {"action_type": categorical, "action_params": normal},
+    }[container]
+    assert_close_to_oracle(from_distributions(dists, 0.03, *SETTINGS), distributions_oracle(
+        logits, log_std, 0.03, *SETTINGS))
+
+
+def test_categorical_alone_is_a_discrete_policy():
+    logits, _, _ = heads()
+    assert_close_to_oracle(from_distributions(Categorical(logits=logits), 0.03, *SETTINGS),
+                           distributions_oracle(logits, None, 0.03, *SETTINGS))
+
+
+def test_independent_normal_alone_is_a_continuous_policy():
+    _, mean, log_std = heads()
+    out = from_distributions((Independent(Normal(mean, log_std.exp()), 1),), 0.03, *SETTINGS)
+    assert_close_to_oracle(out, distributions_oracle(None, log_std, 0.03, *SETTINGS))
+
+
+def test_normal_with_batch_shape_b_is_one_dimension_per_sample():
+    mean, log_std = torch.randn(B, dtype=torch.float64), torch.randn(B, dtype=torch.float64)
+    out = from_distributions(Normal(mean, log_std.exp()), 1.0, 1.0, 1.0, None, None)
+    # Per sample the entropy of a 1-D Gaussian; the batch mean of them.
+    expected = Normal(mean, log_std.exp()).entropy().mean()
+    torch.testing.assert_close(out["continuous_entropy"], expected)
+
+
+def test_scalar_normal_is_the_same_one_dimensional_gaussian_for_every_sample():
+    logits, _, _ = heads()
+    out = from_distributions((Categorical(logits=logits), Normal(0.0, 0.5)), 1.0, 1.0, 1.0, None, None)
+    torch.testing.assert_close(out["continuous_entropy"].double(), Normal(0.0, 0.5).entropy().double())
+
+
+def test_leading_batch_dimensions_are_flattened():
+    logits = torch.randn(2, 4, K, dtype=torch.float64)
+    log_std = torch.randn(2, 4, D, dtype=torch.float64)
+    out = from_distributions((Categorical(logits=logits), Normal(torch.zeros_like(log_std), log_std.exp())),
+                             0.03, *SETTINGS)
+    assert_close_to_oracle(out, distributions_oracle(logits.reshape(8, K), log_std.reshape(8, D), 0.03, *SETTINGS))
+
+
+def test_independent_over_two_dimensions_sums_both():
+    log_std = torch.randn(B, 2, 3, dtype=torch.float64)
+    normal = Independent(Normal(torch.zeros_like(log_std), log_std.exp()), 2)
+    out = from_distributions(normal, 1.0, 1.0, 1.0, None, None)
+    torch.testing.assert_close(out["continuous_entropy"], normal.entropy().mean())
+
+
+def test_state_independent_scale_goes_in_as_the_shared_log_std():
+    logits, mean, _ = heads()
+    shared = torch.randn(D, dtype=torch.float64, requires_grad=True)
+    out = from_distributions((Categorical(logits=logits), Normal(mean, shared.exp())), 0.03, *SETTINGS)
+    out["total"].backward()
+    reference = shared.detach().clone().requires_grad_()
+    expected = distributions_oracle(logits, reference, 0.03, *SETTINGS)
+    expected["total"].backward()
+    assert_close_to_oracle(out, expected)
+    torch.testing.assert_close(shared.grad, reference.grad)
+
+
+def test_gradients_reach_the_distribution_parameters():
+    logits, mean, log_std = heads()
+    leaves = [logits.clone().requires_grad_(), log_std.clone().requires_grad_()]
+    out = from_distributions((Categorical(logits=leaves[0]), Normal(mean, leaves[1].exp())), 0.03, *SETTINGS)
+    out["total"].backward()
+    oracle_leaves = [logits.clone().requires_grad_(), log_std.clone().requires_grad_()]
+    distributions_oracle(*oracle_leaves, 0.03, *SETTINGS)["total"].backward()
+    for got, expected in zip(leaves, oracle_leaves):
+        torch.testing.assert_close(got.grad, expected.grad, rtol=1e-6, atol=1e-9)
+
+
+def test_categorical_from_probs_with_zeros_gives_the_exact_entropy_and_finite_gradients():
+    probs = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [1.0, 0.0, 0.0]], dtype=torch.float64,
+                         requires_grad=True)
+    out = from_distributions(Categorical(probs=probs), 1.0, 1.0, 1.0, None, None)
+    # By hand: log 2, -(0.2 log 0.2 + 0.3 log 0.3 + 0.5 log 0.5), 0.
+    expected = (math.log(2) - (0.2 * math.log(0.2) + 0.3 * math.log(0.3) + 0.5 * math.log(0.5))) / 3
+    assert out["discrete_entropy"].item() == pytest.approx(expected, rel=1e-12)
+    out["total"].backward()
+    assert torch.isfinite(probs.grad).all()
+
+
+def test_numpy_coefficient_is_accepted():
+    logits, _, _ = heads()
+    got = from_distributions(Categorical(logits=logits), np.float32(0.03), *SETTINGS)
+    assert_close_to_oracle(got, distributions_oracle(logits, None, 0.03, *SETTINGS))
+
+
+def test_per_head_coefficient_tensor_is_passed_through():
+    logits, mean, log_std = heads()
+    coeff = torch.tensor([0.05, 0.01], dtype=torch.float64)
+    out = from_distributions((Categorical(logits=logits), Normal(mean, log_std.exp())), coeff, *SETTINGS)
+    assert_close_to_oracle(out, distributions_oracle(logits, log_std, coeff, *SETTINGS))
+
+
+# --- what is refused ----------------------------------------------------------------------
+
+
+def test_tanh_squashed_gaussian_is_a_type_error_saying_why():
+    squashed = TransformedDistribution(Normal(torch.zeros(B, D), 1.0), [transforms.TanhTransform()])
+    with pytest.raises(TypeError, match=r"dists\[1\]: TransformedDistribution \(such as a tanh-squashed "
+                                        r"Gaussian\) has no closed-form entropy"):
+        from_distributions((Categorical(logits=torch.randn(B, K)), squashed), 0.01)
+
+
+def test_mixture_is_a_type_error_saying_why():
+    mixture = MixtureSameFamily(Categorical(logits=torch.randn(B, 2)), Normal(torch.zeros(B, 2), 1.0))
+    with pytest.raises(TypeError, match=r"MixtureSameFamily \(a mixture\) has no closed-form entropy"):
+        from_distributions({"params": mixture}, 0.01)
+
+
+def test_other_distribution_is_a_type_error_naming_what_is_accepted():
+    with pytest.raises(TypeError, match=r"Bernoulli is neither a Categorical nor a diagonal Gaussian"):
+        from_distributions(Bernoulli(torch.rand(B)), 0.01)
+
+
+def test_not_a_distribution_is_a_type_error():
+    with pytest.raises(TypeError, match=r"dists: expected a Categorical, a Normal or Independent\(Normal, n\), "
+                                        r"or a tuple, list or dict holding one of each; got 3 \(int\)"):
+        from_distributions(3, 0.01)
+
+
+def test_two_categoricals_are_a_value_error():
+    with pytest.raises(ValueError, match=r"dists\[1\]: a second Categorical"):
+        from_distributions([Categorical(logits=torch.randn(B, K))] * 2, 0.01)
+
+
+def test_empty_container_is_a_value_error():
+    with pytest.raises(ValueError, match="at least one distribution"):
+        from_distributions({}, 0.01)
+
+
+def test_heads_with_different_batch_sizes_are_a_value_error():
+    # The scale is shared (a scalar broadcast), yet the batch shapes disagree: 4 and 5 samples.
+    with pytest.raises(ValueError, match=r"different batch sizes: the Categorical's batch shape \(4,\) holds 4 "
+                                         r"samples, the Gaussian's \(5, 3\) holds 5"):
+        from_distributions((Categorical(logits=torch.randn(4, K)), Normal(torch.zeros(5, D), 1.0)), 0.01)
+
+
+# --- the plain term: Stable-Baselines3 and TorchRL, one line each ----------------------------
+
+
+def sb3_entropy_term(logits, mean, log_std, ent_coef=0.01):
+    # Stable-Baselines3: entropy_loss = -th.mean(entropy); loss += ent_coef * entropy_loss, with
+    # the entropy of the joint policy (categorical + diagonal Gaussian summed over dimensions).
+    entropy = Categorical(logits=logits).entropy() + Normal(mean, log_std.exp()).entropy().sum(-1)
+    return ent_coef * -entropy.mean()
+
+
+@pytest.mark.parametrize("episode", [0, 250, 10_000])
+def test_plain_preset_is_sb3s_entropy_term(episode):
+    logits, mean, log_std = heads(torch.float32)
+    regularizer = hee.HybridEntropyRegularizer(hee.EntropyRegularizationConfig.preset("plain"))
+    got = regularizer(logits, log_std, episode)["total"]
+    torch.testing.assert_close(got, sb3_entropy_term(logits, mean, log_std))  # float32 tolerances
+
+
+def test_plain_preset_with_a_shared_log_std_is_sb3s_entropy_term():
+    logits, mean, _ = heads(torch.float32)
+    log_std = torch.randn(D)  # SB3's state-independent log_std parameter
+    got = hee.HybridEntropyRegularizer(hee.EntropyRegularizationConfig.preset("plain"))(logits, log_std)["total"]
+    torch.testing.assert_close(got, sb3_entropy_term(logits, mean, log_std))
+
+
+def test_plain_preset_on_a_confident_discrete_policy_is_sb3s_tiny_term():
+    # A confident two-action policy (p = 0.999): SB3's term is -0.01 * H, about -8e-5,
+    # where the defaults would add the collapse penalty 3 * (0.1 - H).
+    logits = torch.tensor([[math.log(999.0), 0.0]] * 4)
+    entropy = Categorical(logits=logits).entropy().mean()
+    regularizer = hee.HybridEntropyRegularizer(hee.EntropyRegularizationConfig.preset("plain"))
+    torch.testing.assert_close(regularizer(logits, None)["total"], 0.01 * -entropy)
+    assert hee.HybridEntropyRegularizer()(logits, None, 0)["total"].item() > 0.2
+
+
+def test_sb3_term_from_the_distributions_is_one_call():
+    logits, mean, log_std = heads(torch.float32)
+    got = from_distributions((Categorical(logits=logits), Normal(mean, log_std.exp())), 0.01, 1.0, 1.0, None, None)
+    torch.testing.assert_close(got["total"], sb3_entropy_term(logits, mean, log_std))
+
+
+def test_torchrl_term_with_independent_normal_sums_over_dimensions():
+    # TorchRL: loss_entropy = -entropy_coef * dist.entropy().mean(); IndependentNormal's entropy is [B].
+    _, mean, log_std = heads(torch.float32)
+    torchrl = -0.01 * Independent(Normal(mean, log_std.exp()), 1).entropy().mean()
+    got = hee.hybrid_entropy_loss(None, log_std, 0.01, 1.0, 1.0, None, None)["total"]
+    torch.testing.assert_close(got, torchrl)
+
+
+def test_torchrl_term_with_plain_normal_averages_over_dimensions():
+    # A plain Normal's entropy is [B, D]: TorchRL's .mean() averages the dimensions too, so the
+    # continuous weight is 1 / D.
+    _, mean, log_std = heads(torch.float32)
+    torchrl = -0.01 * Normal(mean, log_std.exp()).entropy().mean()
+    got = hee.hybrid_entropy_loss(None, log_std, 0.01, 1.0, 1.0 / D, None, None)["total"]
+    torch.testing.assert_close(got, torchrl)
+
+
+def test_masked_actions_in_categorical_logits_get_probability_0_and_gradient_0():
+    logits, _, _ = heads()
+    logits[:, 1] = -math.inf
+    leaf = logits.clone().requires_grad_()
+    out = from_distributions(Categorical(logits=leaf), 0.03, *SETTINGS)
+    out["total"].backward()
+    oracle_leaf = logits.clone().requires_grad_()
+    expected = distributions_oracle(oracle_leaf, None, 0.03, *SETTINGS)
+    expected["total"].backward()
+    assert_close_to_oracle(out, expected)
+    assert torch.equal(leaf.grad[:, 1], torch.zeros(B, dtype=torch.float64))
+    torch.testing.assert_close(leaf.grad, oracle_leaf.grad, rtol=1e-6, atol=1e-9)
