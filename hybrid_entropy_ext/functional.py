@@ -7,8 +7,10 @@ Python: scripted code can call it, and it traces under ``torch.compile`` and
 ``torch.export`` with no graph break.
 """
 
+import numbers
 from typing import Dict, Optional, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,7 +20,9 @@ __all__ = ["hybrid_entropy_loss"]
 
 
 def _check_coefficient_type(entropy_coeff: object) -> None:
-    if isinstance(entropy_coeff, bool) or not isinstance(entropy_coeff, (int, float, Tensor)):
+    # Any real number (NumPy scalars included, as a NumPy-based config hands them
+    # over), but not a bool: True as a coefficient is a misplaced flag, not 1.
+    if isinstance(entropy_coeff, (bool, np.bool_)) or not isinstance(entropy_coeff, (numbers.Real, Tensor)):
         raise TypeError(
             "hybrid_entropy_loss: entropy_coeff must be a Python float or a floating tensor "
             f"(0-dim, or [2] for one coefficient per head), got {type(entropy_coeff).__name__}"
@@ -97,7 +101,7 @@ def hybrid_entropy_loss(
     if isinstance(entropy_coeff, Tensor):
         coeff = entropy_coeff
     else:
-        coeff = torch.scalar_tensor(entropy_coeff, dtype=torch.float64)
+        coeff = torch.scalar_tensor(float(entropy_coeff), dtype=torch.float64)
     outputs = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(
         logits,
         log_std,
