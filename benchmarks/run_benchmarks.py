@@ -1,11 +1,16 @@
 """The benchmark suite: fused op vs every alternative, one process, interleaved rounds, medians.
 
     python benchmarks/run_benchmarks.py [--quick] [--json FILE] [--plot FILE] [--rounds N]
+    python benchmarks/run_benchmarks.py --device cuda [--json FILE] [--rounds N]
 
 Prints Markdown tables (forward+backward and forward) with the speed-up of the fused op over
 each alternative and its distance from the memory roofline, then the fused op's 1 -> 2 thread
 speed-up at 65536x64 with the thread counts alternating round by round. ``--quick`` runs the
 four sizes of the first benchmark only, and no thread scaling.
+
+``--device cuda`` runs the GPU suite instead (hybrid_entropy_ext/benchmark_cuda.py): CUDA
+events, the same alternatives, the fused op's GB/s against a copy of the same bytes, peak
+memory per implementation, and the kernels one call launches.
 """
 
 import argparse
@@ -18,6 +23,7 @@ from hybrid_entropy_ext import benchmark
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="four sizes instead of the full suite")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--json", metavar="FILE")
@@ -29,6 +35,8 @@ def main() -> int:
         choices=sorted(benchmark.IMPLEMENTATIONS),
     )
     args = parser.parse_args()
+    if args.device == "cuda":
+        return run_cuda(args)
 
     cases = benchmark.QUICK_CASES if args.quick else benchmark.DEFAULT_CASES
     results = benchmark.run_benchmark(
@@ -59,6 +67,37 @@ def main() -> int:
         benchmark.write_json(results, args.json, thread_scaling)
     if args.plot:
         benchmark.plot_speedups(results, args.plot)
+    return 0
+
+
+def run_cuda(args: argparse.Namespace) -> int:
+    import json
+
+    from hybrid_entropy_ext import benchmark_cuda
+
+    result = benchmark_cuda.run_cuda_benchmark(
+        implementations=args.implementations,
+        rounds=args.rounds,
+        progress=lambda label: print(f"  timing {label} ...", file=sys.stderr, flush=True),
+    )
+    document = benchmark_cuda.cuda_result_as_json(result)
+    device = document["device"]
+    print(f"{device['name']} ({device['multiprocessors']} SMs); torch {device['torch']}, CUDA {device['cuda']}; "
+          f"CUDA events, median of {args.rounds} interleaved rounds; log_std [B, 8]\n")
+    for mode in ("forward_backward", "forward"):
+        print(f"### {mode.replace('_', '+')} (ratio > 1: the fused op is faster; copy / fused: "
+              "fraction of the copy bandwidth)\n")
+        print(benchmark_cuda.format_cuda_table(result, mode))
+        print()
+    print("### peak memory of forward+backward beyond the inputs\n")
+    print(benchmark_cuda.format_cuda_memory(result))
+    print("\n### CUDA kernels of one fused call\n")
+    for case, per_mode in result["kernels"].items():
+        for mode, names in per_mode.items():
+            print(f"- {case} {mode.replace('_', '+')}: {len(names)}: {', '.join(names)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(document, f, indent=1)
     return 0
 
 

@@ -105,3 +105,40 @@ def test_thread_scaling_table_gives_the_speed_up_over_the_fewest_threads():
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[:2] == ["8x3", mode.replace("_", "+")]
         assert cells[-1] == f"{times[('8x3 1t', mode)] / times[('8x3 2t', mode)]:.2f}x"
+
+
+# --- the CUDA suite's accounting (its timings need a GPU; its arithmetic does not) ------
+
+
+def test_cuda_case_counts_the_bytes_the_fused_op_cannot_avoid():
+    from hybrid_entropy_ext.benchmark_cuda import CudaCase
+
+    case = CudaCase(1000, 64, torch.bfloat16, dims=8)
+    logits, log_std, row_stats = 1000 * 64 * 2, 1000 * 8 * 2, 3 * 1000 * 4
+    assert case.fused_bytes("forward") == logits + log_std + row_stats
+    # backward: the logits and row statistics read again, the gradient written
+    assert case.fused_bytes("forward_backward") == logits + log_std + row_stats + 2 * logits + row_stats
+
+
+def test_cuda_table_reports_speed_ups_bandwidth_and_the_fraction_of_the_copy():
+    from hybrid_entropy_ext.benchmark_cuda import COPY, CudaTiming, format_cuda_table
+
+    def timing(name, seconds):
+        return CudaTiming("8x4", "forward_backward", name, seconds, 3, bytes_moved=4_000_000_000)
+
+    result = {"timings": [timing("fused", 0.002), timing("reference", 0.010), timing(COPY, 0.0016),
+                          CudaTiming("8x4", "forward_backward", "distributions", None, 3, error="OOM",
+                                     bytes_moved=4_000_000_000)]}
+    row = format_cuda_table(result).splitlines()[2].split(" | ")
+    assert row[1] == "2000.0" and row[2] == "10000.0" and row[3] == "failed"
+    assert row[4] == "5.00x" and row[5] == "-"
+    assert row[6:] == ["4000.0", "2000", "2500", "0.80 |"]
+
+
+def test_cuda_memory_table_reports_the_fused_peak_beyond_its_gradient():
+    from hybrid_entropy_ext.benchmark_cuda import format_cuda_memory
+
+    result = {"peak_extra_bytes": {"8x4": {"fused": 3_000_000, "reference": None}},
+              "gradient_bytes": {"8x4": 2_500_000}}
+    row = format_cuda_memory(result).splitlines()[2]
+    assert row == "| 8x4 | 2.5 | 3.0 | failed | 0.50 |"

@@ -102,7 +102,6 @@ constexpr int64_t bit_reverse(int64_t j, int64_t K) {
   return reversed;
 }
 
-// columns[k][r] = rows[r * K + k] for the 16 contiguous rows at `rows`.
 // columns[k][r] = rows[r * K + k] for the kTileRows contiguous rows at `rows`,
 // K a power of two.
 template <int64_t K>
