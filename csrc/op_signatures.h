@@ -2,15 +2,17 @@
 //
 // Every kernel (Meta, CPU, CUDA, Autograd) takes its op's arguments as one
 // struct, LossForwardArgs or LossBackwardArgs. The dispatcher needs the
-// unboxed signature that matches the schema in ops.cpp; the type aliases below
-// spell it, and forward_kernel / backward_kernel adapt a struct-taking kernel
-// to it. call_forward_op / call_backward_op go the other way, through the
+// unboxed signature that matches the schema in ops.cpp: forward_kernel /
+// backward_kernel spell it, once, and adapt a struct-taking kernel to it; the
+// type aliases LossForwardSignature / LossBackwardSignature are theirs.
+// call_forward_op / call_backward_op go the other way, through the
 // dispatcher.
 #pragma once
 
 #include <array>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 
 #include <ATen/core/Tensor.h>
 
@@ -86,38 +88,6 @@ inline std::optional<double> continuous_threshold_of(
       : std::nullopt;
 }
 
-// The unboxed signatures of the schema in ops.cpp.
-using LossForwardSignature = LossForwardOutputs(
-    const OptionalTensor& logits,
-    const OptionalTensor& log_std,
-    const at::Tensor& entropy_coeff,
-    double discrete_entropy_weight,
-    double continuous_entropy_weight,
-    std::optional<double> min_entropy_threshold,
-    std::optional<double> continuous_min_entropy_threshold,
-    double penalty_multiplier);
-
-using LossBackwardSignature = LossBackwardOutputs(
-    const OptionalTensor& grad_total,
-    const OptionalTensor& grad_discrete,
-    const OptionalTensor& grad_continuous,
-    const OptionalTensor& grad_discrete_penalty,
-    const OptionalTensor& grad_continuous_penalty,
-    const OptionalTensor& grad_discrete_entropy,
-    const OptionalTensor& grad_continuous_entropy,
-    const OptionalTensor& logits,
-    const OptionalTensor& log_std,
-    const at::Tensor& entropy_coeff,
-    const at::Tensor& row_stats,
-    const at::Tensor& discrete_entropy,
-    const at::Tensor& continuous_entropy,
-    double discrete_entropy_weight,
-    double continuous_entropy_weight,
-    std::optional<double> min_entropy_threshold,
-    std::optional<double> continuous_min_entropy_threshold,
-    double penalty_multiplier,
-    std::array<bool, 3> output_mask);
-
 using ForwardKernel = LossForwardOutputs (*)(const LossForwardArgs&);
 using BackwardKernel = LossBackwardOutputs (*)(const LossBackwardArgs&);
 
@@ -178,6 +148,13 @@ LossBackwardOutputs backward_kernel(
           penalty_multiplier),
       output_mask});
 }
+
+// The unboxed signatures of the schema in ops.cpp: the adapters' own (taking
+// their type does not instantiate them).
+using LossForwardSignature =
+    std::remove_pointer_t<decltype(&forward_kernel<nullptr>)>;
+using LossBackwardSignature =
+    std::remove_pointer_t<decltype(&backward_kernel<nullptr>)>;
 
 // Calls through the dispatcher (from the current dispatch key down).
 LossForwardOutputs call_forward_op(const LossForwardArgs& args);

@@ -16,15 +16,17 @@ namespace cuda {
 
 constexpr int kBackwardThreads = 256;
 
-template <typename scalar_t>
-struct BackwardArgs {
-  using acc = acc_t<scalar_t>;
-  const scalar_t* logits = nullptr;  // [B, K], unit column stride
+// One backward call, as raw pointers on the device: the kernel's argument.
+struct BackwardProblem {
+  bool has_discrete = false;
+  bool has_continuous = false;
+  const void* logits = nullptr;  // [B, K], unit column stride
+  DType logits_dtype = DType::kFloat;
   int64_t batch = 0;
   int64_t num_cols = 0;
   int64_t row_stride = 0;
-  const acc* row_stats = nullptr;  // [3, B]
-  scalar_t* grad_logits = nullptr;  // [B, K] contiguous; nullptr: not wanted
+  const void* row_stats = nullptr;  // [3, B] in the accumulation dtype
+  void* grad_logits = nullptr;  // [B, K] contiguous; nullptr: not wanted
   // d H_d / d h_d[i] and d H_c / d log_std[i, j] (loss_plan.h).
   double discrete_row_scale = 0.0;
   double log_std_scale = 0.0;
@@ -32,8 +34,6 @@ struct BackwardArgs {
   DType grad_log_std_dtype = DType::kFloat;
   void* grad_coeff = nullptr;  // 0-dim, or [2] for per-head coefficients
   DType grad_coeff_dtype = DType::kFloat;
-  bool has_discrete = false;
-  bool has_continuous = false;
   DeviceScalar upstream[7];  // gradients of the seven outputs
   DeviceScalar discrete_entropy;
   DeviceScalar continuous_entropy;
@@ -41,9 +41,8 @@ struct BackwardArgs {
   math::LossParams params{};
 };
 
-template <typename scalar_t>
 __device__ __forceinline__ math::BatchEntropyGrads batch_entropy_grads(
-    const BackwardArgs<scalar_t>& a) {
+    const BackwardProblem& a) {
   math::LossGrads g;
   g.total = a.upstream[0].read();
   g.discrete = a.upstream[1].read();
@@ -61,7 +60,7 @@ __device__ __forceinline__ math::BatchEntropyGrads batch_entropy_grads(
 // that finds an element's row is the costly part of the index arithmetic).
 template <typename scalar_t, int kVec, typename index_t>
 __global__ void __launch_bounds__(kBackwardThreads)
-    backward_logits(BackwardArgs<scalar_t> a) {
+    backward_logits(BackwardProblem a) {
   using acc = acc_t<scalar_t>;
   const math::BatchEntropyGrads grads = batch_entropy_grads(a);
   if (blockIdx.x == 0 && threadIdx.x == 0) {
@@ -83,6 +82,9 @@ __global__ void __launch_bounds__(kBackwardThreads)
   if (a.grad_logits == nullptr) {
     return;
   }
+  const scalar_t* logits = static_cast<const scalar_t*>(a.logits);
+  const acc* row_stats = static_cast<const acc*>(a.row_stats);
+  scalar_t* grad_logits = static_cast<scalar_t*>(a.grad_logits);
   const acc scale =
       static_cast<acc>(grads.discrete_entropy * a.discrete_row_scale);
   const acc log_p_floor = math::log_probability_floor<acc>();
@@ -96,19 +98,19 @@ __global__ void __launch_bounds__(kBackwardThreads)
     const index_t element = v * kVec;
     const index_t row = element / cols;
     const index_t col = element - row * cols;
-    const scalar_t* z = a.logits + static_cast<int64_t>(row) * a.row_stride;
-    acc logits[kVec];
-    load_logits<kVec>(z, static_cast<int64_t>(col), a.num_cols, logits);
-    const acc shift = a.row_stats[row];
-    const acc log_sum_exp = a.row_stats[a.batch + row];
-    const acc entropy = a.row_stats[2 * a.batch + row];
+    const scalar_t* z = logits + static_cast<int64_t>(row) * a.row_stride;
+    acc values[kVec];
+    load_logits<kVec>(z, static_cast<int64_t>(col), a.num_cols, values);
+    const acc shift = row_stats[row];
+    const acc log_sum_exp = row_stats[a.batch + row];
+    const acc entropy = row_stats[2 * a.batch + row];
     LogitVector<scalar_t, kVec> out;
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
       out.values[j] = static_cast<scalar_t>(math::entropy_grad_element(
-          logits[j], shift, log_sum_exp, entropy, scale, log_p_floor));
+          values[j], shift, log_sum_exp, entropy, scale, log_p_floor));
     }
-    *reinterpret_cast<LogitVector<scalar_t, kVec>*>(a.grad_logits + element) =
+    *reinterpret_cast<LogitVector<scalar_t, kVec>*>(grad_logits + element) =
         out;
   }
 }

@@ -273,30 +273,6 @@ void launch_forward(
   launch(finish_forward, 1, kFinishThreads, finish);
 }
 
-// One backward call, as raw pointers on the device.
-struct BackwardProblem {
-  bool has_discrete = false;
-  bool has_continuous = false;
-  const void* logits = nullptr;  // [B, K], unit column stride
-  DType logits_dtype = DType::kFloat;
-  int64_t batch = 0;
-  int64_t num_cols = 0;
-  int64_t row_stride = 0;
-  const void* row_stats = nullptr;
-  void* grad_logits = nullptr;  // nullptr: not wanted
-  double discrete_row_scale = 0.0;
-  double log_std_scale = 0.0;
-  void* grad_log_std = nullptr;
-  DType grad_log_std_dtype = DType::kFloat;
-  void* grad_coeff = nullptr;
-  DType grad_coeff_dtype = DType::kFloat;
-  DeviceScalar upstream[7];
-  DeviceScalar discrete_entropy;
-  DeviceScalar continuous_entropy;
-  Coefficients coeff;
-  math::LossParams params{};
-};
-
 // One launch; blocks enough to fill the GPU a few times over, each thread
 // looping over vectors.
 template <typename Launch>
@@ -307,29 +283,6 @@ void launch_backward(
   const DType dtype = p.has_discrete ? p.logits_dtype : DType::kFloat;
   dispatch_logits_dtype(dtype, [&](auto zero) {
     using scalar_t = decltype(zero);
-    BackwardArgs<scalar_t> args;
-    args.logits = static_cast<const scalar_t*>(p.logits);
-    args.batch = p.batch;
-    args.num_cols = p.num_cols;
-    args.row_stride = p.row_stride;
-    args.row_stats = static_cast<const acc_t<scalar_t>*>(p.row_stats);
-    args.grad_logits = static_cast<scalar_t*>(p.grad_logits);
-    args.discrete_row_scale = p.discrete_row_scale;
-    args.log_std_scale = p.log_std_scale;
-    args.grad_log_std = p.grad_log_std;
-    args.grad_log_std_dtype = p.grad_log_std_dtype;
-    args.grad_coeff = p.grad_coeff;
-    args.grad_coeff_dtype = p.grad_coeff_dtype;
-    args.has_discrete = p.has_discrete;
-    args.has_continuous = p.has_continuous;
-    for (int i = 0; i < 7; ++i) {
-      args.upstream[i] = p.upstream[i];
-    }
-    args.discrete_entropy = p.discrete_entropy;
-    args.continuous_entropy = p.continuous_entropy;
-    args.coeff = p.coeff;
-    args.params = p.params;
-
     constexpr int kVec = 16 / sizeof(scalar_t);
     const bool vectorized = p.grad_logits != nullptr &&
         p.num_cols % kVec == 0 &&
@@ -344,13 +297,13 @@ void launch_backward(
     const bool narrow_index =
         elements < (int64_t{1} << 31);  // flat indices and their steps fit
     if (vectorized && narrow_index) {
-      launch(backward_logits<scalar_t, kVec, uint32_t>, grid, kBackwardThreads, args);
+      launch(backward_logits<scalar_t, kVec, uint32_t>, grid, kBackwardThreads, p);
     } else if (vectorized) {
-      launch(backward_logits<scalar_t, kVec, int64_t>, grid, kBackwardThreads, args);
+      launch(backward_logits<scalar_t, kVec, int64_t>, grid, kBackwardThreads, p);
     } else if (narrow_index) {
-      launch(backward_logits<scalar_t, 1, uint32_t>, grid, kBackwardThreads, args);
+      launch(backward_logits<scalar_t, 1, uint32_t>, grid, kBackwardThreads, p);
     } else {
-      launch(backward_logits<scalar_t, 1, int64_t>, grid, kBackwardThreads, args);
+      launch(backward_logits<scalar_t, 1, int64_t>, grid, kBackwardThreads, p);
     }
   });
 }
