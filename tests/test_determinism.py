@@ -5,16 +5,20 @@ block sums in order (README "Layout"), so neither repeating a call nor changing
 ``torch.set_num_threads`` may change a single bit of any output or gradient. The sizes span
 many row blocks and several parallel tasks: B = 10000 rows is 157 blocks; with K = 7 the
 kernels keep rows in SIMD lanes, with K = 100 columns; log_std is per sample ([B, D]), so
-its reduction is parallel too. Every test runs once per CPU kernel build (``cpu_isa``).
+its reduction is parallel too.
+
+Repeated calls are compared on every backend (``backend``: each CPU kernel build, and CUDA,
+skipped without a GPU; CUDA's partial sums are added in a fixed order too). The thread-count
+tests are CPU-only, since ``torch.set_num_threads`` only concerns the CPU kernels; they run
+once per CPU kernel build (``cpu_isa``).
 """
 
 import pytest
 import torch
 
 import hybrid_entropy_ext as hee
+from conftest import run_on
 from oracle import KEYS
-
-pytestmark = pytest.mark.usefixtures("cpu_isa")
 
 BATCH, ACTION_DIMS = 10_000, 6
 THREAD_COUNTS = (1, 2, 3, 8)
@@ -37,13 +41,14 @@ def make_inputs(num_actions, dtype):
     return logits, log_std
 
 
-def run_once(logits, log_std):
-    """All outputs and the gradients of a weighted sum of all of them, as plain tensors."""
+def run_once(logits, log_std, device="cpu"):
+    """All outputs and the gradients of a weighted sum of all of them, as plain CPU tensors,
+    with the op run on ``device``."""
     z = logits.detach().clone().requires_grad_(True)
     s = log_std.detach().clone().requires_grad_(True)
     c = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
     # Thresholds above both entropies: both penalties active, every term in the backward.
-    out = hee.hybrid_entropy_loss(z, s, c, 1.3, 0.7, 100.0, 100.0, 2.0)
+    out = run_on(device, hee.hybrid_entropy_loss, z, s, c, 1.3, 0.7, 100.0, 100.0, 2.0)
     loss = sum(w * out[k] for k, w in COTANGENTS.items())
     grads = torch.autograd.grad(loss, (z, s, c))
     return [out[k].detach() for k in KEYS] + list(grads)
@@ -59,13 +64,15 @@ def assert_bitwise_equal(results, reference, what):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("num_actions", [7, 100])
-def test_repeated_calls_are_bitwise_identical(num_actions, dtype):
+def test_repeated_calls_are_bitwise_identical(num_actions, dtype, backend):
     logits, log_std = make_inputs(num_actions, dtype)
-    first = run_once(logits, log_std)
+    first = run_once(logits, log_std, backend)
     for attempt in range(3):
-        assert_bitwise_equal(run_once(logits, log_std), first, f"run {attempt + 2}")
+        assert_bitwise_equal(run_once(logits, log_std, backend), first, f"run {attempt + 2}")
 
 
+# CPU-only: the thread count is the CPU kernels' parallelism.
+@pytest.mark.usefixtures("cpu_isa")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("num_actions", [7, 100])
 def test_thread_count_does_not_change_a_bit(num_actions, dtype, restore_num_threads):
@@ -78,6 +85,7 @@ def test_thread_count_does_not_change_a_bit(num_actions, dtype, restore_num_thre
         assert_bitwise_equal(run_once(logits, log_std), serial, f"{threads} threads")
 
 
+@pytest.mark.usefixtures("cpu_isa")  # CPU-only, as above
 @pytest.mark.parametrize("num_actions", [7, 100])
 def test_thread_count_does_not_change_a_bit_with_shared_log_std(num_actions, restore_num_threads):
     logits, log_std = make_inputs(num_actions, torch.float32)

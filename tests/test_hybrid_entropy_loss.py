@@ -5,7 +5,10 @@ docs/design.md applied to entropies from ``torch.distributions`` (``Categorical`
 ``Normal``), evaluated in float64 with autograd deriving the gradients. It is also held
 to the project's pure-PyTorch ``hee.reference.hybrid_entropy_loss``.
 
-Every test runs once per CPU kernel build (``cpu_isa`` fixture in conftest.py).
+Every test runs once per CPU kernel build and once on CUDA (``backend`` fixture in
+conftest.py; the CUDA cases are skipped without a GPU). Inputs are built on the CPU and the
+op is called through :func:`fused_loss`, which runs it on the test's device and brings its
+outputs back: oracles, gradients and comparisons stay on the CPU.
 """
 
 import math
@@ -16,9 +19,35 @@ import torch
 from torch.distributions import Categorical
 
 import hybrid_entropy_ext as hee
+from conftest import run_on
 from oracle import KEYS, HALF_LOG_2PI_E, distributions_oracle
 
-pytestmark = pytest.mark.usefixtures("cpu_isa")
+# The device the op runs on in the current test, set by the autouse fixture below.
+DEVICE = "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _op_device(backend):
+    """Every test runs once per backend: each CPU kernel build, and CUDA."""
+    global DEVICE
+    DEVICE = backend
+    yield backend
+    DEVICE = "cpu"
+
+
+def fused_loss(*args, **kwargs):
+    """``hee.hybrid_entropy_loss`` on the test's device: tensor arguments moved there, the
+    outputs moved back to the CPU (differentiably: gradients reach the CPU leaves)."""
+    return run_on(DEVICE, hee.hybrid_entropy_loss, *args, **kwargs)
+
+
+def on_device(t):
+    """``t`` moved to the test's device, differentiably; non-tensors pass through.
+
+    Views that a test builds to check a layout (transposes, slices, expansions) are taken
+    of this, on the device: moving a non-dense view would copy it into a dense tensor.
+    """
+    return t.to(DEVICE) if isinstance(t, torch.Tensor) else t
 
 
 
@@ -106,14 +135,15 @@ def compare_with(
 
     ``leaves`` are the raw (logits, log_std, coeff) leaves; ``build`` turns leaves into the
     op's arguments (so views, transposes and expansions are applied identically on both
-    sides). The fused side uses leaves of ``leaf_dtypes``, the expected side of
+    sides; on the fused side the leaves are moved to the test's device first, so the views
+    are taken there). The fused side uses leaves of ``leaf_dtypes``, the expected side of
     ``expected_dtypes`` (None: keep).
     """
     op_leaves = [_leaf(t, d) for t, d in zip(leaves, leaf_dtypes)]
     expected_leaves = [_leaf(t.to(fused.dtype) if isinstance(t, torch.Tensor) else t, d)
                        for t, fused, d in zip(leaves, op_leaves, expected_dtypes)]
 
-    got = hee.hybrid_entropy_loss(*build(*op_leaves), **kwargs)
+    got = fused_loss(*build(*[on_device(t) for t in op_leaves]), **kwargs)
     want = expected_fn(*build(*expected_leaves), **kwargs)
 
     assert set(got) == set(KEYS)
@@ -274,7 +304,7 @@ def test_matches_reference_float32(b, k, d):
 
 def _all_outputs(**kwargs):
     def f(logits, log_std, coeff):
-        out = hee.hybrid_entropy_loss(logits, log_std, coeff, **kwargs)
+        out = fused_loss(logits, log_std, coeff, **kwargs)
         return tuple(out[k] for k in KEYS)
 
     return f
@@ -316,7 +346,7 @@ def test_gradcheck_log_std_none():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_single_action_has_exactly_zero_entropy_and_gradient(dtype):
     logits = torch.randn(5, 1, dtype=dtype, requires_grad=True)
-    out = hee.hybrid_entropy_loss(logits, None, 0.7, min_entropy_threshold=1.0)
+    out = fused_loss(logits, None, 0.7, min_entropy_threshold=1.0)
     assert out["discrete_entropy"].item() == 0.0
     assert out["discrete"].item() == 0.0
     # H_d = 0 < 1.0: the penalty is active, yet its gradient is dH_d/dz = 0.
@@ -397,7 +427,7 @@ def _subset_entropy_oracle(logits64, mask):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_masked_logits_give_entropy_of_unmasked_subset(dtype):
     logits, mask = _masked_logits(dtype)
-    out = hee.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=None)
+    out = fused_loss(logits, None, 0.2, min_entropy_threshold=None)
     expected = _subset_entropy_oracle(logits.double(), mask)
     tol = F64_TOL if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
     for key in KEYS:
@@ -423,7 +453,7 @@ def _masked_long_rows(dtype):
 def test_masked_logits_in_long_rows_give_entropy_and_gradient_of_unmasked_subset(dtype):
     logits, mask = _masked_long_rows(dtype)
     logits.requires_grad_(True)
-    out = hee.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=None)
+    out = fused_loss(logits, None, 0.2, min_entropy_threshold=None)
     leaf = logits.detach().double().requires_grad_(True)
     expected = _subset_entropy_oracle(leaf, mask)
     (got_grad,) = torch.autograd.grad(out["discrete_entropy"], logits)
@@ -445,8 +475,8 @@ def test_masked_logits_get_zero_gradient(dtype):
     logits.requires_grad_(True)
     log_std = torch.zeros(6, 2, dtype=dtype, requires_grad=True)
     # Penalties active, so every output carries a nonzero logits gradient.
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.2, min_entropy_threshold=10.0,
-                                  continuous_min_entropy_threshold=10.0)
+    out = fused_loss(logits, log_std, 0.2, min_entropy_threshold=10.0,
+                     continuous_min_entropy_threshold=10.0)
     for key in KEYS + ("weighted sum",):
         output = (sum(w * out[k] for k, w in OUTPUT_WEIGHTS.items())
                   if key == "weighted sum" else out[key])
@@ -464,7 +494,7 @@ def test_masked_logits_get_zero_gradient_at_a_huge_gradient_scale(dtype, make_lo
     # is NaN).
     logits, mask = make_logits(dtype)
     logits.requires_grad_(True)
-    out = hee.hybrid_entropy_loss(logits, None, 1e30, min_entropy_threshold=None)
+    out = fused_loss(logits, None, 1e30, min_entropy_threshold=None)
     (grad_z,) = torch.autograd.grad(out["total"], logits)
     assert torch.isfinite(grad_z).all()
     assert (grad_z[mask] == 0).all()
@@ -474,7 +504,7 @@ def test_masked_logits_get_zero_gradient_at_a_huge_gradient_scale(dtype, make_lo
 def test_masked_logits_gradient_matches_subset_oracle():
     logits, mask = _masked_logits(torch.float64)
     logits.requires_grad_(True)
-    out = hee.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=10.0)
+    out = fused_loss(logits, None, 0.2, min_entropy_threshold=10.0)
     leaf = logits.detach().clone().requires_grad_(True)
     h = _subset_entropy_oracle(leaf, mask)
     want = -0.2 * h + MULT * (10.0 - h)
@@ -514,7 +544,7 @@ def _with_fully_masked_rows(k, dtype, b=7, rows=(0, 3, 6)):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
 def test_fully_masked_rows_add_zero_entropy_to_the_batch_mean(dtype, k):
     logits, masked_rows = _with_fully_masked_rows(k, dtype)
-    out = hee.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=None)
+    out = fused_loss(logits, None, 0.2, min_entropy_threshold=None)
     unmasked = logits[~masked_rows].double()
     # Mean over all B rows, the masked ones counting 0.
     expected = Categorical(logits=torch.where(torch.isneginf(unmasked), -1e300, unmasked)).entropy().sum()
@@ -531,8 +561,8 @@ def test_fully_masked_rows_get_zero_gradient_and_leave_the_others_finite(dtype, 
     logits, masked_rows = _with_fully_masked_rows(k, dtype)
     logits.requires_grad_(True)
     log_std = torch.zeros(logits.shape[0], 2, dtype=dtype, requires_grad=True)
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.2, min_entropy_threshold=10.0,
-                                  continuous_min_entropy_threshold=10.0)
+    out = fused_loss(logits, log_std, 0.2, min_entropy_threshold=10.0,
+                     continuous_min_entropy_threshold=10.0)
     for key in KEYS:
         grad_z, grad_s = _grads(out[key], (logits, log_std))
         assert torch.isfinite(grad_z).all() and torch.isfinite(grad_s).all(), key
@@ -550,7 +580,7 @@ def test_fully_masked_rows_match_oracle_values_and_gradients(k):
 @pytest.mark.parametrize("k", [1, 4, 40])
 def test_every_row_masked_gives_zero_entropy_and_zero_gradient(k):
     logits = torch.full((5, k), -math.inf, requires_grad=True)
-    out = hee.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=0.5)
+    out = fused_loss(logits, None, 0.2, min_entropy_threshold=0.5)
     assert out["discrete_entropy"].item() == 0.0
     assert out["discrete_penalty"].item() == pytest.approx(3.0 * 0.5)
     (grad,) = torch.autograd.grad(out["total"], logits)
@@ -561,14 +591,14 @@ def test_every_row_masked_gives_zero_entropy_and_zero_gradient(k):
 def test_nan_logit_in_an_otherwise_masked_row_still_gives_nan(k):
     logits = torch.full((3, k), -math.inf)
     logits[1, k - 1] = math.nan
-    out = hee.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=None)
+    out = fused_loss(logits, None, 0.2, min_entropy_threshold=None)
     assert torch.isnan(out["discrete_entropy"])
 
 
 def test_reference_gives_fully_masked_rows_zero_entropy_and_zero_gradient():
     logits, masked_rows = _with_fully_masked_rows(9, torch.float64)
     logits.requires_grad_(True)
-    fused = hee.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=10.0)
+    fused = fused_loss(logits, None, 0.2, min_entropy_threshold=10.0)
     ref = hee.reference.hybrid_entropy_loss(logits, None, 0.2, min_entropy_threshold=10.0)
     torch.testing.assert_close(ref["discrete_entropy"], fused["discrete_entropy"], **F64_TOL)
     (grad,) = torch.autograd.grad(ref["total"], logits)
@@ -613,7 +643,7 @@ def test_huge_logits_float32_match_float64_oracle():
 
 def test_tied_huge_logits_give_log_two():
     logits = torch.tensor([[1e4, 1e4, -1e4, -1e4]], dtype=torch.float64)
-    out = hee.hybrid_entropy_loss(logits, None, 1.0)
+    out = fused_loss(logits, None, 1.0)
     assert out["discrete_entropy"].item() == pytest.approx(math.log(2.0), rel=1e-12)
 
 
@@ -635,8 +665,8 @@ def _constant_log_std(b, d, c, dtype=torch.float64):
 def test_discrete_penalty_is_multiplier_times_gap_below_threshold():
     logits = _uniform(5, 6)
     h = math.log(6)
-    out = hee.hybrid_entropy_loss(logits, None, 0.1, min_entropy_threshold=h + 0.25,
-                                  penalty_multiplier=4.0)
+    out = fused_loss(logits, None, 0.1, min_entropy_threshold=h + 0.25,
+                     penalty_multiplier=4.0)
     assert out["discrete_penalty"].item() == pytest.approx(4.0 * 0.25, rel=1e-10)
     assert out["discrete_entropy"].item() == pytest.approx(h, rel=1e-12)
 
@@ -644,8 +674,8 @@ def test_discrete_penalty_is_multiplier_times_gap_below_threshold():
 def test_continuous_penalty_is_multiplier_times_gap_below_threshold():
     log_std = _constant_log_std(4, 3, -1.2)
     h = 3 * (HALF_LOG_2PI_E - 1.2)
-    out = hee.hybrid_entropy_loss(None, log_std, 0.1, continuous_min_entropy_threshold=h + 0.5,
-                                  penalty_multiplier=2.0)
+    out = fused_loss(None, log_std, 0.1, continuous_min_entropy_threshold=h + 0.5,
+                     penalty_multiplier=2.0)
     assert out["continuous_entropy"].item() == pytest.approx(h, rel=1e-12)
     assert out["continuous_penalty"].item() == pytest.approx(2.0 * 0.5, rel=1e-10)
 
@@ -653,7 +683,7 @@ def test_continuous_penalty_is_multiplier_times_gap_below_threshold():
 def test_total_adds_both_penalties_to_the_weighted_entropy_terms():
     logits, log_std = _uniform(4, 8), _constant_log_std(4, 2, -2.0)
     h_d, h_c = math.log(8), 2 * (HALF_LOG_2PI_E - 2.0)
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.05, 2.0, 0.25, h_d + 1.0, h_c + 0.5, 3.0)
+    out = fused_loss(logits, log_std, 0.05, 2.0, 0.25, h_d + 1.0, h_c + 0.5, 3.0)
     expected = -0.05 * 2.0 * h_d - 0.05 * 0.25 * h_c + 3.0 * 1.0 + 3.0 * 0.5
     assert out["total"].item() == pytest.approx(expected, rel=1e-10)
 
@@ -666,10 +696,10 @@ def test_penalty_is_exactly_zero_at_threshold():
     # float32 one, so exact equality is only meaningful here and for K = 1 below.)
     logits = (2.0 * torch.randn(7, 5, dtype=torch.float64)).requires_grad_(True)
     log_std = (0.3 * torch.randn(7, 3, dtype=torch.float64)).requires_grad_(True)
-    first = hee.hybrid_entropy_loss(logits, log_std, 0.1)
+    first = fused_loss(logits, log_std, 0.1)
     tau_d, tau_c = first["discrete_entropy"].item(), first["continuous_entropy"].item()
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=tau_d,
-                                  continuous_min_entropy_threshold=tau_c)
+    out = fused_loss(logits, log_std, 0.1, min_entropy_threshold=tau_d,
+                     continuous_min_entropy_threshold=tau_c)
     assert out["discrete_penalty"].item() == 0.0
     assert out["continuous_penalty"].item() == 0.0
     for key in ("discrete_penalty", "continuous_penalty"):
@@ -681,7 +711,7 @@ def test_penalty_is_exactly_zero_at_threshold():
 def test_single_action_penalty_is_exactly_zero_at_zero_threshold(dtype):
     # K = 1: p = 1 and H_d = 0 exactly in any precision.
     logits = torch.randn(3, 1).to(dtype).requires_grad_(True)
-    at = hee.hybrid_entropy_loss(logits, None, 0.1, min_entropy_threshold=0.0)
+    at = fused_loss(logits, None, 0.1, min_entropy_threshold=0.0)
     assert at["discrete_penalty"].item() == 0.0
     (grad,) = torch.autograd.grad(at["discrete_penalty"], logits)
     assert torch.equal(grad, torch.zeros_like(grad))
@@ -689,18 +719,18 @@ def test_single_action_penalty_is_exactly_zero_at_zero_threshold(dtype):
 
 def test_single_action_penalty_is_active_just_above_zero_threshold():
     logits = torch.randn(3, 1, dtype=torch.float64)
-    above = hee.hybrid_entropy_loss(logits, None, 0.1, min_entropy_threshold=1e-300)
+    above = fused_loss(logits, None, 0.1, min_entropy_threshold=1e-300)
     assert above["discrete_penalty"].item() == pytest.approx(MULT * 1e-300, rel=1e-12)
 
 
 def test_penalty_switches_on_one_ulp_below_threshold():
     logits = (2.0 * torch.randn(7, 5, dtype=torch.float64)).requires_grad_(True)
     log_std = (0.3 * torch.randn(7, 3, dtype=torch.float64)).requires_grad_(True)
-    first = hee.hybrid_entropy_loss(logits, log_std, 0.1)
+    first = fused_loss(logits, log_std, 0.1)
     h_d, h_c = first["discrete_entropy"].item(), first["continuous_entropy"].item()
     tau_d, tau_c = math.nextafter(h_d, math.inf), math.nextafter(h_c, math.inf)
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=tau_d,
-                                  continuous_min_entropy_threshold=tau_c)
+    out = fused_loss(logits, log_std, 0.1, min_entropy_threshold=tau_d,
+                     continuous_min_entropy_threshold=tau_c)
     assert out["discrete_penalty"].item() == pytest.approx(MULT * (tau_d - h_d), rel=1e-6)
     assert out["continuous_penalty"].item() == pytest.approx(MULT * (tau_c - h_c), rel=1e-6)
     # Active: its gradient is -m * dH/dinput.
@@ -713,8 +743,8 @@ def test_penalty_switches_on_one_ulp_below_threshold():
 
 def test_penalty_is_zero_above_threshold():
     logits, log_std = _uniform(4, 6), _constant_log_std(4, 2, 0.0)
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=math.log(6) - 0.01,
-                                  continuous_min_entropy_threshold=2 * HALF_LOG_2PI_E - 0.01)
+    out = fused_loss(logits, log_std, 0.1, min_entropy_threshold=math.log(6) - 0.01,
+                     continuous_min_entropy_threshold=2 * HALF_LOG_2PI_E - 0.01)
     assert out["discrete_penalty"].item() == 0.0
     assert out["continuous_penalty"].item() == 0.0
 
@@ -723,8 +753,8 @@ def test_inactive_penalty_has_zero_gradient():
     logits = (2.0 * torch.randn(5, 6, dtype=torch.float64)).requires_grad_(True)
     log_std = (0.3 * torch.randn(5, 2, dtype=torch.float64)).requires_grad_(True)
     coeff = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
-    out = hee.hybrid_entropy_loss(logits, log_std, coeff, min_entropy_threshold=-1.0,
-                                  continuous_min_entropy_threshold=-10.0)
+    out = fused_loss(logits, log_std, coeff, min_entropy_threshold=-1.0,
+                     continuous_min_entropy_threshold=-10.0)
     for key in ("discrete_penalty", "continuous_penalty"):
         assert out[key].item() == 0.0
         for g in _grads(out[key], (logits, log_std, coeff)):
@@ -733,8 +763,8 @@ def test_inactive_penalty_has_zero_gradient():
 
 def test_none_thresholds_disable_both_penalties():
     logits, log_std = _uniform(4, 3), _constant_log_std(4, 2, -5.0)  # H_c < 0
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=None,
-                                  continuous_min_entropy_threshold=None)
+    out = fused_loss(logits, log_std, 0.1, min_entropy_threshold=None,
+                     continuous_min_entropy_threshold=None)
     assert out["discrete_penalty"].item() == 0.0
     assert out["continuous_penalty"].item() == 0.0
     assert out["total"].item() == pytest.approx(
@@ -747,8 +777,8 @@ def test_none_thresholds_disable_both_penalties():
 def test_discrete_threshold_alone_drives_only_discrete_penalty():
     logits, log_std = _uniform(4, 3), _constant_log_std(4, 2, -5.0)
     h_d = math.log(3)
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=h_d + 1.0,
-                                  continuous_min_entropy_threshold=None)
+    out = fused_loss(logits, log_std, 0.1, min_entropy_threshold=h_d + 1.0,
+                     continuous_min_entropy_threshold=None)
     assert out["discrete_penalty"].item() == pytest.approx(MULT * 1.0, rel=1e-10)
     assert out["continuous_penalty"].item() == 0.0
 
@@ -756,8 +786,8 @@ def test_discrete_threshold_alone_drives_only_discrete_penalty():
 def test_continuous_threshold_alone_drives_only_continuous_penalty():
     logits, log_std = _uniform(4, 3), _constant_log_std(4, 2, -5.0)
     h_c = 2 * (HALF_LOG_2PI_E - 5.0)
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=None,
-                                  continuous_min_entropy_threshold=0.0)
+    out = fused_loss(logits, log_std, 0.1, min_entropy_threshold=None,
+                     continuous_min_entropy_threshold=0.0)
     assert out["discrete_penalty"].item() == 0.0
     assert out["continuous_penalty"].item() == pytest.approx(MULT * (0.0 - h_c), rel=1e-10)
 
@@ -766,24 +796,24 @@ def test_separate_thresholds_are_applied_to_their_own_head():
     logits, log_std = _uniform(4, 3), _constant_log_std(4, 2, 0.0)
     h_d, h_c = math.log(3), 2 * HALF_LOG_2PI_E  # ~1.10, ~2.84
     # tau_d between the two entropies: active for neither if swapped between heads.
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=2.0,
-                                  continuous_min_entropy_threshold=3.0)
+    out = fused_loss(logits, log_std, 0.1, min_entropy_threshold=2.0,
+                     continuous_min_entropy_threshold=3.0)
     assert out["discrete_penalty"].item() == pytest.approx(MULT * (2.0 - h_d), rel=1e-10)
     assert out["continuous_penalty"].item() == pytest.approx(MULT * (3.0 - h_c), rel=1e-10)
 
 
 def test_missing_discrete_head_has_zero_penalty_with_threshold_set():
     log_std = _constant_log_std(4, 2, 0.0)
-    out = hee.hybrid_entropy_loss(None, log_std, 0.1, min_entropy_threshold=100.0,
-                                  continuous_min_entropy_threshold=None)
+    out = fused_loss(None, log_std, 0.1, min_entropy_threshold=100.0,
+                     continuous_min_entropy_threshold=None)
     assert out["discrete_penalty"].item() == 0.0
     assert out["total"].item() == pytest.approx(-0.1 * W_C * 2 * HALF_LOG_2PI_E, rel=1e-10)
 
 
 def test_missing_continuous_head_has_zero_penalty_with_threshold_set():
     logits = _uniform(4, 3)
-    out = hee.hybrid_entropy_loss(logits, None, 0.1, min_entropy_threshold=None,
-                                  continuous_min_entropy_threshold=100.0)
+    out = fused_loss(logits, None, 0.1, min_entropy_threshold=None,
+                     continuous_min_entropy_threshold=100.0)
     assert out["continuous_penalty"].item() == 0.0
     assert out["total"].item() == pytest.approx(-0.1 * W_D * math.log(3), rel=1e-10)
 
@@ -802,7 +832,7 @@ def test_missing_continuous_head_has_zero_penalty_with_threshold_set():
 def test_entropy_coeff_types_scale_the_entropy_terms(coeff, value):
     logits, log_std = _uniform(4, 5), _constant_log_std(4, 3, -0.5)
     h_d, h_c = math.log(5), 3 * (HALF_LOG_2PI_E - 0.5)
-    out = hee.hybrid_entropy_loss(logits, log_std, coeff, 1.5, 0.5, None, None, 3.0)
+    out = fused_loss(logits, log_std, coeff, 1.5, 0.5, None, None, 3.0)
     assert out["discrete"].item() == pytest.approx(-value * 1.5 * h_d, rel=1e-10)
     assert out["continuous"].item() == pytest.approx(-value * 0.5 * h_c, rel=1e-10)
     assert out["total"].dtype == torch.float64
@@ -814,7 +844,7 @@ def test_coeff_gradient_is_minus_weighted_entropy(coeff_dtype, input_dtype):
     logits = (2.0 * torch.randn(6, 4)).to(input_dtype)
     log_std = (0.3 * torch.randn(6, 3)).to(input_dtype)
     coeff = torch.tensor(0.05, dtype=coeff_dtype, requires_grad=True)
-    out = hee.hybrid_entropy_loss(logits, log_std, coeff, 1.3, 0.7, 10.0, 10.0, 3.0)
+    out = fused_loss(logits, log_std, coeff, 1.3, 0.7, 10.0, 10.0, 3.0)
     h = oracle(logits, log_std, 0.05)
     expected = -(1.3 * h["discrete_entropy"] + 0.7 * h["continuous_entropy"])
     (grad,) = torch.autograd.grad(out["total"], coeff)
@@ -837,7 +867,7 @@ def test_per_head_coefficients_scale_each_head_by_its_own_value():
     logits, log_std = _uniform(4, 5), _constant_log_std(4, 3, -0.5)
     h_d, h_c = math.log(5), 3 * (HALF_LOG_2PI_E - 0.5)
     coeff = torch.tensor([0.25, 0.125], dtype=torch.float64)
-    out = hee.hybrid_entropy_loss(logits, log_std, coeff, 1.5, 0.5, None, None, 3.0)
+    out = fused_loss(logits, log_std, coeff, 1.5, 0.5, None, None, 3.0)
     assert out["discrete"].item() == pytest.approx(-0.25 * 1.5 * h_d, rel=1e-10)
     assert out["continuous"].item() == pytest.approx(-0.125 * 0.5 * h_c, rel=1e-10)
 
@@ -846,7 +876,7 @@ def test_per_head_coefficient_gradient_has_one_entry_per_head():
     logits = 2.0 * torch.randn(6, 4, dtype=torch.float64)
     log_std = 0.3 * torch.randn(6, 3, dtype=torch.float64)
     coeff = torch.tensor([0.05, 0.02], dtype=torch.float64, requires_grad=True)
-    out = hee.hybrid_entropy_loss(logits, log_std, coeff, 1.3, 0.7, 10.0, 10.0, 3.0)
+    out = fused_loss(logits, log_std, coeff, 1.3, 0.7, 10.0, 10.0, 3.0)
     h = oracle(logits, log_std, 0.05)
     (grad,) = torch.autograd.grad(out["total"], coeff)
     expected = torch.stack([-1.3 * h["discrete_entropy"], -0.7 * h["continuous_entropy"]])
@@ -862,8 +892,8 @@ def test_per_head_coefficients_match_oracle_for_every_output():
 
 def test_equal_per_head_coefficients_give_the_single_coefficient_result():
     logits, log_std, _ = rand_inputs(9, 6, 2)
-    both = hee.hybrid_entropy_loss(logits, log_std, torch.tensor(0.3, dtype=torch.float64))
-    each = hee.hybrid_entropy_loss(logits, log_std, torch.tensor([0.3, 0.3], dtype=torch.float64))
+    both = fused_loss(logits, log_std, torch.tensor(0.3, dtype=torch.float64))
+    each = fused_loss(logits, log_std, torch.tensor([0.3, 0.3], dtype=torch.float64))
     for key in KEYS:
         assert torch.equal(both[key], each[key]), key
 
@@ -918,20 +948,20 @@ def test_half_precision_kernels_match_distributions_oracle_at_every_tile_width(d
 def test_half_precision_gradient_dtypes(dtype):
     logits = torch.randn(4, 5).to(dtype).requires_grad_(True)
     log_std = torch.randn(4, 2).to(dtype).requires_grad_(True)
-    hee.hybrid_entropy_loss(logits, log_std, 0.1)["total"].backward()
+    fused_loss(logits, log_std, 0.1)["total"].backward()
     assert logits.grad.dtype == dtype
     assert log_std.grad.dtype == dtype
 
 
 def test_float64_inputs_give_float64_outputs():
-    out = hee.hybrid_entropy_loss(torch.randn(3, 4, dtype=torch.float64),
-                                  torch.randn(3, 2, dtype=torch.float64), 0.1)
+    out = fused_loss(torch.randn(3, 4, dtype=torch.float64),
+                     torch.randn(3, 2, dtype=torch.float64), 0.1)
     for key in KEYS:
         assert out[key].dtype == torch.float64, key
 
 
 def test_float32_inputs_give_float32_outputs():
-    out = hee.hybrid_entropy_loss(torch.randn(3, 4), torch.randn(3, 2), 0.1)
+    out = fused_loss(torch.randn(3, 4), torch.randn(3, 2), 0.1)
     for key in KEYS:
         assert out[key].dtype == torch.float32, key
 
@@ -967,7 +997,7 @@ def test_mixed_dtypes_promote_outputs_and_keep_gradient_dtypes(logits_dtype, log
 
 
 def test_returns_exactly_the_seven_design_keys_as_0_dim_tensors():
-    out = hee.hybrid_entropy_loss(torch.randn(3, 4), torch.randn(3, 2), 0.1)
+    out = fused_loss(torch.randn(3, 4), torch.randn(3, 2), 0.1)
     assert set(out) == set(KEYS)
     assert len(out) == 7
     for key in KEYS:
@@ -979,7 +1009,7 @@ def test_returns_exactly_the_seven_design_keys_as_0_dim_tensors():
 def test_returns_the_seven_keys_with_one_head_missing(head):
     logits = torch.randn(3, 4) if head == "logits" else None
     log_std = torch.randn(3, 2) if head == "log_std" else None
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.1)
+    out = fused_loss(logits, log_std, 0.1)
     assert set(out) == set(KEYS)
     assert all(out[key].dim() == 0 for key in KEYS)
 
@@ -991,8 +1021,8 @@ def _grad_or_zero(t):
 def test_backward_through_discrete_penalty_alone():
     logits, log_std, _ = rand_inputs(6, 5, 2)
     z, s = grad_leaves(logits, log_std)
-    hee.hybrid_entropy_loss(z, s, 0.1, min_entropy_threshold=10.0,
-                            continuous_min_entropy_threshold=10.0)["discrete_penalty"].backward()
+    fused_loss(z, s, 0.1, min_entropy_threshold=10.0,
+               continuous_min_entropy_threshold=10.0)["discrete_penalty"].backward()
     z_ref, s_ref = grad_leaves(logits, log_std)
     want = oracle(z_ref, s_ref, 0.1, min_entropy_threshold=10.0,
                   continuous_min_entropy_threshold=10.0)["discrete_penalty"]
@@ -1004,7 +1034,7 @@ def test_backward_through_discrete_penalty_alone():
 def test_backward_through_continuous_entropy_alone():
     logits, log_std, _ = rand_inputs(6, 5, 2)
     z, s = grad_leaves(logits, log_std)
-    hee.hybrid_entropy_loss(z, s, 0.1)["continuous_entropy"].backward()
+    fused_loss(z, s, 0.1)["continuous_entropy"].backward()
     assert torch.equal(_grad_or_zero(z), torch.zeros_like(z))
     torch.testing.assert_close(s.grad, torch.full_like(s, 1.0 / 6), **F64_TOL)
 
@@ -1012,8 +1042,8 @@ def test_backward_through_continuous_entropy_alone():
 def test_backward_through_two_combined_outputs():
     logits, log_std, coeff = rand_inputs(6, 5, 2)
     z, s, c = grad_leaves(logits, log_std, coeff)
-    out = hee.hybrid_entropy_loss(z, s, c, min_entropy_threshold=10.0,
-                                  continuous_min_entropy_threshold=10.0)
+    out = fused_loss(z, s, c, min_entropy_threshold=10.0,
+                     continuous_min_entropy_threshold=10.0)
     (out["discrete"] - 2.0 * out["continuous_penalty"]).backward()
     z_ref, s_ref, c_ref = grad_leaves(logits, log_std, coeff)
     want = oracle(z_ref, s_ref, c_ref, min_entropy_threshold=10.0,
@@ -1027,9 +1057,9 @@ def test_backward_through_two_combined_outputs():
 def test_backward_accumulates_over_two_calls():
     logits, log_std, _ = rand_inputs(4, 3, 2)
     z, s = grad_leaves(logits, log_std)
-    hee.hybrid_entropy_loss(z, s, 0.1)["total"].backward()
+    fused_loss(z, s, 0.1)["total"].backward()
     first_z, first_s = z.grad.clone(), s.grad.clone()
-    hee.hybrid_entropy_loss(z, s, 0.1)["total"].backward()
+    fused_loss(z, s, 0.1)["total"].backward()
     torch.testing.assert_close(z.grad, 2 * first_z, **F64_TOL)
     torch.testing.assert_close(s.grad, 2 * first_s, **F64_TOL)
 
@@ -1038,19 +1068,22 @@ def test_backward_accumulates_over_two_calls():
 def test_log_std_gradient_is_one_value_broadcast_with_stride_0(log_std_1d):
     # H_c is linear in log_std, so every element gets the same gradient: like
     # the backward of torch's sum and mean, it comes back as one value seen
-    # through all-zero strides, not a [B, D] fill.
+    # through all-zero strides, not a [B, D] fill. The leaf is on the op's device, so that
+    # the gradient seen is the op's own (a copy back to the CPU would make it dense).
     logits, log_std, coeff = rand_inputs(5, 3, 4, log_std_1d=log_std_1d)
-    s_fused, s_oracle = grad_leaves(log_std, log_std)
-    (got,) = torch.autograd.grad(hee.hybrid_entropy_loss(logits, s_fused, coeff)["total"], (s_fused,))
+    (s_fused,) = grad_leaves(on_device(log_std))
+    (s_oracle,) = grad_leaves(log_std)
+    (got,) = torch.autograd.grad(fused_loss(logits, s_fused, coeff)["total"], (s_fused,))
     assert got.stride() == (0,) * log_std.dim()
     (want,) = _grads(oracle(logits, s_oracle, coeff)["total"], (s_oracle,))
-    torch.testing.assert_close(got, want, **F64_TOL)
+    torch.testing.assert_close(got.cpu(), want, **F64_TOL)
 
 
 def test_accumulated_log_std_gradient_is_an_ordinary_writable_tensor():
     logits, log_std, _ = rand_inputs(4, 3, 2)
-    (s,) = grad_leaves(log_std)
-    hee.hybrid_entropy_loss(logits, s, 0.1)["total"].backward()
+    # The leaf is on the op's device: what accumulates is the op's own stride-0 gradient.
+    (s,) = grad_leaves(on_device(log_std))
+    fused_loss(logits, s, 0.1)["total"].backward()
     expected = s.grad.clone()
     s.grad.mul_(2.0)  # optimizers and gradient clipping write .grad in place
     torch.testing.assert_close(s.grad, 2 * expected, **F64_TOL)
@@ -1058,7 +1091,7 @@ def test_accumulated_log_std_gradient_is_an_ordinary_writable_tensor():
 
 def test_accepts_keyword_arguments():
     logits, log_std = _uniform(3, 4), _constant_log_std(3, 2, 0.0)
-    out = hee.hybrid_entropy_loss(
+    out = fused_loss(
         logits=logits, log_std=log_std, entropy_coeff=0.5, discrete_entropy_weight=2.0,
         continuous_entropy_weight=0.0, min_entropy_threshold=None,
         continuous_min_entropy_threshold=None, penalty_multiplier=1.0,
@@ -1070,7 +1103,7 @@ def test_default_arguments_follow_design():
     # Defaults: w_d = 1, w_c = 0.5, tau_d = tau_c = 0.1, m = 3.
     logits = torch.zeros(2, 1, dtype=torch.float64)  # H_d = 0 < 0.1: penalty 0.3
     log_std = torch.full((2, 1), -HALF_LOG_2PI_E - 1.0, dtype=torch.float64)  # H_c = -1
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.2)
+    out = fused_loss(logits, log_std, 0.2)
     assert out["discrete_penalty"].item() == pytest.approx(3.0 * 0.1, rel=1e-12)
     assert out["continuous_penalty"].item() == pytest.approx(3.0 * 1.1, rel=1e-10)
     assert out["continuous"].item() == pytest.approx(-0.2 * 0.5 * -1.0, rel=1e-10)
@@ -1081,6 +1114,6 @@ def test_double_backward_raises_not_implemented():
     # fail loudly, never come back missing.
     logits, _, _ = rand_inputs(4, 3, 2)
     z = logits.clone().requires_grad_()
-    (grad,) = torch.autograd.grad(hee.hybrid_entropy_loss(z, None, 0.1)["total"], (z,), create_graph=True)
+    (grad,) = torch.autograd.grad(fused_loss(z, None, 0.1)["total"], (z,), create_graph=True)
     with pytest.raises(RuntimeError, match="not implemented"):
         grad.sum().backward()

@@ -5,11 +5,13 @@ metadata alone, whose message names the offending argument, and changes nothing.
 """
 
 import math
+import re
 
 import pytest
 import torch
 
 import hybrid_entropy_ext as hee
+from conftest import needs_cuda
 
 B, K, D = 4, 5, 3
 
@@ -137,22 +139,32 @@ def test_coefficient_of_wrong_python_type_is_rejected(coeff):
         loss(entropy_coeff=coeff)
 
 
-# --- devices (meta is the second device) ------------------------------------------------
+# --- devices (meta is the second device, and CUDA where a GPU is present) ---------------
+
+OTHER_DEVICES = ["meta", pytest.param("cuda", marks=needs_cuda)]
 
 
-def test_log_std_on_another_device_is_rejected():
-    with pytest.raises(ValueError, match=r"same device.*logits on cpu and log_std on meta"):
-        loss(logits=good_logits(), log_std=good_log_std(device="meta"))
+def device_name(device):
+    """How the op's messages name the device a tensor created on ``device`` is on."""
+    return str(torch.empty(0, device=device).device)  # "cuda" -> "cuda:0"
 
 
-def test_logits_on_another_device_is_rejected():
-    with pytest.raises(ValueError, match=r"same device.*logits on meta and log_std on cpu"):
-        loss(logits=good_logits(device="meta"), log_std=good_log_std())
+@pytest.mark.parametrize("other", OTHER_DEVICES)
+def test_log_std_on_another_device_is_rejected(other):
+    with pytest.raises(ValueError, match=rf"same device.*logits on cpu and log_std on {device_name(other)}"):
+        loss(logits=good_logits(), log_std=good_log_std(device=other))
 
 
-def test_coefficient_on_another_device_is_rejected():
-    with pytest.raises(ValueError, match=r"entropy_coeff must be on the device.*meta"):
-        loss(entropy_coeff=torch.tensor(0.1, device="meta"))
+@pytest.mark.parametrize("other", OTHER_DEVICES)
+def test_logits_on_another_device_is_rejected(other):
+    with pytest.raises(ValueError, match=rf"same device.*logits on {device_name(other)} and log_std on cpu"):
+        loss(logits=good_logits(device=other), log_std=good_log_std())
+
+
+@pytest.mark.parametrize("other", OTHER_DEVICES)
+def test_coefficient_on_another_device_is_rejected(other):
+    with pytest.raises(ValueError, match=rf"entropy_coeff must be on the device.*{device_name(other)}"):
+        loss(entropy_coeff=torch.tensor(0.1, device=other))
 
 
 def test_cpu_coefficient_is_accepted_with_inputs_on_another_device():
@@ -164,11 +176,35 @@ def test_cpu_coefficient_is_accepted_with_inputs_on_another_device():
     assert out["total"].shape == ()
 
 
-def test_per_head_coefficient_on_the_cpu_is_rejected_with_inputs_on_another_device():
+@needs_cuda
+def test_cpu_coefficient_is_accepted_with_inputs_on_cuda_and_means_the_same():
+    logits, log_std = good_logits(device="cuda"), good_log_std(device="cuda")
+    out = loss(logits=logits, log_std=log_std, entropy_coeff=torch.tensor(0.1))
+    assert out["total"].device == logits.device
+    on_device = loss(logits=logits, log_std=log_std, entropy_coeff=torch.tensor(0.1, device="cuda"))
+    for key, value in on_device.items():
+        torch.testing.assert_close(out[key].cpu(), value.cpu(), msg=key)
+
+
+@needs_cuda
+def test_cpu_coefficient_with_inputs_on_cuda_gets_its_gradient_on_the_cpu():
+    coeff = torch.tensor(0.1, requires_grad=True)
+    logits, log_std = good_logits(device="cuda"), good_log_std(device="cuda")
+    loss(logits=logits, log_std=log_std, entropy_coeff=coeff)["total"].backward()
+    assert coeff.grad.device.type == "cpu"
+    # d total / d c = -(w_d H_d + w_c H_c), with the default weights.
+    out = loss(logits=logits, log_std=log_std, entropy_coeff=0.1)
+    expected = -(1.0 * out["discrete_entropy"] + 0.5 * out["continuous_entropy"])
+    torch.testing.assert_close(coeff.grad, expected.cpu())
+
+
+@pytest.mark.parametrize("other", OTHER_DEVICES)
+def test_per_head_coefficient_on_the_cpu_is_rejected_with_inputs_on_another_device(other):
     # Only a 0-dim CPU coefficient is read on the host; a [2] one belongs with the inputs.
-    with pytest.raises(ValueError, match=r"entropy_coeff must be on the device of the inputs \(meta\), or be a "
-                                         r"0-dim CPU tensor; got a \[2\] tensor on cpu"):
-        loss(logits=good_logits(device="meta"), log_std=good_log_std(device="meta"),
+    message = (rf"entropy_coeff must be on the device of the inputs \({re.escape(device_name(other))}\), "
+               r"or be a 0-dim CPU tensor; got a \[2\] tensor on cpu")
+    with pytest.raises(ValueError, match=message):
+        loss(logits=good_logits(device=other), log_std=good_log_std(device=other),
              entropy_coeff=torch.tensor([0.1, 0.2]))
 
 
@@ -272,9 +308,10 @@ def test_regularizer_rejects_both_heads_none():
         hee.HybridEntropyRegularizer()(None, None, 0)
 
 
-def test_regularizer_rejects_mixed_devices():
-    with pytest.raises(ValueError, match=r"same device.*meta"):
-        hee.HybridEntropyRegularizer()(good_logits(), good_log_std(device="meta"), 0)
+@pytest.mark.parametrize("other", OTHER_DEVICES)
+def test_regularizer_rejects_mixed_devices(other):
+    with pytest.raises(ValueError, match=rf"same device.*{device_name(other)}"):
+        hee.HybridEntropyRegularizer()(good_logits(), good_log_std(device=other), 0)
 
 
 @pytest.mark.parametrize("config", [42, "long", [("entropy_coeff", 0.1)]], ids=repr)

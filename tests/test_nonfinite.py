@@ -21,6 +21,13 @@ Decided behaviour (the op never inspects values, so it never syncs and never rai
 Two regressions are pinned: a NaN entropy gives a NaN collapse penalty (never a silent 0),
 and ``hee.reference`` gives masked logits a zero gradient however steep the upstream
 gradient.
+
+The op's tests run on every backend (``backend``: each CPU kernel build, and CUDA; or
+``cpu_and_cuda()`` where a test runs on the default CPU build only), through
+:func:`fused_loss`: inputs are built on the CPU and the outputs come back to it. The CUDA
+cases are skipped without a GPU. The ``check_finite`` tests stay on the CPU: the check is
+the regularizer's own Python code (ATen reductions, alike on every device), and what
+non-finite values do in the op on CUDA is covered by the op's tests here.
 """
 
 import math
@@ -30,6 +37,7 @@ import torch
 from torch.distributions import Categorical, Normal
 
 import hybrid_entropy_ext as hee
+from conftest import cpu_and_cuda, run_on
 from oracle import KEYS
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
@@ -53,73 +61,78 @@ def grads(out_value, *leaves):
     return torch.autograd.grad(out_value, leaves)
 
 
+def fused_loss(device, *args, **kwargs):
+    """``hee.hybrid_entropy_loss`` run on ``device``: tensor arguments moved there, the
+    outputs moved back to the CPU (differentiably: gradients reach the CPU leaves)."""
+    return run_on(device, hee.hybrid_entropy_loss, *args, **kwargs)
+
+
 # --------------------------------------------------------------------------------------
 # NaN
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("cpu_isa")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("k, column", NAN_POSITIONS)
-def test_nan_logit_makes_the_discrete_outputs_nan(k, column, dtype):
+def test_nan_logit_makes_the_discrete_outputs_nan(k, column, dtype, backend):
     logits, log_std = inputs(k=k, dtype=dtype)
-    clean = hee.hybrid_entropy_loss(logits, log_std, 0.1, **NO_PENALTY)
+    clean = fused_loss(backend, logits, log_std, 0.1, **NO_PENALTY)
     logits[2, column] = NAN
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, **NO_PENALTY)
+    out = fused_loss(backend, logits, log_std, 0.1, **NO_PENALTY)
     for key in ("discrete_entropy", "discrete", "total"):
         assert torch.isnan(out[key]), key
     for key in ("continuous_entropy", "continuous"):
         assert torch.equal(out[key], clean[key]), key
 
 
-@pytest.mark.usefixtures("cpu_isa")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("k, column", NAN_POSITIONS)
-def test_nan_logit_makes_its_rows_gradient_nan(k, column, dtype):
+def test_nan_logit_makes_its_rows_gradient_nan(k, column, dtype, backend):
     logits, _ = inputs(k=k, dtype=dtype)
     logits[2, column] = NAN
     logits.requires_grad_(True)
-    out = hee.hybrid_entropy_loss(logits, None, 0.1, **NO_PENALTY)
+    out = fused_loss(backend, logits, None, 0.1, **NO_PENALTY)
     (grad,) = grads(out["total"], logits)
     assert torch.isnan(grad[2]).all()
     rows = [i for i in range(logits.shape[0]) if i != 2]
     assert torch.isfinite(grad[rows]).all()
 
 
-@pytest.mark.usefixtures("cpu_isa")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shared", [False, True], ids=["per-sample", "shared"])
-def test_nan_log_std_makes_the_continuous_outputs_nan(dtype, shared):
+def test_nan_log_std_makes_the_continuous_outputs_nan(dtype, shared, backend):
     logits, log_std = inputs(b=70, k=4, d=3, dtype=dtype)  # 70 rows: two row blocks
     if shared:
         log_std = log_std[0].clone()
-    clean = hee.hybrid_entropy_loss(logits, log_std, 0.1, **NO_PENALTY)
+    clean = fused_loss(backend, logits, log_std, 0.1, **NO_PENALTY)
     log_std.view(-1)[-1] = NAN
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, **NO_PENALTY)
+    out = fused_loss(backend, logits, log_std, 0.1, **NO_PENALTY)
     for key in ("continuous_entropy", "continuous", "total"):
         assert torch.isnan(out[key]), key
     for key in ("discrete_entropy", "discrete"):
         assert torch.equal(out[key], clean[key]), key
 
 
-def test_nan_log_std_leaves_the_log_std_gradient_finite_like_the_reference():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_nan_log_std_leaves_the_log_std_gradient_finite_like_the_reference(device):
     # h_c is linear in log_std: d h_c / d log_std = 1 whatever the value (NaN included).
     _, log_std = inputs(dtype=torch.float64)
     log_std[1, 2] = NAN
     s = log_std.clone().requires_grad_(True)
     s_ref = log_std.clone().requires_grad_(True)
-    (got,) = grads(hee.hybrid_entropy_loss(None, s, 0.1, **NO_PENALTY)["total"], s)
+    (got,) = grads(fused_loss(device, None, s, 0.1, **NO_PENALTY)["total"], s)
     (want,) = grads(hee.reference.hybrid_entropy_loss(None, s_ref, 0.1, **NO_PENALTY)["total"], s_ref)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, want, rtol=1e-12, atol=0.0)
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("head", ["logits", "log_std"])
-def test_nan_entropy_gives_a_nan_collapse_penalty_not_zero(head):
+def test_nan_entropy_gives_a_nan_collapse_penalty_not_zero(head, device):
     logits, log_std = inputs(dtype=torch.float64)
     (logits if head == "logits" else log_std)[0, 0] = NAN
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=0.5,
-                                  continuous_min_entropy_threshold=0.5)
+    out = fused_loss(device, logits, log_std, 0.1, min_entropy_threshold=0.5,
+                     continuous_min_entropy_threshold=0.5)
     ref = hee.reference.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=0.5,
                                             continuous_min_entropy_threshold=0.5)
     key = "discrete_penalty" if head == "logits" else "continuous_penalty"
@@ -132,23 +145,23 @@ def test_nan_entropy_gives_a_nan_collapse_penalty_not_zero(head):
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("cpu_isa")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("k, column", NAN_POSITIONS)
 @pytest.mark.parametrize("count", [1, 2], ids=["one-plus-inf", "two-plus-inf"])
-def test_plus_inf_logit_gives_nan_like_unvalidated_categorical(k, column, dtype, count):
+def test_plus_inf_logit_gives_nan_like_unvalidated_categorical(k, column, dtype, count, backend):
     logits, _ = inputs(k=k, dtype=dtype)
     logits[2, column] = INF
     if count == 2:
         logits[2, (column + 1) % k] = INF
     per_row = Categorical(logits=logits.double(), validate_args=False).entropy()
     assert torch.isnan(per_row[2]) and torch.isfinite(per_row[[0, 1, 3, 4, 5]]).all()
-    out = hee.hybrid_entropy_loss(logits, None, 0.1, **NO_PENALTY)
+    out = fused_loss(backend, logits, None, 0.1, **NO_PENALTY)
     assert torch.isnan(out["discrete_entropy"])
     assert torch.isnan(hee.reference.hybrid_entropy_loss(logits, None, 0.1, **NO_PENALTY)["discrete_entropy"])
 
 
-def test_validated_categorical_rejects_plus_inf_where_the_op_returns_nan():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_validated_categorical_rejects_plus_inf_where_the_op_returns_nan(device):
     # The one disagreement with torch.distributions, by design: the op does not read values
     # on the host (no sync); HybridEntropyRegularizer(check_finite=True) raises instead.
     logits, _ = inputs()
@@ -156,14 +169,13 @@ def test_validated_categorical_rejects_plus_inf_where_the_op_returns_nan():
     # validate_args explicitly: the first torch.compile in a process turns the default off.
     with pytest.raises(ValueError):
         Categorical(logits=logits, validate_args=True)
-    assert torch.isnan(hee.hybrid_entropy_loss(logits, None, 0.1)["discrete_entropy"])
+    assert torch.isnan(fused_loss(device, logits, None, 0.1)["discrete_entropy"])
 
 
-@pytest.mark.usefixtures("cpu_isa")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("value", [INF, -INF], ids=["plus-inf", "minus-inf"])
 @pytest.mark.parametrize("shared", [False, True], ids=["per-sample", "shared"])
-def test_infinite_log_std_gives_the_infinite_entropy_of_normal(value, dtype, shared):
+def test_infinite_log_std_gives_the_infinite_entropy_of_normal(value, dtype, shared, backend):
     _, log_std = inputs(dtype=dtype)
     if shared:
         log_std = log_std[0].clone()
@@ -172,14 +184,13 @@ def test_infinite_log_std_gives_the_infinite_entropy_of_normal(value, dtype, sha
     want = Normal(torch.zeros_like(ls), ls.exp(), validate_args=False).entropy().sum(-1)
     want = want.mean() if ls.dim() == 2 else want
     assert want.item() == value
-    out = hee.hybrid_entropy_loss(None, log_std, 0.1, **NO_PENALTY)
+    out = fused_loss(backend, None, log_std, 0.1, **NO_PENALTY)
     assert out["continuous_entropy"].item() == value
 
 
-@pytest.mark.usefixtures("cpu_isa")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("k", [3, 40])
-def test_extreme_finite_logits_give_finite_outputs_and_gradients(dtype, k):
+def test_extreme_finite_logits_give_finite_outputs_and_gradients(dtype, k, backend):
     # The shifted logit lowest - max overflows to -inf in the accumulation type; the kernel
     # must still give p = 0 and a 0 contribution, not NaN.
     info = torch.finfo(dtype)
@@ -190,8 +201,8 @@ def test_extreme_finite_logits_give_finite_outputs_and_gradients(dtype, k):
     logits[3, ::2] = info.min
     logits.requires_grad_(True)
     log_std = torch.full((4, 2), math.log(info.max) / 2, dtype=dtype, requires_grad=True)
-    out = hee.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=10.0,
-                                  continuous_min_entropy_threshold=100.0)
+    out = fused_loss(backend, logits, log_std, 0.1, min_entropy_threshold=10.0,
+                     continuous_min_entropy_threshold=100.0)
     for key in KEYS:
         assert torch.isfinite(out[key]), key
     # Oracle: float64 Categorical of the logits shifted by their row max (exact for these

@@ -1,13 +1,18 @@
 """Property tests of the fused ``hee.hybrid_entropy_loss``: random inputs, three oracles.
 
-Hypothesis draws everything the op takes: the CPU kernel build (generic / avx2 / avx512,
-switched with ``_set_cpu_isa``), B, K, D, the dtype of each head (float32, float64, bfloat16,
-float16), the memory layout (contiguous, transposed, row slices of a bigger tensor with a
-storage offset, column strides, rows expanded with stride 0, ``[D]`` or ``[B, D]``
-log_std), ``-inf`` masks (never a whole row), one head ``None``, the coefficient (Python
-float or tensor, with or without grad), weights, multiplier, thresholds (off, inactive,
-active, exactly at the entropy) and the cotangents of the seven outputs. Tensor values come
-from a seeded ``torch.Generator`` (a drawn seed), so a failure shrinks and replays.
+Hypothesis draws everything the op takes: the backend (the CPU kernel builds generic, avx2,
+avx512, switched with ``_set_cpu_isa``, and CUDA where a GPU is present), B, K, D, the
+dtype of each head (float32, float64, bfloat16, float16), the memory layout (contiguous,
+transposed, row slices of a bigger tensor with a storage offset, column strides, rows
+expanded with stride 0, ``[D]`` or ``[B, D]`` log_std), ``-inf`` masks (never a whole row),
+one head ``None``, the coefficient (Python float or tensor, with or without grad), weights,
+multiplier, thresholds (off, inactive, active, exactly at the entropy) and the cotangents of
+the seven outputs. Tensor values come from a seeded ``torch.Generator`` (a drawn seed), so a
+failure shrinks and replays.
+
+Inputs, oracles and comparisons are on the CPU whatever the backend. On CUDA the leaves are
+moved to the GPU (differentiably, so gradients come back to the CPU leaves) and the drawn
+view is taken there, so that the kernels see the drawn layout; the outputs are moved back.
 
 Oracles:
 - ``torch.distributions`` in float64 (``Categorical(logits).entropy()``,
@@ -48,6 +53,7 @@ u_acc that of the accumulation type: float64 for float64 inputs, float32 otherwi
 - Masked (-inf) logits get a gradient of exactly 0, and the bitwise properties are exact.
 """
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -58,7 +64,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import hybrid_entropy_ext as hee
-from conftest import SUPPORTED_CPU_ISAS, forced_cpu_isa
+from conftest import CUDA_AVAILABLE, SUPPORTED_CPU_ISAS, forced_cpu_isa, run_on
 from oracle import KEYS, HALF_LOG_2PI_E, distributions_oracle
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -70,6 +76,10 @@ UNIT_ROUNDOFF = {
 }
 # Penalties are drawn "on" or "off" with the threshold at least this far from the entropy.
 THRESHOLD_MARGIN = 0.05
+
+# Where the op runs: a CPU kernel build, or "cuda" (drawn only where a GPU is present, so
+# that the draws on a machine without one stay those of the CPU builds alone).
+BACKENDS = SUPPORTED_CPU_ISAS + (("cuda",) if CUDA_AVAILABLE else ())
 
 # derandomize: the same examples on every run, so CI is stable; a failure replays.
 # max_examples sets the file's run time (benchmarks/README.md, "Test run times",
@@ -117,7 +127,7 @@ class Head:
 
 @dataclass
 class Case:
-    isa: str
+    backend: str  # a CPU kernel build or "cuda"
     batch: int
     num_actions: int
     action_dims: int
@@ -205,7 +215,7 @@ SIZES_K = st.one_of(st.integers(1, 40), st.sampled_from([63, 64, 65, 127, 128, 1
 def cases(draw, at_threshold: bool = False, need_float64_output: bool = False) -> Case:
     seed = draw(st.integers(0, 2 ** 32 - 1))
     gen = torch.Generator().manual_seed(seed)
-    isa = draw(st.sampled_from(SUPPORTED_CPU_ISAS))
+    backend = draw(st.sampled_from(BACKENDS))
     b = draw(st.one_of(st.integers(1, 70), st.sampled_from([128, 129, 200])))
     k = draw(SIZES_K)
     if k > 128:
@@ -257,7 +267,7 @@ def cases(draw, at_threshold: bool = False, need_float64_output: bool = False) -
     if all(v == 0.0 for v in cotangents.values()):
         cotangents["total"] = 1.0
     # Shown by --hypothesis-show-statistics: what the draws covered.
-    event(f"isa {isa}")
+    event(f"backend {backend}")
     event("K <= 32 (short rows: rows in SIMD lanes)" if k <= 32 else "K > 32 (columns in SIMD lanes)")
     event("B > 64 (several row blocks)" if b > 64 else "B <= 64")
     if logits is not None:
@@ -267,7 +277,7 @@ def cases(draw, at_threshold: bool = False, need_float64_output: bool = False) -
     head_grads = (draw(st.sampled_from([True, True, False])), draw(st.sampled_from([True, True, False])))
     if not any(head_grads) and not (isinstance(coeff, torch.Tensor) and coeff.requires_grad):
         event("no input requires grad")
-    return Case(isa, b, k, d, logits, log_std, coeff, weights, multiplier, cotangents, head_grads,
+    return Case(backend, b, k, d, logits, log_std, coeff, weights, multiplier, cotangents, head_grads,
                 modes, margins)
 
 
@@ -295,8 +305,13 @@ def _leaves(case: Case, dtype: Optional[torch.dtype] = None, all_grads: bool = F
     return out
 
 
-def _args(case: Case, leaves):
-    logits_leaf, log_std_leaf, coeff = leaves
+def _to(t, device: str):
+    return t.to(device) if isinstance(t, torch.Tensor) else t
+
+
+def _args(case: Case, leaves, device: str = "cpu"):
+    """The op's arguments: the leaves moved to ``device`` (differentiably), then viewed there."""
+    logits_leaf, log_std_leaf, coeff = (_to(t, device) for t in leaves)
     return (
         None if case.logits is None else case.logits.arg(logits_leaf),
         None if case.log_std is None else case.log_std.arg(log_std_leaf),
@@ -328,10 +343,12 @@ def _weighted_sum(case: Case, out: Dict[str, torch.Tensor]) -> torch.Tensor:
 LEAF_NAMES = ("logits", "log_std", "coeff")
 
 
-def _run(fn, case: Case, leaves) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+def _run(fn, case: Case, leaves, device: str = "cpu"
+         ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """Outputs, and the gradients of the cotangent-weighted sum of the outputs w.r.t. every
-    leaf that requires grad (by leaf name; zeros where the sum does not depend on it)."""
-    out = fn(*_args(case, leaves), **case.kwargs())
+    leaf that requires grad (by leaf name; zeros where the sum does not depend on it), all
+    on the CPU; ``fn`` runs on ``device``."""
+    out = run_on(device, fn, *_args(case, leaves, device), **case.kwargs())
     wanted = {n: t for n, t in zip(LEAF_NAMES, leaves) if isinstance(t, torch.Tensor) and t.requires_grad}
     loss = _weighted_sum(case, out)
     grads = (torch.autograd.grad(loss, list(wanted.values()), allow_unused=True)
@@ -339,9 +356,19 @@ def _run(fn, case: Case, leaves) -> Tuple[Dict[str, torch.Tensor], Dict[str, tor
     return out, {n: torch.zeros_like(t) if g is None else g for (n, t), g in zip(wanted.items(), grads)}
 
 
+@contextlib.contextmanager
+def on_backend(backend: str):
+    """Runs the block with the op on ``backend`` (a CPU build is forced); yields its device."""
+    if backend == "cuda":
+        yield "cuda"
+    else:
+        with forced_cpu_isa(backend):
+            yield "cpu"
+
+
 def _run_op(case: Case, leaves):
-    with forced_cpu_isa(case.isa):
-        return _run(hee.hybrid_entropy_loss, case, leaves)
+    with on_backend(case.backend) as device:
+        return _run(hee.hybrid_entropy_loss, case, leaves, device)
 
 
 # --------------------------------------------------------------------------------------
@@ -541,12 +568,12 @@ def test_strides_and_storage_offsets_do_not_change_a_bit(case):
 def test_an_absent_head_leaves_the_other_heads_bits_unchanged(case):
     _set_thresholds(case, _oracle_entropies(case))
     leaves = _leaves(case, all_grads=True)
-    logits, log_std, coeff = _args(case, leaves)
-    with forced_cpu_isa(case.isa):
-        both = hee.hybrid_entropy_loss(logits, log_std, coeff, **case.kwargs())
+    with on_backend(case.backend) as device:
+        logits, log_std, coeff = _args(case, leaves, device)
+        both = run_on(device, hee.hybrid_entropy_loss, logits, log_std, coeff, **case.kwargs())
         alone = {
-            "discrete": hee.hybrid_entropy_loss(logits, None, coeff, **case.kwargs()),
-            "continuous": hee.hybrid_entropy_loss(None, log_std, coeff, **case.kwargs()),
+            "discrete": run_on(device, hee.hybrid_entropy_loss, logits, None, coeff, **case.kwargs()),
+            "continuous": run_on(device, hee.hybrid_entropy_loss, None, log_std, coeff, **case.kwargs()),
         }
         for head, other in (("discrete", "continuous"), ("continuous", "discrete")):
             out = alone[head]

@@ -7,6 +7,13 @@ shape/dtype/strides, and AOT-autograd tracing (with dynamic shapes) gives the
 eager values and gradients. The compile and export tests then check the
 public API end to end. Compilation is slow on small machines, so the compile
 tests are few and mostly use the ``eager`` / ``aot_eager`` backends.
+
+Every test runs on the CPU and on CUDA (``cpu_and_cuda()``; the CUDA cases are
+skipped without a GPU), with its tensors created on that device: opcheck
+compares the device kernel with the Meta kernel, and the compiled or exported
+code with eager on the same device. On CUDA, opcheck also gets a 0-dim CPU
+coefficient with the heads on the GPU (what ``hee.hybrid_entropy_loss`` passes
+for a Python float).
 """
 
 from typing import Dict
@@ -19,6 +26,7 @@ from torch._inductor.utils import fresh_inductor_cache
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import hybrid_entropy_ext as hee
+from conftest import cpu_and_cuda, needs_cuda
 from oracle import KEYS as LOSS_KEYS
 
 # HybridEntropyRegularizer is TorchScript-able by contract; its @torch.jit.export notice is expected.
@@ -46,11 +54,12 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-def _inputs(batch=6, actions=5, dims=3, *, dtype=torch.float32, requires_grad=False, shared_log_std=False):
-    logits = torch.randn(batch, actions, dtype=dtype, requires_grad=requires_grad)
+def _inputs(batch=6, actions=5, dims=3, *, dtype=torch.float32, requires_grad=False, shared_log_std=False,
+            device="cpu"):
+    logits = torch.randn(batch, actions, dtype=dtype, device=device, requires_grad=requires_grad)
     log_std_shape = (dims,) if shared_log_std else (batch, dims)
-    log_std = torch.randn(log_std_shape, dtype=dtype, requires_grad=requires_grad)
-    coeff = torch.tensor(0.05, dtype=dtype, requires_grad=requires_grad)
+    log_std = torch.randn(log_std_shape, dtype=dtype, device=device, requires_grad=requires_grad)
+    coeff = torch.tensor(0.05, dtype=dtype, device=device, requires_grad=requires_grad)
     return logits, log_std, coeff
 
 
@@ -68,47 +77,48 @@ def _assert_opcheck_passes(op, args):
 # --------------------------------------------------------------------------------------
 
 
-def _forward_case(name):
+def _forward_case(name, device):
     if name == "no_grad":
-        return _forward_args(*_inputs())
+        return _forward_args(*_inputs(device=device))
     if name == "requires_grad":
-        return _forward_args(*_inputs(requires_grad=True))
+        return _forward_args(*_inputs(device=device, requires_grad=True))
     if name == "only_coeff_requires_grad":
-        logits, log_std, _ = _inputs()
-        return _forward_args(logits, log_std, torch.tensor(0.05, requires_grad=True))
+        logits, log_std, _ = _inputs(device=device)
+        return _forward_args(logits, log_std, torch.tensor(0.05, device=device, requires_grad=True))
     if name == "only_logits_requires_grad":
-        logits, log_std, coeff = _inputs()
+        logits, log_std, coeff = _inputs(device=device)
         return _forward_args(logits.requires_grad_(), log_std, coeff)
     if name == "only_log_std_requires_grad":
-        logits, log_std, coeff = _inputs()
+        logits, log_std, coeff = _inputs(device=device)
         return _forward_args(logits, log_std.requires_grad_(), coeff)
     if name == "logits_none_only_coeff_requires_grad":
-        _, log_std, _ = _inputs()
-        return _forward_args(None, log_std, torch.tensor(0.05, requires_grad=True))
+        _, log_std, _ = _inputs(device=device)
+        return _forward_args(None, log_std, torch.tensor(0.05, device=device, requires_grad=True))
     if name == "logits_none":
-        _, log_std, coeff = _inputs(requires_grad=True)
+        _, log_std, coeff = _inputs(device=device, requires_grad=True)
         return _forward_args(None, log_std, coeff)
     if name == "log_std_none":
-        logits, _, coeff = _inputs(requires_grad=True)
+        logits, _, coeff = _inputs(device=device, requires_grad=True)
         return _forward_args(logits, None, coeff)
     if name == "shared_log_std":
-        return _forward_args(*_inputs(requires_grad=True, shared_log_std=True))
+        return _forward_args(*_inputs(device=device, requires_grad=True, shared_log_std=True))
     if name == "thresholds_none":
-        return _forward_args(*_inputs(requires_grad=True), thresholds=(None, None))
+        return _forward_args(*_inputs(device=device, requires_grad=True), thresholds=(None, None))
     if name == "float64":
-        return _forward_args(*_inputs(dtype=torch.float64, requires_grad=True))
+        return _forward_args(*_inputs(device=device, dtype=torch.float64, requires_grad=True))
     if name == "bfloat16":
-        return _forward_args(*_inputs(dtype=torch.bfloat16, requires_grad=True))
+        return _forward_args(*_inputs(device=device, dtype=torch.bfloat16, requires_grad=True))
     if name == "float32_heads_float64_coeff":
-        logits, log_std, _ = _inputs(requires_grad=True)
-        return _forward_args(logits, log_std, torch.tensor(0.05, dtype=torch.float64, requires_grad=True))
+        logits, log_std, _ = _inputs(device=device, requires_grad=True)
+        coeff = torch.tensor(0.05, dtype=torch.float64, device=device, requires_grad=True)
+        return _forward_args(logits, log_std, coeff)
     if name == "transposed_logits":
-        logits = torch.randn(5, 6).t().requires_grad_()
-        _, log_std, coeff = _inputs(requires_grad=True)
+        logits = torch.randn(5, 6, device=device).t().requires_grad_()
+        _, log_std, coeff = _inputs(device=device, requires_grad=True)
         return _forward_args(logits, log_std, coeff)
     if name == "per_head_coeff":
-        logits, log_std, _ = _inputs(requires_grad=True)
-        return _forward_args(logits, log_std, torch.tensor([0.05, 0.02], requires_grad=True))
+        logits, log_std, _ = _inputs(device=device, requires_grad=True)
+        return _forward_args(logits, log_std, torch.tensor([0.05, 0.02], device=device, requires_grad=True))
     raise AssertionError(name)
 
 
@@ -132,8 +142,16 @@ def _forward_case(name):
         "per_head_coeff",
     ],
 )
-def test_forward_op_passes_opcheck(case):
-    _assert_opcheck_passes(FORWARD_OP, _forward_case(case))
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_forward_op_passes_opcheck(case, device):
+    _assert_opcheck_passes(FORWARD_OP, _forward_case(case, device))
+
+
+@needs_cuda
+def test_forward_op_passes_opcheck_with_a_0_dim_cpu_coefficient_and_cuda_heads():
+    logits, log_std, _ = _inputs(requires_grad=True, device="cuda")
+    coeff = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)  # on the CPU
+    _assert_opcheck_passes(FORWARD_OP, _forward_args(logits, log_std, coeff))
 
 
 # --------------------------------------------------------------------------------------
@@ -153,8 +171,10 @@ def _backward_args(logits, log_std, coeff, grads, output_mask, thresholds=ACTIVE
     """
     out = FORWARD_OP(*_forward_args(logits, log_std, coeff, thresholds))
     forward_outputs = {ret.name: tensor for ret, tensor in zip(FORWARD_OP._schema.returns, out)}
-    dtype = forward_outputs["total"].dtype
-    values = {f"grad_{key}": None if g is None else torch.tensor(g, dtype=dtype) for key, g in zip(LOSS_KEYS, grads)}
+    # The upstream gradients are like the forward's outputs: their dtype, on their device.
+    like = forward_outputs["total"]
+    values = {f"grad_{key}": None if g is None else torch.tensor(g, dtype=like.dtype, device=like.device)
+              for key, g in zip(LOSS_KEYS, grads)}
     values.update(
         logits=logits,
         log_std=log_std,
@@ -171,8 +191,8 @@ def _backward_args(logits, log_std, coeff, grads, output_mask, thresholds=ACTIVE
     return tuple(values[arg.name] for arg in BACKWARD_OP._schema.arguments)
 
 
-def _backward_case(name):
-    logits, log_std, coeff = _inputs()
+def _backward_case(name, device):
+    logits, log_std, coeff = _inputs(device=device)
     everything = (True, True, True)
     if name == "all_grads":
         return _backward_args(logits, log_std, coeff, ALL_GRADS, everything)
@@ -193,19 +213,20 @@ def _backward_case(name):
     if name == "log_std_none":
         return _backward_args(logits, None, coeff, SOME_GRADS, (True, False, True))
     if name == "shared_log_std":
-        logits, log_std, coeff = _inputs(shared_log_std=True)
+        logits, log_std, coeff = _inputs(shared_log_std=True, device=device)
         return _backward_args(logits, log_std, coeff, ALL_GRADS, everything)
     if name == "thresholds_none":
         return _backward_args(logits, log_std, coeff, ALL_GRADS, everything, thresholds=(None, None))
     if name == "float64":
-        logits, log_std, coeff = _inputs(dtype=torch.float64)
+        logits, log_std, coeff = _inputs(dtype=torch.float64, device=device)
         return _backward_args(logits, log_std, coeff, SOME_GRADS, everything)
     if name == "logits_none_python_float_coeff":
-        # hee.hybrid_entropy_loss turns a Python float coefficient into a float64 tensor.
+        # hee.hybrid_entropy_loss turns a Python float coefficient into a float64 tensor,
+        # on the CPU whatever the inputs' device.
         coeff = torch.tensor(0.05, dtype=torch.float64)
         return _backward_args(None, log_std, coeff, SOME_GRADS, (False, True, True))
     if name == "per_head_coeff":
-        return _backward_args(logits, log_std, torch.tensor([0.05, 0.02]), ALL_GRADS, everything)
+        return _backward_args(logits, log_std, torch.tensor([0.05, 0.02], device=device), ALL_GRADS, everything)
     raise AssertionError(name)
 
 
@@ -228,17 +249,28 @@ def _backward_case(name):
         "per_head_coeff",
     ],
 )
-def test_backward_op_passes_opcheck(case):
-    _assert_opcheck_passes(BACKWARD_OP, _backward_case(case))
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_backward_op_passes_opcheck(case, device):
+    _assert_opcheck_passes(BACKWARD_OP, _backward_case(case, device))
 
 
+@needs_cuda
+def test_backward_op_passes_opcheck_with_a_0_dim_cpu_coefficient_and_cuda_heads():
+    logits, log_std, _ = _inputs(device="cuda")
+    coeff = torch.tensor(0.05, dtype=torch.float64)  # on the CPU
+    _assert_opcheck_passes(BACKWARD_OP, _backward_args(logits, log_std, coeff, ALL_GRADS, (True, True, True)))
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("missing_head", ["logits", "log_std"])
-def test_backward_op_meta_kernel_gives_cpu_dtypes_for_missing_head_with_float64_coeff(missing_head):
-    # For a None head both kernels return a [0] placeholder gradient; the Meta kernel
-    # must give it the CPU kernel's dtype (entropy_coeff's), or fake-tensor tracing
+def test_backward_op_meta_kernel_gives_the_device_kernels_dtypes_for_missing_head_with_float64_coeff(
+        missing_head, device):
+    # For a None head every kernel returns a [0] placeholder gradient; the Meta kernel
+    # must give it the device kernel's dtype (entropy_coeff's), or fake-tensor tracing
     # (torch.compile, torch.export, opcheck's test_faketensor) disagrees with eager.
-    # float32 heads and a float64 coeff are what hee.hybrid_entropy_loss passes for a Python float.
-    logits, log_std, _ = _inputs()
+    # float32 heads and a float64 coeff (on the CPU) are what hee.hybrid_entropy_loss passes
+    # for a Python float.
+    logits, log_std, _ = _inputs(device=device)
     coeff = torch.tensor(0.05, dtype=torch.float64)
     if missing_head == "logits":
         args = _backward_args(None, log_std, coeff, ALL_GRADS, (False, True, True))
@@ -282,16 +314,18 @@ def _assert_same_values_and_grads(got, expected):
         torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-7, msg=name)
 
 
-@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
-def test_compiled_loss_gives_eager_values_and_gradients(backend):
-    inputs = _inputs(batch=7, shared_log_std=True)
-    compiled = torch.compile(loss_and_components, backend=backend, fullgraph=True)
+@pytest.mark.parametrize("device", cpu_and_cuda())
+@pytest.mark.parametrize("compile_backend", ["eager", "aot_eager"])
+def test_compiled_loss_gives_eager_values_and_gradients(compile_backend, device):
+    inputs = _inputs(batch=7, shared_log_std=True, device=device)
+    compiled = torch.compile(loss_and_components, backend=compile_backend, fullgraph=True)
     _assert_same_values_and_grads(
         _values_and_grads(compiled, *inputs), _values_and_grads(loss_and_components, *inputs)
     )
 
 
-def test_compiled_autograd_traces_the_backward_op_and_gives_eager_gradients():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_compiled_autograd_traces_the_backward_op_and_gives_eager_gradients(device):
     graphs = []
 
     def recording_backend(gm, example_inputs):
@@ -302,7 +336,7 @@ def test_compiled_autograd_traces_the_backward_op_and_gives_eager_gradients():
         _, scalar = loss_and_components(logits, log_std, coeff)
         scalar.backward()
 
-    inputs = _inputs(batch=7)
+    inputs = _inputs(batch=7, device=device)
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
     with torch._dynamo.config.patch(compiled_autograd=True):
         torch.compile(training_step, backend=recording_backend)(*leaves)
@@ -315,8 +349,9 @@ def test_compiled_autograd_traces_the_backward_op_and_gives_eager_gradients():
     assert BACKWARD_OP in targets, targets
 
 
-def test_inductor_compiled_loss_gives_eager_values_and_gradients():
-    inputs = _inputs(batch=7)
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_inductor_compiled_loss_gives_eager_values_and_gradients(device):
+    inputs = _inputs(batch=7, device=device)
     compiled = torch.compile(loss_and_components, fullgraph=True)  # default backend: inductor
     # A fresh on-disk cache: inductor's cache keys do not cover the op library's build, so
     # code compiled against an earlier build (other output shapes) would be reused.
@@ -325,12 +360,13 @@ def test_inductor_compiled_loss_gives_eager_values_and_gradients():
     _assert_same_values_and_grads(got, _values_and_grads(loss_and_components, *inputs))
 
 
-def test_dynamic_compile_serves_two_batch_sizes_with_one_graph():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_dynamic_compile_serves_two_batch_sizes_with_one_graph(device):
     counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
     compiled = torch.compile(loss_and_components, backend=counter, fullgraph=True, dynamic=True)
     compiles = []
     for batch in (8, 13):
-        inputs = _inputs(batch=batch)
+        inputs = _inputs(batch=batch, device=device)
         _assert_same_values_and_grads(
             _values_and_grads(compiled, *inputs), _values_and_grads(loss_and_components, *inputs)
         )
@@ -341,8 +377,9 @@ def test_dynamic_compile_serves_two_batch_sizes_with_one_graph():
     assert compiles[1] == compiles[0], "batch size 13 recompiled the dynamic graph"
 
 
-def test_fused_op_causes_no_graph_break():
-    explanation = torch._dynamo.explain(loss_and_components)(*_inputs(requires_grad=True))
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_fused_op_causes_no_graph_break(device):
+    explanation = torch._dynamo.explain(loss_and_components)(*_inputs(requires_grad=True, device=device))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
     (graph,) = explanation.graphs
@@ -378,9 +415,10 @@ def _module_values_and_grads(module: nn.Module, call):
     return {k: v.detach() for k, v in out.items()}, grads
 
 
-def test_compiled_module_with_regularizer_gives_eager_values_and_gradients():
-    policy = TinyHybridPolicy()
-    obs = torch.randn(9, 6)
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_compiled_module_with_regularizer_gives_eager_values_and_gradients(device):
+    policy = TinyHybridPolicy().to(device)
+    obs = torch.randn(9, 6, device=device)
     compiled = torch.compile(policy, backend="aot_eager", fullgraph=True)
 
     got_out, got_grads = _module_values_and_grads(policy, lambda: compiled(obs, 30))
@@ -417,9 +455,9 @@ class RegularizerModule(nn.Module):
         return self.regularizer(logits, log_std, self.EPISODE)
 
 
-def _export_loss_module():
+def _export_loss_module(device):
     batch = torch.export.Dim("batch", min=2, max=4096)
-    example = _inputs(batch=8)
+    example = _inputs(batch=8, device=device)
     return torch.export.export(
         LossModule(),
         example,
@@ -437,19 +475,22 @@ def _assert_same_outputs(got, expected):
         torch.testing.assert_close(got[key], value, rtol=1e-6, atol=1e-7, msg=key)
 
 
-def test_exported_loss_with_dynamic_batch_matches_eager_at_another_batch_size():
-    exported = _export_loss_module()
-    inputs = _inputs(batch=21)
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_exported_loss_with_dynamic_batch_matches_eager_at_another_batch_size(device):
+    exported = _export_loss_module(device)
+    inputs = _inputs(batch=21, device=device)
     _assert_same_outputs(exported.module()(*inputs), LossModule()(*inputs))
 
 
-def test_exported_graph_calls_the_fused_op():
-    assert FORWARD_OP in _call_function_targets(_export_loss_module())
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_exported_graph_calls_the_fused_op(device):
+    assert FORWARD_OP in _call_function_targets(_export_loss_module(device))
 
 
-def test_exported_loss_backpropagates_like_eager():
-    exported = _export_loss_module().module()
-    inputs = _inputs(batch=11)
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_exported_loss_backpropagates_like_eager(device):
+    exported = _export_loss_module(device).module()
+    inputs = _inputs(batch=11, device=device)
 
     def run(fn):
         leaves = [t.detach().clone().requires_grad_() for t in inputs]
@@ -459,22 +500,25 @@ def test_exported_loss_backpropagates_like_eager():
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7, msg=name)
 
 
-def test_exported_regularizer_module_with_dynamic_batch_matches_eager_at_another_batch_size():
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_exported_regularizer_module_with_dynamic_batch_matches_eager_at_another_batch_size(device):
     batch = torch.export.Dim("batch", min=2, max=4096)
-    logits, log_std, _ = _inputs(batch=8)
+    logits, log_std, _ = _inputs(batch=8, device=device)
     exported = torch.export.export(
-        RegularizerModule(), (logits, log_std), dynamic_shapes={"logits": {0: batch}, "log_std": {0: batch}}
+        RegularizerModule().to(device), (logits, log_std),
+        dynamic_shapes={"logits": {0: batch}, "log_std": {0: batch}},
     )
     assert FORWARD_OP in _call_function_targets(exported)
 
-    logits, log_std, _ = _inputs(batch=19)
-    _assert_same_outputs(exported.module()(logits, log_std), RegularizerModule()(logits, log_std))
+    logits, log_std, _ = _inputs(batch=19, device=device)
+    _assert_same_outputs(exported.module()(logits, log_std), RegularizerModule().to(device)(logits, log_std))
 
 
-def test_run_decompositions_keeps_the_fused_op_and_its_values():
-    decomposed = _export_loss_module().run_decompositions()
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_run_decompositions_keeps_the_fused_op_and_its_values(device):
+    decomposed = _export_loss_module(device).run_decompositions()
     assert FORWARD_OP in _call_function_targets(decomposed)
 
-    inputs = _inputs(batch=5)
+    inputs = _inputs(batch=5, device=device)
     _assert_same_outputs(decomposed.module()(*inputs), LossModule()(*inputs))
 
