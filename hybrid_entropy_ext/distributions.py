@@ -48,15 +48,27 @@ from .schedule import _check_real, _describe
 __all__ = ["hybrid_entropy_loss_from_distributions"]
 
 
+def _built_from_probs(dist: Categorical) -> bool:
+    """Whether ``dist`` was built with ``probs=``, whatever has been read from it since.
+
+    ``probs`` and ``logits`` are lazy properties: the one given to the constructor is
+    stored at once (and kept as ``_param``), the other is computed and cached on first
+    use, so after ``log_prob()`` or ``entropy()`` both are in ``__dict__``. Only
+    ``_param`` still tells which one was given.
+    """
+    probs = dist.__dict__.get("probs")
+    return probs is not None and getattr(dist, "_param", None) is probs
+
+
 def _categorical_logits(dist: Categorical) -> Tensor:
     """``[B, K]`` logits whose softmax is ``dist.probs``, -inf for probability 0."""
-    if "probs" in dist.__dict__ and "logits" not in dist.__dict__:
+    if _built_from_probs(dist):
         # Built from probs: Categorical.logits clamps the probabilities to [eps, 1 - eps]
         # (log 1.2e-7 = -15.9 in float32), so a zero-probability action would get a share
         # of the softmax and of the entropy. log(0) = -inf is the op's "impossible action"
         # (probability 0, gradient 0); the inner where keeps log's backward from
         # computing 0 / 0 there.
-        probs = dist.probs
+        probs = dist.__dict__["probs"]
         positive = probs > 0
         logits = torch.where(positive, torch.log(torch.where(positive, probs, torch.ones_like(probs))), -torch.inf)
     else:
@@ -192,7 +204,9 @@ def hybrid_entropy_loss_from_distributions(
             ``{"discrete": Categorical(...), "continuous": Normal(...)}``). A single
             distribution, or a container with one, is a policy with one head.
             ``Categorical(probs=...)`` works too: zero probabilities become ``-inf``
-            logits (masked actions, gradient 0). See the module docstring for how
+            logits (masked actions, gradient 0), also after ``log_prob()`` or
+            ``entropy()`` has cached the distribution's clamped ``logits`` (what the
+            constructor was given decides). See the module docstring for how
             batch shapes map to ``[B, K]`` and ``[B, D]``.
         entropy_coeff, discrete_entropy_weight, continuous_entropy_weight,
         min_entropy_threshold, continuous_min_entropy_threshold, penalty_multiplier:
@@ -209,14 +223,17 @@ def hybrid_entropy_loss_from_distributions(
             ``MixtureSameFamily``, ...), anything else that is neither a
             ``Categorical`` nor a diagonal Gaussian, or ``dists`` of another type.
         ValueError: two distributions of the same kind, no distribution, or the
-            heads' batch sizes differ (from the op).
+            heads' batch shapes hold different numbers of samples (checked on the
+            distributions' batch shapes before the op is called).
 
     Example::
 
         >>> logits, mean, log_std = torch.randn(16, 4), torch.randn(16, 2), torch.zeros(2)
         >>> policy_out = {"op": Categorical(logits=logits), "params": Normal(mean, log_std.exp())}
         >>> out = hybrid_entropy_loss_from_distributions(policy_out, 0.01, 1.0, 1.0, None, None)
-        >>> out["total"]   # -0.01 * (H_d + H_c): Stable-Baselines3's term, for the joint policy
+        >>> loss = out["total"]   # -0.01 * (H_d + H_c): Stable-Baselines3's term, for the joint policy
+        >>> loss.shape
+        torch.Size([])
     """
     categorical, gaussian = _split_heads(dists)
     if not isinstance(entropy_coeff, Tensor):

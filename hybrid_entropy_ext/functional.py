@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from . import _ops  # noqa: F401  (registers the ops)
+from .schedule import _real_to_float
 
 __all__ = ["hybrid_entropy_loss"]
 
@@ -61,6 +62,9 @@ def hybrid_entropy_loss(
             ``[D]`` shared by the batch. ``None`` for a purely discrete policy.
         entropy_coeff: ``c``, a Python float or a 0-dim floating tensor (on the
             inputs' device or the CPU); a tensor that requires grad gets one.
+            A NumPy scalar is read as the rest of the package reads it: a float32
+            or float16 one as the decimal it prints as (``np.float32(0.01)`` is
+            0.01, not 0.009999999776482582).
             A ``[2]`` tensor gives each head its own coefficient,
             ``(c_d, c_c)``: ``discrete = -c_d * w_d * H_d`` and
             ``continuous = -c_c * w_c * H_c`` (its gradient is ``[2]`` too).
@@ -100,8 +104,12 @@ def hybrid_entropy_loss(
         _check_coefficient_type(entropy_coeff)
     if isinstance(entropy_coeff, Tensor):
         coeff = entropy_coeff
-    else:
+    elif torch.jit.is_scripting():
         coeff = torch.scalar_tensor(float(entropy_coeff), dtype=torch.float64)
+    else:
+        # The number every entry point reads: np.float32(0.01) is 0.01, the decimal it
+        # prints as (as the schedules, the config and the controller read it).
+        coeff = torch.scalar_tensor(_real_to_float(entropy_coeff), dtype=torch.float64)
     outputs = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(
         logits,
         log_std,

@@ -128,10 +128,79 @@ def test_categorical_from_probs_with_zeros_gives_the_exact_entropy_and_finite_gr
     assert torch.isfinite(probs.grad).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("read_first", ["log_prob", "entropy", "logits"])
+def test_categorical_from_probs_gives_the_same_after_its_logits_were_cached(dtype, read_first):
+    # log_prob() and entropy() cache dist.logits, clamped to log(eps) where the probability is
+    # 0 (-15.9 in float32): what the constructor was given decides, not what was read since.
+    def run(read):
+        probs = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [1.0, 0.0, 0.0]], dtype=dtype,
+                             requires_grad=True)
+        dist = Categorical(probs=probs)
+        normalized = dist.probs
+        normalized.retain_grad()
+        if read == "log_prob":
+            dist.log_prob(torch.tensor([0, 1, 0]))  # what PPO computes before the entropy term
+        elif read == "entropy":
+            dist.entropy()
+        elif read == "logits":
+            dist.logits
+        assert ("logits" in dist.__dict__) == (read is not None)
+        out = from_distributions(dist, 1.0, 1.0, 1.0, None, None)
+        out["total"].backward()
+        return out, probs.grad, normalized.grad
+
+    fresh_out, fresh_grad, fresh_normalized_grad = run(None)
+    out, grad, normalized_grad = run(read_first)
+    for key in KEYS:
+        assert torch.equal(out[key], fresh_out[key]), key
+    assert torch.equal(grad, fresh_grad) and torch.equal(normalized_grad, fresh_normalized_grad)
+    zero = torch.tensor([[0, 0, 1], [0, 0, 0], [0, 1, 1]], dtype=torch.bool)
+    assert torch.count_nonzero(normalized_grad[zero]) == 0
+    expected = (math.log(2) - (0.2 * math.log(0.2) + 0.3 * math.log(0.3) + 0.5 * math.log(0.5))) / 3
+    assert out["discrete_entropy"].item() == pytest.approx(expected, rel=4 * torch.finfo(dtype).eps)
+
+
+def test_categorical_built_from_logits_uses_its_logits_after_probs_were_read():
+    logits, _, _ = heads()
+    logits[:, 2] = -math.inf
+    fresh = from_distributions(Categorical(logits=logits), 0.03, *SETTINGS)
+    dist = Categorical(logits=logits)
+    dist.probs  # cached: both in __dict__ now
+    for key, value in from_distributions(dist, 0.03, *SETTINGS).items():
+        assert torch.equal(value, fresh[key]), key
+
+
 def test_numpy_coefficient_is_accepted():
     logits, _, _ = heads()
     got = from_distributions(Categorical(logits=logits), np.float32(0.03), *SETTINGS)
     assert_close_to_oracle(got, distributions_oracle(logits, None, 0.03, *SETTINGS))
+    # np.float32(0.03) is the decimal it prints as, 0.03, not 0.029999999329447746: exactly.
+    expected = from_distributions(Categorical(logits=logits), 0.03, *SETTINGS)
+    for key in KEYS:
+        assert torch.equal(got[key], expected[key]), key
+
+
+@pytest.mark.parametrize("coefficient", [np.float32(0.01), np.float16(0.01), np.float64(0.01), 0.01])
+def test_numpy_coefficient_is_the_same_number_through_every_entry_point(coefficient):
+    # float64 inputs, so that 0.01 and float(np.float32(0.01)) = 0.009999999776482582 give
+    # different outputs. The op gets bitwise the same tensors from each entry point.
+    logits, mean, log_std = heads()
+    categorical, normal = Categorical(logits=logits), Normal(mean, log_std.exp())
+    op_logits, op_log_std = categorical.logits, normal.scale.log()
+    plain = hee.EntropyRegularizationConfig.preset("plain")  # constant coefficient, weights 1 and 1
+    outs = {
+        "hybrid_entropy_loss": hee.hybrid_entropy_loss(op_logits, op_log_std, coefficient, 1.0, 1.0, None, None),
+        "from_distributions": from_distributions((categorical, normal), coefficient, 1.0, 1.0, None, None),
+        "regularizer": hee.HybridEntropyRegularizer(plain.replace(entropy_coeff=coefficient))(op_logits, op_log_std),
+        "regularizer_schedule": hee.HybridEntropyRegularizer(plain, schedule=lambda episode: coefficient)(
+            op_logits, op_log_std),
+    }
+    expected = hee.hybrid_entropy_loss(op_logits, op_log_std, 0.01, 1.0, 1.0, None, None)
+    assert expected["total"].dtype == torch.float64
+    for name, out in outs.items():
+        for key in KEYS:
+            assert torch.equal(out[key], expected[key]), f"{name}: {key}"
 
 
 def test_per_head_coefficient_tensor_is_passed_through():
@@ -255,3 +324,44 @@ def test_masked_actions_in_categorical_logits_get_probability_0_and_gradient_0()
     assert_close_to_oracle(out, expected)
     assert torch.equal(leaf.grad[:, 1], torch.zeros(B, dtype=torch.float64))
     torch.testing.assert_close(leaf.grad, oracle_leaf.grad, rtol=1e-6, atol=1e-9)
+
+
+# --- torch.compile --------------------------------------------------------------------------
+
+
+def _policy_loss(x, mean, log_std, from_probs):
+    # A policy's distributions, built inside the compiled function; PPO's log_prob first.
+    categorical = Categorical(probs=x) if from_probs else Categorical(logits=x)
+    categorical.log_prob(torch.zeros(x.shape[0], dtype=torch.long))
+    normal = Independent(Normal(mean, log_std.exp()), 1)
+    return from_distributions({"op": categorical, "params": normal}, 0.03, *SETTINGS)
+
+
+@pytest.mark.parametrize("from_probs", [False, True], ids=["logits", "probs"])
+def test_compiled_from_distributions_is_one_graph_and_matches_eager(from_probs):
+    # fullgraph: a host read or an unsupported construct in the distributions path would fail.
+    torch._dynamo.reset()
+    logits, mean, log_std = heads()
+    x = logits.softmax(-1) if from_probs else logits
+    if from_probs:
+        x[:, 1] = 0.0  # masked actions
+    compiled = torch.compile(_policy_loss, backend="aot_eager", fullgraph=True)
+    leaves = [x.clone().requires_grad_(), log_std.clone().requires_grad_()]
+    eager_leaves = [x.clone().requires_grad_(), log_std.clone().requires_grad_()]
+    got = compiled(leaves[0], mean, leaves[1], from_probs)
+    expected = _policy_loss(eager_leaves[0], mean, eager_leaves[1], from_probs)
+    assert_close_to_oracle(got, expected, rtol=1e-12, atol=1e-15)
+    got["total"].backward()
+    expected["total"].backward()
+    for leaf, eager_leaf in zip(leaves, eager_leaves):
+        torch.testing.assert_close(leaf.grad, eager_leaf.grad, rtol=1e-12, atol=1e-15)
+    torch._dynamo.reset()
+
+
+def test_compiled_from_distributions_takes_distributions_as_inputs():
+    torch._dynamo.reset()
+    logits, mean, log_std = heads()
+    dists = (Categorical(logits=logits), Normal(mean, log_std.exp()))
+    compiled = torch.compile(lambda d: from_distributions(d, 0.03, *SETTINGS), backend="eager", fullgraph=True)
+    assert_close_to_oracle(compiled(dists), from_distributions(dists, 0.03, *SETTINGS), rtol=1e-12, atol=1e-15)
+    torch._dynamo.reset()
