@@ -65,8 +65,13 @@ class TargetEntropyController(nn.Module):
             ``sac`` always applies it.
         device: where the coefficient lives (default: the CPU; ``.to()`` moves it).
 
-    State (in ``state_dict``): ``log_coeff`` (an ``nn.Parameter``, float32) in ``sac``
-    mode, ``coeff`` (a float32 buffer) in ``adaptive`` mode.
+    State (in ``state_dict``): ``log_coeff`` (an ``nn.Parameter``) in ``sac`` mode,
+    ``coeff`` (a buffer) in ``adaptive`` mode, a 0-dim **float32** tensor either way.
+    It stays float32 whatever dtype the module (or a parent, e.g.
+    ``policy.to(torch.bfloat16)`` or ``policy.half()``) is cast to: on the bfloat16
+    grid, ``0.3 + 0.001`` rounds back to ``0.3`` and the controller would not move.
+    Device moves (``.to(device)``, ``.cuda()``) apply as usual. :meth:`coefficient`
+    returns a float32 0-dim tensor on the controller's device.
 
     Raises:
         TypeError: a number is not a real number (``bool`` is not), ``mode`` not a str.
@@ -95,6 +100,9 @@ class TargetEntropyController(nn.Module):
     gates_term: bool
     _log_min: float
     _log_max: float
+
+    #: The dtype of the controller's state, kept through a parent's dtype casts.
+    STATE_DTYPE = torch.float32
 
     def __init__(
         self,
@@ -141,13 +149,28 @@ class TargetEntropyController(nn.Module):
         self._log_min = math.log(low) if low > 0.0 else -math.inf
         self._log_max = math.log(high) if high > 0.0 else -math.inf
         if mode == "sac":
-            self.log_coeff = nn.Parameter(torch.tensor(math.log(initial), device=device))
+            self.log_coeff = nn.Parameter(torch.tensor(math.log(initial), dtype=self.STATE_DTYPE, device=device))
         else:
-            self.register_buffer("coeff", torch.tensor(initial, device=device))
+            self.register_buffer("coeff", torch.tensor(initial, dtype=self.STATE_DTYPE, device=device))
+
+    def _apply(self, fn, recurse=True):
+        # nn.Module.to(dtype), .half(), .bfloat16(), .double() cast every floating tensor
+        # of the module tree through _apply, a parent's cast included. The state keeps its
+        # dtype: where fn changes it, the state is only moved to fn's device, as a new
+        # tensor like fn's (nn.Module puts it into the same Parameter object, so an
+        # optimizer holding it keeps working). Casting and casting back would not do:
+        # 0.3 -> bfloat16 -> float32 is 0.30078125.
+        def keep_dtype(tensor):
+            result = fn(tensor)
+            if isinstance(result, Tensor) and result.dtype != tensor.dtype and tensor.is_floating_point():
+                return tensor.to(device=result.device, copy=True)
+            return result
+
+        return super()._apply(keep_dtype, recurse)
 
     @torch.jit.export
     def coefficient(self) -> Tensor:
-        """The current coefficient: a 0-dim tensor on the controller's device, no grad.
+        """The current coefficient: a 0-dim float32 tensor on the controller's device, no grad.
 
         Always a fresh tensor (never the stored one), so an :meth:`update` after the
         forward does not disturb a backward that saved it.

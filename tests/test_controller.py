@@ -220,3 +220,118 @@ def test_controller_on_cuda_makes_no_host_sync(mode):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert coefficient.device.type == "cuda" and coefficient.dim() == 0
+
+
+# --- the state's dtype ----------------------------------------------------------------------
+
+
+class PolicyWithControllers(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Linear(3, 2)
+        self.adaptive = Controller(5.0, "adaptive", initial_coeff=0.3, delta=0.001)
+        self.sac = Controller(5.0, "sac", initial_coeff=0.3)
+
+
+@pytest.mark.parametrize("cast", ["to_bfloat16", "half", "bfloat16", "double", "to_device_and_dtype"])
+def test_state_stays_float32_through_a_parents_dtype_cast(cast):
+    policy = PolicyWithControllers()
+    log_coeff = policy.sac.log_coeff
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
+    {
+        "to_bfloat16": lambda: policy.to(torch.bfloat16),
+        "half": policy.half,
+        "bfloat16": policy.bfloat16,
+        "double": policy.double,
+        "to_device_and_dtype": lambda: policy.to("cpu", torch.float16),
+    }[cast]()
+    assert policy.body.weight.dtype != torch.float32  # the rest of the model was cast
+    assert policy.adaptive.coeff.dtype == policy.sac.log_coeff.dtype == torch.float32
+    assert policy.sac.log_coeff is log_coeff  # the same Parameter: the optimizer still holds it
+    assert optimizer.param_groups[0]["params"][-1] is log_coeff
+    # The initial values are untouched (not rounded through the cast's dtype).
+    assert policy.adaptive.coeff.item() == torch.tensor(0.3).item()
+    assert policy.sac.log_coeff.item() == torch.tensor(math.log(0.3)).item()
+    for controller in (policy.adaptive, policy.sac):
+        coefficient = controller.coefficient()
+        assert coefficient.dtype == torch.float32 and coefficient.device.type == "cpu" and coefficient.dim() == 0
+
+
+def test_adaptive_updates_after_a_bfloat16_cast_step_on_the_float32_grid():
+    # In bfloat16 0.3 + 0.001 rounds back to 0.3 (its spacing there is 2^-9): 100 steps would
+    # not move it. In float32 they reach 0.4 within float32 rounding.
+    policy = PolicyWithControllers().to(torch.bfloat16)
+    expected = torch.tensor(0.3, dtype=torch.float32)
+    for _ in range(100):
+        policy.adaptive.update(BELOW)
+        expected.add_(0.001)
+    assert torch.equal(policy.adaptive.coefficient(), expected)
+    assert policy.adaptive.coefficient().item() == pytest.approx(0.4, abs=100 * 2 ** -25)
+
+
+def test_sac_gradient_keeps_float32_through_a_cast():
+    policy = PolicyWithControllers()
+    policy.sac.loss(BELOW).backward()
+    policy.half()
+    assert policy.sac.log_coeff.grad.dtype == torch.float32
+    assert policy.sac.log_coeff.grad.item() == pytest.approx(0.1 - 5.0, rel=1e-6)
+
+
+def test_device_moves_still_apply_to_the_state():
+    policy = PolicyWithControllers().to("meta")
+    assert policy.adaptive.coeff.device.type == policy.sac.log_coeff.device.type == "meta"
+    assert policy.adaptive.coeff.dtype == torch.float32
+    policy = PolicyWithControllers().to("meta", torch.bfloat16)
+    assert policy.adaptive.coeff.device.type == "meta" and policy.adaptive.coeff.dtype == torch.float32
+
+
+# --- a CUDA graph ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode", ["adaptive", "sac"])
+def test_update_captured_in_a_cuda_graph_replays_like_eager_updates(mode):
+    def make():
+        return Controller(0.3, mode, initial_coeff=0.05, min_coeff=0.02, max_coeff=0.07, delta=0.004, device="cuda")
+
+    eager, graphed = make(), make()
+    static_entropy = torch.zeros((), device="cuda")
+
+    # Warm up on a side stream, as torch.cuda.graph requires, then undo the warm-up's updates
+    # (load_state_dict copies in place: the captured addresses stay valid).
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            graphed.update(static_entropy)
+            graphed.coefficient()
+    torch.cuda.current_stream().wait_stream(side)
+    graphed.load_state_dict(eager.state_dict())
+    state = graphed.coeff if mode == "adaptive" else graphed.log_coeff
+    address = state.data_ptr()
+
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        graphed.update(static_entropy)
+        static_coefficient = graphed.coefficient()
+    torch.cuda.synchronize()
+    assert torch.equal(graphed.coefficient(), eager.coefficient())  # capturing ran nothing
+
+    # adaptive: below, below, above, then below until max_coeff stops it; sac: update clamps
+    # log_coeff, set out of bounds (both ways) before each step.
+    entropies = [0.1, 0.1, 0.5, 0.1, 0.1, 0.1, 0.1, 0.5, 0.5]
+    log_coeffs = [math.log(0.5), math.log(0.001), math.log(0.05), math.log(0.07), math.log(1e-6)] * 2
+    for i, entropy in enumerate(entropies):
+        if mode == "sac":
+            with torch.no_grad():  # a fill on the device (no host-to-device copy)
+                graphed.log_coeff.fill_(log_coeffs[i])
+                eager.log_coeff.fill_(log_coeffs[i])
+        static_entropy.fill_(entropy)
+        graph.replay()
+        eager.update(torch.full((), entropy, device="cuda"))
+        assert torch.equal(static_coefficient, eager.coefficient()), i
+        assert torch.equal(state, eager.coeff if mode == "adaptive" else eager.log_coeff), i
+    assert state.data_ptr() == address
+    if mode == "adaptive":
+        # 0.05 +0.004 +0.004 -0.004 then up to the bound 0.07, then -0.004 twice.
+        assert eager.coefficient().item() == pytest.approx(0.062, rel=1e-5)
