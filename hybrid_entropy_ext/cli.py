@@ -208,18 +208,26 @@ def training_table(metrics: Sequence[Dict[str, float]], rows: int = 10) -> str:
     return "\n".join(lines)
 
 
+def _count(number: int, noun: str, plural: Optional[str] = None) -> str:
+    return f"{number} {noun if number == 1 else (plural or noun + 's')}"
+
+
 def monitor_report(summary: Dict) -> str:
-    """One line per head: the collapse penalty's interventions and the entropy's minimum and mean."""
+    """One line per head: the collapse penalty's interventions and the entropy's minimum and
+    mean; a head the policy does not have is reported as absent, not as an entropy of 0."""
     lines = []
     for head in ("discrete", "continuous"):
         h = summary[head]
+        if not h.get("present", True):
+            lines.append(f"{head} head: absent (the policy has no {head} head)")
+            continue
         if h["mean_entropy"] is None:
             continue
         threshold = "disabled" if h["threshold"] is None else f"threshold {h['threshold']:g}"
         lines.append(
-            f"{head} head: collapse penalty ({threshold}) switched on {h['interventions']} times, active in "
-            f"{h['active_steps']} of {summary['records']} steps; entropy min {h['min_entropy']:.3f}, "
-            f"mean {h['mean_entropy']:.3f} nats"
+            f"{head} head: collapse penalty ({threshold}) switched on {_count(h['interventions'], 'time')}, "
+            f"active in {h['active_steps']} of {_count(summary['records'], 'step')}; "
+            f"entropy min {h['min_entropy']:.3f}, mean {h['mean_entropy']:.3f} nats"
         )
     return "\n".join(lines)
 

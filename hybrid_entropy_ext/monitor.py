@@ -6,9 +6,10 @@
         monitor.record(out, episode)          # one host read of the values, or none
     monitor.to_csv("entropy.csv"); monitor.to_json("entropy.json"); monitor.plot_png("entropy.png")
 
-A record reads the step's values (0-dim tensors, on any device) with one ``stack``
-and one ``.tolist()``: at most one device sync per recorded step, and none on the
-steps that ``every`` skips (those do not touch the tensors at all).
+A record reads the step's values (0-dim tensors, on any device), and the episode
+when it is given as a 0-dim integer tensor (``regularizer.episode_counter``), with one
+``stack`` and one ``.tolist()``: at most one device sync per recorded step, and none on
+the steps that ``every`` skips (those do not touch the tensors at all).
 """
 
 import csv
@@ -18,13 +19,13 @@ import math
 import numbers
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .config import EntropyRegularizationConfig
-from .schedule import _check_episode_count, _describe
+from .schedule import _check_episode_count, _describe, _is_bool
 
 __all__ = ["EntropyMonitor", "MONITORED_KEYS"]
 
@@ -42,8 +43,48 @@ MONITORED_KEYS = (
     "continuous_entropy_coeff",
 )
 _HEADS = ("discrete", "continuous")
+#: Per head, the recorded keys that belong to it.
+_HEAD_KEYS = {head: (head, f"{head}_penalty", f"{head}_entropy", f"{head}_entropy_coeff") for head in _HEADS}
+#: The keys that are all exactly 0, in every record, for a head the policy does not have
+#: (the op's output for a missing head).
+_PRESENCE_KEYS = {head: (head, f"{head}_penalty", f"{head}_entropy") for head in _HEADS}
 
 _LOGGER = logging.getLogger("hybrid_entropy_ext.monitor")
+
+
+def _check_heads(heads: Any) -> Optional[Tuple[str, ...]]:
+    if heads is None:
+        return None
+    expected = "None or a list of the heads the policy has, out of 'discrete' and 'continuous'"
+    if isinstance(heads, (str, bytes)) or not isinstance(heads, Sequence):
+        raise TypeError(f"heads: expected {expected}, got {_describe(heads)}")
+    for head in heads:
+        if head not in _HEADS:
+            raise ValueError(f"heads: expected {expected}, got {head!r} in {list(heads)!r}")
+    if len(heads) == 0 or len(set(heads)) != len(heads):
+        raise ValueError(f"heads: expected {expected} (at least one, each once), got {list(heads)!r}")
+    return tuple(head for head in _HEADS if head in heads)
+
+
+def _check_episode_tensor(episode: Tensor) -> Tensor:
+    # Metadata only: the value is read with the step's values (or not at all on a skipped step).
+    if episode.dim() != 0 or episode.dtype.is_floating_point or episode.dtype.is_complex or episode.dtype == torch.bool:
+        raise TypeError(
+            "episode: expected an integer >= 0 or a 0-dim integer tensor (e.g. regularizer.episode_counter), "
+            f"got a tensor of shape {tuple(episode.shape)} and dtype {episode.dtype}"
+        )
+    return episode
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (JSON's ``null``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def _thresholds(source: Any) -> Dict[str, Optional[float]]:
@@ -83,6 +124,15 @@ class EntropyMonitor:
         tag: prefix of the writer's tags.
         logger: where the warnings go (default: ``logging.getLogger("hybrid_entropy_ext.monitor")``).
         warn: ``False``: count the switch-ons without logging them.
+        heads: the heads the policy has, e.g. ``["discrete"]`` for a purely discrete
+            policy: the other head's keys are then neither read, nor recorded, nor
+            written. ``None`` (the default): found from the records. The op reports a
+            missing head as exactly 0 (entropy, term and penalty), so a head for which
+            all three are exactly 0 in every record is absent. Either way an absent head
+            is reported as absent (``summary()[head]["present"]`` is ``False``, its
+            minimum and mean are ``None``), left out of the CSV and JSON files and of
+            the plot, not shown as an entropy of 0 under the threshold. (Found from
+            the records, it is known only afterwards: a ``writer`` gets its zeros.)
 
     Attributes:
         records: one dict per recorded step: ``episode`` and the recorded keys
@@ -105,8 +155,10 @@ class EntropyMonitor:
         tag: str = "entropy",
         logger: Optional[logging.Logger] = None,
         warn: bool = True,
+        heads: Optional[Sequence[str]] = None,
     ) -> None:
         thresholds = _thresholds(config)
+        known_heads = _check_heads(heads)
         every = _check_episode_count("every", every)
         if every < 1:
             raise ValueError(f"every: expected an integer >= 1, got {every}")
@@ -125,6 +177,10 @@ class EntropyMonitor:
         self.tag = tag
         self.logger = logger if logger is not None else _LOGGER
         self.warn = warn
+        self.heads = known_heads
+        self._ignored = frozenset(
+            key for head in _HEADS if known_heads is not None and head not in known_heads for key in _HEAD_KEYS[head]
+        )
         self.records: List[Dict[str, float]] = []
         self.calls = 0
         self.interventions = {head: 0 for head in _HEADS}
@@ -134,7 +190,7 @@ class EntropyMonitor:
         self._entropy_sum = {head: 0.0 for head in _HEADS}
 
     def record(
-        self, out: Mapping[str, Union[Tensor, float]], episode: Optional[int] = None
+        self, out: Mapping[str, Union[Tensor, float]], episode: Union[None, int, Tensor] = None
     ) -> Optional[Dict[str, float]]:
         """Record one step's outputs (the regularizer's dict; 0-dim tensors or numbers).
 
@@ -142,25 +198,51 @@ class EntropyMonitor:
             out: ``forward``'s output, or any mapping holding some of
                 :data:`MONITORED_KEYS` (other keys are ignored).
             episode: the x value of this step (the trainer's episode, update or step
-                count; an int >= 0). ``None``: the number of :meth:`record` calls before
-                this one.
+                count): an int >= 0, or a 0-dim integer tensor such as the
+                regularizer's ``episode_counter`` (read in the same single host read as
+                the values; not read at all on a skipped step). ``None``: the number of
+                :meth:`record` calls before this one.
 
         Returns:
             The recorded row (``episode`` and the values as floats), or ``None`` on a
             step that ``every`` skips (its tensors are not read).
+
+        Raises:
+            TypeError, ValueError: a bad ``episode`` or value (named). A rejected call
+            changes nothing: it is not counted, and nothing is recorded.
         """
+        # Validate everything before changing any state.
+        episode_tensor: Optional[Tensor] = None
+        x: Optional[int] = None
+        if isinstance(episode, Tensor):
+            episode_tensor = _check_episode_tensor(episode)
+        elif episode is not None:
+            x = _check_episode_count("episode", episode)
         step = self.calls
-        self.calls += 1
         if step % self.every != 0:
+            self.calls += 1
             return None
-        x = step if episode is None else _check_episode_count("episode", episode)
-        keys = [key for key in MONITORED_KEYS if key in out]
-        tensors = [out[key] for key in keys if isinstance(out[key], Tensor)]
-        read: List[float] = []
-        if tensors:
-            dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-            # One stack and one .tolist(): a single device-to-host read for the whole step.
-            read = torch.stack([t.detach().reshape(()).to(dtype) for t in tensors]).tolist()
+        if episode is None:
+            x = step
+        keys = [key for key in MONITORED_KEYS if key in out and key not in self._ignored]
+        tensors: List[Tensor] = []
+        for key in keys:
+            value = out[key]
+            if isinstance(value, Tensor):
+                if value.numel() != 1:
+                    raise TypeError(
+                        f"out[{key!r}]: expected a 0-dim tensor or a number, got a tensor of shape {tuple(value.shape)}"
+                    )
+                tensors.append(value)
+            elif _is_bool(value) or not isinstance(value, numbers.Real):
+                raise TypeError(f"out[{key!r}]: expected a 0-dim tensor or a number, got {_describe(value)}")
+
+        read = self._read(tensors, episode_tensor)
+        if episode_tensor is not None:
+            x = int(read.pop())
+            if x < 0:
+                raise ValueError(f"episode: expected an integer >= 0, got {x} (read from the episode tensor)")
+        assert x is not None
         values: Dict[str, float] = {}
         position = 0
         for key in keys:
@@ -168,10 +250,10 @@ class EntropyMonitor:
             if isinstance(value, Tensor):
                 values[key] = read[position]
                 position += 1
-            elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-                values[key] = float(value)
             else:
-                raise TypeError(f"out[{key!r}]: expected a 0-dim tensor or a number, got {_describe(value)}")
+                values[key] = float(value)
+
+        self.calls += 1
         row: Dict[str, float] = {"episode": x, **values}
         self.records.append(row)
         self._update_heads(row)
@@ -179,6 +261,30 @@ class EntropyMonitor:
             for key, value in values.items():
                 self.writer.add_scalar(f"{self.tag}/{key}", value, x)
         return row
+
+    @staticmethod
+    def _read(tensors: List[Tensor], episode: Optional[Tensor]) -> List[float]:
+        """The values of ``tensors`` (then ``episode``'s, if given and read here) as floats,
+        in one stack and one ``.tolist()``: a single device-to-host read for the step."""
+        stacked = [t.detach().reshape(()) for t in tensors]
+        dtype = torch.float64 if any(t.dtype == torch.float64 for t in stacked) else torch.float32
+        host_episode: Optional[float] = None
+        if episode is not None:
+            device = stacked[0].device if stacked else episode.device
+            if episode.device == device:
+                stacked.append(episode.detach())
+                dtype = torch.float64  # counts up to 2^53 are exact in float64 (float32: 2^24)
+            elif episode.device.type == "cpu":
+                host_episode = float(int(episode))  # a CPU read: no device sync
+            else:
+                stacked.append(episode.detach().to(device))
+                dtype = torch.float64
+        read: List[float] = []
+        if stacked:
+            read = torch.stack([t.to(dtype) for t in stacked]).tolist()
+        if host_episode is not None:
+            read.append(host_episode)
+        return read
 
     def _update_heads(self, row: Mapping[str, float]) -> None:
         for head in _HEADS:
@@ -204,13 +310,29 @@ class EntropyMonitor:
             "%s entropy %s%s at episode %d: collapse penalty %.3f", head, entropy_text, below, episode, penalty
         )
 
+    def present_heads(self) -> Tuple[str, ...]:
+        """The heads the policy has: ``heads`` if given, else those that some record shows
+        (a nonzero entropy, term or penalty; before any record, both)."""
+        if self.heads is not None:
+            return self.heads
+        if not self.records:
+            return _HEADS
+        return tuple(
+            head
+            for head in _HEADS
+            if any(row.get(key, 0.0) != 0.0 for row in self.records for key in _PRESENCE_KEYS[head])
+        )
+
     def summary(self) -> Dict[str, Any]:
-        """Per head: ``min_entropy``, ``mean_entropy`` (nats, over the recorded steps;
-        ``None`` before any), ``interventions``, ``active_steps``; and ``records``, ``calls``."""
+        """Per head: ``present`` (see ``heads``), ``min_entropy``, ``mean_entropy`` (nats,
+        over the recorded steps; ``None`` before any, and for an absent head),
+        ``interventions``, ``active_steps``, ``threshold``; and ``records``, ``calls``, ``every``."""
         result: Dict[str, Any] = {"records": len(self.records), "calls": self.calls, "every": self.every}
+        present = self.present_heads()
         for head in _HEADS:
-            count = sum(1 for row in self.records if f"{head}_entropy" in row)
+            count = sum(1 for row in self.records if f"{head}_entropy" in row) if head in present else 0
             result[head] = {
+                "present": head in present,
                 "min_entropy": self._entropy_min[head] if count else None,
                 "mean_entropy": self._entropy_sum[head] / count if count else None,
                 "interventions": self.interventions[head],
@@ -219,25 +341,40 @@ class EntropyMonitor:
             }
         return result
 
-    def _columns(self) -> List[str]:
-        present = {key for row in self.records for key in row}
+    def _absent_keys(self) -> frozenset:
+        present = self.present_heads()
+        return frozenset(key for head in _HEADS if head not in present for key in _HEAD_KEYS[head])
+
+    def _rows(self) -> List[Dict[str, float]]:
+        """The records without the keys of absent heads."""
+        absent = self._absent_keys()
+        if not absent:
+            return self.records
+        return [{key: value for key, value in row.items() if key not in absent} for row in self.records]
+
+    def _columns(self, rows: List[Dict[str, float]]) -> List[str]:
+        present = {key for row in rows for key in row}
         return ["episode"] + [key for key in MONITORED_KEYS if key in present]
 
     def to_csv(self, path: Union[str, "os.PathLike[str]"]) -> Path:
-        """One row per recorded step: ``episode`` and the recorded keys, 9 significant digits
-        (every float32 output exactly; :meth:`to_json` keeps full precision). Returns the path."""
+        """One row per recorded step: ``episode`` and the recorded keys (an absent head's
+        left out), 9 significant digits (every float32 output exactly; :meth:`to_json`
+        keeps full precision); NaN and infinities as ``nan``, ``inf``. Returns the path."""
         path = Path(path)
+        rows = self._rows()
         with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self._columns(), restval="")
+            writer = csv.DictWriter(handle, fieldnames=self._columns(rows), restval="")
             writer.writeheader()
-            for row in self.records:
+            for row in rows:
                 writer.writerow({key: f"{value:.9g}" if isinstance(value, float) else value for key, value in row.items()})
         return path
 
     def to_json(self, path: Union[str, "os.PathLike[str]"]) -> Path:
-        """``{"summary": summary(), "records": records}`` as JSON. Returns the path."""
+        """``{"summary": summary(), "records": records}`` as standard JSON (an absent head's
+        keys left out of the records). A non-finite value (a NaN run, an infinite entropy)
+        is written as ``null``: JSON has no NaN or Infinity. Returns the path."""
         path = Path(path)
-        document = {"summary": self.summary(), "records": self.records}
+        document = _json_safe({"summary": self.summary(), "records": self._rows()})
         path.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8")
         return path
 
@@ -252,12 +389,13 @@ class EntropyMonitor:
                 'EntropyMonitor.plot_png needs matplotlib: pip install ".[demo]" (or pip install matplotlib)'
             ) from error
         path = Path(path)
-        x = [row["episode"] for row in self.records]
+        rows = self._rows()  # an absent head is not drawn (not as an entropy of 0)
+        x = [row["episode"] for row in rows]
 
         def series(key: str) -> Optional[List[float]]:
-            if not any(key in row for row in self.records):
+            if not any(key in row for row in rows):
                 return None
-            return [row.get(key, math.nan) for row in self.records]
+            return [row.get(key, math.nan) for row in rows]
 
         fig = Figure(figsize=(12, 4), layout="constrained")
         FigureCanvasAgg(fig)

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import hybrid_entropy_ext as hee
 from hybrid_entropy_ext.cli import main
 
 SUBCOMMANDS = ("schedule", "check", "bench", "train", "demo")
@@ -157,7 +158,40 @@ def test_train_logs_a_warning_when_a_penalty_switches_on(capsys, caplog, tmp_pat
     messages = [r.getMessage() for r in caplog.records if r.name == "hybrid_entropy_ext.monitor"]
     assert len(messages) == 1 and messages[0].startswith("discrete entropy ")
     assert " < 5 at episode 8: collapse penalty " in messages[0]
-    assert "discrete head: collapse penalty (threshold 5) switched on 1 times, active in 32 of 32 steps" in out
+    assert "discrete head: collapse penalty (threshold 5) switched on 1 time, active in 32 of 32 steps" in out
+
+
+def _head_summary(interventions, active_steps, present=True):
+    return {"present": present, "min_entropy": 0.05 if present else None, "mean_entropy": 0.2 if present else None,
+            "interventions": interventions, "active_steps": active_steps, "threshold": 0.1}
+
+
+def test_monitor_report_counts_in_singular_and_plural():
+    from hybrid_entropy_ext.cli import monitor_report
+
+    report = monitor_report({"records": 1, "discrete": _head_summary(1, 1), "continuous": _head_summary(2, 0)})
+    assert report.splitlines() == [
+        "discrete head: collapse penalty (threshold 0.1) switched on 1 time, active in 1 of 1 step; "
+        "entropy min 0.050, mean 0.200 nats",
+        "continuous head: collapse penalty (threshold 0.1) switched on 2 times, active in 0 of 1 step; "
+        "entropy min 0.050, mean 0.200 nats",
+    ]
+
+
+def test_monitor_report_says_a_missing_head_is_absent():
+    import torch
+
+    from hybrid_entropy_ext.cli import monitor_report
+
+    # A purely discrete policy: the op reports the continuous head as exactly 0.
+    regularizer = hee.HybridEntropyRegularizer(hee.EntropyRegularizationConfig.preset("long"))
+    monitor = hee.EntropyMonitor(regularizer)
+    for episode in range(3):
+        monitor.record(regularizer(torch.randn(8, 4), None, episode), episode)
+    lines = monitor_report(monitor.summary()).splitlines()
+    assert lines[0].startswith("discrete head: collapse penalty (threshold 0.1) switched on 0 times, active in 0 of 3")
+    assert lines[1] == "continuous head: absent (the policy has no continuous head)"
+    assert "entropy min 0.000" not in "\n".join(lines)
 
 
 def test_train_quiet_logs_no_penalty_warning(capsys, caplog, tmp_path):

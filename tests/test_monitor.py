@@ -221,3 +221,176 @@ def test_warn_false_counts_switch_ons_without_logging_them(caplog):
     with caplog.at_level(logging.WARNING):
         monitor.record(step(0.05, 0.15), 1)
     assert caplog.records == [] and monitor.interventions["discrete"] == 1
+
+
+def test_json_writes_a_nan_run_as_standard_json_with_null(tmp_path):
+    monitor = hee.EntropyMonitor(LONG)
+    monitor.record(step(0.5), episode=0)
+    monitor.record(step(float("nan"), continuous_entropy=float("inf")), episode=8)
+    path = monitor.to_json(tmp_path / "entropy.json")
+
+    def refuse(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    document = json.loads(path.read_text(), parse_constant=refuse)
+    assert document["records"][1]["discrete_entropy"] is None
+    assert document["records"][1]["continuous_entropy"] is None
+    assert document["records"][1]["total"] is None  # nan as well
+    assert document["records"][0] == monitor.records[0]
+
+
+def test_summary_with_a_nan_entropy_is_written_as_null(tmp_path):
+    monitor = hee.EntropyMonitor(LONG)
+    monitor.record(step(float("nan")), episode=0)
+    document = json.loads(monitor.to_json(tmp_path / "entropy.json").read_text())
+    assert document["summary"]["discrete"]["mean_entropy"] is None
+
+
+# --- heads the policy does not have ------------------------------------------------------
+
+
+def _discrete_only_monitor(**kwargs):
+    regularizer = hee.HybridEntropyRegularizer(LONG)
+    monitor = hee.EntropyMonitor(regularizer, **kwargs)
+    for episode in range(3):
+        monitor.record(regularizer(torch.randn(8, 4), None, episode), episode)
+    return monitor
+
+
+def test_a_head_the_policy_does_not_have_is_reported_absent_not_as_entropy_0():
+    summary = _discrete_only_monitor().summary()
+    assert summary["discrete"]["present"] is True and summary["discrete"]["min_entropy"] > 0.0
+    assert summary["continuous"]["present"] is False
+    assert summary["continuous"]["min_entropy"] is None and summary["continuous"]["mean_entropy"] is None
+
+
+def test_an_absent_head_is_left_out_of_the_csv_and_json(tmp_path):
+    monitor = _discrete_only_monitor()
+    with open(monitor.to_csv(tmp_path / "entropy.csv"), newline="") as handle:
+        columns = csv.DictReader(handle).fieldnames
+    assert not [column for column in columns if column.startswith("continuous")]
+    assert "discrete_entropy" in columns
+    document = json.loads(monitor.to_json(tmp_path / "entropy.json").read_text())
+    assert not [key for row in document["records"] for key in row if key.startswith("continuous")]
+    assert document["summary"]["continuous"]["present"] is False
+
+
+def test_an_absent_head_is_not_plotted(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    drawn = []
+    original = Figure.savefig
+
+    def capture(self, *args, **kwargs):
+        drawn.extend(line.get_label() for ax in self.axes for line in ax.get_lines())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    _discrete_only_monitor().plot_png(tmp_path / "entropy.png")
+    assert "discrete_entropy" in drawn and "discrete threshold" in drawn
+    assert not [label for label in drawn if label.startswith("continuous")]
+
+
+def test_a_head_with_a_collapsed_entropy_and_a_penalty_is_present():
+    # Entropy exactly 0 is a collapse, not a missing head, when the penalty (or the term) says so.
+    monitor = hee.EntropyMonitor(LONG)
+    monitor.record(step(0.0, 0.3), episode=0)
+    assert monitor.summary()["discrete"]["present"] is True
+    assert monitor.summary()["discrete"]["min_entropy"] == 0.0
+
+
+def test_given_heads_leave_the_other_head_unread_and_unrecorded():
+    out = step(0.5)
+    for key in ("continuous", "continuous_penalty", "continuous_entropy"):
+        out[key] = torch.empty((), device="meta")  # reading it would raise
+    row = hee.EntropyMonitor(LONG, heads=["discrete"]).record(out, episode=2)
+    assert not [key for key in row if key.startswith("continuous")]
+    assert row["discrete_entropy"] == 0.5
+
+
+def test_given_heads_mark_the_other_absent_even_before_any_record():
+    summary = hee.EntropyMonitor(LONG, heads=("continuous",)).summary()
+    assert (summary["discrete"]["present"], summary["continuous"]["present"]) == (False, True)
+
+
+@pytest.mark.parametrize(
+    "heads, error, message",
+    [("discrete", TypeError, r"heads: expected None or a list"), (["policy"], ValueError, r"got 'policy'"),
+     ([], ValueError, r"at least one"), (["discrete", "discrete"], ValueError, r"each once")],
+)
+def test_bad_heads_are_named(heads, error, message):
+    with pytest.raises(error, match=message):
+        hee.EntropyMonitor(heads=heads)
+
+
+# --- a rejected record changes nothing --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "out, episode, error",
+    [({"total": "x"}, 0, TypeError), ({"total": torch.zeros(2)}, 0, TypeError), (step(0.5), -1, ValueError),
+     (step(0.5), 1.5, TypeError), (step(0.5), torch.tensor(-3), ValueError), (step(0.5), torch.tensor(2.0), TypeError)],
+)
+def test_a_rejected_record_is_not_counted(out, episode, error):
+    monitor = hee.EntropyMonitor(LONG, every=2)
+    with pytest.raises(error):
+        monitor.record(out, episode)
+    assert monitor.calls == 0 and monitor.records == []
+    assert monitor.record(step(0.5), 4)["episode"] == 4  # still step 0: recorded, not skipped
+    assert monitor.calls == 1
+
+
+def test_a_bad_episode_on_a_skipped_step_is_rejected_and_not_counted():
+    monitor = hee.EntropyMonitor(LONG, every=2)
+    monitor.record(step(0.5), 0)
+    with pytest.raises(ValueError):
+        monitor.record(Untouchable(), -1)
+    assert monitor.calls == 1
+
+
+# --- the episode as a 0-dim integer tensor -----------------------------------------------------
+
+
+def test_episode_counter_tensor_is_read_with_the_values_in_one_tolist(monkeypatch):
+    reads = []
+    original_tolist = torch.Tensor.tolist
+
+    def counting_tolist(self):
+        reads.append(self.shape)
+        return original_tolist(self)
+
+    def forbidden(self, *args):
+        raise AssertionError("a separate host read")
+
+    regularizer = hee.HybridEntropyRegularizer(LONG)
+    regularizer.step(2**24 + 1)  # not a float32 number: read exactly
+    monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
+    for name in ("item", "__float__", "__int__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+    row = hee.EntropyMonitor(LONG).record(step(0.5), episode=regularizer.episode_counter)
+    assert reads == [torch.Size([9])]
+    assert row["episode"] == 2**24 + 1 and type(row["episode"]) is int
+    assert row["discrete_entropy"] == 0.5
+
+
+def test_episode_tensor_alone_is_one_read():
+    row = hee.EntropyMonitor().record({"discrete_entropy": 0.25}, episode=torch.tensor(7, dtype=torch.int32))
+    assert row == {"episode": 7, "discrete_entropy": 0.25}
+
+
+def test_episode_tensor_is_not_read_on_skipped_steps():
+    monitor = hee.EntropyMonitor(LONG, every=2)
+    monitor.record(step(0.5), episode=torch.tensor(0))
+    # A meta tensor has no value: reading it would raise. Only its metadata is checked.
+    assert monitor.record(Untouchable(), episode=torch.zeros((), dtype=torch.int64, device="meta")) is None
+    assert monitor.calls == 2 and len(monitor.records) == 1
+
+
+def test_regularizer_counter_as_the_episode():
+    regularizer = hee.HybridEntropyRegularizer(LONG)
+    monitor = hee.EntropyMonitor(regularizer)
+    for _ in range(3):
+        monitor.record(regularizer(torch.randn(8, 4), torch.zeros(2)), regularizer.episode_counter)
+        regularizer.step(8)
+    assert [row["episode"] for row in monitor.records] == [0, 8, 16]
