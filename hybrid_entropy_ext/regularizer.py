@@ -89,6 +89,30 @@ def _as_schedule(schedule: Any) -> nn.Module:
     )
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """A differentiable all-reduce (SUM) over ``group``: forward sums every rank's tensor
+    (out of place), backward sums every rank's gradient of the result, so each rank's
+    input receives the gradient of the sum of all ranks' losses. (What
+    ``torch.distributed.nn.functional.all_reduce`` computes, without its deprecation.)"""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor, group: Any) -> Tensor:
+        import torch.distributed as dist
+
+        ctx.group = group
+        result = tensor.clone()
+        dist.all_reduce(result, op=dist.ReduceOp.SUM, group=group)
+        return result
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        import torch.distributed as dist
+
+        grad = grad_output.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad, None
+
+
 def _check_controller(name: str, controller: Any) -> Optional[TargetEntropyController]:
     if controller is not None and not isinstance(controller, TargetEntropyController):
         raise TypeError(f"{name}: expected a TargetEntropyController or None, got {_describe(controller)}")
@@ -153,9 +177,9 @@ class HybridEntropyRegularizer(nn.Module):
         >>> logits, log_std = torch.randn(64, 5), torch.zeros(64, 3)
         >>> out = reg(logits, log_std, episode=10)
         >>> loss = policy_loss + out["total"]            # doctest: +SKIP
-        >>> float(out["current_entropy_coeff"])           # 0.05 -> 0.01 over 200 episodes
+        >>> round(float(out["current_entropy_coeff"]), 6)  # 0.05 -> 0.01 over 200 episodes
         0.048
-        >>> reg.step(10); float(reg(logits, log_std)["current_entropy_coeff"])  # the counter
+        >>> reg.step(10); round(float(reg(logits, log_std)["current_entropy_coeff"]), 6)  # the counter
         0.048
     """
 
@@ -417,7 +441,6 @@ class HybridEntropyRegularizer(nn.Module):
     @torch.jit.unused
     def _global_loss(self, logits: Optional[Tensor], log_std: Optional[Tensor], coeff: Tensor) -> Dict[str, Tensor]:
         import torch.distributed as dist
-        from torch.distributed.nn.functional import all_reduce
 
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError(
@@ -444,7 +467,7 @@ class HybridEntropyRegularizer(nn.Module):
                 torch.full_like(h_c, rows_c, dtype=torch.float64),
             ]
         )
-        reduced = all_reduce(stats, op=dist.ReduceOp.SUM, group=self.process_group)
+        reduced = _AllReduceSum.apply(stats, self.process_group)
         dtype = local["total"].dtype
         global_d = (reduced[0] / reduced[2]).to(dtype) if logits is not None else torch.zeros_like(h_d)
         global_c = (reduced[1] / reduced[3]).to(dtype) if log_std is not None else torch.zeros_like(h_c)
@@ -462,6 +485,31 @@ class HybridEntropyRegularizer(nn.Module):
         )
 
     # --- checkpoints -------------------------------------------------------------------------
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        # A whole module pickled by the first version (torch.save(model)) has none of the
+        # second version's attributes: give them the values that compute what it computed
+        # (no controllers, not distributed, the counter at 0, the schedule's output checked
+        # unless it is one of this package's).
+        super().__setstate__(state)
+        modules = self.__dict__["_modules"]
+        for name in ("discrete_controller", "continuous_controller"):
+            if name not in modules and name not in self.__dict__:
+                self.__dict__[name] = None  # where nn.Module keeps a submodule attribute set to None
+        buffers = self.__dict__["_buffers"]
+        if "episode_counter" not in buffers:
+            buffers["episode_counter"] = torch.zeros((), dtype=torch.int64)
+        defaults = {
+            "distributed": False,
+            "process_group": None,
+            "_gates_a_term": False,
+            "check_finite": False,
+        }
+        for name, value in defaults.items():
+            if name not in self.__dict__:
+                self.__dict__[name] = value
+        if "_validate_schedule_output" not in self.__dict__:
+            self.__dict__["_validate_schedule_output"] = not isinstance(modules.get("schedule"), _BUILTIN_SCHEDULES)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

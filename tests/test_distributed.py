@@ -25,7 +25,14 @@ WORLD_SIZE = 2
 ROWS = (5, 11)
 OBS, K, D = 4, 5, 3
 THRESHOLD = 1.0  # nats: between rank 0's discrete entropy (1.58) and the global one (0.89)
-CASES = ("per_sample_log_std", "shared_log_std", "discrete_only")
+CASES = (
+    "per_sample_log_std",
+    "shared_log_std",
+    "discrete_only",
+    "continuous_only_shared_log_std",  # a [D] log-std and no logits: one row per rank
+    "controllers",  # a controller per head, a control step, a second call
+    "compiled",  # the regularizer under torch.compile
+)
 
 
 class Policy(nn.Module):
@@ -57,17 +64,39 @@ def rank_rows(rank: int) -> slice:
 
 
 def run_case(case: str, obs: torch.Tensor, distributed: bool):
-    policy = Policy(shared_log_std=case == "shared_log_std")
+    policy = Policy(shared_log_std=case in ("shared_log_std", "continuous_only_shared_log_std"))
+    controllers = {}
+    if case == "controllers":
+        controllers = {
+            "discrete_controller": hee.TargetEntropyController(1.2, "adaptive", initial_coeff=0.2, delta=0.05),
+            "continuous_controller": hee.TargetEntropyController(-1.0, "sac", initial_coeff=0.03),
+        }
     regularizer = hee.HybridEntropyRegularizer(
         hee.EntropyRegularizationConfig.preset("long"),
         min_entropy_threshold=THRESHOLD,
         continuous_min_entropy_threshold=5.0,  # above H_c: the continuous penalty is on too
         distributed=distributed,
+        **controllers,
     )
-    out = regularizer(*policy(obs, with_log_std=case != "discrete_only"), 100)
-    out["total"].backward()
+    call = regularizer
+    if case == "compiled" and distributed:  # the reference: one eager process
+        call = torch.compile(regularizer, backend="eager", fullgraph=True)
+    logits, log_std = policy(obs, with_log_std=case != "discrete_only")
+    if case == "continuous_only_shared_log_std":
+        logits = None
+    out = call(logits, log_std, 100)
+    loss = out["total"]
+    if controllers:
+        loss = loss + regularizer.controller_loss(out)
+    loss.backward()
     grads = {name: p.grad.clone() for name, p in policy.named_parameters() if p.grad is not None}
-    return {k: v.detach() for k, v in out.items()}, grads
+    grads.update({name: p.grad.clone() for name, p in regularizer.named_parameters() if p.grad is not None})
+    result = {k: v.detach() for k, v in out.items()}
+    if controllers:
+        # The controllers see the global entropies: every rank's move alike.
+        regularizer.update_controllers(out)
+        result.update({"next/" + k: v.detach() for k, v in call(*policy(obs), 100).items()})
+    return result, grads
 
 
 def _worker(rank: int, store: str, results: str) -> None:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 import hybrid_entropy_ext as hee
 from hybrid_entropy_ext.config import EntropyRegularizationConfig
+from conftest import needs_cuda
 from oracle import KEYS, distributions_oracle
 
 # TorchScript support is part of the contract, so its deprecation notice is expected here.
@@ -85,6 +86,99 @@ def test_forward_at_the_counter_equals_forward_at_that_episode_bitwise(schedule)
     for episode in (0, 137, 700):
         reg.episode_counter.fill_(episode)
         assert_same(reg(logits, log_std), reg(logits, log_std, episode))
+
+
+def _expected_coefficient(schedule: str, e: int) -> float:
+    """The issue's formulas by hand: long is 0.1 -> 0.001 over N = 500 episodes."""
+    start, end, n = 0.1, 0.001, 500
+    if schedule == "constant":
+        return 0.01
+    if schedule == "piecewise":  # [[0, 0.1], [300, 0.0]]
+        return 0.1 * (1.0 - e / 300) + 0.0 * (e / 300) if e < 300 else 0.0
+    if e >= n:
+        return end
+    if schedule == "linear":
+        return start * (1.0 - e / n) + end * (e / n)
+    if schedule == "cosine":
+        return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * e / n))
+    return start * (end / start) ** (e / n)  # exponential
+
+
+def _config(schedule: str) -> EntropyRegularizationConfig:
+    return {
+        "linear": LONG,
+        "cosine": LONG.replace(entropy_schedule="cosine"),
+        "exponential": LONG.replace(entropy_schedule="exponential"),
+        "piecewise": LONG.replace(entropy_schedule="piecewise", entropy_schedule_points=[[0, 0.1], [300, 0.0]]),
+        "constant": LONG.replace(enable_adaptive_entropy=False),
+    }[schedule]
+
+
+def _force_the_tensor_path(reg: nn.Module) -> None:
+    # What a counter on a GPU (or torch.compile) does: the coefficient from the counter with
+    # tensor operations. The host form is made to raise, so that it cannot be used instead.
+    reg._counter_read_on_host = lambda: False
+
+    def host_form(episode):
+        raise AssertionError("the host form of the schedule was called")
+
+    reg.schedule.forward = host_form
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "exponential", "piecewise", "constant"])
+def test_tensor_path_from_the_counter_gives_the_formulas(schedule):
+    reg = hee.HybridEntropyRegularizer(_config(schedule))
+    _force_the_tensor_path(reg)
+    logits, log_std = inputs()
+    # Bitwise where the tensor form does the same IEEE operations as Python (linear, constant,
+    # piecewise); cos and pow may differ from the C library's in the last bit.
+    rel = 0.0 if schedule in ("linear", "constant", "piecewise") else 4e-16
+    for episode in (0, 1, 137, 299, 300, 499, 500, 700):
+        reg.episode_counter.fill_(episode)
+        expected = _expected_coefficient(schedule, episode)
+        got = reg._scheduled_from_counter()
+        assert got.dtype == torch.float64 and got.dim() == 0
+        assert got.item() == pytest.approx(expected, rel=rel, abs=0.0), episode
+        out = reg(logits, log_std)
+        assert out["current_entropy_coeff"].item() == pytest.approx(expected, rel=rel, abs=0.0), episode
+        # The loss used that coefficient: the entropy terms are -c * w * H.
+        assert out["discrete"].item() == pytest.approx(-expected * out["discrete_entropy"].item(), rel=1e-15)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "exponential", "piecewise", "constant"])
+def test_tensor_path_with_a_controller_gives_the_other_head_the_formula(schedule):
+    reg = hee.HybridEntropyRegularizer(
+        _config(schedule), discrete_controller=hee.TargetEntropyController(5.0, "sac", initial_coeff=0.25))
+    _force_the_tensor_path(reg)
+    reg.episode_counter.fill_(137)
+    out = reg(*inputs())
+    expected = _expected_coefficient(schedule, 137)
+    assert out["continuous_entropy_coeff"].item() == pytest.approx(expected, rel=4e-16, abs=0.0)
+    assert out["discrete_entropy_coeff"].item() == pytest.approx(0.25, rel=1e-7)
+
+
+def test_user_schedule_without_a_tensor_form_falls_back_to_reading_the_counter():
+    # Off the CPU (or under torch.compile) a schedule without coefficient_tensor is called with
+    # the counter read as an int: a device sync there, the only way to evaluate it.
+    reg = hee.HybridEntropyRegularizer(LONG, schedule=HalvingSchedule())
+    reg._counter_read_on_host = lambda: False
+    reg.step(150)
+    got = reg._scheduled_from_counter()
+    assert got.dtype == torch.float64 and got.dim() == 0 and got.item() == 0.04
+    assert reg(*inputs())["current_entropy_coeff"].item() == 0.04
+
+
+def test_user_schedule_without_a_tensor_form_under_torch_compile_follows_the_counter():
+    # Under torch.compile the regularizer takes the tensor path; the fallback reads the counter
+    # (a graph break, so no fullgraph here) and gives the schedule's value.
+    torch._dynamo.reset()
+    reg = hee.HybridEntropyRegularizer(LONG, schedule=HalvingSchedule())
+    compiled = torch.compile(reg, backend="eager")
+    logits, log_std = inputs()
+    for episodes, expected in ((0, 0.08), (150, 0.04), (100, 0.02)):
+        reg.step(episodes)
+        assert compiled(logits, log_std)["current_entropy_coeff"].item() == expected
+    torch._dynamo.reset()
 
 
 def test_explicit_episode_leaves_the_counter_alone():
@@ -164,6 +258,59 @@ def test_second_version_checkpoint_without_the_counter_is_an_error():
         Policy().load_state_dict(state)
 
 
+SECOND_VERSION_ATTRIBUTES = ("_validate_schedule_output", "_gates_a_term", "distributed", "process_group")
+
+
+def _as_first_version_object(reg: nn.Module) -> nn.Module:
+    # What a whole-module pickle of the first version holds: none of the second version's
+    # attributes, submodules or buffer.
+    for name in SECOND_VERSION_ATTRIBUTES + ("discrete_controller", "continuous_controller"):
+        del reg.__dict__[name]  # (a submodule attribute set to None lives in __dict__)
+    del reg._buffers["episode_counter"]
+    for name in SECOND_VERSION_ATTRIBUTES + ("discrete_controller", "continuous_controller", "episode_counter"):
+        assert not hasattr(reg, name), name
+    return reg
+
+
+@pytest.mark.parametrize("config", [LONG, LONG.replace(enable_adaptive_entropy=False)])
+def test_first_version_whole_module_pickle_loads_and_computes_as_before(tmp_path, config):
+    old = _as_first_version_object(hee.HybridEntropyRegularizer(config))
+    torch.save(old, tmp_path / "regularizer.pt")
+    loaded = torch.load(tmp_path / "regularizer.pt", weights_only=False)
+    logits, log_std = inputs()
+    assert_same(loaded(logits, log_std, 250), hee.HybridEntropyRegularizer(config)(logits, log_std, 250))
+    # The second version's features work on it: the counter (at 0), step, state_dict.
+    assert loaded.episode_counter.item() == 0 and loaded.episode_counter.dtype == torch.int64
+    loaded.step(250)
+    assert_same(loaded(logits, log_std), hee.HybridEntropyRegularizer(config)(logits, log_std, 250))
+    assert list(loaded.state_dict()) == ["episode_counter"]
+    assert loaded.discrete_controller is None and loaded.continuous_controller is None
+    assert not loaded.distributed and loaded._validate_schedule_output is False
+
+
+def test_first_version_pickle_inside_a_policy_loads(tmp_path):
+    import pickle
+
+    policy = Policy()
+    _as_first_version_object(policy.regularizer)
+    loaded = pickle.loads(pickle.dumps(policy))
+    logits, log_std = inputs()
+    assert_same(loaded.regularizer(logits, log_std, 3), hee.HybridEntropyRegularizer(LONG)(logits, log_std, 3))
+
+
+def test_second_version_pickle_keeps_its_own_state(tmp_path):
+    import pickle
+
+    reg = hee.HybridEntropyRegularizer(
+        LONG, discrete_controller=hee.TargetEntropyController(0.5, "adaptive", initial_coeff=0.2))
+    reg.step(17)
+    loaded = pickle.loads(pickle.dumps(reg))
+    assert loaded.episode_counter.item() == 17
+    assert isinstance(loaded.discrete_controller, hee.TargetEntropyController) and loaded._gates_a_term
+    logits, log_std = inputs()
+    assert_same(loaded(logits, log_std), reg(logits, log_std))
+
+
 # --- a schedule of the user's ---------------------------------------------------------------
 
 
@@ -217,13 +364,24 @@ def test_schedule_that_is_not_callable_is_a_type_error():
 
 
 def test_scripted_regularizer_with_a_scriptable_user_schedule_matches_eager():
+    import copy
+
     eager = hee.HybridEntropyRegularizer(LONG, schedule=HalvingSchedule())
-    scripted = torch.jit.script(eager)
+    # Scripting a module shares its buffers with it: script a copy, so that the scripted
+    # step must move its own counter.
+    scripted = torch.jit.script(copy.deepcopy(eager))
+    assert scripted.episode_counter.data_ptr() != eager.episode_counter.data_ptr()
     logits, log_std = inputs()
     for episode in (0, 150, 420):
         assert_same(scripted(logits, log_std, episode), eager(logits, log_std, episode))
     scripted.step(300)
+    assert (scripted.episode_counter.item(), eager.episode_counter.item()) == (300, 0)
     eager.step(300)
+    assert_same(scripted(logits, log_std), eager(logits, log_std))
+    assert scripted(logits, log_std)["current_entropy_coeff"].item() == 0.08 * 0.5 ** 3
+    scripted.step(100)
+    eager.step(100)
+    assert scripted.episode_counter.item() == eager.episode_counter.item() == 400
     assert_same(scripted(logits, log_std), eager(logits, log_std))
 
 
@@ -533,3 +691,62 @@ def test_saved_scripted_module_with_counter_and_controller_runs_without_the_pack
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], msg=key)
     assert result["state"]["regularizer.episode_counter"].item() == 3
+
+
+# --- on a GPU: the counter and a controller, no host sync -------------------------------------
+
+
+@needs_cuda
+@pytest.mark.parametrize("mode", ["sac", "adaptive"])
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "exponential", "piecewise", "constant"])
+def test_training_step_with_the_counter_and_a_controller_on_cuda_makes_no_host_sync(schedule, mode):
+    import copy
+
+    torch.manual_seed(4)
+    regularizer = hee.HybridEntropyRegularizer(
+        _config(schedule),
+        discrete_controller=hee.TargetEntropyController(0.5, mode, initial_coeff=0.05, delta=0.004),
+    )
+    regularizer.step(137)
+    twin = copy.deepcopy(regularizer)  # the same steps on the CPU (host read of the counter)
+    regularizer.cuda()
+    assert regularizer.episode_counter.device.type == "cuda"
+    logits = torch.randn(16, 5)
+    log_std = torch.full((3,), -0.2)
+
+    def training_step(module, device):
+        leaves = [logits.to(device).requires_grad_(), log_std.to(device).requires_grad_()]
+        out = module(*leaves)  # no episode: the counter
+        (out["total"] + module.controller_loss(out)).backward()
+        module.update_controllers(out)
+        module.step()
+        return out, leaves
+
+    # Warm-up (allocations, lazy initialization); the inputs are copied to the GPU outside
+    # the checked region, where a host-to-device copy would count as a sync.
+    training_step(regularizer, "cuda")
+    leaves = [logits.cuda(), log_std.cuda()]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        leaves = [leaf.requires_grad_() for leaf in leaves]
+        out = regularizer(*leaves)
+        (out["total"] + regularizer.controller_loss(out)).backward()
+        regularizer.update_controllers(out)
+        regularizer.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+
+    training_step(twin, "cpu")
+    expected, expected_leaves = training_step(twin, "cpu")
+    assert regularizer.episode_counter.item() == twin.episode_counter.item() == 139
+    assert set(out) == set(expected)
+    for key in expected:
+        assert out[key].device.type == "cuda"
+        torch.testing.assert_close(out[key].cpu(), expected[key], rtol=1e-5, atol=1e-6, msg=key)
+    for leaf, expected_leaf in zip(leaves, expected_leaves):
+        torch.testing.assert_close(leaf.grad.cpu(), expected_leaf.grad, rtol=1e-5, atol=1e-6)
+    assert out["continuous_entropy_coeff"].item() == pytest.approx(_expected_coefficient(schedule, 138), rel=1e-6)
+    torch.testing.assert_close(regularizer.discrete_controller.coefficient().cpu(),
+                               twin.discrete_controller.coefficient(), rtol=1e-6, atol=0.0)
