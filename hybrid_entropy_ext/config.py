@@ -306,8 +306,9 @@ class EntropyRegularizationConfig:
         entropy_schedule: shape of the decay while ``enable_adaptive_entropy`` is true:
             ``linear`` (the default, the seed's schedule), ``cosine`` or ``exponential``
             (both from ``entropy_coeff_start`` to ``entropy_coeff_end`` over
-            ``entropy_decay_episodes``; exponential needs both > 0), or ``piecewise``
-            (through ``entropy_schedule_points``).
+            ``entropy_decay_episodes``; exponential needs both > 0, checked only while
+            ``enable_adaptive_entropy`` is true: with it false the schedule is not used),
+            or ``piecewise`` (through ``entropy_schedule_points``).
         entropy_schedule_points: ``[[episode, value], ...]`` for ``piecewise``, episodes
             increasing (RLlib's format); must be absent (null) for the other schedules.
         target_entropy_control: ``none`` (the default), ``sac`` or ``adaptive``: a
@@ -546,7 +547,9 @@ def _check_combination(values: Mapping[str, Any]) -> None:
             f"entropy_schedule_points: only used with entropy_schedule: piecewise, but entropy_schedule is "
             f"{schedule!r}; remove the points or set entropy_schedule: piecewise"
         )
-    if schedule == "exponential":
+    if schedule == "exponential" and values["enable_adaptive_entropy"]:
+        # Only when the schedule is used: enable_adaptive_entropy: false gives a constant
+        # coefficient, and the start and end of an unused decay are nobody's concern.
         for key in ("entropy_coeff_start", "entropy_coeff_end"):
             if values[key] <= 0.0:
                 raise ValueError(

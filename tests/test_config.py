@@ -542,6 +542,17 @@ def test_exponential_schedule_needs_positive_start_and_end(key):
         Config.from_dict({"entropy_schedule": "exponential", key: 0.0})
 
 
+@pytest.mark.parametrize("key", ["entropy_coeff_start", "entropy_coeff_end"])
+def test_exponential_start_and_end_are_not_checked_while_the_schedule_is_unused(key):
+    # enable_adaptive_entropy: false gives a constant coefficient: the decay is not used.
+    config = Config.from_dict({"enable_adaptive_entropy": False, "entropy_schedule": "exponential", key: 0.0})
+    assert isinstance(config.make_schedule(), ConstantEntropySchedule)
+    assert config.make_schedule()(100) == config.entropy_coeff
+    # Switching the schedule on checks them again.
+    with pytest.raises(ValueError, match=rf"{key}: expected a number > 0 with entropy_schedule: exponential"):
+        config.replace(enable_adaptive_entropy=True)
+
+
 def test_target_entropy_control_builds_a_controller_per_head_with_a_target():
     config = Config.from_yaml(
         "target_entropy_control: sac\ncontinuous_target_entropy: -2.0\ncontroller_initial_coeff: 0.05\n"
