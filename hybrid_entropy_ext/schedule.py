@@ -107,7 +107,30 @@ def _as_float64(episode: Tensor) -> Tensor:
     return episode.to(torch.float64)
 
 
-class LinearEntropySchedule(nn.Module):
+class _DecaySchedule(nn.Module):
+    """What the schedules from ``start`` to ``end`` over ``decay_episodes`` share: their
+    checked hyper-parameters and their repr (subclasses define the curve)."""
+
+    start: float
+    end: float
+    decay_episodes: int
+
+    def __init__(self, start: float, end: float, decay_episodes: int) -> None:
+        super().__init__()
+        # Validate everything before assigning anything, so a bad call leaves no
+        # half-built module behind.
+        start_value = _check_coefficient("start", start)
+        end_value = _check_coefficient("end", end)
+        decay_value = _check_episode_count("decay_episodes", decay_episodes)
+        self.start = start_value
+        self.end = end_value
+        self.decay_episodes = decay_value
+
+    def extra_repr(self) -> str:
+        return f"start={self.start!r}, end={self.end!r}, decay_episodes={self.decay_episodes!r}"
+
+
+class LinearEntropySchedule(_DecaySchedule):
     """Linear decay of the entropy coefficient from ``start`` to ``end``.
 
     For an episode ``e >= 0`` and ``N = decay_episodes``::
@@ -140,21 +163,6 @@ class LinearEntropySchedule(nn.Module):
         >>> scripted = torch.jit.script(schedule)  # same values, usable from C++
     """
 
-    start: float
-    end: float
-    decay_episodes: int
-
-    def __init__(self, start: float, end: float, decay_episodes: int) -> None:
-        super().__init__()
-        # Validate everything before assigning anything, so a bad call leaves no
-        # half-built module behind.
-        start_value = _check_coefficient("start", start)
-        end_value = _check_coefficient("end", end)
-        decay_value = _check_episode_count("decay_episodes", decay_episodes)
-        self.start = start_value
-        self.end = end_value
-        self.decay_episodes = decay_value
-
     def forward(self, episode: int) -> float:
         """Return the coefficient (dimensionless) for ``episode`` (an int >= 0).
 
@@ -184,9 +192,6 @@ class LinearEntropySchedule(nn.Module):
         fraction = e / self.decay_episodes
         value = self.start * (1.0 - fraction) + self.end * fraction
         return torch.where(episode >= self.decay_episodes, end, value)
-
-    def extra_repr(self) -> str:
-        return f"start={self.start!r}, end={self.end!r}, decay_episodes={self.decay_episodes!r}"
 
 
 class ConstantEntropySchedule(nn.Module):
@@ -226,7 +231,7 @@ class ConstantEntropySchedule(nn.Module):
         return f"value={self.value!r}"
 
 
-class CosineEntropySchedule(nn.Module):
+class CosineEntropySchedule(_DecaySchedule):
     """Cosine decay of the entropy coefficient from ``start`` to ``end``.
 
     For an episode ``e >= 0`` and ``N = decay_episodes``::
@@ -252,19 +257,6 @@ class CosineEntropySchedule(nn.Module):
         (0.1, 0.05, 0.0)
     """
 
-    start: float
-    end: float
-    decay_episodes: int
-
-    def __init__(self, start: float, end: float, decay_episodes: int) -> None:
-        super().__init__()
-        start_value = _check_coefficient("start", start)
-        end_value = _check_coefficient("end", end)
-        decay_value = _check_episode_count("decay_episodes", decay_episodes)
-        self.start = start_value
-        self.end = end_value
-        self.decay_episodes = decay_value
-
     def forward(self, episode: int) -> float:
         """Return the coefficient for ``episode`` (an int >= 0); errors as the linear schedule's."""
         if not torch.jit.is_scripting():
@@ -284,11 +276,8 @@ class CosineEntropySchedule(nn.Module):
         value = self.end + (self.start - self.end) * 0.5 * (1.0 + torch.cos(math.pi * e / self.decay_episodes))
         return torch.where(episode >= self.decay_episodes, end, value)
 
-    def extra_repr(self) -> str:
-        return f"start={self.start!r}, end={self.end!r}, decay_episodes={self.decay_episodes!r}"
 
-
-class ExponentialEntropySchedule(nn.Module):
+class ExponentialEntropySchedule(_DecaySchedule):
     """Exponential (geometric) decay of the entropy coefficient from ``start`` to ``end``.
 
     For an episode ``e >= 0`` and ``N = decay_episodes``::
@@ -316,24 +305,16 @@ class ExponentialEntropySchedule(nn.Module):
         (0.1, 0.01, 0.001)
     """
 
-    start: float
-    end: float
-    decay_episodes: int
-
     def __init__(self, start: float, end: float, decay_episodes: int) -> None:
-        super().__init__()
-        start_value = _check_coefficient("start", start)
-        end_value = _check_coefficient("end", end)
-        decay_value = _check_episode_count("decay_episodes", decay_episodes)
-        for name, value in (("start", start_value), ("end", end_value)):
-            if value <= 0.0:
+        # Checked before the base class assigns anything.
+        for name, value in (("start", start), ("end", end)):
+            checked = _check_coefficient(name, value)
+            if checked <= 0.0:
                 raise ValueError(
                     f"{name}: expected a finite number > 0 for an exponential schedule "
-                    f"(a geometric decay never reaches 0), got {value!r}"
+                    f"(a geometric decay never reaches 0), got {checked!r}"
                 )
-        self.start = start_value
-        self.end = end_value
-        self.decay_episodes = decay_value
+        super().__init__(start, end, decay_episodes)
 
     def forward(self, episode: int) -> float:
         """Return the coefficient for ``episode`` (an int >= 0); errors as the linear schedule's."""
@@ -353,9 +334,6 @@ class ExponentialEntropySchedule(nn.Module):
             return end
         value = self.start * torch.pow(self.end / self.start, e / self.decay_episodes)
         return torch.where(episode >= self.decay_episodes, end, value)
-
-    def extra_repr(self) -> str:
-        return f"start={self.start!r}, end={self.end!r}, decay_episodes={self.decay_episodes!r}"
 
 
 def _check_points(name: str, points: Any) -> Tuple[List[int], List[float]]:
