@@ -265,6 +265,13 @@ HEE_HOST_DEVICE V entropy_grad_element(
   return p * multiply_add(log_p, negative_scale, negative_scale * row_entropy);
 }
 
+// The gradient of one of `count` terms of a batch mean, given the mean's
+// gradient: grad / count (a division, not a product with 1 / count, which
+// rounds differently).
+HEE_HOST_DEVICE double mean_term_grad(double grad_of_mean, double count) {
+  return grad_of_mean / count;
+}
+
 // Continuous head: entropy of a diagonal Gaussian with D dimensions whose
 // log-std values add up to `sum_log_std`.
 HEE_HOST_DEVICE double gaussian_entropy(double sum_log_std, double num_dims) {

@@ -138,13 +138,12 @@ KernelLogStd log_std_for_kernels(const at::Tensor& log_std) {
   return {log_std.contiguous(), true};
 }
 
-double discrete_entropy_row_scale(const at::Tensor& logits) {
-  return 1.0 / static_cast<double>(logits.size(0));
+double discrete_entropy_mean_count(const at::Tensor& logits) {
+  return static_cast<double>(logits.size(0));
 }
 
-double continuous_entropy_log_std_scale(const at::Tensor& log_std) {
-  return log_std.dim() == 2 ? 1.0 / static_cast<double>(log_std.size(0))
-                            : 1.0;
+double continuous_entropy_mean_count(const at::Tensor& log_std) {
+  return log_std.dim() == 2 ? static_cast<double>(log_std.size(0)) : 1.0;
 }
 
 math::HeadCoefficients read_host_coefficients(const at::Tensor& entropy_coeff) {

@@ -78,12 +78,12 @@ struct KernelLogStd {
 at::Tensor logits_for_kernels(const at::Tensor& logits);
 KernelLogStd log_std_for_kernels(const at::Tensor& log_std);
 
-// Chain-rule factors of the batch means, per element of an input:
-// d H_d / d h_d[i] = 1 / B;
-double discrete_entropy_row_scale(const at::Tensor& logits);
-// d H_c / d log_std[i, j] = 1 / B for [B, D], and 1 for a shared [D], which
-// enters every row, so the 1 / B of the mean cancels.
-double continuous_entropy_log_std_scale(const at::Tensor& log_std);
+// How many terms the batch means average, for the chain rule through them
+// (math::mean_term_grad): H_d is the mean of B row entropies; H_c's gradient
+// per element of log_std has B terms for [B, D], and 1 for a shared [D],
+// which enters every row, so the 1 / B of the mean cancels.
+double discrete_entropy_mean_count(const at::Tensor& logits);
+double continuous_entropy_mean_count(const at::Tensor& log_std);
 
 // The two heads' coefficients from a 0-dim or [2] entropy_coeff held on the
 // host (CPU tensor); a device coefficient is read by the device kernels.

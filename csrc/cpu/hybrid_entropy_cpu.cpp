@@ -311,14 +311,16 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
   if (plan.computes_grad_logits) {
     backward_pass(
         logits_for_kernels(*args.logits), args.row_stats,
-        g.discrete_entropy * discrete_entropy_row_scale(*args.logits),
+        math::mean_term_grad(
+            g.discrete_entropy, discrete_entropy_mean_count(*args.logits)),
         grad_logits, selected_cpu_isa());
   }
   at::Tensor grad_log_std = plan.computes_grad_log_std
       ? cpu_values(
             plan.grad_log_std,
-            {g.continuous_entropy *
-             continuous_entropy_log_std_scale(*args.log_std)})
+            {math::mean_term_grad(
+                g.continuous_entropy,
+                continuous_entropy_mean_count(*args.log_std))})
       : empty_cpu(plan.grad_log_std);
   at::Tensor grad_entropy_coeff = empty_cpu(plan.grad_entropy_coeff);
   if (plan.computes_grad_entropy_coeff && args.entropy_coeff.dim() == 0) {

@@ -27,9 +27,9 @@ struct BackwardProblem {
   int64_t row_stride = 0;
   const void* row_stats = nullptr;  // [3, B] in the accumulation dtype
   void* grad_logits = nullptr;  // [B, K] contiguous; nullptr: not wanted
-  // d H_d / d h_d[i] and d H_c / d log_std[i, j] (loss_plan.h).
-  double discrete_row_scale = 0.0;
-  double log_std_scale = 0.0;
+  // Terms of the batch means, for the chain rule through them (loss_plan.h).
+  double discrete_mean_count = 1.0;
+  double continuous_mean_count = 1.0;
   void* grad_log_std = nullptr;  // one element (returned broadcast)
   DType grad_log_std_dtype = DType::kFloat;
   void* grad_coeff = nullptr;  // 0-dim, or [2] for per-head coefficients
@@ -67,7 +67,8 @@ __global__ void __launch_bounds__(kBackwardThreads)
     if (a.grad_log_std != nullptr) {
       store_from_double(
           a.grad_log_std, a.grad_log_std_dtype, 0,
-          grads.continuous_entropy * a.log_std_scale);
+          math::mean_term_grad(
+              grads.continuous_entropy, a.continuous_mean_count));
     }
     if (a.grad_coeff != nullptr && a.coeff.per_head) {
       store_from_double(a.grad_coeff, a.grad_coeff_dtype, 0, grads.coeff.discrete);
@@ -86,7 +87,8 @@ __global__ void __launch_bounds__(kBackwardThreads)
   const acc* row_stats = static_cast<const acc*>(a.row_stats);
   scalar_t* grad_logits = static_cast<scalar_t*>(a.grad_logits);
   const acc scale =
-      static_cast<acc>(grads.discrete_entropy * a.discrete_row_scale);
+      static_cast<acc>(math::mean_term_grad(
+          grads.discrete_entropy, a.discrete_mean_count));
   const acc log_p_floor = math::log_probability_floor<acc>();
   const index_t cols = static_cast<index_t>(a.num_cols);
   const index_t num_vectors =

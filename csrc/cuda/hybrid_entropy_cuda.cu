@@ -175,12 +175,12 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cuda(
     p.row_stride = logits.stride(0);
     p.row_stats = args.row_stats.const_data_ptr();
     p.grad_logits = grad_logits.mutable_data_ptr();
-    p.discrete_row_scale = discrete_entropy_row_scale(*args.logits);
+    p.discrete_mean_count = discrete_entropy_mean_count(*args.logits);
   }
   if (plan.computes_grad_log_std) {
     p.grad_log_std = grad_log_std.mutable_data_ptr();
     p.grad_log_std_dtype = dtype_of(grad_log_std.scalar_type());
-    p.log_std_scale = continuous_entropy_log_std_scale(*args.log_std);
+    p.continuous_mean_count = continuous_entropy_mean_count(*args.log_std);
   }
   if (plan.computes_grad_entropy_coeff) {
     p.grad_coeff = grad_entropy_coeff.mutable_data_ptr();

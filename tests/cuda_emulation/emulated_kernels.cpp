@@ -138,8 +138,8 @@ int64_t hee_emulated_backward(
     int64_t row_stride,
     const void* row_stats,
     void* grad_logits,
-    double discrete_row_scale,
-    double log_std_scale,
+    double discrete_mean_count,
+    double continuous_mean_count,
     void* grad_log_std,
     int grad_log_std_dtype,
     void* grad_coeff,
@@ -166,8 +166,8 @@ int64_t hee_emulated_backward(
   p.row_stride = row_stride;
   p.row_stats = row_stats;
   p.grad_logits = grad_logits;
-  p.discrete_row_scale = discrete_row_scale;
-  p.log_std_scale = log_std_scale;
+  p.discrete_mean_count = discrete_mean_count;
+  p.continuous_mean_count = continuous_mean_count;
   p.grad_log_std = grad_log_std;
   p.grad_log_std_dtype = static_cast<DType>(grad_log_std_dtype);
   p.grad_coeff = grad_coeff;
