@@ -98,13 +98,21 @@ def test_strided_logits_built_on_the_device_match_the_cpu_op(layout, k):
 
     shape = {"transposed": (k, 6), "row slice": (12, k), "unaligned rows": (6, k + 1), "expanded rows": (1, k)}
     base = 2.0 * torch.randn(shape[layout], dtype=torch.float64)
-    log_std = torch.zeros(6, 2, dtype=torch.float64)
-    coeff = torch.tensor(0.05, dtype=torch.float64)
-    want, want_grads = values_and_grads(view(base), log_std, coeff)
-    got, got_grads = values_and_grads(view(base.cuda()), log_std.cuda(), coeff.cuda())
+
+    def run(device):
+        # The base is the leaf and the view is taken on the device, so the op sees the layout.
+        leaf = base.to(device).requires_grad_()
+        logits = view(leaf)
+        assert not logits.is_contiguous()
+        out = hee.hybrid_entropy_loss(logits, torch.zeros(6, 2, dtype=torch.float64, device=device), 0.05, *PARAMS)
+        (grad,) = torch.autograd.grad(out["total"], leaf)
+        return {key: value.detach().cpu() for key, value in out.items()}, grad.cpu()
+
+    want, want_grad = run("cpu")
+    got, got_grad = run("cuda")
     for key in KEYS:
         torch.testing.assert_close(got[key], want[key], **F64, msg=key)
-    torch.testing.assert_close(got_grads[0], want_grads[0], rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-10, atol=1e-14)
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["[B, D]", "[D]"])
