@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "entropy_math.h"
+#include "loss_params_array.h"
 
 using namespace hee::math;
 
@@ -38,18 +39,6 @@ SoftmaxState<T> sequential_state(const T* z, int64_t n) {
         z[k] - shift, lowest_finite<T>(), sum_exp, sum_exp_times_shift);
   }
   return {row_max, sum_exp, sum_exp_times_shift};
-}
-
-LossParams params_of(const double* p) {
-  LossParams params;
-  params.discrete_weight = p[0];
-  params.continuous_weight = p[1];
-  params.has_discrete_threshold = p[2] != 0.0;
-  params.discrete_threshold = p[3];
-  params.has_continuous_threshold = p[4] != 0.0;
-  params.continuous_threshold = p[5];
-  params.penalty_multiplier = p[6];
-  return params;
 }
 
 } // namespace
@@ -103,7 +92,7 @@ void hee_combine_losses(
     const double* params, double* out) {
   const LossComponents c = combine_losses(
       {coeff_discrete, coeff_continuous}, has_discrete != 0, discrete_entropy,
-      has_continuous != 0, continuous_entropy, params_of(params));
+      has_continuous != 0, continuous_entropy, loss_params_from_array(params));
   const double values[7] = {c.total, c.discrete, c.continuous,
                             c.discrete_penalty, c.continuous_penalty,
                             c.discrete_entropy, c.continuous_entropy};
@@ -128,7 +117,7 @@ void hee_combine_losses_backward(
   g.continuous_entropy = grads[6];
   const BatchEntropyGrads r = combine_losses_backward(
       {coeff_discrete, coeff_continuous}, has_discrete != 0, discrete_entropy,
-      has_continuous != 0, continuous_entropy, params_of(params), g);
+      has_continuous != 0, continuous_entropy, loss_params_from_array(params), g);
   out[0] = r.discrete_entropy;
   out[1] = r.continuous_entropy;
   out[2] = r.coeff.discrete;

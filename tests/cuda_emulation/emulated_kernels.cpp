@@ -5,6 +5,8 @@
 
 #include "cuda/launch_plan.h"
 
+#include "../cpp/loss_params_array.h"
+
 using namespace hee;
 using namespace hee::cuda;
 
@@ -20,18 +22,6 @@ struct EmulatedLaunch {
     cuda_emulation::launch(kernel, grid_blocks, block_threads, args);
   }
 };
-
-math::LossParams params_of(const double* p) {
-  math::LossParams params;
-  params.discrete_weight = p[0];
-  params.continuous_weight = p[1];
-  params.has_discrete_threshold = p[2] != 0.0;
-  params.discrete_threshold = p[3];
-  params.has_continuous_threshold = p[4] != 0.0;
-  params.continuous_threshold = p[5];
-  params.penalty_multiplier = p[6];
-  return params;
-}
 
 // coeff: nullptr for host values (0-dim CPU coefficient), else device-like
 // values of dtype coeff_dtype, [2] when per_head.
@@ -99,7 +89,7 @@ void hee_emulated_forward(
   p.coeff = coefficients_of(
       coeff_values, coeff_dtype, coeff_per_head, coeff_stride,
       host_coeff_discrete, host_coeff_continuous);
-  p.params = params_of(params);
+  p.params = loss_params_from_array(params);
   for (int i = 0; i < 7; ++i) {
     p.outputs[i] = outputs[i];
   }
@@ -180,7 +170,7 @@ int64_t hee_emulated_backward(
   p.coeff = coefficients_of(
       coeff_values, coeff_dtype, coeff_per_head, coeff_stride,
       host_coeff_discrete, host_coeff_continuous);
-  p.params = params_of(params);
+  p.params = loss_params_from_array(params);
   int64_t launches = 0;
   launch_backward(p, num_multiprocessors, [&](auto kernel, int64_t grid, int threads, const auto& args) {
     ++launches;
