@@ -88,12 +88,6 @@ void check_heads(
   }
 }
 
-const at::Tensor& head_of(
-    const OptionalTensor& logits,
-    const OptionalTensor& log_std) {
-  return logits.has_value() ? *logits : *log_std;
-}
-
 // 0-dim (both heads) or [2] (discrete, continuous); on the inputs' device,
 // or a 0-dim CPU tensor (read on the host, as PyTorch's CPU scalars are).
 void check_entropy_coeff(
@@ -188,13 +182,13 @@ void check_row_stats(const at::Tensor& row_stats, const OptionalTensor& logits) 
 void check_loss_forward_args(const LossForwardArgs& args) {
   check_heads(args.logits, args.log_std, kForwardOp);
   check_entropy_coeff(
-      args.entropy_coeff, head_of(args.logits, args.log_std), kForwardOp);
+      args.entropy_coeff, args.head(), kForwardOp);
   check_params(args.params, kForwardOp);
 }
 
 void check_loss_backward_args(const LossBackwardArgs& args) {
   check_heads(args.logits, args.log_std, kBackwardOp);
-  const at::Tensor& head = head_of(args.logits, args.log_std);
+  const at::Tensor& head = args.head();
   check_entropy_coeff(args.entropy_coeff, head, kBackwardOp);
   check_params(args.params, kBackwardOp);
   check_row_stats(args.row_stats, args.logits);

@@ -10,12 +10,6 @@
 namespace hee {
 namespace {
 
-const at::Tensor& head_of(
-    const OptionalTensor& logits,
-    const OptionalTensor& log_std) {
-  return logits.has_value() ? *logits : *log_std;
-}
-
 TensorSpec scalar_spec(at::ScalarType dtype, c10::Device device) {
   return {{}, {}, dtype, device};
 }
@@ -73,7 +67,7 @@ at::ScalarType loss_output_dtype(
 
 LossForwardPlan plan_loss_forward(const LossForwardArgs& args) {
   check_loss_forward_args(args);
-  const at::Tensor& head = head_of(args.logits, args.log_std);
+  const at::Tensor& head = args.head();
   const at::ScalarType output_dtype =
       loss_output_dtype(args.logits, args.log_std);
   LossForwardPlan plan;
@@ -95,7 +89,7 @@ LossForwardPlan plan_loss_forward(const LossForwardArgs& args) {
 
 LossBackwardPlan plan_loss_backward(const LossBackwardArgs& args) {
   check_loss_backward_args(args);
-  const at::Tensor& head = head_of(args.logits, args.log_std);
+  const at::Tensor& head = args.head();
   // A missing head's placeholder takes the coefficient's dtype.
   const at::ScalarType missing_dtype = args.entropy_coeff.scalar_type();
   LossBackwardPlan plan;
@@ -146,19 +140,20 @@ double continuous_entropy_mean_count(const at::Tensor& log_std) {
   return log_std.dim() == 2 ? static_cast<double>(log_std.size(0)) : 1.0;
 }
 
-math::HeadCoefficients read_host_coefficients(const at::Tensor& entropy_coeff) {
-  TORCH_INTERNAL_ASSERT(entropy_coeff.is_cpu());
+double read_host_value(const at::Tensor& t, int64_t element_offset) {
+  TORCH_INTERNAL_ASSERT(t.is_cpu());
   return AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, entropy_coeff.scalar_type(),
-      "read_host_coefficients", [&]() -> math::HeadCoefficients {
-        const scalar_t* values = entropy_coeff.const_data_ptr<scalar_t>();
-        const double discrete = static_cast<double>(values[0]);
-        if (entropy_coeff.dim() == 0) {
-          return {discrete, discrete};
-        }
-        const int64_t stride = entropy_coeff.stride(0);
-        return {discrete, static_cast<double>(values[stride])};
+      at::kHalf, at::kBFloat16, t.scalar_type(), "read_host_value", [&] {
+        return static_cast<double>(t.const_data_ptr<scalar_t>()[element_offset]);
       });
+}
+
+math::HeadCoefficients read_host_coefficients(const at::Tensor& entropy_coeff) {
+  const double discrete = read_host_value(entropy_coeff);
+  if (entropy_coeff.dim() == 0) {
+    return {discrete, discrete};
+  }
+  return {discrete, read_host_value(entropy_coeff, entropy_coeff.stride(0))};
 }
 
 } // namespace hee

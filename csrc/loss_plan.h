@@ -85,6 +85,10 @@ KernelLogStd log_std_for_kernels(const at::Tensor& log_std);
 double discrete_entropy_mean_count(const at::Tensor& logits);
 double continuous_entropy_mean_count(const at::Tensor& log_std);
 
+// A value of a CPU tensor of any floating dtype, element_offset elements
+// past its first (no dispatcher round trip).
+double read_host_value(const at::Tensor& t, int64_t element_offset = 0);
+
 // The two heads' coefficients from a 0-dim or [2] entropy_coeff held on the
 // host (CPU tensor); a device coefficient is read by the device kernels.
 math::HeadCoefficients read_host_coefficients(const at::Tensor& entropy_coeff);

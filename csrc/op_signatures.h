@@ -41,6 +41,12 @@ struct LossForwardArgs {
   const OptionalTensor& log_std;
   const at::Tensor& entropy_coeff;
   math::LossParams params;
+
+  // The head that sets the device: logits when present, else log_std (the
+  // checks reject a call with neither).
+  const at::Tensor& head() const {
+    return logits.has_value() ? *logits : *log_std;
+  }
 };
 
 // The backward op's arguments: the upstream gradients of the seven outputs
@@ -56,6 +62,10 @@ struct LossBackwardArgs {
   const at::Tensor& continuous_entropy;
   math::LossParams params;
   std::array<bool, 3> output_mask;
+
+  const at::Tensor& head() const {
+    return logits.has_value() ? *logits : *log_std;
+  }
 };
 
 inline math::LossParams make_loss_params(

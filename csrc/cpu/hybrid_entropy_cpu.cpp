@@ -62,15 +62,8 @@ RowKernels<scalar_t> row_kernels(CpuIsa isa) {
   AT_DISPATCH_FLOATING_TYPES_AND2(                                          \
       at::kHalf, at::kBFloat16, dtype, "hybrid_entropy_loss", __VA_ARGS__)
 
-// The value of a 0-dim CPU tensor, read directly (no dispatcher round trip).
-double read_scalar(const at::Tensor& t) {
-  return HEE_DISPATCH_FLOATING(t.scalar_type(), [&] {
-    return static_cast<double>(*t.const_data_ptr<scalar_t>());
-  });
-}
-
-double read_scalar_or_zero(const OptionalTensor& t) {
-  return t.has_value() ? read_scalar(*t) : 0.0;
+double read_host_value_or_zero(const OptionalTensor& t) {
+  return t.has_value() ? read_host_value(*t) : 0.0;
 }
 
 // Outputs are allocated directly on the CPU allocator: at this op's small
@@ -81,9 +74,9 @@ at::Tensor empty_cpu(const TensorSpec& spec) {
       spec.dtype, /*pin_memory=*/false);
 }
 
-// A tensor of `spec` whose every element is `value`: the 0-dim outputs, the
-// broadcast log_std gradient (one element of storage) and the coefficient's
-// gradient, one value per element.
+// A tensor of `spec` holding `values`, in storage order: the 0-dim outputs,
+// the broadcast log_std gradient (one element of storage) and the
+// coefficient's gradient (one value, or one per head).
 at::Tensor cpu_values(const TensorSpec& spec, std::initializer_list<double> values) {
   at::Tensor t = empty_cpu(spec);
   HEE_DISPATCH_FLOATING(spec.dtype, [&] {
@@ -295,17 +288,17 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
     const LossBackwardArgs& args) {
   const LossBackwardPlan plan = plan_loss_backward(args);
   math::LossGrads upstream;
-  upstream.total = read_scalar_or_zero(args.grads[0]);
-  upstream.discrete = read_scalar_or_zero(args.grads[1]);
-  upstream.continuous = read_scalar_or_zero(args.grads[2]);
-  upstream.discrete_penalty = read_scalar_or_zero(args.grads[3]);
-  upstream.continuous_penalty = read_scalar_or_zero(args.grads[4]);
-  upstream.discrete_entropy = read_scalar_or_zero(args.grads[5]);
-  upstream.continuous_entropy = read_scalar_or_zero(args.grads[6]);
+  upstream.total = read_host_value_or_zero(args.grads[0]);
+  upstream.discrete = read_host_value_or_zero(args.grads[1]);
+  upstream.continuous = read_host_value_or_zero(args.grads[2]);
+  upstream.discrete_penalty = read_host_value_or_zero(args.grads[3]);
+  upstream.continuous_penalty = read_host_value_or_zero(args.grads[4]);
+  upstream.discrete_entropy = read_host_value_or_zero(args.grads[5]);
+  upstream.continuous_entropy = read_host_value_or_zero(args.grads[6]);
   const math::BatchEntropyGrads g = math::combine_losses_backward(
       read_host_coefficients(args.entropy_coeff), plan.has_discrete,
-      read_scalar(args.discrete_entropy), plan.has_continuous,
-      read_scalar(args.continuous_entropy), args.params, upstream);
+      read_host_value(args.discrete_entropy), plan.has_continuous,
+      read_host_value(args.continuous_entropy), args.params, upstream);
 
   at::Tensor grad_logits = empty_cpu(plan.grad_logits);
   if (plan.computes_grad_logits) {
@@ -322,11 +315,13 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
                 g.continuous_entropy,
                 continuous_entropy_mean_count(*args.log_std))})
       : empty_cpu(plan.grad_log_std);
-  at::Tensor grad_entropy_coeff = empty_cpu(plan.grad_entropy_coeff);
-  if (plan.computes_grad_entropy_coeff && args.entropy_coeff.dim() == 0) {
+  at::Tensor grad_entropy_coeff;
+  if (!plan.computes_grad_entropy_coeff) {
+    grad_entropy_coeff = empty_cpu(plan.grad_entropy_coeff);
+  } else if (args.entropy_coeff.dim() == 0) {
     grad_entropy_coeff = cpu_values(
         plan.grad_entropy_coeff, {g.coeff.discrete + g.coeff.continuous});
-  } else if (plan.computes_grad_entropy_coeff) {
+  } else {
     grad_entropy_coeff = cpu_values(
         plan.grad_entropy_coeff, {g.coeff.discrete, g.coeff.continuous});
   }

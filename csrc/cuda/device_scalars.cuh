@@ -17,25 +17,6 @@ namespace cuda {
 
 enum class DType : int32_t { kFloat = 0, kDouble = 1, kHalf = 2, kBFloat16 = 3 };
 
-template <typename T>
-struct DTypeOf;
-template <>
-struct DTypeOf<float> {
-  static constexpr DType value = DType::kFloat;
-};
-template <>
-struct DTypeOf<double> {
-  static constexpr DType value = DType::kDouble;
-};
-template <>
-struct DTypeOf<c10::Half> {
-  static constexpr DType value = DType::kHalf;
-};
-template <>
-struct DTypeOf<c10::BFloat16> {
-  static constexpr DType value = DType::kBFloat16;
-};
-
 HEE_HOST_DEVICE double load_as_double(
     const void* values,
     DType dtype,

@@ -98,8 +98,8 @@ int multiprocessor_count() {
 
 LossForwardOutputs hybrid_entropy_loss_cuda(const LossForwardArgs& args) {
   const LossForwardPlan plan = plan_loss_forward(args);
-  const at::Tensor& head = plan.has_discrete ? *args.logits : *args.log_std;
-  const c10::cuda::CUDAGuard device_guard(head.device());
+  const c10::Device device = args.head().device();
+  const c10::cuda::CUDAGuard device_guard(device);
 
   ForwardProblem p;
   at::Tensor logits;
@@ -135,18 +135,22 @@ LossForwardOutputs hybrid_entropy_loss_cuda(const LossForwardArgs& args) {
 
   const ForwardLaunchPlan launch_plan =
       plan_forward_launch(p, multiprocessor_count());
-  const at::Tensor entropy_partials =
-      empty_doubles(launch_plan.num_entropy_partials, head.device());
-  const at::Tensor log_std_partials =
-      empty_doubles(launch_plan.num_log_std_blocks, head.device());
-  // SoftmaxState<acc> is three acc values.
-  const at::Tensor split_states = at::detail::empty_cuda(
-      {launch_plan.num_split_states * 3}, plan.row_stats.dtype, head.device(),
-      std::nullopt);
+  // One allocation for both heads' partial sums; the splits' states only when
+  // rows are split (SoftmaxState<acc> is three acc values).
+  const at::Tensor partials = empty_doubles(
+      launch_plan.num_entropy_partials + launch_plan.num_log_std_blocks,
+      device);
+  at::Tensor split_states;
   ForwardWorkspace work;
-  work.entropy_partials = entropy_partials.mutable_data_ptr<double>();
-  work.log_std_partials = log_std_partials.mutable_data_ptr<double>();
-  work.split_states = split_states.mutable_data_ptr();
+  work.entropy_partials = partials.mutable_data_ptr<double>();
+  work.log_std_partials =
+      work.entropy_partials + launch_plan.num_entropy_partials;
+  if (launch_plan.num_split_states > 0) {
+    split_states = at::detail::empty_cuda(
+        {launch_plan.num_split_states * 3}, plan.row_stats.dtype, device,
+        std::nullopt);
+    work.split_states = split_states.mutable_data_ptr();
+  }
   launch_forward(p, launch_plan, work, current_stream_launch());
   return {components[0], components[1], components[2], components[3],
           components[4], components[5], components[6], row_stats};
@@ -155,8 +159,8 @@ LossForwardOutputs hybrid_entropy_loss_cuda(const LossForwardArgs& args) {
 LossBackwardOutputs hybrid_entropy_loss_backward_cuda(
     const LossBackwardArgs& args) {
   const LossBackwardPlan plan = plan_loss_backward(args);
-  const at::Tensor& head = plan.has_discrete ? *args.logits : *args.log_std;
-  const c10::cuda::CUDAGuard device_guard(head.device());
+  const c10::Device device = args.head().device();
+  const c10::cuda::CUDAGuard device_guard(device);
 
   at::Tensor grad_logits = empty_cuda(plan.grad_logits);
   at::Tensor grad_log_std = empty_cuda(plan.grad_log_std);

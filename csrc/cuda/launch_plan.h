@@ -40,19 +40,10 @@ inline int ceil_log2(int64_t n) {
   return log2;
 }
 
-// Elements of a 16-byte vector of a dtype.
-inline int vector_width(DType dtype) {
-  switch (dtype) {
-    case DType::kDouble:
-      return 2;
-    case DType::kFloat:
-      return 4;
-    case DType::kHalf:
-    case DType::kBFloat16:
-      return 8;
-  }
-  return 1;
-}
+// The widest load a thread makes, and how many elements of a dtype it holds.
+constexpr int kVectorBytes = 16;
+template <typename scalar_t>
+constexpr int kVectorWidth = kVectorBytes / sizeof(scalar_t);
 
 inline int64_t element_size(DType dtype) {
   return dtype == DType::kDouble ? 8 : dtype == DType::kFloat ? 4 : 2;
@@ -64,9 +55,8 @@ inline bool rows_are_vector_aligned(
     const void* logits,
     int64_t row_stride,
     DType dtype) {
-  const int64_t bytes = 16;
-  return reinterpret_cast<uintptr_t>(logits) % bytes == 0 &&
-      (row_stride * element_size(dtype)) % bytes == 0;
+  return reinterpret_cast<uintptr_t>(logits) % kVectorBytes == 0 &&
+      (row_stride * element_size(dtype)) % kVectorBytes == 0;
 }
 
 // One forward call, as raw pointers on the device.
@@ -115,7 +105,7 @@ inline ForwardLaunchPlan plan_forward_launch(
     plan.block_threads =
         p.num_cols <= 4096 ? 128 : (p.num_cols <= 16384 ? 256 : kMaxBlockThreads);
     plan.vec = rows_are_vector_aligned(p.logits, p.row_stride, p.logits_dtype)
-        ? vector_width(p.logits_dtype)
+        ? static_cast<int>(kVectorBytes / element_size(p.logits_dtype))
         : 1;
     // Split the columns when the rows alone would leave most multiprocessors
     // idle.
@@ -156,7 +146,8 @@ inline ForwardLaunchPlan plan_forward_launch(
 struct ForwardWorkspace {
   double* entropy_partials = nullptr;  // plan.num_entropy_partials
   double* log_std_partials = nullptr;  // plan.num_log_std_blocks
-  void* split_states = nullptr;  // plan.num_split_states SoftmaxState<acc>
+  void* split_states = nullptr;  // plan.num_split_states SoftmaxState<acc>,
+                                 // only when rows are split
 };
 
 template <typename Fn>
@@ -211,7 +202,7 @@ void launch_forward_rows(
                   plan.log_std_chunk, work.log_std_partials};
   const int64_t grid = plan.num_logit_blocks + plan.num_log_std_blocks;
   if (plan.layout == RowLayout::kRowInBlock) {
-    constexpr int kVec = 16 / sizeof(scalar_t);
+    constexpr int kVec = kVectorWidth<scalar_t>;
     if (plan.vec == kVec) {
       launch(forward_row_in_block<scalar_t, kVec>, grid, plan.block_threads, args);
     } else {
@@ -283,7 +274,7 @@ void launch_backward(
   const DType dtype = p.has_discrete ? p.logits_dtype : DType::kFloat;
   dispatch_logits_dtype(dtype, [&](auto zero) {
     using scalar_t = decltype(zero);
-    constexpr int kVec = 16 / sizeof(scalar_t);
+    constexpr int kVec = kVectorWidth<scalar_t>;
     const bool vectorized = p.grad_logits != nullptr &&
         p.num_cols % kVec == 0 &&
         rows_are_vector_aligned(p.logits, p.row_stride, dtype);
