@@ -63,7 +63,14 @@ IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 # one function it calls). BuildExtension defines Py_LIMITED_API as torch's
 # min_supported_cpython; the same value here keeps the wheel's tag in step.
 PY_LIMITED_API = getattr(cpp_extension, "min_supported_cpython", "0x030A0000")
-ABI3_TAG = "cp3%d" % int(PY_LIMITED_API[4:6], 16)
+
+
+def abi3_tag(limited_api_hex):
+    """The wheel tag of a Py_LIMITED_API value: 0x030A0000 -> cp310."""
+    return "cp3%d" % int(limited_api_hex[4:6], 16)
+
+
+ABI3_TAG = abi3_tag(PY_LIMITED_API)
 
 DEFAULT_CUDA_ARCH_LIST = "8.0;9.0+PTX"
 
