@@ -1,7 +1,7 @@
 """The benchmark suite: fused op vs every alternative, one process, interleaved rounds, medians.
 
     python benchmarks/run_benchmarks.py [--quick] [--json FILE] [--plot FILE] [--rounds N]
-    python benchmarks/run_benchmarks.py --device cuda [--json FILE] [--rounds N]
+    python benchmarks/run_benchmarks.py --device cuda [--quick] [--json FILE] [--plot FILE] [--rounds N]
 
 Prints Markdown tables (forward+backward and forward) with the speed-up of the fused op over
 each alternative and its distance from the memory roofline, then the fused op's 1 -> 2 thread
@@ -71,23 +71,23 @@ def main() -> int:
 
 
 def run_cuda(args: argparse.Namespace) -> int:
-    import json
-
     from hybrid_entropy_ext import benchmark_cuda
 
     result = benchmark_cuda.run_cuda_benchmark(
+        benchmark_cuda.CUDA_QUICK_CASES if args.quick else benchmark_cuda.CUDA_CASES,
         implementations=args.implementations,
         rounds=args.rounds,
         progress=lambda label: print(f"  timing {label} ...", file=sys.stderr, flush=True),
     )
-    document = benchmark_cuda.cuda_result_as_json(result)
-    device = document["device"]
-    print(f"{device['name']} ({device['multiprocessors']} SMs); torch {device['torch']}, CUDA {device['cuda']}; "
+    timings = result["timings"]
+    machine = benchmark.machine_description("cuda")
+    print(f"{machine['gpu']} ({machine['multiprocessors']} SMs); torch {machine['torch']}, CUDA {machine['cuda']}; "
           f"CUDA events, median of {args.rounds} interleaved rounds; log_std [B, 8]\n")
     for mode in ("forward_backward", "forward"):
-        print(f"### {mode.replace('_', '+')} (ratio > 1: the fused op is faster; copy / fused: "
-              "fraction of the copy bandwidth)\n")
-        print(benchmark_cuda.format_cuda_table(result, mode))
+        print(f"### {mode.replace('_', '+')} (ratio > 1: the fused op is faster)\n")
+        print(benchmark.format_table(timings, mode))
+        print(f"\n### {mode.replace('_', '+')}: bytes moved against a copy of as many bytes\n")
+        print(benchmark_cuda.format_bandwidth(result, mode))
         print()
     print("### peak memory of forward+backward beyond the inputs\n")
     print(benchmark_cuda.format_cuda_memory(result))
@@ -96,8 +96,11 @@ def run_cuda(args: argparse.Namespace) -> int:
         for mode, names in per_mode.items():
             print(f"- {case} {mode.replace('_', '+')}: {len(names)}: {', '.join(names)}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(document, f, indent=1)
+        extra = {key: result[key] for key in ("peak_extra_bytes", "gradient_bytes", "kernels")}
+        extra["bytes_moved"] = [{"case": c, "mode": m, "bytes": b} for (c, m), b in result["bytes_moved"].items()]
+        benchmark.write_json(timings, args.json, device="cuda", extra=extra)
+    if args.plot:
+        benchmark.plot_speedups(timings, args.plot)
     return 0
 
 

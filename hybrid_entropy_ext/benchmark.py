@@ -62,29 +62,44 @@ MODES = ("forward", "forward_backward")
 
 @dataclass(frozen=True)
 class Case:
-    """One problem size: logits ``[batch, actions]``, log_std ``[batch, dims]`` (or ``[dims]``)."""
+    """One problem size: logits ``[batch, actions]``, log_std ``[batch, dims]`` (or ``[dims]``), of ``dtype``."""
 
     batch: int
     actions: int
     dims: int = 8
     shared_log_std: bool = False
     threads: Optional[int] = None  # None: leave torch's thread count as it is
+    dtype: torch.dtype = torch.float32
 
     @property
     def label(self) -> str:
         label = f"{self.batch}x{self.actions}"
+        if self.dtype != torch.float32:
+            label += " " + str(self.dtype).replace("torch.", "")
         if self.shared_log_std:
             label += " [D]"
         if self.threads is not None:
             label += f" {self.threads}t"
         return label
 
-    def make_inputs(self, dtype: torch.dtype = torch.float32) -> Dict[str, Tensor]:
-        generator = torch.Generator().manual_seed(self.batch * 1000 + self.actions)
-        logits = torch.randn(self.batch, self.actions, generator=generator, dtype=dtype)
+    def make_inputs(self, device: str = "cpu") -> Dict[str, Tensor]:
+        # Drawn in float32 on the device (a generator there), then rounded to dtype.
+        generator = torch.Generator(device=device).manual_seed(self.batch * 1000 + self.actions)
+        logits = torch.randn(self.batch, self.actions, generator=generator, device=device).to(self.dtype)
         log_std_shape = (self.dims,) if self.shared_log_std else (self.batch, self.dims)
-        log_std = 0.1 * torch.randn(log_std_shape, generator=generator, dtype=dtype)
+        log_std = (0.1 * torch.randn(log_std_shape, generator=generator, device=device)).to(self.dtype)
         return {"logits": logits.requires_grad_(), "log_std": log_std.requires_grad_()}
+
+    def fused_bytes(self, mode: str) -> int:
+        """Bytes the fused op cannot avoid moving: forward, one read of the logits and log_std
+        and the row statistics written; backward, the logits and row statistics read again
+        and the logits' gradient written."""
+        element = torch.finfo(self.dtype).bits // 8
+        logits = self.batch * self.actions * element
+        log_std = (1 if self.shared_log_std else self.batch) * self.dims * element
+        row_stats = 3 * self.batch * (8 if self.dtype == torch.float64 else 4)
+        forward = logits + log_std + row_stats
+        return forward if mode == "forward" else forward + 2 * logits + row_stats
 
 
 # The sizes of the performance issue: common small-K hybrid action spaces up to
@@ -199,23 +214,33 @@ def _floor_steps(inputs: Dict[str, Tensor]) -> Dict[str, Callable[[], object]]:
     }
 
 
-def _calls_per_sample(step: Callable[[], object], min_seconds: float) -> int:
+# seconds per call of `repeats` calls of a step, as a timer measures them
+Timer = Callable[[Callable[[], object], int], float]
+
+
+def wall_clock_seconds(step: Callable[[], object], repeats: int) -> float:
     start = time.perf_counter()
-    step()
-    elapsed = max(time.perf_counter() - start, 1e-7)
-    return max(1, math.ceil(min_seconds / elapsed))
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - start) / repeats
+
+
+def _calls_per_sample(step: Callable[[], object], min_seconds: float, timer: Timer) -> int:
+    return max(1, math.ceil(min_seconds / max(timer(step, 1), 1e-7)))
 
 
 @dataclass
 class Timing:
-    """Median seconds per call of one implementation at one case and mode."""
+    """Median seconds per call of one implementation at one case and mode
+    (``None`` with ``error`` set where the implementation failed at that size)."""
 
     case: str
     mode: str
     implementation: str
-    median_s: float
+    median_s: Optional[float]
     rounds: int
     samples_s: List[float] = field(default_factory=list, repr=False)
+    error: str = ""
 
 
 def run_benchmark(
@@ -284,9 +309,13 @@ def _time_interleaved(
     rounds: int,
     min_seconds: float,
     setup: Optional[Dict[str, Callable[[], None]]] = None,
+    timer: Timer = wall_clock_seconds,
+    failures: Sequence[type] = (),
 ) -> List[Timing]:
     """Times the steps round by round; ``setup[name]``, if given, runs untimed
-    before each of that step's warm-up, calibration and samples."""
+    before each of that step's warm-up, calibration and samples. A step whose
+    warm-up raises one of ``failures`` (e.g. out of memory) is reported as failed
+    and left out of the rounds."""
     setup = setup or {}
 
     def prepare(name: str) -> None:
@@ -294,22 +323,23 @@ def _time_interleaved(
             setup[name]()
 
     repeats: Dict[str, int] = {}
+    failed: List[Timing] = []
     for name, step in steps.items():  # warm-up: compilation, allocator, page faults
         prepare(name)
-        step()
-        step()
-        repeats[name] = _calls_per_sample(step, min_seconds)
-    samples: Dict[str, List[float]] = {name: [] for name in steps}
+        try:
+            step()
+            step()
+            repeats[name] = _calls_per_sample(step, min_seconds, timer)
+        except tuple(failures) as error:
+            failed.append(Timing(label, mode, name, None, rounds,
+                                 error=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"))
+    samples: Dict[str, List[float]] = {name: [] for name in repeats}
     for _ in range(rounds):
-        for name, step in steps.items():
+        for name in repeats:
             prepare(name)
-            start = time.perf_counter()
-            for _ in range(repeats[name]):
-                step()
-            samples[name].append((time.perf_counter() - start) / repeats[name])
-    return [
-        Timing(label, mode, name, statistics.median(times), rounds, times) for name, times in samples.items()
-    ]
+            samples[name].append(timer(steps[name], repeats[name]))
+    timed = [Timing(label, mode, name, statistics.median(times), rounds, times) for name, times in samples.items()]
+    return timed + failed
 
 
 # The size of the thread-scaling goal (1 -> 2 threads).
@@ -375,7 +405,7 @@ def format_thread_scaling(results: Sequence[Timing]) -> str:
     return "\n".join(lines)
 
 
-def _by_key(results: Sequence[Timing]) -> Dict[tuple, float]:
+def _by_key(results: Sequence[Timing]) -> Dict[tuple, Optional[float]]:
     return {(r.case, r.mode, r.implementation): r.median_s for r in results}
 
 
@@ -383,9 +413,21 @@ def _ordered_unique(values: Iterable[str]) -> List[str]:
     return list(dict.fromkeys(values))
 
 
+# A device-to-device copy of the bytes the fused op moves (the CUDA suite's roofline).
+COPY = "copy"
+
+
 def _alternatives(names: Sequence[str], baseline: str) -> List[str]:
-    """The implementations the baseline is compared with (not the roofline or floor passes)."""
-    return [n for n in names if n != baseline and n not in ROOFLINE + FLOOR]
+    """The implementations the baseline is compared with (not the roofline, copy or floor passes)."""
+    return [n for n in names if n != baseline and n not in ROOFLINE + FLOOR + (COPY,)]
+
+
+def _microseconds(seconds: Optional[float]) -> str:
+    return "failed" if seconds is None else f"{seconds * 1e6:.1f}"
+
+
+def _ratio(numerator: Optional[float], denominator: Optional[float]) -> str:
+    return "-" if numerator is None or denominator is None else f"{numerator / denominator:.2f}x"
 
 
 def format_table(results: Sequence[Timing], mode: str = "forward_backward", baseline: str = "fused") -> str:
@@ -395,6 +437,7 @@ def format_table(results: Sequence[Timing], mode: str = "forward_backward", base
     The roofline columns are the other way round: the fused op's time over the
     time of the passes it cannot avoid (forward: one read of the logits;
     forward+backward: a read plus a read/write), 1.0 being at the roofline.
+    An implementation that failed at a size shows "failed" and no ratio.
     """
     times = _by_key(results)
     cases = _ordered_unique(r.case for r in results if r.mode == mode)
@@ -409,9 +452,9 @@ def format_table(results: Sequence[Timing], mode: str = "forward_backward", base
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for case in cases:
         base = times[(case, mode, baseline)]
-        row = [case, f"{base * 1e6:.1f}"]
-        row += [f"{times[(case, mode, n)] * 1e6:.1f}" for n in others]
-        row += [f"{times[(case, mode, n)] / base:.2f}x" for n in others]
+        row = [case, _microseconds(base)]
+        row += [_microseconds(times.get((case, mode, n))) for n in others]
+        row += [_ratio(times.get((case, mode, n)), base) for n in others]
         if has_roofline:
             roofline = sum(times[(case, mode, part)] for part in roofline_parts)
             row += [f"{roofline * 1e6:.1f}", f"{base / roofline:.2f}x"]
@@ -447,8 +490,8 @@ def format_floor_comparison(results: Sequence[Timing], baseline: str = "fused") 
     return "\n".join(lines)
 
 
-def machine_description() -> Dict[str, object]:
-    """What the numbers were measured on."""
+def machine_description(device: str = "cpu") -> Dict[str, object]:
+    """What the numbers were measured on (and the GPU, for ``device="cuda"``)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -460,20 +503,33 @@ def machine_description() -> Dict[str, object]:
         pass
     from . import _ops
 
-    return {
+    description: Dict[str, object] = {
         "cpu": cpu,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "kernel_isa": _ops.cpu_isa(),
     }
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        description.update(gpu=props.name, multiprocessors=props.multi_processor_count,
+                           gpu_memory_gb=props.total_memory / 1e9, cuda=torch.version.cuda)
+    return description
 
 
-def write_json(results: Sequence[Timing], path: str, thread_scaling: Sequence[Timing] = ()) -> None:
-    """Writes every median and raw sample, with the machine description."""
-    document = {"machine": machine_description(), "results": [asdict(r) for r in results]}
+def write_json(
+    results: Sequence[Timing],
+    path: str,
+    thread_scaling: Sequence[Timing] = (),
+    device: str = "cpu",
+    extra: Optional[Dict[str, object]] = None,
+) -> None:
+    """Writes every median and raw sample, with the machine description (and ``extra``
+    entries, such as the CUDA suite's memory and kernel counts)."""
+    document = {"machine": machine_description(device), "results": [asdict(r) for r in results]}
     if thread_scaling:
         document["thread_scaling"] = [asdict(r) for r in thread_scaling]
+    document.update(extra or {})
     with open(path, "w") as f:
         json.dump(document, f, indent=1)
 
@@ -491,7 +547,11 @@ def plot_speedups(results: Sequence[Timing], path: str, mode: str = "forward_bac
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(cases) + 2), 4.5))
     width = 0.8 / max(1, len(others))
     for i, name in enumerate(others):
-        ratios = [times[(c, mode, name)] / times[(c, mode, baseline)] for c in cases]
+        # A failed implementation leaves no bar at that size.
+        ratios = [
+            math.nan if times.get((c, mode, name)) is None else times[(c, mode, name)] / times[(c, mode, baseline)]
+            for c in cases
+        ]
         ax.bar([x + i * width for x in range(len(cases))], ratios, width, label=f"vs {name}")
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks([x + 0.4 - width / 2 for x in range(len(cases))])

@@ -110,29 +110,47 @@ def test_thread_scaling_table_gives_the_speed_up_over_the_fewest_threads():
 # --- the CUDA suite's accounting (its timings need a GPU; its arithmetic does not) ------
 
 
-def test_cuda_case_counts_the_bytes_the_fused_op_cannot_avoid():
-    from hybrid_entropy_ext.benchmark_cuda import CudaCase
-
-    case = CudaCase(1000, 64, torch.bfloat16, dims=8)
+def test_case_counts_the_bytes_the_fused_op_cannot_avoid():
+    case = hee_benchmark.Case(1000, 64, dims=8, dtype=torch.bfloat16)
     logits, log_std, row_stats = 1000 * 64 * 2, 1000 * 8 * 2, 3 * 1000 * 4
     assert case.fused_bytes("forward") == logits + log_std + row_stats
     # backward: the logits and row statistics read again, the gradient written
     assert case.fused_bytes("forward_backward") == logits + log_std + row_stats + 2 * logits + row_stats
 
 
-def test_cuda_table_reports_speed_ups_bandwidth_and_the_fraction_of_the_copy():
-    from hybrid_entropy_ext.benchmark_cuda import COPY, CudaTiming, format_cuda_table
+def test_case_label_names_a_dtype_other_than_float32():
+    assert hee_benchmark.Case(16384, 151936, dtype=torch.bfloat16).label == "16384x151936 bfloat16"
+    assert hee_benchmark.Case(256, 4).label == "256x4"
 
-    def timing(name, seconds):
-        return CudaTiming("8x4", "forward_backward", name, seconds, 3, bytes_moved=4_000_000_000)
 
-    result = {"timings": [timing("fused", 0.002), timing("reference", 0.010), timing(COPY, 0.0016),
-                          CudaTiming("8x4", "forward_backward", "distributions", None, 3, error="OOM",
-                                     bytes_moved=4_000_000_000)]}
-    row = format_cuda_table(result).splitlines()[2].split(" | ")
-    assert row[1] == "2000.0" and row[2] == "10000.0" and row[3] == "failed"
-    assert row[4] == "5.00x" and row[5] == "-"
-    assert row[6:] == ["4000.0", "2000", "2500", "0.80 |"]
+def test_a_step_that_fails_at_warm_up_is_reported_failed_and_the_others_timed():
+    def out_of_memory():
+        raise MemoryError("no room")
+
+    results = hee_benchmark._time_interleaved(
+        "2x3", "forward", {"fine": lambda: None, "huge": out_of_memory}, rounds=2, min_seconds=0.0,
+        failures=(MemoryError,))
+    by_name = {r.implementation: r for r in results}
+    assert by_name["fine"].median_s is not None and len(by_name["fine"].samples_s) == 2
+    assert by_name["huge"].median_s is None and by_name["huge"].error == "MemoryError: no room"
+
+
+def test_table_shows_a_failed_implementation_as_failed_without_a_ratio():
+    Timing = hee_benchmark.Timing
+    results = [Timing("8x4", "forward_backward", "fused", 0.002, 3), Timing("8x4", "forward_backward", "reference", 0.010, 3),
+               Timing("8x4", "forward_backward", "distributions", None, 3, error="OOM")]
+    row = hee_benchmark.format_table(results).splitlines()[2].split(" | ")
+    assert row[1:5] == ["2000.0", "10000.0", "failed", "5.00x"] and row[5] == "- |"
+
+
+def test_bandwidth_table_reports_gb_per_s_and_the_fraction_of_the_copy():
+    from hybrid_entropy_ext.benchmark_cuda import format_bandwidth
+
+    Timing = hee_benchmark.Timing
+    result = {"timings": [Timing("8x4", "forward_backward", "fused", 0.002, 3),
+                          Timing("8x4", "forward_backward", hee_benchmark.COPY, 0.0016, 3)],
+              "bytes_moved": {("8x4", "forward_backward"): 4_000_000_000}}
+    assert format_bandwidth(result).splitlines()[2] == "| 8x4 | 4000.0 | 2000 | 2500 | 0.80 |"
 
 
 def test_cuda_memory_table_reports_the_fused_peak_beyond_its_gradient():
