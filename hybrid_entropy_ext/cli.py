@@ -20,7 +20,7 @@ from typing import Dict, List, NoReturn, Optional, Sequence
 
 import torch
 
-from .config import EntropyRegularizationConfig
+from .config import _PRESETS, EntropyRegularizationConfig
 
 __all__ = ["main"]
 
@@ -218,7 +218,7 @@ def monitor_report(summary: Dict) -> str:
     lines = []
     for head in ("discrete", "continuous"):
         h = summary[head]
-        if not h.get("present", True):
+        if not h["present"]:
             lines.append(f"{head} head: absent (the policy has no {head} head)")
             continue
         if h["mean_entropy"] is None:
@@ -292,7 +292,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML file (a trainer config or the section alone)")
     parser.add_argument(
         "--preset",
-        choices=("long", "short", "debug", "aggressive", "plain"),
+        choices=tuple(_PRESETS),
         help="a built-in preset instead of a file",
     )
 

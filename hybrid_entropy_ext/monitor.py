@@ -7,9 +7,9 @@
     monitor.to_csv("entropy.csv"); monitor.to_json("entropy.json"); monitor.plot_png("entropy.png")
 
 A record reads the step's values (0-dim tensors, on any device), and the episode
-when it is given as a 0-dim integer tensor (``regularizer.episode_counter``), with one
-``stack`` and one ``.tolist()``: at most one device sync per recorded step, and none on
-the steps that ``every`` skips (those do not touch the tensors at all).
+when it is given as a 0-dim integer tensor (``regularizer.episode_counter``), gathered in
+one tensor and read with one ``.tolist()``: at most one device sync per recorded step, and
+none on the steps that ``every`` skips (those do not touch the tensors at all).
 """
 
 import csv
@@ -46,8 +46,10 @@ _HEADS = ("discrete", "continuous")
 #: Per head, the recorded keys that belong to it.
 _HEAD_KEYS = {head: (head, f"{head}_penalty", f"{head}_entropy", f"{head}_entropy_coeff") for head in _HEADS}
 #: The keys that are all exactly 0, in every record, for a head the policy does not have
-#: (the op's output for a missing head).
-_PRESENCE_KEYS = {head: (head, f"{head}_penalty", f"{head}_entropy") for head in _HEADS}
+#: (the op's output for a missing head): the head's keys but its coefficient.
+_PRESENCE_KEYS = {
+    head: tuple(key for key in keys if key != f"{head}_entropy_coeff") for head, keys in _HEAD_KEYS.items()
+}
 
 _LOGGER = logging.getLogger("hybrid_entropy_ext.monitor")
 
@@ -188,6 +190,7 @@ class EntropyMonitor:
         self._penalty_on = {head: False for head in _HEADS}
         self._entropy_min = {head: math.inf for head in _HEADS}
         self._entropy_sum = {head: 0.0 for head in _HEADS}
+        self._entropy_count = {head: 0 for head in _HEADS}
 
     def record(
         self, out: Mapping[str, Union[Tensor, float]], episode: Union[None, int, Tensor] = None
@@ -225,6 +228,10 @@ class EntropyMonitor:
         if episode is None:
             x = step
         keys = [key for key in MONITORED_KEYS if key in out and key not in self._ignored]
+        # Numbers are converted here; a tensor's key keeps its place (a placeholder) and is
+        # filled from the step's single read below.
+        values: Dict[str, float] = {}
+        tensor_keys: List[str] = []
         tensors: List[Tensor] = []
         for key in keys:
             value = out[key]
@@ -233,9 +240,13 @@ class EntropyMonitor:
                     raise TypeError(
                         f"out[{key!r}]: expected a 0-dim tensor or a number, got a tensor of shape {tuple(value.shape)}"
                     )
+                tensor_keys.append(key)
                 tensors.append(value)
+                values[key] = math.nan
             elif _is_bool(value) or not isinstance(value, numbers.Real):
                 raise TypeError(f"out[{key!r}]: expected a 0-dim tensor or a number, got {_describe(value)}")
+            else:
+                values[key] = float(value)
 
         read = self._read(tensors, episode_tensor)
         if episode_tensor is not None:
@@ -243,15 +254,7 @@ class EntropyMonitor:
             if x < 0:
                 raise ValueError(f"episode: expected an integer >= 0, got {x} (read from the episode tensor)")
         assert x is not None
-        values: Dict[str, float] = {}
-        position = 0
-        for key in keys:
-            value = out[key]
-            if isinstance(value, Tensor):
-                values[key] = read[position]
-                position += 1
-            else:
-                values[key] = float(value)
+        values.update(zip(tensor_keys, read))
 
         self.calls += 1
         row: Dict[str, float] = {"episode": x, **values}
@@ -264,24 +267,28 @@ class EntropyMonitor:
 
     @staticmethod
     def _read(tensors: List[Tensor], episode: Optional[Tensor]) -> List[float]:
-        """The values of ``tensors`` (then ``episode``'s, if given and read here) as floats,
-        in one stack and one ``.tolist()``: a single device-to-host read for the step."""
-        stacked = [t.detach().reshape(()) for t in tensors]
-        dtype = torch.float64 if any(t.dtype == torch.float64 for t in stacked) else torch.float32
+        """The values of ``tensors`` (then ``episode``'s, if given and read here) as floats:
+        one stack (the episode appended) and one ``.tolist()``, a single device-to-host read
+        for the step."""
         host_episode: Optional[float] = None
-        if episode is not None:
-            device = stacked[0].device if stacked else episode.device
-            if episode.device == device:
-                stacked.append(episode.detach())
-                dtype = torch.float64  # counts up to 2^53 are exact in float64 (float32: 2^24)
-            elif episode.device.type == "cpu":
-                host_episode = float(int(episode))  # a CPU read: no device sync
-            else:
-                stacked.append(episode.detach().to(device))
-                dtype = torch.float64
-        read: List[float] = []
-        if stacked:
-            read = torch.stack([t.to(dtype) for t in stacked]).tolist()
+        with torch.no_grad():
+            values: Optional[Tensor] = None
+            if tensors:
+                # stack promotes to the widest dtype (float32 and float64: float64).
+                values = torch.stack([t if t.dim() == 0 else t.reshape(()) for t in tensors])
+            if episode is not None:
+                device = episode.device if values is None else values.device
+                if episode.device != device and episode.device.type == "cpu":
+                    host_episode = float(int(episode))  # a CPU read: no device sync
+                else:
+                    # float64: counts up to 2^53 are exact (float32: 2^24), and the values widen
+                    # exactly. Appended to the stack, not stacked with the values: a stack of
+                    # mixed dtypes casts each value on its own.
+                    counter = episode.to(device=device, dtype=torch.float64).reshape(1)
+                    values = counter if values is None else torch.cat((values.to(torch.float64), counter))
+            if values is not None and not values.dtype.is_floating_point:  # integer or bool values alone
+                values = values.to(torch.float32)
+            read: List[float] = [] if values is None else values.tolist()
         if host_episode is not None:
             read.append(host_episode)
         return read
@@ -292,6 +299,7 @@ class EntropyMonitor:
             if entropy is not None:
                 self._entropy_min[head] = min(self._entropy_min[head], entropy)
                 self._entropy_sum[head] += entropy
+                self._entropy_count[head] += 1
             penalty = row.get(f"{head}_penalty", 0.0)
             on = penalty > 0.0
             if on:
@@ -330,7 +338,7 @@ class EntropyMonitor:
         result: Dict[str, Any] = {"records": len(self.records), "calls": self.calls, "every": self.every}
         present = self.present_heads()
         for head in _HEADS:
-            count = sum(1 for row in self.records if f"{head}_entropy" in row) if head in present else 0
+            count = self._entropy_count[head] if head in present else 0
             result[head] = {
                 "present": head in present,
                 "min_entropy": self._entropy_min[head] if count else None,

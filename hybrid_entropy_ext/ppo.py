@@ -255,7 +255,6 @@ def _train(
 
     agent = HybridActorCritic(obs_size, num_ops, num_params, hp.hidden_size)
     regularizer = HybridEntropyRegularizer(config)
-    controlled = regularizer.discrete_controller is not None or regularizer.continuous_controller is not None
     # A sac controller's log_coeff learns with the agent's optimizer (no parameters otherwise:
     # the same optimizer as without controllers).
     optimizer = torch.optim.Adam(
@@ -337,9 +336,8 @@ def _train(
                     pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - hp.clip_coef, 1 + hp.clip_coef)).mean()
                     v_loss = 0.5 * (new_value - b_targets[idx]).pow(2).mean()
                     ent = regularizer(logits, agent.log_std, episode)
-                    loss = pg_loss + hp.vf_coef * v_loss + ent["total"]
-                    if controlled:
-                        loss = loss + regularizer.controller_loss(ent)
+                    # controller_loss: 0 and update_controllers: nothing, without controllers.
+                    loss = pg_loss + hp.vf_coef * v_loss + ent["total"] + regularizer.controller_loss(ent)
 
                     optimizer.zero_grad()
                     loss.backward()

@@ -20,10 +20,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybrid_entropy_ext.config import SAME_AS_DISCRETE, EntropyRegularizationConfig
+from hybrid_entropy_ext.config import _PRESETS, SAME_AS_DISCRETE, EntropyRegularizationConfig
 
 Config = EntropyRegularizationConfig
-PRESETS = ("long", "short", "debug", "aggressive")
+PRESETS = tuple(_PRESETS)
 UNSAFE = r"unsafe YAML tags \(such as !!python/object\) are rejected"
 
 PYTHON_TAGS = {

@@ -58,7 +58,10 @@ def test_episode_defaults_to_the_number_of_calls_before():
     assert [monitor.record(step(0.5))["episode"] for _ in range(3)] == [0, 1, 2]
 
 
-def test_record_reads_all_values_with_one_tolist_and_nothing_else(monkeypatch):
+@pytest.fixture
+def host_reads(monkeypatch):
+    """The shapes of the tensors read with ``.tolist()``; any other host read of a tensor
+    (``item``, ``float``, ``int``, ``index``) fails the test."""
     reads = []
     original_tolist = torch.Tensor.tolist
 
@@ -67,13 +70,17 @@ def test_record_reads_all_values_with_one_tolist_and_nothing_else(monkeypatch):
         return original_tolist(self)
 
     def forbidden(self, *args):
-        raise AssertionError("a per-value host read")
+        raise AssertionError("a host read other than the one .tolist()")
 
     monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
-    monkeypatch.setattr(torch.Tensor, "item", forbidden)
-    monkeypatch.setattr(torch.Tensor, "__float__", forbidden)
+    for name in ("item", "__float__", "__int__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+    return reads
+
+
+def test_record_reads_all_values_with_one_tolist_and_nothing_else(host_reads):
     hee.EntropyMonitor(LONG).record(step(0.5))
-    assert reads == [torch.Size([8])]
+    assert host_reads == [torch.Size([8])]
 
 
 def test_every_n_records_steps_0_n_2n_and_leaves_the_others_untouched():
@@ -352,24 +359,11 @@ def test_a_bad_episode_on_a_skipped_step_is_rejected_and_not_counted():
 # --- the episode as a 0-dim integer tensor -----------------------------------------------------
 
 
-def test_episode_counter_tensor_is_read_with_the_values_in_one_tolist(monkeypatch):
-    reads = []
-    original_tolist = torch.Tensor.tolist
-
-    def counting_tolist(self):
-        reads.append(self.shape)
-        return original_tolist(self)
-
-    def forbidden(self, *args):
-        raise AssertionError("a separate host read")
-
+def test_episode_counter_tensor_is_read_with_the_values_in_one_tolist(host_reads):
     regularizer = hee.HybridEntropyRegularizer(LONG)
     regularizer.step(2**24 + 1)  # not a float32 number: read exactly
-    monkeypatch.setattr(torch.Tensor, "tolist", counting_tolist)
-    for name in ("item", "__float__", "__int__", "__index__"):
-        monkeypatch.setattr(torch.Tensor, name, forbidden)
     row = hee.EntropyMonitor(LONG).record(step(0.5), episode=regularizer.episode_counter)
-    assert reads == [torch.Size([9])]
+    assert host_reads == [torch.Size([9])]
     assert row["episode"] == 2**24 + 1 and type(row["episode"]) is int
     assert row["discrete_entropy"] == 0.5
 
