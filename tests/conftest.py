@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from hybrid_entropy_ext import _ops
+from hybrid_entropy_ext import hybrid_entropy_loss
 
 ALL_CPU_ISAS = ("generic", "avx2", "avx512")
 
@@ -81,7 +82,8 @@ def backend(request):
         yield "cpu"
 
 
-def _to(value, device):
+def to_device(value, device):
+    """``value`` moved to ``device`` if it is a tensor (differentiably); anything else as is."""
     return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
@@ -91,12 +93,43 @@ def run_on(device, fn, *args, **kwargs):
     fn itself."""
     if device == "cpu":
         return fn(*args, **kwargs)
-    result = fn(*[_to(a, device) for a in args], **{k: _to(v, device) for k, v in kwargs.items()})
+    result = fn(*[to_device(a, device) for a in args], **{k: to_device(v, device) for k, v in kwargs.items()})
     if isinstance(result, dict):
-        return {k: _to(v, "cpu") for k, v in result.items()}
+        return {k: to_device(v, "cpu") for k, v in result.items()}
     if isinstance(result, (tuple, list)):
-        return type(result)(_to(v, "cpu") for v in result)
-    return _to(result, "cpu")
+        return type(result)(to_device(v, "cpu") for v in result)
+    return to_device(result, "cpu")
+
+
+def fused_loss_on(device, *args, **kwargs):
+    """``hee.hybrid_entropy_loss`` run on ``device`` with CPU tensors in and out (run_on)."""
+    return run_on(device, hybrid_entropy_loss, *args, **kwargs)
+
+
+def random_heads(b, k, d, dtype=torch.float32, log_std_dtype=None, seed=0):
+    """CPU logits [b, k] and log_std [b, d], drawn in float64 and rounded to their dtypes."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = (2.0 * torch.randn(b, k, generator=gen, dtype=torch.float64)).to(dtype)
+    log_std = (0.3 * torch.randn(b, d, generator=gen, dtype=torch.float64)).to(log_std_dtype or dtype)
+    return logits, log_std
+
+
+# Another backend's outputs against the CPU op's, by the accumulation dtype: both sum in
+# their own orders (and a GPU contracts into FMAs).
+VALUE_TOLERANCES = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=2e-5, atol=2e-6)}
+# Gradients, by the input dtype: a 16-bit gradient is itself rounded to its 8 or 11
+# significand bits.
+GRAD_TOLERANCES = {torch.float64: dict(rtol=1e-10, atol=1e-14), torch.float32: dict(rtol=1e-4, atol=1e-8),
+                   torch.bfloat16: dict(rtol=2e-2, atol=1e-5), torch.float16: dict(rtol=4e-3, atol=1e-6)}
+
+
+def loss_params_as_doubles(discrete_weight, continuous_weight, discrete_threshold, continuous_threshold,
+                           multiplier):
+    """The hyper-parameters as the seven doubles tests/cpp/loss_params_array.h reads:
+    w_d, w_c, has tau_d, tau_d, has tau_c, tau_c, m."""
+    return [float(discrete_weight), float(continuous_weight), float(discrete_threshold is not None),
+            float(discrete_threshold or 0.0), float(continuous_threshold is not None),
+            float(continuous_threshold or 0.0), float(multiplier)]
 
 
 @pytest.fixture(autouse=True)

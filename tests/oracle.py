@@ -22,6 +22,10 @@ KEYS = (
     "continuous_entropy",
 )
 
+# Distinct weights of the seven outputs (cotangents of a weighted sum of all of them), so
+# that a swapped or dropped output shows in a gradient.
+OUTPUT_WEIGHTS = dict(zip(KEYS, (1.0, -2.0, 3.0, 0.5, -1.5, 0.25, 0.75)))
+
 # Entropy of one dimension of N(mu, exp(c)) in nats is HALF_LOG_2PI_E + c.
 HALF_LOG_2PI_E = 0.5 * math.log(2.0 * math.pi * math.e)
 

@@ -15,34 +15,26 @@ import pytest
 import torch
 
 import hybrid_entropy_ext as hee
-from conftest import CUDA_AVAILABLE
-from oracle import KEYS, distributions_oracle
+from conftest import CUDA_AVAILABLE, GRAD_TOLERANCES, VALUE_TOLERANCES, random_heads
+from oracle import KEYS, OUTPUT_WEIGHTS, distributions_oracle
 
 pytestmark = pytest.mark.skipif(not CUDA_AVAILABLE, reason="needs a CUDA device")
 
 PARAMS = (1.0, 0.5, 10.0, 10.0, 3.0)  # weights, thresholds (both penalties on), multiplier
-F64 = dict(rtol=1e-10, atol=1e-12)
-F32 = dict(rtol=2e-5, atol=2e-6)
+F64 = VALUE_TOLERANCES[torch.float64]
+F32 = VALUE_TOLERANCES[torch.float32]
+make_inputs = random_heads
 
 
 def grad_tol(dtype):
-    return {torch.float64: dict(rtol=1e-10, atol=1e-14), torch.float32: dict(rtol=1e-4, atol=1e-8),
-            torch.bfloat16: dict(rtol=2e-2, atol=1e-5), torch.float16: dict(rtol=4e-3, atol=1e-6)}[dtype]
+    return GRAD_TOLERANCES[dtype]
 
 
-def make_inputs(b, k, d, dtype=torch.float32, seed=0):
-    """CPU inputs (generated in float64, then rounded), for the CPU op and the oracle."""
-    gen = torch.Generator().manual_seed(seed)
-    logits = (2.0 * torch.randn(b, k, generator=gen, dtype=torch.float64)).to(dtype)
-    log_std = (0.3 * torch.randn(b, d, generator=gen, dtype=torch.float64)).to(dtype)
-    return logits, log_std
-
-
-def values_and_grads(logits, log_std, coeff, weights=(1.0, -2.0, 3.0, 0.5, -1.5, 0.25, 0.75)):
+def values_and_grads(logits, log_std, coeff):
     """The seven outputs (on the CPU) and the gradients of a weighted sum of all of them."""
     leaves = [t.detach().clone().requires_grad_() for t in (logits, log_std, coeff)]
     out = hee.hybrid_entropy_loss(*leaves, *PARAMS)
-    total = sum(w * out[k] for k, w in zip(KEYS, weights))
+    total = sum(w * out[k] for k, w in OUTPUT_WEIGHTS.items())
     grads = torch.autograd.grad(total, leaves)
     return {k: v.detach().cpu() for k, v in out.items()}, [g.cpu() for g in grads]
 
@@ -78,8 +70,7 @@ def test_float64_values_and_gradients_match_the_distributions_oracle(b, k):
     want = distributions_oracle(*leaves, 0.3, *PARAMS)
     for key in KEYS:
         torch.testing.assert_close(got[key], want[key].detach(), **F64, msg=key)
-    weights = (1.0, -2.0, 3.0, 0.5, -1.5, 0.25, 0.75)
-    want_grads = torch.autograd.grad(sum(w * want[k] for k, w in zip(KEYS, weights)), leaves)
+    want_grads = torch.autograd.grad(sum(w * want[k] for k, w in OUTPUT_WEIGHTS.items()), leaves)
     torch.testing.assert_close(got_grads[0], want_grads[0], rtol=1e-9, atol=1e-14)
     torch.testing.assert_close(got_grads[1], want_grads[1], rtol=1e-9, atol=1e-14)
 

@@ -20,7 +20,8 @@ import torch
 from torch.utils import cpp_extension
 
 import hybrid_entropy_ext as hee
-from oracle import KEYS, distributions_oracle
+from conftest import GRAD_TOLERANCES, VALUE_TOLERANCES, loss_params_as_doubles, random_heads
+from oracle import KEYS, OUTPUT_WEIGHTS, distributions_oracle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(REPO, "tests", "cuda_emulation", "emulated_kernels.cpp")
@@ -29,7 +30,7 @@ BACKWARD_OP = torch.ops.hybrid_entropy_ext._hybrid_entropy_loss_backward.default
 DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 PARAMS = dict(discrete_entropy_weight=1.0, continuous_entropy_weight=0.5, min_entropy_threshold=10.0,
               continuous_min_entropy_threshold=10.0, penalty_multiplier=3.0)
-UPSTREAM = (1.0, -2.0, 3.0, 0.5, -1.5, 0.25, 0.75)
+UPSTREAM = tuple(OUTPUT_WEIGHTS.values())
 # A GPU large enough that modest batches of long rows get split over blocks.
 MULTIPROCESSORS = 132
 
@@ -60,11 +61,7 @@ def lib(tmp_path_factory):
 
 
 def _params_array(params):
-    values = [params["discrete_entropy_weight"], params["continuous_entropy_weight"],
-              params["min_entropy_threshold"] is not None, params["min_entropy_threshold"] or 0.0,
-              params["continuous_min_entropy_threshold"] is not None,
-              params["continuous_min_entropy_threshold"] or 0.0, params["penalty_multiplier"]]
-    return (ctypes.c_double * 7)(*map(float, values))
+    return (ctypes.c_double * 7)(*loss_params_as_doubles(*params.values()))
 
 
 def _coefficient_args(coeff, on_host):
@@ -147,23 +144,11 @@ def cpu_backward(logits, log_std, coeff, upstream=UPSTREAM, params=PARAMS):
                        [logits is not None, log_std is not None, True])
 
 
-def tolerances(dtype):
-    if dtype == torch.float64:
-        return dict(rtol=1e-11, atol=1e-12)
-    return dict(rtol=2e-5, atol=2e-6)
+inputs = random_heads
 
 
 def grad_tolerances(dtype):
-    # A 16-bit gradient is itself rounded to its 8 or 11 significand bits.
-    return {torch.float64: dict(rtol=1e-10, atol=1e-14), torch.float32: dict(rtol=1e-4, atol=1e-8),
-            torch.bfloat16: dict(rtol=2e-2, atol=1e-5), torch.float16: dict(rtol=4e-3, atol=1e-6)}[dtype]
-
-
-def inputs(b, k, d, dtype=torch.float32, log_std_dtype=None, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    logits = (2.0 * torch.randn(b, k, generator=gen, dtype=torch.float64)).to(dtype)
-    log_std = (0.3 * torch.randn(b, d, generator=gen, dtype=torch.float64)).to(log_std_dtype or dtype)
-    return logits, log_std
+    return GRAD_TOLERANCES[dtype]
 
 
 def assert_forward_matches_cpu(lib, logits, log_std, coeff, **kwargs):
@@ -173,7 +158,7 @@ def assert_forward_matches_cpu(lib, logits, log_std, coeff, **kwargs):
     heads = [t for t in (logits, log_std) if t is not None]
     dtype = torch.float64 if all(t.dtype == torch.float64 for t in heads) else torch.float32
     for key in KEYS:
-        torch.testing.assert_close(got[key], want[key], **tolerances(dtype), msg=key)
+        torch.testing.assert_close(got[key], want[key], **VALUE_TOLERANCES[dtype], msg=key)
     return got, row_stats, layout
 
 

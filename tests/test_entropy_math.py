@@ -21,6 +21,9 @@ import pytest
 import torch
 from torch.distributions import Categorical
 
+from conftest import loss_params_as_doubles
+from oracle import OUTPUT_WEIGHTS
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(REPO, "csrc")
 HOST_SOURCE = os.path.join(REPO, "tests", "cpp", "entropy_math_host.cpp")
@@ -215,7 +218,7 @@ def combine_written_out(c_d, c_c, has_d, h_d, has_c, h_c, w_d, w_c, tau_d, tau_c
 
 
 def call_combine(lib, c_d, c_c, has_d, h_d, has_c, h_c, w_d, w_c, tau_d, tau_c, m, grads=None):
-    params = np.array([w_d, w_c, tau_d is not None, tau_d or 0.0, tau_c is not None, tau_c or 0.0, m])
+    params = np.array(loss_params_as_doubles(w_d, w_c, tau_d, tau_c, m))
     ptr = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_double))  # noqa: E731
     if grads is None:
         out = np.empty(7)
@@ -244,7 +247,7 @@ def test_combine_losses_follows_the_written_out_formulas(lib, case):
 @pytest.mark.parametrize("case", list(COMBINE_CASES), ids=list(COMBINE_CASES))
 def test_combine_losses_backward_is_the_vjp_of_the_written_out_formulas(lib, case):
     c_d, c_c, has_d, h_d, has_c, h_c, w_d, w_c, tau_d, tau_c, m = COMBINE_CASES[case]
-    grads = [1.0, -2.0, 3.0, 0.5, -1.5, 0.25, 0.75]
+    grads = list(OUTPUT_WEIGHTS.values())
     leaves = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (h_d, h_c, c_d, c_c)]
     t_h_d, t_h_c, t_c_d, t_c_c = leaves
 

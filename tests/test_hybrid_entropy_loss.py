@@ -19,8 +19,8 @@ import torch
 from torch.distributions import Categorical
 
 import hybrid_entropy_ext as hee
-from conftest import run_on
-from oracle import KEYS, HALF_LOG_2PI_E, distributions_oracle
+from conftest import fused_loss_on, to_device
+from oracle import KEYS, HALF_LOG_2PI_E, OUTPUT_WEIGHTS, distributions_oracle
 
 # The device the op runs on in the current test, set by the autouse fixture below.
 DEVICE = "cpu"
@@ -36,9 +36,8 @@ def _op_device(backend):
 
 
 def fused_loss(*args, **kwargs):
-    """``hee.hybrid_entropy_loss`` on the test's device: tensor arguments moved there, the
-    outputs moved back to the CPU (differentiably: gradients reach the CPU leaves)."""
-    return run_on(DEVICE, hee.hybrid_entropy_loss, *args, **kwargs)
+    """``hee.hybrid_entropy_loss`` on the test's device, CPU tensors in and out."""
+    return fused_loss_on(DEVICE, *args, **kwargs)
 
 
 def on_device(t):
@@ -47,15 +46,12 @@ def on_device(t):
     Views that a test builds to check a layout (transposes, slices, expansions) are taken
     of this, on the device: moving a non-dense view would copy it into a dense tensor.
     """
-    return t.to(DEVICE) if isinstance(t, torch.Tensor) else t
+    return to_device(t, DEVICE)
 
 
 
 # The fused op's defaults (docs/design.md).
 W_D, W_C, TAU_D, TAU_C, MULT = 1.0, 0.5, 0.1, 0.1, 3.0
-
-# Weights of the "weighted sum of all outputs" (distinct, so a swapped output shows).
-OUTPUT_WEIGHTS = dict(zip(KEYS, (1.0, -2.0, 3.0, 0.5, -1.5, 0.25, 0.75)))
 
 # float64 against the float64 oracle: both are exact formulas evaluated in double; the
 # differences are a few ulps times the length of the sums (K <= 1000, B <= 257).

@@ -37,7 +37,7 @@ import torch
 from torch.distributions import Categorical, Normal
 
 import hybrid_entropy_ext as hee
-from conftest import cpu_and_cuda, run_on
+from conftest import cpu_and_cuda, fused_loss_on
 from oracle import KEYS
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
@@ -61,12 +61,6 @@ def grads(out_value, *leaves):
     return torch.autograd.grad(out_value, leaves)
 
 
-def fused_loss(device, *args, **kwargs):
-    """``hee.hybrid_entropy_loss`` run on ``device``: tensor arguments moved there, the
-    outputs moved back to the CPU (differentiably: gradients reach the CPU leaves)."""
-    return run_on(device, hee.hybrid_entropy_loss, *args, **kwargs)
-
-
 # --------------------------------------------------------------------------------------
 # NaN
 # --------------------------------------------------------------------------------------
@@ -76,9 +70,9 @@ def fused_loss(device, *args, **kwargs):
 @pytest.mark.parametrize("k, column", NAN_POSITIONS)
 def test_nan_logit_makes_the_discrete_outputs_nan(k, column, dtype, backend):
     logits, log_std = inputs(k=k, dtype=dtype)
-    clean = fused_loss(backend, logits, log_std, 0.1, **NO_PENALTY)
+    clean = fused_loss_on(backend, logits, log_std, 0.1, **NO_PENALTY)
     logits[2, column] = NAN
-    out = fused_loss(backend, logits, log_std, 0.1, **NO_PENALTY)
+    out = fused_loss_on(backend, logits, log_std, 0.1, **NO_PENALTY)
     for key in ("discrete_entropy", "discrete", "total"):
         assert torch.isnan(out[key]), key
     for key in ("continuous_entropy", "continuous"):
@@ -91,7 +85,7 @@ def test_nan_logit_makes_its_rows_gradient_nan(k, column, dtype, backend):
     logits, _ = inputs(k=k, dtype=dtype)
     logits[2, column] = NAN
     logits.requires_grad_(True)
-    out = fused_loss(backend, logits, None, 0.1, **NO_PENALTY)
+    out = fused_loss_on(backend, logits, None, 0.1, **NO_PENALTY)
     (grad,) = grads(out["total"], logits)
     assert torch.isnan(grad[2]).all()
     rows = [i for i in range(logits.shape[0]) if i != 2]
@@ -104,9 +98,9 @@ def test_nan_log_std_makes_the_continuous_outputs_nan(dtype, shared, backend):
     logits, log_std = inputs(b=70, k=4, d=3, dtype=dtype)  # 70 rows: two row blocks
     if shared:
         log_std = log_std[0].clone()
-    clean = fused_loss(backend, logits, log_std, 0.1, **NO_PENALTY)
+    clean = fused_loss_on(backend, logits, log_std, 0.1, **NO_PENALTY)
     log_std.view(-1)[-1] = NAN
-    out = fused_loss(backend, logits, log_std, 0.1, **NO_PENALTY)
+    out = fused_loss_on(backend, logits, log_std, 0.1, **NO_PENALTY)
     for key in ("continuous_entropy", "continuous", "total"):
         assert torch.isnan(out[key]), key
     for key in ("discrete_entropy", "discrete"):
@@ -120,7 +114,7 @@ def test_nan_log_std_leaves_the_log_std_gradient_finite_like_the_reference(devic
     log_std[1, 2] = NAN
     s = log_std.clone().requires_grad_(True)
     s_ref = log_std.clone().requires_grad_(True)
-    (got,) = grads(fused_loss(device, None, s, 0.1, **NO_PENALTY)["total"], s)
+    (got,) = grads(fused_loss_on(device, None, s, 0.1, **NO_PENALTY)["total"], s)
     (want,) = grads(hee.reference.hybrid_entropy_loss(None, s_ref, 0.1, **NO_PENALTY)["total"], s_ref)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, want, rtol=1e-12, atol=0.0)
@@ -131,7 +125,7 @@ def test_nan_log_std_leaves_the_log_std_gradient_finite_like_the_reference(devic
 def test_nan_entropy_gives_a_nan_collapse_penalty_not_zero(head, device):
     logits, log_std = inputs(dtype=torch.float64)
     (logits if head == "logits" else log_std)[0, 0] = NAN
-    out = fused_loss(device, logits, log_std, 0.1, min_entropy_threshold=0.5,
+    out = fused_loss_on(device, logits, log_std, 0.1, min_entropy_threshold=0.5,
                      continuous_min_entropy_threshold=0.5)
     ref = hee.reference.hybrid_entropy_loss(logits, log_std, 0.1, min_entropy_threshold=0.5,
                                             continuous_min_entropy_threshold=0.5)
@@ -155,7 +149,7 @@ def test_plus_inf_logit_gives_nan_like_unvalidated_categorical(k, column, dtype,
         logits[2, (column + 1) % k] = INF
     per_row = Categorical(logits=logits.double(), validate_args=False).entropy()
     assert torch.isnan(per_row[2]) and torch.isfinite(per_row[[0, 1, 3, 4, 5]]).all()
-    out = fused_loss(backend, logits, None, 0.1, **NO_PENALTY)
+    out = fused_loss_on(backend, logits, None, 0.1, **NO_PENALTY)
     assert torch.isnan(out["discrete_entropy"])
     assert torch.isnan(hee.reference.hybrid_entropy_loss(logits, None, 0.1, **NO_PENALTY)["discrete_entropy"])
 
@@ -169,7 +163,7 @@ def test_validated_categorical_rejects_plus_inf_where_the_op_returns_nan(device)
     # validate_args explicitly: the first torch.compile in a process turns the default off.
     with pytest.raises(ValueError):
         Categorical(logits=logits, validate_args=True)
-    assert torch.isnan(fused_loss(device, logits, None, 0.1)["discrete_entropy"])
+    assert torch.isnan(fused_loss_on(device, logits, None, 0.1)["discrete_entropy"])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -184,7 +178,7 @@ def test_infinite_log_std_gives_the_infinite_entropy_of_normal(value, dtype, sha
     want = Normal(torch.zeros_like(ls), ls.exp(), validate_args=False).entropy().sum(-1)
     want = want.mean() if ls.dim() == 2 else want
     assert want.item() == value
-    out = fused_loss(backend, None, log_std, 0.1, **NO_PENALTY)
+    out = fused_loss_on(backend, None, log_std, 0.1, **NO_PENALTY)
     assert out["continuous_entropy"].item() == value
 
 
@@ -201,7 +195,7 @@ def test_extreme_finite_logits_give_finite_outputs_and_gradients(dtype, k, backe
     logits[3, ::2] = info.min
     logits.requires_grad_(True)
     log_std = torch.full((4, 2), math.log(info.max) / 2, dtype=dtype, requires_grad=True)
-    out = fused_loss(backend, logits, log_std, 0.1, min_entropy_threshold=10.0,
+    out = fused_loss_on(backend, logits, log_std, 0.1, min_entropy_threshold=10.0,
                      continuous_min_entropy_threshold=100.0)
     for key in KEYS:
         assert torch.isfinite(out[key]), key

@@ -64,7 +64,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import hybrid_entropy_ext as hee
-from conftest import CUDA_AVAILABLE, SUPPORTED_CPU_ISAS, forced_cpu_isa, run_on
+from conftest import CUDA_AVAILABLE, SUPPORTED_CPU_ISAS, forced_cpu_isa, run_on, to_device
 from oracle import KEYS, HALF_LOG_2PI_E, distributions_oracle
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -305,13 +305,9 @@ def _leaves(case: Case, dtype: Optional[torch.dtype] = None, all_grads: bool = F
     return out
 
 
-def _to(t, device: str):
-    return t.to(device) if isinstance(t, torch.Tensor) else t
-
-
 def _args(case: Case, leaves, device: str = "cpu"):
     """The op's arguments: the leaves moved to ``device`` (differentiably), then viewed there."""
-    logits_leaf, log_std_leaf, coeff = (_to(t, device) for t in leaves)
+    logits_leaf, log_std_leaf, coeff = (to_device(t, device) for t in leaves)
     return (
         None if case.logits is None else case.logits.arg(logits_leaf),
         None if case.log_std is None else case.log_std.arg(log_std_leaf),
