@@ -34,10 +34,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 import numbers
-from typing import TYPE_CHECKING, Any, Callable, Dict, Final, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Final, Iterable, Mapping, Optional, Tuple, Union
 
 import yaml
 
+from .controller import TargetEntropyController, _check_coefficient_range, _check_target
 from .schedule import (
     ConstantEntropySchedule,
     CosineEntropySchedule,
@@ -47,13 +48,11 @@ from .schedule import (
     _check_coefficient,
     _check_episode_count,
     _check_points,
-    _check_real,
+    _check_positive_coefficient,
     _describe,
     _is_bool,
+    _real_to_float,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .controller import TargetEntropyController
 
 __all__ = ["EntropyRegularizationConfig", "SAME_AS_DISCRETE", "SCHEDULES", "TARGET_ENTROPY_CONTROLS"]
 
@@ -63,7 +62,9 @@ SAME_AS_DISCRETE: Final[str] = "same_as_min_entropy_threshold"
 
 _SECTION: Final[str] = "entropy_regularization"
 _TRAINER: Final[str] = "trainer"
+# Keys of the fields' metadata: the key's validator, and whether the second version added it.
 _VALIDATOR: Final[str] = "validator"
+_SECOND_VERSION: Final[str] = "second_version"
 
 #: Values of ``entropy_schedule``: the shape of the coefficient's decay.
 SCHEDULES: Final[Tuple[str, ...]] = ("linear", "cosine", "exponential", "piecewise")
@@ -115,29 +116,30 @@ def _parse_numeric_string(value: Any) -> Any:
 
 
 def _validate_bool(key: str, value: Any) -> bool:
-    if _is_bool(value):  # bool or numpy.bool_
-        return bool(value)
-    if not isinstance(value, bool):
+    if not _is_bool(value):  # bool or numpy.bool_
         raise TypeError(f"{key}: expected a bool (true or false), got {_describe(value)}")
-    return value
+    return bool(value)
 
 
 def _validate_coefficient(key: str, value: Any) -> float:
     return _check_coefficient(key, _parse_numeric_string(value))
 
 
-def _validate_episode_count(key: str, value: Any) -> int:
+def _parse_episode(key: str, value: Any) -> Any:
+    """An episode number as written: a numeric string is parsed, and an integral float
+    (500.0, np.float32(500), or "5e2" from YAML) becomes an int; a non-integral one is an
+    error rather than being rounded silently. Anything else is left for the type check."""
     value = _parse_numeric_string(value)
-    # Integral floats (500.0, np.float32(500), or "5e2" from YAML) are accepted; anything
-    # else is an error rather than being rounded silently.
     if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not _is_bool(value):
-        value = float(value)
+        value = _real_to_float(value)
         if not (math.isfinite(value) and value.is_integer()):
-            raise ValueError(
-                f"{key}: expected an integer number of episodes >= 0, got non-integer {value!r}"
-            )
+            raise ValueError(f"{key}: expected an integer number of episodes >= 0, got non-integer {value!r}")
         value = int(value)
-    return _check_episode_count(key, value)
+    return value
+
+
+def _validate_episode_count(key: str, value: Any) -> int:
+    return _check_episode_count(key, _parse_episode(key, value))
 
 
 def _validate_threshold(key: str, value: Any) -> Optional[float]:
@@ -176,10 +178,7 @@ def _validate_points(key: str, value: Any) -> Optional[Tuple[Tuple[int, float], 
         converted = []
         for i, point in enumerate(value):
             if isinstance(point, (list, tuple)) and len(point) == 2:
-                episode = _parse_numeric_string(point[0])
-                if isinstance(episode, float) and math.isfinite(episode) and episode.is_integer():
-                    episode = int(episode)
-                point = (episode, _parse_numeric_string(point[1]))
+                point = (_parse_episode(f"{key}[{i}][0] (episode)", point[0]), _parse_numeric_string(point[1]))
             converted.append(point)
         value = converted
     episodes, values = _check_points(key, value)
@@ -187,24 +186,18 @@ def _validate_points(key: str, value: Any) -> Optional[Tuple[Tuple[int, float], 
     return tuple(zip(episodes, values))
 
 
-def _validate_optional_target(allow_negative: bool) -> Callable[[str, Any], Optional[float]]:
-    def validate(key: str, value: Any) -> Optional[float]:
-        if value is None:
-            return None
-        if not allow_negative:
-            return _validate_coefficient(key, value)
-        # A Gaussian's entropy is a differential entropy: a target below 0 nats is legitimate.
-        expected = "a finite number of nats (or null)"
-        result = _check_real(key, _parse_numeric_string(value), expected)
-        if not math.isfinite(result):
-            raise ValueError(f"{key}: expected {expected}, got {result!r}")
-        return result
-
-    return validate
+def _validate_target(key: str, value: Any) -> Optional[float]:
+    # A Gaussian's entropy is a differential entropy: a target below 0 nats is legitimate.
+    return None if value is None else _check_target(_parse_numeric_string(value), key)
 
 
-def _field(default: Any, validator: Callable[[str, Any], Any]) -> Any:
-    return field(default=default, metadata={_VALIDATOR: validator})
+def _field(default: Any, validator: Callable[[str, Any], Any], second_version: bool = False) -> Any:
+    return field(default=default, metadata={_VALIDATOR: validator, _SECOND_VERSION: second_version})
+
+
+def _second_version_field(default: Any, validator: Callable[[str, Any], Any]) -> Any:
+    """A key the second version added: ``to_dict`` leaves it out while it holds its default."""
+    return _field(default, validator, second_version=True)
 
 
 # --- document handling ------------------------------------------------------------------
@@ -350,16 +343,16 @@ class EntropyRegularizationConfig:
     )
     penalty_multiplier: float = _field(3.0, _validate_coefficient)
     # --- second version: schedules and target-entropy control --------------------------
-    entropy_schedule: str = _field("linear", _validate_choice(SCHEDULES))
-    entropy_schedule_points: Optional[Tuple[Tuple[int, float], ...]] = _field(None, _validate_points)
-    target_entropy_control: str = _field("none", _validate_control)
-    discrete_target_entropy: Optional[float] = _field(None, _validate_optional_target(False))
-    continuous_target_entropy: Optional[float] = _field(None, _validate_optional_target(True))
-    controller_initial_coeff: float = _field(0.01, _validate_coefficient)
-    controller_min_coeff: float = _field(0.0, _validate_coefficient)
-    controller_max_coeff: float = _field(1.0, _validate_coefficient)
-    controller_delta: float = _field(0.001, _validate_coefficient)
-    controller_only_below_target: bool = _field(True, _validate_bool)
+    entropy_schedule: str = _second_version_field("linear", _validate_choice(SCHEDULES))
+    entropy_schedule_points: Optional[Tuple[Tuple[int, float], ...]] = _second_version_field(None, _validate_points)
+    target_entropy_control: str = _second_version_field("none", _validate_control)
+    discrete_target_entropy: Optional[float] = _second_version_field(None, _validate_threshold)
+    continuous_target_entropy: Optional[float] = _second_version_field(None, _validate_target)
+    controller_initial_coeff: float = _second_version_field(0.01, _validate_coefficient)
+    controller_min_coeff: float = _second_version_field(0.0, _validate_coefficient)
+    controller_max_coeff: float = _second_version_field(1.0, _validate_coefficient)
+    controller_delta: float = _second_version_field(0.001, _validate_coefficient)
+    controller_only_below_target: bool = _second_version_field(True, _validate_bool)
 
     def __post_init__(self) -> None:
         # Validate every field before setting any (frozen: via object.__setattr__).
@@ -450,7 +443,7 @@ class EntropyRegularizationConfig:
         if self._continuous_threshold_follows_discrete:
             del result["continuous_min_entropy_threshold"]
         for f in dataclasses.fields(self):
-            if f.name in _SECOND_VERSION_KEYS and result[f.name] == f.default:
+            if f.metadata[_SECOND_VERSION] and result[f.name] == f.default:
                 del result[f.name]
         if result.get("entropy_schedule_points") is not None:
             result["entropy_schedule_points"] = [list(point) for point in result["entropy_schedule_points"]]
@@ -490,17 +483,13 @@ class EntropyRegularizationConfig:
         }[self.entropy_schedule]
         return shape(self.entropy_coeff_start, self.entropy_coeff_end, self.entropy_decay_episodes)
 
-    def make_controllers(
-        self,
-    ) -> Tuple[Optional["TargetEntropyController"], Optional["TargetEntropyController"]]:
+    def make_controllers(self) -> Tuple[Optional[TargetEntropyController], Optional[TargetEntropyController]]:
         """``(discrete, continuous)`` target-entropy controllers, ``None`` for a head without one.
 
         With ``target_entropy_control: none`` both are ``None``; otherwise each head whose
         target is set gets a :class:`~hybrid_entropy_ext.TargetEntropyController` with the
         ``controller_*`` settings.
         """
-        from .controller import TargetEntropyController
-
         if self.target_entropy_control == "none":
             return None, None
 
@@ -520,21 +509,6 @@ class EntropyRegularizationConfig:
         return make(self.discrete_target_entropy), make(self.continuous_target_entropy)
 
 
-#: Keys added by the second version of the regularizer; see ``to_dict``.
-_SECOND_VERSION_KEYS: Final[Tuple[str, ...]] = (
-    "entropy_schedule",
-    "entropy_schedule_points",
-    "target_entropy_control",
-    "discrete_target_entropy",
-    "continuous_target_entropy",
-    "controller_initial_coeff",
-    "controller_min_coeff",
-    "controller_max_coeff",
-    "controller_delta",
-    "controller_only_below_target",
-)
-
-
 def _check_combination(values: Mapping[str, Any]) -> None:
     """Checks across keys, on already validated values; errors name every key involved."""
     schedule, points = values["entropy_schedule"], values["entropy_schedule_points"]
@@ -551,11 +525,7 @@ def _check_combination(values: Mapping[str, Any]) -> None:
         # Only when the schedule is used: enable_adaptive_entropy: false gives a constant
         # coefficient, and the start and end of an unused decay are nobody's concern.
         for key in ("entropy_coeff_start", "entropy_coeff_end"):
-            if values[key] <= 0.0:
-                raise ValueError(
-                    f"{key}: expected a number > 0 with entropy_schedule: exponential "
-                    f"(a geometric decay never reaches 0), got {values[key]!r}"
-                )
+            _check_positive_coefficient(key, values[key], "with entropy_schedule: exponential")
     control = values["target_entropy_control"]
     targets = ("discrete_target_entropy", "continuous_target_entropy")
     if control == "none":
@@ -570,22 +540,12 @@ def _check_combination(values: Mapping[str, Any]) -> None:
             f"target_entropy_control: {control!r} needs discrete_target_entropy and/or "
             "continuous_target_entropy (nats), got neither"
         )
-    low, high, initial = (
+    # The controller's own checks, its messages naming the YAML keys.
+    _check_coefficient_range(
+        values["controller_initial_coeff"],
         values["controller_min_coeff"],
         values["controller_max_coeff"],
-        values["controller_initial_coeff"],
+        control,
+        names=("controller_initial_coeff", "controller_min_coeff", "controller_max_coeff"),
+        sac="with target_entropy_control: sac",
     )
-    if low > high:
-        raise ValueError(
-            f"controller_min_coeff: expected <= controller_max_coeff ({high!r}), got {low!r}"
-        )
-    if not low <= initial <= high:
-        raise ValueError(
-            f"controller_initial_coeff: expected a number in [controller_min_coeff, controller_max_coeff] = "
-            f"[{low!r}, {high!r}], got {initial!r}"
-        )
-    if control == "sac" and initial <= 0.0:
-        raise ValueError(
-            f"controller_initial_coeff: expected a number > 0 with target_entropy_control: sac "
-            f"(the controller learns its logarithm), got {initial!r}"
-        )

@@ -27,7 +27,7 @@ threshold below the target catches a collapse the controller is too slow for.
 """
 
 import math
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -40,12 +40,40 @@ __all__ = ["TargetEntropyController", "CONTROLLER_MODES"]
 CONTROLLER_MODES = ("sac", "adaptive")
 
 
-def _check_target(value: Any) -> float:
+def _check_target(value: Any, name: str = "target_entropy") -> float:
+    """A target entropy: any finite number of nats (a differential entropy can be < 0)."""
     expected = "a finite number of nats"
-    result = _check_real("target_entropy", value, expected)
+    result = _check_real(name, value, expected)
     if not math.isfinite(result):
-        raise ValueError(f"target_entropy: expected {expected}, got {result!r}")
+        raise ValueError(f"{name}: expected {expected}, got {result!r}")
     return result
+
+
+def _check_coefficient_range(
+    initial: float,
+    low: float,
+    high: float,
+    mode: str,
+    names: Tuple[str, str, str] = ("initial_coeff", "min_coeff", "max_coeff"),
+    sac: str = "in sac mode",
+) -> None:
+    """The checks across the already checked coefficients: ``low <= high``,
+    ``low <= initial <= high``, and ``initial > 0`` when ``mode`` is ``"sac"``.
+
+    ``names`` (initial, min, max) are what the messages call them and ``sac`` how they
+    spell the mode, so that the config's messages name its YAML keys.
+    """
+    initial_name, low_name, high_name = names
+    if low > high:
+        raise ValueError(f"{low_name}: expected <= {high_name} ({high!r}), got {low!r}")
+    if not low <= initial <= high:
+        raise ValueError(
+            f"{initial_name}: expected a number in [{low_name}, {high_name}] = [{low!r}, {high!r}], got {initial!r}"
+        )
+    if mode == "sac" and initial <= 0.0:
+        raise ValueError(
+            f"{initial_name}: expected a number > 0 {sac} (the controller learns its logarithm), got {initial!r}"
+        )
 
 
 class TargetEntropyController(nn.Module):
@@ -128,23 +156,16 @@ class TargetEntropyController(nn.Module):
         step = _check_coefficient("delta", delta)
         if not isinstance(only_below_target, bool):
             raise TypeError(f"only_below_target: expected a bool, got {_describe(only_below_target)}")
-        if low > high:
-            raise ValueError(f"min_coeff: expected <= max_coeff ({high!r}), got {low!r}")
-        if not low <= initial <= high:
-            raise ValueError(
-                f"initial_coeff: expected a number in [min_coeff, max_coeff] = [{low!r}, {high!r}], got {initial!r}"
-            )
-        if mode == "sac" and initial <= 0.0:
-            raise ValueError(
-                f"initial_coeff: expected a number > 0 in sac mode (the controller learns its logarithm), "
-                f"got {initial!r}"
-            )
+        _check_coefficient_range(initial, low, high, mode)
         self.mode = mode
         self.target_entropy = target
         self.min_coeff = low
         self.max_coeff = high
         self.delta = step
         self.only_below_target = only_below_target
+        # Whether term_active can be False. Fixed here, as mode and only_below_target are: a
+        # plain attribute, so that a scripted controller has it too (a property would not be
+        # readable from Python on the scripted module).
         self.gates_term = mode == "adaptive" and only_below_target
         self._log_min = math.log(low) if low > 0.0 else -math.inf
         self._log_max = math.log(high) if high > 0.0 else -math.inf

@@ -43,7 +43,7 @@ from torch.distributions import (
 )
 
 from .functional import hybrid_entropy_loss
-from .schedule import _check_real, _describe
+from .schedule import _describe
 
 __all__ = ["hybrid_entropy_loss_from_distributions"]
 
@@ -236,8 +236,6 @@ def hybrid_entropy_loss_from_distributions(
         torch.Size([])
     """
     categorical, gaussian = _split_heads(dists)
-    if not isinstance(entropy_coeff, Tensor):
-        entropy_coeff = _check_real("entropy_coeff", entropy_coeff, "a number or a floating tensor")
     if categorical is not None and gaussian is not None:
         _check_same_batch(categorical, gaussian)
     logits = _categorical_logits(categorical) if categorical is not None else None

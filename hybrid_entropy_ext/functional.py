@@ -7,35 +7,32 @@ Python: scripted code can call it, and it traces under ``torch.compile`` and
 ``torch.export`` with no graph break.
 """
 
-import numbers
 from typing import Dict, Optional, Union
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from . import _ops  # noqa: F401  (registers the ops)
-from .schedule import _real_to_float
+from .schedule import _is_real, _real_to_float
 
 __all__ = ["hybrid_entropy_loss"]
 
 
-def _check_coefficient_type(entropy_coeff: object) -> None:
-    # Any real number (NumPy scalars included, as a NumPy-based config hands them
-    # over), but not a bool: True as a coefficient is a misplaced flag, not 1.
-    if isinstance(entropy_coeff, (bool, np.bool_)) or not isinstance(entropy_coeff, (numbers.Real, Tensor)):
-        raise TypeError(
-            "hybrid_entropy_loss: entropy_coeff must be a Python float or a floating tensor "
-            f"(0-dim, or [2] for one coefficient per head), got {type(entropy_coeff).__name__}"
-        )
-
-
 def _coefficient_as_float(entropy_coeff: object) -> float:
+    """A coefficient that is not a tensor, as the float the op gets.
+
+    Any real number (NumPy scalars included, as a NumPy-based config hands them over),
+    but not a bool (NumPy's included): True as a coefficient is a misplaced flag, not 1.
+    """
     # A Python float, the common case, skips the checks: at small batch sizes their
     # isinstance tests against the numbers ABCs cost a measurable share of the call.
     if type(entropy_coeff) is float:
         return entropy_coeff
-    _check_coefficient_type(entropy_coeff)
+    if not _is_real(entropy_coeff):
+        raise TypeError(
+            "hybrid_entropy_loss: entropy_coeff must be a Python float or a floating tensor "
+            f"(0-dim, or [2] for one coefficient per head), got {type(entropy_coeff).__name__}"
+        )
     # The number every entry point reads: np.float32(0.01) is 0.01, the decimal it
     # prints as (as the schedules, the config and the controller read it).
     return _real_to_float(entropy_coeff)

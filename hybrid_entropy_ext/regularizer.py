@@ -113,10 +113,9 @@ class _AllReduceSum(torch.autograd.Function):
         return grad, None
 
 
-def _check_controller(name: str, controller: Any) -> Optional[TargetEntropyController]:
+def _check_controller(name: str, controller: Any) -> None:
     if controller is not None and not isinstance(controller, TargetEntropyController):
         raise TypeError(f"{name}: expected a TargetEntropyController or None, got {_describe(controller)}")
-    return controller
 
 
 class HybridEntropyRegularizer(nn.Module):
@@ -194,8 +193,6 @@ class HybridEntropyRegularizer(nn.Module):
     penalty_multiplier: float
     check_finite: bool
     distributed: bool
-    _validate_schedule_output: bool
-    _gates_a_term: bool
 
     def __init__(
         self,
@@ -221,16 +218,14 @@ class HybridEntropyRegularizer(nn.Module):
         user_schedule = _as_schedule(schedule) if schedule is not None else None
         self.check_finite = check_finite
         self.config = _resolve_config(config, overrides)
+        # What follows from the schedule and the controllers (whether the schedule's output is
+        # checked, whether a head's term is gated) is derived where it is used, from the
+        # submodules of the moment, so that reassigning one (reg.schedule = ...) is honored.
         self.schedule = user_schedule if user_schedule is not None else self.config.make_schedule()
-        # A schedule from elsewhere may return anything: checked (eager) before it reaches the op.
-        self._validate_schedule_output = not isinstance(self.schedule, _BUILTIN_SCHEDULES)
         config_discrete, config_continuous = self.config.make_controllers()
         self.discrete_controller = discrete_controller if discrete_controller is not None else config_discrete
         self.continuous_controller = (
             continuous_controller if continuous_controller is not None else config_continuous
-        )
-        self._gates_a_term = any(
-            c is not None and c.gates_term for c in (self.discrete_controller, self.continuous_controller)
         )
         self.discrete_entropy_weight = self.config.discrete_entropy_weight
         self.continuous_entropy_weight = self.config.continuous_entropy_weight
@@ -264,7 +259,8 @@ class HybridEntropyRegularizer(nn.Module):
         """The scheduled entropy coefficient (dimensionless) at ``episode`` (int >= 0)."""
         value = self.schedule(episode)
         if not torch.jit.is_scripting():
-            if self._validate_schedule_output:
+            # A schedule from elsewhere may return anything: checked before it reaches the op.
+            if not isinstance(self.schedule, _BUILTIN_SCHEDULES):
                 value = _check_coefficient("schedule(" + str(episode) + ")", value)
         return value
 
@@ -341,22 +337,27 @@ class HybridEntropyRegularizer(nn.Module):
         else:
             scheduled_value = self.compute_adaptive_entropy_coefficient(episode)
 
+        # A controlled head's coefficient: its controller's (a float32 tensor on its device).
         discrete_coeff: Optional[Tensor] = None
         continuous_coeff: Optional[Tensor] = None
         discrete_controller = self.discrete_controller
         continuous_controller = self.continuous_controller
         if discrete_controller is not None:
-            discrete_coeff = discrete_controller.coefficient().to(torch.float64)
+            discrete_coeff = discrete_controller.coefficient()
         if continuous_controller is not None:
-            continuous_coeff = continuous_controller.coefficient().to(torch.float64)
-        if discrete_coeff is not None or continuous_coeff is not None:
+            continuous_coeff = continuous_controller.coefficient()
+        controlled = discrete_coeff is not None or continuous_coeff is not None
+        if controlled:
+            # One float64 [2] coefficient for the op (a float32 is exact in float64), the
+            # schedule's for a head without a controller.
             like = discrete_coeff if discrete_coeff is not None else continuous_coeff
             assert like is not None
-            if discrete_coeff is None:
-                discrete_coeff = self._scheduled_like(like, scheduled_value, scheduled_tensor)
-            if continuous_coeff is None:
-                continuous_coeff = self._scheduled_like(like, scheduled_value, scheduled_tensor)
-            coeff = torch.stack([discrete_coeff, continuous_coeff])
+            coeff = torch.stack(
+                [
+                    self._head_coefficient(discrete_coeff, like, torch.float64, scheduled_value, scheduled_tensor),
+                    self._head_coefficient(continuous_coeff, like, torch.float64, scheduled_value, scheduled_tensor),
+                ]
+            )
         elif scheduled_tensor is not None:
             coeff = scheduled_tensor
         else:
@@ -376,33 +377,55 @@ class HybridEntropyRegularizer(nn.Module):
                 self.continuous_min_entropy_threshold,
                 self.penalty_multiplier,
             )
-        if self._gates_a_term:
-            self._apply_only_below_target(out)
+        self._apply_only_below_target(out)
         total = out["total"]
-        out["current_entropy_coeff"] = self._scheduled_like(total, scheduled_value, scheduled_tensor)
-        if discrete_coeff is not None and continuous_coeff is not None:
-            out["discrete_entropy_coeff"] = discrete_coeff.to(total.dtype)
-            out["continuous_entropy_coeff"] = continuous_coeff.to(total.dtype)
+        dtype = total.dtype
+        out["current_entropy_coeff"] = self._scheduled_like(total, dtype, scheduled_value, scheduled_tensor)
+        if controlled:
+            out["discrete_entropy_coeff"] = self._head_coefficient(
+                discrete_coeff, total, dtype, scheduled_value, scheduled_tensor
+            )
+            out["continuous_entropy_coeff"] = self._head_coefficient(
+                continuous_coeff, total, dtype, scheduled_value, scheduled_tensor
+            )
         return out
 
-    def _scheduled_like(self, like: Tensor, value: float, tensor: Optional[Tensor]) -> Tensor:
-        # A fill on `like`'s device rather than a host-to-device copy, which would sync.
+    def _scheduled_like(self, like: Tensor, dtype: torch.dtype, value: float, tensor: Optional[Tensor]) -> Tensor:
+        # The scheduled coefficient in `dtype`: a fill on `like`'s device rather than a
+        # host-to-device copy, which would sync.
         if tensor is not None:
-            return tensor.to(like.dtype)
-        return torch.full_like(like, value)
+            return tensor.to(dtype)
+        return torch.full_like(like, value, dtype=dtype)
+
+    def _head_coefficient(
+        self, controlled: Optional[Tensor], like: Tensor, dtype: torch.dtype, value: float, tensor: Optional[Tensor]
+    ) -> Tensor:
+        # A head's coefficient in `dtype`: its controller's if it has one, else the schedule's.
+        if controlled is not None:
+            return controlled.to(dtype)
+        return self._scheduled_like(like, dtype, value, tensor)
 
     def _apply_only_below_target(self, out: Dict[str, Tensor]) -> None:
-        # An adaptive controller's head contributes its entropy term only below its target:
-        # the op's component (exact gradient) where active, 0 elsewhere; total follows.
+        # An adaptive controller with only_below_target gates its head's entropy term: the
+        # op's component (exact gradient) while the entropy is below the target, 0 above;
+        # total follows. Heads whose controller does not gate (or without one) are left alone.
         discrete_controller = self.discrete_controller
         continuous_controller = self.continuous_controller
+        # (Nested ifs: TorchScript compiles the right side of an `and` even where the
+        # controller is None.)
+        gated = False
         if discrete_controller is not None:
-            active = discrete_controller.term_active(out["discrete_entropy"])
-            out["discrete"] = torch.where(active, out["discrete"], torch.zeros_like(out["discrete"]))
+            if discrete_controller.gates_term:
+                active = discrete_controller.term_active(out["discrete_entropy"])
+                out["discrete"] = torch.where(active, out["discrete"], torch.zeros_like(out["discrete"]))
+                gated = True
         if continuous_controller is not None:
-            active = continuous_controller.term_active(out["continuous_entropy"])
-            out["continuous"] = torch.where(active, out["continuous"], torch.zeros_like(out["continuous"]))
-        out["total"] = out["discrete"] + out["continuous"] + out["discrete_penalty"] + out["continuous_penalty"]
+            if continuous_controller.gates_term:
+                active = continuous_controller.term_active(out["continuous_entropy"])
+                out["continuous"] = torch.where(active, out["continuous"], torch.zeros_like(out["continuous"]))
+                gated = True
+        if gated:
+            out["total"] = out["discrete"] + out["continuous"] + out["discrete_penalty"] + out["continuous_penalty"]
 
     # --- controllers -------------------------------------------------------------------------
 
@@ -489,8 +512,7 @@ class HybridEntropyRegularizer(nn.Module):
     def __setstate__(self, state: Dict[str, Any]) -> None:
         # A whole module pickled by the first version (torch.save(model)) has none of the
         # second version's attributes: give them the values that compute what it computed
-        # (no controllers, not distributed, the counter at 0, the schedule's output checked
-        # unless it is one of this package's).
+        # (no controllers, not distributed, the counter at 0).
         super().__setstate__(state)
         modules = self.__dict__["_modules"]
         for name in ("discrete_controller", "continuous_controller"):
@@ -502,14 +524,11 @@ class HybridEntropyRegularizer(nn.Module):
         defaults = {
             "distributed": False,
             "process_group": None,
-            "_gates_a_term": False,
             "check_finite": False,
         }
         for name, value in defaults.items():
             if name not in self.__dict__:
                 self.__dict__[name] = value
-        if "_validate_schedule_output" not in self.__dict__:
-            self.__dict__["_validate_schedule_output"] = not isinstance(modules.get("schedule"), _BUILTIN_SCHEDULES)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

@@ -55,9 +55,14 @@ def _real_to_float(value: numbers.Real) -> float:
     return float(str(value))
 
 
+def _is_real(value: Any) -> bool:
+    """Whether ``value`` is a real number: Python or NumPy, but not a bool (see ``_is_bool``)."""
+    return isinstance(value, numbers.Real) and not _is_bool(value)
+
+
 def _check_real(name: str, value: Any, expected: str) -> float:
     """``value`` as a float if it is a real number (Python or NumPy, not bool), else TypeError."""
-    if _is_bool(value) or not isinstance(value, numbers.Real):
+    if not _is_real(value):
         raise TypeError(f"{name}: expected {expected}, got {_describe(value)}")
     return _real_to_float(value)
 
@@ -73,6 +78,18 @@ def _check_coefficient(name: str, value: Any) -> float:
     result = _check_real(name, value, expected)
     if not (math.isfinite(result) and result >= 0.0):
         raise ValueError(f"{name}: expected {expected}, got {result!r}")
+    return result
+
+
+def _check_positive_coefficient(name: str, value: Any, where: str) -> float:
+    """``_check_coefficient``, and > 0: the start or end of a geometric decay, which never
+    reaches 0. ``where`` says what needs it (``for an exponential schedule``, or the
+    config's ``with entropy_schedule: exponential``)."""
+    result = _check_coefficient(name, value)
+    if result <= 0.0:
+        raise ValueError(
+            f"{name}: expected a finite number > 0 {where} (a geometric decay never reaches 0), got {result!r}"
+        )
     return result
 
 
@@ -109,7 +126,11 @@ def _as_float64(episode: Tensor) -> Tensor:
 
 class _DecaySchedule(nn.Module):
     """What the schedules from ``start`` to ``end`` over ``decay_episodes`` share: their
-    checked hyper-parameters and their repr (subclasses define the curve)."""
+    checked hyper-parameters, their repr and both forms' scaffolding (the episode's
+    checks, ``end`` from ``decay_episodes`` on, and always when it is 0). A subclass
+    defines only its curve for ``0 <= episode < decay_episodes``, in both forms:
+    ``_curve(episode: int) -> float`` and ``_curve_tensor(e: Tensor) -> Tensor``, ``e``
+    being the episode as a 0-dim float64 tensor."""
 
     start: float
     end: float
@@ -125,6 +146,40 @@ class _DecaySchedule(nn.Module):
         self.start = start_value
         self.end = end_value
         self.decay_episodes = decay_value
+
+    def forward(self, episode: int) -> float:
+        """Return the coefficient (dimensionless) for ``episode`` (an int >= 0).
+
+        Raises:
+            ValueError: ``episode`` is negative (in scripted code this surfaces as
+                ``torch.jit.Error`` carrying the same message).
+            TypeError: in eager mode, ``episode`` is not an integer.
+        """
+        if not torch.jit.is_scripting():
+            episode = _check_episode_type(episode)
+        _check_episode(episode)
+        if episode >= self.decay_episodes:
+            return self.end
+        return self._curve(episode)
+
+    @torch.jit.export
+    def coefficient_tensor(self, episode: Tensor) -> Tensor:
+        """``forward`` on a 0-dim integer tensor (>= 0): a 0-dim float64 tensor on its device.
+
+        Tensor operations only (no host sync); for the linear schedule bitwise equal to
+        ``forward(int(episode))`` (see the module docstring for the others).
+        """
+        e = _as_float64(episode)
+        end = torch.full_like(e, self.end)
+        if self.decay_episodes == 0:
+            return end
+        return torch.where(episode >= self.decay_episodes, end, self._curve_tensor(e))
+
+    def _curve(self, episode: int) -> float:
+        raise NotImplementedError
+
+    def _curve_tensor(self, e: Tensor) -> Tensor:
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
         return f"start={self.start!r}, end={self.end!r}, decay_episodes={self.decay_episodes!r}"
@@ -163,35 +218,16 @@ class LinearEntropySchedule(_DecaySchedule):
         >>> scripted = torch.jit.script(schedule)  # same values, usable from C++
     """
 
-    def forward(self, episode: int) -> float:
-        """Return the coefficient (dimensionless) for ``episode`` (an int >= 0).
+    # forward(episode) and coefficient_tensor(episode) are _DecaySchedule's; the tensor
+    # form is bitwise the host form (the same IEEE operations in the same order).
 
-        Raises:
-            ValueError: ``episode`` is negative (in scripted code this surfaces as
-                ``torch.jit.Error`` carrying the same message).
-            TypeError: in eager mode, ``episode`` is not an integer.
-        """
-        if not torch.jit.is_scripting():
-            episode = _check_episode_type(episode)
-        _check_episode(episode)
-        if episode >= self.decay_episodes:
-            return self.end
+    def _curve(self, episode: int) -> float:
         fraction = episode / self.decay_episodes
         return self.start * (1.0 - fraction) + self.end * fraction
 
-    @torch.jit.export
-    def coefficient_tensor(self, episode: Tensor) -> Tensor:
-        """``forward`` on a 0-dim integer tensor (>= 0): a 0-dim float64 tensor on its device.
-
-        Tensor operations only (no host sync); bitwise equal to ``forward(int(episode))``.
-        """
-        e = _as_float64(episode)
-        end = torch.full_like(e, self.end)
-        if self.decay_episodes == 0:
-            return end
+    def _curve_tensor(self, e: Tensor) -> Tensor:
         fraction = e / self.decay_episodes
-        value = self.start * (1.0 - fraction) + self.end * fraction
-        return torch.where(episode >= self.decay_episodes, end, value)
+        return self.start * (1.0 - fraction) + self.end * fraction
 
 
 class ConstantEntropySchedule(nn.Module):
@@ -257,24 +293,11 @@ class CosineEntropySchedule(_DecaySchedule):
         (0.1, 0.05, 0.0)
     """
 
-    def forward(self, episode: int) -> float:
-        """Return the coefficient for ``episode`` (an int >= 0); errors as the linear schedule's."""
-        if not torch.jit.is_scripting():
-            episode = _check_episode_type(episode)
-        _check_episode(episode)
-        if episode >= self.decay_episodes:
-            return self.end
+    def _curve(self, episode: int) -> float:
         return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * episode / self.decay_episodes))
 
-    @torch.jit.export
-    def coefficient_tensor(self, episode: Tensor) -> Tensor:
-        """``forward`` on a 0-dim integer tensor, as a 0-dim float64 tensor on its device."""
-        e = _as_float64(episode)
-        end = torch.full_like(e, self.end)
-        if self.decay_episodes == 0:
-            return end
-        value = self.end + (self.start - self.end) * 0.5 * (1.0 + torch.cos(math.pi * e / self.decay_episodes))
-        return torch.where(episode >= self.decay_episodes, end, value)
+    def _curve_tensor(self, e: Tensor) -> Tensor:
+        return self.end + (self.start - self.end) * 0.5 * (1.0 + torch.cos(math.pi * e / self.decay_episodes))
 
 
 class ExponentialEntropySchedule(_DecaySchedule):
@@ -307,33 +330,15 @@ class ExponentialEntropySchedule(_DecaySchedule):
 
     def __init__(self, start: float, end: float, decay_episodes: int) -> None:
         # Checked before the base class assigns anything.
-        for name, value in (("start", start), ("end", end)):
-            checked = _check_coefficient(name, value)
-            if checked <= 0.0:
-                raise ValueError(
-                    f"{name}: expected a finite number > 0 for an exponential schedule "
-                    f"(a geometric decay never reaches 0), got {checked!r}"
-                )
+        _check_positive_coefficient("start", start, "for an exponential schedule")
+        _check_positive_coefficient("end", end, "for an exponential schedule")
         super().__init__(start, end, decay_episodes)
 
-    def forward(self, episode: int) -> float:
-        """Return the coefficient for ``episode`` (an int >= 0); errors as the linear schedule's."""
-        if not torch.jit.is_scripting():
-            episode = _check_episode_type(episode)
-        _check_episode(episode)
-        if episode >= self.decay_episodes:
-            return self.end
+    def _curve(self, episode: int) -> float:
         return self.start * (self.end / self.start) ** (episode / self.decay_episodes)
 
-    @torch.jit.export
-    def coefficient_tensor(self, episode: Tensor) -> Tensor:
-        """``forward`` on a 0-dim integer tensor, as a 0-dim float64 tensor on its device."""
-        e = _as_float64(episode)
-        end = torch.full_like(e, self.end)
-        if self.decay_episodes == 0:
-            return end
-        value = self.start * torch.pow(self.end / self.start, e / self.decay_episodes)
-        return torch.where(episode >= self.decay_episodes, end, value)
+    def _curve_tensor(self, e: Tensor) -> Tensor:
+        return self.start * torch.pow(self.end / self.start, e / self.decay_episodes)
 
 
 def _check_points(name: str, points: Any) -> Tuple[List[int], List[float]]:

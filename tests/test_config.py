@@ -3,10 +3,18 @@
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 
 from hybrid_entropy_ext.config import SAME_AS_DISCRETE, EntropyRegularizationConfig
-from hybrid_entropy_ext.schedule import ConstantEntropySchedule, LinearEntropySchedule
+from hybrid_entropy_ext.controller import TargetEntropyController
+from hybrid_entropy_ext.schedule import (
+    ConstantEntropySchedule,
+    CosineEntropySchedule,
+    ExponentialEntropySchedule,
+    LinearEntropySchedule,
+    PiecewiseEntropySchedule,
+)
 
 Config = EntropyRegularizationConfig
 
@@ -469,15 +477,6 @@ def test_make_schedule_disabled_gives_constant_entropy_coeff():
 
 # --- second version: schedules, target-entropy control, the plain preset, NumPy ---------
 
-import numpy as np  # noqa: E402
-
-from hybrid_entropy_ext.controller import TargetEntropyController  # noqa: E402
-from hybrid_entropy_ext.schedule import (  # noqa: E402
-    CosineEntropySchedule,
-    ExponentialEntropySchedule,
-    PiecewiseEntropySchedule,
-)
-
 
 def test_plain_preset_is_a_constant_001_with_weights_1_and_1_and_no_penalties():
     config = Config.preset("plain")
@@ -538,7 +537,7 @@ def test_bad_point_is_named_by_its_position():
 
 @pytest.mark.parametrize("key", ["entropy_coeff_start", "entropy_coeff_end"])
 def test_exponential_schedule_needs_positive_start_and_end(key):
-    with pytest.raises(ValueError, match=rf"{key}: expected a number > 0 with entropy_schedule: exponential"):
+    with pytest.raises(ValueError, match=rf"{key}: expected a finite number > 0 with entropy_schedule: exponential"):
         Config.from_dict({"entropy_schedule": "exponential", key: 0.0})
 
 
@@ -549,7 +548,7 @@ def test_exponential_start_and_end_are_not_checked_while_the_schedule_is_unused(
     assert isinstance(config.make_schedule(), ConstantEntropySchedule)
     assert config.make_schedule()(100) == config.entropy_coeff
     # Switching the schedule on checks them again.
-    with pytest.raises(ValueError, match=rf"{key}: expected a number > 0 with entropy_schedule: exponential"):
+    with pytest.raises(ValueError, match=rf"{key}: expected a finite number > 0 with entropy_schedule: exponential"):
         config.replace(enable_adaptive_entropy=True)
 
 
@@ -608,6 +607,8 @@ def test_negative_discrete_target_is_rejected_and_negative_continuous_target_acc
         ({"target_entropy_control": "sac", "discrete_target_entropy": 0.2, "controller_initial_coeff": 0.0},
          r"controller_initial_coeff: expected a number > 0 with target_entropy_control: sac"),
         ({"target_entropy_control": "PID"}, r"target_entropy_control: expected one of none, sac, adaptive"),
+        ({"target_entropy_control": "sac", "continuous_target_entropy": "nan"},
+         r"continuous_target_entropy: expected a finite number of nats, got nan"),
     ],
 )
 def test_bad_controller_settings_are_named(values, message):
@@ -666,6 +667,20 @@ def test_numpy_scalars_are_accepted_like_python_numbers():
 
 def test_numpy_integral_float_decay_episodes_is_accepted():
     assert Config(entropy_decay_episodes=np.float32(500.0)).entropy_decay_episodes == 500
+
+
+def test_point_episodes_follow_the_decay_episodes_rule():
+    # The same episode numbers are accepted (integral floats, NumPy's too, numeric strings)
+    # and refused (a non-integral one: ValueError, not rounded) as for entropy_decay_episodes.
+    config = Config(entropy_schedule="piecewise",
+                    entropy_schedule_points=[[np.float32(0.0), 0.1], [np.float64(1e2), 0.01], ["5e2", 0.0]])
+    assert config.entropy_schedule_points == ((0, 0.1), (100, 0.01), (500, 0.0))
+    assert all(type(episode) is int for episode, _ in config.entropy_schedule_points)
+    for value in (2.5, np.float32(2.5), "2.5", math.inf):
+        with pytest.raises(ValueError, match=r"entropy_decay_episodes: .*non-integer"):
+            Config(entropy_decay_episodes=value)
+        with pytest.raises(ValueError, match=r"entropy_schedule_points\[1\]\[0\] \(episode\): .*non-integer"):
+            Config(entropy_schedule="piecewise", entropy_schedule_points=[[0, 0.1], [value, 0.0]])
 
 
 def test_numpy_bool_where_a_number_is_expected_is_rejected():

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import hybrid_entropy_ext as hee
+from conftest import needs_cuda
 
 # TorchScript support is part of the contract, so its deprecation notice is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
@@ -205,7 +206,7 @@ def test_compiled_update_and_coefficient_run_in_one_graph_as_eager():
         assert torch.equal(compiled(compiled_controller, entropy), control_step(eager_controller, entropy))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 @pytest.mark.parametrize("mode", ["sac", "adaptive"])
 def test_controller_on_cuda_makes_no_host_sync(mode):
     controller = Controller(0.3, mode, device="cuda")
@@ -288,7 +289,7 @@ def test_device_moves_still_apply_to_the_state():
 # --- a CUDA graph ---------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 @pytest.mark.parametrize("mode", ["adaptive", "sac"])
 def test_update_captured_in_a_cuda_graph_replays_like_eager_updates(mode):
     def make():

@@ -171,16 +171,6 @@ def test_categorical_built_from_logits_uses_its_logits_after_probs_were_read():
         assert torch.equal(value, fresh[key]), key
 
 
-def test_numpy_coefficient_is_accepted():
-    logits, _, _ = heads()
-    got = from_distributions(Categorical(logits=logits), np.float32(0.03), *SETTINGS)
-    assert_close_to_oracle(got, distributions_oracle(logits, None, 0.03, *SETTINGS))
-    # np.float32(0.03) is the decimal it prints as, 0.03, not 0.029999999329447746: exactly.
-    expected = from_distributions(Categorical(logits=logits), 0.03, *SETTINGS)
-    for key in KEYS:
-        assert torch.equal(got[key], expected[key]), key
-
-
 @pytest.mark.parametrize("coefficient", [np.float32(0.01), np.float16(0.01), np.float64(0.01), 0.01])
 def test_numpy_coefficient_is_the_same_number_through_every_entry_point(coefficient):
     # float64 inputs, so that 0.01 and float(np.float32(0.01)) = 0.009999999776482582 give
@@ -211,6 +201,13 @@ def test_per_head_coefficient_tensor_is_passed_through():
 
 
 # --- what is refused ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("coeff", [True, np.bool_(True), "0.1", None, [0.1]], ids=repr)
+def test_coefficient_that_is_not_a_number_is_a_type_error(coeff):
+    # Checked once, by hybrid_entropy_loss, with its message.
+    with pytest.raises(TypeError, match=r"entropy_coeff must be a Python float or a floating tensor .*, got "):
+        from_distributions(Categorical(logits=torch.randn(B, K)), coeff)
 
 
 def test_tanh_squashed_gaussian_is_a_type_error_saying_why():

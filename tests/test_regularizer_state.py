@@ -74,14 +74,7 @@ def test_forward_without_episode_uses_the_counter():
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "exponential", "piecewise", "constant"])
 def test_forward_at_the_counter_equals_forward_at_that_episode_bitwise(schedule):
-    config = {
-        "linear": LONG,
-        "cosine": LONG.replace(entropy_schedule="cosine"),
-        "exponential": LONG.replace(entropy_schedule="exponential"),
-        "piecewise": LONG.replace(entropy_schedule="piecewise", entropy_schedule_points=[[0, 0.1], [300, 0.0]]),
-        "constant": LONG.replace(enable_adaptive_entropy=False),
-    }[schedule]
-    reg = hee.HybridEntropyRegularizer(config)
+    reg = hee.HybridEntropyRegularizer(_config(schedule))
     logits, log_std = inputs()
     for episode in (0, 137, 700):
         reg.episode_counter.fill_(episode)
@@ -258,7 +251,7 @@ def test_second_version_checkpoint_without_the_counter_is_an_error():
         Policy().load_state_dict(state)
 
 
-SECOND_VERSION_ATTRIBUTES = ("_validate_schedule_output", "_gates_a_term", "distributed", "process_group")
+SECOND_VERSION_ATTRIBUTES = ("distributed", "process_group")
 
 
 def _as_first_version_object(reg: nn.Module) -> nn.Module:
@@ -285,7 +278,7 @@ def test_first_version_whole_module_pickle_loads_and_computes_as_before(tmp_path
     assert_same(loaded(logits, log_std), hee.HybridEntropyRegularizer(config)(logits, log_std, 250))
     assert list(loaded.state_dict()) == ["episode_counter"]
     assert loaded.discrete_controller is None and loaded.continuous_controller is None
-    assert not loaded.distributed and loaded._validate_schedule_output is False
+    assert not loaded.distributed
 
 
 def test_first_version_pickle_inside_a_policy_loads(tmp_path):
@@ -306,8 +299,11 @@ def test_second_version_pickle_keeps_its_own_state(tmp_path):
     reg.step(17)
     loaded = pickle.loads(pickle.dumps(reg))
     assert loaded.episode_counter.item() == 17
-    assert isinstance(loaded.discrete_controller, hee.TargetEntropyController) and loaded._gates_a_term
-    logits, log_std = inputs()
+    assert isinstance(loaded.discrete_controller, hee.TargetEntropyController)
+    assert loaded.discrete_controller.gates_term
+    logits = torch.zeros(6, 5, dtype=torch.float64)  # H_d = log 5 > 0.5: the gated term is 0
+    log_std = inputs()[1]
+    assert loaded(logits, log_std)["discrete"].item() == 0.0
     assert_same(loaded(logits, log_std), reg(logits, log_std))
 
 
@@ -355,6 +351,18 @@ def test_user_callable_schedule_is_called_with_the_episode():
 def test_user_schedule_returning_a_bad_value_is_named(returned, error, message):
     reg = hee.HybridEntropyRegularizer(LONG, schedule=lambda episode: returned)
     with pytest.raises(error, match=message):
+        reg(*inputs(), 3)
+
+
+class NegativeSchedule(nn.Module):
+    def forward(self, episode: int) -> float:
+        return -0.5
+
+
+def test_schedule_assigned_after_construction_has_its_output_checked():
+    reg = hee.HybridEntropyRegularizer(LONG)
+    reg.schedule = NegativeSchedule()
+    with pytest.raises(ValueError, match=r"schedule\(3\): expected a finite number >= 0, got -0.5"):
         reg(*inputs(), 3)
 
 
@@ -432,6 +440,18 @@ def test_controlled_head_gets_the_controller_coefficient_and_the_other_the_sched
     assert out["current_entropy_coeff"].item() == pytest.approx(0.0505, rel=1e-12)
 
 
+def test_per_head_coefficient_outputs_are_the_controllers_float32_coefficient():
+    controller = hee.TargetEntropyController(5.0, "adaptive", initial_coeff=0.04, only_below_target=False)
+    reg = hee.HybridEntropyRegularizer(LONG, discrete_controller=controller)
+    logits, log_std = inputs(dtype=torch.float32)
+    out = reg(logits, log_std, 250)
+    assert out["discrete_entropy_coeff"].dtype == torch.float32
+    assert torch.equal(out["discrete_entropy_coeff"], controller.coefficient())
+    assert torch.equal(out["continuous_entropy_coeff"], out["current_entropy_coeff"])
+    out64 = reg(*inputs(), 250)
+    assert torch.equal(out64["discrete_entropy_coeff"], controller.coefficient().double())
+
+
 def test_both_heads_controlled_take_their_own_coefficients():
     reg = hee.HybridEntropyRegularizer(
         LONG,
@@ -461,6 +481,23 @@ def test_adaptive_head_above_its_target_contributes_no_entropy_term():
     assert out["total"].item() == pytest.approx(out["continuous"].item(), rel=1e-15)
     out["total"].backward()
     assert torch.count_nonzero(logits.grad) == 0
+
+
+def test_controllers_assigned_after_construction_are_honored():
+    # Uniform logits over 5 actions: H_d = log 5 = 1.61, above a target of 1.0.
+    reg = hee.HybridEntropyRegularizer(LONG, min_entropy_threshold=None)
+    logits = torch.zeros(4, 5, dtype=torch.float64)
+    log_std = torch.zeros(4, 2, dtype=torch.float64)
+    ungated = reg(logits, log_std, 0)["discrete"].item()
+    assert ungated == pytest.approx(-0.1 * math.log(5), rel=1e-12)
+    reg.discrete_controller = hee.TargetEntropyController(1.0, "adaptive", initial_coeff=0.1)
+    assert reg(logits, log_std, 0)["discrete"].item() == 0.0  # gated: above the target
+    reg.discrete_controller = hee.TargetEntropyController(1.0, "adaptive", initial_coeff=0.1,
+                                                          only_below_target=False)
+    assert reg(logits, log_std, 0)["discrete"].item() == pytest.approx(ungated, rel=1e-6)
+    reg.discrete_controller = None
+    out = reg(logits, log_std, 0)
+    assert out["discrete"].item() == ungated and not set(PER_HEAD_KEYS) & set(out)
 
 
 def test_adaptive_head_below_its_target_contributes_its_entropy_term():
@@ -714,8 +751,13 @@ def test_training_step_with_the_counter_and_a_controller_on_cuda_makes_no_host_s
     logits = torch.randn(16, 5)
     log_std = torch.full((3,), -0.2)
 
-    def training_step(module, device):
-        leaves = [logits.to(device).requires_grad_(), log_std.to(device).requires_grad_()]
+    def leaves_on(device):
+        # Fresh copies each step (on the CPU too: .to("cpu") alone would return the same
+        # tensors, whose gradients would accumulate over the steps).
+        return [logits.to(device, copy=True), log_std.to(device, copy=True)]
+
+    def training_step(module, leaves):
+        leaves = [leaf.requires_grad_() for leaf in leaves]
         out = module(*leaves)  # no episode: the counter
         (out["total"] + module.controller_loss(out)).backward()
         module.update_controllers(out)
@@ -724,22 +766,18 @@ def test_training_step_with_the_counter_and_a_controller_on_cuda_makes_no_host_s
 
     # Warm-up (allocations, lazy initialization); the inputs are copied to the GPU outside
     # the checked region, where a host-to-device copy would count as a sync.
-    training_step(regularizer, "cuda")
-    leaves = [logits.cuda(), log_std.cuda()]
+    training_step(regularizer, leaves_on("cuda"))
+    leaves = leaves_on("cuda")
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        leaves = [leaf.requires_grad_() for leaf in leaves]
-        out = regularizer(*leaves)
-        (out["total"] + regularizer.controller_loss(out)).backward()
-        regularizer.update_controllers(out)
-        regularizer.step()
+        out, leaves = training_step(regularizer, leaves)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
 
-    training_step(twin, "cpu")
-    expected, expected_leaves = training_step(twin, "cpu")
+    training_step(twin, leaves_on("cpu"))
+    expected, expected_leaves = training_step(twin, leaves_on("cpu"))
     assert regularizer.episode_counter.item() == twin.episode_counter.item() == 139
     assert set(out) == set(expected)
     for key in expected:

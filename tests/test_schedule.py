@@ -2,11 +2,19 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from hybrid_entropy_ext.schedule import ConstantEntropySchedule, LinearEntropySchedule
+from conftest import needs_cuda
+from hybrid_entropy_ext.schedule import (
+    ConstantEntropySchedule,
+    CosineEntropySchedule,
+    ExponentialEntropySchedule,
+    LinearEntropySchedule,
+    PiecewiseEntropySchedule,
+)
 
 # TorchScript support is part of the contract, so its deprecation notice is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
@@ -171,14 +179,6 @@ def test_scripted_schedule_survives_save_and_load(tmp_path):
 # --------------------------------------------------------------------------------------
 # Cosine, exponential and piecewise schedules; the tensor form; NumPy scalars
 # --------------------------------------------------------------------------------------
-
-import numpy as np  # noqa: E402
-
-from hybrid_entropy_ext.schedule import (  # noqa: E402
-    CosineEntropySchedule,
-    ExponentialEntropySchedule,
-    PiecewiseEntropySchedule,
-)
 
 # end + (start - end) * 0.5 * (1 + cos(pi e / N)) with start 0.1, end 0.001, N 500, by hand:
 # e = 125: cos(pi/4) = 0.70710678; 0.001 + 0.099 * 0.5 * 1.70710678 = 0.0855017857
@@ -358,7 +358,7 @@ def test_numpy_float_episode_is_rejected():
         LinearEntropySchedule(START, END, N)(np.float64(3.0))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 @pytest.mark.parametrize("name", sorted(ALL_SCHEDULES))
 def test_tensor_form_on_cuda_makes_no_host_sync(name):
     schedule = ALL_SCHEDULES[name]()
