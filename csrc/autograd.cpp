@@ -64,14 +64,13 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
     args.collect(params.penalty_multiplier);
   }
 
-  //
-  // It traces this node with placeholder upstream gradients whose shape,
-  // dtype and device are made up (torch/_dynamo/compiled_autograd.py,
-  // allocate_dummy) and binds the real ones only when the graph runs. The
-  // backward op checks that upstream gradients are 0-dim values of the
-  // outputs' dtype and device, so each defined one enters the traced graph as
-  // such: its sum (the identity on a 0-dim value) in the outputs' dtype, on
-  // their device.
+  // Compiled autograd traces this node with placeholder upstream gradients
+  // whose shape, dtype and device are made up
+  // (torch/_dynamo/compiled_autograd.py, allocate_dummy) and binds the real
+  // ones only when the graph runs. The backward op checks that upstream
+  // gradients are 0-dim values of the outputs' dtype and device, so each
+  // defined one enters the traced graph as such: its sum (the identity on a
+  // 0-dim value) in the outputs' dtype, on their device.
   variable_list apply_with_saved(
       const variable_list& grads,
       torch::dynamo::autograd::SwapSavedVariables& saved) override {
