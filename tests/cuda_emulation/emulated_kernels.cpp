@@ -12,13 +12,17 @@ using namespace hee::cuda;
 
 namespace {
 
-struct EmulatedLaunch {
+// Runs each launch on the host and counts them.
+struct CountingEmulatedLaunch {
+  int64_t* launches;
+
   template <typename Args>
   void operator()(
       void (*kernel)(Args),
       int64_t grid_blocks,
       int block_threads,
       const Args& args) const {
+    ++*launches;
     cuda_emulation::launch(kernel, grid_blocks, block_threads, args);
   }
 };
@@ -104,10 +108,7 @@ void hee_emulated_forward(
   work.log_std_partials = log_std_partials.data();
   work.split_states = split_states.data();
   int64_t launches = 0;
-  launch_forward(p, plan, work, [&](auto kernel, int64_t grid, int threads, const auto& args) {
-    ++launches;
-    EmulatedLaunch{}(kernel, grid, threads, args);
-  });
+  launch_forward(p, plan, work, CountingEmulatedLaunch{&launches});
   plan_out[0] = plan.layout == RowLayout::kRowInBlock ? 1 : 0;
   plan_out[1] = plan.log2_cols;
   plan_out[2] = plan.block_threads;
@@ -172,10 +173,7 @@ int64_t hee_emulated_backward(
       host_coeff_discrete, host_coeff_continuous);
   p.params = loss_params_from_array(params);
   int64_t launches = 0;
-  launch_backward(p, num_multiprocessors, [&](auto kernel, int64_t grid, int threads, const auto& args) {
-    ++launches;
-    EmulatedLaunch{}(kernel, grid, threads, args);
-  });
+  launch_backward(p, num_multiprocessors, CountingEmulatedLaunch{&launches});
   return launches;
 }
 
