@@ -12,6 +12,9 @@
 #include <torch/csrc/dynamo/compiled_autograd.h>
 #include <torch/library.h>
 
+#include <memory>
+#include <type_traits>
+
 #include "op_signatures.h"
 
 namespace hee {
@@ -19,6 +22,19 @@ namespace {
 
 using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
+
+// A new autograd node held as torch holds its nodes: by c10::intrusive_ptr
+// where Node is an intrusive_ptr_target (torch 2.13 on), by std::shared_ptr
+// before. Decided from the type, not the version number, so any torch whose
+// Node is either builds.
+template <typename NodeType>
+auto make_node() {
+  if constexpr (std::is_base_of_v<c10::intrusive_ptr_target, NodeType>) {
+    return c10::make_intrusive<NodeType>();
+  } else {
+    return std::make_shared<NodeType>();
+  }
+}
 
 OptionalTensor defined_or_none(const at::Tensor& t) {
   return t.defined() ? OptionalTensor(t) : std::nullopt;
@@ -187,7 +203,7 @@ LossForwardOutputs hybrid_entropy_loss_autograd(const LossForwardArgs& args) {
   }
   auto& [total, discrete, continuous, discrete_penalty, continuous_penalty,
          discrete_entropy, continuous_entropy, row_stats] = outputs;
-  auto grad_fn = c10::make_intrusive<HybridEntropyLossBackward>();
+  auto grad_fn = make_node<HybridEntropyLossBackward>();
   grad_fn->set_next_edges(torch::autograd::collect_next_edges(
       logits_or_undefined, log_std_or_undefined, args.entropy_coeff));
   // The seven loss components are differentiable, in this order; row_stats
