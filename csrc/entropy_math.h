@@ -156,6 +156,65 @@ HEE_HOST_DEVICE void accumulate_softmax_moments(
   sum_exp_times_shift = multiply_add(e, d, sum_exp_times_shift);
 }
 
+// e^x where a few ulp of relative error are acceptable (the CUDA kernels'
+// per-logit loops): on a GPU, 2^(x log2 e) on the special-function unit,
+// one multiply and one MUFU.EX2 (ex2.approx.ftz; `expf` is about eight
+// instructions and `__expf` adds subnormal scaling around the MUFU). Results
+// below 2^-126 flush to 0, negligible beside a row's s >= 1. Elsewhere the
+// same formula through exp2, so that a host build of the kernels evaluates
+// what the device evaluates. float64 keeps exp.
+HEE_HOST_DEVICE float fast_exp_of(float x) {
+  const float x_log2e = x * 1.44269504088896340736f;
+#if defined(__CUDA_ARCH__)
+  float result;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(result) : "f"(x_log2e));
+  return result;
+#else
+  return ::exp2f(x_log2e);
+#endif
+}
+HEE_HOST_DEVICE double fast_exp_of(double x) {
+  return ::exp(x);
+}
+
+// max(x, y) that ignores a NaN argument (IEEE maxNum; one FMNMX on a GPU).
+// Commutative even with NaN, so lanes that combine the same pair in either
+// order agree. Only for maxima whose NaN is carried elsewhere (the moments
+// below carry a NaN logit through exp).
+HEE_HOST_DEVICE float max_ignoring_nan(float x, float y) {
+  return ::fmaxf(x, y);
+}
+HEE_HOST_DEVICE double max_ignoring_nan(double x, double y) {
+  return ::fmax(x, y);
+}
+
+// The form of accumulate_softmax_moments for the CUDA kernels: exp of the
+// unclamped d (exp(-inf) = 0 and a NaN logit makes s NaN, as the clamped
+// form does), then the clamp only for the product e * d, where it turns
+// 0 * (-inf) into 0. With fast_exp_of, a NaN-ignoring max and one FMA.
+template <typename T>
+HEE_HOST_DEVICE void accumulate_softmax_moments_fast(
+    T shifted_logit, T lowest, T& sum_exp, T& sum_exp_times_shift) {
+  const T e = fast_exp_of(shifted_logit);
+  sum_exp = sum_exp + e;
+  sum_exp_times_shift = multiply_add(
+      e, max_ignoring_nan(shifted_logit, lowest), sum_exp_times_shift);
+}
+
+// A running (max, s, t) moved to a new shift `to` >= its max, both at least
+// the lowest finite value: s' = a s, t' = a (t + s (m - to)),
+// a = exp(m - to). m - to is clamped to the lowest finite value so that an
+// empty part (s = t = 0) stays (0, 0) even when the difference overflows.
+template <typename T>
+HEE_HOST_DEVICE void shift_running_moments(
+    T from, T to, T lowest, T& sum_exp, T& sum_exp_times_shift) {
+  const T delta = max_ignoring_nan(from - to, lowest);
+  const T scale = fast_exp_of(delta);
+  sum_exp_times_shift =
+      scale * multiply_add(sum_exp, delta, sum_exp_times_shift);
+  sum_exp = scale * sum_exp;
+}
+
 // Row entropy from the moments above: h = log s - t / s.
 template <typename V>
 HEE_HOST_DEVICE V row_entropy_from_moments(
@@ -165,8 +224,9 @@ HEE_HOST_DEVICE V row_entropy_from_moments(
 
 // The softmax moments of part of a row (a chunk of columns, one thread's
 // share, one block's split), relative to the part's own shift: `max` is the
-// largest logit seen, -inf while none (or only masked ones) was seen, with
-// sum_exp = sum_exp_times_shift = 0.
+// largest logit seen, never NaN (a NaN logit is carried by sum_exp), and
+// -inf or the lowest finite value while none (or only masked ones) was
+// seen, with sum_exp = sum_exp_times_shift = 0.
 template <typename T>
 struct SoftmaxState {
   T max;
@@ -179,41 +239,23 @@ HEE_HOST_DEVICE SoftmaxState<T> empty_softmax_state() {
   return {negative_infinity<T>(), T(0), T(0)};
 }
 
-// A part's (s, t) moved to the shift `to` >= its own:
-//   s' = a s, t' = a (t + s (m - to)), a = exp(m - to).
-// A part with nothing unmasked (m = -inf) contributes (0, 0): computed, its
-// m - to would be -inf - (-inf) = NaN, or 0 * (-inf).
-template <typename T>
-HEE_HOST_DEVICE void rescale_softmax_moments(
-    const SoftmaxState<T>& part, T to, T& sum_exp, T& sum_exp_times_shift) {
-  if (part.max == negative_infinity<T>()) {
-    sum_exp = T(0);
-    sum_exp_times_shift = T(0);
-    return;
-  }
-  const T delta = part.max - to;
-  const T scale = exp_of(delta);
-  sum_exp = scale * part.sum_exp;
-  sum_exp_times_shift =
-      scale * multiply_add(part.sum_exp, delta, part.sum_exp_times_shift);
-}
-
-// The state of the union of two parts of a row, whatever their shifts:
-// what the sequential accumulation over both parts would give, up to
-// rounding. Two empty or fully masked parts give an empty state, one leaves
-// the other unchanged, and a NaN in either part's moments or max propagates.
+// The state of the union of two parts of a row: what the sequential
+// accumulation over both would give, up to rounding. It is the reduction
+// the CUDA kernels run across lanes, in its two phases: the common shift
+// first (the larger max, at least the lowest finite value), then each part
+// moved to it once (shift_running_moments), then plain sums. Empty or fully
+// masked parts contribute (0, 0); a NaN in either part's moments
+// propagates.
 template <typename T>
 HEE_HOST_DEVICE SoftmaxState<T> merge_softmax_states(
     const SoftmaxState<T>& a, const SoftmaxState<T>& b) {
-  // NaN-propagating max: a NaN max is the merged max.
-  const T merged_max = (a.max < b.max || b.max != b.max) ? b.max : a.max;
-  if (merged_max == negative_infinity<T>()) {
-    return empty_softmax_state<T>();
-  }
-  T a_sum_exp, a_sum_exp_times_shift, b_sum_exp, b_sum_exp_times_shift;
-  rescale_softmax_moments(a, merged_max, a_sum_exp, a_sum_exp_times_shift);
-  rescale_softmax_moments(b, merged_max, b_sum_exp, b_sum_exp_times_shift);
-  return {merged_max, a_sum_exp + b_sum_exp,
+  const T lowest = lowest_finite<T>();
+  const T to = max_ignoring_nan(max_ignoring_nan(a.max, b.max), lowest);
+  T a_sum_exp = a.sum_exp, a_sum_exp_times_shift = a.sum_exp_times_shift;
+  T b_sum_exp = b.sum_exp, b_sum_exp_times_shift = b.sum_exp_times_shift;
+  shift_running_moments(a.max, to, lowest, a_sum_exp, a_sum_exp_times_shift);
+  shift_running_moments(b.max, to, lowest, b_sum_exp, b_sum_exp_times_shift);
+  return {to, a_sum_exp + b_sum_exp,
           a_sum_exp_times_shift + b_sum_exp_times_shift};
 }
 

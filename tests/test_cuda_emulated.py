@@ -40,7 +40,9 @@ def lib(tmp_path_factory):
     out = tmp_path_factory.mktemp("cuda_emulation") / "emulated_kernels.so"
     subprocess.run(
         [os.environ.get("CXX", "g++"), "-O1", "-std=c++20", "-shared", "-fPIC", "-pthread", "-Wall",
-         "-Werror", "-Wno-unknown-pragmas", f"-I{os.path.join(REPO, 'csrc')}",
+         "-Werror", "-Wno-unknown-pragmas",
+         # A load or store through a misaligned vector pointer aborts, as it faults on a GPU.
+         "-fsanitize=alignment", "-fno-sanitize-recover=alignment", f"-I{os.path.join(REPO, 'csrc')}",
          f"-I{os.path.join(REPO, 'tests', 'cuda_emulation')}",
          *[f"-I{p}" for p in cpp_extension.include_paths()], SOURCE, "-o", str(out)],
         check=True,
@@ -110,11 +112,18 @@ def emulated_forward(lib, logits, log_std, coeff, coeff_on_host=False, params=PA
 
 
 def emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, upstream=UPSTREAM,
-                      coeff_on_host=False, params=PARAMS, wanted=(True, True, True)):
-    """(grad_logits, grad_log_std value, grad_coeff, launches) from the emulated CUDA backward."""
+                      coeff_on_host=False, params=PARAMS, wanted=(True, True, True),
+                      grad_logits_offset=0):
+    """(grad_logits, grad_log_std value, grad_coeff, launches) from the emulated CUDA backward.
+
+    ``grad_logits_offset`` places the gradient that many elements past an aligned start.
+    """
     out_dtype = outputs["total"].dtype
     has_d, has_c = logits is not None, log_std is not None
-    grad_logits = torch.empty(logits.shape, dtype=logits.dtype) if has_d and wanted[0] else None
+    grad_logits = None
+    if has_d and wanted[0]:
+        storage = torch.empty(logits.numel() + grad_logits_offset, dtype=logits.dtype)
+        grad_logits = storage[grad_logits_offset:].view(logits.shape)
     grad_log_std = torch.empty((), dtype=log_std.dtype) if has_c and wanted[1] else None
     grad_coeff = torch.empty(coeff.shape, dtype=coeff.dtype) if wanted[2] else None
     grads = [torch.tensor(g, dtype=out_dtype) if g is not None else None for g in upstream]
@@ -212,6 +221,52 @@ def test_aligned_rows_are_read_in_16_byte_vectors(lib):
     logits, _ = inputs(2, 3000, 1, torch.bfloat16)
     _, _, layout = assert_forward_matches_cpu(lib, logits, None, torch.tensor(0.05))
     assert layout["vec"] == 8
+
+
+@pytest.mark.parametrize("b, k, dtype, vec", [
+    (300, 4, torch.float32, 4),  # a row per lane
+    (65, 16, torch.float32, 4),  # 4 lanes per row, 8 rows per warp
+    (40, 64, torch.bfloat16, 8),
+    (9, 2, torch.float32, 4),  # 8-byte loads: the padded row is narrower than a vector
+    (37, 3, torch.float32, 1),  # row stride of 12 bytes: no vectors
+], ids=str)
+def test_short_aligned_rows_are_read_in_vectors_by_warp_groups(lib, b, k, dtype, vec):
+    logits, log_std = inputs(b, k, 2, dtype)
+    outputs, row_stats, layout = assert_forward_matches_cpu(lib, logits, log_std, torch.tensor(0.05))
+    assert layout["layout"] == "warps" and layout["vec"] == vec
+
+
+def test_aligned_rows_whose_length_is_not_a_multiple_of_the_vector_mask_the_tail(lib):
+    base, _ = inputs(50, 8, 1)
+    logits = base[:, :6]  # row stride 32 bytes: vectors of 4, then 2 of 4 logits
+    logits[3, 5] = -math.inf
+    got, _, layout = assert_forward_matches_cpu(lib, logits, None, torch.tensor(0.05))
+    assert layout["vec"] == 4
+
+
+@pytest.mark.parametrize("b, k", [(5000, 16), (700, 3), (40, 2000)], ids=str)
+def test_a_batch_larger_than_one_wave_of_blocks_is_covered_by_looping_blocks(lib, b, k):
+    logits, log_std = inputs(b, k, 3)
+    logits[b - 1] = -math.inf  # the last row of the last wave
+    assert_forward_matches_cpu(lib, logits, log_std, torch.tensor(0.05), multiprocessors=1)
+
+
+def test_log_std_larger_than_one_wave_of_blocks_is_summed_in_larger_chunks(lib):
+    _, log_std = inputs(2000, 1, 64)
+    assert_forward_matches_cpu(lib, None, log_std, torch.tensor(0.05), multiprocessors=1)
+
+
+def test_a_misaligned_gradient_is_written_one_element_at_a_time(lib):
+    # The logits are aligned for vectors, the gradient's start is not: vector stores there
+    # would fault (and abort this build, compiled with -fsanitize=alignment).
+    logits, log_std = inputs(16, 8, 2)
+    coeff = torch.tensor(0.05)
+    outputs, row_stats, _ = emulated_forward(lib, logits, log_std, coeff)
+    grad_logits, _, _, _ = emulated_backward(lib, logits, log_std, coeff, outputs, row_stats,
+                                             grad_logits_offset=1)
+    assert grad_logits.data_ptr() % 16 != 0
+    want_logits, _, _ = cpu_backward(logits, log_std, coeff)
+    torch.testing.assert_close(grad_logits, want_logits, **grad_tolerances(torch.float32))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)

@@ -1,9 +1,10 @@
 // The CUDA kernel of the backward: one launch that reads the logits once and
-// writes their gradient once, 16-byte vectors where aligned. Every thread
-// derives the gradient scales itself from the 0-dim values on the device
-// (upstream gradients, batch-mean entropies, the coefficient) with
-// combine_losses_backward, so nothing is read back to the host; the first
-// thread also writes the log_std and coefficient gradients.
+// writes their gradient once, 16-byte vectors where aligned. The gradient
+// scales come from the 0-dim values on the device (upstream gradients,
+// batch-mean entropies, the coefficient) through combine_losses_backward,
+// so nothing is read back to the host: one thread
+// per block derives them, and the first block's also writes the log_std and
+// coefficient gradients.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +17,35 @@ namespace cuda {
 
 constexpr int kBackwardThreads = 256;
 
+// n / d for n < 2^31 and 1 <= d < 2^31 as a multiply-high, an add and a
+// shift (Granlund and Montgomery's method, as PyTorch's IntDivider): the
+// magic number and the shift are found once, on the host.
+struct FastDivider {
+  uint32_t magic = 1;
+  uint32_t shift = 0;
+
+  static FastDivider of(uint32_t divisor) {
+    FastDivider d;
+    while (d.shift < 32 && (uint64_t{1} << d.shift) < divisor) {
+      ++d.shift;
+    }
+    const uint64_t one = 1;
+    d.magic = static_cast<uint32_t>(
+        ((one << 32) * ((one << d.shift) - divisor)) / divisor + 1);
+    return d;
+  }
+
+  HEE_HOST_DEVICE uint32_t divide(uint32_t n) const {
+#if defined(__CUDA_ARCH__)
+    const uint32_t high = __umulhi(n, magic);
+#else
+    const uint32_t high =
+        static_cast<uint32_t>((static_cast<uint64_t>(n) * magic) >> 32);
+#endif
+    return (high + n) >> shift;
+  }
+};
+
 // One backward call, as raw pointers on the device: the kernel's argument.
 struct BackwardProblem {
   bool has_discrete = false;
@@ -27,6 +57,7 @@ struct BackwardProblem {
   int64_t row_stride = 0;
   const void* row_stats = nullptr;  // [3, B] in the accumulation dtype
   void* grad_logits = nullptr;  // [B, K] contiguous; nullptr: not wanted
+  FastDivider cols_divider;  // by K, for flat indices below 2^31
   // Terms of the batch means, for the chain rule through them (loss_plan.h).
   double discrete_mean_count = 1.0;
   double continuous_mean_count = 1.0;
@@ -62,33 +93,40 @@ template <typename scalar_t, int kVec, typename index_t>
 __global__ void __launch_bounds__(kBackwardThreads)
     backward_logits(BackwardProblem a) {
   using acc = acc_t<scalar_t>;
-  const math::BatchEntropyGrads grads = batch_entropy_grads(a);
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    if (a.grad_log_std != nullptr) {
-      store_from_double(
-          a.grad_log_std, a.grad_log_std_dtype, 0,
-          math::mean_term_grad(
-              grads.continuous_entropy, a.continuous_mean_count));
-    }
-    if (a.grad_coeff != nullptr && a.coeff.per_head) {
-      store_from_double(a.grad_coeff, a.grad_coeff_dtype, 0, grads.coeff.discrete);
-      store_from_double(
-          a.grad_coeff, a.grad_coeff_dtype, 1, grads.coeff.continuous);
-    } else if (a.grad_coeff != nullptr) {
-      store_from_double(
-          a.grad_coeff, a.grad_coeff_dtype, 0,
-          grads.coeff.discrete + grads.coeff.continuous);
+  // One thread per block derives the scales (about a dozen scalar reads and
+  // double arithmetic) and shares the logits' one.
+  __shared__ acc shared_grad_scale;
+  if (threadIdx.x == 0) {
+    const math::BatchEntropyGrads grads = batch_entropy_grads(a);
+    shared_grad_scale = static_cast<acc>(math::mean_term_grad(
+        grads.discrete_entropy, a.discrete_mean_count));
+    if (blockIdx.x == 0) {
+      if (a.grad_log_std != nullptr) {
+        store_from_double(
+            a.grad_log_std, a.grad_log_std_dtype, 0,
+            math::mean_term_grad(
+                grads.continuous_entropy, a.continuous_mean_count));
+      }
+      if (a.grad_coeff != nullptr && a.coeff.per_head) {
+        store_from_double(
+            a.grad_coeff, a.grad_coeff_dtype, 0, grads.coeff.discrete);
+        store_from_double(
+            a.grad_coeff, a.grad_coeff_dtype, 1, grads.coeff.continuous);
+      } else if (a.grad_coeff != nullptr) {
+        store_from_double(
+            a.grad_coeff, a.grad_coeff_dtype, 0,
+            grads.coeff.discrete + grads.coeff.continuous);
+      }
     }
   }
   if (a.grad_logits == nullptr) {
     return;
   }
+  __syncthreads();
+  const acc scale = shared_grad_scale;
   const scalar_t* logits = static_cast<const scalar_t*>(a.logits);
   const acc* row_stats = static_cast<const acc*>(a.row_stats);
   scalar_t* grad_logits = static_cast<scalar_t*>(a.grad_logits);
-  const acc scale =
-      static_cast<acc>(math::mean_term_grad(
-          grads.discrete_entropy, a.discrete_mean_count));
   const acc log_p_floor = math::log_probability_floor<acc>();
   const index_t cols = static_cast<index_t>(a.num_cols);
   const index_t num_vectors =
@@ -98,7 +136,12 @@ __global__ void __launch_bounds__(kBackwardThreads)
        v < num_vectors; v += stride) {
     // kVec divides K (launch plan), so a vector never crosses a row.
     const index_t element = v * kVec;
-    const index_t row = element / cols;
+    index_t row;
+    if constexpr (sizeof(index_t) == sizeof(uint32_t)) {
+      row = a.cols_divider.divide(element);
+    } else {
+      row = element / cols;
+    }
     const index_t col = element - row * cols;
     const scalar_t* z = logits + static_cast<int64_t>(row) * a.row_stride;
     acc values[kVec];

@@ -3,8 +3,14 @@
 // the same call give bitwise the same values (no atomics anywhere).
 //
 // Butterfly (xor) shuffles leave every lane with the same result: at each
-// step two lanes combine the same two values, and the operations used
-// (sum; max; merge_softmax_states) are commutative.
+// step two lanes combine the same two values with a commutative operation
+// (a sum, or a max that ignores NaN, so that lanes agree even when one of
+// them holds a NaN).
+//
+// Softmax states are merged in two phases (math::merge_softmax_states says
+// why that is the union of the parts): the largest max first, then each
+// thread moves its own moments to it once, then two plain sums. A merge costs
+// one exp per thread rather than two per shuffle step.
 #pragma once
 
 #include "../entropy_math.h"
@@ -14,9 +20,11 @@ namespace cuda {
 
 constexpr unsigned kFullWarpMask = 0xffffffffu;
 constexpr int kWarpSize = 32;
+constexpr int kMaxBlockThreads = 512;
+constexpr int kMaxWarpsPerBlock = kMaxBlockThreads / kWarpSize;
 
-// Sum / max over aligned groups of kWidth lanes (kWidth a power of two <= 32).
-// Every lane of the warp must call it.
+// Sum / NaN-ignoring max over aligned groups of kWidth lanes (kWidth a power
+// of two <= 32). Every lane of the warp must call it.
 template <int kWidth, typename T>
 __device__ __forceinline__ T group_sum(T value) {
 #pragma unroll
@@ -30,84 +38,116 @@ template <int kWidth, typename T>
 __device__ __forceinline__ T group_max(T value) {
 #pragma unroll
   for (int offset = kWidth / 2; offset > 0; offset /= 2) {
-    value = math::max_of(
-        __shfl_xor_sync(kFullWarpMask, value, offset, kWidth), value);
+    value = math::max_ignoring_nan(
+        value, __shfl_xor_sync(kFullWarpMask, value, offset, kWidth));
   }
   return value;
 }
 
+// A state's moments moved to `to` (at least the state's max and the lowest
+// finite value).
 template <typename T>
-__device__ __forceinline__ math::SoftmaxState<T> warp_merge(
-    math::SoftmaxState<T> state) {
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-    const math::SoftmaxState<T> other{
-        __shfl_xor_sync(kFullWarpMask, state.max, offset),
-        __shfl_xor_sync(kFullWarpMask, state.sum_exp, offset),
-        __shfl_xor_sync(kFullWarpMask, state.sum_exp_times_shift, offset)};
-    state = math::merge_softmax_states(state, other);
-  }
+__device__ __forceinline__ math::SoftmaxState<T> shifted_state(
+    math::SoftmaxState<T> state,
+    T to) {
+  math::shift_running_moments(
+      state.max, to, math::lowest_finite<T>(), state.sum_exp,
+      state.sum_exp_times_shift);
+  state.max = to;
   return state;
 }
 
-constexpr int kMaxBlockThreads = 512;
+// The merged state of the warp's states, in every lane.
+template <typename T>
+__device__ __forceinline__ math::SoftmaxState<T> warp_merge(
+    math::SoftmaxState<T> state) {
+  const T to = math::max_ignoring_nan(
+      group_max<kWarpSize>(state.max), math::lowest_finite<T>());
+  state = shifted_state(state, to);
+  return {to, group_sum<kWarpSize>(state.sum_exp),
+          group_sum<kWarpSize>(state.sum_exp_times_shift)};
+}
+
+// value of warp 0's lane w = the w-th warp's value, in warp order; every
+// thread must call it, and the block has at most kMaxWarpsPerBlock warps.
+// Returns the warp-0 lane's value (other warps: `fill`).
+template <typename T>
+__device__ __forceinline__ T gather_warp_values(T warp_value, T fill) {
+  __shared__ T per_warp[kMaxWarpsPerBlock];
+  const int warp = threadIdx.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  __syncthreads();  // an earlier call's readers are done with per_warp
+  if (lane == 0) {
+    per_warp[warp] = warp_value;
+  }
+  __syncthreads();
+  const int num_warps = blockDim.x / kWarpSize;
+  return warp == 0 && lane < num_warps ? per_warp[lane] : fill;
+}
+
+// The NaN-ignoring max of every thread's value, in every thread.
+template <typename T>
+__device__ __forceinline__ T block_max(T value) {
+  __shared__ T result;
+  value = gather_warp_values(
+      group_max<kWarpSize>(value), math::negative_infinity<T>());
+  if (threadIdx.x < kWarpSize) {
+    value = group_max<kWarpSize>(value);
+    if (threadIdx.x == 0) {
+      result = value;
+    }
+  }
+  __syncthreads();
+  return result;
+}
+
+// The sum of every thread's value, in thread 0: each warp by shuffles, then
+// the warps' sums in warp order.
+template <typename T>
+__device__ __forceinline__ T block_sum(T value) {
+  value = gather_warp_values(group_sum<kWarpSize>(value), T(0));
+  if (threadIdx.x < kWarpSize) {
+    value = group_sum<kWarpSize>(value);
+  }
+  return value;
+}
 
 // The merged state of every thread's state, in thread 0 (blockDim.x a
 // multiple of 32, at most kMaxBlockThreads). Every thread must call it.
 template <typename T>
 __device__ math::SoftmaxState<T> block_merge(math::SoftmaxState<T> state) {
-  __shared__ T warp_max[kMaxBlockThreads / kWarpSize];
-  __shared__ T warp_sum_exp[kMaxBlockThreads / kWarpSize];
-  __shared__ T warp_sum_exp_times_shift[kMaxBlockThreads / kWarpSize];
-  const int warp = threadIdx.x / kWarpSize;
-  const int lane = threadIdx.x % kWarpSize;
-  state = warp_merge(state);
-  if (lane == 0) {
-    warp_max[warp] = state.max;
-    warp_sum_exp[warp] = state.sum_exp;
-    warp_sum_exp_times_shift[warp] = state.sum_exp_times_shift;
-  }
-  __syncthreads();
-  if (warp == 0) {
-    const int num_warps = blockDim.x / kWarpSize;
-    state = lane < num_warps
-        ? math::SoftmaxState<T>{warp_max[lane], warp_sum_exp[lane],
-                                warp_sum_exp_times_shift[lane]}
-        : math::empty_softmax_state<T>();
-    state = warp_merge(state);
-  }
-  return state;
+  const T to =
+      math::max_ignoring_nan(block_max(state.max), math::lowest_finite<T>());
+  state = shifted_state(state, to);
+  return {to, block_sum(state.sum_exp), block_sum(state.sum_exp_times_shift)};
 }
 
-// values[0] = the sum of values[0, count), by halving (count a power of two,
-// at most blockDim.x). Every thread must call it; values is in shared memory
-// and was written before a __syncthreads().
-__device__ __forceinline__ double tree_sum(double* values, int count) {
-  for (int stride = count / 2; stride > 0; stride /= 2) {
-    if (static_cast<int>(threadIdx.x) < stride) {
-      values[threadIdx.x] += values[threadIdx.x + stride];
-    }
-    __syncthreads();
-  }
-  return values[0];
-}
-
-// The sum of n doubles in global memory: each thread adds its strided share
-// in order, then the shares are summed by halving. Returned to thread 0
-// (blockDim.x a power of two, at most kMaxBlockThreads). Every thread must
-// call it.
+// The sum of n doubles in global memory, in thread 0. Each thread adds its
+// strided share in order, with kUnroll loads in flight at once (their sum
+// order is unchanged), then the shares are summed in thread order. Every
+// thread must call it.
 __device__ __forceinline__ double block_ordered_sum(
     const double* values,
     int64_t n) {
-  __shared__ double shares[kMaxBlockThreads];
+  constexpr int kUnroll = 8;
+  const int64_t stride = blockDim.x;
   double share = 0.0;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+  int64_t i = threadIdx.x;
+  for (; i + (kUnroll - 1) * stride < n; i += kUnroll * stride) {
+    double loaded[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      loaded[u] = values[i + u * stride];
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      share += loaded[u];
+    }
+  }
+  for (; i < n; i += stride) {
     share += values[i];
   }
-  __syncthreads();  // the previous call's readers are done with `shares`
-  shares[threadIdx.x] = share;
-  __syncthreads();
-  return tree_sum(shares, blockDim.x);
+  return block_sum(share);
 }
 
 } // namespace cuda

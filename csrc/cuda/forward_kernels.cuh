@@ -3,14 +3,16 @@
 // device from fixed-order partial sums (docs/design.md, "The CUDA kernels").
 //
 // Layouts by row length K, chosen by launch_plan.h:
-// - rows in warps (K <= 1024): a group of min(K rounded up to a power of two,
-//   32) lanes holds one row in registers, so several short rows share a warp
-//   and a long one spreads over it; max and moments by shuffles, one read.
+// - rows in warps (K <= 1024): a group of lanes holds one row in registers,
+//   16-byte vectors per load where the rows allow, so short rows share a
+//   warp (K = 4 float32: a row per lane) and a long one spreads over it; max
+//   and moments by shuffles, one read. Each group loops over rows, so one
+//   wave of blocks covers any batch and leaves one partial sum per block.
 // - a row per block (K > 1024): each thread keeps a running softmax state
-//   over chunks of 16-byte vectors (one exp per logit plus one per chunk), and
-//   the block merges the states. Above a few thousand columns, when the batch
-//   is too small to fill the GPU, the columns of a row are split over several
-//   blocks and a second kernel merges the splits' states.
+//   over chunks of 16-byte vectors (one exp per logit plus one per chunk),
+//   and the block merges the states. Above a few thousand columns, when the
+//   batch is too small to fill the GPU, the columns of a row are split over
+//   several blocks and a second kernel merges the splits' states.
 // Blocks past the logits' sum log_std, so that the forward is one launch
 // for both heads, and a one-block kernel adds the partial sums in order and
 // combines the losses.
@@ -76,7 +78,6 @@ __device__ __forceinline__ void store_row_statistics(
 __device__ __forceinline__ void sum_log_std_block(
     const LogStdSum& log_std,
     int64_t block) {
-  __shared__ double shares[kMaxBlockThreads];
   const int64_t begin = block * log_std.chunk;
   const int64_t end = begin + log_std.chunk < log_std.count
       ? begin + log_std.chunk
@@ -85,81 +86,57 @@ __device__ __forceinline__ void sum_log_std_block(
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
     share += load_as_double(log_std.values, log_std.dtype, i);
   }
-  shares[threadIdx.x] = share;
-  __syncthreads();
-  const double sum = tree_sum(shares, blockDim.x);
+  const double sum = block_sum(share);
   if (threadIdx.x == 0) {
     log_std.partials[block] = sum;
   }
 }
 
-// Rows in warps: kLog2Cols = ceil(log2 K), K <= 1024.
-template <typename scalar_t, int kLog2Cols>
-__global__ void __launch_bounds__(kRowsInWarpsThreads)
-    forward_rows_in_warps(ForwardRowsArgs<scalar_t> a) {
-  using acc = acc_t<scalar_t>;
-  if (static_cast<int64_t>(blockIdx.x) >= a.num_logit_blocks) {
-    sum_log_std_block(a.log_std, blockIdx.x - a.num_logit_blocks);
-    return;
-  }
-  constexpr int kPaddedCols = 1 << kLog2Cols;
-  constexpr int kThreadsPerRow = kPaddedCols < kWarpSize ? kPaddedCols : kWarpSize;
-  constexpr int kPerThread = kPaddedCols / kThreadsPerRow;
-  constexpr int kRowsPerBlock = kRowsInWarpsThreads / kThreadsPerRow;
-  __shared__ double row_entropies[kRowsPerBlock];
+// The shape of the rows-in-warps layout, for rows of at most 2^log2_cols
+// columns read `vec` logits per load (1 where the rows are not aligned for
+// vectors): the same numbers for the kernel and its launch plan.
+struct RowsInWarpsShape {
+  int load_width;  // logits per load
+  int threads_per_row;
+  int loads_per_thread;
+  int rows_per_block;
+};
 
-  const int group = threadIdx.x / kThreadsPerRow;
-  const int lane = threadIdx.x % kThreadsPerRow;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + group;
-  // Lanes of rows past the batch take part in the shuffles with masked
-  // values and write nothing.
-  const bool active = row < a.batch;
-  const scalar_t* z = a.logits + (active ? row : 0) * a.row_stride;
-  const acc lowest = math::lowest_finite<acc>();
-  acc values[kPerThread];
-  acc row_max = math::negative_infinity<acc>();
-#pragma unroll
-  for (int i = 0; i < kPerThread; ++i) {
-    const int64_t k = lane + i * kThreadsPerRow;
-    values[i] = active && k < a.num_cols ? static_cast<acc>(z[k])
-                                         : math::negative_infinity<acc>();
-    row_max = math::max_of(values[i], row_max);
-  }
-  const acc shift =
-      math::row_shift(group_max<kThreadsPerRow>(row_max), lowest);
-  acc sum_exp = acc(0);
-  acc sum_exp_times_shift = acc(0);
-#pragma unroll
-  for (int i = 0; i < kPerThread; ++i) {
-    math::accumulate_softmax_moments(
-        values[i] - shift, lowest, sum_exp, sum_exp_times_shift);
-  }
-  const acc row_sum = math::row_sum_exp(group_sum<kThreadsPerRow>(sum_exp));
-  const acc log_sum_exp = math::log_of(row_sum);
-  const acc entropy = math::row_entropy_from_moments(
-      log_sum_exp, row_sum, group_sum<kThreadsPerRow>(sum_exp_times_shift));
-  if (lane == 0) {
-    if (active) {
-      store_row_statistics(
-          a.row_stats, a.batch, row, {shift, log_sum_exp, entropy});
-    }
-    row_entropies[group] = active ? static_cast<double>(entropy) : 0.0;
-  }
-  __syncthreads();
-  const double block_sum = tree_sum(row_entropies, kRowsPerBlock);
-  if (threadIdx.x == 0) {
-    a.entropy_partials[blockIdx.x] = block_sum;
-  }
+HEE_HOST_DEVICE constexpr RowsInWarpsShape rows_in_warps_shape(
+    int log2_cols,
+    int vec) {
+  const int padded_cols = 1 << log2_cols;
+  const int load_width = vec < padded_cols ? vec : padded_cols;
+  const int loads_per_row = padded_cols / load_width;
+  const int threads_per_row =
+      loads_per_row < kWarpSize ? loads_per_row : kWarpSize;
+  return {load_width, threads_per_row, loads_per_row / threads_per_row,
+          (kWarpSize / threads_per_row) * (kRowsInWarpsThreads / kWarpSize)};
 }
 
-// kVec consecutive logits from column k on, as acc; columns at or past `end`
-// are masked (-inf). With kVec > 1 and the whole vector inside the row, one
-// 16-byte load (the launch plan guarantees the alignment).
+// kVec consecutive logits of a row. With kVec > 1, one load of
+// sizeof(scalar_t) * kVec bytes (the launch plan guarantees the alignment).
 template <typename scalar_t, int kVec>
 struct alignas(sizeof(scalar_t) * kVec) LogitVector {
   scalar_t values[kVec];
 };
 
+// kVec logits from column k on, all inside the row.
+template <int kVec, typename scalar_t, typename acc>
+__device__ __forceinline__ void load_logit_vector(
+    const scalar_t* row,
+    int64_t k,
+    acc* out) {
+  const LogitVector<scalar_t, kVec> v =
+      *reinterpret_cast<const LogitVector<scalar_t, kVec>*>(row + k);
+#pragma unroll
+  for (int j = 0; j < kVec; ++j) {
+    out[j] = static_cast<acc>(v.values[j]);
+  }
+}
+
+// kVec logits from column k on, as acc; columns at or past `end` are masked
+// (-inf), and a vector that lies wholly inside is one load.
 template <int kVec, typename scalar_t, typename acc>
 __device__ __forceinline__ void load_logits(
     const scalar_t* row,
@@ -167,12 +144,7 @@ __device__ __forceinline__ void load_logits(
     int64_t end,
     acc* out) {
   if (kVec > 1 && k + kVec <= end) {
-    const LogitVector<scalar_t, kVec> v =
-        *reinterpret_cast<const LogitVector<scalar_t, kVec>*>(row + k);
-#pragma unroll
-    for (int j = 0; j < kVec; ++j) {
-      out[j] = static_cast<acc>(v.values[j]);
-    }
+    load_logit_vector<kVec>(row, k, out);
     return;
   }
 #pragma unroll
@@ -182,8 +154,137 @@ __device__ __forceinline__ void load_logits(
   }
 }
 
+// Rows in warps: kLog2Cols = ceil(log2 K), K <= 1024; the loads of one
+// thread are kLoadWidth logits each, kThreadsPerRow apart.
+template <typename scalar_t, int kLog2Cols, int kVec>
+__global__ void __launch_bounds__(kRowsInWarpsThreads)
+    forward_rows_in_warps(ForwardRowsArgs<scalar_t> a) {
+  using acc = acc_t<scalar_t>;
+  constexpr RowsInWarpsShape kShape = rows_in_warps_shape(kLog2Cols, kVec);
+  constexpr int kWidth = kShape.load_width;
+  constexpr int kThreadsPerRow = kShape.threads_per_row;
+  constexpr int kPerThread = kShape.loads_per_thread * kWidth;
+  if (static_cast<int64_t>(blockIdx.x) >= a.num_logit_blocks) {
+    sum_log_std_block(a.log_std, blockIdx.x - a.num_logit_blocks);
+    return;
+  }
+  const int group = threadIdx.x / kThreadsPerRow;
+  const int lane = threadIdx.x % kThreadsPerRow;
+  const acc lowest = math::lowest_finite<acc>();
+  // Rows of this block's groups, then the next wave's: every lane of a warp
+  // runs the same number of iterations (the shuffles need them all), lanes
+  // of rows past the batch with masked values, writing nothing.
+  const int64_t rows_per_wave = a.num_logit_blocks * kShape.rows_per_block;
+  double entropy_sum = 0.0;  // of this group's rows, in order
+  for (int64_t first_row = static_cast<int64_t>(blockIdx.x) *
+           kShape.rows_per_block;
+       first_row < a.batch; first_row += rows_per_wave) {
+    const int64_t row = first_row + group;
+    const bool active = row < a.batch;
+    const scalar_t* z = a.logits + (active ? row : 0) * a.row_stride;
+    const int64_t end = active ? a.num_cols : 0;
+    acc values[kPerThread];
+#pragma unroll
+    for (int i = 0; i < kShape.loads_per_thread; ++i) {
+      load_logits<kWidth>(
+          z, static_cast<int64_t>(lane + i * kThreadsPerRow) * kWidth, end,
+          values + i * kWidth);
+    }
+    acc thread_max = values[0];
+#pragma unroll
+    for (int j = 1; j < kPerThread; ++j) {
+      thread_max = math::max_ignoring_nan(thread_max, values[j]);
+    }
+    const acc shift =
+        math::row_shift(group_max<kThreadsPerRow>(thread_max), lowest);
+    acc sum_exp = acc(0);
+    acc sum_exp_times_shift = acc(0);
+#pragma unroll
+    for (int j = 0; j < kPerThread; ++j) {
+      math::accumulate_softmax_moments_fast(
+          values[j] - shift, lowest, sum_exp, sum_exp_times_shift);
+    }
+    const math::RowStatistics<acc> r = math::finish_row(
+        math::SoftmaxState<acc>{shift, group_sum<kThreadsPerRow>(sum_exp),
+                                group_sum<kThreadsPerRow>(sum_exp_times_shift)});
+    if (lane == 0 && active) {
+      store_row_statistics(a.row_stats, a.batch, row, r);
+      entropy_sum += static_cast<double>(r.entropy);
+    }
+  }
+  // Group leaders hold their rows' sums, every other lane 0.
+  const double block_entropy_sum = block_sum(entropy_sum);
+  if (threadIdx.x == 0) {
+    a.entropy_partials[blockIdx.x] = block_entropy_sum;
+  }
+}
+
+// A chunk of logits folded into a running softmax state: the chunk's max
+// moves the state once (shift_running_moments), then the chunk's moments are
+// added relative to the new max.
+template <int kChunk, typename acc>
+__device__ __forceinline__ void fold_chunk(
+    const acc* chunk,
+    acc& running_max,
+    acc& sum_exp,
+    acc& sum_exp_times_shift) {
+  const acc lowest = math::lowest_finite<acc>();
+  acc chunk_max = running_max;
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j) {
+    chunk_max = math::max_ignoring_nan(chunk_max, chunk[j]);
+  }
+  math::shift_running_moments(
+      running_max, chunk_max, lowest, sum_exp, sum_exp_times_shift);
+  running_max = chunk_max;
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j) {
+    math::accumulate_softmax_moments_fast(
+        chunk[j] - running_max, lowest, sum_exp, sum_exp_times_shift);
+  }
+}
+
+// One thread's running softmax state over columns [begin, end) of a row,
+// kVec logits per load, kVectorsPerChunk loads in flight per chunk: full
+// chunks without per-vector guards, then at most one partial chunk, masked.
+template <int kVec, typename scalar_t, typename acc = acc_t<scalar_t>>
+__device__ __forceinline__ math::SoftmaxState<acc> thread_softmax_state(
+    const scalar_t* z,
+    int64_t begin,
+    int64_t end) {
+  constexpr int kChunk = kVectorsPerChunk * kVec;
+  const int64_t vector_stride = static_cast<int64_t>(blockDim.x) * kVec;
+  const int64_t chunk_stride = vector_stride * kVectorsPerChunk;
+  // The last column a full chunk reads, past its first.
+  const int64_t chunk_span = vector_stride * (kVectorsPerChunk - 1) + kVec;
+  // The running max starts at the lowest finite value, so that it is also
+  // the row's shift (row_shift) and a thread that saw only masked logits
+  // holds s = t = 0.
+  acc running_max = math::lowest_finite<acc>();
+  acc sum_exp = acc(0);
+  acc sum_exp_times_shift = acc(0);
+  acc chunk[kChunk];
+  int64_t first = begin + static_cast<int64_t>(threadIdx.x) * kVec;
+  for (; first + chunk_span <= end; first += chunk_stride) {
+#pragma unroll
+    for (int u = 0; u < kVectorsPerChunk; ++u) {
+      load_logit_vector<kVec>(z, first + u * vector_stride, chunk + u * kVec);
+    }
+    fold_chunk<kChunk>(chunk, running_max, sum_exp, sum_exp_times_shift);
+  }
+  if (first < end) {
+#pragma unroll
+    for (int u = 0; u < kVectorsPerChunk; ++u) {
+      load_logits<kVec>(z, first + u * vector_stride, end, chunk + u * kVec);
+    }
+    fold_chunk<kChunk>(chunk, running_max, sum_exp, sum_exp_times_shift);
+  }
+  return {running_max, sum_exp, sum_exp_times_shift};
+}
+
 // A row per block (or per split of a row): blockDim.x threads, kVec logits
-// per load.
+// per load. Unsplit rows: block b takes rows b, b + gridDim, ..., and
+// writes one sum of its rows' entropies.
 template <typename scalar_t, int kVec>
 __global__ void __launch_bounds__(kMaxBlockThreads)
     forward_row_in_block(ForwardRowsArgs<scalar_t> a) {
@@ -193,49 +294,31 @@ __global__ void __launch_bounds__(kMaxBlockThreads)
     sum_log_std_block(a.log_std, block - a.num_logit_blocks);
     return;
   }
-  const int64_t row = block / a.splits;
-  const int64_t split = block % a.splits;
-  const int64_t begin = split * a.split_cols;
-  const int64_t end = begin + a.split_cols < a.num_cols
-      ? begin + a.split_cols
-      : a.num_cols;
-  const scalar_t* z = a.logits + row * a.row_stride;
-  const acc lowest = math::lowest_finite<acc>();
-  const int64_t vector_stride = static_cast<int64_t>(blockDim.x) * kVec;
-
-  math::SoftmaxState<acc> state = math::empty_softmax_state<acc>();
-  for (int64_t first = begin + static_cast<int64_t>(threadIdx.x) * kVec;
-       first < end; first += vector_stride * kVectorsPerChunk) {
-    acc chunk[kVectorsPerChunk * kVec];
-#pragma unroll
-    for (int u = 0; u < kVectorsPerChunk; ++u) {
-      load_logits<kVec>(z, first + u * vector_stride, end, chunk + u * kVec);
-    }
-    acc chunk_max = math::negative_infinity<acc>();
-#pragma unroll
-    for (int j = 0; j < kVectorsPerChunk * kVec; ++j) {
-      chunk_max = math::max_of(chunk[j], chunk_max);
-    }
-    const acc shift = math::row_shift(chunk_max, lowest);
-    acc sum_exp = acc(0);
-    acc sum_exp_times_shift = acc(0);
-#pragma unroll
-    for (int j = 0; j < kVectorsPerChunk * kVec; ++j) {
-      math::accumulate_softmax_moments(
-          chunk[j] - shift, lowest, sum_exp, sum_exp_times_shift);
-    }
-    state = math::merge_softmax_states(
-        state, math::SoftmaxState<acc>{chunk_max, sum_exp, sum_exp_times_shift});
-  }
-  state = block_merge(state);
-  if (threadIdx.x == 0) {
-    if (a.splits == 1) {
-      const math::RowStatistics<acc> r = math::finish_row(state);
-      store_row_statistics(a.row_stats, a.batch, row, r);
-      a.entropy_partials[row] = static_cast<double>(r.entropy);
-    } else {
+  if (a.splits > 1) {
+    const int64_t row = block / a.splits;
+    const int64_t begin = (block % a.splits) * a.split_cols;
+    const int64_t end = begin + a.split_cols < a.num_cols
+        ? begin + a.split_cols
+        : a.num_cols;
+    const math::SoftmaxState<acc> state = block_merge(
+        thread_softmax_state<kVec>(a.logits + row * a.row_stride, begin, end));
+    if (threadIdx.x == 0) {
       a.split_states[block] = state;
     }
+    return;
+  }
+  double entropy_sum = 0.0;  // of this block's rows, in order
+  for (int64_t row = block; row < a.batch; row += a.num_logit_blocks) {
+    const math::SoftmaxState<acc> state = block_merge(
+        thread_softmax_state<kVec>(a.logits + row * a.row_stride, 0, a.num_cols));
+    if (threadIdx.x == 0) {
+      const math::RowStatistics<acc> r = math::finish_row(state);
+      store_row_statistics(a.row_stats, a.batch, row, r);
+      entropy_sum += static_cast<double>(r.entropy);
+    }
+  }
+  if (threadIdx.x == 0) {
+    a.entropy_partials[block] = entropy_sum;
   }
 }
 
@@ -253,7 +336,6 @@ struct MergeSplitsArgs {
 template <typename acc>
 __global__ void __launch_bounds__(kMergeRowsPerBlock * kWarpSize)
     merge_column_splits(MergeSplitsArgs<acc> a) {
-  __shared__ double row_entropies[kMergeRowsPerBlock];
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   const int64_t row =
@@ -264,16 +346,14 @@ __global__ void __launch_bounds__(kMergeRowsPerBlock * kWarpSize)
       : math::empty_softmax_state<acc>();
   state = warp_merge(state);
   const math::RowStatistics<acc> r = math::finish_row(state);
-  if (lane == 0) {
-    if (active) {
-      store_row_statistics(a.row_stats, a.batch, row, r);
-    }
-    row_entropies[warp] = active ? static_cast<double>(r.entropy) : 0.0;
+  const bool writes = lane == 0 && active;
+  if (writes) {
+    store_row_statistics(a.row_stats, a.batch, row, r);
   }
-  __syncthreads();
-  const double block_sum = tree_sum(row_entropies, kMergeRowsPerBlock);
+  const double block_entropy_sum =
+      block_sum(writes ? static_cast<double>(r.entropy) : 0.0);
   if (threadIdx.x == 0) {
-    a.entropy_partials[blockIdx.x] = block_sum;
+    a.entropy_partials[blockIdx.x] = block_entropy_sum;
   }
 }
 

@@ -27,6 +27,10 @@ constexpr int64_t kMaxSplits = kWarpSize;
 constexpr int64_t kMinSplitCols = 4096;
 // log_std elements per thread of a log_std block.
 constexpr int64_t kLogStdPerThread = 16;
+// Resident threads per multiprocessor the grids are sized for: kernels loop
+// over rows, so one wave of blocks covers any batch, the grid stays far
+// below CUDA's limits, and there is one partial sum per block.
+constexpr int64_t kThreadsPerMultiprocessor = 2048;
 
 inline int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
@@ -49,14 +53,27 @@ inline int64_t element_size(DType dtype) {
   return dtype == DType::kDouble ? 8 : dtype == DType::kFloat ? 4 : 2;
 }
 
-// Whether every row of [B, K] logits can be read in 16-byte vectors from
-// column 0 on.
+// Whether every row of [B, K] logits (and every row of a contiguous
+// gradient of them, where one is written) can be read in vectors of
+// `vector_bytes` from column 0 on.
 inline bool rows_are_vector_aligned(
     const void* logits,
     int64_t row_stride,
-    DType dtype) {
-  return reinterpret_cast<uintptr_t>(logits) % kVectorBytes == 0 &&
-      (row_stride * element_size(dtype)) % kVectorBytes == 0;
+    DType dtype,
+    int64_t vector_bytes = kVectorBytes) {
+  return reinterpret_cast<uintptr_t>(logits) % vector_bytes == 0 &&
+      (row_stride * element_size(dtype)) % vector_bytes == 0;
+}
+
+// The grid of a loop over `work_blocks` blocks of `block_threads`: at most
+// one wave of resident blocks, at least one.
+inline int64_t one_wave_grid(
+    int64_t work_blocks,
+    int block_threads,
+    int num_multiprocessors) {
+  const int64_t wave = static_cast<int64_t>(num_multiprocessors) *
+      (kThreadsPerMultiprocessor / block_threads);
+  return std::max<int64_t>(1, std::min(work_blocks, wave));
 }
 
 // One forward call, as raw pointers on the device.
@@ -86,7 +103,7 @@ struct ForwardLaunchPlan {
   RowLayout layout = RowLayout::kRowsInWarps;
   int log2_cols = 0;  // rows in warps
   int block_threads = kRowsInWarpsThreads;
-  int vec = 1;  // logits per load (row in block)
+  int vec = 1;  // logits per load: 1, or the dtype's 16-byte vector width
   int64_t splits = 1;
   int64_t split_cols = 0;
   int64_t num_logit_blocks = 0;
@@ -100,12 +117,14 @@ inline ForwardLaunchPlan plan_forward_launch(
     const ForwardProblem& p,
     int num_multiprocessors) {
   ForwardLaunchPlan plan;
-  if (p.has_discrete && p.num_cols > kMaxColsInWarps) {
+  const int vector_width =
+      static_cast<int>(kVectorBytes / element_size(p.logits_dtype));
+  if (p.has_discrete && p.batch > 0 && p.num_cols > kMaxColsInWarps) {
     plan.layout = RowLayout::kRowInBlock;
     plan.block_threads =
         p.num_cols <= 4096 ? 128 : (p.num_cols <= 16384 ? 256 : kMaxBlockThreads);
     plan.vec = rows_are_vector_aligned(p.logits, p.row_stride, p.logits_dtype)
-        ? static_cast<int>(kVectorBytes / element_size(p.logits_dtype))
+        ? vector_width
         : 1;
     // Split the columns when the rows alone would leave most multiprocessors
     // idle.
@@ -122,22 +141,36 @@ inline ForwardLaunchPlan plan_forward_launch(
     } else {
       plan.split_cols = p.num_cols;
     }
-    plan.num_logit_blocks = p.batch * plan.splits;
-    plan.num_entropy_partials = plan.splits == 1
-        ? p.batch
-        : ceil_div(p.batch, kMergeRowsPerBlock);
-    plan.num_split_states = plan.splits == 1 ? 0 : p.batch * plan.splits;
-  } else if (p.has_discrete) {
+    if (plan.splits > 1) {
+      plan.num_logit_blocks = p.batch * plan.splits;  // < 2 * 32 * SMs
+      plan.num_entropy_partials = ceil_div(p.batch, kMergeRowsPerBlock);
+      plan.num_split_states = p.batch * plan.splits;
+    } else {
+      plan.num_logit_blocks =
+          one_wave_grid(p.batch, plan.block_threads, num_multiprocessors);
+      plan.num_entropy_partials = plan.num_logit_blocks;
+    }
+  } else if (p.has_discrete && p.batch > 0) {
     plan.log2_cols = ceil_log2(p.num_cols);
-    const int threads_per_row = std::min(1 << plan.log2_cols, kWarpSize);
-    plan.num_logit_blocks =
-        ceil_div(p.batch, kRowsInWarpsThreads / threads_per_row);
+    // A narrower vector where the padded row is shorter than the dtype's.
+    const int64_t load_bytes = element_size(p.logits_dtype) *
+        std::min<int64_t>(vector_width, int64_t{1} << plan.log2_cols);
+    plan.vec = rows_are_vector_aligned(
+                   p.logits, p.row_stride, p.logits_dtype, load_bytes)
+        ? vector_width
+        : 1;
+    const RowsInWarpsShape shape = rows_in_warps_shape(plan.log2_cols, plan.vec);
+    plan.num_logit_blocks = one_wave_grid(
+        ceil_div(p.batch, shape.rows_per_block), kRowsInWarpsThreads,
+        num_multiprocessors);
     plan.num_entropy_partials = plan.num_logit_blocks;
   }
   if (p.has_continuous) {
-    plan.log_std_chunk = kLogStdPerThread * plan.block_threads;
-    plan.num_log_std_blocks =
-        ceil_div(p.log_std_rows * p.log_std_dims, plan.log_std_chunk);
+    const int64_t count = p.log_std_rows * p.log_std_dims;
+    plan.num_log_std_blocks = one_wave_grid(
+        ceil_div(count, kLogStdPerThread * plan.block_threads),
+        plan.block_threads, num_multiprocessors);
+    plan.log_std_chunk = ceil_div(count, plan.num_log_std_blocks);
   }
   return plan;
 }
@@ -209,10 +242,18 @@ void launch_forward_rows(
       launch(forward_row_in_block<scalar_t, 1>, grid, plan.block_threads, args);
     }
   } else {
+    constexpr int kVec = kVectorWidth<scalar_t>;
     dispatch_log2_cols<kMaxLog2ColsInWarps>(plan.log2_cols, [&](auto log2_cols) {
-      launch(
-          forward_rows_in_warps<scalar_t, decltype(log2_cols)::value>, grid,
-          kRowsInWarpsThreads, args);
+      constexpr int kLog2Cols = decltype(log2_cols)::value;
+      if (plan.vec == kVec) {
+        launch(
+            forward_rows_in_warps<scalar_t, kLog2Cols, kVec>, grid,
+            kRowsInWarpsThreads, args);
+      } else {
+        launch(
+            forward_rows_in_warps<scalar_t, kLog2Cols, 1>, grid,
+            kRowsInWarpsThreads, args);
+      }
     });
   }
   if (plan.splits > 1) {
@@ -268,16 +309,19 @@ void launch_forward(
 // looping over vectors.
 template <typename Launch>
 void launch_backward(
-    const BackwardProblem& p,
+    BackwardProblem p,
     int num_multiprocessors,
     Launch&& launch) {
   const DType dtype = p.has_discrete ? p.logits_dtype : DType::kFloat;
   dispatch_logits_dtype(dtype, [&](auto zero) {
     using scalar_t = decltype(zero);
     constexpr int kVec = kVectorWidth<scalar_t>;
+    // Vectors of the logits and of their gradient (contiguous [B, K]: its
+    // rows are aligned when K is a multiple of kVec and its start is).
     const bool vectorized = p.grad_logits != nullptr &&
         p.num_cols % kVec == 0 &&
-        rows_are_vector_aligned(p.logits, p.row_stride, dtype);
+        rows_are_vector_aligned(p.logits, p.row_stride, dtype) &&
+        rows_are_vector_aligned(p.grad_logits, p.num_cols, dtype);
     const int64_t elements = p.grad_logits != nullptr ? p.batch * p.num_cols : 0;
     const int64_t vectors = vectorized ? elements / kVec : elements;
     const int64_t grid = std::max<int64_t>(
@@ -287,6 +331,9 @@ void launch_backward(
             16 * static_cast<int64_t>(num_multiprocessors)));
     const bool narrow_index =
         elements < (int64_t{1} << 31);  // flat indices and their steps fit
+    if (narrow_index && p.num_cols > 0) {
+      p.cols_divider = FastDivider::of(static_cast<uint32_t>(p.num_cols));
+    }
     if (vectorized && narrow_index) {
       launch(backward_logits<scalar_t, kVec, uint32_t>, grid, kBackwardThreads, p);
     } else if (vectorized) {

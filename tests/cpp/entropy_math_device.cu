@@ -13,6 +13,8 @@ __device__ void use_formulas(const T* z, int n, T* out) {
     T sum_exp_times_shift = T(0);
     accumulate_softmax_moments(
         z[k] - z[0], lowest_finite<T>(), sum_exp, sum_exp_times_shift);
+    accumulate_softmax_moments_fast(
+        z[k] - z[0], lowest_finite<T>(), sum_exp, sum_exp_times_shift);
     state = merge_softmax_states(state, {z[k], sum_exp, sum_exp_times_shift});
   }
   const RowStatistics<T> row = finish_row(state);

@@ -8,8 +8,9 @@
 // What it cannot show: speed, memory coalescing, races that a barrier hides,
 // or anything the hardware does differently from this model. What it does
 // check beyond CUDA: a barrier that not every thread reaches (a deadlock on a
-// GPU too) aborts after a timeout instead of hanging, and a vector load from
-// a misaligned address aborts.
+// GPU too) aborts after a timeout instead of hanging, and, built with
+// -fsanitize=alignment (tests/test_cuda_emulated.py does), a vector load or
+// store at a misaligned address aborts.
 #pragma once
 
 #include <condition_variable>
