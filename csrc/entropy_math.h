@@ -188,6 +188,22 @@ HEE_HOST_DEVICE double max_ignoring_nan(double x, double y) {
   return ::fmax(x, y);
 }
 
+// How an element formula takes e^x: exactly (exp_of: every CPU kernel, whose
+// results are held bitwise across releases) or fast (fast_exp_of: the CUDA
+// kernels).
+struct ExactExp {
+  template <typename V>
+  HEE_HOST_DEVICE V operator()(const V& x) const {
+    return exp_of(x);
+  }
+};
+struct FastExp {
+  template <typename V>
+  HEE_HOST_DEVICE V operator()(const V& x) const {
+    return fast_exp_of(x);
+  }
+};
+
 // The form of accumulate_softmax_moments for the CUDA kernels: exp of the
 // unclamped d (exp(-inf) = 0 and a NaN logit makes s NaN, as the clamped
 // form does), then the clamp only for the product e * d, where it turns
@@ -292,7 +308,7 @@ HEE_HOST_DEVICE T log_probability_floor() {
 // gets 0). Written as p (log p * -s + -s h), one FMA and one multiply per
 // element once the compiler hoists the row's -s h (benchmarks/README.md,
 // "Backward element", has the measurement).
-template <typename V, typename S>
+template <typename Exp = ExactExp, typename V, typename S>
 HEE_HOST_DEVICE V entropy_grad_element(
     V logit,
     V row_shift_value,
@@ -302,7 +318,7 @@ HEE_HOST_DEVICE V entropy_grad_element(
     S log_p_floor) {
   const V log_p =
       max_of((logit - row_shift_value) - row_log_sum_exp, V(log_p_floor));
-  const V p = exp_of(log_p);
+  const V p = Exp()(log_p);
   const V negative_scale = V(0) - grad_scale;
   return p * multiply_add(log_p, negative_scale, negative_scale * row_entropy);
 }

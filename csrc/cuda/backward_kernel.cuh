@@ -145,15 +145,16 @@ __global__ void __launch_bounds__(kBackwardThreads)
     const index_t col = element - row * cols;
     const scalar_t* z = logits + static_cast<int64_t>(row) * a.row_stride;
     acc values[kVec];
-    load_logits<kVec>(z, static_cast<int64_t>(col), a.num_cols, values);
+    load_logit_vector<kVec>(z, static_cast<int64_t>(col), values);
     const acc shift = row_stats[row];
     const acc log_sum_exp = row_stats[a.batch + row];
     const acc entropy = row_stats[2 * a.batch + row];
     LogitVector<scalar_t, kVec> out;
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
-      out.values[j] = static_cast<scalar_t>(math::entropy_grad_element(
-          values[j], shift, log_sum_exp, entropy, scale, log_p_floor));
+      out.values[j] =
+          static_cast<scalar_t>(math::entropy_grad_element<math::FastExp>(
+              values[j], shift, log_sum_exp, entropy, scale, log_p_floor));
     }
     *reinterpret_cast<LogitVector<scalar_t, kVec>*>(grad_logits + element) =
         out;

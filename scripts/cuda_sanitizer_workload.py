@@ -1,0 +1,84 @@
+"""Both ops once on every CUDA kernel layout, small enough to run under compute-sanitizer.
+
+``scripts/gpu_check.sh`` runs this under memcheck, racecheck, initcheck and synccheck: what
+the host emulation of the kernels cannot see (races between blocks, stale shared memory
+across the row loops, warp memory ordering, launch limits, misaligned accesses, reads of
+memory nothing wrote). Each case runs the forward and the backward of a weighted sum of all
+seven outputs, so every kernel of both ops is launched:
+
+- rows in warp groups, every power-of-two bucket of K up to 1024, 16-byte vectors and
+  single logits (rows whose stride allows no vectors), in the four dtypes;
+- a row per block, vectors and single logits; long rows of a small batch split over blocks
+  and merged; batches larger than one wave of blocks in both layouts (the row loops);
+- fully masked rows, log_std alone, logits alone, a shared log_std, per-head coefficients
+  on the device and a 0-dim coefficient on the host.
+
+    python scripts/cuda_sanitizer_workload.py
+"""
+
+import math
+import sys
+
+import torch
+
+import hybrid_entropy_ext as hee
+
+WEIGHTS = (1.0, 0.5, -0.25, 2.0, 0.75, 0.1, -0.3)  # one per output, so that each has a gradient
+PARAMS = (1.0, 0.5, 10.0, 10.0, 3.0)  # both penalties on
+
+
+def run(logits, log_std, coeff):
+    leaves = [t.requires_grad_() if t is not None and t.is_floating_point() else t
+              for t in (logits, log_std, coeff)]
+    out = hee.hybrid_entropy_loss(*leaves, *PARAMS)
+    total = sum(w * v for w, v in zip(WEIGHTS, out.values()))
+    total.backward()
+    return out
+
+
+def cases(device):
+    g = torch.Generator(device="cpu").manual_seed(0)
+
+    def logits(b, k, dtype=torch.float32, stride=None):
+        full = torch.randn(b, stride or k, generator=g).to(device=device, dtype=dtype)
+        return full[:, :k].detach() if stride else full
+
+    def log_std(b, d, dtype=torch.float32):
+        return (0.3 * torch.randn(b, d, generator=g)).to(device=device, dtype=dtype)
+
+    coeff = torch.tensor(0.05, device=device)
+    for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        for k in (1, 2, 3, 4, 7, 16, 33, 64, 100, 256, 1000, 1024):
+            yield f"warps {dtype} K={k}", logits(37, k, dtype), log_std(37, 3), coeff
+        yield f"warps {dtype} K=6 stride 7 (no vectors)", logits(41, 6, dtype, stride=7), None, coeff
+        yield f"block {dtype} K=3000", logits(3, 3000, dtype), log_std(3, 2), coeff
+        yield f"block {dtype} K=3000 stride 3001 (no vectors)", logits(3, 3000, dtype, stride=3001), None, coeff
+        yield f"splits {dtype} K=40000", logits(2, 40000, dtype), None, coeff
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    yield "warps, more rows than one wave", logits(sms * 8 * 256 + 5, 4), None, coeff
+    yield "block, more rows than one wave", logits(sms * 16 + 5, 1100), None, coeff
+    masked = logits(9, 50)
+    masked[[0, 4]] = -math.inf
+    masked[2, ::3] = -math.inf
+    yield "fully masked rows", masked, log_std(9, 2), coeff
+    yield "log_std alone", None, log_std(5000, 7), coeff
+    yield "shared log_std", logits(20, 5), log_std(1, 4)[0], coeff
+    yield "per-head coefficients", logits(20, 5), log_std(20, 2), torch.tensor([0.1, 0.02], device=device)
+    yield "0-dim coefficient on the host", logits(20, 5), log_std(20, 2), torch.tensor(0.05)
+
+
+def main():
+    if not torch.cuda.is_available():
+        sys.exit("cuda_sanitizer_workload.py needs a CUDA device")
+    count = 0
+    for name, *inputs in cases(torch.device("cuda")):
+        out = run(*inputs)
+        torch.cuda.synchronize()
+        if not torch.isfinite(out["total"]).item():
+            sys.exit(f"{name}: total is not finite")
+        count += 1
+    print(f"cuda_sanitizer_workload: {count} cases, forward and backward each")
+
+
+if __name__ == "__main__":
+    main()
