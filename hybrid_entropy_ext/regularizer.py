@@ -89,28 +89,46 @@ def _as_schedule(schedule: Any) -> nn.Module:
     )
 
 
-class _AllReduceSum(torch.autograd.Function):
-    """A differentiable all-reduce (SUM) over ``group``: forward sums every rank's tensor
-    (out of place), backward sums every rank's gradient of the result, so each rank's
-    input receives the gradient of the sum of all ranks' losses. (What
-    ``torch.distributed.nn.functional.all_reduce`` computes, without its deprecation.)"""
+@torch.library.custom_op("hybrid_entropy_ext::_all_reduce_sum", mutates_args=())
+def _all_reduce_sum(tensor: Tensor, group_name: str) -> Tensor:
+    """The sum of every rank's ``tensor`` over the process group named ``group_name`` (out
+    of place). An op of its own, with its autograd registered below, so that eager code
+    and ``torch.compile`` (which keeps a custom op opaque) differentiate it alike on every
+    supported torch: traced as a ``torch.autograd.Function`` around ``dist.all_reduce``,
+    torch 2.11's compile dropped the gradient to zero."""
+    import torch.distributed as dist
+    from torch.distributed.distributed_c10d import _resolve_process_group
 
-    @staticmethod
-    def forward(ctx, tensor: Tensor, group: Any) -> Tensor:
-        import torch.distributed as dist
+    result = tensor.clone()
+    dist.all_reduce(result, op=dist.ReduceOp.SUM, group=_resolve_process_group(group_name))
+    return result
 
-        ctx.group = group
-        result = tensor.clone()
-        dist.all_reduce(result, op=dist.ReduceOp.SUM, group=group)
-        return result
 
-    @staticmethod
-    def backward(ctx, grad_output: Tensor):
-        import torch.distributed as dist
+@_all_reduce_sum.register_fake
+def _(tensor: Tensor, group_name: str) -> Tensor:
+    return torch.empty_like(tensor)
 
-        grad = grad_output.clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
-        return grad, None
+
+def _all_reduce_sum_setup_context(ctx: Any, inputs: Any, output: Tensor) -> None:
+    ctx.group_name = inputs[1]
+
+
+def _all_reduce_sum_backward(ctx: Any, grad: Tensor):
+    # Each rank's input enters every rank's loss through the sum: its gradient is the sum
+    # of every rank's gradient of the result.
+    return _all_reduce_sum(grad, ctx.group_name), None
+
+
+_all_reduce_sum.register_autograd(_all_reduce_sum_backward, setup_context=_all_reduce_sum_setup_context)
+
+
+def _group_name(group: Any) -> str:
+    """The name of ``group`` (None: the default group), as collectives' ops take it."""
+    if group is None:
+        from torch.distributed.distributed_c10d import _get_default_group
+
+        group = _get_default_group()
+    return group.group_name
 
 
 def _check_controller(name: str, controller: Any) -> None:
@@ -490,7 +508,7 @@ class HybridEntropyRegularizer(nn.Module):
                 torch.full_like(h_c, rows_c, dtype=torch.float64),
             ]
         )
-        reduced = _AllReduceSum.apply(stats, self.process_group)
+        reduced = _all_reduce_sum(stats, _group_name(self.process_group))
         dtype = local["total"].dtype
         global_d = (reduced[0] / reduced[2]).to(dtype) if logits is not None else torch.zeros_like(h_d)
         global_c = (reduced[1] / reduced[3]).to(dtype) if log_std is not None else torch.zeros_like(h_c)

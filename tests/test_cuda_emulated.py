@@ -210,11 +210,24 @@ def test_forward_matches_the_distributions_oracle_in_float64(lib):
         torch.testing.assert_close(got[key], want[key], rtol=1e-10, atol=1e-12, msg=key)
 
 
-def test_rows_of_unaligned_stride_are_read_one_logit_at_a_time(lib):
-    base, _ = inputs(3, 3001, 1)
-    logits = base[:, :3000]  # row stride 3001: no 16-byte vectors
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("offset", [0, 1, 3], ids=lambda v: f"offset {v}")
+def test_long_rows_of_any_alignment_peel_their_first_columns_and_read_vectors(lib, dtype, offset):
+    # Row stride 3001 and a start `offset` logits in: every row starts somewhere else in a
+    # 16-byte vector. The loads after each row's peel are aligned (a misaligned one aborts
+    # this build).
+    base, _ = inputs(5, 3001, 1, dtype)
+    logits = base[:, offset:3000]
+    logits[2, :5] = -math.inf  # the peeled columns of one row masked
+    outputs, row_stats, layout = assert_forward_matches_cpu(lib, logits, None, torch.tensor(0.05))
+    assert layout["layout"] == "block" and layout["vec"] == 16 // logits.element_size()
+
+
+def test_long_split_rows_of_odd_length_peel_each_split(lib):
+    base, _ = inputs(2, 50257, 1, torch.bfloat16)  # an odd vocabulary: every row misaligned
+    logits = base[:, 1:]
     _, _, layout = assert_forward_matches_cpu(lib, logits, None, torch.tensor(0.05))
-    assert layout["vec"] == 1
+    assert layout["splits"] > 1
 
 
 def test_aligned_rows_are_read_in_16_byte_vectors(lib):

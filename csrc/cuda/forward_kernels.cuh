@@ -245,8 +245,12 @@ __device__ __forceinline__ void fold_chunk(
 }
 
 // One thread's running softmax state over columns [begin, end) of a row,
-// kVec logits per load, kVectorsPerChunk loads in flight per chunk: full
-// chunks without per-vector guards, then at most one partial chunk, masked.
+// kVec logits per load, kVectorsPerChunk loads in flight per chunk: the
+// columns before the first vector boundary one per thread (a peel, as
+// PyTorch's SoftMax.cu does, so that rows of any stride, an odd vocabulary
+// or a slice, keep their vector loads), then full chunks without per-vector
+// guards, then at most one partial chunk, masked. `z` is aligned to its
+// element size, as every tensor's data is.
 template <int kVec, typename scalar_t, typename acc = acc_t<scalar_t>>
 __device__ __forceinline__ math::SoftmaxState<acc> thread_softmax_state(
     const scalar_t* z,
@@ -264,6 +268,20 @@ __device__ __forceinline__ math::SoftmaxState<acc> thread_softmax_state(
   acc sum_exp = acc(0);
   acc sum_exp_times_shift = acc(0);
   acc chunk[kChunk];
+  if (kVec > 1) {
+    constexpr int64_t kVectorBytes = sizeof(LogitVector<scalar_t, kVec>);
+    const int64_t misaligned_by = static_cast<int64_t>(
+        reinterpret_cast<uintptr_t>(z + begin) % kVectorBytes / sizeof(scalar_t));
+    const int64_t peel = misaligned_by == 0
+        ? 0
+        : (kVec - misaligned_by < end - begin ? kVec - misaligned_by
+                                              : end - begin);
+    if (static_cast<int64_t>(threadIdx.x) < peel) {
+      chunk[0] = static_cast<acc>(z[begin + threadIdx.x]);
+      fold_chunk<1>(chunk, running_max, sum_exp, sum_exp_times_shift);
+    }
+    begin += peel;
+  }
   int64_t first = begin + static_cast<int64_t>(threadIdx.x) * kVec;
   for (; first + chunk_span <= end; first += chunk_stride) {
 #pragma unroll

@@ -123,9 +123,8 @@ inline ForwardLaunchPlan plan_forward_launch(
     plan.layout = RowLayout::kRowInBlock;
     plan.block_threads =
         p.num_cols <= 4096 ? 128 : (p.num_cols <= 16384 ? 256 : kMaxBlockThreads);
-    plan.vec = rows_are_vector_aligned(p.logits, p.row_stride, p.logits_dtype)
-        ? vector_width
-        : 1;
+    // Rows of any alignment: each peels its first columns (forward_kernels.cuh).
+    plan.vec = vector_width;
     // Split the columns when the rows alone would leave most multiprocessors
     // idle.
     const int64_t wanted_blocks = 2 * static_cast<int64_t>(num_multiprocessors);
@@ -235,12 +234,9 @@ void launch_forward_rows(
                   plan.log_std_chunk, work.log_std_partials};
   const int64_t grid = plan.num_logit_blocks + plan.num_log_std_blocks;
   if (plan.layout == RowLayout::kRowInBlock) {
-    constexpr int kVec = kVectorWidth<scalar_t>;
-    if (plan.vec == kVec) {
-      launch(forward_row_in_block<scalar_t, kVec>, grid, plan.block_threads, args);
-    } else {
-      launch(forward_row_in_block<scalar_t, 1>, grid, plan.block_threads, args);
-    }
+    launch(
+        forward_row_in_block<scalar_t, kVectorWidth<scalar_t>>, grid,
+        plan.block_threads, args);
   } else {
     constexpr int kVec = kVectorWidth<scalar_t>;
     dispatch_log2_cols<kMaxLog2ColsInWarps>(plan.log2_cols, [&](auto log2_cols) {
