@@ -217,14 +217,25 @@ HEE_HOST_DEVICE void accumulate_softmax_moments_fast(
       e, max_ignoring_nan(shifted_logit, lowest), sum_exp_times_shift);
 }
 
-// A running (max, s, t) moved to a new shift `to` >= its max, both at least
-// the lowest finite value: s' = a s, t' = a (t + s (m - to)),
-// a = exp(m - to). m - to is clamped to the lowest finite value so that an
-// empty part (s = t = 0) stays (0, 0) even when the difference overflows.
+// The floor of log p in the backward. exp of it is exactly 0 in float32 and
+// float64 (below -745.2, the log of the smallest float64 subnormal), so the
+// clamp changes no probability; a masked action (log p = -inf) gets
+// log p * s finite, and so 0 * finite = 0, for any gradient scale |s| < 3e34.
+template <typename T>
+HEE_HOST_DEVICE T log_probability_floor() {
+  return T(-1.0e4);
+}
+
+// A running (max, s, t) moved to a new shift `to` >= its max:
+// s' = a s, t' = a (t + s (m - to)), a = exp(m - to). m - to is clamped at
+// log_probability_floor (-1e4), whose exp is exactly 0: a part that far below
+// contributes (0, 0), and s (m - to) stays finite (an unclamped difference of
+// two huge logits, or one that overflows to -inf, would make 0 * inf = NaN).
+// A NaN difference is clamped too; the part's NaN s carries the NaN.
 template <typename T>
 HEE_HOST_DEVICE void shift_running_moments(
-    T from, T to, T lowest, T& sum_exp, T& sum_exp_times_shift) {
-  const T delta = max_ignoring_nan(from - to, lowest);
+    T from, T to, T& sum_exp, T& sum_exp_times_shift) {
+  const T delta = max_ignoring_nan(from - to, log_probability_floor<T>());
   const T scale = fast_exp_of(delta);
   sum_exp_times_shift =
       scale * multiply_add(sum_exp, delta, sum_exp_times_shift);
@@ -269,8 +280,8 @@ HEE_HOST_DEVICE SoftmaxState<T> merge_softmax_states(
   const T to = max_ignoring_nan(max_ignoring_nan(a.max, b.max), lowest);
   T a_sum_exp = a.sum_exp, a_sum_exp_times_shift = a.sum_exp_times_shift;
   T b_sum_exp = b.sum_exp, b_sum_exp_times_shift = b.sum_exp_times_shift;
-  shift_running_moments(a.max, to, lowest, a_sum_exp, a_sum_exp_times_shift);
-  shift_running_moments(b.max, to, lowest, b_sum_exp, b_sum_exp_times_shift);
+  shift_running_moments(a.max, to, a_sum_exp, a_sum_exp_times_shift);
+  shift_running_moments(b.max, to, b_sum_exp, b_sum_exp_times_shift);
   return {to, a_sum_exp + b_sum_exp,
           a_sum_exp_times_shift + b_sum_exp_times_shift};
 }
@@ -292,15 +303,6 @@ HEE_HOST_DEVICE RowStatistics<T> finish_row(const SoftmaxState<T>& row) {
   return {row_shift(row.max, lowest_finite<T>()), log_sum_exp,
           row_entropy_from_moments(
               log_sum_exp, sum_exp, row.sum_exp_times_shift)};
-}
-
-// The floor of log p in the backward. exp of it is exactly 0 in float32 and
-// float64 (below -745.2, the log of the smallest float64 subnormal), so the
-// clamp changes no probability; a masked action (log p = -inf) gets
-// log p * s finite, and so 0 * finite = 0, for any gradient scale |s| < 3e34.
-template <typename T>
-HEE_HOST_DEVICE T log_probability_floor() {
-  return T(-1.0e4);
 }
 
 // Backward, one element: grad_scale * d h / d z = -s p (log p + h), with

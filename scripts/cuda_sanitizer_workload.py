@@ -8,8 +8,9 @@ seven outputs, so every kernel of both ops is launched:
 
 - rows in warp groups, every power-of-two bucket of K up to 1024, 16-byte vectors and
   single logits (rows whose stride allows no vectors), in the four dtypes;
-- a row per block, vectors and single logits; long rows of a small batch split over blocks
-  and merged; batches larger than one wave of blocks in both layouts (the row loops);
+- a row per block, rows aligned for vectors and rows that peel their first columns to be;
+  long rows of a small batch split over blocks and merged; batches larger than one wave of
+  blocks in both layouts (the row loops);
 - fully masked rows, log_std alone, logits alone, a shared log_std, per-head coefficients
   on the device and a 0-dim coefficient on the host.
 
@@ -52,7 +53,7 @@ def cases(device):
             yield f"warps {dtype} K={k}", logits(37, k, dtype), log_std(37, 3), coeff
         yield f"warps {dtype} K=6 stride 7 (no vectors)", logits(41, 6, dtype, stride=7), None, coeff
         yield f"block {dtype} K=3000", logits(3, 3000, dtype), log_std(3, 2), coeff
-        yield f"block {dtype} K=3000 stride 3001 (no vectors)", logits(3, 3000, dtype, stride=3001), None, coeff
+        yield f"block {dtype} K=3000 stride 3001 (peeled rows)", logits(3, 3000, dtype, stride=3001), None, coeff
         yield f"splits {dtype} K=40000", logits(2, 40000, dtype), None, coeff
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     yield "warps, more rows than one wave", logits(sms * 8 * 256 + 5, 4), None, coeff

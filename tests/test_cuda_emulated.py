@@ -59,6 +59,7 @@ def lib(tmp_path_factory):
         ctypes.POINTER(ptr), ptr, ptr, i32,
         ptr, i32, i32, i64, dbl, dbl, ctypes.POINTER(dbl), i32]
     library.hee_emulated_backward.restype = i64
+    library.hee_plan_forward.argtypes = [i64, i64, i64, i32, ctypes.POINTER(i64)]
     return library
 
 
@@ -326,6 +327,16 @@ def test_a_nan_logit_gives_nan_entropy(lib, k):
     assert torch.isnan(outputs["discrete_entropy"])
 
 
+@pytest.mark.parametrize("b, k", [(1, 2048), (2, 20000)], ids=["row per block", "split rows"])
+def test_huge_finite_logits_far_below_the_max_give_entropy_zero_not_nan(lib, b, k):
+    # A thread's (and a split's) part far below the row's max: moved there, its s times
+    # the shift difference would overflow to -inf, and 0 * inf is NaN.
+    logits = torch.full((b, k), -1.5e37)
+    logits[:, 0] = 1.5e37
+    got, _, layout = assert_forward_matches_cpu(lib, logits, None, torch.tensor(0.05))
+    assert layout["layout"] == "block" and got["discrete_entropy"].item() == 0.0
+
+
 # --- heads and coefficients -------------------------------------------------------------
 
 
@@ -414,3 +425,27 @@ def test_two_runs_are_bitwise_equal(lib):
     assert torch.equal(first_stats, second_stats)
     for key in KEYS:
         assert torch.equal(first[key], second[key]), key
+
+
+def planned_forward(lib, batch, k, log_std_count=0, multiprocessors=MULTIPROCESSORS):
+    out = (ctypes.c_int64 * 4)()
+    lib.hee_plan_forward(batch, k, log_std_count, multiprocessors, out)
+    return {"layout": ("warps", "block")[out[0]], "logit_blocks": out[1], "log_std_blocks": out[2],
+            "splits": out[3]}
+
+
+@pytest.mark.parametrize("k", [4, 64, 5000], ids=lambda v: f"K={v}")
+def test_the_grid_of_any_batch_is_at_most_one_wave_of_blocks(lib, k):
+    # 2048 resident threads per multiprocessor: blocks of 256 threads (warps; log_std) or
+    # 128 to 512 (a row per block).
+    wave = MULTIPROCESSORS * 2048 // (256 if k <= 1024 else 128)
+    plan = planned_forward(lib, 1 << 40, k, log_std_count=1 << 40)
+    assert 0 < plan["logit_blocks"] <= wave and plan["splits"] == 1
+    assert 0 < plan["log_std_blocks"] <= MULTIPROCESSORS * 8
+
+
+def test_an_empty_batch_plans_no_logit_blocks(lib):
+    # The op's checks reject B = 0 first; the plan does not divide by it either.
+    plan = planned_forward(lib, 0, 20000, log_std_count=3)
+    assert plan["logit_blocks"] == 0 and plan["log_std_blocks"] == 1
+

@@ -151,6 +151,15 @@ def test_merge_moves_both_parts_to_the_larger_max(formulas):
     np.testing.assert_allclose(merged, want, **tolerance(formulas))
 
 
+def test_merge_with_a_part_of_huge_logits_far_below_is_that_part_dropped_not_nan(formulas):
+    # s * (m - to) = 16 * -3e37 overflows float32: the shift difference is clamped first.
+    below = formulas.sequential([-1.5e37] * 16)
+    above = formulas.sequential([1.5e37])
+    merged = formulas.merge(below, above)
+    np.testing.assert_array_equal(merged, above)
+    assert formulas.finish(merged)[2] == 0.0
+
+
 def test_merge_is_symmetric(formulas):
     a, b = formulas.sequential([1.0, -3.0, 0.5]), formulas.sequential([4.0, 2.0])
     np.testing.assert_allclose(formulas.merge(a, b), formulas.merge(b, a), **tolerance(formulas))

@@ -51,8 +51,7 @@ __device__ __forceinline__ math::SoftmaxState<T> shifted_state(
     math::SoftmaxState<T> state,
     T to) {
   math::shift_running_moments(
-      state.max, to, math::lowest_finite<T>(), state.sum_exp,
-      state.sum_exp_times_shift);
+      state.max, to, state.sum_exp, state.sum_exp_times_shift);
   state.max = to;
   return state;
 }

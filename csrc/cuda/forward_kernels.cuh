@@ -235,7 +235,7 @@ __device__ __forceinline__ void fold_chunk(
     chunk_max = math::max_ignoring_nan(chunk_max, chunk[j]);
   }
   math::shift_running_moments(
-      running_max, chunk_max, lowest, sum_exp, sum_exp_times_shift);
+      running_max, chunk_max, sum_exp, sum_exp_times_shift);
   running_max = chunk_max;
 #pragma unroll
   for (int j = 0; j < kChunk; ++j) {

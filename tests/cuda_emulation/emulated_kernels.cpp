@@ -117,6 +117,31 @@ void hee_emulated_forward(
   plan_out[5] = launches;
 }
 
+// The forward's launch plan alone, for shapes too large to run: out gets the
+// layout (0 warps, 1 block), the logit blocks, the log_std blocks and the
+// column splits.
+void hee_plan_forward(
+    int64_t batch,
+    int64_t num_cols,
+    int64_t log_std_count,
+    int num_multiprocessors,
+    int64_t* out) {
+  ForwardProblem p;
+  p.has_discrete = num_cols > 0;
+  p.logits_dtype = DType::kFloat;
+  p.batch = batch;
+  p.num_cols = num_cols;
+  p.row_stride = num_cols;
+  p.has_continuous = log_std_count > 0;
+  p.log_std_rows = 1;
+  p.log_std_dims = log_std_count;
+  const ForwardLaunchPlan plan = plan_forward_launch(p, num_multiprocessors);
+  out[0] = plan.layout == RowLayout::kRowInBlock ? 1 : 0;
+  out[1] = plan.num_logit_blocks;
+  out[2] = plan.num_log_std_blocks;
+  out[3] = plan.splits;
+}
+
 // grads: 7 pointers (nullptr: absent), values of output_dtype. Returns the
 // number of launches.
 int64_t hee_emulated_backward(
