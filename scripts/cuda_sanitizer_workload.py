@@ -55,9 +55,10 @@ def cases(device):
         yield f"block {dtype} K=3000", logits(3, 3000, dtype), log_std(3, 2), coeff
         yield f"block {dtype} K=3000 stride 3001 (peeled rows)", logits(3, 3000, dtype, stride=3001), None, coeff
         yield f"splits {dtype} K=40000", logits(2, 40000, dtype), None, coeff
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    yield "warps, more rows than one wave", logits(sms * 8 * 256 + 5, 4), None, coeff
-    yield "block, more rows than one wave", logits(sms * 16 + 5, 1100), None, coeff
+    props = torch.cuda.get_device_properties(device)
+    threads = props.multi_processor_count * props.max_threads_per_multi_processor
+    yield "warps, more rows than one wave", logits(threads // 256 * 256 + 5, 4), None, coeff
+    yield "block, more rows than one wave", logits(threads // 128 + 5, 1100), None, coeff
     masked = logits(9, 50)
     masked[[0, 4]] = -math.inf
     masked[2, ::3] = -math.inf

@@ -64,10 +64,11 @@ def test_values_and_gradients_match_the_cpu_op(b, k, dtype):
 
 def one_wave_of_rows(k):
     """More rows than one wave of blocks covers at row length k (launch_plan.h): the kernels
-    loop over rows. A wave is 2048 threads per multiprocessor; rows in warps hold 256 rows
-    per block of 256 threads at k = 4 float32, a row per block of 128 threads at k = 1100."""
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    return sms * 8 * 256 + 5 if k <= 1024 else sms * 16 + 5
+    loop over rows. A wave is the GPU's resident threads; rows in warps hold 256 rows per
+    block of 256 threads at k = 4 float32, a row per block of 128 threads at k = 1100."""
+    props = torch.cuda.get_device_properties(0)
+    threads = props.multi_processor_count * props.max_threads_per_multi_processor
+    return threads // 256 * 256 + 5 if k <= 1024 else threads // 128 + 5
 
 
 @pytest.mark.parametrize("k", [4, 1100], ids=lambda v: f"K={v}")

@@ -59,7 +59,7 @@ def lib(tmp_path_factory):
         ctypes.POINTER(ptr), ptr, ptr, i32,
         ptr, i32, i32, i64, dbl, dbl, ctypes.POINTER(dbl), i32]
     library.hee_emulated_backward.restype = i64
-    library.hee_plan_forward.argtypes = [i64, i64, i64, i32, ctypes.POINTER(i64)]
+    library.hee_plan_forward.argtypes = [i64, i64, i64, i32, i32, ctypes.POINTER(i64)]
     return library
 
 
@@ -427,9 +427,10 @@ def test_two_runs_are_bitwise_equal(lib):
         assert torch.equal(first[key], second[key]), key
 
 
-def planned_forward(lib, batch, k, log_std_count=0, multiprocessors=MULTIPROCESSORS):
+def planned_forward(lib, batch, k, log_std_count=0, multiprocessors=MULTIPROCESSORS,
+                    threads_per_multiprocessor=2048):
     out = (ctypes.c_int64 * 4)()
-    lib.hee_plan_forward(batch, k, log_std_count, multiprocessors, out)
+    lib.hee_plan_forward(batch, k, log_std_count, multiprocessors, threads_per_multiprocessor, out)
     return {"layout": ("warps", "block")[out[0]], "logit_blocks": out[1], "log_std_blocks": out[2],
             "splits": out[3]}
 
@@ -442,6 +443,12 @@ def test_the_grid_of_any_batch_is_at_most_one_wave_of_blocks(lib, k):
     plan = planned_forward(lib, 1 << 40, k, log_std_count=1 << 40)
     assert 0 < plan["logit_blocks"] <= wave and plan["splits"] == 1
     assert 0 < plan["log_std_blocks"] <= MULTIPROCESSORS * 8
+
+
+@pytest.mark.parametrize("threads, blocks_per_multiprocessor", [(2048, 8), (1536, 6)])
+def test_one_wave_follows_the_resident_threads_of_the_gpu(lib, threads, blocks_per_multiprocessor):
+    plan = planned_forward(lib, 1 << 30, 16, threads_per_multiprocessor=threads)
+    assert plan["logit_blocks"] == MULTIPROCESSORS * blocks_per_multiprocessor  # of 256 threads
 
 
 def test_an_empty_batch_plans_no_logit_blocks(lib):

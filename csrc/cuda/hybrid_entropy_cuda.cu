@@ -92,8 +92,9 @@ StreamLaunch current_stream_launch() {
   return {at::cuda::getCurrentCUDAStream().stream()};
 }
 
-int multiprocessor_count() {
-  return at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+DeviceShape current_device_shape() {
+  const cudaDeviceProp* props = at::cuda::getCurrentDeviceProperties();
+  return {props->multiProcessorCount, props->maxThreadsPerMultiProcessor};
 }
 
 LossForwardOutputs hybrid_entropy_loss_cuda(const LossForwardArgs& args) {
@@ -134,7 +135,7 @@ LossForwardOutputs hybrid_entropy_loss_cuda(const LossForwardArgs& args) {
   p.output_dtype = dtype_of(plan.component.dtype);
 
   const ForwardLaunchPlan launch_plan =
-      plan_forward_launch(p, multiprocessor_count());
+      plan_forward_launch(p, current_device_shape());
   // One allocation for both heads' partial sums; the splits' states only when
   // rows are split (SoftmaxState<acc> is three acc values).
   const at::Tensor partials = empty_doubles(
@@ -197,7 +198,7 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cuda(
   p.continuous_entropy = device_scalar(args.continuous_entropy);
   p.coeff = coefficients_of(args.entropy_coeff);
   p.params = args.params;
-  launch_backward(p, multiprocessor_count(), current_stream_launch());
+  launch_backward(p, current_device_shape(), current_stream_launch());
   return {grad_logits, grad_log_std, grad_entropy_coeff};
 }
 

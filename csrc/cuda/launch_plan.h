@@ -27,10 +27,14 @@ constexpr int64_t kMaxSplits = kWarpSize;
 constexpr int64_t kMinSplitCols = 4096;
 // log_std elements per thread of a log_std block.
 constexpr int64_t kLogStdPerThread = 16;
-// Resident threads per multiprocessor the grids are sized for: kernels loop
-// over rows, so one wave of blocks covers any batch, the grid stays far
+// The GPU the grids are sized for: its multiprocessors and the threads each
+// keeps resident (2048 on sm_80 and sm_90, 1536 on sm_86 and sm_89). Kernels
+// loop over rows, so one wave of blocks covers any batch, the grid stays far
 // below CUDA's limits, and there is one partial sum per block.
-constexpr int64_t kThreadsPerMultiprocessor = 2048;
+struct DeviceShape {
+  int multiprocessors = 1;
+  int threads_per_multiprocessor = 2048;
+};
 
 inline int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
@@ -70,9 +74,9 @@ inline bool rows_are_vector_aligned(
 inline int64_t one_wave_grid(
     int64_t work_blocks,
     int block_threads,
-    int num_multiprocessors) {
-  const int64_t wave = static_cast<int64_t>(num_multiprocessors) *
-      (kThreadsPerMultiprocessor / block_threads);
+    const DeviceShape& device) {
+  const int64_t wave = static_cast<int64_t>(device.multiprocessors) *
+      std::max(1, device.threads_per_multiprocessor / block_threads);
   return std::max<int64_t>(1, std::min(work_blocks, wave));
 }
 
@@ -115,7 +119,7 @@ struct ForwardLaunchPlan {
 
 inline ForwardLaunchPlan plan_forward_launch(
     const ForwardProblem& p,
-    int num_multiprocessors) {
+    const DeviceShape& device) {
   ForwardLaunchPlan plan;
   const int vector_width =
       static_cast<int>(kVectorBytes / element_size(p.logits_dtype));
@@ -127,7 +131,7 @@ inline ForwardLaunchPlan plan_forward_launch(
     plan.vec = vector_width;
     // Split the columns when the rows alone would leave most multiprocessors
     // idle.
-    const int64_t wanted_blocks = 2 * static_cast<int64_t>(num_multiprocessors);
+    const int64_t wanted_blocks = 2 * static_cast<int64_t>(device.multiprocessors);
     if (p.num_cols >= kMinColsToSplit && p.batch < wanted_blocks) {
       const int64_t splits = std::min(
           {ceil_div(wanted_blocks, p.batch), kMaxSplits,
@@ -146,7 +150,7 @@ inline ForwardLaunchPlan plan_forward_launch(
       plan.num_split_states = p.batch * plan.splits;
     } else {
       plan.num_logit_blocks =
-          one_wave_grid(p.batch, plan.block_threads, num_multiprocessors);
+          one_wave_grid(p.batch, plan.block_threads, device);
       plan.num_entropy_partials = plan.num_logit_blocks;
     }
   } else if (p.has_discrete && p.batch > 0) {
@@ -160,15 +164,14 @@ inline ForwardLaunchPlan plan_forward_launch(
         : 1;
     const RowsInWarpsShape shape = rows_in_warps_shape(plan.log2_cols, plan.vec);
     plan.num_logit_blocks = one_wave_grid(
-        ceil_div(p.batch, shape.rows_per_block), kRowsInWarpsThreads,
-        num_multiprocessors);
+        ceil_div(p.batch, shape.rows_per_block), kRowsInWarpsThreads, device);
     plan.num_entropy_partials = plan.num_logit_blocks;
   }
   if (p.has_continuous) {
     const int64_t count = p.log_std_rows * p.log_std_dims;
     plan.num_log_std_blocks = one_wave_grid(
         ceil_div(count, kLogStdPerThread * plan.block_threads),
-        plan.block_threads, num_multiprocessors);
+        plan.block_threads, device);
     plan.log_std_chunk = ceil_div(count, plan.num_log_std_blocks);
   }
   return plan;
@@ -306,7 +309,7 @@ void launch_forward(
 template <typename Launch>
 void launch_backward(
     BackwardProblem p,
-    int num_multiprocessors,
+    const DeviceShape& device,
     Launch&& launch) {
   const DType dtype = p.has_discrete ? p.logits_dtype : DType::kFloat;
   dispatch_logits_dtype(dtype, [&](auto zero) {
@@ -324,7 +327,7 @@ void launch_backward(
         1,
         std::min(
             ceil_div(vectors, kBackwardThreads),
-            16 * static_cast<int64_t>(num_multiprocessors)));
+            16 * static_cast<int64_t>(device.multiprocessors)));
     const bool narrow_index =
         elements < (int64_t{1} << 31);  // flat indices and their steps fit
     if (narrow_index && p.num_cols > 0) {

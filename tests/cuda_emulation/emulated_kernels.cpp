@@ -99,7 +99,8 @@ void hee_emulated_forward(
   }
   p.output_dtype = static_cast<DType>(output_dtype);
 
-  const ForwardLaunchPlan plan = plan_forward_launch(p, num_multiprocessors);
+  const ForwardLaunchPlan plan =
+      plan_forward_launch(p, DeviceShape{num_multiprocessors, 2048});
   std::vector<double> entropy_partials(plan.num_entropy_partials + 1);
   std::vector<double> log_std_partials(plan.num_log_std_blocks + 1);
   std::vector<double> split_states(plan.num_split_states * 3 + 1);  // room for doubles
@@ -125,6 +126,7 @@ void hee_plan_forward(
     int64_t num_cols,
     int64_t log_std_count,
     int num_multiprocessors,
+    int threads_per_multiprocessor,
     int64_t* out) {
   ForwardProblem p;
   p.has_discrete = num_cols > 0;
@@ -135,7 +137,8 @@ void hee_plan_forward(
   p.has_continuous = log_std_count > 0;
   p.log_std_rows = 1;
   p.log_std_dims = log_std_count;
-  const ForwardLaunchPlan plan = plan_forward_launch(p, num_multiprocessors);
+  const ForwardLaunchPlan plan = plan_forward_launch(
+      p, DeviceShape{num_multiprocessors, threads_per_multiprocessor});
   out[0] = plan.layout == RowLayout::kRowInBlock ? 1 : 0;
   out[1] = plan.num_logit_blocks;
   out[2] = plan.num_log_std_blocks;
@@ -198,7 +201,8 @@ int64_t hee_emulated_backward(
       host_coeff_discrete, host_coeff_continuous);
   p.params = loss_params_from_array(params);
   int64_t launches = 0;
-  launch_backward(p, num_multiprocessors, CountingEmulatedLaunch{&launches});
+  launch_backward(
+      p, DeviceShape{num_multiprocessors, 2048}, CountingEmulatedLaunch{&launches});
   return launches;
 }
 
