@@ -9,7 +9,7 @@ cubin, as the extension's build does, with the same flags) and reads its SASS wi
   the instructions from its target to it) with the most MUFU (exp, log) instructions;
   every path through it is counted, so a loop with guarded branches is overstated;
 - ``per logit``: ``loop`` over the logits one iteration handles, for the kernels that loop
-  over columns (row in block: 4 vectors per thread; backward: one vector);
+  over columns (row in block: 4 vectors per thread; the backward's: one vector);
 - ``per row``: for the rows-in-warps kernels, the warp's instructions per row: the row
   loop's body over the rows a warp handles per iteration, or, for a kernel without a row
   loop, all its instructions (log_std branch and block sum included) over its rows per
@@ -157,7 +157,7 @@ def count(source_dir, arch):
         if kernel == "forward_row_in_block":
             vec = int(targs[1])
             row["per_logit"] = round(loop / (CHUNK_VECTORS * vec), 2)
-        elif kernel == "backward_logits":
+        elif kernel in ("backward_logits", "backward_logit_rows"):
             row["per_logit"] = round(loop / int(targs[1]), 2)
         elif kernel == "forward_rows_in_warps":
             log2_cols = int(targs[1])

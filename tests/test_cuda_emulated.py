@@ -270,6 +270,34 @@ def test_log_std_larger_than_one_wave_of_blocks_is_summed_in_larger_chunks(lib):
     assert_forward_matches_cpu(lib, None, log_std, torch.tensor(0.05), multiprocessors=1)
 
 
+@pytest.mark.parametrize("k, dtype", [(1031, torch.float32), (50257, torch.bfloat16), (2000, torch.float64)],
+                         ids=str)
+def test_backward_of_long_rows_of_any_length_matches_the_cpu_op(lib, k, dtype):
+    # A block per row: each row starts elsewhere in a vector (K odd), peels its first
+    # columns, then reads and writes vectors (a misaligned one aborts this build).
+    logits, log_std = inputs(3, k, 2, dtype)
+    logits[1, :3] = -math.inf
+    coeff = torch.tensor(0.05)
+    outputs, row_stats, _ = emulated_forward(lib, logits, log_std, coeff)
+    grad_logits, _, _, launches = emulated_backward(lib, logits, log_std, coeff, outputs, row_stats)
+    want_logits, _, _ = cpu_backward(logits, log_std, coeff)
+    torch.testing.assert_close(grad_logits.double(), want_logits.double(), **grad_tolerances(dtype))
+    assert launches == 1 and (grad_logits[1, :3] == 0).all()
+
+
+@pytest.mark.parametrize("offset", [1, 4], ids=["gradient offset by a logit", "by a whole vector"])
+def test_backward_of_long_rows_with_the_gradient_offset_from_the_logits(lib, offset):
+    # Offset by one float32 the two never align together: one logit at a time; offset by a
+    # vector they do.
+    logits, log_std = inputs(3, 2000, 2)
+    coeff = torch.tensor(0.05)
+    outputs, row_stats, _ = emulated_forward(lib, logits, log_std, coeff)
+    grad_logits, _, _, _ = emulated_backward(lib, logits, log_std, coeff, outputs, row_stats,
+                                             grad_logits_offset=offset)
+    want_logits, _, _ = cpu_backward(logits, log_std, coeff)
+    torch.testing.assert_close(grad_logits, want_logits, **grad_tolerances(torch.float32))
+
+
 def test_a_misaligned_gradient_is_written_one_element_at_a_time(lib):
     # The logits are aligned for vectors, the gradient's start is not: vector stores there
     # would fault (and abort this build, compiled with -fsanitize=alignment).

@@ -1,8 +1,9 @@
-// The CUDA kernel of the backward: one launch that reads the logits once and
-// writes their gradient once, 16-byte vectors where aligned. The gradient
-// scales come from the 0-dim values on the device (upstream gradients,
-// batch-mean entropies, the coefficient) through combine_losses_backward,
-// so nothing is read back to the host: one thread
+// The CUDA kernels of the backward: one launch that reads the logits once and
+// writes their gradient once, in 16-byte vectors where aligned: flat over
+// the logits for short rows, a row per block (peeling to alignment) for long
+// ones. The gradient scales come from the 0-dim values on the device
+// (upstream gradients, batch-mean entropies, the coefficient) through
+// combine_losses_backward, so nothing is read back to the host: one thread
 // per block derives them, and the first block's also writes the log_std and
 // coefficient gradients.
 #pragma once
@@ -87,14 +88,13 @@ __device__ __forceinline__ math::BatchEntropyGrads batch_entropy_grads(
       a.has_continuous, a.continuous_entropy.read(), a.params, g);
 }
 
-// index_t: uint32_t when every flat index fits, else int64_t (the division
-// that finds an element's row is the costly part of the index arithmetic).
-template <typename scalar_t, int kVec, typename index_t>
-__global__ void __launch_bounds__(kBackwardThreads)
-    backward_logits(BackwardProblem a) {
-  using acc = acc_t<scalar_t>;
-  // One thread per block derives the scales (about a dozen scalar reads and
-  // double arithmetic) and shares the logits' one.
+// The scale of the logits' gradient, d total / d H_d over the B terms of the
+// mean, in every thread of the block: one thread derives the scales (about a
+// dozen scalar reads and double arithmetic) and shares the logits' one; the
+// first block's also writes the log_std and coefficient gradients. Every
+// thread must call it.
+template <typename acc>
+__device__ __forceinline__ acc block_grad_scale(const BackwardProblem& a) {
   __shared__ acc shared_grad_scale;
   if (threadIdx.x == 0) {
     const math::BatchEntropyGrads grads = batch_entropy_grads(a);
@@ -119,15 +119,37 @@ __global__ void __launch_bounds__(kBackwardThreads)
       }
     }
   }
+  __syncthreads();
+  return shared_grad_scale;
+}
+
+// The gradient of one logit of a row.
+template <typename acc, typename scalar_t>
+__device__ __forceinline__ scalar_t logit_grad(
+    acc logit,
+    acc shift,
+    acc log_sum_exp,
+    acc entropy,
+    acc scale) {
+  return static_cast<scalar_t>(math::entropy_grad_element<math::FastExp>(
+      logit, shift, log_sum_exp, entropy, scale,
+      math::log_probability_floor<acc>()));
+}
+
+// Flat over the logits, for rows too short for a block each. index_t:
+// uint32_t when every flat index fits, else int64_t (the row of an element
+// is then a division; with uint32_t, a multiply-high).
+template <typename scalar_t, int kVec, typename index_t>
+__global__ void __launch_bounds__(kBackwardThreads)
+    backward_logits(BackwardProblem a) {
+  using acc = acc_t<scalar_t>;
+  const acc scale = block_grad_scale<acc>(a);
   if (a.grad_logits == nullptr) {
     return;
   }
-  __syncthreads();
-  const acc scale = shared_grad_scale;
   const scalar_t* logits = static_cast<const scalar_t*>(a.logits);
   const acc* row_stats = static_cast<const acc*>(a.row_stats);
   scalar_t* grad_logits = static_cast<scalar_t*>(a.grad_logits);
-  const acc log_p_floor = math::log_probability_floor<acc>();
   const index_t cols = static_cast<index_t>(a.num_cols);
   const index_t num_vectors =
       static_cast<index_t>(a.batch * a.num_cols / kVec);
@@ -152,12 +174,62 @@ __global__ void __launch_bounds__(kBackwardThreads)
     LogitVector<scalar_t, kVec> out;
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
-      out.values[j] =
-          static_cast<scalar_t>(math::entropy_grad_element<math::FastExp>(
-              values[j], shift, log_sum_exp, entropy, scale, log_p_floor));
+      out.values[j] = logit_grad<acc, scalar_t>(
+          values[j], shift, log_sum_exp, entropy, scale);
     }
     *reinterpret_cast<LogitVector<scalar_t, kVec>*>(grad_logits + element) =
         out;
+  }
+}
+
+// A row per block, for long rows, looping over rows: the row's statistics
+// are read once, and the columns before the first vector boundary (a peel)
+// and after the last whole vector (a tail) go one per thread, so that rows
+// of any length and stride (an odd vocabulary, a slice) keep vector loads
+// and stores. The launch plan guarantees that each row of the logits and of
+// the gradient starts at the same offset within a vector.
+template <typename scalar_t, int kVec>
+__global__ void __launch_bounds__(kBackwardThreads)
+    backward_logit_rows(BackwardProblem a) {
+  using acc = acc_t<scalar_t>;
+  const acc scale = block_grad_scale<acc>(a);
+  if (a.grad_logits == nullptr) {
+    return;
+  }
+  const acc* row_stats = static_cast<const acc*>(a.row_stats);
+  const int64_t cols = a.num_cols;
+  for (int64_t row = blockIdx.x; row < a.batch; row += gridDim.x) {
+    const scalar_t* z = static_cast<const scalar_t*>(a.logits) + row * a.row_stride;
+    scalar_t* g = static_cast<scalar_t*>(a.grad_logits) + row * cols;
+    const acc shift = row_stats[row];
+    const acc log_sum_exp = row_stats[a.batch + row];
+    const acc entropy = row_stats[2 * a.batch + row];
+    const int64_t misaligned_by = static_cast<int64_t>(
+        reinterpret_cast<uintptr_t>(z) % sizeof(LogitVector<scalar_t, kVec>) /
+        sizeof(scalar_t));
+    const int64_t peel = misaligned_by == 0
+        ? 0
+        : (kVec - misaligned_by < cols ? kVec - misaligned_by : cols);
+    const int64_t vectors = (cols - peel) / kVec;
+    const int64_t tail_begin = peel + vectors * kVec;
+    for (int64_t c = threadIdx.x; c < peel + (cols - tail_begin);
+         c += blockDim.x) {
+      const int64_t col = c < peel ? c : tail_begin + (c - peel);
+      g[col] = logit_grad<acc, scalar_t>(
+          static_cast<acc>(z[col]), shift, log_sum_exp, entropy, scale);
+    }
+    for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
+      const int64_t col = peel + v * kVec;
+      acc values[kVec];
+      load_logit_vector<kVec>(z, col, values);
+      LogitVector<scalar_t, kVec> out;
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) {
+        out.values[j] = logit_grad<acc, scalar_t>(
+            values[j], shift, log_sum_exp, entropy, scale);
+      }
+      *reinterpret_cast<LogitVector<scalar_t, kVec>*>(g + col) = out;
+    }
   }
 }
 

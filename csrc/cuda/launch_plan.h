@@ -304,8 +304,14 @@ void launch_forward(
   launch(finish_forward, 1, kFinishThreads, finish);
 }
 
-// One launch; blocks enough to fill the GPU a few times over, each thread
-// looping over vectors.
+// Rows at least this long get a block each in the backward.
+constexpr int64_t kMinColsBackwardByRows = kMaxColsInWarps + 1;
+
+// One launch. Long rows: a block per row, one wave of blocks looping over
+// rows, vectors after each row's peel wherever the logits' and the
+// gradient's rows start at the same offset within a vector. Otherwise flat:
+// blocks enough to fill the GPU a few times over, each thread looping over
+// vectors where K is a multiple of the width and both are aligned.
 template <typename Launch>
 void launch_backward(
     BackwardProblem p,
@@ -315,8 +321,16 @@ void launch_backward(
   dispatch_logits_dtype(dtype, [&](auto zero) {
     using scalar_t = decltype(zero);
     constexpr int kVec = kVectorWidth<scalar_t>;
-    // Vectors of the logits and of their gradient (contiguous [B, K]: its
-    // rows are aligned when K is a multiple of kVec and its start is).
+    const int64_t size = element_size(dtype);
+    if (p.grad_logits != nullptr && p.num_cols >= kMinColsBackwardByRows &&
+        (reinterpret_cast<uintptr_t>(p.logits) -
+         reinterpret_cast<uintptr_t>(p.grad_logits)) % kVectorBytes == 0 &&
+        ((p.row_stride - p.num_cols) * size) % kVectorBytes == 0) {
+      launch(
+          backward_logit_rows<scalar_t, kVec>,
+          one_wave_grid(p.batch, kBackwardThreads, device), kBackwardThreads, p);
+      return;
+    }
     const bool vectorized = p.grad_logits != nullptr &&
         p.num_cols % kVec == 0 &&
         rows_are_vector_aligned(p.logits, p.row_stride, dtype) &&
