@@ -15,6 +15,7 @@ import math
 import os
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 from torch.utils import cpp_extension
@@ -60,6 +61,7 @@ def lib(tmp_path_factory):
         ptr, i32, i32, i64, dbl, dbl, ctypes.POINTER(dbl), i32]
     library.hee_emulated_backward.restype = i64
     library.hee_plan_forward.argtypes = [i64, i64, i64, i32, i32, ctypes.POINTER(i64)]
+    library.hee_fast_divide.argtypes = [ctypes.c_uint32, ptr, i64, ptr]
     return library
 
 
@@ -483,4 +485,21 @@ def test_an_empty_batch_plans_no_logit_blocks(lib):
     # The op's checks reject B = 0 first; the plan does not divide by it either.
     plan = planned_forward(lib, 0, 20000, log_std_count=3)
     assert plan["logit_blocks"] == 0 and plan["log_std_blocks"] == 1
+
+
+DIVISORS = [1, 2, 3, 5, 7, 16, 1000, 1025, 32000, 50257, 151936, 2**20 + 1, 2**30, 2**31 - 1]
+
+
+@pytest.mark.parametrize("divisor", DIVISORS)
+def test_the_backward_row_divider_is_exact_for_every_flat_index_below_2_to_31(lib, divisor):
+    # The flat backward finds an element's row with a multiply-high (FastDivider); 32-bit
+    # indices are used only below 2^31 elements.
+    rng = np.random.default_rng(divisor)
+    near_multiples = (np.arange(-2, 3)[:, None] + divisor * rng.integers(0, 2**31 // divisor, 64)).ravel()
+    dividends = np.concatenate([np.arange(0, 4096), rng.integers(0, 2**31, 100_000), near_multiples,
+                                [2**31 - 1]])
+    dividends = dividends[(dividends >= 0) & (dividends < 2**31)].astype(np.uint32)
+    quotients = np.empty_like(dividends)
+    lib.hee_fast_divide(divisor, dividends.ctypes.data, len(dividends), quotients.ctypes.data)
+    np.testing.assert_array_equal(quotients, dividends // np.uint32(divisor))
 

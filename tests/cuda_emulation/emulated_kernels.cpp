@@ -118,6 +118,18 @@ void hee_emulated_forward(
   plan_out[5] = launches;
 }
 
+// quotients[i] = dividends[i] / divisor by the backward's FastDivider.
+void hee_fast_divide(
+    uint32_t divisor,
+    const uint32_t* dividends,
+    int64_t count,
+    uint32_t* quotients) {
+  const FastDivider d = FastDivider::of(divisor);
+  for (int64_t i = 0; i < count; ++i) {
+    quotients[i] = d.divide(dividends[i]);
+  }
+}
+
 // The forward's launch plan alone, for shapes too large to run: out gets the
 // layout (0 warps, 1 block), the logit blocks, the log_std blocks and the
 // column splits.
