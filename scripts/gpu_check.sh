@@ -66,6 +66,10 @@ sanitize() {  # sanitize TOOL
 }
 
 PYTEST=("$PY" -m pytest -v -rs -p no:cacheprovider)
+# The many small device-axis and compile tests spread over 4 processes where pytest-xdist
+# is installed (it is on the GPU machines); one GPU serves them all.
+PARALLEL=()
+"$PY" -c "import xdist" 2>/dev/null && PARALLEL=(-n 4)
 DEVICE_AXIS_FILES=(tests/test_hybrid_entropy_loss.py tests/test_nonfinite.py tests/test_determinism.py
   tests/test_properties.py tests/test_input_checks.py)
 
@@ -93,8 +97,8 @@ if [[ $REHEARSE -eq 0 ]]; then
     sanitize "$tool"
   done
 fi
-step device_axis_tests test_device_axis.log 60 "${PYTEST[@]}" -k cuda "${DEVICE_AXIS_FILES[@]}"
-step pt2_tests test_pt2.log 60 "${PYTEST[@]}" -k cuda tests/test_pt2.py
+step device_axis_tests test_device_axis.log 60 "${PYTEST[@]}" "${PARALLEL[@]}" -k cuda "${DEVICE_AXIS_FILES[@]}"
+step pt2_tests test_pt2.log 60 "${PYTEST[@]}" "${PARALLEL[@]}" -k cuda tests/test_pt2.py
 if [[ $REHEARSE -eq 0 ]]; then
   step benchmark cuda_benchmark.md 60 "$PY" benchmarks/run_benchmarks.py --device cuda --quick \
     --rounds "${HEE_BENCH_ROUNDS:-5}" --json "$OUT/cuda_benchmark.json"
