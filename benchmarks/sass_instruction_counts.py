@@ -1,7 +1,7 @@
 """Static SASS instruction counts of the CUDA kernels, per kernel and dtype.
 
-Compiles ``csrc/cuda/hybrid_entropy_cuda.cu`` of a source tree for one architecture (a
-cubin, as the extension's build does, with the same flags) and reads its SASS with
+Compiles the ``csrc/cuda/*.cu`` files of a source tree for one architecture (a cubin
+each, as the extension's build does, with the same flags) and reads their SASS with
 ``cuobjdump``. For each kernel it reports:
 
 - ``total``: the instructions of the whole kernel;
@@ -36,7 +36,7 @@ import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KERNEL_SOURCE = os.path.join("csrc", "cuda", "hybrid_entropy_cuda.cu")
+KERNEL_SOURCES = os.path.join("csrc", "cuda", "*.cu")
 
 DTYPES = {"float": "float32", "double": "float64", "c10::Half": "float16", "c10::BFloat16": "bfloat16"}
 VECTOR_WIDTH = {"float32": 4, "float64": 2, "float16": 8, "bfloat16": 8}
@@ -66,23 +66,27 @@ def cuobjdump(cuda_root):
     sys.exit("no cuobjdump in the toolkit or in Triton's wheel")
 
 
-def compile_cubin(source_dir, arch, out_dir):
+def compile_cubins(source_dir, arch, out_dir):
+    """(toolkit root, [cubin per .cu file])."""
     from torch.utils import cpp_extension
 
     cuda_root = toolkit_root()
     includes = [os.path.join(source_dir, "csrc")] + cpp_extension.include_paths(device_type="cuda")
     site = os.path.dirname(os.path.dirname(cpp_extension.__file__))
     includes += glob.glob(os.path.join(os.path.dirname(site), "nvidia", "*", "include"))
-    cubin = os.path.join(out_dir, "kernels.cubin")
-    command = [
-        os.path.join(cuda_root, "bin", "nvcc"), "-cubin", f"-arch={arch}", "-O3", "-std=c++20",
-        "-DHEE_WITH_CUDA", "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
-        "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__", "--expt-relaxed-constexpr",
-        "-DTORCH_EXTENSION_NAME=_C", "-DTORCH_API_INCLUDE_EXTENSION_H",
-        *[f"-I{p}" for p in includes], os.path.join(source_dir, KERNEL_SOURCE), "-o", cubin,
-    ]
-    subprocess.run(command, check=True)
-    return cuda_root, cubin
+    cubins = []
+    for source in sorted(glob.glob(os.path.join(source_dir, KERNEL_SOURCES))):
+        cubin = os.path.join(out_dir, os.path.basename(source) + ".cubin")
+        command = [
+            os.path.join(cuda_root, "bin", "nvcc"), "-cubin", f"-arch={arch}", "-O3", "-std=c++20",
+            "-DHEE_WITH_CUDA", "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
+            "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__", "--expt-relaxed-constexpr",
+            "-DTORCH_EXTENSION_NAME=_C", "-DTORCH_API_INCLUDE_EXTENSION_H",
+            *[f"-I{p}" for p in includes], source, "-o", cubin,
+        ]
+        subprocess.run(command, check=True)
+        cubins.append(cubin)
+    return cuda_root, cubins
 
 
 def demangle(names):
@@ -142,11 +146,14 @@ def rows_in_warps_rows_per_warp(log2_cols, vec):
 
 
 def count(source_dir, arch):
+    kernels = {}
     with tempfile.TemporaryDirectory() as tmp:
-        cuda_root, cubin = compile_cubin(source_dir, arch, tmp)
-        sass = subprocess.run([cuobjdump(cuda_root), "-sass", cubin], capture_output=True, text=True,
-                              check=True).stdout
-    kernels = parse_sass(sass)
+        cuda_root, cubins = compile_cubins(source_dir, arch, tmp)
+        for cubin in cubins:
+            sass = subprocess.run([cuobjdump(cuda_root), "-sass", cubin], capture_output=True, text=True,
+                                  check=True).stdout
+            for name, instructions in parse_sass(sass).items():
+                kernels.setdefault(name, instructions)  # a kernel two files instantiate, once
     names = dict(zip(kernels, demangle(list(kernels))))
     rows = []
     for mangled, instructions in kernels.items():

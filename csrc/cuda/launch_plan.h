@@ -215,6 +215,8 @@ void dispatch_log2_cols(int log2_cols, const Fn& fn) {
   }
 }
 
+// The forward's launches of scalar_t logits: rows and log_std, and the merge
+// of column splits where there are any.
 template <typename scalar_t, typename Launch>
 void launch_forward_rows(
     const ForwardProblem& p,
@@ -307,55 +309,65 @@ void launch_forward(
 // Rows at least this long get a block each in the backward.
 constexpr int64_t kMinColsBackwardByRows = kMaxColsInWarps + 1;
 
-// One launch. Long rows: a block per row, one wave of blocks looping over
-// rows, vectors after each row's peel wherever the logits' and the
-// gradient's rows start at the same offset within a vector. Otherwise flat:
-// blocks enough to fill the GPU a few times over, each thread looping over
-// vectors where K is a multiple of the width and both are aligned.
+// The backward of scalar_t logits, one launch. Long rows: a block per row,
+// one wave of blocks looping over rows, vectors after each row's peel
+// wherever the logits' and the gradient's rows start at the same offset
+// within a vector. Otherwise flat: blocks enough to fill the GPU a few times
+// over, each thread looping over vectors where K is a multiple of the width
+// and both are aligned.
+template <typename scalar_t, typename Launch>
+void launch_backward_logits(
+    BackwardProblem p,
+    const DeviceShape& device,
+    Launch& launch) {
+  constexpr int kVec = kVectorWidth<scalar_t>;
+  const DType dtype = p.has_discrete ? p.logits_dtype : DType::kFloat;
+  const int64_t size = element_size(dtype);
+  if (p.grad_logits != nullptr && p.num_cols >= kMinColsBackwardByRows &&
+      (reinterpret_cast<uintptr_t>(p.logits) -
+       reinterpret_cast<uintptr_t>(p.grad_logits)) % kVectorBytes == 0 &&
+      ((p.row_stride - p.num_cols) * size) % kVectorBytes == 0) {
+    launch(
+        backward_logit_rows<scalar_t, kVec>,
+        one_wave_grid(p.batch, kBackwardThreads, device), kBackwardThreads, p);
+    return;
+  }
+  const bool vectorized = p.grad_logits != nullptr && p.num_cols % kVec == 0 &&
+      rows_are_vector_aligned(p.logits, p.row_stride, dtype) &&
+      rows_are_vector_aligned(p.grad_logits, p.num_cols, dtype);
+  const int64_t elements = p.grad_logits != nullptr ? p.batch * p.num_cols : 0;
+  const int64_t vectors = vectorized ? elements / kVec : elements;
+  const int64_t grid = std::max<int64_t>(
+      1,
+      std::min(
+          ceil_div(vectors, kBackwardThreads),
+          16 * static_cast<int64_t>(device.multiprocessors)));
+  const bool narrow_index =
+      elements < (int64_t{1} << 31);  // flat indices and their steps fit
+  if (narrow_index && p.num_cols > 0) {
+    p.cols_divider = FastDivider::of(static_cast<uint32_t>(p.num_cols));
+  }
+  if (vectorized && narrow_index) {
+    launch(backward_logits<scalar_t, kVec, uint32_t>, grid, kBackwardThreads, p);
+  } else if (vectorized) {
+    launch(backward_logits<scalar_t, kVec, int64_t>, grid, kBackwardThreads, p);
+  } else if (narrow_index) {
+    launch(backward_logits<scalar_t, 1, uint32_t>, grid, kBackwardThreads, p);
+  } else {
+    launch(backward_logits<scalar_t, 1, int64_t>, grid, kBackwardThreads, p);
+  }
+}
+
+// The backward: the launch of the logits' dtype (float without logits: the
+// log_std and coefficient gradients only).
 template <typename Launch>
 void launch_backward(
-    BackwardProblem p,
+    const BackwardProblem& p,
     const DeviceShape& device,
     Launch&& launch) {
   const DType dtype = p.has_discrete ? p.logits_dtype : DType::kFloat;
   dispatch_logits_dtype(dtype, [&](auto zero) {
-    using scalar_t = decltype(zero);
-    constexpr int kVec = kVectorWidth<scalar_t>;
-    const int64_t size = element_size(dtype);
-    if (p.grad_logits != nullptr && p.num_cols >= kMinColsBackwardByRows &&
-        (reinterpret_cast<uintptr_t>(p.logits) -
-         reinterpret_cast<uintptr_t>(p.grad_logits)) % kVectorBytes == 0 &&
-        ((p.row_stride - p.num_cols) * size) % kVectorBytes == 0) {
-      launch(
-          backward_logit_rows<scalar_t, kVec>,
-          one_wave_grid(p.batch, kBackwardThreads, device), kBackwardThreads, p);
-      return;
-    }
-    const bool vectorized = p.grad_logits != nullptr &&
-        p.num_cols % kVec == 0 &&
-        rows_are_vector_aligned(p.logits, p.row_stride, dtype) &&
-        rows_are_vector_aligned(p.grad_logits, p.num_cols, dtype);
-    const int64_t elements = p.grad_logits != nullptr ? p.batch * p.num_cols : 0;
-    const int64_t vectors = vectorized ? elements / kVec : elements;
-    const int64_t grid = std::max<int64_t>(
-        1,
-        std::min(
-            ceil_div(vectors, kBackwardThreads),
-            16 * static_cast<int64_t>(device.multiprocessors)));
-    const bool narrow_index =
-        elements < (int64_t{1} << 31);  // flat indices and their steps fit
-    if (narrow_index && p.num_cols > 0) {
-      p.cols_divider = FastDivider::of(static_cast<uint32_t>(p.num_cols));
-    }
-    if (vectorized && narrow_index) {
-      launch(backward_logits<scalar_t, kVec, uint32_t>, grid, kBackwardThreads, p);
-    } else if (vectorized) {
-      launch(backward_logits<scalar_t, kVec, int64_t>, grid, kBackwardThreads, p);
-    } else if (narrow_index) {
-      launch(backward_logits<scalar_t, 1, uint32_t>, grid, kBackwardThreads, p);
-    } else {
-      launch(backward_logits<scalar_t, 1, int64_t>, grid, kBackwardThreads, p);
-    }
+    launch_backward_logits<decltype(zero)>(p, device, launch);
   });
 }
 
