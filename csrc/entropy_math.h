@@ -158,9 +158,10 @@ HEE_HOST_DEVICE void accumulate_softmax_moments(
 
 // e^x where a few ulp of relative error are acceptable (the CUDA kernels'
 // per-logit loops): on a GPU, 2^(x log2 e) on the special-function unit,
-// one multiply and one MUFU.EX2 (ex2.approx.ftz; `expf` is about eight
-// instructions and `__expf` adds subnormal scaling around the MUFU). Results
-// below 2^-126 flush to 0, negligible beside a row's s >= 1. Elsewhere the
+// one multiply and ex2.approx.ftz, with neither expf's range reduction nor
+// __expf's subnormal scaling (benchmarks/README.md, "CUDA kernels: SASS
+// instructions"). Results below 2^-126 flush to 0, negligible beside a
+// row's s >= 1. Elsewhere the
 // same formula through exp2, so that a host build of the kernels evaluates
 // what the device evaluates. float64 keeps exp.
 HEE_HOST_DEVICE float fast_exp_of(float x) {
@@ -266,24 +267,19 @@ HEE_HOST_DEVICE SoftmaxState<T> empty_softmax_state() {
   return {negative_infinity<T>(), T(0), T(0)};
 }
 
-// The state of the union of two parts of a row: what the sequential
-// accumulation over both would give, up to rounding. It is the reduction
-// the CUDA kernels run across lanes, in its two phases: the common shift
-// first (the larger max, at least the lowest finite value), then each part
-// moved to it once (shift_running_moments), then plain sums. Empty or fully
-// masked parts contribute (0, 0); a NaN in either part's moments
+// A part's state moved to the shift `to` (at least the part's max and the
+// lowest finite value). The CUDA kernels merge parts of a row in two phases:
+// the common shift first (the largest max, at least the lowest finite
+// value), then each part moved to it once, then plain sums of the moments:
+// what the sequential accumulation over all parts gives, up to rounding.
+// Empty or fully masked parts contribute (0, 0); a NaN in a part's moments
 // propagates.
 template <typename T>
-HEE_HOST_DEVICE SoftmaxState<T> merge_softmax_states(
-    const SoftmaxState<T>& a, const SoftmaxState<T>& b) {
-  const T lowest = lowest_finite<T>();
-  const T to = max_ignoring_nan(max_ignoring_nan(a.max, b.max), lowest);
-  T a_sum_exp = a.sum_exp, a_sum_exp_times_shift = a.sum_exp_times_shift;
-  T b_sum_exp = b.sum_exp, b_sum_exp_times_shift = b.sum_exp_times_shift;
-  shift_running_moments(a.max, to, a_sum_exp, a_sum_exp_times_shift);
-  shift_running_moments(b.max, to, b_sum_exp, b_sum_exp_times_shift);
-  return {to, a_sum_exp + b_sum_exp,
-          a_sum_exp_times_shift + b_sum_exp_times_shift};
+HEE_HOST_DEVICE SoftmaxState<T> shifted_state(SoftmaxState<T> state, T to) {
+  shift_running_moments(
+      state.max, to, state.sum_exp, state.sum_exp_times_shift);
+  state.max = to;
+  return state;
 }
 
 // The three per-row statistics the forward keeps for the backward (the

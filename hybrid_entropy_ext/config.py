@@ -19,11 +19,11 @@ Example::
     >>> cfg.make_schedule()
     LinearEntropySchedule(start=0.2, end=0.001, decay_episodes=1000)
 
-The second version's keys (``entropy_schedule``, ``entropy_schedule_points``, the
-target-entropy control) default to what the seed did: a config with only the seed's
-keys means exactly what it meant, and :meth:`~EntropyRegularizationConfig.to_dict`
-leaves the new keys out while they hold their defaults, so such a config also dumps
-exactly as before.
+The optional keys (``entropy_schedule``, ``entropy_schedule_points``, the
+target-entropy control) default to a linear schedule and no control: a config with only
+the core keys means the linear schedule with its penalties, and
+:meth:`~EntropyRegularizationConfig.to_dict` leaves the optional keys out while they hold
+their defaults, so such a config dumps with the core keys only.
 """
 
 import dataclasses
@@ -62,9 +62,10 @@ SAME_AS_DISCRETE: Final[str] = "same_as_min_entropy_threshold"
 
 _SECTION: Final[str] = "entropy_regularization"
 _TRAINER: Final[str] = "trainer"
-# Keys of the fields' metadata: the key's validator, and whether the second version added it.
+# Keys of the fields' metadata: the key's validator, and whether it is optional (left out
+# of to_dict while at its default).
 _VALIDATOR: Final[str] = "validator"
-_SECOND_VERSION: Final[str] = "second_version"
+_OPTIONAL: Final[str] = "optional"
 
 #: Values of ``entropy_schedule``: the shape of the coefficient's decay.
 SCHEDULES: Final[Tuple[str, ...]] = ("linear", "cosine", "exponential", "piecewise")
@@ -191,13 +192,13 @@ def _validate_target(key: str, value: Any) -> Optional[float]:
     return None if value is None else _check_target(_parse_numeric_string(value), key)
 
 
-def _field(default: Any, validator: Callable[[str, Any], Any], second_version: bool = False) -> Any:
-    return field(default=default, metadata={_VALIDATOR: validator, _SECOND_VERSION: second_version})
+def _field(default: Any, validator: Callable[[str, Any], Any], optional: bool = False) -> Any:
+    return field(default=default, metadata={_VALIDATOR: validator, _OPTIONAL: optional})
 
 
-def _second_version_field(default: Any, validator: Callable[[str, Any], Any]) -> Any:
-    """A key the second version added: ``to_dict`` leaves it out while it holds its default."""
-    return _field(default, validator, second_version=True)
+def _optional_field(default: Any, validator: Callable[[str, Any], Any]) -> Any:
+    """An optional key: ``to_dict`` leaves it out while it holds its default."""
+    return _field(default, validator, optional=True)
 
 
 # --- document handling ------------------------------------------------------------------
@@ -297,7 +298,7 @@ class EntropyRegularizationConfig:
             from :attr:`resolved_continuous_min_entropy_threshold`.
         penalty_multiplier: slope of the collapse penalty below the threshold.
         entropy_schedule: shape of the decay while ``enable_adaptive_entropy`` is true:
-            ``linear`` (the default, the seed's schedule), ``cosine`` or ``exponential``
+            ``linear`` (the default), ``cosine`` or ``exponential``
             (both from ``entropy_coeff_start`` to ``entropy_coeff_end`` over
             ``entropy_decay_episodes``; exponential needs both > 0, checked only while
             ``enable_adaptive_entropy`` is true: with it false the schedule is not used),
@@ -342,17 +343,17 @@ class EntropyRegularizationConfig:
         SAME_AS_DISCRETE, _validate_continuous_threshold
     )
     penalty_multiplier: float = _field(3.0, _validate_coefficient)
-    # --- second version: schedules and target-entropy control --------------------------
-    entropy_schedule: str = _second_version_field("linear", _validate_choice(SCHEDULES))
-    entropy_schedule_points: Optional[Tuple[Tuple[int, float], ...]] = _second_version_field(None, _validate_points)
-    target_entropy_control: str = _second_version_field("none", _validate_control)
-    discrete_target_entropy: Optional[float] = _second_version_field(None, _validate_threshold)
-    continuous_target_entropy: Optional[float] = _second_version_field(None, _validate_target)
-    controller_initial_coeff: float = _second_version_field(0.01, _validate_coefficient)
-    controller_min_coeff: float = _second_version_field(0.0, _validate_coefficient)
-    controller_max_coeff: float = _second_version_field(1.0, _validate_coefficient)
-    controller_delta: float = _second_version_field(0.001, _validate_coefficient)
-    controller_only_below_target: bool = _second_version_field(True, _validate_bool)
+    # --- optional: schedule shapes and target-entropy control --------------------------
+    entropy_schedule: str = _optional_field("linear", _validate_choice(SCHEDULES))
+    entropy_schedule_points: Optional[Tuple[Tuple[int, float], ...]] = _optional_field(None, _validate_points)
+    target_entropy_control: str = _optional_field("none", _validate_control)
+    discrete_target_entropy: Optional[float] = _optional_field(None, _validate_threshold)
+    continuous_target_entropy: Optional[float] = _optional_field(None, _validate_target)
+    controller_initial_coeff: float = _optional_field(0.01, _validate_coefficient)
+    controller_min_coeff: float = _optional_field(0.0, _validate_coefficient)
+    controller_max_coeff: float = _optional_field(1.0, _validate_coefficient)
+    controller_delta: float = _optional_field(0.001, _validate_coefficient)
+    controller_only_below_target: bool = _optional_field(True, _validate_bool)
 
     def __post_init__(self) -> None:
         # Validate every field before setting any (frozen: via object.__setattr__).
@@ -435,15 +436,15 @@ class EntropyRegularizationConfig:
 
         ``continuous_min_entropy_threshold`` is left out while it follows
         ``min_entropy_threshold``, as in a YAML file where the key is absent. The
-        second version's keys (``entropy_schedule`` and after) are left out while they
-        hold their defaults, so a config that uses only the seed's keys gives the seed's
-        dict (and YAML) exactly. ``entropy_schedule_points`` comes back as lists.
+        optional keys (``entropy_schedule`` and after) are left out while they hold their
+        defaults, so a config that uses only the core keys gives a dict (and YAML) of the
+        core keys alone. ``entropy_schedule_points`` comes back as lists.
         """
         result = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if self._continuous_threshold_follows_discrete:
             del result["continuous_min_entropy_threshold"]
         for f in dataclasses.fields(self):
-            if f.metadata[_SECOND_VERSION] and result[f.name] == f.default:
+            if f.metadata[_OPTIONAL] and result[f.name] == f.default:
                 del result[f.name]
         if result.get("entropy_schedule_points") is not None:
             result["entropy_schedule_points"] = [list(point) for point in result["entropy_schedule_points"]]

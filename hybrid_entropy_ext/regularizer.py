@@ -1,7 +1,7 @@
 """``HybridEntropyRegularizer``: schedule + weights + penalties in one module.
 
-The second version adds, all optional and all off by default (a config with only
-the seed's keys, called with an explicit ``episode``, computes exactly what it did):
+Beside them, all optional and all off by default (a config with only the core keys,
+called with an explicit ``episode``, computes schedule + weights + penalties alone):
 
 - an episode counter buffer (``step()``; ``forward`` uses it when ``episode`` is
   omitted; saved and restored by ``state_dict``),
@@ -94,8 +94,8 @@ def _all_reduce_sum(tensor: Tensor, group_name: str) -> Tensor:
     """The sum of every rank's ``tensor`` over the process group named ``group_name`` (out
     of place). An op of its own, with its autograd registered below, so that eager code
     and ``torch.compile`` (which keeps a custom op opaque) differentiate it alike on every
-    supported torch: traced as a ``torch.autograd.Function`` around ``dist.all_reduce``,
-    torch 2.11's compile dropped the gradient to zero."""
+    supported torch; torch 2.11's compile gives a ``torch.autograd.Function`` around
+    ``dist.all_reduce`` a zero gradient (tests/test_distributed.py)."""
     import torch.distributed as dist
     from torch.distributed.distributed_c10d import _resolve_process_group
 
@@ -528,9 +528,9 @@ class HybridEntropyRegularizer(nn.Module):
     # --- checkpoints -------------------------------------------------------------------------
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
-        # A whole module pickled by the first version (torch.save(model)) has none of the
-        # second version's attributes: give them the values that compute what it computed
-        # (no controllers, not distributed, the counter at 0).
+        # A whole module pickled at state-dict version 1 (torch.save(model)) has none of
+        # the controller, distributed and counter attributes: they get the values that
+        # switch them off (no controllers, not distributed, the counter at 0).
         super().__setstate__(state)
         modules = self.__dict__["_modules"]
         for name in ("discrete_controller", "continuous_controller"):
@@ -551,8 +551,8 @@ class HybridEntropyRegularizer(nn.Module):
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
-        # A state_dict of the first version has no counter: it loads with the counter at 0
-        # (that version had no counter; it was always given the episode).
+        # A version-1 state_dict has no counter (its module was always given the
+        # episode): it loads with the counter at 0.
         version = local_metadata.get("version", None)
         key = prefix + "episode_counter"
         if (version is None or version < 2) and key not in state_dict:

@@ -55,11 +55,11 @@ if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c "import torch, sys; 
   say "creating $VENV with torch $TORCH_VERSION"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" ninja numpy 2>&1 | grep -v "is ignored" || true
+  # A new venv's own setuptools may predate the built-in bdist_wheel that editable
+  # installs need; resolved beside torch, which bounds it from above.
+  "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" ninja numpy "setuptools>=70.1" wheel 2>&1 \
+    | grep -v "is ignored" || true
 fi
-# A venv's own setuptools may predate the built-in bdist_wheel that editable installs need;
-# resolved beside torch, which bounds it from above.
-"$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" "setuptools>=70.1" wheel 2>&1 | grep -v "is ignored" || true
 "$VENV/bin/python" -c "import torch; assert torch.version.cuda, 'torch ' + torch.__version__ + ' is not a CUDA build'"
 
 say "copying the tree to $SRC"

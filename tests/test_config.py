@@ -31,9 +31,9 @@ DESIGN_DEFAULTS = {
     "penalty_multiplier": 3.0,
 }
 
-# The keys the second version adds, at their defaults (what the seed did: a linear schedule,
+# The optional keys at their defaults (a linear schedule,
 # no target-entropy control), written out rather than read from the class.
-SECOND_VERSION_DEFAULTS = {
+OPTIONAL_KEY_DEFAULTS = {
     "entropy_schedule": "linear",
     "entropy_schedule_points": None,
     "target_entropy_control": "none",
@@ -93,7 +93,7 @@ WHOLE_TRAINER_VALUES = {
     "min_entropy_threshold": 0.15,
     "continuous_min_entropy_threshold": 0.25,
     "penalty_multiplier": 2.0,
-    **SECOND_VERSION_DEFAULTS,
+    **OPTIONAL_KEY_DEFAULTS,
 }
 
 SECTION_YAML = """\
@@ -112,7 +112,7 @@ def field_values(config):
 def test_defaults_match_design():
     config = Config()
     assert field_values(config) == {
-        **DESIGN_DEFAULTS, "continuous_min_entropy_threshold": SAME_AS_DISCRETE, **SECOND_VERSION_DEFAULTS
+        **DESIGN_DEFAULTS, "continuous_min_entropy_threshold": SAME_AS_DISCRETE, **OPTIONAL_KEY_DEFAULTS
     }
 
 
@@ -132,14 +132,14 @@ def test_fields_are_exactly_the_yaml_keys():
         "min_entropy_threshold",
         "continuous_min_entropy_threshold",
         "penalty_multiplier",
-        *SECOND_VERSION_DEFAULTS,
+        *OPTIONAL_KEY_DEFAULTS,
     ]
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_values(name):
     expected = {
-        **DESIGN_DEFAULTS, "continuous_min_entropy_threshold": SAME_AS_DISCRETE, **SECOND_VERSION_DEFAULTS,
+        **DESIGN_DEFAULTS, "continuous_min_entropy_threshold": SAME_AS_DISCRETE, **OPTIONAL_KEY_DEFAULTS,
         **PRESETS[name],
     }
     assert field_values(Config.preset(name)) == expected
@@ -475,13 +475,13 @@ def test_make_schedule_disabled_gives_constant_entropy_coeff():
     assert [schedule(e) for e in (0, 250, 10_000)] == [0.02, 0.02, 0.02]
 
 
-# --- second version: schedules, target-entropy control, the plain preset, NumPy ---------
+# --- optional keys: schedules, target-entropy control, the plain preset, NumPy ------
 
 
 def test_plain_preset_is_a_constant_001_with_weights_1_and_1_and_no_penalties():
     config = Config.preset("plain")
     assert field_values(config) == {
-        **DESIGN_DEFAULTS, **SECOND_VERSION_DEFAULTS,
+        **DESIGN_DEFAULTS, **OPTIONAL_KEY_DEFAULTS,
         "enable_adaptive_entropy": False, "entropy_coeff": 0.01,
         "discrete_entropy_weight": 1.0, "continuous_entropy_weight": 1.0,
         "min_entropy_threshold": None, "continuous_min_entropy_threshold": SAME_AS_DISCRETE,
@@ -616,8 +616,8 @@ def test_bad_controller_settings_are_named(values, message):
         Config.from_dict(values)
 
 
-def test_seed_only_config_dumps_exactly_as_the_seed_did():
-    # The seed's dump of the `long` preset, written out: no second-version keys.
+def test_config_of_core_keys_only_dumps_the_core_keys_exactly():
+    # The dump of the `long` preset, written out: core keys only.
     assert Config.preset("long").to_yaml() == (
         "enable_adaptive_entropy: true\n"
         "entropy_coeff: 0.01\n"
@@ -631,7 +631,7 @@ def test_seed_only_config_dumps_exactly_as_the_seed_did():
     )
 
 
-SECOND_VERSION_CONFIGS = [
+OPTIONAL_KEY_CONFIGS = [
     Config(entropy_schedule="piecewise", entropy_schedule_points=[[0, 0.2], [100, 0.05], [400, 0.0]]),
     Config(entropy_schedule="exponential", target_entropy_control="sac", discrete_target_entropy=0.3,
            continuous_target_entropy=-1.25, controller_initial_coeff=0.2, controller_max_coeff=2.0),
@@ -640,15 +640,15 @@ SECOND_VERSION_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("config", SECOND_VERSION_CONFIGS)
-def test_second_version_configs_round_trip_exactly_through_yaml(config):
+@pytest.mark.parametrize("config", OPTIONAL_KEY_CONFIGS)
+def test_configs_with_optional_keys_round_trip_exactly_through_yaml(config):
     text = config.to_yaml()
     assert "!!" not in text  # plain YAML: the points are lists, not tuples
     restored = Config.from_yaml(text)
     assert restored == config and field_values(restored) == field_values(config)
 
 
-def test_to_dict_keeps_a_second_version_key_that_is_not_at_its_default():
+def test_to_dict_keeps_an_optional_key_that_is_not_at_its_default():
     assert Config(entropy_schedule="cosine").to_dict()["entropy_schedule"] == "cosine"
     assert "target_entropy_control" not in Config(entropy_schedule="cosine").to_dict()
 

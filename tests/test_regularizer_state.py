@@ -1,4 +1,4 @@
-"""``hee.HybridEntropyRegularizer``, second version: the episode counter, user schedules,
+"""``hee.HybridEntropyRegularizer``: the episode counter, user schedules,
 target-entropy controllers per head, checkpoints, TorchScript and torch.compile."""
 
 import math
@@ -227,16 +227,16 @@ class Policy(nn.Module):
         self.regularizer = hee.HybridEntropyRegularizer(LONG)
 
 
-def _first_version_state_dict(module: nn.Module) -> Dict[str, Tensor]:
-    # What the first version saved: no counter, the regularizer's metadata at version 1.
+def _version_1_state_dict(module: nn.Module) -> Dict[str, Tensor]:
+    # A version-1 state_dict: no counter, the regularizer's metadata at version 1.
     state = module.state_dict()
     del state["regularizer.episode_counter"]
     state._metadata["regularizer"]["version"] = 1
     return state
 
 
-def test_first_version_checkpoint_loads_strictly_with_the_counter_at_0():
-    old = _first_version_state_dict(Policy())
+def test_version_1_checkpoint_loads_strictly_with_the_counter_at_0():
+    old = _version_1_state_dict(Policy())
     policy = Policy()
     policy.regularizer.step(9)
     policy.load_state_dict(old)  # strict
@@ -244,35 +244,35 @@ def test_first_version_checkpoint_loads_strictly_with_the_counter_at_0():
     assert torch.equal(policy.head.weight, old["head.weight"])
 
 
-def test_second_version_checkpoint_without_the_counter_is_an_error():
+def test_version_2_checkpoint_without_the_counter_is_an_error():
     state = Policy().state_dict()
     del state["regularizer.episode_counter"]
     with pytest.raises(RuntimeError, match="regularizer.episode_counter"):
         Policy().load_state_dict(state)
 
 
-SECOND_VERSION_ATTRIBUTES = ("distributed", "process_group")
+VERSION_2_ATTRIBUTES = ("distributed", "process_group")
 
 
-def _as_first_version_object(reg: nn.Module) -> nn.Module:
-    # What a whole-module pickle of the first version holds: none of the second version's
-    # attributes, submodules or buffer.
-    for name in SECOND_VERSION_ATTRIBUTES + ("discrete_controller", "continuous_controller"):
+def _as_version_1_object(reg: nn.Module) -> nn.Module:
+    # A whole-module pickle at version 1 holds none of the version-2 attributes,
+    # submodules or buffer.
+    for name in VERSION_2_ATTRIBUTES + ("discrete_controller", "continuous_controller"):
         del reg.__dict__[name]  # (a submodule attribute set to None lives in __dict__)
     del reg._buffers["episode_counter"]
-    for name in SECOND_VERSION_ATTRIBUTES + ("discrete_controller", "continuous_controller", "episode_counter"):
+    for name in VERSION_2_ATTRIBUTES + ("discrete_controller", "continuous_controller", "episode_counter"):
         assert not hasattr(reg, name), name
     return reg
 
 
 @pytest.mark.parametrize("config", [LONG, LONG.replace(enable_adaptive_entropy=False)])
-def test_first_version_whole_module_pickle_loads_and_computes_as_before(tmp_path, config):
-    old = _as_first_version_object(hee.HybridEntropyRegularizer(config))
+def test_version_1_whole_module_pickle_loads_and_computes_as_before(tmp_path, config):
+    old = _as_version_1_object(hee.HybridEntropyRegularizer(config))
     torch.save(old, tmp_path / "regularizer.pt")
     loaded = torch.load(tmp_path / "regularizer.pt", weights_only=False)
     logits, log_std = inputs()
     assert_same(loaded(logits, log_std, 250), hee.HybridEntropyRegularizer(config)(logits, log_std, 250))
-    # The second version's features work on it: the counter (at 0), step, state_dict.
+    # The version-2 features work on it: the counter (at 0), step, state_dict.
     assert loaded.episode_counter.item() == 0 and loaded.episode_counter.dtype == torch.int64
     loaded.step(250)
     assert_same(loaded(logits, log_std), hee.HybridEntropyRegularizer(config)(logits, log_std, 250))
@@ -281,17 +281,17 @@ def test_first_version_whole_module_pickle_loads_and_computes_as_before(tmp_path
     assert not loaded.distributed
 
 
-def test_first_version_pickle_inside_a_policy_loads(tmp_path):
+def test_version_1_pickle_inside_a_policy_loads(tmp_path):
     import pickle
 
     policy = Policy()
-    _as_first_version_object(policy.regularizer)
+    _as_version_1_object(policy.regularizer)
     loaded = pickle.loads(pickle.dumps(policy))
     logits, log_std = inputs()
     assert_same(loaded.regularizer(logits, log_std, 3), hee.HybridEntropyRegularizer(LONG)(logits, log_std, 3))
 
 
-def test_second_version_pickle_keeps_its_own_state(tmp_path):
+def test_version_2_pickle_keeps_its_own_state(tmp_path):
     import pickle
 
     reg = hee.HybridEntropyRegularizer(

@@ -186,16 +186,13 @@ __global__ void __launch_bounds__(kBackwardThreads)
 // are read once, and the columns before the first vector boundary (a peel)
 // and after the last whole vector (a tail) go one per thread, so that rows
 // of any length and stride (an odd vocabulary, a slice) keep vector loads
-// and stores. The launch plan guarantees that each row of the logits and of
-// the gradient starts at the same offset within a vector.
+// and stores. The launch plan launches it only for a wanted gradient whose
+// rows start at the same offset within a vector as the logits' rows.
 template <typename scalar_t, int kVec>
 __global__ void __launch_bounds__(kBackwardThreads)
     backward_logit_rows(BackwardProblem a) {
   using acc = acc_t<scalar_t>;
   const acc scale = block_grad_scale<acc>(a);
-  if (a.grad_logits == nullptr) {
-    return;
-  }
   const acc* row_stats = static_cast<const acc*>(a.row_stats);
   const int64_t cols = a.num_cols;
   for (int64_t row = blockIdx.x; row < a.batch; row += gridDim.x) {

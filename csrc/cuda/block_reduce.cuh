@@ -7,8 +7,8 @@
 // (a sum, or a max that ignores NaN, so that lanes agree even when one of
 // them holds a NaN).
 //
-// Softmax states are merged in two phases (math::merge_softmax_states says
-// why that is the union of the parts): the largest max first, then each
+// Softmax states are merged in two phases (math::shifted_state says why that
+// is the union of the parts): the largest max first, then each
 // thread moves its own moments to it once, then two plain sums. A merge costs
 // one exp per thread rather than two per shuffle step.
 #pragma once
@@ -44,25 +44,13 @@ __device__ __forceinline__ T group_max(T value) {
   return value;
 }
 
-// A state's moments moved to `to` (at least the state's max and the lowest
-// finite value).
-template <typename T>
-__device__ __forceinline__ math::SoftmaxState<T> shifted_state(
-    math::SoftmaxState<T> state,
-    T to) {
-  math::shift_running_moments(
-      state.max, to, state.sum_exp, state.sum_exp_times_shift);
-  state.max = to;
-  return state;
-}
-
 // The merged state of the warp's states, in every lane.
 template <typename T>
 __device__ __forceinline__ math::SoftmaxState<T> warp_merge(
     math::SoftmaxState<T> state) {
   const T to = math::max_ignoring_nan(
       group_max<kWarpSize>(state.max), math::lowest_finite<T>());
-  state = shifted_state(state, to);
+  state = math::shifted_state(state, to);
   return {to, group_sum<kWarpSize>(state.sum_exp),
           group_sum<kWarpSize>(state.sum_exp_times_shift)};
 }
@@ -117,7 +105,7 @@ template <typename T>
 __device__ math::SoftmaxState<T> block_merge(math::SoftmaxState<T> state) {
   const T to =
       math::max_ignoring_nan(block_max(state.max), math::lowest_finite<T>());
-  state = shifted_state(state, to);
+  state = math::shifted_state(state, to);
   return {to, block_sum(state.sum_exp), block_sum(state.sum_exp_times_shift)};
 }
 

@@ -268,20 +268,18 @@ __device__ __forceinline__ math::SoftmaxState<acc> thread_softmax_state(
   acc sum_exp = acc(0);
   acc sum_exp_times_shift = acc(0);
   acc chunk[kChunk];
-  if (kVec > 1) {
-    constexpr int64_t kVectorBytes = sizeof(LogitVector<scalar_t, kVec>);
-    const int64_t misaligned_by = static_cast<int64_t>(
-        reinterpret_cast<uintptr_t>(z + begin) % kVectorBytes / sizeof(scalar_t));
-    const int64_t peel = misaligned_by == 0
-        ? 0
-        : (kVec - misaligned_by < end - begin ? kVec - misaligned_by
-                                              : end - begin);
-    if (static_cast<int64_t>(threadIdx.x) < peel) {
-      chunk[0] = static_cast<acc>(z[begin + threadIdx.x]);
-      fold_chunk<1>(chunk, running_max, sum_exp, sum_exp_times_shift);
-    }
-    begin += peel;
+  const int64_t misaligned_by = static_cast<int64_t>(
+      reinterpret_cast<uintptr_t>(z + begin) %
+      sizeof(LogitVector<scalar_t, kVec>) / sizeof(scalar_t));
+  const int64_t peel = misaligned_by == 0
+      ? 0
+      : (kVec - misaligned_by < end - begin ? kVec - misaligned_by
+                                            : end - begin);
+  if (static_cast<int64_t>(threadIdx.x) < peel) {
+    chunk[0] = static_cast<acc>(z[begin + threadIdx.x]);
+    fold_chunk<1>(chunk, running_max, sum_exp, sum_exp_times_shift);
   }
+  begin += peel;
   int64_t first = begin + static_cast<int64_t>(threadIdx.x) * kVec;
   for (; first + chunk_span <= end; first += chunk_stride) {
 #pragma unroll

@@ -320,9 +320,10 @@ void launch_backward_logits(
     BackwardProblem p,
     const DeviceShape& device,
     Launch& launch) {
+  // Below, a wanted gradient means logits of scalar_t.
   constexpr int kVec = kVectorWidth<scalar_t>;
-  const DType dtype = p.has_discrete ? p.logits_dtype : DType::kFloat;
-  const int64_t size = element_size(dtype);
+  const DType dtype = p.logits_dtype;
+  const int64_t size = sizeof(scalar_t);
   if (p.grad_logits != nullptr && p.num_cols >= kMinColsBackwardByRows &&
       (reinterpret_cast<uintptr_t>(p.logits) -
        reinterpret_cast<uintptr_t>(p.grad_logits)) % kVectorBytes == 0 &&

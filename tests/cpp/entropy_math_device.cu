@@ -15,7 +15,9 @@ __device__ void use_formulas(const T* z, int n, T* out) {
         z[k] - z[0], lowest_finite<T>(), sum_exp, sum_exp_times_shift);
     accumulate_softmax_moments_fast(
         z[k] - z[0], lowest_finite<T>(), sum_exp, sum_exp_times_shift);
-    state = merge_softmax_states(state, {z[k], sum_exp, sum_exp_times_shift});
+    const SoftmaxState<T> part = shifted_state<T>({z[k], sum_exp, sum_exp_times_shift}, z[0]);
+    state = {z[0], state.sum_exp + part.sum_exp,
+             state.sum_exp_times_shift + part.sum_exp_times_shift};
   }
   const RowStatistics<T> row = finish_row(state);
   out[0] = row.shift + row_sum_exp(row.log_sum_exp);

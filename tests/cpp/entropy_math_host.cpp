@@ -41,16 +41,27 @@ SoftmaxState<T> sequential_state(const T* z, int64_t n) {
   return {row_max, sum_exp, sum_exp_times_shift};
 }
 
+// Two parts merged as the CUDA kernels' reductions merge many (shifted_state):
+// the common shift, each part moved to it, the sums.
+template <typename T>
+SoftmaxState<T> merged(const SoftmaxState<T>& a, const SoftmaxState<T>& b) {
+  const T to = max_ignoring_nan(max_ignoring_nan(a.max, b.max), lowest_finite<T>());
+  const SoftmaxState<T> a_moved = shifted_state(a, to);
+  const SoftmaxState<T> b_moved = shifted_state(b, to);
+  return {to, a_moved.sum_exp + b_moved.sum_exp,
+          a_moved.sum_exp_times_shift + b_moved.sum_exp_times_shift};
+}
+
 } // namespace
 
 extern "C" {
 
 void hee_merge_f64(const double* a, const double* b, double* out) {
-  store_state(merge_softmax_states(state_of(a), state_of(b)), out);
+  store_state(merged(state_of(a), state_of(b)), out);
 }
 
 void hee_merge_f32(const float* a, const float* b, float* out) {
-  store_state(merge_softmax_states(state_of(a), state_of(b)), out);
+  store_state(merged(state_of(a), state_of(b)), out);
 }
 
 void hee_sequential_state_f64(const double* z, int64_t n, double* out) {
