@@ -6,9 +6,9 @@
 Prints Markdown tables (forward+backward and forward) with the speed-up of the fused op over
 each alternative and its distance from the memory roofline, then the fused op's 1 -> 2 thread
 speed-up at 65536x64 with the thread counts alternating round by round. ``--quick`` runs the
-four sizes of the first benchmark only, and no thread scaling.
+four sizes of ``QUICK_CASES`` only, and no thread scaling.
 
-``--device cuda`` runs the GPU suite instead (hybrid_entropy_ext/benchmark_cuda.py): CUDA
+``--device cuda`` runs the GPU suite instead (hybrid_entropy_ext/benchmarking/cuda.py): CUDA
 events, the same alternatives, the fused op's GB/s against a copy of the same bytes, peak
 memory per implementation, and the kernels one call launches.
 """
@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from hybrid_entropy_ext import benchmark
+from hybrid_entropy_ext.benchmarking import runner as benchmark
 
 
 def main() -> int:
@@ -71,7 +71,7 @@ def main() -> int:
 
 
 def run_cuda(args: argparse.Namespace) -> int:
-    from hybrid_entropy_ext import benchmark_cuda
+    from hybrid_entropy_ext.benchmarking import cuda as benchmark_cuda
 
     result = benchmark_cuda.run_cuda_benchmark(
         benchmark_cuda.CUDA_QUICK_CASES if args.quick else benchmark_cuda.CUDA_CASES,

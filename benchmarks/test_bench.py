@@ -7,7 +7,7 @@ side come from ``run_benchmarks.py``.
 import pytest
 import torch
 
-from hybrid_entropy_ext import benchmark as hee_benchmark
+from hybrid_entropy_ext.benchmarking import runner as hee_benchmark
 
 SIZES = list(hee_benchmark.QUICK_CASES)
 IMPLEMENTATIONS = ["fused", "distributions", "reference", "reference_compiled"]

@@ -1,6 +1,6 @@
 """Does adaptive entropy regularization prevent collapse? Fixed 0.01 vs the adaptive schedule and controller.
 
-Trains the hybrid-action PPO agent of :mod:`hybrid_entropy_ext.ppo` on
+Trains the hybrid-action PPO agent of :mod:`hybrid_entropy_ext.app.ppo` on
 ``HybridNetworkGrowth-v0`` (a task with a deceptive greedy operation) with each entropy
 configuration and the same seeds, then writes
 
@@ -31,8 +31,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from hybrid_entropy_ext import EntropyRegularizationConfig
-from hybrid_entropy_ext.envs import NetworkGrowthEnv
-from hybrid_entropy_ext.ppo import PPOHyperparameters, TrainResult, train
+from hybrid_entropy_ext.app.envs import NetworkGrowthEnv
+from hybrid_entropy_ext.app.ppo import PPOHyperparameters, TrainResult, train
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -1,7 +1,7 @@
-"""``python -m hybrid_entropy_ext``: the command line (see :mod:`hybrid_entropy_ext.cli`)."""
+"""``python -m hybrid_entropy_ext``: the command line (see :mod:`hybrid_entropy_ext.app.cli`)."""
 
 import sys
 
-from .cli import main
+from .app.cli import main
 
 sys.exit(main())

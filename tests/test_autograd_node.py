@@ -16,11 +16,8 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 import hybrid_entropy_ext as hee
+from common_utils import random_heads
 from oracle import KEYS as OUTPUT_KEYS
-
-
-def leaves():
-    return torch.randn(16, 5, requires_grad=True), torch.randn(16, 3, requires_grad=True)
 
 
 def loss(logits, log_std):
@@ -29,14 +26,14 @@ def loss(logits, log_std):
 
 
 def test_all_seven_outputs_share_one_node_named_hybrid_entropy_loss_backward():
-    out = loss(*leaves())
+    out = loss(*random_heads(16, 5, 3, requires_grad=True))
     nodes = {out[key].grad_fn for key in OUTPUT_KEYS}
     assert len(nodes) == 1
     assert nodes.pop().name() == "HybridEntropyLossBackward"
 
 
 def test_node_has_one_next_edge_per_input_and_none_for_a_missing_head():
-    logits, log_std = leaves()
+    logits, log_std = random_heads(16, 5, 3, requires_grad=True)
     node = loss(logits, None)["total"].grad_fn
     logits_edge, log_std_edge, coeff_edge = node.next_functions
     assert logits_edge[0] is not None and logits_edge[0].variable is logits
@@ -45,7 +42,7 @@ def test_node_has_one_next_edge_per_input_and_none_for_a_missing_head():
 
 
 def test_retained_graph_gives_the_same_gradients_twice():
-    logits, log_std = leaves()
+    logits, log_std = random_heads(16, 5, 3, requires_grad=True)
     total = loss(logits, log_std)["total"]
     first = torch.autograd.grad(total, (logits, log_std), retain_graph=True)
     second = torch.autograd.grad(total, (logits, log_std))
@@ -54,7 +51,7 @@ def test_retained_graph_gives_the_same_gradients_twice():
 
 
 def test_second_backward_through_a_freed_graph_raises():
-    logits, log_std = leaves()
+    logits, log_std = random_heads(16, 5, 3, requires_grad=True)
     total = loss(logits, log_std)["total"]
     total.backward()
     with pytest.raises(RuntimeError, match="second time"):
@@ -71,7 +68,7 @@ def test_input_modified_in_place_after_the_forward_makes_backward_raise():
 
 
 def test_saved_output_modified_in_place_makes_backward_raise():
-    out = loss(*leaves())
+    out = loss(*random_heads(16, 5, 3, requires_grad=True))
     # The backward reads H_d to know whether the penalty is active.
     out["discrete_entropy"].mul_(2.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):

@@ -11,6 +11,8 @@ for a dtype) naming the argument; the same checks run in the Meta kernel, which
 import pytest
 import torch
 
+from op_variants import FUSED_OP_VARIANTS, op_variant
+
 FORWARD_OP = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss.default
 BACKWARD_OP = torch.ops.hybrid_entropy_ext._hybrid_entropy_loss_backward.default
 
@@ -20,11 +22,10 @@ GRAD_NAMES = ("grad_total", "grad_discrete", "grad_continuous", "grad_discrete_p
 PARAMS = (1.0, 0.5, 0.1, 0.1, 3.0)
 
 
-def good_args(device="cpu", logits_dtype=torch.float32):
-    """The backward op's arguments by name, from a real forward call (or meta tensors)."""
-    logits = torch.randn(B, K, dtype=logits_dtype)
-    log_std = torch.randn(B, D, dtype=logits_dtype)
-    coeff = torch.tensor(0.05)
+def good_args(device="cpu", logits_dtype=torch.float32, variant=op_variant("both_heads")):
+    """The backward op's arguments by name, from a real forward call of ``variant``'s sample
+    (both heads, a float32 coefficient by default), on ``device`` (meta: no data)."""
+    logits, log_std, coeff = variant.sample_inputs(B, K, D, logits_dtype)
     out = FORWARD_OP(logits, log_std, coeff, *PARAMS)
     args = {name: torch.tensor(1.0, dtype=out[0].dtype) for name in GRAD_NAMES}
     args.update(
@@ -49,9 +50,16 @@ def device(request):
     return request.param
 
 
-def test_good_arguments_are_accepted(device):
-    grad_logits, grad_log_std, grad_coeff = call(good_args(device))
-    assert grad_logits.shape == (B, K) and grad_log_std.shape == (B, D) and grad_coeff.shape == ()
+@pytest.mark.parametrize("variant", FUSED_OP_VARIANTS, ids=str)
+def test_good_arguments_are_accepted(device, variant):
+    # Every argument form of the forward: one head or two, a shared [D] log_std, a per-head
+    # coefficient. Each gradient has its input's shape ([B, K], [B, D] or [D], [] or [2]);
+    # an absent head's is an empty [0] placeholder.
+    args = good_args(device, variant=variant)
+    grads = dict(zip(("logits", "log_std", "entropy_coeff"), call(args)))
+    for name, grad in grads.items():
+        expected = (0,) if args[name] is None else tuple(args[name].shape)
+        assert tuple(grad.shape) == expected, name
 
 
 # --- row_stats ------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hybrid_entropy_ext import benchmark as hee_benchmark
+from hybrid_entropy_ext.benchmarking import runner as hee_benchmark
 
 
 def _tiny_cases(n):
@@ -127,7 +127,7 @@ def test_a_step_that_fails_at_warm_up_is_reported_failed_and_the_others_timed():
     def out_of_memory():
         raise MemoryError("no room")
 
-    results = hee_benchmark._time_interleaved(
+    results = hee_benchmark.time_interleaved(
         "2x3", "forward", {"fine": lambda: None, "huge": out_of_memory}, rounds=2, min_seconds=0.0,
         failures=(MemoryError,))
     by_name = {r.implementation: r for r in results}
@@ -144,7 +144,7 @@ def test_table_shows_a_failed_implementation_as_failed_without_a_ratio():
 
 
 def test_bandwidth_table_reports_gb_per_s_and_the_fraction_of_the_copy():
-    from hybrid_entropy_ext.benchmark_cuda import format_bandwidth
+    from hybrid_entropy_ext.benchmarking.cuda import format_bandwidth
 
     Timing = hee_benchmark.Timing
     result = {"timings": [Timing("8x4", "forward_backward", "fused", 0.002, 3),
@@ -154,7 +154,7 @@ def test_bandwidth_table_reports_gb_per_s_and_the_fraction_of_the_copy():
 
 
 def test_cuda_memory_table_reports_the_fused_peak_beyond_its_gradient():
-    from hybrid_entropy_ext.benchmark_cuda import format_cuda_memory
+    from hybrid_entropy_ext.benchmarking.cuda import format_cuda_memory
 
     result = {"peak_extra_bytes": {"8x4": {"fused": 3_000_000, "reference": None}},
               "gradient_bytes": {"8x4": 2_500_000}}

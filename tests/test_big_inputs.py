@@ -17,7 +17,6 @@ than 16 GB of memory is available. Rows 65534.. start at or straddle element 2^3
 """
 
 import math
-import os
 import resource
 import time
 
@@ -26,28 +25,7 @@ import torch
 from torch.distributions import Categorical
 
 import hybrid_entropy_ext as hee
-
-UNIT_ROUNDOFF = {
-    torch.float64: 2.0 ** -53,
-    torch.float32: 2.0 ** -24,
-    torch.bfloat16: 2.0 ** -8,
-    torch.float16: 2.0 ** -11,
-}
-RUN_SLOW = os.environ.get("HEE_RUN_SLOW", "") == "1"
-
-
-def slow(test):
-    """Marks a test slow and skips it unless HEE_RUN_SLOW=1."""
-    skip_unless_asked = pytest.mark.skipif(not RUN_SLOW, reason="slow: set HEE_RUN_SLOW=1 to run")
-    return pytest.mark.slow(skip_unless_asked(test))
-
-
-def acc_roundoff(dtype):
-    return UNIT_ROUNDOFF[torch.float64 if dtype == torch.float64 else torch.float32]
-
-
-def entropy_tolerance(dtype, k, h):
-    return 4 * acc_roundoff(dtype) * (4 + math.sqrt(k)) * (1 + abs(h) + math.log(k))
+from common_utils import UNIT_ROUNDOFF, entropy_tolerance, slow
 
 
 def long_rows(k, dtype):

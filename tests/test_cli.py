@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from hybrid_entropy_ext.cli import main
+from hybrid_entropy_ext.app.cli import main
 
 SUBCOMMANDS = ("schedule", "check", "bench", "train", "demo")
 
@@ -166,7 +166,7 @@ def _head_summary(interventions, active_steps, present=True):
 
 
 def test_monitor_report_counts_in_singular_and_plural():
-    from hybrid_entropy_ext.cli import monitor_report
+    from hybrid_entropy_ext.app.cli import monitor_report
 
     report = monitor_report({"records": 1, "discrete": _head_summary(1, 1), "continuous": _head_summary(2, 0)})
     assert report.splitlines() == [
@@ -178,7 +178,7 @@ def test_monitor_report_counts_in_singular_and_plural():
 
 
 def test_monitor_report_says_a_missing_head_is_absent():
-    from hybrid_entropy_ext.cli import monitor_report
+    from hybrid_entropy_ext.app.cli import monitor_report
 
     # A purely discrete policy: summary() marks the continuous head absent (tests/test_monitor.py).
     summary = {"records": 3, "discrete": _head_summary(0, 0), "continuous": _head_summary(0, 0, present=False)}

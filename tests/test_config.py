@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from hybrid_entropy_ext.config import SAME_AS_DISCRETE, EntropyRegularizationConfig
-from hybrid_entropy_ext.controller import TargetEntropyController
-from hybrid_entropy_ext.schedule import (
+from hybrid_entropy_ext.regularization.config import SAME_AS_DISCRETE, EntropyRegularizationConfig
+from hybrid_entropy_ext.regularization.controller import TargetEntropyController
+from hybrid_entropy_ext.regularization.schedule import (
     ConstantEntropySchedule,
     CosineEntropySchedule,
     ExponentialEntropySchedule,

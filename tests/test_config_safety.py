@@ -20,7 +20,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybrid_entropy_ext.config import _PRESETS, SAME_AS_DISCRETE, EntropyRegularizationConfig
+from hybrid_entropy_ext.regularization.config import SAME_AS_DISCRETE, EntropyRegularizationConfig
+from hybrid_entropy_ext.regularization.presets import PRESETS as _PRESETS
 
 Config = EntropyRegularizationConfig
 PRESETS = tuple(_PRESETS)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import hybrid_entropy_ext as hee
-from conftest import needs_cuda
+from common_utils import needs_cuda
 
 # TorchScript support is part of the contract, so its deprecation notice is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")

@@ -24,7 +24,7 @@ import torch
 from torch.utils import cpp_extension
 
 from hybrid_entropy_ext import _ops
-from conftest import SUPPORTED_CPU_ISAS
+from common_utils import SUPPORTED_CPU_ISAS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 X86_64 = os.uname().machine in ("x86_64", "AMD64")

@@ -1,7 +1,8 @@
 """The op on CUDA devices: what only a GPU can show.
 
 The op's correctness, edge-input, gradient, opcheck, compile/export and determinism tests
-run on CUDA through their device axis (``backend`` / ``cpu_and_cuda`` in conftest.py);
+run on CUDA through their device axis (the ``backend`` fixture of conftest.py,
+``common_utils.cpu_and_cuda``);
 ``test_cuda_emulated.py`` runs the kernels' logic on the host. This file holds the rest:
 every kernel layout on real hardware against the CPU op and ``torch.distributions``,
 bitwise repeatability, no host sync in a training step, capture and replay in a CUDA
@@ -15,27 +16,29 @@ import pytest
 import torch
 
 import hybrid_entropy_ext as hee
-from conftest import CUDA_AVAILABLE, GRAD_TOLERANCES, VALUE_TOLERANCES, random_heads
+from common_utils import CUDA_AVAILABLE, GRAD_TOLERANCES, VALUE_TOLERANCES, random_heads, to_device
 from oracle import KEYS, OUTPUT_WEIGHTS, distributions_oracle
+from op_variants import OP_VARIANTS
 
 pytestmark = pytest.mark.skipif(not CUDA_AVAILABLE, reason="needs a CUDA device")
 
 PARAMS = (1.0, 0.5, 10.0, 10.0, 3.0)  # weights, thresholds (both penalties on), multiplier
 F64 = VALUE_TOLERANCES[torch.float64]
 F32 = VALUE_TOLERANCES[torch.float32]
-make_inputs = random_heads
 
 
 def grad_tol(dtype):
     return GRAD_TOLERANCES[dtype]
 
 
-def values_and_grads(logits, log_std, coeff):
-    """The seven outputs (on the CPU) and the gradients of a weighted sum of all of them."""
-    leaves = [t.detach().clone().requires_grad_() for t in (logits, log_std, coeff)]
-    out = hee.hybrid_entropy_loss(*leaves, *PARAMS)
+def values_and_grads(logits, log_std, coeff, op=hee.hybrid_entropy_loss):
+    """The outputs of ``op`` (by default the fused op; on the CPU) and the gradients of a
+    weighted sum of the seven w.r.t. its tensor arguments, in argument order."""
+    args = [t.detach().clone().requires_grad_() if isinstance(t, torch.Tensor) else t
+            for t in (logits, log_std, coeff)]
+    out = op(*args, *PARAMS)
     total = sum(w * out[k] for k, w in OUTPUT_WEIGHTS.items())
-    grads = torch.autograd.grad(total, leaves)
+    grads = torch.autograd.grad(total, [t for t in args if isinstance(t, torch.Tensor)])
     return {k: v.detach().cpu() for k, v in out.items()}, [g.cpu() for g in grads]
 
 
@@ -50,7 +53,7 @@ SHAPES = [(1, 1), (300, 2), (4096, 4), (1000, 7), (513, 16), (257, 32), (200, 33
 @pytest.mark.parametrize("b, k", SHAPES, ids=lambda v: str(v))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
 def test_values_and_gradients_match_the_cpu_op(b, k, dtype):
-    logits, log_std = make_inputs(b, k, 3, dtype)
+    logits, log_std = random_heads(b, k, 3, dtype)
     coeff = torch.tensor(0.05, dtype=torch.float32)
     want, want_grads = values_and_grads(logits, log_std, coeff)
     got, got_grads = values_and_grads(logits.cuda(), log_std.cuda(), coeff.cuda())
@@ -73,7 +76,7 @@ def one_wave_of_rows(k):
 
 @pytest.mark.parametrize("k", [4, 1100], ids=lambda v: f"K={v}")
 def test_batches_larger_than_one_wave_of_blocks_match_the_cpu_op(k):
-    logits, log_std = make_inputs(one_wave_of_rows(k), k, 2)
+    logits, log_std = random_heads(one_wave_of_rows(k), k, 2)
     logits[-1] = -math.inf  # the last row of the last wave
     coeff = torch.tensor(0.05, dtype=torch.float32)
     want, want_grads = values_and_grads(logits, log_std, coeff)
@@ -85,7 +88,7 @@ def test_batches_larger_than_one_wave_of_blocks_match_the_cpu_op(k):
 
 @pytest.mark.parametrize("b, k", [(33, 5), (17, 300), (3, 2000)], ids=lambda v: str(v))
 def test_float64_values_and_gradients_match_the_distributions_oracle(b, k):
-    logits, log_std = make_inputs(b, k, 2, torch.float64)
+    logits, log_std = random_heads(b, k, 2, torch.float64)
     got, got_grads = values_and_grads(logits.cuda(), log_std.cuda(), torch.tensor(0.3, dtype=torch.float64).cuda())
     leaves = [t.clone().requires_grad_() for t in (logits, log_std)]
     want = distributions_oracle(*leaves, 0.3, *PARAMS)
@@ -127,23 +130,24 @@ def test_strided_logits_built_on_the_device_match_the_cpu_op(layout, k):
     torch.testing.assert_close(got_grad, want_grad, rtol=1e-10, atol=1e-14)
 
 
-@pytest.mark.parametrize("shared", [False, True], ids=["[B, D]", "[D]"])
-@pytest.mark.parametrize("missing", [None, "logits", "log_std"])
-def test_heads_present_missing_and_shared_match_the_cpu_op(shared, missing):
-    logits, log_std = make_inputs(50, 9, 4)
-    if shared:
-        log_std = log_std[0]
-    logits = None if missing == "logits" else logits
-    log_std = None if missing == "log_std" else log_std
-    want = hee.hybrid_entropy_loss(logits, log_std, 0.05, *PARAMS)
-    got = hee.hybrid_entropy_loss(*(t.cuda() if t is not None else None for t in (logits, log_std)), 0.05, *PARAMS)
-    for key in KEYS:
-        torch.testing.assert_close(got[key].cpu(), want[key], **F32, msg=key)
+@pytest.mark.parametrize("variant", OP_VARIANTS, ids=str)
+def test_every_variant_matches_the_cpu_op(variant):
+    # Heads present, missing and shared, a per-head coefficient on the device, distributions,
+    # the regularizer: values, and gradients of the heads and of the coefficient.
+    sample = variant.sample_inputs(50, 9, 4, torch.float32)
+    want, want_grads = values_and_grads(*sample, op=variant.op)
+    got, got_grads = values_and_grads(*(to_device(a, "cuda") for a in sample), op=variant.op)
+    for key in variant.output_keys:
+        torch.testing.assert_close(got[key], want[key], **F32, msg=key)
+    names = [name for name, a in zip(sample._fields, sample) if isinstance(a, torch.Tensor)]
+    for name, g, w in zip(names, got_grads, want_grads, strict=True):
+        tol = dict(rtol=1e-5, atol=1e-7) if name == "entropy_coeff" else grad_tol(torch.float32)
+        torch.testing.assert_close(g, w, **tol, msg=name)
 
 
 @pytest.mark.parametrize("k", [4, 100, 5000])
 def test_masked_actions_and_fully_masked_rows(k):
-    logits, log_std = make_inputs(8, k, 2)
+    logits, log_std = random_heads(8, k, 2)
     logits[1, ::3] = -math.inf
     logits[[0, 5]] = -math.inf
     leaf = logits.cuda().requires_grad_()
@@ -156,18 +160,8 @@ def test_masked_actions_and_fully_masked_rows(k):
     assert (grad[[0, 5]] == 0).all() and (grad[1, ::3] == 0).all()
 
 
-def test_per_head_coefficient_on_the_device_and_its_gradient():
-    logits, log_std = make_inputs(20, 6, 3)
-    coeff = torch.tensor([0.05, 0.02])
-    want, want_grads = values_and_grads(logits, log_std, coeff)
-    got, got_grads = values_and_grads(logits.cuda(), log_std.cuda(), coeff.cuda())
-    for key in KEYS:
-        torch.testing.assert_close(got[key], want[key], **F32, msg=key)
-    torch.testing.assert_close(got_grads[2], want_grads[2], rtol=1e-5, atol=1e-7)
-
-
 def test_cpu_coefficient_with_cuda_inputs_gives_the_same_result():
-    logits, log_std = make_inputs(20, 6, 3)
+    logits, log_std = random_heads(20, 6, 3)
     on_host = hee.hybrid_entropy_loss(logits.cuda(), log_std.cuda(), torch.tensor(0.05), *PARAMS)
     on_device = hee.hybrid_entropy_loss(logits.cuda(), log_std.cuda(), torch.tensor(0.05).cuda(), *PARAMS)
     for key in KEYS:
@@ -181,7 +175,7 @@ def test_cpu_coefficient_with_cuda_inputs_gives_the_same_result():
 # follow the multiprocessor count (docs/design.md, "Determinism").
 @pytest.mark.parametrize("b, k", [(4096, 16), (64, 4096), (3, 65536)], ids=lambda v: str(v))
 def test_two_runs_are_bitwise_equal(b, k):
-    logits, log_std = make_inputs(b, k, 8)
+    logits, log_std = random_heads(b, k, 8)
     first, first_grads = values_and_grads(logits.cuda(), log_std.cuda(), torch.tensor(0.05).cuda())
     second, second_grads = values_and_grads(logits.cuda(), log_std.cuda(), torch.tensor(0.05).cuda())
     for key in KEYS:
@@ -301,7 +295,7 @@ def test_bfloat16_logits_past_two_to_the_31_elements():
 
 
 def test_runs_on_the_current_stream():
-    logits, log_std = make_inputs(512, 33, 3)
+    logits, log_std = random_heads(512, 33, 3)
     want = hee.hybrid_entropy_loss(logits.cuda(), log_std.cuda(), 0.05, *PARAMS)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -315,7 +309,7 @@ def test_runs_on_the_current_stream():
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_inputs_on_the_second_gpu_run_there():
-    logits, log_std = make_inputs(64, 9, 2)
+    logits, log_std = random_heads(64, 9, 2)
     with torch.cuda.device(0):
         out = hee.hybrid_entropy_loss(logits.to("cuda:1"), log_std.to("cuda:1"), 0.05, *PARAMS)
     assert out["total"].device == torch.device("cuda:1")
@@ -324,6 +318,6 @@ def test_inputs_on_the_second_gpu_run_there():
 
 
 def test_cpu_inputs_and_cuda_logits_are_rejected_naming_both_devices():
-    logits, log_std = make_inputs(4, 3, 2)
+    logits, log_std = random_heads(4, 3, 2)
     with pytest.raises(ValueError, match=r"logits on cuda:0 and log_std on cpu"):
         hee.hybrid_entropy_loss(logits.cuda(), log_std, 0.05)

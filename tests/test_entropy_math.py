@@ -21,7 +21,7 @@ import pytest
 import torch
 from torch.distributions import Categorical
 
-from conftest import loss_params_as_doubles
+from common_utils import loss_params_as_doubles
 from oracle import OUTPUT_WEIGHTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,7 +9,7 @@ gym = pytest.importorskip("gymnasium")
 
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
-from hybrid_entropy_ext.envs import EDGE_OP, GREEDY_OP, NETWORK_GROWTH_ID, OPERATIONS, NetworkGrowthEnv  # noqa: E402
+from hybrid_entropy_ext.app.envs import EDGE_OP, GREEDY_OP, NETWORK_GROWTH_ID, OPERATIONS, NetworkGrowthEnv  # noqa: E402
 
 TARGET = np.array([0.6, -0.5], dtype=np.float32)
 ZEROS = np.zeros(2, dtype=np.float32)

@@ -9,6 +9,11 @@ Every test runs once per CPU kernel build and once on CUDA (``backend`` fixture 
 conftest.py; the CUDA cases are skipped without a GPU). Inputs are built on the CPU and the
 op is called through :func:`fused_loss`, which runs it on the test's device and brings its
 outputs back: oracles, gradients and comparisons stay on the CPU.
+
+The tests of what every form of the op shares (values and gradients against the oracle,
+gradcheck, output keys and dtypes) run each variant of op_variants.py: both heads, one
+head, a shared ``[D]`` log_std, a per-head ``[2]`` coefficient, from distributions, the
+regularizer's forward. The others are about one call (a shape, a layout, a mask, a value).
 """
 
 import math
@@ -19,8 +24,9 @@ import torch
 from torch.distributions import Categorical
 
 import hybrid_entropy_ext as hee
-from conftest import fused_loss_on, to_device
+from common_utils import HALF_DTYPES, UNIT_ROUNDOFF, fused_loss_on, run_on, to_device
 from oracle import KEYS, HALF_LOG_2PI_E, OUTPUT_WEIGHTS, distributions_oracle
+from op_variants import OP_VARIANTS, make_sample, variants_without_a_head
 
 # The device the op runs on in the current test, set by the autouse fixture below.
 DEVICE = "cpu"
@@ -123,9 +129,12 @@ def compare_with(
     atol: float = F64_TOL["atol"],
     grad_rtol: float = F64_TOL["rtol"],
     grad_atol_rel: float = 1e-10,
+    op: Callable = hee.hybrid_entropy_loss,
+    extra_outputs: Sequence[str] = (),
     **kwargs,
 ):
-    """Checks the 7 outputs of the fused op, the gradient of each one separately and the
+    """Checks the 7 outputs of ``op`` (by default the fused op; another variant's callable,
+    which returns ``extra_outputs`` beside them), the gradient of each one separately and the
     gradient of a weighted sum of all of them, w.r.t. every tensor leaf, against
     ``expected_fn`` (the oracle or the reference).
 
@@ -139,10 +148,10 @@ def compare_with(
     expected_leaves = [_leaf(t.to(fused.dtype) if isinstance(t, torch.Tensor) else t, d)
                        for t, fused, d in zip(leaves, op_leaves, expected_dtypes)]
 
-    got = fused_loss(*build(*[on_device(t) for t in op_leaves]), **kwargs)
+    got = run_on(DEVICE, op, *build(*[on_device(t) for t in op_leaves]), **kwargs)
     want = expected_fn(*build(*expected_leaves), **kwargs)
 
-    assert set(got) == set(KEYS)
+    assert set(got) == set(KEYS + extra_outputs)
     for key in KEYS:
         torch.testing.assert_close(
             got[key].double(), want[key].double().detach(), rtol=rtol, atol=atol,
@@ -168,14 +177,6 @@ def compare_with(
 
 def compare_with_oracle(leaves, build=_identity_build, **kwargs):
     return compare_with(oracle, leaves, build, **kwargs)
-
-
-def rand_inputs(b, k, d, dtype=torch.float64, coeff=0.05, log_std_1d=False):
-    logits = 2.0 * torch.randn(b, k, dtype=dtype)
-    log_std = 0.5 * torch.randn(d if log_std_1d else (b, d), dtype=dtype) - 0.3
-    if log_std_1d:
-        log_std = log_std.reshape(d)
-    return logits, log_std, torch.tensor(coeff, dtype=dtype)
 
 
 def grad_leaves(*tensors):
@@ -204,12 +205,19 @@ SHAPES = [
 
 @pytest.mark.parametrize("b, k, d", SHAPES)
 def test_outputs_and_gradients_match_distributions_oracle_float64(b, k, d):
-    compare_with_oracle(rand_inputs(b, k, d))
+    compare_with_oracle(make_sample(b, k, d))
 
 
+# Both penalties active: every term of every output enters the gradients.
+PENALTIES_ACTIVE = dict(min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0)
+
+
+@pytest.mark.parametrize("hyper_parameters", [{}, PENALTIES_ACTIVE], ids=["defaults", "penalties-active"])
 @pytest.mark.parametrize("b, k, d", [(1, 7, 8), (64, 17, 1), (257, 100, 8)])
-def test_shared_log_std_matches_distributions_oracle(b, k, d):
-    compare_with_oracle(rand_inputs(b, k, d, log_std_1d=True))
+@pytest.mark.parametrize("variant", OP_VARIANTS, ids=str)
+def test_every_variant_matches_distributions_oracle_float64(variant, b, k, d, hyper_parameters):
+    compare_with(variant.oracle, variant.sample_inputs(b, k, d), op=variant.op,
+                 extra_outputs=variant.extra_outputs, **hyper_parameters)
 
 
 @pytest.mark.parametrize(
@@ -220,7 +228,7 @@ def test_shared_log_std_matches_distributions_oracle(b, k, d):
 def test_penalty_settings_match_distributions_oracle(thresholds):
     tau_d, tau_c = thresholds
     compare_with_oracle(
-        rand_inputs(16, 7, 3),
+        make_sample(16, 7, 3),
         min_entropy_threshold=tau_d,
         continuous_min_entropy_threshold=tau_c,
         discrete_entropy_weight=1.7,
@@ -229,22 +237,15 @@ def test_penalty_settings_match_distributions_oracle(thresholds):
     )
 
 
-def test_logits_none_matches_distributions_oracle():
-    _, log_std, coeff = rand_inputs(8, 3, 4)
-    got = compare_with_oracle((None, log_std, coeff), min_entropy_threshold=10.0,
-                              continuous_min_entropy_threshold=10.0)
-    assert got["discrete_entropy"].item() == 0.0
-    assert got["discrete"].item() == 0.0
-    assert got["discrete_penalty"].item() == 0.0
-
-
-def test_log_std_none_matches_distributions_oracle():
-    logits, _, coeff = rand_inputs(8, 5, 4)
-    got = compare_with_oracle((logits, None, coeff), min_entropy_threshold=10.0,
-                              continuous_min_entropy_threshold=10.0)
-    assert got["continuous_entropy"].item() == 0.0
-    assert got["continuous"].item() == 0.0
-    assert got["continuous_penalty"].item() == 0.0
+@pytest.mark.parametrize("variant", variants_without_a_head(), ids=str)
+def test_absent_head_gives_exactly_zero_entropy_loss_and_penalty(variant):
+    # Thresholds far above any entropy: the absent head's penalty would be on if it counted.
+    got = compare_with(variant.oracle, variant.sample_inputs(8, 5, 4), op=variant.op,
+                       extra_outputs=variant.extra_outputs, **PENALTIES_ACTIVE)
+    for head in variant.absent_heads:
+        kind = "discrete" if head == "logits" else "continuous"
+        for key in (kind + "_entropy", kind, kind + "_penalty"):
+            assert got[key].item() == 0.0, key
 
 
 # Every row layout of the float32 kernels: rows in SIMD lanes with the AVX-512 and AVX2
@@ -256,7 +257,7 @@ def test_log_std_none_matches_distributions_oracle():
 def test_float32_kernels_match_distributions_oracle_at_every_tile_width(k):
     torch.manual_seed(k)
     compare_with_oracle(
-        rand_inputs(35, k, 2),
+        make_sample(35, k, 2),
         leaf_dtypes=(torch.float32, torch.float32, torch.float32),
         rtol=1e-5, atol=1e-6, grad_rtol=1e-5, grad_atol_rel=1e-5,
         min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0,
@@ -270,7 +271,7 @@ def test_float32_kernels_match_distributions_oracle_at_every_tile_width(k):
 
 @pytest.mark.parametrize("b, k, d", [(1, 1, 1), (3, 17, 8), (64, 100, 1), (257, 1000, 8)])
 def test_matches_reference_float64(b, k, d):
-    compare_with(hee.reference.hybrid_entropy_loss, rand_inputs(b, k, d),
+    compare_with(hee.reference.hybrid_entropy_loss, make_sample(b, k, d),
                  min_entropy_threshold=10.0, continuous_min_entropy_threshold=-10.0)
 
 
@@ -286,10 +287,22 @@ def test_matches_reference_float32(b, k, d):
     # ulps of the largest entry, hence an absolute tolerance relative to it.
     compare_with(
         hee.reference.hybrid_entropy_loss,
-        rand_inputs(b, k, d, dtype=torch.float32),
+        make_sample(b, k, d, dtype=torch.float32),
         expected_dtypes=(None, None, None),
         rtol=1e-5, atol=1e-6, grad_rtol=1e-5, grad_atol_rel=1e-5,
         min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0,
+    )
+
+
+@pytest.mark.parametrize("variant", OP_VARIANTS, ids=str)
+def test_every_variant_matches_reference_float32(variant):
+    # The tolerances of test_matches_reference_float32.
+    compare_with(
+        variant.reference,
+        variant.sample_inputs(64, 17, 8, torch.float32),
+        expected_dtypes=(None, None, None),
+        rtol=1e-5, atol=1e-6, grad_rtol=1e-5, grad_atol_rel=1e-5,
+        op=variant.op, extra_outputs=variant.extra_outputs, **PENALTIES_ACTIVE,
     )
 
 
@@ -306,32 +319,25 @@ def _all_outputs(**kwargs):
     return f
 
 
-@pytest.mark.parametrize(
-    "thresholds", [(10.0, 10.0), (-10.0, -10.0)], ids=["penalties-active", "penalties-inactive"]
-)
-def test_gradcheck_all_outputs(thresholds):
-    logits, log_std, coeff = grad_leaves(*rand_inputs(3, 5, 2))
-    f = _all_outputs(min_entropy_threshold=thresholds[0],
-                     continuous_min_entropy_threshold=thresholds[1])
-    assert torch.autograd.gradcheck(f, (logits, log_std, coeff))
+# Thresholds below the entropies (>= 0, as the regularizer's config requires): both
+# penalties inactive.
+PENALTIES_INACTIVE = dict(min_entropy_threshold=0.0, continuous_min_entropy_threshold=0.0)
 
 
-def test_gradcheck_shared_log_std():
-    logits, log_std, coeff = grad_leaves(*rand_inputs(3, 4, 3, log_std_1d=True))
-    f = _all_outputs(min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0)
-    assert torch.autograd.gradcheck(f, (logits, log_std, coeff))
+@pytest.mark.parametrize("hyper_parameters", [PENALTIES_ACTIVE, PENALTIES_INACTIVE],
+                         ids=["penalties-active", "penalties-inactive"])
+@pytest.mark.parametrize("variant", OP_VARIANTS, ids=str)
+def test_gradcheck_all_outputs(variant, hyper_parameters):
+    sample = variant.sample_inputs(3, 5, 2, requires_grad=True)
 
+    def f(*leaves):
+        # The sample with its leaves (the tensors that require grad) replaced by gradcheck's.
+        given = iter(leaves)
+        args = [next(given) if isinstance(a, torch.Tensor) and a.requires_grad else a for a in sample]
+        out = run_on(DEVICE, variant.op, *args, **hyper_parameters)
+        return tuple(out[k] for k in KEYS)
 
-def test_gradcheck_logits_none():
-    _, log_std, coeff = grad_leaves(*rand_inputs(3, 4, 3))
-    f = _all_outputs(continuous_min_entropy_threshold=10.0)
-    assert torch.autograd.gradcheck(lambda s, c: f(None, s, c), (log_std, coeff))
-
-
-def test_gradcheck_log_std_none():
-    logits, _, coeff = grad_leaves(*rand_inputs(3, 4, 3))
-    f = _all_outputs(min_entropy_threshold=10.0)
-    assert torch.autograd.gradcheck(lambda z, c: f(z, None, c), (logits, coeff))
+    assert torch.autograd.gradcheck(f, tuple(sample.leaves()))
 
 
 # --------------------------------------------------------------------------------------
@@ -352,13 +358,13 @@ def test_single_action_has_exactly_zero_entropy_and_gradient(dtype):
 
 
 def test_batch_of_one_matches_oracle():
-    compare_with_oracle(rand_inputs(1, 6, 2), min_entropy_threshold=10.0,
+    compare_with_oracle(make_sample(1, 6, 2), min_entropy_threshold=10.0,
                         continuous_min_entropy_threshold=10.0)
 
 
 def test_transposed_logits_match_oracle():
     base = 2.0 * torch.randn(9, 6, dtype=torch.float64)  # [K, B]
-    _, log_std, coeff = rand_inputs(6, 9, 3)
+    _, log_std, coeff = make_sample(6, 9, 3)
 
     def build(z, s, c):
         assert not z.t().is_contiguous()
@@ -369,7 +375,7 @@ def test_transposed_logits_match_oracle():
 
 def test_column_sliced_logits_match_oracle():
     base = 2.0 * torch.randn(6, 34, dtype=torch.float64)
-    _, log_std, coeff = rand_inputs(6, 17, 3)
+    _, log_std, coeff = make_sample(6, 17, 3)
     compare_with_oracle((base, log_std, coeff), lambda z, s, c: (z[:, ::2], s, c),
                         min_entropy_threshold=10.0)
 
@@ -385,14 +391,14 @@ def test_row_sliced_logits_and_log_std_match_oracle():
 
 def test_expanded_logits_match_oracle():
     base = 2.0 * torch.randn(3, 7, dtype=torch.float64)
-    _, log_std, coeff = rand_inputs(10, 7, 2)
+    _, log_std, coeff = make_sample(10, 7, 2)
     compare_with_oracle((base, log_std, coeff), lambda z, s, c: (z[:1].expand(10, 7), s, c),
                         min_entropy_threshold=10.0)
 
 
 @pytest.mark.parametrize("source_shape", [(4,), (1, 4)], ids=["from-1d", "from-row"])
 def test_expanded_log_std_matches_oracle(source_shape):
-    logits, _, coeff = rand_inputs(6, 5, 4)
+    logits, _, coeff = make_sample(6, 5, 4)
     log_std = 0.5 * torch.randn(source_shape, dtype=torch.float64)
     compare_with_oracle((logits, log_std, coeff), lambda z, s, c: (z, s.expand(6, 4), c),
                         continuous_min_entropy_threshold=10.0)
@@ -852,7 +858,7 @@ def test_coeff_gradient_is_minus_weighted_entropy(coeff_dtype, input_dtype):
 def test_coeff_tensor_gradient_matches_oracle_for_every_output():
     # float64 heads with a float32 coefficient: the coefficient's gradient is computed in
     # float64 and rounded to float32 (its dtype), hence grad_rtol 1e-6 (u32 = 6e-8).
-    logits, log_std, _ = rand_inputs(5, 4, 2)
+    logits, log_std, _ = make_sample(5, 4, 2)
     compare_with_oracle((logits, log_std, torch.tensor(0.3, dtype=torch.float32)),
                         leaf_dtypes=(None, None, None), expected_dtypes=(None, None, torch.float64),
                         grad_rtol=1e-6,
@@ -881,13 +887,13 @@ def test_per_head_coefficient_gradient_has_one_entry_per_head():
 
 
 def test_per_head_coefficients_match_oracle_for_every_output():
-    logits, log_std, _ = rand_inputs(5, 4, 2)
+    logits, log_std, _ = make_sample(5, 4, 2)
     compare_with_oracle((logits, log_std, torch.tensor([0.3, 0.7], dtype=torch.float64)),
                         min_entropy_threshold=10.0, continuous_min_entropy_threshold=10.0)
 
 
 def test_equal_per_head_coefficients_give_the_single_coefficient_result():
-    logits, log_std, _ = rand_inputs(9, 6, 2)
+    logits, log_std, _ = make_sample(9, 6, 2)
     both = fused_loss(logits, log_std, torch.tensor(0.3, dtype=torch.float64))
     each = fused_loss(logits, log_std, torch.tensor([0.3, 0.3], dtype=torch.float64))
     for key in KEYS:
@@ -898,14 +904,9 @@ def test_equal_per_head_coefficients_give_the_single_coefficient_result():
 # dtypes
 # --------------------------------------------------------------------------------------
 
-# Unit roundoff of the 16-bit formats: bfloat16 has 8 significand bits (u = 2^-8),
-# float16 has 11 (u = 2^-11).
-UNIT_ROUNDOFF = {torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_inputs_give_float32_outputs_and_half_gradients(dtype):
-    logits, log_std, _ = rand_inputs(17, 7, 3, dtype=torch.float32)
+    logits, log_std, _ = make_sample(17, 7, 3, dtype=torch.float32)
     u = UNIT_ROUNDOFF[dtype]
     # Outputs: the rounded 16-bit inputs are exact in float64, and the op accumulates in
     # float32, so float32 tolerances apply. Gradients: computed in float32, then rounded
@@ -930,7 +931,7 @@ def test_half_precision_inputs_give_float32_outputs_and_half_gradients(dtype):
 @pytest.mark.parametrize("k", [3, 4, 8, 12, 16, 33, 64, 100])
 def test_half_precision_kernels_match_distributions_oracle_at_every_tile_width(dtype, k):
     torch.manual_seed(k)
-    logits, log_std, _ = rand_inputs(35, k, 3, dtype=torch.float32)
+    logits, log_std, _ = make_sample(35, k, 3, dtype=torch.float32)
     u = UNIT_ROUNDOFF[dtype]
     compare_with_oracle(
         (logits.to(dtype), log_std.to(dtype), 0.1),
@@ -941,25 +942,21 @@ def test_half_precision_kernels_match_distributions_oracle_at_every_tile_width(d
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_gradient_dtypes(dtype):
-    logits = torch.randn(4, 5).to(dtype).requires_grad_(True)
-    log_std = torch.randn(4, 2).to(dtype).requires_grad_(True)
-    fused_loss(logits, log_std, 0.1)["total"].backward()
-    assert logits.grad.dtype == dtype
-    assert log_std.grad.dtype == dtype
+@pytest.mark.parametrize("variant", OP_VARIANTS, ids=str)
+def test_half_precision_gradients_have_their_inputs_dtype(variant, dtype):
+    sample = variant.sample_inputs(4, 5, 2, dtype, requires_grad=True)  # a float32 coefficient
+    run_on(DEVICE, variant.op, *sample)["total"].backward()
+    for leaf in sample.leaves():
+        assert leaf.grad.dtype == leaf.dtype
 
 
-def test_float64_inputs_give_float64_outputs():
-    out = fused_loss(torch.randn(3, 4, dtype=torch.float64),
-                     torch.randn(3, 2, dtype=torch.float64), 0.1)
-    for key in KEYS:
-        assert out[key].dtype == torch.float64, key
-
-
-def test_float32_inputs_give_float32_outputs():
-    out = fused_loss(torch.randn(3, 4), torch.randn(3, 2), 0.1)
-    for key in KEYS:
-        assert out[key].dtype == torch.float32, key
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("variant", OP_VARIANTS, ids=str)
+def test_outputs_have_the_heads_dtype_whatever_the_coefficients(variant, dtype):
+    # A float64 coefficient (what a Python float becomes) does not promote float32 outputs.
+    out = run_on(DEVICE, variant.op, *variant.sample_inputs(3, 4, 2, dtype, coeff_dtype=torch.float64))
+    for key in variant.output_keys:
+        assert out[key].dtype == dtype, key
 
 
 @pytest.mark.parametrize(
@@ -973,8 +970,8 @@ def test_float32_inputs_give_float32_outputs():
 )
 def test_mixed_dtypes_promote_outputs_and_keep_gradient_dtypes(logits_dtype, log_std_dtype,
                                                                out_dtype):
-    logits, log_std, _ = rand_inputs(9, 6, 3, dtype=torch.float32)
-    half = [d for d in (logits_dtype, log_std_dtype) if d in UNIT_ROUNDOFF]
+    logits, log_std, _ = make_sample(9, 6, 3, dtype=torch.float32)
+    half = [d for d in (logits_dtype, log_std_dtype) if d in HALF_DTYPES]
     u = UNIT_ROUNDOFF[half[0]] if half else 0.0
     # Values: the float32/16-bit head is accumulated in float32 (see the float32 tests).
     got = compare_with_oracle(
@@ -992,22 +989,15 @@ def test_mixed_dtypes_promote_outputs_and_keep_gradient_dtypes(logits_dtype, log
 # --------------------------------------------------------------------------------------
 
 
-def test_returns_exactly_the_seven_design_keys_as_0_dim_tensors():
-    out = fused_loss(torch.randn(3, 4), torch.randn(3, 2), 0.1)
-    assert set(out) == set(KEYS)
-    assert len(out) == 7
-    for key in KEYS:
+@pytest.mark.parametrize("variant", OP_VARIANTS, ids=str)
+def test_returns_exactly_the_seven_design_keys_and_its_own_as_0_dim_tensors(variant):
+    # Seven keys for the op, with one head missing too; the regularizer adds its coefficient.
+    out = run_on(DEVICE, variant.op, *variant.sample_inputs(3, 4, 2, torch.float32))
+    assert set(out) == set(KEYS + variant.extra_outputs)
+    assert len(out) == 7 + len(variant.extra_outputs)
+    for key in out:
         assert isinstance(out[key], torch.Tensor)
         assert out[key].dim() == 0, key
-
-
-@pytest.mark.parametrize("head", ["logits", "log_std"])
-def test_returns_the_seven_keys_with_one_head_missing(head):
-    logits = torch.randn(3, 4) if head == "logits" else None
-    log_std = torch.randn(3, 2) if head == "log_std" else None
-    out = fused_loss(logits, log_std, 0.1)
-    assert set(out) == set(KEYS)
-    assert all(out[key].dim() == 0 for key in KEYS)
 
 
 def _grad_or_zero(t):
@@ -1015,7 +1005,7 @@ def _grad_or_zero(t):
 
 
 def test_backward_through_discrete_penalty_alone():
-    logits, log_std, _ = rand_inputs(6, 5, 2)
+    logits, log_std, _ = make_sample(6, 5, 2)
     z, s = grad_leaves(logits, log_std)
     fused_loss(z, s, 0.1, min_entropy_threshold=10.0,
                continuous_min_entropy_threshold=10.0)["discrete_penalty"].backward()
@@ -1028,7 +1018,7 @@ def test_backward_through_discrete_penalty_alone():
 
 
 def test_backward_through_continuous_entropy_alone():
-    logits, log_std, _ = rand_inputs(6, 5, 2)
+    logits, log_std, _ = make_sample(6, 5, 2)
     z, s = grad_leaves(logits, log_std)
     fused_loss(z, s, 0.1)["continuous_entropy"].backward()
     assert torch.equal(_grad_or_zero(z), torch.zeros_like(z))
@@ -1036,7 +1026,7 @@ def test_backward_through_continuous_entropy_alone():
 
 
 def test_backward_through_two_combined_outputs():
-    logits, log_std, coeff = rand_inputs(6, 5, 2)
+    logits, log_std, coeff = make_sample(6, 5, 2)
     z, s, c = grad_leaves(logits, log_std, coeff)
     out = fused_loss(z, s, c, min_entropy_threshold=10.0,
                      continuous_min_entropy_threshold=10.0)
@@ -1051,7 +1041,7 @@ def test_backward_through_two_combined_outputs():
 
 
 def test_backward_accumulates_over_two_calls():
-    logits, log_std, _ = rand_inputs(4, 3, 2)
+    logits, log_std, _ = make_sample(4, 3, 2)
     z, s = grad_leaves(logits, log_std)
     fused_loss(z, s, 0.1)["total"].backward()
     first_z, first_s = z.grad.clone(), s.grad.clone()
@@ -1066,7 +1056,7 @@ def test_log_std_gradient_is_one_value_broadcast_with_stride_0(log_std_1d):
     # the backward of torch's sum and mean, it comes back as one value seen
     # through all-zero strides, not a [B, D] fill. The leaf is on the op's device, so that
     # the gradient seen is the op's own (a copy back to the CPU would make it dense).
-    logits, log_std, coeff = rand_inputs(5, 3, 4, log_std_1d=log_std_1d)
+    logits, log_std, coeff = make_sample(5, 3, 4, shared_log_std=log_std_1d)
     (s_fused,) = grad_leaves(on_device(log_std))
     (s_oracle,) = grad_leaves(log_std)
     (got,) = torch.autograd.grad(fused_loss(logits, s_fused, coeff)["total"], (s_fused,))
@@ -1076,7 +1066,7 @@ def test_log_std_gradient_is_one_value_broadcast_with_stride_0(log_std_1d):
 
 
 def test_accumulated_log_std_gradient_is_an_ordinary_writable_tensor():
-    logits, log_std, _ = rand_inputs(4, 3, 2)
+    logits, log_std, _ = make_sample(4, 3, 2)
     # The leaf is on the op's device: what accumulates is the op's own stride-0 gradient.
     (s,) = grad_leaves(on_device(log_std))
     fused_loss(logits, s, 0.1)["total"].backward()
@@ -1108,7 +1098,7 @@ def test_default_arguments_follow_design():
 def test_double_backward_raises_not_implemented():
     # The backward is exact but differentiable once: a second derivative must
     # fail loudly, never come back missing.
-    logits, _, _ = rand_inputs(4, 3, 2)
+    logits, _, _ = make_sample(4, 3, 2)
     z = logits.clone().requires_grad_()
     (grad,) = torch.autograd.grad(fused_loss(z, None, 0.1)["total"], (z,), create_graph=True)
     with pytest.raises(RuntimeError, match="not implemented"):

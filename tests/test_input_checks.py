@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import hybrid_entropy_ext as hee
-from conftest import needs_cuda
+from common_utils import needs_cuda
+from op_variants import OP_VARIANTS
 
 B, K, D = 4, 5, 3
 
@@ -30,9 +31,10 @@ def loss(logits="good", log_std="good", entropy_coeff=0.1, **kwargs):
     return hee.hybrid_entropy_loss(logits, log_std, entropy_coeff, **kwargs)
 
 
-def test_good_inputs_are_accepted():
-    # The baseline the error cases below deviate from.
-    out = loss()
+@pytest.mark.parametrize("variant", OP_VARIANTS, ids=str)
+def test_good_inputs_are_accepted(variant):
+    # The baseline the error cases below deviate from, in every form of the call.
+    out = variant.op(*variant.sample_inputs(B, K, D, torch.float32))
     assert torch.isfinite(out["total"])
 
 

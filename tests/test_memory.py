@@ -26,8 +26,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import hybrid_entropy_ext as hee
+from common_utils import slow
+from op_variants import FUSED_OP_VARIANTS, make_sample
 
-RUN_SLOW = os.environ.get("HEE_RUN_SLOW", "") == "1"
 MIB = 2 ** 20
 
 
@@ -48,11 +49,6 @@ def training_step(logits, log_std, coeff):
     return torch.autograd.grad(out["total"] + out["discrete_entropy"], (logits, log_std, coeff))
 
 
-def small_inputs():
-    return (torch.randn(64, 7, requires_grad=True), torch.randn(64, 3, requires_grad=True),
-            torch.tensor(0.1, requires_grad=True))
-
-
 def rss_growth_over(calls, step):
     for _ in range(2_000):  # warm-up: allocator caches, autograd and thread-pool state
         step()
@@ -68,7 +64,7 @@ def rss_growth_over(calls, step):
 
 
 def test_rss_is_stable_over_20000_forward_backward_calls():
-    inputs = small_inputs()
+    inputs = make_sample(64, 7, 3, torch.float32, requires_grad=True)
     growth = rss_growth_over(20_000, lambda: training_step(*inputs))
     assert growth < 2 * MIB, f"RSS grew by {growth / MIB:.2f} MiB over 20000 calls"
 
@@ -76,7 +72,7 @@ def test_rss_is_stable_over_20000_forward_backward_calls():
 @pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
 def test_rss_is_stable_over_20000_calls_of_the_scripted_regularizer():
     regularizer = torch.jit.script(hee.HybridEntropyRegularizer(min_entropy_threshold=10.0))
-    logits, log_std, _ = small_inputs()
+    logits, log_std, _ = make_sample(64, 7, 3, torch.float32, requires_grad=True)
 
     def step():
         out = regularizer(logits, log_std, 7)
@@ -86,10 +82,9 @@ def test_rss_is_stable_over_20000_calls_of_the_scripted_regularizer():
     assert growth < 2 * MIB, f"RSS grew by {growth / MIB:.2f} MiB over 20000 calls"
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not RUN_SLOW, reason="slow: set HEE_RUN_SLOW=1 to run")
+@slow
 def test_rss_is_stable_over_100000_forward_backward_calls():
-    inputs = small_inputs()
+    inputs = make_sample(64, 7, 3, torch.float32, requires_grad=True)
     step = lambda: training_step(*inputs)  # noqa: E731
     for _ in range(2_000):
         step()
@@ -125,18 +120,11 @@ def same_tensor(a, b):
     return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
 
 
-@pytest.mark.parametrize(
-    "case", ["both-heads", "shared-log_std", "logits-only", "log_std-only", "transposed-logits", "bfloat16"]
-)
-def test_only_the_inputs_and_o_of_b_statistics_are_saved_for_backward(case):
-    b, k, d = 512, 300, 4
-    dtype = torch.bfloat16 if case == "bfloat16" else torch.float32
-    logits = torch.randn(k, b).t() if case == "transposed-logits" else torch.randn(b, k)
-    logits = None if case == "log_std-only" else logits.to(dtype).requires_grad_(True)
-    log_std = torch.randn(d if case == "shared-log_std" else (b, d)).to(dtype).requires_grad_(True)
-    log_std = None if case == "logits-only" else log_std
-    coeff = torch.tensor(0.1, requires_grad=True)
+SAVED_B, SAVED_K, SAVED_D = 512, 300, 4
 
+
+def assert_saves_only_the_inputs_and_o_of_b_statistics(logits, log_std, coeff):
+    b = SAVED_B
     packed = packed_for_backward(logits, log_std, coeff)
     inputs = [t for t in (logits, log_std, coeff) if t is not None]
     assert packed, "nothing saved: the backward could not be exact"
@@ -148,6 +136,24 @@ def test_only_the_inputs_and_o_of_b_statistics_are_saved_for_backward(case):
     for x in (logits, log_std):
         if x is not None:
             assert any(same_tensor(t, x) for t in packed)
+
+
+@pytest.mark.parametrize("variant", FUSED_OP_VARIANTS, ids=str)
+def test_only_the_inputs_and_o_of_b_statistics_are_saved_for_backward(variant):
+    # Every argument form: one head or two, a shared [D] log_std, a per-head coefficient.
+    sample = variant.sample_inputs(SAVED_B, SAVED_K, SAVED_D, torch.float32, requires_grad=True)
+    assert_saves_only_the_inputs_and_o_of_b_statistics(*sample)
+
+
+@pytest.mark.parametrize("case", ["transposed-logits", "bfloat16"])
+def test_only_the_inputs_and_o_of_b_statistics_are_saved_for_backward_whatever_the_layout_and_dtype(case):
+    b, k, d = SAVED_B, SAVED_K, SAVED_D
+    dtype = torch.bfloat16 if case == "bfloat16" else torch.float32
+    logits = torch.randn(k, b).t() if case == "transposed-logits" else torch.randn(b, k)
+    logits = logits.to(dtype).requires_grad_(True)
+    log_std = torch.randn(b, d).to(dtype).requires_grad_(True)
+    coeff = torch.tensor(0.1, requires_grad=True)
+    assert_saves_only_the_inputs_and_o_of_b_statistics(logits, log_std, coeff)
 
 
 # --------------------------------------------------------------------------------------

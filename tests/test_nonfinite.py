@@ -24,8 +24,10 @@ gradient.
 
 The op's tests run on every backend (``backend``: each CPU kernel build, and CUDA; or
 ``cpu_and_cuda()`` where a test runs on the default CPU build only), through
-:func:`fused_loss`: inputs are built on the CPU and the outputs come back to it. The CUDA
-cases are skipped without a GPU. The ``check_finite`` tests stay on the CPU: the check is
+``common_utils.fused_loss_on`` / ``run_on``: inputs are built on the CPU and the outputs
+come back to it. The CUDA cases are skipped without a GPU. The ``log_std`` tests run every
+variant of the op with a ``log_std`` head (op_variants.py: ``[B, D]`` and shared ``[D]``,
+one head or two, the per-head coefficient, from distributions, the regularizer). The ``check_finite`` tests stay on the CPU: the check is
 the regularizer's own Python code (ATen reductions, alike on every device), and what
 non-finite values do in the op on CUDA is covered by the op's tests here.
 """
@@ -37,7 +39,8 @@ import torch
 from torch.distributions import Categorical, Normal
 
 import hybrid_entropy_ext as hee
-from conftest import cpu_and_cuda, fused_loss_on
+from common_utils import cpu_and_cuda, fused_loss_on, random_heads, run_on
+from op_variants import variants_with
 from oracle import KEYS
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
@@ -48,13 +51,6 @@ NO_PENALTY = dict(min_entropy_threshold=None, continuous_min_entropy_threshold=N
 # (K, column of the NaN): short rows kept in SIMD lanes (K <= 32), the vector part of a
 # long row, and the scalar tail of a long row (37 is no multiple of any SIMD width).
 NAN_POSITIONS = [(3, 1), (16, 15), (40, 0), (40, 20), (37, 36)]
-
-
-def inputs(b=6, k=5, d=3, dtype=torch.float32, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    logits = (2.0 * torch.randn(b, k, generator=gen)).to(dtype)
-    log_std = (0.3 * torch.randn(b, d, generator=gen)).to(dtype)
-    return logits, log_std
 
 
 def grads(out_value, *leaves):
@@ -69,7 +65,7 @@ def grads(out_value, *leaves):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("k, column", NAN_POSITIONS)
 def test_nan_logit_makes_the_discrete_outputs_nan(k, column, dtype, backend):
-    logits, log_std = inputs(k=k, dtype=dtype)
+    logits, log_std = random_heads(k=k, dtype=dtype)
     clean = fused_loss_on(backend, logits, log_std, 0.1, **NO_PENALTY)
     logits[2, column] = NAN
     out = fused_loss_on(backend, logits, log_std, 0.1, **NO_PENALTY)
@@ -82,7 +78,7 @@ def test_nan_logit_makes_the_discrete_outputs_nan(k, column, dtype, backend):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("k, column", NAN_POSITIONS)
 def test_nan_logit_makes_its_rows_gradient_nan(k, column, dtype, backend):
-    logits, _ = inputs(k=k, dtype=dtype)
+    logits, _ = random_heads(k=k, dtype=dtype)
     logits[2, column] = NAN
     logits.requires_grad_(True)
     out = fused_loss_on(backend, logits, None, 0.1, **NO_PENALTY)
@@ -93,14 +89,13 @@ def test_nan_logit_makes_its_rows_gradient_nan(k, column, dtype, backend):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shared", [False, True], ids=["per-sample", "shared"])
-def test_nan_log_std_makes_the_continuous_outputs_nan(dtype, shared, backend):
-    logits, log_std = inputs(b=70, k=4, d=3, dtype=dtype)  # 70 rows: two row blocks
-    if shared:
-        log_std = log_std[0].clone()
-    clean = fused_loss_on(backend, logits, log_std, 0.1, **NO_PENALTY)
+@pytest.mark.parametrize("variant", variants_with("log_std"), ids=str)
+def test_nan_log_std_makes_the_continuous_outputs_nan(variant, dtype, backend):
+    # [B, D] or a shared [D] log_std, per the variant.
+    logits, log_std, coeff = variant.sample_inputs(70, 4, 3, dtype)  # 70 rows: two row blocks
+    clean = run_on(backend, variant.op, logits, log_std, coeff, **NO_PENALTY)
     log_std.view(-1)[-1] = NAN
-    out = fused_loss_on(backend, logits, log_std, 0.1, **NO_PENALTY)
+    out = run_on(backend, variant.op, logits, log_std, coeff, **NO_PENALTY)
     for key in ("continuous_entropy", "continuous", "total"):
         assert torch.isnan(out[key]), key
     for key in ("discrete_entropy", "discrete"):
@@ -110,7 +105,7 @@ def test_nan_log_std_makes_the_continuous_outputs_nan(dtype, shared, backend):
 @pytest.mark.parametrize("device", cpu_and_cuda())
 def test_nan_log_std_leaves_the_log_std_gradient_finite_like_the_reference(device):
     # h_c is linear in log_std: d h_c / d log_std = 1 whatever the value (NaN included).
-    _, log_std = inputs(dtype=torch.float64)
+    _, log_std = random_heads(dtype=torch.float64)
     log_std[1, 2] = NAN
     s = log_std.clone().requires_grad_(True)
     s_ref = log_std.clone().requires_grad_(True)
@@ -123,7 +118,7 @@ def test_nan_log_std_leaves_the_log_std_gradient_finite_like_the_reference(devic
 @pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("head", ["logits", "log_std"])
 def test_nan_entropy_gives_a_nan_collapse_penalty_not_zero(head, device):
-    logits, log_std = inputs(dtype=torch.float64)
+    logits, log_std = random_heads(dtype=torch.float64)
     (logits if head == "logits" else log_std)[0, 0] = NAN
     out = fused_loss_on(device, logits, log_std, 0.1, min_entropy_threshold=0.5,
                      continuous_min_entropy_threshold=0.5)
@@ -143,7 +138,7 @@ def test_nan_entropy_gives_a_nan_collapse_penalty_not_zero(head, device):
 @pytest.mark.parametrize("k, column", NAN_POSITIONS)
 @pytest.mark.parametrize("count", [1, 2], ids=["one-plus-inf", "two-plus-inf"])
 def test_plus_inf_logit_gives_nan_like_unvalidated_categorical(k, column, dtype, count, backend):
-    logits, _ = inputs(k=k, dtype=dtype)
+    logits, _ = random_heads(k=k, dtype=dtype)
     logits[2, column] = INF
     if count == 2:
         logits[2, (column + 1) % k] = INF
@@ -158,7 +153,7 @@ def test_plus_inf_logit_gives_nan_like_unvalidated_categorical(k, column, dtype,
 def test_validated_categorical_rejects_plus_inf_where_the_op_returns_nan(device):
     # The one disagreement with torch.distributions, by design: the op does not read values
     # on the host (no sync); HybridEntropyRegularizer(check_finite=True) raises instead.
-    logits, _ = inputs()
+    logits, _ = random_heads()
     logits[0, 0] = INF
     # validate_args explicitly: the first torch.compile in a process turns the default off.
     with pytest.raises(ValueError):
@@ -168,17 +163,16 @@ def test_validated_categorical_rejects_plus_inf_where_the_op_returns_nan(device)
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("value", [INF, -INF], ids=["plus-inf", "minus-inf"])
-@pytest.mark.parametrize("shared", [False, True], ids=["per-sample", "shared"])
-def test_infinite_log_std_gives_the_infinite_entropy_of_normal(value, dtype, shared, backend):
-    _, log_std = inputs(dtype=dtype)
-    if shared:
-        log_std = log_std[0].clone()
+@pytest.mark.parametrize("variant", variants_with("log_std"), ids=str)
+def test_infinite_log_std_gives_the_infinite_entropy_of_normal(variant, value, dtype, backend):
+    # [B, D] or a shared [D] log_std, per the variant.
+    logits, log_std, coeff = variant.sample_inputs(dtype=dtype)
     log_std.view(-1)[1] = value
     ls = log_std.double()
     want = Normal(torch.zeros_like(ls), ls.exp(), validate_args=False).entropy().sum(-1)
     want = want.mean() if ls.dim() == 2 else want
     assert want.item() == value
-    out = fused_loss_on(backend, None, log_std, 0.1, **NO_PENALTY)
+    out = run_on(backend, variant.op, logits, log_std, coeff, **NO_PENALTY)
     assert out["continuous_entropy"].item() == value
 
 
@@ -242,7 +236,7 @@ def expected_error(regularizer):
 @pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
 @pytest.mark.parametrize("value", [NAN, INF], ids=["nan", "plus-inf"])
 def test_check_finite_rejects_bad_logits_naming_logits(checking_regularizer, value):
-    logits, log_std = inputs()
+    logits, log_std = random_heads()
     logits[3, 1] = value
     with pytest.raises(expected_error(checking_regularizer), match=LOGITS_ERROR):
         checking_regularizer(logits, log_std, 5)
@@ -252,7 +246,7 @@ def test_check_finite_rejects_bad_logits_naming_logits(checking_regularizer, val
 @pytest.mark.parametrize("value", [NAN, INF, -INF], ids=["nan", "plus-inf", "minus-inf"])
 @pytest.mark.parametrize("shared", [False, True], ids=["per-sample", "shared"])
 def test_check_finite_rejects_bad_log_std_naming_log_std(checking_regularizer, value, shared):
-    logits, log_std = inputs()
+    logits, log_std = random_heads()
     if shared:
         log_std = log_std[0].clone()
     log_std.view(-1)[-1] = value
@@ -263,7 +257,7 @@ def test_check_finite_rejects_bad_log_std_naming_log_std(checking_regularizer, v
 @pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
 @pytest.mark.parametrize("head", ["logits", "log_std"])
 def test_check_finite_checks_a_lone_head(checking_regularizer, head):
-    logits, log_std = inputs()
+    logits, log_std = random_heads()
     bad = logits if head == "logits" else log_std
     bad[0, 0] = NAN
     args = (logits, None) if head == "logits" else (None, log_std)
@@ -273,7 +267,7 @@ def test_check_finite_checks_a_lone_head(checking_regularizer, head):
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
 def test_check_finite_accepts_masked_logits_and_changes_no_result(checking_regularizer):
-    logits, log_std = inputs()
+    logits, log_std = random_heads()
     logits[::2, 0] = -INF
     got = checking_regularizer(logits, log_std, 5)
     want = hee.HybridEntropyRegularizer()(logits, log_std, 5)
@@ -289,7 +283,7 @@ def test_without_check_finite_nan_flows_through_to_a_nan_total(how):
     assert regularizer.check_finite is False
     if how == "scripted":
         regularizer = torch.jit.script(regularizer)
-    logits, log_std = inputs()
+    logits, log_std = random_heads()
     logits[0, 0] = NAN
     assert torch.isnan(regularizer(logits, log_std, 5)["total"])
 

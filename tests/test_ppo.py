@@ -10,7 +10,7 @@ pytest.importorskip("gymnasium")
 pytest.importorskip("matplotlib")
 
 from hybrid_entropy_ext import EntropyRegularizationConfig  # noqa: E402
-from hybrid_entropy_ext.ppo import METRIC_COLUMNS, PPOHyperparameters, TrainResult, train  # noqa: E402
+from hybrid_entropy_ext.app.ppo import METRIC_COLUMNS, PPOHyperparameters, TrainResult, train  # noqa: E402
 
 EPISODES = 16  # two updates of 8 episodes
 

@@ -53,7 +53,6 @@ u_acc that of the accumulation type: float64 for float64 inputs, float32 otherwi
 - Masked (-inf) logits get a gradient of exactly 0, and the bitwise properties are exact.
 """
 
-import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -64,22 +63,22 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import hybrid_entropy_ext as hee
-from conftest import CUDA_AVAILABLE, SUPPORTED_CPU_ISAS, forced_cpu_isa, run_on, to_device
+from common_utils import (
+    AVAILABLE_BACKENDS,
+    UNIT_ROUNDOFF,
+    acc_roundoff,
+    entropy_tolerance,
+    on_backend,
+    run_on,
+    subnormal_spacing,
+    to_device,
+)
 from oracle import KEYS, HALF_LOG_2PI_E, distributions_oracle
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-UNIT_ROUNDOFF = {
-    torch.float64: 2.0 ** -53,
-    torch.float32: 2.0 ** -24,
-    torch.bfloat16: 2.0 ** -8,
-    torch.float16: 2.0 ** -11,
-}
 # Penalties are drawn "on" or "off" with the threshold at least this far from the entropy.
 THRESHOLD_MARGIN = 0.05
 
-# Where the op runs: a CPU kernel build, or "cuda" (drawn only where a GPU is present, so
-# that the draws on a machine without one stay those of the CPU builds alone).
-BACKENDS = SUPPORTED_CPU_ISAS + (("cuda",) if CUDA_AVAILABLE else ())
 
 # derandomize: the same examples on every run, so CI is stable; a failure replays.
 # max_examples sets the file's run time (benchmarks/README.md, "Test run times",
@@ -92,16 +91,6 @@ PROPERTY_SETTINGS = settings(
 )
 # The main property gets more examples.
 ORACLE_SETTINGS = settings(PROPERTY_SETTINGS, max_examples=1500)
-
-
-def subnormal_spacing(dtype: torch.dtype) -> float:
-    """Absolute rounding step below the smallest normal number of dtype."""
-    return torch.finfo(dtype).tiny * 2 * UNIT_ROUNDOFF[dtype]
-
-
-def acc_roundoff(dtype: torch.dtype) -> float:
-    """Unit roundoff of the accumulation type: float64 for float64, else float32."""
-    return UNIT_ROUNDOFF[torch.float64 if dtype == torch.float64 else torch.float32]
 
 
 # --------------------------------------------------------------------------------------
@@ -127,7 +116,7 @@ class Head:
 
 @dataclass
 class Case:
-    backend: str  # a CPU kernel build or "cuda"
+    backend: str  # a CPU kernel build ("cpu-avx2", ...) or "cuda"
     batch: int
     num_actions: int
     action_dims: int
@@ -215,7 +204,9 @@ SIZES_K = st.one_of(st.integers(1, 40), st.sampled_from([63, 64, 65, 127, 128, 1
 def cases(draw, at_threshold: bool = False, need_float64_output: bool = False) -> Case:
     seed = draw(st.integers(0, 2 ** 32 - 1))
     gen = torch.Generator().manual_seed(seed)
-    backend = draw(st.sampled_from(BACKENDS))
+    # Where the op runs: a CPU kernel build, or "cuda" (drawn only where a GPU is present, so
+    # that the draws on a machine without one stay those of the CPU builds alone).
+    backend = draw(st.sampled_from(AVAILABLE_BACKENDS))
     b = draw(st.one_of(st.integers(1, 70), st.sampled_from([128, 129, 200])))
     k = draw(SIZES_K)
     if k > 128:
@@ -352,16 +343,6 @@ def _run(fn, case: Case, leaves, device: str = "cpu"
     return out, {n: torch.zeros_like(t) if g is None else g for (n, t), g in zip(wanted.items(), grads)}
 
 
-@contextlib.contextmanager
-def on_backend(backend: str):
-    """Runs the block with the op on ``backend`` (a CPU build is forced); yields its device."""
-    if backend == "cuda":
-        yield "cuda"
-    else:
-        with forced_cpu_isa(backend):
-            yield "cpu"
-
-
 def _run_op(case: Case, leaves):
     with on_backend(case.backend) as device:
         return _run(hee.hybrid_entropy_loss, case, leaves, device)
@@ -375,8 +356,7 @@ def _run_op(case: Case, leaves):
 def _entropy_tolerances(case: Case, h_d: float, h_c: float) -> Tuple[float, float]:
     e_d = e_c = 0.0
     if case.logits is not None:
-        u = acc_roundoff(case.logits.base.dtype)
-        e_d = 4 * u * (4 + math.sqrt(case.num_actions)) * (1 + abs(h_d) + math.log(case.num_actions))
+        e_d = entropy_tolerance(case.logits.base.dtype, case.num_actions, h_d)
     if case.log_std is not None:
         u = acc_roundoff(case.log_std.base.dtype)
         ls = case.log_std.arg(case.log_std.base.double())

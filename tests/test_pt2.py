@@ -26,8 +26,11 @@ from torch._inductor.utils import fresh_inductor_cache
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import hybrid_entropy_ext as hee
-from conftest import cpu_and_cuda, needs_cuda
+from common_utils import TinyHybridPolicy, assert_outputs_close, cpu_and_cuda, module_outputs_and_grads, needs_cuda
 from oracle import KEYS as LOSS_KEYS
+from op_variants import FUSED_OP_VARIANTS, OP_VARIANTS, make_sample
+
+COMPILED_VARIANTS = tuple(v for v in OP_VARIANTS if v.supports_compile)
 
 # HybridEntropyRegularizer is TorchScript-able by contract; its @torch.jit.export notice is expected.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
@@ -38,9 +41,9 @@ FUSED_OP_PACKET = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss
 
 
 # Weights and thresholds used throughout. The thresholds are above the entropies
-# of the random inputs below (K = 5 actions: H_d <= log 5 = 1.61; D = 3 dims with
-# log_std ~ N(0, 1): H_c ~ 4.3), so both collapse penalties are active and their
-# backward branches are exercised too.
+# of the random inputs below (op_variants.make_sample: K = 5 actions, H_d <= log 5 = 1.61;
+# D = 3 dims with log_std ~ N(-0.3, 0.5^2): H_c ~ 3.4), so both collapse penalties are
+# active and their backward branches are exercised too.
 WEIGHTS = (1.0, 0.5)
 ACTIVE_THRESHOLDS = (2.0, 6.0)
 PENALTY_MULTIPLIER = 3.0
@@ -52,15 +55,6 @@ def _fresh_dynamo():
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
-
-
-def _inputs(batch=6, actions=5, dims=3, *, dtype=torch.float32, requires_grad=False, shared_log_std=False,
-            device="cpu"):
-    logits = torch.randn(batch, actions, dtype=dtype, device=device, requires_grad=requires_grad)
-    log_std_shape = (dims,) if shared_log_std else (batch, dims)
-    log_std = torch.randn(log_std_shape, dtype=dtype, device=device, requires_grad=requires_grad)
-    coeff = torch.tensor(0.05, dtype=dtype, device=device, requires_grad=requires_grad)
-    return logits, log_std, coeff
 
 
 def _forward_args(logits, log_std, coeff, thresholds=ACTIVE_THRESHOLDS):
@@ -79,67 +73,59 @@ def _assert_opcheck_passes(op, args):
 
 def _forward_case(name, device):
     if name == "no_grad":
-        return _forward_args(*_inputs(device=device))
-    if name == "requires_grad":
-        return _forward_args(*_inputs(device=device, requires_grad=True))
+        return _forward_args(*make_sample(dtype=torch.float32, device=device))
     if name == "only_coeff_requires_grad":
-        logits, log_std, _ = _inputs(device=device)
+        logits, log_std, _ = make_sample(dtype=torch.float32, device=device)
         return _forward_args(logits, log_std, torch.tensor(0.05, device=device, requires_grad=True))
     if name == "only_logits_requires_grad":
-        logits, log_std, coeff = _inputs(device=device)
+        logits, log_std, coeff = make_sample(dtype=torch.float32, device=device)
         return _forward_args(logits.requires_grad_(), log_std, coeff)
     if name == "only_log_std_requires_grad":
-        logits, log_std, coeff = _inputs(device=device)
+        logits, log_std, coeff = make_sample(dtype=torch.float32, device=device)
         return _forward_args(logits, log_std.requires_grad_(), coeff)
     if name == "logits_none_only_coeff_requires_grad":
-        _, log_std, _ = _inputs(device=device)
+        _, log_std, _ = make_sample(dtype=torch.float32, device=device)
         return _forward_args(None, log_std, torch.tensor(0.05, device=device, requires_grad=True))
-    if name == "logits_none":
-        _, log_std, coeff = _inputs(device=device, requires_grad=True)
-        return _forward_args(None, log_std, coeff)
-    if name == "log_std_none":
-        logits, _, coeff = _inputs(device=device, requires_grad=True)
-        return _forward_args(logits, None, coeff)
-    if name == "shared_log_std":
-        return _forward_args(*_inputs(device=device, requires_grad=True, shared_log_std=True))
     if name == "thresholds_none":
-        return _forward_args(*_inputs(device=device, requires_grad=True), thresholds=(None, None))
+        return _forward_args(*make_sample(dtype=torch.float32, device=device, requires_grad=True),
+                             thresholds=(None, None))
     if name == "float64":
-        return _forward_args(*_inputs(device=device, dtype=torch.float64, requires_grad=True))
+        return _forward_args(*make_sample(dtype=torch.float64, device=device, requires_grad=True))
     if name == "bfloat16":
-        return _forward_args(*_inputs(device=device, dtype=torch.bfloat16, requires_grad=True))
+        return _forward_args(*make_sample(dtype=torch.bfloat16, coeff_dtype=torch.bfloat16, device=device,
+                                          requires_grad=True))
     if name == "float32_heads_float64_coeff":
-        logits, log_std, _ = _inputs(device=device, requires_grad=True)
+        logits, log_std, _ = make_sample(dtype=torch.float32, device=device, requires_grad=True)
         coeff = torch.tensor(0.05, dtype=torch.float64, device=device, requires_grad=True)
         return _forward_args(logits, log_std, coeff)
     if name == "transposed_logits":
         logits = torch.randn(5, 6, device=device).t().requires_grad_()
-        _, log_std, coeff = _inputs(device=device, requires_grad=True)
+        _, log_std, coeff = make_sample(dtype=torch.float32, device=device, requires_grad=True)
         return _forward_args(logits, log_std, coeff)
-    if name == "per_head_coeff":
-        logits, log_std, _ = _inputs(device=device, requires_grad=True)
-        return _forward_args(logits, log_std, torch.tensor([0.05, 0.02], device=device, requires_grad=True))
     raise AssertionError(name)
+
+
+@pytest.mark.parametrize("variant", FUSED_OP_VARIANTS, ids=str)
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_forward_op_passes_opcheck_for_every_variant(variant, device):
+    # Every input requires grad (the autograd kernel is checked too); the cases below vary that.
+    sample = variant.sample_inputs(dtype=torch.float32, device=device, requires_grad=True)
+    _assert_opcheck_passes(variant.dispatcher_op, _forward_args(*sample))
 
 
 @pytest.mark.parametrize(
     "case",
     [
         "no_grad",
-        "requires_grad",
         "only_coeff_requires_grad",
         "only_logits_requires_grad",
         "only_log_std_requires_grad",
         "logits_none_only_coeff_requires_grad",
-        "logits_none",
-        "log_std_none",
-        "shared_log_std",
         "thresholds_none",
         "float64",
         "bfloat16",
         "float32_heads_float64_coeff",
         "transposed_logits",
-        "per_head_coeff",
     ],
 )
 @pytest.mark.parametrize("device", cpu_and_cuda())
@@ -149,7 +135,7 @@ def test_forward_op_passes_opcheck(case, device):
 
 @needs_cuda
 def test_forward_op_passes_opcheck_with_a_0_dim_cpu_coefficient_and_cuda_heads():
-    logits, log_std, _ = _inputs(requires_grad=True, device="cuda")
+    logits, log_std, _ = make_sample(dtype=torch.float32, requires_grad=True, device="cuda")
     coeff = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)  # on the CPU
     _assert_opcheck_passes(FORWARD_OP, _forward_args(logits, log_std, coeff))
 
@@ -192,12 +178,8 @@ def _backward_args(logits, log_std, coeff, grads, output_mask, thresholds=ACTIVE
 
 
 def _backward_case(name, device):
-    logits, log_std, coeff = _inputs(device=device)
+    logits, log_std, coeff = make_sample(dtype=torch.float32, device=device)
     everything = (True, True, True)
-    if name == "all_grads":
-        return _backward_args(logits, log_std, coeff, ALL_GRADS, everything)
-    if name == "some_grads_none":
-        return _backward_args(logits, log_std, coeff, SOME_GRADS, everything)
     if name == "all_grads_none":
         return _backward_args(logits, log_std, coeff, NO_GRADS, everything)
     if name == "mask_logits_only":
@@ -208,45 +190,40 @@ def _backward_case(name, device):
         return _backward_args(logits, log_std, coeff, ALL_GRADS, (False, False, True))
     if name == "mask_nothing":
         return _backward_args(logits, log_std, coeff, ALL_GRADS, (False, False, False))
-    if name == "logits_none":
-        return _backward_args(None, log_std, coeff, SOME_GRADS, (False, True, True))
-    if name == "log_std_none":
-        return _backward_args(logits, None, coeff, SOME_GRADS, (True, False, True))
-    if name == "shared_log_std":
-        logits, log_std, coeff = _inputs(shared_log_std=True, device=device)
-        return _backward_args(logits, log_std, coeff, ALL_GRADS, everything)
     if name == "thresholds_none":
         return _backward_args(logits, log_std, coeff, ALL_GRADS, everything, thresholds=(None, None))
     if name == "float64":
-        logits, log_std, coeff = _inputs(dtype=torch.float64, device=device)
+        logits, log_std, coeff = make_sample(dtype=torch.float64, device=device)
         return _backward_args(logits, log_std, coeff, SOME_GRADS, everything)
     if name == "logits_none_python_float_coeff":
         # hee.hybrid_entropy_loss turns a Python float coefficient into a float64 tensor,
         # on the CPU whatever the inputs' device.
         coeff = torch.tensor(0.05, dtype=torch.float64)
         return _backward_args(None, log_std, coeff, SOME_GRADS, (False, True, True))
-    if name == "per_head_coeff":
-        return _backward_args(logits, log_std, torch.tensor([0.05, 0.02], device=device), ALL_GRADS, everything)
     raise AssertionError(name)
+
+
+@pytest.mark.parametrize("grads", [ALL_GRADS, SOME_GRADS], ids=["all_grads", "some_grads_none"])
+@pytest.mark.parametrize("variant", FUSED_OP_VARIANTS, ids=str)
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_backward_op_passes_opcheck_for_every_variant(variant, grads, device):
+    # Every gradient the variant has (a None head has none); the cases below vary the mask.
+    logits, log_std, coeff = variant.sample_inputs(dtype=torch.float32, device=device)
+    output_mask = (logits is not None, log_std is not None, True)
+    _assert_opcheck_passes(BACKWARD_OP, _backward_args(logits, log_std, coeff, grads, output_mask))
 
 
 @pytest.mark.parametrize(
     "case",
     [
-        "all_grads",
-        "some_grads_none",
         "all_grads_none",
         "mask_logits_only",
         "mask_log_std_only",
         "mask_coeff_only",
         "mask_nothing",
-        "logits_none",
-        "log_std_none",
-        "shared_log_std",
         "thresholds_none",
         "float64",
         "logits_none_python_float_coeff",
-        "per_head_coeff",
     ],
 )
 @pytest.mark.parametrize("device", cpu_and_cuda())
@@ -256,7 +233,7 @@ def test_backward_op_passes_opcheck(case, device):
 
 @needs_cuda
 def test_backward_op_passes_opcheck_with_a_0_dim_cpu_coefficient_and_cuda_heads():
-    logits, log_std, _ = _inputs(device="cuda")
+    logits, log_std, _ = make_sample(dtype=torch.float32, device="cuda")
     coeff = torch.tensor(0.05, dtype=torch.float64)  # on the CPU
     _assert_opcheck_passes(BACKWARD_OP, _backward_args(logits, log_std, coeff, ALL_GRADS, (True, True, True)))
 
@@ -270,7 +247,7 @@ def test_backward_op_meta_kernel_gives_the_device_kernels_dtypes_for_missing_hea
     # (torch.compile, torch.export, opcheck's test_faketensor) disagrees with eager.
     # float32 heads and a float64 coeff (on the CPU) are what hee.hybrid_entropy_loss passes
     # for a Python float.
-    logits, log_std, _ = _inputs(device=device)
+    logits, log_std, _ = make_sample(dtype=torch.float32, device=device)
     coeff = torch.tensor(0.05, dtype=torch.float64)
     if missing_head == "logits":
         args = _backward_args(None, log_std, coeff, ALL_GRADS, (False, True, True))
@@ -289,38 +266,52 @@ def test_backward_op_meta_kernel_gives_the_device_kernels_dtypes_for_missing_hea
 # --------------------------------------------------------------------------------------
 
 
-def loss_and_components(logits: Tensor, log_std: Tensor, coeff: Tensor):
-    """A user function: the loss dict plus a scalar built from several of its entries."""
-    out = hee.hybrid_entropy_loss(logits, log_std, coeff, *WEIGHTS, *ACTIVE_THRESHOLDS, PENALTY_MULTIPLIER)
-    scalar = 2.0 * out["total"] + out["discrete_entropy"] - 0.5 * out["continuous_entropy"]
-    return out, scalar
+def _loss_and_components_of(op):
+    """A user function calling ``op`` (a variant's callable): the loss dict plus a scalar built
+    from several of its entries."""
+
+    def loss_and_components(logits: Tensor, log_std: Tensor, coeff: Tensor):
+        out = op(logits, log_std, coeff, *WEIGHTS, *ACTIVE_THRESHOLDS, PENALTY_MULTIPLIER)
+        scalar = 2.0 * out["total"] + out["discrete_entropy"] - 0.5 * out["continuous_entropy"]
+        return out, scalar
+
+    return loss_and_components
 
 
-def _values_and_grads(fn, logits, log_std, coeff):
-    inputs = [t.detach().clone().requires_grad_() for t in (logits, log_std, coeff)]
-    out, scalar = fn(*inputs)
-    grads = torch.autograd.grad(scalar, inputs)
+loss_and_components = _loss_and_components_of(hee.hybrid_entropy_loss)
+
+
+def _values_and_grads(fn, *args):
+    """fn's outputs and scalar, and the scalar's gradients w.r.t. the tensor arguments (fresh
+    leaves), by argument name."""
+    args = [t.detach().clone().requires_grad_() if isinstance(t, Tensor) else t for t in args]
+    out, scalar = fn(*args)
+    leaves = {name: t for name, t in zip(("logits", "log_std", "coeff"), args) if isinstance(t, Tensor)}
+    grads = dict(zip(leaves, torch.autograd.grad(scalar, list(leaves.values()))))
     return {k: v.detach() for k, v in out.items()}, scalar.detach(), grads
 
 
-def _assert_same_values_and_grads(got, expected):
+def _assert_same_values_and_grads(got, expected, keys=LOSS_KEYS):
     got_out, got_scalar, got_grads = got
     exp_out, exp_scalar, exp_grads = expected
-    assert set(got_out) == set(LOSS_KEYS)
-    for key in LOSS_KEYS:
+    assert set(got_out) == set(keys)
+    for key in keys:
         torch.testing.assert_close(got_out[key], exp_out[key], rtol=1e-6, atol=1e-7, msg=key)
     torch.testing.assert_close(got_scalar, exp_scalar, rtol=1e-6, atol=1e-7)
-    for name, g, e in zip(("logits", "log_std", "coeff"), got_grads, exp_grads):
-        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-7, msg=name)
+    assert got_grads.keys() == exp_grads.keys()
+    for name, e in exp_grads.items():
+        torch.testing.assert_close(got_grads[name], e, rtol=1e-6, atol=1e-7, msg=name)
 
 
 @pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("compile_backend", ["eager", "aot_eager"])
-def test_compiled_loss_gives_eager_values_and_gradients(compile_backend, device):
-    inputs = _inputs(batch=7, shared_log_std=True, device=device)
-    compiled = torch.compile(loss_and_components, backend=compile_backend, fullgraph=True)
+@pytest.mark.parametrize("variant", COMPILED_VARIANTS, ids=str)
+def test_compiled_loss_gives_eager_values_and_gradients(variant, compile_backend, device):
+    inputs = variant.sample_inputs(7, 5, 3, torch.float32, device=device)
+    fn = _loss_and_components_of(variant.op)
+    compiled = torch.compile(fn, backend=compile_backend, fullgraph=True)
     _assert_same_values_and_grads(
-        _values_and_grads(compiled, *inputs), _values_and_grads(loss_and_components, *inputs)
+        _values_and_grads(compiled, *inputs), _values_and_grads(fn, *inputs), keys=variant.output_keys
     )
 
 
@@ -336,12 +327,12 @@ def test_compiled_autograd_traces_the_backward_op_and_gives_eager_gradients(devi
         _, scalar = loss_and_components(logits, log_std, coeff)
         scalar.backward()
 
-    inputs = _inputs(batch=7, device=device)
+    inputs = make_sample(7, 5, 3, torch.float32, device=device)
     leaves = [t.detach().clone().requires_grad_() for t in inputs]
     with torch._dynamo.config.patch(compiled_autograd=True):
         torch.compile(training_step, backend=recording_backend)(*leaves)
     _, _, expected_grads = _values_and_grads(loss_and_components, *inputs)
-    for name, leaf, expected in zip(("logits", "log_std", "coeff"), leaves, expected_grads):
+    for leaf, (name, expected) in zip(leaves, expected_grads.items()):
         torch.testing.assert_close(leaf.grad, expected, rtol=1e-6, atol=1e-7, msg=name)
     # The backward ran as a compiled graph that calls the backward op (the node's saved
     # tensors swapped for the graph's inputs), not as the eager node.
@@ -351,7 +342,7 @@ def test_compiled_autograd_traces_the_backward_op_and_gives_eager_gradients(devi
 
 @pytest.mark.parametrize("device", cpu_and_cuda())
 def test_inductor_compiled_loss_gives_eager_values_and_gradients(device):
-    inputs = _inputs(batch=7, device=device)
+    inputs = make_sample(7, 5, 3, torch.float32, device=device)
     compiled = torch.compile(loss_and_components, fullgraph=True)  # default backend: inductor
     # A fresh on-disk cache: inductor's cache keys do not cover the op library's build, so
     # code compiled against an earlier build (other output shapes) would be reused.
@@ -366,7 +357,7 @@ def test_dynamic_compile_serves_two_batch_sizes_with_one_graph(device):
     compiled = torch.compile(loss_and_components, backend=counter, fullgraph=True, dynamic=True)
     compiles = []
     for batch in (8, 13):
-        inputs = _inputs(batch=batch, device=device)
+        inputs = make_sample(batch, 5, 3, torch.float32, device=device)
         _assert_same_values_and_grads(
             _values_and_grads(compiled, *inputs), _values_and_grads(loss_and_components, *inputs)
         )
@@ -379,40 +370,13 @@ def test_dynamic_compile_serves_two_batch_sizes_with_one_graph(device):
 
 @pytest.mark.parametrize("device", cpu_and_cuda())
 def test_fused_op_causes_no_graph_break(device):
-    explanation = torch._dynamo.explain(loss_and_components)(*_inputs(requires_grad=True, device=device))
+    inputs = make_sample(dtype=torch.float32, requires_grad=True, device=device)
+    explanation = torch._dynamo.explain(loss_and_components)(*inputs)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
     (graph,) = explanation.graphs
     targets = {node.target for node in graph.graph.nodes if node.op == "call_function"}
     assert targets & {FUSED_OP_PACKET, FORWARD_OP}, targets
-
-
-class TinyHybridPolicy(nn.Module):
-    """Linear layers producing [B, K] logits, a state-independent [D] log_std parameter,
-    and a HybridEntropyRegularizer turning them into the loss dict."""
-
-    def __init__(self, obs_dim: int = 6, num_actions: int = 4, action_dim: int = 2) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(obs_dim, 16), nn.Tanh())
-        self.logits_head = nn.Linear(16, num_actions)
-        self.log_std = nn.Parameter(torch.full((action_dim,), -0.5))
-        # Penalty thresholds above the initial entropies: both penalties active.
-        self.regularizer = hee.HybridEntropyRegularizer(
-            hee.EntropyRegularizationConfig.preset("short"),
-            min_entropy_threshold=2.0,
-            continuous_min_entropy_threshold=3.0,
-        )
-
-    def forward(self, obs: Tensor, episode: int) -> Dict[str, Tensor]:
-        return self.regularizer(self.logits_head(self.body(obs)), self.log_std, episode)
-
-
-def _module_values_and_grads(module: nn.Module, call):
-    module.zero_grad(set_to_none=True)
-    out = call()
-    out["total"].backward()
-    grads = {name: p.grad.clone() for name, p in module.named_parameters()}
-    return {k: v.detach() for k, v in out.items()}, grads
 
 
 @pytest.mark.parametrize("device", cpu_and_cuda())
@@ -421,8 +385,8 @@ def test_compiled_module_with_regularizer_gives_eager_values_and_gradients(devic
     obs = torch.randn(9, 6, device=device)
     compiled = torch.compile(policy, backend="aot_eager", fullgraph=True)
 
-    got_out, got_grads = _module_values_and_grads(policy, lambda: compiled(obs, 30))
-    exp_out, exp_grads = _module_values_and_grads(policy, lambda: policy(obs, 30))
+    got_out, got_grads = module_outputs_and_grads(policy, lambda: compiled(obs, 30))
+    exp_out, exp_grads = module_outputs_and_grads(policy, lambda: policy(obs, 30))
 
     assert set(got_out) == set(LOSS_KEYS) | {"current_entropy_coeff"}
     assert float(got_out["current_entropy_coeff"]) == pytest.approx(0.05 * (1 - 30 / 200) + 0.01 * 30 / 200)
@@ -457,7 +421,7 @@ class RegularizerModule(nn.Module):
 
 def _export_loss_module(device):
     batch = torch.export.Dim("batch", min=2, max=4096)
-    example = _inputs(batch=8, device=device)
+    example = tuple(make_sample(8, 5, 3, torch.float32, device=device))
     return torch.export.export(
         LossModule(),
         example,
@@ -469,17 +433,11 @@ def _call_function_targets(exported):
     return [node.target for node in exported.graph.nodes if node.op == "call_function"]
 
 
-def _assert_same_outputs(got, expected):
-    assert set(got) == set(expected)
-    for key, value in expected.items():
-        torch.testing.assert_close(got[key], value, rtol=1e-6, atol=1e-7, msg=key)
-
-
 @pytest.mark.parametrize("device", cpu_and_cuda())
 def test_exported_loss_with_dynamic_batch_matches_eager_at_another_batch_size(device):
     exported = _export_loss_module(device)
-    inputs = _inputs(batch=21, device=device)
-    _assert_same_outputs(exported.module()(*inputs), LossModule()(*inputs))
+    inputs = make_sample(21, 5, 3, torch.float32, device=device)
+    assert_outputs_close(exported.module()(*inputs), LossModule()(*inputs), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("device", cpu_and_cuda())
@@ -490,7 +448,7 @@ def test_exported_graph_calls_the_fused_op(device):
 @pytest.mark.parametrize("device", cpu_and_cuda())
 def test_exported_loss_backpropagates_like_eager(device):
     exported = _export_loss_module(device).module()
-    inputs = _inputs(batch=11, device=device)
+    inputs = make_sample(11, 5, 3, torch.float32, device=device)
 
     def run(fn):
         leaves = [t.detach().clone().requires_grad_() for t in inputs]
@@ -503,15 +461,16 @@ def test_exported_loss_backpropagates_like_eager(device):
 @pytest.mark.parametrize("device", cpu_and_cuda())
 def test_exported_regularizer_module_with_dynamic_batch_matches_eager_at_another_batch_size(device):
     batch = torch.export.Dim("batch", min=2, max=4096)
-    logits, log_std, _ = _inputs(batch=8, device=device)
+    logits, log_std, _ = make_sample(8, 5, 3, torch.float32, device=device)
     exported = torch.export.export(
         RegularizerModule().to(device), (logits, log_std),
         dynamic_shapes={"logits": {0: batch}, "log_std": {0: batch}},
     )
     assert FORWARD_OP in _call_function_targets(exported)
 
-    logits, log_std, _ = _inputs(batch=19, device=device)
-    _assert_same_outputs(exported.module()(logits, log_std), RegularizerModule().to(device)(logits, log_std))
+    logits, log_std, _ = make_sample(19, 5, 3, torch.float32, device=device)
+    assert_outputs_close(exported.module()(logits, log_std), RegularizerModule().to(device)(logits, log_std),
+                         rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("device", cpu_and_cuda())
@@ -519,6 +478,6 @@ def test_run_decompositions_keeps_the_fused_op_and_its_values(device):
     decomposed = _export_loss_module(device).run_decompositions()
     assert FORWARD_OP in _call_function_targets(decomposed)
 
-    inputs = _inputs(batch=5, device=device)
-    _assert_same_outputs(decomposed.module()(*inputs), LossModule()(*inputs))
+    inputs = make_sample(5, 5, 3, torch.float32, device=device)
+    assert_outputs_close(decomposed.module()(*inputs), LossModule()(*inputs), rtol=1e-6, atol=1e-7)
 

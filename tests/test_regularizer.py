@@ -6,13 +6,9 @@ import pytest
 import torch
 
 import hybrid_entropy_ext as hee
-from hybrid_entropy_ext.config import EntropyRegularizationConfig
+from hybrid_entropy_ext.regularization.config import EntropyRegularizationConfig
+from common_utils import random_heads
 from oracle import KEYS, HALF_LOG_2PI_E
-
-
-
-def inputs(b=6, k=5, d=3, dtype=torch.float32):
-    return torch.randn(b, k, dtype=dtype), 0.3 * torch.randn(b, d, dtype=dtype)
 
 
 def settings(reg):
@@ -141,7 +137,7 @@ def test_zero_decay_episodes_gives_end_coefficient_from_the_start():
 
 
 def test_forward_returns_the_seven_keys_and_current_coefficient():
-    out = hee.HybridEntropyRegularizer()(*inputs(), 0)
+    out = hee.HybridEntropyRegularizer()(*random_heads(), 0)
     assert set(out) == set(KEYS) | {"current_entropy_coeff"}
     for key, value in out.items():
         assert isinstance(value, torch.Tensor) and value.dim() == 0, key
@@ -150,13 +146,13 @@ def test_forward_returns_the_seven_keys_and_current_coefficient():
 @pytest.mark.parametrize("episode, expected", LONG_SCHEDULE)
 def test_forward_reports_the_scheduled_coefficient(episode, expected):
     reg = hee.HybridEntropyRegularizer(EntropyRegularizationConfig.preset("long"))
-    out = reg(*inputs(dtype=torch.float64), episode)
+    out = reg(*random_heads(dtype=torch.float64), episode)
     assert out["current_entropy_coeff"].dtype == torch.float64
     assert out["current_entropy_coeff"].item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_forward_coefficient_has_the_output_dtype():
-    out = hee.HybridEntropyRegularizer()(*inputs(dtype=torch.bfloat16), 0)
+    out = hee.HybridEntropyRegularizer()(*random_heads(dtype=torch.bfloat16), 0)
     assert out["current_entropy_coeff"].dtype == torch.float32
     assert out["total"].dtype == torch.float32
 
@@ -166,7 +162,7 @@ def test_forward_coefficient_has_the_output_dtype():
 def test_forward_equals_fused_loss_with_scheduled_coefficient(preset, episode):
     cfg = EntropyRegularizationConfig.preset(preset)
     reg = hee.HybridEntropyRegularizer(cfg)
-    logits, log_std = inputs(dtype=torch.float64)
+    logits, log_std = random_heads(dtype=torch.float64)
     out = reg(logits, log_std, episode)
     # The coefficient by hand from the preset's schedule fields.
     n = cfg.entropy_decay_episodes
@@ -184,7 +180,7 @@ def test_forward_equals_fused_loss_with_scheduled_coefficient(preset, episode):
 def test_forward_gradients_equal_fused_loss_gradients():
     reg = hee.HybridEntropyRegularizer(EntropyRegularizationConfig.preset("short"),
                                        min_entropy_threshold=10.0)
-    logits, log_std = inputs(dtype=torch.float64)
+    logits, log_std = random_heads(dtype=torch.float64)
     z1, s1 = logits.clone().requires_grad_(True), log_std.clone().requires_grad_(True)
     z2, s2 = logits.clone().requires_grad_(True), log_std.clone().requires_grad_(True)
     reg(z1, s1, 100)["total"].backward()

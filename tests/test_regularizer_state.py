@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 import hybrid_entropy_ext as hee
-from hybrid_entropy_ext.config import EntropyRegularizationConfig
-from conftest import needs_cuda
+from hybrid_entropy_ext.regularization.config import EntropyRegularizationConfig
+from common_utils import assert_outputs_equal, needs_cuda, random_heads
 from oracle import KEYS, distributions_oracle
 
 # TorchScript support is part of the contract, so its deprecation notice is expected here.
@@ -19,16 +19,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:Deprecati
 
 LONG = EntropyRegularizationConfig.preset("long")  # 0.1 -> 0.001 over 500 episodes
 PER_HEAD_KEYS = ("discrete_entropy_coeff", "continuous_entropy_coeff")
-
-
-def inputs(b=6, k=5, d=3, dtype=torch.float64):
-    return torch.randn(b, k, dtype=dtype), 0.3 * torch.randn(b, d, dtype=dtype)
-
-
-def assert_same(got: Dict[str, Tensor], expected: Dict[str, Tensor]) -> None:
-    assert set(got) == set(expected)
-    for key in expected:
-        assert torch.equal(got[key], expected[key]), key
 
 
 # --- the episode counter ------------------------------------------------------------------
@@ -69,16 +59,16 @@ def test_forward_without_episode_uses_the_counter():
     reg = hee.HybridEntropyRegularizer(LONG)
     reg.step(250)
     # long: 0.1 * (1 - 250/500) + 0.001 * 250/500 = 0.0505
-    assert reg(*inputs())["current_entropy_coeff"].item() == pytest.approx(0.0505, rel=1e-12)
+    assert reg(*random_heads(dtype=torch.float64))["current_entropy_coeff"].item() == pytest.approx(0.0505, rel=1e-12)
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "exponential", "piecewise", "constant"])
 def test_forward_at_the_counter_equals_forward_at_that_episode_bitwise(schedule):
     reg = hee.HybridEntropyRegularizer(_config(schedule))
-    logits, log_std = inputs()
+    logits, log_std = random_heads(dtype=torch.float64)
     for episode in (0, 137, 700):
         reg.episode_counter.fill_(episode)
-        assert_same(reg(logits, log_std), reg(logits, log_std, episode))
+        assert_outputs_equal(reg(logits, log_std), reg(logits, log_std, episode))
 
 
 def _expected_coefficient(schedule: str, e: int) -> float:
@@ -122,7 +112,7 @@ def _force_the_tensor_path(reg: nn.Module) -> None:
 def test_tensor_path_from_the_counter_gives_the_formulas(schedule):
     reg = hee.HybridEntropyRegularizer(_config(schedule))
     _force_the_tensor_path(reg)
-    logits, log_std = inputs()
+    logits, log_std = random_heads(dtype=torch.float64)
     # Bitwise where the tensor form does the same IEEE operations as Python (linear, constant,
     # piecewise); cos and pow may differ from the C library's in the last bit.
     rel = 0.0 if schedule in ("linear", "constant", "piecewise") else 4e-16
@@ -144,7 +134,7 @@ def test_tensor_path_with_a_controller_gives_the_other_head_the_formula(schedule
         _config(schedule), discrete_controller=hee.TargetEntropyController(5.0, "sac", initial_coeff=0.25))
     _force_the_tensor_path(reg)
     reg.episode_counter.fill_(137)
-    out = reg(*inputs())
+    out = reg(*random_heads(dtype=torch.float64))
     expected = _expected_coefficient(schedule, 137)
     assert out["continuous_entropy_coeff"].item() == pytest.approx(expected, rel=4e-16, abs=0.0)
     assert out["discrete_entropy_coeff"].item() == pytest.approx(0.25, rel=1e-7)
@@ -158,7 +148,7 @@ def test_user_schedule_without_a_tensor_form_falls_back_to_reading_the_counter()
     reg.step(150)
     got = reg._scheduled_from_counter()
     assert got.dtype == torch.float64 and got.dim() == 0 and got.item() == 0.04
-    assert reg(*inputs())["current_entropy_coeff"].item() == 0.04
+    assert reg(*random_heads(dtype=torch.float64))["current_entropy_coeff"].item() == 0.04
 
 
 def test_user_schedule_without_a_tensor_form_under_torch_compile_follows_the_counter():
@@ -167,7 +157,7 @@ def test_user_schedule_without_a_tensor_form_under_torch_compile_follows_the_cou
     torch._dynamo.reset()
     reg = hee.HybridEntropyRegularizer(LONG, schedule=HalvingSchedule())
     compiled = torch.compile(reg, backend="eager")
-    logits, log_std = inputs()
+    logits, log_std = random_heads(dtype=torch.float64)
     for episodes, expected in ((0, 0.08), (150, 0.04), (100, 0.02)):
         reg.step(episodes)
         assert compiled(logits, log_std)["current_entropy_coeff"].item() == expected
@@ -177,21 +167,21 @@ def test_user_schedule_without_a_tensor_form_under_torch_compile_follows_the_cou
 def test_explicit_episode_leaves_the_counter_alone():
     reg = hee.HybridEntropyRegularizer(LONG)
     reg.step(3)
-    reg(*inputs(), 400)
-    reg(*inputs())
+    reg(*random_heads(dtype=torch.float64), 400)
+    reg(*random_heads(dtype=torch.float64))
     assert reg.episode_counter.item() == 3
 
 
 def test_numpy_integer_episode_gives_the_int_episode_result():
     reg = hee.HybridEntropyRegularizer(LONG)
-    logits, log_std = inputs()
-    assert_same(reg(logits, log_std, np.int64(250)), reg(logits, log_std, 250))
+    logits, log_std = random_heads(dtype=torch.float64)
+    assert_outputs_equal(reg(logits, log_std, np.int64(250)), reg(logits, log_std, 250))
 
 
 def test_episode_keyword_and_positional_give_the_same():
     reg = hee.HybridEntropyRegularizer(LONG)
-    logits, log_std = inputs()
-    assert_same(reg(logits, log_std, episode=42), reg(logits, log_std, 42))
+    logits, log_std = random_heads(dtype=torch.float64)
+    assert_outputs_equal(reg(logits, log_std, episode=42), reg(logits, log_std, 42))
 
 
 # --- checkpoints --------------------------------------------------------------------------
@@ -201,13 +191,13 @@ def test_state_dict_restores_the_coefficient_exactly():
     config = LONG.replace(entropy_schedule="cosine")
     trained = hee.HybridEntropyRegularizer(config)
     trained.step(123)
-    logits, log_std = inputs()
+    logits, log_std = random_heads(dtype=torch.float64)
     expected = trained(logits, log_std)
 
     restored = hee.HybridEntropyRegularizer(config)
     restored.load_state_dict(trained.state_dict())
     assert restored.episode_counter.item() == 123
-    assert_same(restored(logits, log_std), expected)
+    assert_outputs_equal(restored(logits, log_std), expected)
 
 
 def test_state_dict_restores_through_torch_save(tmp_path):
@@ -216,7 +206,7 @@ def test_state_dict_restores_through_torch_save(tmp_path):
     torch.save(trained.state_dict(), tmp_path / "reg.pt")
     restored = hee.HybridEntropyRegularizer(LONG)
     restored.load_state_dict(torch.load(tmp_path / "reg.pt"))
-    assert restored(*inputs())["current_entropy_coeff"].item() == pytest.approx(
+    assert restored(*random_heads(dtype=torch.float64))["current_entropy_coeff"].item() == pytest.approx(
         0.1 * (1 - 77 / 500) + 0.001 * 77 / 500, rel=1e-12)
 
 
@@ -270,12 +260,12 @@ def test_version_1_whole_module_pickle_loads_and_computes_as_before(tmp_path, co
     old = _as_version_1_object(hee.HybridEntropyRegularizer(config))
     torch.save(old, tmp_path / "regularizer.pt")
     loaded = torch.load(tmp_path / "regularizer.pt", weights_only=False)
-    logits, log_std = inputs()
-    assert_same(loaded(logits, log_std, 250), hee.HybridEntropyRegularizer(config)(logits, log_std, 250))
+    logits, log_std = random_heads(dtype=torch.float64)
+    assert_outputs_equal(loaded(logits, log_std, 250), hee.HybridEntropyRegularizer(config)(logits, log_std, 250))
     # The version-2 features work on it: the counter (at 0), step, state_dict.
     assert loaded.episode_counter.item() == 0 and loaded.episode_counter.dtype == torch.int64
     loaded.step(250)
-    assert_same(loaded(logits, log_std), hee.HybridEntropyRegularizer(config)(logits, log_std, 250))
+    assert_outputs_equal(loaded(logits, log_std), hee.HybridEntropyRegularizer(config)(logits, log_std, 250))
     assert list(loaded.state_dict()) == ["episode_counter"]
     assert loaded.discrete_controller is None and loaded.continuous_controller is None
     assert not loaded.distributed
@@ -287,8 +277,8 @@ def test_version_1_pickle_inside_a_policy_loads(tmp_path):
     policy = Policy()
     _as_version_1_object(policy.regularizer)
     loaded = pickle.loads(pickle.dumps(policy))
-    logits, log_std = inputs()
-    assert_same(loaded.regularizer(logits, log_std, 3), hee.HybridEntropyRegularizer(LONG)(logits, log_std, 3))
+    logits, log_std = random_heads(dtype=torch.float64)
+    assert_outputs_equal(loaded.regularizer(logits, log_std, 3), hee.HybridEntropyRegularizer(LONG)(logits, log_std, 3))
 
 
 def test_version_2_pickle_keeps_its_own_state(tmp_path):
@@ -302,9 +292,9 @@ def test_version_2_pickle_keeps_its_own_state(tmp_path):
     assert isinstance(loaded.discrete_controller, hee.TargetEntropyController)
     assert loaded.discrete_controller.gates_term
     logits = torch.zeros(6, 5, dtype=torch.float64)  # H_d = log 5 > 0.5: the gated term is 0
-    log_std = inputs()[1]
+    log_std = random_heads(dtype=torch.float64)[1]
     assert loaded(logits, log_std)["discrete"].item() == 0.0
-    assert_same(loaded(logits, log_std), reg(logits, log_std))
+    assert_outputs_equal(loaded(logits, log_std), reg(logits, log_std))
 
 
 # --- a schedule of the user's ---------------------------------------------------------------
@@ -320,13 +310,13 @@ class HalvingSchedule(nn.Module):
 def test_user_module_schedule_replaces_the_config_schedule():
     reg = hee.HybridEntropyRegularizer(LONG, schedule=HalvingSchedule())
     assert reg.compute_adaptive_entropy_coefficient(250) == 0.02
-    assert reg(*inputs(), 250)["current_entropy_coeff"].item() == 0.02
+    assert reg(*random_heads(dtype=torch.float64), 250)["current_entropy_coeff"].item() == 0.02
 
 
 def test_user_module_schedule_without_tensor_form_follows_the_counter():
     reg = hee.HybridEntropyRegularizer(LONG, schedule=HalvingSchedule())
     reg.step(100)
-    assert reg(*inputs())["current_entropy_coeff"].item() == 0.04
+    assert reg(*random_heads(dtype=torch.float64))["current_entropy_coeff"].item() == 0.04
 
 
 def test_user_callable_schedule_is_called_with_the_episode():
@@ -338,7 +328,7 @@ def test_user_callable_schedule_is_called_with_the_episode():
 
     reg = hee.HybridEntropyRegularizer(LONG, schedule=schedule)
     reg.step(5)
-    assert reg(*inputs())["current_entropy_coeff"].item() == 0.25
+    assert reg(*random_heads(dtype=torch.float64))["current_entropy_coeff"].item() == 0.25
     assert seen == [5]
 
 
@@ -351,7 +341,7 @@ def test_user_callable_schedule_is_called_with_the_episode():
 def test_user_schedule_returning_a_bad_value_is_named(returned, error, message):
     reg = hee.HybridEntropyRegularizer(LONG, schedule=lambda episode: returned)
     with pytest.raises(error, match=message):
-        reg(*inputs(), 3)
+        reg(*random_heads(dtype=torch.float64), 3)
 
 
 class NegativeSchedule(nn.Module):
@@ -363,7 +353,7 @@ def test_schedule_assigned_after_construction_has_its_output_checked():
     reg = hee.HybridEntropyRegularizer(LONG)
     reg.schedule = NegativeSchedule()
     with pytest.raises(ValueError, match=r"schedule\(3\): expected a finite number >= 0, got -0.5"):
-        reg(*inputs(), 3)
+        reg(*random_heads(dtype=torch.float64), 3)
 
 
 def test_schedule_that_is_not_callable_is_a_type_error():
@@ -379,24 +369,24 @@ def test_scripted_regularizer_with_a_scriptable_user_schedule_matches_eager():
     # step must move its own counter.
     scripted = torch.jit.script(copy.deepcopy(eager))
     assert scripted.episode_counter.data_ptr() != eager.episode_counter.data_ptr()
-    logits, log_std = inputs()
+    logits, log_std = random_heads(dtype=torch.float64)
     for episode in (0, 150, 420):
-        assert_same(scripted(logits, log_std, episode), eager(logits, log_std, episode))
+        assert_outputs_equal(scripted(logits, log_std, episode), eager(logits, log_std, episode))
     scripted.step(300)
     assert (scripted.episode_counter.item(), eager.episode_counter.item()) == (300, 0)
     eager.step(300)
-    assert_same(scripted(logits, log_std), eager(logits, log_std))
+    assert_outputs_equal(scripted(logits, log_std), eager(logits, log_std))
     assert scripted(logits, log_std)["current_entropy_coeff"].item() == 0.08 * 0.5 ** 3
     scripted.step(100)
     eager.step(100)
     assert scripted.episode_counter.item() == eager.episode_counter.item() == 400
-    assert_same(scripted(logits, log_std), eager(logits, log_std))
+    assert_outputs_equal(scripted(logits, log_std), eager(logits, log_std))
 
 
 def test_scripted_regularizer_with_a_python_callable_raises_when_called():
     scripted = torch.jit.script(hee.HybridEntropyRegularizer(LONG, schedule=lambda episode: 0.1))
     with pytest.raises(torch.jit.Error, match="ignored"):
-        scripted(*inputs(), 0)
+        scripted(*random_heads(dtype=torch.float64), 0)
 
 
 # --- no host read of the counter off the CPU ------------------------------------------------
@@ -429,7 +419,7 @@ def test_forward_without_episode_reads_nothing_on_the_host_off_the_cpu(schedule)
 def test_controlled_head_gets_the_controller_coefficient_and_the_other_the_schedule():
     controller = hee.TargetEntropyController(5.0, "adaptive", initial_coeff=0.04, only_below_target=False)
     reg = hee.HybridEntropyRegularizer(LONG, discrete_controller=controller)
-    logits, log_std = inputs()
+    logits, log_std = random_heads(dtype=torch.float64)
     out = reg(logits, log_std, 250)
     # long at episode 250: 0.0505 for the continuous head; 0.04 from the controller.
     expected = distributions_oracle(logits, log_std, torch.tensor([0.04, 0.0505], dtype=torch.float64))
@@ -443,12 +433,12 @@ def test_controlled_head_gets_the_controller_coefficient_and_the_other_the_sched
 def test_per_head_coefficient_outputs_are_the_controllers_float32_coefficient():
     controller = hee.TargetEntropyController(5.0, "adaptive", initial_coeff=0.04, only_below_target=False)
     reg = hee.HybridEntropyRegularizer(LONG, discrete_controller=controller)
-    logits, log_std = inputs(dtype=torch.float32)
+    logits, log_std = random_heads()
     out = reg(logits, log_std, 250)
     assert out["discrete_entropy_coeff"].dtype == torch.float32
     assert torch.equal(out["discrete_entropy_coeff"], controller.coefficient())
     assert torch.equal(out["continuous_entropy_coeff"], out["current_entropy_coeff"])
-    out64 = reg(*inputs(), 250)
+    out64 = reg(*random_heads(dtype=torch.float64), 250)
     assert torch.equal(out64["discrete_entropy_coeff"], controller.coefficient().double())
 
 
@@ -458,14 +448,14 @@ def test_both_heads_controlled_take_their_own_coefficients():
         discrete_controller=hee.TargetEntropyController(0.5, "sac", initial_coeff=0.2),
         continuous_controller=hee.TargetEntropyController(-1.0, "sac", initial_coeff=0.03),
     )
-    logits, log_std = inputs()
+    logits, log_std = random_heads(dtype=torch.float64)
     out = reg(logits, log_std, 0)
     expected = distributions_oracle(logits, log_std, torch.tensor([0.2, 0.03], dtype=torch.float64))
     torch.testing.assert_close(out["total"], expected["total"], rtol=1e-6, atol=1e-9)
 
 
 def test_without_controllers_the_output_has_no_per_head_coefficients():
-    assert not set(PER_HEAD_KEYS) & set(hee.HybridEntropyRegularizer(LONG)(*inputs(), 0))
+    assert not set(PER_HEAD_KEYS) & set(hee.HybridEntropyRegularizer(LONG)(*random_heads(dtype=torch.float64), 0))
 
 
 def test_adaptive_head_above_its_target_contributes_no_entropy_term():
@@ -515,7 +505,7 @@ def test_adaptive_head_below_target_gets_the_gradient_of_its_term():
         LONG, min_entropy_threshold=None,
         discrete_controller=hee.TargetEntropyController(2.0, "adaptive", initial_coeff=0.25),
     )
-    logits, log_std = inputs()
+    logits, log_std = random_heads(dtype=torch.float64)
     leaves = [logits.clone().requires_grad_(), log_std.clone().requires_grad_()]
     reg(*leaves, 250)["total"].backward()
     oracle_leaves = [logits.clone().requires_grad_(), log_std.clone().requires_grad_()]
@@ -531,7 +521,7 @@ def test_update_controllers_steps_each_controller_from_its_head_entropy():
         discrete_controller=hee.TargetEntropyController(5.0, "adaptive", initial_coeff=0.1, delta=0.01),
         continuous_controller=hee.TargetEntropyController(-5.0, "adaptive", initial_coeff=0.1, delta=0.01),
     )
-    out = reg(*inputs(), 0)  # H_d <= log 5 < 5: up; H_c ~ 4.3 > -5: down
+    out = reg(*random_heads(dtype=torch.float64), 0)  # H_d <= log 5 < 5: up; H_c ~ 4.3 > -5: down
     reg.update_controllers(out)
     assert reg.discrete_controller.coefficient().item() == pytest.approx(0.11, rel=1e-6)
     assert reg.continuous_controller.coefficient().item() == pytest.approx(0.09, rel=1e-6)
@@ -540,7 +530,7 @@ def test_update_controllers_steps_each_controller_from_its_head_entropy():
 def test_controller_loss_is_the_sac_temperature_loss():
     reg = hee.HybridEntropyRegularizer(
         LONG, discrete_controller=hee.TargetEntropyController(0.5, "sac", initial_coeff=0.2))
-    out = reg(*inputs(), 0)
+    out = reg(*random_heads(dtype=torch.float64), 0)
     loss = reg.controller_loss(out)
     assert loss.item() == pytest.approx(math.log(0.2) * (out["discrete_entropy"].item() - 0.5), rel=1e-6)
     assert [name for name, _ in reg.named_parameters()] == ["discrete_controller.log_coeff"]
@@ -548,7 +538,7 @@ def test_controller_loss_is_the_sac_temperature_loss():
 
 def test_controller_loss_is_zero_without_controllers():
     reg = hee.HybridEntropyRegularizer(LONG)
-    assert reg.controller_loss(reg(*inputs(), 0)).item() == 0.0
+    assert reg.controller_loss(reg(*random_heads(dtype=torch.float64), 0)).item() == 0.0
 
 
 def test_sac_controller_loss_trains_only_the_coefficient():
@@ -590,13 +580,13 @@ def test_state_dict_restores_controllers_and_counter_exactly():
         )
 
     trained = make()
-    logits, log_std = inputs()
+    logits, log_std = random_heads(dtype=torch.float64)
     for _ in range(3):
         trained.update_controllers(trained(logits, log_std))
         trained.step()
     restored = make()
     restored.load_state_dict(trained.state_dict())
-    assert_same(restored(logits, log_std), trained(logits, log_std))
+    assert_outputs_equal(restored(logits, log_std), trained(logits, log_std))
 
 
 # --- TorchScript and torch.compile with controllers -----------------------------------------
@@ -680,12 +670,12 @@ def test_exported_module_without_episode_computes_the_coefficient_from_the_count
 
     module = Module()
     module.regularizer.step(37)
-    logits, log_std = inputs(dtype=torch.float32)
+    logits, log_std = random_heads()
     exported = torch.export.export(module, (logits, log_std))
     got = exported.module()(logits, log_std)
     # short: 0.05 -> 0.01 over 200 episodes; at 37: 0.05 (1 - 37/200) + 0.01 * 37/200 = 0.0426
     assert got["current_entropy_coeff"].item() == pytest.approx(0.0426, rel=1e-6)
-    assert_same(got, module(logits, log_std))
+    assert_outputs_equal(got, module(logits, log_std))
 
 
 FRESH_PROCESS = """

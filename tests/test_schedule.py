@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import needs_cuda
-from hybrid_entropy_ext.schedule import (
+from common_utils import needs_cuda
+from hybrid_entropy_ext.regularization.schedule import (
     ConstantEntropySchedule,
     CosineEntropySchedule,
     ExponentialEntropySchedule,

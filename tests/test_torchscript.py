@@ -9,60 +9,19 @@ library without importing the package (no Python-side registration involved).
 import subprocess
 import sys
 import textwrap
-from typing import Dict
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import hybrid_entropy_ext as hee
 from hybrid_entropy_ext import _ops
+from common_utils import TinyHybridPolicy, assert_outputs_close, module_outputs_and_grads
 from oracle import KEYS as LOSS_KEYS
+from op_variants import FUSED_OP_VARIANTS
 
 # TorchScript support is part of the contract, so its deprecation notice is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
-
-
-
-class TinyHybridPolicy(nn.Module):
-    """A policy with a discrete head (Linear layers -> [B, K] logits) and a state-independent
-    Gaussian head (a [D] log_std Parameter), regularized by a HybridEntropyRegularizer."""
-
-    def __init__(self, regularizer: hee.HybridEntropyRegularizer, obs_dim: int = 6,
-                 num_actions: int = 4, action_dim: int = 2) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(obs_dim, 16), nn.Tanh())
-        self.logits_head = nn.Linear(16, num_actions)
-        self.log_std = nn.Parameter(torch.full((action_dim,), -0.5))
-        self.regularizer = regularizer
-
-    def forward(self, obs: Tensor, episode: int) -> Dict[str, Tensor]:
-        return self.regularizer(self.logits_head(self.body(obs)), self.log_std, episode)
-
-
-def _policy() -> TinyHybridPolicy:
-    # Thresholds above the initial entropies (H_d <= log 4, H_c = 2 * (1.419 - 0.5)): both
-    # collapse penalties are active, so their gradients are part of what is compared.
-    regularizer = hee.HybridEntropyRegularizer(
-        hee.EntropyRegularizationConfig.preset("short"),
-        min_entropy_threshold=2.0,
-        continuous_min_entropy_threshold=3.0,
-    )
-    return TinyHybridPolicy(regularizer)
-
-
-def _outputs_and_grads(module: nn.Module, obs: Tensor, episode: int):
-    module.zero_grad(set_to_none=True)
-    out = module(obs, episode)
-    out["total"].backward()
-    grads = {name: p.grad.detach().clone() for name, p in module.named_parameters()}
-    return {k: v.detach() for k, v in out.items()}, grads
-
-
-def _assert_same(got: Dict[str, Tensor], expected: Dict[str, Tensor]) -> None:
-    assert set(got) == set(expected)
-    for key, value in expected.items():
-        torch.testing.assert_close(got[key], value, msg=key)
 
 
 # --------------------------------------------------------------------------------------
@@ -83,28 +42,13 @@ def _loss_case(name):
         return (logits, log_std, coeff, 1.5, 0.3, 2.0, 6.0, 4.0)
     if name == "float_coeff_default_arguments":
         return (logits, log_std, 0.07)
-    if name == "logits_none":
-        return (None, log_std, coeff, 1.0, 0.5, 2.0, 6.0, 3.0)
-    if name == "log_std_none":
-        return (logits, None, coeff, 1.0, 0.5, 2.0, 6.0, 3.0)
     if name == "shared_log_std_thresholds_none":
         shared = torch.randn(3, dtype=torch.float64, requires_grad=True)
         return (logits, shared, coeff, 1.0, 0.5, None, None, 3.0)
     raise AssertionError(name)
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "tensor_coeff_penalties_active",
-        "float_coeff_default_arguments",
-        "logits_none",
-        "log_std_none",
-        "shared_log_std_thresholds_none",
-    ],
-)
-def test_scripted_loss_gives_eager_values_and_gradients(scripted_loss, case):
-    args = _loss_case(case)
+def _assert_scripted_loss_gives_eager_values_and_gradients(scripted_loss, args):
     leaves = [a for a in args if isinstance(a, Tensor)]
 
     got = scripted_loss(*args)
@@ -113,16 +57,35 @@ def test_scripted_loss_gives_eager_values_and_gradients(scripted_loss, case):
     expected_grads = torch.autograd.grad(expected["total"], leaves)
 
     assert set(got) == set(LOSS_KEYS)
-    _assert_same({k: v.detach() for k, v in got.items()}, {k: v.detach() for k, v in expected.items()})
+    assert_outputs_close({k: v.detach() for k, v in got.items()}, {k: v.detach() for k, v in expected.items()})
     for g, e in zip(got_grads, expected_grads):
         torch.testing.assert_close(g, e)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "tensor_coeff_penalties_active",
+        "float_coeff_default_arguments",
+        "shared_log_std_thresholds_none",
+    ],
+)
+def test_scripted_loss_gives_eager_values_and_gradients(scripted_loss, case):
+    _assert_scripted_loss_gives_eager_values_and_gradients(scripted_loss, _loss_case(case))
+
+
+@pytest.mark.parametrize("variant", FUSED_OP_VARIANTS, ids=str)
+def test_scripted_loss_gives_eager_values_and_gradients_for_every_variant(scripted_loss, variant):
+    # Penalties active (thresholds above the entropies): every term enters the gradients.
+    sample = variant.sample_inputs(7, 5, 3, torch.float64, requires_grad=True)
+    _assert_scripted_loss_gives_eager_values_and_gradients(scripted_loss, (*sample, 1.0, 0.5, 2.0, 6.0, 3.0))
 
 
 def test_scripted_loss_accepts_keyword_arguments(scripted_loss):
     logits, log_std = torch.randn(5, 4), torch.randn(5, 2)
     got = scripted_loss(logits, log_std, 0.02, penalty_multiplier=5.0, min_entropy_threshold=3.0)
     expected = hee.hybrid_entropy_loss(logits, log_std, 0.02, 1.0, 0.5, 3.0, 0.1, 5.0)
-    _assert_same(got, expected)
+    assert_outputs_close(got, expected)
     assert float(got["discrete_penalty"]) > 0.0
 
 
@@ -132,17 +95,17 @@ def test_scripted_loss_accepts_keyword_arguments(scripted_loss):
 
 
 def test_scripted_policy_with_regularizer_gives_eager_values_and_gradients():
-    policy = _policy()
+    policy = TinyHybridPolicy()
     scripted = torch.jit.script(policy)
     obs = torch.randn(10, 6)
 
-    got_out, got_grads = _outputs_and_grads(scripted, obs, 40)
-    expected_out, expected_grads = _outputs_and_grads(policy, obs, 40)
+    got_out, got_grads = module_outputs_and_grads(scripted, lambda: scripted(obs, 40))
+    expected_out, expected_grads = module_outputs_and_grads(policy, lambda: policy(obs, 40))
 
     assert set(got_out) == set(LOSS_KEYS) | {"current_entropy_coeff"}
-    _assert_same(got_out, expected_out)
+    assert_outputs_close(got_out, expected_out)
     assert set(got_grads) == {"body.0.weight", "body.0.bias", "logits_head.weight", "logits_head.bias", "log_std"}
-    _assert_same(got_grads, expected_grads)
+    assert_outputs_close(got_grads, expected_grads)
     assert all(bool(g.abs().sum() > 0) for g in got_grads.values())
 
 
@@ -209,13 +172,13 @@ FRESH_PROCESS = textwrap.dedent(
 @pytest.fixture
 def saved_policy(tmp_path):
     """A scripted policy saved with torch.jit.save, its inputs, and what it computes here."""
-    scripted = torch.jit.script(_policy())
+    scripted = torch.jit.script(TinyHybridPolicy())
     module_path = tmp_path / "policy.pt"
     scripted.save(str(module_path))
     inputs = {"obs": torch.randn(12, 6), "episode": 25}
     inputs_path = tmp_path / "inputs.pt"
     torch.save(inputs, inputs_path)
-    expected = _outputs_and_grads(scripted, inputs["obs"], inputs["episode"])
+    expected = module_outputs_and_grads(scripted, lambda: scripted(inputs["obs"], inputs["episode"]))
     return module_path, inputs_path, expected
 
 
@@ -241,8 +204,8 @@ def test_saved_module_trains_identically_in_fresh_process(saved_policy, tmp_path
     assert proc.returncode == 0, proc.stderr
     result = torch.load(result_path)
     assert result["package_imported"] == (how == "import_package")
-    _assert_same(result["outputs"], expected_out)
-    _assert_same(result["grads"], expected_grads)
+    assert_outputs_close(result["outputs"], expected_out)
+    assert_outputs_close(result["grads"], expected_grads)
 
 
 def test_saved_module_needs_the_op_library_in_fresh_process(saved_policy, tmp_path):

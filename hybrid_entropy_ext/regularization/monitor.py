@@ -24,8 +24,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from .._validation import check_episode_count, describe, is_bool
 from .config import EntropyRegularizationConfig
-from .schedule import _check_episode_count, _describe, _is_bool
 
 __all__ = ["EntropyMonitor", "MONITORED_KEYS"]
 
@@ -51,6 +51,7 @@ _PRESENCE_KEYS = {
     head: tuple(key for key in keys if key != f"{head}_entropy_coeff") for head, keys in _HEAD_KEYS.items()
 }
 
+# The logger's name is part of the interface (logging configurations select it by name).
 _LOGGER = logging.getLogger("hybrid_entropy_ext.monitor")
 
 
@@ -59,7 +60,7 @@ def _check_heads(heads: Any) -> Optional[Tuple[str, ...]]:
         return None
     expected = "None or a list of the heads the policy has, out of 'discrete' and 'continuous'"
     if isinstance(heads, (str, bytes)) or not isinstance(heads, Sequence):
-        raise TypeError(f"heads: expected {expected}, got {_describe(heads)}")
+        raise TypeError(f"heads: expected {expected}, got {describe(heads)}")
     for head in heads:
         if head not in _HEADS:
             raise ValueError(f"heads: expected {expected}, got {head!r} in {list(heads)!r}")
@@ -96,7 +97,7 @@ def _thresholds(source: Any) -> Dict[str, Optional[float]]:
     if not isinstance(config, EntropyRegularizationConfig):
         raise TypeError(
             "EntropyMonitor: config: expected an EntropyRegularizationConfig, a HybridEntropyRegularizer "
-            f"or None, got {_describe(source)}"
+            f"or None, got {describe(source)}"
         )
     return {
         "discrete": config.min_entropy_threshold,
@@ -161,18 +162,18 @@ class EntropyMonitor:
     ) -> None:
         thresholds = _thresholds(config)
         known_heads = _check_heads(heads)
-        every = _check_episode_count("every", every)
+        every = check_episode_count("every", every)
         if every < 1:
             raise ValueError(f"every: expected an integer >= 1, got {every}")
         if writer is not None and not callable(getattr(writer, "add_scalar", None)):
             raise TypeError(
                 "writer: expected an object with add_scalar(tag, value, step) (e.g. a TensorBoard "
-                f"SummaryWriter) or None, got {_describe(writer)}"
+                f"SummaryWriter) or None, got {describe(writer)}"
             )
         if not isinstance(tag, str):
-            raise TypeError(f"tag: expected a str, got {_describe(tag)}")
+            raise TypeError(f"tag: expected a str, got {describe(tag)}")
         if not isinstance(warn, bool):
-            raise TypeError(f"warn: expected a bool, got {_describe(warn)}")
+            raise TypeError(f"warn: expected a bool, got {describe(warn)}")
         self.thresholds = thresholds
         self.every = every
         self.writer = writer
@@ -220,7 +221,7 @@ class EntropyMonitor:
         if isinstance(episode, Tensor):
             episode_tensor = _check_episode_tensor(episode)
         elif episode is not None:
-            x = _check_episode_count("episode", episode)
+            x = check_episode_count("episode", episode)
         step = self.calls
         if step % self.every != 0:
             self.calls += 1
@@ -243,8 +244,8 @@ class EntropyMonitor:
                 tensor_keys.append(key)
                 tensors.append(value)
                 values[key] = math.nan
-            elif _is_bool(value) or not isinstance(value, numbers.Real):
-                raise TypeError(f"out[{key!r}]: expected a 0-dim tensor or a number, got {_describe(value)}")
+            elif is_bool(value) or not isinstance(value, numbers.Real):
+                raise TypeError(f"out[{key!r}]: expected a 0-dim tensor or a number, got {describe(value)}")
             else:
                 values[key] = float(value)
 

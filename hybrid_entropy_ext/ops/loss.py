@@ -12,8 +12,8 @@ from typing import Dict, Optional, Union
 import torch
 from torch import Tensor
 
-from . import _ops  # noqa: F401  (registers the ops)
-from .schedule import _is_real, _real_to_float
+from .. import _ops  # noqa: F401  (registers the ops)
+from .._validation import is_real, real_to_float
 
 __all__ = ["hybrid_entropy_loss"]
 
@@ -28,14 +28,14 @@ def _coefficient_as_float(entropy_coeff: object) -> float:
     # isinstance tests against the numbers ABCs cost a measurable share of the call.
     if type(entropy_coeff) is float:
         return entropy_coeff
-    if not _is_real(entropy_coeff):
+    if not is_real(entropy_coeff):
         raise TypeError(
             "hybrid_entropy_loss: entropy_coeff must be a Python float or a floating tensor "
             f"(0-dim, or [2] for one coefficient per head), got {type(entropy_coeff).__name__}"
         )
     # The number every entry point reads: np.float32(0.01) is 0.01, the decimal it
     # prints as (as the schedules, the config and the controller read it).
-    return _real_to_float(entropy_coeff)
+    return real_to_float(entropy_coeff)
 
 
 def hybrid_entropy_loss(

@@ -41,8 +41,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical, Normal
 
-from . import reference
-from .functional import hybrid_entropy_loss
+from ..ops import reference
+from ..ops.loss import hybrid_entropy_loss
 
 __all__ = [
     "Case",
@@ -102,7 +102,7 @@ class Case:
         return forward if mode == "forward" else forward + 2 * logits + row_stats
 
 
-# The sizes of the performance issue: common small-K hybrid action spaces up to
+# The suite's sizes: common small-K hybrid action spaces up to
 # large batches and a long-row case, plus a shared [D] log_std and 1 vs 2 threads.
 DEFAULT_CASES = (
     Case(256, 4),
@@ -120,7 +120,7 @@ DEFAULT_CASES = (
     Case(65536, 64, threads=2),
 )
 
-# The first benchmark's sizes, quick enough for the main job.
+# Four sizes from small to large, quick enough for the main job.
 QUICK_CASES = (Case(256, 8), Case(4096, 16), Case(65536, 16), Case(16384, 256))
 
 
@@ -143,7 +143,7 @@ def _reference_compiled(logits: Tensor, log_std: Tensor, coeff: float) -> Dict[s
     return _compiled_reference(logits, log_std, coeff)
 
 
-def _fresh_compiled_reference() -> None:
+def fresh_compiled_reference() -> None:
     """Forgets every compiled graph, so that the next case compiles its own.
 
     Each case (shape, and grad mode per mode) is one more specialized graph;
@@ -177,7 +177,7 @@ CROSS_ENTROPY_BACKWARD = "cross_entropy_backward"
 FLOOR = (SUM_BACKWARD, BOTH_HEADS_SUM_BACKWARD, CROSS_ENTROPY_BACKWARD)
 
 
-def _loss_step(fn: LossFn, inputs: Dict[str, Tensor], mode: str) -> Callable[[], object]:
+def loss_step(fn: LossFn, inputs: Dict[str, Tensor], mode: str) -> Callable[[], object]:
     logits, log_std = inputs["logits"], inputs["log_std"]
     if mode == "forward":
 
@@ -278,22 +278,22 @@ def run_benchmark(
                 torch.set_num_threads(case.threads)
             inputs = case.make_inputs()
             if "reference_compiled" in implementations:
-                _fresh_compiled_reference()
+                fresh_compiled_reference()
             for mode in modes:
-                steps = {name: _loss_step(IMPLEMENTATIONS[name], inputs, mode) for name in implementations}
+                steps = {name: loss_step(IMPLEMENTATIONS[name], inputs, mode) for name in implementations}
                 if include_roofline:
                     steps.update({name: _roofline_step(name, inputs) for name in ROOFLINE})
                     if mode == "forward_backward":
                         steps.update(_floor_steps(inputs))
-                with _recompile_limit_raises(enabled="reference_compiled" in implementations):
-                    results.extend(_time_interleaved(case.label, mode, steps, rounds, min_seconds_per_sample))
+                with recompile_limit_raises(enabled="reference_compiled" in implementations):
+                    results.extend(time_interleaved(case.label, mode, steps, rounds, min_seconds_per_sample))
             torch.set_num_threads(previous_threads)
     finally:
         torch.set_num_threads(previous_threads)
     return results
 
 
-def _recompile_limit_raises(enabled: bool) -> ContextManager[object]:
+def recompile_limit_raises(enabled: bool) -> ContextManager[object]:
     """Makes a recompile limit hit raise instead of timing eager code as "compiled"."""
     if not enabled:
         return contextlib.nullcontext()
@@ -302,7 +302,7 @@ def _recompile_limit_raises(enabled: bool) -> ContextManager[object]:
     return torch._dynamo.config.patch(fail_on_recompile_limit_hit=True)
 
 
-def _time_interleaved(
+def time_interleaved(
     label: str,
     mode: str,
     steps: Dict[str, Callable[[], object]],
@@ -374,10 +374,10 @@ def run_thread_scaling(
     results: List[Timing] = []
     try:
         for mode in modes:
-            step = _loss_step(IMPLEMENTATIONS[implementation], inputs, mode)
+            step = loss_step(IMPLEMENTATIONS[implementation], inputs, mode)
             steps = {f"{n}t": step for n in thread_counts}
             setup = {f"{n}t": functools.partial(torch.set_num_threads, n) for n in thread_counts}
-            for t in _time_interleaved(case.label, mode, steps, rounds, min_seconds_per_sample, setup):
+            for t in time_interleaved(case.label, mode, steps, rounds, min_seconds_per_sample, setup):
                 results.append(
                     Timing(f"{case.label} {t.implementation}", mode, implementation, t.median_s, rounds, t.samples_s)
                 )
@@ -389,15 +389,15 @@ def run_thread_scaling(
 def format_thread_scaling(results: Sequence[Timing]) -> str:
     """A Markdown table of :func:`run_thread_scaling`'s medians: each thread
     count's time and its speed-up over the first (fewest threads)."""
-    times = _by_key(results)
-    cases = _ordered_unique(r.case for r in results)
-    thread_labels = _ordered_unique(c.rsplit(" ", 1)[1] for c in cases)
+    times = by_key(results)
+    cases = ordered_unique(r.case for r in results)
+    thread_labels = ordered_unique(c.rsplit(" ", 1)[1] for c in cases)
     size = cases[0].rsplit(" ", 1)[0]
     implementation = results[0].implementation
     header = ["B x K", "mode"] + [f"{t} (us)" for t in thread_labels]
     header += [f"{thread_labels[0]} / {t}" for t in thread_labels[1:]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for mode in _ordered_unique(r.mode for r in results):
+    for mode in ordered_unique(r.mode for r in results):
         medians = [times[(f"{size} {t}", mode, implementation)] for t in thread_labels]
         row = [size, mode.replace("_", "+")] + [f"{m * 1e6:.1f}" for m in medians]
         row += [f"{medians[0] / m:.2f}x" for m in medians[1:]]
@@ -405,11 +405,11 @@ def format_thread_scaling(results: Sequence[Timing]) -> str:
     return "\n".join(lines)
 
 
-def _by_key(results: Sequence[Timing]) -> Dict[tuple, Optional[float]]:
+def by_key(results: Sequence[Timing]) -> Dict[tuple, Optional[float]]:
     return {(r.case, r.mode, r.implementation): r.median_s for r in results}
 
 
-def _ordered_unique(values: Iterable[str]) -> List[str]:
+def ordered_unique(values: Iterable[str]) -> List[str]:
     return list(dict.fromkeys(values))
 
 
@@ -439,9 +439,9 @@ def format_table(results: Sequence[Timing], mode: str = "forward_backward", base
     forward+backward: a read plus a read/write), 1.0 being at the roofline.
     An implementation that failed at a size shows "failed" and no ratio.
     """
-    times = _by_key(results)
-    cases = _ordered_unique(r.case for r in results if r.mode == mode)
-    names = _ordered_unique(r.implementation for r in results if r.mode == mode)
+    times = by_key(results)
+    cases = ordered_unique(r.case for r in results if r.mode == mode)
+    names = ordered_unique(r.implementation for r in results if r.mode == mode)
     others = _alternatives(names, baseline)
     has_roofline = all(n in names for n in ROOFLINE)
     header = ["B x K", f"{baseline} (us)"] + [f"{n} (us)" for n in others] + [f"vs {n}" for n in others]
@@ -471,13 +471,13 @@ def format_floor_comparison(results: Sequence[Timing], baseline: str = "fused") 
     ``F.cross_entropy(logits, targets)`` (PyTorch's own fused loss on the same
     logits); each ratio is the fused op's time over that one.
     """
-    times = _by_key(results)
+    times = by_key(results)
     lines = [
         f"| B x K | {baseline} fwd+bwd (us) | logits.sum() (us) | logits.sum() + log_std.sum() (us) "
         f"| cross_entropy(logits) (us) | / logits.sum() | / both sums | / cross_entropy |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for case in _ordered_unique(r.case for r in results if r.implementation == SUM_BACKWARD):
+    for case in ordered_unique(r.case for r in results if r.implementation == SUM_BACKWARD):
         fused = times[(case, "forward_backward", baseline)]
         floors = [times[(case, "forward_backward", name)] for name in FLOOR]
         lines.append(
@@ -501,7 +501,7 @@ def machine_description(device: str = "cpu") -> Dict[str, object]:
                     break
     except OSError:
         pass
-    from . import _ops
+    from .. import _ops
 
     description: Dict[str, object] = {
         "cpu": cpu,
@@ -541,9 +541,9 @@ def plot_speedups(results: Sequence[Timing], path: str, mode: str = "forward_bac
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    times = _by_key(results)
-    cases = _ordered_unique(r.case for r in results if r.mode == mode)
-    others = _alternatives(_ordered_unique(r.implementation for r in results if r.mode == mode), baseline)
+    times = by_key(results)
+    cases = ordered_unique(r.case for r in results if r.mode == mode)
+    others = _alternatives(ordered_unique(r.implementation for r in results if r.mode == mode), baseline)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(cases) + 2), 4.5))
     width = 0.8 / max(1, len(others))
     for i, name in enumerate(others):

@@ -1,7 +1,7 @@
 """Hybrid-action environments (Gymnasium API). Importing this package registers them.
 
     import gymnasium as gym
-    import hybrid_entropy_ext.envs  # registers HybridNetworkGrowth-v0
+    import hybrid_entropy_ext.app.envs  # registers HybridNetworkGrowth-v0
 
     env = gym.make("HybridNetworkGrowth-v0")
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("HybridNetworkGrowth-v0")] * 8)
@@ -16,4 +16,4 @@ __all__ = ["NetworkGrowthEnv", "OPERATIONS", "GREEDY_OP", "EDGE_OP", "NETWORK_GR
 NETWORK_GROWTH_ID = "HybridNetworkGrowth-v0"
 
 if NETWORK_GROWTH_ID not in gym.registry:
-    gym.register(id=NETWORK_GROWTH_ID, entry_point="hybrid_entropy_ext.envs.network_growth:NetworkGrowthEnv")
+    gym.register(id=NETWORK_GROWTH_ID, entry_point="hybrid_entropy_ext.app.envs.network_growth:NetworkGrowthEnv")

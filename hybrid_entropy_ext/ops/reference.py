@@ -2,8 +2,10 @@
 
 Same signature, keys, dtypes and semantics as the fused
 :func:`hybrid_entropy_ext.hybrid_entropy_loss`, written with ordinary tensor
-ops so that autograd derives the backward. It is what users compare against
-and what the tests hold the fused op to (beside ``torch.distributions``).
+ops so that autograd derives the backward. It is what users compare against,
+what the tests hold the fused op to (beside ``torch.distributions``) and the
+benchmarks' baseline. The library's own code does not call it: its combination
+of the batch means is :mod:`~hybrid_entropy_ext.ops.loss_terms`, written apart.
 """
 
 import math

@@ -28,40 +28,42 @@ their defaults, so such a config dumps with the core keys only.
 
 import dataclasses
 import difflib
-import errno
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
-import numbers
-from typing import Any, Callable, Dict, Final, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Final, Mapping, Optional, Tuple, Union
 
 import yaml
 
-from .controller import TargetEntropyController, _check_coefficient_range, _check_target
+from .._validation import (
+    check_coefficient,
+    check_coefficient_range,
+    check_episode_count,
+    check_points,
+    check_positive_coefficient,
+    check_target,
+    describe,
+    is_bool,
+    real_to_float,
+)
+from .config_document import check_known_keys, extract_section, read_yaml_source, safe_load
+from .controller import TargetEntropyController
+from .presets import PRESETS
 from .schedule import (
     ConstantEntropySchedule,
     CosineEntropySchedule,
     ExponentialEntropySchedule,
     LinearEntropySchedule,
     PiecewiseEntropySchedule,
-    _check_coefficient,
-    _check_episode_count,
-    _check_points,
-    _check_positive_coefficient,
-    _describe,
-    _is_bool,
-    _real_to_float,
 )
 
-__all__ = ["EntropyRegularizationConfig", "SAME_AS_DISCRETE", "SCHEDULES", "TARGET_ENTROPY_CONTROLS"]
+__all__ = ["EntropyRegularizationConfig", "SAME_AS_DISCRETE", "SCHEDULES", "TARGET_ENTROPY_CONTROLS", "as_config"]
 
 #: Default of ``continuous_min_entropy_threshold``: the key was absent, so the continuous
 #: head uses ``min_entropy_threshold``. Distinct from ``None``, which disables the penalty.
 SAME_AS_DISCRETE: Final[str] = "same_as_min_entropy_threshold"
 
-_SECTION: Final[str] = "entropy_regularization"
-_TRAINER: Final[str] = "trainer"
 # Keys of the fields' metadata: the key's validator, and whether it is optional (left out
 # of to_dict while at its default).
 _VALIDATOR: Final[str] = "validator"
@@ -71,36 +73,6 @@ _OPTIONAL: Final[str] = "optional"
 SCHEDULES: Final[Tuple[str, ...]] = ("linear", "cosine", "exponential", "piecewise")
 #: Values of ``target_entropy_control``.
 TARGET_ENTROPY_CONTROLS: Final[Tuple[str, ...]] = ("none", "sac", "adaptive")
-
-_PRESETS: Final[Mapping[str, Mapping[str, Any]]] = {
-    # 1000+ episodes
-    "long": {"entropy_coeff_start": 0.1, "entropy_coeff_end": 0.001, "entropy_decay_episodes": 500},
-    # 200-500 episodes
-    "short": {"entropy_coeff_start": 0.05, "entropy_coeff_end": 0.01, "entropy_decay_episodes": 200},
-    # conservative
-    "debug": {
-        "entropy_coeff_start": 0.03,
-        "entropy_coeff_end": 0.01,
-        "entropy_decay_episodes": 100,
-        "min_entropy_threshold": 0.05,
-    },
-    "aggressive": {
-        "entropy_coeff_start": 0.2,
-        "entropy_coeff_end": 0.001,
-        "entropy_decay_episodes": 500,
-        "discrete_entropy_weight": 1.5,
-        "continuous_entropy_weight": 0.3,
-    },
-    # Today's fixed bonus, exactly: ent_coef * -(joint entropy).mean(), as in Stable-Baselines3.
-    "plain": {
-        "enable_adaptive_entropy": False,
-        "entropy_coeff": 0.01,
-        "discrete_entropy_weight": 1.0,
-        "continuous_entropy_weight": 1.0,
-        "min_entropy_threshold": None,
-    },
-}
-
 
 # --- per-key validators: (key, raw value) -> normalized value, or raise -------------------
 
@@ -117,13 +89,13 @@ def _parse_numeric_string(value: Any) -> Any:
 
 
 def _validate_bool(key: str, value: Any) -> bool:
-    if not _is_bool(value):  # bool or numpy.bool_
-        raise TypeError(f"{key}: expected a bool (true or false), got {_describe(value)}")
+    if not is_bool(value):  # bool or numpy.bool_
+        raise TypeError(f"{key}: expected a bool (true or false), got {describe(value)}")
     return bool(value)
 
 
 def _validate_coefficient(key: str, value: Any) -> float:
-    return _check_coefficient(key, _parse_numeric_string(value))
+    return check_coefficient(key, _parse_numeric_string(value))
 
 
 def _parse_episode(key: str, value: Any) -> Any:
@@ -131,8 +103,8 @@ def _parse_episode(key: str, value: Any) -> Any:
     (500.0, np.float32(500), or "5e2" from YAML) becomes an int; a non-integral one is an
     error rather than being rounded silently. Anything else is left for the type check."""
     value = _parse_numeric_string(value)
-    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not _is_bool(value):
-        value = _real_to_float(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not is_bool(value):
+        value = real_to_float(value)
         if not (math.isfinite(value) and value.is_integer()):
             raise ValueError(f"{key}: expected an integer number of episodes >= 0, got non-integer {value!r}")
         value = int(value)
@@ -140,7 +112,7 @@ def _parse_episode(key: str, value: Any) -> Any:
 
 
 def _validate_episode_count(key: str, value: Any) -> int:
-    return _check_episode_count(key, _parse_episode(key, value))
+    return check_episode_count(key, _parse_episode(key, value))
 
 
 def _validate_threshold(key: str, value: Any) -> Optional[float]:
@@ -156,7 +128,7 @@ def _validate_continuous_threshold(key: str, value: Any) -> Union[float, None, s
 def _validate_choice(choices: Tuple[str, ...]) -> Callable[[str, Any], str]:
     def validate(key: str, value: Any) -> str:
         if not isinstance(value, str):
-            raise TypeError(f"{key}: expected one of {', '.join(choices)}, got {_describe(value)}")
+            raise TypeError(f"{key}: expected one of {', '.join(choices)}, got {describe(value)}")
         if value not in choices:
             close = difflib.get_close_matches(value, choices, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -182,14 +154,14 @@ def _validate_points(key: str, value: Any) -> Optional[Tuple[Tuple[int, float], 
                 point = (_parse_episode(f"{key}[{i}][0] (episode)", point[0]), _parse_numeric_string(point[1]))
             converted.append(point)
         value = converted
-    episodes, values = _check_points(key, value)
+    episodes, values = check_points(key, value)
     # A tuple of tuples: the config is frozen and hashable.
     return tuple(zip(episodes, values))
 
 
 def _validate_target(key: str, value: Any) -> Optional[float]:
     # A Gaussian's entropy is a differential entropy: a target below 0 nats is legitimate.
-    return None if value is None else _check_target(_parse_numeric_string(value), key)
+    return None if value is None else check_target(_parse_numeric_string(value), key)
 
 
 def _field(default: Any, validator: Callable[[str, Any], Any], optional: bool = False) -> Any:
@@ -199,75 +171,6 @@ def _field(default: Any, validator: Callable[[str, Any], Any], optional: bool = 
 def _optional_field(default: Any, validator: Callable[[str, Any], Any]) -> Any:
     """An optional key: ``to_dict`` leaves it out while it holds its default."""
     return _field(default, validator, optional=True)
-
-
-# --- document handling ------------------------------------------------------------------
-
-
-def _require_mapping(where: str, value: Any) -> Mapping[Any, Any]:
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{where}: expected a mapping of {_SECTION} keys, got {_describe(value)}")
-    return value
-
-
-def _extract_section(document: Any) -> Mapping[Any, Any]:
-    """Find the ``entropy_regularization`` section in a whole or partial config document."""
-    document = _require_mapping("config document", document)
-    if _TRAINER in document:
-        trainer = _require_mapping(_TRAINER, document[_TRAINER])
-        # A trainer config without the section means regularization at its defaults.
-        return _require_mapping(f"{_TRAINER}.{_SECTION}", trainer.get(_SECTION, {}))
-    if _SECTION in document:
-        return _require_mapping(_SECTION, document[_SECTION])
-    return document
-
-
-def _field_names() -> Tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(EntropyRegularizationConfig))
-
-
-def _check_known_keys(keys: Iterable[Any]) -> None:
-    valid = _field_names()
-    for key in keys:
-        if not isinstance(key, str):
-            raise TypeError(f"{_SECTION}: expected string keys, got key {_describe(key)}")
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"{_SECTION}: unknown key {key!r}{hint} (expected one of: {', '.join(valid)})"
-            )
-
-
-def _read_yaml_source(path_or_text: Union[str, "os.PathLike[str]"]) -> Tuple[str, str]:
-    """Return ``(text, source name)`` for a path or for YAML text."""
-    if isinstance(path_or_text, os.PathLike):
-        path = Path(path_or_text)
-        return path.read_text(encoding="utf-8"), str(path)
-    if not isinstance(path_or_text, str):
-        raise TypeError(
-            f"path_or_text: expected a path (str or os.PathLike) or YAML text, "
-            f"got {_describe(path_or_text)}"
-        )
-    if "\n" not in path_or_text:
-        if os.path.exists(path_or_text):
-            return Path(path_or_text).read_text(encoding="utf-8"), path_or_text
-        # Parsing a mistyped file name as YAML would give a confusing "not a mapping" error.
-        if path_or_text.strip().lower().endswith((".yaml", ".yml")):
-            raise FileNotFoundError(errno.ENOENT, "config file not found", path_or_text)
-    return path_or_text, "<yaml text>"
-
-
-def _safe_load(text: str, source: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.constructor.ConstructorError as error:
-        raise ValueError(
-            f"{source}: unsafe YAML tags (such as !!python/object) are rejected; "
-            f"the config is read with yaml.safe_load: {error}"
-        ) from error
-    except yaml.YAMLError as error:
-        raise ValueError(f"{source}: invalid YAML: {error}") from error
 
 
 # --- the config -------------------------------------------------------------------------
@@ -389,8 +292,8 @@ class EntropyRegularizationConfig:
             TypeError: the document or section is not a mapping, or a value has the wrong type.
             ValueError: an unknown key (the closest valid key is suggested) or a bad value.
         """
-        section = _extract_section(document)
-        _check_known_keys(section)
+        section = extract_section(document)
+        check_known_keys(section, _field_names())
         return cls(**section)
 
     @classmethod
@@ -407,29 +310,29 @@ class EntropyRegularizationConfig:
             ValueError: invalid YAML, or a tag the safe loader rejects (``!!python/...``).
             TypeError, ValueError: as :meth:`from_dict`.
         """
-        text, source = _read_yaml_source(path_or_text)
-        return cls.from_dict(_safe_load(text, source))
+        text, source = read_yaml_source(path_or_text)
+        return cls.from_dict(safe_load(text, source))
 
     @classmethod
     def preset(cls, name: str) -> "EntropyRegularizationConfig":
         """A named preset: ``long``, ``short``, ``debug``, ``aggressive`` or ``plain``.
 
         Keys a preset does not set keep their defaults (docs/design.md and the
-        README's Configuration section have the table). ``plain`` is today's fixed
+        README's Configuration section have the table). ``plain`` is the usual fixed
         bonus exactly: a constant coefficient of 0.01, weights 1 and 1, no collapse
         penalties, so that ``total = -0.01 * (H_d + H_c)``, Stable-Baselines3's
         ``ent_coef * -entropy.mean()`` with the joint policy's entropy.
         """
         if not isinstance(name, str):
-            raise TypeError(f"preset name: expected a str, got {_describe(name)}")
-        if name not in _PRESETS:
-            close = difflib.get_close_matches(name, list(_PRESETS), n=1)
+            raise TypeError(f"preset name: expected a str, got {describe(name)}")
+        if name not in PRESETS:
+            close = difflib.get_close_matches(name, list(PRESETS), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(
                 f"preset name: unknown preset {name!r}{hint} "
-                f"(expected one of: {', '.join(_PRESETS)})"
+                f"(expected one of: {', '.join(PRESETS)})"
             )
-        return cls(**_PRESETS[name])
+        return cls(**PRESETS[name])
 
     def to_dict(self) -> Dict[str, Any]:
         """The section as a plain dict, suitable for :meth:`from_dict`.
@@ -456,7 +359,7 @@ class EntropyRegularizationConfig:
 
     def replace(self, **overrides: Any) -> "EntropyRegularizationConfig":
         """A validated copy with ``overrides`` applied; this config is unchanged."""
-        _check_known_keys(overrides)
+        check_known_keys(overrides, _field_names())
         return dataclasses.replace(self, **overrides)
 
     def make_schedule(
@@ -510,6 +413,10 @@ class EntropyRegularizationConfig:
         return make(self.discrete_target_entropy), make(self.continuous_target_entropy)
 
 
+def _field_names() -> Tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(EntropyRegularizationConfig))
+
+
 def _check_combination(values: Mapping[str, Any]) -> None:
     """Checks across keys, on already validated values; errors name every key involved."""
     schedule, points = values["entropy_schedule"], values["entropy_schedule_points"]
@@ -526,7 +433,7 @@ def _check_combination(values: Mapping[str, Any]) -> None:
         # Only when the schedule is used: enable_adaptive_entropy: false gives a constant
         # coefficient, and the start and end of an unused decay are nobody's concern.
         for key in ("entropy_coeff_start", "entropy_coeff_end"):
-            _check_positive_coefficient(key, values[key], "with entropy_schedule: exponential")
+            check_positive_coefficient(key, values[key], "with entropy_schedule: exponential")
     control = values["target_entropy_control"]
     targets = ("discrete_target_entropy", "continuous_target_entropy")
     if control == "none":
@@ -542,7 +449,7 @@ def _check_combination(values: Mapping[str, Any]) -> None:
             "continuous_target_entropy (nats), got neither"
         )
     # The controller's own checks, its messages naming the YAML keys.
-    _check_coefficient_range(
+    check_coefficient_range(
         values["controller_initial_coeff"],
         values["controller_min_coeff"],
         values["controller_max_coeff"],
@@ -550,3 +457,23 @@ def _check_combination(values: Mapping[str, Any]) -> None:
         names=("controller_initial_coeff", "controller_min_coeff", "controller_max_coeff"),
         sac="with target_entropy_control: sac",
     )
+
+
+def as_config(
+    config: Union[None, EntropyRegularizationConfig, Mapping[str, Any]], overrides: Mapping[str, Any]
+) -> EntropyRegularizationConfig:
+    """What ``HybridEntropyRegularizer(config, **overrides)`` reads: ``config`` (``None``: the
+    defaults; a mapping: read by :meth:`~EntropyRegularizationConfig.from_dict`) with
+    ``overrides`` replacing its values."""
+    if config is None:
+        resolved = EntropyRegularizationConfig()
+    elif isinstance(config, EntropyRegularizationConfig):
+        resolved = config
+    elif isinstance(config, Mapping):
+        resolved = EntropyRegularizationConfig.from_dict(config)
+    else:
+        raise TypeError(
+            "HybridEntropyRegularizer: config must be an EntropyRegularizationConfig, a mapping "
+            f"of its YAML keys, or None; got {type(config).__name__}"
+        )
+    return resolved.replace(**overrides) if overrides else resolved

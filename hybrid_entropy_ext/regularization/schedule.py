@@ -21,10 +21,19 @@ Each schedule has two forms of the same formula:
 
 import math
 import numbers
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from .._validation import (
+    check_coefficient,
+    check_episode_count,
+    check_points,
+    check_positive_coefficient,
+    describe,
+    is_bool,
+)
 
 __all__ = [
     "LinearEntropySchedule",
@@ -35,80 +44,12 @@ __all__ = [
 ]
 
 
-def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
-
-
-def _is_bool(value: Any) -> bool:
-    # numpy.bool_ is not a subclass of bool (nor registered as a number), but say so
-    # explicitly: a flag where a number is expected is a mistake in either spelling.
-    return isinstance(value, bool) or (type(value).__name__ in ("bool_", "bool") and hasattr(value, "dtype"))
-
-
-def _real_to_float(value: numbers.Real) -> float:
-    """``float(value)``, except that a NumPy float narrower than float64 is read as the
-    shortest decimal that rounds to it: ``np.float32(0.01)`` -> ``0.01``, the number the
-    NumPy-based config that produced it meant, not ``0.009999999776482582``."""
-    itemsize = getattr(getattr(value, "dtype", None), "itemsize", 8)
-    if isinstance(value, numbers.Integral) or itemsize >= 8:
-        return float(value)
-    return float(str(value))
-
-
-def _is_real(value: Any) -> bool:
-    """Whether ``value`` is a real number: Python or NumPy, but not a bool (see ``_is_bool``)."""
-    return isinstance(value, numbers.Real) and not _is_bool(value)
-
-
-def _check_real(name: str, value: Any, expected: str) -> float:
-    """``value`` as a float if it is a real number (Python or NumPy, not bool), else TypeError."""
-    if not _is_real(value):
-        raise TypeError(f"{name}: expected {expected}, got {_describe(value)}")
-    return _real_to_float(value)
-
-
-def _check_coefficient(name: str, value: Any) -> float:
-    """Return ``value`` as a float, or raise if it is not a finite number >= 0.
-
-    ``bool`` is rejected although it subclasses ``int``: ``True`` as a coefficient
-    is almost certainly a misplaced flag, not the number 1. NumPy scalars are
-    accepted like Python numbers.
-    """
-    expected = "a finite number >= 0"
-    result = _check_real(name, value, expected)
-    if not (math.isfinite(result) and result >= 0.0):
-        raise ValueError(f"{name}: expected {expected}, got {result!r}")
-    return result
-
-
-def _check_positive_coefficient(name: str, value: Any, where: str) -> float:
-    """``_check_coefficient``, and > 0: the start or end of a geometric decay, which never
-    reaches 0. ``where`` says what needs it (``for an exponential schedule``, or the
-    config's ``with entropy_schedule: exponential``)."""
-    result = _check_coefficient(name, value)
-    if result <= 0.0:
-        raise ValueError(
-            f"{name}: expected a finite number > 0 {where} (a geometric decay never reaches 0), got {result!r}"
-        )
-    return result
-
-
-def _check_episode_count(name: str, value: Any) -> int:
-    """Return ``value`` as an int, or raise if it is not an integer >= 0 (Python or NumPy)."""
-    expected = "an integer number of episodes >= 0"
-    if _is_bool(value) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected {expected}, got {_describe(value)}")
-    if value < 0:
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
-    return int(value)
-
-
 def _check_episode_type(episode: Any) -> int:
     # Eager-only: TorchScript already enforces the ``int`` annotation, while in
     # Python a float or bool episode would otherwise be silently accepted. A NumPy
     # integer becomes an int, so that the arithmetic below stays Python's.
-    if _is_bool(episode) or not isinstance(episode, numbers.Integral):
-        raise TypeError(f"episode: expected an integer >= 0, got {_describe(episode)}")
+    if is_bool(episode) or not isinstance(episode, numbers.Integral):
+        raise TypeError(f"episode: expected an integer >= 0, got {describe(episode)}")
     return int(episode)
 
 
@@ -140,9 +81,9 @@ class _DecaySchedule(nn.Module):
         super().__init__()
         # Validate everything before assigning anything, so a bad call leaves no
         # half-built module behind.
-        start_value = _check_coefficient("start", start)
-        end_value = _check_coefficient("end", end)
-        decay_value = _check_episode_count("decay_episodes", decay_episodes)
+        start_value = check_coefficient("start", start)
+        end_value = check_coefficient("end", end)
+        decay_value = check_episode_count("decay_episodes", decay_episodes)
         self.start = start_value
         self.end = end_value
         self.decay_episodes = decay_value
@@ -249,7 +190,7 @@ class ConstantEntropySchedule(nn.Module):
 
     def __init__(self, value: float) -> None:
         super().__init__()
-        self.value = _check_coefficient("value", value)
+        self.value = check_coefficient("value", value)
 
     def forward(self, episode: int) -> float:
         """Return the constant coefficient; ``episode`` (int >= 0) is only validated."""
@@ -330,8 +271,8 @@ class ExponentialEntropySchedule(_DecaySchedule):
 
     def __init__(self, start: float, end: float, decay_episodes: int) -> None:
         # Checked before the base class assigns anything.
-        _check_positive_coefficient("start", start, "for an exponential schedule")
-        _check_positive_coefficient("end", end, "for an exponential schedule")
+        check_positive_coefficient("start", start, "for an exponential schedule")
+        check_positive_coefficient("end", end, "for an exponential schedule")
         super().__init__(start, end, decay_episodes)
 
     def _curve(self, episode: int) -> float:
@@ -339,29 +280,6 @@ class ExponentialEntropySchedule(_DecaySchedule):
 
     def _curve_tensor(self, e: Tensor) -> Tensor:
         return self.start * torch.pow(self.end / self.start, e / self.decay_episodes)
-
-
-def _check_points(name: str, points: Any) -> Tuple[List[int], List[float]]:
-    """``[[episode, value], ...]`` -> (episodes, values), validated; errors name ``name[i]``."""
-    if isinstance(points, (str, bytes)) or not isinstance(points, Sequence):
-        raise TypeError(f"{name}: expected a list of [episode, value] pairs, got {_describe(points)}")
-    if len(points) == 0:
-        raise ValueError(f"{name}: expected at least one [episode, value] pair, got an empty list")
-    episodes: List[int] = []
-    values: List[float] = []
-    for i, point in enumerate(points):
-        if isinstance(point, (str, bytes)) or not isinstance(point, Sequence) or len(point) != 2:
-            raise TypeError(f"{name}[{i}]: expected an [episode, value] pair, got {_describe(point)}")
-        episode = _check_episode_count(f"{name}[{i}][0] (episode)", point[0])
-        value = _check_coefficient(f"{name}[{i}][1] (value)", point[1])
-        if episodes and episode <= episodes[-1]:
-            raise ValueError(
-                f"{name}[{i}][0] (episode): expected episodes in increasing order, "
-                f"got {episode} after {episodes[-1]}"
-            )
-        episodes.append(episode)
-        values.append(value)
-    return episodes, values
 
 
 class PiecewiseEntropySchedule(nn.Module):
@@ -400,7 +318,7 @@ class PiecewiseEntropySchedule(nn.Module):
 
     def __init__(self, points: Sequence[Sequence[float]]) -> None:
         super().__init__()
-        self.episodes, self.values = _check_points("points", points)
+        self.episodes, self.values = check_points("points", points)
 
     @property
     def points(self) -> List[List[float]]:

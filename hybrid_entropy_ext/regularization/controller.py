@@ -27,53 +27,17 @@ threshold below the target catches a collapse the controller is too slow for.
 """
 
 import math
-from typing import Any, Optional, Tuple, Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from .schedule import _check_coefficient, _check_real, _describe
+from .._validation import check_coefficient, check_coefficient_range, check_target, describe
 
 __all__ = ["TargetEntropyController", "CONTROLLER_MODES"]
 
 #: The values of ``mode``.
 CONTROLLER_MODES = ("sac", "adaptive")
-
-
-def _check_target(value: Any, name: str = "target_entropy") -> float:
-    """A target entropy: any finite number of nats (a differential entropy can be < 0)."""
-    expected = "a finite number of nats"
-    result = _check_real(name, value, expected)
-    if not math.isfinite(result):
-        raise ValueError(f"{name}: expected {expected}, got {result!r}")
-    return result
-
-
-def _check_coefficient_range(
-    initial: float,
-    low: float,
-    high: float,
-    mode: str,
-    names: Tuple[str, str, str] = ("initial_coeff", "min_coeff", "max_coeff"),
-    sac: str = "in sac mode",
-) -> None:
-    """The checks across the already checked coefficients: ``low <= high``,
-    ``low <= initial <= high``, and ``initial > 0`` when ``mode`` is ``"sac"``.
-
-    ``names`` (initial, min, max) are what the messages call them and ``sac`` how they
-    spell the mode, so that the config's messages name its YAML keys.
-    """
-    initial_name, low_name, high_name = names
-    if low > high:
-        raise ValueError(f"{low_name}: expected <= {high_name} ({high!r}), got {low!r}")
-    if not low <= initial <= high:
-        raise ValueError(
-            f"{initial_name}: expected a number in [{low_name}, {high_name}] = [{low!r}, {high!r}], got {initial!r}"
-        )
-    if mode == "sac" and initial <= 0.0:
-        raise ValueError(
-            f"{initial_name}: expected a number > 0 {sac} (the controller learns its logarithm), got {initial!r}"
-        )
 
 
 class TargetEntropyController(nn.Module):
@@ -145,18 +109,18 @@ class TargetEntropyController(nn.Module):
     ) -> None:
         super().__init__()
         # Validate everything before assigning anything.
-        target = _check_target(target_entropy)
+        target = check_target(target_entropy)
         if not isinstance(mode, str):
-            raise TypeError(f"mode: expected one of {', '.join(CONTROLLER_MODES)}, got {_describe(mode)}")
+            raise TypeError(f"mode: expected one of {', '.join(CONTROLLER_MODES)}, got {describe(mode)}")
         if mode not in CONTROLLER_MODES:
             raise ValueError(f"mode: expected one of {', '.join(CONTROLLER_MODES)}, got {mode!r}")
-        initial = _check_coefficient("initial_coeff", initial_coeff)
-        low = _check_coefficient("min_coeff", min_coeff)
-        high = _check_coefficient("max_coeff", max_coeff)
-        step = _check_coefficient("delta", delta)
+        initial = check_coefficient("initial_coeff", initial_coeff)
+        low = check_coefficient("min_coeff", min_coeff)
+        high = check_coefficient("max_coeff", max_coeff)
+        step = check_coefficient("delta", delta)
         if not isinstance(only_below_target, bool):
-            raise TypeError(f"only_below_target: expected a bool, got {_describe(only_below_target)}")
-        _check_coefficient_range(initial, low, high, mode)
+            raise TypeError(f"only_below_target: expected a bool, got {describe(only_below_target)}")
+        check_coefficient_range(initial, low, high, mode)
         self.mode = mode
         self.target_entropy = target
         self.min_coeff = low

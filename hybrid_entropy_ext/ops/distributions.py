@@ -42,8 +42,8 @@ from torch.distributions import (
     TransformedDistribution,
 )
 
-from .functional import hybrid_entropy_loss
-from .schedule import _describe
+from .._validation import describe
+from .loss import hybrid_entropy_loss
 
 __all__ = ["hybrid_entropy_loss_from_distributions"]
 
@@ -144,7 +144,7 @@ def _reject(dist: Any, where: str) -> "TypeError":
     elif isinstance(dist, Distribution):
         why = f"{name} is neither a Categorical nor a diagonal Gaussian (Normal, Independent(Normal, n))"
     else:
-        why = f"expected a torch.distributions.Distribution, got {_describe(dist)}"
+        why = f"expected a torch.distributions.Distribution, got {describe(dist)}"
     return TypeError(f"hybrid_entropy_loss_from_distributions: {where}: {why}")
 
 
@@ -160,7 +160,7 @@ def _split_heads(dists: Any) -> Tuple[Optional[Categorical], Optional[Distributi
         raise TypeError(
             "hybrid_entropy_loss_from_distributions: dists: expected a Categorical, a Normal or "
             "Independent(Normal, n), or a tuple, list or dict holding one of each; got "
-            f"{_describe(dists)}"
+            f"{describe(dists)}"
         )
     if len(items) == 0:
         raise ValueError("hybrid_entropy_loss_from_distributions: dists: expected at least one distribution, got none")

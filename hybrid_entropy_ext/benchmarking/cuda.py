@@ -1,5 +1,5 @@
 """The CUDA side of the benchmark: the CPU suite's cases, implementations, interleaved
-rounds and tables (:mod:`hybrid_entropy_ext.benchmark`), timed with CUDA events on the
+rounds and tables (:mod:`hybrid_entropy_ext.benchmarking.runner`), timed with CUDA events on the
 current GPU. For each size it also reports:
 
 - the bytes the fused op must move (:meth:`Case.fused_bytes`), its GB/s, and the time of
@@ -18,25 +18,25 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from .benchmark import (
+from .runner import (
     COPY,
     IMPLEMENTATIONS,
     MODES,
     Case,
     Timing,
-    _by_key,
-    _fresh_compiled_reference,
-    _loss_step,
-    _ordered_unique,
-    _recompile_limit_raises,
-    _time_interleaved,
+    by_key,
+    fresh_compiled_reference,
+    loss_step,
+    ordered_unique,
+    recompile_limit_raises,
+    time_interleaved,
 )
 
 __all__ = ["CUDA_CASES", "CUDA_QUICK_CASES", "run_cuda_benchmark", "format_bandwidth", "format_cuda_memory",
            "count_fused_kernels", "cuda_event_seconds"]
 
-# The sizes of the CUDA issue: small hybrid action spaces up to large batches, long rows,
-# and an LLM vocabulary in bfloat16.
+# The GPU suite's sizes: small hybrid action spaces up to large batches, long rows, and an
+# LLM vocabulary in bfloat16.
 CUDA_CASES = (
     Case(256, 4),
     Case(4096, 16),
@@ -89,7 +89,7 @@ def count_fused_kernels(inputs: Dict[str, torch.Tensor]) -> Dict[str, List[str]]
 
     kernels: Dict[str, List[str]] = {}
     for mode in MODES:
-        step = _loss_step(IMPLEMENTATIONS["fused"], inputs, mode)
+        step = loss_step(IMPLEMENTATIONS["fused"], inputs, mode)
         step()
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -128,19 +128,19 @@ def run_cuda_benchmark(
         except torch.cuda.OutOfMemoryError:
             continue
         if "reference_compiled" in implementations:
-            _fresh_compiled_reference()
+            fresh_compiled_reference()
         gradient_bytes[case.label] = inputs["logits"].numel() * inputs["logits"].element_size()
         for mode in modes:
-            steps = {name: _loss_step(IMPLEMENTATIONS[name], inputs, mode) for name in implementations}
+            steps = {name: loss_step(IMPLEMENTATIONS[name], inputs, mode) for name in implementations}
             steps[COPY] = _copy_step(case.fused_bytes(mode))
             bytes_moved[(case.label, mode)] = case.fused_bytes(mode)
-            with _recompile_limit_raises(enabled="reference_compiled" in implementations):
-                timings.extend(_time_interleaved(case.label, mode, steps, rounds, min_seconds_per_sample,
+            with recompile_limit_raises(enabled="reference_compiled" in implementations):
+                timings.extend(time_interleaved(case.label, mode, steps, rounds, min_seconds_per_sample,
                                                  timer=cuda_event_seconds, failures=_FAILURES))
         peaks[case.label] = {}
         for name in implementations:
             try:
-                peaks[case.label][name] = peak_extra_bytes(_loss_step(IMPLEMENTATIONS[name], inputs, "forward_backward"))
+                peaks[case.label][name] = peak_extra_bytes(loss_step(IMPLEMENTATIONS[name], inputs, "forward_backward"))
             except _FAILURES:
                 peaks[case.label][name] = None
                 torch.cuda.empty_cache()
@@ -155,10 +155,10 @@ def run_cuda_benchmark(
 def format_bandwidth(result: Dict[str, object], mode: str = "forward_backward") -> str:
     """Markdown: the bytes the fused op moves, its GB/s, the copy's GB/s on the same bytes,
     and copy / fused, the fraction of the copy bandwidth the fused op reaches."""
-    times = _by_key(result["timings"])  # type: ignore[arg-type]
+    times = by_key(result["timings"])  # type: ignore[arg-type]
     moved: Dict[tuple, int] = result["bytes_moved"]  # type: ignore[assignment]
     lines = ["| B x K | MB moved | fused GB/s | copy GB/s | copy / fused |", "|---|---|---|---|---|"]
-    for case in _ordered_unique(c for c, m in moved if m == mode):
+    for case in ordered_unique(c for c, m in moved if m == mode):
         nbytes = moved[(case, mode)]
         fused, copy = times.get((case, mode, "fused")), times.get((case, mode, COPY))
         row = [case, f"{nbytes / 1e6:.1f}"]
@@ -173,7 +173,7 @@ def format_cuda_memory(result: Dict[str, object]) -> str:
     peak beyond its own gradient."""
     peaks: Dict[str, Dict[str, Optional[int]]] = result["peak_extra_bytes"]  # type: ignore[assignment]
     gradients: Dict[str, int] = result["gradient_bytes"]  # type: ignore[assignment]
-    names = _ordered_unique(n for per_case in peaks.values() for n in per_case)
+    names = ordered_unique(n for per_case in peaks.values() for n in per_case)
     header = ["B x K", "gradient (MB)"] + [f"{n} (MB)" for n in names] + ["fused beyond gradient (MB)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for case, per_case in peaks.items():

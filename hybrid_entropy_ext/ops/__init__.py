@@ -1,0 +1,25 @@
+"""The ops: the fused hybrid entropy loss and what adapts to it.
+
+- :func:`hybrid_entropy_loss` (``loss.py``): the wrapper of the compiled op
+  ``torch.ops.hybrid_entropy_ext.hybrid_entropy_loss``, TorchScript-able.
+- :func:`hybrid_entropy_loss_from_distributions` (``distributions.py``): the op on a
+  policy's ``torch.distributions`` objects.
+- :func:`loss_terms_from_entropies` (``loss_terms.py``): the loss's combination from two
+  batch-mean entropies, where the means come from elsewhere than one op call.
+- :mod:`reference`: the pure-PyTorch reference, for tests and benchmarks only.
+
+The lowest layer above the compiled library (``hybrid_entropy_ext._ops``): nothing here
+imports the regularization layer or the application.
+"""
+
+from . import reference
+from .distributions import hybrid_entropy_loss_from_distributions
+from .loss import hybrid_entropy_loss
+from .loss_terms import loss_terms_from_entropies
+
+__all__ = [
+    "hybrid_entropy_loss",
+    "hybrid_entropy_loss_from_distributions",
+    "loss_terms_from_entropies",
+    "reference",
+]

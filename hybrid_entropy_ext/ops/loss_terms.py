@@ -1,0 +1,100 @@
+"""The loss terms from the two batch-mean entropies: the combination of the hybrid entropy loss.
+
+With the batch means ``H_d``, ``H_c`` (nats) in hand, the seven outputs of
+:func:`~hybrid_entropy_ext.hybrid_entropy_loss` follow from the formula of
+docs/design.md, "Semantics"::
+
+    discrete           = -c_d * w_d * H_d
+    continuous         = -c_c * w_c * H_c
+    discrete_penalty   = m * max(0, tau_d - H_d)
+    continuous_penalty = m * max(0, tau_c - H_c)
+    total              = discrete + continuous + discrete_penalty + continuous_penalty
+
+The fused op evaluates it in its kernels (``csrc/entropy_math.h``). This module is the
+library's Python form of it, for means that do not come from one op call: the global
+means of the distributed regularizer, the CLI's report at given entropies. Tensor
+operations only, so autograd differentiates it; :mod:`~hybrid_entropy_ext.ops.reference`
+keeps a writing of its own, against which the tests hold both.
+"""
+
+from typing import Dict, Optional, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["loss_terms_from_entropies", "collapse_penalty"]
+
+
+def collapse_penalty(entropy: Tensor, threshold: Optional[float], multiplier: float) -> Tensor:
+    """``multiplier * max(0, threshold - entropy)``; zeros like ``entropy`` when ``threshold`` is ``None``.
+
+    0 with gradient 0 at ``entropy == threshold`` (``relu``'s gradient at 0), NaN for a
+    NaN entropy (never a silent 0).
+    """
+    if threshold is None:
+        return torch.zeros_like(entropy)
+    return multiplier * torch.relu(threshold - entropy)
+
+
+def loss_terms_from_entropies(
+    discrete_entropy: Tensor,
+    continuous_entropy: Tensor,
+    entropy_coeff: Union[float, Tensor],
+    discrete_entropy_weight: float = 1.0,
+    continuous_entropy_weight: float = 0.5,
+    min_entropy_threshold: Optional[float] = 0.1,
+    continuous_min_entropy_threshold: Optional[float] = 0.1,
+    penalty_multiplier: float = 3.0,
+    has_discrete: bool = True,
+    has_continuous: bool = True,
+) -> Dict[str, Tensor]:
+    """The seven 0-dim outputs of the loss from the batch-mean entropies ``H_d``, ``H_c``.
+
+    Args:
+        discrete_entropy, continuous_entropy: ``H_d`` and ``H_c``, 0-dim floating
+            tensors in nats, of one dtype (the outputs' dtype).
+        entropy_coeff: ``c``, a float or 0-dim tensor for both heads, or a ``[2]``
+            tensor ``(c_d, c_c)``; a tensor is cast to the entropies' dtype first.
+        discrete_entropy_weight, continuous_entropy_weight, min_entropy_threshold,
+        continuous_min_entropy_threshold, penalty_multiplier: ``w_d``, ``w_c``,
+            ``tau_d``, ``tau_c`` (``None``: no penalty), ``m``, as for
+            :func:`~hybrid_entropy_ext.hybrid_entropy_loss`.
+        has_discrete, has_continuous: ``False`` for a head the policy does not have:
+            its penalty is 0 whatever its threshold (its entropy, 0, would be below it).
+
+    Returns:
+        A dict with keys ``total``, ``discrete``, ``continuous``, ``discrete_penalty``,
+        ``continuous_penalty``, ``discrete_entropy``, ``continuous_entropy`` (the two
+        inputs themselves), differentiable with respect to the entropies and a tensor
+        coefficient.
+
+    Example::
+
+        >>> out = loss_terms_from_entropies(torch.tensor(0.05), torch.tensor(1.0), 0.01)
+        >>> round(out["discrete_penalty"].item(), 6)   # 3 * (0.1 - 0.05)
+        0.15
+    """
+    if isinstance(entropy_coeff, Tensor):
+        coeff = entropy_coeff.to(discrete_entropy.dtype)
+        per_head = coeff.dim() == 1  # [2]: (c_d, c_c)
+        discrete_coeff = coeff[0] if per_head else coeff
+        continuous_coeff = coeff[1] if per_head else coeff
+    else:
+        discrete_coeff = continuous_coeff = entropy_coeff
+    discrete = -discrete_coeff * discrete_entropy_weight * discrete_entropy
+    continuous = -continuous_coeff * continuous_entropy_weight * continuous_entropy
+    discrete_penalty = collapse_penalty(
+        discrete_entropy, min_entropy_threshold if has_discrete else None, penalty_multiplier
+    )
+    continuous_penalty = collapse_penalty(
+        continuous_entropy, continuous_min_entropy_threshold if has_continuous else None, penalty_multiplier
+    )
+    return {
+        "total": discrete + continuous + discrete_penalty + continuous_penalty,
+        "discrete": discrete,
+        "continuous": continuous,
+        "discrete_penalty": discrete_penalty,
+        "continuous_penalty": continuous_penalty,
+        "discrete_entropy": discrete_entropy,
+        "continuous_entropy": continuous_entropy,
+    }

@@ -1,0 +1,245 @@
+"""``HybridEntropyRegularizer``: the ``nn.Module`` that ties the regularization together.
+
+Its parts: the coefficient (``coefficient.py``: the schedule and the episode counter;
+``controlled_heads.py``: the target-entropy controllers), the loss (the fused op, or over
+the ranks of a process group ``distributed.py``), the optional finiteness check
+(``finite_inputs.py``) and the loading of version-1 checkpoints (``checkpoint.py``).
+"""
+
+from typing import Any, Callable, Dict, Mapping, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import describe
+from ..ops.loss import hybrid_entropy_loss
+from .checkpoint import COUNTER, add_missing_counter, fill_missing_state
+from .coefficient import ScheduledCoefficientMixin, add_coefficient_outputs, as_schedule, op_coefficient
+from .config import EntropyRegularizationConfig, as_config
+from .controlled_heads import ControllersMixin, check_controller
+from .controller import TargetEntropyController
+from .distributed import global_loss
+from .finite_inputs import check_inputs_finite
+
+__all__ = ["HybridEntropyRegularizer"]
+
+
+class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.Module):
+    """Adaptive entropy regularization for a policy with discrete and continuous heads.
+
+    Holds the coefficient schedule (linear decay by default, or the config's
+    ``entropy_schedule``, or constant when ``enable_adaptive_entropy`` is false),
+    the per-head weights, the collapse penalties of an
+    :class:`EntropyRegularizationConfig` and, optionally, a target-entropy
+    controller per head, and computes the loss with the fused op.
+    ``torch.jit.script``-able; the scripted module runs in C++ programs too,
+    backward included.
+
+    **The episode counter.** The regularizer keeps its schedule's position in a
+    0-dim int64 buffer, ``episode_counter`` (in ``state_dict``, so a checkpoint
+    restores the coefficient exactly). :meth:`step` advances it; ``forward``
+    uses it when ``episode`` is omitted. It counts whatever the trainer counts:
+    episodes, PPO updates or environment steps (Stable-Baselines3's ``train()``
+    sees no episodes; step once per update there), as long as the schedule's
+    ``decay_episodes`` is in the same unit. An explicit ``episode`` sets the
+    coefficient instead and leaves the counter alone. With the counter on a GPU (or under
+    ``torch.compile``) the coefficient is computed from it with tensor
+    operations, so ``forward`` makes no host sync; on the CPU it is read as an
+    int (no sync there).
+
+    Args:
+        config: an :class:`EntropyRegularizationConfig`, a mapping of its YAML
+            keys (the section alone or a whole trainer config), or ``None`` for
+            the defaults.
+        check_finite: ``True``: ``forward`` first checks its inputs and raises a
+            ``ValueError`` naming ``logits`` or ``log_std`` when one holds NaN or
+            infinite values, instead of returning NaN outputs. ``-inf`` logits stay
+            allowed (they mark impossible actions). Costs one reduction per input and
+            one host sync per call (a device sync on GPU, a graph break under
+            ``torch.compile``); off by default.
+        schedule: replaces the config's schedule: any ``nn.Module`` or callable
+            mapping an episode (int >= 0) to a coefficient (a number >= 0). A module
+            with a ``coefficient_tensor(episode: Tensor) -> Tensor`` method (every
+            schedule of this package has one) is evaluated on the counter's device;
+            one without is called with the counter read as an int (a device sync
+            when the counter is on a GPU). A plain callable works in eager code and
+            under ``torch.compile``; for TorchScript give a scriptable module.
+        discrete_controller, continuous_controller: a
+            :class:`TargetEntropyController` for that head, replacing the one the
+            config describes (``target_entropy_control``), or ``None``. A controlled
+            head takes its coefficient from the controller; the other keeps the
+            schedule's, and both go to the fused op as one ``[2]`` coefficient.
+        distributed: ``True``: the batch means (and so every output, the collapse
+            check included) are taken over the whole global batch of the default
+            ``torch.distributed`` process group (see :meth:`forward`).
+        process_group: the process group to reduce over (implies ``distributed``).
+        **overrides: YAML keys that replace the config's values, validated the
+            same way (e.g. ``penalty_multiplier=5.0``).
+
+    Example::
+
+        >>> reg = HybridEntropyRegularizer(EntropyRegularizationConfig.preset("short"))
+        >>> logits, log_std = torch.randn(64, 5), torch.zeros(64, 3)
+        >>> out = reg(logits, log_std, episode=10)
+        >>> loss = policy_loss + out["total"]            # doctest: +SKIP
+        >>> round(float(out["current_entropy_coeff"]), 6)  # 0.05 -> 0.01 over 200 episodes
+        0.048
+        >>> reg.step(10); round(float(reg(logits, log_std)["current_entropy_coeff"]), 6)  # the counter
+        0.048
+    """
+
+    __jit_ignored_attributes__ = ["config", "process_group"]
+    # State-dict version 2 holds the episode counter; version 1 loads with it at 0 (checkpoint.py).
+    _version = 2
+
+    discrete_entropy_weight: float
+    continuous_entropy_weight: float
+    min_entropy_threshold: Optional[float]
+    continuous_min_entropy_threshold: Optional[float]
+    penalty_multiplier: float
+    check_finite: bool
+    distributed: bool
+
+    def __init__(
+        self,
+        config: Union[None, EntropyRegularizationConfig, Mapping[str, Any]] = None,
+        check_finite: bool = False,
+        schedule: Union[None, nn.Module, Callable[[int], float]] = None,
+        discrete_controller: Optional[TargetEntropyController] = None,
+        continuous_controller: Optional[TargetEntropyController] = None,
+        distributed: bool = False,
+        process_group: Optional[Any] = None,
+        **overrides: Any,
+    ) -> None:
+        super().__init__()
+        if not isinstance(check_finite, bool):
+            raise TypeError(
+                "HybridEntropyRegularizer: check_finite must be a bool, got "
+                f"{check_finite!r} ({type(check_finite).__name__})"
+            )
+        if not isinstance(distributed, bool):
+            raise TypeError(f"distributed: expected a bool, got {describe(distributed)}")
+        check_controller("discrete_controller", discrete_controller)
+        check_controller("continuous_controller", continuous_controller)
+        user_schedule = as_schedule(schedule) if schedule is not None else None
+        self.check_finite = check_finite
+        self.config = as_config(config, overrides)
+        # What follows from the schedule and the controllers (whether the schedule's output is
+        # checked, whether a head's term is gated) is derived where it is used, from the
+        # submodules of the moment, so that reassigning one (reg.schedule = ...) is honored.
+        self.schedule = user_schedule if user_schedule is not None else self.config.make_schedule()
+        config_discrete, config_continuous = self.config.make_controllers()
+        self.discrete_controller = discrete_controller if discrete_controller is not None else config_discrete
+        self.continuous_controller = (
+            continuous_controller if continuous_controller is not None else config_continuous
+        )
+        self.discrete_entropy_weight = self.config.discrete_entropy_weight
+        self.continuous_entropy_weight = self.config.continuous_entropy_weight
+        self.min_entropy_threshold = self.config.min_entropy_threshold
+        self.continuous_min_entropy_threshold = self.config.resolved_continuous_min_entropy_threshold
+        self.penalty_multiplier = self.config.penalty_multiplier
+        self.distributed = distributed or process_group is not None
+        self.process_group = process_group
+        self.register_buffer(COUNTER, torch.zeros((), dtype=torch.int64))
+
+    def forward(
+        self, logits: Optional[Tensor], log_std: Optional[Tensor], episode: Optional[int] = None
+    ) -> Dict[str, Tensor]:
+        """Loss components at ``episode``, or at the episode counter when it is omitted.
+
+        Args:
+            logits: ``[B, K]`` discrete-head logits, or ``None``.
+            log_std: ``[B, D]`` or ``[D]`` Gaussian log-std, or ``None``.
+            episode: the training episode (int >= 0) that sets the scheduled
+                coefficient; ``None`` (the default): the ``episode_counter`` buffer.
+
+        Returns:
+            The seven 0-dim tensors of :func:`hybrid_entropy_loss` plus
+            ``current_entropy_coeff`` (the schedule's coefficient). Add
+            ``out["total"]`` to the policy loss. With a controller, also
+            ``discrete_entropy_coeff`` and ``continuous_entropy_coeff``: the
+            coefficient each head got (a controlled head's from its controller, even
+            while ``only_below_target`` keeps its term at 0).
+
+        With ``distributed``, every rank must call it with the same heads present;
+        the fused op computes each rank's batch means (penalties off), their sums
+        and row counts are all-reduced with a differentiable all-reduce, and the
+        seven components are computed from the global means, so every rank returns
+        the same values (those of one process on the concatenated batch) and
+        applies the same penalty. The all-reduce's backward sums the ranks'
+        gradients, so each rank's gradient is the world size times its share of
+        the global-batch gradient: averaged over ranks, as DistributedDataParallel
+        averages, it is the single-process gradient. A shared ``[D]`` log_std has
+        one entropy for every sample; it counts as the rank's batch size (the rows
+        of ``logits``, or 1 without them), so its global mean is the
+        sample-weighted mean over ranks, the same value on every rank while DDP
+        keeps the parameter in sync. Every rank needs at least one row. Eager (and
+        ``torch.compile``) only: a scripted regularizer raises with ``distributed``.
+
+        Raises:
+            ValueError: with ``check_finite=True``, ``logits`` holds NaN or ``+inf``,
+                or ``log_std`` holds NaN or ``+/-inf`` (the message names the input).
+            RuntimeError: ``distributed`` without an initialized process group.
+        """
+        if self.check_finite:
+            check_inputs_finite(logits, log_std)
+        scheduled_value, scheduled_tensor = self._scheduled_coefficient(episode)
+        discrete_coeff, continuous_coeff = self._controller_coefficients()
+        coeff = op_coefficient(discrete_coeff, continuous_coeff, scheduled_value, scheduled_tensor)
+        if self.distributed:
+            out = self._global_loss(logits, log_std, coeff)
+        else:
+            out = hybrid_entropy_loss(
+                logits,
+                log_std,
+                coeff,
+                self.discrete_entropy_weight,
+                self.continuous_entropy_weight,
+                self.min_entropy_threshold,
+                self.continuous_min_entropy_threshold,
+                self.penalty_multiplier,
+            )
+        self._apply_only_below_target(out)
+        add_coefficient_outputs(out, discrete_coeff, continuous_coeff, scheduled_value, scheduled_tensor)
+        return out
+
+    @torch.jit.unused
+    def _global_loss(self, logits: Optional[Tensor], log_std: Optional[Tensor], coeff: Tensor) -> Dict[str, Tensor]:
+        return global_loss(
+            logits,
+            log_std,
+            coeff,
+            self.discrete_entropy_weight,
+            self.continuous_entropy_weight,
+            self.min_entropy_threshold,
+            self.continuous_min_entropy_threshold,
+            self.penalty_multiplier,
+            self.process_group,
+        )
+
+    # --- checkpoints: state-dict version 1 (checkpoint.py) ------------------------------------
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        fill_missing_state(self.__dict__)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        add_missing_counter(state_dict, prefix, local_metadata)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def extra_repr(self) -> str:
+        text = (
+            f"discrete_entropy_weight={self.discrete_entropy_weight}, "
+            f"continuous_entropy_weight={self.continuous_entropy_weight}, "
+            f"min_entropy_threshold={self.min_entropy_threshold}, "
+            f"continuous_min_entropy_threshold={self.continuous_min_entropy_threshold}, "
+            f"penalty_multiplier={self.penalty_multiplier}, "
+            f"check_finite={self.check_finite}"
+        )
+        if self.distributed:
+            text += ", distributed=True"
+        return text
