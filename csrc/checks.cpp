@@ -112,17 +112,19 @@ void check_entropy_coeff(
       entropy_coeff.device());
 }
 
-void check_params(const math::LossParams& p, const char* op) {
-  check_finite(p.discrete_weight, op, "discrete_entropy_weight");
-  check_finite(p.continuous_weight, op, "continuous_entropy_weight");
-  if (p.has_discrete_threshold) {
-    check_finite(p.discrete_threshold, op, "min_entropy_threshold");
+// An absent optional hyper-parameter (a disabled threshold) is not checked.
+void check_finite(const std::optional<double>& value, const char* op, const char* name) {
+  if (value.has_value()) {
+    check_finite(*value, op, name);
   }
-  if (p.has_continuous_threshold) {
-    check_finite(
-        p.continuous_threshold, op, "continuous_min_entropy_threshold");
-  }
-  check_finite(p.penalty_multiplier, op, "penalty_multiplier");
+}
+
+// Every hyper-parameter is finite (a NaN weight or threshold would poison
+// every output silently).
+void check_hyperparameters(const LossHyperparameters& h, const char* op) {
+#define HEE_CHECK_HYPERPARAMETER(type, name, ...) check_finite(h.name, op, #name);
+  HEE_HYPERPARAMETERS(HEE_CHECK_HYPERPARAMETER)
+#undef HEE_CHECK_HYPERPARAMETER
 }
 
 // A 0-dim tensor of the forward's output dtype on the inputs' device: the
@@ -183,14 +185,14 @@ void check_loss_forward_args(const LossForwardArgs& args) {
   check_heads(args.logits, args.log_std, kForwardOp);
   check_entropy_coeff(
       args.entropy_coeff, args.head(), kForwardOp);
-  check_params(args.params, kForwardOp);
+  check_hyperparameters(args.hyperparameters, kForwardOp);
 }
 
 void check_loss_backward_args(const LossBackwardArgs& args) {
   check_heads(args.logits, args.log_std, kBackwardOp);
   const at::Tensor& head = args.head();
   check_entropy_coeff(args.entropy_coeff, head, kBackwardOp);
-  check_params(args.params, kBackwardOp);
+  check_hyperparameters(args.hyperparameters, kBackwardOp);
   check_row_stats(args.row_stats, args.logits);
   const at::ScalarType output_dtype =
       loss_output_dtype(args.logits, args.log_std);
@@ -198,14 +200,10 @@ void check_loss_backward_args(const LossBackwardArgs& args) {
       args.discrete_entropy, head, output_dtype, "discrete_entropy");
   check_saved_scalar(
       args.continuous_entropy, head, output_dtype, "continuous_entropy");
+#define HEE_GRAD_NAME(name) "grad_" #name,
   static constexpr const char* kGradNames[kNumLossOutputs] = {
-      "grad_total",
-      "grad_discrete",
-      "grad_continuous",
-      "grad_discrete_penalty",
-      "grad_continuous_penalty",
-      "grad_discrete_entropy",
-      "grad_continuous_entropy"};
+      HEE_LOSS_COMPONENTS(HEE_GRAD_NAME)};
+#undef HEE_GRAD_NAME
   for (int i = 0; i < kNumLossOutputs; ++i) {
     if (args.grads[i].has_value()) {
       check_saved_scalar(*args.grads[i], head, output_dtype, kGradNames[i]);

@@ -251,7 +251,7 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
   const math::LossComponents c = math::combine_losses(
       read_host_coefficients(args.entropy_coeff), plan.has_discrete,
       means.discrete_entropy, plan.has_continuous, means.continuous_entropy,
-      args.params);
+      args.params());
   auto component = [&](double value) {
     return cpu_values(plan.component, {value});
   };
@@ -298,7 +298,7 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
   const math::BatchEntropyGrads g = math::combine_losses_backward(
       read_host_coefficients(args.entropy_coeff), plan.has_discrete,
       read_host_value(args.discrete_entropy), plan.has_continuous,
-      read_host_value(args.continuous_entropy), args.params, upstream);
+      read_host_value(args.continuous_entropy), args.params(), upstream);
 
   at::Tensor grad_logits = empty_cpu(plan.grad_logits);
   if (plan.computes_grad_logits) {
@@ -331,10 +331,10 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
 } // namespace
 
 TORCH_LIBRARY_IMPL(hybrid_entropy_ext, CPU, m) {
-  m.impl("hybrid_entropy_loss", &forward_kernel<&hybrid_entropy_loss_cpu>);
+  m.impl("hybrid_entropy_loss", forward_kernel<&hybrid_entropy_loss_cpu>);
   m.impl(
       "_hybrid_entropy_loss_backward",
-      &backward_kernel<&hybrid_entropy_loss_backward_cpu>);
+      backward_kernel<&hybrid_entropy_loss_backward_cpu>);
 }
 
 } // namespace cpu

@@ -126,7 +126,7 @@ LossForwardOutputs hybrid_entropy_loss_cuda(const LossForwardArgs& args) {
     p.per_sample_log_std = log_std.per_sample;
   }
   p.coeff = coefficients_of(args.entropy_coeff);
-  p.params = args.params;
+  p.params = args.params();
   std::array<at::Tensor, kNumLossOutputs> components;
   for (int i = 0; i < kNumLossOutputs; ++i) {
     components[i] = empty_cuda(plan.component);
@@ -197,7 +197,7 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cuda(
   p.discrete_entropy = device_scalar(args.discrete_entropy);
   p.continuous_entropy = device_scalar(args.continuous_entropy);
   p.coeff = coefficients_of(args.entropy_coeff);
-  p.params = args.params;
+  p.params = args.params();
   launch_backward(p, current_device_shape(), current_stream_launch());
   return {grad_logits, grad_log_std, grad_entropy_coeff};
 }
@@ -205,10 +205,10 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cuda(
 } // namespace
 
 TORCH_LIBRARY_IMPL(hybrid_entropy_ext, CUDA, m) {
-  m.impl("hybrid_entropy_loss", &forward_kernel<&hybrid_entropy_loss_cuda>);
+  m.impl("hybrid_entropy_loss", forward_kernel<&hybrid_entropy_loss_cuda>);
   m.impl(
       "_hybrid_entropy_loss_backward",
-      &backward_kernel<&hybrid_entropy_loss_backward_cuda>);
+      backward_kernel<&hybrid_entropy_loss_backward_cuda>);
 }
 
 } // namespace cuda
