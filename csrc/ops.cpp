@@ -5,8 +5,6 @@
 #include <Python.h>
 #include <dlfcn.h>
 
-#include <initializer_list>
-#include <string>
 #include <tuple>
 #include <utility>
 
@@ -63,14 +61,6 @@ TORCH_LIBRARY(hybrid_entropy_ext, m) {
 namespace hee {
 namespace {
 
-std::string joined(std::initializer_list<std::string> parts) {
-  std::string out;
-  for (const std::string& part : parts) {
-    out += out.empty() ? part : ", " + part;
-  }
-  return out;
-}
-
 // The arguments' tuple of references, in schema order, for std::apply.
 template <typename T, std::size_t N, std::size_t... I>
 auto array_references(const std::array<T, N>& values, std::index_sequence<I...>) {
@@ -105,52 +95,6 @@ auto argument_references(const LossBackwardArgs& args) {
 #undef HEE_SAVED_OUTPUT_REFERENCE
 
 } // namespace
-
-#define HEE_SCHEMA_INPUT(type, name, schema_type) \
-  std::string(schema_type " " #name),
-#define HEE_SCHEMA_HYPERPARAMETER_WITH_DEFAULT(type, name, schema_type, value) \
-  std::string(schema_type " " #name "=" value),
-#define HEE_SCHEMA_HYPERPARAMETER(type, name, schema_type, value) \
-  std::string(schema_type " " #name),
-#define HEE_SCHEMA_OUTPUT(name) std::string("Tensor " #name),
-#define HEE_SCHEMA_UPSTREAM_GRAD(name) std::string("Tensor? grad_" #name),
-#define HEE_SCHEMA_SAVED_OUTPUT(name, is_output) std::string("Tensor " #name),
-#define HEE_SCHEMA_INPUT_GRAD(type, name, schema_type) \
-  std::string("Tensor grad_" #name),
-
-std::string loss_forward_schema(const std::string& name) {
-  return name + "(" +
-      joined({HEE_DIFFERENTIABLE_INPUTS(HEE_SCHEMA_INPUT)
-                  HEE_NONDIFFERENTIABLE_INPUTS(HEE_SCHEMA_INPUT)
-                      HEE_HYPERPARAMETERS(
-                          HEE_SCHEMA_HYPERPARAMETER_WITH_DEFAULT)}) +
-      ") -> (" +
-      joined({HEE_LOSS_COMPONENTS(HEE_SCHEMA_OUTPUT)
-                  HEE_NONDIFFERENTIABLE_OUTPUTS(HEE_SCHEMA_OUTPUT)}) +
-      ")";
-}
-
-std::string loss_backward_schema(const std::string& name) {
-  return name + "(" +
-      joined({HEE_LOSS_COMPONENTS(HEE_SCHEMA_UPSTREAM_GRAD)
-                  HEE_DIFFERENTIABLE_INPUTS(HEE_SCHEMA_INPUT)
-                      HEE_NONDIFFERENTIABLE_INPUTS(HEE_SCHEMA_INPUT)
-                          HEE_SAVED_OUTPUTS(HEE_SCHEMA_SAVED_OUTPUT)
-                              HEE_HYPERPARAMETERS(HEE_SCHEMA_HYPERPARAMETER)
-                                  "bool[" +
-                  std::to_string(kNumDifferentiableInputs) +
-                  "] output_mask"}) +
-      ") -> (" + joined({HEE_DIFFERENTIABLE_INPUTS(HEE_SCHEMA_INPUT_GRAD)}) +
-      ")";
-}
-
-#undef HEE_SCHEMA_INPUT
-#undef HEE_SCHEMA_HYPERPARAMETER_WITH_DEFAULT
-#undef HEE_SCHEMA_HYPERPARAMETER
-#undef HEE_SCHEMA_OUTPUT
-#undef HEE_SCHEMA_UPSTREAM_GRAD
-#undef HEE_SCHEMA_SAVED_OUTPUT
-#undef HEE_SCHEMA_INPUT_GRAD
 
 LossForwardOutputs call_forward_op(const LossForwardArgs& args) {
   static auto op =
