@@ -177,10 +177,10 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
     LossBackwardOutputs computed = call_backward_op(LossBackwardArgs{
         upstream,
         HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_VALUE)
-        HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_VALUE)
         HEE_SAVED_OUTPUTS(HEE_OUTPUT_VALUE)
         hyperparameters,
-        output_mask});
+        output_mask,
+        HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_VALUE)});
 #undef HEE_INPUT_VALUE
 #undef HEE_OUTPUT_VALUE
     const auto computed_grads = std::apply(
@@ -221,6 +221,14 @@ LossForwardOutputs hybrid_entropy_loss_autograd(const LossForwardArgs& args) {
           inputs),
       "hybrid_entropy_loss has no forward-mode derivative (torch.autograd."
       "forward_ad, torch.func.jvp); use reverse mode");
+  // A tensor that receives no gradient must not look as if it did.
+#define HEE_CHECK_NO_GRAD(type, name, ...)                                   \
+  TORCH_CHECK_NOT_IMPLEMENTED(                                              \
+      !as_tensor(args.name).defined() || !as_tensor(args.name).requires_grad(), \
+      "hybrid_entropy_loss: " #name " receives no gradient; pass it "        \
+      "detached (" #name ".detach())");
+  HEE_NONDIFFERENTIABLE_INPUTS(HEE_CHECK_NO_GRAD)
+#undef HEE_CHECK_NO_GRAD
   LossForwardOutputs outputs;
   {
     at::AutoDispatchBelowADInplaceOrView guard;

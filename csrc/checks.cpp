@@ -88,6 +88,38 @@ void check_heads(
   }
 }
 
+// [B], the rows of the logits and of a per-sample log_std, on their device.
+void check_row_weights(
+    const OptionalTensor& row_weights,
+    const OptionalTensor& logits,
+    const OptionalTensor& log_std,
+    const char* op) {
+  if (!row_weights.has_value()) {
+    return;
+  }
+  const at::Tensor& weights = *row_weights;
+  check_floating(weights, op, "row_weights");
+  const bool per_sample_log_std = log_std.has_value() && log_std->dim() == 2;
+  TORCH_CHECK_VALUE(
+      logits.has_value() || per_sample_log_std, op,
+      ": row_weights weigh the rows of logits or of a [B, D] log_std, and "
+      "there are none (log_std is shared, shape ",
+      log_std.has_value() ? log_std->sym_sizes() : c10::SymIntArrayRef(),
+      ")");
+  const at::Tensor& rows = logits.has_value() ? *logits : *log_std;
+  TORCH_CHECK_VALUE(
+      weights.dim() == 1, op, ": row_weights must be 1-D [B] = [",
+      rows.sym_size(0), "], got shape ", weights.sym_sizes());
+  HEE_SYM_CHECK_VALUE(
+      weights.sym_size(0).sym_eq(rows.sym_size(0)), op,
+      ": row_weights must be [B] = [", rows.sym_size(0),
+      "] (one weight per row), got shape ", weights.sym_sizes());
+  TORCH_CHECK_VALUE(
+      weights.device() == rows.device(), op,
+      ": row_weights must be on the device of the inputs (", rows.device(),
+      "), got ", weights.device());
+}
+
 // 0-dim (both heads) or [2] (discrete, continuous); on the inputs' device,
 // or a 0-dim CPU tensor (read on the host, as PyTorch's CPU scalars are).
 void check_entropy_coeff(
@@ -186,6 +218,7 @@ void check_loss_forward_args(const LossForwardArgs& args) {
   check_entropy_coeff(
       args.entropy_coeff, args.head(), kForwardOp);
   check_hyperparameters(args.hyperparameters, kForwardOp);
+  check_row_weights(args.row_weights, args.logits, args.log_std, kForwardOp);
 }
 
 void check_loss_backward_args(const LossBackwardArgs& args) {
@@ -193,6 +226,7 @@ void check_loss_backward_args(const LossBackwardArgs& args) {
   const at::Tensor& head = args.head();
   check_entropy_coeff(args.entropy_coeff, head, kBackwardOp);
   check_hyperparameters(args.hyperparameters, kBackwardOp);
+  check_row_weights(args.row_weights, args.logits, args.log_std, kBackwardOp);
   check_row_stats(args.row_stats, args.logits);
   const at::ScalarType output_dtype =
       loss_output_dtype(args.logits, args.log_std);

@@ -18,11 +18,16 @@
   X(::hee::OptionalTensor, log_std, "Tensor?")       \
   X(::at::Tensor, entropy_coeff, "Tensor")
 
-// Tensor inputs that receive no gradient, after the differentiable ones in
-// the forward's schema. The forward's autograd node saves them and passes
-// them to the backward.
-//   X(cpp_type, name, schema_type)
-#define HEE_NONDIFFERENTIABLE_INPUTS(X)
+// Tensor inputs that receive no gradient, each with a default: last in the
+// forward's schema (after the hyper-parameters) and in the backward's (after
+// output_mask), so that calls and programs written with fewer arguments
+// keep working. The forward's autograd node saves them for the backward.
+//   X(cpp_type, name, schema_type, schema_default)
+//
+// row_weights [B]: each row's weight in the batch means (docs/design.md,
+// "Row weights"); None weighs every row 1.
+#define HEE_NONDIFFERENTIABLE_INPUTS(X) \
+  X(::hee::OptionalTensor, row_weights, "Tensor?", "None")
 
 // The scalar hyper-parameters, after the tensor inputs in both schemas. The
 // forward's schema gives them their defaults; the backward's takes what the

@@ -89,8 +89,8 @@ inline math::LossParams loss_params_of(const LossHyperparameters& h) {
 // references live as long as the call.
 struct LossForwardArgs {
   HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE_FIELD)
-  HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE_FIELD)
   LossHyperparameters hyperparameters;
+  HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE_FIELD)
 
   math::LossParams params() const {
     return loss_params_of(hyperparameters);
@@ -104,18 +104,19 @@ struct LossForwardArgs {
 
 // The backward op's arguments, in schema order: the upstream gradients of
 // the loss components (absent where a component was not used), the
-// forward's inputs, what the forward saved, the hyper-parameters, and which
-// input gradients to compute.
+// forward's differentiable inputs, what the forward saved, the
+// hyper-parameters, which input gradients to compute, and the forward's
+// other inputs.
 struct LossBackwardArgs {
   std::array<OptionalTensor, kNumLossOutputs> grads;
   HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE_FIELD)
-  HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE_FIELD)
 #define HEE_SAVED_OUTPUT_REFERENCE_FIELD(name, is_output) \
   const at::Tensor& name;
   HEE_SAVED_OUTPUTS(HEE_SAVED_OUTPUT_REFERENCE_FIELD)
 #undef HEE_SAVED_OUTPUT_REFERENCE_FIELD
   LossHyperparameters hyperparameters;
   std::array<bool, kNumDifferentiableInputs> output_mask;
+  HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE_FIELD)
 
   math::LossParams params() const {
     return loss_params_of(hyperparameters);
@@ -185,16 +186,16 @@ struct KernelAdapter<Outputs, Args, TypeList<Parameters...>> {
 // it.
 using ForwardParameters = typename DropFirst<TypeList<
     void HEE_DIFFERENTIABLE_INPUTS(HEE_PASSED_INPUT)
-        HEE_NONDIFFERENTIABLE_INPUTS(HEE_PASSED_INPUT)
-            HEE_HYPERPARAMETERS(HEE_PASSED_HYPERPARAMETER)>>::type;
+        HEE_HYPERPARAMETERS(HEE_PASSED_HYPERPARAMETER)
+            HEE_NONDIFFERENTIABLE_INPUTS(HEE_PASSED_INPUT)>>::type;
 
 using BackwardParameters = typename DropFirst<TypeList<
     void HEE_LOSS_COMPONENTS(HEE_PASSED_UPSTREAM_GRAD)
         HEE_DIFFERENTIABLE_INPUTS(HEE_PASSED_INPUT)
-            HEE_NONDIFFERENTIABLE_INPUTS(HEE_PASSED_INPUT)
-                HEE_SAVED_OUTPUTS(HEE_PASSED_SAVED_OUTPUT)
-                    HEE_HYPERPARAMETERS(HEE_PASSED_HYPERPARAMETER),
-    std::array<bool, kNumDifferentiableInputs>>>::type;
+            HEE_SAVED_OUTPUTS(HEE_PASSED_SAVED_OUTPUT)
+                HEE_HYPERPARAMETERS(HEE_PASSED_HYPERPARAMETER),
+    std::array<bool, kNumDifferentiableInputs>
+        HEE_NONDIFFERENTIABLE_INPUTS(HEE_PASSED_INPUT)>>::type;
 
 #undef HEE_PASSED_INPUT
 #undef HEE_PASSED_HYPERPARAMETER

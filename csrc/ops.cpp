@@ -76,18 +76,18 @@ auto array_references(const std::array<T, N>& values, std::index_sequence<I...>)
 auto argument_references(const LossForwardArgs& args) {
   return std::tuple_cat(
       std::tuple<>() HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE)
-          HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE)
-              HEE_HYPERPARAMETERS(HEE_HYPERPARAMETER_REFERENCE));
+          HEE_HYPERPARAMETERS(HEE_HYPERPARAMETER_REFERENCE)
+              HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE));
 }
 
 auto argument_references(const LossBackwardArgs& args) {
   return std::tuple_cat(
       array_references(args.grads, std::make_index_sequence<kNumLossOutputs>())
           HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE)
-              HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE)
-                  HEE_SAVED_OUTPUTS(HEE_SAVED_OUTPUT_REFERENCE)
-                      HEE_HYPERPARAMETERS(HEE_HYPERPARAMETER_REFERENCE),
-      std::forward_as_tuple(args.output_mask));
+              HEE_SAVED_OUTPUTS(HEE_SAVED_OUTPUT_REFERENCE)
+                  HEE_HYPERPARAMETERS(HEE_HYPERPARAMETER_REFERENCE),
+      std::forward_as_tuple(args.output_mask)
+          HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE));
 }
 
 #undef HEE_INPUT_REFERENCE

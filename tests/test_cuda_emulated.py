@@ -59,10 +59,10 @@ def configure(lib, multiprocessors=MULTIPROCESSORS, threads_per_multiprocessor=2
 
 
 def emulated_forward(lib, logits, log_std, coeff, coeff_on_host=False, params=PARAMS,
-                     multiprocessors=MULTIPROCESSORS):
+                     multiprocessors=MULTIPROCESSORS, row_weights=None):
     """The seven outputs, row_stats and the launch plan, from the emulated CUDA forward."""
     configure(lib, multiprocessors, coeff_on_host=coeff_on_host)
-    out = lib.hybrid_entropy_loss(logits, log_std, coeff, *params.values())
+    out = lib.hybrid_entropy_loss(logits, log_std, coeff, *params.values(), row_weights)
     plan = lib.last_forward()
     layout = {"layout": ("warps", "block")[plan[0]], "log2_cols": plan[1], "threads": plan[2],
               "vec": plan[3], "splits": plan[4], "launches": plan[5]}
@@ -71,9 +71,10 @@ def emulated_forward(lib, logits, log_std, coeff, coeff_on_host=False, params=PA
 
 def emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, upstream=UPSTREAM,
                       coeff_on_host=False, params=PARAMS, wanted=(True, True, True),
-                      grad_logits_offset=0):
-    """(grad_logits, grad_log_std value, grad_coeff, launches) from the emulated CUDA backward.
+                      grad_logits_offset=0, row_weights=None):
+    """(grad_logits, grad_log_std, grad_coeff, launches) from the emulated CUDA backward.
 
+    grad_log_std is its one value, or with row weights the whole gradient.
     ``grad_logits_offset`` places the gradient that many elements past an aligned start.
     """
     out_dtype = outputs["total"].dtype
@@ -83,21 +84,23 @@ def emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, upstream=
     try:
         grad_logits, grad_log_std, grad_coeff = lib._hybrid_entropy_loss_backward(
             *grads, logits, log_std, coeff, row_stats, outputs["discrete_entropy"],
-            outputs["continuous_entropy"], *params.values(), list(wanted))
+            outputs["continuous_entropy"], *params.values(), list(wanted), row_weights)
     finally:
         configure(lib)
+    if has_c and wanted[1] and row_weights is None:
+        grad_log_std = grad_log_std.reshape(-1)[0]
     return (grad_logits if has_d and wanted[0] else None,
-            grad_log_std.reshape(-1)[0] if has_c and wanted[1] else None,
+            grad_log_std if has_c and wanted[1] else None,
             grad_coeff if wanted[2] else None, lib.last_launches())
 
 
-def cpu_backward(logits, log_std, coeff, upstream=UPSTREAM, params=PARAMS):
+def cpu_backward(logits, log_std, coeff, upstream=UPSTREAM, params=PARAMS, row_weights=None):
     """The CPU op's gradients for the same upstream gradients (the CPU's own forward state)."""
     out = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss.default(
-        logits, log_std, coeff, *params.values())
+        logits, log_std, coeff, *params.values(), row_weights)
     grads = [torch.tensor(g, dtype=out[0].dtype) if g is not None else None for g in upstream]
     return BACKWARD_OP(*grads, logits, log_std, coeff, out[7], out[5], out[6], *params.values(),
-                       [logits is not None, log_std is not None, True])
+                       [logits is not None, log_std is not None, True], row_weights)
 
 
 inputs = random_heads
@@ -107,9 +110,10 @@ def grad_tolerances(dtype):
     return GRAD_TOLERANCES[dtype]
 
 
-def assert_forward_matches_cpu(lib, logits, log_std, coeff, **kwargs):
-    got, row_stats, layout = emulated_forward(lib, logits, log_std, coeff, **kwargs)
-    want = hee.hybrid_entropy_loss(logits, log_std, coeff, *PARAMS.values())
+def assert_forward_matches_cpu(lib, logits, log_std, coeff, row_weights=None, **kwargs):
+    got, row_stats, layout = emulated_forward(lib, logits, log_std, coeff, row_weights=row_weights, **kwargs)
+    want = dict(zip(KEYS, torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(
+        logits, log_std, coeff, *PARAMS.values(), row_weights)[:7]))
     # Both accumulate each head in its own accumulation dtype, in different orders.
     heads = [t for t in (logits, log_std) if t is not None]
     dtype = torch.float64 if all(t.dtype == torch.float64 for t in heads) else torch.float32
@@ -309,6 +313,57 @@ def test_huge_finite_logits_far_below_the_max_give_entropy_zero_not_nan(lib, b, 
     logits[:, 0] = 1.5e37
     got, _, layout = assert_forward_matches_cpu(lib, logits, None, torch.tensor(0.05))
     assert layout["layout"] == "block" and got["discrete_entropy"].item() == 0.0
+
+
+# --- row weights -----------------------------------------------------------------------
+
+
+def row_weights(b, dtype=torch.float32):
+    weights = torch.rand(b, generator=torch.Generator().manual_seed(b), dtype=torch.float64)
+    weights[::3] = 0.0
+    return weights.to(dtype)
+
+
+@pytest.mark.parametrize("b, k", [(300, 4), (40, 64), (3, 1025), (5, 3000), (3, 20000)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_weighted_rows_match_the_cpu_op_forward_and_backward(lib, b, k, dtype):
+    # Every layout: rows in warps, a row per block, rows split over blocks; the weights'
+    # sum is one more launch before the others in both directions.
+    logits, log_std = inputs(b, k, 3, dtype)
+    weights = row_weights(b, torch.float16)
+    coeff = torch.tensor(0.05)
+    outputs, row_stats, layout = assert_forward_matches_cpu(lib, logits, log_std, coeff, row_weights=weights)
+    unweighted = emulated_forward(lib, logits, log_std, coeff)[2]
+    assert layout["launches"] == unweighted["launches"] + 1
+    grad_logits, grad_log_std, grad_coeff, launches = emulated_backward(
+        lib, logits, log_std, coeff, outputs, row_stats, row_weights=weights)
+    want_logits, want_log_std, want_coeff = cpu_backward(logits, log_std, coeff, row_weights=weights)
+    torch.testing.assert_close(grad_logits.double(), want_logits.double(), **grad_tolerances(dtype))
+    assert grad_log_std.stride() == want_log_std.stride() == (1, 0)
+    torch.testing.assert_close(grad_log_std.double(), want_log_std.double(), **grad_tolerances(dtype))
+    torch.testing.assert_close(grad_coeff, want_coeff, rtol=1e-5, atol=1e-7)
+    assert launches == 2
+
+
+def test_weighted_per_sample_log_std_alone_matches_the_cpu_op(lib):
+    _, log_std = inputs(700, 1, 13)
+    weights = row_weights(700)
+    coeff = torch.tensor(0.05)
+    outputs, row_stats, _ = assert_forward_matches_cpu(lib, None, log_std, coeff, row_weights=weights,
+                                                       multiprocessors=1)
+    _, grad_log_std, _, _ = emulated_backward(lib, None, log_std, coeff, outputs, row_stats, row_weights=weights)
+    _, want_log_std, _ = cpu_backward(None, log_std, coeff, row_weights=weights)
+    torch.testing.assert_close(grad_log_std, want_log_std, rtol=1e-5, atol=1e-8)
+
+
+def test_weighted_rows_match_the_distributions_oracle_in_float64(lib):
+    logits, log_std = inputs(41, 7, 2, torch.float64)
+    weights = row_weights(41, torch.float64)
+    got, _, _ = emulated_forward(lib, logits, log_std, torch.tensor(0.3, dtype=torch.float64),
+                                 row_weights=weights)
+    want = distributions_oracle(logits, log_std, 0.3, *PARAMS.values(), row_weights=weights)
+    for key in KEYS:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-10, atol=1e-12, msg=key)
 
 
 # --- heads and coefficients -------------------------------------------------------------

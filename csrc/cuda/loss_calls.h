@@ -60,6 +60,19 @@ Coefficients coefficients_of(
   return c;
 }
 
+// Row weights as the kernels read them: contiguous, on the device. `kept`
+// holds the contiguous copy, where one was made, for the call.
+inline RowWeights row_weights_of(const OptionalTensor& t, at::Tensor& kept) {
+  RowWeights w;
+  if (t.has_value()) {
+    kept = t->contiguous();
+    w.values = kept.const_data_ptr();
+    w.dtype = dtype_of(kept.scalar_type());
+    w.count = kept.size(0);
+  }
+  return w;
+}
+
 inline DeviceScalar device_scalar(const OptionalTensor& t) {
   DeviceScalar s;
   if (t.has_value()) {
@@ -101,6 +114,8 @@ LossForwardOutputs forward_on(
     p.log_std_dims = log_std.rows.size(1);
     p.per_sample_log_std = log_std.per_sample;
   }
+  at::Tensor row_weights;
+  p.row_weights = row_weights_of(args.row_weights, row_weights);
   p.coeff = coefficients_of(device, args.entropy_coeff);
   p.params = args.params();
   std::array<at::Tensor, kNumLossOutputs> components;
@@ -112,16 +127,22 @@ LossForwardOutputs forward_on(
 
   const ForwardLaunchPlan launch_plan =
       plan_forward_launch(p, device.shape());
-  // One allocation for both heads' partial sums; the splits' states only when
-  // rows are split (SoftmaxState<acc> is three acc values).
+  // One allocation for both heads' partial sums (and the weights' sum); the
+  // splits' states only when rows are split (SoftmaxState<acc> is three acc
+  // values).
+  const bool weighted = p.row_weights.present();
   const at::Tensor partials = device.empty_workspace(
-      launch_plan.num_entropy_partials + launch_plan.num_log_std_blocks,
+      launch_plan.num_entropy_partials + launch_plan.num_log_std_blocks +
+          (weighted ? 1 : 0),
       at::kDouble);
   at::Tensor split_states;
   ForwardWorkspace work;
   work.entropy_partials = partials.mutable_data_ptr<double>();
   work.log_std_partials =
       work.entropy_partials + launch_plan.num_entropy_partials;
+  if (weighted) {
+    work.weight_sum = work.log_std_partials + launch_plan.num_log_std_blocks;
+  }
   if (launch_plan.num_split_states > 0) {
     split_states = device.empty_workspace(
         launch_plan.num_split_states * 3, plan.row_stats.dtype);
@@ -158,12 +179,25 @@ LossBackwardOutputs backward_on(
     p.row_stride = logits.stride(0);
     p.row_stats = args.row_stats.const_data_ptr();
     p.grad_logits = grad_logits.mutable_data_ptr();
-    p.discrete_mean_count = discrete_entropy_mean_count(*args.logits);
+    p.discrete_denominator.host_value =
+        discrete_entropy_mean_count(*args.logits);
   }
   if (plan.computes_grad_log_std) {
     p.grad_log_std = grad_log_std.mutable_data_ptr();
     p.grad_log_std_dtype = dtype_of(grad_log_std.scalar_type());
-    p.continuous_mean_count = continuous_entropy_mean_count(*args.log_std);
+    p.continuous_denominator.host_value =
+        continuous_entropy_mean_count(*args.log_std);
+    if (log_std_rows_are_weighted(plan, *args.log_std)) {
+      p.grad_log_std_rows = args.log_std->size(0);
+    }
+  }
+  // With row weights, launch_backward points the denominators at their sum.
+  at::Tensor row_weights;
+  at::Tensor weight_sum;
+  p.row_weights = row_weights_of(args.row_weights, row_weights);
+  if (p.row_weights.present()) {
+    weight_sum = device.empty_workspace(1, at::kDouble);
+    p.weight_sum = weight_sum.mutable_data_ptr<double>();
   }
   if (plan.computes_grad_entropy_coeff) {
     p.grad_coeff = grad_entropy_coeff.mutable_data_ptr();
