@@ -12,7 +12,10 @@
 #include <torch/csrc/dynamo/compiled_autograd.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <array>
 #include <memory>
+#include <tuple>
 #include <type_traits>
 
 #include "op_signatures.h"
@@ -40,44 +43,71 @@ OptionalTensor defined_or_none(const at::Tensor& t) {
   return t.defined() ? OptionalTensor(t) : std::nullopt;
 }
 
+// Saved inputs of either C++ type, unpacked as the backward op takes them.
+template <typename T>
+T unpacked_input(const SavedVariable& saved) {
+  if constexpr (std::is_same_v<T, OptionalTensor>) {
+    return defined_or_none(saved.unpack());
+  } else {
+    return saved.unpack();
+  }
+}
+
+at::Tensor as_tensor(const OptionalTensor& t) {
+  return t.value_or(at::Tensor());
+}
+const at::Tensor& as_tensor(const at::Tensor& t) {
+  return t;
+}
+
+// The inputs of the forward (as tensors, undefined where absent) that get
+// gradients, in order: the node's next edges.
+auto differentiable_inputs(const LossForwardArgs& args) {
+#define HEE_AS_TENSOR(type, name, ...) , std::make_tuple(as_tensor(args.name))
+  return std::tuple_cat(std::tuple<>() HEE_DIFFERENTIABLE_INPUTS(HEE_AS_TENSOR));
+#undef HEE_AS_TENSOR
+}
+
 // The backward node, written like PyTorch's generated ones (SumBackward0)
 // rather than as a torch::autograd::Function: the Function's generic
 // bookkeeping (input and output info per tensor, a hash map of saved data,
 // wrapping each output through a lambda) is paid on every call, and measured
 // it cost more than the whole small-size kernel (benchmarks/README.md, "The
-// backward node").
+// backward node"). Its saved values follow the op's argument lists
+// (op_arguments.h).
 struct HybridEntropyLossBackward final : public torch::autograd::Node {
   std::string name() const override {
     return "HybridEntropyLossBackward";
   }
 
+  // Calls visit(saved_variable, is_output) on each saved value.
+  template <typename Self, typename Visit>
+  static void visit_saved(Self& self, const Visit& visit) {
+#define HEE_VISIT_INPUT(type, name, ...) visit(self.name, false);
+#define HEE_VISIT_OUTPUT(name, is_output) visit(self.name, is_output);
+    HEE_DIFFERENTIABLE_INPUTS(HEE_VISIT_INPUT)
+    HEE_NONDIFFERENTIABLE_INPUTS(HEE_VISIT_INPUT)
+    HEE_SAVED_OUTPUTS(HEE_VISIT_OUTPUT)
+#undef HEE_VISIT_INPUT
+#undef HEE_VISIT_OUTPUT
+  }
+
   void release_variables() override {
     std::lock_guard<std::mutex> lock(mutex_);
-    logits.reset_data();
-    log_std.reset_data();
-    entropy_coeff.reset_data();
-    row_stats.reset_data();
-    discrete_entropy.reset_data();
-    continuous_entropy.reset_data();
+    visit_saved(*this, [](SavedVariable& v, bool) { v.reset_data(); });
   }
 
   // Compiled autograd (torch._dynamo.compiled_autograd) keys its cache on
   // what compiled_args collects and traces apply with its own saved values.
   void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args)
       const override {
-    args.collect(logits, false);
-    args.collect(log_std, false);
-    args.collect(entropy_coeff, false);
-    args.collect(row_stats, false);
-    args.collect(discrete_entropy, true);
-    args.collect(continuous_entropy, true);
-    args.collect(params.discrete_weight);
-    args.collect(params.continuous_weight);
-    args.collect(params.has_discrete_threshold);
-    args.collect(params.discrete_threshold);
-    args.collect(params.has_continuous_threshold);
-    args.collect(params.continuous_threshold);
-    args.collect(params.penalty_multiplier);
+    visit_saved(*this, [&](const SavedVariable& v, bool is_output) {
+      args.collect(v, is_output);
+    });
+#define HEE_COLLECT_HYPERPARAMETER(type, name, ...) \
+  args.collect(hyperparameters.name);
+    HEE_HYPERPARAMETERS(HEE_COLLECT_HYPERPARAMETER)
+#undef HEE_COLLECT_HYPERPARAMETER
   }
 
   // Compiled autograd traces this node with placeholder upstream gradients
@@ -90,12 +120,7 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
   variable_list apply_with_saved(
       const variable_list& grads,
       torch::dynamo::autograd::SwapSavedVariables& saved) override {
-    saved.before(logits);
-    saved.before(log_std);
-    saved.before(entropy_coeff);
-    saved.before(row_stats);
-    saved.before(discrete_entropy);
-    saved.before(continuous_entropy);
+    visit_saved(*this, [&](SavedVariable& v, bool) { saved.before(v); });
     const at::TensorOptions output_options =
         discrete_entropy.unpack(getptr()).options();
     variable_list traced_grads(grads.size());
@@ -105,131 +130,143 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
       }
     }
     auto result = apply(std::move(traced_grads));
-    saved.after(logits);
-    saved.after(log_std);
-    saved.after(entropy_coeff);
-    saved.after(row_stats);
-    saved.after(discrete_entropy);
-    saved.after(continuous_entropy);
+    visit_saved(*this, [&](SavedVariable& v, bool) { saved.after(v); });
     return result;
   }
 
   variable_list apply(variable_list&& grads) override {
     std::lock_guard<std::mutex> lock(mutex_);
-    // Next edges: 0 logits, 1 log_std, 2 entropy_coeff; a missing head's
-    // edge is invalid and never computed.
-    const std::array<bool, 3> output_mask = {
-        task_should_compute_output(0), task_should_compute_output(1),
-        task_should_compute_output(2)};
+    // Next edges: the differentiable inputs in order; a missing head's edge
+    // is invalid and never computed.
+    std::array<bool, kNumDifferentiableInputs> output_mask{};
+    for (int i = 0; i < kNumDifferentiableInputs; ++i) {
+      output_mask[i] = task_should_compute_output(i);
+    }
     const bool any_grad = std::any_of(
         grads.begin(), grads.end(),
         [](const at::Tensor& g) { return g.defined(); });
-    variable_list input_grads(3);
+    variable_list input_grads(kNumDifferentiableInputs);
     if (!any_grad) {
       return input_grads;
     }
     const auto self = getptr();
     // With no graph to record (create_graph=False), skip the backward op's
-    // autograd fallback: a boxed call that walks all nineteen arguments;
-    // measured, it cost about as much as the small-size kernel itself
-    // (benchmarks/README.md, "The backward node"). With create_graph=True the
-    // fallback stays in the path so that a second derivative raises.
+    // autograd fallback: a boxed call that walks every argument; measured,
+    // it cost about as much as the small-size kernel itself
+    // (benchmarks/README.md, "The backward node"). With create_graph=True
+    // the fallback stays in the path so that a second derivative raises.
     std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
     if (!at::GradMode::is_enabled()) {
       below_autograd.emplace();
     }
-    const OptionalTensor logits_or_none = defined_or_none(logits.unpack());
-    const OptionalTensor log_std_or_none = defined_or_none(log_std.unpack());
-    const at::Tensor entropy_coeff_value = entropy_coeff.unpack();
-    const at::Tensor row_stats_value = row_stats.unpack();
-    const at::Tensor discrete_entropy_value = discrete_entropy.unpack(self);
-    const at::Tensor continuous_entropy_value = continuous_entropy.unpack(self);
-    auto [grad_logits, grad_log_std, grad_entropy_coeff] =
-        call_backward_op(LossBackwardArgs{
-            {defined_or_none(grads[0]), defined_or_none(grads[1]),
-             defined_or_none(grads[2]), defined_or_none(grads[3]),
-             defined_or_none(grads[4]), defined_or_none(grads[5]),
-             defined_or_none(grads[6])},
-            logits_or_none,
-            log_std_or_none,
-            entropy_coeff_value,
-            row_stats_value,
-            discrete_entropy_value,
-            continuous_entropy_value,
-            params,
-            output_mask});
-    if (output_mask[0]) {
-      input_grads[0] = std::move(grad_logits);
+    std::array<OptionalTensor, kNumLossOutputs> upstream;
+    for (int i = 0; i < kNumLossOutputs; ++i) {
+      upstream[i] = defined_or_none(grads[i]);
     }
-    if (output_mask[1]) {
-      input_grads[1] = std::move(grad_log_std);
-    }
-    if (output_mask[2]) {
-      input_grads[2] = std::move(grad_entropy_coeff);
+#define HEE_UNPACK_INPUT(type, name, ...) \
+  const type name##_value = unpacked_input<type>(name);
+#define HEE_UNPACK_OUTPUT(name, is_output) \
+  const at::Tensor name##_value = is_output ? name.unpack(self) : name.unpack();
+    HEE_DIFFERENTIABLE_INPUTS(HEE_UNPACK_INPUT)
+    HEE_NONDIFFERENTIABLE_INPUTS(HEE_UNPACK_INPUT)
+    HEE_SAVED_OUTPUTS(HEE_UNPACK_OUTPUT)
+#undef HEE_UNPACK_INPUT
+#undef HEE_UNPACK_OUTPUT
+#define HEE_INPUT_VALUE(type, name, ...) name##_value,
+#define HEE_OUTPUT_VALUE(name, is_output) name##_value,
+    LossBackwardOutputs computed = call_backward_op(LossBackwardArgs{
+        upstream,
+        HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_VALUE)
+        HEE_SAVED_OUTPUTS(HEE_OUTPUT_VALUE)
+        hyperparameters,
+        output_mask,
+        HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_VALUE)});
+#undef HEE_INPUT_VALUE
+#undef HEE_OUTPUT_VALUE
+    const auto computed_grads = std::apply(
+        [](auto&... g) {
+          return std::array<at::Tensor, kNumDifferentiableInputs>{
+              std::move(g)...};
+        },
+        computed);
+    for (int i = 0; i < kNumDifferentiableInputs; ++i) {
+      if (output_mask[i]) {
+        input_grads[i] = computed_grads[i];
+      }
     }
     return input_grads;
   }
 
   // Only O(B) statistics and the inputs themselves are kept: never a [B, K]
   // softmax.
-  SavedVariable logits;
-  SavedVariable log_std;
-  SavedVariable entropy_coeff;
-  SavedVariable row_stats;
-  SavedVariable discrete_entropy;
-  SavedVariable continuous_entropy;
-  math::LossParams params{};
+#define HEE_SAVED_INPUT_FIELD(type, name, ...) SavedVariable name;
+#define HEE_SAVED_OUTPUT_FIELD(name, is_output) SavedVariable name;
+  HEE_DIFFERENTIABLE_INPUTS(HEE_SAVED_INPUT_FIELD)
+  HEE_NONDIFFERENTIABLE_INPUTS(HEE_SAVED_INPUT_FIELD)
+  HEE_SAVED_OUTPUTS(HEE_SAVED_OUTPUT_FIELD)
+#undef HEE_SAVED_INPUT_FIELD
+#undef HEE_SAVED_OUTPUT_FIELD
+  LossHyperparameters hyperparameters{};
 };
 
 LossForwardOutputs hybrid_entropy_loss_autograd(const LossForwardArgs& args) {
+  const auto inputs = differentiable_inputs(args);
   // Without this check a dual input would give outputs with no tangent, a
   // silently wrong directional derivative.
   TORCH_CHECK_NOT_IMPLEMENTED(
-      !(torch::autograd::isFwGradDefined(args.logits) ||
-        torch::autograd::isFwGradDefined(args.log_std) ||
-        torch::autograd::isFwGradDefined(args.entropy_coeff)),
+      !std::apply(
+          [](const auto&... t) {
+            return (torch::autograd::isFwGradDefined(t) || ...);
+          },
+          inputs),
       "hybrid_entropy_loss has no forward-mode derivative (torch.autograd."
       "forward_ad, torch.func.jvp); use reverse mode");
-  const at::Tensor logits_or_undefined = args.logits.value_or(at::Tensor());
-  const at::Tensor log_std_or_undefined = args.log_std.value_or(at::Tensor());
+  // A tensor that receives no gradient must not look as if it did.
+#define HEE_CHECK_NO_GRAD(type, name, ...)                                   \
+  TORCH_CHECK_NOT_IMPLEMENTED(                                              \
+      !as_tensor(args.name).defined() || !as_tensor(args.name).requires_grad(), \
+      "hybrid_entropy_loss: " #name " receives no gradient; pass it "        \
+      "detached (" #name ".detach())");
+  HEE_NONDIFFERENTIABLE_INPUTS(HEE_CHECK_NO_GRAD)
+#undef HEE_CHECK_NO_GRAD
   LossForwardOutputs outputs;
   {
     at::AutoDispatchBelowADInplaceOrView guard;
     outputs = call_forward_op(args);
   }
-  if (!torch::autograd::compute_requires_grad(
-          logits_or_undefined, log_std_or_undefined, args.entropy_coeff)) {
+  if (!std::apply(
+          [](const auto&... t) {
+            return torch::autograd::compute_requires_grad(t...);
+          },
+          inputs)) {
     return outputs;
   }
-  auto& [total, discrete, continuous, discrete_penalty, continuous_penalty,
-         discrete_entropy, continuous_entropy, row_stats] = outputs;
   auto grad_fn = make_node<HybridEntropyLossBackward>();
-  grad_fn->set_next_edges(torch::autograd::collect_next_edges(
-      logits_or_undefined, log_std_or_undefined, args.entropy_coeff));
-  // The seven loss components are differentiable, in this order; row_stats
-  // is not and gets no history.
-  torch::autograd::set_history(
-      {total, discrete, continuous, discrete_penalty, continuous_penalty,
-       discrete_entropy, continuous_entropy},
-      grad_fn);
-  grad_fn->logits = SavedVariable(logits_or_undefined, /*is_output=*/false);
-  grad_fn->log_std = SavedVariable(log_std_or_undefined, /*is_output=*/false);
-  grad_fn->entropy_coeff =
-      SavedVariable(args.entropy_coeff, /*is_output=*/false);
-  grad_fn->row_stats = SavedVariable(row_stats, /*is_output=*/false);
-  // Saved as outputs of this node: a saved output that kept its grad_fn
-  // (this node) would be a reference cycle.
-  grad_fn->discrete_entropy = SavedVariable(discrete_entropy, /*is_output=*/true);
-  grad_fn->continuous_entropy =
-      SavedVariable(continuous_entropy, /*is_output=*/true);
-  grad_fn->params = args.params;
+  grad_fn->set_next_edges(std::apply(
+      [](const auto&... t) { return torch::autograd::collect_next_edges(t...); },
+      inputs));
+  // The loss components are differentiable, in order; the other outputs
+  // are not and get no history.
+#define HEE_COMPONENT(name) std::get<k_##name>(outputs),
+  torch::autograd::set_history({HEE_LOSS_COMPONENTS(HEE_COMPONENT)}, grad_fn);
+#undef HEE_COMPONENT
+#define HEE_SAVE_INPUT(type, name, ...) \
+  grad_fn->name = SavedVariable(as_tensor(args.name), /*is_output=*/false);
+#define HEE_SAVE_OUTPUT(name, is_output) \
+  grad_fn->name = SavedVariable(std::get<k_##name>(outputs), is_output);
+  HEE_DIFFERENTIABLE_INPUTS(HEE_SAVE_INPUT)
+  HEE_NONDIFFERENTIABLE_INPUTS(HEE_SAVE_INPUT)
+  HEE_SAVED_OUTPUTS(HEE_SAVE_OUTPUT)
+#undef HEE_SAVE_INPUT
+#undef HEE_SAVE_OUTPUT
+  grad_fn->hyperparameters = args.hyperparameters;
   return outputs;
 }
 
 } // namespace
 
 TORCH_LIBRARY_IMPL(hybrid_entropy_ext, Autograd, m) {
-  m.impl("hybrid_entropy_loss", &forward_kernel<&hybrid_entropy_loss_autograd>);
+  m.impl("hybrid_entropy_loss", forward_kernel<&hybrid_entropy_loss_autograd>);
   // The backward is differentiable once: differentiating it again
   // (create_graph=True) raises "not implemented" instead of silently
   // returning no second derivative.

@@ -88,6 +88,38 @@ void check_heads(
   }
 }
 
+// [B], the rows of the logits and of a per-sample log_std, on their device.
+void check_row_weights(
+    const OptionalTensor& row_weights,
+    const OptionalTensor& logits,
+    const OptionalTensor& log_std,
+    const char* op) {
+  if (!row_weights.has_value()) {
+    return;
+  }
+  const at::Tensor& weights = *row_weights;
+  check_floating(weights, op, "row_weights");
+  const bool per_sample_log_std = log_std.has_value() && log_std->dim() == 2;
+  TORCH_CHECK_VALUE(
+      logits.has_value() || per_sample_log_std, op,
+      ": row_weights weigh the rows of logits or of a [B, D] log_std, and "
+      "there are none (log_std is shared, shape ",
+      log_std.has_value() ? log_std->sym_sizes() : c10::SymIntArrayRef(),
+      ")");
+  const at::Tensor& rows = logits.has_value() ? *logits : *log_std;
+  TORCH_CHECK_VALUE(
+      weights.dim() == 1, op, ": row_weights must be 1-D [B] = [",
+      rows.sym_size(0), "], got shape ", weights.sym_sizes());
+  HEE_SYM_CHECK_VALUE(
+      weights.sym_size(0).sym_eq(rows.sym_size(0)), op,
+      ": row_weights must be [B] = [", rows.sym_size(0),
+      "] (one weight per row), got shape ", weights.sym_sizes());
+  TORCH_CHECK_VALUE(
+      weights.device() == rows.device(), op,
+      ": row_weights must be on the device of the inputs (", rows.device(),
+      "), got ", weights.device());
+}
+
 // 0-dim (both heads) or [2] (discrete, continuous); on the inputs' device,
 // or a 0-dim CPU tensor (read on the host, as PyTorch's CPU scalars are).
 void check_entropy_coeff(
@@ -112,17 +144,19 @@ void check_entropy_coeff(
       entropy_coeff.device());
 }
 
-void check_params(const math::LossParams& p, const char* op) {
-  check_finite(p.discrete_weight, op, "discrete_entropy_weight");
-  check_finite(p.continuous_weight, op, "continuous_entropy_weight");
-  if (p.has_discrete_threshold) {
-    check_finite(p.discrete_threshold, op, "min_entropy_threshold");
+// An absent optional hyper-parameter (a disabled threshold) is not checked.
+void check_finite(const std::optional<double>& value, const char* op, const char* name) {
+  if (value.has_value()) {
+    check_finite(*value, op, name);
   }
-  if (p.has_continuous_threshold) {
-    check_finite(
-        p.continuous_threshold, op, "continuous_min_entropy_threshold");
-  }
-  check_finite(p.penalty_multiplier, op, "penalty_multiplier");
+}
+
+// Every hyper-parameter is finite (a NaN weight or threshold would poison
+// every output silently).
+void check_hyperparameters(const LossHyperparameters& h, const char* op) {
+#define HEE_CHECK_HYPERPARAMETER(type, name, ...) check_finite(h.name, op, #name);
+  HEE_HYPERPARAMETERS(HEE_CHECK_HYPERPARAMETER)
+#undef HEE_CHECK_HYPERPARAMETER
 }
 
 // A 0-dim tensor of the forward's output dtype on the inputs' device: the
@@ -183,14 +217,16 @@ void check_loss_forward_args(const LossForwardArgs& args) {
   check_heads(args.logits, args.log_std, kForwardOp);
   check_entropy_coeff(
       args.entropy_coeff, args.head(), kForwardOp);
-  check_params(args.params, kForwardOp);
+  check_hyperparameters(args.hyperparameters, kForwardOp);
+  check_row_weights(args.row_weights, args.logits, args.log_std, kForwardOp);
 }
 
 void check_loss_backward_args(const LossBackwardArgs& args) {
   check_heads(args.logits, args.log_std, kBackwardOp);
   const at::Tensor& head = args.head();
   check_entropy_coeff(args.entropy_coeff, head, kBackwardOp);
-  check_params(args.params, kBackwardOp);
+  check_hyperparameters(args.hyperparameters, kBackwardOp);
+  check_row_weights(args.row_weights, args.logits, args.log_std, kBackwardOp);
   check_row_stats(args.row_stats, args.logits);
   const at::ScalarType output_dtype =
       loss_output_dtype(args.logits, args.log_std);
@@ -198,14 +234,10 @@ void check_loss_backward_args(const LossBackwardArgs& args) {
       args.discrete_entropy, head, output_dtype, "discrete_entropy");
   check_saved_scalar(
       args.continuous_entropy, head, output_dtype, "continuous_entropy");
+#define HEE_GRAD_NAME(name) "grad_" #name,
   static constexpr const char* kGradNames[kNumLossOutputs] = {
-      "grad_total",
-      "grad_discrete",
-      "grad_continuous",
-      "grad_discrete_penalty",
-      "grad_continuous_penalty",
-      "grad_discrete_entropy",
-      "grad_continuous_entropy"};
+      HEE_LOSS_COMPONENTS(HEE_GRAD_NAME)};
+#undef HEE_GRAD_NAME
   for (int i = 0; i < kNumLossOutputs; ++i) {
     if (args.grads[i].has_value()) {
       check_saved_scalar(*args.grads[i], head, output_dtype, kGradNames[i]);

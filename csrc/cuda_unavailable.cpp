@@ -33,10 +33,10 @@ LossBackwardOutputs backward_without_cuda(const LossBackwardArgs&) {
 } // namespace
 
 TORCH_LIBRARY_IMPL(hybrid_entropy_ext, CUDA, m) {
-  m.impl("hybrid_entropy_loss", &forward_kernel<&forward_without_cuda>);
+  m.impl("hybrid_entropy_loss", forward_kernel<&forward_without_cuda>);
   m.impl(
       "_hybrid_entropy_loss_backward",
-      &backward_kernel<&backward_without_cuda>);
+      backward_kernel<&backward_without_cuda>);
 }
 
 } // namespace hee

@@ -328,6 +328,16 @@ HEE_HOST_DEVICE double mean_term_grad(double grad_of_mean, double count) {
   return grad_of_mean / count;
 }
 
+// The gradient of one term x_i of a weighted mean sum_i w_i x_i / sum_i w_i
+// (the weights held fixed): w_i times a term's gradient with the weights'
+// sum as the count.
+HEE_HOST_DEVICE double weighted_term_grad(
+    double grad_of_mean,
+    double weight_sum,
+    double weight) {
+  return mean_term_grad(grad_of_mean, weight_sum) * weight;
+}
+
 // Continuous head: entropy of a diagonal Gaussian with D dimensions whose
 // log-std values add up to `sum_log_std`.
 HEE_HOST_DEVICE double gaussian_entropy(double sum_log_std, double num_dims) {

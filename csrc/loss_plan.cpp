@@ -39,6 +39,13 @@ TensorSpec broadcast_like(const at::Tensor& t) {
           t.device()};
 }
 
+// One value per row of a [B, D] t, seen through a zero column stride.
+TensorSpec broadcast_along_columns(const at::Tensor& t) {
+  const c10::SymIntArrayRef sizes = t.sym_sizes();
+  return {c10::SymDimVector(sizes.begin(), sizes.end()),
+          {c10::SymInt(1), c10::SymInt(0)}, t.scalar_type(), t.device()};
+}
+
 TensorSpec placeholder(at::ScalarType dtype, c10::Device device) {
   return {{0}, {1}, dtype, device};
 }
@@ -73,6 +80,7 @@ LossForwardPlan plan_loss_forward(const LossForwardArgs& args) {
   LossForwardPlan plan;
   plan.has_discrete = args.logits.has_value();
   plan.has_continuous = args.log_std.has_value();
+  plan.has_row_weights = args.row_weights.has_value();
   plan.component = scalar_spec(output_dtype, head.device());
   if (plan.has_discrete) {
     const c10::SymInt batch = args.logits->sym_size(0);
@@ -95,6 +103,7 @@ LossBackwardPlan plan_loss_backward(const LossBackwardArgs& args) {
   LossBackwardPlan plan;
   plan.has_discrete = args.logits.has_value();
   plan.has_continuous = args.log_std.has_value();
+  plan.has_row_weights = args.row_weights.has_value();
   plan.computes_grad_logits = args.output_mask[0] && plan.has_discrete;
   plan.computes_grad_log_std = args.output_mask[1] && plan.has_continuous;
   plan.computes_grad_entropy_coeff = args.output_mask[2];
@@ -103,11 +112,13 @@ LossBackwardPlan plan_loss_backward(const LossBackwardArgs& args) {
       : placeholder(
             plan.has_discrete ? args.logits->scalar_type() : missing_dtype,
             head.device());
-  plan.grad_log_std = plan.computes_grad_log_std
-      ? broadcast_like(*args.log_std)
-      : placeholder(
+  plan.grad_log_std = !plan.computes_grad_log_std
+      ? placeholder(
             plan.has_continuous ? args.log_std->scalar_type() : missing_dtype,
-            head.device());
+            head.device())
+      : plan.has_row_weights && args.log_std->dim() == 2
+      ? broadcast_along_columns(*args.log_std)
+      : broadcast_like(*args.log_std);
   if (plan.computes_grad_entropy_coeff) {
     plan.grad_entropy_coeff = contiguous_like(args.entropy_coeff);
     plan.grad_entropy_coeff.device = head.device();
@@ -138,6 +149,10 @@ double discrete_entropy_mean_count(const at::Tensor& logits) {
 
 double continuous_entropy_mean_count(const at::Tensor& log_std) {
   return log_std.dim() == 2 ? static_cast<double>(log_std.size(0)) : 1.0;
+}
+
+bool log_std_rows_are_weighted(const LossBackwardPlan& plan, const at::Tensor& log_std) {
+  return plan.has_row_weights && log_std.dim() == 2;
 }
 
 double read_host_value(const at::Tensor& t, int64_t element_offset) {

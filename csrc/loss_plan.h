@@ -38,6 +38,9 @@ at::ScalarType loss_output_dtype(
 struct LossForwardPlan {
   bool has_discrete = false;
   bool has_continuous = false;
+  // Rows weighted by row_weights: each batch mean is sum_i w_i h_i over
+  // sum_i w_i, the weights' sum computed where they live (no device sync).
+  bool has_row_weights = false;
   TensorSpec component;  // each of the seven 0-dim outputs
   TensorSpec row_stats;  // [3, B] in the logits' accumulation dtype; [3, 0]
                          // of the output dtype without logits
@@ -49,6 +52,7 @@ LossForwardPlan plan_loss_forward(const LossForwardArgs& args);
 struct LossBackwardPlan {
   bool has_discrete = false;
   bool has_continuous = false;
+  bool has_row_weights = false;
   // Which gradients are computed: requested (output_mask) and the input is
   // present. The others are [0] placeholders (a schema cannot return None).
   bool computes_grad_logits = false;
@@ -56,7 +60,8 @@ struct LossBackwardPlan {
   bool computes_grad_entropy_coeff = false;
   // grad_logits: contiguous [B, K]. grad_log_std: log_std's shape with all
   // strides 0 (one value: h_c is linear in log_std, so, as torch.sum's
-  // backward does, the value is returned broadcast rather than written out).
+  // backward does, the value is returned broadcast rather than written out);
+  // with row weights and a [B, D] log_std, one value per row, strides [1, 0].
   // grad_entropy_coeff: entropy_coeff's shape, on the inputs' device (the
   // autograd engine moves a 0-dim gradient to a CPU coefficient).
   TensorSpec grad_logits;
@@ -82,8 +87,14 @@ KernelLogStd log_std_for_kernels(const at::Tensor& log_std);
 // (math::mean_term_grad): H_d is the mean of B row entropies; H_c's gradient
 // per element of log_std has B terms for [B, D], and 1 for a shared [D],
 // which enters every row, so the 1 / B of the mean cancels.
+// With row weights the count is their sum instead, which the backends
+// compute where the weights live.
 double discrete_entropy_mean_count(const at::Tensor& logits);
 double continuous_entropy_mean_count(const at::Tensor& log_std);
+
+// Whether the continuous head's entropy weighs its rows: a [B, D] log_std
+// whose rows are distinct (not a [D] or a [B, D] expanded from one row).
+bool log_std_rows_are_weighted(const LossBackwardPlan& plan, const at::Tensor& log_std);
 
 // A value of a CPU tensor of any floating dtype, element_offset elements
 // past its first (no dispatcher round trip).

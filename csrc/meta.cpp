@@ -32,10 +32,10 @@ LossBackwardOutputs hybrid_entropy_loss_backward_meta(
 
 TORCH_LIBRARY_IMPL(hybrid_entropy_ext, Meta, m) {
   m.impl(
-      "hybrid_entropy_loss", &forward_kernel<&hybrid_entropy_loss_meta>);
+      "hybrid_entropy_loss", forward_kernel<&hybrid_entropy_loss_meta>);
   m.impl(
       "_hybrid_entropy_loss_backward",
-      &backward_kernel<&hybrid_entropy_loss_backward_meta>);
+      backward_kernel<&hybrid_entropy_loss_backward_meta>);
 }
 
 } // namespace hee

@@ -1,18 +1,16 @@
-// The C++ signatures of hybrid_entropy_ext's two ops, written once.
-//
-// Every kernel (Meta, CPU, CUDA, Autograd) takes its op's arguments as one
-// struct, LossForwardArgs or LossBackwardArgs. The dispatcher needs the
-// unboxed signature that matches the schema in ops.cpp: forward_kernel /
-// backward_kernel spell it, once, and adapt a struct-taking kernel to it; the
-// type aliases LossForwardSignature / LossBackwardSignature are theirs.
-// call_forward_op / call_backward_op go the other way, through the
-// dispatcher.
+// Everything about the two ops' arguments that follows from their lists in
+// op_arguments.h: the argument structs every kernel (Meta, CPU, CUDA,
+// Autograd) takes, the schemas, the unboxed signatures the dispatcher calls
+// with the adapters from them to a struct-taking kernel, and the calls
+// through the dispatcher.
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <optional>
+#include <string>
 #include <tuple>
-#include <type_traits>
+#include <utility>
 
 #include <ATen/core/Tensor.h>
 
@@ -22,26 +20,81 @@ namespace hee {
 
 using OptionalTensor = std::optional<at::Tensor>;
 
-// total, discrete, continuous, discrete_penalty, continuous_penalty,
-// discrete_entropy, continuous_entropy (0-dim each), then the per-row
-// statistics kept for the backward, row_stats [3, B] (docs/design.md, "The
-// row statistics").
-constexpr int kNumLossOutputs = 7;
-using LossForwardOutputs = std::tuple<
-    at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-    at::Tensor, at::Tensor>;
+} // namespace hee
 
-// grad_logits, grad_log_std, grad_entropy_coeff; an input whose gradient was
-// not requested (output_mask) gets an empty [0] placeholder.
-using LossBackwardOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+#include "op_arguments.h"
 
-// The forward op's arguments. The references live as long as the call.
-struct LossForwardArgs {
-  const OptionalTensor& logits;
-  const OptionalTensor& log_std;
-  const at::Tensor& entropy_coeff;
+namespace hee {
+
+#define HEE_COUNT_ONE(...) +1
+constexpr int kNumLossOutputs = 0 HEE_LOSS_COMPONENTS(HEE_COUNT_ONE);
+constexpr int kNumForwardOutputs =
+    kNumLossOutputs + (0 HEE_NONDIFFERENTIABLE_OUTPUTS(HEE_COUNT_ONE));
+constexpr int kNumDifferentiableInputs =
+    0 HEE_DIFFERENTIABLE_INPUTS(HEE_COUNT_ONE);
+#undef HEE_COUNT_ONE
+
+// The forward's outputs by name, as indices into its tuple.
+enum ForwardOutput : std::size_t {
+#define HEE_OUTPUT_INDEX(name) k_##name,
+  HEE_LOSS_COMPONENTS(HEE_OUTPUT_INDEX)
+  HEE_NONDIFFERENTIABLE_OUTPUTS(HEE_OUTPUT_INDEX)
+#undef HEE_OUTPUT_INDEX
+};
+
+namespace detail {
+template <std::size_t... I>
+auto tensor_tuple(std::index_sequence<I...>)
+    -> std::tuple<decltype((void)I, at::Tensor())...>;
+} // namespace detail
+
+// The forward's outputs: the loss components, then the per-row statistics
+// kept for the backward, row_stats [3, B] (docs/design.md, "The row
+// statistics").
+using LossForwardOutputs = decltype(detail::tensor_tuple(
+    std::make_index_sequence<kNumForwardOutputs>()));
+
+// One gradient per differentiable input; one that was not requested
+// (output_mask) or whose input is absent is an empty [0] placeholder.
+using LossBackwardOutputs = decltype(detail::tensor_tuple(
+    std::make_index_sequence<kNumDifferentiableInputs>()));
+
+// The scalar hyper-parameters, as the schema passes them.
+struct LossHyperparameters {
+#define HEE_HYPERPARAMETER_FIELD(type, name, ...) type name{};
+  HEE_HYPERPARAMETERS(HEE_HYPERPARAMETER_FIELD)
+#undef HEE_HYPERPARAMETER_FIELD
+};
+
+// The hyper-parameters as the math (entropy_math.h) reads them, on any
+// device.
+inline math::LossParams loss_params_of(const LossHyperparameters& h) {
   math::LossParams params;
+  params.discrete_weight = h.discrete_entropy_weight;
+  params.continuous_weight = h.continuous_entropy_weight;
+  params.has_discrete_threshold = h.min_entropy_threshold.has_value();
+  params.discrete_threshold = h.min_entropy_threshold.value_or(0.0);
+  params.has_continuous_threshold =
+      h.continuous_min_entropy_threshold.has_value();
+  params.continuous_threshold =
+      h.continuous_min_entropy_threshold.value_or(0.0);
+  params.penalty_multiplier = h.penalty_multiplier;
+  return params;
+}
 
+#define HEE_INPUT_REFERENCE_FIELD(type, name, ...) const type& name;
+
+// The forward op's arguments, in schema order (an aggregate: the adapters
+// below build it from the dispatcher's arguments in that order). The
+// references live as long as the call.
+struct LossForwardArgs {
+  HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE_FIELD)
+  LossHyperparameters hyperparameters;
+  HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE_FIELD)
+
+  math::LossParams params() const {
+    return loss_params_of(hyperparameters);
+  }
   // The head that sets the device: logits when present, else log_std (the
   // checks reject a call with neither).
   const at::Tensor& head() const {
@@ -49,122 +102,128 @@ struct LossForwardArgs {
   }
 };
 
-// The backward op's arguments: the upstream gradients of the seven outputs
-// (None where an output was not used), the forward's inputs, what the
-// forward saved, and which input gradients to compute.
+// The backward op's arguments, in schema order: the upstream gradients of
+// the loss components (absent where a component was not used), the
+// forward's differentiable inputs, what the forward saved, the
+// hyper-parameters, which input gradients to compute, and the forward's
+// other inputs.
 struct LossBackwardArgs {
   std::array<OptionalTensor, kNumLossOutputs> grads;
-  const OptionalTensor& logits;
-  const OptionalTensor& log_std;
-  const at::Tensor& entropy_coeff;
-  const at::Tensor& row_stats;
-  const at::Tensor& discrete_entropy;
-  const at::Tensor& continuous_entropy;
-  math::LossParams params;
-  std::array<bool, 3> output_mask;
+  HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE_FIELD)
+#define HEE_SAVED_OUTPUT_REFERENCE_FIELD(name, is_output) \
+  const at::Tensor& name;
+  HEE_SAVED_OUTPUTS(HEE_SAVED_OUTPUT_REFERENCE_FIELD)
+#undef HEE_SAVED_OUTPUT_REFERENCE_FIELD
+  LossHyperparameters hyperparameters;
+  std::array<bool, kNumDifferentiableInputs> output_mask;
+  HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE_FIELD)
 
+  math::LossParams params() const {
+    return loss_params_of(hyperparameters);
+  }
   const at::Tensor& head() const {
     return logits.has_value() ? *logits : *log_std;
   }
 };
 
-inline math::LossParams make_loss_params(
-    double discrete_entropy_weight,
-    double continuous_entropy_weight,
-    std::optional<double> min_entropy_threshold,
-    std::optional<double> continuous_min_entropy_threshold,
-    double penalty_multiplier) {
-  math::LossParams params;
-  params.discrete_weight = discrete_entropy_weight;
-  params.continuous_weight = continuous_entropy_weight;
-  params.has_discrete_threshold = min_entropy_threshold.has_value();
-  params.discrete_threshold = min_entropy_threshold.value_or(0.0);
-  params.has_continuous_threshold =
-      continuous_min_entropy_threshold.has_value();
-  params.continuous_threshold = continuous_min_entropy_threshold.value_or(0.0);
-  params.penalty_multiplier = penalty_multiplier;
-  return params;
-}
+#undef HEE_INPUT_REFERENCE_FIELD
 
-inline std::optional<double> discrete_threshold_of(const math::LossParams& p) {
-  return p.has_discrete_threshold ? std::optional<double>(p.discrete_threshold)
-                                  : std::nullopt;
-}
+// The schemas, for TORCH_LIBRARY (ops.cpp) and test-only libraries that
+// register the same kernels under another namespace.
+std::string loss_forward_schema(const std::string& name);
+std::string loss_backward_schema(const std::string& name);
 
-inline std::optional<double> continuous_threshold_of(
-    const math::LossParams& p) {
-  return p.has_continuous_threshold
-      ? std::optional<double>(p.continuous_threshold)
-      : std::nullopt;
-}
+namespace detail {
+
+template <typename... T>
+struct TypeList {};
+
+template <typename List>
+struct DropFirst;
+template <typename First, typename... Rest>
+struct DropFirst<TypeList<First, Rest...>> {
+  using type = TypeList<Rest...>;
+};
+
+// How the dispatcher passes an argument of the schema: tensors by const
+// reference, scalars by value.
+template <typename T>
+struct Passed {
+  using type = T;
+};
+template <>
+struct Passed<at::Tensor> {
+  using type = const at::Tensor&;
+};
+template <>
+struct Passed<OptionalTensor> {
+  using type = const OptionalTensor&;
+};
+
+template <typename Outputs, typename Args, typename Parameters>
+struct KernelAdapter;
+
+// Adapts a kernel that takes the argument struct to the unboxed signature
+// of the schema: call<Kernel> takes the arguments one by one and builds the
+// struct from them, in order.
+template <typename Outputs, typename Args, typename... Parameters>
+struct KernelAdapter<Outputs, Args, TypeList<Parameters...>> {
+  using Signature = Outputs(Parameters...);
+
+  template <Outputs (*Kernel)(const Args&)>
+  static Outputs call(Parameters... arguments) {
+    return Kernel(Args{arguments...});
+  }
+};
+
+#define HEE_PASSED_INPUT(cpp_type, name, ...) \
+  , typename ::hee::detail::Passed<cpp_type>::type
+#define HEE_PASSED_HYPERPARAMETER(type, name, ...) , type
+#define HEE_PASSED_UPSTREAM_GRAD(name) , const ::hee::OptionalTensor&
+#define HEE_PASSED_SAVED_OUTPUT(name, is_output) , const ::at::Tensor&
+
+// A leading void keeps every entry's comma in front of it; DropFirst removes
+// it.
+using ForwardParameters = typename DropFirst<TypeList<
+    void HEE_DIFFERENTIABLE_INPUTS(HEE_PASSED_INPUT)
+        HEE_HYPERPARAMETERS(HEE_PASSED_HYPERPARAMETER)
+            HEE_NONDIFFERENTIABLE_INPUTS(HEE_PASSED_INPUT)>>::type;
+
+using BackwardParameters = typename DropFirst<TypeList<
+    void HEE_LOSS_COMPONENTS(HEE_PASSED_UPSTREAM_GRAD)
+        HEE_DIFFERENTIABLE_INPUTS(HEE_PASSED_INPUT)
+            HEE_SAVED_OUTPUTS(HEE_PASSED_SAVED_OUTPUT)
+                HEE_HYPERPARAMETERS(HEE_PASSED_HYPERPARAMETER),
+    std::array<bool, kNumDifferentiableInputs>
+        HEE_NONDIFFERENTIABLE_INPUTS(HEE_PASSED_INPUT)>>::type;
+
+#undef HEE_PASSED_INPUT
+#undef HEE_PASSED_HYPERPARAMETER
+#undef HEE_PASSED_UPSTREAM_GRAD
+#undef HEE_PASSED_SAVED_OUTPUT
+
+using ForwardAdapter =
+    KernelAdapter<LossForwardOutputs, LossForwardArgs, ForwardParameters>;
+using BackwardAdapter =
+    KernelAdapter<LossBackwardOutputs, LossBackwardArgs, BackwardParameters>;
+
+} // namespace detail
+
+// The unboxed signatures of the schemas.
+using LossForwardSignature = detail::ForwardAdapter::Signature;
+using LossBackwardSignature = detail::BackwardAdapter::Signature;
 
 using ForwardKernel = LossForwardOutputs (*)(const LossForwardArgs&);
 using BackwardKernel = LossBackwardOutputs (*)(const LossBackwardArgs&);
 
-// The dispatcher-facing kernel of a struct-taking forward kernel:
-//   m.impl("hybrid_entropy_loss", &forward_kernel<&my_forward>);
+// The dispatcher-facing kernel of a struct-taking kernel:
+//   m.impl("hybrid_entropy_loss", forward_kernel<&my_forward>);
 template <ForwardKernel Kernel>
-LossForwardOutputs forward_kernel(
-    const OptionalTensor& logits,
-    const OptionalTensor& log_std,
-    const at::Tensor& entropy_coeff,
-    double discrete_entropy_weight,
-    double continuous_entropy_weight,
-    std::optional<double> min_entropy_threshold,
-    std::optional<double> continuous_min_entropy_threshold,
-    double penalty_multiplier) {
-  return Kernel(LossForwardArgs{
-      logits, log_std, entropy_coeff,
-      make_loss_params(
-          discrete_entropy_weight, continuous_entropy_weight,
-          min_entropy_threshold, continuous_min_entropy_threshold,
-          penalty_multiplier)});
-}
-
+constexpr auto forward_kernel =
+    &detail::ForwardAdapter::template call<Kernel>;
 template <BackwardKernel Kernel>
-LossBackwardOutputs backward_kernel(
-    const OptionalTensor& grad_total,
-    const OptionalTensor& grad_discrete,
-    const OptionalTensor& grad_continuous,
-    const OptionalTensor& grad_discrete_penalty,
-    const OptionalTensor& grad_continuous_penalty,
-    const OptionalTensor& grad_discrete_entropy,
-    const OptionalTensor& grad_continuous_entropy,
-    const OptionalTensor& logits,
-    const OptionalTensor& log_std,
-    const at::Tensor& entropy_coeff,
-    const at::Tensor& row_stats,
-    const at::Tensor& discrete_entropy,
-    const at::Tensor& continuous_entropy,
-    double discrete_entropy_weight,
-    double continuous_entropy_weight,
-    std::optional<double> min_entropy_threshold,
-    std::optional<double> continuous_min_entropy_threshold,
-    double penalty_multiplier,
-    std::array<bool, 3> output_mask) {
-  return Kernel(LossBackwardArgs{
-      {grad_total, grad_discrete, grad_continuous, grad_discrete_penalty,
-       grad_continuous_penalty, grad_discrete_entropy,
-       grad_continuous_entropy},
-      logits,
-      log_std,
-      entropy_coeff,
-      row_stats,
-      discrete_entropy,
-      continuous_entropy,
-      make_loss_params(
-          discrete_entropy_weight, continuous_entropy_weight,
-          min_entropy_threshold, continuous_min_entropy_threshold,
-          penalty_multiplier),
-      output_mask});
-}
-
-// The unboxed signatures of the schema in ops.cpp: the adapters' own (taking
-// their type does not instantiate them).
-using LossForwardSignature =
-    std::remove_pointer_t<decltype(&forward_kernel<nullptr>)>;
-using LossBackwardSignature =
-    std::remove_pointer_t<decltype(&backward_kernel<nullptr>)>;
+constexpr auto backward_kernel =
+    &detail::BackwardAdapter::template call<Kernel>;
 
 // Calls through the dispatcher (from the current dispatch key down).
 LossForwardOutputs call_forward_op(const LossForwardArgs& args);

@@ -1,8 +1,12 @@
-// The schema of hybrid_entropy_ext's ops, and the calls through the
-// dispatcher (op_signatures.h). Kernels live beside it: cpu/ (CPU), meta.cpp
-// (Meta, for torch.compile / torch.export), autograd.cpp (Autograd).
+// The schemas of hybrid_entropy_ext's ops, written out from their argument
+// lists (op_arguments.h), and the calls through the dispatcher. Kernels live
+// beside it: cpu/ (CPU), cuda/ (CUDA), meta.cpp (Meta, for torch.compile /
+// torch.export), autograd.cpp (Autograd).
 #include <Python.h>
 #include <dlfcn.h>
+
+#include <tuple>
+#include <utility>
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
@@ -28,30 +32,12 @@ PyMODINIT_FUNC PyInit__C(void) {
 
 TORCH_LIBRARY(hybrid_entropy_ext, m) {
   m.def(
-      "hybrid_entropy_loss(Tensor? logits, Tensor? log_std, "
-      "Tensor entropy_coeff, float discrete_entropy_weight=1.0, "
-      "float continuous_entropy_weight=0.5, "
-      "float? min_entropy_threshold=0.1, "
-      "float? continuous_min_entropy_threshold=0.1, "
-      "float penalty_multiplier=3.0) -> (Tensor total, Tensor discrete, "
-      "Tensor continuous, Tensor discrete_penalty, "
-      "Tensor continuous_penalty, Tensor discrete_entropy, "
-      "Tensor continuous_entropy, Tensor row_stats)",
+      hee::loss_forward_schema("hybrid_entropy_loss").c_str(),
       {at::Tag::pt2_compliant_tag});
   // Internal (leading underscore, as torchvision's _roi_align_backward):
   // called by the forward's backward node with what the forward saved.
   m.def(
-      "_hybrid_entropy_loss_backward(Tensor? grad_total, "
-      "Tensor? grad_discrete, Tensor? grad_continuous, "
-      "Tensor? grad_discrete_penalty, Tensor? grad_continuous_penalty, "
-      "Tensor? grad_discrete_entropy, Tensor? grad_continuous_entropy, "
-      "Tensor? logits, Tensor? log_std, Tensor entropy_coeff, "
-      "Tensor row_stats, Tensor discrete_entropy, "
-      "Tensor continuous_entropy, float discrete_entropy_weight, "
-      "float continuous_entropy_weight, float? min_entropy_threshold, "
-      "float? continuous_min_entropy_threshold, float penalty_multiplier, "
-      "bool[3] output_mask) -> (Tensor grad_logits, Tensor grad_log_std, "
-      "Tensor grad_entropy_coeff)",
+      hee::loss_backward_schema("_hybrid_entropy_loss_backward").c_str(),
       {at::Tag::pt2_compliant_tag});
   // Which build of the CPU row kernels this process runs (for diagnostics),
   // and, internal, a switch to another one (for tests and comparisons;
@@ -73,17 +59,51 @@ TORCH_LIBRARY(hybrid_entropy_ext, m) {
 }
 
 namespace hee {
+namespace {
+
+// The arguments' tuple of references, in schema order, for std::apply.
+template <typename T, std::size_t N, std::size_t... I>
+auto array_references(const std::array<T, N>& values, std::index_sequence<I...>) {
+  return std::forward_as_tuple(values[I]...);
+}
+
+#define HEE_INPUT_REFERENCE(type, name, ...) , std::forward_as_tuple(args.name)
+#define HEE_HYPERPARAMETER_REFERENCE(type, name, ...) \
+  , std::forward_as_tuple(args.hyperparameters.name)
+#define HEE_SAVED_OUTPUT_REFERENCE(name, is_output) \
+  , std::forward_as_tuple(args.name)
+
+auto argument_references(const LossForwardArgs& args) {
+  return std::tuple_cat(
+      std::tuple<>() HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE)
+          HEE_HYPERPARAMETERS(HEE_HYPERPARAMETER_REFERENCE)
+              HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE));
+}
+
+auto argument_references(const LossBackwardArgs& args) {
+  return std::tuple_cat(
+      array_references(args.grads, std::make_index_sequence<kNumLossOutputs>())
+          HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE)
+              HEE_SAVED_OUTPUTS(HEE_SAVED_OUTPUT_REFERENCE)
+                  HEE_HYPERPARAMETERS(HEE_HYPERPARAMETER_REFERENCE),
+      std::forward_as_tuple(args.output_mask)
+          HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE));
+}
+
+#undef HEE_INPUT_REFERENCE
+#undef HEE_HYPERPARAMETER_REFERENCE
+#undef HEE_SAVED_OUTPUT_REFERENCE
+
+} // namespace
 
 LossForwardOutputs call_forward_op(const LossForwardArgs& args) {
   static auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("hybrid_entropy_ext::hybrid_entropy_loss", "")
           .typed<LossForwardSignature>();
-  const math::LossParams& p = args.params;
-  return op.call(
-      args.logits, args.log_std, args.entropy_coeff, p.discrete_weight,
-      p.continuous_weight, discrete_threshold_of(p),
-      continuous_threshold_of(p), p.penalty_multiplier);
+  return std::apply(
+      [](const auto&... arguments) { return op.call(arguments...); },
+      argument_references(args));
 }
 
 LossBackwardOutputs call_backward_op(const LossBackwardArgs& args) {
@@ -92,14 +112,9 @@ LossBackwardOutputs call_backward_op(const LossBackwardArgs& args) {
           .findSchemaOrThrow(
               "hybrid_entropy_ext::_hybrid_entropy_loss_backward", "")
           .typed<LossBackwardSignature>();
-  const math::LossParams& p = args.params;
-  return op.call(
-      args.grads[0], args.grads[1], args.grads[2], args.grads[3],
-      args.grads[4], args.grads[5], args.grads[6], args.logits, args.log_std,
-      args.entropy_coeff, args.row_stats, args.discrete_entropy,
-      args.continuous_entropy, p.discrete_weight, p.continuous_weight,
-      discrete_threshold_of(p), continuous_threshold_of(p),
-      p.penalty_multiplier, args.output_mask);
+  return std::apply(
+      [](const auto&... arguments) { return op.call(arguments...); },
+      argument_references(args));
 }
 
 } // namespace hee

@@ -39,8 +39,17 @@ def distributions_oracle(
     min_entropy_threshold: Optional[float] = 0.1,
     continuous_min_entropy_threshold: Optional[float] = 0.1,
     penalty_multiplier: float = 3.0,
+    row_weights: Optional[torch.Tensor] = None,
 ) -> Dict[str, torch.Tensor]:
-    """The seven outputs, from ``Categorical`` / ``Normal`` entropies, in float64."""
+    """The seven outputs, from ``Categorical`` / ``Normal`` entropies, in float64.
+
+    ``row_weights`` [B]: the batch means become weighted means, sum_i w_i h_i / sum_i w_i.
+    """
+    weights = None if row_weights is None else row_weights.double()
+
+    def batch_mean(per_row):
+        return per_row.mean() if weights is None else (weights * per_row).sum() / weights.sum()
+
     zero = torch.zeros((), dtype=torch.float64)
     if logits is not None:
         logits = logits.double()
@@ -59,13 +68,13 @@ def distributions_oracle(
         if masked.any():
             floor = logits.detach()[~masked].min() - 1000.0
             logits = torch.where(masked, floor, logits)
-        h_d = Categorical(logits=logits).entropy().mean()
+        h_d = batch_mean(Categorical(logits=logits).entropy())
     else:
         h_d = zero
     if log_std is not None:
         ls = log_std.double()
         per_sample = Normal(torch.zeros_like(ls), ls.exp()).entropy().sum(-1)
-        h_c = per_sample.mean() if ls.dim() == 2 else per_sample
+        h_c = batch_mean(per_sample) if ls.dim() == 2 else per_sample
     else:
         h_c = zero
     if isinstance(entropy_coeff, torch.Tensor) and entropy_coeff.dim() == 1:

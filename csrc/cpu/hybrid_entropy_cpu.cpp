@@ -176,6 +176,50 @@ double sum_all(const at::Tensor& contiguous, CpuIsa isa) {
   });
 }
 
+// Row weights as the passes read them: [B] float64, contiguous.
+using HostRowWeights = std::optional<at::Tensor>;
+
+HostRowWeights host_row_weights(const OptionalTensor& row_weights) {
+  if (!row_weights.has_value()) {
+    return std::nullopt;
+  }
+  return row_weights->to(at::kDouble).contiguous();
+}
+
+// sum_i w_i over the blocks of the pass, in block order: the same value in
+// the forward and the backward, whatever the number of threads.
+double ordered_weight_sum(const at::Tensor& weights, const RowPass& pass) {
+  const double* w = weights.const_data_ptr<double>();
+  double total = 0.0;
+  for (int64_t block = 0; block < pass.num_blocks(); ++block) {
+    double block_sum = 0.0;
+    for (int64_t i = pass.first_row(block); i < pass.end_row(block); ++i) {
+      block_sum += w[i];
+    }
+    total += block_sum;
+  }
+  return total;
+}
+
+// block_sums[block] = sum_i w_i * value(i) over the rows of each block in
+// [first_block, end_block), in row order.
+template <typename ValueOfRow>
+void weighted_sum_each_block(
+    const RowPass& pass,
+    const double* weights,
+    int64_t first_block,
+    int64_t end_block,
+    const ValueOfRow& value_of_row,
+    std::vector<double>& block_sums) {
+  for (int64_t block = first_block; block < end_block; ++block) {
+    double sum = 0.0;
+    for (int64_t i = pass.first_row(block); i < pass.end_row(block); ++i) {
+      sum += weights[i] * value_of_row(i);
+    }
+    block_sums[block] = sum;
+  }
+}
+
 template <typename acc>
 RowStats<acc> row_stats_view(const at::Tensor& row_stats) {
   acc* base = row_stats.data_ptr<acc>();
@@ -193,9 +237,12 @@ struct BatchMeans {
 BatchMeans forward_pass(
     const OptionalTensor& logits,
     const std::optional<KernelLogStd>& log_std,
+    const HostRowWeights& weights,
     const at::Tensor& row_stats,
     CpuIsa isa) {
   const RowPass pass = make_row_pass(logits, log_std);
+  const double* w =
+      weights.has_value() ? weights->const_data_ptr<double>() : nullptr;
   std::vector<double> block_entropy_sums(pass.num_blocks(), 0.0);
   std::vector<double> block_log_std_sums(pass.num_blocks(), 0.0);
   const bool per_sample_log_std = log_std.has_value() && log_std->per_sample;
@@ -207,28 +254,50 @@ BatchMeans forward_pass(
         row_kernels<scalar_t>(isa).forward(
             logit_rows<scalar_t>(*logits), pass.first_row(first_block),
             pass.end_row(end_block - 1), stats);
-        pass.sum_each_block(
-            row_kernels<acc>(isa).sum, stats.entropy, /*values_per_row=*/1,
-            first_block, end_block, block_entropy_sums);
+        if (w == nullptr) {
+          pass.sum_each_block(
+              row_kernels<acc>(isa).sum, stats.entropy, /*values_per_row=*/1,
+              first_block, end_block, block_entropy_sums);
+        } else {
+          weighted_sum_each_block(
+              pass, w, first_block, end_block,
+              [&](int64_t i) { return static_cast<double>(stats.entropy[i]); },
+              block_entropy_sums);
+        }
       });
     }
     if (per_sample_log_std) {
       const at::Tensor& rows = log_std->rows;
       HEE_DISPATCH_FLOATING(rows.scalar_type(), [&] {
-        pass.sum_each_block(
-            row_kernels<scalar_t>(isa).sum, rows.const_data_ptr<scalar_t>(),
-            rows.size(1), first_block, end_block, block_log_std_sums);
+        const auto sum = row_kernels<scalar_t>(isa).sum;
+        const scalar_t* values = rows.const_data_ptr<scalar_t>();
+        const int64_t dims = rows.size(1);
+        if (w == nullptr) {
+          pass.sum_each_block(
+              sum, values, dims, first_block, end_block, block_log_std_sums);
+        } else {
+          weighted_sum_each_block(
+              pass, w, first_block, end_block,
+              [&](int64_t i) {
+                return static_cast<double>(sum(values + i * dims, dims));
+              },
+              block_log_std_sums);
+        }
       });
     }
   });
 
+  // Without weights, the count of rows; with them, their sum.
+  const double denominator = weights.has_value()
+      ? ordered_weight_sum(*weights, pass)
+      : static_cast<double>(pass.batch);
   BatchMeans means;
   if (logits.has_value()) {
-    means.discrete_entropy = ordered_sum(block_entropy_sums) / pass.batch;
+    means.discrete_entropy = ordered_sum(block_entropy_sums) / denominator;
   }
   if (log_std.has_value()) {
     const double mean_sum_log_std = per_sample_log_std
-        ? ordered_sum(block_log_std_sums) / pass.batch
+        ? ordered_sum(block_log_std_sums) / denominator
         : sum_all(log_std->rows, isa);
     means.continuous_entropy =
         math::gaussian_entropy(mean_sum_log_std, log_std->rows.size(1));
@@ -245,13 +314,14 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
       ? std::optional<KernelLogStd>(log_std_for_kernels(*args.log_std))
       : std::nullopt;
   at::Tensor row_stats = empty_cpu(plan.row_stats);
-  const BatchMeans means =
-      forward_pass(logits, log_std, row_stats, selected_cpu_isa());
+  const BatchMeans means = forward_pass(
+      logits, log_std, host_row_weights(args.row_weights), row_stats,
+      selected_cpu_isa());
 
   const math::LossComponents c = math::combine_losses(
       read_host_coefficients(args.entropy_coeff), plan.has_discrete,
       means.discrete_entropy, plan.has_continuous, means.continuous_entropy,
-      args.params);
+      args.params());
   auto component = [&](double value) {
     return cpu_values(plan.component, {value});
   };
@@ -265,23 +335,72 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
           row_stats};
 }
 
-// The logits gradient, in one parallel pass over row blocks.
+// The logits gradient, in one parallel pass over row blocks: the mean's
+// gradient over its count, or with row weights, each row's weight times the
+// mean's gradient over the weights' sum (one row-kernel call per run of
+// rows of equal weight, so that a 0/1 mask keeps long runs).
 void backward_pass(
     const at::Tensor& logits,
     const at::Tensor& row_stats,
-    double grad_scale,
+    double grad_of_mean,
+    const HostRowWeights& weights,
     const at::Tensor& grad_logits,
     CpuIsa isa) {
   const RowPass pass{logits.size(0), logits.size(1)};
+  const double* w =
+      weights.has_value() ? weights->const_data_ptr<double>() : nullptr;
+  const double weight_sum =
+      w != nullptr ? ordered_weight_sum(*weights, pass) : 0.0;
   pass.for_each_run([&](int64_t first_block, int64_t end_block) {
     HEE_DISPATCH_FLOATING(logits.scalar_type(), [&] {
       using acc = acc_t<scalar_t>;
-      row_kernels<scalar_t>(isa).backward(
-          logit_rows<scalar_t>(logits), pass.first_row(first_block),
-          pass.end_row(end_block - 1), row_stats_view<acc>(row_stats),
-          static_cast<acc>(grad_scale), grad_logits.data_ptr<scalar_t>());
+      const auto backward = row_kernels<scalar_t>(isa).backward;
+      const int64_t begin = pass.first_row(first_block);
+      const int64_t end = pass.end_row(end_block - 1);
+      if (w == nullptr) {
+        backward(
+            logit_rows<scalar_t>(logits), begin, end,
+            row_stats_view<acc>(row_stats),
+            static_cast<acc>(math::mean_term_grad(
+                grad_of_mean, static_cast<double>(pass.batch))),
+            grad_logits.data_ptr<scalar_t>());
+        return;
+      }
+      for (int64_t run = begin; run < end;) {
+        int64_t run_end = run + 1;
+        while (run_end < end && w[run_end] == w[run]) {
+          ++run_end;
+        }
+        backward(
+            logit_rows<scalar_t>(logits), run, run_end,
+            row_stats_view<acc>(row_stats),
+            static_cast<acc>(
+                math::weighted_term_grad(grad_of_mean, weight_sum, w[run])),
+            grad_logits.data_ptr<scalar_t>());
+        run = run_end;
+      }
     });
   });
+}
+
+// The log_std gradient with row weights and a [B, D] log_std: one value per
+// row, in the storage of a [B, D] tensor with strides [1, 0].
+at::Tensor weighted_log_std_grad(
+    const TensorSpec& spec,
+    double grad_of_mean,
+    const at::Tensor& weights) {
+  at::Tensor grad = empty_cpu(spec);
+  const RowPass pass{weights.size(0), 1};
+  const double weight_sum = ordered_weight_sum(weights, pass);
+  const double* w = weights.const_data_ptr<double>();
+  HEE_DISPATCH_FLOATING(spec.dtype, [&] {
+    scalar_t* out = grad.mutable_data_ptr<scalar_t>();
+    for (int64_t i = 0; i < weights.size(0); ++i) {
+      out[i] = static_cast<scalar_t>(
+          math::weighted_term_grad(grad_of_mean, weight_sum, w[i]));
+    }
+  });
+  return grad;
 }
 
 LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
@@ -298,23 +417,28 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
   const math::BatchEntropyGrads g = math::combine_losses_backward(
       read_host_coefficients(args.entropy_coeff), plan.has_discrete,
       read_host_value(args.discrete_entropy), plan.has_continuous,
-      read_host_value(args.continuous_entropy), args.params, upstream);
+      read_host_value(args.continuous_entropy), args.params(), upstream);
 
+  const HostRowWeights weights = host_row_weights(args.row_weights);
   at::Tensor grad_logits = empty_cpu(plan.grad_logits);
   if (plan.computes_grad_logits) {
     backward_pass(
-        logits_for_kernels(*args.logits), args.row_stats,
-        math::mean_term_grad(
-            g.discrete_entropy, discrete_entropy_mean_count(*args.logits)),
-        grad_logits, selected_cpu_isa());
+        logits_for_kernels(*args.logits), args.row_stats, g.discrete_entropy,
+        weights, grad_logits, selected_cpu_isa());
   }
-  at::Tensor grad_log_std = plan.computes_grad_log_std
-      ? cpu_values(
-            plan.grad_log_std,
-            {math::mean_term_grad(
-                g.continuous_entropy,
-                continuous_entropy_mean_count(*args.log_std))})
-      : empty_cpu(plan.grad_log_std);
+  at::Tensor grad_log_std;
+  if (!plan.computes_grad_log_std) {
+    grad_log_std = empty_cpu(plan.grad_log_std);
+  } else if (log_std_rows_are_weighted(plan, *args.log_std)) {
+    grad_log_std = weighted_log_std_grad(
+        plan.grad_log_std, g.continuous_entropy, *weights);
+  } else {
+    grad_log_std = cpu_values(
+        plan.grad_log_std,
+        {math::mean_term_grad(
+            g.continuous_entropy,
+            continuous_entropy_mean_count(*args.log_std))});
+  }
   at::Tensor grad_entropy_coeff;
   if (!plan.computes_grad_entropy_coeff) {
     grad_entropy_coeff = empty_cpu(plan.grad_entropy_coeff);
@@ -331,10 +455,10 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
 } // namespace
 
 TORCH_LIBRARY_IMPL(hybrid_entropy_ext, CPU, m) {
-  m.impl("hybrid_entropy_loss", &forward_kernel<&hybrid_entropy_loss_cpu>);
+  m.impl("hybrid_entropy_loss", forward_kernel<&hybrid_entropy_loss_cpu>);
   m.impl(
       "_hybrid_entropy_loss_backward",
-      &backward_kernel<&hybrid_entropy_loss_backward_cpu>);
+      backward_kernel<&hybrid_entropy_loss_backward_cpu>);
 }
 
 } // namespace cpu

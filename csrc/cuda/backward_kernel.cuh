@@ -59,11 +59,18 @@ struct BackwardProblem {
   const void* row_stats = nullptr;  // [3, B] in the accumulation dtype
   void* grad_logits = nullptr;  // [B, K] contiguous; nullptr: not wanted
   FastDivider cols_divider;  // by K, for flat indices below 2^31
-  // Terms of the batch means, for the chain rule through them (loss_plan.h).
-  double discrete_mean_count = 1.0;
-  double continuous_mean_count = 1.0;
-  void* grad_log_std = nullptr;  // one element (returned broadcast)
+  // The batch means' denominators, for the chain rule through them: their
+  // count of terms (loss_plan.h), or the sum of the row weights.
+  MeanDenominator discrete_denominator;
+  MeanDenominator continuous_denominator;
+  // [B] weights of the rows; with them each row's gradient is weighed, and
+  // a per-sample log_std gets one gradient per row.
+  RowWeights row_weights;
+  double* weight_sum = nullptr;  // one value, only with row weights
+  // One element (returned broadcast), or grad_log_std_rows elements.
+  void* grad_log_std = nullptr;
   DType grad_log_std_dtype = DType::kFloat;
+  int64_t grad_log_std_rows = 0;  // 0: one value
   void* grad_coeff = nullptr;  // 0-dim, or [2] for per-head coefficients
   DType grad_coeff_dtype = DType::kFloat;
   DeviceScalar upstream[7];  // gradients of the seven outputs
@@ -88,24 +95,48 @@ __device__ __forceinline__ math::BatchEntropyGrads batch_entropy_grads(
       a.has_continuous, a.continuous_entropy.read(), a.params, g);
 }
 
-// The scale of the logits' gradient, d total / d H_d over the B terms of the
-// mean, in every thread of the block: one thread derives the scales (about a
-// dozen scalar reads and double arithmetic) and shares the logits' one; the
-// first block's also writes the log_std and coefficient gradients. Every
-// thread must call it.
+// The scale of the logits' gradient: d total / d H_d over the terms of the
+// mean (scale), and for weighted rows d total / d H_d and the weights' sum,
+// from which each row's scale follows (row_scale).
 template <typename acc>
-__device__ __forceinline__ acc block_grad_scale(const BackwardProblem& a) {
-  __shared__ acc shared_grad_scale;
+struct GradScale {
+  acc scale;
+  double grad_of_mean;
+  double denominator;
+
+  __device__ __forceinline__ acc row_scale(
+      const RowWeights& weights,
+      int64_t row) const {
+    return weights.present()
+        ? static_cast<acc>(math::weighted_term_grad(
+              grad_of_mean, denominator, weights.at(row)))
+        : scale;
+  }
+};
+
+// The logits' gradient scale in every thread of the block: one thread
+// derives the scales (about a dozen scalar reads and double arithmetic) and
+// shares the logits' one; the first block's also writes the log_std and
+// coefficient gradients. Every thread must call it.
+template <typename acc>
+__device__ __forceinline__ GradScale<acc> block_grad_scale(
+    const BackwardProblem& a) {
+  __shared__ GradScale<acc> shared_scale;
+  __shared__ double shared_continuous_grad;
   if (threadIdx.x == 0) {
     const math::BatchEntropyGrads grads = batch_entropy_grads(a);
-    shared_grad_scale = static_cast<acc>(math::mean_term_grad(
-        grads.discrete_entropy, a.discrete_mean_count));
+    const double denominator = a.discrete_denominator.read();
+    shared_scale = {
+        static_cast<acc>(
+            math::mean_term_grad(grads.discrete_entropy, denominator)),
+        grads.discrete_entropy, denominator};
+    shared_continuous_grad = grads.continuous_entropy;
     if (blockIdx.x == 0) {
-      if (a.grad_log_std != nullptr) {
+      if (a.grad_log_std != nullptr && a.grad_log_std_rows == 0) {
         store_from_double(
             a.grad_log_std, a.grad_log_std_dtype, 0,
             math::mean_term_grad(
-                grads.continuous_entropy, a.continuous_mean_count));
+                grads.continuous_entropy, a.continuous_denominator.read()));
       }
       if (a.grad_coeff != nullptr && a.coeff.per_head) {
         store_from_double(
@@ -120,7 +151,18 @@ __device__ __forceinline__ acc block_grad_scale(const BackwardProblem& a) {
     }
   }
   __syncthreads();
-  return shared_grad_scale;
+  if (blockIdx.x == 0 && a.grad_log_std != nullptr) {
+    const double continuous_denominator = a.continuous_denominator.read();
+    for (int64_t row = threadIdx.x; row < a.grad_log_std_rows;
+         row += blockDim.x) {
+      store_from_double(
+          a.grad_log_std, a.grad_log_std_dtype, row,
+          math::weighted_term_grad(
+              shared_continuous_grad, continuous_denominator,
+              a.row_weights.at(row)));
+    }
+  }
+  return shared_scale;
 }
 
 // The gradient of one logit of a row.
@@ -143,7 +185,7 @@ template <typename scalar_t, int kVec, typename index_t>
 __global__ void __launch_bounds__(kBackwardThreads)
     backward_logits(BackwardProblem a) {
   using acc = acc_t<scalar_t>;
-  const acc scale = block_grad_scale<acc>(a);
+  const GradScale<acc> grad_scale = block_grad_scale<acc>(a);
   if (a.grad_logits == nullptr) {
     return;
   }
@@ -171,6 +213,7 @@ __global__ void __launch_bounds__(kBackwardThreads)
     const acc shift = row_stats[row];
     const acc log_sum_exp = row_stats[a.batch + row];
     const acc entropy = row_stats[2 * a.batch + row];
+    const acc scale = grad_scale.row_scale(a.row_weights, row);
     LogitVector<scalar_t, kVec> out;
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
@@ -192,7 +235,7 @@ template <typename scalar_t, int kVec>
 __global__ void __launch_bounds__(kBackwardThreads)
     backward_logit_rows(BackwardProblem a) {
   using acc = acc_t<scalar_t>;
-  const acc scale = block_grad_scale<acc>(a);
+  const GradScale<acc> grad_scale = block_grad_scale<acc>(a);
   const acc* row_stats = static_cast<const acc*>(a.row_stats);
   const int64_t cols = a.num_cols;
   for (int64_t row = blockIdx.x; row < a.batch; row += gridDim.x) {
@@ -201,6 +244,7 @@ __global__ void __launch_bounds__(kBackwardThreads)
     const acc shift = row_stats[row];
     const acc log_sum_exp = row_stats[a.batch + row];
     const acc entropy = row_stats[2 * a.batch + row];
+    const acc scale = grad_scale.row_scale(a.row_weights, row);
     const int64_t misaligned_by = static_cast<int64_t>(
         reinterpret_cast<uintptr_t>(z) % sizeof(LogitVector<scalar_t, kVec>) /
         sizeof(scalar_t));

@@ -88,5 +88,31 @@ struct Coefficients {
   }
 };
 
+// Per-row weights on the device, of any floating dtype, contiguous.
+struct RowWeights {
+  const void* values = nullptr;  // nullptr: every row weighs 1
+  DType dtype = DType::kFloat;
+  int64_t count = 0;  // B
+
+  HEE_HOST_DEVICE bool present() const {
+    return values != nullptr;
+  }
+  HEE_HOST_DEVICE double at(int64_t row) const {
+    return load_as_double(values, dtype, row);
+  }
+};
+
+// The denominator of a batch mean: the count of its terms, known on the
+// host, or the sum of the row weights, which a kernel computed on the
+// device (no sync).
+struct MeanDenominator {
+  const double* device_value = nullptr;  // nullptr: host_value
+  double host_value = 1.0;
+
+  HEE_HOST_DEVICE double read() const {
+    return device_value == nullptr ? host_value : *device_value;
+  }
+};
+
 } // namespace cuda
 } // namespace hee

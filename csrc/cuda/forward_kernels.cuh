@@ -41,7 +41,21 @@ struct LogStdSum {
   int64_t count = 0;  // R * D
   int64_t chunk = 0;  // elements per block
   double* partials = nullptr;  // one sum per block
+  // Per-sample rows only: each element weighed by its row's weight.
+  RowWeights weights;
+  int64_t dims = 1;  // D
 };
+
+// A row's value as it enters a batch sum: weighed by the row's weight where
+// there are weights.
+template <typename T>
+__device__ __forceinline__ double weighted_row_value(
+    const RowWeights& weights,
+    int64_t row,
+    T value) {
+  return weights.present() ? weights.at(row) * static_cast<double>(value)
+                           : static_cast<double>(value);
+}
 
 template <typename scalar_t>
 struct ForwardRowsArgs {
@@ -54,6 +68,7 @@ struct ForwardRowsArgs {
   // Blocks [0, num_logit_blocks) read logits, the rest sum log_std.
   int64_t num_logit_blocks = 0;
   double* entropy_partials = nullptr;  // one sum of row entropies per block
+  RowWeights row_weights;
   // Row in blocks: columns per split, and the splits' states when a row is
   // split over several blocks.
   int64_t splits = 1;
@@ -84,7 +99,10 @@ __device__ __forceinline__ void sum_log_std_block(
       : log_std.count;
   double share = 0.0;
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    share += load_as_double(log_std.values, log_std.dtype, i);
+    const double value = load_as_double(log_std.values, log_std.dtype, i);
+    share += log_std.weights.present()
+        ? log_std.weights.at(i / log_std.dims) * value
+        : value;
   }
   const double sum = block_sum(share);
   if (threadIdx.x == 0) {
@@ -209,7 +227,7 @@ __global__ void __launch_bounds__(kRowsInWarpsThreads)
                                 group_sum<kThreadsPerRow>(sum_exp_times_shift)});
     if (lane == 0 && active) {
       store_row_statistics(a.row_stats, a.batch, row, r);
-      entropy_sum += static_cast<double>(r.entropy);
+      entropy_sum += weighted_row_value(a.row_weights, row, r.entropy);
     }
   }
   // Group leaders hold their rows' sums, every other lane 0.
@@ -330,7 +348,7 @@ __global__ void __launch_bounds__(kMaxBlockThreads)
     if (threadIdx.x == 0) {
       const math::RowStatistics<acc> r = math::finish_row(state);
       store_row_statistics(a.row_stats, a.batch, row, r);
-      entropy_sum += static_cast<double>(r.entropy);
+      entropy_sum += weighted_row_value(a.row_weights, row, r.entropy);
     }
   }
   if (threadIdx.x == 0) {
@@ -347,6 +365,7 @@ struct MergeSplitsArgs {
   int64_t splits = 1;  // at most 32
   acc* row_stats = nullptr;
   double* entropy_partials = nullptr;
+  RowWeights row_weights;
 };
 
 template <typename acc>
@@ -366,8 +385,8 @@ __global__ void __launch_bounds__(kMergeRowsPerBlock * kWarpSize)
   if (writes) {
     store_row_statistics(a.row_stats, a.batch, row, r);
   }
-  const double block_entropy_sum =
-      block_sum(writes ? static_cast<double>(r.entropy) : 0.0);
+  const double block_entropy_sum = block_sum(
+      writes ? weighted_row_value(a.row_weights, row, r.entropy) : 0.0);
   if (threadIdx.x == 0) {
     a.entropy_partials[blockIdx.x] = block_entropy_sum;
   }
@@ -382,10 +401,12 @@ struct FinishForwardArgs {
   int64_t num_log_std_partials = 0;
   bool has_discrete = false;
   bool has_continuous = false;
-  int64_t batch = 0;  // B of the logits
-  // H_c = D * const + (sum of log_std) / log_std_rows: R for [R, D], 1 for
-  // a shared [D].
-  double log_std_rows = 1.0;
+  // H_d = (sum of row entropies) / discrete_denominator: B, or the sum of
+  // the row weights.
+  MeanDenominator discrete_denominator;
+  // H_c = D * const + (sum of log_std) / continuous_denominator: R for
+  // [R, D] (or the sum of the row weights), 1 for a shared [D].
+  MeanDenominator continuous_denominator;
   int64_t log_std_dims = 0;
   Coefficients coeff;
   math::LossParams params{};
@@ -394,6 +415,25 @@ struct FinishForwardArgs {
 };
 
 constexpr int kFinishThreads = 256;
+
+// The sum of the row weights, in a fixed order (one block), for the batch
+// means' denominators: the first launch of a call with row weights.
+struct SumRowWeightsArgs {
+  RowWeights weights;
+  double* sum = nullptr;
+};
+
+__global__ void __launch_bounds__(kFinishThreads)
+    sum_row_weights(SumRowWeightsArgs a) {
+  double share = 0.0;
+  for (int64_t i = threadIdx.x; i < a.weights.count; i += blockDim.x) {
+    share += a.weights.at(i);
+  }
+  const double sum = block_sum(share);
+  if (threadIdx.x == 0) {
+    *a.sum = sum;
+  }
+}
 
 __global__ void __launch_bounds__(kFinishThreads)
     finish_forward(FinishForwardArgs a) {
@@ -404,11 +444,13 @@ __global__ void __launch_bounds__(kFinishThreads)
   if (threadIdx.x != 0) {
     return;
   }
-  const double discrete_entropy =
-      a.has_discrete ? entropy_sum / static_cast<double>(a.batch) : 0.0;
+  const double discrete_entropy = a.has_discrete
+      ? entropy_sum / a.discrete_denominator.read()
+      : 0.0;
   const double continuous_entropy = a.has_continuous
       ? math::gaussian_entropy(
-            log_std_sum / a.log_std_rows, static_cast<double>(a.log_std_dims))
+            log_std_sum / a.continuous_denominator.read(),
+            static_cast<double>(a.log_std_dims))
       : 0.0;
   const math::LossComponents c = math::combine_losses(
       a.coeff.read(), a.has_discrete, discrete_entropy, a.has_continuous,

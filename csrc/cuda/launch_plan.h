@@ -95,6 +95,8 @@ struct ForwardProblem {
   int64_t log_std_rows = 0;
   int64_t log_std_dims = 0;
   bool per_sample_log_std = false;
+  // [B] weights of the rows of the logits and of a per-sample log_std.
+  RowWeights row_weights;
   Coefficients coeff;
   math::LossParams params{};
   void* outputs[7] = {};
@@ -183,6 +185,7 @@ struct ForwardWorkspace {
   double* log_std_partials = nullptr;  // plan.num_log_std_blocks
   void* split_states = nullptr;  // plan.num_split_states SoftmaxState<acc>,
                                  // only when rows are split
+  double* weight_sum = nullptr;  // one value, only with row weights
 };
 
 template <typename Fn>
@@ -232,11 +235,14 @@ void launch_forward_rows(
   args.row_stats = static_cast<acc*>(p.row_stats);
   args.num_logit_blocks = plan.num_logit_blocks;
   args.entropy_partials = work.entropy_partials;
+  args.row_weights = p.row_weights;
   args.splits = plan.splits;
   args.split_cols = plan.split_cols;
   args.split_states = static_cast<math::SoftmaxState<acc>*>(work.split_states);
   args.log_std = {p.log_std, p.log_std_dtype, p.log_std_rows * p.log_std_dims,
-                  plan.log_std_chunk, work.log_std_partials};
+                  plan.log_std_chunk, work.log_std_partials,
+                  p.per_sample_log_std ? p.row_weights : RowWeights{},
+                  p.log_std_dims};
   const int64_t grid = plan.num_logit_blocks + plan.num_log_std_blocks;
   if (plan.layout == RowLayout::kRowInBlock) {
     launch(
@@ -264,20 +270,37 @@ void launch_forward_rows(
     merge.splits = plan.splits;
     merge.row_stats = args.row_stats;
     merge.entropy_partials = work.entropy_partials;
+    merge.row_weights = p.row_weights;
     launch(
         merge_column_splits<acc>, ceil_div(p.batch, kMergeRowsPerBlock),
         kMergeRowsPerBlock * kWarpSize, merge);
   }
 }
 
+// The sum of the row weights into *sum, where there are weights: the
+// denominator of the batch means, which the later launches read on the
+// device.
+template <typename Launch>
+void launch_sum_row_weights(
+    const RowWeights& weights,
+    double* sum,
+    Launch& launch) {
+  launch(sum_row_weights, 1, kFinishThreads, SumRowWeightsArgs{weights, sum});
+}
+
 // The forward: at most three launches (rows and log_std, the merge of
-// column splits where there are any, the finish).
+// column splits where there are any, the finish), and with row weights one
+// before them (their sum).
 template <typename Launch>
 void launch_forward(
     const ForwardProblem& p,
     const ForwardLaunchPlan& plan,
     const ForwardWorkspace& work,
     Launch&& launch) {
+  const bool weighted = p.row_weights.present();
+  if (weighted) {
+    launch_sum_row_weights(p.row_weights, work.weight_sum, launch);
+  }
   if (p.has_discrete) {
     dispatch_logits_dtype(p.logits_dtype, [&](auto zero) {
       launch_forward_rows<decltype(zero)>(p, plan, work, launch);
@@ -293,9 +316,13 @@ void launch_forward(
   finish.num_log_std_partials = plan.num_log_std_blocks;
   finish.has_discrete = p.has_discrete;
   finish.has_continuous = p.has_continuous;
-  finish.batch = p.batch;
-  finish.log_std_rows =
-      p.per_sample_log_std ? static_cast<double>(p.log_std_rows) : 1.0;
+  finish.discrete_denominator = weighted
+      ? MeanDenominator{work.weight_sum}
+      : MeanDenominator{nullptr, static_cast<double>(p.batch)};
+  finish.continuous_denominator = !p.per_sample_log_std
+      ? MeanDenominator{nullptr, 1.0}
+      : weighted ? MeanDenominator{work.weight_sum}
+                 : MeanDenominator{nullptr, static_cast<double>(p.log_std_rows)};
   finish.log_std_dims = p.log_std_dims;
   finish.coeff = p.coeff;
   finish.params = p.params;
@@ -360,12 +387,20 @@ void launch_backward_logits(
 }
 
 // The backward: the launch of the logits' dtype (float without logits: the
-// log_std and coefficient gradients only).
+// log_std and coefficient gradients only), and with row weights one before
+// it (their sum, the denominator of the weighted means).
 template <typename Launch>
 void launch_backward(
-    const BackwardProblem& p,
+    BackwardProblem p,
     const DeviceShape& device,
     Launch&& launch) {
+  if (p.row_weights.present()) {
+    launch_sum_row_weights(p.row_weights, p.weight_sum, launch);
+    p.discrete_denominator = {p.weight_sum};
+    if (p.grad_log_std_rows > 0) {
+      p.continuous_denominator = {p.weight_sum};
+    }
+  }
   const DType dtype = p.has_discrete ? p.logits_dtype : DType::kFloat;
   dispatch_logits_dtype(dtype, [&](auto zero) {
     launch_backward_logits<decltype(zero)>(p, device, launch);

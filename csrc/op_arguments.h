@@ -1,0 +1,68 @@
+// The arguments and outputs of hybrid_entropy_ext's two ops, declared once.
+//
+// Each list below is an X-macro: a list of X(...) entries that other code
+// expands with its own X. From these lists op_signatures.h derives the
+// schemas of both ops, the argument structs every kernel takes, the unboxed
+// signatures the dispatcher calls and their adapters, and autograd.cpp the
+// backward node's saved values and compiled-autograd collection. Adding an
+// argument is one entry here plus the code that uses its value
+// (docs/design.md, "Adding an op argument").
+#pragma once
+
+// The tensor inputs that receive gradients, in the forward's schema order;
+// the backward returns one gradient per entry, in this order, and its
+// output_mask has one flag per entry.
+//   X(cpp_type, name, schema_type)
+#define HEE_DIFFERENTIABLE_INPUTS(X)                 \
+  X(::hee::OptionalTensor, logits, "Tensor?")        \
+  X(::hee::OptionalTensor, log_std, "Tensor?")       \
+  X(::at::Tensor, entropy_coeff, "Tensor")
+
+// Tensor inputs that receive no gradient, each with a default: last in the
+// forward's schema (after the hyper-parameters) and in the backward's (after
+// output_mask), so that calls and programs written with fewer arguments
+// keep working. The forward's autograd node saves them for the backward.
+//   X(cpp_type, name, schema_type, schema_default)
+//
+// row_weights [B]: each row's weight in the batch means (docs/design.md,
+// "Row weights"); None weighs every row 1.
+#define HEE_NONDIFFERENTIABLE_INPUTS(X) \
+  X(::hee::OptionalTensor, row_weights, "Tensor?", "None")
+
+// The scalar hyper-parameters, after the tensor inputs in both schemas. The
+// forward's schema gives them their defaults; the backward's takes what the
+// forward was called with.
+//   X(cpp_type, name, schema_type, schema_default)
+#define HEE_HYPERPARAMETERS(X)                                              \
+  X(double, discrete_entropy_weight, "float", "1.0")                        \
+  X(double, continuous_entropy_weight, "float", "0.5")                      \
+  X(std::optional<double>, min_entropy_threshold, "float?", "0.1")          \
+  X(std::optional<double>, continuous_min_entropy_threshold, "float?",      \
+    "0.1")                                                                  \
+  X(double, penalty_multiplier, "float", "3.0")
+
+// The forward's differentiable outputs, 0-dim each, in output order; the
+// backward takes an optional upstream gradient of each, named grad_<name>.
+//   X(name)
+#define HEE_LOSS_COMPONENTS(X) \
+  X(total)                     \
+  X(discrete)                  \
+  X(continuous)                \
+  X(discrete_penalty)          \
+  X(continuous_penalty)        \
+  X(discrete_entropy)          \
+  X(continuous_entropy)
+
+// The forward's outputs that receive no gradient, after the components.
+//   X(name)
+#define HEE_NONDIFFERENTIABLE_OUTPUTS(X) X(row_stats)
+
+// The forward's outputs the backward reads (named as above), in the
+// backward's schema order after the inputs. is_output: saved as an output of
+// the backward node (a differentiable output; saved any other way it would
+// hold the node and make a reference cycle).
+//   X(name, is_output)
+#define HEE_SAVED_OUTPUTS(X)     \
+  X(row_stats, false)            \
+  X(discrete_entropy, true)      \
+  X(continuous_entropy, true)
