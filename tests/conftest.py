@@ -18,10 +18,6 @@ import torch
 from common_utils import BACKEND_PARAMS, SUPPORTED_CPU_ISAS, forced_cpu_isa, on_backend
 from hybrid_entropy_ext import _ops
 
-# Re-exported for tests/test_cuda_emulated.py, which still imports them from here (it is
-# maintained apart); every other test imports its helpers from common_utils.
-from common_utils import GRAD_TOLERANCES, VALUE_TOLERANCES, loss_params_as_doubles, random_heads  # noqa: F401,E402
-
 
 @pytest.fixture(params=SUPPORTED_CPU_ISAS)
 def cpu_isa(request):

@@ -33,7 +33,7 @@ def good_args(device="cpu", logits_dtype=torch.float32, variant=op_variant("both
         discrete_entropy=out[5], continuous_entropy=out[6],
         discrete_entropy_weight=PARAMS[0], continuous_entropy_weight=PARAMS[1],
         min_entropy_threshold=PARAMS[2], continuous_min_entropy_threshold=PARAMS[3],
-        penalty_multiplier=PARAMS[4], output_mask=[True, True, True],
+        penalty_multiplier=PARAMS[4], output_mask=[True, True, True], row_weights=None,
     )
     if device != "cpu":
         args = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in args.items()}
@@ -60,6 +60,13 @@ def test_good_arguments_are_accepted(device, variant):
     for name, grad in grads.items():
         expected = (0,) if args[name] is None else tuple(args[name].shape)
         assert tuple(grad.shape) == expected, name
+
+
+def test_row_weights_of_fewer_rows_are_rejected(device):
+    args = good_args(device)
+    args["row_weights"] = torch.ones(B - 1, device=device)
+    with pytest.raises(ValueError, match=r"row_weights must be \[B\] = \[4096\]"):
+        call(args)
 
 
 # --- row_stats ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 from torch.utils import cpp_extension
 
 import hybrid_entropy_ext as hee
-from conftest import GRAD_TOLERANCES, VALUE_TOLERANCES, random_heads
+from common_utils import GRAD_TOLERANCES, VALUE_TOLERANCES, random_heads
 from oracle import KEYS, OUTPUT_WEIGHTS, distributions_oracle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -57,8 +57,8 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-def _forward_args(logits, log_std, coeff, thresholds=ACTIVE_THRESHOLDS):
-    return (logits, log_std, coeff, *WEIGHTS, *thresholds, PENALTY_MULTIPLIER)
+def _forward_args(logits, log_std, coeff, thresholds=ACTIVE_THRESHOLDS, row_weights=None):
+    return (logits, log_std, coeff, *WEIGHTS, *thresholds, PENALTY_MULTIPLIER, row_weights)
 
 
 def _assert_opcheck_passes(op, args):
@@ -86,6 +86,9 @@ def _forward_case(name, device):
     if name == "logits_none_only_coeff_requires_grad":
         _, log_std, _ = make_sample(dtype=torch.float32, device=device)
         return _forward_args(None, log_std, torch.tensor(0.05, device=device, requires_grad=True))
+    if name == "row_weights":
+        weights = torch.rand(logits.shape[0], device=device)
+        return _backward_args(logits, log_std, coeff, ALL_GRADS, everything, row_weights=weights)
     if name == "thresholds_none":
         return _forward_args(*make_sample(dtype=torch.float32, device=device, requires_grad=True),
                              thresholds=(None, None))
@@ -149,13 +152,13 @@ SOME_GRADS = (1.0, None, None, 2.0, None, 0.75, None)
 NO_GRADS = (None,) * 7
 
 
-def _backward_args(logits, log_std, coeff, grads, output_mask, thresholds=ACTIVE_THRESHOLDS):
+def _backward_args(logits, log_std, coeff, grads, output_mask, thresholds=ACTIVE_THRESHOLDS, row_weights=None):
     """The backward op's arguments, in its schema's order, from a real forward call.
 
     The saved per-row statistics (row_logsumexp / row_entropy) and the batch-mean entropies
     are the forward op's outputs of the same names, so the arguments are matched by name.
     """
-    out = FORWARD_OP(*_forward_args(logits, log_std, coeff, thresholds))
+    out = FORWARD_OP(*_forward_args(logits, log_std, coeff, thresholds, row_weights))
     forward_outputs = {ret.name: tensor for ret, tensor in zip(FORWARD_OP._schema.returns, out)}
     # The upstream gradients are like the forward's outputs: their dtype, on their device.
     like = forward_outputs["total"]
@@ -171,6 +174,7 @@ def _backward_args(logits, log_std, coeff, grads, output_mask, thresholds=ACTIVE
         continuous_min_entropy_threshold=thresholds[1],
         penalty_multiplier=PENALTY_MULTIPLIER,
         output_mask=list(output_mask),
+        row_weights=row_weights,
     )
     for name, tensor in forward_outputs.items():
         values.setdefault(name, tensor)
@@ -190,6 +194,9 @@ def _backward_case(name, device):
         return _backward_args(logits, log_std, coeff, ALL_GRADS, (False, False, True))
     if name == "mask_nothing":
         return _backward_args(logits, log_std, coeff, ALL_GRADS, (False, False, False))
+    if name == "row_weights":
+        weights = torch.rand(logits.shape[0], device=device)
+        return _backward_args(logits, log_std, coeff, ALL_GRADS, everything, row_weights=weights)
     if name == "thresholds_none":
         return _backward_args(logits, log_std, coeff, ALL_GRADS, everything, thresholds=(None, None))
     if name == "float64":
@@ -224,6 +231,7 @@ def test_backward_op_passes_opcheck_for_every_variant(variant, grads, device):
         "thresholds_none",
         "float64",
         "logits_none_python_float_coeff",
+        "row_weights",
     ],
 )
 @pytest.mark.parametrize("device", cpu_and_cuda())

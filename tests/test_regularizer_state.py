@@ -72,7 +72,7 @@ def test_forward_at_the_counter_equals_forward_at_that_episode_bitwise(schedule)
 
 
 def _expected_coefficient(schedule: str, e: int) -> float:
-    """The issue's formulas by hand: long is 0.1 -> 0.001 over N = 500 episodes."""
+    """The schedule's formula by hand (docs/design.md): long is 0.1 -> 0.001 over N = 500 episodes."""
     start, end, n = 0.1, 0.001, 500
     if schedule == "constant":
         return 0.01

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import hybrid_entropy_ext  # noqa: F401  (registers the ops)
-from conftest import GRAD_TOLERANCES, VALUE_TOLERANCES, random_heads
+from common_utils import GRAD_TOLERANCES, VALUE_TOLERANCES, random_heads
 from oracle import KEYS, OUTPUT_WEIGHTS, distributions_oracle
 
 OP = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss

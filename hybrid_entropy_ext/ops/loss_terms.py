@@ -2,15 +2,7 @@
 
 With the batch means ``H_d``, ``H_c`` (nats) in hand, the seven outputs of
 :func:`~hybrid_entropy_ext.hybrid_entropy_loss` follow from the formula of
-docs/design.md, "Semantics"::
-
-    discrete           = -c_d * w_d * H_d
-    continuous         = -c_c * w_c * H_c
-    discrete_penalty   = m * max(0, tau_d - H_d)
-    continuous_penalty = m * max(0, tau_c - H_c)
-    total              = discrete + continuous + discrete_penalty + continuous_penalty
-
-The fused op evaluates it in its kernels (``csrc/entropy_math.h``). This module is the
+docs/design.md, "Semantics". The fused op evaluates it in its kernels (``csrc/entropy_math.h``). This module is the
 library's Python form of it, for means that do not come from one op call: the global
 means of the distributed regularizer, the CLI's report at given entropies. Tensor
 operations only, so autograd differentiates it; :mod:`~hybrid_entropy_ext.ops.reference`
