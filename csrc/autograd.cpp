@@ -84,11 +84,14 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
   template <typename Self, typename Visit>
   static void visit_saved(Self& self, const Visit& visit) {
 #define HEE_VISIT_INPUT(type, name, ...) visit(self.name, false);
+#define HEE_VISIT_TRAILING(kind, type, name, ...) \
+  HEE_WHEN(kind, INPUT, visit(self.name, false);)
 #define HEE_VISIT_OUTPUT(name, is_output) visit(self.name, is_output);
     HEE_DIFFERENTIABLE_INPUTS(HEE_VISIT_INPUT)
-    HEE_NONDIFFERENTIABLE_INPUTS(HEE_VISIT_INPUT)
+    HEE_TRAILING_ARGUMENTS(HEE_VISIT_TRAILING)
     HEE_SAVED_OUTPUTS(HEE_VISIT_OUTPUT)
 #undef HEE_VISIT_INPUT
+#undef HEE_VISIT_TRAILING
 #undef HEE_VISIT_OUTPUT
   }
 
@@ -104,9 +107,9 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
     visit_saved(*this, [&](const SavedVariable& v, bool is_output) {
       args.collect(v, is_output);
     });
-#define HEE_COLLECT_HYPERPARAMETER(type, name, ...) \
-  args.collect(hyperparameters.name);
-    HEE_HYPERPARAMETERS(HEE_COLLECT_HYPERPARAMETER)
+#define HEE_COLLECT_HYPERPARAMETER(kind, type, name, ...) \
+  HEE_WHEN(kind, HYPERPARAMETER, args.collect(hyperparameters.name);)
+    HEE_TRAILING_ARGUMENTS(HEE_COLLECT_HYPERPARAMETER)
 #undef HEE_COLLECT_HYPERPARAMETER
   }
 
@@ -167,10 +170,13 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
   const type name##_value = unpacked_input<type>(name);
 #define HEE_UNPACK_OUTPUT(name, is_output) \
   const at::Tensor name##_value = is_output ? name.unpack(self) : name.unpack();
+#define HEE_UNPACK_TRAILING(kind, type, name, ...) \
+  HEE_WHEN(kind, INPUT, HEE_UNPACK_INPUT(type, name))
     HEE_DIFFERENTIABLE_INPUTS(HEE_UNPACK_INPUT)
-    HEE_NONDIFFERENTIABLE_INPUTS(HEE_UNPACK_INPUT)
+    HEE_TRAILING_ARGUMENTS(HEE_UNPACK_TRAILING)
     HEE_SAVED_OUTPUTS(HEE_UNPACK_OUTPUT)
 #undef HEE_UNPACK_INPUT
+#undef HEE_UNPACK_TRAILING
 #undef HEE_UNPACK_OUTPUT
 #define HEE_INPUT_VALUE(type, name, ...) name##_value,
 #define HEE_OUTPUT_VALUE(name, is_output) name##_value,
@@ -178,9 +184,12 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
         upstream,
         HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_VALUE)
         HEE_SAVED_OUTPUTS(HEE_OUTPUT_VALUE)
+#define HEE_TRAILING_VALUE(kind, type, name, ...) \
+  HEE_WHEN(kind, INPUT, name##_value, )
         hyperparameters,
         output_mask,
-        HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_VALUE)});
+        HEE_TRAILING_ARGUMENTS(HEE_TRAILING_VALUE)});
+#undef HEE_TRAILING_VALUE
 #undef HEE_INPUT_VALUE
 #undef HEE_OUTPUT_VALUE
     const auto computed_grads = std::apply(
@@ -201,10 +210,13 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
   // softmax.
 #define HEE_SAVED_INPUT_FIELD(type, name, ...) SavedVariable name;
 #define HEE_SAVED_OUTPUT_FIELD(name, is_output) SavedVariable name;
+#define HEE_SAVED_TRAILING_FIELD(kind, type, name, ...) \
+  HEE_WHEN(kind, INPUT, SavedVariable name;)
   HEE_DIFFERENTIABLE_INPUTS(HEE_SAVED_INPUT_FIELD)
-  HEE_NONDIFFERENTIABLE_INPUTS(HEE_SAVED_INPUT_FIELD)
+  HEE_TRAILING_ARGUMENTS(HEE_SAVED_TRAILING_FIELD)
   HEE_SAVED_OUTPUTS(HEE_SAVED_OUTPUT_FIELD)
 #undef HEE_SAVED_INPUT_FIELD
+#undef HEE_SAVED_TRAILING_FIELD
 #undef HEE_SAVED_OUTPUT_FIELD
   LossHyperparameters hyperparameters{};
 };
@@ -222,12 +234,15 @@ LossForwardOutputs hybrid_entropy_loss_autograd(const LossForwardArgs& args) {
       "hybrid_entropy_loss has no forward-mode derivative (torch.autograd."
       "forward_ad, torch.func.jvp); use reverse mode");
   // A tensor that receives no gradient must not look as if it did.
-#define HEE_CHECK_NO_GRAD(type, name, ...)                                   \
-  TORCH_CHECK_NOT_IMPLEMENTED(                                              \
-      !as_tensor(args.name).defined() || !as_tensor(args.name).requires_grad(), \
-      "hybrid_entropy_loss: " #name " receives no gradient; pass it "        \
-      "detached (" #name ".detach())");
-  HEE_NONDIFFERENTIABLE_INPUTS(HEE_CHECK_NO_GRAD)
+#define HEE_CHECK_NO_GRAD(kind, type, name, ...)                              \
+  HEE_WHEN(                                                                 \
+      kind, INPUT,                                                          \
+      TORCH_CHECK_NOT_IMPLEMENTED(                                          \
+          !as_tensor(args.name).defined() ||                                \
+              !as_tensor(args.name).requires_grad(),                        \
+          "hybrid_entropy_loss: " #name " receives no gradient; pass it "  \
+          "detached (" #name ".detach())");)
+  HEE_TRAILING_ARGUMENTS(HEE_CHECK_NO_GRAD)
 #undef HEE_CHECK_NO_GRAD
   LossForwardOutputs outputs;
   {
@@ -254,9 +269,12 @@ LossForwardOutputs hybrid_entropy_loss_autograd(const LossForwardArgs& args) {
   grad_fn->name = SavedVariable(as_tensor(args.name), /*is_output=*/false);
 #define HEE_SAVE_OUTPUT(name, is_output) \
   grad_fn->name = SavedVariable(std::get<k_##name>(outputs), is_output);
+#define HEE_SAVE_TRAILING(kind, type, name, ...) \
+  HEE_WHEN(kind, INPUT, HEE_SAVE_INPUT(type, name))
   HEE_DIFFERENTIABLE_INPUTS(HEE_SAVE_INPUT)
-  HEE_NONDIFFERENTIABLE_INPUTS(HEE_SAVE_INPUT)
+  HEE_TRAILING_ARGUMENTS(HEE_SAVE_TRAILING)
   HEE_SAVED_OUTPUTS(HEE_SAVE_OUTPUT)
+#undef HEE_SAVE_TRAILING
 #undef HEE_SAVE_INPUT
 #undef HEE_SAVE_OUTPUT
   grad_fn->hyperparameters = args.hyperparameters;

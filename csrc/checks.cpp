@@ -154,8 +154,9 @@ void check_finite(const std::optional<double>& value, const char* op, const char
 // Every hyper-parameter is finite (a NaN weight or threshold would poison
 // every output silently).
 void check_hyperparameters(const LossHyperparameters& h, const char* op) {
-#define HEE_CHECK_HYPERPARAMETER(type, name, ...) check_finite(h.name, op, #name);
-  HEE_HYPERPARAMETERS(HEE_CHECK_HYPERPARAMETER)
+#define HEE_CHECK_HYPERPARAMETER(kind, type, name, ...) \
+  HEE_WHEN(kind, HYPERPARAMETER, check_finite(h.name, op, #name);)
+  HEE_TRAILING_ARGUMENTS(HEE_CHECK_HYPERPARAMETER)
 #undef HEE_CHECK_HYPERPARAMETER
 }
 

@@ -18,28 +18,34 @@
   X(::hee::OptionalTensor, log_std, "Tensor?")       \
   X(::at::Tensor, entropy_coeff, "Tensor")
 
-// Tensor inputs that receive no gradient, each with a default: last in the
-// forward's schema (after the hyper-parameters) and in the backward's (after
-// output_mask), so that calls and programs written with fewer arguments
-// keep working. The forward's autograd node saves them for the backward.
-//   X(cpp_type, name, schema_type, schema_default)
+// The arguments after the differentiable inputs, each with a default, in
+// schema order: scalar hyper-parameters (kind HYPERPARAMETER, passed to the
+// math) and tensors that receive no gradient (kind INPUT, saved by the
+// forward's autograd node for the backward). The backward takes them last,
+// in the same order, after output_mask. A new argument is appended at the
+// end, so that calls and saved programs written with fewer arguments keep
+// their positions.
+//   X(kind, cpp_type, name, schema_type, schema_default)
 //
 // row_weights [B]: each row's weight in the batch means (docs/design.md,
 // "Row weights"); None weighs every row 1.
-#define HEE_NONDIFFERENTIABLE_INPUTS(X) \
-  X(::hee::OptionalTensor, row_weights, "Tensor?", "None")
+#define HEE_TRAILING_ARGUMENTS(X)                                             \
+  X(HYPERPARAMETER, double, discrete_entropy_weight, "float", "1.0")          \
+  X(HYPERPARAMETER, double, continuous_entropy_weight, "float", "0.5")        \
+  X(HYPERPARAMETER, std::optional<double>, min_entropy_threshold, "float?",   \
+    "0.1")                                                                    \
+  X(HYPERPARAMETER, std::optional<double>, continuous_min_entropy_threshold,  \
+    "float?", "0.1")                                                          \
+  X(HYPERPARAMETER, double, penalty_multiplier, "float", "3.0")               \
+  X(INPUT, ::hee::OptionalTensor, row_weights, "Tensor?", "None")
 
-// The scalar hyper-parameters, after the tensor inputs in both schemas. The
-// forward's schema gives them their defaults; the backward's takes what the
-// forward was called with.
-//   X(cpp_type, name, schema_type, schema_default)
-#define HEE_HYPERPARAMETERS(X)                                              \
-  X(double, discrete_entropy_weight, "float", "1.0")                        \
-  X(double, continuous_entropy_weight, "float", "0.5")                      \
-  X(std::optional<double>, min_entropy_threshold, "float?", "0.1")          \
-  X(std::optional<double>, continuous_min_entropy_threshold, "float?",      \
-    "0.1")                                                                  \
-  X(double, penalty_multiplier, "float", "3.0")
+// HEE_WHEN(kind, WANTED, code...): the code where an entry's kind is WANTED,
+// nothing otherwise (for X macros over HEE_TRAILING_ARGUMENTS).
+#define HEE_WHEN(kind, wanted, ...) HEE_WHEN_##wanted##_##kind(__VA_ARGS__)
+#define HEE_WHEN_HYPERPARAMETER_HYPERPARAMETER(...) __VA_ARGS__
+#define HEE_WHEN_HYPERPARAMETER_INPUT(...)
+#define HEE_WHEN_INPUT_INPUT(...) __VA_ARGS__
+#define HEE_WHEN_INPUT_HYPERPARAMETER(...)
 
 // The forward's differentiable outputs, 0-dim each, in output order; the
 // backward takes an optional upstream gradient of each, named grad_<name>.

@@ -21,12 +21,8 @@ std::string joined(std::initializer_list<std::string> parts) {
 
 #define HEE_SCHEMA_INPUT(type, name, schema_type, ...) \
   std::string(schema_type " " #name),
-#define HEE_SCHEMA_INPUT_WITH_DEFAULT(type, name, schema_type, value) \
+#define HEE_SCHEMA_TRAILING(kind, type, name, schema_type, value) \
   std::string(schema_type " " #name "=" value),
-#define HEE_SCHEMA_HYPERPARAMETER_WITH_DEFAULT(type, name, schema_type, value) \
-  std::string(schema_type " " #name "=" value),
-#define HEE_SCHEMA_HYPERPARAMETER(type, name, schema_type, value) \
-  std::string(schema_type " " #name),
 #define HEE_SCHEMA_OUTPUT(name) std::string("Tensor " #name),
 #define HEE_SCHEMA_UPSTREAM_GRAD(name) std::string("Tensor? grad_" #name),
 #define HEE_SCHEMA_SAVED_OUTPUT(name, is_output) std::string("Tensor " #name),
@@ -36,9 +32,7 @@ std::string joined(std::initializer_list<std::string> parts) {
 std::string loss_forward_schema(const std::string& name) {
   return name + "(" +
       joined({HEE_DIFFERENTIABLE_INPUTS(HEE_SCHEMA_INPUT)
-                  HEE_HYPERPARAMETERS(HEE_SCHEMA_HYPERPARAMETER_WITH_DEFAULT)
-                      HEE_NONDIFFERENTIABLE_INPUTS(
-                          HEE_SCHEMA_INPUT_WITH_DEFAULT)}) +
+                  HEE_TRAILING_ARGUMENTS(HEE_SCHEMA_TRAILING)}) +
       ") -> (" +
       joined({HEE_LOSS_COMPONENTS(HEE_SCHEMA_OUTPUT)
                   HEE_NONDIFFERENTIABLE_OUTPUTS(HEE_SCHEMA_OUTPUT)}) +
@@ -49,19 +43,15 @@ std::string loss_backward_schema(const std::string& name) {
   return name + "(" +
       joined({HEE_LOSS_COMPONENTS(HEE_SCHEMA_UPSTREAM_GRAD)
                   HEE_DIFFERENTIABLE_INPUTS(HEE_SCHEMA_INPUT)
-                      HEE_SAVED_OUTPUTS(HEE_SCHEMA_SAVED_OUTPUT)
-                          HEE_HYPERPARAMETERS(HEE_SCHEMA_HYPERPARAMETER)
-                              "bool[" +
+                      HEE_SAVED_OUTPUTS(HEE_SCHEMA_SAVED_OUTPUT) "bool[" +
                   std::to_string(kNumDifferentiableInputs) + "] output_mask",
-              HEE_NONDIFFERENTIABLE_INPUTS(HEE_SCHEMA_INPUT_WITH_DEFAULT)}) +
+              HEE_TRAILING_ARGUMENTS(HEE_SCHEMA_TRAILING)}) +
       ") -> (" + joined({HEE_DIFFERENTIABLE_INPUTS(HEE_SCHEMA_INPUT_GRAD)}) +
       ")";
 }
 
 #undef HEE_SCHEMA_INPUT
-#undef HEE_SCHEMA_INPUT_WITH_DEFAULT
-#undef HEE_SCHEMA_HYPERPARAMETER_WITH_DEFAULT
-#undef HEE_SCHEMA_HYPERPARAMETER
+#undef HEE_SCHEMA_TRAILING
 #undef HEE_SCHEMA_OUTPUT
 #undef HEE_SCHEMA_UPSTREAM_GRAD
 #undef HEE_SCHEMA_SAVED_OUTPUT

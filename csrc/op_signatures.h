@@ -61,10 +61,37 @@ using LossBackwardOutputs = decltype(detail::tensor_tuple(
 
 // The scalar hyper-parameters, as the schema passes them.
 struct LossHyperparameters {
-#define HEE_HYPERPARAMETER_FIELD(type, name, ...) type name{};
-  HEE_HYPERPARAMETERS(HEE_HYPERPARAMETER_FIELD)
+#define HEE_HYPERPARAMETER_FIELD(kind, type, name, ...) \
+  HEE_WHEN(kind, HYPERPARAMETER, type name{};)
+  HEE_TRAILING_ARGUMENTS(HEE_HYPERPARAMETER_FIELD)
 #undef HEE_HYPERPARAMETER_FIELD
 };
+
+// Positions of the arguments in the forward's schema and in the backward's
+// (the backward's upstream gradients take the first kNumLossOutputs).
+enum ForwardArgument : std::size_t {
+#define HEE_INPUT_POSITION(type, name, ...) kForward_##name,
+#define HEE_TRAILING_POSITION(kind, type, name, ...) kForward_##name,
+  HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_POSITION)
+  HEE_TRAILING_ARGUMENTS(HEE_TRAILING_POSITION)
+  kNumForwardArguments
+};
+enum BackwardArgument : std::size_t {
+  kBackward_last_upstream_grad = kNumLossOutputs - 1,
+#define HEE_BACKWARD_INPUT_POSITION(type, name, ...) kBackward_##name,
+#define HEE_BACKWARD_SAVED_POSITION(name, is_output) kBackward_##name,
+#define HEE_BACKWARD_TRAILING_POSITION(kind, type, name, ...) kBackward_##name,
+  HEE_DIFFERENTIABLE_INPUTS(HEE_BACKWARD_INPUT_POSITION)
+  HEE_SAVED_OUTPUTS(HEE_BACKWARD_SAVED_POSITION)
+  kBackward_output_mask,
+  HEE_TRAILING_ARGUMENTS(HEE_BACKWARD_TRAILING_POSITION)
+  kNumBackwardArguments
+};
+#undef HEE_INPUT_POSITION
+#undef HEE_TRAILING_POSITION
+#undef HEE_BACKWARD_INPUT_POSITION
+#undef HEE_BACKWARD_SAVED_POSITION
+#undef HEE_BACKWARD_TRAILING_POSITION
 
 // The hyper-parameters as the math (entropy_math.h) reads them, on any
 // device.
@@ -83,15 +110,36 @@ inline math::LossParams loss_params_of(const LossHyperparameters& h) {
 }
 
 #define HEE_INPUT_REFERENCE_FIELD(type, name, ...) const type& name;
+#define HEE_TRAILING_INPUT_REFERENCE_FIELD(kind, type, name, ...) \
+  HEE_WHEN(kind, INPUT, const type& name;)
+// From a tuple of the schema's arguments (t), by position.
+#define HEE_FORWARD_INPUT_FROM(type, name, ...) std::get<kForward_##name>(t),
+#define HEE_FORWARD_HYPERPARAMETER_FROM(kind, type, name, ...) \
+  HEE_WHEN(kind, HYPERPARAMETER, std::get<kForward_##name>(t), )
+#define HEE_FORWARD_TRAILING_INPUT_FROM(kind, type, name, ...) \
+  HEE_WHEN(kind, INPUT, std::get<kForward_##name>(t), )
+#define HEE_BACKWARD_INPUT_FROM(type, name, ...) std::get<kBackward_##name>(t),
+#define HEE_BACKWARD_SAVED_FROM(name, is_output) std::get<kBackward_##name>(t),
+#define HEE_BACKWARD_HYPERPARAMETER_FROM(kind, type, name, ...) \
+  HEE_WHEN(kind, HYPERPARAMETER, std::get<kBackward_##name>(t), )
+#define HEE_BACKWARD_TRAILING_INPUT_FROM(kind, type, name, ...) \
+  HEE_WHEN(kind, INPUT, std::get<kBackward_##name>(t), )
 
-// The forward op's arguments, in schema order (an aggregate: the adapters
-// below build it from the dispatcher's arguments in that order). The
-// references live as long as the call.
+// The forward op's arguments. The references live as long as the call.
 struct LossForwardArgs {
   HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE_FIELD)
   LossHyperparameters hyperparameters;
-  HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE_FIELD)
+  HEE_TRAILING_ARGUMENTS(HEE_TRAILING_INPUT_REFERENCE_FIELD)
 
+  // From the schema's arguments, in order (references to them).
+  template <typename Tuple>
+  static LossForwardArgs from_schema_order(const Tuple& t) {
+    return {
+        HEE_DIFFERENTIABLE_INPUTS(HEE_FORWARD_INPUT_FROM)
+        LossHyperparameters{
+            HEE_TRAILING_ARGUMENTS(HEE_FORWARD_HYPERPARAMETER_FROM)},
+        HEE_TRAILING_ARGUMENTS(HEE_FORWARD_TRAILING_INPUT_FROM)};
+  }
   math::LossParams params() const {
     return loss_params_of(hyperparameters);
   }
@@ -102,11 +150,10 @@ struct LossForwardArgs {
   }
 };
 
-// The backward op's arguments, in schema order: the upstream gradients of
-// the loss components (absent where a component was not used), the
-// forward's differentiable inputs, what the forward saved, the
-// hyper-parameters, which input gradients to compute, and the forward's
-// other inputs.
+// The backward op's arguments: the upstream gradients of the loss
+// components (absent where a component was not used), the forward's
+// differentiable inputs, what the forward saved, the hyper-parameters, which
+// input gradients to compute, and the forward's other inputs.
 struct LossBackwardArgs {
   std::array<OptionalTensor, kNumLossOutputs> grads;
   HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE_FIELD)
@@ -116,17 +163,44 @@ struct LossBackwardArgs {
 #undef HEE_SAVED_OUTPUT_REFERENCE_FIELD
   LossHyperparameters hyperparameters;
   std::array<bool, kNumDifferentiableInputs> output_mask;
-  HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE_FIELD)
+  HEE_TRAILING_ARGUMENTS(HEE_TRAILING_INPUT_REFERENCE_FIELD)
 
+  template <typename Tuple>
+  static LossBackwardArgs from_schema_order(const Tuple& t) {
+    return {
+        upstream_grads(t, std::make_index_sequence<kNumLossOutputs>()),
+        HEE_DIFFERENTIABLE_INPUTS(HEE_BACKWARD_INPUT_FROM)
+        HEE_SAVED_OUTPUTS(HEE_BACKWARD_SAVED_FROM)
+        LossHyperparameters{
+            HEE_TRAILING_ARGUMENTS(HEE_BACKWARD_HYPERPARAMETER_FROM)},
+        std::get<kBackward_output_mask>(t),
+        HEE_TRAILING_ARGUMENTS(HEE_BACKWARD_TRAILING_INPUT_FROM)};
+  }
   math::LossParams params() const {
     return loss_params_of(hyperparameters);
   }
   const at::Tensor& head() const {
     return logits.has_value() ? *logits : *log_std;
   }
+
+ private:
+  template <typename Tuple, std::size_t... I>
+  static std::array<OptionalTensor, kNumLossOutputs> upstream_grads(
+      const Tuple& t,
+      std::index_sequence<I...>) {
+    return {std::get<I>(t)...};
+  }
 };
 
 #undef HEE_INPUT_REFERENCE_FIELD
+#undef HEE_TRAILING_INPUT_REFERENCE_FIELD
+#undef HEE_FORWARD_INPUT_FROM
+#undef HEE_FORWARD_HYPERPARAMETER_FROM
+#undef HEE_FORWARD_TRAILING_INPUT_FROM
+#undef HEE_BACKWARD_INPUT_FROM
+#undef HEE_BACKWARD_SAVED_FROM
+#undef HEE_BACKWARD_HYPERPARAMETER_FROM
+#undef HEE_BACKWARD_TRAILING_INPUT_FROM
 
 // The schemas, for TORCH_LIBRARY (ops.cpp) and test-only libraries that
 // register the same kernels under another namespace.
@@ -165,20 +239,21 @@ struct KernelAdapter;
 
 // Adapts a kernel that takes the argument struct to the unboxed signature
 // of the schema: call<Kernel> takes the arguments one by one and builds the
-// struct from them, in order.
+// struct from them by position.
 template <typename Outputs, typename Args, typename... Parameters>
 struct KernelAdapter<Outputs, Args, TypeList<Parameters...>> {
   using Signature = Outputs(Parameters...);
 
   template <Outputs (*Kernel)(const Args&)>
   static Outputs call(Parameters... arguments) {
-    return Kernel(Args{arguments...});
+    return Kernel(Args::from_schema_order(std::forward_as_tuple(arguments...)));
   }
 };
 
 #define HEE_PASSED_INPUT(cpp_type, name, ...) \
   , typename ::hee::detail::Passed<cpp_type>::type
-#define HEE_PASSED_HYPERPARAMETER(type, name, ...) , type
+#define HEE_PASSED_TRAILING(kind, cpp_type, name, ...) \
+  , typename ::hee::detail::Passed<cpp_type>::type
 #define HEE_PASSED_UPSTREAM_GRAD(name) , const ::hee::OptionalTensor&
 #define HEE_PASSED_SAVED_OUTPUT(name, is_output) , const ::at::Tensor&
 
@@ -186,19 +261,17 @@ struct KernelAdapter<Outputs, Args, TypeList<Parameters...>> {
 // it.
 using ForwardParameters = typename DropFirst<TypeList<
     void HEE_DIFFERENTIABLE_INPUTS(HEE_PASSED_INPUT)
-        HEE_HYPERPARAMETERS(HEE_PASSED_HYPERPARAMETER)
-            HEE_NONDIFFERENTIABLE_INPUTS(HEE_PASSED_INPUT)>>::type;
+        HEE_TRAILING_ARGUMENTS(HEE_PASSED_TRAILING)>>::type;
 
 using BackwardParameters = typename DropFirst<TypeList<
     void HEE_LOSS_COMPONENTS(HEE_PASSED_UPSTREAM_GRAD)
         HEE_DIFFERENTIABLE_INPUTS(HEE_PASSED_INPUT)
-            HEE_SAVED_OUTPUTS(HEE_PASSED_SAVED_OUTPUT)
-                HEE_HYPERPARAMETERS(HEE_PASSED_HYPERPARAMETER),
+            HEE_SAVED_OUTPUTS(HEE_PASSED_SAVED_OUTPUT),
     std::array<bool, kNumDifferentiableInputs>
-        HEE_NONDIFFERENTIABLE_INPUTS(HEE_PASSED_INPUT)>>::type;
+        HEE_TRAILING_ARGUMENTS(HEE_PASSED_TRAILING)>>::type;
 
 #undef HEE_PASSED_INPUT
-#undef HEE_PASSED_HYPERPARAMETER
+#undef HEE_PASSED_TRAILING
 #undef HEE_PASSED_UPSTREAM_GRAD
 #undef HEE_PASSED_SAVED_OUTPUT
 

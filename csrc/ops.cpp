@@ -68,30 +68,30 @@ auto array_references(const std::array<T, N>& values, std::index_sequence<I...>)
 }
 
 #define HEE_INPUT_REFERENCE(type, name, ...) , std::forward_as_tuple(args.name)
-#define HEE_HYPERPARAMETER_REFERENCE(type, name, ...) \
-  , std::forward_as_tuple(args.hyperparameters.name)
+#define HEE_TRAILING_REFERENCE(kind, type, name, ...)               \
+  , std::forward_as_tuple(                                          \
+        HEE_WHEN(kind, HYPERPARAMETER, args.hyperparameters.name)   \
+            HEE_WHEN(kind, INPUT, args.name))
 #define HEE_SAVED_OUTPUT_REFERENCE(name, is_output) \
   , std::forward_as_tuple(args.name)
 
 auto argument_references(const LossForwardArgs& args) {
   return std::tuple_cat(
       std::tuple<>() HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE)
-          HEE_HYPERPARAMETERS(HEE_HYPERPARAMETER_REFERENCE)
-              HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE));
+          HEE_TRAILING_ARGUMENTS(HEE_TRAILING_REFERENCE));
 }
 
 auto argument_references(const LossBackwardArgs& args) {
   return std::tuple_cat(
       array_references(args.grads, std::make_index_sequence<kNumLossOutputs>())
           HEE_DIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE)
-              HEE_SAVED_OUTPUTS(HEE_SAVED_OUTPUT_REFERENCE)
-                  HEE_HYPERPARAMETERS(HEE_HYPERPARAMETER_REFERENCE),
+              HEE_SAVED_OUTPUTS(HEE_SAVED_OUTPUT_REFERENCE),
       std::forward_as_tuple(args.output_mask)
-          HEE_NONDIFFERENTIABLE_INPUTS(HEE_INPUT_REFERENCE));
+          HEE_TRAILING_ARGUMENTS(HEE_TRAILING_REFERENCE));
 }
 
 #undef HEE_INPUT_REFERENCE
-#undef HEE_HYPERPARAMETER_REFERENCE
+#undef HEE_TRAILING_REFERENCE
 #undef HEE_SAVED_OUTPUT_REFERENCE
 
 } // namespace

@@ -84,7 +84,7 @@ def emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, upstream=
     try:
         grad_logits, grad_log_std, grad_coeff = lib._hybrid_entropy_loss_backward(
             *grads, logits, log_std, coeff, row_stats, outputs["discrete_entropy"],
-            outputs["continuous_entropy"], *params.values(), list(wanted), row_weights)
+            outputs["continuous_entropy"], list(wanted), *params.values(), row_weights)
     finally:
         configure(lib)
     if has_c and wanted[1] and row_weights is None:
@@ -99,8 +99,8 @@ def cpu_backward(logits, log_std, coeff, upstream=UPSTREAM, params=PARAMS, row_w
     out = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss.default(
         logits, log_std, coeff, *params.values(), row_weights)
     grads = [torch.tensor(g, dtype=out[0].dtype) if g is not None else None for g in upstream]
-    return BACKWARD_OP(*grads, logits, log_std, coeff, out[7], out[5], out[6], *params.values(),
-                       [logits is not None, log_std is not None, True], row_weights)
+    return BACKWARD_OP(*grads, logits, log_std, coeff, out[7], out[5], out[6],
+                       [logits is not None, log_std is not None, True], *params.values(), row_weights)
 
 
 inputs = random_heads
