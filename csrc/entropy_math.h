@@ -329,13 +329,10 @@ HEE_HOST_DEVICE double mean_term_grad(double grad_of_mean, double count) {
 }
 
 // The gradient of one term x_i of a weighted mean sum_i w_i x_i / sum_i w_i
-// (the weights held fixed): w_i times a term's gradient with the weights'
-// sum as the count.
-HEE_HOST_DEVICE double weighted_term_grad(
-    double grad_of_mean,
-    double weight_sum,
-    double weight) {
-  return mean_term_grad(grad_of_mean, weight_sum) * weight;
+// (the weights held fixed): w_i times grad_per_term, the mean's gradient
+// over the weights' sum (mean_term_grad with the sum as the count).
+HEE_HOST_DEVICE double weighted_term_grad(double grad_per_term, double weight) {
+  return grad_per_term * weight;
 }
 
 // Continuous head: entropy of a diagonal Gaussian with D dimensions whose

@@ -116,7 +116,7 @@ LossBackwardPlan plan_loss_backward(const LossBackwardArgs& args) {
       ? placeholder(
             plan.has_continuous ? args.log_std->scalar_type() : missing_dtype,
             head.device())
-      : plan.has_row_weights && args.log_std->dim() == 2
+      : log_std_rows_are_weighted(plan.has_row_weights, *args.log_std)
       ? broadcast_along_columns(*args.log_std)
       : broadcast_like(*args.log_std);
   if (plan.computes_grad_entropy_coeff) {
@@ -151,8 +151,10 @@ double continuous_entropy_mean_count(const at::Tensor& log_std) {
   return log_std.dim() == 2 ? static_cast<double>(log_std.size(0)) : 1.0;
 }
 
-bool log_std_rows_are_weighted(const LossBackwardPlan& plan, const at::Tensor& log_std) {
-  return plan.has_row_weights && log_std.dim() == 2;
+bool log_std_rows_are_weighted(bool has_row_weights, const at::Tensor& log_std) {
+  return has_row_weights && log_std.dim() == 2 &&
+      !(log_std.sym_stride(0).sym_eq(0).guard_bool(__FILE__, __LINE__) &&
+        log_std.sym_size(0).sym_gt(1).guard_bool(__FILE__, __LINE__));
 }
 
 double read_host_value(const at::Tensor& t, int64_t element_offset) {

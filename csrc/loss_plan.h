@@ -92,9 +92,11 @@ KernelLogStd log_std_for_kernels(const at::Tensor& log_std);
 double discrete_entropy_mean_count(const at::Tensor& logits);
 double continuous_entropy_mean_count(const at::Tensor& log_std);
 
-// Whether the continuous head's entropy weighs its rows: a [B, D] log_std
-// whose rows are distinct (not a [D] or a [B, D] expanded from one row).
-bool log_std_rows_are_weighted(const LossBackwardPlan& plan, const at::Tensor& log_std);
+// Whether the continuous head's entropy weighs its rows: with row weights, a
+// [B, D] log_std whose rows are its own (not a [D], nor a [B, D] expanded
+// from one row, which log_std_for_kernels reads as shared: its weighted mean
+// is that row's).
+bool log_std_rows_are_weighted(bool has_row_weights, const at::Tensor& log_std);
 
 // A value of a CPU tensor of any floating dtype, element_offset elements
 // past its first (no dispatcher round trip).

@@ -22,9 +22,10 @@
 // schema order: scalar hyper-parameters (kind HYPERPARAMETER, passed to the
 // math) and tensors that receive no gradient (kind INPUT, saved by the
 // forward's autograd node for the backward). The backward takes them last,
-// in the same order, after output_mask. A new argument is appended at the
-// end, so that calls and saved programs written with fewer arguments keep
-// their positions.
+// in the same order, after output_mask, without defaults (its one caller,
+// the node, passes every argument). A new argument is appended at the end,
+// so that calls and saved programs written with fewer arguments keep their
+// positions.
 //   X(kind, cpp_type, name, schema_type, schema_default)
 //
 // row_weights [B]: each row's weight in the batch means (docs/design.md,

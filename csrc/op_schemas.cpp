@@ -23,6 +23,8 @@ std::string joined(std::initializer_list<std::string> parts) {
   std::string(schema_type " " #name),
 #define HEE_SCHEMA_TRAILING(kind, type, name, schema_type, value) \
   std::string(schema_type " " #name "=" value),
+#define HEE_SCHEMA_TRAILING_WITHOUT_DEFAULT(kind, type, name, schema_type, ...) \
+  std::string(schema_type " " #name),
 #define HEE_SCHEMA_OUTPUT(name) std::string("Tensor " #name),
 #define HEE_SCHEMA_UPSTREAM_GRAD(name) std::string("Tensor? grad_" #name),
 #define HEE_SCHEMA_SAVED_OUTPUT(name, is_output) std::string("Tensor " #name),
@@ -45,13 +47,14 @@ std::string loss_backward_schema(const std::string& name) {
                   HEE_DIFFERENTIABLE_INPUTS(HEE_SCHEMA_INPUT)
                       HEE_SAVED_OUTPUTS(HEE_SCHEMA_SAVED_OUTPUT) "bool[" +
                   std::to_string(kNumDifferentiableInputs) + "] output_mask",
-              HEE_TRAILING_ARGUMENTS(HEE_SCHEMA_TRAILING)}) +
+              HEE_TRAILING_ARGUMENTS(HEE_SCHEMA_TRAILING_WITHOUT_DEFAULT)}) +
       ") -> (" + joined({HEE_DIFFERENTIABLE_INPUTS(HEE_SCHEMA_INPUT_GRAD)}) +
       ")";
 }
 
 #undef HEE_SCHEMA_INPUT
 #undef HEE_SCHEMA_TRAILING
+#undef HEE_SCHEMA_TRAILING_WITHOUT_DEFAULT
 #undef HEE_SCHEMA_OUTPUT
 #undef HEE_SCHEMA_UPSTREAM_GRAD
 #undef HEE_SCHEMA_SAVED_OUTPUT

@@ -28,11 +28,11 @@ WEIGHTS = (1.0, 0.5, -0.25, 2.0, 0.75, 0.1, -0.3)  # one per output, so that eac
 PARAMS = (1.0, 0.5, 10.0, 10.0, 3.0)  # both penalties on
 
 
-def run(logits, log_std, coeff):
+def run(logits, log_std, coeff, row_weights=None):
     leaves = [t.requires_grad_() if t is not None and t.is_floating_point() else t
               for t in (logits, log_std, coeff)]
-    out = hee.hybrid_entropy_loss(*leaves, *PARAMS)
-    total = sum(w * v for w, v in zip(WEIGHTS, out.values()))
+    out = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(*leaves, *PARAMS, row_weights)
+    total = sum(w * v for w, v in zip(WEIGHTS, out[:7]))
     total.backward()
     return out
 
@@ -67,6 +67,11 @@ def cases(device):
     yield "shared log_std", logits(20, 5), log_std(1, 4)[0], coeff
     yield "per-head coefficients", logits(20, 5), log_std(20, 2), torch.tensor([0.1, 0.02], device=device)
     yield "0-dim coefficient on the host", logits(20, 5), log_std(20, 2), torch.tensor(0.05)
+    # Row weights: their sum first, then every layout weighing its rows.
+    for name, b, k in (("warps", 300, 16), ("block", 5, 3000), ("splits", 2, 40000)):
+        weights = torch.rand(b, generator=g).to(device=device, dtype=torch.float16)
+        yield f"row weights, {name}", logits(b, k), log_std(b, 3), coeff, weights
+    yield "row weights, log_std alone", None, log_std(5000, 7), coeff, torch.rand(5000, generator=g).to(device)
 
 
 def main():
@@ -76,7 +81,7 @@ def main():
     for name, *inputs in cases(torch.device("cuda")):
         out = run(*inputs)
         torch.cuda.synchronize()
-        if not torch.isfinite(out["total"]).item():
+        if not torch.isfinite(out[0]).item():
             sys.exit(f"{name}: total is not finite")
         count += 1
     print(f"cuda_sanitizer_workload: {count} cases, forward and backward each")

@@ -65,6 +65,29 @@ def test_values_and_gradients_match_the_cpu_op(b, k, dtype):
     torch.testing.assert_close(got_grads[2], want_grads[2], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("b, k", [(300, 16), (40, 64), (5, 3000), (2, 40000)], ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_weighted_rows_match_the_cpu_op(b, k, dtype):
+    logits, log_std = random_heads(b, k, 3, dtype)
+    weights = torch.rand(b, generator=torch.Generator().manual_seed(b))
+    weights[::3] = 0.0
+    coeff = torch.tensor(0.05, dtype=torch.float32)
+    op = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss
+
+    def values_and_grads_weighted(device):
+        leaves = [t.detach().to(device).requires_grad_() for t in (logits, log_std)]
+        out = op(*leaves, coeff.to(device), 1.0, 0.5, 10.0, 10.0, 3.0, weights.to(device))
+        total = sum(OUTPUT_WEIGHTS[key] * value for key, value in zip(KEYS, out))
+        return out[:7], [g.cpu() for g in torch.autograd.grad(total, leaves)]
+
+    want, want_grads = values_and_grads_weighted("cpu")
+    got, got_grads = values_and_grads_weighted("cuda")
+    for key, g, w in zip(KEYS, got, want):
+        torch.testing.assert_close(g.cpu(), w, **F32, msg=key)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g.double(), w.double(), **grad_tol(dtype))
+
+
 def one_wave_of_rows(k):
     """More rows than one wave of blocks covers at row length k (launch_plan.h): the kernels
     loop over rows. A wave is the GPU's resident threads; rows in warps hold 256 rows per

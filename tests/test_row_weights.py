@@ -169,3 +169,18 @@ def test_the_compiled_op_with_row_weights_matches_eager():
 
     compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(logits, log_std, weights), step(logits, log_std, weights))
+
+
+@pytest.mark.parametrize("weights", [random_weights(6), torch.tensor([1.0, -1.0, 0, 0, 2.0, -2.0])],
+                         ids=["random", "summing to zero"])
+def test_a_log_std_expanded_from_one_row_is_not_weighted_forward_or_backward(weights):
+    # [B, D] seen through a zero row stride is one shared row: its entropy, and its
+    # gradient, are those without weights, even where the weights sum to 0.
+    logits, _ = random_heads(6, 4, 1, torch.float64)
+    row = torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64, requires_grad=True)
+    got = weighted_loss(logits, row.expand(6, 3), weights)
+    want = weighted_loss(logits, row.expand(6, 3), None)
+    torch.testing.assert_close(got["continuous_entropy"], want["continuous_entropy"], rtol=0, atol=0)
+    (got_grad,) = torch.autograd.grad(got["continuous_entropy"], [row])
+    (want_grad,) = torch.autograd.grad(want["continuous_entropy"], [row])
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-12, atol=0)

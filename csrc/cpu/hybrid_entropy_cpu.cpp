@@ -349,8 +349,9 @@ void backward_pass(
   const RowPass pass{logits.size(0), logits.size(1)};
   const double* w =
       weights.has_value() ? weights->const_data_ptr<double>() : nullptr;
-  const double weight_sum =
-      w != nullptr ? ordered_weight_sum(*weights, pass) : 0.0;
+  const double grad_per_term = w != nullptr
+      ? math::mean_term_grad(grad_of_mean, ordered_weight_sum(*weights, pass))
+      : 0.0;
   pass.for_each_run([&](int64_t first_block, int64_t end_block) {
     HEE_DISPATCH_FLOATING(logits.scalar_type(), [&] {
       using acc = acc_t<scalar_t>;
@@ -375,7 +376,7 @@ void backward_pass(
             logit_rows<scalar_t>(logits), run, run_end,
             row_stats_view<acc>(row_stats),
             static_cast<acc>(
-                math::weighted_term_grad(grad_of_mean, weight_sum, w[run])),
+                math::weighted_term_grad(grad_per_term, w[run])),
             grad_logits.data_ptr<scalar_t>());
         run = run_end;
       }
@@ -391,13 +392,14 @@ at::Tensor weighted_log_std_grad(
     const at::Tensor& weights) {
   at::Tensor grad = empty_cpu(spec);
   const RowPass pass{weights.size(0), 1};
-  const double weight_sum = ordered_weight_sum(weights, pass);
+  const double grad_per_term =
+      math::mean_term_grad(grad_of_mean, ordered_weight_sum(weights, pass));
   const double* w = weights.const_data_ptr<double>();
   HEE_DISPATCH_FLOATING(spec.dtype, [&] {
     scalar_t* out = grad.mutable_data_ptr<scalar_t>();
     for (int64_t i = 0; i < weights.size(0); ++i) {
       out[i] = static_cast<scalar_t>(
-          math::weighted_term_grad(grad_of_mean, weight_sum, w[i]));
+          math::weighted_term_grad(grad_per_term, w[i]));
     }
   });
   return grad;
@@ -429,7 +431,7 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
   at::Tensor grad_log_std;
   if (!plan.computes_grad_log_std) {
     grad_log_std = empty_cpu(plan.grad_log_std);
-  } else if (log_std_rows_are_weighted(plan, *args.log_std)) {
+  } else if (log_std_rows_are_weighted(plan.has_row_weights, *args.log_std)) {
     grad_log_std = weighted_log_std_grad(
         plan.grad_log_std, g.continuous_entropy, *weights);
   } else {

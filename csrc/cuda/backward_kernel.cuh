@@ -95,21 +95,20 @@ __device__ __forceinline__ math::BatchEntropyGrads batch_entropy_grads(
       a.has_continuous, a.continuous_entropy.read(), a.params, g);
 }
 
-// The scale of the logits' gradient: d total / d H_d over the terms of the
-// mean (scale), and for weighted rows d total / d H_d and the weights' sum,
-// from which each row's scale follows (row_scale).
+// The scale of the logits' gradient: d total / d H_d over the mean's
+// denominator, in double (grad_per_term) and in acc (scale); a weighted row's
+// is grad_per_term times its weight (math::weighted_term_grad).
 template <typename acc>
 struct GradScale {
   acc scale;
-  double grad_of_mean;
-  double denominator;
+  double grad_per_term;
 
   __device__ __forceinline__ acc row_scale(
       const RowWeights& weights,
       int64_t row) const {
     return weights.present()
-        ? static_cast<acc>(math::weighted_term_grad(
-              grad_of_mean, denominator, weights.at(row)))
+        ? static_cast<acc>(
+              math::weighted_term_grad(grad_per_term, weights.at(row)))
         : scale;
   }
 };
@@ -122,15 +121,14 @@ template <typename acc>
 __device__ __forceinline__ GradScale<acc> block_grad_scale(
     const BackwardProblem& a) {
   __shared__ GradScale<acc> shared_scale;
-  __shared__ double shared_continuous_grad;
+  __shared__ double shared_continuous_grad_per_term;
   if (threadIdx.x == 0) {
     const math::BatchEntropyGrads grads = batch_entropy_grads(a);
-    const double denominator = a.discrete_denominator.read();
-    shared_scale = {
-        static_cast<acc>(
-            math::mean_term_grad(grads.discrete_entropy, denominator)),
-        grads.discrete_entropy, denominator};
-    shared_continuous_grad = grads.continuous_entropy;
+    const double grad_per_term = math::mean_term_grad(
+        grads.discrete_entropy, a.discrete_denominator.read());
+    shared_scale = {static_cast<acc>(grad_per_term), grad_per_term};
+    shared_continuous_grad_per_term = math::mean_term_grad(
+        grads.continuous_entropy, a.continuous_denominator.read());
     if (blockIdx.x == 0) {
       if (a.grad_log_std != nullptr && a.grad_log_std_rows == 0) {
         store_from_double(
@@ -152,14 +150,12 @@ __device__ __forceinline__ GradScale<acc> block_grad_scale(
   }
   __syncthreads();
   if (blockIdx.x == 0 && a.grad_log_std != nullptr) {
-    const double continuous_denominator = a.continuous_denominator.read();
     for (int64_t row = threadIdx.x; row < a.grad_log_std_rows;
          row += blockDim.x) {
       store_from_double(
           a.grad_log_std, a.grad_log_std_dtype, row,
           math::weighted_term_grad(
-              shared_continuous_grad, continuous_denominator,
-              a.row_weights.at(row)));
+              shared_continuous_grad_per_term, a.row_weights.at(row)));
     }
   }
   return shared_scale;
