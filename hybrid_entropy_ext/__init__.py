@@ -31,8 +31,11 @@ from .regularization import (
     PiecewiseEntropySchedule,
     TargetEntropyController,
 )
+from .ops import distributions as _distributions_module
+from .ops import loss as _loss_module
 from .regularization import config as _config_module
 from .regularization import controller as _controller_module
+from .regularization import monitor as _monitor_module
 from .regularization import regularizer as _regularizer_module
 from .regularization import schedule as _schedule_module
 
@@ -53,18 +56,22 @@ __all__ = [
     "EntropyMonitor",
 ]
 
-# Module paths that stay importable beside the layered ones, as the same module objects:
-# `hybrid_entropy_ext.reference`, which the README names, and the modules whose classes a
-# whole-module pickle of a regularizer (torch.save(model)) names by the flat paths
-# `hybrid_entropy_ext.regularizer`, `.schedule`, `.controller`, `.config`. The demo's
-# `ppo`, `envs` and `cli` are alias files instead (ppo.py, envs.py, cli.py), loaded only
-# when imported: they need the demo extra.
+# The flat module paths of the package's modules, kept as the same module objects (both
+# `import hybrid_entropy_ext.schedule` and the attribute `hee.schedule`): code written
+# against them, and whole-module pickles of a regularizer (torch.save(model)), which name
+# its classes by those paths. The demo's `ppo`, `envs` and `cli` are alias files instead
+# (ppo.py, envs.py, cli.py), loaded only when imported: they need the demo extra.
 for _name, _module in (
     ("reference", reference),
+    ("functional", _loss_module),
+    ("distributions", _distributions_module),
     ("regularizer", _regularizer_module),
     ("schedule", _schedule_module),
     ("controller", _controller_module),
     ("config", _config_module),
+    ("monitor", _monitor_module),
 ):
     sys.modules.setdefault(f"{__name__}.{_name}", _module)
-del sys, _name, _module, _config_module, _controller_module, _regularizer_module, _schedule_module
+    globals()[_name] = _module
+del sys, _name, _module, _config_module, _controller_module, _distributions_module, _loss_module
+del _monitor_module, _regularizer_module, _schedule_module

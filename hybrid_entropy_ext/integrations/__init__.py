@@ -1,4 +1,4 @@
-"""Integrations with RL and RLHF libraries (Stable-Baselines3 and sb3-contrib, TorchRL, TRL, verl).
+"""The layer of the integrations with RL and RLHF libraries; it holds none yet.
 
 An integration adapts :class:`~hybrid_entropy_ext.HybridEntropyRegularizer` (or the ops)
 to one library's policy and loss interfaces, in a module of its own that imports that

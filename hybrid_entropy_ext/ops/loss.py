@@ -50,16 +50,10 @@ def hybrid_entropy_loss(
 ) -> Dict[str, Tensor]:
     """Entropy bonus and collapse penalties of a hybrid-action policy, fused.
 
-    With ``p = softmax(logits)``, per-sample entropies in nats
-    ``h_d[i] = -sum_k p[i,k] log p[i,k]`` and
-    ``h_c[i] = sum_j (0.5 log(2 pi e) + log_std[i,j])``, their batch means
-    ``H_d``, ``H_c``, and ``c = entropy_coeff``::
-
-        discrete           = -c * discrete_entropy_weight * H_d
-        continuous         = -c * continuous_entropy_weight * H_c
-        discrete_penalty   = penalty_multiplier * max(0, min_entropy_threshold - H_d)
-        continuous_penalty = penalty_multiplier * max(0, continuous_min_entropy_threshold - H_c)
-        total              = discrete + continuous + discrete_penalty + continuous_penalty
+    ``H_d`` and ``H_c`` are the batch means of the categorical and the Gaussian head's
+    entropies in nats. Each head's term is ``-c * w * H`` and its collapse penalty
+    ``m * max(0, tau - H)``; ``total`` is their sum. docs/design.md, "Semantics", gives
+    the formula, its edge values and dtypes.
 
     Args:
         logits: ``[B, K]`` unnormalized log-probabilities of the discrete head

@@ -14,7 +14,13 @@ from torch import Tensor, nn
 from .._validation import describe
 from ..ops.loss import hybrid_entropy_loss
 from .checkpoint import COUNTER, add_missing_counter, fill_missing_state
-from .coefficient import ScheduledCoefficientMixin, add_coefficient_outputs, as_schedule, op_coefficient
+from .coefficient import (
+    CallableSchedule,
+    ScheduledCoefficientMixin,
+    add_coefficient_outputs,
+    as_schedule,
+    op_coefficient,
+)
 from .config import EntropyRegularizationConfig, as_config
 from .controlled_heads import ControllersMixin, check_controller
 from .controller import TargetEntropyController
@@ -22,6 +28,10 @@ from .distributed import global_loss
 from .finite_inputs import check_inputs_finite
 
 __all__ = ["HybridEntropyRegularizer"]
+
+# The name a whole-module pickle of a regularizer holding a callable schedule gives its
+# class (hybrid_entropy_ext.regularizer._CallableSchedule, the flat path __init__ keeps).
+_CallableSchedule = CallableSchedule
 
 
 class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.Module):
