@@ -76,8 +76,14 @@ def global_loss(
     ``process_group`` (None: the default group), the arguments as for
     :func:`~hybrid_entropy_ext.hybrid_entropy_loss` (``coeff`` a 0-dim or ``[2]`` tensor).
 
-    A shared ``[D]`` log_std counts as the rank's batch size (the rows of ``logits``, or 1
-    without them). Every rank must call it with the same heads present.
+    Every rank returns the same values and applies the same penalty. The all-reduce's
+    backward sums the ranks' gradients, so each rank's gradient is the world size times
+    its share of the global-batch gradient: averaged over ranks, as
+    DistributedDataParallel averages, it is the single-process gradient. A shared ``[D]``
+    log_std has one entropy for every sample; it counts as the rank's batch size (the rows
+    of ``logits``, or 1 without them), so its global mean is the sample-weighted mean over
+    ranks, the same on every rank while DDP keeps the parameter in sync. Every rank must
+    call it with the same heads present and at least one row.
 
     Raises:
         RuntimeError: ``torch.distributed`` is not initialized.

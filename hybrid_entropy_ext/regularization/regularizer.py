@@ -171,20 +171,11 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
             coefficient each head got (a controlled head's from its controller, even
             while ``only_below_target`` keeps its term at 0).
 
-        With ``distributed``, every rank must call it with the same heads present;
-        the fused op computes each rank's batch means (penalties off), their sums
-        and row counts are all-reduced with a differentiable all-reduce, and the
-        seven components are computed from the global means, so every rank returns
-        the same values (those of one process on the concatenated batch) and
-        applies the same penalty. The all-reduce's backward sums the ranks'
-        gradients, so each rank's gradient is the world size times its share of
-        the global-batch gradient: averaged over ranks, as DistributedDataParallel
-        averages, it is the single-process gradient. A shared ``[D]`` log_std has
-        one entropy for every sample; it counts as the rank's batch size (the rows
-        of ``logits``, or 1 without them), so its global mean is the
-        sample-weighted mean over ranks, the same value on every rank while DDP
-        keeps the parameter in sync. Every rank needs at least one row. Eager (and
-        ``torch.compile``) only: a scripted regularizer raises with ``distributed``.
+        With ``distributed``, every rank must call it with the same heads present; the
+        outputs are those of one process on the concatenated global batch, the same on
+        every rank (:func:`~hybrid_entropy_ext.regularization.distributed.global_loss` says
+        how, and what a rank's gradient is). Eager and ``torch.compile`` only: a scripted
+        regularizer raises with ``distributed``.
 
         Raises:
             ValueError: with ``check_finite=True``, ``logits`` holds NaN or ``+inf``,
