@@ -61,7 +61,8 @@ struct LossBackwardPlan {
   // grad_logits: contiguous [B, K]. grad_log_std: log_std's shape with all
   // strides 0 (one value: h_c is linear in log_std, so, as torch.sum's
   // backward does, the value is returned broadcast rather than written out);
-  // with row weights and a [B, D] log_std, one value per row, strides [1, 0].
+  // with row weights and a [B, D] log_std whose rows are its own
+  // (log_std_rows_are_weighted), one value per row, strides [1, 0].
   // grad_entropy_coeff: entropy_coeff's shape, on the inputs' device (the
   // autograd engine moves a 0-dim gradient to a CPU coefficient).
   TensorSpec grad_logits;

@@ -72,6 +72,8 @@ def cases(device):
         weights = torch.rand(b, generator=g).to(device=device, dtype=torch.float16)
         yield f"row weights, {name}", logits(b, k), log_std(b, 3), coeff, weights
     yield "row weights, log_std alone", None, log_std(5000, 7), coeff, torch.rand(5000, generator=g).to(device)
+    yield ("row weights, log_std expanded from one row", logits(6, 300), log_std(1, 3)[0].expand(6, 3), coeff,
+           torch.rand(6, generator=g).to(device))
 
 
 def main():

@@ -88,6 +88,29 @@ def test_weighted_rows_match_the_cpu_op(b, k, dtype):
         torch.testing.assert_close(g.double(), w.double(), **grad_tol(dtype))
 
 
+@pytest.mark.parametrize("weights", [[0.5, 0.0, 2.0, 1.0, 0.25, 1.0], [1.0, -1.0, 0.0, 0.0, 2.0, -2.0]],
+                         ids=["random", "summing to zero"])
+def test_weighted_rows_with_a_log_std_expanded_from_one_row_match_the_cpu_op(weights):
+    logits, log_std = random_heads(6, 300, 3, torch.float32)
+    weights = torch.tensor(weights)
+    op = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss
+
+    def values_and_grads_weighted(device):
+        z = logits.detach().to(device).requires_grad_()
+        row = log_std[0].detach().to(device).requires_grad_()
+        out = op(z, row.expand(6, 3), torch.tensor(0.05, device=device), 1.0, 0.5, 10.0, 10.0, 3.0,
+                 weights.to(device))
+        total = sum(OUTPUT_WEIGHTS[key] * value for key, value in zip(KEYS, out))
+        return [o.cpu() for o in out[:7]], [g.cpu() for g in torch.autograd.grad(total, [z, row])]
+
+    want, want_grads = values_and_grads_weighted("cpu")
+    got, got_grads = values_and_grads_weighted("cuda")
+    for key, g, w in zip(KEYS, got, want):
+        torch.testing.assert_close(g, w, equal_nan=True, **F32, msg=key)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, equal_nan=True, **grad_tol(torch.float32))
+
+
 def one_wave_of_rows(k):
     """More rows than one wave of blocks covers at row length k (launch_plan.h): the kernels
     loop over rows. A wave is the GPU's resident threads; rows in warps hold 256 rows per

@@ -37,6 +37,12 @@ def test_a_flat_path_is_the_layered_module_itself(name):
     assert getattr(hee, name) is flat
 
 
+@pytest.mark.parametrize("name, layered", [("benchmark", "hybrid_entropy_ext.benchmarking.runner"),
+                                           ("benchmark_cuda", "hybrid_entropy_ext.benchmarking.cuda")])
+def test_the_benchmark_modules_keep_their_flat_paths(name, layered):
+    assert importlib.import_module(f"hybrid_entropy_ext.{name}") is importlib.import_module(layered)
+
+
 def test_names_imported_from_flat_paths_are_the_public_ones():
     from hybrid_entropy_ext.functional import hybrid_entropy_loss
     from hybrid_entropy_ext.schedule import LinearEntropySchedule
