@@ -60,6 +60,13 @@ const at::Tensor& as_tensor(const at::Tensor& t) {
   return t;
 }
 
+bool requires_grad(const OptionalTensor& t) {
+  return t.has_value() && t->requires_grad();
+}
+bool requires_grad(const at::Tensor& t) {
+  return t.defined() && t.requires_grad();
+}
+
 // The inputs of the forward (as tensors, undefined where absent) that get
 // gradients, in order: the node's next edges.
 auto differentiable_inputs(const LossForwardArgs& args) {
@@ -192,7 +199,7 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
 #undef HEE_TRAILING_VALUE
 #undef HEE_INPUT_VALUE
 #undef HEE_OUTPUT_VALUE
-    const auto computed_grads = std::apply(
+    auto computed_grads = std::apply(
         [](auto&... g) {
           return std::array<at::Tensor, kNumDifferentiableInputs>{
               std::move(g)...};
@@ -200,7 +207,7 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
         computed);
     for (int i = 0; i < kNumDifferentiableInputs; ++i) {
       if (output_mask[i]) {
-        input_grads[i] = computed_grads[i];
+        input_grads[i] = std::move(computed_grads[i]);
       }
     }
     return input_grads;
@@ -238,8 +245,7 @@ LossForwardOutputs hybrid_entropy_loss_autograd(const LossForwardArgs& args) {
   HEE_WHEN(                                                                 \
       kind, INPUT,                                                          \
       TORCH_CHECK_NOT_IMPLEMENTED(                                          \
-          !as_tensor(args.name).defined() ||                                \
-              !as_tensor(args.name).requires_grad(),                        \
+          !requires_grad(args.name),                                        \
           "hybrid_entropy_loss: " #name " receives no gradient; pass it "  \
           "detached (" #name ".detach())");)
   HEE_TRAILING_ARGUMENTS(HEE_CHECK_NO_GRAD)

@@ -116,7 +116,7 @@ LossBackwardPlan plan_loss_backward(const LossBackwardArgs& args) {
       ? placeholder(
             plan.has_continuous ? args.log_std->scalar_type() : missing_dtype,
             head.device())
-      : log_std_rows_are_weighted(plan.has_row_weights, *args.log_std)
+      : plan.has_row_weights && log_std_has_own_rows(*args.log_std)
       ? broadcast_along_columns(*args.log_std)
       : broadcast_like(*args.log_std);
   if (plan.computes_grad_entropy_coeff) {
@@ -133,14 +133,18 @@ at::Tensor logits_for_kernels(const at::Tensor& logits) {
                                                       : logits.contiguous();
 }
 
+bool log_std_has_own_rows(const at::Tensor& log_std) {
+  return log_std.dim() == 2 &&
+      !(log_std.sym_stride(0).sym_eq(0).guard_bool(__FILE__, __LINE__) &&
+        log_std.sym_size(0).sym_gt(1).guard_bool(__FILE__, __LINE__));
+}
+
 KernelLogStd log_std_for_kernels(const at::Tensor& log_std) {
-  if (log_std.dim() == 1) {
-    return {log_std.contiguous().view({1, -1}), false};
+  if (log_std_has_own_rows(log_std)) {
+    return {log_std.contiguous(), true};
   }
-  if (log_std.size(0) > 1 && log_std.stride(0) == 0) {
-    return {log_std[0].contiguous().view({1, -1}), false};
-  }
-  return {log_std.contiguous(), true};
+  const at::Tensor row = log_std.dim() == 1 ? log_std : log_std[0];
+  return {row.contiguous().view({1, -1}), false};
 }
 
 double discrete_entropy_mean_count(const at::Tensor& logits) {
@@ -151,11 +155,6 @@ double continuous_entropy_mean_count(const at::Tensor& log_std) {
   return log_std.dim() == 2 ? static_cast<double>(log_std.size(0)) : 1.0;
 }
 
-bool log_std_rows_are_weighted(bool has_row_weights, const at::Tensor& log_std) {
-  return has_row_weights && log_std.dim() == 2 &&
-      !(log_std.sym_stride(0).sym_eq(0).guard_bool(__FILE__, __LINE__) &&
-        log_std.sym_size(0).sym_gt(1).guard_bool(__FILE__, __LINE__));
-}
 
 double read_host_value(const at::Tensor& t, int64_t element_offset) {
   TORCH_INTERNAL_ASSERT(t.is_cpu());

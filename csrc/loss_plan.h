@@ -61,8 +61,8 @@ struct LossBackwardPlan {
   // grad_logits: contiguous [B, K]. grad_log_std: log_std's shape with all
   // strides 0 (one value: h_c is linear in log_std, so, as torch.sum's
   // backward does, the value is returned broadcast rather than written out);
-  // with row weights and a [B, D] log_std whose rows are its own
-  // (log_std_rows_are_weighted), one value per row, strides [1, 0].
+  // with row weights and a log_std with rows of its own
+  // (log_std_has_own_rows), one value per row, strides [1, 0].
   // grad_entropy_coeff: entropy_coeff's shape, on the inputs' device (the
   // autograd engine moves a 0-dim gradient to a CPU coefficient).
   TensorSpec grad_logits;
@@ -93,11 +93,11 @@ KernelLogStd log_std_for_kernels(const at::Tensor& log_std);
 double discrete_entropy_mean_count(const at::Tensor& logits);
 double continuous_entropy_mean_count(const at::Tensor& log_std);
 
-// Whether the continuous head's entropy weighs its rows: with row weights, a
-// [B, D] log_std whose rows are its own (not a [D], nor a [B, D] expanded
-// from one row, which log_std_for_kernels reads as shared: its weighted mean
+// Whether log_std is [B, D] with rows of its own: not a [D], nor a [B, D]
+// expanded from one row (a zero row stride), which the kernels read as one
+// shared row, and whose entropy row weights do not change (its weighted mean
 // is that row's).
-bool log_std_rows_are_weighted(bool has_row_weights, const at::Tensor& log_std);
+bool log_std_has_own_rows(const at::Tensor& log_std);
 
 // A value of a CPU tensor of any floating dtype, element_offset elements
 // past its first (no dispatcher round trip).

@@ -270,6 +270,16 @@ using BackwardParameters = typename DropFirst<TypeList<
     std::array<bool, kNumDifferentiableInputs>
         HEE_TRAILING_ARGUMENTS(HEE_PASSED_TRAILING)>>::type;
 
+template <typename List>
+struct Length;
+template <typename... T>
+struct Length<TypeList<T...>> {
+  static constexpr std::size_t value = sizeof...(T);
+};
+// The argument positions that from_schema_order reads cover the signatures.
+static_assert(Length<ForwardParameters>::value == kNumForwardArguments);
+static_assert(Length<BackwardParameters>::value == kNumBackwardArguments);
+
 #undef HEE_PASSED_INPUT
 #undef HEE_PASSED_TRAILING
 #undef HEE_PASSED_UPSTREAM_GRAD

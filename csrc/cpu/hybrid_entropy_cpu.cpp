@@ -176,29 +176,34 @@ double sum_all(const at::Tensor& contiguous, CpuIsa isa) {
   });
 }
 
-// Row weights as the passes read them: [B] float64, contiguous.
-using HostRowWeights = std::optional<at::Tensor>;
+// Row weights as the passes read them: [B] float64, contiguous, and their
+// sum, added in the blocks of a pass in block order (the blocks depend only
+// on B), so that the forward and the backward divide by the same value
+// whatever the number of threads.
+struct HostRowWeights {
+  at::Tensor values;
+  double sum = 0.0;
 
-HostRowWeights host_row_weights(const OptionalTensor& row_weights) {
+  const double* data() const {
+    return values.const_data_ptr<double>();
+  }
+};
+
+std::optional<HostRowWeights> host_row_weights(const OptionalTensor& row_weights) {
   if (!row_weights.has_value()) {
     return std::nullopt;
   }
-  return row_weights->to(at::kDouble).contiguous();
-}
-
-// sum_i w_i over the blocks of the pass, in block order: the same value in
-// the forward and the backward, whatever the number of threads.
-double ordered_weight_sum(const at::Tensor& weights, const RowPass& pass) {
-  const double* w = weights.const_data_ptr<double>();
-  double total = 0.0;
+  HostRowWeights weights{row_weights->to(at::kDouble).contiguous()};
+  const RowPass pass{weights.values.size(0), 1};
+  const double* w = weights.data();
   for (int64_t block = 0; block < pass.num_blocks(); ++block) {
     double block_sum = 0.0;
     for (int64_t i = pass.first_row(block); i < pass.end_row(block); ++i) {
       block_sum += w[i];
     }
-    total += block_sum;
+    weights.sum += block_sum;
   }
-  return total;
+  return weights;
 }
 
 // block_sums[block] = sum_i w_i * value(i) over the rows of each block in
@@ -237,12 +242,11 @@ struct BatchMeans {
 BatchMeans forward_pass(
     const OptionalTensor& logits,
     const std::optional<KernelLogStd>& log_std,
-    const HostRowWeights& weights,
+    const std::optional<HostRowWeights>& weights,
     const at::Tensor& row_stats,
     CpuIsa isa) {
   const RowPass pass = make_row_pass(logits, log_std);
-  const double* w =
-      weights.has_value() ? weights->const_data_ptr<double>() : nullptr;
+  const double* w = weights.has_value() ? weights->data() : nullptr;
   std::vector<double> block_entropy_sums(pass.num_blocks(), 0.0);
   std::vector<double> block_log_std_sums(pass.num_blocks(), 0.0);
   const bool per_sample_log_std = log_std.has_value() && log_std->per_sample;
@@ -288,9 +292,8 @@ BatchMeans forward_pass(
   });
 
   // Without weights, the count of rows; with them, their sum.
-  const double denominator = weights.has_value()
-      ? ordered_weight_sum(*weights, pass)
-      : static_cast<double>(pass.batch);
+  const double denominator =
+      weights.has_value() ? weights->sum : static_cast<double>(pass.batch);
   BatchMeans means;
   if (logits.has_value()) {
     means.discrete_entropy = ordered_sum(block_entropy_sums) / denominator;
@@ -343,14 +346,13 @@ void backward_pass(
     const at::Tensor& logits,
     const at::Tensor& row_stats,
     double grad_of_mean,
-    const HostRowWeights& weights,
+    const std::optional<HostRowWeights>& weights,
     const at::Tensor& grad_logits,
     CpuIsa isa) {
   const RowPass pass{logits.size(0), logits.size(1)};
-  const double* w =
-      weights.has_value() ? weights->const_data_ptr<double>() : nullptr;
+  const double* w = weights.has_value() ? weights->data() : nullptr;
   const double grad_per_term = w != nullptr
-      ? math::mean_term_grad(grad_of_mean, ordered_weight_sum(*weights, pass))
+      ? math::mean_term_grad(grad_of_mean, weights->sum)
       : 0.0;
   pass.for_each_run([&](int64_t first_block, int64_t end_block) {
     HEE_DISPATCH_FLOATING(logits.scalar_type(), [&] {
@@ -389,15 +391,13 @@ void backward_pass(
 at::Tensor weighted_log_std_grad(
     const TensorSpec& spec,
     double grad_of_mean,
-    const at::Tensor& weights) {
+    const HostRowWeights& weights) {
   at::Tensor grad = empty_cpu(spec);
-  const RowPass pass{weights.size(0), 1};
-  const double grad_per_term =
-      math::mean_term_grad(grad_of_mean, ordered_weight_sum(weights, pass));
-  const double* w = weights.const_data_ptr<double>();
+  const double grad_per_term = math::mean_term_grad(grad_of_mean, weights.sum);
+  const double* w = weights.data();
   HEE_DISPATCH_FLOATING(spec.dtype, [&] {
     scalar_t* out = grad.mutable_data_ptr<scalar_t>();
-    for (int64_t i = 0; i < weights.size(0); ++i) {
+    for (int64_t i = 0; i < weights.values.size(0); ++i) {
       out[i] = static_cast<scalar_t>(
           math::weighted_term_grad(grad_per_term, w[i]));
     }
@@ -421,7 +421,8 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
       read_host_value(args.discrete_entropy), plan.has_continuous,
       read_host_value(args.continuous_entropy), args.params(), upstream);
 
-  const HostRowWeights weights = host_row_weights(args.row_weights);
+  const std::optional<HostRowWeights> weights =
+      host_row_weights(args.row_weights);
   at::Tensor grad_logits = empty_cpu(plan.grad_logits);
   if (plan.computes_grad_logits) {
     backward_pass(
@@ -431,7 +432,7 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
   at::Tensor grad_log_std;
   if (!plan.computes_grad_log_std) {
     grad_log_std = empty_cpu(plan.grad_log_std);
-  } else if (log_std_rows_are_weighted(plan.has_row_weights, *args.log_std)) {
+  } else if (plan.has_row_weights && log_std_has_own_rows(*args.log_std)) {
     grad_log_std = weighted_log_std_grad(
         plan.grad_log_std, g.continuous_entropy, *weights);
   } else {

@@ -187,7 +187,7 @@ LossBackwardOutputs backward_on(
     p.grad_log_std_dtype = dtype_of(grad_log_std.scalar_type());
     p.continuous_denominator.host_value =
         continuous_entropy_mean_count(*args.log_std);
-    if (log_std_rows_are_weighted(plan.has_row_weights, *args.log_std)) {
+    if (plan.has_row_weights && log_std_has_own_rows(*args.log_std)) {
       p.grad_log_std_rows = args.log_std->size(0);
     }
   }
