@@ -19,7 +19,8 @@ import sys
 # First: the compiled library is checked against the running torch before
 # anything else touches torch.
 from . import _ops  # noqa: F401
-from .ops import hybrid_entropy_loss, hybrid_entropy_loss_from_distributions, reference
+from . import reference
+from .ops import hybrid_entropy_loss, hybrid_entropy_loss_from_distributions
 from .regularization import (
     ConstantEntropySchedule,
     CosineEntropySchedule,
@@ -59,10 +60,10 @@ __all__ = [
 # The flat module paths of the package's modules, kept as the same module objects (both
 # `import hybrid_entropy_ext.schedule` and the attribute `hee.schedule`): code written
 # against them, and whole-module pickles of a regularizer (torch.save(model)), which name
-# its classes by those paths. The demo's `ppo`, `envs` and `cli` are alias files instead
-# (ppo.py, envs.py, cli.py), loaded only when imported: they need the demo extra.
+# its classes by those paths. `reference` is a module of its own (reference.py) that
+# re-exports the reference's names; the demo's `ppo`, `envs`, `cli` and the benchmarks'
+# `benchmark`, `benchmark_cuda` are alias files, loaded only when imported.
 for _name, _module in (
-    ("reference", reference),
     ("functional", _loss_module),
     ("distributions", _distributions_module),
     ("regularizer", _regularizer_module),

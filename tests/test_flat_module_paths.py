@@ -1,9 +1,10 @@
 """The package's flat module paths keep working beside the layered ones.
 
 ``hybrid_entropy_ext.schedule``, ``.config``, ``.controller``, ``.regularizer``,
-``.monitor``, ``.functional``, ``.distributions`` and ``.reference`` are the modules of
-the layers under the names code and pickles written against the flat package use: the
-same module objects, importable and as attributes of the package.
+``.monitor``, ``.functional`` and ``.distributions`` are the modules of the layers under
+the names code and pickles written against the flat package use: the same module
+objects, importable and as attributes of the package. ``.reference`` re-exports the
+reference's names.
 ``tests/data/regularizers_saved_by_flat_modules.pt`` holds regularizers pickled whole
 (``torch.save(module)``) by the flat package, whose classes it names by those paths.
 """
@@ -25,7 +26,6 @@ FLAT_PATHS = {
     "monitor": "hybrid_entropy_ext.regularization.monitor",
     "functional": "hybrid_entropy_ext.ops.loss",
     "distributions": "hybrid_entropy_ext.ops.distributions",
-    "reference": "hybrid_entropy_ext.ops.reference",
 }
 SAVED = pathlib.Path(__file__).parent / "data" / "regularizers_saved_by_flat_modules.pt"
 
@@ -41,6 +41,14 @@ def test_a_flat_path_is_the_layered_module_itself(name):
                                            ("benchmark_cuda", "hybrid_entropy_ext.benchmarking.cuda")])
 def test_the_benchmark_modules_keep_their_flat_paths(name, layered):
     assert importlib.import_module(f"hybrid_entropy_ext.{name}") is importlib.import_module(layered)
+
+
+def test_the_reference_path_holds_the_references_names():
+    from hybrid_entropy_ext.ops import reference as layered
+
+    assert hee.reference.__all__ == layered.__all__
+    for name in layered.__all__:
+        assert getattr(hee.reference, name) is getattr(layered, name), name
 
 
 def test_names_imported_from_flat_paths_are_the_public_ones():

@@ -269,6 +269,17 @@ def test_float32_kernels_match_distributions_oracle_at_every_tile_width(k):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("thresholds", [(10.0, 10.0), (None, None), (0.0, 10.0)],
+                         ids=["both penalties on", "no penalties", "one penalty on"])
+@pytest.mark.parametrize("heads", [("logits", "log_std"), ("logits",), ("log_std",)], ids=str)
+def test_the_reference_matches_the_distributions_oracle_in_float64(heads, thresholds):
+    # The reference's entropies are its own tensor ops; its loss terms are the library's
+    # (ops/loss_terms.py), which this holds to the oracle's separate writing.
+    compare_with(distributions_oracle, make_sample(33, 7, 3, heads=heads, coeff=(0.05, 0.02)),
+                 op=hee.reference.hybrid_entropy_loss, min_entropy_threshold=thresholds[0],
+                 continuous_min_entropy_threshold=thresholds[1])
+
+
 @pytest.mark.parametrize("b, k, d", [(1, 1, 1), (3, 17, 8), (64, 100, 1), (257, 1000, 8)])
 def test_matches_reference_float64(b, k, d):
     compare_with(hee.reference.hybrid_entropy_loss, make_sample(b, k, d),

@@ -2,11 +2,12 @@
 
 With the batch means ``H_d``, ``H_c`` (nats) in hand, the seven outputs of
 :func:`~hybrid_entropy_ext.hybrid_entropy_loss` follow from the formula of
-docs/design.md, "Semantics". The fused op evaluates it in its kernels (``csrc/entropy_math.h``). This module is the
-library's Python form of it, for means that do not come from one op call: the global
-means of the distributed regularizer, the CLI's report at given entropies. Tensor
-operations only, so autograd differentiates it; :mod:`~hybrid_entropy_ext.ops.reference`
-keeps a writing of its own, against which the tests hold both.
+docs/design.md, "Semantics". The fused op evaluates it in its kernels
+(``csrc/entropy_math.h``). This module is the library's Python form of it, for means that
+do not come from one op call: the global means of the distributed regularizer, the CLI's
+report at given entropies, and the pure-PyTorch reference
+(:mod:`~hybrid_entropy_ext.ops.reference`). Tensor operations only, so autograd
+differentiates it; the tests hold it to the float64 oracle of tests/oracle.py.
 """
 
 from typing import Dict, Optional, Union

@@ -4,8 +4,10 @@ Same signature, keys, dtypes and semantics as the fused
 :func:`hybrid_entropy_ext.hybrid_entropy_loss`, written with ordinary tensor
 ops so that autograd derives the backward. It is what users compare against,
 what the tests hold the fused op to (beside ``torch.distributions``) and the
-benchmarks' baseline. The library's own code does not call it: its combination
-of the batch means is :mod:`~hybrid_entropy_ext.ops.loss_terms`, written apart.
+benchmarks' baseline. The library's own code does not call it. The entropies are
+computed here with tensor ops; the loss terms from them are the library's
+:func:`~hybrid_entropy_ext.ops.loss_terms.loss_terms_from_entropies`
+(``loss_from_entropies`` here).
 """
 
 import math
@@ -13,6 +15,8 @@ from typing import Dict, Optional, Union
 
 import torch
 from torch import Tensor
+
+from .loss_terms import loss_terms_from_entropies
 
 __all__ = ["hybrid_entropy_loss", "loss_from_entropies", "discrete_row_entropy", "continuous_entropy"]
 
@@ -53,55 +57,9 @@ def continuous_entropy(log_std: Tensor) -> Tensor:
     return per_sample.mean() if log_std.dim() == 2 else per_sample
 
 
-def _penalty(multiplier: float, threshold: Optional[float], entropy: Tensor, present: bool) -> Tensor:
-    if threshold is None or not present:
-        return torch.zeros_like(entropy)
-    # relu has zero gradient at 0: the penalty is inactive at H == threshold.
-    return multiplier * torch.relu(threshold - entropy)
-
-
-def loss_from_entropies(
-    discrete_entropy: Tensor,
-    continuous_entropy: Tensor,
-    entropy_coeff: Union[float, Tensor],
-    discrete_entropy_weight: float = 1.0,
-    continuous_entropy_weight: float = 0.5,
-    min_entropy_threshold: Optional[float] = 0.1,
-    continuous_min_entropy_threshold: Optional[float] = 0.1,
-    penalty_multiplier: float = 3.0,
-    has_discrete: bool = True,
-    has_continuous: bool = True,
-) -> Dict[str, Tensor]:
-    """The seven components from the batch-mean entropies ``H_d``, ``H_c`` (0-dim, nats).
-
-    ``entropy_coeff``: a float or 0-dim tensor for both heads, or a ``[2]`` tensor
-    ``(discrete, continuous)``.
-
-    ``has_discrete`` / ``has_continuous`` false: that head is absent and its
-    penalty is 0 whatever the threshold.
-    """
-    if isinstance(entropy_coeff, Tensor):
-        coeff = entropy_coeff.to(discrete_entropy.dtype)
-        # shape [2]: one coefficient per head (discrete, continuous)
-        discrete_coeff = coeff[0] if coeff.dim() == 1 else coeff
-        continuous_coeff = coeff[1] if coeff.dim() == 1 else coeff
-    else:
-        discrete_coeff = continuous_coeff = entropy_coeff
-    discrete = -discrete_coeff * discrete_entropy_weight * discrete_entropy
-    continuous = -continuous_coeff * continuous_entropy_weight * continuous_entropy
-    discrete_penalty = _penalty(penalty_multiplier, min_entropy_threshold, discrete_entropy, has_discrete)
-    continuous_penalty = _penalty(
-        penalty_multiplier, continuous_min_entropy_threshold, continuous_entropy, has_continuous
-    )
-    return {
-        "total": discrete + continuous + discrete_penalty + continuous_penalty,
-        "discrete": discrete,
-        "continuous": continuous,
-        "discrete_penalty": discrete_penalty,
-        "continuous_penalty": continuous_penalty,
-        "discrete_entropy": discrete_entropy,
-        "continuous_entropy": continuous_entropy,
-    }
+# The combination of the batch means, as the library writes it in Python (the tests hold
+# both this module and the fused op to the float64 oracle of tests/oracle.py).
+loss_from_entropies = loss_terms_from_entropies
 
 
 def hybrid_entropy_loss(

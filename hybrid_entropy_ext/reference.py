@@ -1,0 +1,18 @@
+"""``hybrid_entropy_ext.reference``: the pure-PyTorch reference of the hybrid entropy loss.
+
+The names of :mod:`hybrid_entropy_ext.ops.reference` (where it is written), under the
+path the README uses::
+
+    >>> import hybrid_entropy_ext as hee
+    >>> out = hee.reference.hybrid_entropy_loss(torch.randn(8, 3), torch.zeros(8, 2), 0.01)
+"""
+
+from .ops.reference import (
+    GAUSSIAN_ENTROPY_CONSTANT,
+    continuous_entropy,
+    discrete_row_entropy,
+    hybrid_entropy_loss,
+    loss_from_entropies,
+)
+
+__all__ = ["hybrid_entropy_loss", "loss_from_entropies", "discrete_row_entropy", "continuous_entropy"]
