@@ -18,6 +18,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "autograd_nodes.h"
 #include "op_signatures.h"
 
 namespace hee {
@@ -25,23 +26,6 @@ namespace {
 
 using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
-
-// A new autograd node held as torch holds its nodes: by c10::intrusive_ptr
-// where Node is an intrusive_ptr_target (torch 2.13 on), by std::shared_ptr
-// before. Decided from the type, not the version number, so any torch whose
-// Node is either builds.
-template <typename NodeType>
-auto make_node() {
-  if constexpr (std::is_base_of_v<c10::intrusive_ptr_target, NodeType>) {
-    return c10::make_intrusive<NodeType>();
-  } else {
-    return std::make_shared<NodeType>();
-  }
-}
-
-OptionalTensor defined_or_none(const at::Tensor& t) {
-  return t.defined() ? OptionalTensor(t) : std::nullopt;
-}
 
 // Saved inputs of either C++ type, unpacked as the backward op takes them.
 template <typename T>

@@ -8,13 +8,6 @@
 #include "loss_plan.h"
 
 namespace hee {
-namespace {
-
-constexpr const char* kForwardOp = "hybrid_entropy_loss";
-constexpr const char* kBackwardOp = "_hybrid_entropy_loss_backward";
-
-#define HEE_SYM_CHECK_VALUE(cond, ...) \
-  TORCH_CHECK_VALUE((cond).expect_true(__FILE__, __LINE__), __VA_ARGS__)
 
 void check_floating(const at::Tensor& t, const char* op, const char* name) {
   TORCH_CHECK_TYPE(
@@ -23,6 +16,14 @@ void check_floating(const at::Tensor& t, const char* op, const char* name) {
       "got ",
       t.scalar_type());
 }
+
+namespace {
+
+constexpr const char* kForwardOp = "hybrid_entropy_loss";
+constexpr const char* kBackwardOp = "_hybrid_entropy_loss_backward";
+
+#define HEE_SYM_CHECK_VALUE(cond, ...) \
+  TORCH_CHECK_VALUE((cond).expect_true(__FILE__, __LINE__), __VA_ARGS__)
 
 void check_finite(double value, const char* op, const char* name) {
   TORCH_CHECK_VALUE(

@@ -9,6 +9,9 @@
 
 namespace hee {
 
+// TypeError unless t is float32, float64, bfloat16 or float16.
+void check_floating(const at::Tensor& t, const char* op, const char* name);
+
 void check_loss_forward_args(const LossForwardArgs& args);
 
 // Everything check_loss_forward_args checks, and that what the forward saved

@@ -321,6 +321,44 @@ HEE_HOST_DEVICE V entropy_grad_element(
   return p * multiply_add(log_p, negative_scale, negative_scale * row_entropy);
 }
 
+// The per-token terms of one row (log_prob_and_entropy; docs/design.md,
+// "Per-token terms"): with z = x * (1 / T) the tempered logits of the row, the
+// log-probability of the taken action a is log p[a] = (z[a] - m) - log s.
+template <typename T>
+HEE_HOST_DEVICE T taken_action_log_prob(
+    T taken_logit, T row_shift_value, T row_log_sum_exp) {
+  return (taken_logit - row_shift_value) - row_log_sum_exp;
+}
+
+// The per-token backward, one element, all but the taken action's own term:
+// with g_h and g_a the upstream gradients of the row's entropy and of log p[a]
+// (each already times 1 / T, the tempered logits' derivative),
+//   d (g_a log p[a] + g_h h) / d x[k] = -p[k] (g_a + g_h (log p[k] + h)) + g_a [k = a],
+// and this is the first term, p (log p * -g_h + -(g_a + g_h h)): one FMA and one
+// multiply per element once the row's constants are hoisted, as in
+// entropy_grad_element. The caller adds g_a at k = a when x[a] is finite (a -inf
+// logit is a constant and gets gradient 0; there p = 0 makes this term 0).
+template <typename Exp = ExactExp, typename V, typename S>
+HEE_HOST_DEVICE V token_terms_grad_element(
+    V tempered_logit,
+    V row_shift_value,
+    V row_log_sum_exp,
+    V negative_grad_entropy,
+    V negative_row_offset,
+    S log_p_floor) {
+  const V log_p = max_of(
+      (tempered_logit - row_shift_value) - row_log_sum_exp, V(log_p_floor));
+  const V p = Exp()(log_p);
+  return p * multiply_add(log_p, negative_grad_entropy, negative_row_offset);
+}
+
+// The row constant -(g_a + g_h h) of token_terms_grad_element.
+template <typename T>
+HEE_HOST_DEVICE T token_terms_row_offset(
+    T grad_log_prob, T grad_entropy, T row_entropy) {
+  return T(0) - multiply_add(grad_entropy, row_entropy, grad_log_prob);
+}
+
 // The gradient of one of `count` terms of a batch mean, given the mean's
 // gradient: grad / count (a division, not a product with 1 / count, which
 // rounds differently).

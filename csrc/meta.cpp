@@ -5,6 +5,8 @@
 #include <torch/library.h>
 
 #include "loss_plan.h"
+#include "token_terms_op.h"
+#include "token_terms_plan.h"
 
 namespace hee {
 namespace {
@@ -28,9 +30,36 @@ LossBackwardOutputs hybrid_entropy_loss_backward_meta(
           empty_meta(plan.grad_entropy_coeff)};
 }
 
+TokenTermsOutputs log_prob_and_entropy_meta(
+    const at::Tensor& logits,
+    const OptionalTensor& actions,
+    const OptionalTensor& mask,
+    double temperature) {
+  const TokenTermsForwardPlan plan =
+      plan_token_terms_forward(logits, actions, mask, temperature);
+  return {empty_meta(plan.log_prob), empty_meta(plan.entropy),
+          empty_meta(plan.row_stats)};
+}
+
+at::Tensor log_prob_and_entropy_backward_meta(
+    const OptionalTensor& grad_log_prob,
+    const OptionalTensor& grad_entropy,
+    const at::Tensor& logits,
+    const OptionalTensor& actions,
+    const OptionalTensor& mask,
+    const at::Tensor& row_stats,
+    double temperature) {
+  return empty_meta(plan_token_terms_backward(
+      grad_log_prob, grad_entropy, logits, actions, mask, row_stats,
+      temperature));
+}
+
 } // namespace
 
 TORCH_LIBRARY_IMPL(hybrid_entropy_ext, Meta, m) {
+  m.impl("log_prob_and_entropy", &log_prob_and_entropy_meta);
+  m.impl(
+      "_log_prob_and_entropy_backward", &log_prob_and_entropy_backward_meta);
   m.impl(
       "hybrid_entropy_loss", forward_kernel<&hybrid_entropy_loss_meta>);
   m.impl(

@@ -13,6 +13,7 @@
 
 #include "cpu/isa.h"
 #include "op_signatures.h"
+#include "token_terms_op.h"
 
 // An empty Python module, so that `import hybrid_entropy_ext._C` loads this
 // library (and runs the registrations below). PyModule_Create2 is looked up in
@@ -38,6 +39,19 @@ TORCH_LIBRARY(hybrid_entropy_ext, m) {
   // called by the forward's backward node with what the forward saved.
   m.def(
       hee::loss_backward_schema("_hybrid_entropy_loss_backward").c_str(),
+      {at::Tag::pt2_compliant_tag});
+  // The per-token terms of a categorical policy (docs/design.md, "Per-token
+  // terms"): log_prob is [0] without actions (the Python wrapper returns
+  // None); row_stats, [3, N], is what the backward reads.
+  m.def(
+      "log_prob_and_entropy(Tensor logits, Tensor? actions=None, "
+      "Tensor? mask=None, float temperature=1.0) -> "
+      "(Tensor log_prob, Tensor entropy, Tensor row_stats)",
+      {at::Tag::pt2_compliant_tag});
+  m.def(
+      "_log_prob_and_entropy_backward(Tensor? grad_log_prob, "
+      "Tensor? grad_entropy, Tensor logits, Tensor? actions, Tensor? mask, "
+      "Tensor row_stats, float temperature) -> Tensor",
       {at::Tag::pt2_compliant_tag});
   // Which build of the CPU row kernels this process runs (for diagnostics),
   // and, internal, a switch to another one (for tests and comparisons;
@@ -115,6 +129,36 @@ LossBackwardOutputs call_backward_op(const LossBackwardArgs& args) {
   return std::apply(
       [](const auto&... arguments) { return op.call(arguments...); },
       argument_references(args));
+}
+
+TokenTermsOutputs call_token_terms_forward(
+    const at::Tensor& logits,
+    const OptionalTensor& actions,
+    const OptionalTensor& mask,
+    double temperature) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("hybrid_entropy_ext::log_prob_and_entropy", "")
+          .typed<TokenTermsForwardSignature>();
+  return op.call(logits, actions, mask, temperature);
+}
+
+at::Tensor call_token_terms_backward(
+    const OptionalTensor& grad_log_prob,
+    const OptionalTensor& grad_entropy,
+    const at::Tensor& logits,
+    const OptionalTensor& actions,
+    const OptionalTensor& mask,
+    const at::Tensor& row_stats,
+    double temperature) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow(
+              "hybrid_entropy_ext::_log_prob_and_entropy_backward", "")
+          .typed<TokenTermsBackwardSignature>();
+  return op.call(
+      grad_log_prob, grad_entropy, logits, actions, mask, row_stats,
+      temperature);
 }
 
 } // namespace hee

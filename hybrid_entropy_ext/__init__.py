@@ -4,6 +4,7 @@
 
     out = hee.hybrid_entropy_loss(logits, log_std, entropy_coeff)   # fused op
     ref = hee.reference.hybrid_entropy_loss(logits, log_std, entropy_coeff)
+    log_prob, entropy = hee.log_prob_and_entropy(logits, actions, mask)   # per token
     reg = hee.HybridEntropyRegularizer(hee.EntropyRegularizationConfig.preset("long"))
     out = hee.hybrid_entropy_loss_from_distributions((Categorical(...), Normal(...)), 0.01)
 
@@ -20,7 +21,7 @@ import sys
 # anything else touches torch.
 from . import _ops  # noqa: F401
 from . import reference
-from .ops import hybrid_entropy_loss, hybrid_entropy_loss_from_distributions
+from .ops import hybrid_entropy_loss, hybrid_entropy_loss_from_distributions, log_prob_and_entropy
 from .regularization import (
     ConstantEntropySchedule,
     CosineEntropySchedule,
@@ -45,6 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "hybrid_entropy_loss",
     "hybrid_entropy_loss_from_distributions",
+    "log_prob_and_entropy",
     "reference",
     "LinearEntropySchedule",
     "ConstantEntropySchedule",

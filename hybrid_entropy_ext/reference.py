@@ -12,7 +12,14 @@ from .ops.reference import (
     continuous_entropy,
     discrete_row_entropy,
     hybrid_entropy_loss,
+    log_prob_and_entropy,
     loss_from_entropies,
 )
 
-__all__ = ["hybrid_entropy_loss", "loss_from_entropies", "discrete_row_entropy", "continuous_entropy"]
+__all__ = [
+    "hybrid_entropy_loss",
+    "loss_from_entropies",
+    "discrete_row_entropy",
+    "continuous_entropy",
+    "log_prob_and_entropy",
+]

@@ -13,7 +13,7 @@
 
 #include "../loss_plan.h"
 #include "isa.h"
-#include "row_kernels.h"
+#include "row_kernel_table.h"
 
 namespace hee {
 namespace cpu {
@@ -31,32 +31,6 @@ constexpr int64_t kMinElementsPerTask = 32768;
 // hide; runs of 16 blocks keep a run's row statistics in L1 for the block
 // sums (benchmarks/README.md, "Parallel loop").
 constexpr int64_t kBlocksPerRun = 16;
-
-// The row kernels of one ISA build for one dtype.
-template <typename scalar_t>
-struct RowKernels {
-  ForwardRowsFn<scalar_t> forward;
-  BackwardRowsFn<scalar_t> backward;
-  SumValuesFn<scalar_t> sum;
-};
-
-template <typename scalar_t>
-RowKernels<scalar_t> row_kernels(CpuIsa isa) {
-#ifndef HEE_GENERIC_CPU_ONLY
-  switch (isa) {
-    case CpuIsa::kAvx512:
-      return {&avx512::forward_rows<scalar_t>, &avx512::backward_rows<scalar_t>,
-              &avx512::sum_values<scalar_t>};
-    case CpuIsa::kAvx2:
-      return {&avx2::forward_rows<scalar_t>, &avx2::backward_rows<scalar_t>,
-              &avx2::sum_values<scalar_t>};
-    case CpuIsa::kGeneric:
-      break;
-  }
-#endif
-  return {&generic::forward_rows<scalar_t>, &generic::backward_rows<scalar_t>,
-          &generic::sum_values<scalar_t>};
-}
 
 #define HEE_DISPATCH_FLOATING(dtype, ...)                                   \
   AT_DISPATCH_FLOATING_TYPES_AND2(                                          \

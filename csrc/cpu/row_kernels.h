@@ -15,12 +15,15 @@ namespace hee {
 namespace cpu {
 
 // Rows [row_begin, row_end) of logits laid out as logits[i * row_stride + k],
-// k < num_cols (column stride 1; any row stride, 0 included).
+// k < num_cols (column stride 1; any row stride, 0 included). The kernels read
+// z = x * scale: 1 for the hybrid loss (multiplied by nothing, so its results
+// are those of the raw logits), 1 / T for tempered per-token terms.
 template <typename scalar_t>
 struct LogitRows {
   const scalar_t* data;
   int64_t row_stride;
   int64_t num_cols;
+  acc_t<scalar_t> scale = 1;
 };
 
 // The per-row statistics the forward keeps for the backward, O(B): the rows
@@ -52,6 +55,28 @@ using BackwardRowsFn = void (*)(
     acc_t<scalar_t> grad_scale,
     scalar_t* grad_logits);
 
+// The upstream gradients of the per-token terms, one value per row (indexed
+// like the rows), each already times the logits' scale, and each row's taken
+// action (actions[i] in [0, num_cols)). grad_log_prob and actions are null
+// without actions.
+template <typename acc>
+struct TokenGrads {
+  const acc* grad_entropy;
+  const acc* grad_log_prob;
+  const int64_t* actions;
+};
+
+// Writes grad_logits[i, k] = d (g_a[i] log p[i, a_i] + g_h[i] h[i]) / d x[i, k]
+// for i in the range, into a contiguous [rows, K] buffer (row i at i * K).
+template <typename scalar_t>
+using TokenBackwardRowsFn = void (*)(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    RowStats<acc_t<scalar_t>> stats,
+    TokenGrads<acc_t<scalar_t>> grads,
+    scalar_t* grad_logits);
+
 // Sum of n contiguous values in a fixed order (lane-wise, then across lanes):
 // the same inputs give bitwise the same sum on every call.
 template <typename scalar_t>
@@ -68,6 +93,10 @@ using SumValuesFn = acc_t<scalar_t> (*)(const scalar_t* values, int64_t n);
   void backward_rows(                                                  \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \
       acc_t<scalar_t>, scalar_t*);                                     \
+  template <typename scalar_t>                                         \
+  void token_backward_rows(                                            \
+      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \
+      TokenGrads<acc_t<scalar_t>>, scalar_t*);                         \
   }
 
 HEE_DECLARE_ROW_KERNELS(generic)

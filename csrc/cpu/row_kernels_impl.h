@@ -48,6 +48,8 @@ using math::lowest_finite;
 using math::row_entropy_from_moments;
 using math::row_shift;
 using math::row_sum_exp;
+using math::token_terms_grad_element;
+using math::token_terms_row_offset;
 
 constexpr int64_t kMaxRowsInLanesCols = 32;
 // Rows whose moments are computed side by side in the rows-along-lanes forward.
@@ -326,6 +328,50 @@ inline void gather_tile(
   }
 }
 
+// columns *= scale: the tempered logits z = x * scale of a gathered tile.
+template <int64_t K, typename scalar_t>
+inline void scale_tile(
+    acc_t<scalar_t> scale, acc_t<scalar_t> (*columns)[AccVec<scalar_t>::size()]) {
+  using Vec = AccVec<scalar_t>;
+  const Vec factor(scale);
+  for (int64_t k = 0; k < K; ++k) {
+    (Vec::loadu(columns[k]) * factor).store(columns[k]);
+  }
+}
+
+// Writes the first n rows of a tile of gradients held as columns
+// (columns[k][r] for row r) to the contiguous rows at out (row r at r * K).
+template <int64_t K, typename scalar_t>
+inline void store_tile_rows(
+    acc_t<scalar_t> (*columns)[AccVec<scalar_t>::size()],
+    int64_t n,
+    scalar_t* out) {
+  using Vec = AccVec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  if constexpr (tile_transpose::has_register_transpose(K)) {
+    if (n == W) {
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        tile_transpose::columns_to_rows<K>(columns, out);
+        return;
+      } else if constexpr (converts_whole_vectors<scalar_t>()) {
+        alignas(64) float tile[W * K];
+        tile_transpose::columns_to_rows<K>(columns, tile);
+        for (int64_t i = 0; i < W * K; i += W) {
+          store_whole_vector(Vec::loadu(tile + i), out + i);
+        }
+        return;
+      }
+    }
+  }
+#endif
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t k = 0; k < K; ++k) {
+      out[r * K + k] = static_cast<scalar_t>(columns[k][r]);
+    }
+  }
+}
+
 // The forward passes leave each row's moments s (in stats.log_sum_exp) and t
 // (in stats.entropy); this turns them into log s and h = log s - t / s. Kept
 // apart from the passes because log and divide are long dependency chains:
@@ -364,6 +410,9 @@ void forward_rows_in_lanes(
   for (int64_t first = row_begin; first < row_end; first += W) {
     const int64_t n = std::min<int64_t>(W, row_end - first);
     gather_tile<K>(logits, first, n, columns);
+    if (logits.scale != acc(1)) {
+      scale_tile<K, scalar_t>(logits.scale, columns);
+    }
     // The max pass need not propagate NaN: a NaN logit makes its own shifted
     // value NaN in the moments below, and so the row's results.
     Vec row_max = Vec::loadu(columns[0]);
@@ -411,29 +460,60 @@ void backward_rows_in_lanes(
           log_p_floor)
           .store(columns[k]);
     }
-    scalar_t* out = grad_logits + first * K;
-#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
-    if constexpr (tile_transpose::has_register_transpose(K)) {
-      if (n == W) {
-        if constexpr (std::is_same_v<scalar_t, float>) {
-          tile_transpose::columns_to_rows<K>(columns, out);
-          continue;
-        } else if constexpr (converts_whole_vectors<scalar_t>()) {
-          alignas(64) float tile[W * K];
-          tile_transpose::columns_to_rows<K>(columns, tile);
-          for (int64_t i = 0; i < W * K; i += W) {
-            store_whole_vector(Vec::loadu(tile + i), out + i);
-          }
-          continue;
+    store_tile_rows<K, scalar_t>(columns, n, grad_logits + first * K);
+  }
+}
+
+// The taken action's own term of the per-token backward (see
+// token_terms_grad_element): g_a at k = a, unless x[a] is -inf.
+template <typename scalar_t>
+inline bool action_gets_its_term(const scalar_t* row, int64_t action) {
+  return !(static_cast<acc_t<scalar_t>>(row[action]) ==
+           -std::numeric_limits<acc_t<scalar_t>>::infinity());
+}
+
+template <int64_t K, typename scalar_t>
+void token_backward_rows_in_lanes(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    RowStats<acc_t<scalar_t>> stats,
+    TokenGrads<acc_t<scalar_t>> grads,
+    scalar_t* grad_logits) {
+  using acc = acc_t<scalar_t>;
+  using Vec = AccVec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+  const acc log_p_floor = log_probability_floor<acc>();
+  const Vec scale(logits.scale);
+  alignas(64) acc columns[K][W];
+  for (int64_t first = row_begin; first < row_end; first += W) {
+    const int64_t n = std::min<int64_t>(W, row_end - first);
+    gather_tile<K>(logits, first, n, columns);
+    const Vec shift = Vec::loadu(stats.shift + first, n);
+    const Vec log_sum_exp = Vec::loadu(stats.log_sum_exp + first, n);
+    const Vec grad_entropy = Vec::loadu(grads.grad_entropy + first, n);
+    const Vec grad_log_prob = grads.grad_log_prob == nullptr
+        ? Vec(acc(0))
+        : Vec::loadu(grads.grad_log_prob + first, n);
+    const Vec negative_grad_entropy = Vec(acc(0)) - grad_entropy;
+    const Vec negative_row_offset = token_terms_row_offset(
+        grad_log_prob, grad_entropy, Vec::loadu(stats.entropy + first, n));
+    for (int64_t k = 0; k < K; ++k) {
+      token_terms_grad_element(
+          Vec::loadu(columns[k]) * scale, shift, log_sum_exp,
+          negative_grad_entropy, negative_row_offset, log_p_floor)
+          .store(columns[k]);
+    }
+    if (grads.actions != nullptr) {
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t i = first + r;
+        const int64_t a = grads.actions[i];
+        if (action_gets_its_term(logits.data + i * logits.row_stride, a)) {
+          columns[a][r] += grads.grad_log_prob[i];
         }
       }
     }
-#endif
-    for (int64_t r = 0; r < n; ++r) {
-      for (int64_t k = 0; k < K; ++k) {
-        out[r * K + k] = static_cast<scalar_t>(columns[k][r]);
-      }
-    }
+    store_tile_rows<K, scalar_t>(columns, n, grad_logits + first * K);
   }
 }
 
@@ -441,10 +521,11 @@ void backward_rows_in_lanes(
 // across lanes. One row's chain (max, its lane reduction, exp, the sums and
 // their lane reductions) is latency-bound; R independent rows interleaved
 // keep the vector units busy.
-template <int R, typename scalar_t>
+template <int R, bool kScaled, typename scalar_t>
 inline void row_moments_along_lanes(
     const scalar_t* const* rows,
     int64_t K,
+    acc_t<scalar_t> scale,
     int64_t prefetch_bytes,
     acc_t<scalar_t>* row_max,
     acc_t<scalar_t>* sum_exp,
@@ -454,6 +535,23 @@ inline void row_moments_along_lanes(
   constexpr int64_t W = Vec::size();
   const int64_t full = K - K % W;
   const acc lowest = lowest_finite<acc>();
+  // The tempered logits z = x * scale. Their max is that of x times scale
+  // (rounding is monotone and scale > 0), so the max pass reads x alone.
+  const Vec scale_vec(scale);
+  const auto tempered = [&](const Vec& x) {
+    if constexpr (kScaled) {
+      return x * scale_vec;
+    } else {
+      return x;
+    }
+  };
+  const auto tempered_scalar = [&](acc x) {
+    if constexpr (kScaled) {
+      return x * scale;
+    } else {
+      return x;
+    }
+  };
   // As in the tiles above, NaN need not survive the max pass.
   Vec lane_max[R];
   for (int r = 0; r < R; ++r) {
@@ -488,7 +586,7 @@ inline void row_moments_along_lanes(
       }
     }
     // From here on row_max[r] is the row's shift (what the backward reads).
-    row_max[r] = row_shift(row_max[r], lowest);
+    row_max[r] = row_shift(tempered_scalar(row_max[r]), lowest);
     shift[r] = Vec(row_max[r]);
     lane_sum_exp[r] = Vec(acc(0));
     lane_sum_exp_times_shift[r] = Vec(acc(0));
@@ -496,14 +594,14 @@ inline void row_moments_along_lanes(
   for (int64_t k = 0; k < full; k += W) {
     for (int r = 0; r < R; ++r) {
       accumulate_softmax_moments(
-          load_acc(rows[r] + k, W) - shift[r], lowest, lane_sum_exp[r],
-          lane_sum_exp_times_shift[r]);
+          tempered(load_acc(rows[r] + k, W)) - shift[r], lowest,
+          lane_sum_exp[r], lane_sum_exp_times_shift[r]);
     }
   }
   if (kMaskedTail && full < K) {
     for (int r = 0; r < R; ++r) {
       accumulate_softmax_moments(
-          masked_tail(r) - shift[r], lowest, lane_sum_exp[r],
+          tempered(masked_tail(r)) - shift[r], lowest, lane_sum_exp[r],
           lane_sum_exp_times_shift[r]);
     }
   }
@@ -514,14 +612,14 @@ inline void row_moments_along_lanes(
     for (int r = 0; r < R; ++r) {
       for (int64_t k = full; k < K; ++k) {
         accumulate_softmax_moments(
-            static_cast<acc>(rows[r][k]) - row_max[r], lowest, sum_exp[r],
-            sum_exp_times_shift[r]);
+            tempered_scalar(static_cast<acc>(rows[r][k])) - row_max[r], lowest,
+            sum_exp[r], sum_exp_times_shift[r]);
       }
     }
   }
 }
 
-template <typename scalar_t>
+template <bool kScaled, typename scalar_t>
 void forward_rows_along_lanes(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
@@ -536,14 +634,14 @@ void forward_rows_along_lanes(
     for (int r = 0; r < kInterleavedRows; ++r) {
       rows[r] = logits.data + (i + r) * logits.row_stride;
     }
-    row_moments_along_lanes<kInterleavedRows>(
-        rows, K, prefetch_bytes, stats.shift + i, stats.log_sum_exp + i,
+    row_moments_along_lanes<kInterleavedRows, kScaled>(
+        rows, K, logits.scale, prefetch_bytes, stats.shift + i, stats.log_sum_exp + i,
         stats.entropy + i);
   }
   for (; i < row_end; ++i) {
     rows[0] = logits.data + i * logits.row_stride;
-    row_moments_along_lanes<1>(
-        rows, K, prefetch_bytes, stats.shift + i, stats.log_sum_exp + i,
+    row_moments_along_lanes<1, kScaled>(
+        rows, K, logits.scale, prefetch_bytes, stats.shift + i, stats.log_sum_exp + i,
         stats.entropy + i);
   }
   finish_row_stats<scalar_t>(row_begin, row_end, stats);
@@ -576,6 +674,52 @@ void backward_rows_along_lanes(
               load_acc(row + k, n), shift, log_sum_exp, entropy, scale,
               log_p_floor),
           out + k, n);
+    }
+  }
+}
+
+template <typename scalar_t>
+void token_backward_rows_along_lanes(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    RowStats<acc_t<scalar_t>> stats,
+    TokenGrads<acc_t<scalar_t>> grads,
+    scalar_t* grad_logits) {
+  using acc = acc_t<scalar_t>;
+  using Vec = AccVec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+  const int64_t K = logits.num_cols;
+  const acc log_p_floor = log_probability_floor<acc>();
+  const Vec scale(logits.scale);
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    const scalar_t* row = logits.data + i * logits.row_stride;
+    scalar_t* out = grad_logits + i * K;
+    const Vec shift(stats.shift[i]);
+    const Vec log_sum_exp(stats.log_sum_exp[i]);
+    const acc grad_entropy = grads.grad_entropy[i];
+    const acc grad_log_prob =
+        grads.grad_log_prob == nullptr ? acc(0) : grads.grad_log_prob[i];
+    const Vec negative_grad_entropy(acc(0) - grad_entropy);
+    const Vec negative_row_offset(
+        token_terms_row_offset(grad_log_prob, grad_entropy, stats.entropy[i]));
+    // The taken action's column, or -1 where it gets no term of its own.
+    const int64_t action = grads.actions != nullptr &&
+            action_gets_its_term(row, grads.actions[i])
+        ? grads.actions[i]
+        : -1;
+    for (int64_t k = 0; k < K; k += W) {
+      const int64_t n = std::min<int64_t>(W, K - k);
+      Vec grad = token_terms_grad_element(
+          load_acc(row + k, n) * scale, shift, log_sum_exp,
+          negative_grad_entropy, negative_row_offset, log_p_floor);
+      if (action >= k && action < k + n) {
+        alignas(64) acc lanes[W];
+        grad.store(lanes);
+        lanes[action - k] += grad_log_prob;
+        grad = Vec::loadu(lanes);
+      }
+      store_from_acc<scalar_t>(grad, out + k, n);
     }
   }
 }
@@ -621,13 +765,33 @@ void forward_rows(
     int64_t row_end,
     RowStats<acc_t<scalar_t>> stats) {
   if (logits.num_cols > kMaxRowsInLanesCols) {
-    forward_rows_along_lanes(logits, row_begin, row_end, stats);
+    if (logits.scale == acc_t<scalar_t>(1)) {
+      forward_rows_along_lanes<false>(logits, row_begin, row_end, stats);
+    } else {
+      forward_rows_along_lanes<true>(logits, row_begin, row_end, stats);
+    }
     return;
   }
   with_static_cols<kMaxRowsInLanesCols>(logits.num_cols, [&](auto cols) {
     forward_rows_in_lanes<decltype(cols)::value>(
         logits, row_begin, row_end, stats);
   });
+}
+
+// The longest rows the backwards lay in lanes. A backward has no per-row
+// reduction, so rows along lanes only waste the lanes past a short row;
+// measured, with AVX-512's masked loads and stores that beats transposing
+// tiles once a row fills more than half a vector.
+template <typename scalar_t>
+constexpr int64_t max_backward_rows_in_lanes_cols() {
+#if defined(CPU_CAPABILITY_AVX2)
+  // Rows shorter than a vector would need partial loads and stores, which
+  // AVX2 has no cheap form of: K = 5..7 were slower along the lanes than in
+  // them (benchmarks/README.md, "Row kernels").
+  return AccVec<scalar_t>::size() - 1;
+#else
+  return AccVec<scalar_t>::size() / 2;
+#endif
 }
 
 template <typename scalar_t>
@@ -638,19 +802,8 @@ void backward_rows(
     RowStats<acc_t<scalar_t>> stats,
     acc_t<scalar_t> grad_scale,
     scalar_t* grad_logits) {
-  // The backward has no per-row reduction, so rows along lanes only waste
-  // the lanes past a short row; measured, with AVX-512's masked loads and
-  // stores that beats transposing tiles once a row fills more than half a
-  // vector.
   constexpr int64_t kMaxBackwardRowsInLanesCols =
-#if defined(CPU_CAPABILITY_AVX2)
-      // Rows shorter than a vector would need partial loads and stores, which
-      // AVX2 has no cheap form of: K = 5..7 were slower along the lanes than
-      // in them (benchmarks/README.md, "Row kernels").
-      AccVec<scalar_t>::size() - 1;
-#else
-      AccVec<scalar_t>::size() / 2;
-#endif
+      max_backward_rows_in_lanes_cols<scalar_t>();
   if (logits.num_cols > kMaxBackwardRowsInLanesCols) {
     backward_rows_along_lanes(
         logits, row_begin, row_end, stats, grad_scale, grad_logits);
@@ -662,13 +815,37 @@ void backward_rows(
   });
 }
 
+template <typename scalar_t>
+void token_backward_rows(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    RowStats<acc_t<scalar_t>> stats,
+    TokenGrads<acc_t<scalar_t>> grads,
+    scalar_t* grad_logits) {
+  constexpr int64_t kMaxBackwardRowsInLanesCols =
+      max_backward_rows_in_lanes_cols<scalar_t>();
+  if (logits.num_cols > kMaxBackwardRowsInLanesCols) {
+    token_backward_rows_along_lanes(
+        logits, row_begin, row_end, stats, grads, grad_logits);
+    return;
+  }
+  with_static_cols<kMaxBackwardRowsInLanesCols>(logits.num_cols, [&](auto cols) {
+    token_backward_rows_in_lanes<decltype(cols)::value>(
+        logits, row_begin, row_end, stats, grads, grad_logits);
+  });
+}
+
 #define HEE_INSTANTIATE_ROW_KERNELS(scalar_t)                              \
   template acc_t<scalar_t> sum_values<scalar_t>(const scalar_t*, int64_t); \
   template void forward_rows<scalar_t>(                                    \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>);   \
   template void backward_rows<scalar_t>(                                   \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
-      acc_t<scalar_t>, scalar_t*);
+      acc_t<scalar_t>, scalar_t*);                                         \
+  template void token_backward_rows<scalar_t>(                             \
+      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
+      TokenGrads<acc_t<scalar_t>>, scalar_t*);
 
 HEE_INSTANTIATE_ROW_KERNELS(float)
 HEE_INSTANTIATE_ROW_KERNELS(double)

@@ -4,6 +4,9 @@
   ``torch.ops.hybrid_entropy_ext.hybrid_entropy_loss``, TorchScript-able.
 - :func:`hybrid_entropy_loss_from_distributions` (``distributions.py``): the op on a
   policy's ``torch.distributions`` objects.
+- :func:`log_prob_and_entropy` (``token_terms.py``): the per-token terms of a categorical
+  policy (log-probability of the taken action and entropy) from the compiled op
+  ``torch.ops.hybrid_entropy_ext.log_prob_and_entropy``, TorchScript-able.
 - :func:`loss_terms_from_entropies` (``loss_terms.py``): the loss's combination from two
   batch-mean entropies, where the means come from elsewhere than one op call.
 - :mod:`reference`: the pure-PyTorch reference, for tests and benchmarks only.
@@ -16,10 +19,12 @@ from . import reference
 from .distributions import hybrid_entropy_loss_from_distributions
 from .loss import hybrid_entropy_loss
 from .loss_terms import loss_terms_from_entropies
+from .token_terms import log_prob_and_entropy
 
 __all__ = [
     "hybrid_entropy_loss",
     "hybrid_entropy_loss_from_distributions",
+    "log_prob_and_entropy",
     "loss_terms_from_entropies",
     "reference",
 ]

@@ -11,14 +11,20 @@ computed here with tensor ops; the loss terms from them are the library's
 """
 
 import math
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .loss_terms import loss_terms_from_entropies
 
-__all__ = ["hybrid_entropy_loss", "loss_from_entropies", "discrete_row_entropy", "continuous_entropy"]
+__all__ = [
+    "hybrid_entropy_loss",
+    "loss_from_entropies",
+    "discrete_row_entropy",
+    "continuous_entropy",
+    "log_prob_and_entropy",
+]
 
 # Entropy of N(mu, sigma) per dimension is 0.5*log(2*pi*e) + log(sigma), nats.
 GAUSSIAN_ENTROPY_CONSTANT = 0.5 * math.log(2.0 * math.pi * math.e)
@@ -55,6 +61,56 @@ def continuous_entropy(log_std: Tensor) -> Tensor:
     """Batch-mean entropy in nats of a diagonal Gaussian, ``[B, D]`` or ``[D]`` -> ``[]``."""
     per_sample = (log_std.to(_accumulation_dtype(log_std)) + GAUSSIAN_ENTROPY_CONSTANT).sum(dim=-1)
     return per_sample.mean() if log_std.dim() == 2 else per_sample
+
+
+def log_prob_and_entropy(
+    logits: Tensor,
+    actions: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
+    temperature: float = 1.0,
+) -> Tuple[Optional[Tensor], Tensor]:
+    """Pure-PyTorch version of :func:`hybrid_entropy_ext.log_prob_and_entropy`.
+
+    ``logits`` ``[..., K]``; ``actions`` (int64 or int32) and ``mask`` (bool) of the
+    leading shape ``[...]``. Returns ``(log_prob, entropy)`` of ``softmax(logits /
+    temperature)``, each ``[...]`` (``log_prob`` is ``None`` without actions), float64
+    for float64 logits, else float32. Rows where ``mask`` is False give 0 and gradient 0
+    whatever they hold; a ``-inf`` logit gets probability 0 and gradient 0.
+
+    Example::
+
+        >>> from hybrid_entropy_ext import reference
+        >>> log_prob, entropy = reference.log_prob_and_entropy(torch.randn(4, 7, 10), torch.zeros(4, 7, dtype=torch.long))
+        >>> log_prob.shape, entropy.shape
+        (torch.Size([4, 7]), torch.Size([4, 7]))
+    """
+    if not temperature > 0.0 or not math.isfinite(temperature):
+        raise ValueError(f"log_prob_and_entropy: temperature must be a finite number > 0, got {temperature}")
+    z = logits.to(_accumulation_dtype(logits)) / temperature
+    if mask is not None:
+        # Padding rows are replaced before any arithmetic: a NaN there reaches neither the
+        # outputs nor, through where's backward, the gradient.
+        z = torch.where(mask.unsqueeze(-1), z, 0.0)
+    entropy = discrete_row_entropy(z)
+    log_prob: Optional[Tensor] = None
+    if actions is not None:
+        index = actions.long()
+        if mask is not None:
+            index = torch.where(mask, index, 0)
+        num_actions = z.shape[-1]
+        if bool(((index < 0) | (index >= num_actions)).any()):
+            raise IndexError(f"log_prob_and_entropy: an action lies outside [0, {num_actions})")
+        all_masked = torch.isneginf(z).all(dim=-1)
+        z_taken = z.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+        # A -inf logit is a constant (an impossible action): no gradient through it.
+        z_taken = torch.where(torch.isneginf(z_taken), z_taken.detach(), z_taken)
+        log_normalizer = torch.logsumexp(torch.where(all_masked.unsqueeze(-1), 0.0, z), dim=-1)
+        log_prob = z_taken - log_normalizer
+        if mask is not None:
+            log_prob = torch.where(mask, log_prob, 0.0)
+    if mask is not None:
+        entropy = torch.where(mask, entropy, 0.0)
+    return log_prob, entropy
 
 
 # The combination of the batch means, as the library writes it in Python (the tests hold

@@ -1,0 +1,42 @@
+// The row kernels of the running CPU's ISA build (isa.h chooses it), for the
+// CPU drivers of both ops.
+#pragma once
+
+#include "isa.h"
+#include "row_kernels.h"
+
+namespace hee {
+namespace cpu {
+
+// The row kernels of one ISA build for one dtype.
+template <typename scalar_t>
+struct RowKernels {
+  ForwardRowsFn<scalar_t> forward;
+  BackwardRowsFn<scalar_t> backward;
+  TokenBackwardRowsFn<scalar_t> token_backward;
+  SumValuesFn<scalar_t> sum;
+};
+
+template <typename scalar_t>
+RowKernels<scalar_t> row_kernels(CpuIsa isa) {
+#ifndef HEE_GENERIC_CPU_ONLY
+  switch (isa) {
+    case CpuIsa::kAvx512:
+      return {&avx512::forward_rows<scalar_t>, &avx512::backward_rows<scalar_t>,
+              &avx512::token_backward_rows<scalar_t>,
+              &avx512::sum_values<scalar_t>};
+    case CpuIsa::kAvx2:
+      return {&avx2::forward_rows<scalar_t>, &avx2::backward_rows<scalar_t>,
+              &avx2::token_backward_rows<scalar_t>,
+              &avx2::sum_values<scalar_t>};
+    case CpuIsa::kGeneric:
+      break;
+  }
+#endif
+  return {&generic::forward_rows<scalar_t>, &generic::backward_rows<scalar_t>,
+          &generic::token_backward_rows<scalar_t>,
+          &generic::sum_values<scalar_t>};
+}
+
+} // namespace cpu
+} // namespace hee

@@ -1,0 +1,191 @@
+#include "token_terms_plan.h"
+
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include "checks.h"
+
+namespace hee {
+namespace {
+
+constexpr const char* kForwardOp = "log_prob_and_entropy";
+constexpr const char* kBackwardOp = "_log_prob_and_entropy_backward";
+
+c10::SymIntArrayRef leading_sizes(const at::Tensor& logits) {
+  return logits.sym_sizes().slice(0, logits.dim() - 1);
+}
+
+bool same_sizes(c10::SymIntArrayRef a, c10::SymIntArrayRef b) {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!a[i].sym_eq(b[i]).expect_true(__FILE__, __LINE__)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void check_logits(const at::Tensor& logits, const char* op) {
+  check_floating(logits, op, "logits");
+  TORCH_CHECK_VALUE(
+      logits.dim() >= 1, op,
+      ": logits must be [..., K] (at least 1-D), got a 0-dim tensor");
+  TORCH_CHECK_VALUE(
+      logits.sym_size(-1).sym_gt(0).expect_true(__FILE__, __LINE__), op,
+      ": logits has zero actions (K = 0, its last dim); a categorical "
+      "distribution needs at least one action");
+}
+
+// A tensor of the logits' leading shape, on their device.
+void check_row_tensor(
+    const at::Tensor& t,
+    const at::Tensor& logits,
+    const char* op,
+    const char* name) {
+  TORCH_CHECK_VALUE(
+      same_sizes(t.sym_sizes(), leading_sizes(logits)), op, ": ", name,
+      " must have the logits' leading shape ", leading_sizes(logits),
+      " (logits ", logits.sym_sizes(), "), got ", t.sym_sizes());
+  TORCH_CHECK_VALUE(
+      t.device() == logits.device(), op, ": ", name,
+      " must be on the logits' device (", logits.device(), "), got ",
+      t.device());
+}
+
+void check_forward_args(
+    const at::Tensor& logits,
+    const OptionalTensor& actions,
+    const OptionalTensor& mask,
+    double temperature,
+    const char* op) {
+  check_logits(logits, op);
+  if (actions.has_value()) {
+    TORCH_CHECK_TYPE(
+        actions->scalar_type() == at::kLong || actions->scalar_type() == at::kInt,
+        op, ": actions must be int64 or int32, got ", actions->scalar_type());
+    check_row_tensor(*actions, logits, op, "actions");
+  }
+  if (mask.has_value()) {
+    TORCH_CHECK_TYPE(
+        mask->scalar_type() == at::kBool, op, ": mask must be bool, got ",
+        mask->scalar_type());
+    check_row_tensor(*mask, logits, op, "mask");
+  }
+  TORCH_CHECK_VALUE(
+      std::isfinite(temperature) && temperature > 0.0, op,
+      ": temperature must be a finite number > 0, got ", temperature);
+}
+
+TensorSpec contiguous_spec(
+    c10::SymIntArrayRef sizes, at::ScalarType dtype, c10::Device device) {
+  TensorSpec spec;
+  spec.sizes.assign(sizes.begin(), sizes.end());
+  spec.strides.resize(sizes.size());
+  c10::SymInt stride = 1;
+  for (int64_t d = static_cast<int64_t>(sizes.size()) - 1; d >= 0; --d) {
+    spec.strides[d] = stride;
+    stride = stride * sizes[d];
+  }
+  spec.dtype = dtype;
+  spec.device = device;
+  return spec;
+}
+
+c10::SymInt num_rows(const at::Tensor& logits) {
+  c10::SymInt rows = 1;
+  for (const c10::SymInt& size : leading_sizes(logits)) {
+    rows = rows * size;
+  }
+  return rows;
+}
+
+} // namespace
+
+TokenTermsForwardPlan plan_token_terms_forward(
+    const at::Tensor& logits,
+    const OptionalTensor& actions,
+    const OptionalTensor& mask,
+    double temperature) {
+  check_forward_args(logits, actions, mask, temperature, kForwardOp);
+  const at::ScalarType acc = accumulation_dtype(logits.scalar_type());
+  TokenTermsForwardPlan plan;
+  plan.has_actions = actions.has_value();
+  plan.has_mask = mask.has_value();
+  const c10::SymInt no_rows = 0;
+  plan.log_prob = plan.has_actions
+      ? contiguous_spec(leading_sizes(logits), acc, logits.device())
+      : contiguous_spec({&no_rows, 1}, acc, logits.device());
+  plan.entropy = contiguous_spec(leading_sizes(logits), acc, logits.device());
+  const c10::SymInt stats_sizes[2] = {3, num_rows(logits)};
+  plan.row_stats = contiguous_spec(stats_sizes, acc, logits.device());
+  return plan;
+}
+
+TensorSpec plan_token_terms_backward(
+    const OptionalTensor& grad_log_prob,
+    const OptionalTensor& grad_entropy,
+    const at::Tensor& logits,
+    const OptionalTensor& actions,
+    const OptionalTensor& mask,
+    const at::Tensor& row_stats,
+    double temperature) {
+  check_forward_args(logits, actions, mask, temperature, kBackwardOp);
+  const at::ScalarType acc = accumulation_dtype(logits.scalar_type());
+  TORCH_CHECK_VALUE(
+      !grad_log_prob.has_value() || actions.has_value(), kBackwardOp,
+      ": grad_log_prob given without actions");
+  for (const auto& [grad, name] :
+       {std::pair{&grad_log_prob, "grad_log_prob"},
+        std::pair{&grad_entropy, "grad_entropy"}}) {
+    if (grad->has_value()) {
+      check_floating(**grad, kBackwardOp, name);
+      check_row_tensor(**grad, logits, kBackwardOp, name);
+    }
+  }
+  const c10::SymInt stats_sizes[2] = {3, num_rows(logits)};
+  TORCH_CHECK_VALUE(
+      same_sizes(row_stats.sym_sizes(), stats_sizes) &&
+          row_stats.is_contiguous() && row_stats.scalar_type() == acc &&
+          row_stats.device() == logits.device(),
+      kBackwardOp, ": row_stats must be the forward's: contiguous [3, ",
+      stats_sizes[1], "] of ", acc, " on ", logits.device(), ", got ",
+      row_stats.sym_sizes(), " of ", row_stats.scalar_type(), " on ",
+      row_stats.device());
+  return contiguous_spec(
+      logits.sym_sizes(), logits.scalar_type(), logits.device());
+}
+
+TokenRows token_rows_for_kernels(
+    const at::Tensor& logits,
+    const OptionalTensor& actions,
+    const OptionalTensor& mask,
+    double temperature) {
+  TokenRows rows;
+  const int64_t K = logits.size(-1);
+  at::Tensor flat = logits.reshape({-1, K});
+  rows.logits = K == 1 || flat.stride(1) == 1 ? flat : flat.contiguous();
+  if (actions.has_value()) {
+    rows.actions = actions->reshape({-1}).to(at::kLong).contiguous();
+  }
+  if (mask.has_value()) {
+    rows.mask = mask->reshape({-1}).contiguous();
+  }
+  rows.scale = 1.0 / temperature;
+  return rows;
+}
+
+at::Tensor per_row_grad(
+    const OptionalTensor& grad, int64_t num_rows, double scale,
+    at::ScalarType dtype, c10::Device device) {
+  if (!grad.has_value()) {
+    return at::zeros({num_rows}, at::TensorOptions(dtype).device(device));
+  }
+  at::Tensor values = grad->reshape({-1}).to(dtype);
+  return scale == 1.0 ? values.contiguous() : (values * scale).contiguous();
+}
+
+} // namespace hee

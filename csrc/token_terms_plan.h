@@ -1,0 +1,72 @@
+// The device-independent part of log_prob_and_entropy's kernels, written
+// once (as loss_plan.h is for hybrid_entropy_loss): the argument checks, every
+// output's shape and dtype, and the layout in which the data kernels read the
+// rows (docs/design.md, "Per-token terms").
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "loss_plan.h"
+
+namespace hee {
+
+// The rows are the logits' leading dims flattened: logits [..., K] is
+// [N, K], and actions, mask and both outputs are [...] (N values).
+struct TokenTermsForwardPlan {
+  bool has_actions = false;
+  bool has_mask = false;
+  TensorSpec log_prob;   // [...] in the accumulation dtype; [0] without actions
+  TensorSpec entropy;    // [...] in the accumulation dtype
+  TensorSpec row_stats;  // [3, N], the accumulation dtype (loss_plan's layout)
+};
+
+// Checks the forward's arguments (metadata only, SymInt sizes) and plans it.
+TokenTermsForwardPlan plan_token_terms_forward(
+    const at::Tensor& logits,
+    const OptionalTensor& actions,
+    const OptionalTensor& mask,
+    double temperature);
+
+// Checks the backward's arguments (those of the forward, row_stats and the
+// upstream gradients, each [...] when given) and returns grad_logits' spec:
+// logits' shape, contiguous, logits' dtype.
+TensorSpec plan_token_terms_backward(
+    const OptionalTensor& grad_log_prob,
+    const OptionalTensor& grad_entropy,
+    const at::Tensor& logits,
+    const OptionalTensor& actions,
+    const OptionalTensor& mask,
+    const at::Tensor& row_stats,
+    double temperature);
+
+// The inputs as the data kernels read them: logits as [N, K] rows with unit
+// column stride (a view where the leading dims allow one), actions as [N]
+// contiguous int64 and mask as [N] contiguous bool (undefined when absent),
+// and the scale of the tempered logits z = x * scale.
+struct TokenRows {
+  at::Tensor logits;
+  at::Tensor actions;
+  at::Tensor mask;
+  double scale = 1.0;
+
+  int64_t num_rows() const {
+    return logits.size(0);
+  }
+  int64_t num_cols() const {
+    return logits.size(1);
+  }
+};
+TokenRows token_rows_for_kernels(
+    const at::Tensor& logits,
+    const OptionalTensor& actions,
+    const OptionalTensor& mask,
+    double temperature);
+
+// An upstream gradient as the kernels read it: [N] contiguous in `dtype`,
+// each value times `scale` (the tempered logits' derivative); zeros when
+// absent.
+at::Tensor per_row_grad(
+    const OptionalTensor& grad, int64_t num_rows, double scale,
+    at::ScalarType dtype, c10::Device device);
+
+} // namespace hee

@@ -1,0 +1,69 @@
+"""Per-token policy terms: the log-probability of the taken action and the entropy of a
+categorical policy, from the same logits in one fused pass.
+
+``log_prob_and_entropy`` is a thin wrapper around the compiled op
+``torch.ops.hybrid_entropy_ext.log_prob_and_entropy``, TorchScript-able, and traced by
+``torch.compile`` and ``torch.export`` without a graph break.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .. import _ops  # noqa: F401  (registers the ops)
+
+__all__ = ["log_prob_and_entropy"]
+
+
+def log_prob_and_entropy(
+    logits: Tensor,
+    actions: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
+    temperature: float = 1.0,
+) -> Tuple[Optional[Tensor], Tensor]:
+    """Log-probability of the taken actions and entropy of ``softmax(logits / temperature)``.
+
+    One read of the logits computes both; the backward reads them once more and writes
+    their gradient once, from ``O(rows)`` statistics the forward kept (never a saved
+    ``[..., K]`` softmax). The pass a PPO or GRPO step makes twice (``log_softmax`` +
+    ``gather``, then ``logsumexp - sum p z``).
+
+    Args:
+        logits: ``[..., K]`` unnormalized log-probabilities, any leading dims and strides,
+            float32, float64, bfloat16 or float16. ``-inf`` marks an impossible action:
+            probability 0, gradient 0. A row whose every logit is ``-inf`` has entropy 0
+            (and the log-probability of any action there is ``-inf``).
+        actions: the taken actions, int64 or int32 of the leading shape ``[...]``, each in
+            ``[0, K)``; ``None`` computes the entropy alone.
+        mask: bool of the leading shape: rows where it is False give 0 and gradient 0
+            and are not read (padding may hold anything, NaN included, and so may its
+            actions).
+        temperature: ``T > 0``: the distribution is that of ``logits / T`` (its
+            gradient included), as sampling with a temperature draws from.
+
+    Returns:
+        ``(log_prob, entropy)``, each of the leading shape ``[...]``, in nats, float64 for
+        float64 logits and float32 otherwise; ``log_prob`` is ``None`` without actions.
+
+    Raises:
+        ValueError: a shape or device mismatch, ``K = 0``, or a temperature that is not
+            a finite number > 0.
+        TypeError: non-floating logits, actions that are not int64/int32, a mask that is
+            not bool.
+        IndexError: on the CPU, an action outside ``[0, K)`` in a row the mask keeps,
+            naming its position. On CUDA a device-side assert, as ``torch.gather``
+            raises (no host sync).
+
+    Example::
+
+        >>> logits = torch.randn(4, 16, 32000, requires_grad=True)   # [B, T, vocab]
+        >>> tokens = torch.randint(0, 32000, (4, 16))
+        >>> response_mask = torch.ones(4, 16, dtype=torch.bool)
+        >>> log_prob, entropy = log_prob_and_entropy(logits, tokens, response_mask)
+        >>> (-(log_prob * 1.0).sum() - 0.01 * entropy.sum()).backward()
+    """
+    log_prob, entropy, _ = torch.ops.hybrid_entropy_ext.log_prob_and_entropy(logits, actions, mask, temperature)
+    if actions is None:
+        return None, entropy
+    return log_prob, entropy
