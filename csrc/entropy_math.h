@@ -70,6 +70,13 @@ HEE_HOST_DEVICE float exp_of(float x) {
 HEE_HOST_DEVICE double exp_of(double x) {
   return ::exp(x);
 }
+// e^x - 1, accurate where e^x is near 1.
+HEE_HOST_DEVICE float expm1_of(float x) {
+  return ::expm1f(x);
+}
+HEE_HOST_DEVICE double expm1_of(double x) {
+  return ::expm1(x);
+}
 
 template <typename V>
 inline V log_of(const V& x) {
@@ -233,14 +240,17 @@ HEE_HOST_DEVICE T log_probability_floor() {
 // contributes (0, 0), and s (m - to) stays finite (an unclamped difference of
 // two huge logits, or one that overflows to -inf, would make 0 * inf = NaN).
 // A NaN difference is clamped too; the part's NaN s carries the NaN.
+// With a scale c (tempered logits, see tempered_log_prob) the moments are of
+// (x - m) * c and the shifts stay in the units of x: delta = (m - to) * c.
 template <typename T>
 HEE_HOST_DEVICE void shift_running_moments(
-    T from, T to, T& sum_exp, T& sum_exp_times_shift) {
-  const T delta = max_ignoring_nan(from - to, log_probability_floor<T>());
-  const T scale = fast_exp_of(delta);
+    T from, T to, T& sum_exp, T& sum_exp_times_shift, T scale = T(1)) {
+  const T delta =
+      max_ignoring_nan((from - to) * scale, log_probability_floor<T>());
+  const T factor = fast_exp_of(delta);
   sum_exp_times_shift =
-      scale * multiply_add(sum_exp, delta, sum_exp_times_shift);
-  sum_exp = scale * sum_exp;
+      factor * multiply_add(sum_exp, delta, sum_exp_times_shift);
+  sum_exp = factor * sum_exp;
 }
 
 // Row entropy from the moments above: h = log s - t / s.
@@ -275,9 +285,10 @@ HEE_HOST_DEVICE SoftmaxState<T> empty_softmax_state() {
 // Empty or fully masked parts contribute (0, 0); a NaN in a part's moments
 // propagates.
 template <typename T>
-HEE_HOST_DEVICE SoftmaxState<T> shifted_state(SoftmaxState<T> state, T to) {
+HEE_HOST_DEVICE SoftmaxState<T> shifted_state(
+    SoftmaxState<T> state, T to, T scale = T(1)) {
   shift_running_moments(
-      state.max, to, state.sum_exp, state.sum_exp_times_shift);
+      state.max, to, state.sum_exp, state.sum_exp_times_shift, scale);
   state.max = to;
   return state;
 }
@@ -322,12 +333,17 @@ HEE_HOST_DEVICE V entropy_grad_element(
 }
 
 // The per-token terms of one row (log_prob_and_entropy; docs/design.md,
-// "Per-token terms"): with z = x * (1 / T) the tempered logits of the row, the
-// log-probability of the taken action a is log p[a] = (z[a] - m) - log s.
+// "Per-token terms") are those of the tempered logits z = x * c, c = 1 / T,
+// with the row's shift m taken on x (its max) and the shifted logits
+// z - c m = (x - m) * c: shifting before scaling keeps the difference of two
+// huge logits exact, where c x - round(c m) would leave the product's
+// rounding (or a fused multiply-add's missing one) times the logits'
+// magnitude. s and t are the moments of these shifted logits, and
+//   log p[k] = (x[k] - m) * c - log s.
 template <typename T>
-HEE_HOST_DEVICE T taken_action_log_prob(
-    T taken_logit, T row_shift_value, T row_log_sum_exp) {
-  return (taken_logit - row_shift_value) - row_log_sum_exp;
+HEE_HOST_DEVICE T tempered_log_prob(
+    T logit, T row_shift_value, T scale, T row_log_sum_exp) {
+  return (logit - row_shift_value) * scale - row_log_sum_exp;
 }
 
 // The per-token backward, one element, all but the taken action's own term:
@@ -336,20 +352,47 @@ HEE_HOST_DEVICE T taken_action_log_prob(
 //   d (g_a log p[a] + g_h h) / d x[k] = -p[k] (g_a + g_h (log p[k] + h)) + g_a [k = a],
 // and this is the first term, p (log p * -g_h + -(g_a + g_h h)): one FMA and one
 // multiply per element once the row's constants are hoisted, as in
-// entropy_grad_element. The caller adds g_a at k = a when x[a] is finite (a -inf
-// logit is a constant and gets gradient 0; there p = 0 makes this term 0).
+// entropy_grad_element. The taken action's element is taken_action_grad_element
+// instead, where x[a] is finite (a -inf logit is a constant and gets gradient 0;
+// there p = 0 makes this term 0).
 template <typename Exp = ExactExp, typename V, typename S>
 HEE_HOST_DEVICE V token_terms_grad_element(
-    V tempered_logit,
+    V logit,
     V row_shift_value,
+    V scale,
     V row_log_sum_exp,
     V negative_grad_entropy,
     V negative_row_offset,
     S log_p_floor) {
   const V log_p = max_of(
-      (tempered_logit - row_shift_value) - row_log_sum_exp, V(log_p_floor));
+      tempered_log_prob(logit, row_shift_value, scale, row_log_sum_exp),
+      V(log_p_floor));
   const V p = Exp()(log_p);
   return p * multiply_add(log_p, negative_grad_entropy, negative_row_offset);
+}
+
+// The taken action's element of the per-token backward (x[a] finite):
+// g_a (1 - p) - p g_h (log p + h). 1 - p is -expm1(log p): the subtraction of p
+// from 1 would lose the digits that matter for a likely action (p = 0.999
+// leaves 1 - p three decimal digits fewer in float32), and that is the
+// largest element of a policy-gradient row.
+template <typename T>
+HEE_HOST_DEVICE T taken_action_grad_element(
+    T logit,
+    T row_shift_value,
+    T scale,
+    T row_log_sum_exp,
+    T row_entropy,
+    T grad_entropy,
+    T grad_log_prob) {
+  // Clamped as in token_terms_grad_element: a finite action of probability 0
+  // (a logit of finfo.min beside finite ones) gets p * finite = 0.
+  const T log_p = max_of(
+      tempered_log_prob(logit, row_shift_value, scale, row_log_sum_exp),
+      log_probability_floor<T>());
+  const T p = exp_of(log_p);
+  return grad_log_prob * (T(0) - expm1_of(log_p)) -
+      p * (grad_entropy * (log_p + row_entropy));
 }
 
 // The row constant -(g_a + g_h h) of token_terms_grad_element.

@@ -43,16 +43,8 @@ TORCH_LIBRARY(hybrid_entropy_ext, m) {
   // The per-token terms of a categorical policy (docs/design.md, "Per-token
   // terms"): log_prob is [0] without actions (the Python wrapper returns
   // None); row_stats, [3, N], is what the backward reads.
-  m.def(
-      "log_prob_and_entropy(Tensor logits, Tensor? actions=None, "
-      "Tensor? mask=None, float temperature=1.0) -> "
-      "(Tensor log_prob, Tensor entropy, Tensor row_stats)",
-      {at::Tag::pt2_compliant_tag});
-  m.def(
-      "_log_prob_and_entropy_backward(Tensor? grad_log_prob, "
-      "Tensor? grad_entropy, Tensor logits, Tensor? actions, Tensor? mask, "
-      "Tensor row_stats, float temperature) -> Tensor",
-      {at::Tag::pt2_compliant_tag});
+  m.def(hee::kTokenTermsForwardSchema, {at::Tag::pt2_compliant_tag});
+  m.def(hee::kTokenTermsBackwardSchema, {at::Tag::pt2_compliant_tag});
   // Which build of the CPU row kernels this process runs (for diagnostics),
   // and, internal, a switch to another one (for tests and comparisons;
   // ValueError if this CPU lacks it).

@@ -13,6 +13,17 @@ namespace hee {
 
 using OptionalTensor = std::optional<at::Tensor>;
 
+// The schemas (without the namespace): ops.cpp defines them, and the CUDA
+// emulation of the tests registers its ops under the same ones.
+constexpr const char* kTokenTermsForwardSchema =
+    "log_prob_and_entropy(Tensor logits, Tensor? actions=None, "
+    "Tensor? mask=None, float temperature=1.0) -> "
+    "(Tensor log_prob, Tensor entropy, Tensor row_stats)";
+constexpr const char* kTokenTermsBackwardSchema =
+    "_log_prob_and_entropy_backward(Tensor? grad_log_prob, "
+    "Tensor? grad_entropy, Tensor logits, Tensor? actions, Tensor? mask, "
+    "Tensor row_stats, float temperature) -> Tensor";
+
 // (log_prob [...] or [0] without actions, entropy [...], row_stats [3, N]).
 using TokenTermsOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 

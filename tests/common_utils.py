@@ -14,7 +14,8 @@ tests iterate are in ``op_variants.py``, the float64 oracle in ``oracle.py``.
 - Tolerances and error models: ``VALUE_TOLERANCES``, ``GRAD_TOLERANCES``,
   ``UNIT_ROUNDOFF``, :func:`acc_roundoff`, :func:`entropy_tolerance`,
   :func:`subnormal_spacing`.
-- Comparisons of loss dicts: :func:`assert_outputs_equal`, :func:`assert_outputs_close`.
+- Comparisons of loss dicts: :func:`assert_outputs_equal`, :func:`assert_outputs_close`;
+  of gradient rows: :func:`assert_rows_close`.
 - A small policy that trains through the regularizer (:class:`TinyHybridPolicy`) and the
   outputs and parameter gradients of a module's step (:func:`module_outputs_and_grads`).
 """
@@ -205,6 +206,21 @@ def loss_params_as_doubles(discrete_weight, continuous_weight, discrete_threshol
 # --------------------------------------------------------------------------------------
 # Comparisons of loss dicts
 # --------------------------------------------------------------------------------------
+
+
+def assert_rows_close(got: Tensor, expected: Tensor, rtol: float, atol: float) -> None:
+    """Each element of ``got`` ``[..., K]`` within ``atol + rtol * m`` of ``expected``, with
+    ``m`` the largest magnitude in its row of ``expected``: the error model of a gradient
+    whose elements are differences of terms as large as the row's largest (a per-token
+    gradient, ``-p (g_a + g_h (log p + h)) + g_a [k = a]``), where one element's own
+    size says nothing of its rounding."""
+    got, expected = got.double(), expected.double()
+    row_scale = expected.abs().amax(dim=-1, keepdim=True)
+    excess = (got - expected).abs() - (atol + rtol * row_scale)
+    assert not (excess > 0).any(), (
+        f"{int((excess > 0).sum())} of {excess.numel()} elements beyond the row-scaled tolerance "
+        f"(rtol {rtol}, atol {atol}); worst excess {excess.max().item():.3g}"
+    )
 
 
 def assert_outputs_equal(got: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor]) -> None:

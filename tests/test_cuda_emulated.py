@@ -19,7 +19,7 @@ import torch
 from torch.utils import cpp_extension
 
 import hybrid_entropy_ext as hee
-from common_utils import GRAD_TOLERANCES, VALUE_TOLERANCES, random_heads
+from common_utils import GRAD_TOLERANCES, VALUE_TOLERANCES, assert_rows_close, random_heads
 from oracle import KEYS, OUTPUT_WEIGHTS, distributions_oracle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +40,8 @@ def lib(tmp_path_factory):
     cpp_extension.load(
         name="hee_cuda_emulation",
         sources=[os.path.join(EMULATION, "emulated_ops.cpp"), os.path.join(CSRC, "op_schemas.cpp"),
-                 os.path.join(CSRC, "loss_plan.cpp"), os.path.join(CSRC, "checks.cpp")],
+                 os.path.join(CSRC, "loss_plan.cpp"), os.path.join(CSRC, "checks.cpp"),
+                 os.path.join(CSRC, "token_terms_plan.cpp")],
         extra_include_paths=[CSRC, EMULATION],
         extra_cflags=["-O1", "-std=c++20", "-pthread", "-Wall", "-Werror", "-Wno-unknown-pragmas",
                       "-fvisibility=hidden",
@@ -500,3 +501,117 @@ def test_the_backward_row_divider_is_exact_for_every_flat_index_below_2_to_31(li
     quotients = lib.fast_divide(torch.from_numpy(dividends.astype(np.int64)), divisor).numpy()
     np.testing.assert_array_equal(quotients, dividends // np.uint32(divisor))
 
+
+
+# --- log_prob_and_entropy ---------------------------------------------------------------
+
+TOKEN_BACKWARD_OP = torch.ops.hybrid_entropy_ext._log_prob_and_entropy_backward
+
+
+def token_inputs(rows, k, dtype, masked_fraction=0.0, seed=0):
+    """Logits [rows, k] with a -inf column, a fully -inf row, actions and a mask whose
+    dropped rows hold NaN and actions out of range (never read)."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = (3 * torch.randn(rows, k, generator=generator, dtype=torch.float64)).to(dtype)
+    actions = torch.randint(0, k, (rows,), generator=generator)
+    if k > 2:
+        logits[0, 1] = -math.inf
+        actions[0] = 1
+    if rows > 2:
+        logits[1] = -math.inf
+    mask = torch.rand(rows, generator=generator) >= masked_fraction
+    logits[~mask] = math.nan
+    actions[~mask] = -100
+    return logits, actions, mask
+
+
+def assert_token_terms_match_the_cpu_op(lib, logits, actions, mask, temperature=1.0, upstream=(True, True)):
+    got = lib.log_prob_and_entropy(logits, actions, mask, temperature)
+    launch = lib.last_token_forward()
+    want = torch.ops.hybrid_entropy_ext.log_prob_and_entropy(logits, actions, mask, temperature)
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    torch.testing.assert_close(got[0], want[0], **VALUE_TOLERANCES[acc], msg="log_prob")
+    torch.testing.assert_close(got[1], want[1], **VALUE_TOLERANCES[acc], msg="entropy")
+    generator = torch.Generator().manual_seed(1)
+    leading = logits.shape[:-1]
+    grads = [torch.randn(leading, generator=generator, dtype=acc) if wanted else None for wanted in upstream]
+    if actions is None:
+        grads[0] = None
+    got_grad = lib._log_prob_and_entropy_backward(*grads, logits, actions, mask, got[2], temperature)
+    want_grad = TOKEN_BACKWARD_OP(*grads, logits, actions, mask, want[2], temperature)
+    assert_rows_close(got_grad, want_grad, **grad_tolerances(logits.dtype))
+    return got, launch
+
+
+# K <= 1024 in warp groups (vectors where aligned), above a block per row; the backward
+# is flat below 1025 columns and a block per row from there.
+TOKEN_SHAPES = [(37, 3), (65, 16), (9, 33), (5, 100), (3, 1024), (3, 1025), (2, 3000)]
+
+
+@pytest.mark.parametrize("rows, k", TOKEN_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_token_terms_match_the_cpu_op(lib, rows, k, dtype):
+    configure(lib)
+    logits, actions, mask = token_inputs(rows, k, dtype, masked_fraction=0.3)
+    _, (layout, log2_cols, *_) = assert_token_terms_match_the_cpu_op(lib, logits, actions, mask)
+    assert layout == (1 if k > 1024 else 0)
+    if k <= 1024:
+        assert log2_cols == math.ceil(math.log2(k))
+
+
+@pytest.mark.parametrize("k", [16, 3000], ids=str)
+def test_tempered_token_terms_match_the_cpu_op(lib, k):
+    configure(lib)
+    logits, actions, mask = token_inputs(7, k, torch.float32)
+    assert_token_terms_match_the_cpu_op(lib, logits, actions, mask, temperature=0.6)
+
+
+@pytest.mark.parametrize("upstream", [(True, False), (False, True)], ids=["log_prob", "entropy"])
+@pytest.mark.parametrize("k", [16, 3000], ids=str)
+def test_token_terms_backward_of_one_output_matches_the_cpu_op(lib, k, upstream):
+    configure(lib)
+    logits, actions, mask = token_inputs(6, k, torch.float32, masked_fraction=0.3)
+    assert_token_terms_match_the_cpu_op(lib, logits, actions, mask, upstream=upstream)
+
+
+@pytest.mark.parametrize("k", [16, 3000], ids=str)
+def test_token_terms_without_actions_or_mask_match_the_cpu_op(lib, k):
+    configure(lib)
+    logits, _, _ = token_inputs(6, k, torch.float32)
+    (log_prob, entropy, _), _ = assert_token_terms_match_the_cpu_op(lib, logits, None, None)
+    assert log_prob.shape == (0,) and entropy.shape == (6,)
+
+
+@pytest.mark.parametrize("k", [16, 3000], ids=str)
+def test_token_terms_of_dropped_rows_are_zero_and_nan_free(lib, k):
+    configure(lib)
+    logits, actions, mask = token_inputs(8, k, torch.float32, masked_fraction=0.5)
+    log_prob, entropy, row_stats = lib.log_prob_and_entropy(logits, actions, mask, 1.0)
+    grad = lib._log_prob_and_entropy_backward(torch.ones(8), torch.ones(8), logits, actions, mask, row_stats, 1.0)
+    assert torch.all(log_prob[~mask] == 0) and torch.all(entropy[~mask] == 0)
+    assert torch.all(grad[~mask] == 0)
+    assert not grad.isnan().any()
+
+
+@pytest.mark.parametrize("offset", [1, 3])
+@pytest.mark.parametrize("k", [64, 3000], ids=str)
+def test_token_terms_of_rows_off_vector_boundaries_match_the_cpu_op(lib, k, offset):
+    """Logits sliced one or three columns into a wider buffer, and a gradient that starts
+    off a vector boundary: the peel and element-wise paths."""
+    configure(lib, output_offset=offset)
+    logits, actions, mask = token_inputs(5, k + offset, torch.float32)
+    assert_token_terms_match_the_cpu_op(lib, logits[:, offset:], actions.clamp(max=k - 1), mask)
+
+
+def test_token_terms_of_leading_dims_match_the_cpu_op(lib):
+    configure(lib)
+    logits, actions, mask = token_inputs(24, 16, torch.float32, masked_fraction=0.3)
+    assert_token_terms_match_the_cpu_op(
+        lib, logits.view(4, 6, 16).transpose(0, 1), actions.view(4, 6).t(), mask.view(4, 6).t())
+
+
+def test_token_terms_of_more_rows_than_one_wave_loop_over_them(lib):
+    configure(lib, multiprocessors=1, threads_per_multiprocessor=256)
+    logits, actions, mask = token_inputs(100, 8, torch.float32, masked_fraction=0.2)
+    _, launch = assert_token_terms_match_the_cpu_op(lib, logits, actions, mask)
+    assert launch[4] == 1

@@ -15,9 +15,12 @@ namespace hee {
 namespace cpu {
 
 // Rows [row_begin, row_end) of logits laid out as logits[i * row_stride + k],
-// k < num_cols (column stride 1; any row stride, 0 included). The kernels read
-// z = x * scale: 1 for the hybrid loss (multiplied by nothing, so its results
-// are those of the raw logits), 1 / T for tempered per-token terms.
+// k < num_cols (column stride 1; any row stride, 0 included). The kernels
+// compute the statistics of the tempered logits x * scale (the row's shift
+// m is the max of x, the moments those of (x - m) * scale:
+// math::tempered_log_prob): scale 1 for the hybrid loss (multiplied by
+// nothing, so its results are those of the raw logits), 1 / T for tempered
+// per-token terms.
 template <typename scalar_t>
 struct LogitRows {
   const scalar_t* data;

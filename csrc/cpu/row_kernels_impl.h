@@ -328,17 +328,6 @@ inline void gather_tile(
   }
 }
 
-// columns *= scale: the tempered logits z = x * scale of a gathered tile.
-template <int64_t K, typename scalar_t>
-inline void scale_tile(
-    acc_t<scalar_t> scale, acc_t<scalar_t> (*columns)[AccVec<scalar_t>::size()]) {
-  using Vec = AccVec<scalar_t>;
-  const Vec factor(scale);
-  for (int64_t k = 0; k < K; ++k) {
-    (Vec::loadu(columns[k]) * factor).store(columns[k]);
-  }
-}
-
 // Writes the first n rows of a tile of gradients held as columns
 // (columns[k][r] for row r) to the contiguous rows at out (row r at r * K).
 template <int64_t K, typename scalar_t>
@@ -410,9 +399,6 @@ void forward_rows_in_lanes(
   for (int64_t first = row_begin; first < row_end; first += W) {
     const int64_t n = std::min<int64_t>(W, row_end - first);
     gather_tile<K>(logits, first, n, columns);
-    if (logits.scale != acc(1)) {
-      scale_tile<K, scalar_t>(logits.scale, columns);
-    }
     // The max pass need not propagate NaN: a NaN logit makes its own shifted
     // value NaN in the moments below, and so the row's results.
     Vec row_max = Vec::loadu(columns[0]);
@@ -422,10 +408,20 @@ void forward_rows_in_lanes(
     const Vec shift = row_shift(row_max, lowest);
     Vec sum_exp(acc(0));
     Vec sum_exp_times_shift(acc(0));
-    for (int64_t k = 0; k < K; ++k) {
-      accumulate_softmax_moments(
-          Vec::loadu(columns[k]) - shift, lowest, sum_exp,
-          sum_exp_times_shift);
+    if (logits.scale == acc(1)) {
+      for (int64_t k = 0; k < K; ++k) {
+        accumulate_softmax_moments(
+            Vec::loadu(columns[k]) - shift, lowest, sum_exp,
+            sum_exp_times_shift);
+      }
+    } else {
+      // Tempered: the shifted logits (x - m) * c (math::tempered_log_prob).
+      const Vec scale(logits.scale);
+      for (int64_t k = 0; k < K; ++k) {
+        accumulate_softmax_moments(
+            (Vec::loadu(columns[k]) - shift) * scale, lowest, sum_exp,
+            sum_exp_times_shift);
+      }
     }
     shift.store(stats.shift + first, n);
     sum_exp.store(stats.log_sum_exp + first, n);
@@ -464,12 +460,26 @@ void backward_rows_in_lanes(
   }
 }
 
-// The taken action's own term of the per-token backward (see
-// token_terms_grad_element): g_a at k = a, unless x[a] is -inf.
+// Whether the taken action's element is taken_action_grad_element: unless
+// x[a] is -inf (a constant, whose element is token_terms_grad_element's 0).
 template <typename scalar_t>
 inline bool action_gets_its_term(const scalar_t* row, int64_t action) {
   return !(static_cast<acc_t<scalar_t>>(row[action]) ==
            -std::numeric_limits<acc_t<scalar_t>>::infinity());
+}
+
+// taken_action_grad_element of row i, whose taken action is `action`.
+template <typename scalar_t>
+inline acc_t<scalar_t> taken_action_grad(
+    LogitRows<scalar_t> logits,
+    RowStats<acc_t<scalar_t>> stats,
+    TokenGrads<acc_t<scalar_t>> grads,
+    int64_t i,
+    int64_t action) {
+  return math::taken_action_grad_element(
+      static_cast<acc_t<scalar_t>>(logits.data[i * logits.row_stride + action]),
+      stats.shift[i], logits.scale, stats.log_sum_exp[i], stats.entropy[i],
+      grads.grad_entropy[i], grads.grad_log_prob[i]);
 }
 
 template <int64_t K, typename scalar_t>
@@ -500,7 +510,7 @@ void token_backward_rows_in_lanes(
         grad_log_prob, grad_entropy, Vec::loadu(stats.entropy + first, n));
     for (int64_t k = 0; k < K; ++k) {
       token_terms_grad_element(
-          Vec::loadu(columns[k]) * scale, shift, log_sum_exp,
+          Vec::loadu(columns[k]), shift, scale, log_sum_exp,
           negative_grad_entropy, negative_row_offset, log_p_floor)
           .store(columns[k]);
     }
@@ -509,7 +519,7 @@ void token_backward_rows_in_lanes(
         const int64_t i = first + r;
         const int64_t a = grads.actions[i];
         if (action_gets_its_term(logits.data + i * logits.row_stride, a)) {
-          columns[a][r] += grads.grad_log_prob[i];
+          columns[a][r] = taken_action_grad(logits, stats, grads, i, a);
         }
       }
     }
@@ -535,8 +545,8 @@ inline void row_moments_along_lanes(
   constexpr int64_t W = Vec::size();
   const int64_t full = K - K % W;
   const acc lowest = lowest_finite<acc>();
-  // The tempered logits z = x * scale. Their max is that of x times scale
-  // (rounding is monotone and scale > 0), so the max pass reads x alone.
+  // Tempered logits: the moments are of the shifted logits (x - m) * scale,
+  // m the max of x (math::tempered_log_prob).
   const Vec scale_vec(scale);
   const auto tempered = [&](const Vec& x) {
     if constexpr (kScaled) {
@@ -586,7 +596,7 @@ inline void row_moments_along_lanes(
       }
     }
     // From here on row_max[r] is the row's shift (what the backward reads).
-    row_max[r] = row_shift(tempered_scalar(row_max[r]), lowest);
+    row_max[r] = row_shift(row_max[r], lowest);
     shift[r] = Vec(row_max[r]);
     lane_sum_exp[r] = Vec(acc(0));
     lane_sum_exp_times_shift[r] = Vec(acc(0));
@@ -594,14 +604,14 @@ inline void row_moments_along_lanes(
   for (int64_t k = 0; k < full; k += W) {
     for (int r = 0; r < R; ++r) {
       accumulate_softmax_moments(
-          tempered(load_acc(rows[r] + k, W)) - shift[r], lowest,
+          tempered(load_acc(rows[r] + k, W) - shift[r]), lowest,
           lane_sum_exp[r], lane_sum_exp_times_shift[r]);
     }
   }
   if (kMaskedTail && full < K) {
     for (int r = 0; r < R; ++r) {
       accumulate_softmax_moments(
-          tempered(masked_tail(r)) - shift[r], lowest, lane_sum_exp[r],
+          tempered(masked_tail(r) - shift[r]), lowest, lane_sum_exp[r],
           lane_sum_exp_times_shift[r]);
     }
   }
@@ -612,7 +622,7 @@ inline void row_moments_along_lanes(
     for (int r = 0; r < R; ++r) {
       for (int64_t k = full; k < K; ++k) {
         accumulate_softmax_moments(
-            tempered_scalar(static_cast<acc>(rows[r][k])) - row_max[r], lowest,
+            tempered_scalar(static_cast<acc>(rows[r][k]) - row_max[r]), lowest,
             sum_exp[r], sum_exp_times_shift[r]);
       }
     }
@@ -711,12 +721,12 @@ void token_backward_rows_along_lanes(
     for (int64_t k = 0; k < K; k += W) {
       const int64_t n = std::min<int64_t>(W, K - k);
       Vec grad = token_terms_grad_element(
-          load_acc(row + k, n) * scale, shift, log_sum_exp,
+          load_acc(row + k, n), shift, scale, log_sum_exp,
           negative_grad_entropy, negative_row_offset, log_p_floor);
       if (action >= k && action < k + n) {
         alignas(64) acc lanes[W];
         grad.store(lanes);
-        lanes[action - k] += grad_log_prob;
+        lanes[action - k] = taken_action_grad(logits, stats, grads, i, action);
         grad = Vec::loadu(lanes);
       }
       store_from_acc<scalar_t>(grad, out + k, n);

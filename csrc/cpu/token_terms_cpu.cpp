@@ -144,9 +144,9 @@ TokenTermsOutputs log_prob_and_entropy_cpu(
                   entropy_out[i] = stats.entropy[i];
                   if (log_prob_out != nullptr) {
                     const scalar_t* row = logit_rows.data + i * logit_rows.row_stride;
-                    log_prob_out[i] = math::taken_action_log_prob(
-                        static_cast<acc>(row[taken[i]]) * logit_rows.scale,
-                        stats.shift[i], stats.log_sum_exp[i]);
+                    log_prob_out[i] = math::tempered_log_prob(
+                        static_cast<acc>(row[taken[i]]), stats.shift[i],
+                        logit_rows.scale, stats.log_sum_exp[i]);
                   }
                 }
               },

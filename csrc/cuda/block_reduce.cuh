@@ -101,11 +101,14 @@ __device__ __forceinline__ T block_sum(T value) {
 
 // The merged state of every thread's state, in thread 0 (blockDim.x a
 // multiple of 32, at most kMaxBlockThreads). Every thread must call it.
+// With a scale, the states are of tempered logits (math::shift_running_moments).
 template <typename T>
-__device__ math::SoftmaxState<T> block_merge(math::SoftmaxState<T> state) {
+__device__ math::SoftmaxState<T> block_merge(
+    math::SoftmaxState<T> state,
+    T scale = T(1)) {
   const T to =
       math::max_ignoring_nan(block_max(state.max), math::lowest_finite<T>());
-  state = math::shifted_state(state, to);
+  state = math::shifted_state(state, to, scale);
   return {to, block_sum(state.sum_exp), block_sum(state.sum_exp_times_shift)};
 }
 

@@ -245,7 +245,8 @@ __device__ __forceinline__ void fold_chunk(
     const acc* chunk,
     acc& running_max,
     acc& sum_exp,
-    acc& sum_exp_times_shift) {
+    acc& sum_exp_times_shift,
+    acc scale) {
   const acc lowest = math::lowest_finite<acc>();
   acc chunk_max = running_max;
 #pragma unroll
@@ -253,12 +254,13 @@ __device__ __forceinline__ void fold_chunk(
     chunk_max = math::max_ignoring_nan(chunk_max, chunk[j]);
   }
   math::shift_running_moments(
-      running_max, chunk_max, sum_exp, sum_exp_times_shift);
+      running_max, chunk_max, sum_exp, sum_exp_times_shift, scale);
   running_max = chunk_max;
 #pragma unroll
   for (int j = 0; j < kChunk; ++j) {
     math::accumulate_softmax_moments_fast(
-        chunk[j] - running_max, lowest, sum_exp, sum_exp_times_shift);
+        (chunk[j] - running_max) * scale, lowest, sum_exp,
+        sum_exp_times_shift);
   }
 }
 
@@ -268,12 +270,15 @@ __device__ __forceinline__ void fold_chunk(
 // PyTorch's SoftMax.cu does, so that rows of any stride, an odd vocabulary
 // or a slice, keep their vector loads), then full chunks without per-vector
 // guards, then at most one partial chunk, masked. `z` is aligned to its
-// element size, as every tensor's data is.
+// element size, as every tensor's data is. With a scale, the moments are of
+// tempered logits (math::shift_running_moments; a scale of 1 multiplies by
+// nothing).
 template <int kVec, typename scalar_t, typename acc = acc_t<scalar_t>>
 __device__ __forceinline__ math::SoftmaxState<acc> thread_softmax_state(
     const scalar_t* z,
     int64_t begin,
-    int64_t end) {
+    int64_t end,
+    acc scale = acc(1)) {
   constexpr int kChunk = kVectorsPerChunk * kVec;
   const int64_t vector_stride = static_cast<int64_t>(blockDim.x) * kVec;
   const int64_t chunk_stride = vector_stride * kVectorsPerChunk;
@@ -295,7 +300,7 @@ __device__ __forceinline__ math::SoftmaxState<acc> thread_softmax_state(
                                             : end - begin);
   if (static_cast<int64_t>(threadIdx.x) < peel) {
     chunk[0] = static_cast<acc>(z[begin + threadIdx.x]);
-    fold_chunk<1>(chunk, running_max, sum_exp, sum_exp_times_shift);
+    fold_chunk<1>(chunk, running_max, sum_exp, sum_exp_times_shift, scale);
   }
   begin += peel;
   int64_t first = begin + static_cast<int64_t>(threadIdx.x) * kVec;
@@ -304,14 +309,16 @@ __device__ __forceinline__ math::SoftmaxState<acc> thread_softmax_state(
     for (int u = 0; u < kVectorsPerChunk; ++u) {
       load_logit_vector<kVec>(z, first + u * vector_stride, chunk + u * kVec);
     }
-    fold_chunk<kChunk>(chunk, running_max, sum_exp, sum_exp_times_shift);
+    fold_chunk<kChunk>(
+        chunk, running_max, sum_exp, sum_exp_times_shift, scale);
   }
   if (first < end) {
 #pragma unroll
     for (int u = 0; u < kVectorsPerChunk; ++u) {
       load_logits<kVec>(z, first + u * vector_stride, end, chunk + u * kVec);
     }
-    fold_chunk<kChunk>(chunk, running_max, sum_exp, sum_exp_times_shift);
+    fold_chunk<kChunk>(
+        chunk, running_max, sum_exp, sum_exp_times_shift, scale);
   }
   return {running_max, sum_exp, sum_exp_times_shift};
 }

@@ -100,12 +100,16 @@ def log_prob_and_entropy(
         num_actions = z.shape[-1]
         if bool(((index < 0) | (index >= num_actions)).any()):
             raise IndexError(f"log_prob_and_entropy: an action lies outside [0, {num_actions})")
-        all_masked = torch.isneginf(z).all(dim=-1)
+        all_masked = torch.isneginf(z).all(dim=-1, keepdim=True)
+        z = torch.where(all_masked, 0.0, z)
+        # Shifted by the row's max (a constant: its gradient cancels), so that huge logits
+        # keep their differences.
+        z = z - z.amax(dim=-1, keepdim=True).detach()
         z_taken = z.gather(-1, index.unsqueeze(-1)).squeeze(-1)
         # A -inf logit is a constant (an impossible action): no gradient through it.
         z_taken = torch.where(torch.isneginf(z_taken), z_taken.detach(), z_taken)
-        log_normalizer = torch.logsumexp(torch.where(all_masked.unsqueeze(-1), 0.0, z), dim=-1)
-        log_prob = z_taken - log_normalizer
+        log_prob = z_taken - torch.logsumexp(z, dim=-1)
+        log_prob = torch.where(all_masked.squeeze(-1), -math.inf, log_prob)
         if mask is not None:
             log_prob = torch.where(mask, log_prob, 0.0)
     if mask is not None:

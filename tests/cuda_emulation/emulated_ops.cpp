@@ -17,6 +17,7 @@
 #include "cuda_emulation.h"
 
 #include "cuda/loss_calls.h"
+#include "cuda/token_terms_calls.h"
 
 namespace hee {
 namespace cuda {
@@ -37,6 +38,7 @@ struct EmulationOptions {
 // What the last forward or backward did.
 struct EmulationRecord {
   ForwardLaunchPlan forward_plan{};
+  TokenForwardLaunch token_forward{};
   int64_t launches = 0;
 };
 
@@ -101,6 +103,47 @@ LossBackwardOutputs emulated_backward(const LossBackwardArgs& args) {
       backward_on(EmulatedDevice{options, &record.launches}, args);
   last_record = record;
   return grads;
+}
+
+TokenTermsOutputs emulated_token_terms(
+    const at::Tensor& logits,
+    const OptionalTensor& actions,
+    const OptionalTensor& mask,
+    double temperature) {
+  std::lock_guard<std::mutex> lock(options_mutex);
+  EmulationRecord record;
+  TokenTermsOutputs outputs = token_terms_forward_on(
+      EmulatedDevice{options, &record.launches}, logits, actions, mask,
+      temperature, &record.token_forward);
+  last_record = record;
+  return outputs;
+}
+
+at::Tensor emulated_token_terms_backward(
+    const OptionalTensor& grad_log_prob,
+    const OptionalTensor& grad_entropy,
+    const at::Tensor& logits,
+    const OptionalTensor& actions,
+    const OptionalTensor& mask,
+    const at::Tensor& row_stats,
+    double temperature) {
+  std::lock_guard<std::mutex> lock(options_mutex);
+  EmulationRecord record;
+  at::Tensor grad_logits = token_terms_backward_on(
+      EmulatedDevice{options, &record.launches}, grad_log_prob, grad_entropy,
+      logits, actions, mask, row_stats, temperature);
+  last_record = record;
+  return grad_logits;
+}
+
+// The last log_prob_and_entropy forward's launch: layout (0 rows in warps,
+// 1 a row per block), log2 of the padded columns, vector width, threads per
+// block, grid.
+std::vector<int64_t> last_token_forward() {
+  std::lock_guard<std::mutex> lock(options_mutex);
+  const TokenForwardLaunch& launch = last_record.token_forward;
+  return {launch.layout == RowLayout::kRowInBlock ? 1 : 0, launch.log2_cols,
+          launch.vec, launch.block_threads, launch.grid};
 }
 
 void configure(
@@ -173,6 +216,9 @@ at::Tensor fast_divide(const at::Tensor& dividends, int64_t divisor) {
 TORCH_LIBRARY(hee_cuda_emulation, m) {
   m.def(loss_forward_schema("hybrid_entropy_loss").c_str());
   m.def(loss_backward_schema("_hybrid_entropy_loss_backward").c_str());
+  m.def(kTokenTermsForwardSchema);
+  m.def(kTokenTermsBackwardSchema);
+  m.def("last_token_forward() -> int[]", &last_token_forward);
   m.def(
       "configure(int multiprocessors, int threads_per_multiprocessor, "
       "bool coefficient_on_host, int output_offset_elements) -> ()",
@@ -189,6 +235,8 @@ TORCH_LIBRARY(hee_cuda_emulation, m) {
 TORCH_LIBRARY_IMPL(hee_cuda_emulation, CPU, m) {
   m.impl("hybrid_entropy_loss", forward_kernel<&emulated_forward>);
   m.impl("_hybrid_entropy_loss_backward", backward_kernel<&emulated_backward>);
+  m.impl("log_prob_and_entropy", &emulated_token_terms);
+  m.impl("_log_prob_and_entropy_backward", &emulated_token_terms_backward);
 }
 
 } // namespace cuda

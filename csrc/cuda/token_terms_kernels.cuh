@@ -1,0 +1,307 @@
+// The CUDA kernels of log_prob_and_entropy and its backward. Rows are
+// independent, so there is no batch reduction: each row's statistics,
+// entropy and log-probability are written where the row is read.
+// - Forward, rows in warps (K <= 1024): the rows-in-warps layout of
+//   forward_kernels.cuh (a group of lanes holds a row in registers).
+// - Forward, a row per block (K > 1024): each thread a running softmax
+//   state over 16-byte vectors (thread_softmax_state), merged by the block:
+//   one read of the logits whatever K.
+// - Backward: one launch that reads the logits once and writes their
+//   gradient once: flat for short rows, a block per row for long ones.
+// A row the mask drops is neither read nor differentiated: its outputs and
+// gradient are 0. Each kept row's action is checked by a device-side assert
+// (as torch.gather's index check), never on the host.
+#pragma once
+
+#include <cstdint>
+
+#include "backward_kernel.cuh"
+#include "block_reduce.cuh"
+#include "forward_kernels.cuh"
+
+namespace hee {
+namespace cuda {
+
+template <typename scalar_t>
+struct TokenForwardArgs {
+  using acc = acc_t<scalar_t>;
+  const scalar_t* logits = nullptr;  // [N, K], unit column stride
+  int64_t num_rows = 0;
+  int64_t num_cols = 0;
+  int64_t row_stride = 0;
+  acc scale = acc(1);  // 1 / T (math::tempered_log_prob)
+  const int64_t* actions = nullptr;  // [N]; nullptr without actions
+  const bool* mask = nullptr;  // [N]; nullptr keeps every row
+  acc* log_prob = nullptr;  // [N]; nullptr without actions
+  acc* entropy = nullptr;  // [N]
+  acc* row_stats = nullptr;  // [3, N]: shift, log_sum_exp, entropy
+};
+
+__device__ __forceinline__ bool row_is_kept(const bool* mask, int64_t row) {
+  return mask == nullptr || mask[row];
+}
+
+// Writes a row's outputs: its statistics, entropy and log-probability, or
+// zeros for a row the mask drops.
+template <typename scalar_t>
+__device__ __forceinline__ void write_token_row(
+    const TokenForwardArgs<scalar_t>& a,
+    int64_t row,
+    bool kept,
+    const math::RowStatistics<acc_t<scalar_t>>& r) {
+  using acc = acc_t<scalar_t>;
+  const math::RowStatistics<acc> zeros{acc(0), acc(0), acc(0)};
+  store_row_statistics(a.row_stats, a.num_rows, row, kept ? r : zeros);
+  a.entropy[row] = kept ? r.entropy : acc(0);
+  if (a.log_prob == nullptr) {
+    return;
+  }
+  acc log_prob = acc(0);
+  if (kept) {
+    const int64_t action = a.actions[row];
+    CUDA_KERNEL_ASSERT(action >= 0 && action < a.num_cols);
+    log_prob = math::tempered_log_prob(
+        static_cast<acc>(a.logits[row * a.row_stride + action]), r.shift,
+        a.scale, r.log_sum_exp);
+  }
+  a.log_prob[row] = log_prob;
+}
+
+template <typename scalar_t, int kLog2Cols, int kVec>
+__global__ void __launch_bounds__(kRowsInWarpsThreads)
+    token_forward_rows_in_warps(TokenForwardArgs<scalar_t> a) {
+  using acc = acc_t<scalar_t>;
+  constexpr RowsInWarpsShape kShape = rows_in_warps_shape(kLog2Cols, kVec);
+  constexpr int kWidth = kShape.load_width;
+  constexpr int kThreadsPerRow = kShape.threads_per_row;
+  constexpr int kPerThread = kShape.loads_per_thread * kWidth;
+  const int group = threadIdx.x / kThreadsPerRow;
+  const int lane = threadIdx.x % kThreadsPerRow;
+  const acc lowest = math::lowest_finite<acc>();
+  const int64_t rows_per_wave =
+      static_cast<int64_t>(gridDim.x) * kShape.rows_per_block;
+  // Every lane of a warp runs the same iterations (the shuffles need them
+  // all); lanes of rows past the batch or dropped by the mask read nothing.
+  for (int64_t first_row =
+           static_cast<int64_t>(blockIdx.x) * kShape.rows_per_block;
+       first_row < a.num_rows; first_row += rows_per_wave) {
+    const int64_t row = first_row + group;
+    const bool in_batch = row < a.num_rows;
+    const bool kept = in_batch && row_is_kept(a.mask, row);
+    const scalar_t* z = a.logits + (kept ? row : 0) * a.row_stride;
+    const int64_t end = kept ? a.num_cols : 0;
+    acc values[kPerThread];
+#pragma unroll
+    for (int i = 0; i < kShape.loads_per_thread; ++i) {
+      load_logits<kWidth>(
+          z, static_cast<int64_t>(lane + i * kThreadsPerRow) * kWidth, end,
+          values + i * kWidth);
+    }
+    acc thread_max = values[0];
+#pragma unroll
+    for (int j = 1; j < kPerThread; ++j) {
+      thread_max = math::max_ignoring_nan(thread_max, values[j]);
+    }
+    const acc shift =
+        math::row_shift(group_max<kThreadsPerRow>(thread_max), lowest);
+    acc sum_exp = acc(0);
+    acc sum_exp_times_shift = acc(0);
+#pragma unroll
+    for (int j = 0; j < kPerThread; ++j) {
+      math::accumulate_softmax_moments_fast(
+          (values[j] - shift) * a.scale, lowest, sum_exp, sum_exp_times_shift);
+    }
+    const math::RowStatistics<acc> r = math::finish_row(
+        math::SoftmaxState<acc>{shift, group_sum<kThreadsPerRow>(sum_exp),
+                                group_sum<kThreadsPerRow>(sum_exp_times_shift)});
+    if (lane == 0 && in_batch) {
+      write_token_row(a, row, kept, r);
+    }
+  }
+}
+
+template <typename scalar_t, int kVec>
+__global__ void __launch_bounds__(kMaxBlockThreads)
+    token_forward_row_in_block(TokenForwardArgs<scalar_t> a) {
+  using acc = acc_t<scalar_t>;
+  for (int64_t row = blockIdx.x; row < a.num_rows; row += gridDim.x) {
+    // The same for every thread of the block, so the merge's barriers are
+    // reached by all or none.
+    const bool kept = row_is_kept(a.mask, row);
+    math::RowStatistics<acc> r{acc(0), acc(0), acc(0)};
+    if (kept) {
+      r = math::finish_row(block_merge(
+          thread_softmax_state<kVec>(
+              a.logits + row * a.row_stride, 0, a.num_cols, a.scale),
+          a.scale));
+    }
+    if (threadIdx.x == 0) {
+      write_token_row(a, row, kept, r);
+    }
+  }
+}
+
+template <typename scalar_t>
+struct TokenBackwardArgs {
+  using acc = acc_t<scalar_t>;
+  const scalar_t* logits = nullptr;  // [N, K], unit column stride
+  int64_t num_rows = 0;
+  int64_t num_cols = 0;
+  int64_t row_stride = 0;
+  acc scale = acc(1);
+  const acc* row_stats = nullptr;  // [3, N]
+  // Upstream gradients per row, each times scale; grad_log_prob and actions
+  // are nullptr without a log_prob gradient.
+  const acc* grad_entropy = nullptr;
+  const acc* grad_log_prob = nullptr;
+  const int64_t* actions = nullptr;
+  const bool* mask = nullptr;
+  scalar_t* grad_logits = nullptr;  // [N, K] contiguous
+  FastDivider cols_divider;  // by K, for flat indices below 2^31
+};
+
+// What every element of a row's gradient needs (token_terms_grad_element).
+template <typename acc>
+struct TokenRowConstants {
+  bool kept;
+  acc shift;
+  acc log_sum_exp;
+  acc negative_grad_entropy;
+  acc negative_row_offset;
+  acc entropy;
+  acc grad_entropy;
+  acc grad_log_prob;
+  int64_t action;  // the column of taken_action_grad_element, or -1
+};
+
+template <typename scalar_t>
+__device__ __forceinline__ TokenRowConstants<acc_t<scalar_t>> token_row_constants(
+    const TokenBackwardArgs<scalar_t>& a,
+    int64_t row) {
+  using acc = acc_t<scalar_t>;
+  TokenRowConstants<acc> c{};
+  c.kept = row_is_kept(a.mask, row);
+  c.action = -1;
+  if (!c.kept) {
+    return c;
+  }
+  c.shift = a.row_stats[row];
+  c.log_sum_exp = a.row_stats[a.num_rows + row];
+  c.entropy = a.row_stats[2 * a.num_rows + row];
+  c.grad_entropy = a.grad_entropy[row];
+  c.grad_log_prob = a.grad_log_prob != nullptr ? a.grad_log_prob[row] : acc(0);
+  c.negative_grad_entropy = acc(0) - c.grad_entropy;
+  c.negative_row_offset = math::token_terms_row_offset(
+      c.grad_log_prob, c.grad_entropy, c.entropy);
+  if (a.actions != nullptr) {
+    const int64_t action = a.actions[row];
+    CUDA_KERNEL_ASSERT(action >= 0 && action < a.num_cols);
+    // A -inf logit is a constant: no term of its own.
+    const acc taken = static_cast<acc>(a.logits[row * a.row_stride + action]);
+    c.action = taken == math::negative_infinity<acc>() ? -1 : action;
+  }
+  return c;
+}
+
+template <typename acc, typename scalar_t>
+__device__ __forceinline__ scalar_t token_logit_grad(
+    const TokenRowConstants<acc>& c,
+    acc logit,
+    acc scale,
+    int64_t col) {
+  if (!c.kept) {
+    return scalar_t(0);
+  }
+  if (col == c.action) {
+    return static_cast<scalar_t>(math::taken_action_grad_element(
+        logit, c.shift, scale, c.log_sum_exp, c.entropy, c.grad_entropy,
+        c.grad_log_prob));
+  }
+  return static_cast<scalar_t>(math::token_terms_grad_element<math::FastExp>(
+      logit, c.shift, scale, c.log_sum_exp, c.negative_grad_entropy,
+      c.negative_row_offset, math::log_probability_floor<acc>()));
+}
+
+// Flat over the logits, for rows too short for a block each (as
+// backward_logits; index_t likewise).
+template <typename scalar_t, int kVec, typename index_t>
+__global__ void __launch_bounds__(kBackwardThreads)
+    token_backward_flat(TokenBackwardArgs<scalar_t> a) {
+  using acc = acc_t<scalar_t>;
+  const index_t cols = static_cast<index_t>(a.num_cols);
+  const index_t num_vectors =
+      static_cast<index_t>(a.num_rows * a.num_cols / kVec);
+  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t v = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       v < num_vectors; v += stride) {
+    const index_t element = v * kVec;
+    index_t row;
+    if constexpr (sizeof(index_t) == sizeof(uint32_t)) {
+      row = a.cols_divider.divide(element);
+    } else {
+      row = element / cols;
+    }
+    const index_t col = element - row * cols;
+    const TokenRowConstants<acc> c = token_row_constants(a, row);
+    acc values[kVec];
+    if (c.kept) {
+      load_logit_vector<kVec>(
+          a.logits + static_cast<int64_t>(row) * a.row_stride,
+          static_cast<int64_t>(col), values);
+    }
+    LogitVector<scalar_t, kVec> out;
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+      out.values[j] = token_logit_grad<acc, scalar_t>(
+          c, c.kept ? values[j] : acc(0), a.scale,
+          static_cast<int64_t>(col) + j);
+    }
+    *reinterpret_cast<LogitVector<scalar_t, kVec>*>(a.grad_logits + element) =
+        out;
+  }
+}
+
+// A row per block, for long rows (as backward_logit_rows: a peel and a tail
+// one column per thread, vectors between them).
+template <typename scalar_t, int kVec>
+__global__ void __launch_bounds__(kBackwardThreads)
+    token_backward_rows(TokenBackwardArgs<scalar_t> a) {
+  using acc = acc_t<scalar_t>;
+  const int64_t cols = a.num_cols;
+  for (int64_t row = blockIdx.x; row < a.num_rows; row += gridDim.x) {
+    const scalar_t* z = a.logits + row * a.row_stride;
+    scalar_t* g = a.grad_logits + row * cols;
+    const TokenRowConstants<acc> c = token_row_constants(a, row);
+    const int64_t misaligned_by = static_cast<int64_t>(
+        reinterpret_cast<uintptr_t>(z) % sizeof(LogitVector<scalar_t, kVec>) /
+        sizeof(scalar_t));
+    const int64_t peel = misaligned_by == 0
+        ? 0
+        : (kVec - misaligned_by < cols ? kVec - misaligned_by : cols);
+    const int64_t vectors = (cols - peel) / kVec;
+    const int64_t tail_begin = peel + vectors * kVec;
+    for (int64_t i = threadIdx.x; i < peel + (cols - tail_begin);
+         i += blockDim.x) {
+      const int64_t col = i < peel ? i : tail_begin + (i - peel);
+      g[col] = token_logit_grad<acc, scalar_t>(
+          c, c.kept ? static_cast<acc>(z[col]) : acc(0), a.scale, col);
+    }
+    for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
+      const int64_t col = peel + v * kVec;
+      acc values[kVec];
+      if (c.kept) {
+        load_logit_vector<kVec>(z, col, values);
+      }
+      LogitVector<scalar_t, kVec> out;
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) {
+        out.values[j] = token_logit_grad<acc, scalar_t>(
+            c, c.kept ? values[j] : acc(0), a.scale, col + j);
+      }
+      *reinterpret_cast<LogitVector<scalar_t, kVec>*>(g + col) = out;
+    }
+  }
+}
+
+} // namespace cuda
+} // namespace hee
