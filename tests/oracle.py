@@ -102,3 +102,68 @@ def distributions_oracle(
         "discrete_entropy": h_d,
         "continuous_entropy": h_c,
     }
+
+
+# --------------------------------------------------------------------------------------
+# Per-token terms: log-probability of the taken action and entropy, per row
+# --------------------------------------------------------------------------------------
+
+
+def token_terms_oracle(
+    logits: torch.Tensor,
+    actions: Optional[torch.Tensor] = None,
+    mask: Optional[torch.Tensor] = None,
+    temperature: float = 1.0,
+):
+    """``(log_prob, entropy)`` of ``Categorical(logits=logits.double() / temperature)`` per
+    row, each of the leading shape ``[...]``, float64; ``log_prob`` is None without actions.
+    Differentiable (autograd) w.r.t. ``logits``.
+
+    - Rows where ``mask`` is False give 0 with gradient 0: they are replaced by zeros before
+      any arithmetic (a NaN there reaches neither the values nor, through ``where``, the
+      gradient), and so are their actions.
+    - Each row is first shifted by its largest finite logit, a constant (the distribution
+      is shift-invariant): rows of huge logits (``-1e30``, ``finfo.min``) keep their precision.
+    - A ``-inf`` logit is an impossible action: probability 0 and gradient exactly 0. It is
+      replaced by a constant 1000 below the row's smallest finite logit (``exp(-1000)`` is
+      exactly 0 in float64), so ``Categorical`` sees only the possible actions. If it is the
+      taken action, its log-probability is ``-inf`` and its gradient is that of
+      ``-logsumexp`` over the others (``-p_k / T``): the taken logit is a constant.
+    - A row whose every logit is ``-inf``: entropy 0 with gradient 0, and the log-probability
+      of any action there is ``-inf`` with gradient 0 (the stand-in row is a constant).
+
+    The gradient w.r.t. ``x_k`` of ``g_a log_prob + g_h entropy`` is then the closed form
+    ``(1/T) (-p_k (g_a + g_h (log p_k + h)) + g_a [k = a, x_a finite])``.
+    """
+    lead, k = logits.shape[:-1], logits.shape[-1]
+    z = logits.double().reshape(-1, k) / temperature
+    n = z.shape[0]
+    keep = torch.ones(n, dtype=torch.bool) if mask is None else mask.reshape(-1).cpu()
+    z = torch.where(keep[:, None], z, torch.zeros_like(z))
+
+    impossible = torch.isneginf(z.detach())
+    all_impossible = impossible.all(dim=-1)
+    # Shifted by the row's largest finite logit (a constant: the distribution, hence every
+    # value and gradient, is that of z): Categorical's own normalization, z - logsumexp(z),
+    # would cancel catastrophically for rows like [-1e30] * K even in float64.
+    largest_finite = torch.where(impossible, -math.inf, z.detach()).amax(dim=-1, keepdim=True)
+    z = z - torch.where(all_impossible[:, None], torch.zeros_like(largest_finite), largest_finite)
+    impossible = torch.isneginf(z.detach())
+    smallest_finite = torch.where(impossible, math.inf, z.detach()).amin(dim=-1, keepdim=True)
+    stand_in = torch.where(all_impossible[:, None], torch.zeros_like(smallest_finite), smallest_finite - 1000.0)
+    z = torch.where(impossible, stand_in.expand_as(z), z)
+
+    dist = Categorical(logits=z)
+    zero = torch.zeros((), dtype=torch.float64)
+    entropy = torch.where(all_impossible, zero, dist.entropy())
+    entropy = torch.where(keep, entropy, zero).reshape(lead)
+
+    log_prob = None
+    if actions is not None:
+        taken = torch.where(keep, actions.reshape(-1).cpu().long(), 0)
+        taken_impossible = impossible.gather(-1, taken[:, None]).squeeze(-1)
+        # A constant -inf where the taken action is impossible: the value is -inf, the
+        # gradient that of the (finite) log-probability of the stand-in, -p_k / T.
+        log_prob = dist.log_prob(taken) + torch.where(taken_impossible, -math.inf, 0.0)
+        log_prob = torch.where(keep, log_prob, zero).reshape(lead)
+    return log_prob, entropy
