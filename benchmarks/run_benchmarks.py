@@ -11,6 +11,13 @@ four sizes of ``QUICK_CASES`` only, and no thread scaling.
 ``--device cuda`` runs the GPU suite instead (hybrid_entropy_ext/benchmarking/cuda.py): CUDA
 events, the same alternatives, the fused op's GB/s against a copy of the same bytes, peak
 memory per implementation, and the kernels one call launches.
+
+    python benchmarks/run_benchmarks.py --suite token-terms [--device cuda] [--quick] [--rounds N] [--json FILE]
+
+runs the per-token terms suite instead (hybrid_entropy_ext/benchmarking/token_terms.py; on a
+GPU token_terms_cuda.py): ``log_prob_and_entropy`` forward+backward against the two-pass
+eager PyTorch, that under ``torch.compile``, TRL's version and ``Categorical``, with the peak
+memory of each. ``--implementations`` and ``--plot`` apply to the default suite only.
 """
 
 import argparse
@@ -23,8 +30,10 @@ from hybrid_entropy_ext.benchmarking import runner as benchmark
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", choices=("default", "token-terms"), default="default",
+                        help="token-terms: log_prob_and_entropy against the per-token alternatives")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--quick", action="store_true", help="four sizes instead of the full suite")
+    parser.add_argument("--quick", action="store_true", help="a few small sizes instead of the full suite")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--plot", metavar="FILE")
@@ -35,6 +44,8 @@ def main() -> int:
         choices=sorted(benchmark.IMPLEMENTATIONS),
     )
     args = parser.parse_args()
+    if args.suite == "token-terms":
+        return run_token_terms(args)
     if args.device == "cuda":
         return run_cuda(args)
 
@@ -101,6 +112,39 @@ def run_cuda(args: argparse.Namespace) -> int:
         benchmark.write_json(timings, args.json, device="cuda", extra=extra)
     if args.plot:
         benchmark.plot_speedups(timings, args.plot)
+    return 0
+
+
+def run_token_terms(args: argparse.Namespace) -> int:
+    from hybrid_entropy_ext.benchmarking import token_terms
+
+    progress = lambda label: print(f"  timing {label} ...", file=sys.stderr, flush=True)  # noqa: E731
+    if args.device == "cuda":
+        from hybrid_entropy_ext.benchmarking import token_terms_cuda
+
+        cases = token_terms_cuda.CUDA_QUICK_TOKEN_TERMS_CASES if args.quick else token_terms_cuda.CUDA_TOKEN_TERMS_CASES
+        result = token_terms_cuda.run_cuda_token_terms(cases, rounds=args.rounds, progress=progress)
+        machine = benchmark.machine_description("cuda")
+        where = (f"{machine['gpu']} ({machine['multiprocessors']} SMs); torch {machine['torch']}, "
+                 f"CUDA {machine['cuda']}; CUDA events")
+    else:
+        cases = token_terms.QUICK_TOKEN_TERMS_CASES if args.quick else token_terms.TOKEN_TERMS_CASES
+        result = token_terms.run_token_terms(cases, rounds=args.rounds, progress=progress)
+        machine = benchmark.machine_description()
+        where = (f"{machine['cpu']}; torch {machine['torch']}; {torch.get_num_threads()} threads; "
+                 f"kernels: {machine['kernel_isa']}")
+    trl = token_terms.trl_version()
+    print(f"{where}; median of {args.rounds} interleaved rounds; TRL {trl or 'not importable'}; "
+          f"loss (log_prob * advantages).sum() + {token_terms.ENTROPY_COEFF} * entropy.sum()\n")
+    print(token_terms.format_report(result))
+    if args.device == "cuda":
+        from hybrid_entropy_ext.benchmarking import cuda as benchmark_cuda
+
+        print("\n### the fused op's bytes against a copy of as many bytes, forward+backward\n")
+        print(benchmark_cuda.format_bandwidth({"timings": result.timings, "bytes_moved": result.bytes_moved},
+                                              token_terms.MODE))
+    if args.json:
+        benchmark.write_json(result.timings, args.json, device=args.device, extra=result.json_extra())
     return 0
 
 

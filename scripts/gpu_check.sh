@@ -16,14 +16,18 @@
 #   racecheck, synccheck, initcheck   the other sanitizers over the same workload;
 #   device_axis_tests   the CUDA cases of the op's device-parametrized tests, then those of
 #               torch.compile and torch.export (tests/test_pt2.py);
-#   benchmark   the GPU benchmark's quick sizes (benchmarks/run_benchmarks.py --device cuda).
+#   benchmark   the GPU benchmark's quick sizes (benchmarks/run_benchmarks.py --device cuda);
+#   token_terms_benchmark   the per-token terms suite's GPU quick sizes, 16384x151936 bfloat16
+#               among them (run_benchmarks.py --suite token-terms --device cuda --quick); TRL's
+#               Triton kernel is timed where TRL imports, else reported as unavailable.
 # Test logs are verbose, so a step cut short still shows each test it finished.
 # --rehearse: on a machine without a GPU, runs the build and the test steps (which then
 # skip their CUDA cases) and leaves out the sanitizers and the benchmark, to check that the
 # script, the build and the test collection work with that Python and torch.
 #
 # Writes into OUTDIR: environment.txt, build.log, sanitize_<tool>.log, test_cuda.log,
-# test_device_axis.log, test_pt2.log, cuda_benchmark.md, cuda_benchmark.json, and
+# test_device_axis.log, test_pt2.log, cuda_benchmark.md, cuda_benchmark.json,
+# token_terms_benchmark.md, token_terms_benchmark.json, and
 # summary.txt with each step's exit status and seconds. Every step runs even if an earlier
 # one (after the build) failed; the exit status is non-zero if any did. A step past its
 # limit exits 124.
@@ -102,6 +106,9 @@ step pt2_tests test_pt2.log 60 "${PYTEST[@]}" "${PARALLEL[@]}" -k cuda tests/tes
 if [[ $REHEARSE -eq 0 ]]; then
   step benchmark cuda_benchmark.md 60 "$PY" benchmarks/run_benchmarks.py --device cuda --quick \
     --rounds "${HEE_BENCH_ROUNDS:-5}" --json "$OUT/cuda_benchmark.json"
+  # Its limit is a guess (no GPU has run it yet): Inductor compiles the eager terms twice.
+  step token_terms_benchmark token_terms_benchmark.md 150 "$PY" benchmarks/run_benchmarks.py --suite token-terms \
+    --device cuda --quick --rounds "${HEE_BENCH_ROUNDS:-5}" --json "$OUT/token_terms_benchmark.json"
 fi
 
 echo "total: $((SECONDS - START)) s" | tee -a "$OUT/summary.txt"

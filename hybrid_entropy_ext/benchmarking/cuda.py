@@ -33,7 +33,7 @@ from .runner import (
 )
 
 __all__ = ["CUDA_CASES", "CUDA_QUICK_CASES", "run_cuda_benchmark", "format_bandwidth", "format_cuda_memory",
-           "count_fused_kernels", "cuda_event_seconds"]
+           "count_fused_kernels", "cuda_event_seconds", "copy_step", "peak_extra_bytes"]
 
 # The GPU suite's sizes: small hybrid action spaces up to large batches, long rows, and an
 # LLM vocabulary in bfloat16.
@@ -63,7 +63,7 @@ def cuda_event_seconds(step: Callable[[], object], repeats: int) -> float:
     return start.elapsed_time(end) / 1000.0 / repeats
 
 
-def _copy_step(total_bytes: int) -> Callable[[], object]:
+def copy_step(total_bytes: int) -> Callable[[], object]:
     """A device-to-device copy that moves total_bytes (half read, half written)."""
     count = max(1, total_bytes // 2 // 4)
     src = torch.empty(count, dtype=torch.float32, device="cuda")
@@ -132,7 +132,7 @@ def run_cuda_benchmark(
         gradient_bytes[case.label] = inputs["logits"].numel() * inputs["logits"].element_size()
         for mode in modes:
             steps = {name: loss_step(IMPLEMENTATIONS[name], inputs, mode) for name in implementations}
-            steps[COPY] = _copy_step(case.fused_bytes(mode))
+            steps[COPY] = copy_step(case.fused_bytes(mode))
             bytes_moved[(case.label, mode)] = case.fused_bytes(mode)
             with recompile_limit_raises(enabled="reference_compiled" in implementations):
                 timings.extend(time_interleaved(case.label, mode, steps, rounds, min_seconds_per_sample,

@@ -331,8 +331,7 @@ def time_interleaved(
             step()
             repeats[name] = _calls_per_sample(step, min_seconds, timer)
         except tuple(failures) as error:
-            failed.append(Timing(label, mode, name, None, rounds,
-                                 error=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"))
+            failed.append(Timing(label, mode, name, None, rounds, error=describe_error(error)))
     samples: Dict[str, List[float]] = {name: [] for name in repeats}
     for _ in range(rounds):
         for name in repeats:
@@ -340,6 +339,11 @@ def time_interleaved(
             samples[name].append(timer(steps[name], repeats[name]))
     timed = [Timing(label, mode, name, statistics.median(times), rounds, times) for name, times in samples.items()]
     return timed + failed
+
+
+def describe_error(error: BaseException) -> str:
+    """The error's type and the first line of its message (if any), for a table or JSON."""
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
 
 
 # The size of the thread-scaling goal (1 -> 2 threads).
