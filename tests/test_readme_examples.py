@@ -1,6 +1,8 @@
-"""The README's section on schedules, controllers, distributions, multi-GPU and monitoring:
-every Python example in it runs as written, each in a fresh namespace, in a fresh process."""
+"""The README's sections on schedules, controllers, distributions, multi-GPU and monitoring,
+and on per-token terms: every Python example in them runs as written, each in a fresh
+namespace, in a fresh process."""
 
+import json
 import os
 import re
 import socket
@@ -13,6 +15,7 @@ import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SECTION = "## Schedules, target-entropy control, distributions, multi-GPU, monitoring"
+TOKEN_TERMS_SECTION = "## Per-token terms (LLM RL, recurrent policies)"
 
 RUNNER = textwrap.dedent(
     """
@@ -24,11 +27,19 @@ RUNNER = textwrap.dedent(
 )
 
 
-def section_blocks():
+def section_blocks(section=SECTION):
     text = README.read_text(encoding="utf-8")
-    start = text.index(SECTION)
-    end = text.index("\n## ", start + len(SECTION))
+    start = text.index(section)
+    end = text.index("\n## ", start + len(section))
     return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S)
+
+
+def run_blocks(blocks, cwd, env=None):
+    """Runs the blocks in a fresh process, each in a fresh namespace, from cwd."""
+    blocks_path = cwd / "blocks.json"
+    blocks_path.write_text(json.dumps(blocks))
+    return subprocess.run([sys.executable, "-c", RUNNER, str(blocks_path)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
 
 
 def free_port():
@@ -44,16 +55,20 @@ def test_the_section_has_an_example_for_each_feature():
 
 def test_every_example_of_the_section_runs(tmp_path):
     pytest.importorskip("matplotlib")  # the monitoring example draws its PNG
-    import json
-
-    blocks_path = tmp_path / "blocks.json"
-    blocks_path.write_text(json.dumps(section_blocks()))
     # What torchrun sets, for a world of one process.
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0",
            "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
-    proc = subprocess.run([sys.executable, "-c", RUNNER, str(blocks_path)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = run_blocks(section_blocks(), tmp_path, env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0.0505 0.01 0.0255" in proc.stdout  # the schedules' printed values, as the comment says
     for name in ("regularizer.pt", "entropy.csv", "entropy.json", "entropy.png"):
         assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_every_example_of_the_per_token_section_runs(tmp_path):
+    # The first block is the two-pass form the op replaces, written for reading (its
+    # names come from the reader's trainer); the others run as written.
+    blocks = section_blocks(TOKEN_TERMS_SECTION)
+    assert len(blocks) == 3
+    proc = run_blocks(blocks[1:], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

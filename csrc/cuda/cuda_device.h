@@ -9,6 +9,7 @@
 #include <ATen/cuda/EmptyTensor.h>
 #include <c10/cuda/CUDAException.h>
 
+#include "../loss_plan.h"
 #include "launch_plan.h"
 
 namespace hee {

@@ -1,4 +1,4 @@
-"""The per-token terms benchmark (issue 20): ``log_prob_and_entropy`` against what trainers write.
+"""The per-token terms benchmark: ``log_prob_and_entropy`` against what trainers write.
 
 Every implementation computes, from the same logits ``[..., K]``, actions ``[...]`` and
 mask ``[...]``, the log-probability of the taken action and the entropy of
@@ -477,7 +477,7 @@ def format_report(result: TokenTermsResult, baseline: str = "fused") -> str:
         goal_text = ", ".join(f"{n} / {baseline} >= {g:g}x" for n, g in goals.items())
         sections += [
             f"### {_group_description(result, group)}: forward+backward (ratio > 1: the {baseline} op is faster)",
-            f"Goals (issue 20; reported, not asserted): {goal_text}." if goals else "",
+            f"Goals (reported, not asserted): {goal_text}." if goals else "",
             format_timing_table(result, group, baseline),
             f"### {GROUP_TITLES.get(group, group)}: peak memory of one forward+backward beyond the inputs",
             format_memory_table(result, group, baseline),
