@@ -10,9 +10,18 @@ path the README uses::
 from .ops.reference import (
     GAUSSIAN_ENTROPY_CONSTANT,
     continuous_entropy,
+    continuous_row_entropy,
     discrete_row_entropy,
     hybrid_entropy_loss,
     loss_from_entropies,
+    weighted_mean,
 )
 
-__all__ = ["hybrid_entropy_loss", "loss_from_entropies", "discrete_row_entropy", "continuous_entropy"]
+__all__ = [
+    "hybrid_entropy_loss",
+    "loss_from_entropies",
+    "discrete_row_entropy",
+    "continuous_row_entropy",
+    "continuous_entropy",
+    "weighted_mean",
+]
