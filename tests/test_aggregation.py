@@ -313,3 +313,50 @@ def test_exported_program_with_a_mask_gives_eager_values():
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, **VALUE_TOLERANCES[torch.float32])
 
+
+# --- the regularizer ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+def test_the_regularizer_aggregates_as_its_config_says(mode):
+    regularizer = hee.HybridEntropyRegularizer(
+        hee.EntropyRegularizationConfig(loss_agg_mode=mode, loss_scale_factor=3.0), penalty_multiplier=2.0
+    )
+    logits, log_std = sequence_heads()
+    mask = padding_mask("float")
+    got = regularizer(logits, log_std, 10, mask)
+    coeff = regularizer.compute_adaptive_entropy_coefficient(10)
+    want = aggregated_oracle(logits, log_std, coeff, 1.0, 0.5, 0.1, 0.1, 2.0, sample_mask=mask, loss_agg_mode=mode,
+                             loss_scale_factor=3.0)
+    for key in KEYS:
+        torch.testing.assert_close(got[key], want[key], **VALUE_TOLERANCES[torch.float64], msg=key)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
+def test_the_scripted_regularizer_with_a_sample_mask_gives_eager_values_and_gradients():
+    regularizer = hee.HybridEntropyRegularizer(loss_agg_mode="seq-mean-token-mean")
+    scripted = torch.jit.script(regularizer)
+    logits, log_std = sequence_heads()
+    mask = padding_mask("bool")
+    got = scripted(logits, log_std, 3, mask)
+    want = regularizer(logits, log_std, 3, mask)
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    got_grads = torch.autograd.grad(got["total"], [logits, log_std])
+    want_grads = torch.autograd.grad(want["total"], [logits, log_std])
+    for g, w in zip(got_grads, want_grads):
+        assert torch.equal(g, w)
+
+
+def test_a_regularizer_pickled_before_the_aggregation_keys_loads_with_the_plain_mean():
+    import pickle
+
+    regularizer = hee.HybridEntropyRegularizer()
+    del regularizer.__dict__["loss_agg_mode"], regularizer.__dict__["loss_scale_factor"]
+    loaded = pickle.loads(pickle.dumps(regularizer))
+    assert (loaded.loss_agg_mode, loaded.loss_scale_factor) == ("token-mean", None)
+    logits, log_std = sequence_heads(leading=(B * T,))
+    got = loaded(logits, log_std, 0)
+    want = hee.HybridEntropyRegularizer()(logits, log_std, 0)
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
