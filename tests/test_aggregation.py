@@ -214,6 +214,11 @@ def test_an_unknown_mode_is_rejected():
         call(mode="seq-mean")
 
 
+def test_a_mode_that_is_not_a_string_is_rejected():
+    with pytest.raises(ValueError, match=r"loss_agg_mode must be one of token-mean, .*got None \(NoneType\)"):
+        call(mode=None)
+
+
 @pytest.mark.parametrize("leading", [(B * T,), (2, B, T)], ids=["1", "3"])
 @pytest.mark.parametrize("mode", SEQUENCE_MODES)
 def test_a_sequence_mode_without_two_leading_dims_is_rejected(mode, leading):

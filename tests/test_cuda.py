@@ -316,6 +316,27 @@ def test_a_training_step_never_syncs_with_the_host(coeff_on):
         torch.cuda.set_sync_debug_mode("default")
 
 
+@pytest.mark.parametrize("mode", ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-sum-norm",
+                                  "seq-mean-token-mean"])
+def test_a_masked_aggregation_never_syncs_with_the_host(mode):
+    # The mask's sums and the sequence count stay on the device, read there by the kernels.
+    logits = torch.randn(4, 9, 6, device="cuda", requires_grad=True)
+    log_std = torch.zeros(2, device="cuda", requires_grad=True)
+    mask = torch.arange(9, device="cuda") < torch.tensor([[9], [0], [4], [1]], device="cuda")
+
+    def step():
+        out = hee.hybrid_entropy_loss(logits, log_std, 0.05, *PARAMS, mask, mode)
+        out["total"].backward()
+
+    step()  # warm up: allocations, lazy init
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def test_a_training_step_captured_in_a_cuda_graph_replays_like_eager():
     torch.manual_seed(0)
     eager_policy, graph_policy = Policy().cuda(), Policy().cuda()

@@ -234,7 +234,7 @@ struct HostDenominators {
   double weight_sum = 0.0;  // the row weights' sum, or the row count
 
   // The denominator of a mean of weighted rows: the given one, else
-  // weight_sum (without weights the row count, as today's mean).
+  // weight_sum (without weights the row count: the plain mean).
   double of_rows() const {
     return given.value_or(weight_sum);
   }

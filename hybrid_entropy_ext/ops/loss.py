@@ -174,14 +174,17 @@ def hybrid_entropy_loss(
         coeff = torch.scalar_tensor(_coefficient_as_float(entropy_coeff), dtype=torch.float64)
     row_weights: Optional[Tensor] = None
     mean_denominator: Optional[Tensor] = None
-    leading_shape = rows_leading_shape(logits, log_std, sample_mask)
-    # The plain batch mean passes neither, so that the op is exactly its default.
-    if sample_mask is not None or loss_agg_mode != "token-mean" or loss_scale_factor is not None:
-        device = logits.device if logits is not None else (log_std.device if log_std is not None else coeff.device)
-        row_weights, mean_denominator = aggregation_of_rows(
-            sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, device
-        )
-    logits, log_std = _rows(logits, log_std, leading_shape, row_weights is not None)
+    # The plain batch mean of [B, K] and [B, D] or [D] goes to the op as it is, with neither
+    # weights nor a denominator: exactly the op's default, at the cost of a few comparisons.
+    aggregates = sample_mask is not None or loss_agg_mode != "token-mean" or loss_scale_factor is not None
+    if aggregates or (logits is not None and logits.dim() != 2) or (log_std is not None and log_std.dim() > 2):
+        leading_shape = rows_leading_shape(logits, log_std, sample_mask)
+        if aggregates:
+            device = logits.device if logits is not None else (log_std.device if log_std is not None else coeff.device)
+            row_weights, mean_denominator = aggregation_of_rows(
+                sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, device
+            )
+        logits, log_std = _rows(logits, log_std, leading_shape, row_weights is not None)
     outputs = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(
         logits,
         log_std,
