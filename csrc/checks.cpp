@@ -121,6 +121,28 @@ void check_row_weights(
       "), got ", weights.device());
 }
 
+// A 0-dim floating tensor on the inputs' device: the value every batch mean
+// divides its weighted sum by.
+void check_mean_denominator(
+    const OptionalTensor& mean_denominator,
+    const at::Tensor& head,
+    const char* op) {
+  if (!mean_denominator.has_value()) {
+    return;
+  }
+  const at::Tensor& denominator = *mean_denominator;
+  check_floating(denominator, op, "mean_denominator");
+  TORCH_CHECK_VALUE(
+      denominator.dim() == 0, op,
+      ": mean_denominator must be 0-dim (one value for every batch mean), got "
+      "shape ",
+      denominator.sym_sizes());
+  TORCH_CHECK_VALUE(
+      denominator.device() == head.device(), op,
+      ": mean_denominator must be on the device of the inputs (", head.device(),
+      "), got ", denominator.device());
+}
+
 // 0-dim (both heads) or [2] (discrete, continuous); on the inputs' device,
 // or a 0-dim CPU tensor (read on the host, as PyTorch's CPU scalars are).
 void check_entropy_coeff(
@@ -221,6 +243,7 @@ void check_loss_forward_args(const LossForwardArgs& args) {
       args.entropy_coeff, args.head(), kForwardOp);
   check_hyperparameters(args.hyperparameters, kForwardOp);
   check_row_weights(args.row_weights, args.logits, args.log_std, kForwardOp);
+  check_mean_denominator(args.mean_denominator, args.head(), kForwardOp);
 }
 
 void check_loss_backward_args(const LossBackwardArgs& args) {
@@ -229,6 +252,7 @@ void check_loss_backward_args(const LossBackwardArgs& args) {
   check_entropy_coeff(args.entropy_coeff, head, kBackwardOp);
   check_hyperparameters(args.hyperparameters, kBackwardOp);
   check_row_weights(args.row_weights, args.logits, args.log_std, kBackwardOp);
+  check_mean_denominator(args.mean_denominator, head, kBackwardOp);
   check_row_stats(args.row_stats, args.logits);
   const at::ScalarType output_dtype =
       loss_output_dtype(args.logits, args.log_std);

@@ -422,6 +422,36 @@ HEE_HOST_DEVICE double gaussian_entropy(double sum_log_std, double num_dims) {
   return num_dims * kGaussianEntropyConstant + sum_log_std;
 }
 
+// H_c = sum_i c_i h_c[i] / denominator, the continuous batch mean with a
+// given denominator (docs/design.md, "Row weights"), where sum_i c_i is
+// weight_sum. sum_log_std is what the batch pass adds: every row's log-std
+// values, each row's weighed by c_i, or with shared_row the one row that
+// every sample shares (its h_c is then every row's).
+HEE_HOST_DEVICE double gaussian_entropy_over(
+    double sum_log_std,
+    bool shared_row,
+    double weight_sum,
+    double num_dims,
+    double denominator) {
+  const double weighted_sum_log_std =
+      shared_row ? weight_sum * sum_log_std : sum_log_std;
+  return (weight_sum * num_dims * kGaussianEntropyConstant +
+          weighted_sum_log_std) /
+      denominator;
+}
+
+// The gradient of each element of a log_std whose gradient is one value
+// (broadcast), for gaussian_entropy_over: `count` rows (1 for a [D]) stand
+// for it, together of weight weight_sum, each of their mean weight.
+HEE_HOST_DEVICE double broadcast_term_grad(
+    double grad_of_mean,
+    double denominator,
+    double weight_sum,
+    double count) {
+  return weighted_term_grad(
+      mean_term_grad(grad_of_mean, denominator), weight_sum / count);
+}
+
 // The scalar hyper-parameters of the loss (docs/design.md, "Semantics").
 struct LossParams {
   double discrete_weight;

@@ -155,6 +155,12 @@ double continuous_entropy_mean_count(const at::Tensor& log_std) {
   return log_std.dim() == 2 ? static_cast<double>(log_std.size(0)) : 1.0;
 }
 
+double batch_row_count(const OptionalTensor& logits, const OptionalTensor& log_std) {
+  if (logits.has_value()) {
+    return static_cast<double>(logits->size(0));
+  }
+  return log_std->dim() == 2 ? static_cast<double>(log_std->size(0)) : 1.0;
+}
 
 double read_host_value(const at::Tensor& t, int64_t element_offset) {
   TORCH_INTERNAL_ASSERT(t.is_cpu());

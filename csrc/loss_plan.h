@@ -93,6 +93,12 @@ KernelLogStd log_std_for_kernels(const at::Tensor& log_std);
 double discrete_entropy_mean_count(const at::Tensor& logits);
 double continuous_entropy_mean_count(const at::Tensor& log_std);
 
+// The rows a batch mean sums over when a mean_denominator is given and there
+// are no row weights (each row then weighs 1, so this is sum_i c_i): those
+// of the logits, else of a [B, D] log_std (expanded from one row or not),
+// and 1 for a [D] log_std alone.
+double batch_row_count(const OptionalTensor& logits, const OptionalTensor& log_std);
+
 // Whether log_std is [B, D] with rows of its own: not a [D], nor a [B, D]
 // expanded from one row (a zero row stride), which the kernels read as one
 // shared row, and whose entropy row weights do not change (its weighted mean

@@ -30,6 +30,8 @@
 //
 // row_weights [B]: each row's weight in the batch means (docs/design.md,
 // "Row weights"); None weighs every row 1.
+// mean_denominator []: what the batch means divide the weighted sums by
+// (docs/design.md, "Row weights"); None divides by the weights' sum.
 #define HEE_TRAILING_ARGUMENTS(X)                                             \
   X(HYPERPARAMETER, double, discrete_entropy_weight, "float", "1.0")          \
   X(HYPERPARAMETER, double, continuous_entropy_weight, "float", "0.5")        \
@@ -38,7 +40,8 @@
   X(HYPERPARAMETER, std::optional<double>, continuous_min_entropy_threshold,  \
     "float?", "0.1")                                                          \
   X(HYPERPARAMETER, double, penalty_multiplier, "float", "3.0")               \
-  X(INPUT, ::hee::OptionalTensor, row_weights, "Tensor?", "None")
+  X(INPUT, ::hee::OptionalTensor, row_weights, "Tensor?", "None")          \
+  X(INPUT, ::hee::OptionalTensor, mean_denominator, "Tensor?", "None")
 
 // HEE_WHEN(kind, WANTED, code...): the code where an entry's kind is WANTED,
 // nothing otherwise (for X macros over HEE_TRAILING_ARGUMENTS).

@@ -7,19 +7,16 @@ path the README uses::
     >>> out = hee.reference.hybrid_entropy_loss(torch.randn(8, 3), torch.zeros(8, 2), 0.01)
 """
 
+from .ops import reference as _reference
 from .ops.reference import (
     GAUSSIAN_ENTROPY_CONSTANT,
     continuous_entropy,
+    continuous_row_entropy,
     discrete_row_entropy,
     hybrid_entropy_loss,
     log_prob_and_entropy,
     loss_from_entropies,
+    weighted_mean,
 )
 
-__all__ = [
-    "hybrid_entropy_loss",
-    "loss_from_entropies",
-    "discrete_row_entropy",
-    "continuous_entropy",
-    "log_prob_and_entropy",
-]
+__all__ = list(_reference.__all__)

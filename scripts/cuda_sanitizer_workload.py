@@ -28,10 +28,10 @@ WEIGHTS = (1.0, 0.5, -0.25, 2.0, 0.75, 0.1, -0.3)  # one per output, so that eac
 PARAMS = (1.0, 0.5, 10.0, 10.0, 3.0)  # both penalties on
 
 
-def run(logits, log_std, coeff, row_weights=None):
+def run(logits, log_std, coeff, row_weights=None, mean_denominator=None):
     leaves = [t.requires_grad_() if t is not None and t.is_floating_point() else t
               for t in (logits, log_std, coeff)]
-    out = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(*leaves, *PARAMS, row_weights)
+    out = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(*leaves, *PARAMS, row_weights, mean_denominator)
     total = sum(w * v for w, v in zip(WEIGHTS, out[:7]))
     total.backward()
     return out
@@ -74,6 +74,15 @@ def cases(device):
     yield "row weights, log_std alone", None, log_std(5000, 7), coeff, torch.rand(5000, generator=g).to(device)
     yield ("row weights, log_std expanded from one row", logits(6, 300), log_std(1, 3)[0].expand(6, 3), coeff,
            torch.rand(6, generator=g).to(device))
+    # A given mean denominator, read on the device, with and without weights; a shared
+    # log_std's mean scaled by the weights' sum or the row count.
+    denominator = torch.tensor(7.5, device=device, dtype=torch.float64)
+    yield "mean denominator, warps", logits(300, 16), log_std(300, 3), coeff, None, denominator
+    yield ("mean denominator and row weights, splits", logits(2, 40000), log_std(2, 3), coeff,
+           torch.rand(2, generator=g).to(device), denominator)
+    yield ("mean denominator and row weights, shared log_std", logits(20, 5), log_std(1, 4)[0], coeff,
+           torch.rand(20, generator=g).to(device), denominator)
+    yield "mean denominator, shared log_std alone", None, log_std(1, 4)[0], coeff, None, denominator
 
 
 def main():

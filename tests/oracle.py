@@ -40,43 +40,130 @@ def distributions_oracle(
     continuous_min_entropy_threshold: Optional[float] = 0.1,
     penalty_multiplier: float = 3.0,
     row_weights: Optional[torch.Tensor] = None,
+    mean_denominator: Optional[torch.Tensor] = None,
 ) -> Dict[str, torch.Tensor]:
     """The seven outputs, from ``Categorical`` / ``Normal`` entropies, in float64.
 
     ``row_weights`` [B]: the batch means become weighted means, sum_i w_i h_i / sum_i w_i.
+    ``mean_denominator`` (0-dim): they become sum_i c_i h_i / mean_denominator (c_i the
+    weights, or 1), a shared ``[D]`` log_std's entropy counting once per row (B rows: those
+    of the logits, else of a ``[B, D]`` log_std; 1 for a ``[D]`` alone).
     """
-    weights = None if row_weights is None else row_weights.double()
+    rows = logits.shape[0] if logits is not None else (log_std.shape[0] if log_std.dim() == 2 else 1)
+    weights = torch.ones(rows, dtype=torch.float64) if row_weights is None else row_weights.double()
 
     def batch_mean(per_row):
-        return per_row.mean() if weights is None else (weights * per_row).sum() / weights.sum()
+        if mean_denominator is not None:
+            return (weights * per_row).sum() / mean_denominator.double()
+        return per_row.mean() if row_weights is None else (weights * per_row).sum() / weights.sum()
 
     zero = torch.zeros((), dtype=torch.float64)
-    if logits is not None:
-        logits = logits.double()
-        # A row with every action masked is a policy with no choice: one action of
-        # probability 1 (entropy 0, and no gradient: the stand-in logit is a constant).
-        all_masked = (logits == -math.inf).all(dim=-1)
-        if all_masked.any():
-            first_action = torch.zeros_like(logits, dtype=torch.bool)
-            first_action[:, 0] = True
-            logits = torch.where(all_masked[:, None] & first_action, torch.zeros_like(logits), logits)
-        # -inf -> (smallest finite logit - 1000): exp(-1000) is exactly 0 in float64, so the
-        # entropy and the gradient are those of the unmasked actions, and masked ones get
-        # exactly 0. Categorical's own handling (clamping to finfo.min) gives NaN gradients
-        # as soon as the upstream gradient exceeds 1: finfo.min * 1.5 overflows.
-        masked = logits == -math.inf
-        if masked.any():
-            floor = logits.detach()[~masked].min() - 1000.0
-            logits = torch.where(masked, floor, logits)
-        h_d = batch_mean(Categorical(logits=logits).entropy())
-    else:
-        h_d = zero
+    h_d = batch_mean(categorical_entropies(logits)) if logits is not None else zero
     if log_std is not None:
-        ls = log_std.double()
-        per_sample = Normal(torch.zeros_like(ls), ls.exp()).entropy().sum(-1)
-        h_c = batch_mean(per_sample) if ls.dim() == 2 else per_sample
+        per_sample = normal_entropies(log_std)
+        if log_std.dim() == 2:
+            h_c = batch_mean(per_sample)
+        else:
+            h_c = per_sample if mean_denominator is None else batch_mean(per_sample.expand(rows))
     else:
         h_c = zero
+    return combine(
+        h_d, h_c, entropy_coeff, discrete_entropy_weight, continuous_entropy_weight, min_entropy_threshold,
+        continuous_min_entropy_threshold, penalty_multiplier, logits is not None, log_std is not None,
+    )
+
+
+def categorical_entropies(logits: torch.Tensor) -> torch.Tensor:
+    """``Categorical`` entropies of the rows of ``[..., K]`` logits, float64 ``[...]``; a
+    fully masked row's is 0."""
+    leading = logits.shape[:-1]
+    logits = logits.double().reshape(-1, logits.shape[-1])
+    # A row with every action masked is a policy with no choice: one action of
+    # probability 1 (entropy 0, and no gradient: the stand-in logit is a constant).
+    all_masked = (logits == -math.inf).all(dim=-1)
+    if all_masked.any():
+        first_action = torch.zeros_like(logits, dtype=torch.bool)
+        first_action[:, 0] = True
+        logits = torch.where(all_masked[:, None] & first_action, torch.zeros_like(logits), logits)
+    # -inf -> (smallest finite logit - 1000): exp(-1000) is exactly 0 in float64, so the
+    # entropy and the gradient are those of the unmasked actions, and masked ones get
+    # exactly 0. Categorical's own handling (clamping to finfo.min) gives NaN gradients
+    # as soon as the upstream gradient exceeds 1: finfo.min * 1.5 overflows.
+    masked = logits == -math.inf
+    if masked.any():
+        floor = logits.detach()[~masked].min() - 1000.0
+        logits = torch.where(masked, floor, logits)
+    return Categorical(logits=logits).entropy().reshape(leading)
+
+
+def normal_entropies(log_std: torch.Tensor) -> torch.Tensor:
+    """``Normal`` entropies of the rows of a ``[..., D]`` log_std (0-dim for ``[D]``), float64."""
+    ls = log_std.double()
+    return Normal(torch.zeros_like(ls), ls.exp()).entropy().sum(-1)
+
+
+def aggregate(per_row: torch.Tensor, weights: torch.Tensor, mode: str, loss_scale_factor=None) -> torch.Tensor:
+    """verl's ``agg_loss`` (one process) of per-row values ``[...]`` with weights of their
+    shape, written out from its definitions; sequences one at a time."""
+    if mode == "token-mean":
+        return (weights * per_row).sum() / weights.sum()
+    if mode == "token-sum":
+        return (weights * per_row).sum()
+    num_sequences, tokens = per_row.shape
+    sequence_values = []
+    for b in range(num_sequences):
+        token_weight = weights[b].sum()
+        if token_weight > 0:
+            token_sum = (weights[b] * per_row[b]).sum()
+            sequence_values.append(token_sum / token_weight if mode == "seq-mean-token-mean" else token_sum)
+    mean = sum(sequence_values) / len(sequence_values) if sequence_values else per_row.sum() * math.nan
+    if mode == "seq-mean-token-sum-norm":
+        return mean / (tokens if loss_scale_factor is None else loss_scale_factor)
+    assert mode in ("seq-mean-token-sum", "seq-mean-token-mean"), mode
+    return mean
+
+
+def aggregated_oracle(
+    logits: Optional[torch.Tensor],
+    log_std: Optional[torch.Tensor],
+    entropy_coeff,
+    discrete_entropy_weight: float = 1.0,
+    continuous_entropy_weight: float = 0.5,
+    min_entropy_threshold: Optional[float] = 0.1,
+    continuous_min_entropy_threshold: Optional[float] = 0.1,
+    penalty_multiplier: float = 3.0,
+    sample_mask: Optional[torch.Tensor] = None,
+    loss_agg_mode: str = "token-mean",
+    loss_scale_factor=None,
+) -> Dict[str, torch.Tensor]:
+    """The seven outputs with ``H_d``, ``H_c`` aggregated over the rows of ``[..., K]``
+    logits and a ``[..., D]`` (or shared ``[D]``) log_std by :func:`aggregate`, in float64.
+    A shared log_std's entropy is every row's."""
+    if logits is not None:
+        leading = logits.shape[:-1]
+    elif log_std.dim() >= 2:
+        leading = log_std.shape[:-1]
+    else:
+        leading = sample_mask.shape if sample_mask is not None else torch.Size([])
+    weights = torch.ones(leading, dtype=torch.float64) if sample_mask is None else sample_mask.double()
+    zero = torch.zeros((), dtype=torch.float64)
+    h_d = aggregate(categorical_entropies(logits), weights, loss_agg_mode, loss_scale_factor) if logits is not None else zero
+    if log_std is not None:
+        h_c = aggregate(normal_entropies(log_std).expand(leading), weights, loss_agg_mode, loss_scale_factor)
+    else:
+        h_c = zero
+    return combine(
+        h_d, h_c, entropy_coeff, discrete_entropy_weight, continuous_entropy_weight, min_entropy_threshold,
+        continuous_min_entropy_threshold, penalty_multiplier, logits is not None, log_std is not None,
+    )
+
+
+def combine(
+    h_d, h_c, entropy_coeff, discrete_entropy_weight, continuous_entropy_weight, min_entropy_threshold,
+    continuous_min_entropy_threshold, penalty_multiplier, has_discrete, has_continuous,
+) -> Dict[str, torch.Tensor]:
+    """The seven outputs from the two entropies (docs/design.md, "Semantics")."""
+    zero = torch.zeros((), dtype=torch.float64)
     if isinstance(entropy_coeff, torch.Tensor) and entropy_coeff.dim() == 1:
         c_d, c_c = entropy_coeff.double().unbind()
     else:
@@ -91,8 +178,8 @@ def distributions_oracle(
 
     discrete = -c_d * discrete_entropy_weight * h_d
     continuous = -c_c * continuous_entropy_weight * h_c
-    discrete_penalty = penalty(min_entropy_threshold, h_d, logits is not None)
-    continuous_penalty = penalty(continuous_min_entropy_threshold, h_c, log_std is not None)
+    discrete_penalty = penalty(min_entropy_threshold, h_d, has_discrete)
+    continuous_penalty = penalty(continuous_min_entropy_threshold, h_c, has_continuous)
     return {
         "total": discrete + continuous + discrete_penalty + continuous_penalty,
         "discrete": discrete,

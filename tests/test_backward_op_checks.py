@@ -34,6 +34,7 @@ def good_args(device="cpu", logits_dtype=torch.float32, variant=op_variant("both
         discrete_entropy_weight=PARAMS[0], continuous_entropy_weight=PARAMS[1],
         min_entropy_threshold=PARAMS[2], continuous_min_entropy_threshold=PARAMS[3],
         penalty_multiplier=PARAMS[4], output_mask=[True, True, True], row_weights=None,
+        mean_denominator=None,
     )
     if device != "cpu":
         args = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in args.items()}
@@ -66,6 +67,20 @@ def test_row_weights_of_fewer_rows_are_rejected(device):
     args = good_args(device)
     args["row_weights"] = torch.ones(B - 1, device=device)
     with pytest.raises(ValueError, match=r"row_weights must be \[B\] = \[4096\]"):
+        call(args)
+
+
+def test_a_mean_denominator_that_is_not_0_dim_is_rejected(device):
+    args = good_args(device)
+    args["mean_denominator"] = torch.ones(1, device=device)
+    with pytest.raises(ValueError, match=r"mean_denominator must be 0-dim .*got shape \[1\]"):
+        call(args)
+
+
+def test_an_integer_mean_denominator_is_rejected(device):
+    args = good_args(device)
+    args["mean_denominator"] = torch.tensor(2, device=device)
+    with pytest.raises(TypeError, match=r"mean_denominator must be a floating tensor"):
         call(args)
 
 

@@ -44,6 +44,8 @@ OPTIONAL_KEY_DEFAULTS = {
     "controller_max_coeff": 1.0,
     "controller_delta": 0.001,
     "controller_only_below_target": True,
+    "loss_agg_mode": "token-mean",
+    "loss_scale_factor": None,
 }
 
 PRESETS = {
@@ -428,6 +430,7 @@ ROUND_TRIP_CONFIGS = [
     Config(continuous_min_entropy_threshold=None),
     Config(min_entropy_threshold=None, continuous_min_entropy_threshold=0.123456789012345),
     Config(enable_adaptive_entropy=False, entropy_coeff=1e-7, entropy_decay_episodes=0),
+    Config(loss_agg_mode="seq-mean-token-sum-norm", loss_scale_factor=4096.0),
 ]
 
 
@@ -458,6 +461,43 @@ def test_yaml_round_trip_through_file(tmp_path):
 
 def test_to_yaml_is_the_section_in_field_order():
     assert Config().to_yaml().splitlines()[:2] == ["enable_adaptive_entropy: true", "entropy_coeff: 0.01"]
+
+
+# --- aggregation ------------------------------------------------------------------------
+
+
+def test_loss_agg_mode_and_loss_scale_factor_are_read_from_yaml():
+    config = Config.from_yaml("loss_agg_mode: seq-mean-token-sum-norm\nloss_scale_factor: 1e3\n")
+    assert (config.loss_agg_mode, config.loss_scale_factor) == ("seq-mean-token-sum-norm", 1000.0)
+
+
+def test_to_dict_leaves_out_the_aggregation_keys_at_their_defaults():
+    assert "loss_agg_mode" not in Config().to_dict() and "loss_scale_factor" not in Config().to_dict()
+    assert Config(loss_agg_mode="token-sum").to_dict()["loss_agg_mode"] == "token-sum"
+
+
+def test_an_unknown_loss_agg_mode_names_the_key_and_the_closest_mode():
+    with pytest.raises(ValueError, match=r"loss_agg_mode: expected one of token-mean, .*got 'seq-mean-token-means'; "
+                                         r"did you mean 'seq-mean-token-mean'\?"):
+        Config(loss_agg_mode="seq-mean-token-means")
+
+
+@pytest.mark.parametrize("value", [0, -1.0, math.inf, math.nan])
+def test_a_loss_scale_factor_not_above_zero_or_not_finite_is_a_value_error(value):
+    with pytest.raises(ValueError, match=r"loss_scale_factor: expected a finite number > 0, or null"):
+        Config(loss_scale_factor=value)
+
+
+@pytest.mark.parametrize("value", [True, "many", [2.0]], ids=str)
+def test_a_loss_scale_factor_that_is_not_a_number_is_a_type_error(value):
+    with pytest.raises(TypeError, match=r"loss_scale_factor: expected a finite number > 0, or null"):
+        Config(loss_scale_factor=value)
+
+
+def test_the_presets_keep_the_plain_batch_mean():
+    for name in PRESETS:
+        config = Config.preset(name)
+        assert (config.loss_agg_mode, config.loss_scale_factor) == ("token-mean", None), name
 
 
 # --- schedule ---------------------------------------------------------------------------

@@ -111,6 +111,56 @@ def test_weighted_rows_with_a_log_std_expanded_from_one_row_match_the_cpu_op(wei
         torch.testing.assert_close(g, w, equal_nan=True, **grad_tol(torch.float32))
 
 
+def assert_cuda_matches_cpu(values_and_grads_on):
+    """``values_and_grads_on(device)`` -> (the seven float32 outputs, gradients), on the CPU
+    and on the GPU: the same within float32 tolerances."""
+    want, want_grads = values_and_grads_on("cpu")
+    got, got_grads = values_and_grads_on("cuda")
+    for key, g, w in zip(KEYS, got, want):
+        torch.testing.assert_close(g, w, **F32, msg=key)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, **grad_tol(torch.float32))
+
+
+@pytest.mark.parametrize("log_std_layout", ["rows", "shared", "expanded"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("b, k", [(300, 16), (5, 3000), (2, 40000)], ids=lambda v: str(v))
+def test_a_given_mean_denominator_matches_the_cpu_op(b, k, weighted, log_std_layout):
+    # The denominator and the weights' sum are read on the device by the kernels that
+    # divide by them; a shared log_std's mean is scaled by the weights' sum or the rows.
+    logits, log_std = random_heads(b, k, 3, torch.float32)
+    weights = torch.rand(b, generator=torch.Generator().manual_seed(b)) if weighted else None
+    op = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss
+
+    def values_and_grads_with_denominator(device):
+        z = logits.detach().to(device).requires_grad_()
+        source = (log_std if log_std_layout == "rows" else log_std[0]).detach().to(device).requires_grad_()
+        ls = source.expand(b, 3) if log_std_layout == "expanded" else source
+        out = op(z, ls, torch.tensor(0.05, device=device), *PARAMS,
+                 None if weights is None else weights.to(device), torch.tensor(7.5, device=device))
+        total = sum(OUTPUT_WEIGHTS[key] * value for key, value in zip(KEYS, out))
+        return [o.cpu() for o in out[:7]], [g.cpu() for g in torch.autograd.grad(total, [z, source])]
+
+    assert_cuda_matches_cpu(values_and_grads_with_denominator)
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-sum-norm",
+                                  "seq-mean-token-mean"])
+def test_every_aggregation_mode_with_a_mask_matches_the_cpu_op(mode):
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 9, 6, generator=gen)
+    log_std = 0.3 * torch.randn(4, 9, 2, generator=gen)
+    mask = torch.arange(9) < torch.tensor([[9], [0], [4], [1]])
+
+    def values_and_grads_aggregated(device):
+        z, ls = (t.detach().to(device).requires_grad_() for t in (logits, log_std))
+        out = hee.hybrid_entropy_loss(z, ls, 0.05, *PARAMS, mask.to(device), mode)
+        total = sum(w * out[key] for key, w in OUTPUT_WEIGHTS.items())
+        return [out[key].cpu() for key in KEYS], [g.cpu() for g in torch.autograd.grad(total, [z, ls])]
+
+    assert_cuda_matches_cpu(values_and_grads_aggregated)
+
+
 def one_wave_of_rows(k):
     """More rows than one wave of blocks covers at row length k (launch_plan.h): the kernels
     loop over rows. A wave is the GPU's resident threads; rows in warps hold 256 rows per
@@ -262,6 +312,27 @@ def test_a_training_step_never_syncs_with_the_host(coeff_on):
     torch.cuda.set_sync_debug_mode("error")
     try:
         training_step(policy, optimizer, observations, coeff)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-sum-norm",
+                                  "seq-mean-token-mean"])
+def test_a_masked_aggregation_never_syncs_with_the_host(mode):
+    # The mask's sums and the sequence count stay on the device, read there by the kernels.
+    logits = torch.randn(4, 9, 6, device="cuda", requires_grad=True)
+    log_std = torch.zeros(2, device="cuda", requires_grad=True)
+    mask = torch.arange(9, device="cuda") < torch.tensor([[9], [0], [4], [1]], device="cuda")
+
+    def step():
+        out = hee.hybrid_entropy_loss(logits, log_std, 0.05, *PARAMS, mask, mode)
+        out["total"].backward()
+
+    step()  # warm up: allocations, lazy init
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

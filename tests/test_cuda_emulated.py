@@ -60,10 +60,10 @@ def configure(lib, multiprocessors=MULTIPROCESSORS, threads_per_multiprocessor=2
 
 
 def emulated_forward(lib, logits, log_std, coeff, coeff_on_host=False, params=PARAMS,
-                     multiprocessors=MULTIPROCESSORS, row_weights=None):
+                     multiprocessors=MULTIPROCESSORS, row_weights=None, mean_denominator=None):
     """The seven outputs, row_stats and the launch plan, from the emulated CUDA forward."""
     configure(lib, multiprocessors, coeff_on_host=coeff_on_host)
-    out = lib.hybrid_entropy_loss(logits, log_std, coeff, *params.values(), row_weights)
+    out = lib.hybrid_entropy_loss(logits, log_std, coeff, *params.values(), row_weights, mean_denominator)
     plan = lib.last_forward()
     layout = {"layout": ("warps", "block")[plan[0]], "log2_cols": plan[1], "threads": plan[2],
               "vec": plan[3], "splits": plan[4], "launches": plan[5]}
@@ -72,7 +72,7 @@ def emulated_forward(lib, logits, log_std, coeff, coeff_on_host=False, params=PA
 
 def emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, upstream=UPSTREAM,
                       coeff_on_host=False, params=PARAMS, wanted=(True, True, True),
-                      grad_logits_offset=0, row_weights=None):
+                      grad_logits_offset=0, row_weights=None, mean_denominator=None):
     """(grad_logits, grad_log_std, grad_coeff, launches) from the emulated CUDA backward.
 
     grad_log_std is its one value, or with row weights the whole gradient.
@@ -85,7 +85,7 @@ def emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, upstream=
     try:
         grad_logits, grad_log_std, grad_coeff = lib._hybrid_entropy_loss_backward(
             *grads, logits, log_std, coeff, row_stats, outputs["discrete_entropy"],
-            outputs["continuous_entropy"], list(wanted), *params.values(), row_weights)
+            outputs["continuous_entropy"], list(wanted), *params.values(), row_weights, mean_denominator)
     finally:
         configure(lib)
     if has_c and wanted[1] and row_weights is None:
@@ -95,13 +95,14 @@ def emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, upstream=
             grad_coeff if wanted[2] else None, lib.last_launches())
 
 
-def cpu_backward(logits, log_std, coeff, upstream=UPSTREAM, params=PARAMS, row_weights=None):
+def cpu_backward(logits, log_std, coeff, upstream=UPSTREAM, params=PARAMS, row_weights=None, mean_denominator=None):
     """The CPU op's gradients for the same upstream gradients (the CPU's own forward state)."""
     out = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss.default(
-        logits, log_std, coeff, *params.values(), row_weights)
+        logits, log_std, coeff, *params.values(), row_weights, mean_denominator)
     grads = [torch.tensor(g, dtype=out[0].dtype) if g is not None else None for g in upstream]
     return BACKWARD_OP(*grads, logits, log_std, coeff, out[7], out[5], out[6],
-                       [logits is not None, log_std is not None, True], *params.values(), row_weights)
+                       [logits is not None, log_std is not None, True], *params.values(), row_weights,
+                       mean_denominator)
 
 
 inputs = random_heads
@@ -111,10 +112,11 @@ def grad_tolerances(dtype):
     return GRAD_TOLERANCES[dtype]
 
 
-def assert_forward_matches_cpu(lib, logits, log_std, coeff, row_weights=None, **kwargs):
-    got, row_stats, layout = emulated_forward(lib, logits, log_std, coeff, row_weights=row_weights, **kwargs)
+def assert_forward_matches_cpu(lib, logits, log_std, coeff, row_weights=None, mean_denominator=None, **kwargs):
+    got, row_stats, layout = emulated_forward(lib, logits, log_std, coeff, row_weights=row_weights,
+                                              mean_denominator=mean_denominator, **kwargs)
     want = dict(zip(KEYS, torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(
-        logits, log_std, coeff, *PARAMS.values(), row_weights)[:7]))
+        logits, log_std, coeff, *PARAMS.values(), row_weights, mean_denominator)[:7]))
     # Both accumulate each head in its own accumulation dtype, in different orders.
     heads = [t for t in (logits, log_std) if t is not None]
     dtype = torch.float64 if all(t.dtype == torch.float64 for t in heads) else torch.float32
@@ -363,6 +365,69 @@ def test_weighted_rows_match_the_distributions_oracle_in_float64(lib):
     got, _, _ = emulated_forward(lib, logits, log_std, torch.tensor(0.3, dtype=torch.float64),
                                  row_weights=weights)
     want = distributions_oracle(logits, log_std, 0.3, *PARAMS.values(), row_weights=weights)
+    for key in KEYS:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-10, atol=1e-12, msg=key)
+
+
+# --- a given mean denominator -----------------------------------------------------------
+
+
+def log_std_of_layout(layout, b, d=3):
+    """log_std per row ([B, D]), shared ([D]), expanded from one row ([B, D], row stride 0),
+    or absent."""
+    values = 0.3 * torch.randn(b, d, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    values = values.float()
+    return {"rows": values, "shared": values[0], "expanded": values[0].expand(b, d), "none": None}[layout]
+
+
+@pytest.mark.parametrize("log_std_layout", ["rows", "shared", "expanded", "none"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("b, k", [(300, 4), (3, 1025), (3, 20000)], ids=str)
+def test_a_given_mean_denominator_matches_the_cpu_op_forward_and_backward(lib, b, k, weighted, log_std_layout):
+    # Every logits layout (rows in warps, a row per block, rows split over blocks) and
+    # every log_std the kernels read: the denominator is read on the device, and a shared
+    # log_std's mean scaled by the weights' sum (computed on the device) or the row count.
+    logits, _ = inputs(b, k, 3)
+    log_std = log_std_of_layout(log_std_layout, b)
+    weights = row_weights(b) if weighted else None
+    denominator = torch.tensor(7.5, dtype=torch.float64)
+    coeff = torch.tensor(0.05)
+    outputs, row_stats, layout = assert_forward_matches_cpu(
+        lib, logits, log_std, coeff, row_weights=weights, mean_denominator=denominator)
+    plain = emulated_forward(lib, logits, log_std, coeff, row_weights=weights)[2]
+    assert layout["launches"] == plain["launches"]
+    grad_logits, grad_log_std, grad_coeff, _ = emulated_backward(
+        lib, logits, log_std, coeff, outputs, row_stats, row_weights=weights, mean_denominator=denominator)
+    want_logits, want_log_std, want_coeff = cpu_backward(
+        logits, log_std, coeff, row_weights=weights, mean_denominator=denominator)
+    torch.testing.assert_close(grad_logits, want_logits, **grad_tolerances(torch.float32))
+    if log_std is not None:
+        torch.testing.assert_close(grad_log_std.expand_as(want_log_std), want_log_std,
+                                   **grad_tolerances(torch.float32))
+    torch.testing.assert_close(grad_coeff, want_coeff, rtol=1e-5, atol=1e-7)
+
+
+def test_a_given_mean_denominator_with_log_std_alone_matches_the_cpu_op(lib):
+    _, log_std = inputs(700, 1, 13)
+    weights = row_weights(700)
+    denominator = torch.tensor(0.25)
+    coeff = torch.tensor(0.05)
+    outputs, row_stats, _ = assert_forward_matches_cpu(lib, None, log_std, coeff, row_weights=weights,
+                                                       mean_denominator=denominator, multiprocessors=1)
+    _, grad_log_std, _, _ = emulated_backward(lib, None, log_std, coeff, outputs, row_stats, row_weights=weights,
+                                              mean_denominator=denominator)
+    _, want_log_std, _ = cpu_backward(None, log_std, coeff, row_weights=weights, mean_denominator=denominator)
+    torch.testing.assert_close(grad_log_std, want_log_std, rtol=1e-5, atol=1e-8)
+
+
+def test_a_given_mean_denominator_matches_the_distributions_oracle_in_float64(lib):
+    logits, log_std = inputs(41, 7, 2, torch.float64)
+    weights = row_weights(41, torch.float64)
+    denominator = torch.tensor(3.0, dtype=torch.float64)
+    got, _, _ = emulated_forward(lib, logits, log_std, torch.tensor(0.3, dtype=torch.float64),
+                                 row_weights=weights, mean_denominator=denominator)
+    want = distributions_oracle(logits, log_std, 0.3, *PARAMS.values(), row_weights=weights,
+                                mean_denominator=denominator)
     for key in KEYS:
         torch.testing.assert_close(got[key], want[key], rtol=1e-10, atol=1e-12, msg=key)
 

@@ -7,6 +7,10 @@ process's, and the ranks' parameter gradients averaged (what DistributedDataPara
 does) equal the single process's gradients. The batch is built so that rank 0's own
 discrete entropy is above the threshold while the global one is below: rank 0
 applies the penalty because the global batch calls for it.
+
+The aggregation modes run on sequences ``[B, T]``, 2 on rank 0 and 3 on rank 1, with a
+padding mask that masks one of rank 0's sequences entirely: every mode is held to one
+process on the concatenated 5 sequences.
 """
 
 import pytest
@@ -16,6 +20,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import hybrid_entropy_ext as hee
+from hybrid_entropy_ext.ops.aggregation import LOSS_AGG_MODES
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo"
@@ -33,6 +38,20 @@ CASES = (
     "controllers",  # a controller per head, a control step, a second call
     "compiled",  # the regularizer under torch.compile
 )
+
+
+SEQUENCES = (2, 3)
+TOKENS = 4
+LENGTHS = (4, 0, 2, 3, 1)  # kept tokens per sequence; rank 0's second sequence is all padding
+# (mode, mask: "bool" | "float" | None, shared log_std)
+AGGREGATION_CASES = {
+    **{f"{mode}, bool mask": (mode, "bool", False) for mode in LOSS_AGG_MODES},
+    "token-mean, float mask": ("token-mean", "float", False),
+    "seq-mean-token-mean, float mask": ("seq-mean-token-mean", "float", False),
+    "seq-mean-token-sum-norm, shared log_std": ("seq-mean-token-sum-norm", "bool", True),
+    "token-sum, no mask": ("token-sum", None, False),
+    "seq-mean-token-mean, no mask": ("seq-mean-token-mean", None, False),
+}
 
 
 class Policy(nn.Module):
@@ -99,12 +118,51 @@ def run_case(case: str, obs: torch.Tensor, distributed: bool):
     return result, grads
 
 
+def global_sequences():
+    """Observations ``[5, T, OBS]`` and the padding mask ``[5, T]`` (bool), over both ranks."""
+    generator = torch.Generator().manual_seed(2)
+    obs = torch.randn(sum(SEQUENCES), TOKENS, OBS, generator=generator, dtype=torch.float64)
+    mask = torch.arange(TOKENS) < torch.tensor(LENGTHS)[:, None]
+    return obs, mask
+
+
+def rank_sequences(rank: int) -> slice:
+    start = sum(SEQUENCES[:rank])
+    return slice(start, start + SEQUENCES[rank])
+
+
+def run_aggregation_case(case: str, obs: torch.Tensor, mask: torch.Tensor, distributed: bool):
+    mode, mask_kind, shared = AGGREGATION_CASES[case]
+    if mask_kind == "float":
+        # Weights that are a function of the position alone, so that a rank's slice of the
+        # global weights is its own.
+        mask = mask * (1.0 + torch.arange(TOKENS, dtype=torch.float64) / 3)
+    policy = Policy(shared_log_std=shared)
+    regularizer = hee.HybridEntropyRegularizer(
+        hee.EntropyRegularizationConfig.preset("long"),
+        min_entropy_threshold=THRESHOLD,
+        continuous_min_entropy_threshold=5.0,
+        loss_agg_mode=mode,
+        distributed=distributed,
+    )
+    logits, log_std = policy(obs)
+    out = regularizer(logits, log_std, 100, mask if mask_kind is not None else None)
+    out["total"].backward()
+    grads = {name: p.grad.clone() for name, p in policy.named_parameters() if p.grad is not None}
+    return {k: v.detach() for k, v in out.items()}, grads
+
+
 def _worker(rank: int, store: str, results: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE)
     try:
         torch.set_num_threads(1)
         obs = global_batch()[rank_rows(rank)]
-        torch.save({case: run_case(case, obs, distributed=True) for case in CASES}, f"{results}/rank{rank}.pt")
+        outputs = {case: run_case(case, obs, distributed=True) for case in CASES}
+        sequences, mask = (t[rank_sequences(rank)] for t in global_sequences())
+        outputs.update(
+            {case: run_aggregation_case(case, sequences, mask, distributed=True) for case in AGGREGATION_CASES}
+        )
+        torch.save(outputs, f"{results}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -142,6 +200,20 @@ def test_gradients_averaged_over_ranks_are_the_single_process_gradients(ranks, c
     for name in single:
         averaged = sum(grads[name] for grads in per_rank) / WORLD_SIZE
         torch.testing.assert_close(averaged, single[name], rtol=1e-10, atol=1e-13, msg=name)
+
+
+@pytest.mark.parametrize("case", AGGREGATION_CASES)
+def test_every_aggregation_mode_over_ranks_is_the_single_process_mode_on_the_concatenated_sequences(ranks, case):
+    single, single_grads = run_aggregation_case(case, *global_sequences(), distributed=False)
+    for rank, results in enumerate(ranks):
+        out, _ = results[case]
+        assert set(out) == set(single)
+        for key in single:
+            torch.testing.assert_close(out[key], single[key], rtol=1e-12, atol=1e-14, msg=f"rank {rank}: {key}")
+    per_rank = [results[case][1] for results in ranks]
+    for name in single_grads:
+        averaged = sum(grads[name] for grads in per_rank) / WORLD_SIZE
+        torch.testing.assert_close(averaged, single_grads[name], rtol=1e-10, atol=1e-13, msg=name)
 
 
 def test_distributed_without_a_process_group_is_a_runtime_error():

@@ -41,15 +41,17 @@ def test_good_inputs_are_accepted(variant):
 # --- shapes ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [(K,), (B, K, 2), (1, B, K, 1)], ids=["1-D", "3-D", "4-D"])
-def test_logits_not_2d_is_rejected(shape):
-    with pytest.raises(ValueError, match=r"logits must be 2-D"):
+# Leading dims beyond the batch's are rows too (tests/test_aggregation.py).
+@pytest.mark.parametrize("shape", [(K,), ()], ids=["1-D", "0-D"])
+def test_logits_without_a_leading_dim_are_rejected(shape):
+    with pytest.raises(ValueError, match=r"logits must be \[\.\.\., K\] with at least one leading"):
         loss(logits=torch.randn(shape))
 
 
-def test_logits_0d_is_rejected():
-    with pytest.raises(ValueError, match=r"logits must be 2-D"):
-        loss(logits=torch.tensor(1.0))
+@pytest.mark.parametrize("shape", [(B, K, 2), (1, B, K, 1)], ids=["3-D", "4-D"])
+def test_logits_with_other_leading_dims_than_log_std_are_rejected(shape):
+    with pytest.raises(ValueError, match=r"log_std must be \[B, D\] or \[D\] .*leading dims of logits"):
+        loss(logits=torch.randn(shape))
 
 
 @pytest.mark.parametrize("shape", [(), (B, D, 2)], ids=["0-D", "3-D"])
@@ -290,8 +292,8 @@ def test_regularizer_rejects_negative_episode_in_coefficient_query():
         reg.compute_adaptive_entropy_coefficient(-5)
 
 
-def test_regularizer_rejects_logits_not_2d():
-    with pytest.raises(ValueError, match=r"logits must be 2-D"):
+def test_regularizer_rejects_logits_without_a_leading_dim():
+    with pytest.raises(ValueError, match=r"logits must be \[\.\.\., K\]"):
         hee.HybridEntropyRegularizer()(torch.randn(K), good_log_std(), 0)
 
 

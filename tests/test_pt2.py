@@ -57,8 +57,8 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-def _forward_args(logits, log_std, coeff, thresholds=ACTIVE_THRESHOLDS, row_weights=None):
-    return (logits, log_std, coeff, *WEIGHTS, *thresholds, PENALTY_MULTIPLIER, row_weights)
+def _forward_args(logits, log_std, coeff, thresholds=ACTIVE_THRESHOLDS, row_weights=None, mean_denominator=None):
+    return (logits, log_std, coeff, *WEIGHTS, *thresholds, PENALTY_MULTIPLIER, row_weights, mean_denominator)
 
 
 def _assert_opcheck_passes(op, args):
@@ -92,6 +92,18 @@ def _forward_case(name, device):
     if name == "thresholds_none":
         return _forward_args(*make_sample(dtype=torch.float32, device=device, requires_grad=True),
                              thresholds=(None, None))
+    if name == "mean_denominator":
+        return _forward_args(*make_sample(dtype=torch.float32, device=device, requires_grad=True),
+                             mean_denominator=torch.tensor(3.0, dtype=torch.float64, device=device))
+    if name == "row_weights_and_mean_denominator":
+        logits, log_std, coeff = make_sample(dtype=torch.float32, device=device, requires_grad=True)
+        weights = torch.rand(logits.shape[0], device=device)
+        return _forward_args(logits, log_std, coeff, row_weights=weights,
+                             mean_denominator=torch.tensor(3.0, device=device))
+    if name == "shared_log_std_and_mean_denominator":
+        logits, log_std, coeff = make_sample(dtype=torch.float32, device=device, requires_grad=True)
+        shared = log_std[0].detach().clone().requires_grad_()
+        return _forward_args(logits, shared, coeff, mean_denominator=torch.tensor(3.0, device=device))
     if name == "float64":
         return _forward_args(*make_sample(dtype=torch.float64, device=device, requires_grad=True))
     if name == "bfloat16":
@@ -129,6 +141,9 @@ def test_forward_op_passes_opcheck_for_every_variant(variant, device):
         "bfloat16",
         "float32_heads_float64_coeff",
         "transposed_logits",
+        "mean_denominator",
+        "row_weights_and_mean_denominator",
+        "shared_log_std_and_mean_denominator",
     ],
 )
 @pytest.mark.parametrize("device", cpu_and_cuda())
@@ -152,13 +167,14 @@ SOME_GRADS = (1.0, None, None, 2.0, None, 0.75, None)
 NO_GRADS = (None,) * 7
 
 
-def _backward_args(logits, log_std, coeff, grads, output_mask, thresholds=ACTIVE_THRESHOLDS, row_weights=None):
+def _backward_args(logits, log_std, coeff, grads, output_mask, thresholds=ACTIVE_THRESHOLDS, row_weights=None,
+                   mean_denominator=None):
     """The backward op's arguments, in its schema's order, from a real forward call.
 
     The saved per-row statistics (row_logsumexp / row_entropy) and the batch-mean entropies
     are the forward op's outputs of the same names, so the arguments are matched by name.
     """
-    out = FORWARD_OP(*_forward_args(logits, log_std, coeff, thresholds, row_weights))
+    out = FORWARD_OP(*_forward_args(logits, log_std, coeff, thresholds, row_weights, mean_denominator))
     forward_outputs = {ret.name: tensor for ret, tensor in zip(FORWARD_OP._schema.returns, out)}
     # The upstream gradients are like the forward's outputs: their dtype, on their device.
     like = forward_outputs["total"]
@@ -175,6 +191,7 @@ def _backward_args(logits, log_std, coeff, grads, output_mask, thresholds=ACTIVE
         penalty_multiplier=PENALTY_MULTIPLIER,
         output_mask=list(output_mask),
         row_weights=row_weights,
+        mean_denominator=mean_denominator,
     )
     for name, tensor in forward_outputs.items():
         values.setdefault(name, tensor)
@@ -199,6 +216,13 @@ def _backward_case(name, device):
         return _backward_args(logits, log_std, coeff, ALL_GRADS, everything, row_weights=weights)
     if name == "thresholds_none":
         return _backward_args(logits, log_std, coeff, ALL_GRADS, everything, thresholds=(None, None))
+    if name == "row_weights_and_mean_denominator":
+        weights = torch.rand(logits.shape[0], device=device)
+        return _backward_args(logits, log_std, coeff, ALL_GRADS, everything, row_weights=weights,
+                              mean_denominator=torch.tensor(3.0, device=device))
+    if name == "shared_log_std_and_mean_denominator":
+        return _backward_args(logits, log_std[0], coeff, ALL_GRADS, everything,
+                              mean_denominator=torch.tensor(3.0, device=device))
     if name == "float64":
         logits, log_std, coeff = make_sample(dtype=torch.float64, device=device)
         return _backward_args(logits, log_std, coeff, SOME_GRADS, everything)
@@ -232,6 +256,8 @@ def test_backward_op_passes_opcheck_for_every_variant(variant, grads, device):
         "float64",
         "logits_none_python_float_coeff",
         "row_weights",
+        "row_weights_and_mean_denominator",
+        "shared_log_std_and_mean_denominator",
     ],
 )
 @pytest.mark.parametrize("device", cpu_and_cuda())

@@ -13,7 +13,7 @@ import torch
 
 import hybrid_entropy_ext  # noqa: F401  (registers the ops)
 from common_utils import GRAD_TOLERANCES, VALUE_TOLERANCES, random_heads
-from oracle import KEYS, OUTPUT_WEIGHTS, distributions_oracle
+from oracle import KEYS, OUTPUT_WEIGHTS, categorical_entropies, distributions_oracle, normal_entropies
 
 OP = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss
 PARAMS = (1.0, 0.5, 10.0, 10.0, 3.0)  # thresholds high enough that both penalties are on
@@ -184,3 +184,70 @@ def test_a_log_std_expanded_from_one_row_is_not_weighted_forward_or_backward(wei
     (got_grad,) = torch.autograd.grad(got["continuous_entropy"], [row])
     (want_grad,) = torch.autograd.grad(want["continuous_entropy"], [row])
     torch.testing.assert_close(got_grad, want_grad, rtol=1e-12, atol=0)
+
+
+# --- a given mean denominator -------------------------------------------------------------
+
+
+def loss_with_denominator(logits, log_std, weights, denominator, coeff):
+    out = OP(logits, log_std, coeff, *PARAMS, weights, denominator)
+    return dict(zip(KEYS, out[:7]))
+
+
+@pytest.mark.parametrize("log_std_layout", ["rows", "shared", "expanded"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("heads", ["both", "log_std"])
+def test_a_given_denominator_divides_the_weighted_sums_as_the_oracle_does(heads, weighted, log_std_layout):
+    # H = sum_i c_i h_i / D for both heads; a shared log_std's entropy counts once per row.
+    logits, log_std = random_heads(37, 6, 3, torch.float64)
+    logits = leaves(logits)[0] if heads == "both" else None
+    source = leaves(log_std if log_std_layout == "rows" else log_std[0])[0]
+    log_std = {"rows": source, "shared": source, "expanded": source.expand(37, 3) if source.dim() == 1 else None}[
+        log_std_layout]
+    weights = random_weights(37) if weighted and (heads == "both" or log_std.dim() == 2) else None
+    denominator = torch.tensor(2.5, dtype=torch.float64)
+    coeff = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
+    got = loss_with_denominator(logits, log_std, weights, denominator, coeff)
+    want = distributions_oracle(logits, log_std, coeff, *PARAMS, row_weights=weights, mean_denominator=denominator)
+    for key in KEYS:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-10, atol=1e-12, msg=key)
+    inputs = [t for t in (logits, source, coeff) if t is not None]
+    got_grads = torch.autograd.grad(weighted_sum_of_outputs(got), inputs)
+    want_grads = torch.autograd.grad(weighted_sum_of_outputs(want), inputs)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-14)
+
+
+def test_a_denominator_of_one_gives_the_weighted_sums():
+    logits, log_std = random_heads(9, 4, 2, torch.float64)
+    weights = random_weights(9)
+    got = loss_with_denominator(logits, log_std, weights, torch.tensor(1.0), torch.tensor(0.05))
+    torch.testing.assert_close(got["discrete_entropy"], (weights * categorical_entropies(logits)).sum(),
+                               rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(got["continuous_entropy"], (weights * normal_entropies(log_std)).sum(),
+                               rtol=1e-12, atol=1e-14)
+
+
+def test_a_denominator_that_requires_grad_is_refused():
+    logits, log_std = random_heads(5, 3, 2)
+    with pytest.raises(NotImplementedError, match="mean_denominator receives no gradient"):
+        loss_with_denominator(logits, log_std, None, torch.tensor(2.0, requires_grad=True), torch.tensor(0.05))
+
+
+def test_a_denominator_that_is_not_0_dim_is_a_value_error_naming_it():
+    logits, log_std = random_heads(5, 3, 2)
+    with pytest.raises(ValueError, match=r"mean_denominator must be 0-dim .*got shape \[5\]"):
+        loss_with_denominator(logits, log_std, None, torch.ones(5), torch.tensor(0.05))
+
+
+def test_a_denominator_on_another_device_is_a_value_error_naming_it():
+    logits, log_std = random_heads(5, 3, 2)
+    with pytest.raises(ValueError, match=r"mean_denominator must be on the device of the inputs \(cpu\), got meta"):
+        loss_with_denominator(logits, log_std, None, torch.ones((), device="meta"), torch.tensor(0.05))
+
+
+def test_opcheck_passes_with_row_weights_and_a_mean_denominator():
+    logits, log_std = random_heads(6, 5, 2)
+    args = (logits.requires_grad_(), log_std.requires_grad_(), torch.tensor(0.05), *PARAMS, random_weights(6),
+            torch.tensor(4.0))
+    torch.library.opcheck(OP.default, args)

@@ -3,6 +3,7 @@
 // CPU (checks, output shapes and dtypes, input layout, gradient scales) comes
 // from the plan (loss_plan.h); the per-row math runs in the ISA-specific row
 // kernels (row_kernels.h).
+#include <optional>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -199,6 +200,34 @@ void weighted_sum_each_block(
   }
 }
 
+// What the batch means divide by: the given mean_denominator (read on the
+// host, where a CPU tensor lives), and sum_i c_i, which the continuous mean
+// of a shared log_std needs beside it.
+struct HostDenominators {
+  std::optional<double> given;
+  double weight_sum = 0.0;  // the row weights' sum, or the row count
+
+  // The denominator of a mean of weighted rows: the given one, else
+  // weight_sum (without weights the row count: the plain mean).
+  double of_rows() const {
+    return given.value_or(weight_sum);
+  }
+};
+
+HostDenominators host_denominators(
+    const OptionalTensor& mean_denominator,
+    const std::optional<HostRowWeights>& weights,
+    const OptionalTensor& logits,
+    const OptionalTensor& log_std) {
+  HostDenominators d;
+  if (mean_denominator.has_value()) {
+    d.given = read_host_value(*mean_denominator);
+  }
+  d.weight_sum = weights.has_value() ? weights->sum
+                                     : batch_row_count(logits, log_std);
+  return d;
+}
+
 template <typename acc>
 RowStats<acc> row_stats_view(const at::Tensor& row_stats) {
   acc* base = row_stats.data_ptr<acc>();
@@ -217,6 +246,7 @@ BatchMeans forward_pass(
     const OptionalTensor& logits,
     const std::optional<KernelLogStd>& log_std,
     const std::optional<HostRowWeights>& weights,
+    const HostDenominators& denominators,
     const at::Tensor& row_stats,
     CpuIsa isa) {
   const RowPass pass = make_row_pass(logits, log_std);
@@ -265,19 +295,25 @@ BatchMeans forward_pass(
     }
   });
 
-  // Without weights, the count of rows; with them, their sum.
-  const double denominator =
-      weights.has_value() ? weights->sum : static_cast<double>(pass.batch);
+  const double denominator = denominators.of_rows();
   BatchMeans means;
   if (logits.has_value()) {
     means.discrete_entropy = ordered_sum(block_entropy_sums) / denominator;
   }
   if (log_std.has_value()) {
-    const double mean_sum_log_std = per_sample_log_std
-        ? ordered_sum(block_log_std_sums) / denominator
-        : sum_all(log_std->rows, isa);
-    means.continuous_entropy =
-        math::gaussian_entropy(mean_sum_log_std, log_std->rows.size(1));
+    const double num_dims = static_cast<double>(log_std->rows.size(1));
+    if (denominators.given.has_value()) {
+      means.continuous_entropy = math::gaussian_entropy_over(
+          per_sample_log_std ? ordered_sum(block_log_std_sums)
+                             : sum_all(log_std->rows, isa),
+          !per_sample_log_std, denominators.weight_sum, num_dims, denominator);
+    } else {
+      const double mean_sum_log_std = per_sample_log_std
+          ? ordered_sum(block_log_std_sums) / denominator
+          : sum_all(log_std->rows, isa);
+      means.continuous_entropy =
+          math::gaussian_entropy(mean_sum_log_std, num_dims);
+    }
   }
   return means;
 }
@@ -291,9 +327,13 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
       ? std::optional<KernelLogStd>(log_std_for_kernels(*args.log_std))
       : std::nullopt;
   at::Tensor row_stats = empty_cpu(plan.row_stats);
+  const std::optional<HostRowWeights> weights =
+      host_row_weights(args.row_weights);
   const BatchMeans means = forward_pass(
-      logits, log_std, host_row_weights(args.row_weights), row_stats,
-      selected_cpu_isa());
+      logits, log_std, weights,
+      host_denominators(
+          args.mean_denominator, weights, args.logits, args.log_std),
+      row_stats, selected_cpu_isa());
 
   const math::LossComponents c = math::combine_losses(
       read_host_coefficients(args.entropy_coeff), plan.has_discrete,
@@ -313,21 +353,20 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
 }
 
 // The logits gradient, in one parallel pass over row blocks: the mean's
-// gradient over its count, or with row weights, each row's weight times the
-// mean's gradient over the weights' sum (one row-kernel call per run of
-// rows of equal weight, so that a 0/1 mask keeps long runs).
+// gradient over its denominator, and with row weights, times each row's
+// weight (one row-kernel call per run of rows of equal weight, so that a
+// 0/1 mask keeps long runs).
 void backward_pass(
     const at::Tensor& logits,
     const at::Tensor& row_stats,
     double grad_of_mean,
     const std::optional<HostRowWeights>& weights,
+    double denominator,
     const at::Tensor& grad_logits,
     CpuIsa isa) {
   const RowPass pass{logits.size(0), logits.size(1)};
   const double* w = weights.has_value() ? weights->data() : nullptr;
-  const double grad_per_term = w != nullptr
-      ? math::mean_term_grad(grad_of_mean, weights->sum)
-      : 0.0;
+  const double grad_per_term = math::mean_term_grad(grad_of_mean, denominator);
   pass.for_each_run([&](int64_t first_block, int64_t end_block) {
     HEE_DISPATCH_FLOATING(logits.scalar_type(), [&] {
       using acc = acc_t<scalar_t>;
@@ -338,8 +377,7 @@ void backward_pass(
         backward(
             logit_rows<scalar_t>(logits), begin, end,
             row_stats_view<acc>(row_stats),
-            static_cast<acc>(math::mean_term_grad(
-                grad_of_mean, static_cast<double>(pass.batch))),
+            static_cast<acc>(grad_per_term),
             grad_logits.data_ptr<scalar_t>());
         return;
       }
@@ -365,9 +403,10 @@ void backward_pass(
 at::Tensor weighted_log_std_grad(
     const TensorSpec& spec,
     double grad_of_mean,
-    const HostRowWeights& weights) {
+    const HostRowWeights& weights,
+    double denominator) {
   at::Tensor grad = empty_cpu(spec);
-  const double grad_per_term = math::mean_term_grad(grad_of_mean, weights.sum);
+  const double grad_per_term = math::mean_term_grad(grad_of_mean, denominator);
   const double* w = weights.data();
   HEE_DISPATCH_FLOATING(spec.dtype, [&] {
     scalar_t* out = grad.mutable_data_ptr<scalar_t>();
@@ -397,18 +436,28 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
 
   const std::optional<HostRowWeights> weights =
       host_row_weights(args.row_weights);
+  const HostDenominators denominators = host_denominators(
+      args.mean_denominator, weights, args.logits, args.log_std);
   at::Tensor grad_logits = empty_cpu(plan.grad_logits);
   if (plan.computes_grad_logits) {
     backward_pass(
         logits_for_kernels(*args.logits), args.row_stats, g.discrete_entropy,
-        weights, grad_logits, selected_cpu_isa());
+        weights, denominators.of_rows(), grad_logits, selected_cpu_isa());
   }
   at::Tensor grad_log_std;
   if (!plan.computes_grad_log_std) {
     grad_log_std = empty_cpu(plan.grad_log_std);
   } else if (plan.has_row_weights && log_std_has_own_rows(*args.log_std)) {
     grad_log_std = weighted_log_std_grad(
-        plan.grad_log_std, g.continuous_entropy, *weights);
+        plan.grad_log_std, g.continuous_entropy, *weights,
+        denominators.of_rows());
+  } else if (denominators.given.has_value()) {
+    grad_log_std = cpu_values(
+        plan.grad_log_std,
+        {math::broadcast_term_grad(
+            g.continuous_entropy, *denominators.given,
+            denominators.weight_sum,
+            continuous_entropy_mean_count(*args.log_std))});
   } else {
     grad_log_std = cpu_values(
         plan.grad_log_std,

@@ -67,6 +67,14 @@ struct BackwardProblem {
   // a per-sample log_std gets one gradient per row.
   RowWeights row_weights;
   double* weight_sum = nullptr;  // one value, only with row weights
+  // The caller's denominator of the batch means, where given (both
+  // denominators above are then it). A log_std gradient returned as one
+  // value then carries the weight of the rows it stands for
+  // (math::broadcast_term_grad): sum_i c_i (the row count, or the weights'
+  // sum) over log_std_count, the count of its rows.
+  DeviceScalar mean_denominator;
+  MeanDenominator row_weight_sum;
+  double log_std_count = 1.0;
   // One element (returned broadcast), or grad_log_std_rows elements.
   void* grad_log_std = nullptr;
   DType grad_log_std_dtype = DType::kFloat;
@@ -133,8 +141,14 @@ __device__ __forceinline__ GradScale<acc> block_grad_scale(
       if (a.grad_log_std != nullptr && a.grad_log_std_rows == 0) {
         store_from_double(
             a.grad_log_std, a.grad_log_std_dtype, 0,
-            math::mean_term_grad(
-                grads.continuous_entropy, a.continuous_denominator.read()));
+            a.mean_denominator.values != nullptr
+                ? math::broadcast_term_grad(
+                      grads.continuous_entropy,
+                      a.continuous_denominator.read(),
+                      a.row_weight_sum.read(), a.log_std_count)
+                : math::mean_term_grad(
+                      grads.continuous_entropy,
+                      a.continuous_denominator.read()));
       }
       if (a.grad_coeff != nullptr && a.coeff.per_head) {
         store_from_double(

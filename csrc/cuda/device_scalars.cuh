@@ -103,13 +103,17 @@ struct RowWeights {
 };
 
 // The denominator of a batch mean: the count of its terms, known on the
-// host, or the sum of the row weights, which a kernel computed on the
-// device (no sync).
+// host, the sum of the row weights, which a kernel computed on the device,
+// or the caller's mean_denominator, read where it lives (no sync).
 struct MeanDenominator {
   const double* device_value = nullptr;  // nullptr: host_value
   double host_value = 1.0;
+  DeviceScalar given;  // where present, read instead of the two above
 
   HEE_HOST_DEVICE double read() const {
+    if (given.values != nullptr) {
+      return given.read();
+    }
     return device_value == nullptr ? host_value : *device_value;
   }
 };

@@ -414,6 +414,12 @@ struct FinishForwardArgs {
   // H_c = D * const + (sum of log_std) / continuous_denominator: R for
   // [R, D] (or the sum of the row weights), 1 for a shared [D].
   MeanDenominator continuous_denominator;
+  // With a given mean_denominator (both denominators above are it), H_c is
+  // math::gaussian_entropy_over, which needs sum_i c_i (row_weight_sum)
+  // and whether log_std is one shared row.
+  bool divides_by_given_denominator = false;
+  MeanDenominator row_weight_sum;
+  bool shared_log_std = false;
   int64_t log_std_dims = 0;
   Coefficients coeff;
   math::LossParams params{};
@@ -454,11 +460,14 @@ __global__ void __launch_bounds__(kFinishThreads)
   const double discrete_entropy = a.has_discrete
       ? entropy_sum / a.discrete_denominator.read()
       : 0.0;
-  const double continuous_entropy = a.has_continuous
-      ? math::gaussian_entropy(
-            log_std_sum / a.continuous_denominator.read(),
-            static_cast<double>(a.log_std_dims))
-      : 0.0;
+  const double num_dims = static_cast<double>(a.log_std_dims);
+  const double continuous_entropy = !a.has_continuous ? 0.0
+      : a.divides_by_given_denominator
+      ? math::gaussian_entropy_over(
+            log_std_sum, a.shared_log_std, a.row_weight_sum.read(), num_dims,
+            a.continuous_denominator.read())
+      : math::gaussian_entropy(
+            log_std_sum / a.continuous_denominator.read(), num_dims);
   const math::LossComponents c = math::combine_losses(
       a.coeff.read(), a.has_discrete, discrete_entropy, a.has_continuous,
       continuous_entropy, a.params);

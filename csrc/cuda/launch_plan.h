@@ -97,6 +97,11 @@ struct ForwardProblem {
   bool per_sample_log_std = false;
   // [B] weights of the rows of the logits and of a per-sample log_std.
   RowWeights row_weights;
+  // The caller's denominator of the batch means (absent: the weights' sum,
+  // or the row count), and the row count (batch_row_count), which is
+  // sum_i c_i without weights.
+  DeviceScalar mean_denominator;
+  double row_count = 0.0;
   Coefficients coeff;
   math::LossParams params{};
   void* outputs[7] = {};
@@ -323,6 +328,14 @@ void launch_forward(
       ? MeanDenominator{nullptr, 1.0}
       : weighted ? MeanDenominator{work.weight_sum}
                  : MeanDenominator{nullptr, static_cast<double>(p.log_std_rows)};
+  if (p.mean_denominator.values != nullptr) {
+    finish.divides_by_given_denominator = true;
+    finish.discrete_denominator = {nullptr, 1.0, p.mean_denominator};
+    finish.continuous_denominator = {nullptr, 1.0, p.mean_denominator};
+    finish.row_weight_sum = weighted ? MeanDenominator{work.weight_sum}
+                                     : MeanDenominator{nullptr, p.row_count};
+  }
+  finish.shared_log_std = !p.per_sample_log_std;
   finish.log_std_dims = p.log_std_dims;
   finish.coeff = p.coeff;
   finish.params = p.params;
@@ -388,7 +401,8 @@ void launch_backward_logits(
 
 // The backward: the launch of the logits' dtype (float without logits: the
 // log_std and coefficient gradients only), and with row weights one before
-// it (their sum, the denominator of the weighted means).
+// it (their sum, the denominator of the weighted means, or with a given
+// denominator the weight a shared log_std carries).
 template <typename Launch>
 void launch_backward(
     BackwardProblem p,
@@ -400,6 +414,11 @@ void launch_backward(
     if (p.grad_log_std_rows > 0) {
       p.continuous_denominator = {p.weight_sum};
     }
+    p.row_weight_sum = {p.weight_sum};
+  }
+  if (p.mean_denominator.values != nullptr) {
+    p.discrete_denominator = {nullptr, 1.0, p.mean_denominator};
+    p.continuous_denominator = {nullptr, 1.0, p.mean_denominator};
   }
   const DType dtype = p.has_discrete ? p.logits_dtype : DType::kFloat;
   dispatch_logits_dtype(dtype, [&](auto zero) {

@@ -116,6 +116,8 @@ LossForwardOutputs forward_on(
   }
   at::Tensor row_weights;
   p.row_weights = row_weights_of(args.row_weights, row_weights);
+  p.mean_denominator = device_scalar(args.mean_denominator);
+  p.row_count = batch_row_count(args.logits, args.log_std);
   p.coeff = coefficients_of(device, args.entropy_coeff);
   p.params = args.params();
   std::array<at::Tensor, kNumLossOutputs> components;
@@ -187,11 +189,15 @@ LossBackwardOutputs backward_on(
     p.grad_log_std_dtype = dtype_of(grad_log_std.scalar_type());
     p.continuous_denominator.host_value =
         continuous_entropy_mean_count(*args.log_std);
+    p.log_std_count = p.continuous_denominator.host_value;
     if (plan.has_row_weights && log_std_has_own_rows(*args.log_std)) {
       p.grad_log_std_rows = args.log_std->size(0);
     }
   }
-  // With row weights, launch_backward points the denominators at their sum.
+  // With row weights, launch_backward points the denominators at their sum;
+  // with a given denominator, at it.
+  p.mean_denominator = device_scalar(args.mean_denominator);
+  p.row_weight_sum.host_value = batch_row_count(args.logits, args.log_std);
   at::Tensor row_weights;
   at::Tensor weight_sum;
   p.row_weights = row_weights_of(args.row_weights, row_weights);

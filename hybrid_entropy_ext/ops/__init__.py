@@ -9,6 +9,8 @@
   ``torch.ops.hybrid_entropy_ext.log_prob_and_entropy``, TorchScript-able.
 - :func:`loss_terms_from_entropies` (``loss_terms.py``): the loss's combination from two
   batch-mean entropies, where the means come from elsewhere than one op call.
+- ``aggregation.py``: how a sample mask and a loss-aggregation mode (:data:`LOSS_AGG_MODES`)
+  become the op's row weights and mean denominator.
 - :mod:`reference`: the pure-PyTorch reference, for tests and benchmarks only.
 
 The lowest layer above the compiled library (``hybrid_entropy_ext._ops``): nothing here
@@ -16,12 +18,14 @@ imports the regularization layer or the application.
 """
 
 from . import reference
+from .aggregation import LOSS_AGG_MODES
 from .distributions import hybrid_entropy_loss_from_distributions
 from .loss import hybrid_entropy_loss
 from .loss_terms import loss_terms_from_entropies
 from .token_terms import log_prob_and_entropy
 
 __all__ = [
+    "LOSS_AGG_MODES",
     "hybrid_entropy_loss",
     "hybrid_entropy_loss_from_distributions",
     "log_prob_and_entropy",

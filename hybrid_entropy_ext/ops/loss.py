@@ -2,18 +2,21 @@
 
 ``hybrid_entropy_loss`` is a thin wrapper around the compiled op
 ``torch.ops.hybrid_entropy_ext.hybrid_entropy_loss``; it turns a Python float
-coefficient into a tensor and names the outputs. It is plain TorchScript-able
+coefficient into a tensor, flattens leading dims into the op's rows, turns a
+sample mask and an aggregation mode into the op's row weights and denominator
+(``aggregation.py``) and names the outputs. It is plain TorchScript-able
 Python: scripted code can call it, and it traces under ``torch.compile`` and
 ``torch.export`` with no graph break.
 """
 
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .. import _ops  # noqa: F401  (registers the ops)
 from .._validation import is_real, real_to_float
+from .aggregation import aggregation_of_rows, rows_leading_shape
 
 __all__ = ["hybrid_entropy_loss"]
 
@@ -38,6 +41,30 @@ def _coefficient_as_float(entropy_coeff: object) -> float:
     return real_to_float(entropy_coeff)
 
 
+def _rows(
+    logits: Optional[Tensor], log_std: Optional[Tensor], leading_shape: List[int], weighs_rows: bool
+) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """The heads as the op's rows: logits ``[N, K]``, log_std ``[N, D]`` or a shared ``[D]``
+    (``[N, D]`` expanded from it when rows are weighed and there are no logits to weigh).
+    2-D inputs pass unchanged; others are reshaped (a view where their strides allow)."""
+    if log_std is not None and logits is not None and max(logits.dim(), log_std.dim()) > 2:
+        if log_std.dim() != 1 and list(log_std.shape[:-1]) != leading_shape:
+            raise ValueError(
+                "hybrid_entropy_loss: log_std must be [B, D] or [D] (shared by the batch), where B "
+                "is the leading dims of logits, " + str(leading_shape) + "; got shape " + str(list(log_std.shape))
+            )
+    if logits is not None and logits.dim() > 2:
+        logits = logits.reshape(-1, logits.shape[-1])
+    if log_std is not None and log_std.dim() > 2:
+        log_std = log_std.reshape(-1, log_std.shape[-1])
+    elif log_std is not None and log_std.dim() == 1 and logits is None and weighs_rows:
+        num_rows = 1
+        for size in leading_shape:
+            num_rows *= size
+        log_std = log_std.expand(num_rows, log_std.shape[0])
+    return logits, log_std
+
+
 def hybrid_entropy_loss(
     logits: Optional[Tensor],
     log_std: Optional[Tensor],
@@ -47,21 +74,26 @@ def hybrid_entropy_loss(
     min_entropy_threshold: Optional[float] = 0.1,
     continuous_min_entropy_threshold: Optional[float] = 0.1,
     penalty_multiplier: float = 3.0,
+    sample_mask: Optional[Tensor] = None,
+    loss_agg_mode: str = "token-mean",
+    loss_scale_factor: Optional[float] = None,
 ) -> Dict[str, Tensor]:
     """Entropy bonus and collapse penalties of a hybrid-action policy, fused.
 
-    ``H_d`` and ``H_c`` are the batch means of the categorical and the Gaussian head's
-    entropies in nats. Each head's term is ``-c * w * H`` and its collapse penalty
-    ``m * max(0, tau - H)``; ``total`` is their sum. docs/design.md, "Semantics", gives
-    the formula, its edge values and dtypes.
+    ``H_d`` and ``H_c`` are the aggregated (by default the batch-mean) categorical and
+    Gaussian head's entropies in nats. Each head's term is ``-c * w * H`` and its
+    collapse penalty ``m * max(0, tau - H)``; ``total`` is their sum. docs/design.md,
+    "Semantics", gives the formula, its edge values and dtypes.
 
     Args:
-        logits: ``[B, K]`` unnormalized log-probabilities of the discrete head
-            (float32, float64, bfloat16 or float16; any strides). ``-inf``
+        logits: ``[..., K]`` unnormalized log-probabilities of the discrete head, any
+            number (at least one) of leading dims, each leading index a row (float32,
+            float64, bfloat16 or float16; any strides). ``-inf``
             marks an impossible action (probability 0, gradient 0). ``None``
             for a purely continuous policy.
-        log_std: ``[B, D]`` log standard deviations of the Gaussian head, or
-            ``[D]`` shared by the batch. ``None`` for a purely discrete policy.
+        log_std: ``[..., D]`` log standard deviations of the Gaussian head with the
+            leading dims of ``logits``, or ``[D]`` shared by the batch. ``None`` for a
+            purely discrete policy.
         entropy_coeff: ``c``, a Python float or a 0-dim floating tensor (on the
             inputs' device or the CPU); a tensor that requires grad gets one.
             A NumPy scalar is read as the rest of the package reads it: a float32
@@ -77,6 +109,24 @@ def hybrid_entropy_loss(
         continuous_min_entropy_threshold: ``tau_c`` in nats, likewise for the
             continuous head. ``None`` disables it.
         penalty_multiplier: ``m``, slope of both penalties.
+        sample_mask: the rows' weights ``w``, of the leading shape: bool (``False``:
+            the row takes no part) or floating. ``None``: every row weighs 1. A
+            masked row is still read (a NaN in it still shows) and gets gradient 0.
+        loss_agg_mode: how the per-row entropies ``h`` become ``H``, as verl's
+            ``agg_loss`` (on one process) aggregates a loss:
+
+            - ``"token-mean"`` (default): ``sum w h / sum w``;
+            - ``"token-sum"``: ``sum w h``;
+            - ``"seq-mean-token-sum"``: the mean, over the ``S`` sequences with some
+              weight (``sum_t w > 0``), of ``sum_t w h``;
+            - ``"seq-mean-token-sum-norm"``: that, divided by ``loss_scale_factor``;
+            - ``"seq-mean-token-mean"``: the mean over those ``S`` sequences of
+              ``sum_t w h / sum_t w``.
+
+            The sequence modes need exactly two leading dims, ``[B, T]``. A shared
+            ``[D]`` log_std's entropy counts once per row.
+        loss_scale_factor: the divisor of ``"seq-mean-token-sum-norm"``, a finite
+            number > 0; ``None``: ``T``, the tokens per sequence.
 
     Returns:
         A dict of 0-dim tensors with keys ``total``, ``discrete``,
@@ -90,9 +140,13 @@ def hybrid_entropy_loss(
         after ``backward()`` is an ordinary dense tensor).
 
     Raises:
-        ValueError: a shape problem (logits not 2-D, log_std not 1-D/2-D,
-            different batch sizes, an empty batch, zero actions), inputs on
-            different devices, both heads ``None``, a non-finite weight.
+        ValueError: a shape problem (logits without leading dims, log_std
+            neither ``[D]`` nor of the logits' leading dims, an empty batch, zero
+            actions), inputs on different devices, both heads ``None``, a
+            non-finite weight; an unknown ``loss_agg_mode``, a sequence mode without
+            two leading dims, a ``sample_mask`` not of the leading shape, bool or
+            floating, or on another device, a ``loss_scale_factor`` that is not a
+            finite number > 0. All found from metadata, without a device sync.
         TypeError: a non-floating tensor or a non-number coefficient.
 
     Example::
@@ -101,6 +155,16 @@ def hybrid_entropy_loss(
         >>> log_std = torch.zeros(4, requires_grad=True)
         >>> out = hybrid_entropy_loss(logits, log_std, 0.01)
         >>> out["total"].backward()
+
+    Sequences ``[B, T]`` with a padding mask, aggregated as verl's
+    ``seq-mean-token-mean``::
+
+        >>> logits = torch.randn(4, 16, 6, requires_grad=True)    # [B, T, K]
+        >>> log_std = torch.zeros(4, 16, 2, requires_grad=True)   # [B, T, D]
+        >>> mask = torch.arange(16) < torch.tensor([[16], [9], [3], [12]])  # [B, T]
+        >>> out = hybrid_entropy_loss(logits, log_std, 0.01, sample_mask=mask,
+        ...                           loss_agg_mode="seq-mean-token-mean")
+        >>> out["total"].backward()
     """
     if isinstance(entropy_coeff, Tensor):
         coeff = entropy_coeff
@@ -108,6 +172,19 @@ def hybrid_entropy_loss(
         coeff = torch.scalar_tensor(float(entropy_coeff), dtype=torch.float64)
     else:
         coeff = torch.scalar_tensor(_coefficient_as_float(entropy_coeff), dtype=torch.float64)
+    row_weights: Optional[Tensor] = None
+    mean_denominator: Optional[Tensor] = None
+    # The plain batch mean of [B, K] and [B, D] or [D] goes to the op as it is, with neither
+    # weights nor a denominator: exactly the op's default, at the cost of a few comparisons.
+    aggregates = sample_mask is not None or loss_agg_mode != "token-mean" or loss_scale_factor is not None
+    if aggregates or (logits is not None and logits.dim() != 2) or (log_std is not None and log_std.dim() > 2):
+        leading_shape = rows_leading_shape(logits, log_std, sample_mask)
+        if aggregates:
+            device = logits.device if logits is not None else (log_std.device if log_std is not None else coeff.device)
+            row_weights, mean_denominator = aggregation_of_rows(
+                sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, device
+            )
+        logits, log_std = _rows(logits, log_std, leading_shape, row_weights is not None)
     outputs = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(
         logits,
         log_std,
@@ -117,6 +194,8 @@ def hybrid_entropy_loss(
         min_entropy_threshold,
         continuous_min_entropy_threshold,
         penalty_multiplier,
+        row_weights,
+        mean_denominator,
     )
     return {
         "total": outputs[0],

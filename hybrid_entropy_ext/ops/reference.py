@@ -16,13 +16,16 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from .aggregation import aggregation_of_rows, rows_leading_shape
 from .loss_terms import loss_terms_from_entropies
 
 __all__ = [
     "hybrid_entropy_loss",
     "loss_from_entropies",
     "discrete_row_entropy",
+    "continuous_row_entropy",
     "continuous_entropy",
+    "weighted_mean",
     "log_prob_and_entropy",
 ]
 
@@ -57,9 +60,14 @@ def discrete_row_entropy(logits: Tensor) -> Tensor:
     return torch.where(all_masked.squeeze(-1), 0.0, row_entropy)
 
 
+def continuous_row_entropy(log_std: Tensor) -> Tensor:
+    """Entropy in nats of a diagonal Gaussian per row: ``[..., D] -> [...]`` (``[D] -> []``)."""
+    return (log_std.to(_accumulation_dtype(log_std)) + GAUSSIAN_ENTROPY_CONSTANT).sum(dim=-1)
+
+
 def continuous_entropy(log_std: Tensor) -> Tensor:
     """Batch-mean entropy in nats of a diagonal Gaussian, ``[B, D]`` or ``[D]`` -> ``[]``."""
-    per_sample = (log_std.to(_accumulation_dtype(log_std)) + GAUSSIAN_ENTROPY_CONSTANT).sum(dim=-1)
+    per_sample = continuous_row_entropy(log_std)
     return per_sample.mean() if log_std.dim() == 2 else per_sample
 
 
@@ -117,6 +125,17 @@ def log_prob_and_entropy(
     return log_prob, entropy
 
 
+def weighted_mean(per_row: Tensor, row_weights: Optional[Tensor], mean_denominator: Optional[Tensor]) -> Tensor:
+    """``sum_i c_i h[i] / D`` over ``per_row`` ``[N]``, as the fused op's ``row_weights`` (``c``;
+    ``None``: 1) and ``mean_denominator`` (``D``; ``None``: ``sum_i c_i``) define it."""
+    weighted = per_row if row_weights is None else row_weights * per_row
+    if mean_denominator is not None:
+        return (weighted.sum() / mean_denominator).to(per_row.dtype)
+    if row_weights is None:
+        return per_row.mean()
+    return (weighted.sum() / row_weights.sum()).to(per_row.dtype)
+
+
 # The combination of the batch means, as the library writes it in Python (the tests hold
 # both this module and the fused op to the float64 oracle of tests/oracle.py).
 loss_from_entropies = loss_terms_from_entropies
@@ -131,12 +150,15 @@ def hybrid_entropy_loss(
     min_entropy_threshold: Optional[float] = 0.1,
     continuous_min_entropy_threshold: Optional[float] = 0.1,
     penalty_multiplier: float = 3.0,
+    sample_mask: Optional[Tensor] = None,
+    loss_agg_mode: str = "token-mean",
+    loss_scale_factor: Optional[float] = None,
 ) -> Dict[str, Tensor]:
     """Pure-PyTorch version of :func:`hybrid_entropy_ext.hybrid_entropy_loss`.
 
-    Args and returns are the same: ``logits`` ``[B, K]`` or ``None``,
-    ``log_std`` ``[B, D]``, ``[D]`` or ``None``, and a dict of seven 0-dim
-    tensors (float64 if either head is float64, else float32).
+    Args and returns are the same: ``logits`` ``[..., K]`` or ``None``,
+    ``log_std`` ``[..., D]``, ``[D]`` or ``None``, the mask and aggregation of the rows,
+    and a dict of seven 0-dim tensors (float64 if either head is float64, else float32).
 
     Example::
 
@@ -150,8 +172,19 @@ def hybrid_entropy_loss(
     heads = [t for t in (logits, log_std) if t is not None]
     out_dtype = torch.float64 if any(t.dtype == torch.float64 for t in heads) else torch.float32
     zero = torch.zeros((), dtype=out_dtype, device=heads[0].device)
-    h_d = discrete_row_entropy(logits).mean().to(out_dtype) if logits is not None else zero
-    h_c = continuous_entropy(log_std).to(out_dtype) if log_std is not None else zero
+    leading_shape = rows_leading_shape(logits, log_std, sample_mask)
+    row_weights, mean_denominator = aggregation_of_rows(
+        sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, heads[0].device
+    )
+    h_d = zero
+    if logits is not None:
+        h_d = weighted_mean(discrete_row_entropy(logits).reshape(-1), row_weights, mean_denominator).to(out_dtype)
+    h_c = zero
+    if log_std is not None and log_std.dim() == 1 and mean_denominator is None:
+        h_c = continuous_row_entropy(log_std).to(out_dtype)  # every row's, whatever the weights
+    elif log_std is not None:
+        per_row = continuous_row_entropy(log_std).expand(leading_shape).reshape(-1)
+        h_c = weighted_mean(per_row, row_weights, mean_denominator).to(out_dtype)
     return loss_from_entropies(
         h_d,
         h_c,

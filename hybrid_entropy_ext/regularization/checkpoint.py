@@ -2,8 +2,10 @@
 
 Version 2 (``HybridEntropyRegularizer._version``) added the ``episode_counter`` buffer,
 the controller submodules and the ``distributed`` / ``process_group`` / ``check_finite``
-attributes. What a version-1 checkpoint lacks gets the value that switches it off: no
-controllers, not distributed, no finiteness check, the counter at 0.
+attributes; the ``loss_agg_mode`` / ``loss_scale_factor`` attributes came later, outside
+the state dict. What an older whole-module pickle lacks gets the value that switches it
+off: no controllers, not distributed, no finiteness check, the plain batch mean, the
+counter at 0.
 """
 
 from typing import Any, Dict
@@ -19,6 +21,8 @@ _ATTRIBUTE_DEFAULTS = {
     "distributed": False,
     "process_group": None,
     "check_finite": False,
+    "loss_agg_mode": "token-mean",
+    "loss_scale_factor": None,
 }
 
 

@@ -38,6 +38,7 @@ import yaml
 
 from .._validation import (
     check_coefficient,
+    check_real,
     check_coefficient_range,
     check_episode_count,
     check_points,
@@ -48,6 +49,7 @@ from .._validation import (
     real_to_float,
 )
 from .config_document import check_known_keys, extract_section, read_yaml_source, safe_load
+from ..ops.aggregation import LOSS_AGG_MODES
 from .controller import TargetEntropyController
 from .presets import PRESETS
 from .schedule import (
@@ -164,6 +166,16 @@ def _validate_target(key: str, value: Any) -> Optional[float]:
     return None if value is None else check_target(_parse_numeric_string(value), key)
 
 
+def _validate_scale_factor(key: str, value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    expected = "a finite number > 0, or null (the tokens per sequence)"
+    result = check_real(key, _parse_numeric_string(value), expected)
+    if not (math.isfinite(result) and result > 0.0):
+        raise ValueError(f"{key}: expected {expected}, got {result!r}")
+    return result
+
+
 def _field(default: Any, validator: Callable[[str, Any], Any], optional: bool = False) -> Any:
     return field(default=default, metadata={_VALIDATOR: validator, _OPTIONAL: optional})
 
@@ -221,6 +233,13 @@ class EntropyRegularizationConfig:
         controller_delta: ``adaptive``: the coefficient's step per ``update`` call.
         controller_only_below_target: ``adaptive``: the entropy term of a controlled head
             is applied only while its entropy is below the target.
+        loss_agg_mode: how the rows' entropies become ``H_d`` and ``H_c`` when
+            ``forward`` gets a ``sample_mask`` or sequences ``[B, T]``: ``token-mean``
+            (the default: the batch mean), ``token-sum``, ``seq-mean-token-sum``,
+            ``seq-mean-token-sum-norm`` or ``seq-mean-token-mean``, as verl's
+            ``agg_loss`` (:func:`~hybrid_entropy_ext.hybrid_entropy_loss` defines them).
+        loss_scale_factor: the divisor of ``seq-mean-token-sum-norm`` (> 0), or null:
+            the tokens per sequence ``T``. Other modes do not read it.
 
     Numbers must be finite and >= 0 (except ``continuous_target_entropy``); numeric strings (YAML reads ``1e-3`` as one) are
     converted; ``bool`` is not accepted as a number. Invalid values raise ``TypeError``
@@ -257,6 +276,9 @@ class EntropyRegularizationConfig:
     controller_max_coeff: float = _optional_field(1.0, _validate_coefficient)
     controller_delta: float = _optional_field(0.001, _validate_coefficient)
     controller_only_below_target: bool = _optional_field(True, _validate_bool)
+    # --- optional: aggregation of the rows ---------------------------------------------
+    loss_agg_mode: str = _optional_field("token-mean", _validate_choice(LOSS_AGG_MODES))
+    loss_scale_factor: Optional[float] = _optional_field(None, _validate_scale_factor)
 
     def __post_init__(self) -> None:
         # Validate every field before setting any (frozen: via object.__setattr__).

@@ -1,6 +1,7 @@
 """The regularizer's loss over the global batch of a ``torch.distributed`` process group.
 
-Each rank computes its batch means with the fused op, the ranks' sums and row counts are
+Each rank computes its rows' weighted entropy sums with the fused op, the ranks' sums and
+denominators (row counts, mask sums or sequence counts, by the aggregation mode) are
 added by a differentiable all-reduce (:func:`all_reduce_sum`, the custom op
 ``hybrid_entropy_ext::_all_reduce_sum``), and the loss terms are computed from the global
 means (:func:`~hybrid_entropy_ext.ops.loss_terms.loss_terms_from_entropies`), so every rank
@@ -13,6 +14,12 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor
 
+from ..ops.aggregation import (
+    aggregation_denominator,
+    aggregation_row_weights,
+    check_loss_aggregation,
+    rows_leading_shape,
+)
 from ..ops.loss import hybrid_entropy_loss
 from ..ops.loss_terms import loss_terms_from_entropies
 
@@ -71,22 +78,35 @@ def global_loss(
     continuous_min_entropy_threshold: Optional[float],
     penalty_multiplier: float,
     process_group: Any = None,
+    sample_mask: Optional[Tensor] = None,
+    loss_agg_mode: str = "token-mean",
+    loss_scale_factor: Optional[float] = None,
 ) -> Dict[str, Tensor]:
-    """The seven loss terms of the global batch: the batch means over every rank of
-    ``process_group`` (None: the default group), the arguments as for
+    """The seven loss terms of the global batch: ``H_d`` and ``H_c`` aggregated over every
+    rank of ``process_group`` (None: the default group), the arguments as for
     :func:`~hybrid_entropy_ext.hybrid_entropy_loss` (``coeff`` a 0-dim or ``[2]`` tensor).
+
+    Every mode is what one process computes on the concatenated batch (sequences whole on
+    one rank): each rank adds its rows' weighted entropies ``sum_i c_i h[i]`` (the fused
+    op, as a ``token-sum`` with the weights ``c``; for ``seq-mean-token-mean`` these are
+    the rank's per-sequence ``w / sum_t w``) and its denominator (``sum w`` for
+    ``token-mean``, the sequences with some weight for the sequence modes, times
+    ``loss_scale_factor`` for ``-norm``; none for ``token-sum``), one all-reduce adds them
+    over the ranks, and the global ``H`` is their quotient.
 
     Every rank returns the same values and applies the same penalty. The all-reduce's
     backward sums the ranks' gradients, so each rank's gradient is the world size times
     its share of the global-batch gradient: averaged over ranks, as
     DistributedDataParallel averages, it is the single-process gradient. A shared ``[D]``
-    log_std has one entropy for every sample; it counts as the rank's batch size (the rows
-    of ``logits``, or 1 without them), so its global mean is the sample-weighted mean over
-    ranks, the same on every rank while DDP keeps the parameter in sync. Every rank must
-    call it with the same heads present and at least one row.
+    log_std has one entropy for every sample; it counts once per row of the rank (the
+    rows of ``logits``, or of the mask, or 1 without either), so its global mean is the
+    sample-weighted mean over ranks, the same on every rank while DDP keeps the parameter
+    in sync. Every rank must call it with the same heads present, the same mode and at
+    least one row.
 
     Raises:
         RuntimeError: ``torch.distributed`` is not initialized.
+        ValueError: as :func:`~hybrid_entropy_ext.hybrid_entropy_loss` for the mask and mode.
     """
     import torch.distributed as dist
 
@@ -95,33 +115,36 @@ def global_loss(
             "HybridEntropyRegularizer(distributed=True): torch.distributed is not initialized; "
             "call torch.distributed.init_process_group first"
         )
-    # The local per-row work, fused, with the penalties off: only the batch means are used.
-    local = hybrid_entropy_loss(logits, log_std, 0.0, 1.0, 1.0, None, None, 0.0)
-    h_d, h_c = local["discrete_entropy"], local["continuous_entropy"]
-    rows_d = logits.shape[0] if logits is not None else 0
-    if log_std is None:
-        rows_c = 0
-    elif log_std.dim() == 2:
-        rows_c = log_std.shape[0]
-    else:
-        rows_c = rows_d if rows_d > 0 else 1  # [D]: the same entropy for every sample
-    # Sums and counts in float64 (counts exact), one all-reduce for all four. Counts are
-    # fills, not tensors built on the host, so nothing is copied to the device.
-    stats = torch.stack(
-        [
-            h_d.double() * rows_d,
-            h_c.double() * rows_c,
-            torch.full_like(h_d, rows_d, dtype=torch.float64),
-            torch.full_like(h_c, rows_c, dtype=torch.float64),
-        ]
+    leading_shape = rows_leading_shape(logits, log_std, sample_mask)
+    # Without either head the op below raises, naming both.
+    device = logits.device if logits is not None else (log_std.device if log_std is not None else coeff.device)
+    check_loss_aggregation(sample_mask, loss_agg_mode, loss_scale_factor, leading_shape)
+    weights = aggregation_row_weights(sample_mask, loss_agg_mode, leading_shape)
+    denominator = aggregation_denominator(sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, device)
+    # The local weighted sums, fused, with the penalties off: only the entropies are used.
+    local = hybrid_entropy_loss(
+        logits,
+        log_std,
+        0.0,
+        1.0,
+        1.0,
+        None,
+        None,
+        0.0,
+        None if weights is None else weights.reshape(leading_shape),
+        "token-sum",
     )
-    reduced = all_reduce_sum(stats, process_group_name(process_group))
+    sums = [local["discrete_entropy"].double(), local["continuous_entropy"].double()]
+    # One all-reduce for the sums and the denominator (float64: counts exact).
+    reduced = all_reduce_sum(
+        torch.stack(sums if denominator is None else sums + [denominator]), process_group_name(process_group)
+    )
+    means = reduced[:2] if denominator is None else reduced[:2] / reduced[2]
     dtype = local["total"].dtype
-    global_d = (reduced[0] / reduced[2]).to(dtype) if logits is not None else torch.zeros_like(h_d)
-    global_c = (reduced[1] / reduced[3]).to(dtype) if log_std is not None else torch.zeros_like(h_c)
+    zero = torch.zeros_like(local["total"])
     return loss_terms_from_entropies(
-        global_d,
-        global_c,
+        means[0].to(dtype) if logits is not None else zero,
+        means[1].to(dtype) if log_std is not None else zero,
         coeff,
         discrete_entropy_weight,
         continuous_entropy_weight,

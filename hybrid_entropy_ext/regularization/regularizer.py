@@ -107,6 +107,8 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
     min_entropy_threshold: Optional[float]
     continuous_min_entropy_threshold: Optional[float]
     penalty_multiplier: float
+    loss_agg_mode: str
+    loss_scale_factor: Optional[float]
     check_finite: bool
     distributed: bool
 
@@ -148,20 +150,39 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
         self.min_entropy_threshold = self.config.min_entropy_threshold
         self.continuous_min_entropy_threshold = self.config.resolved_continuous_min_entropy_threshold
         self.penalty_multiplier = self.config.penalty_multiplier
+        self.loss_agg_mode = self.config.loss_agg_mode
+        self.loss_scale_factor = self.config.loss_scale_factor
         self.distributed = distributed or process_group is not None
         self.process_group = process_group
         self.register_buffer(COUNTER, torch.zeros((), dtype=torch.int64))
 
     def forward(
-        self, logits: Optional[Tensor], log_std: Optional[Tensor], episode: Optional[int] = None
+        self,
+        logits: Optional[Tensor],
+        log_std: Optional[Tensor],
+        episode: Optional[int] = None,
+        sample_mask: Optional[Tensor] = None,
     ) -> Dict[str, Tensor]:
         """Loss components at ``episode``, or at the episode counter when it is omitted.
 
         Args:
-            logits: ``[B, K]`` discrete-head logits, or ``None``.
-            log_std: ``[B, D]`` or ``[D]`` Gaussian log-std, or ``None``.
+            logits: ``[..., K]`` discrete-head logits (``[B, K]``, or ``[B, T, K]`` for
+                sequences), or ``None``.
+            log_std: ``[..., D]`` Gaussian log-std with the leading dims of ``logits``, or
+                ``[D]`` shared, or ``None``.
             episode: the training episode (int >= 0) that sets the scheduled
                 coefficient; ``None`` (the default): the ``episode_counter`` buffer.
+            sample_mask: bool or floating weights of the rows, of the leading shape
+                (``[B]``, ``[B, T]``), or ``None``. The config's ``loss_agg_mode`` and
+                ``loss_scale_factor`` say how the rows are aggregated
+                (:func:`hybrid_entropy_loss`).
+
+        Example::
+
+            >>> reg = HybridEntropyRegularizer(loss_agg_mode="seq-mean-token-mean")
+            >>> logits, log_std = torch.randn(4, 16, 6), torch.zeros(4, 16, 2)  # [B, T, ...]
+            >>> mask = torch.arange(16) < torch.tensor([[16], [9], [3], [12]])
+            >>> out = reg(logits, log_std, 0, mask)
 
         Returns:
             The seven 0-dim tensors of :func:`hybrid_entropy_loss` plus
@@ -188,7 +209,7 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
         discrete_coeff, continuous_coeff = self._controller_coefficients()
         coeff = op_coefficient(discrete_coeff, continuous_coeff, scheduled_value, scheduled_tensor)
         if self.distributed:
-            out = self._global_loss(logits, log_std, coeff)
+            out = self._global_loss(logits, log_std, coeff, sample_mask)
         else:
             out = hybrid_entropy_loss(
                 logits,
@@ -199,13 +220,18 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
                 self.min_entropy_threshold,
                 self.continuous_min_entropy_threshold,
                 self.penalty_multiplier,
+                sample_mask,
+                self.loss_agg_mode,
+                self.loss_scale_factor,
             )
         self._apply_only_below_target(out)
         add_coefficient_outputs(out, discrete_coeff, continuous_coeff, scheduled_value, scheduled_tensor)
         return out
 
     @torch.jit.unused
-    def _global_loss(self, logits: Optional[Tensor], log_std: Optional[Tensor], coeff: Tensor) -> Dict[str, Tensor]:
+    def _global_loss(
+        self, logits: Optional[Tensor], log_std: Optional[Tensor], coeff: Tensor, sample_mask: Optional[Tensor]
+    ) -> Dict[str, Tensor]:
         return global_loss(
             logits,
             log_std,
@@ -216,6 +242,9 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
             self.continuous_min_entropy_threshold,
             self.penalty_multiplier,
             self.process_group,
+            sample_mask,
+            self.loss_agg_mode,
+            self.loss_scale_factor,
         )
 
     # --- checkpoints: state-dict version 1 (checkpoint.py) ------------------------------------
@@ -241,6 +270,8 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
             f"penalty_multiplier={self.penalty_multiplier}, "
             f"check_finite={self.check_finite}"
         )
+        if self.loss_agg_mode != "token-mean" or self.loss_scale_factor is not None:
+            text += f", loss_agg_mode={self.loss_agg_mode!r}, loss_scale_factor={self.loss_scale_factor}"
         if self.distributed:
             text += ", distributed=True"
         return text
