@@ -17,7 +17,13 @@ memory per implementation, and the kernels one call launches.
 runs the per-token terms suite instead (hybrid_entropy_ext/benchmarking/token_terms.py; on a
 GPU token_terms_cuda.py): ``log_prob_and_entropy`` forward+backward against the two-pass
 eager PyTorch, that under ``torch.compile``, TRL's version and ``Categorical``, with the peak
-memory of each. ``--implementations`` and ``--plot`` apply to the default suite only.
+memory of each.
+
+    python benchmarks/run_benchmarks.py --suite masked-loss [--quick] [--rounds N]
+
+times the hybrid loss with a 90% sample mask against the plain call at 65536x16
+(hybrid_entropy_ext/benchmarking/masked_loss.py). ``--implementations`` and ``--plot``
+apply to the default suite only.
 """
 
 import argparse
@@ -28,10 +34,26 @@ import torch
 from hybrid_entropy_ext.benchmarking import runner as benchmark
 
 
+def run_masked_loss(args) -> int:
+    from hybrid_entropy_ext.benchmarking import masked_loss
+
+    cases = masked_loss.QUICK_MASKED_CASES if args.quick else masked_loss.MASKED_CASES
+    timings = masked_loss.run_masked_loss(cases, rounds=args.rounds)
+    machine = benchmark.machine_description()
+    print(
+        f"{machine['cpu']}; torch {machine['torch']}; {torch.get_num_threads()} threads; "
+        f"kernels: {machine['kernel_isa']}; median of {args.rounds} interleaved rounds; D = 8\n"
+    )
+    print("### hybrid_entropy_loss with a 90% sample mask vs without, forward+backward\n")
+    print(masked_loss.format_masked_table(timings))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=("default", "token-terms"), default="default",
-                        help="token-terms: log_prob_and_entropy against the per-token alternatives")
+    parser.add_argument("--suite", choices=("default", "token-terms", "masked-loss"), default="default",
+                        help="token-terms: log_prob_and_entropy against the per-token alternatives; "
+                        "masked-loss: the hybrid loss with a sample mask against without")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="a few small sizes instead of the full suite")
     parser.add_argument("--rounds", type=int, default=9)
@@ -46,6 +68,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.suite == "token-terms":
         return run_token_terms(args)
+    if args.suite == "masked-loss":
+        return run_masked_loss(args)
     if args.device == "cuda":
         return run_cuda(args)
 

@@ -8,13 +8,6 @@
 #include "checks.h"
 
 namespace hee {
-namespace {
-
-TensorSpec scalar_spec(at::ScalarType dtype, c10::Device device) {
-  return {{}, {}, dtype, device};
-}
-
-// Contiguous strides of `sizes`.
 c10::SymDimVector contiguous_strides(c10::SymIntArrayRef sizes) {
   c10::SymDimVector strides(sizes.size());
   c10::SymInt stride = 1;
@@ -23,6 +16,12 @@ c10::SymDimVector contiguous_strides(c10::SymIntArrayRef sizes) {
     stride = stride * sizes[d].max(1);
   }
   return strides;
+}
+
+namespace {
+
+TensorSpec scalar_spec(at::ScalarType dtype, c10::Device device) {
+  return {{}, {}, dtype, device};
 }
 
 TensorSpec contiguous_like(const at::Tensor& t) {

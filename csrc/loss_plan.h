@@ -25,6 +25,10 @@ struct TensorSpec {
   c10::Device device = c10::kCPU;
 };
 
+// The strides of a contiguous tensor of `sizes`, as torch gives them (a size
+// of 0 counts as 1).
+c10::SymDimVector contiguous_strides(c10::SymIntArrayRef sizes);
+
 // float32 for float32 / bfloat16 / float16 inputs, float64 for float64
 // (accumulate_type.h, as a ScalarType).
 at::ScalarType accumulation_dtype(at::ScalarType input_dtype);

@@ -78,18 +78,24 @@ void check_forward_args(
   TORCH_CHECK_VALUE(
       std::isfinite(temperature) && temperature > 0.0, op,
       ": temperature must be a finite number > 0, got ", temperature);
+  // The kernels scale by 1 / T in the accumulation dtype: it must be a number
+  // there (below about 3e-39, 1 / T overflows float32).
+  const double scale = 1.0 / temperature;
+  const bool scale_is_finite =
+      accumulation_dtype(logits.scalar_type()) == at::kDouble
+      ? std::isfinite(scale)
+      : std::isfinite(static_cast<float>(scale));
+  TORCH_CHECK_VALUE(
+      scale_is_finite, op, ": temperature ", temperature,
+      " is too small: 1 / temperature overflows the logits' accumulation "
+      "dtype (", accumulation_dtype(logits.scalar_type()), ")");
 }
 
 TensorSpec contiguous_spec(
     c10::SymIntArrayRef sizes, at::ScalarType dtype, c10::Device device) {
   TensorSpec spec;
   spec.sizes.assign(sizes.begin(), sizes.end());
-  spec.strides.resize(sizes.size());
-  c10::SymInt stride = 1;
-  for (int64_t d = static_cast<int64_t>(sizes.size()) - 1; d >= 0; --d) {
-    spec.strides[d] = stride;
-    stride = stride * sizes[d];
-  }
+  spec.strides = contiguous_strides(sizes);
   spec.dtype = dtype;
   spec.device = device;
   return spec;

@@ -1,4 +1,4 @@
-"""Both ops once on every CUDA kernel layout, small enough to run under compute-sanitizer.
+"""Every op once on every CUDA kernel layout, small enough to run under compute-sanitizer.
 
 ``scripts/gpu_check.sh`` runs this under memcheck, racecheck, initcheck and synccheck: what
 the host emulation of the kernels cannot see (races between blocks, stale shared memory
@@ -12,7 +12,10 @@ seven outputs, so every kernel of both ops is launched:
   long rows of a small batch split over blocks and merged; batches larger than one wave of
   blocks in both layouts (the row loops);
 - fully masked rows, log_std alone, logits alone, a shared log_std, per-head coefficients
-  on the device and a 0-dim coefficient on the host.
+  on the device and a 0-dim coefficient on the host;
+- log_prob_and_entropy in warp groups and a row per block (aligned and peeled rows), the
+  backward flat and by rows, with a mask whose dropped rows hold NaN, a temperature, int32
+  actions, and each upstream gradient alone.
 
     python scripts/cuda_sanitizer_workload.py
 """
@@ -85,6 +88,29 @@ def cases(device):
     yield "mean denominator, shared log_std alone", None, log_std(1, 4)[0], coeff, None, denominator
 
 
+def token_terms_cases(device):
+    """(name, logits, actions, mask, temperature, upstream): the per-token op's layouts."""
+    g = torch.Generator(device="cpu").manual_seed(1)
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        for rows, k, stride in ((300, 16, 16), (41, 6, 7), (9, 100, 100), (5, 3000, 3000), (5, 3000, 3001)):
+            full = torch.randn(rows, stride, generator=g).to(dtype)
+            logits = full[:, stride - k:]
+            mask = torch.rand(rows, generator=g) < 0.8
+            logits[~mask] = math.nan
+            actions = torch.randint(0, k, (rows,), generator=g, dtype=torch.int32).masked_fill(~mask, -100)
+            for upstream in (("log_prob", "entropy"), ("log_prob",), ("entropy",)):
+                name = f"token terms {dtype} {rows}x{k} stride {stride}, grads of {'+'.join(upstream)}"
+                yield name, logits.to(device), actions.to(device), mask.to(device), 0.7, upstream
+
+
+def run_token_terms(logits, actions, mask, temperature, upstream):
+    leaf = logits.detach().requires_grad_()
+    log_prob, entropy = hee.log_prob_and_entropy(leaf, actions, mask, temperature)
+    outputs = {"log_prob": log_prob, "entropy": entropy}
+    sum(outputs[name].sum() for name in upstream).backward()
+    return leaf.grad
+
+
 def main():
     if not torch.cuda.is_available():
         sys.exit("cuda_sanitizer_workload.py needs a CUDA device")
@@ -94,6 +120,12 @@ def main():
         torch.cuda.synchronize()
         if not torch.isfinite(out[0]).item():
             sys.exit(f"{name}: total is not finite")
+        count += 1
+    for name, *inputs in token_terms_cases(torch.device("cuda")):
+        grad = run_token_terms(*inputs)
+        torch.cuda.synchronize()
+        if not torch.isfinite(grad).all().item():
+            sys.exit(f"{name}: the gradient is not finite")
         count += 1
     print(f"cuda_sanitizer_workload: {count} cases, forward and backward each")
 

@@ -214,8 +214,8 @@ def test_an_unknown_mode_is_rejected():
         call(mode="seq-mean")
 
 
-def test_a_mode_that_is_not_a_string_is_rejected():
-    with pytest.raises(ValueError, match=r"loss_agg_mode must be one of token-mean, .*got None \(NoneType\)"):
+def test_a_mode_that_is_not_a_string_is_a_type_error():
+    with pytest.raises(TypeError, match=r"loss_agg_mode must be one of token-mean, .*got None \(NoneType\)"):
         call(mode=None)
 
 
@@ -231,8 +231,8 @@ def test_a_mask_of_another_shape_is_rejected():
         call(mask=torch.ones(B, T - 1, dtype=torch.bool))
 
 
-def test_an_integer_mask_is_rejected():
-    with pytest.raises(ValueError, match=r"sample_mask must be a bool or floating tensor, got dtype torch.int64"):
+def test_an_integer_mask_is_a_type_error():
+    with pytest.raises(TypeError, match=r"sample_mask must be a bool or floating tensor, got dtype torch.int64"):
         call(mask=torch.ones(B, T, dtype=torch.int64))
 
 
@@ -241,9 +241,15 @@ def test_a_mask_on_another_device_is_rejected():
         call(mask=torch.ones(B, T, dtype=torch.bool, device="meta"))
 
 
-@pytest.mark.parametrize("factor", [0.0, -1.0, math.inf, math.nan, "8", True], ids=str)
+@pytest.mark.parametrize("factor", [0.0, -1.0, math.inf, math.nan], ids=str)
 def test_a_loss_scale_factor_that_is_not_a_finite_number_above_zero_is_rejected(factor):
     with pytest.raises(ValueError, match=r"loss_scale_factor must be a finite number > 0"):
+        call(mode="seq-mean-token-sum-norm", loss_scale_factor=factor)
+
+
+@pytest.mark.parametrize("factor", ["8", True], ids=str)
+def test_a_loss_scale_factor_that_is_not_a_number_is_a_type_error(factor):
+    with pytest.raises(TypeError, match=r"loss_scale_factor must be a finite number > 0"):
         call(mode="seq-mean-token-sum-norm", loss_scale_factor=factor)
 
 

@@ -35,15 +35,12 @@ def quick_result():
     return _run(dict(tt.BUILDERS, compiled=_dynamo_only_compile))
 
 
-def test_the_fused_op_is_the_packages_once_it_has_one():
-    fused = tt.fused_log_prob_and_entropy()
-    assert (fused is not None) == hasattr(hee, "log_prob_and_entropy")
-    if fused is not None:
-        assert fused is hee.log_prob_and_entropy
+def test_the_fused_implementation_is_the_packages_op():
+    assert tt.fused_log_prob_and_entropy() is hee.log_prob_and_entropy
 
 
 def test_every_implementation_is_timed_or_marked_unavailable(quick_result):
-    expected = {"fused": tt.fused_log_prob_and_entropy() is not None, "trl_chunked": tt.trl_version() is not None}
+    expected = {"fused": True, "trl_chunked": tt.trl_version() is not None}
     for case in TINY_CASES:
         names = tt.IMPLEMENTATIONS_BY_GROUP[case.group]
         timings = [t for t in quick_result.timings if t.case == case.label]
@@ -151,3 +148,17 @@ def test_cuda_bytes_count_the_kept_rows_twice_and_the_whole_gradient_once():
     kept = int(inputs["mask"].sum())
     row, per_row = 100 * 2, 8 + 1  # bfloat16 logits; int64 action and bool mask
     assert fused_bytes(case, inputs) == 2 * kept * row + 10 * row + 2 * 10 * per_row + 2 * 10 * 8
+
+
+def test_the_masked_loss_benchmark_times_both_calls_and_reports_their_ratio():
+    from hybrid_entropy_ext.benchmarking import masked_loss
+
+    calls = iter(range(1, 1000))
+    # A fake timer: every sample takes one more second than the last, so the ratio is
+    # known without timing anything.
+    timings = masked_loss.run_masked_loss(masked_loss.QUICK_MASKED_CASES, rounds=1, min_seconds_per_sample=0.0,
+                                          timer=lambda step, repeats: (step(), float(next(calls)))[1])
+    by_name = {t.implementation: t.median_s for t in timings}
+    assert set(by_name) == {"plain", "masked"} and all(v is not None for v in by_name.values())
+    table = masked_loss.format_masked_table(timings)
+    assert f"{by_name['masked'] / by_name['plain']:.3f}" in table

@@ -200,7 +200,8 @@ def test_strided_logits_match_the_oracle(backend, layout, dtype):
 
 @pytest.mark.parametrize("k", [5, 33])
 def test_many_rows_split_across_threads_with_runs_of_masked_rows_match_the_oracle(backend, k):
-    rows = 5000
+    # At least two of the CPU's chunks (about 32768 elements each) for every k.
+    rows = 16384
     logits = random_logits(rows, k, dtype=torch.float32)
     mask = torch.rand(rows) < 0.8
     mask[1000:1500] = False  # a long run of padding
@@ -636,7 +637,8 @@ def test_same_inputs_give_bitwise_the_same_outputs_and_gradient(cpu_isa, k):
 
 @pytest.mark.parametrize("k", [7, 33, 1000])
 def test_one_thread_and_two_give_bitwise_the_same_outputs_and_gradient(cpu_isa, k):
-    rows = 4096 if k < 1000 else 512
+    # At least two of the CPU's chunks (about 32768 elements each) for every k.
+    rows = 16384 if k < 1000 else 512
     logits = random_logits(rows, k, dtype=torch.float32)
     actions = random_actions((rows,), k)
     mask = torch.rand(rows) < 0.9
@@ -799,3 +801,24 @@ def test_the_reference_gives_float32_for_half_logits_and_raises_as_the_op():
         hee.reference.log_prob_and_entropy(logits, None, None, 0.0)
     with pytest.raises(IndexError):
         hee.reference.log_prob_and_entropy(logits, torch.full((5,), 7))
+
+
+# Rows longer than the CUDA kernels hold in a warp group (a block per row, forward and
+# backward), an odd length, and a slice whose rows start off a 16-byte boundary (peeled).
+@pytest.mark.parametrize("k", [1025, 4099])
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=str)
+def test_long_rows_match_the_oracle(backend, dtype, k):
+    logits = random_logits(5, k + 3, dtype=dtype)[:, 3:]
+    mask = torch.tensor([True, True, False, True, True])
+    logits[~mask] = NAN
+    check_against_oracle(backend, logits, random_actions((5,), k).masked_fill(~mask, -100), mask, temperature=0.8)
+
+
+def test_a_temperature_whose_inverse_overflows_float32_is_rejected():
+    with pytest.raises(ValueError, match=r"temperature 1e-39 is too small: 1 / temperature overflows"):
+        hee.log_prob_and_entropy(torch.randn(3, 4), torch.zeros(3, dtype=torch.long), None, 1e-39)
+
+
+def test_the_same_temperature_is_accepted_for_float64_logits():
+    _, entropy = hee.log_prob_and_entropy(torch.randn(3, 4, dtype=torch.float64), None, None, 1e-39)
+    assert torch.isfinite(entropy).all()

@@ -10,7 +10,7 @@
 #include <c10/cuda/CUDAException.h>
 
 #include "../loss_plan.h"
-#include "launch_plan.h"
+#include "launch_shapes.h"
 
 namespace hee {
 namespace cuda {

@@ -12,14 +12,13 @@
 
 #include "backward_kernel.cuh"
 #include "device_scalars.cuh"
+#include "finish_kernels.cuh"
 #include "forward_kernels.cuh"
+#include "launch_shapes.h"
 
 namespace hee {
 namespace cuda {
 
-// Rows of at most this many columns are held in registers by a warp group.
-constexpr int64_t kMaxColsInWarps = 1024;
-constexpr int kMaxLog2ColsInWarps = 10;
 // Column splits: only for rows at least this long, at most this many per row
 // (a warp merges them), each at least kMinSplitCols long.
 constexpr int64_t kMinColsToSplit = 8192;
@@ -27,59 +26,6 @@ constexpr int64_t kMaxSplits = kWarpSize;
 constexpr int64_t kMinSplitCols = 4096;
 // log_std elements per thread of a log_std block.
 constexpr int64_t kLogStdPerThread = 16;
-// The GPU the grids are sized for: its multiprocessors and the threads each
-// keeps resident (2048 on sm_80 and sm_90, 1536 on sm_86 and sm_89). Kernels
-// loop over rows, so one wave of blocks covers any batch, the grid stays far
-// below CUDA's limits, and there is one partial sum per block.
-struct DeviceShape {
-  int multiprocessors = 1;
-  int threads_per_multiprocessor = 2048;
-};
-
-inline int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
-
-inline int ceil_log2(int64_t n) {
-  int log2 = 0;
-  while ((int64_t{1} << log2) < n) {
-    ++log2;
-  }
-  return log2;
-}
-
-// The widest load a thread makes, and how many elements of a dtype it holds.
-constexpr int kVectorBytes = 16;
-template <typename scalar_t>
-constexpr int kVectorWidth = kVectorBytes / sizeof(scalar_t);
-
-inline int64_t element_size(DType dtype) {
-  return dtype == DType::kDouble ? 8 : dtype == DType::kFloat ? 4 : 2;
-}
-
-// Whether every row of [B, K] logits (and every row of a contiguous
-// gradient of them, where one is written) can be read in vectors of
-// `vector_bytes` from column 0 on.
-inline bool rows_are_vector_aligned(
-    const void* logits,
-    int64_t row_stride,
-    DType dtype,
-    int64_t vector_bytes = kVectorBytes) {
-  return reinterpret_cast<uintptr_t>(logits) % vector_bytes == 0 &&
-      (row_stride * element_size(dtype)) % vector_bytes == 0;
-}
-
-// The grid of a loop over `work_blocks` blocks of `block_threads`: at most
-// one wave of resident blocks, at least one.
-inline int64_t one_wave_grid(
-    int64_t work_blocks,
-    int block_threads,
-    const DeviceShape& device) {
-  const int64_t wave = static_cast<int64_t>(device.multiprocessors) *
-      std::max(1, device.threads_per_multiprocessor / block_threads);
-  return std::max<int64_t>(1, std::min(work_blocks, wave));
-}
-
 // One forward call, as raw pointers on the device.
 struct ForwardProblem {
   bool has_discrete = false;
@@ -107,8 +53,6 @@ struct ForwardProblem {
   void* outputs[7] = {};
   DType output_dtype = DType::kFloat;
 };
-
-enum class RowLayout { kRowsInWarps, kRowInBlock };
 
 struct ForwardLaunchPlan {
   RowLayout layout = RowLayout::kRowsInWarps;
@@ -192,36 +136,6 @@ struct ForwardWorkspace {
                                  // only when rows are split
   double* weight_sum = nullptr;  // one value, only with row weights
 };
-
-template <typename Fn>
-void dispatch_logits_dtype(DType dtype, const Fn& fn) {
-  switch (dtype) {
-    case DType::kFloat:
-      fn(float{});
-      return;
-    case DType::kDouble:
-      fn(double{});
-      return;
-    case DType::kHalf:
-      fn(c10::Half{});
-      return;
-    case DType::kBFloat16:
-      fn(c10::BFloat16{});
-      return;
-  }
-}
-
-// Calls fn(std::integral_constant<int, L>) for the runtime L in [0, kMax].
-template <int kMax, typename Fn, int L = 0>
-void dispatch_log2_cols(int log2_cols, const Fn& fn) {
-  if constexpr (L <= kMax) {
-    if (log2_cols == L) {
-      fn(std::integral_constant<int, L>{});
-    } else {
-      dispatch_log2_cols<kMax, Fn, L + 1>(log2_cols, fn);
-    }
-  }
-}
 
 // The forward's launches of scalar_t logits: rows and log_std, and the merge
 // of column splits where there are any.
@@ -345,9 +259,6 @@ void launch_forward(
   finish.output_dtype = p.output_dtype;
   launch(finish_forward, 1, kFinishThreads, finish);
 }
-
-// Rows at least this long get a block each in the backward.
-constexpr int64_t kMinColsBackwardByRows = kMaxColsInWarps + 1;
 
 // The backward of scalar_t logits, one launch. Long rows: a block per row,
 // one wave of blocks looping over rows, vectors after each row's peel

@@ -25,23 +25,6 @@
 namespace hee {
 namespace cuda {
 
-inline DType dtype_of(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kFloat:
-      return DType::kFloat;
-    case at::kDouble:
-      return DType::kDouble;
-    case at::kHalf:
-      return DType::kHalf;
-    case at::kBFloat16:
-      return DType::kBFloat16;
-    default:
-      break;
-  }
-  TORCH_CHECK(false, "hybrid_entropy_loss: unsupported dtype ", dtype);
-  return DType::kFloat;
-}
-
 // A coefficient the device reads on the host (a 0-dim CPU tensor on a GPU:
 // no sync), or one the kernels read where it lives.
 template <typename Device>

@@ -10,8 +10,7 @@
 
 #include "../token_terms_op.h"
 #include "../token_terms_plan.h"
-#include "launch_plan.h"
-#include "loss_calls.h"
+#include "launch_shapes.h"
 #include "token_terms_kernels.cuh"
 
 namespace hee {

@@ -9,8 +9,7 @@ same for all.
 
 Implementations:
 
-- ``fused``: ``hybrid_entropy_ext.log_prob_and_entropy``, the op; reported as unavailable
-  while the package does not have it.
+- ``fused``: ``hybrid_entropy_ext.log_prob_and_entropy``, the op.
 - ``eager``: the two passes LLM-RL trainers write: ``log_softmax`` of the tempered float32
   logits and ``gather`` for the log-probability, ``logsumexp(z) - (softmax(z) * z).sum(-1)``
   for the entropy, the mask multiplied in.
@@ -190,19 +189,11 @@ def categorical_log_prob_and_entropy(
     return _masked(distribution.log_prob(actions), distribution.entropy(), mask)
 
 
-def fused_log_prob_and_entropy() -> Optional[TermsFn]:
-    """The fused op (``hybrid_entropy_ext.log_prob_and_entropy``, which the package
-    re-exports from its ops layer), or None while the package does not have it."""
-    from .. import ops
+def fused_log_prob_and_entropy() -> TermsFn:
+    """The fused op, ``hybrid_entropy_ext.log_prob_and_entropy`` (from the ops layer)."""
+    from ..ops.token_terms import log_prob_and_entropy
 
-    return getattr(ops, "log_prob_and_entropy", None)
-
-
-def _fused() -> TermsFn:
-    fused = fused_log_prob_and_entropy()
-    if fused is None:
-        raise Unavailable("hybrid_entropy_ext has no log_prob_and_entropy yet")
-    return fused
+    return log_prob_and_entropy
 
 
 def _compiled() -> TermsFn:
@@ -251,7 +242,7 @@ def _trl_chunked() -> TermsFn:
 
 # name -> a builder called once per case: it returns the terms function or raises Unavailable.
 BUILDERS: Dict[str, Callable[[], TermsFn]] = {
-    "fused": _fused,
+    "fused": fused_log_prob_and_entropy,
     "eager": lambda: eager_log_prob_and_entropy,
     "compiled": _compiled,
     "trl_chunked": _trl_chunked,

@@ -77,14 +77,15 @@ def rows_leading_shape(logits: Optional[Tensor], log_std: Optional[Tensor], samp
 
 
 def _check_python_types(loss_agg_mode: object, loss_scale_factor: object) -> None:
-    """What TorchScript's annotations check in scripted code: a str mode, a number factor."""
+    """What TorchScript's annotations check in scripted code: a str mode, a number factor
+    (a ``TypeError`` otherwise, as for every argument of the wrong type)."""
     if not isinstance(loss_agg_mode, str):
-        raise ValueError(
+        raise TypeError(
             "hybrid_entropy_loss: loss_agg_mode must be one of " + ", ".join(_modes())
             + "; got " + describe(loss_agg_mode)
         )
     if loss_scale_factor is not None and not is_real(loss_scale_factor):
-        raise ValueError(
+        raise TypeError(
             "hybrid_entropy_loss: loss_scale_factor must be a finite number > 0 (or None), got "
             + describe(loss_scale_factor)
         )
@@ -113,7 +114,7 @@ def check_loss_aggregation(
     if sample_mask is not None:
         weighs = sample_mask.dtype == torch.bool or sample_mask.is_floating_point()
         if not weighs:
-            raise ValueError(
+            raise TypeError(
                 "hybrid_entropy_loss: sample_mask must be a bool or floating tensor, got dtype "
                 + str(sample_mask.dtype)
             )

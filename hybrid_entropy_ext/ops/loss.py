@@ -144,10 +144,12 @@ def hybrid_entropy_loss(
             neither ``[D]`` nor of the logits' leading dims, an empty batch, zero
             actions), inputs on different devices, both heads ``None``, a
             non-finite weight; an unknown ``loss_agg_mode``, a sequence mode without
-            two leading dims, a ``sample_mask`` not of the leading shape, bool or
-            floating, or on another device, a ``loss_scale_factor`` that is not a
-            finite number > 0. All found from metadata, without a device sync.
-        TypeError: a non-floating tensor or a non-number coefficient.
+            two leading dims, a ``sample_mask`` not of the leading shape or on another
+            device, a ``loss_scale_factor`` that is not a finite number > 0. All found
+            from metadata, without a device sync.
+        TypeError: a non-floating tensor, a non-number coefficient, a
+            ``loss_agg_mode`` that is not a str, a ``loss_scale_factor`` that is not a
+            number, a ``sample_mask`` neither bool nor floating.
 
     Example::
 

@@ -30,8 +30,10 @@ def log_prob_and_entropy(
     ``gather``, then ``logsumexp - sum p z``).
 
     Args:
-        logits: ``[..., K]`` unnormalized log-probabilities, any leading dims and strides,
-            float32, float64, bfloat16 or float16. ``-inf`` marks an impossible action:
+        logits: ``[..., K]`` unnormalized log-probabilities, any leading dims and strides
+            (leading dims that do not flatten to one, such as a transposed ``[T, B, K]``,
+            are copied into ``[N, K]`` first, as ``reshape`` does), float32, float64,
+            bfloat16 or float16. ``-inf`` marks an impossible action:
             probability 0, gradient 0. A row whose every logit is ``-inf`` has entropy 0
             (and the log-probability of any action there is ``-inf``).
         actions: the taken actions, int64 or int32 of the leading shape ``[...]``, each in
@@ -40,7 +42,8 @@ def log_prob_and_entropy(
             and are not read (padding may hold anything, NaN included, and so may its
             actions).
         temperature: ``T > 0``: the distribution is that of ``logits / T`` (its
-            gradient included), as sampling with a temperature draws from.
+            gradient included), as sampling with a temperature draws from. ``1 / T`` must
+            be finite in the accumulation dtype.
 
     Returns:
         ``(log_prob, entropy)``, each of the leading shape ``[...]``, in nats, float64 for
@@ -48,7 +51,7 @@ def log_prob_and_entropy(
 
     Raises:
         ValueError: a shape or device mismatch, ``K = 0``, or a temperature that is not
-            a finite number > 0.
+            a finite number > 0 (or whose inverse overflows the accumulation dtype).
         TypeError: non-floating logits, actions that are not int64/int32, a mask that is
             not bool.
         IndexError: on the CPU, an action outside ``[0, K)`` in a row the mask keeps,

@@ -233,11 +233,13 @@ class EntropyRegularizationConfig:
         controller_delta: ``adaptive``: the coefficient's step per ``update`` call.
         controller_only_below_target: ``adaptive``: the entropy term of a controlled head
             is applied only while its entropy is below the target.
-        loss_agg_mode: how the rows' entropies become ``H_d`` and ``H_c`` when
-            ``forward`` gets a ``sample_mask`` or sequences ``[B, T]``: ``token-mean``
-            (the default: the batch mean), ``token-sum``, ``seq-mean-token-sum``,
-            ``seq-mean-token-sum-norm`` or ``seq-mean-token-mean``, as verl's
-            ``agg_loss`` (:func:`~hybrid_entropy_ext.hybrid_entropy_loss` defines them).
+        loss_agg_mode: how the rows' entropies become ``H_d`` and ``H_c`` in every
+            ``forward`` (weighted by its ``sample_mask`` where one is given):
+            ``token-mean`` (the default: the batch mean), ``token-sum``,
+            ``seq-mean-token-sum``, ``seq-mean-token-sum-norm`` or
+            ``seq-mean-token-mean`` (the last three need inputs ``[B, T, ...]``), as
+            verl 0.9.1's ``agg_loss`` (:func:`~hybrid_entropy_ext.hybrid_entropy_loss`
+            defines them).
         loss_scale_factor: the divisor of ``seq-mean-token-sum-norm`` (> 0), or null:
             the tokens per sequence ``T``. Other modes do not read it.
 
