@@ -335,9 +335,9 @@ inline void store_tile_rows(
     acc_t<scalar_t> (*columns)[AccVec<scalar_t>::size()],
     int64_t n,
     scalar_t* out) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
-#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
   if constexpr (tile_transpose::has_register_transpose(K)) {
     if (n == W) {
       if constexpr (std::is_same_v<scalar_t, float>) {
