@@ -70,13 +70,6 @@ HEE_HOST_DEVICE float exp_of(float x) {
 HEE_HOST_DEVICE double exp_of(double x) {
   return ::exp(x);
 }
-// e^x - 1, accurate where e^x is near 1.
-HEE_HOST_DEVICE float expm1_of(float x) {
-  return ::expm1f(x);
-}
-HEE_HOST_DEVICE double expm1_of(double x) {
-  return ::expm1(x);
-}
 
 template <typename V>
 inline V log_of(const V& x) {
@@ -352,9 +345,11 @@ HEE_HOST_DEVICE T tempered_log_prob(
 //   d (g_a log p[a] + g_h h) / d x[k] = -p[k] (g_a + g_h (log p[k] + h)) + g_a [k = a],
 // and this is the first term, p (log p * -g_h + -(g_a + g_h h)): one FMA and one
 // multiply per element once the row's constants are hoisted, as in
-// entropy_grad_element. The taken action's element is taken_action_grad_element
-// instead, where x[a] is finite (a -inf logit is a constant and gets gradient 0;
-// there p = 0 makes this term 0).
+// entropy_grad_element. The kernels add g_a to the taken action's element
+// where x[a] is finite (a -inf logit is a constant and gets gradient 0; there
+// p = 0 makes this term 0). As in log_softmax's backward, g_a - p g_a loses
+// digits where p[a] is near 1 (about u / (1 - p) relative to the element):
+// the forward's s, 1 plus the other terms, has already rounded them away.
 template <typename Exp = ExactExp, typename V, typename S>
 HEE_HOST_DEVICE V token_terms_grad_element(
     V logit,
@@ -369,30 +364,6 @@ HEE_HOST_DEVICE V token_terms_grad_element(
       V(log_p_floor));
   const V p = Exp()(log_p);
   return p * multiply_add(log_p, negative_grad_entropy, negative_row_offset);
-}
-
-// The taken action's element of the per-token backward (x[a] finite):
-// g_a (1 - p) - p g_h (log p + h). 1 - p is -expm1(log p): the subtraction of p
-// from 1 would lose the digits that matter for a likely action (p = 0.999
-// leaves 1 - p three decimal digits fewer in float32), and that is the
-// largest element of a policy-gradient row.
-template <typename T>
-HEE_HOST_DEVICE T taken_action_grad_element(
-    T logit,
-    T row_shift_value,
-    T scale,
-    T row_log_sum_exp,
-    T row_entropy,
-    T grad_entropy,
-    T grad_log_prob) {
-  // Clamped as in token_terms_grad_element: a finite action of probability 0
-  // (a logit of finfo.min beside finite ones) gets p * finite = 0.
-  const T log_p = max_of(
-      tempered_log_prob(logit, row_shift_value, scale, row_log_sum_exp),
-      log_probability_floor<T>());
-  const T p = exp_of(log_p);
-  return grad_log_prob * (T(0) - expm1_of(log_p)) -
-      p * (grad_entropy * (log_p + row_entropy));
 }
 
 // The row constant -(g_a + g_h h) of token_terms_grad_element.

@@ -460,27 +460,14 @@ void backward_rows_in_lanes(
   }
 }
 
-// Whether the taken action's element is taken_action_grad_element: unless
-// x[a] is -inf (a constant, whose element is token_terms_grad_element's 0).
+// Whether the taken action's element gets g_a (token_terms_grad_element):
+// unless x[a] is -inf (a constant, whose element is 0).
 template <typename scalar_t>
 inline bool action_gets_its_term(const scalar_t* row, int64_t action) {
   return !(static_cast<acc_t<scalar_t>>(row[action]) ==
            -std::numeric_limits<acc_t<scalar_t>>::infinity());
 }
 
-// taken_action_grad_element of row i, whose taken action is `action`.
-template <typename scalar_t>
-inline acc_t<scalar_t> taken_action_grad(
-    LogitRows<scalar_t> logits,
-    RowStats<acc_t<scalar_t>> stats,
-    TokenGrads<acc_t<scalar_t>> grads,
-    int64_t i,
-    int64_t action) {
-  return math::taken_action_grad_element(
-      static_cast<acc_t<scalar_t>>(logits.data[i * logits.row_stride + action]),
-      stats.shift[i], logits.scale, stats.log_sum_exp[i], stats.entropy[i],
-      grads.grad_entropy[i], grads.grad_log_prob[i]);
-}
 
 template <int64_t K, typename scalar_t>
 void token_backward_rows_in_lanes(
@@ -519,7 +506,7 @@ void token_backward_rows_in_lanes(
         const int64_t i = first + r;
         const int64_t a = grads.actions[i];
         if (action_gets_its_term(logits.data + i * logits.row_stride, a)) {
-          columns[a][r] = taken_action_grad(logits, stats, grads, i, a);
+          columns[a][r] += grads.grad_log_prob[i];
         }
       }
     }
@@ -724,10 +711,10 @@ void token_backward_rows_along_lanes(
           load_acc(row + k, n), shift, scale, log_sum_exp,
           negative_grad_entropy, negative_row_offset, log_p_floor);
       if (action >= k && action < k + n) {
-        alignas(64) acc lanes[W];
-        grad.store(lanes);
-        lanes[action - k] = taken_action_grad(logits, stats, grads, i, action);
-        grad = Vec::loadu(lanes);
+        // In registers: g_a added in the action's lane.
+        grad = Vec::blendv(
+            grad, grad + Vec(grad_log_prob),
+            Vec::arange(acc(0), acc(1)) == Vec(static_cast<acc>(action - k)));
       }
       store_from_acc<scalar_t>(grad, out + k, n);
     }

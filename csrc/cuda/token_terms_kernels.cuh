@@ -168,10 +168,8 @@ struct TokenRowConstants {
   acc log_sum_exp;
   acc negative_grad_entropy;
   acc negative_row_offset;
-  acc entropy;
-  acc grad_entropy;
   acc grad_log_prob;
-  int64_t action;  // the column of taken_action_grad_element, or -1
+  int64_t action;  // the column that gets g_a, or -1
 };
 
 template <typename scalar_t>
@@ -187,12 +185,11 @@ __device__ __forceinline__ TokenRowConstants<acc_t<scalar_t>> token_row_constant
   }
   c.shift = a.row_stats[row];
   c.log_sum_exp = a.row_stats[a.num_rows + row];
-  c.entropy = a.row_stats[2 * a.num_rows + row];
-  c.grad_entropy = a.grad_entropy[row];
+  const acc grad_entropy = a.grad_entropy[row];
   c.grad_log_prob = a.grad_log_prob != nullptr ? a.grad_log_prob[row] : acc(0);
-  c.negative_grad_entropy = acc(0) - c.grad_entropy;
+  c.negative_grad_entropy = acc(0) - grad_entropy;
   c.negative_row_offset = math::token_terms_row_offset(
-      c.grad_log_prob, c.grad_entropy, c.entropy);
+      c.grad_log_prob, grad_entropy, a.row_stats[2 * a.num_rows + row]);
   if (a.actions != nullptr) {
     const int64_t action = a.actions[row];
     CUDA_KERNEL_ASSERT(action >= 0 && action < a.num_cols);
@@ -212,14 +209,10 @@ __device__ __forceinline__ scalar_t token_logit_grad(
   if (!c.kept) {
     return scalar_t(0);
   }
-  if (col == c.action) {
-    return static_cast<scalar_t>(math::taken_action_grad_element(
-        logit, c.shift, scale, c.log_sum_exp, c.entropy, c.grad_entropy,
-        c.grad_log_prob));
-  }
-  return static_cast<scalar_t>(math::token_terms_grad_element<math::FastExp>(
+  const acc grad = math::token_terms_grad_element<math::FastExp>(
       logit, c.shift, scale, c.log_sum_exp, c.negative_grad_entropy,
-      c.negative_row_offset, math::log_probability_floor<acc>()));
+      c.negative_row_offset, math::log_probability_floor<acc>());
+  return static_cast<scalar_t>(col == c.action ? grad + c.grad_log_prob : grad);
 }
 
 // Flat over the logits, for rows too short for a block each (as
