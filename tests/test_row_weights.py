@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import hybrid_entropy_ext  # noqa: F401  (registers the ops)
-from common_utils import GRAD_TOLERANCES, VALUE_TOLERANCES, random_heads
+from common_utils import GRAD_TOLERANCES, SUPPORTED_CPU_ISAS, VALUE_TOLERANCES, forced_cpu_isa, random_heads
 from oracle import KEYS, OUTPUT_WEIGHTS, categorical_entropies, distributions_oracle, normal_entropies
 
 OP = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss
@@ -251,3 +251,20 @@ def test_opcheck_passes_with_row_weights_and_a_mean_denominator():
     args = (logits.requires_grad_(), log_std.requires_grad_(), torch.tensor(0.05), *PARAMS, random_weights(6),
             torch.tensor(4.0))
     torch.library.opcheck(OP.default, args)
+
+
+@pytest.mark.parametrize("k", [3, 16, 100], ids=lambda k: f"K={k}")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_weights_of_one_give_bitwise_the_unweighted_logits_gradient(dtype, k):
+    """Each row's gradient scale through the per-row kernels equals the one shared scale of
+    the unweighted backward, so both write the same bits, on every CPU build."""
+    logits = (2 * torch.randn(300, k, dtype=torch.float64)).to(dtype)
+    for isa in SUPPORTED_CPU_ISAS:
+        with forced_cpu_isa(isa):
+            grads = []
+            for weights in (None, torch.ones(300, dtype=dtype)):
+                leaf = logits.clone().requires_grad_()
+                torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(
+                    leaf, None, torch.tensor(0.05), 1.0, 0.5, 10.0, 10.0, 3.0, weights)[0].backward()
+                grads.append(leaf.grad)
+            assert torch.equal(grads[0].view(torch.uint8), grads[1].view(torch.uint8)), isa

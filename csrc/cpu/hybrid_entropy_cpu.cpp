@@ -354,8 +354,7 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
 
 // The logits gradient, in one parallel pass over row blocks: the mean's
 // gradient over its denominator, and with row weights, times each row's
-// weight (one row-kernel call per run of rows of equal weight, so that a
-// 0/1 mask keeps long runs).
+// weight (the per-token backward's per-row scales).
 void backward_pass(
     const at::Tensor& logits,
     const at::Tensor& row_stats,
@@ -367,6 +366,9 @@ void backward_pass(
   const RowPass pass{logits.size(0), logits.size(1)};
   const double* w = weights.has_value() ? weights->data() : nullptr;
   const double grad_per_term = math::mean_term_grad(grad_of_mean, denominator);
+  const at::Tensor row_scales = w == nullptr
+      ? at::Tensor()
+      : at::empty({pass.batch}, logits.options().dtype(row_stats.scalar_type()));
   pass.for_each_run([&](int64_t first_block, int64_t end_block) {
     HEE_DISPATCH_FLOATING(logits.scalar_type(), [&] {
       using acc = acc_t<scalar_t>;
@@ -381,19 +383,19 @@ void backward_pass(
             grad_logits.data_ptr<scalar_t>());
         return;
       }
-      for (int64_t run = begin; run < end;) {
-        int64_t run_end = run + 1;
-        while (run_end < end && w[run_end] == w[run]) {
-          ++run_end;
-        }
-        backward(
-            logit_rows<scalar_t>(logits), run, run_end,
-            row_stats_view<acc>(row_stats),
-            static_cast<acc>(
-                math::weighted_term_grad(grad_per_term, w[run])),
-            grad_logits.data_ptr<scalar_t>());
-        run = run_end;
+      // Each row's own gradient scale, through the per-token backward with
+      // the entropy's gradient alone: its element is entropy_grad_element's
+      // for the same scale, bit for bit.
+      acc* row_scale = row_scales.data_ptr<acc>();
+      for (int64_t i = begin; i < end; ++i) {
+        row_scale[i] =
+            static_cast<acc>(math::weighted_term_grad(grad_per_term, w[i]));
       }
+      row_kernels<scalar_t>(isa).token_backward(
+          logit_rows<scalar_t>(logits), begin, end,
+          row_stats_view<acc>(row_stats),
+          TokenGrads<acc>{row_scale, nullptr, nullptr},
+          grad_logits.data_ptr<scalar_t>());
     });
   });
 }
