@@ -172,23 +172,61 @@ __device__ __forceinline__ void load_logits(
   }
 }
 
-// Rows in warps: kLog2Cols = ceil(log2 K), K <= 1024; the loads of one
-// thread are kLoadWidth logits each, kThreadsPerRow apart.
+// The statistics of the row at z, held by a group of lanes: this lane's
+// loads of its columns below `end` (0 for a row that is not read: every lane
+// of the warp must call it, for the shuffles), kLoadWidth logits each,
+// kThreadsPerRow apart; with a scale, those of tempered logits
+// (math::tempered_log_prob). Every lane of the group gets them.
+template <int kLog2Cols, int kVec, typename scalar_t, typename acc = acc_t<scalar_t>>
+__device__ __forceinline__ math::RowStatistics<acc> group_row_statistics(
+    const scalar_t* z,
+    int64_t end,
+    int lane,
+    acc scale = acc(1)) {
+  constexpr RowsInWarpsShape kShape = rows_in_warps_shape(kLog2Cols, kVec);
+  constexpr int kWidth = kShape.load_width;
+  constexpr int kThreadsPerRow = kShape.threads_per_row;
+  constexpr int kPerThread = kShape.loads_per_thread * kWidth;
+  const acc lowest = math::lowest_finite<acc>();
+  acc values[kPerThread];
+#pragma unroll
+  for (int i = 0; i < kShape.loads_per_thread; ++i) {
+    load_logits<kWidth>(
+        z, static_cast<int64_t>(lane + i * kThreadsPerRow) * kWidth, end,
+        values + i * kWidth);
+  }
+  acc thread_max = values[0];
+#pragma unroll
+  for (int j = 1; j < kPerThread; ++j) {
+    thread_max = math::max_ignoring_nan(thread_max, values[j]);
+  }
+  const acc shift =
+      math::row_shift(group_max<kThreadsPerRow>(thread_max), lowest);
+  acc sum_exp = acc(0);
+  acc sum_exp_times_shift = acc(0);
+#pragma unroll
+  for (int j = 0; j < kPerThread; ++j) {
+    math::accumulate_softmax_moments_fast(
+        (values[j] - shift) * scale, lowest, sum_exp, sum_exp_times_shift);
+  }
+  return math::finish_row(
+      math::SoftmaxState<acc>{shift, group_sum<kThreadsPerRow>(sum_exp),
+                              group_sum<kThreadsPerRow>(sum_exp_times_shift)});
+}
+
+// Rows in warps: kLog2Cols = ceil(log2 K), K <= 1024.
 template <typename scalar_t, int kLog2Cols, int kVec>
 __global__ void __launch_bounds__(kRowsInWarpsThreads)
     forward_rows_in_warps(ForwardRowsArgs<scalar_t> a) {
   using acc = acc_t<scalar_t>;
   constexpr RowsInWarpsShape kShape = rows_in_warps_shape(kLog2Cols, kVec);
-  constexpr int kWidth = kShape.load_width;
   constexpr int kThreadsPerRow = kShape.threads_per_row;
-  constexpr int kPerThread = kShape.loads_per_thread * kWidth;
   if (static_cast<int64_t>(blockIdx.x) >= a.num_logit_blocks) {
     sum_log_std_block(a.log_std, blockIdx.x - a.num_logit_blocks);
     return;
   }
   const int group = threadIdx.x / kThreadsPerRow;
   const int lane = threadIdx.x % kThreadsPerRow;
-  const acc lowest = math::lowest_finite<acc>();
   // Rows of this block's groups, then the next wave's: every lane of a warp
   // runs the same number of iterations (the shuffles need them all), lanes
   // of rows past the batch with masked values, writing nothing.
@@ -199,32 +237,9 @@ __global__ void __launch_bounds__(kRowsInWarpsThreads)
        first_row < a.batch; first_row += rows_per_wave) {
     const int64_t row = first_row + group;
     const bool active = row < a.batch;
-    const scalar_t* z = a.logits + (active ? row : 0) * a.row_stride;
-    const int64_t end = active ? a.num_cols : 0;
-    acc values[kPerThread];
-#pragma unroll
-    for (int i = 0; i < kShape.loads_per_thread; ++i) {
-      load_logits<kWidth>(
-          z, static_cast<int64_t>(lane + i * kThreadsPerRow) * kWidth, end,
-          values + i * kWidth);
-    }
-    acc thread_max = values[0];
-#pragma unroll
-    for (int j = 1; j < kPerThread; ++j) {
-      thread_max = math::max_ignoring_nan(thread_max, values[j]);
-    }
-    const acc shift =
-        math::row_shift(group_max<kThreadsPerRow>(thread_max), lowest);
-    acc sum_exp = acc(0);
-    acc sum_exp_times_shift = acc(0);
-#pragma unroll
-    for (int j = 0; j < kPerThread; ++j) {
-      math::accumulate_softmax_moments_fast(
-          values[j] - shift, lowest, sum_exp, sum_exp_times_shift);
-    }
-    const math::RowStatistics<acc> r = math::finish_row(
-        math::SoftmaxState<acc>{shift, group_sum<kThreadsPerRow>(sum_exp),
-                                group_sum<kThreadsPerRow>(sum_exp_times_shift)});
+    const math::RowStatistics<acc> r = group_row_statistics<kLog2Cols, kVec>(
+        a.logits + (active ? row : 0) * a.row_stride,
+        active ? a.num_cols : 0, lane);
     if (lane == 0 && active) {
       store_row_statistics(a.row_stats, a.batch, row, r);
       entropy_sum += weighted_row_value(a.row_weights, row, r.entropy);

@@ -72,12 +72,9 @@ __global__ void __launch_bounds__(kRowsInWarpsThreads)
     token_forward_rows_in_warps(TokenForwardArgs<scalar_t> a) {
   using acc = acc_t<scalar_t>;
   constexpr RowsInWarpsShape kShape = rows_in_warps_shape(kLog2Cols, kVec);
-  constexpr int kWidth = kShape.load_width;
   constexpr int kThreadsPerRow = kShape.threads_per_row;
-  constexpr int kPerThread = kShape.loads_per_thread * kWidth;
   const int group = threadIdx.x / kThreadsPerRow;
   const int lane = threadIdx.x % kThreadsPerRow;
-  const acc lowest = math::lowest_finite<acc>();
   const int64_t rows_per_wave =
       static_cast<int64_t>(gridDim.x) * kShape.rows_per_block;
   // Every lane of a warp runs the same iterations (the shuffles need them
@@ -88,32 +85,9 @@ __global__ void __launch_bounds__(kRowsInWarpsThreads)
     const int64_t row = first_row + group;
     const bool in_batch = row < a.num_rows;
     const bool kept = in_batch && row_is_kept(a.mask, row);
-    const scalar_t* z = a.logits + (kept ? row : 0) * a.row_stride;
-    const int64_t end = kept ? a.num_cols : 0;
-    acc values[kPerThread];
-#pragma unroll
-    for (int i = 0; i < kShape.loads_per_thread; ++i) {
-      load_logits<kWidth>(
-          z, static_cast<int64_t>(lane + i * kThreadsPerRow) * kWidth, end,
-          values + i * kWidth);
-    }
-    acc thread_max = values[0];
-#pragma unroll
-    for (int j = 1; j < kPerThread; ++j) {
-      thread_max = math::max_ignoring_nan(thread_max, values[j]);
-    }
-    const acc shift =
-        math::row_shift(group_max<kThreadsPerRow>(thread_max), lowest);
-    acc sum_exp = acc(0);
-    acc sum_exp_times_shift = acc(0);
-#pragma unroll
-    for (int j = 0; j < kPerThread; ++j) {
-      math::accumulate_softmax_moments_fast(
-          (values[j] - shift) * a.scale, lowest, sum_exp, sum_exp_times_shift);
-    }
-    const math::RowStatistics<acc> r = math::finish_row(
-        math::SoftmaxState<acc>{shift, group_sum<kThreadsPerRow>(sum_exp),
-                                group_sum<kThreadsPerRow>(sum_exp_times_shift)});
+    const math::RowStatistics<acc> r = group_row_statistics<kLog2Cols, kVec>(
+        a.logits + (kept ? row : 0) * a.row_stride, kept ? a.num_cols : 0,
+        lane, a.scale);
     if (lane == 0 && in_batch) {
       write_token_row(a, row, kept, r);
     }
