@@ -70,7 +70,7 @@ def test_memory_figures_are_there_for_what_ran(quick_result):
 
 def test_ratios_are_each_median_over_the_fused_median():
     # A test double in the fused row (the reference, under the name the ratios are taken
-    # against), so that there are ratios to check whether or not the op is built yet.
+    # against): the ratios are checked, not the op.
     from hybrid_entropy_ext import reference
 
     rl_cases = [c for c in TINY_CASES if c.group == tt.RL]  # nothing to compile: quicker

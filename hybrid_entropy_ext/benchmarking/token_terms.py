@@ -20,7 +20,7 @@ Implementations:
 - ``categorical``: ``torch.distributions.Categorical(logits=z)``, ``.log_prob(a)`` and
   ``.entropy()``, with torch's default argument validation (what RL code runs).
 
-Two groups of cases, each with the issue's goals (printed with the tables, never asserted):
+Two groups of cases, each with its goals (printed with the tables, never asserted):
 LLM vocabularies with a mask (fused, eager, compiled, trl_chunked) and RL action spaces
 without one (fused, categorical, eager). Timing is :func:`runner.time_interleaved`'s
 (interleaved rounds, medians); beside the times, the peak bytes one forward+backward
@@ -146,7 +146,7 @@ IMPLEMENTATIONS_BY_GROUP: Dict[str, Tuple[str, ...]] = {
     LLM: ("fused", "eager", "compiled", "trl_chunked"),
     RL: ("fused", "categorical", "eager"),
 }
-# Issue 20's goals: the fused op's speed-up (alternative time / fused time) at least this.
+# The goals: the fused op's speed-up (alternative time / fused time) at least this.
 GOALS: Dict[str, Dict[str, float]] = {LLM: {"eager": 2.0, "compiled": 2.0}, RL: {"categorical": 10.0}}
 
 # What make_inputs returns: logits, actions, mask (or None), advantages.
