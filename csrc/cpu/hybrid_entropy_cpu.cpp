@@ -13,6 +13,7 @@
 #include <torch/library.h>
 
 #include "../loss_plan.h"
+#include "cpu_tensors.h"
 #include "isa.h"
 #include "row_kernel_table.h"
 
@@ -24,9 +25,6 @@ namespace {
 // block sums are then added in order: the batch means are bitwise the same
 // whatever the number of threads.
 constexpr int64_t kRowsPerBlock = 64;
-// Work below this many elements runs on the calling thread: waking the pool
-// costs more than it saves.
-constexpr int64_t kMinElementsPerTask = 32768;
 // Consecutive blocks handed to one row-kernel call. Each call pays for
 // dispatch and tensor accessors, which one 64-row block at small K does not
 // hide; runs of 16 blocks keep a run's row statistics in L1 for the block
@@ -41,13 +39,6 @@ double read_host_value_or_zero(const OptionalTensor& t) {
   return t.has_value() ? read_host_value(*t) : 0.0;
 }
 
-// Outputs are allocated directly on the CPU allocator: at this op's small
-// sizes, a dispatcher round trip per output would dominate the call.
-at::Tensor empty_cpu(const TensorSpec& spec) {
-  return at::detail::empty_strided_cpu(
-      C10_AS_INTARRAYREF_SLOW(spec.sizes), C10_AS_INTARRAYREF_SLOW(spec.strides),
-      spec.dtype, /*pin_memory=*/false);
-}
 
 // A tensor of `spec` holding `values`, in storage order: the 0-dim outputs,
 // the broadcast log_std gradient (one element of storage) and the
@@ -228,12 +219,6 @@ HostDenominators host_denominators(
   return d;
 }
 
-template <typename acc>
-RowStats<acc> row_stats_view(const at::Tensor& row_stats) {
-  acc* base = row_stats.data_ptr<acc>();
-  const int64_t batch = row_stats.size(1);
-  return {base, base + batch, base + 2 * batch};
-}
 
 // Batch means of both heads in one parallel pass over row blocks; fills the
 // [3, B] row statistics on the way.

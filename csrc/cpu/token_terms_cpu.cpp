@@ -14,6 +14,7 @@
 #include "../entropy_math.h"
 #include "../token_terms_op.h"
 #include "../token_terms_plan.h"
+#include "cpu_tensors.h"
 #include "isa.h"
 #include "row_kernel_table.h"
 
@@ -21,15 +22,6 @@ namespace hee {
 namespace cpu {
 namespace {
 
-// Rows below this many elements run on the calling thread: waking the pool
-// costs more than it saves.
-constexpr int64_t kMinElementsPerTask = 32768;
-
-at::Tensor empty_cpu(const TensorSpec& spec) {
-  return at::detail::empty_strided_cpu(
-      C10_AS_INTARRAYREF_SLOW(spec.sizes), C10_AS_INTARRAYREF_SLOW(spec.strides),
-      spec.dtype, /*pin_memory=*/false);
-}
 
 // Calls body(begin, end) on rows [first, last) in parallel, in chunks of
 // whole rows of about kMinElementsPerTask elements or more.
@@ -96,12 +88,6 @@ const T* data_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
 
-template <typename acc>
-RowStats<acc> row_stats_view(const at::Tensor& row_stats) {
-  acc* base = row_stats.data_ptr<acc>();
-  const int64_t rows = row_stats.size(1);
-  return {base, base + rows, base + 2 * rows};
-}
 
 TokenTermsOutputs log_prob_and_entropy_cpu(
     const at::Tensor& logits,
