@@ -334,9 +334,13 @@ HEE_HOST_DEVICE V entropy_grad_element(
 // magnitude. s and t are the moments of these shifted logits, and
 //   log p[k] = (x[k] - m) * c - log s.
 template <typename T>
+HEE_HOST_DEVICE T tempered_shifted_logit(T logit, T row_shift_value, T scale) {
+  return (logit - row_shift_value) * scale;
+}
+template <typename T>
 HEE_HOST_DEVICE T tempered_log_prob(
     T logit, T row_shift_value, T scale, T row_log_sum_exp) {
-  return (logit - row_shift_value) * scale - row_log_sum_exp;
+  return tempered_shifted_logit(logit, row_shift_value, scale) - row_log_sum_exp;
 }
 
 // The per-token backward, one element, all but the taken action's own term:

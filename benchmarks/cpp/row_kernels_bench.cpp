@@ -45,7 +45,7 @@ void report(const char* isa, int64_t K, Forward forward, Backward backward) {
       stats_buffer.data(), stats_buffer.data() + B, stats_buffer.data() + 2 * B};
   const LogitRows<float> rows{logits.data(), K, K};
   const double elements = static_cast<double>(B * K);
-  const double fwd = best_seconds([&] { forward(rows, 0, B, stats); });
+  const double fwd = best_seconds([&] { forward(rows, 0, B, stats, TakenLogProbs<float>{}); });
   const double bwd =
       best_seconds([&] { backward(rows, 0, B, stats, 0.1f, grad.data()); });
   std::printf(

@@ -246,7 +246,7 @@ BatchMeans forward_pass(
         const RowStats<acc> stats = row_stats_view<acc>(row_stats);
         row_kernels<scalar_t>(isa).forward(
             logit_rows<scalar_t>(*logits), pass.first_row(first_block),
-            pass.end_row(end_block - 1), stats);
+            pass.end_row(end_block - 1), stats, TakenLogProbs<acc>{});
         if (w == nullptr) {
           pass.sum_each_block(
               row_kernels<acc>(isa).sum, stats.entropy, /*values_per_row=*/1,

@@ -39,13 +39,25 @@ struct RowStats {
   acc* entropy;      // h[i], nats
 };
 
-// Writes the row statistics of rows [row_begin, row_end).
+// Where the forward writes each row's log-probability of its taken action,
+// log_prob[i] = log p[i, actions[i]] (math::tempered_log_prob), read from the
+// row while it is in registers or L1. Both null for none (the hybrid loss).
+// The actions must lie in [0, num_cols): the drivers check them first.
+template <typename acc>
+struct TakenLogProbs {
+  const int64_t* actions = nullptr;
+  acc* log_prob = nullptr;
+};
+
+// Writes the row statistics of rows [row_begin, row_end), and their
+// log-probabilities where `taken` asks for them.
 template <typename scalar_t>
 using ForwardRowsFn = void (*)(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
-    RowStats<acc_t<scalar_t>> stats);
+    RowStats<acc_t<scalar_t>> stats,
+    TakenLogProbs<acc_t<scalar_t>> taken);
 
 // Writes grad_logits[i, k] = grad_scale * d h[i] / d z[i, k] for i in the
 // range, into a contiguous [B, K] buffer.
@@ -91,7 +103,8 @@ using SumValuesFn = acc_t<scalar_t> (*)(const scalar_t* values, int64_t n);
   acc_t<scalar_t> sum_values(const scalar_t*, int64_t);                \
   template <typename scalar_t>                                         \
   void forward_rows(                                                   \
-      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>); \
+      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \
+      TakenLogProbs<acc_t<scalar_t>>);                                 \
   template <typename scalar_t>                                         \
   void backward_rows(                                                  \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \

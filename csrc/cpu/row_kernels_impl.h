@@ -22,6 +22,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -216,11 +217,25 @@ inline acc reduce_across_lanes(const Vectorized<acc>& v, Op op) {
       [op](Vectorized<acc>& a, Vectorized<acc>& b) { return op(a, b); }, v);
 }
 
+// R copies of v, built by copy: Vectorized's default constructor zeroes its
+// lanes, and arrays of it built that way compiled to a `rep stos` per array,
+// whose start-up cost showed in the rows-along-lanes forward's profile
+// (benchmarks/README.md, "Row kernels").
+template <typename V, int... I>
+inline std::array<V, sizeof...(I)> copies_of(
+    const V& v, std::integer_sequence<int, I...>) {
+  return {{(static_cast<void>(I), v)...}};
+}
+template <int R, typename V>
+inline std::array<V, R> copies_of(const V& v) {
+  return copies_of(v, std::make_integer_sequence<int, R>{});
+}
+
 // out[r] = v[r] reduced across its lanes with op, r < R. Four float32 rows
 // share one shuffle tree (lane_reduce.h); anything else is reduced row by row.
-template <int R, typename acc, typename Op>
+template <std::size_t R, typename acc, typename Op>
 inline void reduce_each_across_lanes(
-    const Vectorized<acc> (&v)[R], acc* out, Op op) {
+    const std::array<Vectorized<acc>, R>& v, acc* out, Op op) {
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
   if constexpr (R == 4 && std::is_same_v<acc, float>) {
     lane_reduce::each_of_four(
@@ -230,7 +245,7 @@ inline void reduce_each_across_lanes(
     return;
   }
 #endif
-  for (int r = 0; r < R; ++r) {
+  for (std::size_t r = 0; r < R; ++r) {
     out[r] = reduce_across_lanes(v[r], op);
   }
 }
@@ -366,11 +381,14 @@ inline void store_tile_rows(
 // apart from the passes because log and divide are long dependency chains:
 // here the iterations are independent and pipeline, at the end of each tile
 // they stalled it (benchmarks/README.md, "Row kernels").
+// Where the passes left each taken action's tempered shifted logit in
+// taken.log_prob, this subtracts log s: math::tempered_log_prob in two steps.
 template <typename scalar_t>
 void finish_row_stats(
     int64_t row_begin,
     int64_t row_end,
-    RowStats<acc_t<scalar_t>> stats) {
+    RowStats<acc_t<scalar_t>> stats,
+    TakenLogProbs<acc_t<scalar_t>> taken) {
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
   for (int64_t first = row_begin; first < row_end; first += W) {
@@ -382,6 +400,10 @@ void finish_row_stats(
     log_sum_exp.store(stats.log_sum_exp + first, n);
     row_entropy_from_moments(log_sum_exp, sum_exp, sum_exp_times_shift)
         .store(stats.entropy + first, n);
+    if (taken.log_prob != nullptr) {
+      (Vec::loadu(taken.log_prob + first, n) - log_sum_exp)
+          .store(taken.log_prob + first, n);
+    }
   }
 }
 
@@ -390,7 +412,8 @@ void forward_rows_in_lanes(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
-    RowStats<acc_t<scalar_t>> stats) {
+    RowStats<acc_t<scalar_t>> stats,
+    TakenLogProbs<acc_t<scalar_t>> taken) {
   using acc = acc_t<scalar_t>;
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
@@ -426,8 +449,17 @@ void forward_rows_in_lanes(
     shift.store(stats.shift + first, n);
     sum_exp.store(stats.log_sum_exp + first, n);
     sum_exp_times_shift.store(stats.entropy + first, n);
+    if (taken.actions != nullptr) {
+      // Scalar: a vector load of values just stored one by one would wait
+      // on store forwarding.
+      for (int64_t r = 0; r < n; ++r) {
+        taken.log_prob[first + r] = math::tempered_shifted_logit(
+            columns[taken.actions[first + r]][r], stats.shift[first + r],
+            logits.scale);
+      }
+    }
   }
-  finish_row_stats<scalar_t>(row_begin, row_end, stats);
+  finish_row_stats<scalar_t>(row_begin, row_end, stats, taken);
 }
 
 template <int64_t K, typename scalar_t>
@@ -550,10 +582,8 @@ inline void row_moments_along_lanes(
     }
   };
   // As in the tiles above, NaN need not survive the max pass.
-  Vec lane_max[R];
-  for (int r = 0; r < R; ++r) {
-    lane_max[r] = Vec(-std::numeric_limits<acc>::infinity());
-  }
+  std::array<Vec, R> lane_max =
+      copies_of<R>(Vec(-std::numeric_limits<acc>::infinity()));
   for (int64_t k = 0; k < full; k += W) {
     for (int r = 0; r < R; ++r) {
       // Integer arithmetic: the address may lie past the tensor (a prefetch
@@ -572,9 +602,9 @@ inline void row_moments_along_lanes(
       lane_max[r] = math::max_of(masked_tail(r), lane_max[r]);
     }
   }
-  Vec shift[R];
-  Vec lane_sum_exp[R];
-  Vec lane_sum_exp_times_shift[R];
+  std::array<Vec, R> shift = lane_max;
+  std::array<Vec, R> lane_sum_exp = copies_of<R>(Vec(acc(0)));
+  std::array<Vec, R> lane_sum_exp_times_shift = lane_sum_exp;
   reduce_each_across_lanes(lane_max, row_max, MaxOfVectors{});
   for (int r = 0; r < R; ++r) {
     if (!kMaskedTail) {
@@ -585,8 +615,6 @@ inline void row_moments_along_lanes(
     // From here on row_max[r] is the row's shift (what the backward reads).
     row_max[r] = row_shift(row_max[r], lowest);
     shift[r] = Vec(row_max[r]);
-    lane_sum_exp[r] = Vec(acc(0));
-    lane_sum_exp_times_shift[r] = Vec(acc(0));
   }
   for (int64_t k = 0; k < full; k += W) {
     for (int r = 0; r < R; ++r) {
@@ -621,11 +649,24 @@ void forward_rows_along_lanes(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
-    RowStats<acc_t<scalar_t>> stats) {
+    RowStats<acc_t<scalar_t>> stats,
+    TakenLogProbs<acc_t<scalar_t>> taken) {
   const int64_t K = logits.num_cols;
   const int64_t prefetch_bytes =
       kPrefetchRowsAhead * logits.row_stride * int64_t{sizeof(scalar_t)};
+  using acc = acc_t<scalar_t>;
   const scalar_t* rows[kInterleavedRows];
+  // The taken logits of rows [i, i + count), just read by the passes.
+  const auto take_logits = [&](int64_t i, int count) {
+    if (taken.actions == nullptr) {
+      return;
+    }
+    for (int r = 0; r < count; ++r) {
+      taken.log_prob[i + r] = math::tempered_shifted_logit(
+          static_cast<acc>(rows[r][taken.actions[i + r]]), stats.shift[i + r],
+          logits.scale);
+    }
+  };
   int64_t i = row_begin;
   for (; i + kInterleavedRows <= row_end; i += kInterleavedRows) {
     for (int r = 0; r < kInterleavedRows; ++r) {
@@ -634,14 +675,16 @@ void forward_rows_along_lanes(
     row_moments_along_lanes<kInterleavedRows, kScaled>(
         rows, K, logits.scale, prefetch_bytes, stats.shift + i, stats.log_sum_exp + i,
         stats.entropy + i);
+    take_logits(i, kInterleavedRows);
   }
   for (; i < row_end; ++i) {
     rows[0] = logits.data + i * logits.row_stride;
     row_moments_along_lanes<1, kScaled>(
         rows, K, logits.scale, prefetch_bytes, stats.shift + i, stats.log_sum_exp + i,
         stats.entropy + i);
+    take_logits(i, 1);
   }
-  finish_row_stats<scalar_t>(row_begin, row_end, stats);
+  finish_row_stats<scalar_t>(row_begin, row_end, stats, taken);
 }
 
 template <typename scalar_t>
@@ -760,18 +803,19 @@ void forward_rows(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
-    RowStats<acc_t<scalar_t>> stats) {
+    RowStats<acc_t<scalar_t>> stats,
+    TakenLogProbs<acc_t<scalar_t>> taken) {
   if (logits.num_cols > kMaxRowsInLanesCols) {
     if (logits.scale == acc_t<scalar_t>(1)) {
-      forward_rows_along_lanes<false>(logits, row_begin, row_end, stats);
+      forward_rows_along_lanes<false>(logits, row_begin, row_end, stats, taken);
     } else {
-      forward_rows_along_lanes<true>(logits, row_begin, row_end, stats);
+      forward_rows_along_lanes<true>(logits, row_begin, row_end, stats, taken);
     }
     return;
   }
   with_static_cols<kMaxRowsInLanesCols>(logits.num_cols, [&](auto cols) {
     forward_rows_in_lanes<decltype(cols)::value>(
-        logits, row_begin, row_end, stats);
+        logits, row_begin, row_end, stats, taken);
   });
 }
 
@@ -836,7 +880,8 @@ void token_backward_rows(
 #define HEE_INSTANTIATE_ROW_KERNELS(scalar_t)                              \
   template acc_t<scalar_t> sum_values<scalar_t>(const scalar_t*, int64_t); \
   template void forward_rows<scalar_t>(                                    \
-      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>);   \
+      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
+      TakenLogProbs<acc_t<scalar_t>>);                                     \
   template void backward_rows<scalar_t>(                                   \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
       acc_t<scalar_t>, scalar_t*);                                         \

@@ -69,15 +69,31 @@ std::string position(int64_t row, at::IntArrayRef leading_sizes) {
   return out.str();
 }
 
+// Raises an IndexError naming the first action of a kept row in [begin, end)
+// outside [0, num_cols). The common case, every action valid, is one pass
+// without an early exit, which the compiler vectorizes.
 void check_actions(
     const int64_t* actions, const bool* mask, int64_t begin, int64_t end,
     int64_t num_cols, at::IntArrayRef leading_sizes, const char* op) {
-  for (int64_t i = begin; i < end; ++i) {
-    if (mask != nullptr && !mask[i]) {
-      continue;
+  const auto outside = [&](int64_t i) {
+    return static_cast<uint64_t>(actions[i]) >= static_cast<uint64_t>(num_cols);
+  };
+  bool any_outside = false;
+  if (mask == nullptr) {
+    for (int64_t i = begin; i < end; ++i) {
+      any_outside |= outside(i);
     }
+  } else {
+    for (int64_t i = begin; i < end; ++i) {
+      any_outside |= mask[i] & outside(i);
+    }
+  }
+  if (!any_outside) {
+    return;
+  }
+  for (int64_t i = begin; i < end; ++i) {
     TORCH_CHECK_INDEX(
-        actions[i] >= 0 && actions[i] < num_cols, op, ": actions",
+        (mask != nullptr && !mask[i]) || !outside(i), op, ": actions",
         position(i, leading_sizes), " = ", actions[i], " is outside [0, ",
         num_cols, ") (K = ", num_cols, " actions)");
   }
@@ -114,7 +130,8 @@ TokenTermsOutputs log_prob_and_entropy_cpu(
         const RowStats<acc> stats = row_stats_view<acc>(row_stats);
         const int64_t* taken = data_or_null<int64_t>(rows.actions);
         const bool* kept = data_or_null<bool>(rows.mask);
-        acc* log_prob_out = plan.has_actions ? log_prob.data_ptr<acc>() : nullptr;
+        const TakenLogProbs<acc> taken_log_probs{
+            taken, plan.has_actions ? log_prob.data_ptr<acc>() : nullptr};
         acc* entropy_out = entropy.data_ptr<acc>();
         for_row_chunks(rows.num_rows(), rows.num_cols(), [&](int64_t begin, int64_t end) {
           if (taken != nullptr) {
@@ -125,22 +142,16 @@ TokenTermsOutputs log_prob_and_entropy_cpu(
           for_each_run(
               kept, begin, end,
               [&](int64_t run_begin, int64_t run_end) {
-                forward(logit_rows, run_begin, run_end, stats);
-                for (int64_t i = run_begin; i < run_end; ++i) {
-                  entropy_out[i] = stats.entropy[i];
-                  if (log_prob_out != nullptr) {
-                    const scalar_t* row = logit_rows.data + i * logit_rows.row_stride;
-                    log_prob_out[i] = math::tempered_log_prob(
-                        static_cast<acc>(row[taken[i]]), stats.shift[i],
-                        logit_rows.scale, stats.log_sum_exp[i]);
-                  }
-                }
+                forward(logit_rows, run_begin, run_end, stats, taken_log_probs);
+                std::copy(
+                    stats.entropy + run_begin, stats.entropy + run_end,
+                    entropy_out + run_begin);
               },
               [&](int64_t i) {
                 stats.shift[i] = stats.log_sum_exp[i] = stats.entropy[i] = 0;
                 entropy_out[i] = 0;
-                if (log_prob_out != nullptr) {
-                  log_prob_out[i] = 0;
+                if (taken_log_probs.log_prob != nullptr) {
+                  taken_log_probs.log_prob[i] = 0;
                 }
               });
         });
