@@ -125,6 +125,14 @@ HEE_HOST_DEVICE T negative_infinity() {
   return -static_cast<T>(HUGE_VAL);
 }
 
+// The logit an action mask leaves: the logit where the action is allowed,
+// -inf where it is ruled out, so that a ruled-out action is exactly a -inf
+// logit (probability 0, gradient 0) whatever its stored value, NaN included.
+template <typename T>
+HEE_HOST_DEVICE T allowed_logit(T logit, bool allowed) {
+  return allowed ? logit : negative_infinity<T>();
+}
+
 // The shift of a row: its max, or the lowest finite value when every logit
 // is -inf, so that z - m is -inf (p = 0) rather than -inf - (-inf) = NaN.
 // A NaN max stays NaN.

@@ -34,9 +34,10 @@ TokenTermsOutputs log_prob_and_entropy_meta(
     const at::Tensor& logits,
     const OptionalTensor& actions,
     const OptionalTensor& mask,
-    double temperature) {
-  const TokenTermsForwardPlan plan =
-      plan_token_terms_forward(logits, actions, mask, temperature);
+    double temperature,
+    const OptionalTensor& action_mask) {
+  const TokenTermsForwardPlan plan = plan_token_terms_forward(
+      logits, actions, mask, temperature, action_mask);
   return {empty_meta(plan.log_prob), empty_meta(plan.entropy),
           empty_meta(plan.row_stats)};
 }
@@ -48,10 +49,11 @@ at::Tensor log_prob_and_entropy_backward_meta(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
-    double temperature) {
+    double temperature,
+    const OptionalTensor& action_mask) {
   return empty_meta(plan_token_terms_backward(
       grad_log_prob, grad_entropy, logits, actions, mask, row_stats,
-      temperature));
+      temperature, action_mask));
 }
 
 } // namespace

@@ -127,12 +127,13 @@ TokenTermsOutputs call_token_terms_forward(
     const at::Tensor& logits,
     const OptionalTensor& actions,
     const OptionalTensor& mask,
-    double temperature) {
+    double temperature,
+    const OptionalTensor& action_mask) {
   static auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("hybrid_entropy_ext::log_prob_and_entropy", "")
           .typed<TokenTermsForwardSignature>();
-  return op.call(logits, actions, mask, temperature);
+  return op.call(logits, actions, mask, temperature, action_mask);
 }
 
 at::Tensor call_token_terms_backward(
@@ -142,7 +143,8 @@ at::Tensor call_token_terms_backward(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
-    double temperature) {
+    double temperature,
+    const OptionalTensor& action_mask) {
   static auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow(
@@ -150,7 +152,7 @@ at::Tensor call_token_terms_backward(
           .typed<TokenTermsBackwardSignature>();
   return op.call(
       grad_log_prob, grad_entropy, logits, actions, mask, row_stats,
-      temperature);
+      temperature, action_mask);
 }
 
 } // namespace hee

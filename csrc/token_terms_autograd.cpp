@@ -29,11 +29,18 @@ struct LogProbAndEntropyBackward final : public torch::autograd::Node {
     return "LogProbAndEntropyBackward";
   }
 
+  // Calls visit(saved_variable) on each saved value.
+  template <typename Self, typename Visit>
+  static void visit_saved(Self& self, const Visit& visit) {
+    for (auto* saved : {&self.logits, &self.actions, &self.mask,
+                        &self.action_mask, &self.row_stats}) {
+      visit(*saved);
+    }
+  }
+
   void release_variables() override {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (SavedVariable* saved : {&logits, &actions, &mask, &row_stats}) {
-      saved->reset_data();
-    }
+    visit_saved(*this, [](SavedVariable& v) { v.reset_data(); });
   }
 
   // grads: those of log_prob and entropy, in output order.
@@ -57,13 +64,15 @@ struct LogProbAndEntropyBackward final : public torch::autograd::Node {
     input_grads[0] = call_token_terms_backward(
         grad_log_prob, grad_entropy, logits.unpack(),
         defined_or_none(actions.unpack()), defined_or_none(mask.unpack()),
-        row_stats.unpack(), temperature);
+        row_stats.unpack(), temperature,
+        defined_or_none(action_mask.unpack()));
     return input_grads;
   }
 
   SavedVariable logits;
   SavedVariable actions;
   SavedVariable mask;
+  SavedVariable action_mask;
   SavedVariable row_stats;
   double temperature = 1.0;
   bool has_actions = false;
@@ -73,7 +82,8 @@ TokenTermsOutputs log_prob_and_entropy_autograd(
     const at::Tensor& logits,
     const OptionalTensor& actions,
     const OptionalTensor& mask,
-    double temperature) {
+    double temperature,
+    const OptionalTensor& action_mask) {
   TORCH_CHECK_NOT_IMPLEMENTED(
       !torch::autograd::isFwGradDefined(logits),
       "log_prob_and_entropy has no forward-mode derivative (torch.autograd."
@@ -81,7 +91,8 @@ TokenTermsOutputs log_prob_and_entropy_autograd(
   TokenTermsOutputs outputs;
   {
     at::AutoDispatchBelowADInplaceOrView guard;
-    outputs = call_token_terms_forward(logits, actions, mask, temperature);
+    outputs = call_token_terms_forward(
+        logits, actions, mask, temperature, action_mask);
   }
   if (!torch::autograd::compute_requires_grad(logits)) {
     return outputs;
@@ -93,6 +104,8 @@ TokenTermsOutputs log_prob_and_entropy_autograd(
   grad_fn->logits = SavedVariable(logits, /*is_output=*/false);
   grad_fn->actions = SavedVariable(actions.value_or(at::Tensor()), false);
   grad_fn->mask = SavedVariable(mask.value_or(at::Tensor()), false);
+  grad_fn->action_mask =
+      SavedVariable(action_mask.value_or(at::Tensor()), false);
   grad_fn->row_stats = SavedVariable(std::get<2>(outputs), false);
   grad_fn->temperature = temperature;
   grad_fn->has_actions = actions.has_value();

@@ -17,12 +17,12 @@ using OptionalTensor = std::optional<at::Tensor>;
 // emulation of the tests registers its ops under the same ones.
 constexpr const char* kTokenTermsForwardSchema =
     "log_prob_and_entropy(Tensor logits, Tensor? actions=None, "
-    "Tensor? mask=None, float temperature=1.0) -> "
+    "Tensor? mask=None, float temperature=1.0, Tensor? action_mask=None) -> "
     "(Tensor log_prob, Tensor entropy, Tensor row_stats)";
 constexpr const char* kTokenTermsBackwardSchema =
     "_log_prob_and_entropy_backward(Tensor? grad_log_prob, "
     "Tensor? grad_entropy, Tensor logits, Tensor? actions, Tensor? mask, "
-    "Tensor row_stats, float temperature) -> Tensor";
+    "Tensor row_stats, float temperature, Tensor? action_mask=None) -> Tensor";
 
 // (log_prob [...] or [0] without actions, entropy [...], row_stats [3, N]).
 using TokenTermsOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
@@ -31,7 +31,8 @@ using TokenTermsForwardSignature = TokenTermsOutputs(
     const at::Tensor& logits,
     const OptionalTensor& actions,
     const OptionalTensor& mask,
-    double temperature);
+    double temperature,
+    const OptionalTensor& action_mask);
 
 // Returns grad_logits (logits' shape, contiguous, logits' dtype).
 using TokenTermsBackwardSignature = at::Tensor(
@@ -41,13 +42,15 @@ using TokenTermsBackwardSignature = at::Tensor(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
-    double temperature);
+    double temperature,
+    const OptionalTensor& action_mask);
 
 TokenTermsOutputs call_token_terms_forward(
     const at::Tensor& logits,
     const OptionalTensor& actions,
     const OptionalTensor& mask,
-    double temperature);
+    double temperature,
+    const OptionalTensor& action_mask);
 
 at::Tensor call_token_terms_backward(
     const OptionalTensor& grad_log_prob,
@@ -56,6 +59,7 @@ at::Tensor call_token_terms_backward(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
-    double temperature);
+    double temperature,
+    const OptionalTensor& action_mask);
 
 } // namespace hee

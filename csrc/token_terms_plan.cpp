@@ -61,8 +61,23 @@ void check_forward_args(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     double temperature,
+    const OptionalTensor& action_mask,
     const char* op) {
   check_logits(logits, op);
+  if (action_mask.has_value()) {
+    TORCH_CHECK_TYPE(
+        action_mask->scalar_type() == at::kBool, op,
+        ": action_mask must be bool (False rules an action out), got ",
+        action_mask->scalar_type());
+    TORCH_CHECK_VALUE(
+        same_sizes(action_mask->sym_sizes(), logits.sym_sizes()), op,
+        ": action_mask must have the logits' shape ", logits.sym_sizes(),
+        ", got ", action_mask->sym_sizes());
+    TORCH_CHECK_VALUE(
+        action_mask->device() == logits.device(), op,
+        ": action_mask must be on the logits' device (", logits.device(),
+        "), got ", action_mask->device());
+  }
   if (actions.has_value()) {
     TORCH_CHECK_TYPE(
         actions->scalar_type() == at::kLong || actions->scalar_type() == at::kInt,
@@ -115,12 +130,15 @@ TokenTermsForwardPlan plan_token_terms_forward(
     const at::Tensor& logits,
     const OptionalTensor& actions,
     const OptionalTensor& mask,
-    double temperature) {
-  check_forward_args(logits, actions, mask, temperature, kForwardOp);
+    double temperature,
+    const OptionalTensor& action_mask) {
+  check_forward_args(
+      logits, actions, mask, temperature, action_mask, kForwardOp);
   const at::ScalarType acc = accumulation_dtype(logits.scalar_type());
   TokenTermsForwardPlan plan;
   plan.has_actions = actions.has_value();
   plan.has_mask = mask.has_value();
+  plan.has_action_mask = action_mask.has_value();
   const c10::SymInt no_rows = 0;
   plan.log_prob = plan.has_actions
       ? contiguous_spec(leading_sizes(logits), acc, logits.device())
@@ -138,8 +156,10 @@ TensorSpec plan_token_terms_backward(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
-    double temperature) {
-  check_forward_args(logits, actions, mask, temperature, kBackwardOp);
+    double temperature,
+    const OptionalTensor& action_mask) {
+  check_forward_args(
+      logits, actions, mask, temperature, action_mask, kBackwardOp);
   const at::ScalarType acc = accumulation_dtype(logits.scalar_type());
   TORCH_CHECK_VALUE(
       !grad_log_prob.has_value() || actions.has_value(), kBackwardOp,
@@ -169,7 +189,8 @@ TokenRows token_rows_for_kernels(
     const at::Tensor& logits,
     const OptionalTensor& actions,
     const OptionalTensor& mask,
-    double temperature) {
+    double temperature,
+    const OptionalTensor& action_mask) {
   TokenRows rows;
   const int64_t K = logits.size(-1);
   at::Tensor flat = logits.reshape({-1, K});
@@ -179,6 +200,11 @@ TokenRows token_rows_for_kernels(
   }
   if (mask.has_value()) {
     rows.mask = mask->reshape({-1}).contiguous();
+  }
+  if (action_mask.has_value()) {
+    at::Tensor flat_mask = action_mask->reshape({-1, K});
+    rows.action_mask =
+        K == 1 || flat_mask.stride(1) == 1 ? flat_mask : flat_mask.contiguous();
   }
   rows.scale = 1.0 / temperature;
   return rows;

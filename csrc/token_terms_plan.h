@@ -15,6 +15,7 @@ namespace hee {
 struct TokenTermsForwardPlan {
   bool has_actions = false;
   bool has_mask = false;
+  bool has_action_mask = false;
   TensorSpec log_prob;   // [...] in the accumulation dtype; [0] without actions
   TensorSpec entropy;    // [...] in the accumulation dtype
   TensorSpec row_stats;  // [3, N], the accumulation dtype (loss_plan's layout)
@@ -25,7 +26,8 @@ TokenTermsForwardPlan plan_token_terms_forward(
     const at::Tensor& logits,
     const OptionalTensor& actions,
     const OptionalTensor& mask,
-    double temperature);
+    double temperature,
+    const OptionalTensor& action_mask);
 
 // Checks the backward's arguments (those of the forward, row_stats and the
 // upstream gradients, each [...] when given) and returns grad_logits' spec:
@@ -37,16 +39,20 @@ TensorSpec plan_token_terms_backward(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
-    double temperature);
+    double temperature,
+    const OptionalTensor& action_mask);
 
 // The inputs as the data kernels read them: logits as [N, K] rows with unit
 // column stride (a view where the leading dims allow one), actions as [N]
-// contiguous int64 and mask as [N] contiguous bool (undefined when absent),
-// and the scale of the tempered logits z = x * scale.
+// contiguous int64 and mask as [N] contiguous bool, action_mask as [N, K]
+// bool rows with unit column stride and any row stride (0 for one mask
+// broadcast to every row), each undefined when absent, and the scale of the
+// tempered logits z = x * scale.
 struct TokenRows {
   at::Tensor logits;
   at::Tensor actions;
   at::Tensor mask;
+  at::Tensor action_mask;
   double scale = 1.0;
 
   int64_t num_rows() const {
@@ -60,7 +66,8 @@ TokenRows token_rows_for_kernels(
     const at::Tensor& logits,
     const OptionalTensor& actions,
     const OptionalTensor& mask,
-    double temperature);
+    double temperature,
+    const OptionalTensor& action_mask);
 
 // An upstream gradient as the kernels read it: [N] contiguous in `dtype`,
 // each value times `scale` (the tempered logits' derivative); zeros when

@@ -20,7 +20,8 @@ from torch.utils import cpp_extension
 
 import hybrid_entropy_ext as hee
 from common_utils import GRAD_TOLERANCES, VALUE_TOLERANCES, assert_rows_close, random_heads
-from oracle import KEYS, OUTPUT_WEIGHTS, distributions_oracle
+from oracle import KEYS, OUTPUT_WEIGHTS, distributions_oracle, token_terms_oracle
+from test_token_terms import assert_grad_close
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(REPO, "csrc")
@@ -680,3 +681,164 @@ def test_token_terms_of_more_rows_than_one_wave_loop_over_them(lib):
     logits, actions, mask = token_inputs(100, 8, torch.float32, masked_fraction=0.2)
     _, launch = assert_token_terms_match_the_cpu_op(lib, logits, actions, mask)
     assert launch[4] == 1
+
+
+# --- log_prob_and_entropy with an action mask -------------------------------------------
+# Held to the float64 oracle of tests/oracle.py fed the logits the action mask leaves by
+# its definition (a ruled-out action's logit -inf), gradients by autograd through it.
+
+
+def action_masked_logits(logits, action_mask):
+    """The logits an action mask leaves, by its definition: a ruled-out action is a -inf
+    logit, whatever the logit stored there."""
+    return logits.masked_fill(~action_mask, -math.inf)
+
+
+def action_mask_inputs(rows, k, dtype, seed=0):
+    """token_inputs' logits and actions, a mask that keeps rows 0 to 3 and drops about a
+    third of the others (NaN logits and out-of-range actions there), and an action mask
+    [rows, k] that rules out about a third of the actions, with NaN stored at every
+    ruled-out logit: row 2 has nothing allowed, row 3's taken action is ruled out, every
+    other row's taken action is allowed."""
+    logits, actions, _ = token_inputs(rows, k, dtype, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    mask = torch.rand(rows, generator=generator) >= 1 / 3
+    mask[:4] = True
+    action_mask = torch.rand(rows, k, generator=generator) >= 1 / 3
+    action_mask[torch.arange(rows), actions] = True
+    action_mask[2] = False
+    action_mask[3, actions[3]] = False
+    logits[~action_mask] = math.nan
+    logits[~mask] = math.nan
+    actions[~mask] = -100
+    return logits, actions, mask, action_mask
+
+
+def assert_action_masked_terms_match_the_oracle(lib, logits, actions, mask, action_mask, temperature=1.0,
+                                                upstream=(True, True)):
+    """The emulated op's values and gradient against the float64 oracle of the action-masked
+    logits (its gradient by autograd, held by test_token_terms.py's error model); returns
+    (log_prob, entropy, grad_logits) and the forward's launch."""
+    log_prob, entropy, row_stats = lib.log_prob_and_entropy(logits, actions, mask, temperature, action_mask)
+    launch = lib.last_token_forward()
+    leaf = logits.detach().double().requires_grad_(True)
+    want_log_prob, want_entropy = token_terms_oracle(
+        action_masked_logits(leaf, action_mask), actions, mask, temperature)
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    torch.testing.assert_close(entropy.double(), want_entropy.detach(), **VALUE_TOLERANCES[acc], msg="entropy")
+    if actions is not None:
+        torch.testing.assert_close(log_prob.double(), want_log_prob.detach(), **VALUE_TOLERANCES[acc],
+                                   msg="log_prob")
+    generator = torch.Generator().manual_seed(1)
+    leading = logits.shape[:-1]
+    grads = [torch.randn(leading, generator=generator, dtype=acc) if wanted else None for wanted in upstream]
+    if actions is None:
+        grads[0] = None
+    grad_logits = lib._log_prob_and_entropy_backward(*grads, logits, actions, mask, row_stats, temperature,
+                                                     action_mask)
+    pairs = [(o, g.double()) for o, g in zip((want_log_prob, want_entropy), grads) if g is not None]
+    (want_grad,) = torch.autograd.grad([o for o, _ in pairs], leaf, [g for _, g in pairs])
+    assert not entropy.isnan().any() and not log_prob.isnan().any() and not grad_logits.isnan().any()
+    assert (grad_logits[~action_mask] == 0).all()
+    assert_grad_close(grad_logits, want_grad, action_masked_logits(logits, action_mask), mask, temperature,
+                      grads[0], grads[1])
+    return (log_prob, entropy, grad_logits), launch
+
+
+# Forward in warp groups (with and without vectors) and a row per block; backward flat and
+# a block per row.
+ACTION_MASK_SHAPES = [(37, 3), (65, 16), (9, 33), (8, 100), (6, 1024), (6, 1025), (6, 3000)]
+
+
+@pytest.mark.parametrize("rows, k", ACTION_MASK_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_action_masked_token_terms_match_the_oracle(lib, rows, k, dtype):
+    configure(lib)
+    logits, actions, mask, action_mask = action_mask_inputs(rows, k, dtype)
+    (log_prob, entropy, grad), (layout, *_) = assert_action_masked_terms_match_the_oracle(
+        lib, logits, actions, mask, action_mask)
+    assert layout == (1 if k > 1024 else 0)
+    # Nothing allowed: entropy 0, log_prob -inf and gradient 0, as an all -inf row.
+    assert entropy[2] == 0 and log_prob[2] == -math.inf and (grad[2] == 0).all()
+    # A ruled-out taken action: log_prob -inf, and no g_a at its gradient (0).
+    assert log_prob[3] == -math.inf and grad[3, actions[3]] == 0
+    # Dropped rows: zeros.
+    assert (entropy[~mask] == 0).all() and (log_prob[~mask] == 0).all() and (grad[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("k", [16, 33, 3000], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_token_terms_with_one_action_mask_broadcast_to_every_row_match_the_oracle(lib, k, dtype):
+    # Row stride 0: every row reads the same flags.
+    configure(lib)
+    logits, actions, mask = token_inputs(7, k, dtype, masked_fraction=0.3)
+    mask_row = torch.rand(k, generator=torch.Generator().manual_seed(2)) >= 1 / 3
+    mask_row[0] = True
+    actions = torch.where(mask & ~mask_row[actions.clamp(min=0)], 0, actions)
+    logits[mask[:, None] & ~mask_row] = math.nan
+    action_mask = mask_row.expand(7, k)
+    assert action_mask.stride() == (0, 1)
+    assert_action_masked_terms_match_the_oracle(lib, logits, actions, mask, action_mask)
+
+
+@pytest.mark.parametrize("k", [16, 3000], ids=str)
+def test_action_masked_tempered_token_terms_match_the_oracle(lib, k):
+    configure(lib)
+    logits, actions, mask, action_mask = action_mask_inputs(7, k, torch.float32)
+    assert_action_masked_terms_match_the_oracle(lib, logits, actions, mask, action_mask, temperature=0.6)
+
+
+@pytest.mark.parametrize("upstream", [(True, False), (False, True)], ids=["log_prob", "entropy"])
+@pytest.mark.parametrize("k", [16, 3000], ids=str)
+def test_action_masked_token_terms_backward_of_one_output_matches_the_oracle(lib, k, upstream):
+    configure(lib)
+    logits, actions, mask, action_mask = action_mask_inputs(6, k, torch.float32)
+    assert_action_masked_terms_match_the_oracle(lib, logits, actions, mask, action_mask, upstream=upstream)
+
+
+@pytest.mark.parametrize("k", [16, 3000], ids=str)
+def test_action_masked_token_terms_without_actions_or_mask_match_the_oracle(lib, k):
+    configure(lib)
+    logits, _, mask, action_mask = action_mask_inputs(6, k, torch.float32)
+    logits[~mask] = 0.5  # every row is read
+    logits[~action_mask] = math.nan
+    (log_prob, _, _), _ = assert_action_masked_terms_match_the_oracle(lib, logits, None, None, action_mask)
+    assert log_prob.shape == (0,)
+
+
+@pytest.mark.parametrize("offset", [1, 3])
+@pytest.mark.parametrize("k", [64, 3000], ids=str)
+def test_action_masked_token_terms_of_rows_off_vector_boundaries_match_the_oracle(lib, k, offset):
+    """The peel and element-wise paths: logits and action mask placed `offset` columns into
+    wider rows (row strides other than K), a gradient that starts off a vector boundary."""
+    configure(lib, output_offset=offset)
+    logits, actions, mask, action_mask = action_mask_inputs(6, k, torch.float32)
+    wide_logits = torch.zeros(6, k + offset)
+    wide_logits[:, offset:] = logits
+    wide_action_mask = torch.ones(6, k + offset, dtype=torch.bool)
+    wide_action_mask[:, offset:] = action_mask
+    assert_action_masked_terms_match_the_oracle(lib, wide_logits[:, offset:], actions, mask,
+                                                wide_action_mask[:, offset:])
+
+
+def test_action_masked_token_terms_of_leading_dims_match_the_oracle(lib):
+    configure(lib)
+    logits, actions, mask, action_mask = action_mask_inputs(24, 16, torch.float32)
+    assert_action_masked_terms_match_the_oracle(
+        lib, logits.view(4, 6, 16).transpose(0, 1), actions.view(4, 6).t(), mask.view(4, 6).t(),
+        action_mask.view(4, 6, 16).transpose(0, 1))
+
+
+@pytest.mark.parametrize("k", [16, 33, 3000], ids=str)
+def test_token_terms_with_an_all_true_action_mask_are_bitwise_those_without(lib, k):
+    configure(lib)
+    logits, actions, mask = token_inputs(6, k, torch.float32, masked_fraction=0.3)
+    every = torch.ones(6, k, dtype=torch.bool)
+    without = lib.log_prob_and_entropy(logits, actions, mask, 1.0)
+    with_all = lib.log_prob_and_entropy(logits, actions, mask, 1.0, every)
+    for a, b in zip(without, with_all):
+        assert torch.equal(a, b)
+    grads = (torch.randn(6), torch.randn(6))
+    assert torch.equal(
+        lib._log_prob_and_entropy_backward(*grads, logits, actions, mask, without[2], 1.0),
+        lib._log_prob_and_entropy_backward(*grads, logits, actions, mask, without[2], 1.0, every))

@@ -60,14 +60,21 @@ def random_actions(lead, k, dtype=torch.int64):
     return torch.randint(0, k, tuple(lead)).to(dtype)
 
 
-def token_terms(device, logits, actions=None, mask=None, temperature=1.0, view: Callable = lambda t: t):
+def token_terms(device, logits, actions=None, mask=None, temperature=1.0, view: Callable = lambda t: t,
+                action_mask=None):
     """``hee.log_prob_and_entropy`` on ``device``: CPU tensors in and out, differentiably;
     ``view`` is applied to the logits once they are on the device."""
 
-    def call(logits, actions, mask):
-        return hee.log_prob_and_entropy(view(logits), actions, mask, temperature)
+    def call(logits, actions, mask, action_mask):
+        return hee.log_prob_and_entropy(view(logits), actions, mask, temperature, action_mask)
 
-    return run_on(device, call, logits, actions, mask)
+    return run_on(device, call, logits, actions, mask, action_mask)
+
+
+def ruled_out_as_neg_inf(logits, action_mask):
+    """The logits with every action ``action_mask`` rules out set to ``-inf``: the form the
+    op's docstring says an action mask is exactly (None: the logits)."""
+    return logits if action_mask is None else logits.masked_fill(~action_mask, -INF)
 
 
 def grads_of(outputs, cotangents, leaf):
@@ -79,15 +86,17 @@ def grads_of(outputs, cotangents, leaf):
 
 
 def check_against_oracle(device, logits, actions=None, mask=None, temperature=1.0, view=lambda t: t,
-                         upstream=("log_prob", "entropy")):
+                         upstream=("log_prob", "entropy"), action_mask=None):
     """The op's outputs (dtype, shape, values) and the gradient of a random weighting of
-    ``upstream`` w.r.t. the logits against the float64 oracle; returns what the op gave."""
+    ``upstream`` w.r.t. the logits against the float64 oracle (given the ``-inf`` form of an
+    action mask); returns what the op gave."""
     dtype = logits.dtype
     leaf = logits.detach().clone().requires_grad_(True)
     oracle_leaf = logits.detach().double().requires_grad_(True)
 
-    got_lp, got_h = token_terms(device, leaf, actions, mask, temperature, view)
-    want_lp, want_h = token_terms_oracle(view(oracle_leaf), actions, mask, temperature)
+    got_lp, got_h = token_terms(device, leaf, actions, mask, temperature, view, action_mask)
+    want_lp, want_h = token_terms_oracle(
+        ruled_out_as_neg_inf(view(oracle_leaf), action_mask), actions, mask, temperature)
 
     lead = view(logits).shape[:-1]
     assert got_h.dtype == out_dtype(dtype) and got_h.shape == lead
@@ -110,7 +119,8 @@ def check_against_oracle(device, logits, actions=None, mask=None, temperature=1.
                                              None if cot_h is None else cot_h.double()), oracle_leaf)
     assert got_grad.dtype == dtype and got_grad.shape == logits.shape
     assert not got_grad.isnan().any()
-    assert_grad_close(got_grad, want_grad, view(logits), mask, temperature, cot_lp, cot_h, view=view)
+    assert_grad_close(got_grad, want_grad, ruled_out_as_neg_inf(view(logits), action_mask), mask, temperature,
+                      cot_lp, cot_h, view=view)
     return got_lp, got_h, got_grad
 
 

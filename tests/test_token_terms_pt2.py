@@ -74,6 +74,18 @@ def entropy_only(logits: Tensor, actions: Tensor, mask: Optional[Tensor]):
     return entropy, entropy, (entropy * entropy).sum()
 
 
+def action_masked_terms(logits: Tensor, actions: Tensor, mask: Optional[Tensor]):
+    """policy_terms with an action mask built in the graph: each row rules one action out,
+    never its taken one."""
+    k = logits.shape[-1]
+    ruled_out = (actions.clamp(min=0) + 1) % k
+    allowed = torch.arange(k, device=logits.device) != ruled_out.unsqueeze(-1)
+    log_prob, entropy = hee.log_prob_and_entropy(logits, actions, mask, TEMPERATURE, allowed)
+    assert log_prob is not None
+    scalar = -(log_prob * 1.5).sum() - 0.01 * entropy.sum()
+    return log_prob, entropy, scalar
+
+
 def values_and_grad(fn, logits, actions, mask):
     leaf = logits.detach().clone().requires_grad_(True)
     log_prob, entropy, scalar = fn(leaf, actions, mask)
@@ -94,7 +106,8 @@ def assert_same(got, expected):
 
 @pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("compile_backend", ["eager", "aot_eager"])
-@pytest.mark.parametrize("fn", [policy_terms, entropy_only], ids=["actions-and-mask", "entropy-only"])
+@pytest.mark.parametrize("fn", [policy_terms, entropy_only, action_masked_terms],
+                         ids=["actions-and-mask", "entropy-only", "action-mask"])
 def test_compiled_function_gives_eager_values_and_gradients(fn, compile_backend, device):
     inputs = sample(5, device=device)
     compiled = torch.compile(fn, backend=compile_backend, fullgraph=True)

@@ -21,12 +21,22 @@ namespace cpu {
 // math::tempered_log_prob): scale 1 for the hybrid loss (multiplied by
 // nothing, so its results are those of the raw logits), 1 / T for tempered
 // per-token terms.
+//
+// An action mask, when given, rules actions out: allowed[i * allowed_row_stride
+// + k] false makes z[i, k] a -inf logit whatever is stored there
+// (math::allowed_logit); any row stride, 0 included.
 template <typename scalar_t>
 struct LogitRows {
   const scalar_t* data;
   int64_t row_stride;
   int64_t num_cols;
   acc_t<scalar_t> scale = 1;
+  const bool* allowed = nullptr;
+  int64_t allowed_row_stride = 0;
+
+  const bool* allowed_row(int64_t row) const {
+    return allowed + row * allowed_row_stride;
+  }
 };
 
 // The per-row statistics the forward keeps for the backward, O(B): the rows

@@ -25,6 +25,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -195,6 +196,57 @@ inline void store_from_acc(
   }
 }
 
+// values with the lanes whose action the mask rules out set to -inf
+// (math::allowed_logit), allowed[i] saying whether lane i's action is
+// allowed; lanes past `count` are -inf too.
+template <typename acc>
+inline Vectorized<acc> rule_out(
+    const Vectorized<acc>& values, const bool* allowed, int64_t count) {
+  using Vec = Vectorized<acc>;
+  const Vec ruled_out(-std::numeric_limits<acc>::infinity());
+#if defined(CPU_CAPABILITY_AVX2)
+  if constexpr (std::is_same_v<acc, float>) {
+    if (count == Vec::size()) {
+      // Eight bools (bytes of 0 or 1) widened to lanes, compared with 0.
+      const __m256i flags = _mm256_cvtepu8_epi32(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(allowed)));
+      return _mm256_blendv_ps(
+          values, ruled_out,
+          _mm256_castsi256_ps(
+              _mm256_cmpeq_epi32(flags, _mm256_setzero_si256())));
+    }
+  }
+#endif
+  alignas(64) acc keep[Vec::size()];
+  for (int64_t i = 0; i < Vec::size(); ++i) {
+    keep[i] = i < count && allowed[i] ? acc(1) : acc(0);
+  }
+  return Vec::blendv(ruled_out, values, Vec::loadu(keep) == Vec(acc(1)));
+}
+
+// load_acc of a row's columns [k, k + count), with its action mask's row
+// `allowed` applied where kMasked (unread otherwise).
+template <bool kMasked, typename scalar_t>
+inline AccVec<scalar_t> load_allowed(
+    const scalar_t* row, const bool* allowed, int64_t k, int64_t count) {
+  if constexpr (kMasked) {
+    return rule_out(load_acc(row + k, count), allowed + k, count);
+  } else {
+    return load_acc(row + k, count);
+  }
+}
+
+// Calls body(std::bool_constant<masked>) for whether `logits` carries an
+// action mask, so that the unmasked kernels compile without its loads.
+template <typename scalar_t, typename Body>
+inline void with_action_mask(const LogitRows<scalar_t>& logits, const Body& body) {
+  if (logits.allowed != nullptr) {
+    body(std::true_type{});
+  } else {
+    body(std::false_type{});
+  }
+}
+
 // The two lane reductions: a sum, and a max that is not NaN-propagating
 // (one instruction per step; used for the row max, which is only a shift,
 // see row_moments_along_lanes).
@@ -254,7 +306,7 @@ inline void reduce_each_across_lanes(
 // columns[k][r] = z[first_row + r, k]; lanes past num_rows are 0. K is a
 // compile-time constant so that full tiles compile to straight-line moves.
 template <int64_t K, typename scalar_t>
-inline void gather_tile(
+inline void gather_tile_values(
     LogitRows<scalar_t> logits,
     int64_t first_row,
     int64_t num_rows,
@@ -339,6 +391,75 @@ inline void gather_tile(
     for (int64_t k = 0; k < K; ++k) {
       columns[k][r] =
           r < num_rows ? static_cast<acc>(first[r * logits.row_stride + k]) : acc(0);
+    }
+  }
+}
+
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+// flags[i] = all-ones bits where allowed[i] is false (a ruled-out action),
+// 0 where it is true, i < n: a blend mask, as a float's bits.
+inline void write_ruled_out_flags(const bool* allowed, int64_t n, float* flags) {
+  int64_t i = 0;
+  // Eight bools (bytes of 0 or 1) at a time, widened and compared with 0.
+  for (; i + 8 <= n; i += 8) {
+    const __m256i bytes = _mm256_cvtepu8_epi32(
+        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(allowed + i)));
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i*>(flags + i),
+        _mm256_cmpeq_epi32(bytes, _mm256_setzero_si256()));
+  }
+  for (; i < n; ++i) {
+    const uint32_t bits = allowed[i] ? 0u : ~0u;
+    std::memcpy(flags + i, &bits, sizeof(bits));
+  }
+}
+#endif
+
+// gather_tile_values, then the action mask's rows applied: a ruled-out
+// action's column in its row's lane is -inf (math::allowed_logit).
+template <int64_t K, typename scalar_t>
+inline void gather_tile(
+    LogitRows<scalar_t> logits,
+    int64_t first_row,
+    int64_t num_rows,
+    acc_t<scalar_t> (*columns)[AccVec<scalar_t>::size()]) {
+  gather_tile_values<K>(logits, first_row, num_rows, columns);
+  if (logits.allowed == nullptr) {
+    return;
+  }
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  using Vec = AccVec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+  if constexpr (
+      std::is_same_v<acc_t<scalar_t>, float> &&
+      tile_transpose::has_register_transpose(K)) {
+    if (num_rows == W) {
+      // The mask's tile, as all-ones bits where ruled out, goes through the
+      // logits' register transpose: a column of flags per column of logits,
+      // instead of W * K scalar selects.
+      alignas(64) float ruled_out_rows[W * K];
+      if (logits.allowed_row_stride == K) {
+        write_ruled_out_flags(logits.allowed_row(first_row), W * K, ruled_out_rows);
+      } else {
+        for (int64_t r = 0; r < W; ++r) {
+          write_ruled_out_flags(logits.allowed_row(first_row + r), K, ruled_out_rows + r * K);
+        }
+      }
+      alignas(64) float ruled_out[K][W];
+      tile_transpose::rows_to_columns<K>(ruled_out_rows, ruled_out);
+      const Vec neg_inf(-std::numeric_limits<float>::infinity());
+      for (int64_t k = 0; k < K; ++k) {
+        Vec::blendv(Vec::loadu(columns[k]), neg_inf, Vec::loadu(ruled_out[k]))
+            .store(columns[k]);
+      }
+      return;
+    }
+  }
+#endif
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const bool* allowed = logits.allowed_row(first_row + r);
+    for (int64_t k = 0; k < K; ++k) {
+      columns[k][r] = math::allowed_logit(columns[k][r], allowed[k]);
     }
   }
 }
@@ -493,11 +614,14 @@ void backward_rows_in_lanes(
 }
 
 // Whether the taken action's element gets g_a (token_terms_grad_element):
-// unless x[a] is -inf (a constant, whose element is 0).
+// unless z[a] is -inf, stored or ruled out by the action mask's row
+// `allowed` (null for none): a constant, whose element is 0.
 template <typename scalar_t>
-inline bool action_gets_its_term(const scalar_t* row, int64_t action) {
-  return !(static_cast<acc_t<scalar_t>>(row[action]) ==
-           -std::numeric_limits<acc_t<scalar_t>>::infinity());
+inline bool action_gets_its_term(
+    const scalar_t* row, const bool* allowed, int64_t action) {
+  return (allowed == nullptr || allowed[action]) &&
+      !(static_cast<acc_t<scalar_t>>(row[action]) ==
+        -std::numeric_limits<acc_t<scalar_t>>::infinity());
 }
 
 
@@ -537,7 +661,9 @@ void token_backward_rows_in_lanes(
       for (int64_t r = 0; r < n; ++r) {
         const int64_t i = first + r;
         const int64_t a = grads.actions[i];
-        if (action_gets_its_term(logits.data + i * logits.row_stride, a)) {
+        if (action_gets_its_term(
+                logits.data + i * logits.row_stride,
+                logits.allowed == nullptr ? nullptr : logits.allowed_row(i), a)) {
           columns[a][r] += grads.grad_log_prob[i];
         }
       }
@@ -550,9 +676,10 @@ void token_backward_rows_in_lanes(
 // across lanes. One row's chain (max, its lane reduction, exp, the sums and
 // their lane reductions) is latency-bound; R independent rows interleaved
 // keep the vector units busy.
-template <int R, bool kScaled, typename scalar_t>
+template <int R, bool kScaled, bool kMasked, typename scalar_t>
 inline void row_moments_along_lanes(
     const scalar_t* const* rows,
+    const bool* const* allowed_rows,
     int64_t K,
     acc_t<scalar_t> scale,
     int64_t prefetch_bytes,
@@ -581,6 +708,23 @@ inline void row_moments_along_lanes(
       return x;
     }
   };
+  // Row r's columns [k, k + count), count <= W; with an action mask
+  // (allowed_rows[r], unread without one) ruled-out actions are -inf.
+  const auto load = [&](int r, int64_t k, int64_t count) {
+    if constexpr (kMasked) {
+      return rule_out(load_acc(rows[r] + k, count), allowed_rows[r] + k, count);
+    } else {
+      return load_acc(rows[r] + k, count);
+    }
+  };
+  const auto load_scalar = [&](int r, int64_t k) {
+    const acc x = static_cast<acc>(rows[r][k]);
+    if constexpr (kMasked) {
+      return math::allowed_logit(x, allowed_rows[r][k]);
+    } else {
+      return x;
+    }
+  };
   // As in the tiles above, NaN need not survive the max pass.
   std::array<Vec, R> lane_max =
       copies_of<R>(Vec(-std::numeric_limits<acc>::infinity()));
@@ -590,12 +734,17 @@ inline void row_moments_along_lanes(
       // never faults), a pointer may not.
       __builtin_prefetch(reinterpret_cast<const void*>(
           reinterpret_cast<uintptr_t>(rows[r] + k) + prefetch_bytes));
-      lane_max[r] = math::max_of(load_acc(rows[r] + k, W), lane_max[r]);
+      lane_max[r] = math::max_of(load(r, k, W), lane_max[r]);
     }
   }
   constexpr bool kMaskedTail = reads_tail_as_masked_vector<scalar_t>();
   const auto masked_tail = [&](int r) {
-    return load_acc_padded_with_masked(rows[r] + full, K - full);
+    const auto tail = load_acc_padded_with_masked(rows[r] + full, K - full);
+    if constexpr (kMasked) {
+      return rule_out(tail, allowed_rows[r] + full, K - full);
+    } else {
+      return tail;
+    }
   };
   if (kMaskedTail && full < K) {
     for (int r = 0; r < R; ++r) {
@@ -609,7 +758,7 @@ inline void row_moments_along_lanes(
   for (int r = 0; r < R; ++r) {
     if (!kMaskedTail) {
       for (int64_t k = full; k < K; ++k) {
-        row_max[r] = math::max_of(static_cast<acc>(rows[r][k]), row_max[r]);
+        row_max[r] = math::max_of(load_scalar(r, k), row_max[r]);
       }
     }
     // From here on row_max[r] is the row's shift (what the backward reads).
@@ -619,7 +768,7 @@ inline void row_moments_along_lanes(
   for (int64_t k = 0; k < full; k += W) {
     for (int r = 0; r < R; ++r) {
       accumulate_softmax_moments(
-          tempered(load_acc(rows[r] + k, W) - shift[r]), lowest,
+          tempered(load(r, k, W) - shift[r]), lowest,
           lane_sum_exp[r], lane_sum_exp_times_shift[r]);
     }
   }
@@ -637,57 +786,69 @@ inline void row_moments_along_lanes(
     for (int r = 0; r < R; ++r) {
       for (int64_t k = full; k < K; ++k) {
         accumulate_softmax_moments(
-            tempered_scalar(static_cast<acc>(rows[r][k]) - row_max[r]), lowest,
+            tempered_scalar(load_scalar(r, k) - row_max[r]), lowest,
             sum_exp[r], sum_exp_times_shift[r]);
       }
     }
   }
 }
 
-template <bool kScaled, typename scalar_t>
+template <bool kScaled, bool kMasked, typename scalar_t>
 void forward_rows_along_lanes(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
     RowStats<acc_t<scalar_t>> stats,
     TakenLogProbs<acc_t<scalar_t>> taken) {
+  using acc = acc_t<scalar_t>;
   const int64_t K = logits.num_cols;
   const int64_t prefetch_bytes =
       kPrefetchRowsAhead * logits.row_stride * int64_t{sizeof(scalar_t)};
-  using acc = acc_t<scalar_t>;
   const scalar_t* rows[kInterleavedRows];
+  const bool* allowed_rows[kInterleavedRows] = {};
+  // Points rows (and allowed_rows) at rows [i, i + count).
+  const auto point_at = [&](int64_t i, int count) {
+    for (int r = 0; r < count; ++r) {
+      rows[r] = logits.data + (i + r) * logits.row_stride;
+      if constexpr (kMasked) {
+        allowed_rows[r] = logits.allowed_row(i + r);
+      }
+    }
+  };
   // The taken logits of rows [i, i + count), just read by the passes.
   const auto take_logits = [&](int64_t i, int count) {
     if (taken.actions == nullptr) {
       return;
     }
     for (int r = 0; r < count; ++r) {
-      taken.log_prob[i + r] = math::tempered_shifted_logit(
-          static_cast<acc>(rows[r][taken.actions[i + r]]), stats.shift[i + r],
-          logits.scale);
+      const int64_t action = taken.actions[i + r];
+      acc logit = static_cast<acc>(rows[r][action]);
+      if constexpr (kMasked) {
+        logit = math::allowed_logit(logit, allowed_rows[r][action]);
+      }
+      taken.log_prob[i + r] =
+          math::tempered_shifted_logit(logit, stats.shift[i + r], logits.scale);
     }
   };
   int64_t i = row_begin;
   for (; i + kInterleavedRows <= row_end; i += kInterleavedRows) {
-    for (int r = 0; r < kInterleavedRows; ++r) {
-      rows[r] = logits.data + (i + r) * logits.row_stride;
-    }
-    row_moments_along_lanes<kInterleavedRows, kScaled>(
-        rows, K, logits.scale, prefetch_bytes, stats.shift + i, stats.log_sum_exp + i,
-        stats.entropy + i);
+    point_at(i, kInterleavedRows);
+    row_moments_along_lanes<kInterleavedRows, kScaled, kMasked>(
+        rows, allowed_rows, K, logits.scale, prefetch_bytes, stats.shift + i,
+        stats.log_sum_exp + i, stats.entropy + i);
     take_logits(i, kInterleavedRows);
   }
   for (; i < row_end; ++i) {
-    rows[0] = logits.data + i * logits.row_stride;
-    row_moments_along_lanes<1, kScaled>(
-        rows, K, logits.scale, prefetch_bytes, stats.shift + i, stats.log_sum_exp + i,
-        stats.entropy + i);
+    point_at(i, 1);
+    row_moments_along_lanes<1, kScaled, kMasked>(
+        rows, allowed_rows, K, logits.scale, prefetch_bytes, stats.shift + i,
+        stats.log_sum_exp + i, stats.entropy + i);
     take_logits(i, 1);
   }
   finish_row_stats<scalar_t>(row_begin, row_end, stats, taken);
 }
 
-template <typename scalar_t>
+template <bool kMasked, typename scalar_t>
 void backward_rows_along_lanes(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
@@ -703,6 +864,7 @@ void backward_rows_along_lanes(
   const Vec scale(grad_scale);
   for (int64_t i = row_begin; i < row_end; ++i) {
     const scalar_t* row = logits.data + i * logits.row_stride;
+    const bool* allowed = kMasked ? logits.allowed_row(i) : nullptr;
     scalar_t* out = grad_logits + i * K;
     const Vec shift(stats.shift[i]);
     const Vec log_sum_exp(stats.log_sum_exp[i]);
@@ -711,14 +873,14 @@ void backward_rows_along_lanes(
       const int64_t n = std::min<int64_t>(W, K - k);
       store_from_acc<scalar_t>(
           entropy_grad_element(
-              load_acc(row + k, n), shift, log_sum_exp, entropy, scale,
-              log_p_floor),
+              load_allowed<kMasked>(row, allowed, k, n), shift,
+              log_sum_exp, entropy, scale, log_p_floor),
           out + k, n);
     }
   }
 }
 
-template <typename scalar_t>
+template <bool kMasked, typename scalar_t>
 void token_backward_rows_along_lanes(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
@@ -734,6 +896,7 @@ void token_backward_rows_along_lanes(
   const Vec scale(logits.scale);
   for (int64_t i = row_begin; i < row_end; ++i) {
     const scalar_t* row = logits.data + i * logits.row_stride;
+    const bool* allowed = kMasked ? logits.allowed_row(i) : nullptr;
     scalar_t* out = grad_logits + i * K;
     const Vec shift(stats.shift[i]);
     const Vec log_sum_exp(stats.log_sum_exp[i]);
@@ -745,14 +908,14 @@ void token_backward_rows_along_lanes(
         token_terms_row_offset(grad_log_prob, grad_entropy, stats.entropy[i]));
     // The taken action's column, or -1 where it gets no term of its own.
     const int64_t action = grads.actions != nullptr &&
-            action_gets_its_term(row, grads.actions[i])
+            action_gets_its_term(row, allowed, grads.actions[i])
         ? grads.actions[i]
         : -1;
     for (int64_t k = 0; k < K; k += W) {
       const int64_t n = std::min<int64_t>(W, K - k);
       Vec grad = token_terms_grad_element(
-          load_acc(row + k, n), shift, scale, log_sum_exp,
-          negative_grad_entropy, negative_row_offset, log_p_floor);
+          load_allowed<kMasked>(row, allowed, k, n), shift, scale,
+          log_sum_exp, negative_grad_entropy, negative_row_offset, log_p_floor);
       if (action >= k && action < k + n) {
         // In registers: g_a added in the action's lane.
         grad = Vec::blendv(
@@ -806,11 +969,16 @@ void forward_rows(
     RowStats<acc_t<scalar_t>> stats,
     TakenLogProbs<acc_t<scalar_t>> taken) {
   if (logits.num_cols > kMaxRowsInLanesCols) {
-    if (logits.scale == acc_t<scalar_t>(1)) {
-      forward_rows_along_lanes<false>(logits, row_begin, row_end, stats, taken);
-    } else {
-      forward_rows_along_lanes<true>(logits, row_begin, row_end, stats, taken);
-    }
+    with_action_mask(logits, [&](auto masked) {
+      constexpr bool kMasked = decltype(masked)::value;
+      if (logits.scale == acc_t<scalar_t>(1)) {
+        forward_rows_along_lanes<false, kMasked>(
+            logits, row_begin, row_end, stats, taken);
+      } else {
+        forward_rows_along_lanes<true, kMasked>(
+            logits, row_begin, row_end, stats, taken);
+      }
+    });
     return;
   }
   with_static_cols<kMaxRowsInLanesCols>(logits.num_cols, [&](auto cols) {
@@ -846,8 +1014,10 @@ void backward_rows(
   constexpr int64_t kMaxBackwardRowsInLanesCols =
       max_backward_rows_in_lanes_cols<scalar_t>();
   if (logits.num_cols > kMaxBackwardRowsInLanesCols) {
-    backward_rows_along_lanes(
-        logits, row_begin, row_end, stats, grad_scale, grad_logits);
+    with_action_mask(logits, [&](auto masked) {
+      backward_rows_along_lanes<decltype(masked)::value>(
+          logits, row_begin, row_end, stats, grad_scale, grad_logits);
+    });
     return;
   }
   with_static_cols<kMaxBackwardRowsInLanesCols>(logits.num_cols, [&](auto cols) {
@@ -867,8 +1037,10 @@ void token_backward_rows(
   constexpr int64_t kMaxBackwardRowsInLanesCols =
       max_backward_rows_in_lanes_cols<scalar_t>();
   if (logits.num_cols > kMaxBackwardRowsInLanesCols) {
-    token_backward_rows_along_lanes(
-        logits, row_begin, row_end, stats, grads, grad_logits);
+    with_action_mask(logits, [&](auto masked) {
+      token_backward_rows_along_lanes<decltype(masked)::value>(
+          logits, row_begin, row_end, stats, grads, grad_logits);
+    });
     return;
   }
   with_static_cols<kMaxBackwardRowsInLanesCols>(logits.num_cols, [&](auto cols) {

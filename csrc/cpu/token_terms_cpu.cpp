@@ -104,19 +104,29 @@ const T* data_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
 
+template <typename scalar_t>
+LogitRows<scalar_t> logit_rows_of(const TokenRows& rows) {
+  return {
+      rows.logits.const_data_ptr<scalar_t>(), rows.logits.stride(0),
+      rows.num_cols(), static_cast<acc_t<scalar_t>>(rows.scale),
+      data_or_null<bool>(rows.action_mask),
+      rows.action_mask.defined() ? rows.action_mask.stride(0) : 0};
+}
+
 
 TokenTermsOutputs log_prob_and_entropy_cpu(
     const at::Tensor& logits,
     const OptionalTensor& actions,
     const OptionalTensor& mask,
-    double temperature) {
-  const TokenTermsForwardPlan plan =
-      plan_token_terms_forward(logits, actions, mask, temperature);
+    double temperature,
+    const OptionalTensor& action_mask) {
+  const TokenTermsForwardPlan plan = plan_token_terms_forward(
+      logits, actions, mask, temperature, action_mask);
   at::Tensor log_prob = empty_cpu(plan.log_prob);
   at::Tensor entropy = empty_cpu(plan.entropy);
   at::Tensor row_stats = empty_cpu(plan.row_stats);
-  const TokenRows rows =
-      token_rows_for_kernels(logits, actions, mask, temperature);
+  const TokenRows rows = token_rows_for_kernels(
+      logits, actions, mask, temperature, action_mask);
   const CpuIsa isa = selected_cpu_isa();
   const at::IntArrayRef leading_sizes = logits.sizes().slice(0, logits.dim() - 1);
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -124,9 +134,7 @@ TokenTermsOutputs log_prob_and_entropy_cpu(
       [&] {
         using acc = acc_t<scalar_t>;
         const auto forward = row_kernels<scalar_t>(isa).forward;
-        const LogitRows<scalar_t> logit_rows{
-            rows.logits.const_data_ptr<scalar_t>(), rows.logits.stride(0),
-            rows.num_cols(), static_cast<acc>(rows.scale)};
+        const LogitRows<scalar_t> logit_rows = logit_rows_of<scalar_t>(rows);
         const RowStats<acc> stats = row_stats_view<acc>(row_stats);
         const int64_t* taken = data_or_null<int64_t>(rows.actions);
         const bool* kept = data_or_null<bool>(rows.mask);
@@ -166,13 +174,14 @@ at::Tensor log_prob_and_entropy_backward_cpu(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
-    double temperature) {
+    double temperature,
+    const OptionalTensor& action_mask) {
   const TensorSpec spec = plan_token_terms_backward(
       grad_log_prob, grad_entropy, logits, actions, mask, row_stats,
-      temperature);
+      temperature, action_mask);
   at::Tensor grad_logits = empty_cpu(spec);
-  const TokenRows rows =
-      token_rows_for_kernels(logits, actions, mask, temperature);
+  const TokenRows rows = token_rows_for_kernels(
+      logits, actions, mask, temperature, action_mask);
   const CpuIsa isa = selected_cpu_isa();
   const at::IntArrayRef leading_sizes = logits.sizes().slice(0, logits.dim() - 1);
   const at::ScalarType acc_dtype = row_stats.scalar_type();
@@ -187,9 +196,7 @@ at::Tensor log_prob_and_entropy_backward_cpu(
       "_log_prob_and_entropy_backward", [&] {
         using acc = acc_t<scalar_t>;
         const auto token_backward = row_kernels<scalar_t>(isa).token_backward;
-        const LogitRows<scalar_t> logit_rows{
-            rows.logits.const_data_ptr<scalar_t>(), rows.logits.stride(0),
-            rows.num_cols(), static_cast<acc>(rows.scale)};
+        const LogitRows<scalar_t> logit_rows = logit_rows_of<scalar_t>(rows);
         const RowStats<acc> stats = row_stats_view<acc>(row_stats);
         // The taken action matters only with a log_prob gradient.
         const int64_t* taken = grad_log_prob_rows.defined()

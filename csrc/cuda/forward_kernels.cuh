@@ -172,17 +172,47 @@ __device__ __forceinline__ void load_logits(
   }
 }
 
+// The actions of a row that the logits' readers below take: every one
+// (AllActionsAllowed, the hybrid loss's; an empty type, so that its readers
+// compile to what they would without it) or those of a row of an action
+// mask (ActionMaskRow: a ruled-out action's logit is read as -inf,
+// math::allowed_logit, in the same pass as the logits).
+struct AllActionsAllowed {
+  template <int kVec, typename acc>
+  __device__ __forceinline__ void apply(int64_t, int64_t, acc*) const {}
+};
+
+struct ActionMaskRow {
+  const bool* allowed;  // the row's [K] flags, unit stride
+
+  // Masks the kVec logits of columns k on; only columns below `end` are
+  // read (the loaders' -inf stands for the others).
+  template <int kVec, typename acc>
+  __device__ __forceinline__ void apply(int64_t k, int64_t end, acc* values)
+      const {
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+      if (k + j < end) {
+        values[j] = math::allowed_logit(values[j], allowed[k + j]);
+      }
+    }
+  }
+};
+
 // The statistics of the row at z, held by a group of lanes: this lane's
 // loads of its columns below `end` (0 for a row that is not read: every lane
 // of the warp must call it, for the shuffles), kLoadWidth logits each,
-// kThreadsPerRow apart; with a scale, those of tempered logits
-// (math::tempered_log_prob). Every lane of the group gets them.
-template <int kLog2Cols, int kVec, typename scalar_t, typename acc = acc_t<scalar_t>>
+// kThreadsPerRow apart, of the actions `allowed` takes; with a scale, those
+// of tempered logits (math::tempered_log_prob). Every lane of the group gets
+// them.
+template <int kLog2Cols, int kVec, typename scalar_t, typename acc = acc_t<scalar_t>,
+          typename Allowed = AllActionsAllowed>
 __device__ __forceinline__ math::RowStatistics<acc> group_row_statistics(
     const scalar_t* z,
     int64_t end,
     int lane,
-    acc scale = acc(1)) {
+    acc scale = acc(1),
+    Allowed allowed = Allowed{}) {
   constexpr RowsInWarpsShape kShape = rows_in_warps_shape(kLog2Cols, kVec);
   constexpr int kWidth = kShape.load_width;
   constexpr int kThreadsPerRow = kShape.threads_per_row;
@@ -191,9 +221,9 @@ __device__ __forceinline__ math::RowStatistics<acc> group_row_statistics(
   acc values[kPerThread];
 #pragma unroll
   for (int i = 0; i < kShape.loads_per_thread; ++i) {
-    load_logits<kWidth>(
-        z, static_cast<int64_t>(lane + i * kThreadsPerRow) * kWidth, end,
-        values + i * kWidth);
+    const int64_t k = static_cast<int64_t>(lane + i * kThreadsPerRow) * kWidth;
+    load_logits<kWidth>(z, k, end, values + i * kWidth);
+    allowed.template apply<kWidth>(k, end, values + i * kWidth);
   }
   acc thread_max = values[0];
 #pragma unroll
@@ -287,13 +317,15 @@ __device__ __forceinline__ void fold_chunk(
 // guards, then at most one partial chunk, masked. `z` is aligned to its
 // element size, as every tensor's data is. With a scale, the moments are of
 // tempered logits (math::shift_running_moments; a scale of 1 multiplies by
-// nothing).
-template <int kVec, typename scalar_t, typename acc = acc_t<scalar_t>>
+// nothing); only the actions `allowed` takes count.
+template <int kVec, typename scalar_t, typename acc = acc_t<scalar_t>,
+          typename Allowed = AllActionsAllowed>
 __device__ __forceinline__ math::SoftmaxState<acc> thread_softmax_state(
     const scalar_t* z,
     int64_t begin,
     int64_t end,
-    acc scale = acc(1)) {
+    acc scale = acc(1),
+    Allowed allowed = Allowed{}) {
   constexpr int kChunk = kVectorsPerChunk * kVec;
   const int64_t vector_stride = static_cast<int64_t>(blockDim.x) * kVec;
   const int64_t chunk_stride = vector_stride * kVectorsPerChunk;
@@ -315,6 +347,7 @@ __device__ __forceinline__ math::SoftmaxState<acc> thread_softmax_state(
                                             : end - begin);
   if (static_cast<int64_t>(threadIdx.x) < peel) {
     chunk[0] = static_cast<acc>(z[begin + threadIdx.x]);
+    allowed.template apply<1>(begin + threadIdx.x, end, chunk);
     fold_chunk<1>(chunk, running_max, sum_exp, sum_exp_times_shift, scale);
   }
   begin += peel;
@@ -323,6 +356,8 @@ __device__ __forceinline__ math::SoftmaxState<acc> thread_softmax_state(
 #pragma unroll
     for (int u = 0; u < kVectorsPerChunk; ++u) {
       load_logit_vector<kVec>(z, first + u * vector_stride, chunk + u * kVec);
+      allowed.template apply<kVec>(
+          first + u * vector_stride, end, chunk + u * kVec);
     }
     fold_chunk<kChunk>(
         chunk, running_max, sum_exp, sum_exp_times_shift, scale);
@@ -331,6 +366,8 @@ __device__ __forceinline__ math::SoftmaxState<acc> thread_softmax_state(
 #pragma unroll
     for (int u = 0; u < kVectorsPerChunk; ++u) {
       load_logits<kVec>(z, first + u * vector_stride, end, chunk + u * kVec);
+      allowed.template apply<kVec>(
+          first + u * vector_stride, end, chunk + u * kVec);
     }
     fold_chunk<kChunk>(
         chunk, running_max, sum_exp, sum_exp_times_shift, scale);

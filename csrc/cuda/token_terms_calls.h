@@ -8,6 +8,8 @@
 
 #include <ATen/ATen.h>
 
+#include <type_traits>
+
 #include "../token_terms_op.h"
 #include "../token_terms_plan.h"
 #include "launch_shapes.h"
@@ -15,6 +17,16 @@
 
 namespace hee {
 namespace cuda {
+
+// Calls fn(std::bool_constant<has_action_mask>): the kernels' kActionMask.
+template <typename Fn>
+void dispatch_action_mask(bool has_action_mask, const Fn& fn) {
+  if (has_action_mask) {
+    fn(std::true_type{});
+  } else {
+    fn(std::false_type{});
+  }
+}
 
 // The forward's kernel and shape.
 struct TokenForwardLaunch {
@@ -64,14 +76,15 @@ TokenTermsOutputs token_terms_forward_on(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     double temperature,
+    const OptionalTensor& action_mask,
     TokenForwardLaunch* launched = nullptr) {
-  const TokenTermsForwardPlan plan =
-      plan_token_terms_forward(logits, actions, mask, temperature);
+  const TokenTermsForwardPlan plan = plan_token_terms_forward(
+      logits, actions, mask, temperature, action_mask);
   at::Tensor log_prob = device.empty(plan.log_prob);
   at::Tensor entropy = device.empty(plan.entropy);
   at::Tensor row_stats = device.empty(plan.row_stats);
   const TokenRows rows =
-      token_rows_for_kernels(logits, actions, mask, temperature);
+      token_rows_for_kernels(logits, actions, mask, temperature, action_mask);
   if (rows.num_rows() == 0) {
     return {log_prob, entropy, row_stats};
   }
@@ -93,27 +106,37 @@ TokenTermsOutputs token_terms_forward_on(
     a.scale = static_cast<acc>(rows.scale);
     a.actions = plan.has_actions ? rows.actions.const_data_ptr<int64_t>() : nullptr;
     a.mask = plan.has_mask ? rows.mask.const_data_ptr<bool>() : nullptr;
+    if (plan.has_action_mask) {
+      a.allowed = rows.action_mask.const_data_ptr<bool>();
+      a.allowed_row_stride = rows.action_mask.stride(0);
+    }
     a.log_prob = plan.has_actions ? log_prob.mutable_data_ptr<acc>() : nullptr;
     a.entropy = entropy.mutable_data_ptr<acc>();
     a.row_stats = row_stats.mutable_data_ptr<acc>();
-    constexpr int kVec = kVectorWidth<scalar_t>;
-    if (launch.layout == RowLayout::kRowInBlock) {
-      device(
-          token_forward_row_in_block<scalar_t, kVec>, launch.grid,
-          launch.block_threads, a);
-      return;
-    }
-    dispatch_log2_cols<kMaxLog2ColsInWarps>(launch.log2_cols, [&](auto log2_cols) {
-      constexpr int kLog2Cols = decltype(log2_cols)::value;
-      if (launch.vec == kVec) {
+    dispatch_action_mask(plan.has_action_mask, [&](auto action_mask_flag) {
+      constexpr bool kActionMask = decltype(action_mask_flag)::value;
+      constexpr int kVec = kVectorWidth<scalar_t>;
+      if (launch.layout == RowLayout::kRowInBlock) {
         device(
-            token_forward_rows_in_warps<scalar_t, kLog2Cols, kVec>,
-            launch.grid, kRowsInWarpsThreads, a);
-      } else {
-        device(
-            token_forward_rows_in_warps<scalar_t, kLog2Cols, 1>, launch.grid,
-            kRowsInWarpsThreads, a);
+            token_forward_row_in_block<scalar_t, kVec, kActionMask>,
+            launch.grid, launch.block_threads, a);
+        return;
       }
+      dispatch_log2_cols<kMaxLog2ColsInWarps>(
+          launch.log2_cols, [&](auto log2_cols) {
+            constexpr int kLog2Cols = decltype(log2_cols)::value;
+            if (launch.vec == kVec) {
+              device(
+                  token_forward_rows_in_warps<
+                      scalar_t, kLog2Cols, kVec, kActionMask>,
+                  launch.grid, kRowsInWarpsThreads, a);
+            } else {
+              device(
+                  token_forward_rows_in_warps<
+                      scalar_t, kLog2Cols, 1, kActionMask>,
+                  launch.grid, kRowsInWarpsThreads, a);
+            }
+          });
     });
   });
   return {log_prob, entropy, row_stats};
@@ -122,7 +145,7 @@ TokenTermsOutputs token_terms_forward_on(
 // The backward's launch, chosen as the hybrid loss's (launch_plan.h,
 // launch_backward_logits): a block per long row where the logits' and the
 // gradient's rows start at the same offset within a vector, else flat.
-template <typename scalar_t, typename Device>
+template <typename scalar_t, bool kActionMask, typename Device>
 void launch_token_backward(
     const Device& device,
     TokenBackwardArgs<scalar_t> a) {
@@ -135,8 +158,9 @@ void launch_token_backward(
        reinterpret_cast<uintptr_t>(a.grad_logits)) % kVectorBytes == 0 &&
       ((a.row_stride - a.num_cols) * size) % kVectorBytes == 0) {
     device(
-        token_backward_rows<scalar_t, kVec>,
-        one_wave_grid(a.num_rows, kBackwardThreads, shape), kBackwardThreads, a);
+        token_backward_rows<scalar_t, kVec, kActionMask>,
+        one_wave_grid(a.num_rows, kBackwardThreads, shape), kBackwardThreads,
+        a);
     return;
   }
   const bool vectorized = a.num_cols % kVec == 0 &&
@@ -154,13 +178,21 @@ void launch_token_backward(
     a.cols_divider = FastDivider::of(static_cast<uint32_t>(a.num_cols));
   }
   if (vectorized && narrow_index) {
-    device(token_backward_flat<scalar_t, kVec, uint32_t>, grid, kBackwardThreads, a);
+    device(
+        token_backward_flat<scalar_t, kVec, uint32_t, kActionMask>, grid,
+        kBackwardThreads, a);
   } else if (vectorized) {
-    device(token_backward_flat<scalar_t, kVec, int64_t>, grid, kBackwardThreads, a);
+    device(
+        token_backward_flat<scalar_t, kVec, int64_t, kActionMask>, grid,
+        kBackwardThreads, a);
   } else if (narrow_index) {
-    device(token_backward_flat<scalar_t, 1, uint32_t>, grid, kBackwardThreads, a);
+    device(
+        token_backward_flat<scalar_t, 1, uint32_t, kActionMask>, grid,
+        kBackwardThreads, a);
   } else {
-    device(token_backward_flat<scalar_t, 1, int64_t>, grid, kBackwardThreads, a);
+    device(
+        token_backward_flat<scalar_t, 1, int64_t, kActionMask>, grid,
+        kBackwardThreads, a);
   }
 }
 
@@ -173,13 +205,14 @@ at::Tensor token_terms_backward_on(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
-    double temperature) {
+    double temperature,
+    const OptionalTensor& action_mask) {
   const TensorSpec spec = plan_token_terms_backward(
       grad_log_prob, grad_entropy, logits, actions, mask, row_stats,
-      temperature);
+      temperature, action_mask);
   at::Tensor grad_logits = device.empty(spec);
   const TokenRows rows =
-      token_rows_for_kernels(logits, actions, mask, temperature);
+      token_rows_for_kernels(logits, actions, mask, temperature, action_mask);
   if (rows.num_rows() == 0) {
     return grad_logits;
   }
@@ -207,7 +240,14 @@ at::Tensor token_terms_backward_on(
     }
     a.mask = rows.mask.defined() ? rows.mask.const_data_ptr<bool>() : nullptr;
     a.grad_logits = grad_logits.mutable_data_ptr<scalar_t>();
-    launch_token_backward(device, a);
+    if (rows.action_mask.defined()) {
+      a.allowed = rows.action_mask.const_data_ptr<bool>();
+      a.allowed_row_stride = rows.action_mask.stride(0);
+    }
+    dispatch_action_mask(rows.action_mask.defined(), [&](auto action_mask_flag) {
+      launch_token_backward<scalar_t, decltype(action_mask_flag)::value>(
+          device, a);
+    });
   });
   return grad_logits;
 }

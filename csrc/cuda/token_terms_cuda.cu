@@ -14,11 +14,12 @@ TokenTermsOutputs log_prob_and_entropy_cuda(
     const at::Tensor& logits,
     const OptionalTensor& actions,
     const OptionalTensor& mask,
-    double temperature) {
+    double temperature,
+    const OptionalTensor& action_mask) {
   const c10::cuda::CUDAGuard device_guard(logits.device());
   return token_terms_forward_on(
       CudaDevice::current(logits.device()), logits, actions, mask,
-      temperature);
+      temperature, action_mask);
 }
 
 at::Tensor log_prob_and_entropy_backward_cuda(
@@ -28,11 +29,12 @@ at::Tensor log_prob_and_entropy_backward_cuda(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
-    double temperature) {
+    double temperature,
+    const OptionalTensor& action_mask) {
   const c10::cuda::CUDAGuard device_guard(logits.device());
   return token_terms_backward_on(
       CudaDevice::current(logits.device()), grad_log_prob, grad_entropy,
-      logits, actions, mask, row_stats, temperature);
+      logits, actions, mask, row_stats, temperature, action_mask);
 }
 
 } // namespace

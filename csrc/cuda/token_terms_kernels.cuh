@@ -10,7 +10,9 @@
 //   gradient once: flat for short rows, a block per row for long ones.
 // A row the mask drops is neither read nor differentiated: its outputs and
 // gradient are 0. Each kept row's action is checked by a device-side assert
-// (as torch.gather's index check), never on the host.
+// (as torch.gather's index check), never on the host. An action mask picks
+// each kernel's kActionMask instance, which reads every logit with its flag
+// (ActionMaskRow) in the same pass; the other reads the logits alone.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +34,10 @@ struct TokenForwardArgs {
   acc scale = acc(1);  // 1 / T (math::tempered_log_prob)
   const int64_t* actions = nullptr;  // [N]; nullptr without actions
   const bool* mask = nullptr;  // [N]; nullptr keeps every row
+  // [N, K] with unit column stride and any row stride (0 broadcasts one
+  // row); read by the kActionMask kernels only.
+  const bool* allowed = nullptr;
+  int64_t allowed_row_stride = 0;
   acc* log_prob = nullptr;  // [N]; nullptr without actions
   acc* entropy = nullptr;  // [N]
   acc* row_stats = nullptr;  // [3, N]: shift, log_sum_exp, entropy
@@ -41,14 +47,35 @@ __device__ __forceinline__ bool row_is_kept(const bool* mask, int64_t row) {
   return mask == nullptr || mask[row];
 }
 
-// Writes a row's outputs: its statistics, entropy and log-probability, or
-// zeros for a row the mask drops.
-template <typename scalar_t>
+// The actions of row `row` (forward_kernels.cuh's readers take them).
+template <bool kActionMask, typename Args>
+__device__ __forceinline__ auto allowed_actions(const Args& a, int64_t row) {
+  if constexpr (kActionMask) {
+    return ActionMaskRow{a.allowed + row * a.allowed_row_stride};
+  } else {
+    return AllActionsAllowed{};
+  }
+}
+
+// A logit of column k as the row's actions leave it.
+template <typename Allowed, typename acc>
+__device__ __forceinline__ acc allowed_logit_at(
+    const Allowed& allowed,
+    int64_t k,
+    acc logit) {
+  allowed.template apply<1>(k, k + 1, &logit);
+  return logit;
+}
+
+// Writes a row's outputs: its statistics, entropy and log-probability (-inf
+// for a ruled-out action), or zeros for a row the mask drops.
+template <typename scalar_t, typename Allowed>
 __device__ __forceinline__ void write_token_row(
     const TokenForwardArgs<scalar_t>& a,
     int64_t row,
     bool kept,
-    const math::RowStatistics<acc_t<scalar_t>>& r) {
+    const math::RowStatistics<acc_t<scalar_t>>& r,
+    const Allowed& allowed) {
   using acc = acc_t<scalar_t>;
   const math::RowStatistics<acc> zeros{acc(0), acc(0), acc(0)};
   store_row_statistics(a.row_stats, a.num_rows, row, kept ? r : zeros);
@@ -61,13 +88,15 @@ __device__ __forceinline__ void write_token_row(
     const int64_t action = a.actions[row];
     CUDA_KERNEL_ASSERT(action >= 0 && action < a.num_cols);
     log_prob = math::tempered_log_prob(
-        static_cast<acc>(a.logits[row * a.row_stride + action]), r.shift,
-        a.scale, r.log_sum_exp);
+        allowed_logit_at(
+            allowed, action,
+            static_cast<acc>(a.logits[row * a.row_stride + action])),
+        r.shift, a.scale, r.log_sum_exp);
   }
   a.log_prob[row] = log_prob;
 }
 
-template <typename scalar_t, int kLog2Cols, int kVec>
+template <typename scalar_t, int kLog2Cols, int kVec, bool kActionMask>
 __global__ void __launch_bounds__(kRowsInWarpsThreads)
     token_forward_rows_in_warps(TokenForwardArgs<scalar_t> a) {
   using acc = acc_t<scalar_t>;
@@ -85,16 +114,17 @@ __global__ void __launch_bounds__(kRowsInWarpsThreads)
     const int64_t row = first_row + group;
     const bool in_batch = row < a.num_rows;
     const bool kept = in_batch && row_is_kept(a.mask, row);
+    const auto allowed = allowed_actions<kActionMask>(a, kept ? row : 0);
     const math::RowStatistics<acc> r = group_row_statistics<kLog2Cols, kVec>(
         a.logits + (kept ? row : 0) * a.row_stride, kept ? a.num_cols : 0,
-        lane, a.scale);
+        lane, a.scale, allowed);
     if (lane == 0 && in_batch) {
-      write_token_row(a, row, kept, r);
+      write_token_row(a, row, kept, r, allowed);
     }
   }
 }
 
-template <typename scalar_t, int kVec>
+template <typename scalar_t, int kVec, bool kActionMask>
 __global__ void __launch_bounds__(kMaxBlockThreads)
     token_forward_row_in_block(TokenForwardArgs<scalar_t> a) {
   using acc = acc_t<scalar_t>;
@@ -102,15 +132,16 @@ __global__ void __launch_bounds__(kMaxBlockThreads)
     // The same for every thread of the block, so the merge's barriers are
     // reached by all or none.
     const bool kept = row_is_kept(a.mask, row);
+    const auto allowed = allowed_actions<kActionMask>(a, row);
     math::RowStatistics<acc> r{acc(0), acc(0), acc(0)};
     if (kept) {
       r = math::finish_row(block_merge(
           thread_softmax_state<kVec>(
-              a.logits + row * a.row_stride, 0, a.num_cols, a.scale),
+              a.logits + row * a.row_stride, 0, a.num_cols, a.scale, allowed),
           a.scale));
     }
     if (threadIdx.x == 0) {
-      write_token_row(a, row, kept, r);
+      write_token_row(a, row, kept, r, allowed);
     }
   }
 }
@@ -130,6 +161,8 @@ struct TokenBackwardArgs {
   const acc* grad_log_prob = nullptr;
   const int64_t* actions = nullptr;
   const bool* mask = nullptr;
+  const bool* allowed = nullptr;  // as TokenForwardArgs'
+  int64_t allowed_row_stride = 0;
   scalar_t* grad_logits = nullptr;  // [N, K] contiguous
   FastDivider cols_divider;  // by K, for flat indices below 2^31
 };
@@ -146,10 +179,11 @@ struct TokenRowConstants {
   int64_t action;  // the column that gets g_a, or -1
 };
 
-template <typename scalar_t>
+template <typename scalar_t, typename Allowed>
 __device__ __forceinline__ TokenRowConstants<acc_t<scalar_t>> token_row_constants(
     const TokenBackwardArgs<scalar_t>& a,
-    int64_t row) {
+    int64_t row,
+    const Allowed& allowed) {
   using acc = acc_t<scalar_t>;
   TokenRowConstants<acc> c{};
   c.kept = row_is_kept(a.mask, row);
@@ -167,8 +201,11 @@ __device__ __forceinline__ TokenRowConstants<acc_t<scalar_t>> token_row_constant
   if (a.actions != nullptr) {
     const int64_t action = a.actions[row];
     CUDA_KERNEL_ASSERT(action >= 0 && action < a.num_cols);
-    // A -inf logit is a constant: no term of its own.
-    const acc taken = static_cast<acc>(a.logits[row * a.row_stride + action]);
+    // A -inf logit (a ruled-out action's included) is a constant: no term
+    // of its own.
+    const acc taken = allowed_logit_at(
+        allowed, action,
+        static_cast<acc>(a.logits[row * a.row_stride + action]));
     c.action = taken == math::negative_infinity<acc>() ? -1 : action;
   }
   return c;
@@ -191,7 +228,7 @@ __device__ __forceinline__ scalar_t token_logit_grad(
 
 // Flat over the logits, for rows too short for a block each (as
 // backward_logits; index_t likewise).
-template <typename scalar_t, int kVec, typename index_t>
+template <typename scalar_t, int kVec, typename index_t, bool kActionMask>
 __global__ void __launch_bounds__(kBackwardThreads)
     token_backward_flat(TokenBackwardArgs<scalar_t> a) {
   using acc = acc_t<scalar_t>;
@@ -209,12 +246,16 @@ __global__ void __launch_bounds__(kBackwardThreads)
       row = element / cols;
     }
     const index_t col = element - row * cols;
-    const TokenRowConstants<acc> c = token_row_constants(a, row);
+    const auto allowed =
+        allowed_actions<kActionMask>(a, static_cast<int64_t>(row));
+    const TokenRowConstants<acc> c = token_row_constants(a, row, allowed);
     acc values[kVec];
     if (c.kept) {
       load_logit_vector<kVec>(
           a.logits + static_cast<int64_t>(row) * a.row_stride,
           static_cast<int64_t>(col), values);
+      allowed.template apply<kVec>(
+          static_cast<int64_t>(col), a.num_cols, values);
     }
     LogitVector<scalar_t, kVec> out;
 #pragma unroll
@@ -230,7 +271,7 @@ __global__ void __launch_bounds__(kBackwardThreads)
 
 // A row per block, for long rows (as backward_logit_rows: a peel and a tail
 // one column per thread, vectors between them).
-template <typename scalar_t, int kVec>
+template <typename scalar_t, int kVec, bool kActionMask>
 __global__ void __launch_bounds__(kBackwardThreads)
     token_backward_rows(TokenBackwardArgs<scalar_t> a) {
   using acc = acc_t<scalar_t>;
@@ -238,7 +279,8 @@ __global__ void __launch_bounds__(kBackwardThreads)
   for (int64_t row = blockIdx.x; row < a.num_rows; row += gridDim.x) {
     const scalar_t* z = a.logits + row * a.row_stride;
     scalar_t* g = a.grad_logits + row * cols;
-    const TokenRowConstants<acc> c = token_row_constants(a, row);
+    const auto allowed = allowed_actions<kActionMask>(a, row);
+    const TokenRowConstants<acc> c = token_row_constants(a, row, allowed);
     const int64_t misaligned_by = static_cast<int64_t>(
         reinterpret_cast<uintptr_t>(z) % sizeof(LogitVector<scalar_t, kVec>) /
         sizeof(scalar_t));
@@ -251,13 +293,17 @@ __global__ void __launch_bounds__(kBackwardThreads)
          i += blockDim.x) {
       const int64_t col = i < peel ? i : tail_begin + (i - peel);
       g[col] = token_logit_grad<acc, scalar_t>(
-          c, c.kept ? static_cast<acc>(z[col]) : acc(0), a.scale, col);
+          c,
+          c.kept ? allowed_logit_at(allowed, col, static_cast<acc>(z[col]))
+                 : acc(0),
+          a.scale, col);
     }
     for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
       const int64_t col = peel + v * kVec;
       acc values[kVec];
       if (c.kept) {
         load_logit_vector<kVec>(z, col, values);
+        allowed.template apply<kVec>(col, cols, values);
       }
       LogitVector<scalar_t, kVec> out;
 #pragma unroll

@@ -76,14 +76,17 @@ def log_prob_and_entropy(
     actions: Optional[Tensor] = None,
     mask: Optional[Tensor] = None,
     temperature: float = 1.0,
+    action_mask: Optional[Tensor] = None,
 ) -> Tuple[Optional[Tensor], Tensor]:
     """Pure-PyTorch version of :func:`hybrid_entropy_ext.log_prob_and_entropy`.
 
     ``logits`` ``[..., K]``; ``actions`` (int64 or int32) and ``mask`` (bool) of the
-    leading shape ``[...]``. Returns ``(log_prob, entropy)`` of ``softmax(logits /
-    temperature)``, each ``[...]`` (``log_prob`` is ``None`` without actions), float64
-    for float64 logits, else float32. Rows where ``mask`` is False give 0 and gradient 0
-    whatever they hold; a ``-inf`` logit gets probability 0 and gradient 0.
+    leading shape ``[...]``; ``action_mask`` (bool) of the logits' shape. Returns
+    ``(log_prob, entropy)`` of ``softmax(logits / temperature)``, each ``[...]``
+    (``log_prob`` is ``None`` without actions), float64 for float64 logits, else float32.
+    Rows where ``mask`` is False give 0 and gradient 0 whatever they hold; a ``-inf``
+    logit, or an action ``action_mask`` rules out (False) whatever its logit holds, gets
+    probability 0 and gradient 0.
 
     Example::
 
@@ -95,6 +98,9 @@ def log_prob_and_entropy(
     if not temperature > 0.0 or not math.isfinite(temperature):
         raise ValueError(f"log_prob_and_entropy: temperature must be a finite number > 0, got {temperature}")
     z = logits.to(_accumulation_dtype(logits)) / temperature
+    if action_mask is not None:
+        # A copy, as a masked_fill would be: the fused op reads the mask beside the logits.
+        z = torch.where(action_mask, z, -math.inf)
     if mask is not None:
         # Padding rows are replaced before any arithmetic: a NaN there reaches neither the
         # outputs nor, through where's backward, the gradient.

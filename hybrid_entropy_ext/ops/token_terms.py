@@ -21,6 +21,7 @@ def log_prob_and_entropy(
     actions: Optional[Tensor] = None,
     mask: Optional[Tensor] = None,
     temperature: float = 1.0,
+    action_mask: Optional[Tensor] = None,
 ) -> Tuple[Optional[Tensor], Tensor]:
     """Log-probability of the taken actions and entropy of ``softmax(logits / temperature)``.
 
@@ -44,16 +45,23 @@ def log_prob_and_entropy(
         temperature: ``T > 0``: the distribution is that of ``logits / T`` (its
             gradient included), as sampling with a temperature draws from. ``1 / T`` must
             be finite in the accumulation dtype.
+        action_mask: bool of the logits' shape ``[..., K]`` (any strides, e.g. one
+            ``[K]`` row expanded to every sample): False rules an action out, exactly as
+            a ``-inf`` logit whatever the logit holds (probability 0, gradient 0). It is
+            read beside the logits in the same pass: no masked copy of the logits. A row
+            with nothing allowed has entropy 0, and the log-probability of a ruled-out
+            taken action is ``-inf``.
 
     Returns:
         ``(log_prob, entropy)``, each of the leading shape ``[...]``, in nats, float64 for
         float64 logits and float32 otherwise; ``log_prob`` is ``None`` without actions.
 
     Raises:
-        ValueError: a shape or device mismatch, ``K = 0``, or a temperature that is not
-            a finite number > 0 (or whose inverse overflows the accumulation dtype).
-        TypeError: non-floating logits, actions that are not int64/int32, a mask that is
-            not bool.
+        ValueError: a shape or device mismatch (an action mask must have the logits'
+            shape), ``K = 0``, or a temperature that is not a finite number > 0 (or
+            whose inverse overflows the accumulation dtype).
+        TypeError: non-floating logits, actions that are not int64/int32, a mask or an
+            action mask that is not bool.
         IndexError: on the CPU, an action outside ``[0, K)`` in a row the mask keeps,
             naming its position. On CUDA a device-side assert, as ``torch.gather``
             raises (no host sync).
@@ -65,8 +73,17 @@ def log_prob_and_entropy(
         >>> response_mask = torch.ones(4, 16, dtype=torch.bool)
         >>> log_prob, entropy = log_prob_and_entropy(logits, tokens, response_mask)
         >>> (-(log_prob * 1.0).sum() - 0.01 * entropy.sum()).backward()
+
+    With an action mask (MaskablePPO's invalid actions)::
+
+        >>> logits = torch.randn(64, 6, requires_grad=True)
+        >>> allowed = torch.rand(64, 6) < 0.7
+        >>> allowed[:, 0] = True                       # action 0 is always allowed
+        >>> log_prob, entropy = log_prob_and_entropy(logits, torch.zeros(64, dtype=torch.long), action_mask=allowed)
     """
-    log_prob, entropy, _ = torch.ops.hybrid_entropy_ext.log_prob_and_entropy(logits, actions, mask, temperature)
+    log_prob, entropy, _ = torch.ops.hybrid_entropy_ext.log_prob_and_entropy(
+        logits, actions, mask, temperature, action_mask
+    )
     if actions is None:
         return None, entropy
     return log_prob, entropy

@@ -109,12 +109,13 @@ TokenTermsOutputs emulated_token_terms(
     const at::Tensor& logits,
     const OptionalTensor& actions,
     const OptionalTensor& mask,
-    double temperature) {
+    double temperature,
+    const OptionalTensor& action_mask) {
   std::lock_guard<std::mutex> lock(options_mutex);
   EmulationRecord record;
   TokenTermsOutputs outputs = token_terms_forward_on(
       EmulatedDevice{options, &record.launches}, logits, actions, mask,
-      temperature, &record.token_forward);
+      temperature, action_mask, &record.token_forward);
   last_record = record;
   return outputs;
 }
@@ -126,12 +127,13 @@ at::Tensor emulated_token_terms_backward(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
-    double temperature) {
+    double temperature,
+    const OptionalTensor& action_mask) {
   std::lock_guard<std::mutex> lock(options_mutex);
   EmulationRecord record;
   at::Tensor grad_logits = token_terms_backward_on(
       EmulatedDevice{options, &record.launches}, grad_log_prob, grad_entropy,
-      logits, actions, mask, row_stats, temperature);
+      logits, actions, mask, row_stats, temperature, action_mask);
   last_record = record;
   return grad_logits;
 }
