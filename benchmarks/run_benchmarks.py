@@ -22,8 +22,13 @@ memory of each.
     python benchmarks/run_benchmarks.py --suite masked-loss [--quick] [--rounds N]
 
 times the hybrid loss with a 90% sample mask against the plain call at 65536x16
-(hybrid_entropy_ext/benchmarking/masked_loss.py). ``--implementations`` and ``--plot``
-apply to the default suite only.
+(hybrid_entropy_ext/benchmarking/masked_loss.py).
+
+    python benchmarks/run_benchmarks.py --suite action-mask [--quick] [--rounds N]
+
+times ``log_prob_and_entropy`` with an action mask against the plain call and the
+reference doing the same (hybrid_entropy_ext/benchmarking/action_mask.py).
+``--implementations`` and ``--plot`` apply to the default suite only.
 """
 
 import argparse
@@ -49,11 +54,28 @@ def run_masked_loss(args) -> int:
     return 0
 
 
+def run_action_mask(args) -> int:
+    from hybrid_entropy_ext.benchmarking import action_mask
+
+    cases = action_mask.QUICK_ACTION_MASK_CASES if args.quick else action_mask.ACTION_MASK_CASES
+    timings = action_mask.run_action_mask(cases, rounds=args.rounds)
+    machine = benchmark.machine_description()
+    print(
+        f"{machine['cpu']}; torch {machine['torch']}; {torch.get_num_threads()} threads; "
+        f"kernels: {machine['kernel_isa']}; median of {args.rounds} interleaved rounds\n"
+    )
+    print("### log_prob_and_entropy with a 70% action mask vs without and vs the reference, forward+backward\n")
+    print(action_mask.format_action_mask_table(timings))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=("default", "token-terms", "masked-loss"), default="default",
+    parser.add_argument("--suite", choices=("default", "token-terms", "masked-loss", "action-mask"),
+                        default="default",
                         help="token-terms: log_prob_and_entropy against the per-token alternatives; "
-                        "masked-loss: the hybrid loss with a sample mask against without")
+                        "masked-loss: the hybrid loss with a sample mask against without; "
+                        "action-mask: log_prob_and_entropy with an action mask against without")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="a few small sizes instead of the full suite")
     parser.add_argument("--rounds", type=int, default=9)
@@ -70,6 +92,8 @@ def main() -> int:
         return run_token_terms(args)
     if args.suite == "masked-loss":
         return run_masked_loss(args)
+    if args.suite == "action-mask":
+        return run_action_mask(args)
     if args.device == "cuda":
         return run_cuda(args)
 

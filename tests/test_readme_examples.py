@@ -67,8 +67,9 @@ def test_every_example_of_the_section_runs(tmp_path):
 
 def test_every_example_of_the_per_token_section_runs(tmp_path):
     # The first block is the two-pass form the op replaces, written for reading (its
-    # names come from the reader's trainer); the others run as written.
+    # names come from the reader's trainer); the others (the GRPO loss, the recurrent
+    # policy, the action mask) run as written.
     blocks = section_blocks(TOKEN_TERMS_SECTION)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     proc = run_blocks(blocks[1:], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
