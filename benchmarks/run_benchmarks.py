@@ -39,34 +39,34 @@ import torch
 from hybrid_entropy_ext.benchmarking import runner as benchmark
 
 
-def run_masked_loss(args) -> int:
-    from hybrid_entropy_ext.benchmarking import masked_loss
-
-    cases = masked_loss.QUICK_MASKED_CASES if args.quick else masked_loss.MASKED_CASES
-    timings = masked_loss.run_masked_loss(cases, rounds=args.rounds)
+def run_side_by_side(args, cases, quick_cases, run, format_table, title, details="") -> int:
+    """One of the small suites that time a few calls side by side: prints the machine, then
+    ``title`` and the table ``format_table`` makes of ``run``'s timings."""
+    timings = run(quick_cases if args.quick else cases, rounds=args.rounds)
     machine = benchmark.machine_description()
     print(
         f"{machine['cpu']}; torch {machine['torch']}; {torch.get_num_threads()} threads; "
-        f"kernels: {machine['kernel_isa']}; median of {args.rounds} interleaved rounds; D = 8\n"
+        f"kernels: {machine['kernel_isa']}; median of {args.rounds} interleaved rounds{details}\n"
     )
-    print("### hybrid_entropy_loss with a 90% sample mask vs without, forward+backward\n")
-    print(masked_loss.format_masked_table(timings))
+    print(f"### {title}\n")
+    print(format_table(timings))
     return 0
+
+
+def run_masked_loss(args) -> int:
+    from hybrid_entropy_ext.benchmarking import masked_loss as m
+
+    return run_side_by_side(
+        args, m.MASKED_CASES, m.QUICK_MASKED_CASES, m.run_masked_loss, m.format_masked_table,
+        "hybrid_entropy_loss with a 90% sample mask vs without, forward+backward", details="; D = 8")
 
 
 def run_action_mask(args) -> int:
-    from hybrid_entropy_ext.benchmarking import action_mask
+    from hybrid_entropy_ext.benchmarking import action_mask as m
 
-    cases = action_mask.QUICK_ACTION_MASK_CASES if args.quick else action_mask.ACTION_MASK_CASES
-    timings = action_mask.run_action_mask(cases, rounds=args.rounds)
-    machine = benchmark.machine_description()
-    print(
-        f"{machine['cpu']}; torch {machine['torch']}; {torch.get_num_threads()} threads; "
-        f"kernels: {machine['kernel_isa']}; median of {args.rounds} interleaved rounds\n"
-    )
-    print("### log_prob_and_entropy with a 70% action mask vs without and vs the reference, forward+backward\n")
-    print(action_mask.format_action_mask_table(timings))
-    return 0
+    return run_side_by_side(
+        args, m.ACTION_MASK_CASES, m.QUICK_ACTION_MASK_CASES, m.run_action_mask, m.format_action_mask_table,
+        "log_prob_and_entropy with a 70% action mask vs without and vs the reference, forward+backward")
 
 
 def main() -> int:

@@ -16,7 +16,7 @@ import torch
 
 from ..ops import reference
 from ..ops.token_terms import log_prob_and_entropy
-from .runner import Timing, time_interleaved, wall_clock_seconds
+from .runner import Timing, medians_by_case, time_cases, wall_clock_seconds
 
 __all__ = ["ActionMaskCase", "ACTION_MASK_CASES", "QUICK_ACTION_MASK_CASES", "MASK_COST_GOAL",
            "run_action_mask", "format_action_mask_table"]
@@ -71,10 +71,7 @@ def run_action_mask(
     timer=wall_clock_seconds,
 ) -> List[Timing]:
     """Times the three calls of each case in interleaved rounds."""
-    timings: List[Timing] = []
-    for case in cases:
-        timings += time_interleaved(case.label, MODE, _steps(case), rounds, min_seconds_per_sample, timer=timer)
-    return timings
+    return time_cases(cases, _steps, MODE, rounds, min_seconds_per_sample, timer=timer)
 
 
 def format_action_mask_table(timings: Sequence[Timing]) -> str:
@@ -85,11 +82,7 @@ def format_action_mask_table(timings: Sequence[Timing]) -> str:
         "| B x K | plain (us) | masked (us) | reference (us) | masked / plain | reference / masked |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    medians: Dict[str, Dict[str, float]] = {}
-    for t in timings:
-        if t.median_s is not None:
-            medians.setdefault(t.case, {})[t.implementation] = t.median_s
-    for label, by_name in medians.items():
+    for label, by_name in medians_by_case(timings).items():
         plain, masked, ref = (by_name.get(name) for name in ("plain", "masked", "reference"))
         if plain is None or masked is None or ref is None:
             continue

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Sequence
 import torch
 
 from ..ops.loss import hybrid_entropy_loss
-from .runner import Timing, time_interleaved, wall_clock_seconds
+from .runner import Timing, medians_by_case, time_cases, wall_clock_seconds
 
 __all__ = ["MaskedCase", "MASKED_CASES", "QUICK_MASKED_CASES", "MASK_COST_GOAL", "run_masked_loss",
            "format_masked_table"]
@@ -65,10 +65,7 @@ def run_masked_loss(
     timer=wall_clock_seconds,
 ) -> List[Timing]:
     """Times the plain and the masked call of each case in interleaved rounds."""
-    timings: List[Timing] = []
-    for case in cases:
-        timings += time_interleaved(case.label, MODE, _steps(case), rounds, min_seconds_per_sample, timer=timer)
-    return timings
+    return time_cases(cases, _steps, MODE, rounds, min_seconds_per_sample, timer=timer)
 
 
 def format_masked_table(timings: Sequence[Timing]) -> str:
@@ -79,11 +76,7 @@ def format_masked_table(timings: Sequence[Timing]) -> str:
         "| B x K | plain (us) | masked (us) | masked / plain |",
         "|---|---:|---:|---:|",
     ]
-    medians: Dict[str, Dict[str, float]] = {}
-    for t in timings:
-        if t.median_s is not None:
-            medians.setdefault(t.case, {})[t.implementation] = t.median_s
-    for label, by_name in medians.items():
+    for label, by_name in medians_by_case(timings).items():
         plain, masked = by_name.get("plain"), by_name.get("masked")
         if plain is None or masked is None:
             continue

@@ -35,7 +35,7 @@ import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, ContextManager, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -339,6 +339,31 @@ def time_interleaved(
             samples[name].append(timer(steps[name], repeats[name]))
     timed = [Timing(label, mode, name, statistics.median(times), rounds, times) for name, times in samples.items()]
     return timed + failed
+
+
+def time_cases(
+    cases: Sequence[Any],
+    steps_of: Callable[[Any], Dict[str, Callable[[], object]]],
+    mode: str,
+    rounds: int,
+    min_seconds: float,
+    timer: Timer = wall_clock_seconds,
+) -> List[Timing]:
+    """:func:`time_interleaved` of each case's steps (``steps_of(case)``, labelled
+    ``case.label``), the cases one after another."""
+    timings: List[Timing] = []
+    for case in cases:
+        timings += time_interleaved(case.label, mode, steps_of(case), rounds, min_seconds, timer=timer)
+    return timings
+
+
+def medians_by_case(timings: Sequence[Timing]) -> Dict[str, Dict[str, float]]:
+    """Case label -> implementation -> median seconds, of the timings that have one."""
+    medians: Dict[str, Dict[str, float]] = {}
+    for t in timings:
+        if t.median_s is not None:
+            medians.setdefault(t.case, {})[t.implementation] = t.median_s
+    return medians
 
 
 def describe_error(error: BaseException) -> str:
