@@ -12,7 +12,7 @@ four sizes of ``QUICK_CASES`` only, and no thread scaling.
 events, the same alternatives, the fused op's GB/s against a copy of the same bytes, peak
 memory per implementation, and the kernels one call launches.
 
-    python benchmarks/run_benchmarks.py --suite token-terms [--device cuda] [--quick] [--rounds N] [--json FILE]
+    python benchmarks/run_benchmarks.py --suite token-terms [--device cuda] [--quick] [--group llm|rl] [--rounds N] [--json FILE]
 
 runs the per-token terms suite instead (hybrid_entropy_ext/benchmarking/token_terms.py; on a
 GPU token_terms_cuda.py): ``log_prob_and_entropy`` forward+backward against the two-pass
@@ -79,6 +79,8 @@ def main() -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="a few small sizes instead of the full suite")
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--group", choices=("llm", "rl"),
+                        help="token-terms on the CPU: only the LLM-vocabulary cases or only the RL ones")
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--plot", metavar="FILE")
     parser.add_argument(
@@ -177,6 +179,8 @@ def run_token_terms(args: argparse.Namespace) -> int:
                  f"CUDA {machine['cuda']}; CUDA events")
     else:
         cases = token_terms.QUICK_TOKEN_TERMS_CASES if args.quick else token_terms.TOKEN_TERMS_CASES
+        if args.group is not None:
+            cases = tuple(case for case in cases if case.group == args.group)
         result = token_terms.run_token_terms(cases, rounds=args.rounds, progress=progress)
         machine = benchmark.machine_description()
         where = (f"{machine['cpu']}; torch {machine['torch']}; {torch.get_num_threads()} threads; "

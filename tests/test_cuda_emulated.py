@@ -21,7 +21,7 @@ from torch.utils import cpp_extension
 import hybrid_entropy_ext as hee
 from common_utils import GRAD_TOLERANCES, VALUE_TOLERANCES, assert_rows_close, random_heads
 from oracle import KEYS, OUTPUT_WEIGHTS, distributions_oracle, token_terms_oracle
-from test_token_terms import assert_grad_close
+from token_terms_checks import assert_grad_close
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(REPO, "csrc")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import hybrid_entropy_ext as hee
-from test_token_terms import (DTYPES, INF, NAN, ROWS, FORWARD_OP, BACKWARD_OP, assert_opcheck_passes,
+from token_terms_checks import (DTYPES, INF, NAN, ROWS, FORWARD_OP, BACKWARD_OP, assert_opcheck_passes,
                               check_against_oracle, random_actions, random_logits, token_terms)
 
 # K <= 32: rows in SIMD lanes in the forward; above: along the lanes (with a tail past the

@@ -397,20 +397,23 @@ inline void gather_tile_values(
 
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 // flags[i] = all-ones bits where allowed[i] is false (a ruled-out action),
-// 0 where it is true, i < n: a blend mask, as a float's bits.
-inline void write_ruled_out_flags(const bool* allowed, int64_t n, float* flags) {
-  int64_t i = 0;
+// 0 where it is true, i < N: a blend mask, as a float's bits.
+template <int64_t N>
+inline void write_ruled_out_flags(const bool* allowed, float* flags) {
+  constexpr int64_t kWhole = N - N % 8;
   // Eight bools (bytes of 0 or 1) at a time, widened and compared with 0.
-  for (; i + 8 <= n; i += 8) {
+  for (int64_t i = 0; i < kWhole; i += 8) {
     const __m256i bytes = _mm256_cvtepu8_epi32(
         _mm_loadl_epi64(reinterpret_cast<const __m128i*>(allowed + i)));
     _mm256_storeu_si256(
         reinterpret_cast<__m256i*>(flags + i),
         _mm256_cmpeq_epi32(bytes, _mm256_setzero_si256()));
   }
-  for (; i < n; ++i) {
-    const uint32_t bits = allowed[i] ? 0u : ~0u;
-    std::memcpy(flags + i, &bits, sizeof(bits));
+  if constexpr (kWhole < N) {
+    for (int64_t i = kWhole; i < N; ++i) {
+      const uint32_t bits = allowed[i] ? 0u : ~0u;
+      std::memcpy(flags + i, &bits, sizeof(bits));
+    }
   }
 }
 #endif
@@ -439,10 +442,10 @@ inline void gather_tile(
       // instead of W * K scalar selects.
       alignas(64) float ruled_out_rows[W * K];
       if (logits.allowed_row_stride == K) {
-        write_ruled_out_flags(logits.allowed_row(first_row), W * K, ruled_out_rows);
+        write_ruled_out_flags<W * K>(logits.allowed_row(first_row), ruled_out_rows);
       } else {
         for (int64_t r = 0; r < W; ++r) {
-          write_ruled_out_flags(logits.allowed_row(first_row + r), K, ruled_out_rows + r * K);
+          write_ruled_out_flags<K>(logits.allowed_row(first_row + r), ruled_out_rows + r * K);
         }
       }
       alignas(64) float ruled_out[K][W];

@@ -11,7 +11,6 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "../entropy_math.h"
 #include "../token_terms_op.h"
 #include "../token_terms_plan.h"
 #include "cpu_tensors.h"
@@ -21,7 +20,6 @@
 namespace hee {
 namespace cpu {
 namespace {
-
 
 // Calls body(begin, end) on rows [first, last) in parallel, in chunks of
 // whole rows of about kMinElementsPerTask elements or more.
@@ -112,7 +110,6 @@ LogitRows<scalar_t> logit_rows_of(const TokenRows& rows) {
       data_or_null<bool>(rows.action_mask),
       rows.action_mask.defined() ? rows.action_mask.stride(0) : 0};
 }
-
 
 TokenTermsOutputs log_prob_and_entropy_cpu(
     const at::Tensor& logits,
