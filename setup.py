@@ -26,6 +26,7 @@ import os
 import platform
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from setuptools import setup
@@ -147,24 +148,54 @@ def isa_of(source):
 
 
 class BuildExtensionWithIsaFlags(BuildExtension):
-    """BuildExtension that compiles each ISA's row kernels with its own flags."""
+    """BuildExtension that compiles each ISA's row kernels with its own flags.
+
+    torch's ninja file gives every source the same flags, so each ISA unit is its own
+    ninja build. They are the longest C++ compiles, so they run beside the main build
+    (up to MAX_JOBS of them, on top of ninja's MAX_JOBS) and the link waits for them.
+    """
 
     def build_extension(self, ext):
         isa_sources = [s for s in ext.sources if isa_of(s)]
         ext.sources = [s for s in ext.sources if not isa_of(s)]
+        if not isa_sources:
+            return super().build_extension(ext)
         # By now BuildExtension has added its own flags (ABI, C++ standard,
         # extension name) to the cxx flags: the ISA units get them too.
-        base_flags = ext.extra_compile_args["cxx"]
-        for source in isa_sources:
+        base_flags = list(ext.extra_compile_args["cxx"])
+
+        def compile_isa_unit(source):
             isa = isa_of(source)
-            ext.extra_objects += self.compiler.compile(
+            # One folder per unit: each ninja build writes its own build.ninja.
+            return self.compiler.compile(
                 [source],
-                output_dir=self.build_temp,
+                output_dir=os.path.join(self.build_temp, "isa_" + isa),
                 macros=ext.define_macros,
                 include_dirs=ext.include_dirs,
                 extra_postargs={"cxx": base_flags + ISA_FLAGS[isa]},
             )
-        super().build_extension(ext)
+
+        link = self.compiler.link_shared_object
+        with ThreadPoolExecutor(max_workers=min(len(isa_sources), max_jobs())) as pool:
+            isa_objects = [pool.submit(compile_isa_unit, source) for source in isa_sources]
+
+            def link_with_isa_objects(objects, *args, **kwargs):
+                objects = list(objects) + [o for unit in isa_objects for o in unit.result()]
+                return link(objects, *args, **kwargs)
+
+            self.compiler.link_shared_object = link_with_isa_objects
+            try:
+                super().build_extension(ext)
+            finally:
+                self.compiler.link_shared_object = link
+                for unit in isa_objects:
+                    unit.cancel()
+
+
+def max_jobs():
+    """MAX_JOBS, as torch's ninja builds read it, or the CPU count."""
+    jobs = os.environ.get("MAX_JOBS", "")
+    return max(1, int(jobs)) if jobs.isdigit() else (os.cpu_count() or 1)
 
 
 def cpp_sources():
