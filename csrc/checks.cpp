@@ -17,6 +17,39 @@ void check_floating(const at::Tensor& t, const char* op, const char* name) {
       t.scalar_type());
 }
 
+bool same_sizes(c10::SymIntArrayRef a, c10::SymIntArrayRef b) {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!a[i].sym_eq(b[i]).expect_true(__FILE__, __LINE__)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void check_action_mask(
+    const OptionalTensor& action_mask,
+    const at::Tensor& logits,
+    const char* op) {
+  if (!action_mask.has_value()) {
+    return;
+  }
+  TORCH_CHECK_TYPE(
+      action_mask->scalar_type() == at::kBool, op,
+      ": action_mask must be bool (False rules an action out), got ",
+      action_mask->scalar_type());
+  TORCH_CHECK_VALUE(
+      same_sizes(action_mask->sym_sizes(), logits.sym_sizes()), op,
+      ": action_mask must have the logits' shape ", logits.sym_sizes(),
+      ", got ", action_mask->sym_sizes());
+  TORCH_CHECK_VALUE(
+      action_mask->device() == logits.device(), op,
+      ": action_mask must be on the logits' device (", logits.device(),
+      "), got ", action_mask->device());
+}
+
 namespace {
 
 constexpr const char* kForwardOp = "hybrid_entropy_loss";
@@ -235,10 +268,24 @@ void check_row_stats(const at::Tensor& row_stats, const OptionalTensor& logits) 
       row_stats.sym_strides());
 }
 
+// The hybrid loss's action_mask: that of its logits, which it needs.
+void check_loss_action_mask(
+    const OptionalTensor& action_mask,
+    const OptionalTensor& logits,
+    const char* op) {
+  TORCH_CHECK_VALUE(
+      !action_mask.has_value() || logits.has_value(), op,
+      ": action_mask rules out discrete actions, but there are no logits");
+  if (logits.has_value()) {
+    check_action_mask(action_mask, *logits, op);
+  }
+}
+
 } // namespace
 
 void check_loss_forward_args(const LossForwardArgs& args) {
   check_heads(args.logits, args.log_std, kForwardOp);
+  check_loss_action_mask(args.action_mask, args.logits, kForwardOp);
   check_entropy_coeff(
       args.entropy_coeff, args.head(), kForwardOp);
   check_hyperparameters(args.hyperparameters, kForwardOp);
@@ -248,6 +295,7 @@ void check_loss_forward_args(const LossForwardArgs& args) {
 
 void check_loss_backward_args(const LossBackwardArgs& args) {
   check_heads(args.logits, args.log_std, kBackwardOp);
+  check_loss_action_mask(args.action_mask, args.logits, kBackwardOp);
   const at::Tensor& head = args.head();
   check_entropy_coeff(args.entropy_coeff, head, kBackwardOp);
   check_hyperparameters(args.hyperparameters, kBackwardOp);

@@ -12,6 +12,17 @@ namespace hee {
 // TypeError unless t is float32, float64, bfloat16 or float16.
 void check_floating(const at::Tensor& t, const char* op, const char* name);
 
+// Whether two shapes are equal, as SymInts: under tracing, a guard that they
+// are.
+bool same_sizes(c10::SymIntArrayRef a, c10::SymIntArrayRef b);
+
+// action_mask, where given: bool, the logits' shape, on their device. Both
+// ops read it as -inf logits where it is False.
+void check_action_mask(
+    const OptionalTensor& action_mask,
+    const at::Tensor& logits,
+    const char* op);
+
 void check_loss_forward_args(const LossForwardArgs& args);
 
 // Everything check_loss_forward_args checks, and that what the forward saved

@@ -132,6 +132,12 @@ at::Tensor logits_for_kernels(const at::Tensor& logits) {
                                                       : logits.contiguous();
 }
 
+OptionalTensor action_mask_for_kernels(const OptionalTensor& action_mask) {
+  return action_mask.has_value()
+      ? OptionalTensor(logits_for_kernels(*action_mask))
+      : std::nullopt;
+}
+
 bool log_std_has_own_rows(const at::Tensor& log_std) {
   return log_std.dim() == 2 &&
       !(log_std.sym_stride(0).sym_eq(0).guard_bool(__FILE__, __LINE__) &&

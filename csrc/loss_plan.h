@@ -78,7 +78,8 @@ struct LossBackwardPlan {
 LossBackwardPlan plan_loss_backward(const LossBackwardArgs& args);
 
 // The inputs as the data kernels read them (for backends that touch data,
-// not Meta): logits with unit column stride (any row stride, 0 included),
+// not Meta): logits (and an action mask, laid out alike) with unit column
+// stride (any row stride, 0 included),
 // and log_std as contiguous rows: [B, D] when each sample has its own, or
 // [1, D] when the batch shares one ([D], or [B, D] expanded from a row).
 struct KernelLogStd {
@@ -86,6 +87,7 @@ struct KernelLogStd {
   bool per_sample = false;
 };
 at::Tensor logits_for_kernels(const at::Tensor& logits);
+OptionalTensor action_mask_for_kernels(const OptionalTensor& action_mask);
 KernelLogStd log_std_for_kernels(const at::Tensor& log_std);
 
 // How many terms the batch means average, for the chain rule through them

@@ -32,6 +32,8 @@
 // "Row weights"); None weighs every row 1.
 // mean_denominator []: what the batch means divide the weighted sums by
 // (docs/design.md, "Row weights"); None divides by the weights' sum.
+// action_mask [B, K] bool: False rules a discrete action out, read as a -inf
+// logit (math::allowed_logit); None allows every action.
 #define HEE_TRAILING_ARGUMENTS(X)                                             \
   X(HYPERPARAMETER, double, discrete_entropy_weight, "float", "1.0")          \
   X(HYPERPARAMETER, double, continuous_entropy_weight, "float", "0.5")        \
@@ -41,7 +43,8 @@
     "float?", "0.1")                                                          \
   X(HYPERPARAMETER, double, penalty_multiplier, "float", "3.0")               \
   X(INPUT, ::hee::OptionalTensor, row_weights, "Tensor?", "None")          \
-  X(INPUT, ::hee::OptionalTensor, mean_denominator, "Tensor?", "None")
+  X(INPUT, ::hee::OptionalTensor, mean_denominator, "Tensor?", "None")      \
+  X(INPUT, ::hee::OptionalTensor, action_mask, "Tensor?", "None")
 
 // HEE_WHEN(kind, WANTED, code...): the code where an entry's kind is WANTED,
 // nothing otherwise (for X macros over HEE_TRAILING_ARGUMENTS).

@@ -17,18 +17,6 @@ c10::SymIntArrayRef leading_sizes(const at::Tensor& logits) {
   return logits.sym_sizes().slice(0, logits.dim() - 1);
 }
 
-bool same_sizes(c10::SymIntArrayRef a, c10::SymIntArrayRef b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!a[i].sym_eq(b[i]).expect_true(__FILE__, __LINE__)) {
-      return false;
-    }
-  }
-  return true;
-}
-
 void check_logits(const at::Tensor& logits, const char* op) {
   check_floating(logits, op, "logits");
   TORCH_CHECK_VALUE(
@@ -64,20 +52,7 @@ void check_forward_args(
     const OptionalTensor& action_mask,
     const char* op) {
   check_logits(logits, op);
-  if (action_mask.has_value()) {
-    TORCH_CHECK_TYPE(
-        action_mask->scalar_type() == at::kBool, op,
-        ": action_mask must be bool (False rules an action out), got ",
-        action_mask->scalar_type());
-    TORCH_CHECK_VALUE(
-        same_sizes(action_mask->sym_sizes(), logits.sym_sizes()), op,
-        ": action_mask must have the logits' shape ", logits.sym_sizes(),
-        ", got ", action_mask->sym_sizes());
-    TORCH_CHECK_VALUE(
-        action_mask->device() == logits.device(), op,
-        ": action_mask must be on the logits' device (", logits.device(),
-        "), got ", action_mask->device());
-  }
+  check_action_mask(action_mask, logits, op);
   if (actions.has_value()) {
     TORCH_CHECK_TYPE(
         actions->scalar_type() == at::kLong || actions->scalar_type() == at::kInt,

@@ -34,7 +34,7 @@ def good_args(device="cpu", logits_dtype=torch.float32, variant=op_variant("both
         discrete_entropy_weight=PARAMS[0], continuous_entropy_weight=PARAMS[1],
         min_entropy_threshold=PARAMS[2], continuous_min_entropy_threshold=PARAMS[3],
         penalty_multiplier=PARAMS[4], output_mask=[True, True, True], row_weights=None,
-        mean_denominator=None,
+        mean_denominator=None, action_mask=None,
     )
     if device != "cpu":
         args = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in args.items()}

@@ -61,10 +61,11 @@ def configure(lib, multiprocessors=MULTIPROCESSORS, threads_per_multiprocessor=2
 
 
 def emulated_forward(lib, logits, log_std, coeff, coeff_on_host=False, params=PARAMS,
-                     multiprocessors=MULTIPROCESSORS, row_weights=None, mean_denominator=None):
+                     multiprocessors=MULTIPROCESSORS, row_weights=None, mean_denominator=None, action_mask=None):
     """The seven outputs, row_stats and the launch plan, from the emulated CUDA forward."""
     configure(lib, multiprocessors, coeff_on_host=coeff_on_host)
-    out = lib.hybrid_entropy_loss(logits, log_std, coeff, *params.values(), row_weights, mean_denominator)
+    out = lib.hybrid_entropy_loss(logits, log_std, coeff, *params.values(), row_weights, mean_denominator,
+                                  action_mask)
     plan = lib.last_forward()
     layout = {"layout": ("warps", "block")[plan[0]], "log2_cols": plan[1], "threads": plan[2],
               "vec": plan[3], "splits": plan[4], "launches": plan[5]}
@@ -73,7 +74,7 @@ def emulated_forward(lib, logits, log_std, coeff, coeff_on_host=False, params=PA
 
 def emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, upstream=UPSTREAM,
                       coeff_on_host=False, params=PARAMS, wanted=(True, True, True),
-                      grad_logits_offset=0, row_weights=None, mean_denominator=None):
+                      grad_logits_offset=0, row_weights=None, mean_denominator=None, action_mask=None):
     """(grad_logits, grad_log_std, grad_coeff, launches) from the emulated CUDA backward.
 
     grad_log_std is its one value, or with row weights the whole gradient.
@@ -86,7 +87,8 @@ def emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, upstream=
     try:
         grad_logits, grad_log_std, grad_coeff = lib._hybrid_entropy_loss_backward(
             *grads, logits, log_std, coeff, row_stats, outputs["discrete_entropy"],
-            outputs["continuous_entropy"], list(wanted), *params.values(), row_weights, mean_denominator)
+            outputs["continuous_entropy"], list(wanted), *params.values(), row_weights, mean_denominator,
+            action_mask)
     finally:
         configure(lib)
     if has_c and wanted[1] and row_weights is None:
@@ -96,14 +98,15 @@ def emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, upstream=
             grad_coeff if wanted[2] else None, lib.last_launches())
 
 
-def cpu_backward(logits, log_std, coeff, upstream=UPSTREAM, params=PARAMS, row_weights=None, mean_denominator=None):
+def cpu_backward(logits, log_std, coeff, upstream=UPSTREAM, params=PARAMS, row_weights=None, mean_denominator=None,
+                 action_mask=None):
     """The CPU op's gradients for the same upstream gradients (the CPU's own forward state)."""
     out = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss.default(
-        logits, log_std, coeff, *params.values(), row_weights, mean_denominator)
+        logits, log_std, coeff, *params.values(), row_weights, mean_denominator, action_mask)
     grads = [torch.tensor(g, dtype=out[0].dtype) if g is not None else None for g in upstream]
     return BACKWARD_OP(*grads, logits, log_std, coeff, out[7], out[5], out[6],
                        [logits is not None, log_std is not None, True], *params.values(), row_weights,
-                       mean_denominator)
+                       mean_denominator, action_mask)
 
 
 inputs = random_heads
@@ -113,11 +116,12 @@ def grad_tolerances(dtype):
     return GRAD_TOLERANCES[dtype]
 
 
-def assert_forward_matches_cpu(lib, logits, log_std, coeff, row_weights=None, mean_denominator=None, **kwargs):
+def assert_forward_matches_cpu(lib, logits, log_std, coeff, row_weights=None, mean_denominator=None,
+                               action_mask=None, **kwargs):
     got, row_stats, layout = emulated_forward(lib, logits, log_std, coeff, row_weights=row_weights,
-                                              mean_denominator=mean_denominator, **kwargs)
+                                              mean_denominator=mean_denominator, action_mask=action_mask, **kwargs)
     want = dict(zip(KEYS, torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(
-        logits, log_std, coeff, *PARAMS.values(), row_weights, mean_denominator)[:7]))
+        logits, log_std, coeff, *PARAMS.values(), row_weights, mean_denominator, action_mask)[:7]))
     # Both accumulate each head in its own accumulation dtype, in different orders.
     heads = [t for t in (logits, log_std) if t is not None]
     dtype = torch.float64 if all(t.dtype == torch.float64 for t in heads) else torch.float32
@@ -317,6 +321,71 @@ def test_huge_finite_logits_far_below_the_max_give_entropy_zero_not_nan(lib, b, 
     logits[:, 0] = 1.5e37
     got, _, layout = assert_forward_matches_cpu(lib, logits, None, torch.tensor(0.05))
     assert layout["layout"] == "block" and got["discrete_entropy"].item() == 0.0
+
+
+# --- the hybrid loss's action mask ------------------------------------------------------
+
+
+def hybrid_action_mask(b, k, seed=0):
+    """About 60% of the actions allowed, action 0 always, one row with nothing allowed."""
+    allowed = torch.rand(b, k, generator=torch.Generator().manual_seed(seed)) < 0.6
+    allowed[:, 0] = True
+    allowed[b // 2] = False
+    return allowed
+
+
+@pytest.mark.parametrize("b, k", [(37, 3), (300, 4), (9, 33), (40, 64), (3, 1000), (3, 1025), (2, 3000), (3, 9000)],
+                         ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_action_masked_rows_match_the_cpu_op_forward_and_backward(lib, b, k, dtype):
+    # Every layout (rows in warps, a row per block, rows split over blocks) and both
+    # backwards (flat for short rows, a block per long row).
+    logits, log_std = inputs(b, k, 3, dtype)
+    allowed = hybrid_action_mask(b, k)
+    coeff = torch.tensor(0.05)
+    outputs, row_stats, layout = assert_forward_matches_cpu(lib, logits, log_std, coeff, action_mask=allowed)
+    assert (layout["splits"] > 1) == (k == 9000)
+    grad_logits, _, _, _ = emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, action_mask=allowed)
+    want_logits, _, _ = cpu_backward(logits, log_std, coeff, action_mask=allowed)
+    assert (grad_logits[~allowed] == 0).all()
+    torch.testing.assert_close(grad_logits.double(), want_logits.double(), **grad_tolerances(dtype))
+
+
+@pytest.mark.parametrize("k", [7, 64, 3001])
+def test_action_masked_rows_off_vector_boundaries_match_the_cpu_op(lib, k):
+    # A row stride off the vector width: rows in warps read one logit per load, long rows peel.
+    storage, log_std = inputs(20, k + 1, 3)
+    logits = storage[:, 1:]
+    allowed = hybrid_action_mask(20, k, seed=1)
+    coeff = torch.tensor(0.05)
+    outputs, row_stats, _ = assert_forward_matches_cpu(lib, logits, log_std, coeff, action_mask=allowed)
+    grad_logits, _, _, _ = emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, action_mask=allowed)
+    want_logits, _, _ = cpu_backward(logits, log_std, coeff, action_mask=allowed)
+    torch.testing.assert_close(grad_logits, want_logits, **grad_tolerances(torch.float32))
+
+
+def test_one_action_mask_broadcast_to_every_row_matches_the_cpu_op(lib):
+    logits, log_std = inputs(50, 12, 3)
+    allowed = hybrid_action_mask(1, 12)[0].expand(50, 12)
+    coeff = torch.tensor(0.05)
+    outputs, row_stats, _ = assert_forward_matches_cpu(lib, logits, log_std, coeff, action_mask=allowed)
+    grad_logits, _, _, _ = emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, action_mask=allowed)
+    want_logits, _, _ = cpu_backward(logits, log_std, coeff, action_mask=allowed)
+    torch.testing.assert_close(grad_logits, want_logits, **grad_tolerances(torch.float32))
+
+
+def test_an_action_mask_gives_the_results_of_neg_inf_logits(lib):
+    logits, log_std = inputs(40, 64, 3)
+    allowed = hybrid_action_mask(40, 64)
+    coeff = torch.tensor(0.05)
+    masked, masked_stats, _ = emulated_forward(lib, logits, log_std, coeff, action_mask=allowed)
+    neg_inf = logits.masked_fill(~allowed, -math.inf)
+    plain, plain_stats, _ = emulated_forward(lib, neg_inf, log_std, coeff)
+    for key in KEYS:
+        assert torch.equal(masked[key], plain[key]), key
+    got, _, _, _ = emulated_backward(lib, logits, log_std, coeff, masked, masked_stats, action_mask=allowed)
+    want, _, _, _ = emulated_backward(lib, neg_inf, log_std, coeff, plain, plain_stats)
+    assert torch.equal(got, want)
 
 
 # --- row weights -----------------------------------------------------------------------

@@ -57,8 +57,16 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-def _forward_args(logits, log_std, coeff, thresholds=ACTIVE_THRESHOLDS, row_weights=None, mean_denominator=None):
-    return (logits, log_std, coeff, *WEIGHTS, *thresholds, PENALTY_MULTIPLIER, row_weights, mean_denominator)
+def _forward_args(logits, log_std, coeff, thresholds=ACTIVE_THRESHOLDS, row_weights=None, mean_denominator=None,
+                  action_mask=None):
+    return (logits, log_std, coeff, *WEIGHTS, *thresholds, PENALTY_MULTIPLIER, row_weights, mean_denominator,
+            action_mask)
+
+
+def _action_mask_like(logits):
+    allowed = torch.rand(logits.shape, device=logits.device) < 0.6
+    allowed[:, 0] = True
+    return allowed
 
 
 def _assert_opcheck_passes(op, args):
@@ -117,6 +125,9 @@ def _forward_case(name, device):
         logits = torch.randn(5, 6, device=device).t().requires_grad_()
         _, log_std, coeff = make_sample(dtype=torch.float32, device=device, requires_grad=True)
         return _forward_args(logits, log_std, coeff)
+    if name == "action_mask":
+        logits, log_std, coeff = make_sample(dtype=torch.float32, device=device, requires_grad=True)
+        return _forward_args(logits, log_std, coeff, action_mask=_action_mask_like(logits))
     raise AssertionError(name)
 
 
@@ -144,6 +155,7 @@ def test_forward_op_passes_opcheck_for_every_variant(variant, device):
         "mean_denominator",
         "row_weights_and_mean_denominator",
         "shared_log_std_and_mean_denominator",
+        "action_mask",
     ],
 )
 @pytest.mark.parametrize("device", cpu_and_cuda())
@@ -168,13 +180,13 @@ NO_GRADS = (None,) * 7
 
 
 def _backward_args(logits, log_std, coeff, grads, output_mask, thresholds=ACTIVE_THRESHOLDS, row_weights=None,
-                   mean_denominator=None):
+                   mean_denominator=None, action_mask=None):
     """The backward op's arguments, in its schema's order, from a real forward call.
 
     The saved per-row statistics (row_logsumexp / row_entropy) and the batch-mean entropies
     are the forward op's outputs of the same names, so the arguments are matched by name.
     """
-    out = FORWARD_OP(*_forward_args(logits, log_std, coeff, thresholds, row_weights, mean_denominator))
+    out = FORWARD_OP(*_forward_args(logits, log_std, coeff, thresholds, row_weights, mean_denominator, action_mask))
     forward_outputs = {ret.name: tensor for ret, tensor in zip(FORWARD_OP._schema.returns, out)}
     # The upstream gradients are like the forward's outputs: their dtype, on their device.
     like = forward_outputs["total"]
@@ -192,6 +204,7 @@ def _backward_args(logits, log_std, coeff, grads, output_mask, thresholds=ACTIVE
         output_mask=list(output_mask),
         row_weights=row_weights,
         mean_denominator=mean_denominator,
+        action_mask=action_mask,
     )
     for name, tensor in forward_outputs.items():
         values.setdefault(name, tensor)
@@ -231,6 +244,8 @@ def _backward_case(name, device):
         # on the CPU whatever the inputs' device.
         coeff = torch.tensor(0.05, dtype=torch.float64)
         return _backward_args(None, log_std, coeff, SOME_GRADS, (False, True, True))
+    if name == "action_mask":
+        return _backward_args(logits, log_std, coeff, ALL_GRADS, everything, action_mask=_action_mask_like(logits))
     raise AssertionError(name)
 
 
@@ -258,6 +273,7 @@ def test_backward_op_passes_opcheck_for_every_variant(variant, grads, device):
         "row_weights",
         "row_weights_and_mean_denominator",
         "shared_log_std_and_mean_denominator",
+        "action_mask",
     ],
 )
 @pytest.mark.parametrize("device", cpu_and_cuda())

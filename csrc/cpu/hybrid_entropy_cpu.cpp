@@ -55,10 +55,20 @@ at::Tensor cpu_values(const TensorSpec& spec, std::initializer_list<double> valu
   return t;
 }
 
+// The logits and their action mask (laid out by logits_for_kernels), if any.
 template <typename scalar_t>
-LogitRows<scalar_t> logit_rows(const at::Tensor& logits) {
-  return {logits.const_data_ptr<scalar_t>(), logits.stride(0), logits.size(1)};
+LogitRows<scalar_t> logit_rows(
+    const at::Tensor& logits,
+    const OptionalTensor& action_mask) {
+  LogitRows<scalar_t> rows{
+      logits.const_data_ptr<scalar_t>(), logits.stride(0), logits.size(1)};
+  if (action_mask.has_value()) {
+    rows.allowed = action_mask->const_data_ptr<bool>();
+    rows.allowed_row_stride = action_mask->stride(0);
+  }
+  return rows;
 }
+
 
 // Batch size and elements per row of the pass over rows.
 struct RowPass {
@@ -229,6 +239,7 @@ struct BatchMeans {
 
 BatchMeans forward_pass(
     const OptionalTensor& logits,
+    const OptionalTensor& action_mask,
     const std::optional<KernelLogStd>& log_std,
     const std::optional<HostRowWeights>& weights,
     const HostDenominators& denominators,
@@ -245,7 +256,8 @@ BatchMeans forward_pass(
         using acc = acc_t<scalar_t>;
         const RowStats<acc> stats = row_stats_view<acc>(row_stats);
         row_kernels<scalar_t>(isa).forward(
-            logit_rows<scalar_t>(*logits), pass.first_row(first_block),
+            logit_rows<scalar_t>(*logits, action_mask),
+            pass.first_row(first_block),
             pass.end_row(end_block - 1), stats, TakenLogProbs<acc>{});
         if (w == nullptr) {
           pass.sum_each_block(
@@ -315,7 +327,7 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
   const std::optional<HostRowWeights> weights =
       host_row_weights(args.row_weights);
   const BatchMeans means = forward_pass(
-      logits, log_std, weights,
+      logits, action_mask_for_kernels(args.action_mask), log_std, weights,
       host_denominators(
           args.mean_denominator, weights, args.logits, args.log_std),
       row_stats, selected_cpu_isa());
@@ -342,6 +354,7 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
 // weight (the per-token backward's per-row scales).
 void backward_pass(
     const at::Tensor& logits,
+    const OptionalTensor& action_mask,
     const at::Tensor& row_stats,
     double grad_of_mean,
     const std::optional<HostRowWeights>& weights,
@@ -362,7 +375,7 @@ void backward_pass(
       const int64_t end = pass.end_row(end_block - 1);
       if (w == nullptr) {
         backward(
-            logit_rows<scalar_t>(logits), begin, end,
+            logit_rows<scalar_t>(logits, action_mask), begin, end,
             row_stats_view<acc>(row_stats),
             static_cast<acc>(grad_per_term),
             grad_logits.data_ptr<scalar_t>());
@@ -377,7 +390,7 @@ void backward_pass(
             static_cast<acc>(math::weighted_term_grad(grad_per_term, w[i]));
       }
       row_kernels<scalar_t>(isa).token_backward(
-          logit_rows<scalar_t>(logits), begin, end,
+          logit_rows<scalar_t>(logits, action_mask), begin, end,
           row_stats_view<acc>(row_stats),
           TokenGrads<acc>{row_scale, nullptr, nullptr},
           grad_logits.data_ptr<scalar_t>());
@@ -428,7 +441,9 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
   at::Tensor grad_logits = empty_cpu(plan.grad_logits);
   if (plan.computes_grad_logits) {
     backward_pass(
-        logits_for_kernels(*args.logits), args.row_stats, g.discrete_entropy,
+        logits_for_kernels(*args.logits),
+        action_mask_for_kernels(args.action_mask), args.row_stats,
+        g.discrete_entropy,
         weights, denominators.of_rows(), grad_logits, selected_cpu_isa());
   }
   at::Tensor grad_log_std;

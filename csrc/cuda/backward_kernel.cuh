@@ -57,6 +57,10 @@ struct BackwardProblem {
   int64_t num_cols = 0;
   int64_t row_stride = 0;
   const void* row_stats = nullptr;  // [3, B] in the accumulation dtype
+  // [B, K] with unit column stride and any row stride (0 broadcasts one
+  // row); read by the kActionMask kernels only.
+  const bool* allowed = nullptr;
+  int64_t allowed_row_stride = 0;
   void* grad_logits = nullptr;  // [B, K] contiguous; nullptr: not wanted
   FastDivider cols_divider;  // by K, for flat indices below 2^31
   // The batch means' denominators, for the chain rule through them: their
@@ -191,7 +195,7 @@ __device__ __forceinline__ scalar_t logit_grad(
 // Flat over the logits, for rows too short for a block each. index_t:
 // uint32_t when every flat index fits, else int64_t (the row of an element
 // is then a division; with uint32_t, a multiply-high).
-template <typename scalar_t, int kVec, typename index_t>
+template <typename scalar_t, int kVec, typename index_t, bool kActionMask>
 __global__ void __launch_bounds__(kBackwardThreads)
     backward_logits(BackwardProblem a) {
   using acc = acc_t<scalar_t>;
@@ -220,6 +224,8 @@ __global__ void __launch_bounds__(kBackwardThreads)
     const scalar_t* z = logits + static_cast<int64_t>(row) * a.row_stride;
     acc values[kVec];
     load_logit_vector<kVec>(z, static_cast<int64_t>(col), values);
+    allowed_actions<kActionMask>(a, static_cast<int64_t>(row))
+        .template apply<kVec>(static_cast<int64_t>(col), a.num_cols, values);
     const acc shift = row_stats[row];
     const acc log_sum_exp = row_stats[a.batch + row];
     const acc entropy = row_stats[2 * a.batch + row];
@@ -241,7 +247,7 @@ __global__ void __launch_bounds__(kBackwardThreads)
 // of any length and stride (an odd vocabulary, a slice) keep vector loads
 // and stores. The launch plan launches it only for a wanted gradient whose
 // rows start at the same offset within a vector as the logits' rows.
-template <typename scalar_t, int kVec>
+template <typename scalar_t, int kVec, bool kActionMask>
 __global__ void __launch_bounds__(kBackwardThreads)
     backward_logit_rows(BackwardProblem a) {
   using acc = acc_t<scalar_t>;
@@ -255,6 +261,7 @@ __global__ void __launch_bounds__(kBackwardThreads)
     const acc log_sum_exp = row_stats[a.batch + row];
     const acc entropy = row_stats[2 * a.batch + row];
     const acc scale = grad_scale.row_scale(a.row_weights, row);
+    const auto allowed = allowed_actions<kActionMask>(a, row);
     const int64_t misaligned_by = static_cast<int64_t>(
         reinterpret_cast<uintptr_t>(z) % sizeof(LogitVector<scalar_t, kVec>) /
         sizeof(scalar_t));
@@ -267,12 +274,14 @@ __global__ void __launch_bounds__(kBackwardThreads)
          c += blockDim.x) {
       const int64_t col = c < peel ? c : tail_begin + (c - peel);
       g[col] = logit_grad<acc, scalar_t>(
-          static_cast<acc>(z[col]), shift, log_sum_exp, entropy, scale);
+          allowed_logit_at(allowed, col, static_cast<acc>(z[col])), shift,
+          log_sum_exp, entropy, scale);
     }
     for (int64_t v = threadIdx.x; v < vectors; v += blockDim.x) {
       const int64_t col = peel + v * kVec;
       acc values[kVec];
       load_logit_vector<kVec>(z, col, values);
+      allowed.template apply<kVec>(col, cols, values);
       LogitVector<scalar_t, kVec> out;
 #pragma unroll
       for (int j = 0; j < kVec; ++j) {

@@ -75,6 +75,10 @@ struct ForwardRowsArgs {
   int64_t split_cols = 0;
   math::SoftmaxState<acc>* split_states = nullptr;  // [B, splits]
   LogStdSum log_std;
+  // [B, K] with unit column stride and any row stride (0 broadcasts one
+  // row); read by the kActionMask kernels only.
+  const bool* allowed = nullptr;
+  int64_t allowed_row_stride = 0;
 };
 
 template <typename acc>
@@ -199,6 +203,27 @@ struct ActionMaskRow {
   }
 };
 
+// The actions of row `row` of a kernel argument with an action mask
+// (`allowed`, `allowed_row_stride`), which only the kActionMask kernels read.
+template <bool kActionMask, typename Args>
+__device__ __forceinline__ auto allowed_actions(const Args& a, int64_t row) {
+  if constexpr (kActionMask) {
+    return ActionMaskRow{a.allowed + row * a.allowed_row_stride};
+  } else {
+    return AllActionsAllowed{};
+  }
+}
+
+// A logit of column k as the row's actions leave it.
+template <typename Allowed, typename acc>
+__device__ __forceinline__ acc allowed_logit_at(
+    const Allowed& allowed,
+    int64_t k,
+    acc logit) {
+  allowed.template apply<1>(k, k + 1, &logit);
+  return logit;
+}
+
 // The statistics of the row at z, held by a group of lanes: this lane's
 // loads of its columns below `end` (0 for a row that is not read: every lane
 // of the warp must call it, for the shuffles), kLoadWidth logits each,
@@ -245,7 +270,7 @@ __device__ __forceinline__ math::RowStatistics<acc> group_row_statistics(
 }
 
 // Rows in warps: kLog2Cols = ceil(log2 K), K <= 1024.
-template <typename scalar_t, int kLog2Cols, int kVec>
+template <typename scalar_t, int kLog2Cols, int kVec, bool kActionMask>
 __global__ void __launch_bounds__(kRowsInWarpsThreads)
     forward_rows_in_warps(ForwardRowsArgs<scalar_t> a) {
   using acc = acc_t<scalar_t>;
@@ -269,7 +294,8 @@ __global__ void __launch_bounds__(kRowsInWarpsThreads)
     const bool active = row < a.batch;
     const math::RowStatistics<acc> r = group_row_statistics<kLog2Cols, kVec>(
         a.logits + (active ? row : 0) * a.row_stride,
-        active ? a.num_cols : 0, lane);
+        active ? a.num_cols : 0, lane, acc(1),
+        allowed_actions<kActionMask>(a, active ? row : 0));
     if (lane == 0 && active) {
       store_row_statistics(a.row_stats, a.batch, row, r);
       entropy_sum += weighted_row_value(a.row_weights, row, r.entropy);
@@ -378,7 +404,7 @@ __device__ __forceinline__ math::SoftmaxState<acc> thread_softmax_state(
 // A row per block (or per split of a row): blockDim.x threads, kVec logits
 // per load. Unsplit rows: block b takes rows b, b + gridDim, ..., and
 // writes one sum of its rows' entropies.
-template <typename scalar_t, int kVec>
+template <typename scalar_t, int kVec, bool kActionMask>
 __global__ void __launch_bounds__(kMaxBlockThreads)
     forward_row_in_block(ForwardRowsArgs<scalar_t> a) {
   using acc = acc_t<scalar_t>;
@@ -393,8 +419,10 @@ __global__ void __launch_bounds__(kMaxBlockThreads)
     const int64_t end = begin + a.split_cols < a.num_cols
         ? begin + a.split_cols
         : a.num_cols;
-    const math::SoftmaxState<acc> state = block_merge(
-        thread_softmax_state<kVec>(a.logits + row * a.row_stride, begin, end));
+    const math::SoftmaxState<acc> state =
+        block_merge(thread_softmax_state<kVec>(
+            a.logits + row * a.row_stride, begin, end, acc(1),
+            allowed_actions<kActionMask>(a, row)));
     if (threadIdx.x == 0) {
       a.split_states[block] = state;
     }
@@ -402,8 +430,10 @@ __global__ void __launch_bounds__(kMaxBlockThreads)
   }
   double entropy_sum = 0.0;  // of this block's rows, in order
   for (int64_t row = block; row < a.batch; row += a.num_logit_blocks) {
-    const math::SoftmaxState<acc> state = block_merge(
-        thread_softmax_state<kVec>(a.logits + row * a.row_stride, 0, a.num_cols));
+    const math::SoftmaxState<acc> state =
+        block_merge(thread_softmax_state<kVec>(
+            a.logits + row * a.row_stride, 0, a.num_cols, acc(1),
+            allowed_actions<kActionMask>(a, row)));
     if (threadIdx.x == 0) {
       const math::RowStatistics<acc> r = math::finish_row(state);
       store_row_statistics(a.row_stats, a.batch, row, r);

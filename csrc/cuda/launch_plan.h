@@ -35,6 +35,9 @@ struct ForwardProblem {
   int64_t num_cols = 0;
   int64_t row_stride = 0;
   void* row_stats = nullptr;  // [3, B] in the accumulation dtype
+  // [B, K] bool, unit column stride, any row stride; nullptr: no mask.
+  const bool* allowed = nullptr;
+  int64_t allowed_row_stride = 0;
   bool has_continuous = false;
   const void* log_std = nullptr;  // [R, D] contiguous (R = 1: shared)
   DType log_std_dtype = DType::kFloat;
@@ -162,26 +165,31 @@ void launch_forward_rows(
                   plan.log_std_chunk, work.log_std_partials,
                   p.per_sample_log_std ? p.row_weights : RowWeights{},
                   p.log_std_dims};
+  args.allowed = p.allowed;
+  args.allowed_row_stride = p.allowed_row_stride;
   const int64_t grid = plan.num_logit_blocks + plan.num_log_std_blocks;
-  if (plan.layout == RowLayout::kRowInBlock) {
-    launch(
-        forward_row_in_block<scalar_t, kVectorWidth<scalar_t>>, grid,
-        plan.block_threads, args);
-  } else {
+  dispatch_action_mask(p.allowed != nullptr, [&](auto action_mask_flag) {
+    constexpr bool kActionMask = decltype(action_mask_flag)::value;
     constexpr int kVec = kVectorWidth<scalar_t>;
+    if (plan.layout == RowLayout::kRowInBlock) {
+      launch(
+          forward_row_in_block<scalar_t, kVec, kActionMask>, grid,
+          plan.block_threads, args);
+      return;
+    }
     dispatch_log2_cols<kMaxLog2ColsInWarps>(plan.log2_cols, [&](auto log2_cols) {
       constexpr int kLog2Cols = decltype(log2_cols)::value;
       if (plan.vec == kVec) {
         launch(
-            forward_rows_in_warps<scalar_t, kLog2Cols, kVec>, grid,
-            kRowsInWarpsThreads, args);
+            forward_rows_in_warps<scalar_t, kLog2Cols, kVec, kActionMask>,
+            grid, kRowsInWarpsThreads, args);
       } else {
         launch(
-            forward_rows_in_warps<scalar_t, kLog2Cols, 1>, grid,
+            forward_rows_in_warps<scalar_t, kLog2Cols, 1, kActionMask>, grid,
             kRowsInWarpsThreads, args);
       }
     });
-  }
+  });
   if (plan.splits > 1) {
     MergeSplitsArgs<acc> merge;
     merge.split_states = args.split_states;
@@ -266,7 +274,7 @@ void launch_forward(
 // within a vector. Otherwise flat: blocks enough to fill the GPU a few times
 // over, each thread looping over vectors where K is a multiple of the width
 // and both are aligned.
-template <typename scalar_t, typename Launch>
+template <typename scalar_t, bool kActionMask, typename Launch>
 void launch_backward_logits(
     BackwardProblem p,
     const DeviceShape& device,
@@ -280,7 +288,7 @@ void launch_backward_logits(
        reinterpret_cast<uintptr_t>(p.grad_logits)) % kVectorBytes == 0 &&
       ((p.row_stride - p.num_cols) * size) % kVectorBytes == 0) {
     launch(
-        backward_logit_rows<scalar_t, kVec>,
+        backward_logit_rows<scalar_t, kVec, kActionMask>,
         one_wave_grid(p.batch, kBackwardThreads, device), kBackwardThreads, p);
     return;
   }
@@ -300,13 +308,21 @@ void launch_backward_logits(
     p.cols_divider = FastDivider::of(static_cast<uint32_t>(p.num_cols));
   }
   if (vectorized && narrow_index) {
-    launch(backward_logits<scalar_t, kVec, uint32_t>, grid, kBackwardThreads, p);
+    launch(
+        backward_logits<scalar_t, kVec, uint32_t, kActionMask>, grid,
+        kBackwardThreads, p);
   } else if (vectorized) {
-    launch(backward_logits<scalar_t, kVec, int64_t>, grid, kBackwardThreads, p);
+    launch(
+        backward_logits<scalar_t, kVec, int64_t, kActionMask>, grid,
+        kBackwardThreads, p);
   } else if (narrow_index) {
-    launch(backward_logits<scalar_t, 1, uint32_t>, grid, kBackwardThreads, p);
+    launch(
+        backward_logits<scalar_t, 1, uint32_t, kActionMask>, grid,
+        kBackwardThreads, p);
   } else {
-    launch(backward_logits<scalar_t, 1, int64_t>, grid, kBackwardThreads, p);
+    launch(
+        backward_logits<scalar_t, 1, int64_t, kActionMask>, grid,
+        kBackwardThreads, p);
   }
 }
 
@@ -333,7 +349,10 @@ void launch_backward(
   }
   const DType dtype = p.has_discrete ? p.logits_dtype : DType::kFloat;
   dispatch_logits_dtype(dtype, [&](auto zero) {
-    launch_backward_logits<decltype(zero)>(p, device, launch);
+    dispatch_action_mask(p.allowed != nullptr, [&](auto action_mask_flag) {
+      launch_backward_logits<decltype(zero), decltype(action_mask_flag)::value>(
+          p, device, launch);
+    });
   });
 }
 

@@ -107,6 +107,16 @@ void dispatch_log2_cols(int log2_cols, const Fn& fn) {
   }
 }
 
+// Calls fn(std::bool_constant<has_action_mask>): the kernels' kActionMask.
+template <typename Fn>
+void dispatch_action_mask(bool has_action_mask, const Fn& fn) {
+  if (has_action_mask) {
+    fn(std::true_type{});
+  } else {
+    fn(std::false_type{});
+  }
+}
+
 // Rows at least this long get a block each in the backward.
 constexpr int64_t kMinColsBackwardByRows = kMaxColsInWarps + 1;
 

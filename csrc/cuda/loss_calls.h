@@ -87,6 +87,11 @@ LossForwardOutputs forward_on(
     p.row_stride = logits.stride(0);
     p.row_stats = row_stats.mutable_data_ptr();
   }
+  const OptionalTensor action_mask = action_mask_for_kernels(args.action_mask);
+  if (action_mask.has_value()) {
+    p.allowed = action_mask->const_data_ptr<bool>();
+    p.allowed_row_stride = action_mask->stride(0);
+  }
   KernelLogStd log_std;
   if (plan.has_continuous) {
     log_std = log_std_for_kernels(*args.log_std);
@@ -166,6 +171,11 @@ LossBackwardOutputs backward_on(
     p.grad_logits = grad_logits.mutable_data_ptr();
     p.discrete_denominator.host_value =
         discrete_entropy_mean_count(*args.logits);
+  }
+  const OptionalTensor action_mask = action_mask_for_kernels(args.action_mask);
+  if (plan.computes_grad_logits && action_mask.has_value()) {
+    p.allowed = action_mask->const_data_ptr<bool>();
+    p.allowed_row_stride = action_mask->stride(0);
   }
   if (plan.computes_grad_log_std) {
     p.grad_log_std = grad_log_std.mutable_data_ptr();

@@ -18,16 +18,6 @@
 namespace hee {
 namespace cuda {
 
-// Calls fn(std::bool_constant<has_action_mask>): the kernels' kActionMask.
-template <typename Fn>
-void dispatch_action_mask(bool has_action_mask, const Fn& fn) {
-  if (has_action_mask) {
-    fn(std::true_type{});
-  } else {
-    fn(std::false_type{});
-  }
-}
-
 // The forward's kernel and shape.
 struct TokenForwardLaunch {
   RowLayout layout = RowLayout::kRowsInWarps;

@@ -47,26 +47,6 @@ __device__ __forceinline__ bool row_is_kept(const bool* mask, int64_t row) {
   return mask == nullptr || mask[row];
 }
 
-// The actions of row `row` (forward_kernels.cuh's readers take them).
-template <bool kActionMask, typename Args>
-__device__ __forceinline__ auto allowed_actions(const Args& a, int64_t row) {
-  if constexpr (kActionMask) {
-    return ActionMaskRow{a.allowed + row * a.allowed_row_stride};
-  } else {
-    return AllActionsAllowed{};
-  }
-}
-
-// A logit of column k as the row's actions leave it.
-template <typename Allowed, typename acc>
-__device__ __forceinline__ acc allowed_logit_at(
-    const Allowed& allowed,
-    int64_t k,
-    acc logit) {
-  allowed.template apply<1>(k, k + 1, &logit);
-  return logit;
-}
-
 // Writes a row's outputs: its statistics, entropy and log-probability (-inf
 // for a ruled-out action), or zeros for a row the mask drops.
 template <typename scalar_t, typename Allowed>
