@@ -1,12 +1,17 @@
-"""``log_prob_and_entropy`` with an action mask against the plain call and the reference.
+"""The fused ops with an action mask against the plain call and the reference.
 
-The same logits ``[B, K]``, taken actions and advantages ``[B]``: the fused op without a
-mask (``plain``), with a bool ``action_mask`` ``[B, K]`` allowing about 70% of the actions
-(each row's taken action among them; ``masked``), and the pure-PyTorch reference with the
-same mask (``reference``, which builds the masked logits with ``torch.where``). Each times
-forward+backward of ``(log_prob * advantages).sum() + 0.01 * entropy.sum()`` in interleaved
-rounds (:func:`runner.time_interleaved`), medians. The goals, printed with the table and
-never asserted: masked / plain at most 1.25, and the masked op faster than the reference.
+Per case, the same logits ``[B, K]``: the fused op without a mask (``plain``), with a bool
+``action_mask`` ``[B, K]`` allowing about 70% of the actions (``masked``), and the
+pure-PyTorch reference with the same mask (``reference``, which builds the masked logits
+with ``torch.where``). Two ops:
+
+- ``log_prob_and_entropy`` (each row's taken action among the allowed ones):
+  forward+backward of ``(log_prob * advantages).sum() + 0.01 * entropy.sum()``;
+- ``hybrid_entropy_loss`` (with a ``[B, 4]`` log_std): forward+backward of ``total``.
+
+Each is timed in interleaved rounds (:func:`runner.time_interleaved`), medians. The goals,
+printed with the table and never asserted: masked / plain at most 1.25, and the masked op
+faster than the reference.
 """
 
 from dataclasses import dataclass
@@ -15,6 +20,7 @@ from typing import Callable, Dict, List, Sequence
 import torch
 
 from ..ops import reference
+from ..ops.loss import hybrid_entropy_loss
 from ..ops.token_terms import log_prob_and_entropy
 from .runner import Timing, medians_by_case, time_cases, wall_clock_seconds
 
@@ -26,22 +32,54 @@ MASK_COST_GOAL = 1.25
 ENTROPY_COEFF = 0.01
 
 
+TOKEN_TERMS = "log_prob_and_entropy"
+HYBRID_LOSS = "hybrid_entropy_loss"
+LOG_STD_DIMS = 4
+
+
 @dataclass(frozen=True)
 class ActionMaskCase:
     batch: int
     num_actions: int
     allowed_fraction: float = 0.7
+    op: str = TOKEN_TERMS
 
     @property
     def label(self) -> str:
-        return f"{self.batch}x{self.num_actions}"
+        return f"{self.op} {self.batch}x{self.num_actions}"
 
 
-ACTION_MASK_CASES = (ActionMaskCase(65536, 16), ActionMaskCase(4096, 64))
-QUICK_ACTION_MASK_CASES = (ActionMaskCase(1024, 16),)
+ACTION_MASK_CASES = tuple(
+    ActionMaskCase(b, k, op=op) for op in (TOKEN_TERMS, HYBRID_LOSS) for b, k in ((65536, 16), (4096, 64))
+)
+QUICK_ACTION_MASK_CASES = (ActionMaskCase(1024, 16), ActionMaskCase(1024, 16, op=HYBRID_LOSS))
 
 
 def _steps(case: ActionMaskCase) -> Dict[str, Callable[[], object]]:
+    return _token_terms_steps(case) if case.op == TOKEN_TERMS else _hybrid_loss_steps(case)
+
+
+def _hybrid_loss_steps(case: ActionMaskCase) -> Dict[str, Callable[[], object]]:
+    generator = torch.Generator().manual_seed(case.batch + case.num_actions)
+    logits = torch.randn(case.batch, case.num_actions, generator=generator).requires_grad_()
+    log_std = (0.3 * torch.randn(case.batch, LOG_STD_DIMS, generator=generator)).requires_grad_()
+    allowed = torch.rand(case.batch, case.num_actions, generator=generator) < case.allowed_fraction
+
+    def step(loss: Callable[..., Dict[str, torch.Tensor]], action_mask=None) -> Callable[[], object]:
+        def run() -> object:
+            total = loss(logits, log_std, ENTROPY_COEFF, action_mask=action_mask)["total"]
+            return torch.autograd.grad(total, (logits, log_std))
+
+        return run
+
+    return {
+        "plain": step(hybrid_entropy_loss),
+        "masked": step(hybrid_entropy_loss, allowed),
+        "reference": step(reference.hybrid_entropy_loss, allowed),
+    }
+
+
+def _token_terms_steps(case: ActionMaskCase) -> Dict[str, Callable[[], object]]:
     generator = torch.Generator().manual_seed(case.batch + case.num_actions)
     logits = torch.randn(case.batch, case.num_actions, generator=generator).requires_grad_()
     actions = torch.randint(0, case.num_actions, (case.batch,), generator=generator)
@@ -79,7 +117,7 @@ def format_action_mask_table(timings: Sequence[Timing]) -> str:
     rows = [
         f"Goals (reported, not asserted): masked / plain <= {MASK_COST_GOAL:.2f}; reference / masked > 1.",
         "",
-        "| B x K | plain (us) | masked (us) | reference (us) | masked / plain | reference / masked |",
+        "| op, B x K | plain (us) | masked (us) | reference (us) | masked / plain | reference / masked |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for label, by_name in medians_by_case(timings).items():

@@ -76,6 +76,29 @@ def _categorical_logits(dist: Categorical) -> Tensor:
     return logits.reshape(-1, logits.shape[-1])
 
 
+def _categorical_action_mask(dist: Categorical) -> Optional[Tensor]:
+    """``[B, K]`` bool: the actions a masked categorical allows, or ``None``.
+
+    Read from sb3-contrib's ``MaskableCategorical`` (``masks``; its logits hold -1e8 where
+    they are False, a probability that underflows but whose term its own ``entropy()``
+    drops by hand) and TorchRL's ``MaskedCategorical`` with a dense mask (``_mask``; its
+    logits hold ``neg_inf`` there, -inf unless set). The fused op then rules those actions
+    out whatever the logits hold. TorchRL's sparse masks (indices) are read from the
+    logits alone, exact with the default ``neg_inf``.
+    """
+    shape = dist.logits.shape if not _built_from_probs(dist) else dist.probs.shape
+    for name in ("masks", "_mask"):
+        mask = dist.__dict__.get(name)
+        if (
+            isinstance(mask, Tensor)
+            and mask.dtype == torch.bool
+            and mask.shape == shape
+            and not dist.__dict__.get("_sparse_mask", False)
+        ):
+            return mask.reshape(-1, shape[-1])
+    return None
+
+
 def _normal_log_std(dist: Distribution) -> Tensor:
     """``[B, D]`` log-std of a ``Normal`` or ``Independent(Normal, n)``, or ``[D]`` if shared."""
     if isinstance(dist, Independent):
@@ -206,8 +229,11 @@ def hybrid_entropy_loss_from_distributions(
             ``Categorical(probs=...)`` works too: zero probabilities become ``-inf``
             logits (masked actions, gradient 0), also after ``log_prob()`` or
             ``entropy()`` has cached the distribution's clamped ``logits`` (what the
-            constructor was given decides). See the module docstring for how
-            batch shapes map to ``[B, K]`` and ``[B, D]``.
+            constructor was given decides). A masked categorical's mask
+            (sb3-contrib's ``MaskableCategorical``, TorchRL's ``MaskedCategorical``)
+            goes to the op as its ``action_mask``: the ruled-out actions get
+            probability 0 and gradient 0 exactly, whatever their logits hold. See
+            the module docstring for how batch shapes map to ``[B, K]`` and ``[B, D]``.
         entropy_coeff, discrete_entropy_weight, continuous_entropy_weight,
         min_entropy_threshold, continuous_min_entropy_threshold, penalty_multiplier:
             as for :func:`~hybrid_entropy_ext.hybrid_entropy_loss` (same defaults).
@@ -239,6 +265,7 @@ def hybrid_entropy_loss_from_distributions(
     if categorical is not None and gaussian is not None:
         _check_same_batch(categorical, gaussian)
     logits = _categorical_logits(categorical) if categorical is not None else None
+    action_mask = _categorical_action_mask(categorical) if categorical is not None else None
     log_std = _normal_log_std(gaussian) if gaussian is not None else None
     return hybrid_entropy_loss(
         logits,
@@ -249,4 +276,5 @@ def hybrid_entropy_loss_from_distributions(
         min_entropy_threshold,
         continuous_min_entropy_threshold,
         penalty_multiplier,
+        action_mask=action_mask,
     )

@@ -65,6 +65,19 @@ def _rows(
     return logits, log_std
 
 
+def _action_mask_rows(action_mask: Tensor, logits: Tensor) -> Tensor:
+    """An action mask of the logits' shape ``[..., K]`` as the op's rows ``[N, K]``: checked
+    here, where both still have their shapes (reshaped, two shapes of one size would pass)."""
+    if list(action_mask.shape) != list(logits.shape):
+        raise ValueError(
+            "hybrid_entropy_loss: action_mask must have the logits' shape "
+            + str(list(logits.shape))
+            + ", got "
+            + str(list(action_mask.shape))
+        )
+    return action_mask.reshape(-1, logits.shape[-1])
+
+
 def hybrid_entropy_loss(
     logits: Optional[Tensor],
     log_std: Optional[Tensor],
@@ -77,6 +90,7 @@ def hybrid_entropy_loss(
     sample_mask: Optional[Tensor] = None,
     loss_agg_mode: str = "token-mean",
     loss_scale_factor: Optional[float] = None,
+    action_mask: Optional[Tensor] = None,
 ) -> Dict[str, Tensor]:
     """Entropy bonus and collapse penalties of a hybrid-action policy, fused.
 
@@ -127,6 +141,10 @@ def hybrid_entropy_loss(
             ``[D]`` log_std's entropy counts once per row.
         loss_scale_factor: the divisor of ``"seq-mean-token-sum-norm"``, a finite
             number > 0; ``None``: ``T``, the tokens per sequence.
+        action_mask: bool, the shape of ``logits``: ``False`` rules an action out,
+            exactly as a ``-inf`` logit would (probability 0, gradient 0; a row with
+            nothing allowed has entropy 0), read in the same pass as the logits
+            (no masked copy of them). ``None``: every action is allowed.
 
     Returns:
         A dict of 0-dim tensors with keys ``total``, ``discrete``,
@@ -145,11 +163,13 @@ def hybrid_entropy_loss(
             actions), inputs on different devices, both heads ``None``, a
             non-finite weight; an unknown ``loss_agg_mode``, a sequence mode without
             two leading dims, a ``sample_mask`` not of the leading shape or on another
-            device, a ``loss_scale_factor`` that is not a finite number > 0. All found
-            from metadata, without a device sync.
+            device, a ``loss_scale_factor`` that is not a finite number > 0, an
+            ``action_mask`` not of the logits' shape, on another device or without
+            logits. All found from metadata, without a device sync.
         TypeError: a non-floating tensor, a non-number coefficient, a
             ``loss_agg_mode`` that is not a str, a ``loss_scale_factor`` that is not a
-            number, a ``sample_mask`` neither bool nor floating.
+            number, a ``sample_mask`` neither bool nor floating, an ``action_mask``
+            that is not bool.
 
     Example::
 
@@ -167,6 +187,13 @@ def hybrid_entropy_loss(
         >>> out = hybrid_entropy_loss(logits, log_std, 0.01, sample_mask=mask,
         ...                           loss_agg_mode="seq-mean-token-mean")
         >>> out["total"].backward()
+
+    Actions that are not legal in a state, ruled out by an action mask::
+
+        >>> logits = torch.randn(32, 6, requires_grad=True)
+        >>> legal = torch.rand(32, 6) < 0.7                      # [B, K], bool
+        >>> out = hybrid_entropy_loss(logits, None, 0.01, action_mask=legal)
+        >>> out["total"].backward()                             # 0 where not legal
     """
     if isinstance(entropy_coeff, Tensor):
         coeff = entropy_coeff
@@ -186,6 +213,8 @@ def hybrid_entropy_loss(
             row_weights, mean_denominator = aggregation_of_rows(
                 sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, device
             )
+        if action_mask is not None and logits is not None and logits.dim() != 2:
+            action_mask = _action_mask_rows(action_mask, logits)
         logits, log_std = _rows(logits, log_std, leading_shape, row_weights is not None)
     outputs = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(
         logits,
@@ -198,6 +227,7 @@ def hybrid_entropy_loss(
         penalty_multiplier,
         row_weights,
         mean_denominator,
+        action_mask,
     )
     return {
         "total": outputs[0],

@@ -159,12 +159,14 @@ def hybrid_entropy_loss(
     sample_mask: Optional[Tensor] = None,
     loss_agg_mode: str = "token-mean",
     loss_scale_factor: Optional[float] = None,
+    action_mask: Optional[Tensor] = None,
 ) -> Dict[str, Tensor]:
     """Pure-PyTorch version of :func:`hybrid_entropy_ext.hybrid_entropy_loss`.
 
     Args and returns are the same: ``logits`` ``[..., K]`` or ``None``,
     ``log_std`` ``[..., D]``, ``[D]`` or ``None``, the mask and aggregation of the rows,
-    and a dict of seven 0-dim tensors (float64 if either head is float64, else float32).
+    the action mask (bool, the logits' shape; its ``False`` actions become ``-inf``
+    logits, in a masked copy of the logits), and a dict of seven 0-dim tensors (float64 if either head is float64, else float32).
 
     Example::
 
@@ -183,6 +185,10 @@ def hybrid_entropy_loss(
         sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, heads[0].device
     )
     h_d = zero
+    if action_mask is not None:
+        if logits is None:
+            raise ValueError("hybrid_entropy_loss: action_mask rules out discrete actions, but there are no logits")
+        logits = torch.where(action_mask, logits, -math.inf)
     if logits is not None:
         h_d = weighted_mean(discrete_row_entropy(logits).reshape(-1), row_weights, mean_denominator).to(out_dtype)
     h_c = zero

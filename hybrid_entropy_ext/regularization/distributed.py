@@ -81,6 +81,7 @@ def global_loss(
     sample_mask: Optional[Tensor] = None,
     loss_agg_mode: str = "token-mean",
     loss_scale_factor: Optional[float] = None,
+    action_mask: Optional[Tensor] = None,
 ) -> Dict[str, Tensor]:
     """The seven loss terms of the global batch: ``H_d`` and ``H_c`` aggregated over every
     rank of ``process_group`` (None: the default group), the arguments as for
@@ -133,6 +134,7 @@ def global_loss(
         0.0,
         None if weights is None else weights.reshape(leading_shape),
         "token-sum",
+        action_mask=action_mask,
     )
     sums = [local["discrete_entropy"].double(), local["continuous_entropy"].double()]
     # One all-reduce for the sums and the denominator (float64: counts exact).

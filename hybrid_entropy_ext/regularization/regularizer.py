@@ -162,6 +162,7 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
         log_std: Optional[Tensor],
         episode: Optional[int] = None,
         sample_mask: Optional[Tensor] = None,
+        action_mask: Optional[Tensor] = None,
     ) -> Dict[str, Tensor]:
         """Loss components at ``episode``, or at the episode counter when it is omitted.
 
@@ -176,6 +177,8 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
                 (``[B]``, ``[B, T]``), or ``None``. The config's ``loss_agg_mode`` and
                 ``loss_scale_factor`` say how the rows are aggregated
                 (:func:`hybrid_entropy_loss`).
+            action_mask: bool, the shape of ``logits``: ``False`` rules an action out
+                (a ``-inf`` logit: probability 0, gradient 0), or ``None``.
 
         Example::
 
@@ -209,7 +212,7 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
         discrete_coeff, continuous_coeff = self._controller_coefficients()
         coeff = op_coefficient(discrete_coeff, continuous_coeff, scheduled_value, scheduled_tensor)
         if self.distributed:
-            out = self._global_loss(logits, log_std, coeff, sample_mask)
+            out = self._global_loss(logits, log_std, coeff, sample_mask, action_mask)
         else:
             out = hybrid_entropy_loss(
                 logits,
@@ -223,6 +226,7 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
                 sample_mask,
                 self.loss_agg_mode,
                 self.loss_scale_factor,
+                action_mask,
             )
         self._apply_only_below_target(out)
         add_coefficient_outputs(out, discrete_coeff, continuous_coeff, scheduled_value, scheduled_tensor)
@@ -230,7 +234,12 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
 
     @torch.jit.unused
     def _global_loss(
-        self, logits: Optional[Tensor], log_std: Optional[Tensor], coeff: Tensor, sample_mask: Optional[Tensor]
+        self,
+        logits: Optional[Tensor],
+        log_std: Optional[Tensor],
+        coeff: Tensor,
+        sample_mask: Optional[Tensor],
+        action_mask: Optional[Tensor],
     ) -> Dict[str, Tensor]:
         return global_loss(
             logits,
@@ -245,6 +254,7 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
             sample_mask,
             self.loss_agg_mode,
             self.loss_scale_factor,
+            action_mask,
         )
 
     # --- checkpoints: state-dict version 1 (checkpoint.py) ------------------------------------
