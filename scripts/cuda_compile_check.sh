@@ -126,4 +126,4 @@ say "the test suite against the CUDA build"
 if [[ $# -eq 0 ]]; then
   set -- -k "not cpp_program"
 fi
-cd "$SRC" && CUDA_HOME="$CUDA_ROOT" "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+cd "$SRC" && CUDA_HOME="$CUDA_ROOT" "$VENV/bin/python" -m pytest -q -n auto -p no:cacheprovider "$@"

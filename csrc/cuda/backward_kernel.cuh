@@ -57,10 +57,6 @@ struct BackwardProblem {
   int64_t num_cols = 0;
   int64_t row_stride = 0;
   const void* row_stats = nullptr;  // [3, B] in the accumulation dtype
-  // [B, K] with unit column stride and any row stride (0 broadcasts one
-  // row); read by the kActionMask kernels only.
-  const bool* allowed = nullptr;
-  int64_t allowed_row_stride = 0;
   void* grad_logits = nullptr;  // [B, K] contiguous; nullptr: not wanted
   FastDivider cols_divider;  // by K, for flat indices below 2^31
   // The batch means' denominators, for the chain rule through them: their
@@ -90,6 +86,10 @@ struct BackwardProblem {
   DeviceScalar continuous_entropy;
   Coefficients coeff;
   math::LossParams params{};
+  // [B, K] with unit column stride and any row stride (0 broadcasts one
+  // row); read by the kActionMask kernels only.
+  const bool* allowed = nullptr;
+  int64_t allowed_row_stride = 0;
 };
 
 __device__ __forceinline__ math::BatchEntropyGrads batch_entropy_grads(
