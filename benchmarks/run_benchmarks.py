@@ -26,8 +26,8 @@ times the hybrid loss with a 90% sample mask against the plain call at 65536x16
 
     python benchmarks/run_benchmarks.py --suite action-mask [--quick] [--rounds N]
 
-times ``log_prob_and_entropy`` with an action mask against the plain call and the
-reference doing the same (hybrid_entropy_ext/benchmarking/action_mask.py).
+times ``log_prob_and_entropy`` and ``hybrid_entropy_loss`` with an action mask against the
+plain call and the reference doing the same (hybrid_entropy_ext/benchmarking/action_mask.py).
 ``--implementations`` and ``--plot`` apply to the default suite only.
 """
 
@@ -66,7 +66,8 @@ def run_action_mask(args) -> int:
 
     return run_side_by_side(
         args, m.ACTION_MASK_CASES, m.QUICK_ACTION_MASK_CASES, m.run_action_mask, m.format_action_mask_table,
-        "log_prob_and_entropy with a 70% action mask vs without and vs the reference, forward+backward")
+        "log_prob_and_entropy and hybrid_entropy_loss with a 70% action mask vs without and vs the reference, "
+        "forward+backward")
 
 
 def main() -> int:
@@ -75,7 +76,7 @@ def main() -> int:
                         default="default",
                         help="token-terms: log_prob_and_entropy against the per-token alternatives; "
                         "masked-loss: the hybrid loss with a sample mask against without; "
-                        "action-mask: log_prob_and_entropy with an action mask against without")
+                        "action-mask: both ops with an action mask against without")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="a few small sizes instead of the full suite")
     parser.add_argument("--rounds", type=int, default=9)
