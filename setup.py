@@ -151,51 +151,71 @@ class BuildExtensionWithIsaFlags(BuildExtension):
     """BuildExtension that compiles each ISA's row kernels with its own flags.
 
     torch's ninja file gives every source the same flags, so each ISA unit is its own
-    ninja build. They are the longest C++ compiles, so they run beside the main build
-    (up to MAX_JOBS of them, on top of ninja's MAX_JOBS) and the link waits for them.
+    ninja build. They are the longest C++ compiles, so one thread compiles them, one
+    after another, beside the main build (at most MAX_JOBS + 1 compilers at once), and
+    the link waits for them; with MAX_JOBS=1 they compile before it.
     """
 
     def build_extension(self, ext):
-        isa_sources = [s for s in ext.sources if isa_of(s)]
-        ext.sources = [s for s in ext.sources if not isa_of(s)]
+        sources = ext.sources
+        isa_sources = [s for s in sources if isa_of(s)]
         if not isa_sources:
             return super().build_extension(ext)
         # By now BuildExtension has added its own flags (ABI, C++ standard,
         # extension name) to the cxx flags: the ISA units get them too.
         base_flags = list(ext.extra_compile_args["cxx"])
 
-        def compile_isa_unit(source):
-            isa = isa_of(source)
-            # One folder per unit: each ninja build writes its own build.ninja.
-            return self.compiler.compile(
-                [source],
-                output_dir=os.path.join(self.build_temp, "isa_" + isa),
-                macros=ext.define_macros,
-                include_dirs=ext.include_dirs,
-                extra_postargs={"cxx": base_flags + ISA_FLAGS[isa]},
-            )
+        def compile_isa_units():
+            objects = []
+            for source in isa_sources:
+                isa = isa_of(source)
+                # One folder per unit: each ninja build writes its own build.ninja.
+                objects += self.compiler.compile(
+                    [source],
+                    output_dir=os.path.join(self.build_temp, "isa_" + isa),
+                    macros=ext.define_macros,
+                    include_dirs=ext.include_dirs,
+                    extra_postargs={"cxx": base_flags + ISA_FLAGS[isa]},
+                )
+            return objects
 
         link = self.compiler.link_shared_object
-        with ThreadPoolExecutor(max_workers=min(len(isa_sources), max_jobs())) as pool:
-            isa_objects = [pool.submit(compile_isa_unit, source) for source in isa_sources]
+        ext.sources = [s for s in sources if not isa_of(s)]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            isa_objects = pool.submit(compile_isa_units)
+            if max_jobs() == 1:
+                isa_objects.result()
 
             def link_with_isa_objects(objects, *args, **kwargs):
-                objects = list(objects) + [o for unit in isa_objects for o in unit.result()]
-                return link(objects, *args, **kwargs)
+                return link(list(objects) + isa_objects.result(), *args, **kwargs)
 
             self.compiler.link_shared_object = link_with_isa_objects
             try:
                 super().build_extension(ext)
             finally:
                 self.compiler.link_shared_object = link
-                for unit in isa_objects:
-                    unit.cancel()
+                ext.sources = sources
+            # Where setuptools found the library up to date and linked nothing, a
+            # failed unit still fails the build.
+            isa_objects.result()
 
 
 def max_jobs():
     """MAX_JOBS, as torch's ninja builds read it, or the CPU count."""
     jobs = os.environ.get("MAX_JOBS", "")
     return max(1, int(jobs)) if jobs.isdigit() else (os.cpu_count() or 1)
+
+
+def build_dependencies(sources):
+    """What setuptools compares with the library to decide it is up to date: the headers,
+    and the ISA units, which the main build's source list leaves out."""
+    headers = [
+        path
+        for folder in (CSRC, os.path.join(CSRC, "cpu"), os.path.join(CSRC, "cuda"))
+        for pattern in ("*.h", "*.cuh")
+        for path in glob.glob(os.path.join(folder, pattern))
+    ]
+    return sorted(headers) + [s for s in sources if isa_of(s)]
 
 
 def cpp_sources():
@@ -237,6 +257,7 @@ def main():
         extension = CUDAExtension(
             name="hybrid_entropy_ext._C",
             sources=sources,
+            depends=build_dependencies(sources),
             include_dirs=pip_cuda_include_dirs(),
             define_macros=macros + [("HEE_WITH_CUDA", None)],
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20"]},
@@ -248,6 +269,7 @@ def main():
         extension = CppExtension(
             name="hybrid_entropy_ext._C",
             sources=sources,
+            depends=build_dependencies(sources),
             define_macros=macros,
             extra_compile_args={"cxx": cxx_flags},
             extra_link_args=link_flags,

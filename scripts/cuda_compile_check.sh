@@ -15,7 +15,8 @@
 #
 # Environment: HEE_CUDA_TORCH the torch version; HEE_CUDA_WORK (default
 # /tmp/hee-cuda-check-<version>) holds the venv and the copy; HEE_CUDA_COMPILE_ONLY=1 stops
-# after step 3; TORCH_CUDA_ARCH_LIST the architectures; MAX_JOBS the parallel compile jobs.
+# after step 3; TORCH_CUDA_ARCH_LIST the architectures; MAX_JOBS the parallel compile jobs
+# (setup.py: one more compiles the CPU ISA units beside them).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

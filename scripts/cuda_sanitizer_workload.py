@@ -13,9 +13,11 @@ seven outputs, so every kernel of both ops is launched:
   blocks in both layouts (the row loops);
 - fully masked rows, log_std alone, logits alone, a shared log_std, per-head coefficients
   on the device and a 0-dim coefficient on the host;
+- an action mask in every layout (the kActionMask kernels), and one row of it broadcast to
+  the batch;
 - log_prob_and_entropy in warp groups and a row per block (aligned and peeled rows), the
   backward flat and by rows, with a mask whose dropped rows hold NaN, a temperature, int32
-  actions, and each upstream gradient alone.
+  actions, each upstream gradient alone, and an action mask.
 
     python scripts/cuda_sanitizer_workload.py
 """
@@ -31,10 +33,11 @@ WEIGHTS = (1.0, 0.5, -0.25, 2.0, 0.75, 0.1, -0.3)  # one per output, so that eac
 PARAMS = (1.0, 0.5, 10.0, 10.0, 3.0)  # both penalties on
 
 
-def run(logits, log_std, coeff, row_weights=None, mean_denominator=None):
+def run(logits, log_std, coeff, row_weights=None, mean_denominator=None, action_mask=None):
     leaves = [t.requires_grad_() if t is not None and t.is_floating_point() else t
               for t in (logits, log_std, coeff)]
-    out = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(*leaves, *PARAMS, row_weights, mean_denominator)
+    out = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(*leaves, *PARAMS, row_weights, mean_denominator,
+                                                           action_mask)
     total = sum(w * v for w, v in zip(WEIGHTS, out[:7]))
     total.backward()
     return out
@@ -86,6 +89,13 @@ def cases(device):
     yield ("mean denominator and row weights, shared log_std", logits(20, 5), log_std(1, 4)[0], coeff,
            torch.rand(20, generator=g).to(device), denominator)
     yield "mean denominator, shared log_std alone", None, log_std(1, 4)[0], coeff, None, denominator
+    # Action masks: every layout's kActionMask kernels, forward and backward.
+    for name, b, k, stride in (("warps", 300, 16, None), ("warps, no vectors", 41, 6, 7), ("block", 5, 3000, None),
+                               ("block, peeled rows", 3, 3000, 3001), ("splits", 2, 40000, None)):
+        allowed = (torch.rand(b, k, generator=g) < 0.7).to(device)
+        yield f"action mask, {name}", logits(b, k, stride=stride), log_std(b, 3), coeff, None, None, allowed
+    one_row = (torch.rand(64, generator=g) < 0.7).to(device)
+    yield "action mask broadcast from one row", logits(50, 64), None, coeff, None, None, one_row.expand(50, 64)
 
 
 def token_terms_cases(device):
@@ -100,12 +110,16 @@ def token_terms_cases(device):
             actions = torch.randint(0, k, (rows,), generator=g, dtype=torch.int32).masked_fill(~mask, -100)
             for upstream in (("log_prob", "entropy"), ("log_prob",), ("entropy",)):
                 name = f"token terms {dtype} {rows}x{k} stride {stride}, grads of {'+'.join(upstream)}"
-                yield name, logits.to(device), actions.to(device), mask.to(device), 0.7, upstream
+                yield name, logits.to(device), actions.to(device), mask.to(device), 0.7, upstream, None
+            allowed = torch.rand(rows, k, generator=g) < 0.7
+            allowed[torch.arange(rows), actions.long().clamp(min=0)] = True
+            yield (f"token terms {dtype} {rows}x{k} stride {stride}, action mask", logits.to(device),
+                   actions.to(device), mask.to(device), 0.7, ("log_prob", "entropy"), allowed.to(device))
 
 
-def run_token_terms(logits, actions, mask, temperature, upstream):
+def run_token_terms(logits, actions, mask, temperature, upstream, action_mask):
     leaf = logits.detach().requires_grad_()
-    log_prob, entropy = hee.log_prob_and_entropy(leaf, actions, mask, temperature)
+    log_prob, entropy = hee.log_prob_and_entropy(leaf, actions, mask, temperature, action_mask=action_mask)
     outputs = {"log_prob": log_prob, "entropy": entropy}
     sum(outputs[name].sum() for name in upstream).backward()
     return leaf.grad

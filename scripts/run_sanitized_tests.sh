@@ -11,7 +11,8 @@
 #   HEE_ASAN_DIR   work directory (default /tmp/hee_asan): the copy lives in $HEE_ASAN_DIR/src
 #   HEE_ASAN_KEEP  1: reuse the previous sanitized build if csrc/ and setup.py are unchanged
 #                  (the Python sources and tests are always copied afresh)
-#   MAX_JOBS       parallel compile jobs (default: number of CPUs)
+#   MAX_JOBS       parallel compile jobs (default: number of CPUs; setup.py runs one more
+#                  for the CPU ISA units)
 #
 # Python itself is not instrumented, so libasan and libubsan are preloaded; leak detection
 # is off (the interpreter "leaks" by design); the first UB report aborts the run with a

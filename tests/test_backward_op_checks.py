@@ -194,6 +194,34 @@ def test_missing_upstream_gradients_are_accepted(device):
 # --- the forward's inputs, as the forward checks them -----------------------------------
 
 
+def test_backward_accepts_an_action_mask_of_the_logits_shape(device):
+    args = good_args(device)
+    args["action_mask"] = torch.ones(args["logits"].shape, dtype=torch.bool, device=device)
+    grad_logits, _, _ = call(args)
+    assert grad_logits.shape == args["logits"].shape
+
+
+def test_backward_rejects_an_action_mask_of_another_shape(device):
+    args = good_args(device)
+    args["action_mask"] = torch.ones(B, K + 1, dtype=torch.bool, device=device)
+    with pytest.raises(ValueError, match=r"_hybrid_entropy_loss_backward: action_mask must have the logits' shape"):
+        call(args)
+
+
+def test_backward_rejects_an_action_mask_that_is_not_bool(device):
+    args = good_args(device)
+    args["action_mask"] = torch.ones(B, K, device=device)
+    with pytest.raises(TypeError, match=r"_hybrid_entropy_loss_backward: action_mask must be bool"):
+        call(args)
+
+
+def test_backward_rejects_an_action_mask_without_logits(device):
+    args = good_args(device, variant=op_variant("continuous_only"))
+    args["action_mask"] = torch.ones(B, K, dtype=torch.bool, device=device)
+    with pytest.raises(ValueError, match=r"_hybrid_entropy_loss_backward: action_mask rules out discrete actions"):
+        call(args)
+
+
 def test_backward_rejects_logits_not_2d(device):
     args = good_args(device)
     args["logits"] = args["logits"].reshape(-1)

@@ -37,6 +37,7 @@ CASES = (
     "continuous_only_shared_log_std",  # a [D] log-std and no logits: one row per rank
     "controllers",  # a controller per head, a control step, a second call
     "compiled",  # the regularizer under torch.compile
+    "action_mask",  # actions ruled out per row (by the row's observation)
 )
 
 
@@ -103,7 +104,12 @@ def run_case(case: str, obs: torch.Tensor, distributed: bool):
     logits, log_std = policy(obs, with_log_std=case != "discrete_only")
     if case == "continuous_only_shared_log_std":
         logits = None
-    out = call(logits, log_std, 100)
+    action_mask = None
+    if case == "action_mask":
+        action_mask = torch.ones(obs.shape[0], K, dtype=torch.bool)
+        action_mask[:, 1] = obs[:, 0] > 0
+        action_mask[:, 3] = obs[:, 1] < 0
+    out = call(logits, log_std, 100, action_mask=action_mask)
     loss = out["total"]
     if controllers:
         loss = loss + regularizer.controller_loss(out)

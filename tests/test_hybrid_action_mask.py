@@ -133,12 +133,13 @@ def categorical_entropy(row_logits):
 @pytest.mark.parametrize("layout", ["broadcast row", "transposed", "column slice"])
 def test_a_mask_of_any_strides_gives_the_results_of_a_contiguous_one(backend, layout):
     logits, log_std = heads(ROWS, 33)
+    # The view is taken on the backend's device: moving one there would copy it dense.
     if layout == "broadcast row":
-        allowed = random_action_mask(33).expand(ROWS, 33)
+        allowed = random_action_mask(33).to(backend).expand(ROWS, 33)
     elif layout == "transposed":
-        allowed = random_action_mask(33, ROWS).t()
+        allowed = random_action_mask(33, ROWS).to(backend).t()
     else:
-        allowed = random_action_mask(ROWS, 40)[:, 5:38]
+        allowed = random_action_mask(ROWS, 40).to(backend)[:, 5:38]
     assert not allowed.is_contiguous()
     got, got_grads = fused_values_and_grads(backend, logits, log_std, allowed)
     want, want_grads = fused_values_and_grads(backend, logits, log_std, allowed.contiguous())
@@ -195,6 +196,19 @@ def test_the_regularizer_passes_the_mask_to_the_loss():
         assert torch.equal(got[key], want[key]), key
 
 
+def test_check_finite_ignores_what_a_ruled_out_action_holds():
+    logits, log_std = heads(ROWS, 9)
+    allowed = random_action_mask(ROWS, 9)
+    stored = logits.masked_fill(~allowed, math.nan)
+    regularizer = hee.HybridEntropyRegularizer(check_finite=True)
+    got = regularizer(stored, log_std, 0, action_mask=allowed)
+    want = regularizer(logits, log_std, 0, action_mask=allowed)
+    for key in KEYS:
+        assert torch.equal(got[key], want[key]), key
+    with pytest.raises(ValueError, match="logits contains NaN"):
+        regularizer(stored, log_std, 0)
+
+
 def test_a_scripted_regularizer_takes_the_mask():
     logits, log_std = heads(ROWS, 9)
     allowed = random_action_mask(ROWS, 9)
@@ -218,23 +232,58 @@ class SB3MaskableCategorical(Categorical):
 
 class TorchRLMaskedCategorical(Categorical):
     """TorchRL 0.14.1's ``MaskedCategorical`` with a dense mask: kept as ``_mask``, the
-    ruled-out logits filled with ``neg_inf`` (here a finite one, which only the mask rules out
-    exactly)."""
+    ruled-out logits filled with ``neg_inf`` (-inf by default; here a finite one, which leaves
+    those actions a probability that only the mask takes away)."""
 
-    def __init__(self, logits, mask, neg_inf=-1e4):
+    def __init__(self, logits, mask, neg_inf=-2.0):
         self._mask = mask
         self._sparse_mask = False
         super().__init__(logits=logits.masked_fill(~mask, neg_inf))
 
 
+def recording_loss(monkeypatch):
+    """The action masks hybrid_entropy_loss_from_distributions hands to the fused op."""
+    from hybrid_entropy_ext.ops import distributions
+
+    masks = []
+
+    def loss(*args, action_mask=None, **kwargs):
+        masks.append(action_mask)
+        return hee.hybrid_entropy_loss(*args, action_mask=action_mask, **kwargs)
+
+    monkeypatch.setattr(distributions, "hybrid_entropy_loss", loss)
+    return masks
+
+
 @pytest.mark.parametrize("make", [SB3MaskableCategorical, TorchRLMaskedCategorical], ids=["sb3-contrib", "torchrl"])
-def test_a_masked_categoricals_mask_reaches_the_op(make):
-    logits, log_std = heads(ROWS, 9)
+def test_a_masked_categoricals_mask_reaches_the_op(monkeypatch, make):
+    masks = recording_loss(monkeypatch)
+    logits, _ = heads(ROWS, 9)
+    allowed = random_action_mask(ROWS, 9)
+    hee.hybrid_entropy_loss_from_distributions(make(logits, allowed), 0.05)
+    assert len(masks) == 1 and torch.equal(masks[0], allowed)
+
+
+def test_a_broadcast_mask_of_a_masked_categorical_is_expanded_to_the_logits():
+    logits, _ = heads(ROWS, 9)
+    one_row = random_action_mask(9)
+    dist = TorchRLMaskedCategorical(logits, one_row.expand(ROWS, 9))
+    dist._mask = one_row  # as a policy may keep it: one row for the batch
+    got = hee.hybrid_entropy_loss_from_distributions(dist, 0.05)
+    want = hee.hybrid_entropy_loss(logits, None, 0.05, action_mask=one_row.expand(ROWS, 9))
+    assert torch.equal(got["discrete_entropy"], want["discrete_entropy"])
+
+
+def test_the_mask_of_a_torchrl_masked_categorical_with_a_finite_neg_inf_rules_its_actions_out():
+    logits, _ = heads(ROWS, 9)
     allowed = random_action_mask(ROWS, 9)
     leaf = logits.clone().requires_grad_(True)
-    got = hee.hybrid_entropy_loss_from_distributions(make(leaf, allowed), 0.05)
-    want = hee.hybrid_entropy_loss(logits, None, 0.05, action_mask=allowed)
-    torch.testing.assert_close(got["discrete_entropy"], want["discrete_entropy"], rtol=1e-6, atol=0)
+    got = hee.hybrid_entropy_loss_from_distributions(TorchRLMaskedCategorical(leaf, allowed), 0.05)
+    want = distributions_oracle(logits.double().masked_fill(~allowed, -INF), None, 0.05)
+    torch.testing.assert_close(got["discrete_entropy"].double(), want["discrete_entropy"], rtol=1e-5, atol=1e-6)
+    # The logits alone (-2.0 where ruled out) give those actions a share of the entropy.
+    unmasked = hee.hybrid_entropy_loss(leaf.detach().masked_fill(~allowed, -2.0), None, 0.05)
+    assert (unmasked["discrete_entropy"] - got["discrete_entropy"]).abs() > 0.1
     (grad,) = torch.autograd.grad(got["total"], leaf)
     assert (grad[~allowed] == 0).all()
 

@@ -69,7 +69,6 @@ LogitRows<scalar_t> logit_rows(
   return rows;
 }
 
-
 // Batch size and elements per row of the pass over rows.
 struct RowPass {
   int64_t batch = 0;

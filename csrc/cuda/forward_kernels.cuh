@@ -177,8 +177,8 @@ __device__ __forceinline__ void load_logits(
 }
 
 // The actions of a row that the logits' readers below take: every one
-// (AllActionsAllowed, the hybrid loss's; an empty type, so that its readers
-// compile to what they would without it) or those of a row of an action
+// (AllActionsAllowed, a call without a mask; an empty type, so that its
+// readers compile to what they would without it) or those of a row of an action
 // mask (ActionMaskRow: a ruled-out action's logit is read as -inf,
 // math::allowed_logit, in the same pass as the logits).
 struct AllActionsAllowed {

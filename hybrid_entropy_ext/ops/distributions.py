@@ -76,6 +76,13 @@ def _categorical_logits(dist: Categorical) -> Tensor:
     return logits.reshape(-1, logits.shape[-1])
 
 
+def _broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:
+    """Whether a tensor of ``shape`` expands to ``target`` (``Tensor.expand``'s rule)."""
+    return len(shape) <= len(target) and all(
+        size == 1 or size == wanted for size, wanted in zip(reversed(shape), reversed(target))
+    )
+
+
 def _categorical_action_mask(dist: Categorical) -> Optional[Tensor]:
     """``[B, K]`` bool: the actions a masked categorical allows, or ``None``.
 
@@ -84,18 +91,19 @@ def _categorical_action_mask(dist: Categorical) -> Optional[Tensor]:
     drops by hand) and TorchRL's ``MaskedCategorical`` with a dense mask (``_mask``; its
     logits hold ``neg_inf`` there, -inf unless set). The fused op then rules those actions
     out whatever the logits hold. TorchRL's sparse masks (indices) are read from the
-    logits alone, exact with the default ``neg_inf``.
+    logits alone, exact with the default ``neg_inf``. A mask that broadcasts to the logits'
+    shape (one row for the batch) is expanded to it, without a copy.
     """
-    shape = dist.logits.shape if not _built_from_probs(dist) else dist.probs.shape
+    shape = dist._param.shape
     for name in ("masks", "_mask"):
         mask = dist.__dict__.get(name)
         if (
             isinstance(mask, Tensor)
             and mask.dtype == torch.bool
-            and mask.shape == shape
             and not dist.__dict__.get("_sparse_mask", False)
+            and _broadcasts_to(mask.shape, shape)
         ):
-            return mask.reshape(-1, shape[-1])
+            return mask.expand(shape).reshape(-1, shape[-1])
     return None
 
 

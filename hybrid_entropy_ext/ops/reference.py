@@ -166,7 +166,8 @@ def hybrid_entropy_loss(
     Args and returns are the same: ``logits`` ``[..., K]`` or ``None``,
     ``log_std`` ``[..., D]``, ``[D]`` or ``None``, the mask and aggregation of the rows,
     the action mask (bool, the logits' shape; its ``False`` actions become ``-inf``
-    logits, in a masked copy of the logits), and a dict of seven 0-dim tensors (float64 if either head is float64, else float32).
+    logits, in a masked copy of the logits), and a dict of seven 0-dim tensors (float64
+    if either head is float64, else float32).
 
     Example::
 
@@ -188,6 +189,11 @@ def hybrid_entropy_loss(
     if action_mask is not None:
         if logits is None:
             raise ValueError("hybrid_entropy_loss: action_mask rules out discrete actions, but there are no logits")
+        if action_mask.shape != logits.shape:
+            raise ValueError(
+                f"hybrid_entropy_loss: action_mask must have the logits' shape {list(logits.shape)}, "
+                f"got {list(action_mask.shape)}"
+            )
         logits = torch.where(action_mask, logits, -math.inf)
     if logits is not None:
         h_d = weighted_mean(discrete_row_entropy(logits).reshape(-1), row_weights, mean_denominator).to(out_dtype)

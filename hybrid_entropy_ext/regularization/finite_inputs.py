@@ -13,9 +13,13 @@ from torch import Tensor
 __all__ = ["check_inputs_finite"]
 
 
-def check_inputs_finite(logits: Optional[Tensor], log_std: Optional[Tensor]) -> None:
+def check_inputs_finite(
+    logits: Optional[Tensor], log_std: Optional[Tensor], action_mask: Optional[Tensor] = None
+) -> None:
     """Raise a ``ValueError`` naming the input if ``logits`` holds NaN or ``+inf`` (``-inf``
-    marks a masked action and is allowed) or ``log_std`` holds NaN or ``+/-inf``.
+    marks a masked action and is allowed) where ``action_mask`` (bool, the logits' shape, or
+    ``None``) allows the action, or ``log_std`` holds NaN or ``+/-inf``. What a ruled-out
+    action's logit holds is never read.
 
     One reduction per present input, stacked so that reading the verdicts is a single
     host sync. Nothing to check when both are ``None`` (the op reports that).
@@ -25,7 +29,10 @@ def check_inputs_finite(logits: Optional[Tensor], log_std: Optional[Tensor]) -> 
     if logits is not None:
         names.append("logits")
         # `< +inf` (False for NaN and +inf) rather than isfinite: -inf logits are masked actions.
-        verdicts.append(torch.lt(logits, float("inf")).all())
+        below_inf = torch.lt(logits, float("inf"))
+        if action_mask is not None:
+            below_inf = below_inf | ~action_mask
+        verdicts.append(below_inf.all())
     if log_std is not None:
         names.append("log_std")
         verdicts.append(torch.isfinite(log_std).all())

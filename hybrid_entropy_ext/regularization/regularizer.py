@@ -202,12 +202,13 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
         regularizer raises with ``distributed``.
 
         Raises:
-            ValueError: with ``check_finite=True``, ``logits`` holds NaN or ``+inf``,
-                or ``log_std`` holds NaN or ``+/-inf`` (the message names the input).
+            ValueError: with ``check_finite=True``, ``logits`` holds NaN or ``+inf`` at
+                an action ``action_mask`` allows, or ``log_std`` holds NaN or ``+/-inf``
+                (the message names the input).
             RuntimeError: ``distributed`` without an initialized process group.
         """
         if self.check_finite:
-            check_inputs_finite(logits, log_std)
+            check_inputs_finite(logits, log_std, action_mask)
         scheduled_value, scheduled_tensor = self._scheduled_coefficient(episode)
         discrete_coeff, continuous_coeff = self._controller_coefficients()
         coeff = op_coefficient(discrete_coeff, continuous_coeff, scheduled_value, scheduled_tensor)
