@@ -24,7 +24,7 @@ memory of each.
 times the hybrid loss with a 90% sample mask against the plain call at 65536x16
 (hybrid_entropy_ext/benchmarking/masked_loss.py).
 
-    python benchmarks/run_benchmarks.py --suite action-mask [--quick] [--rounds N]
+    python benchmarks/run_benchmarks.py --suite action-mask [--device cuda] [--quick] [--rounds N]
 
 times ``log_prob_and_entropy`` and ``hybrid_entropy_loss`` with an action mask against the
 plain call and the reference doing the same (hybrid_entropy_ext/benchmarking/action_mask.py).
@@ -39,15 +39,20 @@ import torch
 from hybrid_entropy_ext.benchmarking import runner as benchmark
 
 
-def run_side_by_side(args, cases, quick_cases, run, format_table, title, details="") -> int:
+def run_side_by_side(args, cases, quick_cases, run, format_table, title, details="", **run_kwargs) -> int:
     """One of the small suites that time a few calls side by side: prints the machine, then
     ``title`` and the table ``format_table`` makes of ``run``'s timings."""
-    timings = run(quick_cases if args.quick else cases, rounds=args.rounds)
-    machine = benchmark.machine_description()
-    print(
-        f"{machine['cpu']}; torch {machine['torch']}; {torch.get_num_threads()} threads; "
-        f"kernels: {machine['kernel_isa']}; median of {args.rounds} interleaved rounds{details}\n"
-    )
+    timings = run(quick_cases if args.quick else cases, rounds=args.rounds, **run_kwargs)
+    if run_kwargs.get("device") == "cuda":
+        machine = benchmark.machine_description("cuda")
+        where = f"{machine['gpu']} ({machine['multiprocessors']} SMs); torch {machine['torch']}, CUDA {machine['cuda']}"
+        print(f"{where}; median of {args.rounds} interleaved rounds between CUDA events{details}\n")
+    else:
+        machine = benchmark.machine_description()
+        print(
+            f"{machine['cpu']}; torch {machine['torch']}; {torch.get_num_threads()} threads; "
+            f"kernels: {machine['kernel_isa']}; median of {args.rounds} interleaved rounds{details}\n"
+        )
     print(f"### {title}\n")
     print(format_table(timings))
     return 0
@@ -67,7 +72,7 @@ def run_action_mask(args) -> int:
     return run_side_by_side(
         args, m.ACTION_MASK_CASES, m.QUICK_ACTION_MASK_CASES, m.run_action_mask, m.format_action_mask_table,
         "log_prob_and_entropy and hybrid_entropy_loss with a 70% action mask vs without and vs the reference, "
-        "forward+backward")
+        "forward+backward", device=args.device)
 
 
 def main() -> int:

@@ -19,7 +19,9 @@
 #   benchmark   the GPU benchmark's quick sizes (benchmarks/run_benchmarks.py --device cuda);
 #   token_terms_benchmark   the per-token terms suite's GPU quick sizes, 16384x151936 bfloat16
 #               among them (run_benchmarks.py --suite token-terms --device cuda --quick); TRL's
-#               Triton kernel is timed where TRL imports, else reported as unavailable.
+#               Triton kernel is timed where TRL imports, else reported as unavailable;
+#   action_mask_benchmark   both ops with and without an action mask and the reference
+#               (run_benchmarks.py --suite action-mask --device cuda);
 # Test logs are verbose, so a step cut short still shows each test it finished.
 # --rehearse: on a machine without a GPU, runs the build and the test steps (which then
 # skip their CUDA cases) and leaves out the sanitizers and the benchmark, to check that the
@@ -27,7 +29,7 @@
 #
 # Writes into OUTDIR: environment.txt, build.log, sanitize_<tool>.log, test_cuda.log,
 # test_device_axis.log, test_pt2.log, cuda_benchmark.md, cuda_benchmark.json,
-# token_terms_benchmark.md, token_terms_benchmark.json, and
+# token_terms_benchmark.md, token_terms_benchmark.json, action_mask_benchmark.md, and
 # summary.txt with each step's exit status and seconds. Every step runs even if an earlier
 # one (after the build) failed; the exit status is non-zero if any did. A step past its
 # limit exits 124.
@@ -109,6 +111,8 @@ if [[ $REHEARSE -eq 0 ]]; then
   # A generous limit: Inductor compiles the eager terms for every size.
   step token_terms_benchmark token_terms_benchmark.md 150 "$PY" benchmarks/run_benchmarks.py --suite token-terms \
     --device cuda --quick --rounds "${HEE_BENCH_ROUNDS:-5}" --json "$OUT/token_terms_benchmark.json"
+  step action_mask_benchmark action_mask_benchmark.md 60 "$PY" benchmarks/run_benchmarks.py --suite action-mask \
+    --device cuda --rounds "${HEE_BENCH_ROUNDS:-5}"
 fi
 
 echo "total: $((SECONDS - START)) s" | tee -a "$OUT/summary.txt"

@@ -334,6 +334,17 @@ def hybrid_action_mask(b, k, seed=0):
     return allowed
 
 
+def assert_masked_forward_and_backward_match_cpu(lib, logits, log_std, allowed):
+    """The emulated forward and backward with ``allowed`` against the CPU op's; the layout."""
+    coeff = torch.tensor(0.05)
+    outputs, row_stats, layout = assert_forward_matches_cpu(lib, logits, log_std, coeff, action_mask=allowed)
+    grad_logits, _, _, _ = emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, action_mask=allowed)
+    want_logits, _, _ = cpu_backward(logits, log_std, coeff, action_mask=allowed)
+    assert (grad_logits[~allowed] == 0).all()
+    torch.testing.assert_close(grad_logits.double(), want_logits.double(), **grad_tolerances(logits.dtype))
+    return layout
+
+
 @pytest.mark.parametrize("b, k", [(37, 3), (300, 4), (9, 33), (40, 64), (3, 1000), (3, 1025), (2, 3000), (3, 9000)],
                          ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
@@ -342,36 +353,20 @@ def test_action_masked_rows_match_the_cpu_op_forward_and_backward(lib, b, k, dty
     # backwards (flat for short rows, a block per long row).
     logits, log_std = inputs(b, k, 3, dtype)
     allowed = hybrid_action_mask(b, k)
-    coeff = torch.tensor(0.05)
-    outputs, row_stats, layout = assert_forward_matches_cpu(lib, logits, log_std, coeff, action_mask=allowed)
+    layout = assert_masked_forward_and_backward_match_cpu(lib, logits, log_std, allowed)
     assert (layout["splits"] > 1) == (k == 9000)
-    grad_logits, _, _, _ = emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, action_mask=allowed)
-    want_logits, _, _ = cpu_backward(logits, log_std, coeff, action_mask=allowed)
-    assert (grad_logits[~allowed] == 0).all()
-    torch.testing.assert_close(grad_logits.double(), want_logits.double(), **grad_tolerances(dtype))
 
 
 @pytest.mark.parametrize("k", [7, 64, 3001])
 def test_action_masked_rows_off_vector_boundaries_match_the_cpu_op(lib, k):
     # A row stride off the vector width: rows in warps read one logit per load, long rows peel.
     storage, log_std = inputs(20, k + 1, 3)
-    logits = storage[:, 1:]
-    allowed = hybrid_action_mask(20, k, seed=1)
-    coeff = torch.tensor(0.05)
-    outputs, row_stats, _ = assert_forward_matches_cpu(lib, logits, log_std, coeff, action_mask=allowed)
-    grad_logits, _, _, _ = emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, action_mask=allowed)
-    want_logits, _, _ = cpu_backward(logits, log_std, coeff, action_mask=allowed)
-    torch.testing.assert_close(grad_logits, want_logits, **grad_tolerances(torch.float32))
+    assert_masked_forward_and_backward_match_cpu(lib, storage[:, 1:], log_std, hybrid_action_mask(20, k, seed=1))
 
 
 def test_one_action_mask_broadcast_to_every_row_matches_the_cpu_op(lib):
     logits, log_std = inputs(50, 12, 3)
-    allowed = hybrid_action_mask(1, 12)[0].expand(50, 12)
-    coeff = torch.tensor(0.05)
-    outputs, row_stats, _ = assert_forward_matches_cpu(lib, logits, log_std, coeff, action_mask=allowed)
-    grad_logits, _, _, _ = emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, action_mask=allowed)
-    want_logits, _, _ = cpu_backward(logits, log_std, coeff, action_mask=allowed)
-    torch.testing.assert_close(grad_logits, want_logits, **grad_tolerances(torch.float32))
+    assert_masked_forward_and_backward_match_cpu(lib, logits, log_std, hybrid_action_mask(1, 12)[0].expand(50, 12))
 
 
 def test_an_action_mask_gives_the_results_of_neg_inf_logits(lib):

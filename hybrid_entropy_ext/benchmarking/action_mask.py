@@ -9,7 +9,8 @@ with ``torch.where``). Two ops:
   forward+backward of ``(log_prob * advantages).sum() + 0.01 * entropy.sum()``;
 - ``hybrid_entropy_loss`` (with a ``[B, 4]`` log_std): forward+backward of ``total``.
 
-Each is timed in interleaved rounds (:func:`runner.time_interleaved`), medians. The goals,
+Each is timed in interleaved rounds (:func:`runner.time_interleaved`), medians; on CUDA
+between CUDA events (``device="cuda"``). The goals,
 printed with the table and never asserted: masked / plain at most 1.25, and the masked op
 faster than the reference.
 """
@@ -55,15 +56,20 @@ ACTION_MASK_CASES = tuple(
 QUICK_ACTION_MASK_CASES = (ActionMaskCase(1024, 16), ActionMaskCase(1024, 16, op=HYBRID_LOSS))
 
 
-def _steps(case: ActionMaskCase) -> Dict[str, Callable[[], object]]:
-    return _token_terms_steps(case) if case.op == TOKEN_TERMS else _hybrid_loss_steps(case)
+def _steps(case: ActionMaskCase, device: str = "cpu") -> Dict[str, Callable[[], object]]:
+    steps_of = _token_terms_steps if case.op == TOKEN_TERMS else _hybrid_loss_steps
+    return steps_of(case, torch.device(device))
 
 
-def _hybrid_loss_steps(case: ActionMaskCase) -> Dict[str, Callable[[], object]]:
+def _leaf(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return t.to(device).requires_grad_()
+
+
+def _hybrid_loss_steps(case: ActionMaskCase, device: torch.device) -> Dict[str, Callable[[], object]]:
     generator = torch.Generator().manual_seed(case.batch + case.num_actions)
-    logits = torch.randn(case.batch, case.num_actions, generator=generator).requires_grad_()
-    log_std = (0.3 * torch.randn(case.batch, LOG_STD_DIMS, generator=generator)).requires_grad_()
-    allowed = torch.rand(case.batch, case.num_actions, generator=generator) < case.allowed_fraction
+    logits = _leaf(torch.randn(case.batch, case.num_actions, generator=generator), device)
+    log_std = _leaf(0.3 * torch.randn(case.batch, LOG_STD_DIMS, generator=generator), device)
+    allowed = (torch.rand(case.batch, case.num_actions, generator=generator) < case.allowed_fraction).to(device)
 
     def step(loss: Callable[..., Dict[str, torch.Tensor]], action_mask=None) -> Callable[[], object]:
         def run() -> object:
@@ -79,13 +85,14 @@ def _hybrid_loss_steps(case: ActionMaskCase) -> Dict[str, Callable[[], object]]:
     }
 
 
-def _token_terms_steps(case: ActionMaskCase) -> Dict[str, Callable[[], object]]:
+def _token_terms_steps(case: ActionMaskCase, device: torch.device) -> Dict[str, Callable[[], object]]:
     generator = torch.Generator().manual_seed(case.batch + case.num_actions)
-    logits = torch.randn(case.batch, case.num_actions, generator=generator).requires_grad_()
+    logits = _leaf(torch.randn(case.batch, case.num_actions, generator=generator), device)
     actions = torch.randint(0, case.num_actions, (case.batch,), generator=generator)
     allowed = torch.rand(case.batch, case.num_actions, generator=generator) < case.allowed_fraction
     allowed[torch.arange(case.batch), actions] = True
-    advantages = torch.randn(case.batch, generator=generator)
+    actions, allowed = actions.to(device), allowed.to(device)
+    advantages = torch.randn(case.batch, generator=generator).to(device)
 
     def step(terms: Callable[..., object], action_mask=None) -> Callable[[], object]:
         def run() -> object:
@@ -106,10 +113,19 @@ def run_action_mask(
     cases: Sequence[ActionMaskCase] = ACTION_MASK_CASES,
     rounds: int = 9,
     min_seconds_per_sample: float = 0.02,
-    timer=wall_clock_seconds,
+    timer=None,
+    device: str = "cpu",
 ) -> List[Timing]:
-    """Times the three calls of each case in interleaved rounds."""
-    return time_cases(cases, _steps, MODE, rounds, min_seconds_per_sample, timer=timer)
+    """Times the three calls of each case in interleaved rounds, on ``device``: by the wall
+    clock on the CPU, between CUDA events on CUDA (unless ``timer`` says otherwise)."""
+    if timer is None:
+        if device == "cuda":
+            from .cuda import cuda_event_seconds
+
+            timer = cuda_event_seconds
+        else:
+            timer = wall_clock_seconds
+    return time_cases(cases, lambda case: _steps(case, device), MODE, rounds, min_seconds_per_sample, timer=timer)
 
 
 def format_action_mask_table(timings: Sequence[Timing]) -> str:
