@@ -27,6 +27,17 @@ namespace {
 using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 
+// A hyper-parameter as compiled autograd's CompiledNodeArgs collects it: a
+// list as its std::optional<std::vector>, anything else as it is.
+template <typename T>
+const T& collected(const T& value) {
+  return value;
+}
+template <typename T>
+const std::optional<std::vector<T>>& collected(const OptionalList<T>& list) {
+  return list.values;
+}
+
 // Saved inputs of either C++ type, unpacked as the backward op takes them.
 template <typename T>
 T unpacked_input(const SavedVariable& saved) {
@@ -99,7 +110,7 @@ struct HybridEntropyLossBackward final : public torch::autograd::Node {
       args.collect(v, is_output);
     });
 #define HEE_COLLECT_HYPERPARAMETER(kind, type, name, ...) \
-  HEE_WHEN(kind, HYPERPARAMETER, args.collect(hyperparameters.name);)
+  HEE_WHEN(kind, HYPERPARAMETER, args.collect(collected(hyperparameters.name));)
     HEE_TRAILING_ARGUMENTS(HEE_COLLECT_HYPERPARAMETER)
 #undef HEE_COLLECT_HYPERPARAMETER
   }

@@ -207,6 +207,17 @@ void check_finite(const std::optional<double>& value, const char* op, const char
   }
 }
 
+// Each sub-head threshold is finite; sizes are checked with the logits
+// (check_discrete_sizes).
+void check_finite(const OptionalList<double>& values, const char* op, const char* name) {
+  if (values.has_value()) {
+    for (const double value : *values.values) {
+      check_finite(value, op, name);
+    }
+  }
+}
+void check_finite(const OptionalList<int64_t>&, const char*, const char*) {}
+
 // Every hyper-parameter is finite (a NaN weight or threshold would poison
 // every output silently).
 void check_hyperparameters(const LossHyperparameters& h, const char* op) {
@@ -238,15 +249,65 @@ void check_saved_scalar(
       t.device());
 }
 
-// row_stats as the forward wrote it: [3, B] in the accumulation dtype of the
-// logits, contiguous, on their device; [3, 0] without logits.
-void check_row_stats(const at::Tensor& row_stats, const OptionalTensor& logits) {
-  const c10::SymInt rows = logits.has_value() ? logits->sym_size(0) : 0;
+// discrete_sizes: with logits, each size > 0 and their sum K, the logits'
+// columns; discrete_head_thresholds: with logits, one per sub-head.
+void check_discrete_sizes(
+    const LossHyperparameters& h,
+    const OptionalTensor& logits,
+    const char* op) {
+  TORCH_CHECK_VALUE(
+      !h.discrete_sizes.has_value() || logits.has_value(), op,
+      ": discrete_sizes splits the logits into sub-heads, but there are no "
+      "logits");
+  TORCH_CHECK_VALUE(
+      !h.discrete_head_thresholds.has_value() || logits.has_value(), op,
+      ": discrete_head_thresholds are the discrete sub-heads' thresholds, but "
+      "there are no logits");
+  if (!logits.has_value()) {
+    return;
+  }
+  int64_t num_heads = 1;
+  if (h.discrete_sizes.has_value()) {
+    const std::vector<int64_t>& sizes = *h.discrete_sizes.values;
+    TORCH_CHECK_VALUE(
+        !sizes.empty(), op,
+        ": discrete_sizes must list at least one sub-head size, got []");
+    int64_t sum = 0;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      TORCH_CHECK_VALUE(
+          sizes[i] > 0, op, ": discrete_sizes must be positive, got ",
+          sizes[i], " at position ", i, " of ", at::IntArrayRef(sizes));
+      sum += sizes[i];
+    }
+    TORCH_CHECK_VALUE(
+        logits->sym_size(1).sym_eq(sum).expect_true(__FILE__, __LINE__), op,
+        ": discrete_sizes ", at::IntArrayRef(sizes), " sum to ", sum,
+        ", but the logits have K = ", logits->sym_size(1), " columns");
+    num_heads = static_cast<int64_t>(sizes.size());
+  }
+  if (h.discrete_head_thresholds.has_value()) {
+    const int64_t given =
+        static_cast<int64_t>(h.discrete_head_thresholds.values->size());
+    TORCH_CHECK_VALUE(
+        given == num_heads, op, ": discrete_head_thresholds must have one "
+        "threshold per discrete sub-head (", num_heads, "), got ", given);
+  }
+}
+
+// row_stats as the forward wrote it: [3, H * B] in the accumulation dtype of
+// the logits (H sub-heads, 1 without discrete_sizes), contiguous, on their
+// device; [3, 0] without logits.
+void check_row_stats(
+    const at::Tensor& row_stats,
+    const OptionalTensor& logits,
+    int64_t num_heads) {
+  const c10::SymInt rows =
+      logits.has_value() ? logits->sym_size(0) * num_heads : c10::SymInt(0);
   TORCH_CHECK_VALUE(
       row_stats.dim() == 2 &&
           row_stats.sym_size(0).sym_eq(3).expect_true(__FILE__, __LINE__) &&
           row_stats.sym_size(1).sym_eq(rows).expect_true(__FILE__, __LINE__),
-      kBackwardOp, ": row_stats must be [3, B] = [3, ", rows,
+      kBackwardOp, ": row_stats must be [3, H * B] = [3, ", rows,
       "] (the forward's per-row statistics of these logits), got shape ",
       row_stats.sym_sizes());
   if (!logits.has_value()) {
@@ -289,6 +350,7 @@ void check_loss_forward_args(const LossForwardArgs& args) {
   check_entropy_coeff(
       args.entropy_coeff, args.head(), kForwardOp);
   check_hyperparameters(args.hyperparameters, kForwardOp);
+  check_discrete_sizes(args.hyperparameters, args.logits, kForwardOp);
   check_row_weights(args.row_weights, args.logits, args.log_std, kForwardOp);
   check_mean_denominator(args.mean_denominator, args.head(), kForwardOp);
 }
@@ -299,15 +361,41 @@ void check_loss_backward_args(const LossBackwardArgs& args) {
   const at::Tensor& head = args.head();
   check_entropy_coeff(args.entropy_coeff, head, kBackwardOp);
   check_hyperparameters(args.hyperparameters, kBackwardOp);
+  check_discrete_sizes(args.hyperparameters, args.logits, kBackwardOp);
   check_row_weights(args.row_weights, args.logits, args.log_std, kBackwardOp);
   check_mean_denominator(args.mean_denominator, head, kBackwardOp);
-  check_row_stats(args.row_stats, args.logits);
+  const int64_t num_heads = args.hyperparameters.discrete_sizes.has_value()
+      ? static_cast<int64_t>(args.hyperparameters.discrete_sizes.values->size())
+      : 1;
+  check_row_stats(args.row_stats, args.logits, num_heads);
   const at::ScalarType output_dtype =
       loss_output_dtype(args.logits, args.log_std);
   check_saved_scalar(
       args.discrete_entropy, head, output_dtype, "discrete_entropy");
   check_saved_scalar(
       args.continuous_entropy, head, output_dtype, "continuous_entropy");
+  const int64_t per_head_count =
+      args.hyperparameters.discrete_sizes.has_value() ? num_heads : 0;
+  TORCH_CHECK_VALUE(
+      args.discrete_entropy_per_head.dim() == 1 &&
+          args.discrete_entropy_per_head.sym_size(0)
+              .sym_eq(per_head_count)
+              .expect_true(__FILE__, __LINE__),
+      kBackwardOp, ": discrete_entropy_per_head must be [", per_head_count,
+      "] (one batch entropy per discrete sub-head, none without "
+      "discrete_sizes), got shape ",
+      args.discrete_entropy_per_head.sym_sizes());
+  if (per_head_count > 0) {
+    TORCH_CHECK_TYPE(
+        args.discrete_entropy_per_head.scalar_type() == output_dtype,
+        kBackwardOp, ": discrete_entropy_per_head must be ", output_dtype,
+        " (the dtype of the forward's outputs), got ",
+        args.discrete_entropy_per_head.scalar_type());
+    TORCH_CHECK_VALUE(
+        args.discrete_entropy_per_head.device() == head.device(), kBackwardOp,
+        ": discrete_entropy_per_head must be on the device of the inputs (",
+        head.device(), "), got ", args.discrete_entropy_per_head.device());
+  }
 #define HEE_GRAD_NAME(name) "grad_" #name,
   static constexpr const char* kGradNames[kNumLossOutputs] = {
       HEE_LOSS_COMPONENTS(HEE_GRAD_NAME)};

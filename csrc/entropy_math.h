@@ -542,6 +542,42 @@ HEE_HOST_DEVICE BatchEntropyGrads combine_losses_backward(
   return out;
 }
 
+// Sub-heads (discrete_sizes; docs/design.md, "Sub-heads"): the discrete
+// entropy H_d is the sum of the sub-heads' batch entropies H_h, and the
+// collapse penalty acts on each, m * sum_h max(0, tau_h - H_h), so that one
+// collapsing sub-head is caught whatever the others hold. The loss is
+// combine_losses without a discrete threshold, then this penalty.
+HEE_HOST_DEVICE double sub_head_penalty(
+    double multiplier, bool has_threshold, double threshold, double head_entropy) {
+  return penalty_active(true, has_threshold, threshold, head_entropy)
+      ? multiplier * (threshold - head_entropy)
+      : 0.0;
+}
+
+HEE_HOST_DEVICE LossComponents with_discrete_penalty(
+    LossComponents out, double discrete_penalty) {
+  out.discrete_penalty = discrete_penalty;
+  out.total = out.discrete + out.continuous + out.discrete_penalty +
+      out.continuous_penalty;
+  return out;
+}
+
+// The gradient with respect to one sub-head's batch entropy H_h, from
+// shared_grad, combine_losses_backward's discrete_entropy without a discrete
+// threshold (what every sub-head gets through H_d), and the sub-head's own
+// penalty. With one sub-head this is combine_losses_backward's, bit for bit.
+HEE_HOST_DEVICE double sub_head_entropy_grad(
+    double shared_grad,
+    double multiplier,
+    bool has_threshold,
+    double threshold,
+    double head_entropy,
+    const LossGrads& g) {
+  return penalty_active(true, has_threshold, threshold, head_entropy)
+      ? shared_grad - multiplier * (g.total + g.discrete_penalty)
+      : shared_grad;
+}
+
 HEE_MATH_ISA_NAMESPACE_END
 } // namespace math
 } // namespace hee

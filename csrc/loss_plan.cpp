@@ -71,6 +71,34 @@ at::ScalarType loss_output_dtype(
   return dtype;
 }
 
+int64_t num_discrete_heads(const LossHyperparameters& h) {
+  return h.discrete_sizes.has_value()
+      ? static_cast<int64_t>(h.discrete_sizes.values->size())
+      : 1;
+}
+
+std::vector<DiscreteSubHead> discrete_sub_heads(
+    const LossHyperparameters& h,
+    int64_t num_columns) {
+  const std::vector<int64_t> sizes = h.discrete_sizes.has_value()
+      ? *h.discrete_sizes.values
+      : std::vector<int64_t>{num_columns};
+  std::vector<DiscreteSubHead> heads;
+  heads.reserve(sizes.size());
+  int64_t first_column = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    DiscreteSubHead head;
+    head.first_column = first_column;
+    head.num_columns = sizes[i];
+    head.threshold = h.discrete_head_thresholds.has_value()
+        ? std::optional<double>((*h.discrete_head_thresholds.values)[i])
+        : h.min_entropy_threshold;
+    heads.push_back(head);
+    first_column += sizes[i];
+  }
+  return heads;
+}
+
 LossForwardPlan plan_loss_forward(const LossForwardArgs& args) {
   check_loss_forward_args(args);
   const at::Tensor& head = args.head();
@@ -80,17 +108,22 @@ LossForwardPlan plan_loss_forward(const LossForwardArgs& args) {
   plan.has_discrete = args.logits.has_value();
   plan.has_continuous = args.log_std.has_value();
   plan.has_row_weights = args.row_weights.has_value();
+  plan.has_sub_heads = args.hyperparameters.discrete_sizes.has_value();
+  plan.num_discrete_heads = num_discrete_heads(args.hyperparameters);
   plan.component = scalar_spec(output_dtype, head.device());
   if (plan.has_discrete) {
-    const c10::SymInt batch = args.logits->sym_size(0);
+    const c10::SymInt rows = args.logits->sym_size(0) * plan.num_discrete_heads;
     plan.row_stats = {
-        {3, batch},
-        {batch, 1},
+        {3, rows},
+        {rows, 1},
         accumulation_dtype(args.logits->scalar_type()),
         head.device()};
   } else {
     plan.row_stats = {{3, 0}, {1, 1}, output_dtype, head.device()};
   }
+  const int64_t per_head = plan.has_sub_heads ? plan.num_discrete_heads : 0;
+  plan.discrete_entropy_per_head = {
+      {per_head}, {1}, output_dtype, head.device()};
   return plan;
 }
 

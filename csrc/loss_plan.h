@@ -11,6 +11,9 @@
 #include <c10/core/SymIntArrayRef.h>
 #include <c10/util/DimVector.h>
 
+#include <optional>
+#include <vector>
+
 #include "op_signatures.h"
 
 namespace hee {
@@ -39,15 +42,42 @@ at::ScalarType loss_output_dtype(
     const OptionalTensor& logits,
     const OptionalTensor& log_std);
 
+// One categorical of the discrete head (docs/design.md, "Sub-heads"): its
+// columns [first_column, first_column + num_columns) of the logits, and its
+// collapse threshold (none: no penalty).
+struct DiscreteSubHead {
+  int64_t first_column = 0;
+  int64_t num_columns = 0;
+  std::optional<double> threshold;
+};
+
+// H, the discrete head's sub-heads: the length of discrete_sizes, else 1.
+int64_t num_discrete_heads(const LossHyperparameters& h);
+
+// The sub-heads of logits with num_columns columns, in order: those of
+// discrete_sizes, else one of every column; each with its threshold from
+// discrete_head_thresholds, else min_entropy_threshold. For the backends that
+// touch data (the sizes are checked first, check_loss_forward_args).
+std::vector<DiscreteSubHead> discrete_sub_heads(
+    const LossHyperparameters& h,
+    int64_t num_columns);
+
 struct LossForwardPlan {
   bool has_discrete = false;
   bool has_continuous = false;
+  // The logits split by discrete_sizes: H_d is the sum of the sub-heads'
+  // batch entropies, each with its own penalty (math::sub_head_penalty).
+  bool has_sub_heads = false;
+  int64_t num_discrete_heads = 1;
   // Rows weighted by row_weights: each batch mean is sum_i w_i h_i over
   // sum_i w_i, the weights' sum computed where they live (no device sync).
   bool has_row_weights = false;
   TensorSpec component;  // each of the seven 0-dim outputs
-  TensorSpec row_stats;  // [3, B] in the logits' accumulation dtype; [3, 0]
-                         // of the output dtype without logits
+  TensorSpec row_stats;  // [3, H * B] in the logits' accumulation dtype
+                         // (sub-head h's row i at h * B + i); [3, 0] of the
+                         // output dtype without logits
+  TensorSpec discrete_entropy_per_head;  // [H] of the output dtype with
+                                         // sub-heads, else [0]
 };
 
 // Checks the forward's arguments (checks.h) and plans the call.

@@ -20,7 +20,8 @@ LossForwardOutputs hybrid_entropy_loss_meta(const LossForwardArgs& args) {
   const LossForwardPlan plan = plan_loss_forward(args);
   auto component = [&] { return empty_meta(plan.component); };
   return {component(), component(), component(), component(),
-          component(), component(), component(), empty_meta(plan.row_stats)};
+          component(), component(), component(), empty_meta(plan.row_stats),
+          empty_meta(plan.discrete_entropy_per_head)};
 }
 
 LossBackwardOutputs hybrid_entropy_loss_backward_meta(

@@ -34,6 +34,11 @@
 // (docs/design.md, "Row weights"); None divides by the weights' sum.
 // action_mask [B, K] bool: False rules a discrete action out, read as a -inf
 // logit (math::allowed_logit); None allows every action.
+// discrete_sizes [H]: the logits' columns split into H sub-heads of sizes
+// K_1..K_H (summing to K), each its own categorical (docs/design.md,
+// "Sub-heads"); None is one head of K.
+// discrete_head_thresholds [H]: each sub-head's collapse threshold, in place
+// of min_entropy_threshold; None gives every sub-head min_entropy_threshold.
 #define HEE_TRAILING_ARGUMENTS(X)                                             \
   X(HYPERPARAMETER, double, discrete_entropy_weight, "float", "1.0")          \
   X(HYPERPARAMETER, double, continuous_entropy_weight, "float", "0.5")        \
@@ -44,7 +49,11 @@
   X(HYPERPARAMETER, double, penalty_multiplier, "float", "3.0")               \
   X(INPUT, ::hee::OptionalTensor, row_weights, "Tensor?", "None")          \
   X(INPUT, ::hee::OptionalTensor, mean_denominator, "Tensor?", "None")      \
-  X(INPUT, ::hee::OptionalTensor, action_mask, "Tensor?", "None")
+  X(INPUT, ::hee::OptionalTensor, action_mask, "Tensor?", "None")           \
+  X(HYPERPARAMETER, ::hee::OptionalList<int64_t>, discrete_sizes, "int[]?",  \
+    "None")                                                                   \
+  X(HYPERPARAMETER, ::hee::OptionalList<double>, discrete_head_thresholds,    \
+    "float[]?", "None")
 
 // HEE_WHEN(kind, WANTED, code...): the code where an entry's kind is WANTED,
 // nothing otherwise (for X macros over HEE_TRAILING_ARGUMENTS).
@@ -66,16 +75,22 @@
   X(discrete_entropy)          \
   X(continuous_entropy)
 
-// The forward's outputs that receive no gradient, after the components.
+// The forward's outputs that receive no gradient, after the components:
+// row_stats [3, H * B], the per-row statistics the backward reads, and with
+// discrete_sizes, discrete_entropy_per_head [H], each sub-head's batch
+// entropy ([0] without discrete_sizes).
 //   X(name)
-#define HEE_NONDIFFERENTIABLE_OUTPUTS(X) X(row_stats)
+#define HEE_NONDIFFERENTIABLE_OUTPUTS(X) \
+  X(row_stats)                           \
+  X(discrete_entropy_per_head)
 
 // The forward's outputs the backward reads (named as above), in the
 // backward's schema order after the inputs. is_output: saved as an output of
 // the backward node (a differentiable output; saved any other way it would
 // hold the node and make a reference cycle).
 //   X(name, is_output)
-#define HEE_SAVED_OUTPUTS(X)     \
-  X(row_stats, false)            \
-  X(discrete_entropy, true)      \
-  X(continuous_entropy, true)
+#define HEE_SAVED_OUTPUTS(X)          \
+  X(row_stats, false)                 \
+  X(discrete_entropy, true)           \
+  X(continuous_entropy, true)         \
+  X(discrete_entropy_per_head, false)

@@ -12,13 +12,56 @@
 #include <tuple>
 #include <utility>
 
+#include <vector>
+
 #include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+#include <c10/util/OptionalArrayRef.h>
 
 #include "entropy_math.h"
 
 namespace hee {
 
 using OptionalTensor = std::optional<at::Tensor>;
+
+// How the dispatcher passes a schema's optional list: int[]? as
+// OptionalIntArrayRef, float[]? as an optional ArrayRef.
+template <typename T>
+struct PassedListOf;
+template <>
+struct PassedListOf<int64_t> {
+  using type = at::OptionalIntArrayRef;
+};
+template <>
+struct PassedListOf<double> {
+  using type = std::optional<at::ArrayRef<double>>;
+};
+
+// An optional list argument (int[]? or float[]?) held by value: the
+// dispatcher passes a view of the caller's list, and the backward node keeps
+// the hyper-parameters past the call.
+template <typename T>
+struct OptionalList {
+  using Passed = typename PassedListOf<T>::type;
+
+  std::optional<std::vector<T>> values;
+
+  OptionalList() = default;
+  OptionalList(const Passed& list) {
+    if (list.has_value()) {
+      values.emplace(list->begin(), list->end());
+    }
+  }
+  operator Passed() const {
+    if (!values.has_value()) {
+      return std::nullopt;
+    }
+    return at::ArrayRef<T>(*values);
+  }
+  bool has_value() const {
+    return values.has_value();
+  }
+};
 
 } // namespace hee
 
@@ -232,6 +275,10 @@ struct Passed<at::Tensor> {
 template <>
 struct Passed<OptionalTensor> {
   using type = const OptionalTensor&;
+};
+template <typename T>
+struct Passed<OptionalList<T>> {
+  using type = typename OptionalList<T>::Passed;
 };
 
 template <typename Outputs, typename Args, typename Parameters>

@@ -254,3 +254,49 @@ def token_terms_oracle(
         log_prob = dist.log_prob(taken) + torch.where(taken_impossible, -math.inf, 0.0)
         log_prob = torch.where(keep, log_prob, zero).reshape(lead)
     return log_prob, entropy
+
+
+# --------------------------------------------------------------------------------------
+# Discrete sub-heads (discrete_sizes): SB3's MultiCategorical, one penalty per sub-head
+# --------------------------------------------------------------------------------------
+
+
+def sub_heads_oracle(
+    logits: torch.Tensor,
+    log_std: Optional[torch.Tensor],
+    entropy_coeff,
+    discrete_sizes,
+    head_thresholds,
+    discrete_entropy_weight: float = 1.0,
+    continuous_entropy_weight: float = 0.5,
+    continuous_min_entropy_threshold: Optional[float] = 0.1,
+    penalty_multiplier: float = 3.0,
+    row_weights: Optional[torch.Tensor] = None,
+) -> Dict[str, torch.Tensor]:
+    """The seven outputs and ``discrete_entropy_per_head`` of a multi-discrete head, in
+    float64: each sub-head ``h`` a ``Categorical`` over its columns (as SB3's
+    ``MultiCategorical`` splits the logits), ``H_h`` its (weighted) batch mean,
+    ``H_d = sum_h H_h``, and the discrete penalty ``m * sum_h max(0, tau_h - H_h)``
+    (``head_thresholds``: one threshold or ``None`` per sub-head)."""
+    rows = logits.shape[0]
+    weights = torch.ones(rows, dtype=torch.float64) if row_weights is None else row_weights.double()
+
+    def batch_mean(per_row):
+        return (weights * per_row).sum() / weights.sum()
+
+    head_entropies = [batch_mean(categorical_entropies(z)) for z in torch.split(logits, list(discrete_sizes), dim=-1)]
+    h_d = sum(head_entropies[1:], head_entropies[0])
+    h_c = batch_mean(normal_entropies(log_std)) if log_std is not None else torch.zeros((), dtype=torch.float64)
+    out = combine(
+        h_d, h_c, entropy_coeff, discrete_entropy_weight, continuous_entropy_weight, None,
+        continuous_min_entropy_threshold, penalty_multiplier, True, log_std is not None,
+    )
+    penalty = torch.zeros((), dtype=torch.float64)
+    for h, tau in zip(head_entropies, head_thresholds):
+        if tau is not None:
+            gap = tau - h
+            penalty = penalty + penalty_multiplier * torch.where(gap > 0, gap, torch.zeros_like(gap))
+    out["total"] = out["discrete"] + out["continuous"] + penalty + out["continuous_penalty"]
+    out["discrete_penalty"] = penalty
+    out["discrete_entropy_per_head"] = torch.stack(head_entropies)
+    return out

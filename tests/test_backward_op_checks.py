@@ -30,11 +30,11 @@ def good_args(device="cpu", logits_dtype=torch.float32, variant=op_variant("both
     args = {name: torch.tensor(1.0, dtype=out[0].dtype) for name in GRAD_NAMES}
     args.update(
         logits=logits, log_std=log_std, entropy_coeff=coeff, row_stats=out[7],
-        discrete_entropy=out[5], continuous_entropy=out[6],
+        discrete_entropy=out[5], continuous_entropy=out[6], discrete_entropy_per_head=out[8],
         discrete_entropy_weight=PARAMS[0], continuous_entropy_weight=PARAMS[1],
         min_entropy_threshold=PARAMS[2], continuous_min_entropy_threshold=PARAMS[3],
         penalty_multiplier=PARAMS[4], output_mask=[True, True, True], row_weights=None,
-        mean_denominator=None, action_mask=None,
+        mean_denominator=None, action_mask=None, discrete_sizes=None, discrete_head_thresholds=None,
     )
     if device != "cpu":
         args = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in args.items()}
@@ -91,21 +91,21 @@ def test_row_stats_of_fewer_rows_is_rejected(device):
     # [3, 1] for 4096 rows: read out of bounds, before the checks.
     args = good_args(device)
     args["row_stats"] = args["row_stats"][:, :1]
-    with pytest.raises(ValueError, match=r"row_stats must be \[3, B\] = \[3, 4096\].*got shape \[3, 1\]"):
+    with pytest.raises(ValueError, match=r"row_stats must be \[3, H \* B\] = \[3, 4096\].*got shape \[3, 1\]"):
         call(args)
 
 
 def test_row_stats_with_a_missing_statistic_is_rejected(device):
     args = good_args(device)
     args["row_stats"] = args["row_stats"][:2]
-    with pytest.raises(ValueError, match=r"row_stats must be \[3, B\]"):
+    with pytest.raises(ValueError, match=r"row_stats must be \[3, H \* B\]"):
         call(args)
 
 
 def test_row_stats_flattened_is_rejected(device):
     args = good_args(device)
     args["row_stats"] = args["row_stats"].reshape(-1)
-    with pytest.raises(ValueError, match=r"row_stats must be \[3, B\]"):
+    with pytest.raises(ValueError, match=r"row_stats must be \[3, H \* B\]"):
         call(args)
 
 
@@ -141,7 +141,31 @@ def test_row_stats_on_another_device_is_rejected():
 def test_row_stats_without_logits_must_be_empty(device):
     args = good_args(device)
     args["logits"] = None
-    with pytest.raises(ValueError, match=r"row_stats must be \[3, B\] = \[3, 0\]"):
+    with pytest.raises(ValueError, match=r"row_stats must be \[3, H \* B\] = \[3, 0\]"):
+        call(args)
+
+
+def test_row_stats_of_one_head_with_sub_heads_is_rejected(device):
+    # With H sub-heads the forward saves [3, H * B]: one head's [3, B] would be read past its end.
+    args = good_args(device)
+    args.update(discrete_sizes=[2, 4], discrete_entropy_per_head=torch.zeros(2, device=device))
+    with pytest.raises(ValueError, match=r"row_stats must be \[3, H \* B\] = \[3, 8192\].*got shape \[3, 4096\]"):
+        call(args)
+
+
+def test_per_head_entropies_of_another_length_than_the_sub_heads_are_rejected(device):
+    args = good_args(device)
+    args.update(discrete_sizes=[2, 4], row_stats=torch.zeros(3, 2 * B, device=device),
+                discrete_entropy_per_head=torch.zeros(3, device=device))
+    with pytest.raises(ValueError, match=r"discrete_entropy_per_head must be \[2\].*got shape \[3\]"):
+        call(args)
+
+
+def test_sub_head_sizes_are_checked_by_the_backward_too(device):
+    args = good_args(device)
+    args.update(discrete_sizes=[2, 3], row_stats=torch.zeros(3, 2 * B, device=device),
+                discrete_entropy_per_head=torch.zeros(2, device=device))
+    with pytest.raises(ValueError, match=r"discrete_sizes \[2, 3\] sum to 5, but the logits have K = 6"):
         call(args)
 
 

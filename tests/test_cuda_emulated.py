@@ -87,8 +87,8 @@ def emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, upstream=
     try:
         grad_logits, grad_log_std, grad_coeff = lib._hybrid_entropy_loss_backward(
             *grads, logits, log_std, coeff, row_stats, outputs["discrete_entropy"],
-            outputs["continuous_entropy"], list(wanted), *params.values(), row_weights, mean_denominator,
-            action_mask)
+            outputs["continuous_entropy"], torch.empty(0, dtype=out_dtype), list(wanted), *params.values(), row_weights,
+            mean_denominator, action_mask, None, None)
     finally:
         configure(lib)
     if has_c and wanted[1] and row_weights is None:
@@ -104,9 +104,9 @@ def cpu_backward(logits, log_std, coeff, upstream=UPSTREAM, params=PARAMS, row_w
     out = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss.default(
         logits, log_std, coeff, *params.values(), row_weights, mean_denominator, action_mask)
     grads = [torch.tensor(g, dtype=out[0].dtype) if g is not None else None for g in upstream]
-    return BACKWARD_OP(*grads, logits, log_std, coeff, out[7], out[5], out[6],
+    return BACKWARD_OP(*grads, logits, log_std, coeff, out[7], out[5], out[6], out[8],
                        [logits is not None, log_std is not None, True], *params.values(), row_weights,
-                       mean_denominator, action_mask)
+                       mean_denominator, action_mask, None, None)
 
 
 inputs = random_heads

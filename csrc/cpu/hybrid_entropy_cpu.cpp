@@ -3,6 +3,7 @@
 // CPU (checks, output shapes and dtypes, input layout, gradient scales) comes
 // from the plan (loss_plan.h); the per-row math runs in the ISA-specific row
 // kernels (row_kernels.h).
+#include <algorithm>
 #include <optional>
 #include <vector>
 
@@ -55,18 +56,29 @@ at::Tensor cpu_values(const TensorSpec& spec, std::initializer_list<double> valu
   return t;
 }
 
-// The logits and their action mask (laid out by logits_for_kernels), if any.
+// The logits of one sub-head and their action mask (laid out by
+// logits_for_kernels), if any: its columns of every row.
 template <typename scalar_t>
 LogitRows<scalar_t> logit_rows(
     const at::Tensor& logits,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    const DiscreteSubHead& head) {
   LogitRows<scalar_t> rows{
-      logits.const_data_ptr<scalar_t>(), logits.stride(0), logits.size(1)};
+      logits.const_data_ptr<scalar_t>() + head.first_column, logits.stride(0),
+      head.num_columns};
   if (action_mask.has_value()) {
-    rows.allowed = action_mask->const_data_ptr<bool>();
+    rows.allowed = action_mask->const_data_ptr<bool>() + head.first_column;
     rows.allowed_row_stride = action_mask->stride(0);
   }
   return rows;
+}
+
+// The row statistics of sub-head h of a batch of B rows: its rows of the
+// [3, H * B] row_stats, indexed by the batch row like those of one head.
+template <typename acc>
+RowStats<acc> sub_head_stats(const RowStats<acc>& all, int64_t h, int64_t batch) {
+  return {all.shift + h * batch, all.log_sum_exp + h * batch,
+          all.entropy + h * batch};
 }
 
 // Batch size and elements per row of the pass over rows.
@@ -230,15 +242,17 @@ HostDenominators host_denominators(
 
 
 // Batch means of both heads in one parallel pass over row blocks; fills the
-// [3, B] row statistics on the way.
+// [3, H * B] row statistics on the way. Each run of blocks visits every
+// sub-head's columns while its rows are in cache.
 struct BatchMeans {
-  double discrete_entropy = 0.0;
+  std::vector<double> discrete_head_entropies;  // H_h, one per sub-head
   double continuous_entropy = 0.0;
 };
 
 BatchMeans forward_pass(
     const OptionalTensor& logits,
     const OptionalTensor& action_mask,
+    const std::vector<DiscreteSubHead>& sub_heads,
     const std::optional<KernelLogStd>& log_std,
     const std::optional<HostRowWeights>& weights,
     const HostDenominators& denominators,
@@ -246,27 +260,37 @@ BatchMeans forward_pass(
     CpuIsa isa) {
   const RowPass pass = make_row_pass(logits, log_std);
   const double* w = weights.has_value() ? weights->data() : nullptr;
-  std::vector<double> block_entropy_sums(pass.num_blocks(), 0.0);
+  const int64_t num_heads =
+      logits.has_value() ? static_cast<int64_t>(sub_heads.size()) : 0;
+  std::vector<std::vector<double>> block_entropy_sums(
+      num_heads, std::vector<double>(pass.num_blocks(), 0.0));
   std::vector<double> block_log_std_sums(pass.num_blocks(), 0.0);
   const bool per_sample_log_std = log_std.has_value() && log_std->per_sample;
   pass.for_each_run([&](int64_t first_block, int64_t end_block) {
     if (logits.has_value()) {
       HEE_DISPATCH_FLOATING(logits->scalar_type(), [&] {
         using acc = acc_t<scalar_t>;
-        const RowStats<acc> stats = row_stats_view<acc>(row_stats);
-        row_kernels<scalar_t>(isa).forward(
-            logit_rows<scalar_t>(*logits, action_mask),
-            pass.first_row(first_block),
-            pass.end_row(end_block - 1), stats, TakenLogProbs<acc>{});
-        if (w == nullptr) {
-          pass.sum_each_block(
-              row_kernels<acc>(isa).sum, stats.entropy, /*values_per_row=*/1,
-              first_block, end_block, block_entropy_sums);
-        } else {
-          weighted_sum_each_block(
-              pass, w, first_block, end_block,
-              [&](int64_t i) { return static_cast<double>(stats.entropy[i]); },
-              block_entropy_sums);
+        const RowStats<acc> all_stats = row_stats_view<acc>(row_stats);
+        for (int64_t h = 0; h < num_heads; ++h) {
+          const RowStats<acc> stats =
+              sub_head_stats(all_stats, h, pass.batch);
+          row_kernels<scalar_t>(isa).forward(
+              logit_rows<scalar_t>(*logits, action_mask, sub_heads[h]),
+              pass.first_row(first_block), pass.end_row(end_block - 1),
+              stats, TakenLogProbs<acc>{});
+          if (w == nullptr) {
+            pass.sum_each_block(
+                row_kernels<acc>(isa).sum, stats.entropy,
+                /*values_per_row=*/1, first_block, end_block,
+                block_entropy_sums[h]);
+          } else {
+            weighted_sum_each_block(
+                pass, w, first_block, end_block,
+                [&](int64_t i) {
+                  return static_cast<double>(stats.entropy[i]);
+                },
+                block_entropy_sums[h]);
+          }
         }
       });
     }
@@ -293,8 +317,9 @@ BatchMeans forward_pass(
 
   const double denominator = denominators.of_rows();
   BatchMeans means;
-  if (logits.has_value()) {
-    means.discrete_entropy = ordered_sum(block_entropy_sums) / denominator;
+  for (int64_t h = 0; h < num_heads; ++h) {
+    means.discrete_head_entropies.push_back(
+        ordered_sum(block_entropy_sums[h]) / denominator);
   }
   if (log_std.has_value()) {
     const double num_dims = static_cast<double>(log_std->rows.size(1));
@@ -314,6 +339,13 @@ BatchMeans forward_pass(
   return means;
 }
 
+// The loss parameters with the discrete head's threshold taken out: with
+// sub-heads, each sub-head's penalty is its own (math::sub_head_penalty).
+math::LossParams without_discrete_threshold(math::LossParams params) {
+  params.has_discrete_threshold = false;
+  return params;
+}
+
 LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
   const LossForwardPlan plan = plan_loss_forward(args);
   const OptionalTensor logits = plan.has_discrete
@@ -325,16 +357,50 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
   at::Tensor row_stats = empty_cpu(plan.row_stats);
   const std::optional<HostRowWeights> weights =
       host_row_weights(args.row_weights);
+  const std::vector<DiscreteSubHead> sub_heads = plan.has_discrete
+      ? discrete_sub_heads(args.hyperparameters, logits->size(1))
+      : std::vector<DiscreteSubHead>{};
   const BatchMeans means = forward_pass(
-      logits, action_mask_for_kernels(args.action_mask), log_std, weights,
+      logits, action_mask_for_kernels(args.action_mask), sub_heads, log_std,
+      weights,
       host_denominators(
           args.mean_denominator, weights, args.logits, args.log_std),
       row_stats, selected_cpu_isa());
 
-  const math::LossComponents c = math::combine_losses(
-      read_host_coefficients(args.entropy_coeff), plan.has_discrete,
-      means.discrete_entropy, plan.has_continuous, means.continuous_entropy,
-      args.params());
+  const math::HeadCoefficients coeff =
+      read_host_coefficients(args.entropy_coeff);
+  math::LossComponents c;
+  at::Tensor discrete_entropy_per_head = empty_cpu(plan.discrete_entropy_per_head);
+  if (!plan.has_sub_heads) {
+    c = math::combine_losses(
+        coeff, plan.has_discrete,
+        plan.has_discrete ? means.discrete_head_entropies[0] : 0.0,
+        plan.has_continuous, means.continuous_entropy, args.params());
+  } else {
+    const math::LossParams params = args.params();
+    double discrete_entropy = means.discrete_head_entropies[0];
+    for (size_t h = 1; h < sub_heads.size(); ++h) {
+      discrete_entropy += means.discrete_head_entropies[h];
+    }
+    double discrete_penalty = 0.0;
+    for (size_t h = 0; h < sub_heads.size(); ++h) {
+      discrete_penalty += math::sub_head_penalty(
+          params.penalty_multiplier, sub_heads[h].threshold.has_value(),
+          sub_heads[h].threshold.value_or(0.0),
+          means.discrete_head_entropies[h]);
+    }
+    c = math::with_discrete_penalty(
+        math::combine_losses(
+            coeff, true, discrete_entropy, plan.has_continuous,
+            means.continuous_entropy, without_discrete_threshold(params)),
+        discrete_penalty);
+    HEE_DISPATCH_FLOATING(plan.discrete_entropy_per_head.dtype, [&] {
+      scalar_t* out = discrete_entropy_per_head.mutable_data_ptr<scalar_t>();
+      for (size_t h = 0; h < sub_heads.size(); ++h) {
+        out[h] = static_cast<scalar_t>(means.discrete_head_entropies[h]);
+      }
+    });
+  }
   auto component = [&](double value) {
     return cpu_values(plan.component, {value});
   };
@@ -345,54 +411,85 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
           component(c.continuous_penalty),
           component(c.discrete_entropy),
           component(c.continuous_entropy),
-          row_stats};
+          row_stats,
+          discrete_entropy_per_head};
 }
 
-// The logits gradient, in one parallel pass over row blocks: the mean's
-// gradient over its denominator, and with row weights, times each row's
-// weight (the per-token backward's per-row scales).
+// The logits gradient, in one parallel pass over row blocks: each
+// sub-head's mean's gradient over its denominator (grad_of_head_means[h]),
+// and with row weights, times each row's weight (the per-token backward's
+// per-row scales). A sub-head narrower than the logits is written through a
+// contiguous tile of the run's rows, then into its columns.
 void backward_pass(
     const at::Tensor& logits,
     const OptionalTensor& action_mask,
+    const std::vector<DiscreteSubHead>& sub_heads,
     const at::Tensor& row_stats,
-    double grad_of_mean,
+    const std::vector<double>& grad_of_head_means,
     const std::optional<HostRowWeights>& weights,
     double denominator,
     const at::Tensor& grad_logits,
     CpuIsa isa) {
   const RowPass pass{logits.size(0), logits.size(1)};
+  const int64_t num_cols = logits.size(1);
   const double* w = weights.has_value() ? weights->data() : nullptr;
-  const double grad_per_term = math::mean_term_grad(grad_of_mean, denominator);
   const at::Tensor row_scales = w == nullptr
       ? at::Tensor()
       : at::empty({pass.batch}, logits.options().dtype(row_stats.scalar_type()));
   pass.for_each_run([&](int64_t first_block, int64_t end_block) {
     HEE_DISPATCH_FLOATING(logits.scalar_type(), [&] {
       using acc = acc_t<scalar_t>;
-      const auto backward = row_kernels<scalar_t>(isa).backward;
       const int64_t begin = pass.first_row(first_block);
       const int64_t end = pass.end_row(end_block - 1);
-      if (w == nullptr) {
-        backward(
-            logit_rows<scalar_t>(logits, action_mask), begin, end,
-            row_stats_view<acc>(row_stats),
-            static_cast<acc>(grad_per_term),
-            grad_logits.data_ptr<scalar_t>());
-        return;
+      const RowStats<acc> all_stats = row_stats_view<acc>(row_stats);
+      scalar_t* grad = grad_logits.data_ptr<scalar_t>();
+      std::vector<scalar_t> tile;
+      for (size_t h = 0; h < sub_heads.size(); ++h) {
+        const DiscreteSubHead& head = sub_heads[h];
+        const double grad_per_term =
+            math::mean_term_grad(grad_of_head_means[h], denominator);
+        // The run's rows, from 0: the kernels write row i at out + i * K_h.
+        const int64_t n = end - begin;
+        const RowStats<acc> head_stats =
+            sub_head_stats(all_stats, static_cast<int64_t>(h), pass.batch);
+        const RowStats<acc> stats{
+            head_stats.shift + begin, head_stats.log_sum_exp + begin,
+            head_stats.entropy + begin};
+        LogitRows<scalar_t> rows =
+            logit_rows<scalar_t>(logits, action_mask, head);
+        rows.data += begin * rows.row_stride;
+        if (rows.allowed != nullptr) {
+          rows.allowed += begin * rows.allowed_row_stride;
+        }
+        const bool whole_rows = head.num_columns == num_cols;
+        if (!whole_rows) {
+          tile.resize(n * head.num_columns);
+        }
+        scalar_t* out = whole_rows ? grad + begin * num_cols : tile.data();
+        if (w == nullptr) {
+          row_kernels<scalar_t>(isa).backward(
+              rows, 0, n, stats, static_cast<acc>(grad_per_term), out);
+        } else {
+          // Each row's own gradient scale, through the per-token backward
+          // with the entropy's gradient alone: its element is
+          // entropy_grad_element's for the same scale, bit for bit.
+          acc* row_scale = row_scales.data_ptr<acc>() + begin;
+          for (int64_t i = 0; i < n; ++i) {
+            row_scale[i] = static_cast<acc>(
+                math::weighted_term_grad(grad_per_term, w[begin + i]));
+          }
+          row_kernels<scalar_t>(isa).token_backward(
+              rows, 0, n, stats,
+              TokenGrads<acc>{row_scale, nullptr, nullptr}, out);
+        }
+        if (!whole_rows) {
+          for (int64_t i = 0; i < n; ++i) {
+            std::copy_n(
+                tile.data() + i * head.num_columns, head.num_columns,
+                grad + (begin + i) * num_cols + head.first_column);
+          }
+        }
       }
-      // Each row's own gradient scale, through the per-token backward with
-      // the entropy's gradient alone: its element is entropy_grad_element's
-      // for the same scale, bit for bit.
-      acc* row_scale = row_scales.data_ptr<acc>();
-      for (int64_t i = begin; i < end; ++i) {
-        row_scale[i] =
-            static_cast<acc>(math::weighted_term_grad(grad_per_term, w[i]));
-      }
-      row_kernels<scalar_t>(isa).token_backward(
-          logit_rows<scalar_t>(logits, action_mask), begin, end,
-          row_stats_view<acc>(row_stats),
-          TokenGrads<acc>{row_scale, nullptr, nullptr},
-          grad_logits.data_ptr<scalar_t>());
     });
   });
 }
@@ -428,10 +525,13 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
   upstream.continuous_penalty = read_host_value_or_zero(args.grads[4]);
   upstream.discrete_entropy = read_host_value_or_zero(args.grads[5]);
   upstream.continuous_entropy = read_host_value_or_zero(args.grads[6]);
+  const bool has_sub_heads = args.hyperparameters.discrete_sizes.has_value();
+  const math::LossParams params = args.params();
   const math::BatchEntropyGrads g = math::combine_losses_backward(
       read_host_coefficients(args.entropy_coeff), plan.has_discrete,
       read_host_value(args.discrete_entropy), plan.has_continuous,
-      read_host_value(args.continuous_entropy), args.params(), upstream);
+      read_host_value(args.continuous_entropy),
+      has_sub_heads ? without_discrete_threshold(params) : params, upstream);
 
   const std::optional<HostRowWeights> weights =
       host_row_weights(args.row_weights);
@@ -439,11 +539,28 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
       args.mean_denominator, weights, args.logits, args.log_std);
   at::Tensor grad_logits = empty_cpu(plan.grad_logits);
   if (plan.computes_grad_logits) {
+    const std::vector<DiscreteSubHead> sub_heads =
+        discrete_sub_heads(args.hyperparameters, args.logits->size(1));
+    // d total / d H_h: g.discrete_entropy without sub-heads; with them, what
+    // every sub-head gets through H_d plus its own penalty's gradient.
+    std::vector<double> grad_of_head_means(sub_heads.size(), g.discrete_entropy);
+    if (has_sub_heads) {
+      for (size_t h = 0; h < sub_heads.size(); ++h) {
+        grad_of_head_means[h] = math::sub_head_entropy_grad(
+            g.discrete_entropy, params.penalty_multiplier,
+            sub_heads[h].threshold.has_value(),
+            sub_heads[h].threshold.value_or(0.0),
+            read_host_value(args.discrete_entropy_per_head,
+                            static_cast<int64_t>(h) *
+                                args.discrete_entropy_per_head.stride(0)),
+            upstream);
+      }
+    }
     backward_pass(
         logits_for_kernels(*args.logits),
-        action_mask_for_kernels(args.action_mask), args.row_stats,
-        g.discrete_entropy,
-        weights, denominators.of_rows(), grad_logits, selected_cpu_isa());
+        action_mask_for_kernels(args.action_mask), sub_heads, args.row_stats,
+        grad_of_head_means, weights, denominators.of_rows(), grad_logits,
+        selected_cpu_isa());
   }
   at::Tensor grad_log_std;
   if (!plan.computes_grad_log_std) {

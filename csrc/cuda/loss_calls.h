@@ -65,6 +65,14 @@ inline DeviceScalar device_scalar(const OptionalTensor& t) {
   return s;
 }
 
+// Sub-heads (discrete_sizes) have CPU kernels only so far.
+inline void check_no_sub_heads(bool has_sub_heads) {
+  TORCH_CHECK_NOT_IMPLEMENTED(
+      !has_sub_heads,
+      "hybrid_entropy_loss: discrete_sizes (discrete sub-heads) has no CUDA "
+      "kernel yet; compute the loss of a multi-discrete head on the CPU");
+}
+
 // The forward's outputs; `launch_plan`, where given, receives the plan the
 // launches followed.
 template <typename Device>
@@ -73,6 +81,7 @@ LossForwardOutputs forward_on(
     const LossForwardArgs& args,
     ForwardLaunchPlan* launch_plan_out = nullptr) {
   const LossForwardPlan plan = plan_loss_forward(args);
+  check_no_sub_heads(plan.has_sub_heads);
 
   ForwardProblem p;
   at::Tensor logits;
@@ -143,7 +152,8 @@ LossForwardOutputs forward_on(
     *launch_plan_out = launch_plan;
   }
   return {components[0], components[1], components[2], components[3],
-          components[4], components[5], components[6], row_stats};
+          components[4], components[5], components[6], row_stats,
+          device.empty(plan.discrete_entropy_per_head)};
 }
 
 template <typename Device>
@@ -151,6 +161,7 @@ LossBackwardOutputs backward_on(
     const Device& device,
     const LossBackwardArgs& args) {
   const LossBackwardPlan plan = plan_loss_backward(args);
+  check_no_sub_heads(args.hyperparameters.discrete_sizes.has_value());
 
   at::Tensor grad_logits = device.empty(plan.grad_logits);
   at::Tensor grad_log_std = device.empty(plan.grad_log_std);

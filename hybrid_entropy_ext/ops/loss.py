@@ -91,6 +91,8 @@ def hybrid_entropy_loss(
     loss_agg_mode: str = "token-mean",
     loss_scale_factor: Optional[float] = None,
     action_mask: Optional[Tensor] = None,
+    discrete_sizes: Optional[List[int]] = None,
+    discrete_head_thresholds: Optional[List[float]] = None,
 ) -> Dict[str, Tensor]:
     """Entropy bonus and collapse penalties of a hybrid-action policy, fused.
 
@@ -145,11 +147,25 @@ def hybrid_entropy_loss(
             exactly as a ``-inf`` logit would (probability 0, gradient 0; a row with
             nothing allowed has entropy 0), read in the same pass as the logits
             (no masked copy of them). ``None``: every action is allowed.
+        discrete_sizes: ``[K_1, ..., K_H]``, positive and summing to ``K``: the logits'
+            columns are ``H`` sub-heads, each its own categorical (SB3's
+            ``MultiDiscrete`` layout, ``MultiCategorical``'s split). A row's discrete
+            entropy is the sum of its sub-heads' entropies, so ``H_d = sum_h H_h``,
+            and the collapse penalty acts on each sub-head,
+            ``m * sum_h max(0, tau_h - H_h)``: one collapsing decision is caught
+            even where the sum looks healthy. ``None``: one categorical of ``K``.
+            (CPU kernels only so far; CUDA inputs raise ``NotImplementedError``.)
+        discrete_head_thresholds: ``[tau_1, ..., tau_H]`` in nats, one finite
+            threshold per sub-head, in place of ``min_entropy_threshold`` (which
+            otherwise applies to every sub-head).
 
     Returns:
         A dict of 0-dim tensors with keys ``total``, ``discrete``,
         ``continuous``, ``discrete_penalty``, ``continuous_penalty``,
-        ``discrete_entropy`` (``H_d``) and ``continuous_entropy`` (``H_c``).
+        ``discrete_entropy`` (``H_d``) and ``continuous_entropy`` (``H_c``); with
+        ``discrete_sizes``, also ``discrete_entropy_per_head``, ``[H]``, each
+        sub-head's ``H_h`` (for monitoring: it has no gradient of its own; the
+        penalties' gradients reach each sub-head through ``total``).
         float64 if either head is float64, else float32. Every output is
         differentiable; a missing head contributes 0 and gets no gradient.
         The gradient w.r.t. ``log_std`` is one value for every element and
@@ -165,7 +181,11 @@ def hybrid_entropy_loss(
             two leading dims, a ``sample_mask`` not of the leading shape or on another
             device, a ``loss_scale_factor`` that is not a finite number > 0, an
             ``action_mask`` not of the logits' shape, on another device or without
-            logits. All found from metadata, without a device sync.
+            logits; ``discrete_sizes`` that are not positive, do not sum to ``K``
+            or come without logits, ``discrete_head_thresholds`` of another length
+            than the sub-heads or not finite. All found from metadata, without a
+            device sync.
+        NotImplementedError: ``discrete_sizes`` with CUDA inputs.
         TypeError: a non-floating tensor, a non-number coefficient, a
             ``loss_agg_mode`` that is not a str, a ``loss_scale_factor`` that is not a
             number, a ``sample_mask`` neither bool nor floating, an ``action_mask``
@@ -194,6 +214,16 @@ def hybrid_entropy_loss(
         >>> legal = torch.rand(32, 6) < 0.7                      # [B, K], bool
         >>> out = hybrid_entropy_loss(logits, None, 0.01, action_mask=legal)
         >>> out["total"].backward()                             # 0 where not legal
+
+    A multi-discrete policy (SB3's ``MultiDiscrete([3, 5, 2])``), each sub-head with its
+    own collapse penalty::
+
+        >>> logits = torch.randn(32, 10, requires_grad=True)     # [B, 3 + 5 + 2]
+        >>> out = hybrid_entropy_loss(logits, None, 0.01, discrete_sizes=[3, 5, 2],
+        ...                           min_entropy_threshold=0.3)
+        >>> out["discrete_entropy_per_head"].shape
+        torch.Size([3])
+        >>> out["total"].backward()
     """
     if isinstance(entropy_coeff, Tensor):
         coeff = entropy_coeff
@@ -228,8 +258,10 @@ def hybrid_entropy_loss(
         row_weights,
         mean_denominator,
         action_mask,
+        discrete_sizes,
+        discrete_head_thresholds,
     )
-    return {
+    named = {
         "total": outputs[0],
         "discrete": outputs[1],
         "continuous": outputs[2],
@@ -238,3 +270,6 @@ def hybrid_entropy_loss(
         "discrete_entropy": outputs[5],
         "continuous_entropy": outputs[6],
     }
+    if discrete_sizes is not None:
+        named["discrete_entropy_per_head"] = outputs[8]
+    return named

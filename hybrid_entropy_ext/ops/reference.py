@@ -11,13 +11,13 @@ computed here with tensor ops; the loss terms from them are the library's
 """
 
 import math
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .aggregation import aggregation_of_rows, rows_leading_shape
-from .loss_terms import loss_terms_from_entropies
+from .loss_terms import collapse_penalty, loss_terms_from_entropies
 
 __all__ = [
     "hybrid_entropy_loss",
@@ -160,14 +160,18 @@ def hybrid_entropy_loss(
     loss_agg_mode: str = "token-mean",
     loss_scale_factor: Optional[float] = None,
     action_mask: Optional[Tensor] = None,
+    discrete_sizes: Optional[List[int]] = None,
+    discrete_head_thresholds: Optional[List[float]] = None,
 ) -> Dict[str, Tensor]:
     """Pure-PyTorch version of :func:`hybrid_entropy_ext.hybrid_entropy_loss`.
 
     Args and returns are the same: ``logits`` ``[..., K]`` or ``None``,
     ``log_std`` ``[..., D]``, ``[D]`` or ``None``, the mask and aggregation of the rows,
     the action mask (bool, the logits' shape; its ``False`` actions become ``-inf``
-    logits, in a masked copy of the logits), and a dict of seven 0-dim tensors (float64
-    if either head is float64, else float32).
+    logits, in a masked copy of the logits), the sub-heads (``discrete_sizes``, each
+    split off the logits with ``torch.split``) and their thresholds, and a dict of seven
+    0-dim tensors (float64 if either head is float64, else float32), plus
+    ``discrete_entropy_per_head`` ``[H]`` with ``discrete_sizes``.
 
     Example::
 
@@ -195,23 +199,58 @@ def hybrid_entropy_loss(
                 f"got {list(action_mask.shape)}"
             )
         logits = torch.where(action_mask, logits, -math.inf)
-    if logits is not None:
+    head_entropies: List[Tensor] = []
+    if discrete_sizes is not None:
+        sizes = [int(k) for k in discrete_sizes]
+        if logits is None:
+            raise ValueError("hybrid_entropy_loss: discrete_sizes splits the logits into sub-heads, but there are no logits")
+        if not sizes or any(k <= 0 for k in sizes) or sum(sizes) != logits.shape[-1]:
+            raise ValueError(
+                f"hybrid_entropy_loss: discrete_sizes must be positive and sum to K = {logits.shape[-1]}, got {sizes}"
+            )
+        for sub_head in torch.split(logits, sizes, dim=-1):
+            per_row = discrete_row_entropy(sub_head).reshape(-1)
+            head_entropies.append(weighted_mean(per_row, row_weights, mean_denominator).to(out_dtype))
+        h_d = torch.stack(head_entropies).sum()
+    elif logits is not None:
         h_d = weighted_mean(discrete_row_entropy(logits).reshape(-1), row_weights, mean_denominator).to(out_dtype)
+    if discrete_head_thresholds is not None and len(discrete_head_thresholds) != max(len(head_entropies), 1):
+        raise ValueError(
+            "hybrid_entropy_loss: discrete_head_thresholds must have one threshold per discrete sub-head "
+            f"({max(len(head_entropies), 1)}), got {len(discrete_head_thresholds)}"
+        )
     h_c = zero
     if log_std is not None and log_std.dim() == 1 and mean_denominator is None:
         h_c = continuous_row_entropy(log_std).to(out_dtype)  # every row's, whatever the weights
     elif log_std is not None:
         per_row = continuous_row_entropy(log_std).expand(leading_shape).reshape(-1)
         h_c = weighted_mean(per_row, row_weights, mean_denominator).to(out_dtype)
-    return loss_from_entropies(
+    if not head_entropies and discrete_head_thresholds is not None:
+        head_entropies = [h_d]  # one head of K, with a threshold of its own
+    out = loss_from_entropies(
         h_d,
         h_c,
         entropy_coeff,
         discrete_entropy_weight,
         continuous_entropy_weight,
-        min_entropy_threshold,
+        None if head_entropies else min_entropy_threshold,
         continuous_min_entropy_threshold,
         penalty_multiplier,
         has_discrete=logits is not None,
         has_continuous=log_std is not None,
     )
+    if head_entropies:
+        # Each sub-head's own collapse penalty, m * max(0, tau_h - H_h), summed.
+        thresholds = (
+            list(discrete_head_thresholds)
+            if discrete_head_thresholds is not None
+            else [min_entropy_threshold] * len(head_entropies)
+        )
+        penalty = sum(
+            collapse_penalty(h, tau, penalty_multiplier) for h, tau in zip(head_entropies, thresholds)
+        )
+        out["total"] = out["total"] - out["discrete_penalty"] + penalty
+        out["discrete_penalty"] = penalty
+    if discrete_sizes is not None:
+        out["discrete_entropy_per_head"] = torch.stack(head_entropies).detach()
+    return out

@@ -1,0 +1,244 @@
+"""``hee.hybrid_entropy_loss(..., discrete_sizes=[K_1, ..., K_H])``: the logits' columns are
+H sub-heads, each its own categorical (SB3's ``MultiDiscrete`` layout); ``H_d`` is the sum of
+the sub-heads' batch entropies and the collapse penalty acts on each sub-head (the function's
+docstring, docs/design.md "Sub-heads").
+
+Values and gradients are held to the float64 oracle of tests/oracle.py (``sub_heads_oracle``:
+``Categorical`` entropies of ``torch.split`` logits, the penalties written out per sub-head).
+Kernel tests run once per CPU kernel build (the ``cpu_isa`` fixture); on CUDA the sub-heads
+have no kernel yet, which a test checks where a GPU is present.
+"""
+
+import math
+
+import pytest
+import torch
+
+import hybrid_entropy_ext as hee
+from hybrid_entropy_ext import reference
+from oracle import KEYS, OUTPUT_WEIGHTS, sub_heads_oracle
+
+INF = math.inf
+ROWS = 37
+# One column, sub-heads in SIMD lanes (K_h <= 32; the backward's tile of a narrow sub-head)
+# and along them (K_h > 32), and SB3-style mixes.
+SIZES = ([1, 1], [4, 4, 4, 4], [3, 5, 2], [2, 40], [33, 1, 7], [16])
+DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+TOLERANCES = {
+    torch.float64: (dict(rtol=1e-10, atol=1e-12), dict(rtol=1e-9, atol=1e-12)),
+    torch.float32: (dict(rtol=1e-5, atol=1e-6), dict(rtol=1e-4, atol=1e-7)),
+    torch.bfloat16: (dict(rtol=1e-5, atol=1e-6), dict(rtol=1e-2, atol=1e-5)),
+    torch.float16: (dict(rtol=1e-5, atol=1e-6), dict(rtol=2e-3, atol=1e-6)),
+}
+
+
+def heads(b, k, d=3, dtype=torch.float32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    logits = (2.0 * torch.randn(b, k, generator=generator, dtype=torch.float64)).to(dtype)
+    log_std = (0.3 * torch.randn(b, d, generator=generator, dtype=torch.float64)).to(dtype)
+    return logits, log_std
+
+
+def weighted_sum(out):
+    return sum(w * out[key] for key, w in OUTPUT_WEIGHTS.items())
+
+
+def thresholds_between(sizes):
+    """Per sub-head thresholds alternately above every entropy (penalty on) and at 0 (off)."""
+    return [10.0 if h % 2 == 0 else 0.0 for h in range(len(sizes))]
+
+
+def fused_values_and_grads(logits, log_std, **kwargs):
+    leaves = [logits.detach().clone().requires_grad_(True), log_std.detach().clone().requires_grad_(True)]
+    out = hee.hybrid_entropy_loss(*leaves, 0.05, **kwargs)
+    grads = torch.autograd.grad(weighted_sum(out), leaves)
+    return {k: v.detach() for k, v in out.items()}, grads
+
+
+@pytest.mark.parametrize("sizes", SIZES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_values_and_gradients_match_the_multi_categorical_oracle(cpu_isa, dtype, sizes):
+    logits, log_std = heads(ROWS, sum(sizes), dtype=dtype, seed=len(sizes))
+    taus = thresholds_between(sizes)
+    got, (grad_logits, grad_log_std) = fused_values_and_grads(
+        logits, log_std, discrete_sizes=sizes, discrete_head_thresholds=taus, continuous_min_entropy_threshold=10.0
+    )
+
+    leaf = logits.double().requires_grad_(True)
+    std_leaf = log_std.double().requires_grad_(True)
+    want = sub_heads_oracle(leaf, std_leaf, 0.05, sizes, taus, continuous_min_entropy_threshold=10.0)
+    want_logits, want_log_std = torch.autograd.grad(weighted_sum(want), [leaf, std_leaf])
+
+    value_tol, grad_tol = TOLERANCES[dtype]
+    for key in KEYS + ("discrete_entropy_per_head",):
+        torch.testing.assert_close(got[key].double(), want[key].detach(), **value_tol, msg=key)
+    torch.testing.assert_close(grad_logits.double(), want_logits, **grad_tol)
+    torch.testing.assert_close(grad_log_std.double(), want_log_std, **grad_tol)
+
+
+def test_one_collapsing_sub_head_is_penalized_where_the_summed_entropy_is_above_the_threshold():
+    # Sub-head 0 is nearly deterministic, sub-head 1 uniform over 8: the sum is far above tau.
+    logits = torch.cat([torch.tensor([[20.0, 0.0, 0.0]]).expand(16, 3), torch.zeros(16, 8)], dim=1)
+    tau = 0.5
+    per_head = hee.hybrid_entropy_loss(logits, None, 0.0, min_entropy_threshold=tau, discrete_sizes=[3, 8])
+    # A penalty on the summed entropy H_d (SB3's MultiCategorical's) would be 0.
+    assert per_head["discrete_entropy"].item() > 4 * tau
+    head_entropies = per_head["discrete_entropy_per_head"]
+    assert head_entropies[0] < tau < head_entropies[1]
+    assert per_head["discrete_penalty"].item() == pytest.approx(3.0 * (tau - head_entropies[0].item()), rel=1e-6)
+
+
+def test_the_gradient_of_a_sub_head_penalty_reaches_only_that_sub_heads_columns():
+    logits = torch.cat([torch.tensor([[6.0, 0.0, 0.0]]).expand(16, 3), torch.randn(16, 8)], dim=1)
+    logits.requires_grad_(True)
+    out = hee.hybrid_entropy_loss(logits, None, 0.0, discrete_sizes=[3, 8], discrete_head_thresholds=[1.0, 0.0])
+    (grad,) = torch.autograd.grad(out["total"], logits)
+    assert out["discrete_penalty"].item() > 0.0
+    assert grad[:, :3].abs().sum() > 0
+    assert torch.count_nonzero(grad[:, 3:]) == 0
+
+
+def test_one_sub_head_of_every_column_gives_the_bits_of_no_sub_heads(cpu_isa):
+    logits, log_std = heads(ROWS, 9, dtype=torch.float32)
+    plain, plain_grads = fused_values_and_grads(logits, log_std, min_entropy_threshold=10.0)
+    one, one_grads = fused_values_and_grads(logits, log_std, min_entropy_threshold=10.0, discrete_sizes=[9])
+    for key in KEYS:
+        assert torch.equal(plain[key], one[key]), key
+    assert torch.equal(one["discrete_entropy_per_head"], plain["discrete_entropy"].reshape(1))
+    for got, want in zip(one_grads, plain_grads):
+        assert torch.equal(got, want)
+
+
+def test_min_entropy_threshold_applies_to_every_sub_head_without_head_thresholds():
+    logits, log_std = heads(ROWS, 10)
+    common = hee.hybrid_entropy_loss(logits, log_std, 0.05, min_entropy_threshold=1.0, discrete_sizes=[3, 5, 2])
+    listed = hee.hybrid_entropy_loss(
+        logits, log_std, 0.05, min_entropy_threshold=None, discrete_sizes=[3, 5, 2],
+        discrete_head_thresholds=[1.0, 1.0, 1.0],
+    )
+    for key in KEYS + ("discrete_entropy_per_head",):
+        assert torch.equal(common[key], listed[key]), key
+
+
+def test_per_head_entropies_are_float32_for_16_bit_logits_and_absent_without_sub_heads():
+    logits, log_std = heads(8, 6, dtype=torch.bfloat16)
+    out = hee.hybrid_entropy_loss(logits, log_std, 0.01, discrete_sizes=[2, 4])
+    assert out["discrete_entropy_per_head"].shape == (2,)
+    assert out["discrete_entropy_per_head"].dtype == torch.float32
+    assert "discrete_entropy_per_head" not in hee.hybrid_entropy_loss(logits, log_std, 0.01)
+
+
+def test_sub_heads_with_an_action_mask_match_the_oracle_on_the_neg_inf_form(cpu_isa):
+    sizes = [3, 5, 2]
+    logits, log_std = heads(ROWS, 10, dtype=torch.float32, seed=3)
+    generator = torch.Generator().manual_seed(5)
+    allowed = torch.rand(ROWS, 10, generator=generator) < 0.6
+    allowed[:4, 3:8] = False  # sub-head 1 with nothing allowed in four rows: entropy 0 there
+    taus = [10.0, 10.0, 10.0]
+    got, (grad_logits, _) = fused_values_and_grads(
+        logits, log_std, action_mask=allowed, discrete_sizes=sizes, discrete_head_thresholds=taus
+    )
+    leaf = logits.double().requires_grad_(True)
+    want = sub_heads_oracle(leaf.masked_fill(~allowed, -INF), log_std.double(), 0.05, sizes, taus)
+    (want_logits,) = torch.autograd.grad(weighted_sum(want), [leaf])
+    for key in KEYS + ("discrete_entropy_per_head",):
+        torch.testing.assert_close(got[key].double(), want[key].detach(), rtol=1e-5, atol=1e-6, msg=key)
+    torch.testing.assert_close(grad_logits.double(), want_logits, rtol=1e-4, atol=1e-7)
+    assert torch.count_nonzero(grad_logits[~allowed]) == 0
+
+
+def test_weighted_rows_and_leading_dims_match_the_reference():
+    sizes = [4, 4, 4, 4]
+    generator = torch.Generator().manual_seed(7)
+    logits = torch.randn(3, 11, 16, generator=generator, dtype=torch.float64, requires_grad=True)
+    log_std = torch.randn(3, 11, 2, generator=generator, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(3, 11, generator=generator) < 0.7
+    kwargs = dict(
+        discrete_sizes=sizes, min_entropy_threshold=1.3, sample_mask=mask, loss_agg_mode="seq-mean-token-mean"
+    )
+    got = hee.hybrid_entropy_loss(logits, log_std, 0.05, **kwargs)
+    want = reference.hybrid_entropy_loss(logits, log_std, 0.05, **kwargs)
+    for key in KEYS + ("discrete_entropy_per_head",):
+        torch.testing.assert_close(got[key], want[key], rtol=1e-12, atol=1e-14, msg=key)
+    got_grads = torch.autograd.grad(weighted_sum(got), [logits, log_std])
+    want_grads = torch.autograd.grad(weighted_sum(want), [logits, log_std])
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-14)
+
+
+def test_the_reference_matches_the_oracle():
+    sizes = [3, 5, 2]
+    logits, log_std = heads(ROWS, 10, dtype=torch.float64, seed=11)
+    taus = [2.0, 0.0, 1.0]
+    got = reference.hybrid_entropy_loss(logits, log_std, 0.05, discrete_sizes=sizes, discrete_head_thresholds=taus)
+    want = sub_heads_oracle(logits, log_std, 0.05, sizes, taus)
+    for key in KEYS + ("discrete_entropy_per_head",):
+        torch.testing.assert_close(got[key], want[key], rtol=1e-12, atol=1e-14, msg=key)
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ([3, 3], "sum to 6, but the logits have K = 7"),
+        ([0, 7], "must be positive, got 0 at position 0"),
+        ([8, -1], "must be positive, got -1 at position 1"),
+        ([], "at least one sub-head"),
+    ],
+    ids=["wrong-sum", "zero", "negative", "empty"],
+)
+def test_bad_discrete_sizes_are_a_value_error_naming_them(sizes, message):
+    logits, log_std = heads(4, 7)
+    with pytest.raises(ValueError, match=message):
+        hee.hybrid_entropy_loss(logits, log_std, 0.01, discrete_sizes=sizes)
+
+
+def test_discrete_sizes_without_logits_are_a_value_error():
+    with pytest.raises(ValueError, match="discrete_sizes splits the logits into sub-heads, but there are no logits"):
+        hee.hybrid_entropy_loss(None, torch.zeros(4, 2), 0.01, discrete_sizes=[2])
+
+
+@pytest.mark.parametrize(
+    "thresholds, message",
+    [([0.1], r"one threshold per discrete sub-head \(2\), got 1"), ([0.1, math.nan], "must be finite")],
+    ids=["length", "nan"],
+)
+def test_bad_head_thresholds_are_a_value_error(thresholds, message):
+    logits, log_std = heads(4, 7)
+    with pytest.raises(ValueError, match=message):
+        hee.hybrid_entropy_loss(logits, log_std, 0.01, discrete_sizes=[3, 4], discrete_head_thresholds=thresholds)
+
+
+def test_scripted_and_compiled_calls_give_the_eager_values_and_gradients():
+    logits, log_std = heads(ROWS, 10, dtype=torch.float32, seed=2)
+    kwargs = dict(discrete_sizes=[3, 5, 2], discrete_head_thresholds=[10.0, 0.0, 10.0])
+    eager, eager_grads = fused_values_and_grads(logits, log_std, **kwargs)
+    scripted_loss = torch.jit.script(hee.hybrid_entropy_loss)
+
+    def compiled_loss(z, s):
+        return hee.hybrid_entropy_loss(z, s, 0.05, **kwargs)
+
+    compiled = torch.compile(compiled_loss, fullgraph=True, backend="aot_eager")
+    for call in (lambda z, s: scripted_loss(z, s, 0.05, **kwargs), compiled):
+        leaves = [logits.clone().requires_grad_(True), log_std.clone().requires_grad_(True)]
+        out = call(*leaves)
+        grads = torch.autograd.grad(weighted_sum(out), leaves)
+        for key in eager:
+            assert torch.equal(out[key].detach(), eager[key]), key
+        for got, want in zip(grads, eager_grads):
+            assert torch.equal(got, want)
+
+
+def test_opcheck_passes_with_sub_heads():
+    logits, log_std = heads(6, 7, dtype=torch.float64)
+    args = (
+        logits.requires_grad_(True), log_std.requires_grad_(True), torch.tensor(0.05, dtype=torch.float64),
+        1.0, 0.5, 10.0, 0.1, 3.0, None, None, None, [3, 4], [10.0, 0.0],
+    )
+    torch.library.opcheck(torch.ops.hybrid_entropy_ext.hybrid_entropy_loss.default, args)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_sub_heads_on_cuda_are_not_implemented_yet():
+    logits, log_std = heads(4, 7)
+    with pytest.raises(NotImplementedError, match="discrete_sizes"):
+        hee.hybrid_entropy_loss(logits.cuda(), log_std.cuda(), 0.01, discrete_sizes=[3, 4])
