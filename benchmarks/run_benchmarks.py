@@ -28,6 +28,11 @@ times the hybrid loss with a 90% sample mask against the plain call at 65536x16
 
 times ``log_prob_and_entropy`` and ``hybrid_entropy_loss`` with an action mask against the
 plain call and the reference doing the same (hybrid_entropy_ext/benchmarking/action_mask.py).
+    python benchmarks/run_benchmarks.py --suite sub-heads [--quick] [--rounds N]
+
+times ``hybrid_entropy_loss`` with ``discrete_sizes`` (4 sub-heads) against one categorical
+of the same logits and the reference doing the same
+(hybrid_entropy_ext/benchmarking/sub_heads.py).
 ``--implementations`` and ``--plot`` apply to the default suite only.
 """
 
@@ -75,13 +80,23 @@ def run_action_mask(args) -> int:
         "forward+backward", device=args.device)
 
 
+def run_sub_heads(args) -> int:
+    from hybrid_entropy_ext.benchmarking import sub_heads as m
+
+    return run_side_by_side(
+        args, m.SUB_HEADS_CASES, m.QUICK_SUB_HEADS_CASES, m.run_sub_heads, m.format_sub_heads_table,
+        "hybrid_entropy_loss with discrete sub-heads vs one categorical and vs the reference, forward+backward",
+        details="; D = 4")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=("default", "token-terms", "masked-loss", "action-mask"),
+    parser.add_argument("--suite", choices=("default", "token-terms", "masked-loss", "action-mask", "sub-heads"),
                         default="default",
                         help="token-terms: log_prob_and_entropy against the per-token alternatives; "
                         "masked-loss: the hybrid loss with a sample mask against without; "
-                        "action-mask: both ops with an action mask against without")
+                        "action-mask: both ops with an action mask against without; "
+                        "sub-heads: the hybrid loss with discrete_sizes against without")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="a few small sizes instead of the full suite")
     parser.add_argument("--rounds", type=int, default=9)
@@ -102,6 +117,8 @@ def main() -> int:
         return run_masked_loss(args)
     if args.suite == "action-mask":
         return run_action_mask(args)
+    if args.suite == "sub-heads":
+        return run_sub_heads(args)
     if args.device == "cuda":
         return run_cuda(args)
 

@@ -189,3 +189,28 @@ def test_the_action_mask_benchmark_steps_give_the_reference_gradient(case_index)
     for got, want in zip(masked, ref):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert not torch.equal(masked[0], steps["plain"]()[0])
+
+
+def test_the_sub_heads_benchmark_times_the_three_calls_and_reports_their_ratios():
+    from hybrid_entropy_ext.benchmarking import sub_heads
+
+    calls = iter(range(1, 1000))
+    timings = sub_heads.run_sub_heads(sub_heads.QUICK_SUB_HEADS_CASES, rounds=1, min_seconds_per_sample=0.0,
+                                      timer=lambda step, repeats: (step(), float(next(calls)))[1])
+    table = sub_heads.format_sub_heads_table(timings)
+    for case in sub_heads.QUICK_SUB_HEADS_CASES:
+        by_name = {t.implementation: t.median_s for t in timings if t.case == case.label}
+        assert set(by_name) == {"plain", "sub_heads", "reference"} and all(v is not None for v in by_name.values())
+        row = next(line for line in table.splitlines() if line.startswith(f"| {case.label} |"))
+        assert f"{by_name['sub_heads'] / by_name['plain']:.3f}" in row
+        assert f"{by_name['reference'] / by_name['sub_heads']:.2f}" in row
+
+
+def test_the_sub_heads_benchmark_steps_give_the_reference_gradient():
+    from hybrid_entropy_ext.benchmarking import sub_heads
+
+    steps = sub_heads._steps(sub_heads.QUICK_SUB_HEADS_CASES[0])
+    fused, ref = steps["sub_heads"](), steps["reference"]()
+    for got, want in zip(fused, ref):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(fused[0], steps["plain"]()[0])

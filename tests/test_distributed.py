@@ -38,6 +38,7 @@ CASES = (
     "controllers",  # a controller per head, a control step, a second call
     "compiled",  # the regularizer under torch.compile
     "action_mask",  # actions ruled out per row (by the row's observation)
+    "discrete_sizes",  # two sub-heads (2 + 3 actions), each with its penalty, and the action mask
 )
 
 
@@ -91,12 +92,18 @@ def run_case(case: str, obs: torch.Tensor, distributed: bool):
             "discrete_controller": hee.TargetEntropyController(1.2, "adaptive", initial_coeff=0.2, delta=0.05),
             "continuous_controller": hee.TargetEntropyController(-1.0, "sac", initial_coeff=0.03),
         }
+    sub_heads = {}
+    if case == "discrete_sizes":
+        # Each sub-head's threshold between its entropy on rank 0's rows (0.137, 0.844: above)
+        # and on the global batch (0.095, 0.433: below): local means would turn neither on.
+        sub_heads = {"discrete_sizes": [2, 3], "discrete_head_thresholds": [0.12, 0.6]}
     regularizer = hee.HybridEntropyRegularizer(
         hee.EntropyRegularizationConfig.preset("long"),
         min_entropy_threshold=THRESHOLD,
         continuous_min_entropy_threshold=5.0,  # above H_c: the continuous penalty is on too
         distributed=distributed,
         **controllers,
+        **sub_heads,
     )
     call = regularizer
     if case == "compiled" and distributed:  # the reference: one eager process
@@ -105,7 +112,7 @@ def run_case(case: str, obs: torch.Tensor, distributed: bool):
     if case == "continuous_only_shared_log_std":
         logits = None
     action_mask = None
-    if case == "action_mask":
+    if case in ("action_mask", "discrete_sizes"):
         action_mask = torch.ones(obs.shape[0], K, dtype=torch.bool)
         action_mask[:, 1] = obs[:, 0] > 0
         action_mask[:, 3] = obs[:, 1] < 0

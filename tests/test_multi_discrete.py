@@ -242,3 +242,71 @@ def test_sub_heads_on_cuda_are_not_implemented_yet():
     logits, log_std = heads(4, 7)
     with pytest.raises(NotImplementedError, match="discrete_sizes"):
         hee.hybrid_entropy_loss(logits.cuda(), log_std.cuda(), 0.01, discrete_sizes=[3, 4])
+
+
+# --- the regularizer, its YAML keys and the monitor ------------------------------------
+
+
+def test_the_regularizer_passes_the_configs_sub_heads_to_the_op():
+    config = hee.EntropyRegularizationConfig(
+        enable_adaptive_entropy=False, entropy_coeff=0.05, discrete_sizes=[3, 5, 2],
+        discrete_head_thresholds=[10.0, 0.0, 10.0],
+    )
+    regularizer = hee.HybridEntropyRegularizer(config)
+    logits, log_std = heads(ROWS, 10, seed=4)
+    got = regularizer(logits, log_std)
+    want = hee.hybrid_entropy_loss(
+        logits, log_std, 0.05, discrete_sizes=[3, 5, 2], discrete_head_thresholds=[10.0, 0.0, 10.0],
+        min_entropy_threshold=config.min_entropy_threshold,
+        continuous_min_entropy_threshold=config.resolved_continuous_min_entropy_threshold,
+    )
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+
+
+def test_a_scripted_regularizer_with_sub_heads_gives_the_eager_outputs():
+    regularizer = hee.HybridEntropyRegularizer(discrete_sizes=[4, 4, 4, 4], min_entropy_threshold=1.2)
+    logits, log_std = heads(ROWS, 16, seed=6)
+    eager = regularizer(logits, log_std, 3)
+    scripted = torch.jit.script(regularizer)(logits, log_std, 3)
+    assert sorted(scripted) == sorted(eager)
+    for key in eager:
+        assert torch.equal(scripted[key], eager[key]), key
+
+
+def test_sub_head_keys_round_trip_through_yaml():
+    config = hee.EntropyRegularizationConfig(discrete_sizes=[3, 5, 2], discrete_head_thresholds=[0.1, 0.2, 0.3])
+    text = config.to_yaml()
+    assert "discrete_sizes:\n- 3\n- 5\n- 2\n" in text
+    assert hee.EntropyRegularizationConfig.from_yaml(text) == config
+    assert "discrete_sizes" not in hee.EntropyRegularizationConfig().to_yaml()
+
+
+@pytest.mark.parametrize(
+    "keys, error, message",
+    [
+        (dict(discrete_sizes=[3, 0]), ValueError, r"discrete_sizes\[1\]: expected an integer > 0, got 0"),
+        (dict(discrete_sizes=[]), ValueError, "discrete_sizes: expected a non-empty list"),
+        (dict(discrete_sizes=[2.5]), TypeError, r"discrete_sizes\[0\]: expected an integer > 0, got 2.5"),
+        (dict(discrete_sizes=[2, True]), TypeError, r"discrete_sizes\[1\]: expected an integer > 0, got True"),
+        (dict(discrete_head_thresholds=[-0.1]), ValueError, r"discrete_head_thresholds\[0\]"),
+        (dict(discrete_sizes=[2, 3], discrete_head_thresholds=[0.1]), ValueError,
+         r"one threshold per discrete sub-head \(2, from discrete_sizes\), got 1"),
+    ],
+    ids=["zero", "empty", "float", "bool", "negative-threshold", "threshold-count"],
+)
+def test_bad_sub_head_keys_are_rejected_naming_the_key(keys, error, message):
+    with pytest.raises(error, match=message):
+        hee.EntropyRegularizationConfig(**keys)
+
+
+def test_the_monitor_records_each_sub_heads_entropy(tmp_path):
+    regularizer = hee.HybridEntropyRegularizer(discrete_sizes=[3, 5, 2])
+    monitor = hee.EntropyMonitor()
+    logits, log_std = heads(ROWS, 10, seed=8)
+    out = regularizer(logits, log_std)
+    row = monitor.record(out, episode=0)
+    for h in range(3):
+        assert row[f"discrete_entropy_head_{h}"] == pytest.approx(out["discrete_entropy_per_head"][h].item())
+    header = monitor.to_csv(tmp_path / "entropy.csv").read_text().splitlines()[0].split(",")
+    assert header[-3:] == ["discrete_entropy_head_0", "discrete_entropy_head_1", "discrete_entropy_head_2"]

@@ -10,12 +10,12 @@ report at given entropies, and the pure-PyTorch reference
 differentiates it; the tests hold it to the float64 oracle of tests/oracle.py.
 """
 
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["loss_terms_from_entropies", "collapse_penalty"]
+__all__ = ["loss_terms_from_entropies", "loss_terms_from_head_entropies", "collapse_penalty"]
 
 
 def collapse_penalty(entropy: Tensor, threshold: Optional[float], multiplier: float) -> Tensor:
@@ -91,3 +91,58 @@ def loss_terms_from_entropies(
         "discrete_entropy": discrete_entropy,
         "continuous_entropy": continuous_entropy,
     }
+
+
+def loss_terms_from_head_entropies(
+    head_entropies: List[Tensor],
+    continuous_entropy: Tensor,
+    entropy_coeff: Union[float, Tensor],
+    discrete_entropy_weight: float = 1.0,
+    continuous_entropy_weight: float = 0.5,
+    min_entropy_threshold: Optional[float] = 0.1,
+    continuous_min_entropy_threshold: Optional[float] = 0.1,
+    penalty_multiplier: float = 3.0,
+    has_continuous: bool = True,
+    head_thresholds: Optional[List[float]] = None,
+) -> Dict[str, Tensor]:
+    """The seven outputs of a discrete head of sub-heads (``discrete_sizes``), and
+    ``discrete_entropy_per_head``, from each sub-head's batch entropy ``H_h``.
+
+    ``H_d = sum_h H_h`` and the discrete penalty is ``m * sum_h max(0, tau_h - H_h)``, with
+    ``tau_h`` from ``head_thresholds`` (one per sub-head) or else ``min_entropy_threshold``
+    for every sub-head (docs/design.md, "Sub-heads"); everything else as
+    :func:`loss_terms_from_entropies`. ``discrete_entropy_per_head`` ``[H]`` is detached, as
+    the fused op's is.
+
+    Example::
+
+        >>> out = loss_terms_from_head_entropies([torch.tensor(0.05), torch.tensor(2.0)],
+        ...                                      torch.tensor(1.0), 0.01)
+        >>> round(out["discrete_penalty"].item(), 6)   # 3 * (0.1 - 0.05): the second is above
+        0.15
+    """
+    discrete_entropy = head_entropies[0]
+    for h in head_entropies[1:]:
+        discrete_entropy = discrete_entropy + h
+    out = loss_terms_from_entropies(
+        discrete_entropy,
+        continuous_entropy,
+        entropy_coeff,
+        discrete_entropy_weight,
+        continuous_entropy_weight,
+        None,
+        continuous_min_entropy_threshold,
+        penalty_multiplier,
+        has_discrete=True,
+        has_continuous=has_continuous,
+    )
+    thresholds: List[Optional[float]] = []
+    for h in range(len(head_entropies)):
+        thresholds.append(head_thresholds[h] if head_thresholds is not None else min_entropy_threshold)
+    penalty = collapse_penalty(head_entropies[0], thresholds[0], penalty_multiplier)
+    for h in range(1, len(head_entropies)):
+        penalty = penalty + collapse_penalty(head_entropies[h], thresholds[h], penalty_multiplier)
+    out["total"] = out["discrete"] + out["continuous"] + penalty + out["continuous_penalty"]
+    out["discrete_penalty"] = penalty
+    out["discrete_entropy_per_head"] = torch.stack(head_entropies).detach()
+    return out

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .aggregation import aggregation_of_rows, rows_leading_shape
-from .loss_terms import collapse_penalty, loss_terms_from_entropies
+from .loss_terms import loss_terms_from_entropies, loss_terms_from_head_entropies
 
 __all__ = [
     "hybrid_entropy_loss",
@@ -227,30 +227,31 @@ def hybrid_entropy_loss(
         h_c = weighted_mean(per_row, row_weights, mean_denominator).to(out_dtype)
     if not head_entropies and discrete_head_thresholds is not None:
         head_entropies = [h_d]  # one head of K, with a threshold of its own
-    out = loss_from_entropies(
+    if head_entropies:
+        out = loss_terms_from_head_entropies(
+            head_entropies,
+            h_c,
+            entropy_coeff,
+            discrete_entropy_weight,
+            continuous_entropy_weight,
+            min_entropy_threshold,
+            continuous_min_entropy_threshold,
+            penalty_multiplier,
+            has_continuous=log_std is not None,
+            head_thresholds=discrete_head_thresholds,
+        )
+        if discrete_sizes is None:
+            del out["discrete_entropy_per_head"]
+        return out
+    return loss_from_entropies(
         h_d,
         h_c,
         entropy_coeff,
         discrete_entropy_weight,
         continuous_entropy_weight,
-        None if head_entropies else min_entropy_threshold,
+        min_entropy_threshold,
         continuous_min_entropy_threshold,
         penalty_multiplier,
         has_discrete=logits is not None,
         has_continuous=log_std is not None,
     )
-    if head_entropies:
-        # Each sub-head's own collapse penalty, m * max(0, tau_h - H_h), summed.
-        thresholds = (
-            list(discrete_head_thresholds)
-            if discrete_head_thresholds is not None
-            else [min_entropy_threshold] * len(head_entropies)
-        )
-        penalty = sum(
-            collapse_penalty(h, tau, penalty_multiplier) for h, tau in zip(head_entropies, thresholds)
-        )
-        out["total"] = out["total"] - out["discrete_penalty"] + penalty
-        out["discrete_penalty"] = penalty
-    if discrete_sizes is not None:
-        out["discrete_entropy_per_head"] = torch.stack(head_entropies).detach()
-    return out

@@ -23,6 +23,8 @@ _ATTRIBUTE_DEFAULTS = {
     "check_finite": False,
     "loss_agg_mode": "token-mean",
     "loss_scale_factor": None,
+    "discrete_sizes": None,
+    "discrete_head_thresholds": None,
 }
 
 

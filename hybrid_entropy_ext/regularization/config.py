@@ -176,6 +176,35 @@ def _validate_scale_factor(key: str, value: Any) -> Optional[float]:
     return result
 
 
+def _validate_sizes(key: str, value: Any) -> Optional[Tuple[int, ...]]:
+    if value is None:
+        return None
+    expected = "a non-empty list of sub-head sizes, each an integer > 0 (SB3's MultiDiscrete nvec), or null"
+    if not isinstance(value, (list, tuple)) or not value:
+        raise (TypeError if not isinstance(value, (list, tuple)) else ValueError)(
+            f"{key}: expected {expected}, got {describe(value)}"
+        )
+    sizes = []
+    for i, size in enumerate(value):
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"{key}[{i}]: expected an integer > 0, got {describe(size)}")
+        if size <= 0:
+            raise ValueError(f"{key}[{i}]: expected an integer > 0, got {size}")
+        sizes.append(int(size))
+    return tuple(sizes)
+
+
+def _validate_head_thresholds(key: str, value: Any) -> Optional[Tuple[float, ...]]:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value:
+        raise (TypeError if not isinstance(value, (list, tuple)) else ValueError)(
+            f"{key}: expected a non-empty list of thresholds in nats (one per discrete sub-head), or null, "
+            f"got {describe(value)}"
+        )
+    return tuple(_validate_coefficient(f"{key}[{i}]", threshold) for i, threshold in enumerate(value))
+
+
 def _field(default: Any, validator: Callable[[str, Any], Any], optional: bool = False) -> Any:
     return field(default=default, metadata={_VALIDATOR: validator, _OPTIONAL: optional})
 
@@ -242,6 +271,12 @@ class EntropyRegularizationConfig:
             defines them).
         loss_scale_factor: the divisor of ``seq-mean-token-sum-norm`` (> 0), or null:
             the tokens per sequence ``T``. Other modes do not read it.
+        discrete_sizes: ``[K_1, ..., K_H]``: the logits are ``H`` categorical sub-heads
+            (a multi-discrete policy, SB3's ``MultiDiscrete`` ``nvec``), ``H_d`` the sum
+            of their entropies and the collapse penalty one per sub-head; or null (one
+            categorical). :func:`~hybrid_entropy_ext.hybrid_entropy_loss` defines it.
+        discrete_head_thresholds: one threshold (nats, >= 0) per sub-head in place of
+            ``min_entropy_threshold``, or null (every sub-head gets that one).
 
     Numbers must be finite and >= 0 (except ``continuous_target_entropy``); numeric strings (YAML reads ``1e-3`` as one) are
     converted; ``bool`` is not accepted as a number. Invalid values raise ``TypeError``
@@ -281,6 +316,9 @@ class EntropyRegularizationConfig:
     # --- optional: aggregation of the rows ---------------------------------------------
     loss_agg_mode: str = _optional_field("token-mean", _validate_choice(LOSS_AGG_MODES))
     loss_scale_factor: Optional[float] = _optional_field(None, _validate_scale_factor)
+    # --- optional: the discrete head's sub-heads ----------------------------------------
+    discrete_sizes: Optional[Tuple[int, ...]] = _optional_field(None, _validate_sizes)
+    discrete_head_thresholds: Optional[Tuple[float, ...]] = _optional_field(None, _validate_head_thresholds)
 
     def __post_init__(self) -> None:
         # Validate every field before setting any (frozen: via object.__setattr__).
@@ -375,6 +413,9 @@ class EntropyRegularizationConfig:
                 del result[f.name]
         if result.get("entropy_schedule_points") is not None:
             result["entropy_schedule_points"] = [list(point) for point in result["entropy_schedule_points"]]
+        for key in ("discrete_sizes", "discrete_head_thresholds"):
+            if result.get(key) is not None:
+                result[key] = list(result[key])
         return result
 
     def to_yaml(self) -> str:
@@ -443,6 +484,13 @@ def _field_names() -> Tuple[str, ...]:
 
 def _check_combination(values: Mapping[str, Any]) -> None:
     """Checks across keys, on already validated values; errors name every key involved."""
+    sizes, head_thresholds = values["discrete_sizes"], values["discrete_head_thresholds"]
+    num_heads = len(sizes) if sizes is not None else 1
+    if head_thresholds is not None and len(head_thresholds) != num_heads:
+        raise ValueError(
+            f"discrete_head_thresholds: expected one threshold per discrete sub-head ({num_heads}, from "
+            f"discrete_sizes), got {len(head_thresholds)}"
+        )
     schedule, points = values["entropy_schedule"], values["entropy_schedule_points"]
     if schedule == "piecewise" and points is None:
         raise ValueError(

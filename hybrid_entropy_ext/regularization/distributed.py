@@ -9,7 +9,7 @@ returns the values of one process on the concatenated batch. Eager and ``torch.c
 only (not TorchScript).
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -21,7 +21,7 @@ from ..ops.aggregation import (
     rows_leading_shape,
 )
 from ..ops.loss import hybrid_entropy_loss
-from ..ops.loss_terms import loss_terms_from_entropies
+from ..ops.loss_terms import loss_terms_from_entropies, loss_terms_from_head_entropies
 
 __all__ = ["all_reduce_sum", "process_group_name", "global_loss"]
 
@@ -82,6 +82,8 @@ def global_loss(
     loss_agg_mode: str = "token-mean",
     loss_scale_factor: Optional[float] = None,
     action_mask: Optional[Tensor] = None,
+    discrete_sizes: Optional[List[int]] = None,
+    discrete_head_thresholds: Optional[List[float]] = None,
 ) -> Dict[str, Tensor]:
     """The seven loss terms of the global batch: ``H_d`` and ``H_c`` aggregated over every
     rank of ``process_group`` (None: the default group), the arguments as for
@@ -94,6 +96,10 @@ def global_loss(
     ``token-mean``, the sequences with some weight for the sequence modes, times
     ``loss_scale_factor`` for ``-norm``; none for ``token-sum``), one all-reduce adds them
     over the ranks, and the global ``H`` is their quotient.
+
+    With ``discrete_sizes``, each sub-head's weighted sum is reduced on its own (one fused
+    call per sub-head, on its columns) and each gets its global penalty, as
+    :func:`~hybrid_entropy_ext.ops.loss_terms.loss_terms_from_head_entropies` says.
 
     Every rank returns the same values and applies the same penalty. The all-reduce's
     backward sums the ranks' gradients, so each rank's gradient is the world size times
@@ -123,27 +129,57 @@ def global_loss(
     weights = aggregation_row_weights(sample_mask, loss_agg_mode, leading_shape)
     denominator = aggregation_denominator(sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, device)
     # The local weighted sums, fused, with the penalties off: only the entropies are used.
-    local = hybrid_entropy_loss(
-        logits,
-        log_std,
-        0.0,
-        1.0,
-        1.0,
-        None,
-        None,
-        0.0,
-        None if weights is None else weights.reshape(leading_shape),
-        "token-sum",
-        action_mask=action_mask,
-    )
-    sums = [local["discrete_entropy"].double(), local["continuous_entropy"].double()]
+    row_weights = None if weights is None else weights.reshape(leading_shape)
+
+    def local_sums(head_logits: Optional[Tensor], head_log_std: Optional[Tensor], head_mask: Optional[Tensor]):
+        return hybrid_entropy_loss(
+            head_logits, head_log_std, 0.0, 1.0, 1.0, None, None, 0.0, row_weights, "token-sum", action_mask=head_mask
+        )
+
+    if discrete_sizes is not None and logits is None:
+        raise ValueError("hybrid_entropy_loss: discrete_sizes splits the logits into sub-heads, but there are no logits")
+    if discrete_sizes is None or log_std is not None:
+        # With sub-heads, the logits' sums come one sub-head at a time, and this call has log_std's.
+        local = local_sums(logits if discrete_sizes is None else None, log_std, None if discrete_sizes is not None else action_mask)
+        sums = [local["discrete_entropy"].double(), local["continuous_entropy"].double()]
+    else:
+        sums = [torch.zeros((), dtype=torch.float64, device=device)] * 2
+    if discrete_sizes is not None and logits is not None:
+        sizes = list(discrete_sizes)
+        if not sizes or min(sizes) <= 0 or sum(sizes) != logits.shape[-1]:
+            raise ValueError(
+                f"hybrid_entropy_loss: discrete_sizes must be positive and sum to K = {logits.shape[-1]}, got {sizes}"
+            )
+    head_sums: List[Tensor] = []
+    if discrete_sizes is not None and logits is not None:
+        first = 0
+        for size in discrete_sizes:
+            columns = slice(first, first + size)
+            head_mask = None if action_mask is None else action_mask[..., columns]
+            head_sums.append(local_sums(logits[..., columns], None, head_mask)["discrete_entropy"].double())
+            first += size
+    dtype = torch.float64 if any(t is not None and t.dtype == torch.float64 for t in (logits, log_std)) else torch.float32
     # One all-reduce for the sums and the denominator (float64: counts exact).
     reduced = all_reduce_sum(
-        torch.stack(sums if denominator is None else sums + [denominator]), process_group_name(process_group)
+        torch.stack(sums + head_sums if denominator is None else sums + head_sums + [denominator]),
+        process_group_name(process_group),
     )
-    means = reduced[:2] if denominator is None else reduced[:2] / reduced[2]
-    dtype = local["total"].dtype
-    zero = torch.zeros_like(local["total"])
+    count = len(sums) + len(head_sums)
+    means = reduced[:count] if denominator is None else reduced[:count] / reduced[count]
+    zero = torch.zeros((), dtype=dtype, device=device)
+    if head_sums:
+        return loss_terms_from_head_entropies(
+            [means[2 + h].to(dtype) for h in range(len(head_sums))],
+            means[1].to(dtype) if log_std is not None else zero,
+            coeff,
+            discrete_entropy_weight,
+            continuous_entropy_weight,
+            min_entropy_threshold,
+            continuous_min_entropy_threshold,
+            penalty_multiplier,
+            has_continuous=log_std is not None,
+            head_thresholds=discrete_head_thresholds,
+        )
     return loss_terms_from_entropies(
         means[0].to(dtype) if logits is not None else zero,
         means[1].to(dtype) if log_std is not None else zero,

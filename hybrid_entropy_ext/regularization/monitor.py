@@ -27,7 +27,7 @@ from torch import Tensor
 from .._validation import check_episode_count, describe, is_bool
 from .config import EntropyRegularizationConfig
 
-__all__ = ["EntropyMonitor", "MONITORED_KEYS"]
+__all__ = ["EntropyMonitor", "MONITORED_KEYS", "SUB_HEAD_ENTROPY_KEY"]
 
 #: The keys a record keeps, in this order, when the output holds them.
 MONITORED_KEYS = (
@@ -42,6 +42,9 @@ MONITORED_KEYS = (
     "discrete_entropy_coeff",
     "continuous_entropy_coeff",
 )
+#: With discrete sub-heads, each sub-head h's batch entropy (``discrete_entropy_per_head[h]``)
+#: is recorded as this key, after :data:`MONITORED_KEYS`.
+SUB_HEAD_ENTROPY_KEY = "discrete_entropy_head_{}"
 _HEADS = ("discrete", "continuous")
 #: Per head, the recorded keys that belong to it.
 _HEAD_KEYS = {head: (head, f"{head}_penalty", f"{head}_entropy", f"{head}_entropy_coeff") for head in _HEADS}
@@ -200,7 +203,9 @@ class EntropyMonitor:
 
         Args:
             out: ``forward``'s output, or any mapping holding some of
-                :data:`MONITORED_KEYS` (other keys are ignored).
+                :data:`MONITORED_KEYS` (other keys are ignored); with
+                ``discrete_entropy_per_head`` (``[H]``, a multi-discrete policy's), each
+                sub-head's entropy is recorded too, as ``discrete_entropy_head_<h>``.
             episode: the x value of this step (the trainer's episode, update or step
                 count): an int >= 0, or a 0-dim integer tensor such as the
                 regularizer's ``episode_counter`` (read in the same single host read as
@@ -248,6 +253,13 @@ class EntropyMonitor:
                 raise TypeError(f"out[{key!r}]: expected a 0-dim tensor or a number, got {describe(value)}")
             else:
                 values[key] = float(value)
+        per_head = out.get("discrete_entropy_per_head")
+        if isinstance(per_head, Tensor) and "discrete_entropy" not in self._ignored:
+            for h in range(per_head.numel()):
+                key = SUB_HEAD_ENTROPY_KEY.format(h)
+                tensor_keys.append(key)
+                tensors.append(per_head.reshape(-1)[h])
+                values[key] = math.nan
 
         read = self._read(tensors, episode_tensor)
         if episode_tensor is not None:
@@ -363,7 +375,12 @@ class EntropyMonitor:
 
     def _columns(self, rows: List[Dict[str, float]]) -> List[str]:
         present = {key for row in rows for key in row}
-        return ["episode"] + [key for key in MONITORED_KEYS if key in present]
+        sub_heads = sum(1 for h in range(len(present)) if SUB_HEAD_ENTROPY_KEY.format(h) in present)
+        return (
+            ["episode"]
+            + [key for key in MONITORED_KEYS if key in present]
+            + [SUB_HEAD_ENTROPY_KEY.format(h) for h in range(sub_heads)]
+        )
 
     def to_csv(self, path: Union[str, "os.PathLike[str]"]) -> Path:
         """One row per recorded step: ``episode`` and the recorded keys (an absent head's
@@ -409,9 +426,10 @@ class EntropyMonitor:
         fig = Figure(figsize=(12, 4), layout="constrained")
         FigureCanvasAgg(fig)
         axes = fig.subplots(1, 3, sharex=True)
+        sub_head_keys = tuple(key for key in self._columns(rows) if key.startswith("discrete_entropy_head_"))
         panels = (
             (axes[0], "entropy coefficient", ("current_entropy_coeff", "discrete_entropy_coeff", "continuous_entropy_coeff")),
-            (axes[1], "entropy (nats)", ("discrete_entropy", "continuous_entropy")),
+            (axes[1], "entropy (nats)", ("discrete_entropy", "continuous_entropy") + sub_head_keys),
             (axes[2], "collapse penalty", ("discrete_penalty", "continuous_penalty")),
         )
         for ax, ylabel, keys in panels:

@@ -6,7 +6,7 @@ the ranks of a process group ``distributed.py``), the optional finiteness check
 (``finite_inputs.py``) and the loading of version-1 checkpoints (``checkpoint.py``).
 """
 
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -109,6 +109,8 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
     penalty_multiplier: float
     loss_agg_mode: str
     loss_scale_factor: Optional[float]
+    discrete_sizes: Optional[List[int]]
+    discrete_head_thresholds: Optional[List[float]]
     check_finite: bool
     distributed: bool
 
@@ -152,6 +154,9 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
         self.penalty_multiplier = self.config.penalty_multiplier
         self.loss_agg_mode = self.config.loss_agg_mode
         self.loss_scale_factor = self.config.loss_scale_factor
+        sizes, head_thresholds = self.config.discrete_sizes, self.config.discrete_head_thresholds
+        self.discrete_sizes = list(sizes) if sizes is not None else None
+        self.discrete_head_thresholds = list(head_thresholds) if head_thresholds is not None else None
         self.distributed = distributed or process_group is not None
         self.process_group = process_group
         self.register_buffer(COUNTER, torch.zeros((), dtype=torch.int64))
@@ -188,7 +193,8 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
             >>> out = reg(logits, log_std, 0, mask)
 
         Returns:
-            The seven 0-dim tensors of :func:`hybrid_entropy_loss` plus
+            The seven 0-dim tensors of :func:`hybrid_entropy_loss` (and with the config's
+            ``discrete_sizes``, ``discrete_entropy_per_head`` ``[H]``) plus
             ``current_entropy_coeff`` (the schedule's coefficient). Add
             ``out["total"]`` to the policy loss. With a controller, also
             ``discrete_entropy_coeff`` and ``continuous_entropy_coeff``: the
@@ -228,6 +234,8 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
                 self.loss_agg_mode,
                 self.loss_scale_factor,
                 action_mask,
+                self.discrete_sizes,
+                self.discrete_head_thresholds,
             )
         self._apply_only_below_target(out)
         add_coefficient_outputs(out, discrete_coeff, continuous_coeff, scheduled_value, scheduled_tensor)
@@ -256,6 +264,8 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
             self.loss_agg_mode,
             self.loss_scale_factor,
             action_mask,
+            self.discrete_sizes,
+            self.discrete_head_thresholds,
         )
 
     # --- checkpoints: state-dict version 1 (checkpoint.py) ------------------------------------
@@ -283,6 +293,10 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
         )
         if self.loss_agg_mode != "token-mean" or self.loss_scale_factor is not None:
             text += f", loss_agg_mode={self.loss_agg_mode!r}, loss_scale_factor={self.loss_scale_factor}"
+        if self.discrete_sizes is not None:
+            text += f", discrete_sizes={self.discrete_sizes}"
+        if self.discrete_head_thresholds is not None:
+            text += f", discrete_head_thresholds={self.discrete_head_thresholds}"
         if self.distributed:
             text += ", distributed=True"
         return text

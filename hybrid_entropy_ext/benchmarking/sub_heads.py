@@ -1,0 +1,94 @@
+"""The hybrid loss of a multi-discrete head (``discrete_sizes``) against one categorical of the
+same logits and against the reference doing the same.
+
+Per case, the same logits ``[B, K]`` and a ``[B, 4]`` log_std: the fused op without sub-heads
+(``plain``: one categorical of K), with ``discrete_sizes`` (``sub_heads``: H sub-heads of K / H
+actions, each with its collapse penalty), and the pure-PyTorch reference with the same
+sub-heads (``reference``: a ``torch.split`` of the logits, one log-softmax per sub-head).
+Forward+backward of ``total``, in interleaved rounds (:func:`runner.time_interleaved`),
+medians. The goals, printed with the table and never asserted: sub_heads / plain at most
+1.25, and the fused sub-heads faster than the reference.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Sequence
+
+import torch
+
+from ..ops import reference
+from ..ops.loss import hybrid_entropy_loss
+from .runner import Timing, medians_by_case, time_cases, wall_clock_seconds
+
+__all__ = ["SubHeadsCase", "SUB_HEADS_CASES", "QUICK_SUB_HEADS_CASES", "SUB_HEADS_COST_GOAL",
+           "run_sub_heads", "format_sub_heads_table"]
+
+MODE = "forward_backward"
+SUB_HEADS_COST_GOAL = 1.25
+ENTROPY_COEFF = 0.01
+LOG_STD_DIMS = 4
+
+
+@dataclass(frozen=True)
+class SubHeadsCase:
+    batch: int
+    num_heads: int
+    head_size: int
+
+    @property
+    def sizes(self) -> List[int]:
+        return [self.head_size] * self.num_heads
+
+    @property
+    def label(self) -> str:
+        return f"{self.batch}x{self.num_heads * self.head_size} ({self.num_heads} x {self.head_size})"
+
+
+SUB_HEADS_CASES = (SubHeadsCase(65536, 4, 4), SubHeadsCase(4096, 4, 16))
+QUICK_SUB_HEADS_CASES = (SubHeadsCase(1024, 4, 4),)
+
+
+def _steps(case: SubHeadsCase) -> Dict[str, Callable[[], object]]:
+    generator = torch.Generator().manual_seed(case.batch + case.num_heads)
+    logits = torch.randn(case.batch, case.num_heads * case.head_size, generator=generator).requires_grad_()
+    log_std = (0.3 * torch.randn(case.batch, LOG_STD_DIMS, generator=generator)).requires_grad_()
+
+    def step(loss: Callable[..., Dict[str, torch.Tensor]], **kwargs) -> Callable[[], object]:
+        def run() -> object:
+            total = loss(logits, log_std, ENTROPY_COEFF, min_entropy_threshold=1.0, **kwargs)["total"]
+            return torch.autograd.grad(total, (logits, log_std))
+
+        return run
+
+    return {
+        "plain": step(hybrid_entropy_loss),
+        "sub_heads": step(hybrid_entropy_loss, discrete_sizes=case.sizes),
+        "reference": step(reference.hybrid_entropy_loss, discrete_sizes=case.sizes),
+    }
+
+
+def run_sub_heads(
+    cases: Sequence[SubHeadsCase] = SUB_HEADS_CASES,
+    rounds: int = 9,
+    min_seconds_per_sample: float = 0.02,
+    timer=wall_clock_seconds,
+) -> List[Timing]:
+    """Times the three calls of each case in interleaved rounds, on the CPU (by the wall
+    clock unless ``timer`` says otherwise)."""
+    return time_cases(cases, _steps, MODE, rounds, min_seconds_per_sample, timer=timer)
+
+
+def format_sub_heads_table(timings: Sequence[Timing]) -> str:
+    """Markdown: per case the three medians (microseconds), sub_heads / plain and reference / sub_heads."""
+    rows = [
+        f"Goals (reported, not asserted): sub_heads / plain <= {SUB_HEADS_COST_GOAL:.2f}; reference / sub_heads > 1.",
+        "",
+        "| B x K (H x K_h) | plain (us) | sub_heads (us) | reference (us) | sub_heads / plain | reference / sub_heads |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, by_name in medians_by_case(timings).items():
+        plain, sub_heads, ref = (by_name.get(name) for name in ("plain", "sub_heads", "reference"))
+        if plain is None or sub_heads is None or ref is None:
+            continue
+        rows.append(f"| {label} | {plain * 1e6:.1f} | {sub_heads * 1e6:.1f} | {ref * 1e6:.1f} | "
+                    f"{sub_heads / plain:.3f} | {ref / sub_heads:.2f} |")
+    return "\n".join(rows)
