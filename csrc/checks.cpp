@@ -1,6 +1,7 @@
 #include "checks.h"
 
 #include <cmath>
+#include <limits>
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
@@ -250,7 +251,7 @@ void check_saved_scalar(
 }
 
 // discrete_sizes: with logits, each size > 0 and their sum K, the logits'
-// columns; discrete_head_thresholds: with logits, one per sub-head.
+// columns; discrete_head_thresholds: with discrete_sizes, one per sub-head.
 void check_discrete_sizes(
     const LossHyperparameters& h,
     const OptionalTensor& logits,
@@ -266,31 +267,38 @@ void check_discrete_sizes(
   if (!logits.has_value()) {
     return;
   }
-  int64_t num_heads = 1;
-  if (h.discrete_sizes.has_value()) {
-    const std::vector<int64_t>& sizes = *h.discrete_sizes.values;
-    TORCH_CHECK_VALUE(
-        !sizes.empty(), op,
-        ": discrete_sizes must list at least one sub-head size, got []");
-    int64_t sum = 0;
-    for (size_t i = 0; i < sizes.size(); ++i) {
-      TORCH_CHECK_VALUE(
-          sizes[i] > 0, op, ": discrete_sizes must be positive, got ",
-          sizes[i], " at position ", i, " of ", at::IntArrayRef(sizes));
-      sum += sizes[i];
-    }
-    TORCH_CHECK_VALUE(
-        logits->sym_size(1).sym_eq(sum).expect_true(__FILE__, __LINE__), op,
-        ": discrete_sizes ", at::IntArrayRef(sizes), " sum to ", sum,
-        ", but the logits have K = ", logits->sym_size(1), " columns");
-    num_heads = static_cast<int64_t>(sizes.size());
+  TORCH_CHECK_VALUE(
+      !h.discrete_head_thresholds.has_value() || h.discrete_sizes.has_value(),
+      op, ": discrete_head_thresholds are the thresholds of the sub-heads of "
+      "discrete_sizes, which is not given (one head's threshold is "
+      "min_entropy_threshold)");
+  if (!h.discrete_sizes.has_value()) {
+    return;
   }
-  if (h.discrete_head_thresholds.has_value()) {
-    const int64_t given =
-        static_cast<int64_t>(h.discrete_head_thresholds.values->size());
+  const std::vector<int64_t>& sizes = *h.discrete_sizes.values;
+  TORCH_CHECK_VALUE(
+      !sizes.empty(), op,
+      ": discrete_sizes must list at least one sub-head size, got []");
+  int64_t sum = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
     TORCH_CHECK_VALUE(
-        given == num_heads, op, ": discrete_head_thresholds must have one "
-        "threshold per discrete sub-head (", num_heads, "), got ", given);
+        sizes[i] > 0, op, ": discrete_sizes must be positive, got ", sizes[i],
+        " at position ", i, " of ", at::IntArrayRef(sizes));
+    // Sizes whose sum wraps around could otherwise pass as K.
+    TORCH_CHECK_VALUE(
+        sizes[i] <= std::numeric_limits<int64_t>::max() - sum, op,
+        ": discrete_sizes ", at::IntArrayRef(sizes), " overflow int64");
+    sum += sizes[i];
+  }
+  TORCH_CHECK_VALUE(
+      logits->sym_size(1).sym_eq(sum).expect_true(__FILE__, __LINE__), op,
+      ": discrete_sizes ", at::IntArrayRef(sizes), " sum to ", sum,
+      ", but the logits have K = ", logits->sym_size(1), " columns");
+  if (h.discrete_head_thresholds.has_value()) {
+    const size_t given = h.discrete_head_thresholds.values->size();
+    TORCH_CHECK_VALUE(
+        given == sizes.size(), op, ": discrete_head_thresholds must have one "
+        "threshold per discrete sub-head (", sizes.size(), "), got ", given);
   }
 }
 

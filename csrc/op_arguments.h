@@ -37,8 +37,9 @@
 // discrete_sizes [H]: the logits' columns split into H sub-heads of sizes
 // K_1..K_H (summing to K), each its own categorical (docs/design.md,
 // "Sub-heads"); None is one head of K.
-// discrete_head_thresholds [H]: each sub-head's collapse threshold, in place
-// of min_entropy_threshold; None gives every sub-head min_entropy_threshold.
+// discrete_head_thresholds [H]: with discrete_sizes, each sub-head's collapse
+// threshold in place of min_entropy_threshold; None gives every sub-head
+// min_entropy_threshold.
 #define HEE_TRAILING_ARGUMENTS(X)                                             \
   X(HYPERPARAMETER, double, discrete_entropy_weight, "float", "1.0")          \
   X(HYPERPARAMETER, double, continuous_entropy_weight, "float", "0.5")        \

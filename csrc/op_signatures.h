@@ -92,8 +92,8 @@ auto tensor_tuple(std::index_sequence<I...>)
 } // namespace detail
 
 // The forward's outputs: the loss components, then the per-row statistics
-// kept for the backward, row_stats [3, B] (docs/design.md, "The row
-// statistics").
+// kept for the backward, row_stats [3, H * B] (docs/design.md, "The row
+// statistics"), and discrete_entropy_per_head ([H] with sub-heads, else [0]).
 using LossForwardOutputs = decltype(detail::tensor_tuple(
     std::make_index_sequence<kNumForwardOutputs>()));
 

@@ -129,6 +129,15 @@ def fused_loss_on(device, *args, **kwargs):
 # --------------------------------------------------------------------------------------
 
 
+def seeded_heads(b: int, k: int, d: int = 3, dtype: torch.dtype = torch.float32, seed: int = 0):
+    """Logits ``[b, k]`` (scale 2) and log_std ``[b, d]`` (scale 0.3) of ``dtype``, drawn in
+    float64 from ``seed`` and rounded once."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = (2.0 * torch.randn(b, k, generator=generator, dtype=torch.float64)).to(dtype)
+    log_std = (0.3 * torch.randn(b, d, generator=generator, dtype=torch.float64)).to(dtype)
+    return logits, log_std
+
+
 def random_heads(b: int = 6, k: int = 5, d: int = 3, dtype: torch.dtype = torch.float32,
                  log_std_dtype: Optional[torch.dtype] = None, *, seed: Optional[int] = 0,
                  logits_scale: float = 2.0, log_std_scale: float = 0.3, log_std_shift: float = 0.0,

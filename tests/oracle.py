@@ -26,6 +26,12 @@ KEYS = (
 # that a swapped or dropped output shows in a gradient.
 OUTPUT_WEIGHTS = dict(zip(KEYS, (1.0, -2.0, 3.0, 0.5, -1.5, 0.25, 0.75)))
 
+
+def weighted_output_sum(out: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """The seven outputs weighed by OUTPUT_WEIGHTS and summed: one scalar whose gradient
+    carries every output's."""
+    return sum(w * out[key] for key, w in OUTPUT_WEIGHTS.items())
+
 # Entropy of one dimension of N(mu, exp(c)) in nats is HALF_LOG_2PI_E + c.
 HALF_LOG_2PI_E = 0.5 * math.log(2.0 * math.pi * math.e)
 

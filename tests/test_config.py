@@ -46,6 +46,8 @@ OPTIONAL_KEY_DEFAULTS = {
     "controller_only_below_target": True,
     "loss_agg_mode": "token-mean",
     "loss_scale_factor": None,
+    "discrete_sizes": None,
+    "discrete_head_thresholds": None,
 }
 
 PRESETS = {

@@ -15,8 +15,8 @@ from torch.distributions import Categorical
 
 import hybrid_entropy_ext as hee
 from hybrid_entropy_ext import reference
-from common_utils import run_on
-from oracle import KEYS, OUTPUT_WEIGHTS, distributions_oracle
+from common_utils import run_on, seeded_heads
+from oracle import KEYS, distributions_oracle, weighted_output_sum
 
 INF = math.inf
 # Both penalties active: every output's gradient reaches the logits.
@@ -36,22 +36,11 @@ def random_action_mask(*shape, allowed_fraction=0.6, seed=1):
     return allowed
 
 
-def heads(b, k, d=3, dtype=torch.float32, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    logits = (2.0 * torch.randn(b, k, generator=generator, dtype=torch.float64)).to(dtype)
-    log_std = (0.3 * torch.randn(b, d, generator=generator, dtype=torch.float64)).to(dtype)
-    return logits, log_std
-
-
-def weighted_sum(out):
-    return sum(w * out[key] for key, w in OUTPUT_WEIGHTS.items())
-
-
 def fused_values_and_grads(device, logits, log_std, action_mask, **kwargs):
     """The seven outputs and the gradients of their weighted sum w.r.t. both heads."""
     leaves = [logits.detach().clone().requires_grad_(True), log_std.detach().clone().requires_grad_(True)]
     out = run_on(device, hee.hybrid_entropy_loss, *leaves, 0.05, action_mask=action_mask, **kwargs)
-    grads = torch.autograd.grad(weighted_sum(out), leaves)
+    grads = torch.autograd.grad(weighted_output_sum(out), leaves)
     return {k: v.detach() for k, v in out.items()}, grads
 
 
@@ -68,14 +57,14 @@ TOLERANCES = {
 @pytest.mark.parametrize("k", KS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_values_and_gradients_match_the_oracle_on_the_neg_inf_form(backend, dtype, k):
-    logits, log_std = heads(ROWS, k, dtype=dtype, seed=k)
+    logits, log_std = seeded_heads(ROWS, k, dtype=dtype, seed=k)
     allowed = random_action_mask(ROWS, k, seed=k)
     got, (grad_logits, grad_log_std) = fused_values_and_grads(backend, logits, log_std, allowed, **PENALTIES_ACTIVE)
 
     leaf = logits.double().requires_grad_(True)
     std_leaf = log_std.double().requires_grad_(True)
     want = distributions_oracle(leaf.masked_fill(~allowed, -INF), std_leaf, 0.05, **PENALTIES_ACTIVE)
-    want_logits, want_log_std = torch.autograd.grad(weighted_sum(want), [leaf, std_leaf])
+    want_logits, want_log_std = torch.autograd.grad(weighted_output_sum(want), [leaf, std_leaf])
 
     value_tol, grad_tol = TOLERANCES[dtype]
     for key in KEYS:
@@ -89,7 +78,7 @@ def test_values_and_gradients_match_the_oracle_on_the_neg_inf_form(backend, dtyp
 @pytest.mark.parametrize("k", [7, 33, 100])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_an_action_mask_gives_bitwise_the_results_of_neg_inf_logits(backend, dtype, k):
-    logits, log_std = heads(ROWS, k, dtype=dtype)
+    logits, log_std = seeded_heads(ROWS, k, dtype=dtype)
     allowed = random_action_mask(ROWS, k)
     got, got_grads = fused_values_and_grads(backend, logits, log_std, allowed, **PENALTIES_ACTIVE)
     want, want_grads = fused_values_and_grads(
@@ -103,7 +92,7 @@ def test_an_action_mask_gives_bitwise_the_results_of_neg_inf_logits(backend, dty
 @pytest.mark.parametrize("k", [7, 33, 100])
 @pytest.mark.parametrize("stored", [math.nan, INF, -INF, 1e30], ids=["nan", "inf", "neg-inf", "1e30"])
 def test_ruled_out_actions_get_probability_0_and_gradient_exactly_0_whatever_their_logit(backend, stored, k):
-    logits, log_std = heads(ROWS, k)
+    logits, log_std = seeded_heads(ROWS, k)
     allowed = random_action_mask(ROWS, k)
     stored_logits = logits.masked_fill(~allowed, stored)
     got, (grad_logits, _) = fused_values_and_grads(backend, stored_logits, log_std, allowed, **PENALTIES_ACTIVE)
@@ -117,7 +106,7 @@ def test_ruled_out_actions_get_probability_0_and_gradient_exactly_0_whatever_the
 
 @pytest.mark.parametrize("k", [1, 7, 100])
 def test_a_row_with_nothing_allowed_has_entropy_0_and_gradient_0(backend, k):
-    logits, log_std = heads(4, k)
+    logits, log_std = seeded_heads(4, k)
     allowed = torch.ones(4, k, dtype=torch.bool)
     allowed[2] = False
     out, (grad_logits, _) = fused_values_and_grads(backend, logits, log_std, allowed, min_entropy_threshold=None)
@@ -132,7 +121,7 @@ def categorical_entropy(row_logits):
 
 @pytest.mark.parametrize("layout", ["broadcast row", "transposed", "column slice"])
 def test_a_mask_of_any_strides_gives_the_results_of_a_contiguous_one(backend, layout):
-    logits, log_std = heads(ROWS, 33)
+    logits, log_std = seeded_heads(ROWS, 33)
     # The view is taken on the backend's device: moving one there would copy it dense.
     if layout == "broadcast row":
         allowed = random_action_mask(33).to(backend).expand(ROWS, 33)
@@ -150,7 +139,7 @@ def test_a_mask_of_any_strides_gives_the_results_of_a_contiguous_one(backend, la
 
 
 def test_sequences_take_a_mask_of_the_logits_shape():
-    logits, log_std = heads(4 * 5, 6)
+    logits, log_std = seeded_heads(4 * 5, 6)
     allowed = random_action_mask(4 * 5, 6)
     sample_mask = torch.arange(5) < torch.tensor([[5], [2], [4], [1]])
     got = hee.hybrid_entropy_loss(logits.reshape(4, 5, 6), log_std.reshape(4, 5, 3), 0.05,
@@ -164,7 +153,7 @@ def test_sequences_take_a_mask_of_the_logits_shape():
 
 
 def test_row_weights_weigh_the_masked_rows_entropies_like_the_oracle():
-    logits, log_std = heads(ROWS, 9)
+    logits, log_std = seeded_heads(ROWS, 9)
     allowed = random_action_mask(ROWS, 9)
     weights = torch.rand(ROWS, generator=torch.Generator().manual_seed(3))
     got = hee.hybrid_entropy_loss(logits, log_std, 0.05, sample_mask=weights, action_mask=allowed)
@@ -175,7 +164,7 @@ def test_row_weights_weigh_the_masked_rows_entropies_like_the_oracle():
 
 
 def test_the_reference_matches_the_oracle_on_the_neg_inf_form():
-    logits, log_std = heads(ROWS, 9, dtype=torch.float64)
+    logits, log_std = seeded_heads(ROWS, 9, dtype=torch.float64)
     allowed = random_action_mask(ROWS, 9)
     got = reference.hybrid_entropy_loss(logits, log_std, 0.05, action_mask=allowed)
     want = distributions_oracle(logits.masked_fill(~allowed, -INF), log_std, 0.05)
@@ -187,7 +176,7 @@ def test_the_reference_matches_the_oracle_on_the_neg_inf_form():
 
 
 def test_the_regularizer_passes_the_mask_to_the_loss():
-    logits, log_std = heads(ROWS, 9)
+    logits, log_std = seeded_heads(ROWS, 9)
     allowed = random_action_mask(ROWS, 9)
     regularizer = hee.HybridEntropyRegularizer()
     got = regularizer(logits, log_std, 0, action_mask=allowed)
@@ -197,7 +186,7 @@ def test_the_regularizer_passes_the_mask_to_the_loss():
 
 
 def test_check_finite_ignores_what_a_ruled_out_action_holds():
-    logits, log_std = heads(ROWS, 9)
+    logits, log_std = seeded_heads(ROWS, 9)
     allowed = random_action_mask(ROWS, 9)
     stored = logits.masked_fill(~allowed, math.nan)
     regularizer = hee.HybridEntropyRegularizer(check_finite=True)
@@ -210,7 +199,7 @@ def test_check_finite_ignores_what_a_ruled_out_action_holds():
 
 
 def test_a_scripted_regularizer_takes_the_mask():
-    logits, log_std = heads(ROWS, 9)
+    logits, log_std = seeded_heads(ROWS, 9)
     allowed = random_action_mask(ROWS, 9)
     eager = hee.HybridEntropyRegularizer()
     scripted = torch.jit.script(hee.HybridEntropyRegularizer())
@@ -258,14 +247,14 @@ def recording_loss(monkeypatch):
 @pytest.mark.parametrize("make", [SB3MaskableCategorical, TorchRLMaskedCategorical], ids=["sb3-contrib", "torchrl"])
 def test_a_masked_categoricals_mask_reaches_the_op(monkeypatch, make):
     masks = recording_loss(monkeypatch)
-    logits, _ = heads(ROWS, 9)
+    logits, _ = seeded_heads(ROWS, 9)
     allowed = random_action_mask(ROWS, 9)
     hee.hybrid_entropy_loss_from_distributions(make(logits, allowed), 0.05)
     assert len(masks) == 1 and torch.equal(masks[0], allowed)
 
 
 def test_a_broadcast_mask_of_a_masked_categorical_is_expanded_to_the_logits():
-    logits, _ = heads(ROWS, 9)
+    logits, _ = seeded_heads(ROWS, 9)
     one_row = random_action_mask(9)
     dist = TorchRLMaskedCategorical(logits, one_row.expand(ROWS, 9))
     dist._mask = one_row  # as a policy may keep it: one row for the batch
@@ -275,7 +264,7 @@ def test_a_broadcast_mask_of_a_masked_categorical_is_expanded_to_the_logits():
 
 
 def test_the_mask_of_a_torchrl_masked_categorical_with_a_finite_neg_inf_rules_its_actions_out():
-    logits, _ = heads(ROWS, 9)
+    logits, _ = seeded_heads(ROWS, 9)
     allowed = random_action_mask(ROWS, 9)
     leaf = logits.clone().requires_grad_(True)
     got = hee.hybrid_entropy_loss_from_distributions(TorchRLMaskedCategorical(leaf, allowed), 0.05)
@@ -292,14 +281,14 @@ def test_the_mask_of_a_torchrl_masked_categorical_with_a_finite_neg_inf_rules_it
 
 
 def test_a_mask_that_is_not_bool_is_a_type_error():
-    logits, log_std = heads(4, 5)
+    logits, log_std = seeded_heads(4, 5)
     with pytest.raises(TypeError, match="action_mask must be bool"):
         hee.hybrid_entropy_loss(logits, log_std, 0.05, action_mask=torch.ones(4, 5))
 
 
 @pytest.mark.parametrize("shape", [(4, 6), (5, 4), (4,), (1, 5)], ids=str)
 def test_a_mask_of_another_shape_is_a_value_error(shape):
-    logits, log_std = heads(4, 5)
+    logits, log_std = seeded_heads(4, 5)
     with pytest.raises(ValueError, match="action_mask must have the logits' shape"):
         hee.hybrid_entropy_loss(logits, log_std, 0.05, action_mask=torch.ones(shape, dtype=torch.bool))
 
@@ -316,13 +305,13 @@ def test_a_mask_without_logits_is_a_value_error():
 
 
 def test_a_mask_on_another_device_is_a_value_error():
-    logits, log_std = heads(4, 5)
+    logits, log_std = seeded_heads(4, 5)
     with pytest.raises(ValueError, match="action_mask must be on the logits' device"):
         hee.hybrid_entropy_loss(logits, log_std, 0.05, action_mask=torch.ones(4, 5, dtype=torch.bool, device="meta"))
 
 
 def test_the_forward_op_with_a_mask_passes_opcheck():
-    logits, log_std = heads(6, 7)
+    logits, log_std = seeded_heads(6, 7)
     args = (logits.requires_grad_(), log_std.requires_grad_(), torch.tensor(0.05, requires_grad=True),
             1.0, 0.5, 10.0, 10.0, 3.0, None, None, random_action_mask(6, 7))
     results = torch.library.opcheck(torch.ops.hybrid_entropy_ext.hybrid_entropy_loss.default, args)
@@ -330,12 +319,12 @@ def test_the_forward_op_with_a_mask_passes_opcheck():
 
 
 def test_the_compiled_loss_with_a_mask_gives_eager_values_and_gradients():
-    logits, log_std = heads(ROWS, 9)
+    logits, log_std = seeded_heads(ROWS, 9)
     allowed = random_action_mask(ROWS, 9)
 
     def loss(logits, log_std, allowed):
         out = hee.hybrid_entropy_loss(logits, log_std, 0.05, action_mask=allowed, **PENALTIES_ACTIVE)
-        return weighted_sum(out)
+        return weighted_output_sum(out)
 
     compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
     results = []

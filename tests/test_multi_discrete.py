@@ -16,7 +16,8 @@ import torch
 
 import hybrid_entropy_ext as hee
 from hybrid_entropy_ext import reference
-from oracle import KEYS, OUTPUT_WEIGHTS, sub_heads_oracle
+from common_utils import seeded_heads
+from oracle import KEYS, sub_heads_oracle, weighted_output_sum
 
 INF = math.inf
 ROWS = 37
@@ -32,17 +33,6 @@ TOLERANCES = {
 }
 
 
-def heads(b, k, d=3, dtype=torch.float32, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    logits = (2.0 * torch.randn(b, k, generator=generator, dtype=torch.float64)).to(dtype)
-    log_std = (0.3 * torch.randn(b, d, generator=generator, dtype=torch.float64)).to(dtype)
-    return logits, log_std
-
-
-def weighted_sum(out):
-    return sum(w * out[key] for key, w in OUTPUT_WEIGHTS.items())
-
-
 def thresholds_between(sizes):
     """Per sub-head thresholds alternately above every entropy (penalty on) and at 0 (off)."""
     return [10.0 if h % 2 == 0 else 0.0 for h in range(len(sizes))]
@@ -51,14 +41,14 @@ def thresholds_between(sizes):
 def fused_values_and_grads(logits, log_std, **kwargs):
     leaves = [logits.detach().clone().requires_grad_(True), log_std.detach().clone().requires_grad_(True)]
     out = hee.hybrid_entropy_loss(*leaves, 0.05, **kwargs)
-    grads = torch.autograd.grad(weighted_sum(out), leaves)
+    grads = torch.autograd.grad(weighted_output_sum(out), leaves)
     return {k: v.detach() for k, v in out.items()}, grads
 
 
 @pytest.mark.parametrize("sizes", SIZES, ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_values_and_gradients_match_the_multi_categorical_oracle(cpu_isa, dtype, sizes):
-    logits, log_std = heads(ROWS, sum(sizes), dtype=dtype, seed=len(sizes))
+    logits, log_std = seeded_heads(ROWS, sum(sizes), dtype=dtype, seed=len(sizes))
     taus = thresholds_between(sizes)
     got, (grad_logits, grad_log_std) = fused_values_and_grads(
         logits, log_std, discrete_sizes=sizes, discrete_head_thresholds=taus, continuous_min_entropy_threshold=10.0
@@ -67,7 +57,7 @@ def test_values_and_gradients_match_the_multi_categorical_oracle(cpu_isa, dtype,
     leaf = logits.double().requires_grad_(True)
     std_leaf = log_std.double().requires_grad_(True)
     want = sub_heads_oracle(leaf, std_leaf, 0.05, sizes, taus, continuous_min_entropy_threshold=10.0)
-    want_logits, want_log_std = torch.autograd.grad(weighted_sum(want), [leaf, std_leaf])
+    want_logits, want_log_std = torch.autograd.grad(weighted_output_sum(want), [leaf, std_leaf])
 
     value_tol, grad_tol = TOLERANCES[dtype]
     for key in KEYS + ("discrete_entropy_per_head",):
@@ -99,7 +89,7 @@ def test_the_gradient_of_a_sub_head_penalty_reaches_only_that_sub_heads_columns(
 
 
 def test_one_sub_head_of_every_column_gives_the_bits_of_no_sub_heads(cpu_isa):
-    logits, log_std = heads(ROWS, 9, dtype=torch.float32)
+    logits, log_std = seeded_heads(ROWS, 9, dtype=torch.float32)
     plain, plain_grads = fused_values_and_grads(logits, log_std, min_entropy_threshold=10.0)
     one, one_grads = fused_values_and_grads(logits, log_std, min_entropy_threshold=10.0, discrete_sizes=[9])
     for key in KEYS:
@@ -110,7 +100,7 @@ def test_one_sub_head_of_every_column_gives_the_bits_of_no_sub_heads(cpu_isa):
 
 
 def test_min_entropy_threshold_applies_to_every_sub_head_without_head_thresholds():
-    logits, log_std = heads(ROWS, 10)
+    logits, log_std = seeded_heads(ROWS, 10)
     common = hee.hybrid_entropy_loss(logits, log_std, 0.05, min_entropy_threshold=1.0, discrete_sizes=[3, 5, 2])
     listed = hee.hybrid_entropy_loss(
         logits, log_std, 0.05, min_entropy_threshold=None, discrete_sizes=[3, 5, 2],
@@ -121,7 +111,7 @@ def test_min_entropy_threshold_applies_to_every_sub_head_without_head_thresholds
 
 
 def test_per_head_entropies_are_float32_for_16_bit_logits_and_absent_without_sub_heads():
-    logits, log_std = heads(8, 6, dtype=torch.bfloat16)
+    logits, log_std = seeded_heads(8, 6, dtype=torch.bfloat16)
     out = hee.hybrid_entropy_loss(logits, log_std, 0.01, discrete_sizes=[2, 4])
     assert out["discrete_entropy_per_head"].shape == (2,)
     assert out["discrete_entropy_per_head"].dtype == torch.float32
@@ -130,7 +120,7 @@ def test_per_head_entropies_are_float32_for_16_bit_logits_and_absent_without_sub
 
 def test_sub_heads_with_an_action_mask_match_the_oracle_on_the_neg_inf_form(cpu_isa):
     sizes = [3, 5, 2]
-    logits, log_std = heads(ROWS, 10, dtype=torch.float32, seed=3)
+    logits, log_std = seeded_heads(ROWS, 10, dtype=torch.float32, seed=3)
     generator = torch.Generator().manual_seed(5)
     allowed = torch.rand(ROWS, 10, generator=generator) < 0.6
     allowed[:4, 3:8] = False  # sub-head 1 with nothing allowed in four rows: entropy 0 there
@@ -140,7 +130,7 @@ def test_sub_heads_with_an_action_mask_match_the_oracle_on_the_neg_inf_form(cpu_
     )
     leaf = logits.double().requires_grad_(True)
     want = sub_heads_oracle(leaf.masked_fill(~allowed, -INF), log_std.double(), 0.05, sizes, taus)
-    (want_logits,) = torch.autograd.grad(weighted_sum(want), [leaf])
+    (want_logits,) = torch.autograd.grad(weighted_output_sum(want), [leaf])
     for key in KEYS + ("discrete_entropy_per_head",):
         torch.testing.assert_close(got[key].double(), want[key].detach(), rtol=1e-5, atol=1e-6, msg=key)
     torch.testing.assert_close(grad_logits.double(), want_logits, rtol=1e-4, atol=1e-7)
@@ -160,15 +150,15 @@ def test_weighted_rows_and_leading_dims_match_the_reference():
     want = reference.hybrid_entropy_loss(logits, log_std, 0.05, **kwargs)
     for key in KEYS + ("discrete_entropy_per_head",):
         torch.testing.assert_close(got[key], want[key], rtol=1e-12, atol=1e-14, msg=key)
-    got_grads = torch.autograd.grad(weighted_sum(got), [logits, log_std])
-    want_grads = torch.autograd.grad(weighted_sum(want), [logits, log_std])
+    got_grads = torch.autograd.grad(weighted_output_sum(got), [logits, log_std])
+    want_grads = torch.autograd.grad(weighted_output_sum(want), [logits, log_std])
     for g, w in zip(got_grads, want_grads):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-14)
 
 
 def test_the_reference_matches_the_oracle():
     sizes = [3, 5, 2]
-    logits, log_std = heads(ROWS, 10, dtype=torch.float64, seed=11)
+    logits, log_std = seeded_heads(ROWS, 10, dtype=torch.float64, seed=11)
     taus = [2.0, 0.0, 1.0]
     got = reference.hybrid_entropy_loss(logits, log_std, 0.05, discrete_sizes=sizes, discrete_head_thresholds=taus)
     want = sub_heads_oracle(logits, log_std, 0.05, sizes, taus)
@@ -187,9 +177,23 @@ def test_the_reference_matches_the_oracle():
     ids=["wrong-sum", "zero", "negative", "empty"],
 )
 def test_bad_discrete_sizes_are_a_value_error_naming_them(sizes, message):
-    logits, log_std = heads(4, 7)
+    logits, log_std = seeded_heads(4, 7)
     with pytest.raises(ValueError, match=message):
         hee.hybrid_entropy_loss(logits, log_std, 0.01, discrete_sizes=sizes)
+
+
+def test_head_thresholds_without_sub_heads_are_a_value_error():
+    logits, log_std = seeded_heads(4, 7)
+    with pytest.raises(ValueError, match="discrete_head_thresholds are the thresholds of the sub-heads of discrete_sizes"):
+        hee.hybrid_entropy_loss(logits, log_std, 0.01, discrete_head_thresholds=[0.3])
+    with pytest.raises(ValueError, match="discrete_head_thresholds are the thresholds of the sub-heads of discrete_sizes"):
+        reference.hybrid_entropy_loss(logits, log_std, 0.01, discrete_head_thresholds=[0.3])
+
+
+def test_sizes_whose_sum_overflows_are_a_value_error():
+    logits, log_std = seeded_heads(4, 4)
+    with pytest.raises(ValueError, match="overflow int64"):
+        hee.hybrid_entropy_loss(logits, log_std, 0.01, discrete_sizes=[3, 2**63 - 1, 2**63 - 1, 3])
 
 
 def test_discrete_sizes_without_logits_are_a_value_error():
@@ -203,13 +207,13 @@ def test_discrete_sizes_without_logits_are_a_value_error():
     ids=["length", "nan"],
 )
 def test_bad_head_thresholds_are_a_value_error(thresholds, message):
-    logits, log_std = heads(4, 7)
+    logits, log_std = seeded_heads(4, 7)
     with pytest.raises(ValueError, match=message):
         hee.hybrid_entropy_loss(logits, log_std, 0.01, discrete_sizes=[3, 4], discrete_head_thresholds=thresholds)
 
 
 def test_scripted_and_compiled_calls_give_the_eager_values_and_gradients():
-    logits, log_std = heads(ROWS, 10, dtype=torch.float32, seed=2)
+    logits, log_std = seeded_heads(ROWS, 10, dtype=torch.float32, seed=2)
     kwargs = dict(discrete_sizes=[3, 5, 2], discrete_head_thresholds=[10.0, 0.0, 10.0])
     eager, eager_grads = fused_values_and_grads(logits, log_std, **kwargs)
     scripted_loss = torch.jit.script(hee.hybrid_entropy_loss)
@@ -221,7 +225,7 @@ def test_scripted_and_compiled_calls_give_the_eager_values_and_gradients():
     for call in (lambda z, s: scripted_loss(z, s, 0.05, **kwargs), compiled):
         leaves = [logits.clone().requires_grad_(True), log_std.clone().requires_grad_(True)]
         out = call(*leaves)
-        grads = torch.autograd.grad(weighted_sum(out), leaves)
+        grads = torch.autograd.grad(weighted_output_sum(out), leaves)
         for key in eager:
             assert torch.equal(out[key].detach(), eager[key]), key
         for got, want in zip(grads, eager_grads):
@@ -229,7 +233,7 @@ def test_scripted_and_compiled_calls_give_the_eager_values_and_gradients():
 
 
 def test_opcheck_passes_with_sub_heads():
-    logits, log_std = heads(6, 7, dtype=torch.float64)
+    logits, log_std = seeded_heads(6, 7, dtype=torch.float64)
     args = (
         logits.requires_grad_(True), log_std.requires_grad_(True), torch.tensor(0.05, dtype=torch.float64),
         1.0, 0.5, 10.0, 0.1, 3.0, None, None, None, [3, 4], [10.0, 0.0],
@@ -239,7 +243,7 @@ def test_opcheck_passes_with_sub_heads():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_sub_heads_on_cuda_are_not_implemented_yet():
-    logits, log_std = heads(4, 7)
+    logits, log_std = seeded_heads(4, 7)
     with pytest.raises(NotImplementedError, match="discrete_sizes"):
         hee.hybrid_entropy_loss(logits.cuda(), log_std.cuda(), 0.01, discrete_sizes=[3, 4])
 
@@ -253,7 +257,7 @@ def test_the_regularizer_passes_the_configs_sub_heads_to_the_op():
         discrete_head_thresholds=[10.0, 0.0, 10.0],
     )
     regularizer = hee.HybridEntropyRegularizer(config)
-    logits, log_std = heads(ROWS, 10, seed=4)
+    logits, log_std = seeded_heads(ROWS, 10, seed=4)
     got = regularizer(logits, log_std)
     want = hee.hybrid_entropy_loss(
         logits, log_std, 0.05, discrete_sizes=[3, 5, 2], discrete_head_thresholds=[10.0, 0.0, 10.0],
@@ -266,7 +270,7 @@ def test_the_regularizer_passes_the_configs_sub_heads_to_the_op():
 
 def test_a_scripted_regularizer_with_sub_heads_gives_the_eager_outputs():
     regularizer = hee.HybridEntropyRegularizer(discrete_sizes=[4, 4, 4, 4], min_entropy_threshold=1.2)
-    logits, log_std = heads(ROWS, 16, seed=6)
+    logits, log_std = seeded_heads(ROWS, 16, seed=6)
     eager = regularizer(logits, log_std, 3)
     scripted = torch.jit.script(regularizer)(logits, log_std, 3)
     assert sorted(scripted) == sorted(eager)
@@ -292,8 +296,9 @@ def test_sub_head_keys_round_trip_through_yaml():
         (dict(discrete_head_thresholds=[-0.1]), ValueError, r"discrete_head_thresholds\[0\]"),
         (dict(discrete_sizes=[2, 3], discrete_head_thresholds=[0.1]), ValueError,
          r"one threshold per discrete sub-head \(2, from discrete_sizes\), got 1"),
+        (dict(discrete_head_thresholds=[0.1]), ValueError, "the thresholds of the sub-heads of discrete_sizes"),
     ],
-    ids=["zero", "empty", "float", "bool", "negative-threshold", "threshold-count"],
+    ids=["zero", "empty", "float", "bool", "negative-threshold", "threshold-count", "threshold-without-sizes"],
 )
 def test_bad_sub_head_keys_are_rejected_naming_the_key(keys, error, message):
     with pytest.raises(error, match=message):
@@ -303,7 +308,7 @@ def test_bad_sub_head_keys_are_rejected_naming_the_key(keys, error, message):
 def test_the_monitor_records_each_sub_heads_entropy(tmp_path):
     regularizer = hee.HybridEntropyRegularizer(discrete_sizes=[3, 5, 2])
     monitor = hee.EntropyMonitor()
-    logits, log_std = heads(ROWS, 10, seed=8)
+    logits, log_std = seeded_heads(ROWS, 10, seed=8)
     out = regularizer(logits, log_std)
     row = monitor.record(out, episode=0)
     for h in range(3):

@@ -3,7 +3,6 @@
 // CPU (checks, output shapes and dtypes, input layout, gradient scales) comes
 // from the plan (loss_plan.h); the per-row math runs in the ISA-specific row
 // kernels (row_kernels.h).
-#include <algorithm>
 #include <optional>
 #include <vector>
 
@@ -483,10 +482,15 @@ void backward_pass(
               TokenGrads<acc>{row_scale, nullptr, nullptr}, out);
         }
         if (!whole_rows) {
+          // Element by element: a sub-head's row is a few values, which a
+          // memmove call per row would cost more than to copy.
+          const int64_t width = head.num_columns;
           for (int64_t i = 0; i < n; ++i) {
-            std::copy_n(
-                tile.data() + i * head.num_columns, head.num_columns,
-                grad + (begin + i) * num_cols + head.first_column);
+            const scalar_t* from = tile.data() + i * width;
+            scalar_t* to = grad + (begin + i) * num_cols + head.first_column;
+            for (int64_t k = 0; k < width; ++k) {
+              to[k] = from[k];
+            }
           }
         }
       }

@@ -40,8 +40,9 @@ struct LogitRows {
 };
 
 // The per-row statistics the forward keeps for the backward, O(B): the rows
-// of the [3, B] row_stats tensor (entropy_math.h has the notation,
-// docs/design.md the layout every backend shares).
+// of the [3, B] row_stats tensor, or of one sub-head's part of [3, H * B]
+// (entropy_math.h has the notation, docs/design.md the layout every backend
+// shares).
 template <typename acc>
 struct RowStats {
   acc* shift;        // m[i]: the row max (lowest finite if all masked)

@@ -211,24 +211,30 @@ def hybrid_entropy_loss(
         for sub_head in torch.split(logits, sizes, dim=-1):
             per_row = discrete_row_entropy(sub_head).reshape(-1)
             head_entropies.append(weighted_mean(per_row, row_weights, mean_denominator).to(out_dtype))
-        h_d = torch.stack(head_entropies).sum()
+        h_d = head_entropies[0]  # loss_terms_from_head_entropies sums them
     elif logits is not None:
         h_d = weighted_mean(discrete_row_entropy(logits).reshape(-1), row_weights, mean_denominator).to(out_dtype)
-    if discrete_head_thresholds is not None and len(discrete_head_thresholds) != max(len(head_entropies), 1):
-        raise ValueError(
-            "hybrid_entropy_loss: discrete_head_thresholds must have one threshold per discrete sub-head "
-            f"({max(len(head_entropies), 1)}), got {len(discrete_head_thresholds)}"
-        )
+    if discrete_head_thresholds is not None:
+        if discrete_sizes is None:
+            raise ValueError(
+                "hybrid_entropy_loss: discrete_head_thresholds are the thresholds of the sub-heads of "
+                "discrete_sizes, which is not given (one head's threshold is min_entropy_threshold)"
+            )
+        if len(discrete_head_thresholds) != len(head_entropies):
+            raise ValueError(
+                "hybrid_entropy_loss: discrete_head_thresholds must have one threshold per discrete sub-head "
+                f"({len(head_entropies)}), got {len(discrete_head_thresholds)}"
+            )
+        if not all(math.isfinite(tau) for tau in discrete_head_thresholds):
+            raise ValueError(f"hybrid_entropy_loss: discrete_head_thresholds must be finite, got {discrete_head_thresholds}")
     h_c = zero
     if log_std is not None and log_std.dim() == 1 and mean_denominator is None:
         h_c = continuous_row_entropy(log_std).to(out_dtype)  # every row's, whatever the weights
     elif log_std is not None:
         per_row = continuous_row_entropy(log_std).expand(leading_shape).reshape(-1)
         h_c = weighted_mean(per_row, row_weights, mean_denominator).to(out_dtype)
-    if not head_entropies and discrete_head_thresholds is not None:
-        head_entropies = [h_d]  # one head of K, with a threshold of its own
     if head_entropies:
-        out = loss_terms_from_head_entropies(
+        return loss_terms_from_head_entropies(
             head_entropies,
             h_c,
             entropy_coeff,
@@ -240,9 +246,6 @@ def hybrid_entropy_loss(
             has_continuous=log_std is not None,
             head_thresholds=discrete_head_thresholds,
         )
-        if discrete_sizes is None:
-            del out["discrete_entropy_per_head"]
-        return out
     return loss_from_entropies(
         h_d,
         h_c,

@@ -485,10 +485,14 @@ def _field_names() -> Tuple[str, ...]:
 def _check_combination(values: Mapping[str, Any]) -> None:
     """Checks across keys, on already validated values; errors name every key involved."""
     sizes, head_thresholds = values["discrete_sizes"], values["discrete_head_thresholds"]
-    num_heads = len(sizes) if sizes is not None else 1
-    if head_thresholds is not None and len(head_thresholds) != num_heads:
+    if head_thresholds is not None and sizes is None:
         raise ValueError(
-            f"discrete_head_thresholds: expected one threshold per discrete sub-head ({num_heads}, from "
+            "discrete_head_thresholds: the thresholds of the sub-heads of discrete_sizes, which is null "
+            "(one head's threshold is min_entropy_threshold)"
+        )
+    if head_thresholds is not None and len(head_thresholds) != len(sizes):
+        raise ValueError(
+            f"discrete_head_thresholds: expected one threshold per discrete sub-head ({len(sizes)}, from "
             f"discrete_sizes), got {len(head_thresholds)}"
         )
     schedule, points = values["entropy_schedule"], values["entropy_schedule_points"]

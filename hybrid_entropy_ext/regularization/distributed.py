@@ -9,6 +9,7 @@ returns the values of one process on the concatenated batch. Eager and ``torch.c
 only (not TorchScript).
 """
 
+import math
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -138,6 +139,14 @@ def global_loss(
 
     if discrete_sizes is not None and logits is None:
         raise ValueError("hybrid_entropy_loss: discrete_sizes splits the logits into sub-heads, but there are no logits")
+    if discrete_head_thresholds is not None:
+        if discrete_sizes is None or len(discrete_head_thresholds) != len(discrete_sizes):
+            raise ValueError(
+                "hybrid_entropy_loss: discrete_head_thresholds must have one threshold per sub-head of "
+                f"discrete_sizes ({discrete_sizes}), got {list(discrete_head_thresholds)}"
+            )
+        if not all(math.isfinite(tau) for tau in discrete_head_thresholds):
+            raise ValueError(f"hybrid_entropy_loss: discrete_head_thresholds must be finite, got {discrete_head_thresholds}")
     if discrete_sizes is None or log_std is not None:
         # With sub-heads, the logits' sums come one sub-head at a time, and this call has log_std's.
         local = local_sums(logits if discrete_sizes is None else None, log_std, None if discrete_sizes is not None else action_mask)
