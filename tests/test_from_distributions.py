@@ -234,9 +234,9 @@ def test_not_a_distribution_is_a_type_error():
         from_distributions(3, 0.01)
 
 
-def test_two_categoricals_are_a_value_error():
-    with pytest.raises(ValueError, match=r"dists\[1\]: a second Categorical"):
-        from_distributions([Categorical(logits=torch.randn(B, K))] * 2, 0.01)
+def test_two_gaussians_are_a_value_error():
+    with pytest.raises(ValueError, match=r"dists\[1\]: a second Gaussian"):
+        from_distributions([Normal(torch.zeros(B, 2), torch.ones(B, 2))] * 2, 0.01)
 
 
 def test_empty_container_is_a_value_error():

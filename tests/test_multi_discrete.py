@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+from torch.distributions import Categorical, Normal
 
 import hybrid_entropy_ext as hee
 from hybrid_entropy_ext import reference
@@ -315,3 +316,75 @@ def test_the_monitor_records_each_sub_heads_entropy(tmp_path):
         assert row[f"discrete_entropy_head_{h}"] == pytest.approx(out["discrete_entropy_per_head"][h].item())
     header = monitor.to_csv(tmp_path / "entropy.csv").read_text().splitlines()[0].split(",")
     assert header[-3:] == ["discrete_entropy_head_0", "discrete_entropy_head_1", "discrete_entropy_head_2"]
+
+
+# --- hybrid_entropy_loss_from_distributions: multi-categoricals ------------------------
+
+
+class SB3MultiCategoricalDistribution:
+    """Stable-Baselines3 2.9.2's ``MultiCategoricalDistribution`` after ``proba_distribution``:
+    one ``Categorical`` per sub-head of the split logits, in ``distribution``."""
+
+    def __init__(self, logits, sizes):
+        self.distribution = [Categorical(logits=z) for z in torch.split(logits, list(sizes), dim=1)]
+
+
+class SB3MaskableCategorical(Categorical):
+    """sb3-contrib 2.9.2's ``MaskableCategorical``: the mask kept as ``masks``, the ruled-out
+    logits replaced by -1e8."""
+
+    def __init__(self, logits, masks):
+        self.masks = masks
+        super().__init__(logits=torch.where(masks, logits, torch.tensor(-1e8, dtype=logits.dtype)))
+
+
+class SB3MaskableMultiCategoricalDistribution:
+    """sb3-contrib 2.9.2's ``MaskableMultiCategoricalDistribution`` after ``apply_masking``:
+    one ``MaskableCategorical`` per sub-head, in ``distributions``."""
+
+    def __init__(self, logits, sizes, masks):
+        pairs = zip(torch.split(logits, list(sizes), dim=1), torch.split(masks, list(sizes), dim=1))
+        self.distributions = [SB3MaskableCategorical(z, m) for z, m in pairs]
+
+
+def test_an_sb3_multi_categorical_is_a_multi_discrete_head_with_its_gaussian():
+    sizes, taus = [3, 5, 2], [10.0, 0.0, 10.0]
+    logits, log_std = seeded_heads(ROWS, 10, dtype=torch.float64, seed=12)
+    leaf = logits.clone().requires_grad_(True)
+    dists = {"discrete": SB3MultiCategoricalDistribution(leaf, sizes),
+             "continuous": Normal(torch.zeros_like(log_std), log_std.exp())}
+    got = hee.hybrid_entropy_loss_from_distributions(dists, 0.05, discrete_head_thresholds=taus)
+    oracle_leaf = logits.clone().requires_grad_(True)
+    want = sub_heads_oracle(oracle_leaf, log_std, 0.05, sizes, taus)
+    for key in KEYS + ("discrete_entropy_per_head",):
+        torch.testing.assert_close(got[key], want[key].detach(), rtol=1e-10, atol=1e-12, msg=key)
+    (got_grad,) = torch.autograd.grad(weighted_output_sum(got), leaf)
+    (want_grad,) = torch.autograd.grad(weighted_output_sum(want), oracle_leaf)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-9, atol=1e-12)
+
+
+def test_a_list_of_categoricals_gives_the_sum_of_their_entropies():
+    logits, _ = seeded_heads(ROWS, 9, seed=13)
+    heads = [Categorical(logits=z) for z in torch.split(logits, [4, 5], dim=1)]
+    got = hee.hybrid_entropy_loss_from_distributions(heads, 0.05)
+    want = sum(h.entropy().mean() for h in heads)  # SB3's MultiCategorical entropy, batch mean
+    torch.testing.assert_close(got["discrete_entropy"], want, rtol=1e-6, atol=1e-6)
+
+
+def test_an_sb3_contrib_masked_multi_categoricals_masks_reach_the_op_per_sub_head():
+    sizes = [3, 5, 2]
+    logits, _ = seeded_heads(ROWS, 10, seed=14)
+    generator = torch.Generator().manual_seed(15)
+    allowed = torch.rand(ROWS, 10, generator=generator) < 0.6
+    got = hee.hybrid_entropy_loss_from_distributions(
+        SB3MaskableMultiCategoricalDistribution(logits, sizes, allowed), 0.05, min_entropy_threshold=10.0
+    )
+    want = sub_heads_oracle(logits.double().masked_fill(~allowed, -INF), None, 0.05, sizes, [10.0] * 3)
+    for key in KEYS + ("discrete_entropy_per_head",):
+        torch.testing.assert_close(got[key].double(), want[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_categoricals_of_different_batch_shapes_are_a_value_error():
+    heads = [Categorical(logits=torch.randn(4, 3)), Categorical(logits=torch.randn(5, 3))]
+    with pytest.raises(ValueError, match=r"must share one batch shape, got \[\(4,\), \(5,\)\]"):
+        hee.hybrid_entropy_loss_from_distributions(heads, 0.05)

@@ -25,6 +25,12 @@ How batch shapes map to the op's ``[B, K]`` logits and ``[B, D]`` log-std:
   ``B = prod(S)``. ``Independent(Normal(loc [B, D]), 1)`` (TorchRL's ``IndependentNormal``)
   is ``[B, D]``.
 
+Several ``Categorical`` s (of one batch shape) are one multi-discrete head, each a
+sub-head in their order (the op's ``discrete_sizes``): a flat or nested list of them, as
+Stable-Baselines3's ``MultiCategoricalDistribution.distribution`` holds them, or SB3's and
+sb3-contrib's distribution wrappers themselves (read through their ``distribution`` or
+``distributions`` attribute).
+
 The two heads must come out with the same ``B``. Anything whose entropy has no
 closed form in these terms raises ``TypeError``.
 """
@@ -179,8 +185,25 @@ def _reject(dist: Any, where: str) -> "TypeError":
     return TypeError(f"hybrid_entropy_loss_from_distributions: {where}: {why}")
 
 
-def _split_heads(dists: Any) -> Tuple[Optional[Categorical], Optional[Distribution]]:
-    """One Categorical and/or one Gaussian from a distribution, a tuple/list or a dict."""
+def _unwrapped(dist: Any) -> Any:
+    """The torch distribution(s) inside a Stable-Baselines3 / sb3-contrib wrapper (its
+    ``distribution``, or ``distributions`` for sb3-contrib's masked multi-categorical);
+    anything else as it is."""
+    if isinstance(dist, Distribution):
+        return dist
+    for name in ("distributions", "distribution"):
+        inner = getattr(dist, name, None)
+        if isinstance(inner, Distribution) or (
+            isinstance(inner, (list, tuple)) and inner and all(isinstance(d, Distribution) for d in inner)
+        ):
+            return inner
+    return dist
+
+
+def _split_heads(dists: Any) -> Tuple[List[Categorical], Optional[Distribution]]:
+    """The Categoricals (one, or a multi-discrete head's sub-heads, in order) and the one
+    Gaussian of a distribution, a tuple/list (possibly nested) or a dict."""
+    dists = _unwrapped(dists)
     if isinstance(dists, Distribution):
         items: List[Tuple[str, Any]] = [("dists", dists)]
     elif isinstance(dists, Mapping):
@@ -195,16 +218,15 @@ def _split_heads(dists: Any) -> Tuple[Optional[Categorical], Optional[Distributi
         )
     if len(items) == 0:
         raise ValueError("hybrid_entropy_loss_from_distributions: dists: expected at least one distribution, got none")
-    categorical: Optional[Categorical] = None
+    categoricals: List[Categorical] = []
     gaussian: Optional[Distribution] = None
-    for where, dist in items:
-        if isinstance(dist, Categorical):
-            if categorical is not None:
-                raise ValueError(
-                    f"hybrid_entropy_loss_from_distributions: {where}: a second Categorical; expected at most "
-                    "one discrete and one continuous head"
-                )
-            categorical = dist
+    while items:
+        where, dist = items.pop(0)
+        dist = _unwrapped(dist)
+        if isinstance(dist, (list, tuple)) and dist and all(isinstance(d, Categorical) for d in dist):
+            items[:0] = [(f"{where}[{i}]", d) for i, d in enumerate(dist)]  # sub-heads, in order
+        elif isinstance(dist, Categorical):
+            categoricals.append(dist)
         elif _is_gaussian(dist):
             if gaussian is not None:
                 raise ValueError(
@@ -214,7 +236,28 @@ def _split_heads(dists: Any) -> Tuple[Optional[Categorical], Optional[Distributi
             gaussian = dist
         else:
             raise _reject(dist, where)
-    return categorical, gaussian
+    return categoricals, gaussian
+
+
+def _sub_heads(categoricals: List[Categorical]) -> Tuple[Tensor, Optional[Tensor], Optional[List[int]]]:
+    """The discrete head's ``[B, K]`` logits, action mask and ``discrete_sizes`` (``None``
+    for one Categorical) from its Categoricals."""
+    if len(categoricals) == 1:
+        return _categorical_logits(categoricals[0]), _categorical_action_mask(categoricals[0]), None
+    shapes = [tuple(c.batch_shape) for c in categoricals]
+    if any(shape != shapes[0] for shape in shapes):
+        raise ValueError(
+            "hybrid_entropy_loss_from_distributions: the Categoricals of a multi-discrete head must share "
+            f"one batch shape, got {shapes}"
+        )
+    logits = [_categorical_logits(c) for c in categoricals]
+    masks = [_categorical_action_mask(c) for c in categoricals]
+    action_mask = None
+    if any(m is not None for m in masks):
+        action_mask = torch.cat(
+            [m if m is not None else torch.ones_like(z, dtype=torch.bool) for m, z in zip(masks, logits)], dim=-1
+        )
+    return torch.cat(logits, dim=-1), action_mask, [z.shape[-1] for z in logits]
 
 
 def hybrid_entropy_loss_from_distributions(
@@ -225,6 +268,7 @@ def hybrid_entropy_loss_from_distributions(
     min_entropy_threshold: Optional[float] = 0.1,
     continuous_min_entropy_threshold: Optional[float] = 0.1,
     penalty_multiplier: float = 3.0,
+    discrete_head_thresholds: Optional[List[float]] = None,
 ) -> Dict[str, Tensor]:
     """:func:`~hybrid_entropy_ext.hybrid_entropy_loss` on a policy's action distributions.
 
@@ -240,15 +284,22 @@ def hybrid_entropy_loss_from_distributions(
             constructor was given decides). A masked categorical's mask
             (sb3-contrib's ``MaskableCategorical``, TorchRL's ``MaskedCategorical``)
             goes to the op as its ``action_mask``: the ruled-out actions get
-            probability 0 and gradient 0 exactly, whatever their logits hold. See
+            probability 0 and gradient 0 exactly, whatever their logits hold. Several
+            Categoricals of one batch shape (a flat or nested list, or SB3's
+            ``MultiCategoricalDistribution``) are a multi-discrete head: its
+            sub-heads, in order, with the op's per-sub-head penalties
+            (``discrete_sizes``; the output adds ``discrete_entropy_per_head``). See
             the module docstring for how batch shapes map to ``[B, K]`` and ``[B, D]``.
         entropy_coeff, discrete_entropy_weight, continuous_entropy_weight,
         min_entropy_threshold, continuous_min_entropy_threshold, penalty_multiplier:
             as for :func:`~hybrid_entropy_ext.hybrid_entropy_loss` (same defaults).
             The coefficient may also be a NumPy scalar.
+        discrete_head_thresholds: one threshold per sub-head of a multi-discrete
+            head, as for :func:`~hybrid_entropy_ext.hybrid_entropy_loss`.
 
     Returns:
-        The op's seven 0-dim tensors. Gradients reach the distributions' parameters
+        The op's seven 0-dim tensors (and ``discrete_entropy_per_head`` for a
+        multi-discrete head). Gradients reach the distributions' parameters
         (``logits`` or ``probs``, ``scale``) through the op's exact backward.
 
     Raises:
@@ -256,9 +307,9 @@ def hybrid_entropy_loss_from_distributions(
             ``TransformedDistribution`` such as a tanh-squashed Gaussian, a
             ``MixtureSameFamily``, ...), anything else that is neither a
             ``Categorical`` nor a diagonal Gaussian, or ``dists`` of another type.
-        ValueError: two distributions of the same kind, no distribution, or the
-            heads' batch shapes hold different numbers of samples (checked on the
-            distributions' batch shapes before the op is called).
+        ValueError: two Gaussians, no distribution, Categoricals of different batch
+            shapes, or the heads' batch shapes hold different numbers of samples
+            (checked on the distributions' batch shapes before the op is called).
 
     Example::
 
@@ -268,12 +319,18 @@ def hybrid_entropy_loss_from_distributions(
         >>> loss = out["total"]   # -0.01 * (H_d + H_c): Stable-Baselines3's term, for the joint policy
         >>> loss.shape
         torch.Size([])
+
+    A multi-discrete policy (SB3's ``MultiCategoricalDistribution.distribution``)::
+
+        >>> heads = [Categorical(logits=z) for z in torch.randn(16, 10).split([3, 5, 2], dim=1)]
+        >>> out = hybrid_entropy_loss_from_distributions(heads, 0.01, min_entropy_threshold=0.3)
+        >>> out["discrete_entropy_per_head"].shape
+        torch.Size([3])
     """
-    categorical, gaussian = _split_heads(dists)
-    if categorical is not None and gaussian is not None:
-        _check_same_batch(categorical, gaussian)
-    logits = _categorical_logits(categorical) if categorical is not None else None
-    action_mask = _categorical_action_mask(categorical) if categorical is not None else None
+    categoricals, gaussian = _split_heads(dists)
+    if categoricals and gaussian is not None:
+        _check_same_batch(categoricals[0], gaussian)
+    logits, action_mask, discrete_sizes = _sub_heads(categoricals) if categoricals else (None, None, None)
     log_std = _normal_log_std(gaussian) if gaussian is not None else None
     return hybrid_entropy_loss(
         logits,
@@ -285,4 +342,6 @@ def hybrid_entropy_loss_from_distributions(
         continuous_min_entropy_threshold,
         penalty_multiplier,
         action_mask=action_mask,
+        discrete_sizes=discrete_sizes,
+        discrete_head_thresholds=discrete_head_thresholds,
     )
