@@ -218,6 +218,7 @@ void check_finite(const OptionalList<double>& values, const char* op, const char
   }
 }
 void check_finite(const OptionalList<int64_t>&, const char*, const char*) {}
+void check_finite(bool, const char*, const char*) {}
 
 // Every hyper-parameter is finite (a NaN weight or threshold would poison
 // every output silently).

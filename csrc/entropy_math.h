@@ -578,6 +578,17 @@ HEE_HOST_DEVICE double sub_head_entropy_grad(
       : shared_grad;
 }
 
+// Normalized discrete entropy (normalize_discrete_entropy; docs/design.md,
+// "Normalized entropy"): a row's (sub-)head entropy over the log of its number
+// of allowed actions n, so that it lies in [0, 1] whatever n; 0 where n <= 1
+// (a policy with at most one choice has nothing to normalize). This is the
+// factor, 1 / log n or 0; the row's gradient carries it too.
+HEE_HOST_DEVICE double entropy_normalizer(int64_t allowed_actions) {
+  return allowed_actions > 1
+      ? 1.0 / log_of(static_cast<double>(allowed_actions))
+      : 0.0;
+}
+
 HEE_MATH_ISA_NAMESPACE_END
 } // namespace math
 } // namespace hee

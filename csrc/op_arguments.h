@@ -40,6 +40,9 @@
 // discrete_head_thresholds [H]: with discrete_sizes, each sub-head's collapse
 // threshold in place of min_entropy_threshold; None gives every sub-head
 // min_entropy_threshold.
+// normalize_discrete_entropy: each row's (sub-)head entropy divided by the
+// log of its number of allowed actions (math::entropy_normalizer;
+// docs/design.md, "Normalized entropy").
 #define HEE_TRAILING_ARGUMENTS(X)                                             \
   X(HYPERPARAMETER, double, discrete_entropy_weight, "float", "1.0")          \
   X(HYPERPARAMETER, double, continuous_entropy_weight, "float", "0.5")        \
@@ -54,7 +57,8 @@
   X(HYPERPARAMETER, ::hee::OptionalList<int64_t>, discrete_sizes, "int[]?",  \
     "None")                                                                   \
   X(HYPERPARAMETER, ::hee::OptionalList<double>, discrete_head_thresholds,    \
-    "float[]?", "None")
+    "float[]?", "None")                                                       \
+  X(HYPERPARAMETER, bool, normalize_discrete_entropy, "bool", "False")
 
 // HEE_WHEN(kind, WANTED, code...): the code where an entry's kind is WANTED,
 // nothing otherwise (for X macros over HEE_TRAILING_ARGUMENTS).

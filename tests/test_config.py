@@ -48,6 +48,7 @@ OPTIONAL_KEY_DEFAULTS = {
     "loss_scale_factor": None,
     "discrete_sizes": None,
     "discrete_head_thresholds": None,
+    "normalize_discrete_entropy": False,
 }
 
 PRESETS = {

@@ -88,7 +88,7 @@ def emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, upstream=
         grad_logits, grad_log_std, grad_coeff = lib._hybrid_entropy_loss_backward(
             *grads, logits, log_std, coeff, row_stats, outputs["discrete_entropy"],
             outputs["continuous_entropy"], torch.empty(0, dtype=out_dtype), list(wanted), *params.values(), row_weights,
-            mean_denominator, action_mask, None, None)
+            mean_denominator, action_mask, None, None, False)
     finally:
         configure(lib)
     if has_c and wanted[1] and row_weights is None:
@@ -106,7 +106,7 @@ def cpu_backward(logits, log_std, coeff, upstream=UPSTREAM, params=PARAMS, row_w
     grads = [torch.tensor(g, dtype=out[0].dtype) if g is not None else None for g in upstream]
     return BACKWARD_OP(*grads, logits, log_std, coeff, out[7], out[5], out[6], out[8],
                        [logits is not None, log_std is not None, True], *params.values(), row_weights,
-                       mean_denominator, action_mask, None, None)
+                       mean_denominator, action_mask, None, None, False)
 
 
 inputs = random_heads
@@ -908,3 +908,24 @@ def test_token_terms_with_an_all_true_action_mask_are_bitwise_those_without(lib,
     assert torch.equal(
         lib._log_prob_and_entropy_backward(*grads, logits, actions, mask, without[2], 1.0),
         lib._log_prob_and_entropy_backward(*grads, logits, actions, mask, without[2], 1.0, every))
+
+
+@pytest.mark.parametrize(
+    "cpu_only, message",
+    [(([2, 3], None, False), "discrete_sizes"), ((None, None, True), "normalize_discrete_entropy")],
+    ids=["discrete_sizes", "normalize_discrete_entropy"],
+)
+def test_arguments_without_cuda_kernels_raise_not_implemented_forward_and_backward(lib, cpu_only, message):
+    # The CUDA kernels have neither sub-heads nor the normalization yet: a call says so
+    # rather than computing the loss of one head or of unnormalized entropies.
+    logits, log_std = inputs(8, 5, 2)
+    coeff = torch.tensor(0.05)
+    configure(lib)
+    with pytest.raises(NotImplementedError, match=message):
+        lib.hybrid_entropy_loss(logits, log_std, coeff, *PARAMS.values(), None, None, None, *cpu_only)
+    out = lib.hybrid_entropy_loss(logits, log_std, coeff, *PARAMS.values(), None, None, None)
+    grads = [torch.tensor(1.0)] + [None] * 6
+    with pytest.raises(NotImplementedError, match=message):
+        lib._hybrid_entropy_loss_backward(
+            *grads, logits, log_std, coeff, out[7], out[5], out[6], out[8], [True, True, True], *PARAMS.values(),
+            None, None, None, *cpu_only)

@@ -30,6 +30,7 @@ WORLD_SIZE = 2
 ROWS = (5, 11)
 OBS, K, D = 4, 5, 3
 THRESHOLD = 1.0  # nats: between rank 0's discrete entropy (1.58) and the global one (0.89)
+NORMALIZED_THRESHOLD = 0.8  # between the normalized discrete entropy of rank 0 (0.99) and the global one (0.62)
 CASES = (
     "per_sample_log_std",
     "shared_log_std",
@@ -39,6 +40,7 @@ CASES = (
     "compiled",  # the regularizer under torch.compile
     "action_mask",  # actions ruled out per row (by the row's observation)
     "discrete_sizes",  # two sub-heads (2 + 3 actions), each with its penalty, and the action mask
+    "normalized_entropy",  # normalize_discrete_entropy, with the action mask
 )
 
 
@@ -97,13 +99,15 @@ def run_case(case: str, obs: torch.Tensor, distributed: bool):
         # Each sub-head's threshold between its entropy on rank 0's rows (0.137, 0.844: above)
         # and on the global batch (0.095, 0.433: below): local means would turn neither on.
         sub_heads = {"discrete_sizes": [2, 3], "discrete_head_thresholds": [0.12, 0.6]}
+    if case == "normalized_entropy":
+        # The threshold between the normalized entropy on rank 0's rows (above) and globally.
+        sub_heads = {"normalize_discrete_entropy": True, "min_entropy_threshold": NORMALIZED_THRESHOLD}
     regularizer = hee.HybridEntropyRegularizer(
         hee.EntropyRegularizationConfig.preset("long"),
-        min_entropy_threshold=THRESHOLD,
+        **{"min_entropy_threshold": THRESHOLD, **sub_heads},
         continuous_min_entropy_threshold=5.0,  # above H_c: the continuous penalty is on too
         distributed=distributed,
         **controllers,
-        **sub_heads,
     )
     call = regularizer
     if case == "compiled" and distributed:  # the reference: one eager process
@@ -112,7 +116,7 @@ def run_case(case: str, obs: torch.Tensor, distributed: bool):
     if case == "continuous_only_shared_log_std":
         logits = None
     action_mask = None
-    if case in ("action_mask", "discrete_sizes"):
+    if case in ("action_mask", "discrete_sizes", "normalized_entropy"):
         action_mask = torch.ones(obs.shape[0], K, dtype=torch.bool)
         action_mask[:, 1] = obs[:, 0] > 0
         action_mask[:, 3] = obs[:, 1] < 0

@@ -58,9 +58,9 @@ def _fresh_dynamo():
 
 
 def _forward_args(logits, log_std, coeff, thresholds=ACTIVE_THRESHOLDS, row_weights=None, mean_denominator=None,
-                  action_mask=None, discrete_sizes=None, discrete_head_thresholds=None):
+                  action_mask=None, discrete_sizes=None, discrete_head_thresholds=None, normalize=False):
     return (logits, log_std, coeff, *WEIGHTS, *thresholds, PENALTY_MULTIPLIER, row_weights, mean_denominator,
-            action_mask, discrete_sizes, discrete_head_thresholds)
+            action_mask, discrete_sizes, discrete_head_thresholds, normalize)
 
 
 def _action_mask_like(logits):
@@ -180,14 +180,15 @@ NO_GRADS = (None,) * 7
 
 
 def _backward_args(logits, log_std, coeff, grads, output_mask, thresholds=ACTIVE_THRESHOLDS, row_weights=None,
-                   mean_denominator=None, action_mask=None, discrete_sizes=None, discrete_head_thresholds=None):
+                   mean_denominator=None, action_mask=None, discrete_sizes=None, discrete_head_thresholds=None,
+                   normalize=False):
     """The backward op's arguments, in its schema's order, from a real forward call.
 
     The saved per-row statistics (row_logsumexp / row_entropy) and the batch-mean entropies
     are the forward op's outputs of the same names, so the arguments are matched by name.
     """
     out = FORWARD_OP(*_forward_args(logits, log_std, coeff, thresholds, row_weights, mean_denominator, action_mask,
-                                    discrete_sizes, discrete_head_thresholds))
+                                    discrete_sizes, discrete_head_thresholds, normalize))
     forward_outputs = {ret.name: tensor for ret, tensor in zip(FORWARD_OP._schema.returns, out)}
     # The upstream gradients are like the forward's outputs: their dtype, on their device.
     like = forward_outputs["total"]
@@ -208,6 +209,7 @@ def _backward_args(logits, log_std, coeff, grads, output_mask, thresholds=ACTIVE
         action_mask=action_mask,
         discrete_sizes=discrete_sizes,
         discrete_head_thresholds=discrete_head_thresholds,
+        normalize_discrete_entropy=normalize,
     )
     for name, tensor in forward_outputs.items():
         values.setdefault(name, tensor)
@@ -253,6 +255,9 @@ def _backward_case(name, device):
         k = logits.shape[1]
         return _backward_args(logits, log_std, coeff, ALL_GRADS, everything, discrete_sizes=[1, k - 1],
                               discrete_head_thresholds=[10.0, 0.0])
+    if name == "normalize_discrete_entropy":
+        return _backward_args(logits, log_std, coeff, ALL_GRADS, everything, action_mask=_action_mask_like(logits),
+                              normalize=True)
     raise AssertionError(name)
 
 
@@ -282,12 +287,13 @@ def test_backward_op_passes_opcheck_for_every_variant(variant, grads, device):
         "shared_log_std_and_mean_denominator",
         "action_mask",
         "discrete_sizes",
+        "normalize_discrete_entropy",
     ],
 )
 @pytest.mark.parametrize("device", cpu_and_cuda())
 def test_backward_op_passes_opcheck(case, device):
-    if case == "discrete_sizes" and device == "cuda":
-        pytest.skip("discrete sub-heads have no CUDA kernel yet (tests/test_multi_discrete.py checks it raises)")
+    if case in ("discrete_sizes", "normalize_discrete_entropy") and device == "cuda":
+        pytest.skip(f"{case} has no CUDA kernel yet (tests/test_multi_discrete.py, tests/test_normalized_entropy.py)")
     _assert_opcheck_passes(BACKWARD_OP, _backward_case(case, device))
 
 

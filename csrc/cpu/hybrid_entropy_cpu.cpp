@@ -211,6 +211,40 @@ void weighted_sum_each_block(
   }
 }
 
+// With normalize_discrete_entropy, the factor of row i's entropy in sub-head
+// `head` (math::entropy_normalizer of its allowed actions: those its action
+// mask allows, else all of the sub-head's); 1 without normalization.
+struct RowNormalizer {
+  bool normalizes = false;
+  const bool* allowed = nullptr;  // the action mask, laid out for the kernels
+  int64_t allowed_row_stride = 0;
+
+  double of(const DiscreteSubHead& head, int64_t i) const {
+    if (!normalizes) {
+      return 1.0;
+    }
+    if (allowed == nullptr) {
+      return math::entropy_normalizer(head.num_columns);
+    }
+    const bool* row = allowed + i * allowed_row_stride + head.first_column;
+    int64_t count = 0;
+    for (int64_t k = 0; k < head.num_columns; ++k) {
+      count += row[k] ? 1 : 0;
+    }
+    return math::entropy_normalizer(count);
+  }
+};
+
+RowNormalizer row_normalizer(bool normalizes, const OptionalTensor& action_mask) {
+  RowNormalizer normalizer;
+  normalizer.normalizes = normalizes;
+  if (normalizes && action_mask.has_value()) {
+    normalizer.allowed = action_mask->const_data_ptr<bool>();
+    normalizer.allowed_row_stride = action_mask->stride(0);
+  }
+  return normalizer;
+}
+
 // What the batch means divide by: the given mean_denominator (read on the
 // host, where a CPU tensor lives), and sum_i c_i, which the continuous mean
 // of a shared log_std needs beside it.
@@ -252,6 +286,7 @@ BatchMeans forward_pass(
     const OptionalTensor& logits,
     const OptionalTensor& action_mask,
     const std::vector<DiscreteSubHead>& sub_heads,
+    const RowNormalizer& normalizer,
     const std::optional<KernelLogStd>& log_std,
     const std::optional<HostRowWeights>& weights,
     const HostDenominators& denominators,
@@ -277,7 +312,18 @@ BatchMeans forward_pass(
               logit_rows<scalar_t>(*logits, action_mask, sub_heads[h]),
               pass.first_row(first_block), pass.end_row(end_block - 1),
               stats, TakenLogProbs<acc>{});
-          if (w == nullptr) {
+          if (normalizer.normalizes) {
+            const DiscreteSubHead& head = sub_heads[h];
+            for (int64_t block = first_block; block < end_block; ++block) {
+              double sum = 0.0;
+              for (int64_t i = pass.first_row(block); i < pass.end_row(block);
+                   ++i) {
+                sum += (w == nullptr ? 1.0 : w[i]) * normalizer.of(head, i) *
+                    static_cast<double>(stats.entropy[i]);
+              }
+              block_entropy_sums[h][block] = sum;
+            }
+          } else if (w == nullptr) {
             pass.sum_each_block(
                 row_kernels<acc>(isa).sum, stats.entropy,
                 /*values_per_row=*/1, first_block, end_block,
@@ -359,9 +405,12 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
   const std::vector<DiscreteSubHead> sub_heads = plan.has_discrete
       ? discrete_sub_heads(args.hyperparameters, logits->size(1))
       : std::vector<DiscreteSubHead>{};
+  const OptionalTensor action_mask = action_mask_for_kernels(args.action_mask);
   const BatchMeans means = forward_pass(
-      logits, action_mask_for_kernels(args.action_mask), sub_heads, log_std,
-      weights,
+      logits, action_mask, sub_heads,
+      row_normalizer(
+          args.hyperparameters.normalize_discrete_entropy, action_mask),
+      log_std, weights,
       host_denominators(
           args.mean_denominator, weights, args.logits, args.log_std),
       row_stats, selected_cpu_isa());
@@ -417,12 +466,13 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
 // The logits gradient, in one parallel pass over row blocks: each
 // sub-head's mean's gradient over its denominator (grad_of_head_means[h]),
 // and with row weights, times each row's weight (the per-token backward's
-// per-row scales). A sub-head narrower than the logits is written through a
-// contiguous tile of the run's rows, then into its columns.
+// per-row scales). Each sub-head's gradient goes into its columns of the
+// rows (the kernels' output row stride is the logits' width).
 void backward_pass(
     const at::Tensor& logits,
     const OptionalTensor& action_mask,
     const std::vector<DiscreteSubHead>& sub_heads,
+    const RowNormalizer& normalizer,
     const at::Tensor& row_stats,
     const std::vector<double>& grad_of_head_means,
     const std::optional<HostRowWeights>& weights,
@@ -432,7 +482,9 @@ void backward_pass(
   const RowPass pass{logits.size(0), logits.size(1)};
   const int64_t num_cols = logits.size(1);
   const double* w = weights.has_value() ? weights->data() : nullptr;
-  const at::Tensor row_scales = w == nullptr
+  // Row weights or normalizers make each row's gradient scale its own.
+  const bool scales_rows = w != nullptr || normalizer.normalizes;
+  const at::Tensor row_scales = !scales_rows
       ? at::Tensor()
       : at::empty({pass.batch}, logits.options().dtype(row_stats.scalar_type()));
   pass.for_each_run([&](int64_t first_block, int64_t end_block) {
@@ -442,12 +494,10 @@ void backward_pass(
       const int64_t end = pass.end_row(end_block - 1);
       const RowStats<acc> all_stats = row_stats_view<acc>(row_stats);
       scalar_t* grad = grad_logits.data_ptr<scalar_t>();
-      std::vector<scalar_t> tile;
       for (size_t h = 0; h < sub_heads.size(); ++h) {
         const DiscreteSubHead& head = sub_heads[h];
         const double grad_per_term =
             math::mean_term_grad(grad_of_head_means[h], denominator);
-        // The run's rows, from 0: the kernels write row i at out + i * K_h.
         const int64_t n = end - begin;
         const RowStats<acc> head_stats =
             sub_head_stats(all_stats, static_cast<int64_t>(h), pass.batch);
@@ -460,38 +510,26 @@ void backward_pass(
         if (rows.allowed != nullptr) {
           rows.allowed += begin * rows.allowed_row_stride;
         }
-        const bool whole_rows = head.num_columns == num_cols;
-        if (!whole_rows) {
-          tile.resize(n * head.num_columns);
-        }
-        scalar_t* out = whole_rows ? grad + begin * num_cols : tile.data();
-        if (w == nullptr) {
+        // The run's rows from 0, as the stats and the logits above.
+        scalar_t* out = grad + begin * num_cols + head.first_column;
+        if (!scales_rows) {
           row_kernels<scalar_t>(isa).backward(
-              rows, 0, n, stats, static_cast<acc>(grad_per_term), out);
+              rows, 0, n, stats, static_cast<acc>(grad_per_term), out,
+              num_cols);
         } else {
           // Each row's own gradient scale, through the per-token backward
           // with the entropy's gradient alone: its element is
           // entropy_grad_element's for the same scale, bit for bit.
           acc* row_scale = row_scales.data_ptr<acc>() + begin;
           for (int64_t i = 0; i < n; ++i) {
-            row_scale[i] = static_cast<acc>(
-                math::weighted_term_grad(grad_per_term, w[begin + i]));
+            const double weight = (w == nullptr ? 1.0 : w[begin + i]) *
+                normalizer.of(head, begin + i);
+            row_scale[i] =
+                static_cast<acc>(math::weighted_term_grad(grad_per_term, weight));
           }
           row_kernels<scalar_t>(isa).token_backward(
               rows, 0, n, stats,
-              TokenGrads<acc>{row_scale, nullptr, nullptr}, out);
-        }
-        if (!whole_rows) {
-          // Element by element: a sub-head's row is a few values, which a
-          // memmove call per row would cost more than to copy.
-          const int64_t width = head.num_columns;
-          for (int64_t i = 0; i < n; ++i) {
-            const scalar_t* from = tile.data() + i * width;
-            scalar_t* to = grad + (begin + i) * num_cols + head.first_column;
-            for (int64_t k = 0; k < width; ++k) {
-              to[k] = from[k];
-            }
-          }
+              TokenGrads<acc>{row_scale, nullptr, nullptr}, out, num_cols);
         }
       }
     });
@@ -560,9 +598,12 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
             upstream);
       }
     }
+    const OptionalTensor action_mask = action_mask_for_kernels(args.action_mask);
     backward_pass(
-        logits_for_kernels(*args.logits),
-        action_mask_for_kernels(args.action_mask), sub_heads, args.row_stats,
+        logits_for_kernels(*args.logits), action_mask, sub_heads,
+        row_normalizer(
+            args.hyperparameters.normalize_discrete_entropy, action_mask),
+        args.row_stats,
         grad_of_head_means, weights, denominators.of_rows(), grad_logits,
         selected_cpu_isa());
   }

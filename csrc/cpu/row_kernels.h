@@ -71,7 +71,8 @@ using ForwardRowsFn = void (*)(
     TakenLogProbs<acc_t<scalar_t>> taken);
 
 // Writes grad_logits[i, k] = grad_scale * d h[i] / d z[i, k] for i in the
-// range, into a contiguous [B, K] buffer.
+// range, row i at grad_logits + i * grad_row_stride (>= K; K for a contiguous
+// [B, K] buffer, the logits' width for one sub-head's columns of it).
 template <typename scalar_t>
 using BackwardRowsFn = void (*)(
     LogitRows<scalar_t> logits,
@@ -79,7 +80,8 @@ using BackwardRowsFn = void (*)(
     int64_t row_end,
     RowStats<acc_t<scalar_t>> stats,
     acc_t<scalar_t> grad_scale,
-    scalar_t* grad_logits);
+    scalar_t* grad_logits,
+    int64_t grad_row_stride);
 
 // The upstream gradients of the per-token terms, one value per row (indexed
 // like the rows), each already times the logits' scale, and each row's taken
@@ -93,7 +95,7 @@ struct TokenGrads {
 };
 
 // Writes grad_logits[i, k] = d (g_a[i] log p[i, a_i] + g_h[i] h[i]) / d x[i, k]
-// for i in the range, into a contiguous [rows, K] buffer (row i at i * K).
+// for i in the range, row i at grad_logits + i * grad_row_stride (>= K).
 template <typename scalar_t>
 using TokenBackwardRowsFn = void (*)(
     LogitRows<scalar_t> logits,
@@ -101,7 +103,8 @@ using TokenBackwardRowsFn = void (*)(
     int64_t row_end,
     RowStats<acc_t<scalar_t>> stats,
     TokenGrads<acc_t<scalar_t>> grads,
-    scalar_t* grad_logits);
+    scalar_t* grad_logits,
+    int64_t grad_row_stride);
 
 // Sum of n contiguous values in a fixed order (lane-wise, then across lanes):
 // the same inputs give bitwise the same sum on every call.
@@ -119,11 +122,11 @@ using SumValuesFn = acc_t<scalar_t> (*)(const scalar_t* values, int64_t n);
   template <typename scalar_t>                                         \
   void backward_rows(                                                  \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \
-      acc_t<scalar_t>, scalar_t*);                                     \
+      acc_t<scalar_t>, scalar_t*, int64_t);                            \
   template <typename scalar_t>                                         \
   void token_backward_rows(                                            \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \
-      TokenGrads<acc_t<scalar_t>>, scalar_t*);                         \
+      TokenGrads<acc_t<scalar_t>>, scalar_t*, int64_t);                \
   }
 
 HEE_DECLARE_ROW_KERNELS(generic)

@@ -468,17 +468,19 @@ inline void gather_tile(
 }
 
 // Writes the first n rows of a tile of gradients held as columns
-// (columns[k][r] for row r) to the contiguous rows at out (row r at r * K).
+// (columns[k][r] for row r) to the rows at out, row r at r * out_row_stride
+// (>= K; contiguous rows, K, take the register transpose).
 template <int64_t K, typename scalar_t>
 inline void store_tile_rows(
     acc_t<scalar_t> (*columns)[AccVec<scalar_t>::size()],
     int64_t n,
-    scalar_t* out) {
+    scalar_t* out,
+    int64_t out_row_stride) {
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
   if constexpr (tile_transpose::has_register_transpose(K)) {
-    if (n == W) {
+    if (n == W && out_row_stride == K) {
       if constexpr (std::is_same_v<scalar_t, float>) {
         tile_transpose::columns_to_rows<K>(columns, out);
         return;
@@ -495,7 +497,7 @@ inline void store_tile_rows(
 #endif
   for (int64_t r = 0; r < n; ++r) {
     for (int64_t k = 0; k < K; ++k) {
-      out[r * K + k] = static_cast<scalar_t>(columns[k][r]);
+      out[r * out_row_stride + k] = static_cast<scalar_t>(columns[k][r]);
     }
   }
 }
@@ -593,7 +595,8 @@ void backward_rows_in_lanes(
     int64_t row_end,
     RowStats<acc_t<scalar_t>> stats,
     acc_t<scalar_t> grad_scale,
-    scalar_t* grad_logits) {
+    scalar_t* grad_logits,
+    int64_t grad_row_stride) {
   using acc = acc_t<scalar_t>;
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
@@ -612,7 +615,8 @@ void backward_rows_in_lanes(
           log_p_floor)
           .store(columns[k]);
     }
-    store_tile_rows<K, scalar_t>(columns, n, grad_logits + first * K);
+    store_tile_rows<K, scalar_t>(
+        columns, n, grad_logits + first * grad_row_stride, grad_row_stride);
   }
 }
 
@@ -635,7 +639,8 @@ void token_backward_rows_in_lanes(
     int64_t row_end,
     RowStats<acc_t<scalar_t>> stats,
     TokenGrads<acc_t<scalar_t>> grads,
-    scalar_t* grad_logits) {
+    scalar_t* grad_logits,
+    int64_t grad_row_stride) {
   using acc = acc_t<scalar_t>;
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
@@ -671,7 +676,8 @@ void token_backward_rows_in_lanes(
         }
       }
     }
-    store_tile_rows<K, scalar_t>(columns, n, grad_logits + first * K);
+    store_tile_rows<K, scalar_t>(
+        columns, n, grad_logits + first * grad_row_stride, grad_row_stride);
   }
 }
 
@@ -858,7 +864,8 @@ void backward_rows_along_lanes(
     int64_t row_end,
     RowStats<acc_t<scalar_t>> stats,
     acc_t<scalar_t> grad_scale,
-    scalar_t* grad_logits) {
+    scalar_t* grad_logits,
+    int64_t grad_row_stride) {
   using acc = acc_t<scalar_t>;
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
@@ -868,7 +875,7 @@ void backward_rows_along_lanes(
   for (int64_t i = row_begin; i < row_end; ++i) {
     const scalar_t* row = logits.data + i * logits.row_stride;
     const bool* allowed = kMasked ? logits.allowed_row(i) : nullptr;
-    scalar_t* out = grad_logits + i * K;
+    scalar_t* out = grad_logits + i * grad_row_stride;
     const Vec shift(stats.shift[i]);
     const Vec log_sum_exp(stats.log_sum_exp[i]);
     const Vec entropy(stats.entropy[i]);
@@ -890,7 +897,8 @@ void token_backward_rows_along_lanes(
     int64_t row_end,
     RowStats<acc_t<scalar_t>> stats,
     TokenGrads<acc_t<scalar_t>> grads,
-    scalar_t* grad_logits) {
+    scalar_t* grad_logits,
+    int64_t grad_row_stride) {
   using acc = acc_t<scalar_t>;
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
@@ -900,7 +908,7 @@ void token_backward_rows_along_lanes(
   for (int64_t i = row_begin; i < row_end; ++i) {
     const scalar_t* row = logits.data + i * logits.row_stride;
     const bool* allowed = kMasked ? logits.allowed_row(i) : nullptr;
-    scalar_t* out = grad_logits + i * K;
+    scalar_t* out = grad_logits + i * grad_row_stride;
     const Vec shift(stats.shift[i]);
     const Vec log_sum_exp(stats.log_sum_exp[i]);
     const acc grad_entropy = grads.grad_entropy[i];
@@ -1013,19 +1021,22 @@ void backward_rows(
     int64_t row_end,
     RowStats<acc_t<scalar_t>> stats,
     acc_t<scalar_t> grad_scale,
-    scalar_t* grad_logits) {
+    scalar_t* grad_logits,
+    int64_t grad_row_stride) {
   constexpr int64_t kMaxBackwardRowsInLanesCols =
       max_backward_rows_in_lanes_cols<scalar_t>();
   if (logits.num_cols > kMaxBackwardRowsInLanesCols) {
     with_action_mask(logits, [&](auto masked) {
       backward_rows_along_lanes<decltype(masked)::value>(
-          logits, row_begin, row_end, stats, grad_scale, grad_logits);
+          logits, row_begin, row_end, stats, grad_scale, grad_logits,
+          grad_row_stride);
     });
     return;
   }
   with_static_cols<kMaxBackwardRowsInLanesCols>(logits.num_cols, [&](auto cols) {
     backward_rows_in_lanes<decltype(cols)::value>(
-        logits, row_begin, row_end, stats, grad_scale, grad_logits);
+        logits, row_begin, row_end, stats, grad_scale, grad_logits,
+        grad_row_stride);
   });
 }
 
@@ -1036,19 +1047,22 @@ void token_backward_rows(
     int64_t row_end,
     RowStats<acc_t<scalar_t>> stats,
     TokenGrads<acc_t<scalar_t>> grads,
-    scalar_t* grad_logits) {
+    scalar_t* grad_logits,
+    int64_t grad_row_stride) {
   constexpr int64_t kMaxBackwardRowsInLanesCols =
       max_backward_rows_in_lanes_cols<scalar_t>();
   if (logits.num_cols > kMaxBackwardRowsInLanesCols) {
     with_action_mask(logits, [&](auto masked) {
       token_backward_rows_along_lanes<decltype(masked)::value>(
-          logits, row_begin, row_end, stats, grads, grad_logits);
+          logits, row_begin, row_end, stats, grads, grad_logits,
+          grad_row_stride);
     });
     return;
   }
   with_static_cols<kMaxBackwardRowsInLanesCols>(logits.num_cols, [&](auto cols) {
     token_backward_rows_in_lanes<decltype(cols)::value>(
-        logits, row_begin, row_end, stats, grads, grad_logits);
+        logits, row_begin, row_end, stats, grads, grad_logits,
+        grad_row_stride);
   });
 }
 
@@ -1059,10 +1073,10 @@ void token_backward_rows(
       TakenLogProbs<acc_t<scalar_t>>);                                     \
   template void backward_rows<scalar_t>(                                   \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
-      acc_t<scalar_t>, scalar_t*);                                         \
+      acc_t<scalar_t>, scalar_t*, int64_t);                                \
   template void token_backward_rows<scalar_t>(                             \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
-      TokenGrads<acc_t<scalar_t>>, scalar_t*);
+      TokenGrads<acc_t<scalar_t>>, scalar_t*, int64_t);
 
 HEE_INSTANTIATE_ROW_KERNELS(float)
 HEE_INSTANTIATE_ROW_KERNELS(double)

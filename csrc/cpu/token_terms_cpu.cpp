@@ -214,7 +214,8 @@ at::Tensor log_prob_and_entropy_backward_cpu(
           for_each_run(
               kept, begin, end,
               [&](int64_t run_begin, int64_t run_end) {
-                token_backward(logit_rows, run_begin, run_end, stats, grads, out);
+                token_backward(
+                    logit_rows, run_begin, run_end, stats, grads, out, K);
               },
               [&](int64_t i) { std::fill(out + i * K, out + (i + 1) * K, scalar_t(0)); });
         });

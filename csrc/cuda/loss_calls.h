@@ -65,12 +65,17 @@ inline DeviceScalar device_scalar(const OptionalTensor& t) {
   return s;
 }
 
-// Sub-heads (discrete_sizes) have CPU kernels only so far.
-inline void check_no_sub_heads(bool has_sub_heads) {
+// Sub-heads (discrete_sizes) and normalize_discrete_entropy have CPU kernels
+// only so far.
+inline void check_cpu_only_arguments(const LossHyperparameters& h) {
   TORCH_CHECK_NOT_IMPLEMENTED(
-      !has_sub_heads,
+      !h.discrete_sizes.has_value(),
       "hybrid_entropy_loss: discrete_sizes (discrete sub-heads) has no CUDA "
       "kernel yet; compute the loss of a multi-discrete head on the CPU");
+  TORCH_CHECK_NOT_IMPLEMENTED(
+      !h.normalize_discrete_entropy,
+      "hybrid_entropy_loss: normalize_discrete_entropy has no CUDA kernel "
+      "yet; compute the normalized loss on the CPU");
 }
 
 // The forward's outputs; `launch_plan`, where given, receives the plan the
@@ -80,8 +85,8 @@ LossForwardOutputs forward_on(
     const Device& device,
     const LossForwardArgs& args,
     ForwardLaunchPlan* launch_plan_out = nullptr) {
+  check_cpu_only_arguments(args.hyperparameters);
   const LossForwardPlan plan = plan_loss_forward(args);
-  check_no_sub_heads(plan.has_sub_heads);
 
   ForwardProblem p;
   at::Tensor logits;
@@ -160,8 +165,8 @@ template <typename Device>
 LossBackwardOutputs backward_on(
     const Device& device,
     const LossBackwardArgs& args) {
+  check_cpu_only_arguments(args.hyperparameters);
   const LossBackwardPlan plan = plan_loss_backward(args);
-  check_no_sub_heads(args.hyperparameters.discrete_sizes.has_value());
 
   at::Tensor grad_logits = device.empty(plan.grad_logits);
   at::Tensor grad_log_std = device.empty(plan.grad_log_std);

@@ -93,6 +93,7 @@ def hybrid_entropy_loss(
     action_mask: Optional[Tensor] = None,
     discrete_sizes: Optional[List[int]] = None,
     discrete_head_thresholds: Optional[List[float]] = None,
+    normalize_discrete_entropy: bool = False,
 ) -> Dict[str, Tensor]:
     """Entropy bonus and collapse penalties of a hybrid-action policy, fused.
 
@@ -156,8 +157,14 @@ def hybrid_entropy_loss(
             even where the sum looks healthy. ``None``: one categorical of ``K``.
             (CPU kernels only so far; CUDA inputs raise ``NotImplementedError``.)
         discrete_head_thresholds: ``[tau_1, ..., tau_H]`` in nats, one finite
-            threshold per sub-head, in place of ``min_entropy_threshold`` (which
-            otherwise applies to every sub-head).
+            threshold per sub-head of ``discrete_sizes``, in place of
+            ``min_entropy_threshold`` (which otherwise applies to every sub-head).
+        normalize_discrete_entropy: ``True`` divides each row's (sub-)head entropy by
+            the log of its number of allowed actions ``n`` (those ``action_mask``
+            allows in its columns, else all of them; 0 where ``n <= 1``), so that
+            ``H_d`` (per sub-head ``H_h``) lies in [0, 1] whatever the action-set size
+            and a threshold means the same fraction of the maximum for every state.
+            The sub-heads' normalized entropies are summed. (CPU kernels only so far.)
 
     Returns:
         A dict of 0-dim tensors with keys ``total``, ``discrete``,
@@ -185,7 +192,8 @@ def hybrid_entropy_loss(
             or come without logits, ``discrete_head_thresholds`` of another length
             than the sub-heads or not finite. All found from metadata, without a
             device sync.
-        NotImplementedError: ``discrete_sizes`` with CUDA inputs.
+        NotImplementedError: ``discrete_sizes`` or ``normalize_discrete_entropy``
+            with CUDA inputs.
         TypeError: a non-floating tensor, a non-number coefficient, a
             ``loss_agg_mode`` that is not a str, a ``loss_scale_factor`` that is not a
             number, a ``sample_mask`` neither bool nor floating, an ``action_mask``
@@ -260,6 +268,7 @@ def hybrid_entropy_loss(
         action_mask,
         discrete_sizes,
         discrete_head_thresholds,
+        normalize_discrete_entropy,
     )
     named = {
         "total": outputs[0],

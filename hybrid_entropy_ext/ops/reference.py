@@ -131,6 +131,21 @@ def log_prob_and_entropy(
     return log_prob, entropy
 
 
+def _row_entropy(logits: Tensor, allowed: Optional[Tensor], normalize: bool) -> Tensor:
+    """Each row's entropy ``[N]``; normalized: times ``1 / log n`` (0 where ``n <= 1``), ``n``
+    the actions ``allowed`` allows in the row (all of them without a mask)."""
+    per_row = discrete_row_entropy(logits).reshape(-1)
+    if not normalize:
+        return per_row
+    num_actions = logits.shape[-1]
+    if allowed is None:
+        count = torch.full_like(per_row, float(num_actions))
+    else:
+        count = allowed.reshape(-1, num_actions).sum(dim=-1).to(per_row.dtype)
+    safe = torch.where(count > 1, count, torch.full_like(count, 2.0))
+    return torch.where(count > 1, per_row / torch.log(safe), torch.zeros_like(per_row))
+
+
 def weighted_mean(per_row: Tensor, row_weights: Optional[Tensor], mean_denominator: Optional[Tensor]) -> Tensor:
     """``sum_i c_i h[i] / D`` over ``per_row`` ``[N]``, as the fused op's ``row_weights`` (``c``;
     ``None``: 1) and ``mean_denominator`` (``D``; ``None``: ``sum_i c_i``) define it."""
@@ -162,6 +177,7 @@ def hybrid_entropy_loss(
     action_mask: Optional[Tensor] = None,
     discrete_sizes: Optional[List[int]] = None,
     discrete_head_thresholds: Optional[List[float]] = None,
+    normalize_discrete_entropy: bool = False,
 ) -> Dict[str, Tensor]:
     """Pure-PyTorch version of :func:`hybrid_entropy_ext.hybrid_entropy_loss`.
 
@@ -169,7 +185,8 @@ def hybrid_entropy_loss(
     ``log_std`` ``[..., D]``, ``[D]`` or ``None``, the mask and aggregation of the rows,
     the action mask (bool, the logits' shape; its ``False`` actions become ``-inf``
     logits, in a masked copy of the logits), the sub-heads (``discrete_sizes``, each
-    split off the logits with ``torch.split``) and their thresholds, and a dict of seven
+    split off the logits with ``torch.split``) and their thresholds, the normalization (each
+    row's entropy times ``1 / log n``, ``n`` its allowed actions), and a dict of seven
     0-dim tensors (float64 if either head is float64, else float32), plus
     ``discrete_entropy_per_head`` ``[H]`` with ``discrete_sizes``.
 
@@ -190,6 +207,7 @@ def hybrid_entropy_loss(
         sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, heads[0].device
     )
     h_d = zero
+    allowed = action_mask
     if action_mask is not None:
         if logits is None:
             raise ValueError("hybrid_entropy_loss: action_mask rules out discrete actions, but there are no logits")
@@ -208,12 +226,14 @@ def hybrid_entropy_loss(
             raise ValueError(
                 f"hybrid_entropy_loss: discrete_sizes must be positive and sum to K = {logits.shape[-1]}, got {sizes}"
             )
-        for sub_head in torch.split(logits, sizes, dim=-1):
-            per_row = discrete_row_entropy(sub_head).reshape(-1)
+        masks = [None] * len(sizes) if allowed is None else list(torch.split(allowed, sizes, dim=-1))
+        for sub_head, sub_mask in zip(torch.split(logits, sizes, dim=-1), masks):
+            per_row = _row_entropy(sub_head, sub_mask, normalize_discrete_entropy)
             head_entropies.append(weighted_mean(per_row, row_weights, mean_denominator).to(out_dtype))
         h_d = head_entropies[0]  # loss_terms_from_head_entropies sums them
     elif logits is not None:
-        h_d = weighted_mean(discrete_row_entropy(logits).reshape(-1), row_weights, mean_denominator).to(out_dtype)
+        per_row = _row_entropy(logits, allowed, normalize_discrete_entropy)
+        h_d = weighted_mean(per_row, row_weights, mean_denominator).to(out_dtype)
     if discrete_head_thresholds is not None:
         if discrete_sizes is None:
             raise ValueError(

@@ -25,6 +25,7 @@ _ATTRIBUTE_DEFAULTS = {
     "loss_scale_factor": None,
     "discrete_sizes": None,
     "discrete_head_thresholds": None,
+    "normalize_discrete_entropy": False,
 }
 
 

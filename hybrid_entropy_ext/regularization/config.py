@@ -277,6 +277,9 @@ class EntropyRegularizationConfig:
             categorical). :func:`~hybrid_entropy_ext.hybrid_entropy_loss` defines it.
         discrete_head_thresholds: one threshold (nats, >= 0) per sub-head in place of
             ``min_entropy_threshold``, or null (every sub-head gets that one).
+        normalize_discrete_entropy: ``true``: each row's (sub-)head entropy is divided by
+            the log of its number of allowed actions, so that the discrete entropies
+            and their thresholds are fractions of the maximum, in [0, 1].
 
     Numbers must be finite and >= 0 (except ``continuous_target_entropy``); numeric strings (YAML reads ``1e-3`` as one) are
     converted; ``bool`` is not accepted as a number. Invalid values raise ``TypeError``
@@ -319,6 +322,7 @@ class EntropyRegularizationConfig:
     # --- optional: the discrete head's sub-heads ----------------------------------------
     discrete_sizes: Optional[Tuple[int, ...]] = _optional_field(None, _validate_sizes)
     discrete_head_thresholds: Optional[Tuple[float, ...]] = _optional_field(None, _validate_head_thresholds)
+    normalize_discrete_entropy: bool = _optional_field(False, _validate_bool)
 
     def __post_init__(self) -> None:
         # Validate every field before setting any (frozen: via object.__setattr__).

@@ -85,6 +85,7 @@ def global_loss(
     action_mask: Optional[Tensor] = None,
     discrete_sizes: Optional[List[int]] = None,
     discrete_head_thresholds: Optional[List[float]] = None,
+    normalize_discrete_entropy: bool = False,
 ) -> Dict[str, Tensor]:
     """The seven loss terms of the global batch: ``H_d`` and ``H_c`` aggregated over every
     rank of ``process_group`` (None: the default group), the arguments as for
@@ -98,7 +99,9 @@ def global_loss(
     ``loss_scale_factor`` for ``-norm``; none for ``token-sum``), one all-reduce adds them
     over the ranks, and the global ``H`` is their quotient.
 
-    With ``discrete_sizes``, each sub-head's weighted sum is reduced on its own (one fused
+    With ``normalize_discrete_entropy`` the rows' normalized entropies are summed (the
+    normalization is per row). With ``discrete_sizes``, each sub-head's weighted sum is
+    reduced on its own (one fused
     call per sub-head, on its columns) and each gets its global penalty, as
     :func:`~hybrid_entropy_ext.ops.loss_terms.loss_terms_from_head_entropies` says.
 
@@ -134,7 +137,8 @@ def global_loss(
 
     def local_sums(head_logits: Optional[Tensor], head_log_std: Optional[Tensor], head_mask: Optional[Tensor]):
         return hybrid_entropy_loss(
-            head_logits, head_log_std, 0.0, 1.0, 1.0, None, None, 0.0, row_weights, "token-sum", action_mask=head_mask
+            head_logits, head_log_std, 0.0, 1.0, 1.0, None, None, 0.0, row_weights, "token-sum", action_mask=head_mask,
+            normalize_discrete_entropy=normalize_discrete_entropy,
         )
 
     if discrete_sizes is not None and logits is None:

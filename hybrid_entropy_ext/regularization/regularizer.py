@@ -111,6 +111,7 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
     loss_scale_factor: Optional[float]
     discrete_sizes: Optional[List[int]]
     discrete_head_thresholds: Optional[List[float]]
+    normalize_discrete_entropy: bool
     check_finite: bool
     distributed: bool
 
@@ -157,6 +158,7 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
         sizes, head_thresholds = self.config.discrete_sizes, self.config.discrete_head_thresholds
         self.discrete_sizes = list(sizes) if sizes is not None else None
         self.discrete_head_thresholds = list(head_thresholds) if head_thresholds is not None else None
+        self.normalize_discrete_entropy = self.config.normalize_discrete_entropy
         self.distributed = distributed or process_group is not None
         self.process_group = process_group
         self.register_buffer(COUNTER, torch.zeros((), dtype=torch.int64))
@@ -236,6 +238,7 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
                 action_mask,
                 self.discrete_sizes,
                 self.discrete_head_thresholds,
+                self.normalize_discrete_entropy,
             )
         self._apply_only_below_target(out)
         add_coefficient_outputs(out, discrete_coeff, continuous_coeff, scheduled_value, scheduled_tensor)
@@ -266,6 +269,7 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
             action_mask,
             self.discrete_sizes,
             self.discrete_head_thresholds,
+            self.normalize_discrete_entropy,
         )
 
     # --- checkpoints: state-dict version 1 (checkpoint.py) ------------------------------------
@@ -297,6 +301,8 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
             text += f", discrete_sizes={self.discrete_sizes}"
         if self.discrete_head_thresholds is not None:
             text += f", discrete_head_thresholds={self.discrete_head_thresholds}"
+        if self.normalize_discrete_entropy:
+            text += ", normalize_discrete_entropy=True"
         if self.distributed:
             text += ", distributed=True"
         return text
