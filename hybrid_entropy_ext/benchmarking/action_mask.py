@@ -23,7 +23,7 @@ import torch
 from ..ops import reference
 from ..ops.loss import hybrid_entropy_loss
 from ..ops.token_terms import log_prob_and_entropy
-from .runner import Timing, medians_by_case, time_cases, wall_clock_seconds
+from .runner import Timing, time_cases, variant_ratio_table, wall_clock_seconds
 
 __all__ = ["ActionMaskCase", "ACTION_MASK_CASES", "QUICK_ACTION_MASK_CASES", "MASK_COST_GOAL",
            "run_action_mask", "format_action_mask_table"]
@@ -130,16 +130,4 @@ def run_action_mask(
 
 def format_action_mask_table(timings: Sequence[Timing]) -> str:
     """Markdown: per case the three medians (microseconds), masked / plain and reference / masked."""
-    rows = [
-        f"Goals (reported, not asserted): masked / plain <= {MASK_COST_GOAL:.2f}; reference / masked > 1.",
-        "",
-        "| op, B x K | plain (us) | masked (us) | reference (us) | masked / plain | reference / masked |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for label, by_name in medians_by_case(timings).items():
-        plain, masked, ref = (by_name.get(name) for name in ("plain", "masked", "reference"))
-        if plain is None or masked is None or ref is None:
-            continue
-        rows.append(f"| {label} | {plain * 1e6:.1f} | {masked * 1e6:.1f} | {ref * 1e6:.1f} | "
-                    f"{masked / plain:.3f} | {ref / masked:.2f} |")
-    return "\n".join(rows)
+    return variant_ratio_table(timings, "op, B x K", "plain", "masked", "reference", MASK_COST_GOAL)

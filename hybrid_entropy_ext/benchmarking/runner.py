@@ -366,6 +366,29 @@ def medians_by_case(timings: Sequence[Timing]) -> Dict[str, Dict[str, float]]:
     return medians
 
 
+def variant_ratio_table(
+    timings: Sequence[Timing], case_column: str, plain: str, variant: str, reference: str, goal: float
+) -> str:
+    """Markdown: per case the medians (microseconds) of a plain call, a variant of it and the
+    reference doing the variant, with variant / plain and reference / variant, under a line
+    stating the goals (reported, never asserted): variant / plain <= ``goal``, reference /
+    variant > 1."""
+    rows = [
+        f"Goals (reported, not asserted): {variant} / {plain} <= {goal:.2f}; {reference} / {variant} > 1.",
+        "",
+        f"| {case_column} | {plain} (us) | {variant} (us) | {reference} (us) | {variant} / {plain} | "
+        f"{reference} / {variant} |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, by_name in medians_by_case(timings).items():
+        medians = [by_name.get(name) for name in (plain, variant, reference)]
+        if any(m is None for m in medians):
+            continue
+        p, v, r = medians
+        rows.append(f"| {label} | {p * 1e6:.1f} | {v * 1e6:.1f} | {r * 1e6:.1f} | {v / p:.3f} | {r / v:.2f} |")
+    return "\n".join(rows)
+
+
 def describe_error(error: BaseException) -> str:
     """The error's type and the first line of its message (if any), for a table or JSON."""
     return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"

@@ -17,7 +17,7 @@ import torch
 
 from ..ops import reference
 from ..ops.loss import hybrid_entropy_loss
-from .runner import Timing, medians_by_case, time_cases, wall_clock_seconds
+from .runner import Timing, time_cases, variant_ratio_table, wall_clock_seconds
 
 __all__ = ["SubHeadsCase", "SUB_HEADS_CASES", "QUICK_SUB_HEADS_CASES", "SUB_HEADS_COST_GOAL",
            "run_sub_heads", "format_sub_heads_table"]
@@ -79,16 +79,4 @@ def run_sub_heads(
 
 def format_sub_heads_table(timings: Sequence[Timing]) -> str:
     """Markdown: per case the three medians (microseconds), sub_heads / plain and reference / sub_heads."""
-    rows = [
-        f"Goals (reported, not asserted): sub_heads / plain <= {SUB_HEADS_COST_GOAL:.2f}; reference / sub_heads > 1.",
-        "",
-        "| B x K (H x K_h) | plain (us) | sub_heads (us) | reference (us) | sub_heads / plain | reference / sub_heads |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for label, by_name in medians_by_case(timings).items():
-        plain, sub_heads, ref = (by_name.get(name) for name in ("plain", "sub_heads", "reference"))
-        if plain is None or sub_heads is None or ref is None:
-            continue
-        rows.append(f"| {label} | {plain * 1e6:.1f} | {sub_heads * 1e6:.1f} | {ref * 1e6:.1f} | "
-                    f"{sub_heads / plain:.3f} | {ref / sub_heads:.2f} |")
-    return "\n".join(rows)
+    return variant_ratio_table(timings, "B x K (H x K_h)", "plain", "sub_heads", "reference", SUB_HEADS_COST_GOAL)
