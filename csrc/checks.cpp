@@ -251,23 +251,12 @@ void check_saved_scalar(
       t.device());
 }
 
-// discrete_sizes: with logits, each size > 0 and their sum K, the logits'
-// columns; discrete_head_thresholds: with discrete_sizes, one per sub-head.
+// discrete_head_thresholds only with discrete_sizes, one per sub-head;
+// discrete_sizes only with logits, each size > 0 and their sum K.
 void check_discrete_sizes(
     const LossHyperparameters& h,
     const OptionalTensor& logits,
     const char* op) {
-  TORCH_CHECK_VALUE(
-      !h.discrete_sizes.has_value() || logits.has_value(), op,
-      ": discrete_sizes splits the logits into sub-heads, but there are no "
-      "logits");
-  TORCH_CHECK_VALUE(
-      !h.discrete_head_thresholds.has_value() || logits.has_value(), op,
-      ": discrete_head_thresholds are the discrete sub-heads' thresholds, but "
-      "there are no logits");
-  if (!logits.has_value()) {
-    return;
-  }
   TORCH_CHECK_VALUE(
       !h.discrete_head_thresholds.has_value() || h.discrete_sizes.has_value(),
       op, ": discrete_head_thresholds are the thresholds of the sub-heads of "
@@ -276,6 +265,10 @@ void check_discrete_sizes(
   if (!h.discrete_sizes.has_value()) {
     return;
   }
+  TORCH_CHECK_VALUE(
+      logits.has_value(), op,
+      ": discrete_sizes splits the logits into sub-heads, but there are no "
+      "logits");
   const std::vector<int64_t>& sizes = *h.discrete_sizes.values;
   TORCH_CHECK_VALUE(
       !sizes.empty(), op,

@@ -164,20 +164,29 @@ def test_the_masked_loss_benchmark_times_both_calls_and_reports_their_ratio():
     assert f"{by_name['masked'] / by_name['plain']:.3f}" in table
 
 
-def test_the_action_mask_benchmark_times_the_three_calls_and_reports_their_ratios():
-    from hybrid_entropy_ext.benchmarking import action_mask
+@pytest.mark.parametrize(
+    "suite, run, table, cases, variant",
+    [
+        ("action_mask", "run_action_mask", "format_action_mask_table", "QUICK_ACTION_MASK_CASES", "masked"),
+        ("sub_heads", "run_sub_heads", "format_sub_heads_table", "QUICK_SUB_HEADS_CASES", "sub_heads"),
+    ],
+    ids=["action-mask", "sub-heads"],
+)
+def test_a_variant_benchmark_times_the_three_calls_and_reports_their_ratios(suite, run, table, cases, variant):
+    import importlib
 
+    module = importlib.import_module(f"hybrid_entropy_ext.benchmarking.{suite}")
     calls = iter(range(1, 1000))
     # The fake timer of the masked-loss test: each sample one second longer than the last.
-    timings = action_mask.run_action_mask(action_mask.QUICK_ACTION_MASK_CASES, rounds=1, min_seconds_per_sample=0.0,
-                                          timer=lambda step, repeats: (step(), float(next(calls)))[1])
-    table = action_mask.format_action_mask_table(timings)
-    for case in action_mask.QUICK_ACTION_MASK_CASES:
+    timings = getattr(module, run)(getattr(module, cases), rounds=1, min_seconds_per_sample=0.0,
+                                   timer=lambda step, repeats: (step(), float(next(calls)))[1])
+    text = getattr(module, table)(timings)
+    for case in getattr(module, cases):
         by_name = {t.implementation: t.median_s for t in timings if t.case == case.label}
-        assert set(by_name) == {"plain", "masked", "reference"} and all(v is not None for v in by_name.values())
-        row = next(line for line in table.splitlines() if line.startswith(f"| {case.label} |"))
-        assert f"{by_name['masked'] / by_name['plain']:.3f}" in row
-        assert f"{by_name['reference'] / by_name['masked']:.2f}" in row
+        assert set(by_name) == {"plain", variant, "reference"} and all(v is not None for v in by_name.values())
+        row = next(line for line in text.splitlines() if line.startswith(f"| {case.label} |"))
+        assert f"{by_name[variant] / by_name['plain']:.3f}" in row
+        assert f"{by_name['reference'] / by_name[variant]:.2f}" in row
 
 
 @pytest.mark.parametrize("case_index", [0, 1], ids=["log_prob_and_entropy", "hybrid_entropy_loss"])
@@ -189,21 +198,6 @@ def test_the_action_mask_benchmark_steps_give_the_reference_gradient(case_index)
     for got, want in zip(masked, ref):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert not torch.equal(masked[0], steps["plain"]()[0])
-
-
-def test_the_sub_heads_benchmark_times_the_three_calls_and_reports_their_ratios():
-    from hybrid_entropy_ext.benchmarking import sub_heads
-
-    calls = iter(range(1, 1000))
-    timings = sub_heads.run_sub_heads(sub_heads.QUICK_SUB_HEADS_CASES, rounds=1, min_seconds_per_sample=0.0,
-                                      timer=lambda step, repeats: (step(), float(next(calls)))[1])
-    table = sub_heads.format_sub_heads_table(timings)
-    for case in sub_heads.QUICK_SUB_HEADS_CASES:
-        by_name = {t.implementation: t.median_s for t in timings if t.case == case.label}
-        assert set(by_name) == {"plain", "sub_heads", "reference"} and all(v is not None for v in by_name.values())
-        row = next(line for line in table.splitlines() if line.startswith(f"| {case.label} |"))
-        assert f"{by_name['sub_heads'] / by_name['plain']:.3f}" in row
-        assert f"{by_name['reference'] / by_name['sub_heads']:.2f}" in row
 
 
 def test_the_sub_heads_benchmark_steps_give_the_reference_gradient():

@@ -10,12 +10,13 @@ report at given entropies, and the pure-PyTorch reference
 differentiates it; the tests hold it to the float64 oracle of tests/oracle.py.
 """
 
-from typing import Dict, List, Optional, Union
+import math
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["loss_terms_from_entropies", "loss_terms_from_head_entropies", "collapse_penalty"]
+__all__ = ["loss_terms_from_entropies", "loss_terms_from_head_entropies", "collapse_penalty", "check_sub_heads"]
 
 
 def collapse_penalty(entropy: Tensor, threshold: Optional[float], multiplier: float) -> Tensor:
@@ -91,6 +92,39 @@ def loss_terms_from_entropies(
         "discrete_entropy": discrete_entropy,
         "continuous_entropy": continuous_entropy,
     }
+
+
+def check_sub_heads(
+    discrete_sizes: Optional[Sequence[int]],
+    discrete_head_thresholds: Optional[Sequence[float]],
+    num_columns: Optional[int],
+) -> None:
+    """The checks the fused op makes of its sub-head arguments (``csrc/checks.cpp``), for the
+    Python paths that split the logits themselves: sizes > 0 summing to the logits'
+    ``num_columns`` (``None``: no logits), one finite threshold per sub-head, thresholds only
+    with sizes. Raises ``ValueError``."""
+    if discrete_sizes is not None:
+        sizes = [int(k) for k in discrete_sizes]
+        if num_columns is None:
+            raise ValueError("hybrid_entropy_loss: discrete_sizes splits the logits into sub-heads, but there are no logits")
+        if not sizes or min(sizes) <= 0 or sum(sizes) != num_columns:
+            raise ValueError(
+                f"hybrid_entropy_loss: discrete_sizes must be positive and sum to K = {num_columns}, got {sizes}"
+            )
+    if discrete_head_thresholds is None:
+        return
+    if discrete_sizes is None:
+        raise ValueError(
+            "hybrid_entropy_loss: discrete_head_thresholds are the thresholds of the sub-heads of "
+            "discrete_sizes, which is not given (one head's threshold is min_entropy_threshold)"
+        )
+    if len(discrete_head_thresholds) != len(discrete_sizes):
+        raise ValueError(
+            "hybrid_entropy_loss: discrete_head_thresholds must have one threshold per discrete sub-head "
+            f"({len(discrete_sizes)}), got {len(discrete_head_thresholds)}"
+        )
+    if not all(math.isfinite(tau) for tau in discrete_head_thresholds):
+        raise ValueError(f"hybrid_entropy_loss: discrete_head_thresholds must be finite, got {list(discrete_head_thresholds)}")
 
 
 def loss_terms_from_head_entropies(

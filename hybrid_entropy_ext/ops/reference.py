@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .aggregation import aggregation_of_rows, rows_leading_shape
-from .loss_terms import loss_terms_from_entropies, loss_terms_from_head_entropies
+from .loss_terms import check_sub_heads, loss_terms_from_entropies, loss_terms_from_head_entropies
 
 __all__ = [
     "hybrid_entropy_loss",
@@ -217,36 +217,17 @@ def hybrid_entropy_loss(
                 f"got {list(action_mask.shape)}"
             )
         logits = torch.where(action_mask, logits, -math.inf)
+    check_sub_heads(discrete_sizes, discrete_head_thresholds, None if logits is None else logits.shape[-1])
     head_entropies: List[Tensor] = []
-    if discrete_sizes is not None:
+    if discrete_sizes is not None and logits is not None:
         sizes = [int(k) for k in discrete_sizes]
-        if logits is None:
-            raise ValueError("hybrid_entropy_loss: discrete_sizes splits the logits into sub-heads, but there are no logits")
-        if not sizes or any(k <= 0 for k in sizes) or sum(sizes) != logits.shape[-1]:
-            raise ValueError(
-                f"hybrid_entropy_loss: discrete_sizes must be positive and sum to K = {logits.shape[-1]}, got {sizes}"
-            )
         masks = [None] * len(sizes) if allowed is None else list(torch.split(allowed, sizes, dim=-1))
         for sub_head, sub_mask in zip(torch.split(logits, sizes, dim=-1), masks):
             per_row = _row_entropy(sub_head, sub_mask, normalize_discrete_entropy)
             head_entropies.append(weighted_mean(per_row, row_weights, mean_denominator).to(out_dtype))
-        h_d = head_entropies[0]  # loss_terms_from_head_entropies sums them
     elif logits is not None:
         per_row = _row_entropy(logits, allowed, normalize_discrete_entropy)
         h_d = weighted_mean(per_row, row_weights, mean_denominator).to(out_dtype)
-    if discrete_head_thresholds is not None:
-        if discrete_sizes is None:
-            raise ValueError(
-                "hybrid_entropy_loss: discrete_head_thresholds are the thresholds of the sub-heads of "
-                "discrete_sizes, which is not given (one head's threshold is min_entropy_threshold)"
-            )
-        if len(discrete_head_thresholds) != len(head_entropies):
-            raise ValueError(
-                "hybrid_entropy_loss: discrete_head_thresholds must have one threshold per discrete sub-head "
-                f"({len(head_entropies)}), got {len(discrete_head_thresholds)}"
-            )
-        if not all(math.isfinite(tau) for tau in discrete_head_thresholds):
-            raise ValueError(f"hybrid_entropy_loss: discrete_head_thresholds must be finite, got {discrete_head_thresholds}")
     h_c = zero
     if log_std is not None and log_std.dim() == 1 and mean_denominator is None:
         h_c = continuous_row_entropy(log_std).to(out_dtype)  # every row's, whatever the weights

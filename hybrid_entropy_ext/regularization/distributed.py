@@ -9,7 +9,6 @@ returns the values of one process on the concatenated batch. Eager and ``torch.c
 only (not TorchScript).
 """
 
-import math
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -22,7 +21,7 @@ from ..ops.aggregation import (
     rows_leading_shape,
 )
 from ..ops.loss import hybrid_entropy_loss
-from ..ops.loss_terms import loss_terms_from_entropies, loss_terms_from_head_entropies
+from ..ops.loss_terms import check_sub_heads, loss_terms_from_entropies, loss_terms_from_head_entropies
 
 __all__ = ["all_reduce_sum", "process_group_name", "global_loss"]
 
@@ -141,28 +140,13 @@ def global_loss(
             normalize_discrete_entropy=normalize_discrete_entropy,
         )
 
-    if discrete_sizes is not None and logits is None:
-        raise ValueError("hybrid_entropy_loss: discrete_sizes splits the logits into sub-heads, but there are no logits")
-    if discrete_head_thresholds is not None:
-        if discrete_sizes is None or len(discrete_head_thresholds) != len(discrete_sizes):
-            raise ValueError(
-                "hybrid_entropy_loss: discrete_head_thresholds must have one threshold per sub-head of "
-                f"discrete_sizes ({discrete_sizes}), got {list(discrete_head_thresholds)}"
-            )
-        if not all(math.isfinite(tau) for tau in discrete_head_thresholds):
-            raise ValueError(f"hybrid_entropy_loss: discrete_head_thresholds must be finite, got {discrete_head_thresholds}")
+    check_sub_heads(discrete_sizes, discrete_head_thresholds, None if logits is None else logits.shape[-1])
     if discrete_sizes is None or log_std is not None:
         # With sub-heads, the logits' sums come one sub-head at a time, and this call has log_std's.
         local = local_sums(logits if discrete_sizes is None else None, log_std, None if discrete_sizes is not None else action_mask)
         sums = [local["discrete_entropy"].double(), local["continuous_entropy"].double()]
     else:
         sums = [torch.zeros((), dtype=torch.float64, device=device)] * 2
-    if discrete_sizes is not None and logits is not None:
-        sizes = list(discrete_sizes)
-        if not sizes or min(sizes) <= 0 or sum(sizes) != logits.shape[-1]:
-            raise ValueError(
-                f"hybrid_entropy_loss: discrete_sizes must be positive and sum to K = {logits.shape[-1]}, got {sizes}"
-            )
     head_sums: List[Tensor] = []
     if discrete_sizes is not None and logits is not None:
         first = 0

@@ -375,7 +375,7 @@ class EntropyMonitor:
 
     def _columns(self, rows: List[Dict[str, float]]) -> List[str]:
         present = {key for row in rows for key in row}
-        sub_heads = sum(1 for h in range(len(present)) if SUB_HEAD_ENTROPY_KEY.format(h) in present)
+        sub_heads = sum(1 for key in present if key.startswith(SUB_HEAD_ENTROPY_KEY.format("")))
         return (
             ["episode"]
             + [key for key in MONITORED_KEYS if key in present]
