@@ -61,6 +61,9 @@ constexpr int kInterleavedRows = 4;
 // prefetcher follows poorly once the logits are out of cache
 // (benchmarks/README.md, "Row kernels").
 constexpr int64_t kPrefetchRowsAhead = 16;
+// Rows of at most this many vectors take the per-token backward's branch-free
+// path for the taken action's term.
+constexpr int64_t kShortRowVectors = 4;
 
 template <typename scalar_t>
 using AccVec = Vectorized<acc_t<scalar_t>>;
@@ -905,6 +908,12 @@ void token_backward_rows_along_lanes(
   const int64_t K = logits.num_cols;
   const acc log_p_floor = log_probability_floor<acc>();
   const Vec scale(logits.scale);
+  // The column indices of a short row's vectors, built once: Vec::arange
+  // assembles its vector lane by lane. Exact in acc: K <= kShortRowVectors * W.
+  std::array<Vec, kShortRowVectors> short_row_columns;
+  for (int64_t j = 0; j < kShortRowVectors; ++j) {
+    short_row_columns[j] = Vec::arange(static_cast<acc>(j * W), acc(1));
+  }
   for (int64_t i = row_begin; i < row_end; ++i) {
     const scalar_t* row = logits.data + i * logits.row_stride;
     const bool* allowed = kMasked ? logits.allowed_row(i) : nullptr;
@@ -922,13 +931,33 @@ void token_backward_rows_along_lanes(
             action_gets_its_term(row, allowed, grads.actions[i])
         ? grads.actions[i]
         : -1;
-    for (int64_t k = 0; k < K; k += W) {
-      const int64_t n = std::min<int64_t>(W, K - k);
-      Vec grad = token_terms_grad_element(
+    const auto grad_vector = [&](int64_t k, int64_t n) {
+      return token_terms_grad_element(
           load_allowed<kMasked>(row, allowed, k, n), shift, scale,
           log_sum_exp, negative_grad_entropy, negative_row_offset, log_p_floor);
+    };
+    if (action >= 0 && K <= kShortRowVectors * W) {
+      // In registers: g_a added in the action's lane by a compare with the
+      // columns' indices and a blend. A branch on which vector holds the
+      // action would mispredict about once a row, as often as a short row
+      // ends.
+      const Vec action_column(static_cast<acc>(action));
+      const Vec grad_log_prob_vec(grad_log_prob);
+      for (int64_t j = 0; j * W < K; ++j) {
+        const int64_t k = j * W;
+        const Vec grad = grad_vector(k, std::min<int64_t>(W, K - k));
+        store_from_acc<scalar_t>(
+            Vec::blendv(
+                grad, grad + grad_log_prob_vec,
+                short_row_columns[j] == action_column),
+            out + k, std::min<int64_t>(W, K - k));
+      }
+      continue;
+    }
+    for (int64_t k = 0; k < K; k += W) {
+      const int64_t n = std::min<int64_t>(W, K - k);
+      Vec grad = grad_vector(k, n);
       if (action >= k && action < k + n) {
-        // In registers: g_a added in the action's lane.
         grad = Vec::blendv(
             grad, grad + Vec(grad_log_prob),
             Vec::arange(acc(0), acc(1)) == Vec(static_cast<acc>(action - k)));
