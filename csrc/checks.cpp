@@ -51,6 +51,28 @@ void check_action_mask(
       "), got ", action_mask->device());
 }
 
+void check_discrete_sizes_sum_to(
+    at::IntArrayRef sizes, const c10::SymInt& num_columns, const char* op) {
+  TORCH_CHECK_VALUE(
+      !sizes.empty(), op,
+      ": discrete_sizes must list at least one sub-head size, got []");
+  int64_t sum = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    TORCH_CHECK_VALUE(
+        sizes[i] > 0, op, ": discrete_sizes must be positive, got ", sizes[i],
+        " at position ", i, " of ", sizes);
+    // Sizes whose sum wraps around could otherwise pass as K.
+    TORCH_CHECK_VALUE(
+        sizes[i] <= std::numeric_limits<int64_t>::max() - sum, op,
+        ": discrete_sizes ", sizes, " overflow int64");
+    sum += sizes[i];
+  }
+  TORCH_CHECK_VALUE(
+      num_columns.sym_eq(sum).expect_true(__FILE__, __LINE__), op,
+      ": discrete_sizes ", sizes, " sum to ", sum,
+      ", but the logits have K = ", num_columns, " columns");
+}
+
 namespace {
 
 constexpr const char* kForwardOp = "hybrid_entropy_loss";
@@ -270,24 +292,7 @@ void check_discrete_sizes(
       ": discrete_sizes splits the logits into sub-heads, but there are no "
       "logits");
   const std::vector<int64_t>& sizes = *h.discrete_sizes.values;
-  TORCH_CHECK_VALUE(
-      !sizes.empty(), op,
-      ": discrete_sizes must list at least one sub-head size, got []");
-  int64_t sum = 0;
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    TORCH_CHECK_VALUE(
-        sizes[i] > 0, op, ": discrete_sizes must be positive, got ", sizes[i],
-        " at position ", i, " of ", at::IntArrayRef(sizes));
-    // Sizes whose sum wraps around could otherwise pass as K.
-    TORCH_CHECK_VALUE(
-        sizes[i] <= std::numeric_limits<int64_t>::max() - sum, op,
-        ": discrete_sizes ", at::IntArrayRef(sizes), " overflow int64");
-    sum += sizes[i];
-  }
-  TORCH_CHECK_VALUE(
-      logits->sym_size(1).sym_eq(sum).expect_true(__FILE__, __LINE__), op,
-      ": discrete_sizes ", at::IntArrayRef(sizes), " sum to ", sum,
-      ", but the logits have K = ", logits->sym_size(1), " columns");
+  check_discrete_sizes_sum_to(sizes, logits->sym_size(1), op);
   if (h.discrete_head_thresholds.has_value()) {
     const size_t given = h.discrete_head_thresholds.values->size();
     TORCH_CHECK_VALUE(

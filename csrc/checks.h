@@ -23,6 +23,11 @@ void check_action_mask(
     const at::Tensor& logits,
     const char* op);
 
+// discrete_sizes (sub-heads' sizes, docs/design.md, "Sub-heads"): at least
+// one, each > 0, summing to num_columns (the logits' K) without overflow.
+void check_discrete_sizes_sum_to(
+    at::IntArrayRef sizes, const c10::SymInt& num_columns, const char* op);
+
 void check_loss_forward_args(const LossForwardArgs& args);
 
 // Everything check_loss_forward_args checks, and that what the forward saved

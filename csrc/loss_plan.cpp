@@ -77,24 +77,31 @@ int64_t num_discrete_heads(const LossHyperparameters& h) {
       : 1;
 }
 
+std::vector<DiscreteSubHead> sub_head_columns(
+    at::OptionalIntArrayRef discrete_sizes,
+    int64_t num_columns) {
+  const at::IntArrayRef sizes = discrete_sizes.has_value()
+      ? *discrete_sizes
+      : at::IntArrayRef(num_columns);
+  std::vector<DiscreteSubHead> heads(sizes.size());
+  int64_t first_column = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    heads[i].first_column = first_column;
+    heads[i].num_columns = sizes[i];
+    first_column += sizes[i];
+  }
+  return heads;
+}
+
 std::vector<DiscreteSubHead> discrete_sub_heads(
     const LossHyperparameters& h,
     int64_t num_columns) {
-  const std::vector<int64_t> sizes = h.discrete_sizes.has_value()
-      ? *h.discrete_sizes.values
-      : std::vector<int64_t>{num_columns};
-  std::vector<DiscreteSubHead> heads;
-  heads.reserve(sizes.size());
-  int64_t first_column = 0;
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    DiscreteSubHead head;
-    head.first_column = first_column;
-    head.num_columns = sizes[i];
-    head.threshold = h.discrete_head_thresholds.has_value()
+  std::vector<DiscreteSubHead> heads =
+      sub_head_columns(h.discrete_sizes, num_columns);
+  for (size_t i = 0; i < heads.size(); ++i) {
+    heads[i].threshold = h.discrete_head_thresholds.has_value()
         ? std::optional<double>((*h.discrete_head_thresholds.values)[i])
         : h.min_entropy_threshold;
-    heads.push_back(head);
-    first_column += sizes[i];
   }
   return heads;
 }

@@ -54,6 +54,13 @@ struct DiscreteSubHead {
 // H, the discrete head's sub-heads: the length of discrete_sizes, else 1.
 int64_t num_discrete_heads(const LossHyperparameters& h);
 
+// The columns of each sub-head (no thresholds), in order: those of
+// discrete_sizes, else one of all num_columns columns. The sizes are checked
+// first (check_discrete_sizes_sum_to).
+std::vector<DiscreteSubHead> sub_head_columns(
+    at::OptionalIntArrayRef discrete_sizes,
+    int64_t num_columns);
+
 // The sub-heads of logits with num_columns columns, in order: those of
 // discrete_sizes, else one of every column; each with its threshold from
 // discrete_head_thresholds, else min_entropy_threshold. For the backends that

@@ -36,9 +36,10 @@ TokenTermsOutputs log_prob_and_entropy_meta(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     double temperature,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes) {
   const TokenTermsForwardPlan plan = plan_token_terms_forward(
-      logits, actions, mask, temperature, action_mask);
+      logits, actions, mask, temperature, action_mask, discrete_sizes);
   return {empty_meta(plan.log_prob), empty_meta(plan.entropy),
           empty_meta(plan.row_stats)};
 }
@@ -51,10 +52,11 @@ at::Tensor log_prob_and_entropy_backward_meta(
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
     double temperature,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes) {
   return empty_meta(plan_token_terms_backward(
       grad_log_prob, grad_entropy, logits, actions, mask, row_stats,
-      temperature, action_mask));
+      temperature, action_mask, discrete_sizes));
 }
 
 } // namespace

@@ -128,12 +128,14 @@ TokenTermsOutputs call_token_terms_forward(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     double temperature,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes) {
   static auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("hybrid_entropy_ext::log_prob_and_entropy", "")
           .typed<TokenTermsForwardSignature>();
-  return op.call(logits, actions, mask, temperature, action_mask);
+  return op.call(
+      logits, actions, mask, temperature, action_mask, discrete_sizes);
 }
 
 at::Tensor call_token_terms_backward(
@@ -144,7 +146,8 @@ at::Tensor call_token_terms_backward(
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
     double temperature,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes) {
   static auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow(
@@ -152,7 +155,7 @@ at::Tensor call_token_terms_backward(
           .typed<TokenTermsBackwardSignature>();
   return op.call(
       grad_log_prob, grad_entropy, logits, actions, mask, row_stats,
-      temperature, action_mask);
+      temperature, action_mask, discrete_sizes);
 }
 
 } // namespace hee

@@ -14,6 +14,7 @@
 #include <optional>
 
 #include "autograd_nodes.h"
+#include "op_signatures.h"
 #include "token_terms_op.h"
 
 namespace hee {
@@ -65,7 +66,7 @@ struct LogProbAndEntropyBackward final : public torch::autograd::Node {
         grad_log_prob, grad_entropy, logits.unpack(),
         defined_or_none(actions.unpack()), defined_or_none(mask.unpack()),
         row_stats.unpack(), temperature,
-        defined_or_none(action_mask.unpack()));
+        defined_or_none(action_mask.unpack()), discrete_sizes);
     return input_grads;
   }
 
@@ -76,6 +77,8 @@ struct LogProbAndEntropyBackward final : public torch::autograd::Node {
   SavedVariable row_stats;
   double temperature = 1.0;
   bool has_actions = false;
+  // By value: the dispatcher passed a view of the caller's list.
+  OptionalList<int64_t> discrete_sizes;
 };
 
 TokenTermsOutputs log_prob_and_entropy_autograd(
@@ -83,7 +86,8 @@ TokenTermsOutputs log_prob_and_entropy_autograd(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     double temperature,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes) {
   TORCH_CHECK_NOT_IMPLEMENTED(
       !torch::autograd::isFwGradDefined(logits),
       "log_prob_and_entropy has no forward-mode derivative (torch.autograd."
@@ -92,7 +96,7 @@ TokenTermsOutputs log_prob_and_entropy_autograd(
   {
     at::AutoDispatchBelowADInplaceOrView guard;
     outputs = call_token_terms_forward(
-        logits, actions, mask, temperature, action_mask);
+        logits, actions, mask, temperature, action_mask, discrete_sizes);
   }
   if (!torch::autograd::compute_requires_grad(logits)) {
     return outputs;
@@ -109,6 +113,7 @@ TokenTermsOutputs log_prob_and_entropy_autograd(
   grad_fn->row_stats = SavedVariable(std::get<2>(outputs), false);
   grad_fn->temperature = temperature;
   grad_fn->has_actions = actions.has_value();
+  grad_fn->discrete_sizes = OptionalList<int64_t>(discrete_sizes);
   return outputs;
 }
 

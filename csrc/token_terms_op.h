@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/OptionalArrayRef.h>
 
 namespace hee {
 
@@ -17,14 +18,17 @@ using OptionalTensor = std::optional<at::Tensor>;
 // emulation of the tests registers its ops under the same ones.
 constexpr const char* kTokenTermsForwardSchema =
     "log_prob_and_entropy(Tensor logits, Tensor? actions=None, "
-    "Tensor? mask=None, float temperature=1.0, Tensor? action_mask=None) -> "
+    "Tensor? mask=None, float temperature=1.0, Tensor? action_mask=None, "
+    "int[]? discrete_sizes=None) -> "
     "(Tensor log_prob, Tensor entropy, Tensor row_stats)";
 constexpr const char* kTokenTermsBackwardSchema =
     "_log_prob_and_entropy_backward(Tensor? grad_log_prob, "
     "Tensor? grad_entropy, Tensor logits, Tensor? actions, Tensor? mask, "
-    "Tensor row_stats, float temperature, Tensor? action_mask=None) -> Tensor";
+    "Tensor row_stats, float temperature, Tensor? action_mask=None, "
+    "int[]? discrete_sizes=None) -> Tensor";
 
-// (log_prob [...] or [0] without actions, entropy [...], row_stats [3, N]).
+// (log_prob [...] or [0] without actions, entropy [...], row_stats
+// [3, H * N]: H sub-heads, the length of discrete_sizes, else 1).
 using TokenTermsOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
 using TokenTermsForwardSignature = TokenTermsOutputs(
@@ -32,7 +36,8 @@ using TokenTermsForwardSignature = TokenTermsOutputs(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     double temperature,
-    const OptionalTensor& action_mask);
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes);
 
 // Returns grad_logits (logits' shape, contiguous, logits' dtype).
 using TokenTermsBackwardSignature = at::Tensor(
@@ -43,14 +48,16 @@ using TokenTermsBackwardSignature = at::Tensor(
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
     double temperature,
-    const OptionalTensor& action_mask);
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes);
 
 TokenTermsOutputs call_token_terms_forward(
     const at::Tensor& logits,
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     double temperature,
-    const OptionalTensor& action_mask);
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes);
 
 at::Tensor call_token_terms_backward(
     const OptionalTensor& grad_log_prob,
@@ -60,6 +67,7 @@ at::Tensor call_token_terms_backward(
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
     double temperature,
-    const OptionalTensor& action_mask);
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes);
 
 } // namespace hee

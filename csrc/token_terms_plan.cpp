@@ -44,20 +44,51 @@ void check_row_tensor(
       t.device());
 }
 
+// actions: one per row, or with discrete_sizes one per sub-head of each row
+// ([..., H]).
+void check_actions_shape(
+    const at::Tensor& actions,
+    const at::Tensor& logits,
+    at::OptionalIntArrayRef discrete_sizes,
+    const char* op) {
+  if (!discrete_sizes.has_value()) {
+    check_row_tensor(actions, logits, op, "actions");
+    return;
+  }
+  const int64_t num_heads = static_cast<int64_t>(discrete_sizes->size());
+  c10::SymDimVector expected(
+      leading_sizes(logits).begin(), leading_sizes(logits).end());
+  expected.push_back(num_heads);
+  TORCH_CHECK_VALUE(
+      same_sizes(actions.sym_sizes(), expected), op,
+      ": with discrete_sizes, actions must be [..., H]: the logits' leading "
+      "shape and one action per sub-head, ", c10::SymIntArrayRef(expected),
+      " (logits ", logits.sym_sizes(), ", H = ", num_heads, "), got ",
+      actions.sym_sizes());
+  TORCH_CHECK_VALUE(
+      actions.device() == logits.device(), op,
+      ": actions must be on the logits' device (", logits.device(), "), got ",
+      actions.device());
+}
+
 void check_forward_args(
     const at::Tensor& logits,
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     double temperature,
     const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes,
     const char* op) {
   check_logits(logits, op);
   check_action_mask(action_mask, logits, op);
+  if (discrete_sizes.has_value()) {
+    check_discrete_sizes_sum_to(*discrete_sizes, logits.sym_size(-1), op);
+  }
   if (actions.has_value()) {
     TORCH_CHECK_TYPE(
         actions->scalar_type() == at::kLong || actions->scalar_type() == at::kInt,
         op, ": actions must be int64 or int32, got ", actions->scalar_type());
-    check_row_tensor(*actions, logits, op, "actions");
+    check_actions_shape(*actions, logits, discrete_sizes, op);
   }
   if (mask.has_value()) {
     TORCH_CHECK_TYPE(
@@ -91,6 +122,12 @@ TensorSpec contiguous_spec(
   return spec;
 }
 
+int64_t num_heads(at::OptionalIntArrayRef discrete_sizes) {
+  return discrete_sizes.has_value()
+      ? static_cast<int64_t>(discrete_sizes->size())
+      : 1;
+}
+
 c10::SymInt num_rows(const at::Tensor& logits) {
   c10::SymInt rows = 1;
   for (const c10::SymInt& size : leading_sizes(logits)) {
@@ -106,20 +143,23 @@ TokenTermsForwardPlan plan_token_terms_forward(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     double temperature,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes) {
   check_forward_args(
-      logits, actions, mask, temperature, action_mask, kForwardOp);
+      logits, actions, mask, temperature, action_mask, discrete_sizes,
+      kForwardOp);
   const at::ScalarType acc = accumulation_dtype(logits.scalar_type());
   TokenTermsForwardPlan plan;
   plan.has_actions = actions.has_value();
   plan.has_mask = mask.has_value();
   plan.has_action_mask = action_mask.has_value();
+  plan.num_heads = num_heads(discrete_sizes);
   const c10::SymInt no_rows = 0;
   plan.log_prob = plan.has_actions
       ? contiguous_spec(leading_sizes(logits), acc, logits.device())
       : contiguous_spec({&no_rows, 1}, acc, logits.device());
   plan.entropy = contiguous_spec(leading_sizes(logits), acc, logits.device());
-  const c10::SymInt stats_sizes[2] = {3, num_rows(logits)};
+  const c10::SymInt stats_sizes[2] = {3, num_rows(logits) * plan.num_heads};
   plan.row_stats = contiguous_spec(stats_sizes, acc, logits.device());
   return plan;
 }
@@ -132,9 +172,11 @@ TensorSpec plan_token_terms_backward(
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
     double temperature,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes) {
   check_forward_args(
-      logits, actions, mask, temperature, action_mask, kBackwardOp);
+      logits, actions, mask, temperature, action_mask, discrete_sizes,
+      kBackwardOp);
   const at::ScalarType acc = accumulation_dtype(logits.scalar_type());
   TORCH_CHECK_VALUE(
       !grad_log_prob.has_value() || actions.has_value(), kBackwardOp,
@@ -147,7 +189,8 @@ TensorSpec plan_token_terms_backward(
       check_row_tensor(**grad, logits, kBackwardOp, name);
     }
   }
-  const c10::SymInt stats_sizes[2] = {3, num_rows(logits)};
+  const c10::SymInt stats_sizes[2] = {
+      3, num_rows(logits) * num_heads(discrete_sizes)};
   TORCH_CHECK_VALUE(
       same_sizes(row_stats.sym_sizes(), stats_sizes) &&
           row_stats.is_contiguous() && row_stats.scalar_type() == acc &&
@@ -165,13 +208,21 @@ TokenRows token_rows_for_kernels(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     double temperature,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes) {
   TokenRows rows;
   const int64_t K = logits.size(-1);
   at::Tensor flat = logits.reshape({-1, K});
   rows.logits = K == 1 || flat.stride(1) == 1 ? flat : flat.contiguous();
+  rows.heads = sub_head_columns(discrete_sizes, K);
+  rows.has_sub_heads = discrete_sizes.has_value();
   if (actions.has_value()) {
-    rows.actions = actions->reshape({-1}).to(at::kLong).contiguous();
+    // [N, H] -> [H, N]: each sub-head's actions contiguous, as the row
+    // kernels read one head's.
+    rows.actions = actions->reshape({-1, static_cast<int64_t>(rows.heads.size())})
+                       .t()
+                       .to(at::kLong)
+                       .contiguous();
   }
   if (mask.has_value()) {
     rows.mask = mask->reshape({-1}).contiguous();

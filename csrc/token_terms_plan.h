@@ -11,14 +11,18 @@
 namespace hee {
 
 // The rows are the logits' leading dims flattened: logits [..., K] is
-// [N, K], and actions, mask and both outputs are [...] (N values).
+// [N, K], and mask and both outputs are [...] (N values); actions are [...],
+// or [..., H] with discrete_sizes (one per sub-head, docs/design.md,
+// "Sub-heads").
 struct TokenTermsForwardPlan {
   bool has_actions = false;
   bool has_mask = false;
   bool has_action_mask = false;
+  int64_t num_heads = 1;  // H: the length of discrete_sizes, else 1
   TensorSpec log_prob;   // [...] in the accumulation dtype; [0] without actions
   TensorSpec entropy;    // [...] in the accumulation dtype
-  TensorSpec row_stats;  // [3, N], the accumulation dtype (loss_plan's layout)
+  TensorSpec row_stats;  // [3, H * N], the accumulation dtype (loss_plan's
+                         // layout: sub-head h's row i at h * N + i)
 };
 
 // Checks the forward's arguments (metadata only, SymInt sizes) and plans it.
@@ -27,7 +31,8 @@ TokenTermsForwardPlan plan_token_terms_forward(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     double temperature,
-    const OptionalTensor& action_mask);
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes);
 
 // Checks the backward's arguments (those of the forward, row_stats and the
 // upstream gradients, each [...] when given) and returns grad_logits' spec:
@@ -40,20 +45,24 @@ TensorSpec plan_token_terms_backward(
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
     double temperature,
-    const OptionalTensor& action_mask);
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes);
 
 // The inputs as the data kernels read them: logits as [N, K] rows with unit
-// column stride (a view where the leading dims allow one), actions as [N]
-// contiguous int64 and mask as [N] contiguous bool, action_mask as [N, K]
-// bool rows with unit column stride and any row stride (0 for one mask
-// broadcast to every row), each undefined when absent, and the scale of the
-// tempered logits z = x * scale.
+// column stride (a view where the leading dims allow one), actions as
+// contiguous int64 [H, N] (sub-head h's actions at h * N), mask as [N]
+// contiguous bool, action_mask as [N, K] bool rows with unit column stride
+// and any row stride (0 for one mask broadcast to every row), each undefined
+// when absent, the scale of the tempered logits z = x * scale, and the
+// sub-heads' columns (one head of every column without discrete_sizes).
 struct TokenRows {
   at::Tensor logits;
   at::Tensor actions;
   at::Tensor mask;
   at::Tensor action_mask;
   double scale = 1.0;
+  std::vector<DiscreteSubHead> heads;
+  bool has_sub_heads = false;  // discrete_sizes given (actions [..., H])
 
   int64_t num_rows() const {
     return logits.size(0);
@@ -67,7 +76,8 @@ TokenRows token_rows_for_kernels(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     double temperature,
-    const OptionalTensor& action_mask);
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes);
 
 // An upstream gradient as the kernels read it: [N] contiguous in `dtype`,
 // each value times `scale` (the tempered logits' derivative); zeros when

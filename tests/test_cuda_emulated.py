@@ -929,3 +929,16 @@ def test_arguments_without_cuda_kernels_raise_not_implemented_forward_and_backwa
         lib._hybrid_entropy_loss_backward(
             *grads, logits, log_std, coeff, out[7], out[5], out[6], out[8], [True, True, True], *PARAMS.values(),
             None, None, None, *cpu_only)
+
+
+def test_token_terms_with_sub_heads_raise_not_implemented_forward_and_backward(lib):
+    # log_prob_and_entropy's CUDA kernels have no sub-heads yet either: a call says so rather
+    # than computing the terms of one head.
+    logits = torch.randn(8, 5)
+    actions = torch.zeros(8, 2, dtype=torch.long)
+    configure(lib)
+    with pytest.raises(NotImplementedError, match="discrete_sizes"):
+        lib.log_prob_and_entropy(logits, actions, None, 1.0, None, [2, 3])
+    with pytest.raises(NotImplementedError, match="discrete_sizes"):
+        lib._log_prob_and_entropy_backward(
+            torch.ones(8), torch.ones(8), logits, actions, None, torch.zeros(3, 16), 1.0, None, [2, 3])

@@ -68,8 +68,8 @@ def test_every_example_of_the_section_runs(tmp_path):
 def test_every_example_of_the_per_token_section_runs(tmp_path):
     # The first block is the two-pass form the op replaces, written for reading (its
     # names come from the reader's trainer); the others (the GRPO loss, the recurrent
-    # policy, the action mask) run as written.
+    # policy, the action mask, the multi-discrete policy) run as written.
     blocks = section_blocks(TOKEN_TERMS_SECTION)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     proc = run_blocks(blocks[1:], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

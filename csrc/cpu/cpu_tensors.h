@@ -1,6 +1,6 @@
 // What the CPU drivers of both ops share about tensors and threads: how they
-// allocate outputs, how they see the [3, N] row statistics, and the least
-// work worth a thread of the pool.
+// allocate outputs, how they see the [3, H * N] row statistics and each
+// sub-head's columns, and the least work worth a thread of the pool.
 #pragma once
 
 #include <ATen/EmptyTensor.h>
@@ -31,6 +31,31 @@ RowStats<acc> row_stats_view(const at::Tensor& row_stats) {
   acc* base = row_stats.data_ptr<acc>();
   const int64_t rows = row_stats.size(1);
   return {base, base + rows, base + 2 * rows};
+}
+
+// The logits of one sub-head and their action mask (laid out by
+// logits_for_kernels), if any: its columns of every row.
+template <typename scalar_t>
+LogitRows<scalar_t> logit_rows(
+    const at::Tensor& logits,
+    const OptionalTensor& action_mask,
+    const DiscreteSubHead& head) {
+  LogitRows<scalar_t> rows{
+      logits.const_data_ptr<scalar_t>() + head.first_column, logits.stride(0),
+      head.num_columns};
+  if (action_mask.has_value()) {
+    rows.allowed = action_mask->const_data_ptr<bool>() + head.first_column;
+    rows.allowed_row_stride = action_mask->stride(0);
+  }
+  return rows;
+}
+
+// The row statistics of sub-head h of a batch of B rows: its rows of the
+// [3, H * B] row_stats, indexed by the batch row like those of one head.
+template <typename acc>
+RowStats<acc> sub_head_stats(const RowStats<acc>& all, int64_t h, int64_t batch) {
+  return {all.shift + h * batch, all.log_sum_exp + h * batch,
+          all.entropy + h * batch};
 }
 
 } // namespace cpu

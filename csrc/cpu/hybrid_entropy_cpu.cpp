@@ -55,31 +55,6 @@ at::Tensor cpu_values(const TensorSpec& spec, std::initializer_list<double> valu
   return t;
 }
 
-// The logits of one sub-head and their action mask (laid out by
-// logits_for_kernels), if any: its columns of every row.
-template <typename scalar_t>
-LogitRows<scalar_t> logit_rows(
-    const at::Tensor& logits,
-    const OptionalTensor& action_mask,
-    const DiscreteSubHead& head) {
-  LogitRows<scalar_t> rows{
-      logits.const_data_ptr<scalar_t>() + head.first_column, logits.stride(0),
-      head.num_columns};
-  if (action_mask.has_value()) {
-    rows.allowed = action_mask->const_data_ptr<bool>() + head.first_column;
-    rows.allowed_row_stride = action_mask->stride(0);
-  }
-  return rows;
-}
-
-// The row statistics of sub-head h of a batch of B rows: its rows of the
-// [3, H * B] row_stats, indexed by the batch row like those of one head.
-template <typename acc>
-RowStats<acc> sub_head_stats(const RowStats<acc>& all, int64_t h, int64_t batch) {
-  return {all.shift + h * batch, all.log_sum_exp + h * batch,
-          all.entropy + h * batch};
-}
-
 // Batch size and elements per row of the pass over rows.
 struct RowPass {
   int64_t batch = 0;

@@ -55,24 +55,35 @@ void for_each_run(
   }
 }
 
-// The position of flat row `row` in the leading shape, as "[i, j]".
-std::string position(int64_t row, at::IntArrayRef leading_sizes) {
-  std::vector<int64_t> index(leading_sizes.size());
-  for (int64_t d = static_cast<int64_t>(leading_sizes.size()) - 1; d >= 0; --d) {
-    index[d] = row % leading_sizes[d];
-    row /= leading_sizes[d];
+// Where an action sits in the actions tensor: flat row `row` in the leading
+// shape and, with sub-heads, the sub-head's index last, as "[i, j]" or
+// "[i, j, h]".
+struct ActionPosition {
+  at::IntArrayRef leading_sizes;
+  bool has_sub_heads = false;
+  int64_t head = 0;
+
+  std::string of_row(int64_t row) const {
+    std::vector<int64_t> index(leading_sizes.size());
+    for (int64_t d = static_cast<int64_t>(leading_sizes.size()) - 1; d >= 0; --d) {
+      index[d] = row % leading_sizes[d];
+      row /= leading_sizes[d];
+    }
+    if (has_sub_heads) {
+      index.push_back(head);
+    }
+    std::ostringstream out;
+    out << at::IntArrayRef(index);
+    return out.str();
   }
-  std::ostringstream out;
-  out << at::IntArrayRef(index);
-  return out.str();
-}
+};
 
 // Raises an IndexError naming the first action of a kept row in [begin, end)
 // outside [0, num_cols). The common case, every action valid, is one pass
 // without an early exit, which the compiler vectorizes.
 void check_actions(
     const int64_t* actions, const bool* mask, int64_t begin, int64_t end,
-    int64_t num_cols, at::IntArrayRef leading_sizes, const char* op) {
+    int64_t num_cols, const ActionPosition& where, const char* op) {
   const auto outside = [&](int64_t i) {
     return static_cast<uint64_t>(actions[i]) >= static_cast<uint64_t>(num_cols);
   };
@@ -92,8 +103,10 @@ void check_actions(
   for (int64_t i = begin; i < end; ++i) {
     TORCH_CHECK_INDEX(
         (mask != nullptr && !mask[i]) || !outside(i), op, ": actions",
-        position(i, leading_sizes), " = ", actions[i], " is outside [0, ",
-        num_cols, ") (K = ", num_cols, " actions)");
+        where.of_row(i), " = ", actions[i], " is outside [0, ", num_cols,
+        ") (", where.has_sub_heads ? "sub-head " + std::to_string(where.head) + " has K_h"
+                                   : std::string("K"),
+        " = ", num_cols, " actions)");
   }
 }
 
@@ -102,13 +115,42 @@ const T* data_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
 
+template <typename T>
+T* data_or_null_mutable(const at::Tensor& t) {
+  return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
+}
+
+// Sub-head h's columns of the tempered rows.
 template <typename scalar_t>
-LogitRows<scalar_t> logit_rows_of(const TokenRows& rows) {
-  return {
-      rows.logits.const_data_ptr<scalar_t>(), rows.logits.stride(0),
-      rows.num_cols(), static_cast<acc_t<scalar_t>>(rows.scale),
-      data_or_null<bool>(rows.action_mask),
-      rows.action_mask.defined() ? rows.action_mask.stride(0) : 0};
+LogitRows<scalar_t> head_rows(const TokenRows& rows, size_t h) {
+  LogitRows<scalar_t> head = logit_rows<scalar_t>(
+      rows.logits,
+      rows.action_mask.defined() ? OptionalTensor(rows.action_mask)
+                                 : std::nullopt,
+      rows.heads[h]);
+  head.scale = static_cast<acc_t<scalar_t>>(rows.scale);
+  return head;
+}
+
+// Sub-head h's actions ([H, N] rows), null without actions.
+const int64_t* head_actions(const TokenRows& rows, size_t h) {
+  return rows.actions.defined()
+      ? rows.actions.const_data_ptr<int64_t>() + h * rows.num_rows()
+      : nullptr;
+}
+
+// Checks the actions of each sub-head in the kept rows of [begin, end).
+void check_head_actions(
+    const TokenRows& rows, const bool* kept, int64_t begin, int64_t end,
+    at::IntArrayRef leading_sizes, const char* op) {
+  for (size_t h = 0; h < rows.heads.size(); ++h) {
+    const ActionPosition where{
+        leading_sizes, rows.has_sub_heads,
+        static_cast<int64_t>(h)};
+    check_actions(
+        head_actions(rows, h), kept, begin, end, rows.heads[h].num_columns,
+        where, op);
+  }
 }
 
 TokenTermsOutputs log_prob_and_entropy_cpu(
@@ -116,47 +158,78 @@ TokenTermsOutputs log_prob_and_entropy_cpu(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     double temperature,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes) {
   const TokenTermsForwardPlan plan = plan_token_terms_forward(
-      logits, actions, mask, temperature, action_mask);
+      logits, actions, mask, temperature, action_mask, discrete_sizes);
   at::Tensor log_prob = empty_cpu(plan.log_prob);
   at::Tensor entropy = empty_cpu(plan.entropy);
   at::Tensor row_stats = empty_cpu(plan.row_stats);
   const TokenRows rows = token_rows_for_kernels(
-      logits, actions, mask, temperature, action_mask);
+      logits, actions, mask, temperature, action_mask, discrete_sizes);
   const CpuIsa isa = selected_cpu_isa();
   const at::IntArrayRef leading_sizes = logits.sizes().slice(0, logits.dim() - 1);
+  const int64_t N = rows.num_rows();
+  const size_t num_heads = rows.heads.size();
+  // Sub-heads after the first write their log-probabilities here, then add
+  // them to the first's (each thread to its own rows).
+  const at::Tensor head_log_prob = plan.has_actions && num_heads > 1
+      ? at::empty({N}, log_prob.options())
+      : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, logits.scalar_type(), "log_prob_and_entropy",
       [&] {
         using acc = acc_t<scalar_t>;
         const auto forward = row_kernels<scalar_t>(isa).forward;
-        const LogitRows<scalar_t> logit_rows = logit_rows_of<scalar_t>(rows);
-        const RowStats<acc> stats = row_stats_view<acc>(row_stats);
-        const int64_t* taken = data_or_null<int64_t>(rows.actions);
+        const RowStats<acc> all_stats = row_stats_view<acc>(row_stats);
         const bool* kept = data_or_null<bool>(rows.mask);
-        const TakenLogProbs<acc> taken_log_probs{
-            taken, plan.has_actions ? log_prob.data_ptr<acc>() : nullptr};
+        acc* log_prob_out = plan.has_actions ? log_prob.data_ptr<acc>() : nullptr;
+        acc* head_log_prob_out = data_or_null_mutable<acc>(head_log_prob);
         acc* entropy_out = entropy.data_ptr<acc>();
-        for_row_chunks(rows.num_rows(), rows.num_cols(), [&](int64_t begin, int64_t end) {
-          if (taken != nullptr) {
-            check_actions(
-                taken, kept, begin, end, rows.num_cols(), leading_sizes,
-                "log_prob_and_entropy");
+        for_row_chunks(N, rows.num_cols(), [&](int64_t begin, int64_t end) {
+          if (plan.has_actions) {
+            check_head_actions(
+                rows, kept, begin, end, leading_sizes, "log_prob_and_entropy");
           }
           for_each_run(
               kept, begin, end,
               [&](int64_t run_begin, int64_t run_end) {
-                forward(logit_rows, run_begin, run_end, stats, taken_log_probs);
-                std::copy(
-                    stats.entropy + run_begin, stats.entropy + run_end,
-                    entropy_out + run_begin);
+                for (size_t h = 0; h < num_heads; ++h) {
+                  const RowStats<acc> stats =
+                      sub_head_stats(all_stats, static_cast<int64_t>(h), N);
+                  const TakenLogProbs<acc> taken{
+                      head_actions(rows, h),
+                      h == 0 ? log_prob_out : head_log_prob_out};
+                  forward(
+                      head_rows<scalar_t>(rows, h), run_begin, run_end, stats,
+                      taken);
+                  if (h == 0) {
+                    std::copy(
+                        stats.entropy + run_begin, stats.entropy + run_end,
+                        entropy_out + run_begin);
+                    continue;
+                  }
+                  // A sample's terms are its sub-heads' sums, in head order
+                  // (SB3's MultiCategorical).
+                  for (int64_t i = run_begin; i < run_end; ++i) {
+                    entropy_out[i] += stats.entropy[i];
+                  }
+                  if (log_prob_out != nullptr) {
+                    for (int64_t i = run_begin; i < run_end; ++i) {
+                      log_prob_out[i] += head_log_prob_out[i];
+                    }
+                  }
+                }
               },
               [&](int64_t i) {
-                stats.shift[i] = stats.log_sum_exp[i] = stats.entropy[i] = 0;
+                for (size_t h = 0; h < num_heads; ++h) {
+                  const RowStats<acc> stats =
+                      sub_head_stats(all_stats, static_cast<int64_t>(h), N);
+                  stats.shift[i] = stats.log_sum_exp[i] = stats.entropy[i] = 0;
+                }
                 entropy_out[i] = 0;
-                if (taken_log_probs.log_prob != nullptr) {
-                  taken_log_probs.log_prob[i] = 0;
+                if (log_prob_out != nullptr) {
+                  log_prob_out[i] = 0;
                 }
               });
         });
@@ -172,50 +245,55 @@ at::Tensor log_prob_and_entropy_backward_cpu(
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
     double temperature,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes) {
   const TensorSpec spec = plan_token_terms_backward(
       grad_log_prob, grad_entropy, logits, actions, mask, row_stats,
-      temperature, action_mask);
+      temperature, action_mask, discrete_sizes);
   at::Tensor grad_logits = empty_cpu(spec);
   const TokenRows rows = token_rows_for_kernels(
-      logits, actions, mask, temperature, action_mask);
+      logits, actions, mask, temperature, action_mask, discrete_sizes);
   const CpuIsa isa = selected_cpu_isa();
   const at::IntArrayRef leading_sizes = logits.sizes().slice(0, logits.dim() - 1);
   const at::ScalarType acc_dtype = row_stats.scalar_type();
+  const int64_t N = rows.num_rows();
   const at::Tensor grad_entropy_rows = per_row_grad(
-      grad_entropy, rows.num_rows(), rows.scale, acc_dtype, logits.device());
+      grad_entropy, N, rows.scale, acc_dtype, logits.device());
   const at::Tensor grad_log_prob_rows = grad_log_prob.has_value()
-      ? per_row_grad(grad_log_prob, rows.num_rows(), rows.scale, acc_dtype,
-                     logits.device())
+      ? per_row_grad(grad_log_prob, N, rows.scale, acc_dtype, logits.device())
       : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, logits.scalar_type(),
       "_log_prob_and_entropy_backward", [&] {
         using acc = acc_t<scalar_t>;
         const auto token_backward = row_kernels<scalar_t>(isa).token_backward;
-        const LogitRows<scalar_t> logit_rows = logit_rows_of<scalar_t>(rows);
-        const RowStats<acc> stats = row_stats_view<acc>(row_stats);
-        // The taken action matters only with a log_prob gradient.
-        const int64_t* taken = grad_log_prob_rows.defined()
-            ? data_or_null<int64_t>(rows.actions)
-            : nullptr;
-        const TokenGrads<acc> grads{
-            grad_entropy_rows.const_data_ptr<acc>(),
-            data_or_null<acc>(grad_log_prob_rows), taken};
+        const RowStats<acc> all_stats = row_stats_view<acc>(row_stats);
         const bool* kept = data_or_null<bool>(rows.mask);
         scalar_t* out = grad_logits.data_ptr<scalar_t>();
         const int64_t K = rows.num_cols();
-        for_row_chunks(rows.num_rows(), K, [&](int64_t begin, int64_t end) {
-          if (taken != nullptr) {
-            check_actions(
-                taken, kept, begin, end, K, leading_sizes,
+        for_row_chunks(N, K, [&](int64_t begin, int64_t end) {
+          // The taken actions matter only with a log_prob gradient.
+          if (grad_log_prob_rows.defined()) {
+            check_head_actions(
+                rows, kept, begin, end, leading_sizes,
                 "_log_prob_and_entropy_backward");
           }
           for_each_run(
               kept, begin, end,
               [&](int64_t run_begin, int64_t run_end) {
-                token_backward(
-                    logit_rows, run_begin, run_end, stats, grads, out, K);
+                // Each sub-head's gradient goes straight into its columns:
+                // the upstream gradients are the sums', shared by the heads.
+                for (size_t h = 0; h < rows.heads.size(); ++h) {
+                  const TokenGrads<acc> grads{
+                      grad_entropy_rows.const_data_ptr<acc>(),
+                      data_or_null<acc>(grad_log_prob_rows),
+                      grad_log_prob_rows.defined() ? head_actions(rows, h)
+                                                   : nullptr};
+                  token_backward(
+                      head_rows<scalar_t>(rows, h), run_begin, run_end,
+                      sub_head_stats(all_stats, static_cast<int64_t>(h), N),
+                      grads, out + rows.heads[h].first_column, K);
+                }
               },
               [&](int64_t i) { std::fill(out + i * K, out + (i + 1) * K, scalar_t(0)); });
         });

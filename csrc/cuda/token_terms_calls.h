@@ -59,6 +59,14 @@ inline TokenForwardLaunch plan_token_forward_launch(
   return plan;
 }
 
+// Sub-heads (discrete_sizes) are computed on the CPU only for now.
+inline void check_no_sub_heads(at::OptionalIntArrayRef discrete_sizes) {
+  TORCH_CHECK_NOT_IMPLEMENTED(
+      !discrete_sizes.has_value(),
+      "log_prob_and_entropy: discrete_sizes (discrete sub-heads) has no CUDA "
+      "kernel yet; compute the terms of a multi-discrete head on the CPU");
+}
+
 template <typename Device>
 TokenTermsOutputs token_terms_forward_on(
     const Device& device,
@@ -67,14 +75,16 @@ TokenTermsOutputs token_terms_forward_on(
     const OptionalTensor& mask,
     double temperature,
     const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes,
     TokenForwardLaunch* launched = nullptr) {
+  check_no_sub_heads(discrete_sizes);
   const TokenTermsForwardPlan plan = plan_token_terms_forward(
-      logits, actions, mask, temperature, action_mask);
+      logits, actions, mask, temperature, action_mask, discrete_sizes);
   at::Tensor log_prob = device.empty(plan.log_prob);
   at::Tensor entropy = device.empty(plan.entropy);
   at::Tensor row_stats = device.empty(plan.row_stats);
-  const TokenRows rows =
-      token_rows_for_kernels(logits, actions, mask, temperature, action_mask);
+  const TokenRows rows = token_rows_for_kernels(
+      logits, actions, mask, temperature, action_mask, discrete_sizes);
   if (rows.num_rows() == 0) {
     return {log_prob, entropy, row_stats};
   }
@@ -196,13 +206,15 @@ at::Tensor token_terms_backward_on(
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
     double temperature,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes) {
+  check_no_sub_heads(discrete_sizes);
   const TensorSpec spec = plan_token_terms_backward(
       grad_log_prob, grad_entropy, logits, actions, mask, row_stats,
-      temperature, action_mask);
+      temperature, action_mask, discrete_sizes);
   at::Tensor grad_logits = device.empty(spec);
-  const TokenRows rows =
-      token_rows_for_kernels(logits, actions, mask, temperature, action_mask);
+  const TokenRows rows = token_rows_for_kernels(
+      logits, actions, mask, temperature, action_mask, discrete_sizes);
   if (rows.num_rows() == 0) {
     return grad_logits;
   }

@@ -15,11 +15,12 @@ TokenTermsOutputs log_prob_and_entropy_cuda(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     double temperature,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes) {
   const c10::cuda::CUDAGuard device_guard(logits.device());
   return token_terms_forward_on(
       CudaDevice::current(logits.device()), logits, actions, mask,
-      temperature, action_mask);
+      temperature, action_mask, discrete_sizes);
 }
 
 at::Tensor log_prob_and_entropy_backward_cuda(
@@ -30,11 +31,13 @@ at::Tensor log_prob_and_entropy_backward_cuda(
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
     double temperature,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes) {
   const c10::cuda::CUDAGuard device_guard(logits.device());
   return token_terms_backward_on(
       CudaDevice::current(logits.device()), grad_log_prob, grad_entropy,
-      logits, actions, mask, row_stats, temperature, action_mask);
+      logits, actions, mask, row_stats, temperature, action_mask,
+      discrete_sizes);
 }
 
 } // namespace

@@ -77,6 +77,7 @@ def log_prob_and_entropy(
     mask: Optional[Tensor] = None,
     temperature: float = 1.0,
     action_mask: Optional[Tensor] = None,
+    discrete_sizes: Optional[List[int]] = None,
 ) -> Tuple[Optional[Tensor], Tensor]:
     """Pure-PyTorch version of :func:`hybrid_entropy_ext.log_prob_and_entropy`.
 
@@ -86,7 +87,9 @@ def log_prob_and_entropy(
     (``log_prob`` is ``None`` without actions), float64 for float64 logits, else float32.
     Rows where ``mask`` is False give 0 and gradient 0 whatever they hold; a ``-inf``
     logit, or an action ``action_mask`` rules out (False) whatever its logit holds, gets
-    probability 0 and gradient 0.
+    probability 0 and gradient 0. With ``discrete_sizes`` ``[K_1, ..., K_H]`` the columns
+    are ``H`` sub-heads, ``actions`` are ``[..., H]``, and each row's terms are the sums
+    of its sub-heads'.
 
     Example::
 
@@ -97,6 +100,50 @@ def log_prob_and_entropy(
     """
     if not temperature > 0.0 or not math.isfinite(temperature):
         raise ValueError(f"log_prob_and_entropy: temperature must be a finite number > 0, got {temperature}")
+    if discrete_sizes is None:
+        return _one_head_log_prob_and_entropy(logits, actions, mask, temperature, action_mask)
+    sizes = [int(k) for k in discrete_sizes]
+    if not sizes or min(sizes) <= 0 or sum(sizes) != logits.shape[-1]:
+        raise ValueError(
+            f"log_prob_and_entropy: discrete_sizes must be positive and sum to K = {logits.shape[-1]}, got {sizes}"
+        )
+    if actions is not None and actions.shape != logits.shape[:-1] + (len(sizes),):
+        raise ValueError(
+            f"log_prob_and_entropy: with discrete_sizes, actions must be [..., H] = "
+            f"{list(logits.shape[:-1]) + [len(sizes)]}, got {list(actions.shape)}"
+        )
+    heads = [
+        _one_head_log_prob_and_entropy(
+            head_logits,
+            None if actions is None else actions[..., h],
+            mask,
+            temperature,
+            None if action_mask is None else action_mask[..., head_columns],
+        )
+        for h, (head_logits, head_columns) in enumerate(
+            zip(logits.split(sizes, dim=-1), _column_slices(sizes))
+        )
+    ]
+    entropy = torch.stack([head_entropy for _, head_entropy in heads]).sum(dim=0)
+    if actions is None:
+        return None, entropy
+    return torch.stack([head_log_prob for head_log_prob, _ in heads]).sum(dim=0), entropy
+
+
+def _column_slices(sizes: List[int]) -> List[slice]:
+    """Each sub-head's columns of ``[..., sum(sizes)]``, in order."""
+    starts = [sum(sizes[:h]) for h in range(len(sizes))]
+    return [slice(start, start + size) for start, size in zip(starts, sizes)]
+
+
+def _one_head_log_prob_and_entropy(
+    logits: Tensor,
+    actions: Optional[Tensor],
+    mask: Optional[Tensor],
+    temperature: float,
+    action_mask: Optional[Tensor],
+) -> Tuple[Optional[Tensor], Tensor]:
+    """:func:`log_prob_and_entropy` of one categorical head."""
     z = logits.to(_accumulation_dtype(logits)) / temperature
     if action_mask is not None:
         # A copy, as a masked_fill would be: the fused op reads the mask beside the logits.

@@ -6,7 +6,7 @@ categorical policy, from the same logits in one fused pass.
 ``torch.compile`` and ``torch.export`` without a graph break.
 """
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -22,6 +22,7 @@ def log_prob_and_entropy(
     mask: Optional[Tensor] = None,
     temperature: float = 1.0,
     action_mask: Optional[Tensor] = None,
+    discrete_sizes: Optional[List[int]] = None,
 ) -> Tuple[Optional[Tensor], Tensor]:
     """Log-probability of the taken actions and entropy of ``softmax(logits / temperature)``.
 
@@ -51,6 +52,12 @@ def log_prob_and_entropy(
             read beside the logits in the same pass: no masked copy of the logits. A row
             with nothing allowed has entropy 0, and the log-probability of a ruled-out
             taken action is ``-inf``.
+        discrete_sizes: ``[K_1, ..., K_H]``, positive and summing to ``K``: the logits'
+            columns are ``H`` sub-heads, each its own categorical (SB3's MultiDiscrete
+            layout). ``actions`` are then ``[..., H]``, sub-head ``h``'s in
+            ``[0, K_h)``, and each row's ``log_prob`` and ``entropy`` are the sums over
+            its sub-heads, as SB3's ``MultiCategoricalDistribution`` gives them. CPU
+            only for now (CUDA raises ``NotImplementedError``).
 
     Returns:
         ``(log_prob, entropy)``, each of the leading shape ``[...]``, in nats, float64 for
@@ -58,12 +65,14 @@ def log_prob_and_entropy(
 
     Raises:
         ValueError: a shape or device mismatch (an action mask must have the logits'
-            shape), ``K = 0``, or a temperature that is not a finite number > 0 (or
-            whose inverse overflows the accumulation dtype).
+            shape; with ``discrete_sizes`` actions must be ``[..., H]``), ``K = 0``, a
+            temperature that is not a finite number > 0 (or whose inverse overflows the
+            accumulation dtype), or ``discrete_sizes`` that are empty, not positive or
+            do not sum to ``K``.
         TypeError: non-floating logits, actions that are not int64/int32, a mask or an
             action mask that is not bool.
-        IndexError: on the CPU, an action outside ``[0, K)`` in a row the mask keeps,
-            naming its position. On CUDA a device-side assert, as ``torch.gather``
+        IndexError: on the CPU, an action outside ``[0, K)`` (its sub-head's
+            ``[0, K_h)``) in a row the mask keeps, naming its position. On CUDA a device-side assert, as ``torch.gather``
             raises (no host sync).
 
     Example::
@@ -80,9 +89,17 @@ def log_prob_and_entropy(
         >>> allowed = torch.rand(64, 6) < 0.7
         >>> allowed[:, 0] = True                       # action 0 is always allowed
         >>> log_prob, entropy = log_prob_and_entropy(logits, torch.zeros(64, dtype=torch.long), action_mask=allowed)
+
+    A multi-discrete policy (three sub-decisions of 3, 5 and 2 choices)::
+
+        >>> logits = torch.randn(64, 10, requires_grad=True)
+        >>> actions = torch.stack([torch.randint(0, k, (64,)) for k in (3, 5, 2)], dim=-1)  # [64, 3]
+        >>> log_prob, entropy = log_prob_and_entropy(logits, actions, discrete_sizes=[3, 5, 2])
+        >>> log_prob.shape
+        torch.Size([64])
     """
     log_prob, entropy, _ = torch.ops.hybrid_entropy_ext.log_prob_and_entropy(
-        logits, actions, mask, temperature, action_mask
+        logits, actions, mask, temperature, action_mask, discrete_sizes
     )
     if actions is None:
         return None, entropy

@@ -110,12 +110,13 @@ TokenTermsOutputs emulated_token_terms(
     const OptionalTensor& actions,
     const OptionalTensor& mask,
     double temperature,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes) {
   std::lock_guard<std::mutex> lock(options_mutex);
   EmulationRecord record;
   TokenTermsOutputs outputs = token_terms_forward_on(
       EmulatedDevice{options, &record.launches}, logits, actions, mask,
-      temperature, action_mask, &record.token_forward);
+      temperature, action_mask, discrete_sizes, &record.token_forward);
   last_record = record;
   return outputs;
 }
@@ -128,12 +129,14 @@ at::Tensor emulated_token_terms_backward(
     const OptionalTensor& mask,
     const at::Tensor& row_stats,
     double temperature,
-    const OptionalTensor& action_mask) {
+    const OptionalTensor& action_mask,
+    at::OptionalIntArrayRef discrete_sizes) {
   std::lock_guard<std::mutex> lock(options_mutex);
   EmulationRecord record;
   at::Tensor grad_logits = token_terms_backward_on(
       EmulatedDevice{options, &record.launches}, grad_log_prob, grad_entropy,
-      logits, actions, mask, row_stats, temperature, action_mask);
+      logits, actions, mask, row_stats, temperature, action_mask,
+      discrete_sizes);
   last_record = record;
   return grad_logits;
 }

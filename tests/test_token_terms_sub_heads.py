@@ -1,0 +1,206 @@
+"""``hee.log_prob_and_entropy(..., discrete_sizes=[K_1, ..., K_H])``: the logits' columns are
+H sub-heads, each its own categorical (SB3's ``MultiDiscrete`` layout); actions are
+``[..., H]``, and each row's log-probability and entropy are the sums of its sub-heads', as
+SB3's ``MultiCategoricalDistribution`` gives them (the op's docstring, docs/design.md
+"Sub-heads").
+
+Values and gradients are held, sub-head by sub-head, to the float64 ``Categorical`` oracle of
+tests/oracle.py (``token_terms_oracle`` of each ``torch.split`` of the logits, summed). Kernel
+tests run once per CPU kernel build (the ``cpu_isa`` fixture); on CUDA the sub-heads have no
+kernel yet, which tests/test_cuda_emulated.py checks through the host emulation.
+"""
+
+import pytest
+import torch
+
+import hybrid_entropy_ext as hee
+from hybrid_entropy_ext import reference
+from oracle import token_terms_oracle
+from token_terms_checks import (DTYPES, FORWARD_OP, BACKWARD_OP, NAN, ROWS, assert_grad_close,
+                                assert_opcheck_passes, grads_of, out_dtype, random_logits, value_tol)
+
+# One column, sub-heads in SIMD lanes (K_h <= 32) and along them (K_h > 32), SB3-style mixes.
+SIZES = ([1, 1], [4, 4, 4, 4], [3, 5, 2], [2, 40], [33, 1, 7], [16])
+
+
+def random_head_actions(lead, sizes, dtype=torch.int64):
+    """``[*lead, H]``: sub-head h's action drawn in ``[0, K_h)``."""
+    return torch.stack([torch.randint(0, k, tuple(lead)) for k in sizes], dim=-1).to(dtype)
+
+
+def multi_categorical_oracle(logits, actions, sizes, mask=None, temperature=1.0):
+    """``(log_prob, entropy)`` summed over the sub-heads' float64 oracles; differentiable."""
+    heads = [
+        token_terms_oracle(head_logits, None if actions is None else actions[..., h], mask, temperature)
+        for h, head_logits in enumerate(logits.split(sizes, dim=-1))
+    ]
+    entropy = sum(h for _, h in heads)
+    return (None if actions is None else sum(lp for lp, _ in heads)), entropy
+
+
+def check_against_oracle(logits, actions, sizes, mask=None, temperature=1.0):
+    dtype = logits.dtype
+    leaf = logits.detach().clone().requires_grad_(True)
+    oracle_leaf = logits.detach().double().requires_grad_(True)
+    got_lp, got_h = hee.log_prob_and_entropy(leaf, actions, mask, temperature, discrete_sizes=sizes)
+    want_lp, want_h = multi_categorical_oracle(oracle_leaf, actions, sizes, mask, temperature)
+
+    lead = logits.shape[:-1]
+    assert got_h.dtype == out_dtype(dtype) and got_h.shape == lead
+    assert got_lp.dtype == out_dtype(dtype) and got_lp.shape == lead
+    # A sum of H heads' values: each head's rounding, so H times one head's tolerance.
+    tol = {name: len(sizes) * value for name, value in value_tol(dtype).items()}
+    torch.testing.assert_close(got_h.double(), want_h.detach(), **tol, msg=lambda m: f"entropy: {m}")
+    torch.testing.assert_close(got_lp.double(), want_lp.detach(), **tol, msg=lambda m: f"log_prob: {m}")
+
+    cot_lp, cot_h = torch.randn(lead, dtype=out_dtype(dtype)), torch.randn(lead, dtype=out_dtype(dtype))
+    got_grad = grads_of((got_lp, got_h), (cot_lp, cot_h), leaf)
+    want_grad = grads_of((want_lp, want_h), (cot_lp.double(), cot_h.double()), oracle_leaf)
+    assert got_grad.dtype == dtype and got_grad.shape == logits.shape
+    # Each sub-head's columns hold its own categorical's gradient for the shared upstream
+    # gradients: the one-head tolerance model applies head by head.
+    first = 0
+    for k in sizes:
+        columns = slice(first, first + k)
+        assert_grad_close(got_grad[..., columns], want_grad[..., columns], logits[..., columns], mask,
+                          temperature, cot_lp, cot_h)
+        first += k
+
+
+@pytest.mark.parametrize("sizes", SIZES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_values_and_gradients_are_the_sums_of_the_sub_heads_categoricals(cpu_isa, dtype, sizes):
+    logits = random_logits(ROWS, sum(sizes), dtype=dtype)
+    check_against_oracle(logits, random_head_actions((ROWS,), sizes), sizes)
+
+
+@pytest.mark.parametrize("sizes", [[3, 5, 2], [2, 40]], ids=str)
+def test_masked_rows_holding_nan_give_zero_and_zero_gradient(cpu_isa, sizes):
+    logits = random_logits(4, 9, sum(sizes), dtype=torch.float32)
+    mask = torch.rand(4, 9) < 0.6
+    logits[~mask] = NAN
+    actions = random_head_actions((4, 9), sizes)
+    actions[~mask] = -7  # padding's actions are not read either
+    check_against_oracle(logits, actions, sizes, mask=mask)
+
+
+def test_temperature_tempers_every_sub_head(cpu_isa):
+    sizes = [3, 5, 2]
+    check_against_oracle(random_logits(ROWS, 10, dtype=torch.float32), random_head_actions((ROWS,), sizes), sizes,
+                         temperature=0.7)
+
+
+def test_int32_actions_give_the_int64_results(cpu_isa):
+    sizes = [3, 5, 2]
+    logits = random_logits(ROWS, 10, dtype=torch.float32)
+    actions = random_head_actions((ROWS,), sizes)
+    want = hee.log_prob_and_entropy(logits, actions, discrete_sizes=sizes)
+    got = hee.log_prob_and_entropy(logits, actions.int(), discrete_sizes=sizes)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_entropy_alone_needs_no_actions(cpu_isa):
+    sizes = [4, 4, 4, 4]
+    logits = random_logits(ROWS, 16, dtype=torch.float64)
+    log_prob, entropy = hee.log_prob_and_entropy(logits, discrete_sizes=sizes)
+    _, want = multi_categorical_oracle(logits, None, sizes)
+    assert log_prob is None
+    torch.testing.assert_close(entropy, want, **value_tol(torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_one_sub_head_is_bitwise_the_op_without_sub_heads(cpu_isa, dtype):
+    logits = random_logits(ROWS, 19, dtype=dtype)
+    actions = torch.randint(0, 19, (ROWS,))
+    cot_lp, cot_h = torch.randn(ROWS), torch.randn(ROWS)
+
+    def values_and_grad(**kwargs):
+        leaf = logits.clone().requires_grad_(True)
+        lp, h = hee.log_prob_and_entropy(leaf, **kwargs)
+        (grad,) = torch.autograd.grad([lp, h], leaf, [cot_lp, cot_h])
+        return lp.detach(), h.detach(), grad
+
+    want = values_and_grad(actions=actions)
+    got = values_and_grad(actions=actions[:, None], discrete_sizes=[19])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+def test_an_action_mask_rules_out_actions_within_each_sub_head(cpu_isa):
+    sizes = [3, 5, 2]
+    logits = random_logits(ROWS, 10, dtype=torch.float64)
+    allowed = torch.rand(ROWS, 10) < 0.7
+    allowed[:, [0, 3, 8]] = True  # each sub-head keeps its first action
+    actions = random_head_actions((ROWS,), [1, 1, 1])  # the always allowed ones
+    got_lp, got_h = hee.log_prob_and_entropy(logits, actions, action_mask=allowed, discrete_sizes=sizes)
+    want_lp, want_h = multi_categorical_oracle(logits.masked_fill(~allowed, -torch.inf), actions, sizes)
+    torch.testing.assert_close(got_lp, want_lp, **value_tol(torch.float64))
+    torch.testing.assert_close(got_h, want_h, **value_tol(torch.float64))
+
+
+def test_the_reference_gives_the_op_s_values_and_gradients():
+    sizes = [33, 1, 7]
+    logits = random_logits(5, 6, 41, dtype=torch.float64)
+    actions = random_head_actions((5, 6), sizes)
+    mask = torch.rand(5, 6) < 0.8
+    cot_lp, cot_h = torch.randn(5, 6, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
+    results = []
+    for fn in (hee.log_prob_and_entropy, reference.log_prob_and_entropy):
+        leaf = logits.clone().requires_grad_(True)
+        lp, h = fn(leaf, actions, mask, 1.0, None, sizes)
+        results.append((lp, h, grads_of((lp, h), (cot_lp, cot_h), leaf)))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [([3, 5, 3], "sum to 11, but the logits have K = 10"), ([10, 0], "must be positive"),
+     ([], "at least one sub-head")],
+    ids=["wrong sum", "zero size", "empty"],
+)
+def test_bad_sizes_are_a_value_error_naming_them(sizes, message):
+    with pytest.raises(ValueError, match=message):
+        hee.log_prob_and_entropy(torch.randn(4, 10), discrete_sizes=sizes)
+
+
+def test_actions_without_a_sub_head_dim_are_a_value_error():
+    with pytest.raises(ValueError, match=r"actions must be \[\.\.\., H\]"):
+        hee.log_prob_and_entropy(torch.randn(4, 10), torch.zeros(4, dtype=torch.long), discrete_sizes=[3, 5, 2])
+
+
+def test_an_action_outside_its_sub_head_is_an_index_error_naming_row_and_head(cpu_isa):
+    actions = torch.zeros(4, 3, dtype=torch.long)
+    actions[2, 1] = 5  # sub-head 1 has 5 actions: 0..4
+    with pytest.raises(IndexError, match=r"actions\[2, 1\] = 5 is outside \[0, 5\) \(sub-head 1 has K_h = 5"):
+        hee.log_prob_and_entropy(torch.randn(4, 10), actions, discrete_sizes=[3, 5, 2])
+
+
+def test_opcheck_passes_with_sub_heads():
+    sizes = [3, 5, 2]
+    logits = random_logits(2, 7, 10, dtype=torch.float32).requires_grad_(True)
+    actions = random_head_actions((2, 7), sizes)
+    mask = torch.rand(2, 7) < 0.8
+    assert_opcheck_passes(FORWARD_OP, (logits, actions, mask, 0.9, None, sizes))
+    _, _, row_stats = FORWARD_OP(logits.detach(), actions, mask, 0.9, None, sizes)
+    assert row_stats.shape == (3, 3 * 14)
+    assert_opcheck_passes(
+        BACKWARD_OP, (torch.randn(2, 7), torch.randn(2, 7), logits.detach(), actions, mask, row_stats, 0.9, None, sizes))
+
+
+def test_compiled_call_gives_eager_values_and_gradients():
+    sizes = [3, 5, 2]
+    logits = random_logits(ROWS, 10, dtype=torch.float32)
+    actions = random_head_actions((ROWS,), sizes)
+
+    def step(logits):
+        lp, h = hee.log_prob_and_entropy(logits, actions, discrete_sizes=sizes)
+        return (lp * 0.5).sum() + h.sum()
+
+    results = []
+    for fn in (step, torch.compile(step, fullgraph=True, backend="aot_eager")):
+        leaf = logits.clone().requires_grad_(True)
+        value = fn(leaf)
+        results.append((value.detach(), torch.autograd.grad(value, leaf)[0]))
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
