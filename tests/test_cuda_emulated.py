@@ -931,14 +931,29 @@ def test_arguments_without_cuda_kernels_raise_not_implemented_forward_and_backwa
             None, None, None, *cpu_only)
 
 
-def test_token_terms_with_sub_heads_raise_not_implemented_forward_and_backward(lib):
-    # log_prob_and_entropy's CUDA kernels have no sub-heads yet either: a call says so rather
-    # than computing the terms of one head.
-    logits = torch.randn(8, 5)
-    actions = torch.zeros(8, 2, dtype=torch.long)
+# Sub-heads in warp groups (vectors where a head's columns are aligned, one column, an
+# odd width) and, at 1100, a block per row forward and backward.
+TOKEN_SUB_HEADS = [[3, 5, 2], [4, 4, 4, 4], [1, 33, 7], [2, 1100]]
+
+
+@pytest.mark.parametrize("sizes", TOKEN_SUB_HEADS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_token_terms_with_sub_heads_match_the_cpu_op(lib, sizes, dtype):
+    # Each sub-head's kernels run on its columns (a column offset, the statistics' and the
+    # gradient's pitch the whole width's); a row's terms are the heads' sums.
     configure(lib)
-    with pytest.raises(NotImplementedError, match="discrete_sizes"):
-        lib.log_prob_and_entropy(logits, actions, None, 1.0, None, [2, 3])
-    with pytest.raises(NotImplementedError, match="discrete_sizes"):
-        lib._log_prob_and_entropy_backward(
-            torch.ones(8), torch.ones(8), logits, actions, None, torch.zeros(3, 16), 1.0, None, [2, 3])
+    rows = 23
+    logits, _, mask = token_inputs(rows, sum(sizes), dtype, masked_fraction=0.3)
+    generator = torch.Generator().manual_seed(2)
+    actions = torch.stack([torch.randint(0, k, (rows,), generator=generator) for k in sizes], dim=-1)
+    allowed = torch.rand(rows, sum(sizes), generator=generator) < 0.8
+    acc = torch.float32
+    got = lib.log_prob_and_entropy(logits, actions, mask, 0.8, allowed, sizes)
+    want = torch.ops.hybrid_entropy_ext.log_prob_and_entropy(logits, actions, mask, 0.8, allowed, sizes)
+    assert got[2].shape == (3, len(sizes) * rows)
+    for name, g, w in zip(("log_prob", "entropy", "row_stats"), got, want):
+        torch.testing.assert_close(g, w, **VALUE_TOLERANCES[acc], equal_nan=True, msg=name)
+    grads = [torch.randn(rows, generator=generator), torch.randn(rows, generator=generator)]
+    got_grad = lib._log_prob_and_entropy_backward(*grads, logits, actions, mask, got[2], 0.8, allowed, sizes)
+    want_grad = TOKEN_BACKWARD_OP(*grads, logits, actions, mask, want[2], 0.8, allowed, sizes)
+    assert_rows_close(got_grad, want_grad, **grad_tolerances(dtype))

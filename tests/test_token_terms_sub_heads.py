@@ -5,9 +5,10 @@ SB3's ``MultiCategoricalDistribution`` gives them (the op's docstring, docs/desi
 "Sub-heads").
 
 Values and gradients are held, sub-head by sub-head, to the float64 ``Categorical`` oracle of
-tests/oracle.py (``token_terms_oracle`` of each ``torch.split`` of the logits, summed). Kernel
-tests run once per CPU kernel build (the ``cpu_isa`` fixture); on CUDA the sub-heads have no
-kernel yet, which tests/test_cuda_emulated.py checks through the host emulation.
+tests/oracle.py (``token_terms_oracle`` of each ``torch.split`` of the logits, summed). The
+oracle tests run once per CPU kernel build and once on CUDA (the ``backend`` fixture; the CUDA
+cases are skipped without a GPU, and tests/test_cuda_emulated.py runs the CUDA kernels' sub-heads
+on the host emulation against the CPU op); the other kernel tests once per CPU build.
 """
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 
 import hybrid_entropy_ext as hee
 from hybrid_entropy_ext import reference
+from common_utils import run_on
 from oracle import token_terms_oracle
 from token_terms_checks import (DTYPES, FORWARD_OP, BACKWARD_OP, NAN, ROWS, assert_grad_close,
                                 assert_opcheck_passes, grads_of, out_dtype, random_logits, value_tol)
@@ -38,11 +40,12 @@ def multi_categorical_oracle(logits, actions, sizes, mask=None, temperature=1.0)
     return (None if actions is None else sum(lp for lp, _ in heads)), entropy
 
 
-def check_against_oracle(logits, actions, sizes, mask=None, temperature=1.0):
+def check_against_oracle(device, logits, actions, sizes, mask=None, temperature=1.0):
     dtype = logits.dtype
     leaf = logits.detach().clone().requires_grad_(True)
     oracle_leaf = logits.detach().double().requires_grad_(True)
-    got_lp, got_h = hee.log_prob_and_entropy(leaf, actions, mask, temperature, discrete_sizes=sizes)
+    got_lp, got_h = run_on(device, hee.log_prob_and_entropy, leaf, actions, mask, temperature,
+                           discrete_sizes=sizes)
     want_lp, want_h = multi_categorical_oracle(oracle_leaf, actions, sizes, mask, temperature)
 
     lead = logits.shape[:-1]
@@ -69,24 +72,24 @@ def check_against_oracle(logits, actions, sizes, mask=None, temperature=1.0):
 
 @pytest.mark.parametrize("sizes", SIZES, ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_values_and_gradients_are_the_sums_of_the_sub_heads_categoricals(cpu_isa, dtype, sizes):
+def test_values_and_gradients_are_the_sums_of_the_sub_heads_categoricals(backend, dtype, sizes):
     logits = random_logits(ROWS, sum(sizes), dtype=dtype)
-    check_against_oracle(logits, random_head_actions((ROWS,), sizes), sizes)
+    check_against_oracle(backend, logits, random_head_actions((ROWS,), sizes), sizes)
 
 
 @pytest.mark.parametrize("sizes", [[3, 5, 2], [2, 40]], ids=str)
-def test_masked_rows_holding_nan_give_zero_and_zero_gradient(cpu_isa, sizes):
+def test_masked_rows_holding_nan_give_zero_and_zero_gradient(backend, sizes):
     logits = random_logits(4, 9, sum(sizes), dtype=torch.float32)
     mask = torch.rand(4, 9) < 0.6
     logits[~mask] = NAN
     actions = random_head_actions((4, 9), sizes)
     actions[~mask] = -7  # padding's actions are not read either
-    check_against_oracle(logits, actions, sizes, mask=mask)
+    check_against_oracle(backend, logits, actions, sizes, mask=mask)
 
 
-def test_temperature_tempers_every_sub_head(cpu_isa):
+def test_temperature_tempers_every_sub_head(backend):
     sizes = [3, 5, 2]
-    check_against_oracle(random_logits(ROWS, 10, dtype=torch.float32), random_head_actions((ROWS,), sizes), sizes,
+    check_against_oracle(backend, random_logits(ROWS, 10, dtype=torch.float32), random_head_actions((ROWS,), sizes), sizes,
                          temperature=0.7)
 
 

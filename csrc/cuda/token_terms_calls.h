@@ -59,12 +59,49 @@ inline TokenForwardLaunch plan_token_forward_launch(
   return plan;
 }
 
-// Sub-heads (discrete_sizes) are computed on the CPU only for now.
-inline void check_no_sub_heads(at::OptionalIntArrayRef discrete_sizes) {
-  TORCH_CHECK_NOT_IMPLEMENTED(
-      !discrete_sizes.has_value(),
-      "log_prob_and_entropy: discrete_sizes (discrete sub-heads) has no CUDA "
-      "kernel yet; compute the terms of a multi-discrete head on the CPU");
+// Launches the forward's kernels of `launch` on one head's rows.
+template <typename scalar_t, typename Device>
+void launch_token_forward(
+    const Device& device,
+    const TokenForwardLaunch& launch,
+    const TokenForwardArgs<scalar_t>& a,
+    bool has_action_mask) {
+  dispatch_action_mask(has_action_mask, [&](auto action_mask_flag) {
+    constexpr bool kActionMask = decltype(action_mask_flag)::value;
+    constexpr int kVec = kVectorWidth<scalar_t>;
+    if (launch.layout == RowLayout::kRowInBlock) {
+      device(
+          token_forward_row_in_block<scalar_t, kVec, kActionMask>,
+          launch.grid, launch.block_threads, a);
+      return;
+    }
+    dispatch_log2_cols<kMaxLog2ColsInWarps>(
+        launch.log2_cols, [&](auto log2_cols) {
+          constexpr int kLog2Cols = decltype(log2_cols)::value;
+          if (launch.vec == kVec) {
+            device(
+                token_forward_rows_in_warps<
+                    scalar_t, kLog2Cols, kVec, kActionMask>,
+                launch.grid, kRowsInWarpsThreads, a);
+          } else {
+            device(
+                token_forward_rows_in_warps<
+                    scalar_t, kLog2Cols, 1, kActionMask>,
+                launch.grid, kRowsInWarpsThreads, a);
+          }
+        });
+  });
+}
+
+// A contiguous spec of `sizes` with like's dtype and device.
+inline TensorSpec contiguous_acc_spec(
+    std::initializer_list<int64_t> sizes, const at::Tensor& like) {
+  TensorSpec spec;
+  spec.sizes.assign(sizes.begin(), sizes.end());
+  spec.strides = contiguous_strides(spec.sizes);
+  spec.dtype = like.scalar_type();
+  spec.device = like.device();
+  return spec;
 }
 
 template <typename Device>
@@ -77,7 +114,6 @@ TokenTermsOutputs token_terms_forward_on(
     const OptionalTensor& action_mask,
     at::OptionalIntArrayRef discrete_sizes,
     TokenForwardLaunch* launched = nullptr) {
-  check_no_sub_heads(discrete_sizes);
   const TokenTermsForwardPlan plan = plan_token_terms_forward(
       logits, actions, mask, temperature, action_mask, discrete_sizes);
   at::Tensor log_prob = device.empty(plan.log_prob);
@@ -89,56 +125,63 @@ TokenTermsOutputs token_terms_forward_on(
     return {log_prob, entropy, row_stats};
   }
   const DType dtype = dtype_of(logits.scalar_type());
-  const TokenForwardLaunch launch = plan_token_forward_launch(
-      rows.num_rows(), rows.num_cols(), rows.logits.const_data_ptr(),
-      rows.logits.stride(0), dtype, device.shape());
-  if (launched != nullptr) {
-    *launched = launch;
-  }
+  const int64_t N = rows.num_rows();
+  const int64_t num_heads = static_cast<int64_t>(rows.heads.size());
+  // With sub-heads each head's kernels write its terms to a row of these,
+  // summed into the outputs after the last head (one head writes the outputs).
+  const at::Tensor head_log_prob = plan.has_actions && num_heads > 1
+      ? device.empty(contiguous_acc_spec({num_heads, N}, row_stats))
+      : at::Tensor();
+  const at::Tensor head_entropy = num_heads > 1
+      ? device.empty(contiguous_acc_spec({num_heads, N}, row_stats))
+      : at::Tensor();
   dispatch_logits_dtype(dtype, [&](auto zero) {
     using scalar_t = decltype(zero);
     using acc = acc_t<scalar_t>;
-    TokenForwardArgs<scalar_t> a;
-    a.logits = rows.logits.const_data_ptr<scalar_t>();
-    a.num_rows = rows.num_rows();
-    a.num_cols = rows.num_cols();
-    a.row_stride = rows.logits.stride(0);
-    a.scale = static_cast<acc>(rows.scale);
-    a.actions = plan.has_actions ? rows.actions.const_data_ptr<int64_t>() : nullptr;
-    a.mask = plan.has_mask ? rows.mask.const_data_ptr<bool>() : nullptr;
-    if (plan.has_action_mask) {
-      a.allowed = rows.action_mask.const_data_ptr<bool>();
-      a.allowed_row_stride = rows.action_mask.stride(0);
-    }
-    a.log_prob = plan.has_actions ? log_prob.mutable_data_ptr<acc>() : nullptr;
-    a.entropy = entropy.mutable_data_ptr<acc>();
-    a.row_stats = row_stats.mutable_data_ptr<acc>();
-    dispatch_action_mask(plan.has_action_mask, [&](auto action_mask_flag) {
-      constexpr bool kActionMask = decltype(action_mask_flag)::value;
-      constexpr int kVec = kVectorWidth<scalar_t>;
-      if (launch.layout == RowLayout::kRowInBlock) {
-        device(
-            token_forward_row_in_block<scalar_t, kVec, kActionMask>,
-            launch.grid, launch.block_threads, a);
-        return;
+    for (int64_t h = 0; h < num_heads; ++h) {
+      const DiscreteSubHead& head = rows.heads[h];
+      TokenForwardArgs<scalar_t> a;
+      a.logits = rows.logits.const_data_ptr<scalar_t>() + head.first_column;
+      a.num_rows = N;
+      a.num_cols = head.num_columns;
+      a.row_stride = rows.logits.stride(0);
+      a.scale = static_cast<acc>(rows.scale);
+      a.actions = plan.has_actions
+          ? rows.actions.const_data_ptr<int64_t>() + h * N
+          : nullptr;
+      a.mask = plan.has_mask ? rows.mask.const_data_ptr<bool>() : nullptr;
+      if (plan.has_action_mask) {
+        a.allowed = rows.action_mask.const_data_ptr<bool>() + head.first_column;
+        a.allowed_row_stride = rows.action_mask.stride(0);
       }
-      dispatch_log2_cols<kMaxLog2ColsInWarps>(
-          launch.log2_cols, [&](auto log2_cols) {
-            constexpr int kLog2Cols = decltype(log2_cols)::value;
-            if (launch.vec == kVec) {
-              device(
-                  token_forward_rows_in_warps<
-                      scalar_t, kLog2Cols, kVec, kActionMask>,
-                  launch.grid, kRowsInWarpsThreads, a);
-            } else {
-              device(
-                  token_forward_rows_in_warps<
-                      scalar_t, kLog2Cols, 1, kActionMask>,
-                  launch.grid, kRowsInWarpsThreads, a);
-            }
-          });
-    });
+      if (num_heads == 1) {
+        a.log_prob = plan.has_actions ? log_prob.mutable_data_ptr<acc>() : nullptr;
+        a.entropy = entropy.mutable_data_ptr<acc>();
+      } else {
+        a.log_prob = plan.has_actions
+            ? head_log_prob.mutable_data_ptr<acc>() + h * N
+            : nullptr;
+        a.entropy = head_entropy.mutable_data_ptr<acc>() + h * N;
+      }
+      a.row_stats = row_stats.mutable_data_ptr<acc>() + h * N;
+      a.stats_pitch = num_heads * N;
+      const TokenForwardLaunch launch = plan_token_forward_launch(
+          N, a.num_cols, a.logits, a.row_stride, dtype, device.shape());
+      if (launched != nullptr) {
+        *launched = launch;
+      }
+      launch_token_forward(device, launch, a, plan.has_action_mask);
+    }
   });
+  if (num_heads > 1) {
+    // A sample's terms are its sub-heads' sums (SB3's MultiCategorical).
+    at::Tensor entropy_rows = entropy.view({N});
+    at::sum_out(entropy_rows, head_entropy, 0);
+    if (plan.has_actions) {
+      at::Tensor log_prob_rows = log_prob.view({N});
+      at::sum_out(log_prob_rows, head_log_prob, 0);
+    }
+  }
   return {log_prob, entropy, row_stats};
 }
 
@@ -156,7 +199,7 @@ void launch_token_backward(
   if (a.num_cols >= kMinColsBackwardByRows &&
       (reinterpret_cast<uintptr_t>(a.logits) -
        reinterpret_cast<uintptr_t>(a.grad_logits)) % kVectorBytes == 0 &&
-      ((a.row_stride - a.num_cols) * size) % kVectorBytes == 0) {
+      ((a.row_stride - a.grad_row_stride) * size) % kVectorBytes == 0) {
     device(
         token_backward_rows<scalar_t, kVec, kActionMask>,
         one_wave_grid(a.num_rows, kBackwardThreads, shape), kBackwardThreads,
@@ -165,7 +208,7 @@ void launch_token_backward(
   }
   const bool vectorized = a.num_cols % kVec == 0 &&
       rows_are_vector_aligned(a.logits, a.row_stride, dtype) &&
-      rows_are_vector_aligned(a.grad_logits, a.num_cols, dtype);
+      rows_are_vector_aligned(a.grad_logits, a.grad_row_stride, dtype);
   const int64_t elements = a.num_rows * a.num_cols;
   const int64_t vectors = vectorized ? elements / kVec : elements;
   const int64_t grid = std::max<int64_t>(
@@ -208,7 +251,6 @@ at::Tensor token_terms_backward_on(
     double temperature,
     const OptionalTensor& action_mask,
     at::OptionalIntArrayRef discrete_sizes) {
-  check_no_sub_heads(discrete_sizes);
   const TensorSpec spec = plan_token_terms_backward(
       grad_log_prob, grad_entropy, logits, actions, mask, row_stats,
       temperature, action_mask, discrete_sizes);
@@ -225,31 +267,40 @@ at::Tensor token_terms_backward_on(
       ? per_row_grad(grad_log_prob, rows.num_rows(), rows.scale, acc_dtype,
                      logits.device())
       : at::Tensor();
+  const int64_t N = rows.num_rows();
+  const int64_t num_heads = static_cast<int64_t>(rows.heads.size());
   dispatch_logits_dtype(dtype_of(logits.scalar_type()), [&](auto zero) {
     using scalar_t = decltype(zero);
     using acc = acc_t<scalar_t>;
-    TokenBackwardArgs<scalar_t> a;
-    a.logits = rows.logits.const_data_ptr<scalar_t>();
-    a.num_rows = rows.num_rows();
-    a.num_cols = rows.num_cols();
-    a.row_stride = rows.logits.stride(0);
-    a.scale = static_cast<acc>(rows.scale);
-    a.row_stats = row_stats.const_data_ptr<acc>();
-    a.grad_entropy = grad_entropy_rows.const_data_ptr<acc>();
-    if (grad_log_prob_rows.defined()) {
-      a.grad_log_prob = grad_log_prob_rows.const_data_ptr<acc>();
-      a.actions = rows.actions.const_data_ptr<int64_t>();
+    // Each sub-head's gradient goes straight into its columns: the upstream
+    // gradients are the sums', shared by the heads.
+    for (int64_t h = 0; h < num_heads; ++h) {
+      const DiscreteSubHead& head = rows.heads[h];
+      TokenBackwardArgs<scalar_t> a;
+      a.logits = rows.logits.const_data_ptr<scalar_t>() + head.first_column;
+      a.num_rows = N;
+      a.num_cols = head.num_columns;
+      a.row_stride = rows.logits.stride(0);
+      a.scale = static_cast<acc>(rows.scale);
+      a.row_stats = row_stats.const_data_ptr<acc>() + h * N;
+      a.stats_pitch = num_heads * N;
+      a.grad_entropy = grad_entropy_rows.const_data_ptr<acc>();
+      if (grad_log_prob_rows.defined()) {
+        a.grad_log_prob = grad_log_prob_rows.const_data_ptr<acc>();
+        a.actions = rows.actions.const_data_ptr<int64_t>() + h * N;
+      }
+      a.mask = rows.mask.defined() ? rows.mask.const_data_ptr<bool>() : nullptr;
+      a.grad_logits = grad_logits.mutable_data_ptr<scalar_t>() + head.first_column;
+      a.grad_row_stride = rows.num_cols();
+      if (rows.action_mask.defined()) {
+        a.allowed = rows.action_mask.const_data_ptr<bool>() + head.first_column;
+        a.allowed_row_stride = rows.action_mask.stride(0);
+      }
+      dispatch_action_mask(rows.action_mask.defined(), [&](auto action_mask_flag) {
+        launch_token_backward<scalar_t, decltype(action_mask_flag)::value>(
+            device, a);
+      });
     }
-    a.mask = rows.mask.defined() ? rows.mask.const_data_ptr<bool>() : nullptr;
-    a.grad_logits = grad_logits.mutable_data_ptr<scalar_t>();
-    if (rows.action_mask.defined()) {
-      a.allowed = rows.action_mask.const_data_ptr<bool>();
-      a.allowed_row_stride = rows.action_mask.stride(0);
-    }
-    dispatch_action_mask(rows.action_mask.defined(), [&](auto action_mask_flag) {
-      launch_token_backward<scalar_t, decltype(action_mask_flag)::value>(
-          device, a);
-    });
   });
   return grad_logits;
 }

@@ -40,7 +40,10 @@ struct TokenForwardArgs {
   int64_t allowed_row_stride = 0;
   acc* log_prob = nullptr;  // [N]; nullptr without actions
   acc* entropy = nullptr;  // [N]
-  acc* row_stats = nullptr;  // [3, N]: shift, log_sum_exp, entropy
+  // Rows of [3, stats_pitch] from here: shift, log_sum_exp, entropy (one
+  // sub-head's N columns of [3, H * N]; stats_pitch = N for one head).
+  acc* row_stats = nullptr;
+  int64_t stats_pitch = 0;
 };
 
 __device__ __forceinline__ bool row_is_kept(const bool* mask, int64_t row) {
@@ -58,7 +61,7 @@ __device__ __forceinline__ void write_token_row(
     const Allowed& allowed) {
   using acc = acc_t<scalar_t>;
   const math::RowStatistics<acc> zeros{acc(0), acc(0), acc(0)};
-  store_row_statistics(a.row_stats, a.num_rows, row, kept ? r : zeros);
+  store_row_statistics(a.row_stats, a.stats_pitch, row, kept ? r : zeros);
   a.entropy[row] = kept ? r.entropy : acc(0);
   if (a.log_prob == nullptr) {
     return;
@@ -134,7 +137,8 @@ struct TokenBackwardArgs {
   int64_t num_cols = 0;
   int64_t row_stride = 0;
   acc scale = acc(1);
-  const acc* row_stats = nullptr;  // [3, N]
+  const acc* row_stats = nullptr;  // as TokenForwardArgs'
+  int64_t stats_pitch = 0;
   // Upstream gradients per row, each times scale; grad_log_prob and actions
   // are nullptr without a log_prob gradient.
   const acc* grad_entropy = nullptr;
@@ -143,7 +147,11 @@ struct TokenBackwardArgs {
   const bool* mask = nullptr;
   const bool* allowed = nullptr;  // as TokenForwardArgs'
   int64_t allowed_row_stride = 0;
-  scalar_t* grad_logits = nullptr;  // [N, K] contiguous
+  // Row i at grad_logits + i * grad_row_stride, unit column stride
+  // (grad_row_stride = K for a contiguous [N, K]; the logits' width for one
+  // sub-head's columns of it).
+  scalar_t* grad_logits = nullptr;
+  int64_t grad_row_stride = 0;
   FastDivider cols_divider;  // by K, for flat indices below 2^31
 };
 
@@ -172,12 +180,12 @@ __device__ __forceinline__ TokenRowConstants<acc_t<scalar_t>> token_row_constant
     return c;
   }
   c.shift = a.row_stats[row];
-  c.log_sum_exp = a.row_stats[a.num_rows + row];
+  c.log_sum_exp = a.row_stats[a.stats_pitch + row];
   const acc grad_entropy = a.grad_entropy[row];
   c.grad_log_prob = a.grad_log_prob != nullptr ? a.grad_log_prob[row] : acc(0);
   c.negative_grad_entropy = acc(0) - grad_entropy;
   c.negative_row_offset = math::token_terms_row_offset(
-      c.grad_log_prob, grad_entropy, a.row_stats[2 * a.num_rows + row]);
+      c.grad_log_prob, grad_entropy, a.row_stats[2 * a.stats_pitch + row]);
   if (a.actions != nullptr) {
     const int64_t action = a.actions[row];
     CUDA_KERNEL_ASSERT(action >= 0 && action < a.num_cols);
@@ -244,8 +252,9 @@ __global__ void __launch_bounds__(kBackwardThreads)
           c, c.kept ? values[j] : acc(0), a.scale,
           static_cast<int64_t>(col) + j);
     }
-    *reinterpret_cast<LogitVector<scalar_t, kVec>*>(a.grad_logits + element) =
-        out;
+    *reinterpret_cast<LogitVector<scalar_t, kVec>*>(
+        a.grad_logits + static_cast<int64_t>(row) * a.grad_row_stride +
+        static_cast<int64_t>(col)) = out;
   }
 }
 
@@ -258,7 +267,7 @@ __global__ void __launch_bounds__(kBackwardThreads)
   const int64_t cols = a.num_cols;
   for (int64_t row = blockIdx.x; row < a.num_rows; row += gridDim.x) {
     const scalar_t* z = a.logits + row * a.row_stride;
-    scalar_t* g = a.grad_logits + row * cols;
+    scalar_t* g = a.grad_logits + row * a.grad_row_stride;
     const auto allowed = allowed_actions<kActionMask>(a, row);
     const TokenRowConstants<acc> c = token_row_constants(a, row, allowed);
     const int64_t misaligned_by = static_cast<int64_t>(

@@ -56,8 +56,7 @@ def log_prob_and_entropy(
             columns are ``H`` sub-heads, each its own categorical (SB3's MultiDiscrete
             layout). ``actions`` are then ``[..., H]``, sub-head ``h``'s in
             ``[0, K_h)``, and each row's ``log_prob`` and ``entropy`` are the sums over
-            its sub-heads, as SB3's ``MultiCategoricalDistribution`` gives them. CPU
-            only for now (CUDA raises ``NotImplementedError``).
+            its sub-heads, as SB3's ``MultiCategoricalDistribution`` gives them.
 
     Returns:
         ``(log_prob, entropy)``, each of the leading shape ``[...]``, in nats, float64 for
