@@ -42,7 +42,8 @@ TORCH_LIBRARY(hybrid_entropy_ext, m) {
       {at::Tag::pt2_compliant_tag});
   // The per-token terms of a categorical policy (docs/design.md, "Per-token
   // terms"): log_prob is [0] without actions (the Python wrapper returns
-  // None); row_stats, [3, N], is what the backward reads.
+  // None); row_stats, [3, H * N] (H sub-heads, 1 without discrete_sizes), is
+  // what the backward reads.
   m.def(hee::kTokenTermsForwardSchema, {at::Tag::pt2_compliant_tag});
   m.def(hee::kTokenTermsBackwardSchema, {at::Tag::pt2_compliant_tag});
   // Which build of the CPU row kernels this process runs (for diagnostics),

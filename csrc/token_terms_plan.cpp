@@ -161,6 +161,9 @@ TokenTermsForwardPlan plan_token_terms_forward(
   plan.entropy = contiguous_spec(leading_sizes(logits), acc, logits.device());
   const c10::SymInt stats_sizes[2] = {3, num_rows(logits) * plan.num_heads};
   plan.row_stats = contiguous_spec(stats_sizes, acc, logits.device());
+  const c10::SymInt head_terms_sizes[2] = {
+      plan.num_heads > 1 ? plan.num_heads : 0, num_rows(logits)};
+  plan.head_terms = contiguous_spec(head_terms_sizes, acc, logits.device());
   return plan;
 }
 
@@ -221,8 +224,8 @@ TokenRows token_rows_for_kernels(
     // kernels read one head's.
     rows.actions = actions->reshape({-1, static_cast<int64_t>(rows.heads.size())})
                        .t()
-                       .to(at::kLong)
-                       .contiguous();
+                       .contiguous()
+                       .to(at::kLong);
   }
   if (mask.has_value()) {
     rows.mask = mask->reshape({-1}).contiguous();

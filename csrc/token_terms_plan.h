@@ -23,6 +23,10 @@ struct TokenTermsForwardPlan {
   TensorSpec entropy;    // [...] in the accumulation dtype
   TensorSpec row_stats;  // [3, H * N], the accumulation dtype (loss_plan's
                          // layout: sub-head h's row i at h * N + i)
+  // [H, N] in the accumulation dtype: each sub-head's terms before their sum,
+  // for backends that compute the heads one after another over all rows
+  // (CUDA); [0, N] for one head, which writes the outputs directly.
+  TensorSpec head_terms;
 };
 
 // Checks the forward's arguments (metadata only, SymInt sizes) and plans it.

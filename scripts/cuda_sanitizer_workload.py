@@ -17,7 +17,8 @@ seven outputs, so every kernel of both ops is launched:
   the batch;
 - log_prob_and_entropy in warp groups and a row per block (aligned and peeled rows), the
   backward flat and by rows, with a mask whose dropped rows hold NaN, a temperature, int32
-  actions, each upstream gradient alone, and an action mask.
+  actions, each upstream gradient alone, and an action mask; with sub-heads (each head's
+  kernels on its columns: aligned, misaligned and peeled, in warp groups and by rows).
 
     python scripts/cuda_sanitizer_workload.py
 """
@@ -115,11 +116,20 @@ def token_terms_cases(device):
             allowed[torch.arange(rows), actions.long().clamp(min=0)] = True
             yield (f"token terms {dtype} {rows}x{k} stride {stride}, action mask", logits.to(device),
                    actions.to(device), mask.to(device), 0.7, ("log_prob", "entropy"), allowed.to(device))
+        for rows, sizes, stride in ((300, [4, 4, 4, 4], 16), (41, [3, 5, 2], 11), (5, [2, 1100], 1103)):
+            k = sum(sizes)
+            logits = torch.randn(rows, stride, generator=g).to(dtype)[:, stride - k:]
+            mask = torch.rand(rows, generator=g) < 0.8
+            logits[~mask] = math.nan
+            actions = torch.stack([torch.randint(0, size, (rows,), generator=g) for size in sizes], dim=-1)
+            yield (f"token terms {dtype} {rows}x{k} stride {stride}, sub-heads {sizes}", logits.to(device),
+                   actions.to(device), mask.to(device), 0.7, ("log_prob", "entropy"), None, sizes)
 
 
-def run_token_terms(logits, actions, mask, temperature, upstream, action_mask):
+def run_token_terms(logits, actions, mask, temperature, upstream, action_mask, discrete_sizes=None):
     leaf = logits.detach().requires_grad_()
-    log_prob, entropy = hee.log_prob_and_entropy(leaf, actions, mask, temperature, action_mask=action_mask)
+    log_prob, entropy = hee.log_prob_and_entropy(leaf, actions, mask, temperature, action_mask=action_mask,
+                                                 discrete_sizes=discrete_sizes)
     outputs = {"log_prob": log_prob, "entropy": entropy}
     sum(outputs[name].sum() for name in upstream).backward()
     return leaf.grad

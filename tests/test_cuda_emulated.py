@@ -916,8 +916,8 @@ def test_token_terms_with_an_all_true_action_mask_are_bitwise_those_without(lib,
     ids=["discrete_sizes", "normalize_discrete_entropy"],
 )
 def test_arguments_without_cuda_kernels_raise_not_implemented_forward_and_backward(lib, cpu_only, message):
-    # The CUDA kernels have neither sub-heads nor the normalization yet: a call says so
-    # rather than computing the loss of one head or of unnormalized entropies.
+    # The hybrid loss's CUDA kernels have neither sub-heads nor the normalization yet: a
+    # call says so rather than computing the loss of one head or of unnormalized entropies.
     logits, log_std = inputs(8, 5, 2)
     coeff = torch.tensor(0.05)
     configure(lib)
@@ -932,27 +932,34 @@ def test_arguments_without_cuda_kernels_raise_not_implemented_forward_and_backwa
 
 
 # Sub-heads in warp groups (vectors where a head's columns are aligned, one column, an
-# odd width) and, at 1100, a block per row forward and backward.
+# odd width) and, at 1100 columns, a block per row forward and backward.
 TOKEN_SUB_HEADS = [[3, 5, 2], [4, 4, 4, 4], [1, 33, 7], [2, 1100]]
 
 
 @pytest.mark.parametrize("sizes", TOKEN_SUB_HEADS, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_token_terms_with_sub_heads_match_the_cpu_op(lib, sizes, dtype):
+@pytest.mark.parametrize("layout", ["contiguous", "row stride K + 3, one action-mask row"])
+def test_token_terms_with_sub_heads_match_the_cpu_op(lib, sizes, dtype, layout):
     # Each sub-head's kernels run on its columns (a column offset, the statistics' and the
     # gradient's pitch the whole width's); a row's terms are the heads' sums.
     configure(lib)
-    rows = 23
-    logits, _, mask = token_inputs(rows, sum(sizes), dtype, masked_fraction=0.3)
+    rows, k = 23, sum(sizes)
     generator = torch.Generator().manual_seed(2)
-    actions = torch.stack([torch.randint(0, k, (rows,), generator=generator) for k in sizes], dim=-1)
-    allowed = torch.rand(rows, sum(sizes), generator=generator) < 0.8
-    acc = torch.float32
+    logits = (3 * torch.randn(rows, k + 3, generator=generator, dtype=torch.float64)).to(dtype)
+    logits = logits[:, 3:] if layout != "contiguous" else logits[:, 3:].contiguous()
+    mask = torch.rand(rows, generator=generator) < 0.7
+    logits[~mask] = math.nan
+    actions = torch.stack([torch.randint(0, size, (rows,), generator=generator) for size in sizes], dim=-1)
+    actions[~mask] = -100  # dropped rows' actions are not read
+    allowed = torch.rand(rows if layout == "contiguous" else 1, k, generator=generator) < 0.8
+    allowed = allowed.expand(rows, k)  # some taken actions ruled out: log_prob -inf
     got = lib.log_prob_and_entropy(logits, actions, mask, 0.8, allowed, sizes)
+    launch = lib.last_token_forward()
     want = torch.ops.hybrid_entropy_ext.log_prob_and_entropy(logits, actions, mask, 0.8, allowed, sizes)
     assert got[2].shape == (3, len(sizes) * rows)
     for name, g, w in zip(("log_prob", "entropy", "row_stats"), got, want):
-        torch.testing.assert_close(g, w, **VALUE_TOLERANCES[acc], equal_nan=True, msg=name)
+        torch.testing.assert_close(g, w, **VALUE_TOLERANCES[torch.float32], msg=name)
+    assert launch[0] == (1 if sizes[-1] > 1024 else 0)  # the last sub-head's layout
     grads = [torch.randn(rows, generator=generator), torch.randn(rows, generator=generator)]
     got_grad = lib._log_prob_and_entropy_backward(*grads, logits, actions, mask, got[2], 0.8, allowed, sizes)
     want_grad = TOKEN_BACKWARD_OP(*grads, logits, actions, mask, want[2], 0.8, allowed, sizes)

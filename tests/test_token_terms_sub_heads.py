@@ -19,7 +19,8 @@ from hybrid_entropy_ext import reference
 from common_utils import run_on
 from oracle import token_terms_oracle
 from token_terms_checks import (DTYPES, FORWARD_OP, BACKWARD_OP, NAN, ROWS, assert_grad_close,
-                                assert_opcheck_passes, grads_of, out_dtype, random_logits, value_tol)
+                                assert_opcheck_passes, grads_of, out_dtype, random_logits, ruled_out_as_neg_inf,
+                                value_tol)
 
 # One column, sub-heads in SIMD lanes (K_h <= 32) and along them (K_h > 32), SB3-style mixes.
 SIZES = ([1, 1], [4, 4, 4, 4], [3, 5, 2], [2, 40], [33, 1, 7], [16])
@@ -40,13 +41,15 @@ def multi_categorical_oracle(logits, actions, sizes, mask=None, temperature=1.0)
     return (None if actions is None else sum(lp for lp, _ in heads)), entropy
 
 
-def check_against_oracle(device, logits, actions, sizes, mask=None, temperature=1.0):
+def check_against_oracle(device, logits, actions, sizes, mask=None, temperature=1.0, action_mask=None):
+    """The op against the oracle (given the ``-inf`` form of an action mask)."""
     dtype = logits.dtype
     leaf = logits.detach().clone().requires_grad_(True)
     oracle_leaf = logits.detach().double().requires_grad_(True)
     got_lp, got_h = run_on(device, hee.log_prob_and_entropy, leaf, actions, mask, temperature,
-                           discrete_sizes=sizes)
-    want_lp, want_h = multi_categorical_oracle(oracle_leaf, actions, sizes, mask, temperature)
+                           action_mask=action_mask, discrete_sizes=sizes)
+    want_lp, want_h = multi_categorical_oracle(
+        ruled_out_as_neg_inf(oracle_leaf, action_mask), actions, sizes, mask, temperature)
 
     lead = logits.shape[:-1]
     assert got_h.dtype == out_dtype(dtype) and got_h.shape == lead
@@ -65,9 +68,10 @@ def check_against_oracle(device, logits, actions, sizes, mask=None, temperature=
     first = 0
     for k in sizes:
         columns = slice(first, first + k)
-        assert_grad_close(got_grad[..., columns], want_grad[..., columns], logits[..., columns], mask,
-                          temperature, cot_lp, cot_h)
+        assert_grad_close(got_grad[..., columns], want_grad[..., columns],
+                          ruled_out_as_neg_inf(logits, action_mask)[..., columns], mask, temperature, cot_lp, cot_h)
         first += k
+    return got_lp.detach(), got_h.detach()
 
 
 @pytest.mark.parametrize("sizes", SIZES, ids=str)
@@ -129,16 +133,17 @@ def test_one_sub_head_is_bitwise_the_op_without_sub_heads(cpu_isa, dtype):
         torch.testing.assert_close(g, w, rtol=0, atol=0)
 
 
-def test_an_action_mask_rules_out_actions_within_each_sub_head(cpu_isa):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_an_action_mask_rules_out_actions_within_each_sub_head(backend, dtype):
+    # Random taken actions: some are ruled out, so that sub-head's log-probability is -inf
+    # (the row's sum too) and its taken logit gets no term of its own.
     sizes = [3, 5, 2]
-    logits = random_logits(ROWS, 10, dtype=torch.float64)
     allowed = torch.rand(ROWS, 10) < 0.7
-    allowed[:, [0, 3, 8]] = True  # each sub-head keeps its first action
-    actions = random_head_actions((ROWS,), [1, 1, 1])  # the always allowed ones
-    got_lp, got_h = hee.log_prob_and_entropy(logits, actions, action_mask=allowed, discrete_sizes=sizes)
-    want_lp, want_h = multi_categorical_oracle(logits.masked_fill(~allowed, -torch.inf), actions, sizes)
-    torch.testing.assert_close(got_lp, want_lp, **value_tol(torch.float64))
-    torch.testing.assert_close(got_h, want_h, **value_tol(torch.float64))
+    allowed[:, [0, 3, 8]] = True  # no sub-head rules out everything in these rows
+    allowed[5, 3:8] = False  # but here sub-head 1 does: entropy 0, log_prob -inf
+    got_lp, _ = check_against_oracle(backend, random_logits(ROWS, 10, dtype=dtype), random_head_actions((ROWS,), sizes),
+                                     sizes, action_mask=allowed)
+    assert torch.isneginf(got_lp).any() and torch.isfinite(got_lp).any()
 
 
 def test_the_reference_gives_the_op_s_values_and_gradients():
@@ -206,4 +211,37 @@ def test_compiled_call_gives_eager_values_and_gradients():
         value = fn(leaf)
         results.append((value.detach(), torch.autograd.grad(value, leaf)[0]))
     for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_scripted_wrapper_gives_eager_values_with_sub_heads():
+    sizes = [3, 5, 2]
+    scripted = torch.jit.script(hee.log_prob_and_entropy)
+    logits = random_logits(3, 4, 10, dtype=torch.float64)
+    actions = random_head_actions((3, 4), sizes)
+    got = scripted(logits, actions, None, 1.3, None, sizes)
+    want = hee.log_prob_and_entropy(logits, actions, None, 1.3, None, sizes)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+class SubHeadTerms(torch.nn.Module):
+    def forward(self, logits, actions):
+        return hee.log_prob_and_entropy(logits, actions, discrete_sizes=[3, 5, 2])
+
+
+def test_exported_module_with_dynamic_batch_gives_eager_values_and_gradients():
+    sizes = [3, 5, 2]
+    batch = torch.export.Dim("batch", min=2, max=4096)
+    exported = torch.export.export(
+        SubHeadTerms(), (random_logits(8, 10, dtype=torch.float32), random_head_actions((8,), sizes)),
+        dynamic_shapes={"logits": {0: batch}, "actions": {0: batch}},
+    ).module()
+    logits, actions = random_logits(21, 10, dtype=torch.float32), random_head_actions((21,), sizes)
+    results = []
+    for fn in (exported, SubHeadTerms()):
+        leaf = logits.clone().requires_grad_(True)
+        lp, h = fn(leaf, actions)
+        results.append((lp.detach(), h.detach(), torch.autograd.grad(lp.sum() - 0.5 * h.sum(), leaf)[0]))
+    for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

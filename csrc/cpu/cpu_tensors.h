@@ -24,8 +24,8 @@ inline at::Tensor empty_cpu(const TensorSpec& spec) {
       spec.dtype, /*pin_memory=*/false);
 }
 
-// The rows of a contiguous [3, N] row_stats tensor (docs/design.md, "The row
-// statistics").
+// The rows of a contiguous [3, H * N] row_stats tensor (docs/design.md, "The
+// row statistics"; sub_head_stats below picks one sub-head's N columns).
 template <typename acc>
 RowStats<acc> row_stats_view(const at::Tensor& row_stats) {
   acc* base = row_stats.data_ptr<acc>();
@@ -33,8 +33,8 @@ RowStats<acc> row_stats_view(const at::Tensor& row_stats) {
   return {base, base + rows, base + 2 * rows};
 }
 
-// The logits of one sub-head and their action mask (laid out by
-// logits_for_kernels), if any: its columns of every row.
+// The logits of one sub-head and their action mask, if any (laid out by
+// logits_for_kernels or token_rows_for_kernels): its columns of every row.
 template <typename scalar_t>
 LogitRows<scalar_t> logit_rows(
     const at::Tensor& logits,

@@ -281,20 +281,18 @@ void launch_backward_logits(
     Launch& launch) {
   // Below, a wanted gradient means logits of scalar_t.
   constexpr int kVec = kVectorWidth<scalar_t>;
-  const DType dtype = p.logits_dtype;
-  const int64_t size = sizeof(scalar_t);
-  if (p.grad_logits != nullptr && p.num_cols >= kMinColsBackwardByRows &&
-      (reinterpret_cast<uintptr_t>(p.logits) -
-       reinterpret_cast<uintptr_t>(p.grad_logits)) % kVectorBytes == 0 &&
-      ((p.row_stride - p.num_cols) * size) % kVectorBytes == 0) {
+  const BackwardLayout layout = p.grad_logits != nullptr
+      ? backward_layout(
+            p.logits, p.row_stride, p.grad_logits, p.num_cols, p.num_cols,
+            p.logits_dtype, kVec)
+      : BackwardLayout{};
+  if (layout.row_per_block) {
     launch(
         backward_logit_rows<scalar_t, kVec, kActionMask>,
         one_wave_grid(p.batch, kBackwardThreads, device), kBackwardThreads, p);
     return;
   }
-  const bool vectorized = p.grad_logits != nullptr && p.num_cols % kVec == 0 &&
-      rows_are_vector_aligned(p.logits, p.row_stride, dtype) &&
-      rows_are_vector_aligned(p.grad_logits, p.num_cols, dtype);
+  const bool vectorized = layout.vectorized;
   const int64_t elements = p.grad_logits != nullptr ? p.batch * p.num_cols : 0;
   const int64_t vectors = vectorized ? elements / kVec : elements;
   const int64_t grid = std::max<int64_t>(

@@ -120,6 +120,36 @@ void dispatch_action_mask(bool has_action_mask, const Fn& fn) {
 // Rows at least this long get a block each in the backward.
 constexpr int64_t kMinColsBackwardByRows = kMaxColsInWarps + 1;
 
+// How a backward over rows of num_cols logits lays out its threads, for both
+// ops: a block per long row wherever the logits' and the gradient's rows
+// start at the same offset within a vector (so one peel aligns both), else
+// flat over the elements, in vectors where K is a multiple of the width and
+// both tensors' rows are aligned. Row pitches in elements: the gradient's is
+// K, or the logits' width for one sub-head's columns.
+struct BackwardLayout {
+  bool row_per_block = false;
+  bool vectorized = false;
+};
+inline BackwardLayout backward_layout(
+    const void* logits,
+    int64_t logits_row_stride,
+    const void* grad_logits,
+    int64_t grad_row_stride,
+    int64_t num_cols,
+    DType dtype,
+    int vector_width) {
+  const int64_t size = element_size(dtype);
+  BackwardLayout layout;
+  layout.row_per_block = num_cols >= kMinColsBackwardByRows &&
+      (reinterpret_cast<uintptr_t>(logits) -
+       reinterpret_cast<uintptr_t>(grad_logits)) % kVectorBytes == 0 &&
+      ((logits_row_stride - grad_row_stride) * size) % kVectorBytes == 0;
+  layout.vectorized = num_cols % vector_width == 0 &&
+      rows_are_vector_aligned(logits, logits_row_stride, dtype) &&
+      rows_are_vector_aligned(grad_logits, grad_row_stride, dtype);
+  return layout;
+}
+
 inline DType dtype_of(at::ScalarType dtype) {
   switch (dtype) {
     case at::kFloat:

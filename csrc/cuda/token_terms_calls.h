@@ -93,17 +93,8 @@ void launch_token_forward(
   });
 }
 
-// A contiguous spec of `sizes` with like's dtype and device.
-inline TensorSpec contiguous_acc_spec(
-    std::initializer_list<int64_t> sizes, const at::Tensor& like) {
-  TensorSpec spec;
-  spec.sizes.assign(sizes.begin(), sizes.end());
-  spec.strides = contiguous_strides(spec.sizes);
-  spec.dtype = like.scalar_type();
-  spec.device = like.device();
-  return spec;
-}
-
+// The forward; `launched`, where given, receives the launch of the last
+// sub-head (the only one without discrete_sizes).
 template <typename Device>
 TokenTermsOutputs token_terms_forward_on(
     const Device& device,
@@ -126,15 +117,14 @@ TokenTermsOutputs token_terms_forward_on(
   }
   const DType dtype = dtype_of(logits.scalar_type());
   const int64_t N = rows.num_rows();
-  const int64_t num_heads = static_cast<int64_t>(rows.heads.size());
+  const int64_t num_heads = plan.num_heads;
   // With sub-heads each head's kernels write its terms to a row of these,
   // summed into the outputs after the last head (one head writes the outputs).
   const at::Tensor head_log_prob = plan.has_actions && num_heads > 1
-      ? device.empty(contiguous_acc_spec({num_heads, N}, row_stats))
+      ? device.empty(plan.head_terms)
       : at::Tensor();
-  const at::Tensor head_entropy = num_heads > 1
-      ? device.empty(contiguous_acc_spec({num_heads, N}, row_stats))
-      : at::Tensor();
+  const at::Tensor head_entropy =
+      num_heads > 1 ? device.empty(plan.head_terms) : at::Tensor();
   dispatch_logits_dtype(dtype, [&](auto zero) {
     using scalar_t = decltype(zero);
     using acc = acc_t<scalar_t>;
@@ -193,22 +183,18 @@ void launch_token_backward(
     const Device& device,
     TokenBackwardArgs<scalar_t> a) {
   constexpr int kVec = kVectorWidth<scalar_t>;
-  const DType dtype = dtype_of(c10::CppTypeToScalarType<scalar_t>::value);
-  const int64_t size = sizeof(scalar_t);
   const DeviceShape shape = device.shape();
-  if (a.num_cols >= kMinColsBackwardByRows &&
-      (reinterpret_cast<uintptr_t>(a.logits) -
-       reinterpret_cast<uintptr_t>(a.grad_logits)) % kVectorBytes == 0 &&
-      ((a.row_stride - a.grad_row_stride) * size) % kVectorBytes == 0) {
+  const BackwardLayout layout = backward_layout(
+      a.logits, a.row_stride, a.grad_logits, a.grad_row_stride, a.num_cols,
+      dtype_of(c10::CppTypeToScalarType<scalar_t>::value), kVec);
+  if (layout.row_per_block) {
     device(
         token_backward_rows<scalar_t, kVec, kActionMask>,
         one_wave_grid(a.num_rows, kBackwardThreads, shape), kBackwardThreads,
         a);
     return;
   }
-  const bool vectorized = a.num_cols % kVec == 0 &&
-      rows_are_vector_aligned(a.logits, a.row_stride, dtype) &&
-      rows_are_vector_aligned(a.grad_logits, a.grad_row_stride, dtype);
+  const bool vectorized = layout.vectorized;
   const int64_t elements = a.num_rows * a.num_cols;
   const int64_t vectors = vectorized ? elements / kVec : elements;
   const int64_t grid = std::max<int64_t>(

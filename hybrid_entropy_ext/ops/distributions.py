@@ -25,6 +25,10 @@ How batch shapes map to the op's ``[B, K]`` logits and ``[B, D]`` log-std:
   ``B = prod(S)``. ``Independent(Normal(loc [B, D]), 1)`` (TorchRL's ``IndependentNormal``)
   is ``[B, D]``.
 
+A ``OneHotCategorical`` (TorchRL's default discrete head, its ``MaskedOneHotCategorical``
+included) is read as the ``Categorical`` it samples from: the same probabilities, hence the
+same entropy.
+
 Several ``Categorical`` s (of one batch shape) are one multi-discrete head, each a
 sub-head in their order (the op's ``discrete_sizes``): a flat or nested list of them, as
 Stable-Baselines3's ``MultiCategoricalDistribution.distribution`` holds them, or SB3's and
@@ -45,6 +49,7 @@ from torch.distributions import (
     Independent,
     MixtureSameFamily,
     Normal,
+    OneHotCategorical,
     TransformedDistribution,
 )
 
@@ -187,8 +192,11 @@ def _reject(dist: Any, where: str) -> "TypeError":
 
 def _unwrapped(dist: Any) -> Any:
     """The torch distribution(s) inside a Stable-Baselines3 / sb3-contrib wrapper (its
-    ``distribution``, or ``distributions`` for sb3-contrib's masked multi-categorical);
-    anything else as it is."""
+    ``distribution``, or ``distributions`` for sb3-contrib's masked multi-categorical), the
+    ``Categorical`` of a ``OneHotCategorical`` (its ``_categorical``, which TorchRL's masked
+    one-hot categorical builds as its ``MaskedCategorical``); anything else as it is."""
+    if isinstance(dist, OneHotCategorical):
+        return dist._categorical
     if isinstance(dist, Distribution):
         return dist
     for name in ("distributions", "distribution"):

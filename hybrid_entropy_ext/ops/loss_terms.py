@@ -98,19 +98,18 @@ def check_sub_heads(
     discrete_sizes: Optional[Sequence[int]],
     discrete_head_thresholds: Optional[Sequence[float]],
     num_columns: Optional[int],
+    op: str = "hybrid_entropy_loss",
 ) -> None:
-    """The checks the fused op makes of its sub-head arguments (``csrc/checks.cpp``), for the
-    Python paths that split the logits themselves: sizes > 0 summing to the logits'
+    """The checks the fused ops make of their sub-head arguments (``csrc/checks.cpp``), for
+    the Python paths that split the logits themselves: sizes > 0 summing to the logits'
     ``num_columns`` (``None``: no logits), one finite threshold per sub-head, thresholds only
-    with sizes. Raises ``ValueError``."""
+    with sizes. Raises ``ValueError`` naming ``op``."""
     if discrete_sizes is not None:
         sizes = [int(k) for k in discrete_sizes]
         if num_columns is None:
-            raise ValueError("hybrid_entropy_loss: discrete_sizes splits the logits into sub-heads, but there are no logits")
+            raise ValueError(f"{op}: discrete_sizes splits the logits into sub-heads, but there are no logits")
         if not sizes or min(sizes) <= 0 or sum(sizes) != num_columns:
-            raise ValueError(
-                f"hybrid_entropy_loss: discrete_sizes must be positive and sum to K = {num_columns}, got {sizes}"
-            )
+            raise ValueError(f"{op}: discrete_sizes must be positive and sum to K = {num_columns}, got {sizes}")
     if discrete_head_thresholds is None:
         return
     if discrete_sizes is None:

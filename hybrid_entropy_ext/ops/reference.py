@@ -102,38 +102,24 @@ def log_prob_and_entropy(
         raise ValueError(f"log_prob_and_entropy: temperature must be a finite number > 0, got {temperature}")
     if discrete_sizes is None:
         return _one_head_log_prob_and_entropy(logits, actions, mask, temperature, action_mask)
+    check_sub_heads(discrete_sizes, None, logits.shape[-1], op="log_prob_and_entropy")
     sizes = [int(k) for k in discrete_sizes]
-    if not sizes or min(sizes) <= 0 or sum(sizes) != logits.shape[-1]:
-        raise ValueError(
-            f"log_prob_and_entropy: discrete_sizes must be positive and sum to K = {logits.shape[-1]}, got {sizes}"
-        )
     if actions is not None and actions.shape != logits.shape[:-1] + (len(sizes),):
         raise ValueError(
             f"log_prob_and_entropy: with discrete_sizes, actions must be [..., H] = "
             f"{list(logits.shape[:-1]) + [len(sizes)]}, got {list(actions.shape)}"
         )
+    head_action_masks = [None] * len(sizes) if action_mask is None else action_mask.split(sizes, dim=-1)
     heads = [
         _one_head_log_prob_and_entropy(
-            head_logits,
-            None if actions is None else actions[..., h],
-            mask,
-            temperature,
-            None if action_mask is None else action_mask[..., head_columns],
+            head_logits, None if actions is None else actions[..., h], mask, temperature, head_action_mask
         )
-        for h, (head_logits, head_columns) in enumerate(
-            zip(logits.split(sizes, dim=-1), _column_slices(sizes))
-        )
+        for h, (head_logits, head_action_mask) in enumerate(zip(logits.split(sizes, dim=-1), head_action_masks))
     ]
     entropy = torch.stack([head_entropy for _, head_entropy in heads]).sum(dim=0)
     if actions is None:
         return None, entropy
     return torch.stack([head_log_prob for head_log_prob, _ in heads]).sum(dim=0), entropy
-
-
-def _column_slices(sizes: List[int]) -> List[slice]:
-    """Each sub-head's columns of ``[..., sum(sizes)]``, in order."""
-    starts = [sum(sizes[:h]) for h in range(len(sizes))]
-    return [slice(start, start + size) for start, size in zip(starts, sizes)]
 
 
 def _one_head_log_prob_and_entropy(

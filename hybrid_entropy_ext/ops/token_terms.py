@@ -70,9 +70,9 @@ def log_prob_and_entropy(
             do not sum to ``K``.
         TypeError: non-floating logits, actions that are not int64/int32, a mask or an
             action mask that is not bool.
-        IndexError: on the CPU, an action outside ``[0, K)`` (its sub-head's
-            ``[0, K_h)``) in a row the mask keeps, naming its position. On CUDA a device-side assert, as ``torch.gather``
-            raises (no host sync).
+        IndexError: on the CPU, an action outside ``[0, K)`` (its sub-head's ``[0, K_h)``)
+            in a row the mask keeps, naming its position. On CUDA a device-side assert, as
+            ``torch.gather`` raises (no host sync).
 
     Example::
 

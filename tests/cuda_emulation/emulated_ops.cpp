@@ -141,9 +141,9 @@ at::Tensor emulated_token_terms_backward(
   return grad_logits;
 }
 
-// The last log_prob_and_entropy forward's launch: layout (0 rows in warps,
-// 1 a row per block), log2 of the padded columns, vector width, threads per
-// block, grid.
+// The last log_prob_and_entropy forward's launch (its last sub-head's, with
+// discrete_sizes): layout (0 rows in warps, 1 a row per block), log2 of the
+// padded columns, vector width, threads per block, grid.
 std::vector<int64_t> last_token_forward() {
   std::lock_guard<std::mutex> lock(options_mutex);
   const TokenForwardLaunch& launch = last_record.token_forward;
