@@ -59,6 +59,21 @@ inline TokenForwardLaunch plan_token_forward_launch(
   return plan;
 }
 
+// Sub-head h's columns of the rows (all of them for one head).
+template <typename scalar_t>
+void set_head_rows(TokenHeadRows<scalar_t>& view, const TokenRows& rows, int64_t h) {
+  const DiscreteSubHead& head = rows.heads[h];
+  view.logits = rows.logits.const_data_ptr<scalar_t>() + head.first_column;
+  view.num_rows = rows.num_rows();
+  view.num_cols = head.num_columns;
+  view.row_stride = rows.logits.stride(0);
+  view.scale = static_cast<acc_t<scalar_t>>(rows.scale);
+  if (rows.action_mask.defined()) {
+    view.allowed = rows.action_mask.const_data_ptr<bool>() + head.first_column;
+    view.allowed_row_stride = rows.action_mask.stride(0);
+  }
+}
+
 // Launches the forward's kernels of `launch` on one head's rows.
 template <typename scalar_t, typename Device>
 void launch_token_forward(
@@ -129,21 +144,12 @@ TokenTermsOutputs token_terms_forward_on(
     using scalar_t = decltype(zero);
     using acc = acc_t<scalar_t>;
     for (int64_t h = 0; h < num_heads; ++h) {
-      const DiscreteSubHead& head = rows.heads[h];
       TokenForwardArgs<scalar_t> a;
-      a.logits = rows.logits.const_data_ptr<scalar_t>() + head.first_column;
-      a.num_rows = N;
-      a.num_cols = head.num_columns;
-      a.row_stride = rows.logits.stride(0);
-      a.scale = static_cast<acc>(rows.scale);
+      set_head_rows(a, rows, h);
       a.actions = plan.has_actions
           ? rows.actions.const_data_ptr<int64_t>() + h * N
           : nullptr;
       a.mask = plan.has_mask ? rows.mask.const_data_ptr<bool>() : nullptr;
-      if (plan.has_action_mask) {
-        a.allowed = rows.action_mask.const_data_ptr<bool>() + head.first_column;
-        a.allowed_row_stride = rows.action_mask.stride(0);
-      }
       if (num_heads == 1) {
         a.log_prob = plan.has_actions ? log_prob.mutable_data_ptr<acc>() : nullptr;
         a.entropy = entropy.mutable_data_ptr<acc>();
@@ -261,13 +267,8 @@ at::Tensor token_terms_backward_on(
     // Each sub-head's gradient goes straight into its columns: the upstream
     // gradients are the sums', shared by the heads.
     for (int64_t h = 0; h < num_heads; ++h) {
-      const DiscreteSubHead& head = rows.heads[h];
       TokenBackwardArgs<scalar_t> a;
-      a.logits = rows.logits.const_data_ptr<scalar_t>() + head.first_column;
-      a.num_rows = N;
-      a.num_cols = head.num_columns;
-      a.row_stride = rows.logits.stride(0);
-      a.scale = static_cast<acc>(rows.scale);
+      set_head_rows(a, rows, h);
       a.row_stats = row_stats.const_data_ptr<acc>() + h * N;
       a.stats_pitch = num_heads * N;
       a.grad_entropy = grad_entropy_rows.const_data_ptr<acc>();
@@ -276,12 +277,9 @@ at::Tensor token_terms_backward_on(
         a.actions = rows.actions.const_data_ptr<int64_t>() + h * N;
       }
       a.mask = rows.mask.defined() ? rows.mask.const_data_ptr<bool>() : nullptr;
-      a.grad_logits = grad_logits.mutable_data_ptr<scalar_t>() + head.first_column;
+      a.grad_logits = grad_logits.mutable_data_ptr<scalar_t>() +
+          rows.heads[h].first_column;
       a.grad_row_stride = rows.num_cols();
-      if (rows.action_mask.defined()) {
-        a.allowed = rows.action_mask.const_data_ptr<bool>() + head.first_column;
-        a.allowed_row_stride = rows.action_mask.stride(0);
-      }
       dispatch_action_mask(rows.action_mask.defined(), [&](auto action_mask_flag) {
         launch_token_backward<scalar_t, decltype(action_mask_flag)::value>(
             device, a);

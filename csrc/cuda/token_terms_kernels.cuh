@@ -24,20 +24,27 @@
 namespace hee {
 namespace cuda {
 
+// The rows of one (sub-)head as both kernels read them: K = num_cols
+// columns from `logits` (a sub-head's first column), any row stride.
 template <typename scalar_t>
-struct TokenForwardArgs {
+struct TokenHeadRows {
   using acc = acc_t<scalar_t>;
   const scalar_t* logits = nullptr;  // [N, K], unit column stride
   int64_t num_rows = 0;
   int64_t num_cols = 0;
   int64_t row_stride = 0;
   acc scale = acc(1);  // 1 / T (math::tempered_log_prob)
-  const int64_t* actions = nullptr;  // [N]; nullptr without actions
-  const bool* mask = nullptr;  // [N]; nullptr keeps every row
   // [N, K] with unit column stride and any row stride (0 broadcasts one
   // row); read by the kActionMask kernels only.
   const bool* allowed = nullptr;
   int64_t allowed_row_stride = 0;
+};
+
+template <typename scalar_t>
+struct TokenForwardArgs : TokenHeadRows<scalar_t> {
+  using acc = acc_t<scalar_t>;
+  const int64_t* actions = nullptr;  // [N]; nullptr without actions
+  const bool* mask = nullptr;  // [N]; nullptr keeps every row
   acc* log_prob = nullptr;  // [N]; nullptr without actions
   acc* entropy = nullptr;  // [N]
   // Rows of [3, stats_pitch] from here: shift, log_sum_exp, entropy (one
@@ -130,13 +137,8 @@ __global__ void __launch_bounds__(kMaxBlockThreads)
 }
 
 template <typename scalar_t>
-struct TokenBackwardArgs {
+struct TokenBackwardArgs : TokenHeadRows<scalar_t> {
   using acc = acc_t<scalar_t>;
-  const scalar_t* logits = nullptr;  // [N, K], unit column stride
-  int64_t num_rows = 0;
-  int64_t num_cols = 0;
-  int64_t row_stride = 0;
-  acc scale = acc(1);
   const acc* row_stats = nullptr;  // as TokenForwardArgs'
   int64_t stats_pitch = 0;
   // Upstream gradients per row, each times scale; grad_log_prob and actions
@@ -145,8 +147,6 @@ struct TokenBackwardArgs {
   const acc* grad_log_prob = nullptr;
   const int64_t* actions = nullptr;
   const bool* mask = nullptr;
-  const bool* allowed = nullptr;  // as TokenForwardArgs'
-  int64_t allowed_row_stride = 0;
   // Row i at grad_logits + i * grad_row_stride, unit column stride
   // (grad_row_stride = K for a contiguous [N, K]; the logits' width for one
   // sub-head's columns of it).
