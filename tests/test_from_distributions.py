@@ -15,6 +15,7 @@ from torch.distributions import (
     Independent,
     MixtureSameFamily,
     Normal,
+    OneHotCategorical,
     TransformedDistribution,
     transforms,
 )
@@ -57,6 +58,36 @@ def test_categorical_alone_is_a_discrete_policy():
     logits, _, _ = heads()
     assert_close_to_oracle(from_distributions(Categorical(logits=logits), 0.03, *SETTINGS),
                            distributions_oracle(logits, None, 0.03, *SETTINGS))
+
+
+def test_one_hot_categorical_gives_the_outputs_and_gradients_of_its_categorical():
+    # TorchRL's default discrete head: the same probabilities, hence the same entropy.
+    logits, mean, log_std = heads()
+
+    def outputs_and_grad(make_discrete):
+        leaf = logits.clone().requires_grad_(True)
+        out = from_distributions((make_discrete(leaf), Normal(mean, log_std.exp())), 0.03, *SETTINGS)
+        return out, torch.autograd.grad(out["total"], leaf)[0]
+
+    got, got_grad = outputs_and_grad(lambda z: OneHotCategorical(logits=z))
+    want, want_grad = outputs_and_grad(lambda z: Categorical(logits=z))
+    for key in KEYS:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+    torch.testing.assert_close(got_grad, want_grad, rtol=0, atol=0)
+
+
+def test_one_hot_categorical_from_probs_with_zeros_gives_the_exact_entropy():
+    probs = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]], dtype=torch.float64)
+    out = from_distributions(OneHotCategorical(probs=probs), 0.03, *SETTINGS)
+    torch.testing.assert_close(out["discrete_entropy"], Categorical(probs=probs).entropy().mean())
+
+
+def test_one_hot_categoricals_in_a_list_are_a_multi_discrete_head():
+    logits, _, _ = heads()
+    sub_heads = [OneHotCategorical(logits=z) for z in logits.split([2, 3], dim=-1)]
+    out = from_distributions(sub_heads, 0.03, *SETTINGS)
+    want = torch.stack([Categorical(logits=z).entropy().mean() for z in logits.split([2, 3], dim=-1)])
+    torch.testing.assert_close(out["discrete_entropy_per_head"], want)
 
 
 def test_independent_normal_alone_is_a_continuous_policy():
