@@ -100,7 +100,8 @@ def cases(device):
 
 
 def token_terms_cases(device):
-    """(name, logits, actions, mask, temperature, upstream): the per-token op's layouts."""
+    """(name, logits, actions, mask, temperature, upstream, action_mask[, discrete_sizes]): the
+    per-token op's layouts."""
     g = torch.Generator(device="cpu").manual_seed(1)
     for dtype in (torch.float32, torch.bfloat16, torch.float64):
         for rows, k, stride in ((300, 16, 16), (41, 6, 7), (9, 100, 100), (5, 3000, 3000), (5, 3000, 3001)):
@@ -116,14 +117,20 @@ def token_terms_cases(device):
             allowed[torch.arange(rows), actions.long().clamp(min=0)] = True
             yield (f"token terms {dtype} {rows}x{k} stride {stride}, action mask", logits.to(device),
                    actions.to(device), mask.to(device), 0.7, ("log_prob", "entropy"), allowed.to(device))
-        for rows, sizes, stride in ((300, [4, 4, 4, 4], 16), (41, [3, 5, 2], 11), (5, [2, 1100], 1103)):
+        # Row pitches that keep the logits' and the gradient's rows equally aligned (the
+        # backward by rows at 1100 columns) and that do not (flat).
+        for rows, sizes, stride in ((300, [4, 4, 4, 4], 16), (41, [3, 5, 2], 11), (5, [2, 1100], 1102),
+                                    (5, [2, 1100], 1103)):
             k = sum(sizes)
             logits = torch.randn(rows, stride, generator=g).to(dtype)[:, stride - k:]
             mask = torch.rand(rows, generator=g) < 0.8
             logits[~mask] = math.nan
             actions = torch.stack([torch.randint(0, size, (rows,), generator=g) for size in sizes], dim=-1)
-            yield (f"token terms {dtype} {rows}x{k} stride {stride}, sub-heads {sizes}", logits.to(device),
-                   actions.to(device), mask.to(device), 0.7, ("log_prob", "entropy"), None, sizes)
+            allowed = torch.rand(rows, k, generator=g) < 0.7
+            for action_mask in (None, allowed.to(device)):
+                yield (f"token terms {dtype} {rows}x{k} stride {stride}, sub-heads {sizes}, action mask "
+                       f"{action_mask is not None}", logits.to(device), actions.to(device), mask.to(device), 0.7,
+                       ("log_prob", "entropy"), action_mask, sizes)
 
 
 def run_token_terms(logits, actions, mask, temperature, upstream, action_mask, discrete_sizes=None):

@@ -932,7 +932,9 @@ def test_arguments_without_cuda_kernels_raise_not_implemented_forward_and_backwa
 
 
 # Sub-heads in warp groups (vectors where a head's columns are aligned, one column, an
-# odd width) and, at 1100 columns, a block per row forward and backward.
+# odd width) and, at 1100 columns, a block per row forward (and backward where the logits'
+# and the gradient's row pitches keep their rows equally aligned: the contiguous layout;
+# the strided one's backward is flat).
 TOKEN_SUB_HEADS = [[3, 5, 2], [4, 4, 4, 4], [1, 33, 7], [2, 1100]]
 
 

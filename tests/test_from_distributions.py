@@ -61,7 +61,7 @@ def test_categorical_alone_is_a_discrete_policy():
 
 
 def test_one_hot_categorical_gives_the_outputs_and_gradients_of_its_categorical():
-    # TorchRL's default discrete head: the same probabilities, hence the same entropy.
+    # The categorical it samples from: the same probabilities, hence the same entropy.
     logits, mean, log_std = heads()
 
     def outputs_and_grad(make_discrete):
@@ -82,10 +82,11 @@ def test_one_hot_categorical_from_probs_with_zeros_gives_the_exact_entropy():
     torch.testing.assert_close(out["discrete_entropy"], Categorical(probs=probs).entropy().mean())
 
 
-def test_one_hot_categoricals_in_a_list_are_a_multi_discrete_head():
-    logits, _, _ = heads()
+@pytest.mark.parametrize("nested", [False, True], ids=["list", "list beside a Normal"])
+def test_one_hot_categoricals_in_a_list_are_a_multi_discrete_head(nested):
+    logits, mean, log_std = heads()
     sub_heads = [OneHotCategorical(logits=z) for z in logits.split([2, 3], dim=-1)]
-    out = from_distributions(sub_heads, 0.03, *SETTINGS)
+    out = from_distributions((sub_heads, Normal(mean, log_std.exp())) if nested else sub_heads, 0.03, *SETTINGS)
     want = torch.stack([Categorical(logits=z).entropy().mean() for z in logits.split([2, 3], dim=-1)])
     torch.testing.assert_close(out["discrete_entropy_per_head"], want)
 

@@ -25,9 +25,8 @@ How batch shapes map to the op's ``[B, K]`` logits and ``[B, D]`` log-std:
   ``B = prod(S)``. ``Independent(Normal(loc [B, D]), 1)`` (TorchRL's ``IndependentNormal``)
   is ``[B, D]``.
 
-A ``OneHotCategorical`` (TorchRL's default discrete head, its ``MaskedOneHotCategorical``
-included) is read as the ``Categorical`` it samples from: the same probabilities, hence the
-same entropy.
+A ``torch.distributions.OneHotCategorical`` is read as the ``Categorical`` it samples from:
+the same probabilities, hence the same entropy.
 
 Several ``Categorical`` s (of one batch shape) are one multi-discrete head, each a
 sub-head in their order (the op's ``discrete_sizes``): a flat or nested list of them, as
@@ -193,8 +192,7 @@ def _reject(dist: Any, where: str) -> "TypeError":
 def _unwrapped(dist: Any) -> Any:
     """The torch distribution(s) inside a Stable-Baselines3 / sb3-contrib wrapper (its
     ``distribution``, or ``distributions`` for sb3-contrib's masked multi-categorical), the
-    ``Categorical`` of a ``OneHotCategorical`` (its ``_categorical``, which TorchRL's masked
-    one-hot categorical builds as its ``MaskedCategorical``); anything else as it is."""
+    ``Categorical`` of a ``OneHotCategorical`` (its ``_categorical``); anything else as it is."""
     if isinstance(dist, OneHotCategorical):
         return dist._categorical
     if isinstance(dist, Distribution):
@@ -231,7 +229,7 @@ def _split_heads(dists: Any) -> Tuple[List[Categorical], Optional[Distribution]]
     while items:
         where, dist = items.pop(0)
         dist = _unwrapped(dist)
-        if isinstance(dist, (list, tuple)) and dist and all(isinstance(d, Categorical) for d in dist):
+        if isinstance(dist, (list, tuple)) and dist and all(isinstance(_unwrapped(d), Categorical) for d in dist):
             items[:0] = [(f"{where}[{i}]", d) for i, d in enumerate(dist)]  # sub-heads, in order
         elif isinstance(dist, Categorical):
             categoricals.append(dist)

@@ -114,16 +114,16 @@ def check_sub_heads(
         return
     if discrete_sizes is None:
         raise ValueError(
-            "hybrid_entropy_loss: discrete_head_thresholds are the thresholds of the sub-heads of "
+            f"{op}: discrete_head_thresholds are the thresholds of the sub-heads of "
             "discrete_sizes, which is not given (one head's threshold is min_entropy_threshold)"
         )
     if len(discrete_head_thresholds) != len(discrete_sizes):
         raise ValueError(
-            "hybrid_entropy_loss: discrete_head_thresholds must have one threshold per discrete sub-head "
+            f"{op}: discrete_head_thresholds must have one threshold per discrete sub-head "
             f"({len(discrete_sizes)}), got {len(discrete_head_thresholds)}"
         )
     if not all(math.isfinite(tau) for tau in discrete_head_thresholds):
-        raise ValueError(f"hybrid_entropy_loss: discrete_head_thresholds must be finite, got {list(discrete_head_thresholds)}")
+        raise ValueError(f"{op}: discrete_head_thresholds must be finite, got {list(discrete_head_thresholds)}")
 
 
 def loss_terms_from_head_entropies(
