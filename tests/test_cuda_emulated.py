@@ -957,6 +957,7 @@ def test_token_terms_with_sub_heads_match_the_cpu_op(lib, sizes, dtype, layout):
     allowed = allowed.expand(rows, k)  # some taken actions ruled out: log_prob -inf
     got = lib.log_prob_and_entropy(logits, actions, mask, 0.8, allowed, sizes)
     launch = lib.last_token_forward()
+    assert lib.last_launches() == len(sizes)  # one forward launch per sub-head
     want = torch.ops.hybrid_entropy_ext.log_prob_and_entropy(logits, actions, mask, 0.8, allowed, sizes)
     assert got[2].shape == (3, len(sizes) * rows)
     for name, g, w in zip(("log_prob", "entropy", "row_stats"), got, want):
@@ -964,5 +965,6 @@ def test_token_terms_with_sub_heads_match_the_cpu_op(lib, sizes, dtype, layout):
     assert launch[0] == (1 if sizes[-1] > 1024 else 0)  # the last sub-head's layout
     grads = [torch.randn(rows, generator=generator), torch.randn(rows, generator=generator)]
     got_grad = lib._log_prob_and_entropy_backward(*grads, logits, actions, mask, got[2], 0.8, allowed, sizes)
+    assert lib.last_launches() == len(sizes)
     want_grad = TOKEN_BACKWARD_OP(*grads, logits, actions, mask, want[2], 0.8, allowed, sizes)
     assert_rows_close(got_grad, want_grad, **grad_tolerances(dtype))
