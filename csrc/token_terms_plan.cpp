@@ -220,12 +220,9 @@ TokenRows token_rows_for_kernels(
   rows.heads = sub_head_columns(discrete_sizes, K);
   rows.has_sub_heads = discrete_sizes.has_value();
   if (actions.has_value()) {
-    // [N, H] -> [H, N]: each sub-head's actions contiguous, as the row
-    // kernels read one head's.
-    rows.actions = actions->reshape({-1, static_cast<int64_t>(rows.heads.size())})
-                       .t()
-                       .contiguous()
-                       .to(at::kLong);
+    rows.actions = actions->reshape({-1, rows.num_action_columns()})
+                       .to(at::kLong)
+                       .contiguous();
   }
   if (mask.has_value()) {
     rows.mask = mask->reshape({-1}).contiguous();

@@ -54,7 +54,8 @@ TensorSpec plan_token_terms_backward(
 
 // The inputs as the data kernels read them: logits as [N, K] rows with unit
 // column stride (a view where the leading dims allow one), actions as
-// contiguous int64 [H, N] (sub-head h's actions at h * N), mask as [N]
+// contiguous int64 [N, H] (row i's action of sub-head h at i * H + h: the
+// kernels read one sub-head's with a stride, no transposed copy), mask as [N]
 // contiguous bool, action_mask as [N, K] bool rows with unit column stride
 // and any row stride (0 for one mask broadcast to every row), each undefined
 // when absent, the scale of the tempered logits z = x * scale, and the
@@ -67,6 +68,11 @@ struct TokenRows {
   double scale = 1.0;
   std::vector<DiscreteSubHead> heads;
   bool has_sub_heads = false;  // discrete_sizes given (actions [..., H])
+
+  // H: the row stride of the actions.
+  int64_t num_action_columns() const {
+    return static_cast<int64_t>(heads.size());
+  }
 
   int64_t num_rows() const {
     return logits.size(0);

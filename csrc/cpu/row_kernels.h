@@ -51,13 +51,16 @@ struct RowStats {
 };
 
 // Where the forward writes each row's log-probability of its taken action,
-// log_prob[i] = log p[i, actions[i]] (math::tempered_log_prob), read from the
-// row while it is in registers or L1. Both null for none (the hybrid loss).
-// The actions must lie in [0, num_cols): the drivers check them first.
+// log_prob[i] = log p[i, actions[i * action_stride]]
+// (math::tempered_log_prob), read from the row while it is in registers or
+// L1. Both null for none (the hybrid loss). The actions must lie in
+// [0, num_cols): the drivers check them first. action_stride is H for one
+// sub-head's actions of [N, H].
 template <typename acc>
 struct TakenLogProbs {
   const int64_t* actions = nullptr;
   acc* log_prob = nullptr;
+  int64_t action_stride = 1;
 };
 
 // Writes the row statistics of rows [row_begin, row_end), and their
@@ -85,13 +88,14 @@ using BackwardRowsFn = void (*)(
 
 // The upstream gradients of the per-token terms, one value per row (indexed
 // like the rows), each already times the logits' scale, and each row's taken
-// action (actions[i] in [0, num_cols)). grad_log_prob and actions are null
-// without actions.
+// action (actions[i * action_stride] in [0, num_cols), as TakenLogProbs').
+// grad_log_prob and actions are null without actions.
 template <typename acc>
 struct TokenGrads {
   const acc* grad_entropy;
   const acc* grad_log_prob;
   const int64_t* actions;
+  int64_t action_stride = 1;
 };
 
 // Writes grad_logits[i, k] = d (g_a[i] log p[i, a_i] + g_h[i] h[i]) / d x[i, k]

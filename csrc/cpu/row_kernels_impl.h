@@ -583,7 +583,8 @@ void forward_rows_in_lanes(
       // on store forwarding.
       for (int64_t r = 0; r < n; ++r) {
         taken.log_prob[first + r] = math::tempered_shifted_logit(
-            columns[taken.actions[first + r]][r], stats.shift[first + r],
+            columns[taken.actions[(first + r) * taken.action_stride]][r],
+            stats.shift[first + r],
             logits.scale);
       }
     }
@@ -671,7 +672,7 @@ void token_backward_rows_in_lanes(
     if (grads.actions != nullptr) {
       for (int64_t r = 0; r < n; ++r) {
         const int64_t i = first + r;
-        const int64_t a = grads.actions[i];
+        const int64_t a = grads.actions[i * grads.action_stride];
         if (action_gets_its_term(
                 logits.data + i * logits.row_stride,
                 logits.allowed == nullptr ? nullptr : logits.allowed_row(i), a)) {
@@ -833,7 +834,7 @@ void forward_rows_along_lanes(
       return;
     }
     for (int r = 0; r < count; ++r) {
-      const int64_t action = taken.actions[i + r];
+      const int64_t action = taken.actions[(i + r) * taken.action_stride];
       acc logit = static_cast<acc>(rows[r][action]);
       if constexpr (kMasked) {
         logit = math::allowed_logit(logit, allowed_rows[r][action]);
@@ -928,8 +929,9 @@ void token_backward_rows_along_lanes(
         token_terms_row_offset(grad_log_prob, grad_entropy, stats.entropy[i]));
     // The taken action's column, or -1 where it gets no term of its own.
     const int64_t action = grads.actions != nullptr &&
-            action_gets_its_term(row, allowed, grads.actions[i])
-        ? grads.actions[i]
+            action_gets_its_term(
+                row, allowed, grads.actions[i * grads.action_stride])
+        ? grads.actions[i * grads.action_stride]
         : -1;
     const auto grad_vector = [&](int64_t k, int64_t n) {
       return token_terms_grad_element(

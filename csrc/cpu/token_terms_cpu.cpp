@@ -21,6 +21,22 @@ namespace hee {
 namespace cpu {
 namespace {
 
+// With sub-heads, each head's kernels run on at most this many rows before the
+// next head's, so that the rows are still in cache for the next head (as the
+// hybrid loss's runs of row blocks, hybrid_entropy_cpu.cpp); one head takes a
+// whole run at once.
+constexpr int64_t kSubHeadPieceRows = 1024;
+
+// Calls body(begin, end) on consecutive pieces of [begin, end): of at most
+// kSubHeadPieceRows rows with several sub-heads, the whole range with one.
+template <typename Body>
+void for_each_piece(int64_t begin, int64_t end, size_t num_heads, const Body& body) {
+  const int64_t piece_rows = num_heads > 1 ? kSubHeadPieceRows : end - begin;
+  for (int64_t piece = begin; piece < end; piece += piece_rows) {
+    body(piece, std::min(end, piece + piece_rows));
+  }
+}
+
 // Calls body(begin, end) on rows [first, last) in parallel, in chunks of
 // whole rows of about kMinElementsPerTask elements or more.
 template <typename Body>
@@ -79,13 +95,14 @@ struct ActionPosition {
 };
 
 // Raises an IndexError naming the first action of a kept row in [begin, end)
-// outside [0, num_cols). The common case, every action valid, is one pass
-// without an early exit, which the compiler vectorizes.
+// outside [0, num_cols), row i's at actions[i * stride]. The common case,
+// every action valid, is one pass without an early exit.
 void check_actions(
-    const int64_t* actions, const bool* mask, int64_t begin, int64_t end,
-    int64_t num_cols, const ActionPosition& where, const char* op) {
+    const int64_t* actions, int64_t stride, const bool* mask, int64_t begin,
+    int64_t end, int64_t num_cols, const ActionPosition& where, const char* op) {
   const auto outside = [&](int64_t i) {
-    return static_cast<uint64_t>(actions[i]) >= static_cast<uint64_t>(num_cols);
+    return static_cast<uint64_t>(actions[i * stride]) >=
+        static_cast<uint64_t>(num_cols);
   };
   bool any_outside = false;
   if (mask == nullptr) {
@@ -103,7 +120,7 @@ void check_actions(
   for (int64_t i = begin; i < end; ++i) {
     TORCH_CHECK_INDEX(
         (mask != nullptr && !mask[i]) || !outside(i), op, ": actions",
-        where.of_row(i), " = ", actions[i], " is outside [0, ", num_cols,
+        where.of_row(i), " = ", actions[i * stride], " is outside [0, ", num_cols,
         ") (", where.has_sub_heads ? "sub-head " + std::to_string(where.head) + " has K_h"
                                    : std::string("K"),
         " = ", num_cols, " actions)");
@@ -132,11 +149,11 @@ LogitRows<scalar_t> head_rows(const TokenRows& rows, size_t h) {
   return head;
 }
 
-// Sub-head h's actions ([H, N] rows), null without actions.
+// Sub-head h's first action (column h of [N, H], row stride H), null
+// without actions.
 const int64_t* head_actions(const TokenRows& rows, size_t h) {
-  return rows.actions.defined()
-      ? rows.actions.const_data_ptr<int64_t>() + h * rows.num_rows()
-      : nullptr;
+  return rows.actions.defined() ? rows.actions.const_data_ptr<int64_t>() + h
+                                : nullptr;
 }
 
 // Checks the actions of each sub-head in the kept rows of [begin, end).
@@ -148,8 +165,8 @@ void check_head_actions(
         leading_sizes, rows.has_sub_heads,
         static_cast<int64_t>(h)};
     check_actions(
-        head_actions(rows, h), kept, begin, end, rows.heads[h].num_columns,
-        where, op);
+        head_actions(rows, h), rows.num_action_columns(), kept, begin, end,
+        rows.heads[h].num_columns, where, op);
   }
 }
 
@@ -194,32 +211,33 @@ TokenTermsOutputs log_prob_and_entropy_cpu(
           for_each_run(
               kept, begin, end,
               [&](int64_t run_begin, int64_t run_end) {
-                for (size_t h = 0; h < num_heads; ++h) {
-                  const RowStats<acc> stats =
-                      sub_head_stats(all_stats, static_cast<int64_t>(h), N);
-                  const TakenLogProbs<acc> taken{
-                      head_actions(rows, h),
-                      h == 0 ? log_prob_out : head_log_prob_out};
-                  forward(
-                      head_rows<scalar_t>(rows, h), run_begin, run_end, stats,
-                      taken);
-                  if (h == 0) {
-                    std::copy(
-                        stats.entropy + run_begin, stats.entropy + run_end,
-                        entropy_out + run_begin);
-                    continue;
-                  }
-                  // A sample's terms are its sub-heads' sums, in head order
-                  // (SB3's MultiCategorical).
-                  for (int64_t i = run_begin; i < run_end; ++i) {
-                    entropy_out[i] += stats.entropy[i];
-                  }
-                  if (log_prob_out != nullptr) {
-                    for (int64_t i = run_begin; i < run_end; ++i) {
-                      log_prob_out[i] += head_log_prob_out[i];
+                for_each_piece(run_begin, run_end, num_heads, [&](int64_t first, int64_t last) {
+                  for (size_t h = 0; h < num_heads; ++h) {
+                    const RowStats<acc> stats =
+                        sub_head_stats(all_stats, static_cast<int64_t>(h), N);
+                    const TakenLogProbs<acc> taken{
+                        head_actions(rows, h),
+                        h == 0 ? log_prob_out : head_log_prob_out,
+                        rows.num_action_columns()};
+                    forward(head_rows<scalar_t>(rows, h), first, last, stats, taken);
+                    if (h == 0) {
+                      std::copy(
+                          stats.entropy + first, stats.entropy + last,
+                          entropy_out + first);
+                      continue;
+                    }
+                    // A sample's terms are its sub-heads' sums, in head order
+                    // (SB3's MultiCategorical).
+                    for (int64_t i = first; i < last; ++i) {
+                      entropy_out[i] += stats.entropy[i];
+                    }
+                    if (log_prob_out != nullptr) {
+                      for (int64_t i = first; i < last; ++i) {
+                        log_prob_out[i] += head_log_prob_out[i];
+                      }
                     }
                   }
-                }
+                });
               },
               [&](int64_t i) {
                 for (size_t h = 0; h < num_heads; ++h) {
@@ -283,17 +301,20 @@ at::Tensor log_prob_and_entropy_backward_cpu(
               [&](int64_t run_begin, int64_t run_end) {
                 // Each sub-head's gradient goes straight into its columns:
                 // the upstream gradients are the sums', shared by the heads.
-                for (size_t h = 0; h < rows.heads.size(); ++h) {
-                  const TokenGrads<acc> grads{
-                      grad_entropy_rows.const_data_ptr<acc>(),
-                      data_or_null<acc>(grad_log_prob_rows),
-                      grad_log_prob_rows.defined() ? head_actions(rows, h)
-                                                   : nullptr};
-                  token_backward(
-                      head_rows<scalar_t>(rows, h), run_begin, run_end,
-                      sub_head_stats(all_stats, static_cast<int64_t>(h), N),
-                      grads, out + rows.heads[h].first_column, K);
-                }
+                for_each_piece(run_begin, run_end, rows.heads.size(), [&](int64_t first, int64_t last) {
+                  for (size_t h = 0; h < rows.heads.size(); ++h) {
+                    const TokenGrads<acc> grads{
+                        grad_entropy_rows.const_data_ptr<acc>(),
+                        data_or_null<acc>(grad_log_prob_rows),
+                        grad_log_prob_rows.defined() ? head_actions(rows, h)
+                                                     : nullptr,
+                        rows.num_action_columns()};
+                    token_backward(
+                        head_rows<scalar_t>(rows, h), first, last,
+                        sub_head_stats(all_stats, static_cast<int64_t>(h), N),
+                        grads, out + rows.heads[h].first_column, K);
+                  }
+                });
               },
               [&](int64_t i) { std::fill(out + i * K, out + (i + 1) * K, scalar_t(0)); });
         });

@@ -68,6 +68,7 @@ void set_head_rows(TokenHeadRows<scalar_t>& view, const TokenRows& rows, int64_t
   view.num_cols = head.num_columns;
   view.row_stride = rows.logits.stride(0);
   view.scale = static_cast<acc_t<scalar_t>>(rows.scale);
+  view.action_stride = rows.num_action_columns();
   if (rows.action_mask.defined()) {
     view.allowed = rows.action_mask.const_data_ptr<bool>() + head.first_column;
     view.allowed_row_stride = rows.action_mask.stride(0);
@@ -147,7 +148,7 @@ TokenTermsOutputs token_terms_forward_on(
       TokenForwardArgs<scalar_t> a;
       set_head_rows(a, rows, h);
       a.actions = plan.has_actions
-          ? rows.actions.const_data_ptr<int64_t>() + h * N
+          ? rows.actions.const_data_ptr<int64_t>() + h
           : nullptr;
       a.mask = plan.has_mask ? rows.mask.const_data_ptr<bool>() : nullptr;
       if (num_heads == 1) {
@@ -274,7 +275,7 @@ at::Tensor token_terms_backward_on(
       a.grad_entropy = grad_entropy_rows.const_data_ptr<acc>();
       if (grad_log_prob_rows.defined()) {
         a.grad_log_prob = grad_log_prob_rows.const_data_ptr<acc>();
-        a.actions = rows.actions.const_data_ptr<int64_t>() + h * N;
+        a.actions = rows.actions.const_data_ptr<int64_t>() + h;
       }
       a.mask = rows.mask.defined() ? rows.mask.const_data_ptr<bool>() : nullptr;
       a.grad_logits = grad_logits.mutable_data_ptr<scalar_t>() +

@@ -38,12 +38,15 @@ struct TokenHeadRows {
   // row); read by the kActionMask kernels only.
   const bool* allowed = nullptr;
   int64_t allowed_row_stride = 0;
+  // Row i's taken action at actions[i * action_stride] (H for one sub-head's
+  // column of [N, H] actions), read through the derived arguments' actions.
+  int64_t action_stride = 1;
 };
 
 template <typename scalar_t>
 struct TokenForwardArgs : TokenHeadRows<scalar_t> {
   using acc = acc_t<scalar_t>;
-  const int64_t* actions = nullptr;  // [N]; nullptr without actions
+  const int64_t* actions = nullptr;  // nullptr without actions
   const bool* mask = nullptr;  // [N]; nullptr keeps every row
   acc* log_prob = nullptr;  // [N]; nullptr without actions
   acc* entropy = nullptr;  // [N]
@@ -75,7 +78,7 @@ __device__ __forceinline__ void write_token_row(
   }
   acc log_prob = acc(0);
   if (kept) {
-    const int64_t action = a.actions[row];
+    const int64_t action = a.actions[row * a.action_stride];
     CUDA_KERNEL_ASSERT(action >= 0 && action < a.num_cols);
     log_prob = math::tempered_log_prob(
         allowed_logit_at(
@@ -187,7 +190,7 @@ __device__ __forceinline__ TokenRowConstants<acc_t<scalar_t>> token_row_constant
   c.negative_row_offset = math::token_terms_row_offset(
       c.grad_log_prob, grad_entropy, a.row_stats[2 * a.stats_pitch + row]);
   if (a.actions != nullptr) {
-    const int64_t action = a.actions[row];
+    const int64_t action = a.actions[row * a.action_stride];
     CUDA_KERNEL_ASSERT(action >= 0 && action < a.num_cols);
     // A -inf logit (a ruled-out action's included) is a constant: no term
     // of its own.
