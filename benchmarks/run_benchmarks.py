@@ -30,8 +30,8 @@ times ``log_prob_and_entropy`` and ``hybrid_entropy_loss`` with an action mask a
 plain call and the reference doing the same (hybrid_entropy_ext/benchmarking/action_mask.py).
     python benchmarks/run_benchmarks.py --suite sub-heads [--quick] [--rounds N]
 
-times ``hybrid_entropy_loss`` with ``discrete_sizes`` (4 sub-heads) against one categorical
-of the same logits and the reference doing the same
+times ``hybrid_entropy_loss`` and ``log_prob_and_entropy`` with ``discrete_sizes`` (4
+sub-heads) against one categorical of the same logits and the reference doing the same
 (hybrid_entropy_ext/benchmarking/sub_heads.py).
 ``--implementations`` and ``--plot`` apply to the default suite only.
 """
@@ -85,8 +85,8 @@ def run_sub_heads(args) -> int:
 
     return run_side_by_side(
         args, m.SUB_HEADS_CASES, m.QUICK_SUB_HEADS_CASES, m.run_sub_heads, m.format_sub_heads_table,
-        "hybrid_entropy_loss with discrete sub-heads vs one categorical and vs the reference, forward+backward",
-        details="; D = 4")
+        "both ops with discrete sub-heads vs one categorical and vs the reference, forward+backward",
+        details="; the hybrid loss with a [B, 4] log_std")
 
 
 def main() -> int:
@@ -96,7 +96,7 @@ def main() -> int:
                         help="token-terms: log_prob_and_entropy against the per-token alternatives; "
                         "masked-loss: the hybrid loss with a sample mask against without; "
                         "action-mask: both ops with an action mask against without; "
-                        "sub-heads: the hybrid loss with discrete_sizes against without")
+                        "sub-heads: both ops with discrete_sizes against without")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="a few small sizes instead of the full suite")
     parser.add_argument("--rounds", type=int, default=9)

@@ -200,10 +200,11 @@ def test_the_action_mask_benchmark_steps_give_the_reference_gradient(case_index)
     assert not torch.equal(masked[0], steps["plain"]()[0])
 
 
-def test_the_sub_heads_benchmark_steps_give_the_reference_gradient():
+@pytest.mark.parametrize("case_index", [0, 1], ids=["hybrid_entropy_loss", "log_prob_and_entropy"])
+def test_the_sub_heads_benchmark_steps_give_the_reference_gradient(case_index):
     from hybrid_entropy_ext.benchmarking import sub_heads
 
-    steps = sub_heads._steps(sub_heads.QUICK_SUB_HEADS_CASES[0])
+    steps = sub_heads._steps(sub_heads.QUICK_SUB_HEADS_CASES[case_index])
     fused, ref = steps["sub_heads"](), steps["reference"]()
     for got, want in zip(fused, ref):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -1,13 +1,19 @@
-"""The hybrid loss of a multi-discrete head (``discrete_sizes``) against one categorical of the
+"""The fused ops on a multi-discrete head (``discrete_sizes``) against one categorical of the
 same logits and against the reference doing the same.
 
-Per case, the same logits ``[B, K]`` and a ``[B, 4]`` log_std: the fused op without sub-heads
-(``plain``: one categorical of K), with ``discrete_sizes`` (``sub_heads``: H sub-heads of K / H
-actions, each with its collapse penalty), and the pure-PyTorch reference with the same
-sub-heads (``reference``: a ``torch.split`` of the logits, one log-softmax per sub-head).
-Forward+backward of ``total``, in interleaved rounds (:func:`runner.time_interleaved`),
-medians. The goals, printed with the table and never asserted: sub_heads / plain at most
-1.25, and the fused sub-heads faster than the reference.
+Per case, the same logits ``[B, K]``: the fused op without sub-heads (``plain``: one
+categorical of K), with ``discrete_sizes`` (``sub_heads``: H sub-heads of K / H actions), and
+the pure-PyTorch reference with the same sub-heads (``reference``: a ``torch.split`` of the
+logits, one log-softmax per sub-head). Two ops:
+
+- ``hybrid_entropy_loss`` (with a ``[B, 4]`` log_std; each sub-head with its collapse
+  penalty): forward+backward of ``total``;
+- ``log_prob_and_entropy`` (``[B]`` actions for one categorical, ``[B, H]`` with sub-heads):
+  forward+backward of ``(log_prob * advantages).sum() + 0.01 * entropy.sum()``.
+
+In interleaved rounds (:func:`runner.time_interleaved`), medians. The goals, printed with the
+table and never asserted: sub_heads / plain at most 1.25, and the fused sub-heads faster than
+the reference.
 """
 
 from dataclasses import dataclass
@@ -17,6 +23,7 @@ import torch
 
 from ..ops import reference
 from ..ops.loss import hybrid_entropy_loss
+from ..ops.token_terms import log_prob_and_entropy
 from .runner import Timing, time_cases, variant_ratio_table, wall_clock_seconds
 
 __all__ = ["SubHeadsCase", "SUB_HEADS_CASES", "QUICK_SUB_HEADS_CASES", "SUB_HEADS_COST_GOAL",
@@ -26,6 +33,8 @@ MODE = "forward_backward"
 SUB_HEADS_COST_GOAL = 1.25
 ENTROPY_COEFF = 0.01
 LOG_STD_DIMS = 4
+HYBRID_LOSS = "hybrid_entropy_loss"
+TOKEN_TERMS = "log_prob_and_entropy"
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,7 @@ class SubHeadsCase:
     batch: int
     num_heads: int
     head_size: int
+    op: str = HYBRID_LOSS
 
     @property
     def sizes(self) -> List[int]:
@@ -40,14 +50,42 @@ class SubHeadsCase:
 
     @property
     def label(self) -> str:
-        return f"{self.batch}x{self.num_heads * self.head_size} ({self.num_heads} x {self.head_size})"
+        return f"{self.op} {self.batch}x{self.num_heads * self.head_size} ({self.num_heads} x {self.head_size})"
 
 
-SUB_HEADS_CASES = (SubHeadsCase(65536, 4, 4), SubHeadsCase(4096, 4, 16))
-QUICK_SUB_HEADS_CASES = (SubHeadsCase(1024, 4, 4),)
+SUB_HEADS_CASES = tuple(
+    SubHeadsCase(b, h, k, op=op) for op in (HYBRID_LOSS, TOKEN_TERMS) for b, h, k in ((65536, 4, 4), (4096, 4, 16))
+)
+QUICK_SUB_HEADS_CASES = (SubHeadsCase(1024, 4, 4), SubHeadsCase(1024, 4, 4, op=TOKEN_TERMS))
 
 
 def _steps(case: SubHeadsCase) -> Dict[str, Callable[[], object]]:
+    return (_hybrid_loss_steps if case.op == HYBRID_LOSS else _token_terms_steps)(case)
+
+
+def _token_terms_steps(case: SubHeadsCase) -> Dict[str, Callable[[], object]]:
+    generator = torch.Generator().manual_seed(case.batch + case.num_heads)
+    logits = torch.randn(case.batch, case.num_heads * case.head_size, generator=generator).requires_grad_()
+    head_actions = torch.randint(0, case.head_size, (case.batch, case.num_heads), generator=generator)
+    flat_actions = torch.randint(0, case.num_heads * case.head_size, (case.batch,), generator=generator)
+    advantages = torch.randn(case.batch, generator=generator)
+
+    def step(terms: Callable[..., object], actions: torch.Tensor, **kwargs) -> Callable[[], object]:
+        def run() -> object:
+            log_prob, entropy = terms(logits, actions, None, 1.0, None, **kwargs)
+            loss = (log_prob * advantages).sum() + ENTROPY_COEFF * entropy.sum()
+            return torch.autograd.grad(loss, (logits,))
+
+        return run
+
+    return {
+        "plain": step(log_prob_and_entropy, flat_actions),
+        "sub_heads": step(log_prob_and_entropy, head_actions, discrete_sizes=case.sizes),
+        "reference": step(reference.log_prob_and_entropy, head_actions, discrete_sizes=case.sizes),
+    }
+
+
+def _hybrid_loss_steps(case: SubHeadsCase) -> Dict[str, Callable[[], object]]:
     generator = torch.Generator().manual_seed(case.batch + case.num_heads)
     logits = torch.randn(case.batch, case.num_heads * case.head_size, generator=generator).requires_grad_()
     log_std = (0.3 * torch.randn(case.batch, LOG_STD_DIMS, generator=generator)).requires_grad_()
@@ -79,4 +117,4 @@ def run_sub_heads(
 
 def format_sub_heads_table(timings: Sequence[Timing]) -> str:
     """Markdown: per case the three medians (microseconds), sub_heads / plain and reference / sub_heads."""
-    return variant_ratio_table(timings, "B x K (H x K_h)", "plain", "sub_heads", "reference", SUB_HEADS_COST_GOAL)
+    return variant_ratio_table(timings, "op, B x K (H x K_h)", "plain", "sub_heads", "reference", SUB_HEADS_COST_GOAL)
