@@ -71,10 +71,14 @@ at::ScalarType loss_output_dtype(
   return dtype;
 }
 
-int64_t num_discrete_heads(const LossHyperparameters& h) {
-  return h.discrete_sizes.has_value()
-      ? static_cast<int64_t>(h.discrete_sizes.values->size())
+int64_t num_discrete_heads(at::OptionalIntArrayRef discrete_sizes) {
+  return discrete_sizes.has_value()
+      ? static_cast<int64_t>(discrete_sizes->size())
       : 1;
+}
+
+int64_t num_discrete_heads(const LossHyperparameters& h) {
+  return num_discrete_heads(h.discrete_sizes);
 }
 
 std::vector<DiscreteSubHead> sub_head_columns(

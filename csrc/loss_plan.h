@@ -52,6 +52,7 @@ struct DiscreteSubHead {
 };
 
 // H, the discrete head's sub-heads: the length of discrete_sizes, else 1.
+int64_t num_discrete_heads(at::OptionalIntArrayRef discrete_sizes);
 int64_t num_discrete_heads(const LossHyperparameters& h);
 
 // The columns of each sub-head (no thresholds), in order: those of

@@ -28,6 +28,17 @@ void check_logits(const at::Tensor& logits, const char* op) {
       "distribution needs at least one action");
 }
 
+void check_on_logits_device(
+    const at::Tensor& t,
+    const at::Tensor& logits,
+    const char* op,
+    const char* name) {
+  TORCH_CHECK_VALUE(
+      t.device() == logits.device(), op, ": ", name,
+      " must be on the logits' device (", logits.device(), "), got ",
+      t.device());
+}
+
 // A tensor of the logits' leading shape, on their device.
 void check_row_tensor(
     const at::Tensor& t,
@@ -38,10 +49,7 @@ void check_row_tensor(
       same_sizes(t.sym_sizes(), leading_sizes(logits)), op, ": ", name,
       " must have the logits' leading shape ", leading_sizes(logits),
       " (logits ", logits.sym_sizes(), "), got ", t.sym_sizes());
-  TORCH_CHECK_VALUE(
-      t.device() == logits.device(), op, ": ", name,
-      " must be on the logits' device (", logits.device(), "), got ",
-      t.device());
+  check_on_logits_device(t, logits, op, name);
 }
 
 // actions: one per row, or with discrete_sizes one per sub-head of each row
@@ -65,10 +73,7 @@ void check_actions_shape(
       "shape and one action per sub-head, ", c10::SymIntArrayRef(expected),
       " (logits ", logits.sym_sizes(), ", H = ", num_heads, "), got ",
       actions.sym_sizes());
-  TORCH_CHECK_VALUE(
-      actions.device() == logits.device(), op,
-      ": actions must be on the logits' device (", logits.device(), "), got ",
-      actions.device());
+  check_on_logits_device(actions, logits, op, "actions");
 }
 
 void check_forward_args(
@@ -122,12 +127,6 @@ TensorSpec contiguous_spec(
   return spec;
 }
 
-int64_t num_heads(at::OptionalIntArrayRef discrete_sizes) {
-  return discrete_sizes.has_value()
-      ? static_cast<int64_t>(discrete_sizes->size())
-      : 1;
-}
-
 c10::SymInt num_rows(const at::Tensor& logits) {
   c10::SymInt rows = 1;
   for (const c10::SymInt& size : leading_sizes(logits)) {
@@ -153,7 +152,7 @@ TokenTermsForwardPlan plan_token_terms_forward(
   plan.has_actions = actions.has_value();
   plan.has_mask = mask.has_value();
   plan.has_action_mask = action_mask.has_value();
-  plan.num_heads = num_heads(discrete_sizes);
+  plan.num_heads = num_discrete_heads(discrete_sizes);
   const c10::SymInt no_rows = 0;
   plan.log_prob = plan.has_actions
       ? contiguous_spec(leading_sizes(logits), acc, logits.device())
@@ -193,7 +192,7 @@ TensorSpec plan_token_terms_backward(
     }
   }
   const c10::SymInt stats_sizes[2] = {
-      3, num_rows(logits) * num_heads(discrete_sizes)};
+      3, num_rows(logits) * num_discrete_heads(discrete_sizes)};
   TORCH_CHECK_VALUE(
       same_sizes(row_stats.sym_sizes(), stats_sizes) &&
           row_stats.is_contiguous() && row_stats.scalar_type() == acc &&

@@ -947,12 +947,13 @@ void token_backward_rows_along_lanes(
       const Vec grad_log_prob_vec(grad_log_prob);
       for (int64_t j = 0; j * W < K; ++j) {
         const int64_t k = j * W;
-        const Vec grad = grad_vector(k, std::min<int64_t>(W, K - k));
+        const int64_t n = std::min<int64_t>(W, K - k);
+        const Vec grad = grad_vector(k, n);
         store_from_acc<scalar_t>(
             Vec::blendv(
                 grad, grad + grad_log_prob_vec,
                 short_row_columns[j] == action_column),
-            out + k, std::min<int64_t>(W, K - k));
+            out + k, n);
       }
       continue;
     }

@@ -137,16 +137,19 @@ T* data_or_null_mutable(const at::Tensor& t) {
   return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
 }
 
-// Sub-head h's columns of the tempered rows.
+// Each sub-head's columns of the tempered rows, in head order.
 template <typename scalar_t>
-LogitRows<scalar_t> head_rows(const TokenRows& rows, size_t h) {
-  LogitRows<scalar_t> head = logit_rows<scalar_t>(
-      rows.logits,
-      rows.action_mask.defined() ? OptionalTensor(rows.action_mask)
-                                 : std::nullopt,
-      rows.heads[h]);
-  head.scale = static_cast<acc_t<scalar_t>>(rows.scale);
-  return head;
+std::vector<LogitRows<scalar_t>> head_rows(const TokenRows& rows) {
+  const OptionalTensor action_mask = rows.action_mask.defined()
+      ? OptionalTensor(rows.action_mask)
+      : std::nullopt;
+  std::vector<LogitRows<scalar_t>> heads;
+  heads.reserve(rows.heads.size());
+  for (const DiscreteSubHead& head : rows.heads) {
+    heads.push_back(logit_rows<scalar_t>(rows.logits, action_mask, head));
+    heads.back().scale = static_cast<acc_t<scalar_t>>(rows.scale);
+  }
+  return heads;
 }
 
 // Sub-head h's first action (column h of [N, H], row stride H), null
@@ -198,6 +201,7 @@ TokenTermsOutputs log_prob_and_entropy_cpu(
       [&] {
         using acc = acc_t<scalar_t>;
         const auto forward = row_kernels<scalar_t>(isa).forward;
+        const std::vector<LogitRows<scalar_t>> heads = head_rows<scalar_t>(rows);
         const RowStats<acc> all_stats = row_stats_view<acc>(row_stats);
         const bool* kept = data_or_null<bool>(rows.mask);
         acc* log_prob_out = plan.has_actions ? log_prob.data_ptr<acc>() : nullptr;
@@ -219,7 +223,7 @@ TokenTermsOutputs log_prob_and_entropy_cpu(
                         head_actions(rows, h),
                         h == 0 ? log_prob_out : head_log_prob_out,
                         rows.num_action_columns()};
-                    forward(head_rows<scalar_t>(rows, h), first, last, stats, taken);
+                    forward(heads[h], first, last, stats, taken);
                     if (h == 0) {
                       std::copy(
                           stats.entropy + first, stats.entropy + last,
@@ -285,6 +289,7 @@ at::Tensor log_prob_and_entropy_backward_cpu(
       "_log_prob_and_entropy_backward", [&] {
         using acc = acc_t<scalar_t>;
         const auto token_backward = row_kernels<scalar_t>(isa).token_backward;
+        const std::vector<LogitRows<scalar_t>> heads = head_rows<scalar_t>(rows);
         const RowStats<acc> all_stats = row_stats_view<acc>(row_stats);
         const bool* kept = data_or_null<bool>(rows.mask);
         scalar_t* out = grad_logits.data_ptr<scalar_t>();
@@ -310,7 +315,7 @@ at::Tensor log_prob_and_entropy_backward_cpu(
                                                      : nullptr,
                         rows.num_action_columns()};
                     token_backward(
-                        head_rows<scalar_t>(rows, h), first, last,
+                        heads[h], first, last,
                         sub_head_stats(all_stats, static_cast<int64_t>(h), N),
                         grads, out + rows.heads[h].first_column, K);
                   }

@@ -59,7 +59,7 @@ inline TokenForwardLaunch plan_token_forward_launch(
   return plan;
 }
 
-// Sub-head h's columns of the rows (all of them for one head).
+// Sub-head h's columns of the rows (all of them for one head) and its actions.
 template <typename scalar_t>
 void set_head_rows(TokenHeadRows<scalar_t>& view, const TokenRows& rows, int64_t h) {
   const DiscreteSubHead& head = rows.heads[h];
@@ -68,7 +68,10 @@ void set_head_rows(TokenHeadRows<scalar_t>& view, const TokenRows& rows, int64_t
   view.num_cols = head.num_columns;
   view.row_stride = rows.logits.stride(0);
   view.scale = static_cast<acc_t<scalar_t>>(rows.scale);
-  view.action_stride = rows.num_action_columns();
+  if (rows.actions.defined()) {
+    view.actions = rows.actions.const_data_ptr<int64_t>() + h;
+    view.action_stride = rows.num_action_columns();
+  }
   if (rows.action_mask.defined()) {
     view.allowed = rows.action_mask.const_data_ptr<bool>() + head.first_column;
     view.allowed_row_stride = rows.action_mask.stride(0);
@@ -147,9 +150,6 @@ TokenTermsOutputs token_terms_forward_on(
     for (int64_t h = 0; h < num_heads; ++h) {
       TokenForwardArgs<scalar_t> a;
       set_head_rows(a, rows, h);
-      a.actions = plan.has_actions
-          ? rows.actions.const_data_ptr<int64_t>() + h
-          : nullptr;
       a.mask = plan.has_mask ? rows.mask.const_data_ptr<bool>() : nullptr;
       if (num_heads == 1) {
         a.log_prob = plan.has_actions ? log_prob.mutable_data_ptr<acc>() : nullptr;
@@ -275,7 +275,8 @@ at::Tensor token_terms_backward_on(
       a.grad_entropy = grad_entropy_rows.const_data_ptr<acc>();
       if (grad_log_prob_rows.defined()) {
         a.grad_log_prob = grad_log_prob_rows.const_data_ptr<acc>();
-        a.actions = rows.actions.const_data_ptr<int64_t>() + h;
+      } else {
+        a.actions = nullptr;  // the taken actions matter only with g_a
       }
       a.mask = rows.mask.defined() ? rows.mask.const_data_ptr<bool>() : nullptr;
       a.grad_logits = grad_logits.mutable_data_ptr<scalar_t>() +

@@ -39,14 +39,15 @@ struct TokenHeadRows {
   const bool* allowed = nullptr;
   int64_t allowed_row_stride = 0;
   // Row i's taken action at actions[i * action_stride] (H for one sub-head's
-  // column of [N, H] actions), read through the derived arguments' actions.
+  // column of [N, H] actions); nullptr without actions, and in a backward
+  // without a log_prob gradient.
+  const int64_t* actions = nullptr;
   int64_t action_stride = 1;
 };
 
 template <typename scalar_t>
 struct TokenForwardArgs : TokenHeadRows<scalar_t> {
   using acc = acc_t<scalar_t>;
-  const int64_t* actions = nullptr;  // nullptr without actions
   const bool* mask = nullptr;  // [N]; nullptr keeps every row
   acc* log_prob = nullptr;  // [N]; nullptr without actions
   acc* entropy = nullptr;  // [N]
@@ -144,11 +145,10 @@ struct TokenBackwardArgs : TokenHeadRows<scalar_t> {
   using acc = acc_t<scalar_t>;
   const acc* row_stats = nullptr;  // as TokenForwardArgs'
   int64_t stats_pitch = 0;
-  // Upstream gradients per row, each times scale; grad_log_prob and actions
-  // are nullptr without a log_prob gradient.
+  // Upstream gradients per row, each times scale; grad_log_prob is nullptr
+  // without a log_prob gradient (and the actions then too).
   const acc* grad_entropy = nullptr;
   const acc* grad_log_prob = nullptr;
-  const int64_t* actions = nullptr;
   const bool* mask = nullptr;
   // Row i at grad_logits + i * grad_row_stride, unit column stride
   // (grad_row_stride = K for a contiguous [N, K]; the logits' width for one
