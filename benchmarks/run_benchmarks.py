@@ -33,6 +33,13 @@ plain call and the reference doing the same (hybrid_entropy_ext/benchmarking/act
 times ``hybrid_entropy_loss`` and ``log_prob_and_entropy`` with ``discrete_sizes`` (4
 sub-heads) against one categorical of the same logits and the reference doing the same
 (hybrid_entropy_ext/benchmarking/sub_heads.py).
+
+    python benchmarks/run_benchmarks.py --suite parameterized [--quick] [--rounds N]
+
+times ``hybrid_entropy_loss`` with ``parameterized_actions`` (P = 3 parameters per action)
+against the plain op on the same log-stds flattened into one Gaussian of K * P dims and the
+reference doing the same
+(hybrid_entropy_ext/benchmarking/parameterized.py).
 ``--implementations`` and ``--plot`` apply to the default suite only.
 """
 
@@ -89,14 +96,27 @@ def run_sub_heads(args) -> int:
         details="; the hybrid loss with a [B, 4] log_std")
 
 
+def run_parameterized(args) -> int:
+    from hybrid_entropy_ext.benchmarking import parameterized as m
+
+    return run_side_by_side(
+        args, m.PARAMETERIZED_CASES, m.QUICK_PARAMETERIZED_CASES, m.run_parameterized,
+        m.format_parameterized_table,
+        "hybrid_entropy_loss with parameterized actions vs the same log-stds as one Gaussian and vs "
+        "the reference, "
+        "forward+backward")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=("default", "token-terms", "masked-loss", "action-mask", "sub-heads"),
+    parser.add_argument("--suite", choices=("default", "token-terms", "masked-loss", "action-mask", "sub-heads",
+                                            "parameterized"),
                         default="default",
                         help="token-terms: log_prob_and_entropy against the per-token alternatives; "
                         "masked-loss: the hybrid loss with a sample mask against without; "
                         "action-mask: both ops with an action mask against without; "
-                        "sub-heads: both ops with discrete_sizes against without")
+                        "sub-heads: both ops with discrete_sizes against without; "
+                        "parameterized: the hybrid loss with parameterized_actions against without")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="a few small sizes instead of the full suite")
     parser.add_argument("--rounds", type=int, default=9)
@@ -119,6 +139,8 @@ def main() -> int:
         return run_action_mask(args)
     if args.suite == "sub-heads":
         return run_sub_heads(args)
+    if args.suite == "parameterized":
+        return run_parameterized(args)
     if args.device == "cuda":
         return run_cuda(args)
 

@@ -118,10 +118,57 @@ void check_log_std(const at::Tensor& log_std, const char* op) {
   }
 }
 
+// With parameterized_actions: log_std [B, K, P] (each row's) or [K, P]
+// (shared by the batch), K the logits' actions, P >= 1.
+void check_parameterized_log_std(
+    const at::Tensor& logits,
+    const at::Tensor& log_std,
+    const char* op) {
+  check_floating(log_std, op, "log_std");
+  const bool shared = log_std.dim() == 2;
+  TORCH_CHECK_VALUE(
+      log_std.dim() == 3 || shared, op,
+      ": with parameterized_actions, log_std must be [B, K, P] (each discrete "
+      "action's P parameters) or [K, P] (shared by the batch), got shape ",
+      log_std.sym_sizes());
+  HEE_SYM_CHECK_VALUE(
+      log_std.sym_size(-2).sym_eq(logits.sym_size(1)), op,
+      ": with parameterized_actions, log_std's second-to-last dim must be the "
+      "logits' K = ",
+      logits.sym_size(1), " (one set of parameters per discrete action), got "
+      "log_std ",
+      log_std.sym_sizes());
+  HEE_SYM_CHECK_VALUE(
+      log_std.sym_size(-1).sym_gt(0), op,
+      ": log_std has zero parameters per action (P = 0)");
+  if (!shared) {
+    HEE_SYM_CHECK_VALUE(
+        logits.sym_size(0).sym_eq(log_std.sym_size(0)), op,
+        ": logits and log_std must have the same batch size, got logits ",
+        logits.sym_sizes(), " and log_std ", log_std.sym_sizes());
+  }
+}
+
 void check_heads(
     const OptionalTensor& logits,
     const OptionalTensor& log_std,
+    bool parameterized_actions,
     const char* op) {
+  if (parameterized_actions) {
+    TORCH_CHECK_VALUE(
+        logits.has_value() && log_std.has_value(), op,
+        ": parameterized_actions gives each discrete action its own Gaussian "
+        "parameters and needs both heads; got ",
+        logits.has_value() ? "logits" : "no logits", " and ",
+        log_std.has_value() ? "log_std" : "no log_std");
+    check_logits(*logits, op);
+    check_parameterized_log_std(*logits, *log_std, op);
+    TORCH_CHECK_VALUE(
+        logits->device() == log_std->device(), op,
+        ": logits and log_std must be on the same device, got logits on ",
+        logits->device(), " and log_std on ", log_std->device());
+    return;
+  }
   TORCH_CHECK_VALUE(
       logits.has_value() || log_std.has_value(), op,
       ": logits and log_std are both None; pass at least one head");
@@ -288,6 +335,10 @@ void check_discrete_sizes(
     return;
   }
   TORCH_CHECK_VALUE(
+      !h.parameterized_actions, op,
+      ": parameterized_actions gives the actions of one categorical head their "
+      "parameters; discrete_sizes (sub-heads) cannot be combined with it");
+  TORCH_CHECK_VALUE(
       logits.has_value(), op,
       ": discrete_sizes splits the logits into sub-heads, but there are no "
       "logits");
@@ -302,19 +353,22 @@ void check_discrete_sizes(
 }
 
 // row_stats as the forward wrote it: [3, H * B] in the accumulation dtype of
-// the logits (H sub-heads, 1 without discrete_sizes), contiguous, on their
-// device; [3, 0] without logits.
+// the logits (H sub-heads, 1 without discrete_sizes; 4 rows with
+// parameterized actions), contiguous, on their device; [3, 0] without logits.
 void check_row_stats(
     const at::Tensor& row_stats,
     const OptionalTensor& logits,
-    int64_t num_heads) {
+    int64_t num_heads,
+    int64_t num_stats) {
   const c10::SymInt rows =
       logits.has_value() ? logits->sym_size(0) * num_heads : c10::SymInt(0);
   TORCH_CHECK_VALUE(
       row_stats.dim() == 2 &&
-          row_stats.sym_size(0).sym_eq(3).expect_true(__FILE__, __LINE__) &&
+          row_stats.sym_size(0).sym_eq(num_stats).expect_true(
+              __FILE__, __LINE__) &&
           row_stats.sym_size(1).sym_eq(rows).expect_true(__FILE__, __LINE__),
-      kBackwardOp, ": row_stats must be [3, H * B] = [3, ", rows,
+      kBackwardOp, ": row_stats must be [", num_stats, ", H * B] = [",
+      num_stats, ", ", rows,
       "] (the forward's per-row statistics of these logits), got shape ",
       row_stats.sym_sizes());
   if (!logits.has_value()) {
@@ -352,7 +406,9 @@ void check_loss_action_mask(
 } // namespace
 
 void check_loss_forward_args(const LossForwardArgs& args) {
-  check_heads(args.logits, args.log_std, kForwardOp);
+  check_heads(
+      args.logits, args.log_std, args.hyperparameters.parameterized_actions,
+      kForwardOp);
   check_loss_action_mask(args.action_mask, args.logits, kForwardOp);
   check_entropy_coeff(
       args.entropy_coeff, args.head(), kForwardOp);
@@ -363,7 +419,9 @@ void check_loss_forward_args(const LossForwardArgs& args) {
 }
 
 void check_loss_backward_args(const LossBackwardArgs& args) {
-  check_heads(args.logits, args.log_std, kBackwardOp);
+  check_heads(
+      args.logits, args.log_std, args.hyperparameters.parameterized_actions,
+      kBackwardOp);
   check_loss_action_mask(args.action_mask, args.logits, kBackwardOp);
   const at::Tensor& head = args.head();
   check_entropy_coeff(args.entropy_coeff, head, kBackwardOp);
@@ -374,7 +432,9 @@ void check_loss_backward_args(const LossBackwardArgs& args) {
   const int64_t num_heads = args.hyperparameters.discrete_sizes.has_value()
       ? static_cast<int64_t>(args.hyperparameters.discrete_sizes.values->size())
       : 1;
-  check_row_stats(args.row_stats, args.logits, num_heads);
+  check_row_stats(
+      args.row_stats, args.logits, num_heads,
+      args.logits.has_value() ? loss_row_stats_rows(args.hyperparameters) : 3);
   const at::ScalarType output_dtype =
       loss_output_dtype(args.logits, args.log_std);
   check_saved_scalar(

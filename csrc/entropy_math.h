@@ -589,6 +589,54 @@ HEE_HOST_DEVICE double entropy_normalizer(int64_t allowed_actions) {
       : 0.0;
 }
 
+// Parameterized actions (parameterized_actions; docs/design.md,
+// "Parameterized actions"): discrete action k of a row has its own P Gaussian
+// parameters, of entropy
+//   c[k] = P * kGaussianEntropyConstant + sum_j log_std[k, j],
+// and the row's continuous entropy is the expected entropy of the chosen
+// action's parameters, h_c = sum_k p[k] c[k] (the policy "pick k, then sample
+// its parameters" has joint entropy h + h_c). Its derivatives:
+//   d h_c / d z[k] = p[k] (c[k] - h_c),   d h_c / d c[k] = p[k],
+// so a ruled-out action (p = 0) drops out of both.
+HEE_HOST_DEVICE double action_entropy(double sum_log_std, double num_params) {
+  return gaussian_entropy(sum_log_std, num_params);
+}
+
+// The probability of an action and its log, log p clamped at
+// log_probability_floor (exp of it is exactly 0: a ruled-out action).
+template <typename V, typename S>
+HEE_HOST_DEVICE V clamped_log_prob(
+    V logit, V row_shift_value, V row_log_sum_exp, S log_p_floor) {
+  return max_of((logit - row_shift_value) - row_log_sum_exp, V(log_p_floor));
+}
+
+// Backward of a row of a parameterized policy, one element: the gradient of
+// g h + a h_c with respect to z[k] (g, a the row's scales of its entropy and
+// of its expected action entropy),
+//   -g p (log p + h) + a p (c[k] - h_c) = p (log p * -g + (a c[k] + row_offset)),
+// row_offset = -(g h + a h_c) (parameterized_row_offset): one FMA more per
+// element than entropy_grad_element.
+template <typename V>
+HEE_HOST_DEVICE V parameterized_grad_element(
+    V p,
+    V log_p,
+    V negative_grad_entropy,
+    V grad_expected,
+    V action_entropy_value,
+    V row_offset) {
+  return p *
+      multiply_add(
+          log_p, negative_grad_entropy,
+          multiply_add(grad_expected, action_entropy_value, row_offset));
+}
+
+template <typename T>
+HEE_HOST_DEVICE T parameterized_row_offset(
+    T grad_entropy, T row_entropy, T grad_expected, T row_expected) {
+  return T(0) -
+      multiply_add(grad_entropy, row_entropy, grad_expected * row_expected);
+}
+
 HEE_MATH_ISA_NAMESPACE_END
 } // namespace math
 } // namespace hee

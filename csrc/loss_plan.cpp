@@ -45,6 +45,17 @@ TensorSpec broadcast_along_columns(const at::Tensor& t) {
           {c10::SymInt(1), c10::SymInt(0)}, t.scalar_type(), t.device()};
 }
 
+// One value per [..., K] row position of a [..., K, P] t, seen through a zero
+// stride along P: a parameterized log_std's gradient, the same for each of an
+// action's P parameters.
+TensorSpec broadcast_along_last_dim(const at::Tensor& t) {
+  const c10::SymIntArrayRef sizes = t.sym_sizes();
+  c10::SymDimVector strides = contiguous_strides(sizes.slice(0, sizes.size() - 1));
+  strides.push_back(c10::SymInt(0));
+  return {c10::SymDimVector(sizes.begin(), sizes.end()), strides,
+          t.scalar_type(), t.device()};
+}
+
 TensorSpec placeholder(at::ScalarType dtype, c10::Device device) {
   return {{0}, {1}, dtype, device};
 }
@@ -79,6 +90,10 @@ int64_t num_discrete_heads(at::OptionalIntArrayRef discrete_sizes) {
 
 int64_t num_discrete_heads(const LossHyperparameters& h) {
   return num_discrete_heads(h.discrete_sizes);
+}
+
+int64_t loss_row_stats_rows(const LossHyperparameters& h) {
+  return h.parameterized_actions ? 4 : 3;
 }
 
 std::vector<DiscreteSubHead> sub_head_columns(
@@ -120,12 +135,13 @@ LossForwardPlan plan_loss_forward(const LossForwardArgs& args) {
   plan.has_continuous = args.log_std.has_value();
   plan.has_row_weights = args.row_weights.has_value();
   plan.has_sub_heads = args.hyperparameters.discrete_sizes.has_value();
+  plan.has_parameterized_actions = args.hyperparameters.parameterized_actions;
   plan.num_discrete_heads = num_discrete_heads(args.hyperparameters);
   plan.component = scalar_spec(output_dtype, head.device());
   if (plan.has_discrete) {
     const c10::SymInt rows = args.logits->sym_size(0) * plan.num_discrete_heads;
     plan.row_stats = {
-        {3, rows},
+        {loss_row_stats_rows(args.hyperparameters), rows},
         {rows, 1},
         accumulation_dtype(args.logits->scalar_type()),
         head.device()};
@@ -147,6 +163,7 @@ LossBackwardPlan plan_loss_backward(const LossBackwardArgs& args) {
   plan.has_discrete = args.logits.has_value();
   plan.has_continuous = args.log_std.has_value();
   plan.has_row_weights = args.row_weights.has_value();
+  plan.has_parameterized_actions = args.hyperparameters.parameterized_actions;
   plan.computes_grad_logits = args.output_mask[0] && plan.has_discrete;
   plan.computes_grad_log_std = args.output_mask[1] && plan.has_continuous;
   plan.computes_grad_entropy_coeff = args.output_mask[2];
@@ -159,6 +176,7 @@ LossBackwardPlan plan_loss_backward(const LossBackwardArgs& args) {
       ? placeholder(
             plan.has_continuous ? args.log_std->scalar_type() : missing_dtype,
             head.device())
+      : plan.has_parameterized_actions ? broadcast_along_last_dim(*args.log_std)
       : plan.has_row_weights && log_std_has_own_rows(*args.log_std)
       ? broadcast_along_columns(*args.log_std)
       : broadcast_like(*args.log_std);
@@ -194,6 +212,14 @@ KernelLogStd log_std_for_kernels(const at::Tensor& log_std) {
   }
   const at::Tensor row = log_std.dim() == 1 ? log_std : log_std[0];
   return {row.contiguous().view({1, -1}), false};
+}
+
+KernelLogStd parameterized_log_std_for_kernels(const at::Tensor& log_std) {
+  const int64_t row_width = log_std.size(-2) * log_std.size(-1);
+  if (log_std.dim() == 3) {
+    return {log_std.contiguous().view({log_std.size(0), row_width}), true};
+  }
+  return {log_std.contiguous().view({1, row_width}), false};
 }
 
 double discrete_entropy_mean_count(const at::Tensor& logits) {

@@ -55,6 +55,11 @@ struct DiscreteSubHead {
 int64_t num_discrete_heads(at::OptionalIntArrayRef discrete_sizes);
 int64_t num_discrete_heads(const LossHyperparameters& h);
 
+// The rows of the hybrid loss's row_stats: m, log s and h of each (sub-)head
+// row, and with parameterized actions each row's expected action entropy h_c,
+// which the backward reads rather than sweeping the logits again for it.
+int64_t loss_row_stats_rows(const LossHyperparameters& h);
+
 // The columns of each sub-head (no thresholds), in order: those of
 // discrete_sizes, else one of all num_columns columns. The sizes are checked
 // first (check_discrete_sizes_sum_to).
@@ -80,10 +85,14 @@ struct LossForwardPlan {
   // Rows weighted by row_weights: each batch mean is sum_i w_i h_i over
   // sum_i w_i, the weights' sum computed where they live (no device sync).
   bool has_row_weights = false;
+  // log_std [B, K, P] or [K, P]: H_c is the mean of each row's expected
+  // action entropy (math::action_entropy).
+  bool has_parameterized_actions = false;
   TensorSpec component;  // each of the seven 0-dim outputs
   TensorSpec row_stats;  // [3, H * B] in the logits' accumulation dtype
-                         // (sub-head h's row i at h * B + i); [3, 0] of the
-                         // output dtype without logits
+                         // (sub-head h's row i at h * B + i); [4, B] with
+                         // parameterized actions (row 3: each row's h_c);
+                         // [3, 0] of the output dtype without logits
   TensorSpec discrete_entropy_per_head;  // [H] of the output dtype with
                                          // sub-heads, else [0]
 };
@@ -95,6 +104,7 @@ struct LossBackwardPlan {
   bool has_discrete = false;
   bool has_continuous = false;
   bool has_row_weights = false;
+  bool has_parameterized_actions = false;
   // Which gradients are computed: requested (output_mask) and the input is
   // present. The others are [0] placeholders (a schema cannot return None).
   bool computes_grad_logits = false;
@@ -104,7 +114,9 @@ struct LossBackwardPlan {
   // strides 0 (one value: h_c is linear in log_std, so, as torch.sum's
   // backward does, the value is returned broadcast rather than written out);
   // with row weights and a log_std with rows of its own
-  // (log_std_has_own_rows), one value per row, strides [1, 0].
+  // (log_std_has_own_rows), one value per row, strides [1, 0]; with
+  // parameterized actions, one value per action of each row (a p[k], the
+  // same for its P parameters), strides [K, 1, 0] ([1, 0] for a [K, P]).
   // grad_entropy_coeff: entropy_coeff's shape, on the inputs' device (the
   // autograd engine moves a 0-dim gradient to a CPU coefficient).
   TensorSpec grad_logits;
@@ -125,6 +137,10 @@ struct KernelLogStd {
   bool per_sample = false;
 };
 at::Tensor logits_for_kernels(const at::Tensor& logits);
+// With parameterized actions: rows [B, K * P] of a [B, K, P] log_std
+// (per_sample; an expanded one too, whose rows' gradients differ), or one row
+// [1, K * P] of a [K, P].
+KernelLogStd parameterized_log_std_for_kernels(const at::Tensor& log_std);
 OptionalTensor action_mask_for_kernels(const OptionalTensor& action_mask);
 KernelLogStd log_std_for_kernels(const at::Tensor& log_std);
 

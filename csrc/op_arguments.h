@@ -43,6 +43,10 @@
 // normalize_discrete_entropy: each row's (sub-)head entropy divided by the
 // log of its number of allowed actions (math::entropy_normalizer;
 // docs/design.md, "Normalized entropy").
+// parameterized_actions: log_std is [B, K, P] or [K, P], each discrete
+// action's own Gaussian parameters, and H_c the expected entropy of the
+// chosen action's parameters, sum_k p[k] c[k] per row (math::action_entropy;
+// docs/design.md, "Parameterized actions").
 #define HEE_TRAILING_ARGUMENTS(X)                                             \
   X(HYPERPARAMETER, double, discrete_entropy_weight, "float", "1.0")          \
   X(HYPERPARAMETER, double, continuous_entropy_weight, "float", "0.5")        \
@@ -58,7 +62,8 @@
     "None")                                                                   \
   X(HYPERPARAMETER, ::hee::OptionalList<double>, discrete_head_thresholds,    \
     "float[]?", "None")                                                       \
-  X(HYPERPARAMETER, bool, normalize_discrete_entropy, "bool", "False")
+  X(HYPERPARAMETER, bool, normalize_discrete_entropy, "bool", "False")       \
+  X(HYPERPARAMETER, bool, parameterized_actions, "bool", "False")
 
 // HEE_WHEN(kind, WANTED, code...): the code where an entry's kind is WANTED,
 // nothing otherwise (for X macros over HEE_TRAILING_ARGUMENTS).
@@ -81,7 +86,8 @@
   X(continuous_entropy)
 
 // The forward's outputs that receive no gradient, after the components:
-// row_stats [3, H * B], the per-row statistics the backward reads, and with
+// row_stats [3, H * B] ([4, B] with parameterized_actions), the per-row
+// statistics the backward reads, and with
 // discrete_sizes, discrete_entropy_per_head [H], each sub-head's batch
 // entropy ([0] without discrete_sizes).
 //   X(name)

@@ -10,9 +10,11 @@ path the README uses::
 from .ops import reference as _reference
 from .ops.reference import (
     GAUSSIAN_ENTROPY_CONSTANT,
+    action_probabilities,
     continuous_entropy,
     continuous_row_entropy,
     discrete_row_entropy,
+    expected_action_entropy,
     hybrid_entropy_loss,
     log_prob_and_entropy,
     loss_from_entropies,

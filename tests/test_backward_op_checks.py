@@ -35,7 +35,7 @@ def good_args(device="cpu", logits_dtype=torch.float32, variant=op_variant("both
         min_entropy_threshold=PARAMS[2], continuous_min_entropy_threshold=PARAMS[3],
         penalty_multiplier=PARAMS[4], output_mask=[True, True, True], row_weights=None,
         mean_denominator=None, action_mask=None, discrete_sizes=None, discrete_head_thresholds=None,
-        normalize_discrete_entropy=False,
+        normalize_discrete_entropy=False, parameterized_actions=False,
     )
     if device != "cpu":
         args = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in args.items()}

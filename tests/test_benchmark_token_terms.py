@@ -169,8 +169,10 @@ def test_the_masked_loss_benchmark_times_both_calls_and_reports_their_ratio():
     [
         ("action_mask", "run_action_mask", "format_action_mask_table", "QUICK_ACTION_MASK_CASES", "masked"),
         ("sub_heads", "run_sub_heads", "format_sub_heads_table", "QUICK_SUB_HEADS_CASES", "sub_heads"),
+        ("parameterized", "run_parameterized", "format_parameterized_table", "QUICK_PARAMETERIZED_CASES",
+         "parameterized"),
     ],
-    ids=["action-mask", "sub-heads"],
+    ids=["action-mask", "sub-heads", "parameterized"],
 )
 def test_a_variant_benchmark_times_the_three_calls_and_reports_their_ratios(suite, run, table, cases, variant):
     import importlib
@@ -206,6 +208,17 @@ def test_the_sub_heads_benchmark_steps_give_the_reference_gradient(case_index):
 
     steps = sub_heads._steps(sub_heads.QUICK_SUB_HEADS_CASES[case_index])
     fused, ref = steps["sub_heads"](), steps["reference"]()
+    for got, want in zip(fused, ref):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(fused[0], steps["plain"]()[0])
+
+
+@pytest.mark.parametrize("case_index", [0, 1], ids=["shared", "per-sample"])
+def test_the_parameterized_benchmark_steps_give_the_reference_gradient(case_index):
+    from hybrid_entropy_ext.benchmarking import parameterized
+
+    steps = parameterized._steps(parameterized.QUICK_PARAMETERIZED_CASES[case_index])
+    fused, ref = steps["parameterized"](), steps["reference"]()
     for got, want in zip(fused, ref):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert not torch.equal(fused[0], steps["plain"]()[0])

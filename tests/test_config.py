@@ -49,6 +49,7 @@ OPTIONAL_KEY_DEFAULTS = {
     "discrete_sizes": None,
     "discrete_head_thresholds": None,
     "normalize_discrete_entropy": False,
+    "parameterized_actions": False,
 }
 
 PRESETS = {

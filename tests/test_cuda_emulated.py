@@ -88,7 +88,7 @@ def emulated_backward(lib, logits, log_std, coeff, outputs, row_stats, upstream=
         grad_logits, grad_log_std, grad_coeff = lib._hybrid_entropy_loss_backward(
             *grads, logits, log_std, coeff, row_stats, outputs["discrete_entropy"],
             outputs["continuous_entropy"], torch.empty(0, dtype=out_dtype), list(wanted), *params.values(), row_weights,
-            mean_denominator, action_mask, None, None, False)
+            mean_denominator, action_mask, None, None, False, False)
     finally:
         configure(lib)
     if has_c and wanted[1] and row_weights is None:
@@ -106,7 +106,7 @@ def cpu_backward(logits, log_std, coeff, upstream=UPSTREAM, params=PARAMS, row_w
     grads = [torch.tensor(g, dtype=out[0].dtype) if g is not None else None for g in upstream]
     return BACKWARD_OP(*grads, logits, log_std, coeff, out[7], out[5], out[6], out[8],
                        [logits is not None, log_std is not None, True], *params.values(), row_weights,
-                       mean_denominator, action_mask, None, None, False)
+                       mean_denominator, action_mask, None, None, False, False)
 
 
 inputs = random_heads
@@ -912,12 +912,16 @@ def test_token_terms_with_an_all_true_action_mask_are_bitwise_those_without(lib,
 
 @pytest.mark.parametrize(
     "cpu_only, message",
-    [(([2, 3], None, False), "discrete_sizes"), ((None, None, True), "normalize_discrete_entropy")],
-    ids=["discrete_sizes", "normalize_discrete_entropy"],
+    [
+        (([2, 3], None, False, False), "discrete_sizes"),
+        ((None, None, True, False), "normalize_discrete_entropy"),
+        ((None, None, False, True), "parameterized_actions"),
+    ],
+    ids=["discrete_sizes", "normalize_discrete_entropy", "parameterized_actions"],
 )
 def test_arguments_without_cuda_kernels_raise_not_implemented_forward_and_backward(lib, cpu_only, message):
-    # The hybrid loss's CUDA kernels have neither sub-heads nor the normalization yet: a
-    # call says so rather than computing the loss of one head or of unnormalized entropies.
+    # The hybrid loss's CUDA kernels have neither sub-heads, the normalization nor
+    # parameterized actions yet: a call says so rather than computing another loss.
     logits, log_std = inputs(8, 5, 2)
     coeff = torch.tensor(0.05)
     configure(lib)

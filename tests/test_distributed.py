@@ -41,6 +41,7 @@ CASES = (
     "action_mask",  # actions ruled out per row (by the row's observation)
     "discrete_sizes",  # two sub-heads (2 + 3 actions), each with its penalty, and the action mask
     "normalized_entropy",  # normalize_discrete_entropy, with the action mask
+    "parameterized_actions",  # each action its own log-stds [B, K, D], with the action mask
 )
 
 
@@ -65,11 +66,14 @@ class Policy(nn.Module):
         self.logits = nn.Linear(OBS, K).double()
         self.log_std_head = nn.Linear(OBS, D).double()
         self.shared_log_std = nn.Parameter(torch.tensor([-0.3, 0.1, 0.4], dtype=torch.float64))
+        self.action_log_std = nn.Parameter(torch.linspace(-0.6, 0.6, K * D, dtype=torch.float64).reshape(K, D))
         self.shared = shared_log_std
 
-    def forward(self, obs, with_log_std=True):
+    def forward(self, obs, with_log_std=True, parameterized=False):
         log_std = None
-        if with_log_std:
+        if parameterized:  # [B, K, D]: each action's own parameters
+            log_std = self.log_std_head(obs).unsqueeze(1) + self.action_log_std
+        elif with_log_std:
             log_std = self.shared_log_std if self.shared else self.log_std_head(obs)
         return self.logits(obs), log_std
 
@@ -102,6 +106,8 @@ def run_case(case: str, obs: torch.Tensor, distributed: bool):
     if case == "normalized_entropy":
         # The threshold between the normalized entropy on rank 0's rows (above) and globally.
         sub_heads = {"normalize_discrete_entropy": True, "min_entropy_threshold": NORMALIZED_THRESHOLD}
+    if case == "parameterized_actions":
+        sub_heads = {"parameterized_actions": True}
     regularizer = hee.HybridEntropyRegularizer(
         hee.EntropyRegularizationConfig.preset("long"),
         **{"min_entropy_threshold": THRESHOLD, **sub_heads},
@@ -112,11 +118,11 @@ def run_case(case: str, obs: torch.Tensor, distributed: bool):
     call = regularizer
     if case == "compiled" and distributed:  # the reference: one eager process
         call = torch.compile(regularizer, backend="eager", fullgraph=True)
-    logits, log_std = policy(obs, with_log_std=case != "discrete_only")
+    logits, log_std = policy(obs, with_log_std=case != "discrete_only", parameterized=case == "parameterized_actions")
     if case == "continuous_only_shared_log_std":
         logits = None
     action_mask = None
-    if case in ("action_mask", "discrete_sizes", "normalized_entropy"):
+    if case in ("action_mask", "discrete_sizes", "normalized_entropy", "parameterized_actions"):
         action_mask = torch.ones(obs.shape[0], K, dtype=torch.bool)
         action_mask[:, 1] = obs[:, 0] > 0
         action_mask[:, 3] = obs[:, 1] < 0

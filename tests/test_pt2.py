@@ -210,6 +210,7 @@ def _backward_args(logits, log_std, coeff, grads, output_mask, thresholds=ACTIVE
         discrete_sizes=discrete_sizes,
         discrete_head_thresholds=discrete_head_thresholds,
         normalize_discrete_entropy=normalize,
+        parameterized_actions=False,
     )
     for name, tensor in forward_outputs.items():
         values.setdefault(name, tensor)

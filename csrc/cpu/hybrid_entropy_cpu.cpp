@@ -3,7 +3,9 @@
 // CPU (checks, output shapes and dtypes, input layout, gradient scales) comes
 // from the plan (loss_plan.h); the per-row math runs in the ISA-specific row
 // kernels (row_kernels.h).
+#include <algorithm>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -168,7 +170,7 @@ std::optional<HostRowWeights> host_row_weights(const OptionalTensor& row_weights
 }
 
 // block_sums[block] = sum_i w_i * value(i) over the rows of each block in
-// [first_block, end_block), in row order.
+// [first_block, end_block), in row order (w_i = 1 without weights).
 template <typename ValueOfRow>
 void weighted_sum_each_block(
     const RowPass& pass,
@@ -180,7 +182,7 @@ void weighted_sum_each_block(
   for (int64_t block = first_block; block < end_block; ++block) {
     double sum = 0.0;
     for (int64_t i = pass.first_row(block); i < pass.end_row(block); ++i) {
-      sum += weights[i] * value_of_row(i);
+      sum += (weights == nullptr ? 1.0 : weights[i]) * value_of_row(i);
     }
     block_sums[block] = sum;
   }
@@ -249,6 +251,119 @@ HostDenominators host_denominators(
 }
 
 
+// A parameterized policy's log_std as the passes read it (docs/design.md,
+// "Parameterized actions"): rows [B, K * P], or one row [1, K * P] shared by
+// the batch, whose K action entropies are computed once.
+struct ParameterizedLogStd {
+  KernelLogStd log_std;
+  int64_t num_actions = 0;  // K
+  int64_t num_params = 0;   // P
+  std::vector<double> shared_action_entropies;  // c[k], for a shared row
+};
+
+// out[k] = c[k] (math::action_entropy) of num_actions actions' P log-stds,
+// laid out one action after another. NumParams is int64_t, or a
+// std::integral_constant for a P known at compile time.
+template <typename NumParams, typename scalar_t, typename T>
+void action_entropies_of_params(
+    const scalar_t* params, int64_t num_actions, NumParams num_params, T* out) {
+  const int64_t P = num_params;
+  for (int64_t k = 0; k < num_actions; ++k) {
+    double sum_log_std = 0.0;
+    for (int64_t j = 0; j < P; ++j) {
+      sum_log_std += static_cast<double>(params[k * P + j]);
+    }
+    out[k] = static_cast<T>(
+        math::action_entropy(sum_log_std, static_cast<double>(P)));
+  }
+}
+
+template <typename scalar_t, typename T>
+void action_entropies_of_row(
+    const scalar_t* row, int64_t num_actions, int64_t num_params, T* out) {
+  // The common small P unrolled: the per-sample passes compute one c per
+  // logit, and a loop of runtime length per action costs more than its sum.
+  switch (num_params) {
+    case 1:
+      return action_entropies_of_params(
+          row, num_actions, std::integral_constant<int64_t, 1>{}, out);
+    case 2:
+      return action_entropies_of_params(
+          row, num_actions, std::integral_constant<int64_t, 2>{}, out);
+    case 3:
+      return action_entropies_of_params(
+          row, num_actions, std::integral_constant<int64_t, 3>{}, out);
+    case 4:
+      return action_entropies_of_params(
+          row, num_actions, std::integral_constant<int64_t, 4>{}, out);
+    default:
+      return action_entropies_of_params(row, num_actions, num_params, out);
+  }
+}
+
+ParameterizedLogStd parameterized_log_std(const at::Tensor& log_std) {
+  ParameterizedLogStd p{
+      parameterized_log_std_for_kernels(log_std), log_std.size(-2),
+      log_std.size(-1)};
+  if (!p.log_std.per_sample) {
+    p.shared_action_entropies.resize(p.num_actions);
+    HEE_DISPATCH_FLOATING(log_std.scalar_type(), [&] {
+      action_entropies_of_row(
+          p.log_std.rows.const_data_ptr<scalar_t>(), p.num_actions,
+          p.num_params, p.shared_action_entropies.data());
+    });
+  }
+  return p;
+}
+
+// The action entropies c[i, k] of rows [begin, end) as the kernels read them,
+// row `begin` first: computed into `buffer` ([n, K]) from a per-sample
+// log_std, or the shared row's K (row stride 0).
+template <typename acc>
+ActionEntropies<acc> action_entropies_of_rows(
+    const ParameterizedLogStd& p,
+    int64_t begin,
+    int64_t end,
+    std::vector<acc>& buffer) {
+  const int64_t K = p.num_actions;
+  if (!p.log_std.per_sample) {
+    buffer.assign(
+        p.shared_action_entropies.begin(), p.shared_action_entropies.end());
+    return {buffer.data(), 0};
+  }
+  buffer.resize((end - begin) * K);
+  const int64_t P = p.num_params;
+  HEE_DISPATCH_FLOATING(p.log_std.rows.scalar_type(), [&] {
+    const scalar_t* rows = p.log_std.rows.const_data_ptr<scalar_t>();
+    // The rows as one run of (end - begin) * K actions of P parameters each.
+    action_entropies_of_row(
+        rows + begin * K * P, (end - begin) * K, P, buffer.data());
+  });
+  return {buffer.data(), K};
+}
+
+// Row 3 of a parameterized policy's [4, B] row_stats: each row's h_c.
+template <typename acc>
+acc* expected_action_entropies(const at::Tensor& row_stats) {
+  return row_stats.data_ptr<acc>() + 3 * row_stats.size(1);
+}
+
+// The statistics and logits of rows [begin, end) of one head, seen from row
+// `begin` as row 0.
+template <typename acc>
+RowStats<acc> stats_from(const RowStats<acc>& stats, int64_t begin) {
+  return {stats.shift + begin, stats.log_sum_exp + begin,
+          stats.entropy + begin};
+}
+template <typename scalar_t>
+LogitRows<scalar_t> rows_from(LogitRows<scalar_t> rows, int64_t begin) {
+  rows.data += begin * rows.row_stride;
+  if (rows.allowed != nullptr) {
+    rows.allowed += begin * rows.allowed_row_stride;
+  }
+  return rows;
+}
+
 // Batch means of both heads in one parallel pass over row blocks; fills the
 // [3, H * B] row statistics on the way. Each run of blocks visits every
 // sub-head's columns while its rows are in cache.
@@ -263,6 +378,7 @@ BatchMeans forward_pass(
     const std::vector<DiscreteSubHead>& sub_heads,
     const RowNormalizer& normalizer,
     const std::optional<KernelLogStd>& log_std,
+    const ParameterizedLogStd* parameterized,
     const std::optional<HostRowWeights>& weights,
     const HostDenominators& denominators,
     const at::Tensor& row_stats,
@@ -273,7 +389,7 @@ BatchMeans forward_pass(
       logits.has_value() ? static_cast<int64_t>(sub_heads.size()) : 0;
   std::vector<std::vector<double>> block_entropy_sums(
       num_heads, std::vector<double>(pass.num_blocks(), 0.0));
-  std::vector<double> block_log_std_sums(pass.num_blocks(), 0.0);
+  std::vector<double> block_continuous_sums(pass.num_blocks(), 0.0);
   const bool per_sample_log_std = log_std.has_value() && log_std->per_sample;
   pass.for_each_run([&](int64_t first_block, int64_t end_block) {
     if (logits.has_value()) {
@@ -312,9 +428,29 @@ BatchMeans forward_pass(
                 block_entropy_sums[h]);
           }
         }
+        if (parameterized != nullptr) {
+          // Each row's expected action entropy h_c, while its logits are in
+          // cache, into row 3 of row_stats for the backward.
+          const int64_t begin = pass.first_row(first_block);
+          const int64_t end = pass.end_row(end_block - 1);
+          acc* expected = expected_action_entropies<acc>(row_stats);
+          std::vector<acc> entropies_buffer;
+          row_kernels<scalar_t>(isa).expected_action_entropy(
+              rows_from(
+                  logit_rows<scalar_t>(*logits, action_mask, sub_heads[0]),
+                  begin),
+              0, end - begin, stats_from(all_stats, begin),
+              action_entropies_of_rows(
+                  *parameterized, begin, end, entropies_buffer),
+              expected + begin);
+          weighted_sum_each_block(
+              pass, w, first_block, end_block,
+              [&](int64_t i) { return static_cast<double>(expected[i]); },
+              block_continuous_sums);
+        }
       });
     }
-    if (per_sample_log_std) {
+    if (per_sample_log_std && parameterized == nullptr) {
       const at::Tensor& rows = log_std->rows;
       HEE_DISPATCH_FLOATING(rows.scalar_type(), [&] {
         const auto sum = row_kernels<scalar_t>(isa).sum;
@@ -322,14 +458,14 @@ BatchMeans forward_pass(
         const int64_t dims = rows.size(1);
         if (w == nullptr) {
           pass.sum_each_block(
-              sum, values, dims, first_block, end_block, block_log_std_sums);
+              sum, values, dims, first_block, end_block, block_continuous_sums);
         } else {
           weighted_sum_each_block(
               pass, w, first_block, end_block,
               [&](int64_t i) {
                 return static_cast<double>(sum(values + i * dims, dims));
               },
-              block_log_std_sums);
+              block_continuous_sums);
         }
       });
     }
@@ -341,16 +477,18 @@ BatchMeans forward_pass(
     means.discrete_head_entropies.push_back(
         ordered_sum(block_entropy_sums[h]) / denominator);
   }
-  if (log_std.has_value()) {
+  if (parameterized != nullptr) {
+    means.continuous_entropy = ordered_sum(block_continuous_sums) / denominator;
+  } else if (log_std.has_value()) {
     const double num_dims = static_cast<double>(log_std->rows.size(1));
     if (denominators.given.has_value()) {
       means.continuous_entropy = math::gaussian_entropy_over(
-          per_sample_log_std ? ordered_sum(block_log_std_sums)
+          per_sample_log_std ? ordered_sum(block_continuous_sums)
                              : sum_all(log_std->rows, isa),
           !per_sample_log_std, denominators.weight_sum, num_dims, denominator);
     } else {
       const double mean_sum_log_std = per_sample_log_std
-          ? ordered_sum(block_log_std_sums) / denominator
+          ? ordered_sum(block_continuous_sums) / denominator
           : sum_all(log_std->rows, isa);
       means.continuous_entropy =
           math::gaussian_entropy(mean_sum_log_std, num_dims);
@@ -371,7 +509,13 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
   const OptionalTensor logits = plan.has_discrete
       ? OptionalTensor(logits_for_kernels(*args.logits))
       : std::nullopt;
-  const std::optional<KernelLogStd> log_std = plan.has_continuous
+  const std::optional<ParameterizedLogStd> parameterized =
+      plan.has_parameterized_actions
+      ? std::optional<ParameterizedLogStd>(parameterized_log_std(*args.log_std))
+      : std::nullopt;
+  const std::optional<KernelLogStd> log_std = parameterized.has_value()
+      ? std::optional<KernelLogStd>(parameterized->log_std)
+      : plan.has_continuous
       ? std::optional<KernelLogStd>(log_std_for_kernels(*args.log_std))
       : std::nullopt;
   at::Tensor row_stats = empty_cpu(plan.row_stats);
@@ -385,7 +529,7 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
       logits, action_mask, sub_heads,
       row_normalizer(
           args.hyperparameters.normalize_discrete_entropy, action_mask),
-      log_std, weights,
+      log_std, parameterized.has_value() ? &*parameterized : nullptr, weights,
       host_denominators(
           args.mean_denominator, weights, args.logits, args.log_std),
       row_stats, selected_cpu_isa());
@@ -474,17 +618,11 @@ void backward_pass(
         const double grad_per_term =
             math::mean_term_grad(grad_of_head_means[h], denominator);
         const int64_t n = end - begin;
-        const RowStats<acc> head_stats =
-            sub_head_stats(all_stats, static_cast<int64_t>(h), pass.batch);
-        const RowStats<acc> stats{
-            head_stats.shift + begin, head_stats.log_sum_exp + begin,
-            head_stats.entropy + begin};
-        LogitRows<scalar_t> rows =
-            logit_rows<scalar_t>(logits, action_mask, head);
-        rows.data += begin * rows.row_stride;
-        if (rows.allowed != nullptr) {
-          rows.allowed += begin * rows.allowed_row_stride;
-        }
+        const RowStats<acc> stats = stats_from(
+            sub_head_stats(all_stats, static_cast<int64_t>(h), pass.batch),
+            begin);
+        const LogitRows<scalar_t> rows =
+            rows_from(logit_rows<scalar_t>(logits, action_mask, head), begin);
         // The run's rows from 0, as the stats and the logits above.
         scalar_t* out = grad + begin * num_cols + head.first_column;
         if (!scales_rows) {
@@ -511,6 +649,130 @@ void backward_pass(
   });
 }
 
+// Rows [begin, begin + n) of a per-sample parameterized log_std's gradient,
+// one value per action (its storage [B, K] under strides [K, 1, 0]): the
+// row's a p[k] (d h_c / d c[k] = p[k], and c[k] is the sum of the action's
+// log-stds, so each of its P parameters gets the same).
+template <typename acc>
+void write_per_sample_action_grads(
+    const acc* grad_action_entropies,
+    int64_t begin,
+    int64_t n,
+    int64_t num_actions,
+    const at::Tensor& grad_log_std) {
+  HEE_DISPATCH_FLOATING(grad_log_std.scalar_type(), [&] {
+    scalar_t* out = grad_log_std.data_ptr<scalar_t>() + begin * num_actions;
+    for (int64_t e = 0; e < n * num_actions; ++e) {
+      out[e] = static_cast<scalar_t>(grad_action_entropies[e]);
+    }
+  });
+}
+
+// The gradients of a parameterized policy (docs/design.md, "Parameterized
+// actions"), in one parallel pass over row blocks: one sweep of each run's
+// logits writes their gradient of g h + a h_c (h_c saved by the forward) and
+// each row's a p[k], log_std's gradient (one value for an action's P
+// parameters, seen broadcast along P): each row's for a per-sample log_std,
+// or, for a shared [K, P], summed over each block's rows and then over the
+// blocks in order (the same bits whatever the number of threads). grad_logits and grad_log_std are null where not computed.
+void parameterized_backward_pass(
+    const at::Tensor& logits,
+    const OptionalTensor& action_mask,
+    const DiscreteSubHead& head,
+    const RowNormalizer& normalizer,
+    const at::Tensor& row_stats,
+    const ParameterizedLogStd& parameterized,
+    double grad_of_discrete_mean,
+    double grad_of_continuous_mean,
+    const std::optional<HostRowWeights>& weights,
+    double denominator,
+    const at::Tensor* grad_logits,
+    const at::Tensor* grad_log_std,
+    CpuIsa isa) {
+  const int64_t K = logits.size(1);
+  const int64_t P = parameterized.num_params;
+  const RowPass pass{logits.size(0), K * (1 + P)};
+  const double* w = weights.has_value() ? weights->data() : nullptr;
+  const double discrete_per_term =
+      math::mean_term_grad(grad_of_discrete_mean, denominator);
+  const double continuous_per_term =
+      math::mean_term_grad(grad_of_continuous_mean, denominator);
+  const bool sums_rows = !parameterized.log_std.per_sample;
+  std::vector<std::vector<double>> block_action_grads(
+      sums_rows && grad_log_std != nullptr ? pass.num_blocks() : 0,
+      std::vector<double>(K, 0.0));
+  pass.for_each_run([&](int64_t first_block, int64_t end_block) {
+    HEE_DISPATCH_FLOATING(logits.scalar_type(), [&] {
+      using acc = acc_t<scalar_t>;
+      const int64_t begin = pass.first_row(first_block);
+      const int64_t n = pass.end_row(end_block - 1) - begin;
+      const RowStats<acc> stats =
+          stats_from(row_stats_view<acc>(row_stats), begin);
+      const LogitRows<scalar_t> rows =
+          rows_from(logit_rows<scalar_t>(logits, action_mask, head), begin);
+      std::vector<acc> entropies_buffer;
+      const ActionEntropies<acc> entropies = action_entropies_of_rows(
+          parameterized, begin, begin + n, entropies_buffer);
+      std::vector<acc> grad_entropy(n);
+      std::vector<acc> grad_expected(n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double weight = w == nullptr ? 1.0 : w[begin + i];
+        grad_entropy[i] = static_cast<acc>(math::weighted_term_grad(
+            discrete_per_term, weight * normalizer.of(head, begin + i)));
+        grad_expected[i] = static_cast<acc>(
+            math::weighted_term_grad(continuous_per_term, weight));
+      }
+      const ParameterizedGrads<acc> grads{
+          grad_entropy.data(), grad_expected.data(),
+          expected_action_entropies<acc>(row_stats) + begin};
+      scalar_t* grad = grad_logits == nullptr
+          ? nullptr
+          : grad_logits->data_ptr<scalar_t>() + begin * K;
+      const auto kernel = row_kernels<scalar_t>(isa).parameterized_backward;
+      if (!sums_rows) {
+        // Straight into the gradient where it has the accumulation dtype.
+        const bool writes_in_place = grad_log_std != nullptr &&
+            grad_log_std->scalar_type() == c10::CppTypeToScalarType<acc>::value;
+        std::vector<acc> buffer(writes_in_place ? 0 : n * K);
+        acc* grad_action_entropies = writes_in_place
+            ? grad_log_std->data_ptr<acc>() + begin * K
+            : buffer.data();
+        kernel(rows, 0, n, stats, entropies, grads, grad, K,
+               {grad_action_entropies, K});
+        if (grad_log_std != nullptr && !writes_in_place) {
+          write_per_sample_action_grads(
+              grad_action_entropies, begin, n, K, *grad_log_std);
+        }
+        return;
+      }
+      // One call per block, each summing its rows' a p[k].
+      std::vector<acc> block_sums(K);
+      for (int64_t block = first_block; block < end_block; ++block) {
+        std::fill(block_sums.begin(), block_sums.end(), acc(0));
+        kernel(rows, pass.first_row(block) - begin, pass.end_row(block) - begin,
+               stats, entropies, grads, grad, K, {block_sums.data(), 0});
+        if (grad_log_std != nullptr) {
+          block_action_grads[block].assign(block_sums.begin(), block_sums.end());
+        }
+      }
+    });
+  });
+  if (!sums_rows || grad_log_std == nullptr) {
+    return;
+  }
+  HEE_DISPATCH_FLOATING(grad_log_std->scalar_type(), [&] {
+    // One value per action (storage [K] under strides [1, 0]).
+    scalar_t* out = grad_log_std->data_ptr<scalar_t>();
+    for (int64_t k = 0; k < K; ++k) {
+      double sum = 0.0;
+      for (const std::vector<double>& sums : block_action_grads) {
+        sum += sums[k];
+      }
+      out[k] = static_cast<scalar_t>(sum);
+    }
+  });
+}
+
 // The log_std gradient with row weights and a [B, D] log_std: one value per
 // row, in the storage of a [B, D] tensor with strides [1, 0].
 at::Tensor weighted_log_std_grad(
@@ -529,6 +791,23 @@ at::Tensor weighted_log_std_grad(
     }
   });
   return grad;
+}
+
+// The coefficient's gradient: one value for a 0-dim coefficient (both heads'
+// terms), one per head for a [2].
+at::Tensor grad_entropy_coeff_of(
+    const LossBackwardPlan& plan,
+    const at::Tensor& entropy_coeff,
+    const math::BatchEntropyGrads& g) {
+  if (!plan.computes_grad_entropy_coeff) {
+    return empty_cpu(plan.grad_entropy_coeff);
+  }
+  if (entropy_coeff.dim() == 0) {
+    return cpu_values(
+        plan.grad_entropy_coeff, {g.coeff.discrete + g.coeff.continuous});
+  }
+  return cpu_values(
+      plan.grad_entropy_coeff, {g.coeff.discrete, g.coeff.continuous});
 }
 
 LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
@@ -555,6 +834,26 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
   const HostDenominators denominators = host_denominators(
       args.mean_denominator, weights, args.logits, args.log_std);
   at::Tensor grad_logits = empty_cpu(plan.grad_logits);
+  if (plan.has_parameterized_actions) {
+    at::Tensor grad_log_std = empty_cpu(plan.grad_log_std);
+    if (plan.computes_grad_logits || plan.computes_grad_log_std) {
+      const OptionalTensor action_mask =
+          action_mask_for_kernels(args.action_mask);
+      parameterized_backward_pass(
+          logits_for_kernels(*args.logits), action_mask,
+          discrete_sub_heads(args.hyperparameters, args.logits->size(1))[0],
+          row_normalizer(
+              args.hyperparameters.normalize_discrete_entropy, action_mask),
+          args.row_stats, parameterized_log_std(*args.log_std),
+          g.discrete_entropy, g.continuous_entropy, weights,
+          denominators.of_rows(),
+          plan.computes_grad_logits ? &grad_logits : nullptr,
+          plan.computes_grad_log_std ? &grad_log_std : nullptr,
+          selected_cpu_isa());
+    }
+    return {grad_logits, grad_log_std,
+            grad_entropy_coeff_of(plan, args.entropy_coeff, g)};
+  }
   if (plan.computes_grad_logits) {
     const std::vector<DiscreteSubHead> sub_heads =
         discrete_sub_heads(args.hyperparameters, args.logits->size(1));
@@ -603,17 +902,8 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
             g.continuous_entropy,
             continuous_entropy_mean_count(*args.log_std))});
   }
-  at::Tensor grad_entropy_coeff;
-  if (!plan.computes_grad_entropy_coeff) {
-    grad_entropy_coeff = empty_cpu(plan.grad_entropy_coeff);
-  } else if (args.entropy_coeff.dim() == 0) {
-    grad_entropy_coeff = cpu_values(
-        plan.grad_entropy_coeff, {g.coeff.discrete + g.coeff.continuous});
-  } else {
-    grad_entropy_coeff = cpu_values(
-        plan.grad_entropy_coeff, {g.coeff.discrete, g.coeff.continuous});
-  }
-  return {grad_logits, grad_log_std, grad_entropy_coeff};
+  return {grad_logits, grad_log_std,
+          grad_entropy_coeff_of(plan, args.entropy_coeff, g)};
 }
 
 } // namespace

@@ -110,6 +110,62 @@ using TokenBackwardRowsFn = void (*)(
     scalar_t* grad_logits,
     int64_t grad_row_stride);
 
+// Parameterized actions (math::action_entropy): the entropy c[i, k] of each
+// discrete action's own Gaussian parameters, at values[i * row_stride + k]
+// (row_stride K, or 0 where every row shares one log_std).
+template <typename acc>
+struct ActionEntropies {
+  const acc* values;
+  int64_t row_stride;
+};
+
+// Writes expected[i] = h_c[i] = sum_k p[i, k] c[i, k] for i in the range,
+// from the forward's row statistics (stats: those of rows already done).
+template <typename scalar_t>
+using ExpectedActionEntropyRowsFn = void (*)(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    RowStats<acc_t<scalar_t>> stats,
+    ActionEntropies<acc_t<scalar_t>> action_entropies,
+    acc_t<scalar_t>* expected);
+
+// The backward of a parameterized row, one value per row (indexed like the
+// rows): g[i] = grad_entropy[i], the scale of d h[i], and a[i] =
+// grad_expected[i], that of d h_c[i]; expected[i] = h_c[i] from
+// ExpectedActionEntropyRowsFn.
+template <typename acc>
+struct ParameterizedGrads {
+  const acc* grad_entropy;
+  const acc* grad_expected;
+  const acc* expected;
+};
+
+// Where the backward puts d (a h_c) / d c[i, k] = a[i] p[i, k]: each row's
+// at values[i * K + k] (row_stride K, a per-sample log_std), or with
+// row_stride 0 their sum over the range's rows added to values[k] (a log_std
+// the rows share).
+template <typename acc>
+struct ActionEntropyGrads {
+  acc* values;
+  int64_t row_stride;
+};
+
+// Writes, for i in the range, grad_logits[i, k] = d (g h + a h_c) / d z[k]
+// at grad_logits + i * grad_row_stride (skipped where grad_logits is null),
+// and a[i] p[i, k] where grad_action_entropies says.
+template <typename scalar_t>
+using ParameterizedBackwardRowsFn = void (*)(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    RowStats<acc_t<scalar_t>> stats,
+    ActionEntropies<acc_t<scalar_t>> action_entropies,
+    ParameterizedGrads<acc_t<scalar_t>> grads,
+    scalar_t* grad_logits,
+    int64_t grad_row_stride,
+    ActionEntropyGrads<acc_t<scalar_t>> grad_action_entropies);
+
 // Sum of n contiguous values in a fixed order (lane-wise, then across lanes):
 // the same inputs give bitwise the same sum on every call.
 template <typename scalar_t>
@@ -131,6 +187,16 @@ using SumValuesFn = acc_t<scalar_t> (*)(const scalar_t* values, int64_t n);
   void token_backward_rows(                                            \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \
       TokenGrads<acc_t<scalar_t>>, scalar_t*, int64_t);                \
+  template <typename scalar_t>                                         \
+  void expected_action_entropy_rows(                                   \
+      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \
+      ActionEntropies<acc_t<scalar_t>>, acc_t<scalar_t>*);             \
+  template <typename scalar_t>                                         \
+  void parameterized_backward_rows(                                    \
+      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \
+      ActionEntropies<acc_t<scalar_t>>,                                \
+      ParameterizedGrads<acc_t<scalar_t>>, scalar_t*, int64_t,         \
+      ActionEntropyGrads<acc_t<scalar_t>>);                            \
   }
 
 HEE_DECLARE_ROW_KERNELS(generic)

@@ -44,9 +44,12 @@ namespace {
 
 using at::vec::Vectorized;
 using math::accumulate_softmax_moments;
+using math::clamped_log_prob;
 using math::entropy_grad_element;
 using math::log_probability_floor;
 using math::lowest_finite;
+using math::parameterized_grad_element;
+using math::parameterized_row_offset;
 using math::row_entropy_from_moments;
 using math::row_shift;
 using math::row_sum_exp;
@@ -970,6 +973,116 @@ void token_backward_rows_along_lanes(
   }
 }
 
+// The probabilities of a row's columns [k, k + n) from the row's statistics,
+// as one vector; lanes past n are 0 (whatever load_allowed left there, whose
+// exp could overflow against a very negative shift).
+template <bool kMasked, typename scalar_t>
+inline AccVec<scalar_t> probabilities_of_columns(
+    const scalar_t* row,
+    const bool* allowed,
+    int64_t k,
+    int64_t n,
+    const AccVec<scalar_t>& shift,
+    const AccVec<scalar_t>& log_sum_exp,
+    AccVec<scalar_t>& log_p) {
+  using Vec = AccVec<scalar_t>;
+  log_p = clamped_log_prob(
+      load_allowed<kMasked>(row, allowed, k, n), shift, log_sum_exp,
+      log_probability_floor<acc_t<scalar_t>>());
+  const Vec p = math::exp_of(log_p);
+  return n == Vec::size() ? p : Vec::set(Vec(acc_t<scalar_t>(0)), p, n);
+}
+
+// Parameterized actions (row_kernels.h), rows along the lanes: each row is
+// swept once by the forward's pass and once by the backward's, from the
+// statistics the discrete forward kept (parameterized rows are as short as a
+// discrete head's, and these passes follow that head's, while its rows are
+// still in cache).
+template <bool kMasked, typename scalar_t>
+void expected_action_entropy_rows_along_lanes(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    RowStats<acc_t<scalar_t>> stats,
+    ActionEntropies<acc_t<scalar_t>> action_entropies,
+    acc_t<scalar_t>* expected) {
+  using acc = acc_t<scalar_t>;
+  using Vec = AccVec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+  const int64_t K = logits.num_cols;
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    const scalar_t* row = logits.data + i * logits.row_stride;
+    const bool* allowed = kMasked ? logits.allowed_row(i) : nullptr;
+    const acc* entropies =
+        action_entropies.values + i * action_entropies.row_stride;
+    const Vec shift(stats.shift[i]);
+    const Vec log_sum_exp(stats.log_sum_exp[i]);
+    Vec sum(acc(0));
+    for (int64_t k = 0; k < K; k += W) {
+      const int64_t n = std::min<int64_t>(W, K - k);
+      Vec log_p;
+      const Vec p = probabilities_of_columns<kMasked>(
+          row, allowed, k, n, shift, log_sum_exp, log_p);
+      sum = math::multiply_add(p, Vec::loadu(entropies + k, n), sum);
+    }
+    expected[i] = reduce_across_lanes(sum, AddVectors{});
+  }
+}
+
+template <bool kMasked, typename scalar_t>
+void parameterized_backward_rows_along_lanes(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    RowStats<acc_t<scalar_t>> stats,
+    ActionEntropies<acc_t<scalar_t>> action_entropies,
+    ParameterizedGrads<acc_t<scalar_t>> grads,
+    scalar_t* grad_logits,
+    int64_t grad_row_stride,
+    ActionEntropyGrads<acc_t<scalar_t>> grad_action_entropies) {
+  using acc = acc_t<scalar_t>;
+  using Vec = AccVec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+  const int64_t K = logits.num_cols;
+  const bool sums_rows = grad_action_entropies.row_stride == 0;
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    const scalar_t* row = logits.data + i * logits.row_stride;
+    const bool* allowed = kMasked ? logits.allowed_row(i) : nullptr;
+    const acc* entropies =
+        action_entropies.values + i * action_entropies.row_stride;
+    acc* grad_entropies =
+        grad_action_entropies.values + i * grad_action_entropies.row_stride;
+    const Vec shift(stats.shift[i]);
+    const Vec log_sum_exp(stats.log_sum_exp[i]);
+    const acc grad_entropy = grads.grad_entropy[i];
+    const acc grad_expected = grads.grad_expected[i];
+    const Vec negative_grad_entropy(acc(0) - grad_entropy);
+    const Vec grad_expected_vec(grad_expected);
+    const Vec row_offset(parameterized_row_offset(
+        grad_entropy, stats.entropy[i], grad_expected, grads.expected[i]));
+    for (int64_t k = 0; k < K; k += W) {
+      const int64_t n = std::min<int64_t>(W, K - k);
+      Vec log_p;
+      const Vec p = probabilities_of_columns<kMasked>(
+          row, allowed, k, n, shift, log_sum_exp, log_p);
+      const Vec grad_entropy_of_actions = grad_expected_vec * p;
+      if (sums_rows) {
+        (Vec::loadu(grad_entropies + k, n) + grad_entropy_of_actions)
+            .store(grad_entropies + k, n);
+      } else {
+        grad_entropy_of_actions.store(grad_entropies + k, n);
+      }
+      if (grad_logits != nullptr) {
+        store_from_acc<scalar_t>(
+            parameterized_grad_element(
+                p, log_p, negative_grad_entropy, grad_expected_vec,
+                Vec::loadu(entropies + k, n), row_offset),
+            grad_logits + i * grad_row_stride + k, n);
+      }
+    }
+  }
+}
+
 // Calls body(std::integral_constant<int64_t, K>) for the runtime K in
 // [1, MaxK]; only those K are instantiated.
 template <int64_t MaxK, typename Body, int64_t K = 1>
@@ -1098,6 +1211,38 @@ void token_backward_rows(
   });
 }
 
+template <typename scalar_t>
+void expected_action_entropy_rows(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    RowStats<acc_t<scalar_t>> stats,
+    ActionEntropies<acc_t<scalar_t>> action_entropies,
+    acc_t<scalar_t>* expected) {
+  with_action_mask(logits, [&](auto masked) {
+    expected_action_entropy_rows_along_lanes<decltype(masked)::value>(
+        logits, row_begin, row_end, stats, action_entropies, expected);
+  });
+}
+
+template <typename scalar_t>
+void parameterized_backward_rows(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    RowStats<acc_t<scalar_t>> stats,
+    ActionEntropies<acc_t<scalar_t>> action_entropies,
+    ParameterizedGrads<acc_t<scalar_t>> grads,
+    scalar_t* grad_logits,
+    int64_t grad_row_stride,
+    ActionEntropyGrads<acc_t<scalar_t>> grad_action_entropies) {
+  with_action_mask(logits, [&](auto masked) {
+    parameterized_backward_rows_along_lanes<decltype(masked)::value>(
+        logits, row_begin, row_end, stats, action_entropies, grads,
+        grad_logits, grad_row_stride, grad_action_entropies);
+  });
+}
+
 #define HEE_INSTANTIATE_ROW_KERNELS(scalar_t)                              \
   template acc_t<scalar_t> sum_values<scalar_t>(const scalar_t*, int64_t); \
   template void forward_rows<scalar_t>(                                    \
@@ -1108,7 +1253,15 @@ void token_backward_rows(
       acc_t<scalar_t>, scalar_t*, int64_t);                                \
   template void token_backward_rows<scalar_t>(                             \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
-      TokenGrads<acc_t<scalar_t>>, scalar_t*, int64_t);
+      TokenGrads<acc_t<scalar_t>>, scalar_t*, int64_t);                \
+  template void expected_action_entropy_rows<scalar_t>(                    \
+      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
+      ActionEntropies<acc_t<scalar_t>>, acc_t<scalar_t>*);                 \
+  template void parameterized_backward_rows<scalar_t>(                     \
+      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
+      ActionEntropies<acc_t<scalar_t>>,                                    \
+      ParameterizedGrads<acc_t<scalar_t>>, scalar_t*, int64_t,             \
+      ActionEntropyGrads<acc_t<scalar_t>>);
 
 HEE_INSTANTIATE_ROW_KERNELS(float)
 HEE_INSTANTIATE_ROW_KERNELS(double)

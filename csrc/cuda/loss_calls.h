@@ -65,8 +65,8 @@ inline DeviceScalar device_scalar(const OptionalTensor& t) {
   return s;
 }
 
-// Sub-heads (discrete_sizes) and normalize_discrete_entropy have CPU kernels
-// only so far.
+// Sub-heads (discrete_sizes), normalize_discrete_entropy and
+// parameterized_actions have CPU kernels only so far.
 inline void check_cpu_only_arguments(const LossHyperparameters& h) {
   TORCH_CHECK_NOT_IMPLEMENTED(
       !h.discrete_sizes.has_value(),
@@ -76,6 +76,10 @@ inline void check_cpu_only_arguments(const LossHyperparameters& h) {
       !h.normalize_discrete_entropy,
       "hybrid_entropy_loss: normalize_discrete_entropy has no CUDA kernel "
       "yet; compute the normalized loss on the CPU");
+  TORCH_CHECK_NOT_IMPLEMENTED(
+      !h.parameterized_actions,
+      "hybrid_entropy_loss: parameterized_actions has no CUDA kernel yet; "
+      "compute the loss of a parameterized policy on the CPU");
 }
 
 // The forward's outputs; `launch_plan`, where given, receives the plan the

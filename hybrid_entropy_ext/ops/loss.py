@@ -65,6 +65,27 @@ def _rows(
     return logits, log_std
 
 
+def _parameterized_rows(logits: Optional[Tensor], log_std: Optional[Tensor]) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """The heads of a parameterized policy as the op's rows: logits ``[N, K]``, log_std
+    ``[N, K, P]`` or a shared ``[K, P]``. Shapes are checked here, where the leading dims
+    still show (the op checks what it is given: both heads present, ``K`` and ``P``)."""
+    if logits is None or log_std is None:
+        return logits, log_std
+    if log_std.dim() != 2 and (
+        log_std.dim() != logits.dim() + 1 or list(log_std.shape[:-1]) != list(logits.shape)
+    ):
+        raise ValueError(
+            "hybrid_entropy_loss: with parameterized_actions, log_std must be [..., K, P] with the "
+            "logits' shape " + str(list(logits.shape)) + " before P, or [K, P] (shared by the batch); "
+            "got shape " + str(list(log_std.shape))
+        )
+    if logits.dim() > 2:
+        logits = logits.reshape(-1, logits.shape[-1])
+        if log_std.dim() > 3:
+            log_std = log_std.reshape(-1, log_std.shape[-2], log_std.shape[-1])
+    return logits, log_std
+
+
 def _action_mask_rows(action_mask: Tensor, logits: Tensor) -> Tensor:
     """An action mask of the logits' shape ``[..., K]`` as the op's rows ``[N, K]``: checked
     here, where both still have their shapes (reshaped, two shapes of one size would pass)."""
@@ -94,6 +115,7 @@ def hybrid_entropy_loss(
     discrete_sizes: Optional[List[int]] = None,
     discrete_head_thresholds: Optional[List[float]] = None,
     normalize_discrete_entropy: bool = False,
+    parameterized_actions: bool = False,
 ) -> Dict[str, Tensor]:
     """Entropy bonus and collapse penalties of a hybrid-action policy, fused.
 
@@ -165,6 +187,16 @@ def hybrid_entropy_loss(
             ``H_d`` (per sub-head ``H_h``) lies in [0, 1] whatever the action-set size
             and a threshold means the same fraction of the maximum for every state.
             The sub-heads' normalized entropies are summed. (CPU kernels only so far.)
+        parameterized_actions: ``True`` for a policy that picks a discrete action ``k`` and
+            then samples that action's own ``P`` continuous parameters (Platform's
+            layout): ``log_std`` is ``[..., K, P]`` with the logits' leading dims, or
+            ``[K, P]`` shared by the batch. A row's continuous entropy is then the
+            expected entropy of the chosen action's parameters,
+            ``h_c = sum_k p_k c_k``, ``c_k`` the entropy of action ``k``'s Gaussian, so
+            ``h_d + h_c`` is the policy's exact joint entropy. Its gradient reaches the
+            logits through ``p`` (``p_k (c_k - h_c)``) and action ``k``'s log-stds as
+            ``p_k``; actions ruled out (``-inf`` or ``action_mask``) drop out of both.
+            Not with ``discrete_sizes``. (CPU kernels only so far.)
 
     Returns:
         A dict of 0-dim tensors with keys ``total``, ``discrete``,
@@ -190,10 +222,11 @@ def hybrid_entropy_loss(
             ``action_mask`` not of the logits' shape, on another device or without
             logits; ``discrete_sizes`` that are not positive, do not sum to ``K``
             or come without logits, ``discrete_head_thresholds`` of another length
-            than the sub-heads or not finite. All found from metadata, without a
-            device sync.
-        NotImplementedError: ``discrete_sizes`` or ``normalize_discrete_entropy``
-            with CUDA inputs.
+            than the sub-heads or not finite; with ``parameterized_actions``, a missing
+            head, a log_std not ``[..., K, P]`` or ``[K, P]``, or ``discrete_sizes``.
+            All found from metadata, without a device sync.
+        NotImplementedError: ``discrete_sizes``, ``normalize_discrete_entropy`` or
+            ``parameterized_actions`` with CUDA inputs.
         TypeError: a non-floating tensor, a non-number coefficient, a
             ``loss_agg_mode`` that is not a str, a ``loss_scale_factor`` that is not a
             number, a ``sample_mask`` neither bool nor floating, an ``action_mask``
@@ -232,6 +265,13 @@ def hybrid_entropy_loss(
         >>> out["discrete_entropy_per_head"].shape
         torch.Size([3])
         >>> out["total"].backward()
+
+    A parameterized policy (each of 4 discrete actions with its own 3 parameters)::
+
+        >>> logits = torch.randn(32, 4, requires_grad=True)      # [B, K]
+        >>> log_std = torch.zeros(4, 3, requires_grad=True)      # [K, P], shared
+        >>> out = hybrid_entropy_loss(logits, log_std, 0.01, parameterized_actions=True)
+        >>> out["total"].backward()                             # log_std.grad[k] = mean p_k term
     """
     if isinstance(entropy_coeff, Tensor):
         coeff = entropy_coeff
@@ -244,7 +284,17 @@ def hybrid_entropy_loss(
     # The plain batch mean of [B, K] and [B, D] or [D] goes to the op as it is, with neither
     # weights nor a denominator: exactly the op's default, at the cost of a few comparisons.
     aggregates = sample_mask is not None or loss_agg_mode != "token-mean" or loss_scale_factor is not None
-    if aggregates or (logits is not None and logits.dim() != 2) or (log_std is not None and log_std.dim() > 2):
+    if parameterized_actions:
+        if aggregates:
+            leading_shape = rows_leading_shape(logits, None, sample_mask)
+            device = logits.device if logits is not None else coeff.device
+            row_weights, mean_denominator = aggregation_of_rows(
+                sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, device
+            )
+        if action_mask is not None and logits is not None and logits.dim() > 2:
+            action_mask = _action_mask_rows(action_mask, logits)
+        logits, log_std = _parameterized_rows(logits, log_std)
+    elif aggregates or (logits is not None and logits.dim() != 2) or (log_std is not None and log_std.dim() > 2):
         leading_shape = rows_leading_shape(logits, log_std, sample_mask)
         if aggregates:
             device = logits.device if logits is not None else (log_std.device if log_std is not None else coeff.device)
@@ -269,6 +319,7 @@ def hybrid_entropy_loss(
         discrete_sizes,
         discrete_head_thresholds,
         normalize_discrete_entropy,
+        parameterized_actions,
     )
     named = {
         "total": outputs[0],

@@ -27,6 +27,8 @@ __all__ = [
     "continuous_entropy",
     "weighted_mean",
     "log_prob_and_entropy",
+    "action_probabilities",
+    "expected_action_entropy",
 ]
 
 # Entropy of N(mu, sigma) per dimension is 0.5*log(2*pi*e) + log(sigma), nats.
@@ -164,6 +166,23 @@ def _one_head_log_prob_and_entropy(
     return log_prob, entropy
 
 
+def action_probabilities(logits: Tensor) -> Tensor:
+    """``softmax(logits)`` per row, ``[..., K]``, in the accumulation dtype: ``-inf`` logits get
+    probability 0, and a row whose every logit is ``-inf`` gets 0 everywhere (no choice, as
+    :func:`discrete_row_entropy` reads it), with no NaN in the values or the gradient."""
+    z = logits.to(_accumulation_dtype(logits))
+    all_masked = torch.isneginf(z).all(dim=-1, keepdim=True)
+    p = torch.softmax(torch.where(all_masked, 0.0, z), dim=-1)
+    return torch.where(all_masked, 0.0, p)
+
+
+def expected_action_entropy(logits: Tensor, log_std: Tensor) -> Tensor:
+    """A parameterized policy's continuous entropy per row, ``[..., K]`` and ``[..., K, P]``
+    (or ``[K, P]``) ``-> [...]``: ``sum_k p_k c_k``, ``c_k`` the entropy of action ``k``'s
+    diagonal Gaussian (:func:`continuous_row_entropy` of its ``P`` log-stds)."""
+    return (action_probabilities(logits) * continuous_row_entropy(log_std)).sum(dim=-1)
+
+
 def _row_entropy(logits: Tensor, allowed: Optional[Tensor], normalize: bool) -> Tensor:
     """Each row's entropy ``[N]``; normalized: times ``1 / log n`` (0 where ``n <= 1``), ``n``
     the actions ``allowed`` allows in the row (all of them without a mask)."""
@@ -211,6 +230,7 @@ def hybrid_entropy_loss(
     discrete_sizes: Optional[List[int]] = None,
     discrete_head_thresholds: Optional[List[float]] = None,
     normalize_discrete_entropy: bool = False,
+    parameterized_actions: bool = False,
 ) -> Dict[str, Tensor]:
     """Pure-PyTorch version of :func:`hybrid_entropy_ext.hybrid_entropy_loss`.
 
@@ -219,7 +239,9 @@ def hybrid_entropy_loss(
     the action mask (bool, the logits' shape; its ``False`` actions become ``-inf``
     logits, in a masked copy of the logits), the sub-heads (``discrete_sizes``, each
     split off the logits with ``torch.split``) and their thresholds, the normalization (each
-    row's entropy times ``1 / log n``, ``n`` its allowed actions), and a dict of seven
+    row's entropy times ``1 / log n``, ``n`` its allowed actions), parameterized actions
+    (``log_std`` ``[..., K, P]`` or ``[K, P]``; each row's continuous entropy
+    :func:`expected_action_entropy`), and a dict of seven
     0-dim tensors (float64 if either head is float64, else float32), plus
     ``discrete_entropy_per_head`` ``[H]`` with ``discrete_sizes``.
 
@@ -262,7 +284,14 @@ def hybrid_entropy_loss(
         per_row = _row_entropy(logits, allowed, normalize_discrete_entropy)
         h_d = weighted_mean(per_row, row_weights, mean_denominator).to(out_dtype)
     h_c = zero
-    if log_std is not None and log_std.dim() == 1 and mean_denominator is None:
+    if parameterized_actions:
+        if logits is None or log_std is None:
+            raise ValueError("hybrid_entropy_loss: parameterized_actions needs both logits and log_std")
+        if discrete_sizes is not None:
+            raise ValueError("hybrid_entropy_loss: discrete_sizes cannot be combined with parameterized_actions")
+        per_row = expected_action_entropy(logits, log_std).expand(leading_shape).reshape(-1)
+        h_c = weighted_mean(per_row, row_weights, mean_denominator).to(out_dtype)
+    elif log_std is not None and log_std.dim() == 1 and mean_denominator is None:
         h_c = continuous_row_entropy(log_std).to(out_dtype)  # every row's, whatever the weights
     elif log_std is not None:
         per_row = continuous_row_entropy(log_std).expand(leading_shape).reshape(-1)

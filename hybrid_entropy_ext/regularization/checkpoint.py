@@ -26,6 +26,7 @@ _ATTRIBUTE_DEFAULTS = {
     "discrete_sizes": None,
     "discrete_head_thresholds": None,
     "normalize_discrete_entropy": False,
+    "parameterized_actions": False,
 }
 
 

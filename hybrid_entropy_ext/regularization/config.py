@@ -280,6 +280,11 @@ class EntropyRegularizationConfig:
         normalize_discrete_entropy: ``true``: each row's (sub-)head entropy is divided by
             the log of its number of allowed actions, so that the discrete entropies
             and their thresholds are fractions of the maximum, in [0, 1].
+        parameterized_actions: ``true``: each discrete action has its own continuous
+            parameters (``log_std`` ``[..., K, P]`` or ``[K, P]``) and ``H_c`` is the
+            expected entropy of the chosen action's parameters
+            (:func:`~hybrid_entropy_ext.hybrid_entropy_loss` defines it). Not with
+            ``discrete_sizes``.
 
     Numbers must be finite and >= 0 (except ``continuous_target_entropy``); numeric strings (YAML reads ``1e-3`` as one) are
     converted; ``bool`` is not accepted as a number. Invalid values raise ``TypeError``
@@ -323,6 +328,7 @@ class EntropyRegularizationConfig:
     discrete_sizes: Optional[Tuple[int, ...]] = _optional_field(None, _validate_sizes)
     discrete_head_thresholds: Optional[Tuple[float, ...]] = _optional_field(None, _validate_head_thresholds)
     normalize_discrete_entropy: bool = _optional_field(False, _validate_bool)
+    parameterized_actions: bool = _optional_field(False, _validate_bool)
 
     def __post_init__(self) -> None:
         # Validate every field before setting any (frozen: via object.__setattr__).
@@ -489,6 +495,11 @@ def _field_names() -> Tuple[str, ...]:
 def _check_combination(values: Mapping[str, Any]) -> None:
     """Checks across keys, on already validated values; errors name every key involved."""
     sizes, head_thresholds = values["discrete_sizes"], values["discrete_head_thresholds"]
+    if values["parameterized_actions"] and sizes is not None:
+        raise ValueError(
+            "parameterized_actions: gives the actions of one categorical head their parameters; "
+            "discrete_sizes (sub-heads) cannot be combined with it"
+        )
     if head_thresholds is not None and sizes is None:
         raise ValueError(
             "discrete_head_thresholds: the thresholds of the sub-heads of discrete_sizes, which is null "

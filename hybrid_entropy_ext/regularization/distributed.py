@@ -85,6 +85,7 @@ def global_loss(
     discrete_sizes: Optional[List[int]] = None,
     discrete_head_thresholds: Optional[List[float]] = None,
     normalize_discrete_entropy: bool = False,
+    parameterized_actions: bool = False,
 ) -> Dict[str, Tensor]:
     """The seven loss terms of the global batch: ``H_d`` and ``H_c`` aggregated over every
     rank of ``process_group`` (None: the default group), the arguments as for
@@ -99,7 +100,8 @@ def global_loss(
     over the ranks, and the global ``H`` is their quotient.
 
     With ``normalize_discrete_entropy`` the rows' normalized entropies are summed (the
-    normalization is per row). With ``discrete_sizes``, each sub-head's weighted sum is
+    normalization is per row); with ``parameterized_actions``, each row's expected action
+    entropy, as the continuous head's. With ``discrete_sizes``, each sub-head's weighted sum is
     reduced on its own (one fused
     call per sub-head, on its columns) and each gets its global penalty, as
     :func:`~hybrid_entropy_ext.ops.loss_terms.loss_terms_from_head_entropies` says.
@@ -138,6 +140,7 @@ def global_loss(
         return hybrid_entropy_loss(
             head_logits, head_log_std, 0.0, 1.0, 1.0, None, None, 0.0, row_weights, "token-sum", action_mask=head_mask,
             normalize_discrete_entropy=normalize_discrete_entropy,
+            parameterized_actions=parameterized_actions,
         )
 
     check_sub_heads(discrete_sizes, discrete_head_thresholds, None if logits is None else logits.shape[-1])

@@ -112,6 +112,7 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
     discrete_sizes: Optional[List[int]]
     discrete_head_thresholds: Optional[List[float]]
     normalize_discrete_entropy: bool
+    parameterized_actions: bool
     check_finite: bool
     distributed: bool
 
@@ -159,6 +160,7 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
         self.discrete_sizes = list(sizes) if sizes is not None else None
         self.discrete_head_thresholds = list(head_thresholds) if head_thresholds is not None else None
         self.normalize_discrete_entropy = self.config.normalize_discrete_entropy
+        self.parameterized_actions = self.config.parameterized_actions
         self.distributed = distributed or process_group is not None
         self.process_group = process_group
         self.register_buffer(COUNTER, torch.zeros((), dtype=torch.int64))
@@ -177,7 +179,8 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
             logits: ``[..., K]`` discrete-head logits (``[B, K]``, or ``[B, T, K]`` for
                 sequences), or ``None``.
             log_std: ``[..., D]`` Gaussian log-std with the leading dims of ``logits``, or
-                ``[D]`` shared, or ``None``.
+                ``[D]`` shared, or ``None``; with the config's ``parameterized_actions``,
+                ``[..., K, P]`` (each discrete action's own parameters) or ``[K, P]``.
             episode: the training episode (int >= 0) that sets the scheduled
                 coefficient; ``None`` (the default): the ``episode_counter`` buffer.
             sample_mask: bool or floating weights of the rows, of the leading shape
@@ -239,6 +242,7 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
                 self.discrete_sizes,
                 self.discrete_head_thresholds,
                 self.normalize_discrete_entropy,
+                self.parameterized_actions,
             )
         self._apply_only_below_target(out)
         add_coefficient_outputs(out, discrete_coeff, continuous_coeff, scheduled_value, scheduled_tensor)
@@ -270,6 +274,7 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
             self.discrete_sizes,
             self.discrete_head_thresholds,
             self.normalize_discrete_entropy,
+            self.parameterized_actions,
         )
 
     # --- checkpoints: state-dict version 1 (checkpoint.py) ------------------------------------
@@ -303,6 +308,8 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
             text += f", discrete_head_thresholds={self.discrete_head_thresholds}"
         if self.normalize_discrete_entropy:
             text += ", normalize_discrete_entropy=True"
+        if self.parameterized_actions:
+            text += ", parameterized_actions=True"
         if self.distributed:
             text += ", distributed=True"
         return text
