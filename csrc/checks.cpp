@@ -434,7 +434,7 @@ void check_loss_backward_args(const LossBackwardArgs& args) {
       : 1;
   check_row_stats(
       args.row_stats, args.logits, num_heads,
-      args.logits.has_value() ? loss_row_stats_rows(args.hyperparameters) : 3);
+      loss_row_stats_rows(args.hyperparameters));
   const at::ScalarType output_dtype =
       loss_output_dtype(args.logits, args.log_std);
   check_saved_scalar(

@@ -313,6 +313,14 @@ HEE_HOST_DEVICE RowStatistics<T> finish_row(const SoftmaxState<T>& row) {
               log_sum_exp, sum_exp, row.sum_exp_times_shift)};
 }
 
+// An action's log-probability (z - m) - log s, clamped at
+// log_probability_floor, whose exp is exactly 0 (a ruled-out action's p).
+template <typename V, typename S>
+HEE_HOST_DEVICE V clamped_log_prob(
+    V logit, V row_shift_value, V row_log_sum_exp, S log_p_floor) {
+  return max_of((logit - row_shift_value) - row_log_sum_exp, V(log_p_floor));
+}
+
 // Backward, one element: grad_scale * d h / d z = -s p (log p + h), with
 // s = grad_scale and log p clamped at log_probability_floor (a masked action
 // gets 0). Written as p (log p * -s + -s h), one FMA and one multiply per
@@ -327,7 +335,7 @@ HEE_HOST_DEVICE V entropy_grad_element(
     V grad_scale,
     S log_p_floor) {
   const V log_p =
-      max_of((logit - row_shift_value) - row_log_sum_exp, V(log_p_floor));
+      clamped_log_prob(logit, row_shift_value, row_log_sum_exp, log_p_floor);
   const V p = Exp()(log_p);
   const V negative_scale = V(0) - grad_scale;
   return p * multiply_add(log_p, negative_scale, negative_scale * row_entropy);
@@ -591,24 +599,12 @@ HEE_HOST_DEVICE double entropy_normalizer(int64_t allowed_actions) {
 
 // Parameterized actions (parameterized_actions; docs/design.md,
 // "Parameterized actions"): discrete action k of a row has its own P Gaussian
-// parameters, of entropy
-//   c[k] = P * kGaussianEntropyConstant + sum_j log_std[k, j],
-// and the row's continuous entropy is the expected entropy of the chosen
-// action's parameters, h_c = sum_k p[k] c[k] (the policy "pick k, then sample
-// its parameters" has joint entropy h + h_c). Its derivatives:
+// parameters, of entropy c[k] = gaussian_entropy(sum_j log_std[k, j], P), and
+// the row's continuous entropy is the expected entropy of the chosen action's
+// parameters, h_c = sum_k p[k] c[k] (the policy "pick k, then sample its
+// parameters" has joint entropy h + h_c). Its derivatives:
 //   d h_c / d z[k] = p[k] (c[k] - h_c),   d h_c / d c[k] = p[k],
-// so a ruled-out action (p = 0) drops out of both.
-HEE_HOST_DEVICE double action_entropy(double sum_log_std, double num_params) {
-  return gaussian_entropy(sum_log_std, num_params);
-}
-
-// The probability of an action and its log, log p clamped at
-// log_probability_floor (exp of it is exactly 0: a ruled-out action).
-template <typename V, typename S>
-HEE_HOST_DEVICE V clamped_log_prob(
-    V logit, V row_shift_value, V row_log_sum_exp, S log_p_floor) {
-  return max_of((logit - row_shift_value) - row_log_sum_exp, V(log_p_floor));
-}
+// so a ruled-out action (p = 0) drops out of both while its c[k] is finite.
 
 // Backward of a row of a parameterized policy, one element: the gradient of
 // g h + a h_c with respect to z[k] (g, a the row's scales of its entropy and

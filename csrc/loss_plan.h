@@ -86,7 +86,7 @@ struct LossForwardPlan {
   // sum_i w_i, the weights' sum computed where they live (no device sync).
   bool has_row_weights = false;
   // log_std [B, K, P] or [K, P]: H_c is the mean of each row's expected
-  // action entropy (math::action_entropy).
+  // action entropy (entropy_math.h, "Parameterized actions").
   bool has_parameterized_actions = false;
   TensorSpec component;  // each of the seven 0-dim outputs
   TensorSpec row_stats;  // [3, H * B] in the logits' accumulation dtype

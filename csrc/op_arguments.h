@@ -45,7 +45,7 @@
 // docs/design.md, "Normalized entropy").
 // parameterized_actions: log_std is [B, K, P] or [K, P], each discrete
 // action's own Gaussian parameters, and H_c the expected entropy of the
-// chosen action's parameters, sum_k p[k] c[k] per row (math::action_entropy;
+// chosen action's parameters, sum_k p[k] c[k] per row (entropy_math.h and
 // docs/design.md, "Parameterized actions").
 #define HEE_TRAILING_ARGUMENTS(X)                                             \
   X(HYPERPARAMETER, double, discrete_entropy_weight, "float", "1.0")          \

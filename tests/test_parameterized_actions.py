@@ -99,6 +99,65 @@ def test_values_and_gradients_match_the_oracle(cpu_isa, dtype, k, shared, masked
     assert_matches_oracle(logits, log_std, dtype, allowed)
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["per-sample", "shared"])
+def test_many_runs_of_rows_match_the_oracle(cpu_isa, shared):
+    # More than 16 blocks of 64 rows: the passes run on several runs of rows, each from its
+    # own first row, and threads split them.
+    logits, log_std = heads((3001,), 7, 3, torch.float32, shared, seed=30)
+    assert_matches_oracle(logits, log_std, torch.float32, random_mask((3001, 7), seed=31))
+
+
+@pytest.mark.parametrize(
+    "logits_dtype, log_std_dtype",
+    [(torch.bfloat16, torch.float32), (torch.float32, torch.float64), (torch.float64, torch.float32)],
+    ids=str,
+)
+def test_mixed_dtypes_match_the_oracle_to_the_logits_precision(logits_dtype, log_std_dtype):
+    logits, _ = heads((67,), 5, 3, logits_dtype, seed=32)
+    _, log_std = heads((67,), 5, 3, log_std_dtype, seed=33)
+    # h_c is accumulated as p is, in the logits' accumulation dtype.
+    assert_matches_oracle(logits, log_std, logits_dtype if logits_dtype != torch.float64 else torch.float32)
+
+
+def test_normalized_discrete_entropy_combines_with_parameterized_actions():
+    logits, log_std = heads((4, 9), 6, 2, torch.float64, seed=34)
+    allowed = random_mask((4, 9, 6), seed=35)
+    kwargs = dict(min_entropy_threshold=0.9, continuous_min_entropy_threshold=TAU_C, action_mask=allowed,
+                  normalize_discrete_entropy=True, parameterized_actions=True)
+    leaves = [logits.clone().requires_grad_(True), log_std.clone().requires_grad_(True)]
+    got = hee.hybrid_entropy_loss(*leaves, 0.05, **kwargs)
+    oracle_leaves = [logits.clone().requires_grad_(True), log_std.clone().requires_grad_(True)]
+    want = reference.hybrid_entropy_loss(*oracle_leaves, 0.05, **kwargs)
+    for key in KEYS:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-12, atol=1e-14, msg=key)
+    for g, w in zip(torch.autograd.grad(weighted_output_sum(got), leaves),
+                    torch.autograd.grad(weighted_output_sum(want), oracle_leaves)):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per-sample", "shared"])
+@pytest.mark.parametrize("wanted", ["logits", "log_std"])
+def test_one_inputs_gradient_alone_is_the_same_as_with_both(shared, wanted):
+    logits, log_std = heads((300,), 5, 3, torch.float32, shared, seed=36)
+    leaves = {"logits": logits.clone().requires_grad_(True), "log_std": log_std.clone().requires_grad_(True)}
+    both = dict(zip(leaves, torch.autograd.grad(loss(*leaves.values())["total"], list(leaves.values()))))
+    alone_leaves = {"logits": logits, "log_std": log_std, wanted: leaves[wanted].detach().clone().requires_grad_(True)}
+    (alone,) = torch.autograd.grad(loss(*alone_leaves.values())["total"], alone_leaves[wanted])
+    assert torch.equal(alone, both[wanted])
+
+
+def test_the_backward_op_rejects_row_statistics_without_the_expected_action_entropies():
+    logits, log_std = heads((8,), 5, 2, torch.float64, seed=37)
+    coeff = torch.tensor(0.05, dtype=torch.float64)
+    out = OP(logits, log_std, coeff, parameterized_actions=True)
+    assert out[7].shape == (4, 8)
+    grads = [torch.ones((), dtype=torch.float64)] + [None] * 6
+    with pytest.raises(ValueError, match=r"row_stats must be \[4, H \* B\] = \[4, 8\]"):
+        torch.ops.hybrid_entropy_ext._hybrid_entropy_loss_backward(
+            *grads, logits, log_std, coeff, out[7][:3], out[5], out[6], out[8], [True, True, True],
+            1.0, 0.5, 0.1, 0.1, 3.0, None, None, None, None, None, False, True)
+
+
 @pytest.mark.parametrize("num_params", [1, 2, 4, 5])
 @pytest.mark.parametrize("shared", [False, True], ids=["per-sample", "shared"])
 def test_any_number_of_parameters_matches_the_oracle(num_params, shared):
@@ -173,12 +232,14 @@ def test_shared_log_std_gives_the_per_sample_results_of_its_expansion():
 
 
 def test_an_expanded_per_sample_log_std_gets_each_rows_gradient():
+    # Each row's gradient is its own a p_k: summed over the rows, that of the shared [K, P].
     logits, shared = heads((10,), 4, 2, torch.float64, shared=True, seed=11)
     expanded = shared.expand(10, 4, 2).requires_grad_(True)
-    contiguous = shared.expand(10, 4, 2).contiguous().requires_grad_(True)
+    shared = shared.clone().requires_grad_(True)
     (grad_expanded,) = torch.autograd.grad(loss(logits, expanded)["total"], expanded)
-    (grad_contiguous,) = torch.autograd.grad(loss(logits, contiguous)["total"], contiguous)
-    torch.testing.assert_close(grad_expanded, grad_contiguous, rtol=0, atol=0)
+    (grad_shared,) = torch.autograd.grad(loss(logits, shared)["total"], shared)
+    assert not torch.equal(grad_expanded[0], grad_expanded[1])
+    torch.testing.assert_close(grad_expanded.sum(0), grad_shared, rtol=1e-13, atol=1e-16)
 
 
 def test_leading_dims_are_rows():
@@ -214,14 +275,6 @@ def test_the_reference_matches_the_oracle():
     want = parameterized_oracle(logits, log_std, allowed, sample_mask, "seq-mean-token-mean")
     for key in KEYS:
         torch.testing.assert_close(got[key], want[key], rtol=1e-12, atol=1e-14, msg=key)
-
-
-def test_without_the_option_the_op_is_unchanged():
-    logits, log_std = heads((20,), 5, 3, seed=16)
-    plain = hee.hybrid_entropy_loss(logits, log_std[:, 0], 0.05)
-    off = hee.hybrid_entropy_loss(logits, log_std[:, 0], 0.05, parameterized_actions=False)
-    for key in KEYS:
-        assert torch.equal(plain[key], off[key]), key
 
 
 # --- bad inputs ------------------------------------------------------------------------

@@ -261,7 +261,8 @@ struct ParameterizedLogStd {
   std::vector<double> shared_action_entropies;  // c[k], for a shared row
 };
 
-// out[k] = c[k] (math::action_entropy) of num_actions actions' P log-stds,
+// out[k] = c[k], the Gaussian entropy of each of num_actions actions' P
+// log-stds (math::parameterized_grad_element's notation),
 // laid out one action after another. NumParams is int64_t, or a
 // std::integral_constant for a P known at compile time.
 template <typename NumParams, typename scalar_t, typename T>
@@ -274,7 +275,7 @@ void action_entropies_of_params(
       sum_log_std += static_cast<double>(params[k * P + j]);
     }
     out[k] = static_cast<T>(
-        math::action_entropy(sum_log_std, static_cast<double>(P)));
+        math::gaussian_entropy(sum_log_std, static_cast<double>(P)));
   }
 }
 
@@ -365,7 +366,8 @@ LogitRows<scalar_t> rows_from(LogitRows<scalar_t> rows, int64_t begin) {
 }
 
 // Batch means of both heads in one parallel pass over row blocks; fills the
-// [3, H * B] row statistics on the way. Each run of blocks visits every
+// [3, H * B] row statistics on the way (with parameterized actions [4, B],
+// row 3 each row's h_c). Each run of blocks visits every
 // sub-head's columns while its rows are in cache.
 struct BatchMeans {
   std::vector<double> discrete_head_entropies;  // H_h, one per sub-head
@@ -697,9 +699,9 @@ void parameterized_backward_pass(
       math::mean_term_grad(grad_of_discrete_mean, denominator);
   const double continuous_per_term =
       math::mean_term_grad(grad_of_continuous_mean, denominator);
-  const bool sums_rows = !parameterized.log_std.per_sample;
+  const bool shares_log_std = !parameterized.log_std.per_sample;
   std::vector<std::vector<double>> block_action_grads(
-      sums_rows && grad_log_std != nullptr ? pass.num_blocks() : 0,
+      shares_log_std && grad_log_std != nullptr ? pass.num_blocks() : 0,
       std::vector<double>(K, 0.0));
   pass.for_each_run([&](int64_t first_block, int64_t end_block) {
     HEE_DISPATCH_FLOATING(logits.scalar_type(), [&] {
@@ -729,7 +731,7 @@ void parameterized_backward_pass(
           ? nullptr
           : grad_logits->data_ptr<scalar_t>() + begin * K;
       const auto kernel = row_kernels<scalar_t>(isa).parameterized_backward;
-      if (!sums_rows) {
+      if (!shares_log_std) {
         // Straight into the gradient where it has the accumulation dtype.
         const bool writes_in_place = grad_log_std != nullptr &&
             grad_log_std->scalar_type() == c10::CppTypeToScalarType<acc>::value;
@@ -757,7 +759,7 @@ void parameterized_backward_pass(
       }
     });
   });
-  if (!sums_rows || grad_log_std == nullptr) {
+  if (!shares_log_std || grad_log_std == nullptr) {
     return;
   }
   HEE_DISPATCH_FLOATING(grad_log_std->scalar_type(), [&] {

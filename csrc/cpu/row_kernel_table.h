@@ -42,8 +42,8 @@ RowKernels<scalar_t> row_kernels(CpuIsa isa) {
   return {&generic::forward_rows<scalar_t>, &generic::backward_rows<scalar_t>,
           &generic::token_backward_rows<scalar_t>,
           &generic::sum_values<scalar_t>,
-              &generic::expected_action_entropy_rows<scalar_t>,
-              &generic::parameterized_backward_rows<scalar_t>};
+          &generic::expected_action_entropy_rows<scalar_t>,
+          &generic::parameterized_backward_rows<scalar_t>};
 }
 
 } // namespace cpu

@@ -110,7 +110,7 @@ using TokenBackwardRowsFn = void (*)(
     scalar_t* grad_logits,
     int64_t grad_row_stride);
 
-// Parameterized actions (math::action_entropy): the entropy c[i, k] of each
+// Parameterized actions (entropy_math.h): the entropy c[i, k] of each
 // discrete action's own Gaussian parameters, at values[i * row_stride + k]
 // (row_stride K, or 0 where every row shares one log_std).
 template <typename acc>
@@ -132,13 +132,13 @@ using ExpectedActionEntropyRowsFn = void (*)(
 
 // The backward of a parameterized row, one value per row (indexed like the
 // rows): g[i] = grad_entropy[i], the scale of d h[i], and a[i] =
-// grad_expected[i], that of d h_c[i]; expected[i] = h_c[i] from
-// ExpectedActionEntropyRowsFn.
+// grad_expected[i], that of d h_c[i]; expected_action_entropy[i] = h_c[i]
+// from ExpectedActionEntropyRowsFn.
 template <typename acc>
 struct ParameterizedGrads {
   const acc* grad_entropy;
   const acc* grad_expected;
-  const acc* expected;
+  const acc* expected_action_entropy;
 };
 
 // Where the backward puts d (a h_c) / d c[i, k] = a[i] p[i, k]: each row's

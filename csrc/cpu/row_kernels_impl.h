@@ -1044,7 +1044,7 @@ void parameterized_backward_rows_along_lanes(
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
   const int64_t K = logits.num_cols;
-  const bool sums_rows = grad_action_entropies.row_stride == 0;
+  const bool shares_log_std = grad_action_entropies.row_stride == 0;
   for (int64_t i = row_begin; i < row_end; ++i) {
     const scalar_t* row = logits.data + i * logits.row_stride;
     const bool* allowed = kMasked ? logits.allowed_row(i) : nullptr;
@@ -1059,14 +1059,15 @@ void parameterized_backward_rows_along_lanes(
     const Vec negative_grad_entropy(acc(0) - grad_entropy);
     const Vec grad_expected_vec(grad_expected);
     const Vec row_offset(parameterized_row_offset(
-        grad_entropy, stats.entropy[i], grad_expected, grads.expected[i]));
+        grad_entropy, stats.entropy[i], grad_expected,
+        grads.expected_action_entropy[i]));
     for (int64_t k = 0; k < K; k += W) {
       const int64_t n = std::min<int64_t>(W, K - k);
       Vec log_p;
       const Vec p = probabilities_of_columns<kMasked>(
           row, allowed, k, n, shift, log_sum_exp, log_p);
       const Vec grad_entropy_of_actions = grad_expected_vec * p;
-      if (sums_rows) {
+      if (shares_log_std) {
         (Vec::loadu(grad_entropies + k, n) + grad_entropy_of_actions)
             .store(grad_entropies + k, n);
       } else {

@@ -195,8 +195,11 @@ def hybrid_entropy_loss(
             ``h_c = sum_k p_k c_k``, ``c_k`` the entropy of action ``k``'s Gaussian, so
             ``h_d + h_c`` is the policy's exact joint entropy. Its gradient reaches the
             logits through ``p`` (``p_k (c_k - h_c)``) and action ``k``'s log-stds as
-            ``p_k``; actions ruled out (``-inf`` or ``action_mask``) drop out of both.
-            Not with ``discrete_sizes``. (CPU kernels only so far.)
+            ``p_k``; actions ruled out (``-inf`` or ``action_mask``) drop out of both
+            (their log-stds must still be finite: ``0 * inf`` is NaN). A 2-D log_std is
+            the shared ``[K, P]``. ``h_c`` is accumulated in the logits' accumulation
+            dtype (float32 unless the logits are float64), as ``p`` is. Not with
+            ``discrete_sizes``. (CPU kernels only so far.)
 
     Returns:
         A dict of 0-dim tensors with keys ``total``, ``discrete``,

@@ -289,6 +289,11 @@ def hybrid_entropy_loss(
             raise ValueError("hybrid_entropy_loss: parameterized_actions needs both logits and log_std")
         if discrete_sizes is not None:
             raise ValueError("hybrid_entropy_loss: discrete_sizes cannot be combined with parameterized_actions")
+        if log_std.dim() != 2 and log_std.shape[:-1] != logits.shape:
+            raise ValueError(
+                "hybrid_entropy_loss: with parameterized_actions, log_std must be [..., K, P] with the logits' "
+                f"shape {list(logits.shape)} before P, or [K, P]; got shape {list(log_std.shape)}"
+            )
         per_row = expected_action_entropy(logits, log_std).expand(leading_shape).reshape(-1)
         h_c = weighted_mean(per_row, row_weights, mean_denominator).to(out_dtype)
     elif log_std is not None and log_std.dim() == 1 and mean_denominator is None:
