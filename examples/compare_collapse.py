@@ -12,6 +12,14 @@ configuration and the same seeds, then writes
     python examples/compare_collapse.py                    # 5 configs x 5 seeds x 1000 episodes
     python examples/compare_collapse.py --episodes 200 --seeds 0 1 --out /tmp/cmp   # quick look
 
+The parameterized variant of the task (each operation with its own spawn parameters)
+compares the expected entropy of the chosen operation's parameters (``parameterized_actions``)
+with the summed entropy of all of them flattened into one Gaussian, the one a policy
+without the option gets::
+
+    python examples/compare_collapse.py --env HybridNetworkGrowthParameterized-v0 \
+        --configs preset:long examples/configs/parameterized_long.yaml --name parameterized_comparison
+
 A configuration is a YAML file or ``preset:NAME``. Each run uses one CPU thread and takes
 about 10-20 s. The seeds default to 10-14, disjoint from the seeds 0 and 1 that were
 used to choose the environment's defaults.
@@ -31,7 +39,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from hybrid_entropy_ext import EntropyRegularizationConfig
-from hybrid_entropy_ext.app.envs import NetworkGrowthEnv
+from hybrid_entropy_ext.app.envs import NETWORK_GROWTH_ID, NetworkGrowthEnv
 from hybrid_entropy_ext.app.ppo import PPOHyperparameters, TrainResult, train
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +57,7 @@ LABELS = {
     "adaptive_collapse.yaml": "adaptive + discrete penalty",
     "preset:long": "preset `long` (both penalties)",
     "adaptive_target.yaml": "adaptive controller (H_d target 0.2)",
+    "parameterized_long.yaml": "preset `long`, parameterized_actions (expected H_c)",
 }
 
 
@@ -124,9 +133,9 @@ def per_seed_table(runs: Dict[str, List[TrainResult]], threshold: float) -> List
     return lines
 
 
-def env_title(env_kwargs: Dict) -> str:
+def env_title(env_kwargs: Dict, env_id: str = NETWORK_GROWTH_ID) -> str:
     options = ", ".join(f"{k}={v}" for k, v in env_kwargs.items())
-    return f"HybridNetworkGrowth-v0({options})" if options else "HybridNetworkGrowth-v0"
+    return f"{env_id}({options})" if options else env_id
 
 
 def plot(
@@ -180,10 +189,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--env-kwargs", type=json.loads, default={}, metavar="JSON",
         help='environment options, e.g. \'{"node_reward": 0.15}\' (default: the registered defaults)',
     )
+    parser.add_argument("--env", default=NETWORK_GROWTH_ID,
+                        help="the registered task, e.g. HybridNetworkGrowthParameterized-v0")
     parser.add_argument("--name", default="collapse_comparison", help="stem of the .md and .png files")
     args = parser.parse_args(argv)
 
-    hp = PPOHyperparameters(env_kwargs=args.env_kwargs)
+    hp = PPOHyperparameters(env_id=args.env, env_kwargs=args.env_kwargs)
     configs = {source: load(source) for source in args.configs}
     runs: Dict[str, List[TrainResult]] = {source: [] for source in configs}
     started = time.perf_counter()
@@ -206,14 +217,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     md_path, png_path = args.out / f"{args.name}.md", args.out / f"{args.name}.png"
     env = NetworkGrowthEnv(**args.env_kwargs)
     greedy_return = env.node_reward * env.max_steps
-    plot(runs, args.threshold, png_path, greedy_return, env_title(args.env_kwargs))
+    plot(runs, args.threshold, png_path, greedy_return, env_title(args.env_kwargs, args.env))
     episodes = runs[args.configs[0]][0].episodes
     window = min(hp.final_window, episodes)
     command = shlex.join(["python", "examples/compare_collapse.py", *(sys.argv[1:] if argv is None else argv)])
     text = [
         "# Fixed entropy bonus vs adaptive entropy regularization",
         "",
-        f"`{env_title(args.env_kwargs)}`, hybrid PPO (`hybrid_entropy_ext.ppo`), {episodes} episodes per run, "
+        f"`{env_title(args.env_kwargs, args.env)}`, hybrid PPO (`hybrid_entropy_ext.ppo`), {episodes} episodes per run, "
         f"seeds {', '.join(map(str, args.seeds))} (the same for every configuration). "
         f"Final return: mean of the last {window} episodes; the always-`add_node` policy gets "
         f"{greedy_return:g}, a scripted good policy about 27. Values: mean ± standard deviation over seeds. "

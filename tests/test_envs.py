@@ -1,4 +1,5 @@
-"""HybridNetworkGrowth-v0: Gymnasium API conformance, seeding, the deceptive reward."""
+"""HybridNetworkGrowth-v0 and its parameterized variant: Gymnasium API conformance, seeding,
+the deceptive reward, each operation reading its own parameters."""
 
 import warnings
 
@@ -9,7 +10,14 @@ gym = pytest.importorskip("gymnasium")
 
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
-from hybrid_entropy_ext.app.envs import EDGE_OP, GREEDY_OP, NETWORK_GROWTH_ID, OPERATIONS, NetworkGrowthEnv  # noqa: E402
+from hybrid_entropy_ext.app.envs import (  # noqa: E402
+    EDGE_OP,
+    GREEDY_OP,
+    NETWORK_GROWTH_ID,
+    OPERATIONS,
+    PARAMETERIZED_NETWORK_GROWTH_ID,
+    NetworkGrowthEnv,
+)
 
 TARGET = np.array([0.6, -0.5], dtype=np.float32)
 ZEROS = np.zeros(2, dtype=np.float32)
@@ -155,3 +163,54 @@ def test_sync_vector_env():
 def test_bad_constructor_arguments(kwargs):
     with pytest.raises(ValueError):
         NetworkGrowthEnv(**kwargs)
+
+
+# --- the parameterized variant: each operation its own parameters --------------------------
+
+
+def one_per_operation(chosen_op, chosen_params, others=ZEROS):
+    return tuple(chosen_params if op == chosen_op else others for op in range(len(OPERATIONS)))
+
+
+def test_parameterized_variant_is_registered_and_passes_check_env():
+    env = gym.make(PARAMETERIZED_NETWORK_GROWTH_ID)
+    assert env.unwrapped.parameterized
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped)
+    env.close()
+
+
+def test_parameterized_action_space_has_one_box_per_operation():
+    space = NetworkGrowthEnv(parameterized=True).action_space
+    assert isinstance(space[1], gym.spaces.Tuple) and len(space[1]) == len(OPERATIONS)
+    assert all(isinstance(box, gym.spaces.Box) and box.shape == (2,) for box in space[1])
+
+
+def test_each_operation_reads_its_own_parameters():
+    # add_edge at the target with every other operation's parameters far off: full quality;
+    # the target given to another operation and add_edge's far off: low quality.
+    env = NetworkGrowthEnv(parameterized=True)
+    far = -TARGET
+    env.reset(seed=0)
+    rewards = [env.step((EDGE_OP, one_per_operation(EDGE_OP, TARGET, others=far)))[1] for _ in range(3)]
+    assert rewards[2] == pytest.approx(3.0)
+    env.reset(seed=0)
+    rewards = [env.step((EDGE_OP, one_per_operation(4, TARGET, others=far)))[1] for _ in range(3)]
+    assert rewards[2] == pytest.approx(3.0 * env.quality(far))
+    with pytest.raises(ValueError, match="one parameter vector per operation"):
+        env.step((EDGE_OP, (TARGET, TARGET)))
+
+
+def test_parameterized_sync_vector_env_takes_one_array_per_operation():
+    # add_edge's own array at the target, every other operation's far off: each env's third
+    # edge completes a structure of full quality.
+    n = 3
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make(PARAMETERIZED_NETWORK_GROWTH_ID) for _ in range(n)])
+    try:
+        envs.reset(seed=[0, 1, 2])
+        params = tuple(np.tile(TARGET if op == EDGE_OP else -TARGET, (n, 1)) for op in range(len(OPERATIONS)))
+        rewards = [envs.step((np.full(n, EDGE_OP), params))[1] for _ in range(3)]
+        assert np.allclose(rewards[2], 3.0)
+    finally:
+        envs.close()

@@ -10,7 +10,13 @@ pytest.importorskip("gymnasium")
 pytest.importorskip("matplotlib")
 
 from hybrid_entropy_ext import EntropyRegularizationConfig  # noqa: E402
-from hybrid_entropy_ext.app.ppo import METRIC_COLUMNS, PPOHyperparameters, TrainResult, train  # noqa: E402
+from hybrid_entropy_ext.app.ppo import (  # noqa: E402
+    METRIC_COLUMNS,
+    HybridActorCritic,
+    PPOHyperparameters,
+    TrainResult,
+    train,
+)
 
 EPISODES = 16  # two updates of 8 episodes
 
@@ -131,3 +137,42 @@ def test_monitor_records_every_minibatch_step_at_the_completed_episodes():
     assert [r["episode"] for r in monitor.records[::32]] == [8, 16]
     mean_first_update = sum(r["discrete_entropy"] for r in monitor.records[:32]) / 32
     assert mean_first_update == pytest.approx(result.metrics[0]["discrete_entropy"], rel=1e-6)
+
+
+PARAMETERIZED = PPOHyperparameters(env_id="HybridNetworkGrowthParameterized-v0")
+
+
+def test_a_parameterized_policy_trains_with_the_expected_action_entropy():
+    # Each operation its own [2] parameters: log_std [5, 2]. With parameterized_actions, H_c is
+    # the chosen operation's expected entropy (2 dims' worth); without, the 10 dims flattened.
+    config = EntropyRegularizationConfig.preset("long")
+    expected = train(config.replace(parameterized_actions=True), EPISODES, seed=0, hyperparameters=PARAMETERIZED)
+    flattened = train(config, EPISODES, seed=0, hyperparameters=PARAMETERIZED)
+    assert expected.metrics[0]["mean_return"] == flattened.metrics[0]["mean_return"]  # same first rollout
+    gaussian = 0.5 * math.log(2 * math.pi * math.e)  # nats per dim at log_std 0, where training starts
+    assert expected.metrics[0]["continuous_entropy"] == pytest.approx(2 * gaussian, abs=0.05)
+    assert flattened.metrics[0]["continuous_entropy"] == pytest.approx(10 * gaussian, abs=0.2)
+    for row in expected.metrics:
+        assert all(math.isfinite(value) for value in row.values())
+
+
+def test_parameterized_actions_need_a_parameterized_environment():
+    config = EntropyRegularizationConfig(parameterized_actions=True)
+    with pytest.raises(ValueError, match="parameterized_actions: .* each operation's own"):
+        train(config, EPISODES, seed=0)
+
+
+def test_a_parameterized_agent_scores_the_chosen_operations_parameters():
+    # log p(op) + log N(params; mean[op], exp(log_std[op])), from torch.distributions.
+    torch.manual_seed(0)
+    agent = HybridActorCritic(obs_size=7, num_ops=5, num_params=2, parameterized=True)
+    with torch.no_grad():
+        agent.log_std.copy_(torch.randn(5, 2))
+    obs, op, params = torch.rand(6, 7), torch.tensor([0, 4, 2, 2, 1, 3]), torch.randn(6, 2)
+    log_prob, _, logits, mean = agent.evaluate(obs, op, params)
+    assert mean.shape == (6, 5, 2)
+    want = torch.distributions.Categorical(logits=logits).log_prob(op)
+    for i in range(6):
+        normal = torch.distributions.Normal(mean[i, op[i]], agent.log_std[op[i]].exp())
+        want[i] = want[i] + normal.log_prob(params[i]).sum()
+    torch.testing.assert_close(log_prob, want)

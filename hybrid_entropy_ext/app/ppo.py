@@ -3,7 +3,11 @@
 One readable file in CleanRL's spirit. The policy has a shared torso and three heads:
 categorical logits ``[B, K]`` for the operation, a Gaussian mean ``[B, P]`` with a
 state-independent ``log_std`` parameter ``[P]`` for the continuous parameters, and a
-value. The action's log-probability is ``log p(op) + sum_j log N(param_j)``. The loss is
+value. The action's log-probability is ``log p(op) + sum_j log N(param_j)``. On a
+parameterized task (each operation with its own parameters, as
+``HybridNetworkGrowthParameterized-v0``) the mean is ``[B, K, P]`` and ``log_std`` ``[K, P]``,
+the parameters are the chosen operation's, and the regularizer gets ``log_std`` as it is
+with the config's ``parameterized_actions``, else flattened to ``[K * P]``. The loss is
 the clipped PPO objective, plus ``vf_coef`` times the value loss, plus the entropy term
 
     HybridEntropyRegularizer(config)(logits, log_std, episode)["total"]
@@ -118,27 +122,50 @@ def _layer(layer: nn.Linear, std: float = math.sqrt(2.0)) -> nn.Linear:
 
 
 class HybridActorCritic(nn.Module):
-    """Shared torso; categorical, Gaussian (state-independent log-std) and value heads."""
+    """Shared torso; categorical, Gaussian (state-independent log-std) and value heads.
 
-    def __init__(self, obs_size: int, num_ops: int, num_params: int, hidden: int = 64) -> None:
+    With ``parameterized``, each of the ``K`` operations has its own ``P`` parameters: the
+    mean is ``[B, K, P]`` and the log-std ``[K, P]``, and an action's parameters are those of
+    its operation (the policy "pick ``k``, then sample ``k``'s parameters").
+    """
+
+    def __init__(
+        self, obs_size: int, num_ops: int, num_params: int, hidden: int = 64, parameterized: bool = False
+    ) -> None:
         super().__init__()
+        self.parameterized = parameterized
+        self.param_shape = (num_ops, num_params) if parameterized else (num_params,)
         self.torso = nn.Sequential(
             _layer(nn.Linear(obs_size, hidden)), nn.Tanh(), _layer(nn.Linear(hidden, hidden)), nn.Tanh()
         )
         self.logits_head = _layer(nn.Linear(hidden, num_ops), 0.01)
-        self.mean_head = _layer(nn.Linear(hidden, num_params), 0.01)
-        self.log_std = nn.Parameter(torch.zeros(num_params))
+        self.mean_head = _layer(nn.Linear(hidden, math.prod(self.param_shape)), 0.01)
+        self.log_std = nn.Parameter(torch.zeros(self.param_shape))
         self.value_head = _layer(nn.Linear(hidden, 1), 1.0)
 
     def forward(self, obs: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """``(logits [B, K], mean [B, P], value [B])``."""
+        """``(logits [B, K], mean [B, P] (parameterized: [B, K, P]), value [B])``."""
         x = self.torso(obs)
-        return self.logits_head(x), self.mean_head(x), self.value_head(x).squeeze(-1)
+        mean = self.mean_head(x)
+        if self.parameterized:
+            mean = mean.reshape(-1, *self.param_shape)
+        return self.logits_head(x), mean, self.value_head(x).squeeze(-1)
+
+    def chosen(self, mean: Tensor, op: Tensor) -> Tuple[Tensor, Tensor]:
+        """The mean ``[B, P]`` and log-std of each sample's parameters: its operation's, where
+        parameterized."""
+        if not self.parameterized:
+            return mean, self.log_std
+        return mean[torch.arange(op.shape[0]), op], self.log_std[op]
 
     def evaluate(self, obs: Tensor, op: Tensor, params: Tensor):
-        """Log-probability of ``(op, params)``, the value, the logits and the mean."""
+        """Log-probability of ``(op, params)`` (``params`` ``[B, P]``: the chosen operation's),
+        the value, the logits and the mean."""
         logits, mean, value = self(obs)
-        log_prob = Categorical(logits=logits).log_prob(op) + Normal(mean, self.log_std.exp()).log_prob(params).sum(-1)
+        chosen_mean, chosen_log_std = self.chosen(mean, op)
+        log_prob = Categorical(logits=logits).log_prob(op) + Normal(chosen_mean, chosen_log_std.exp()).log_prob(
+            params
+        ).sum(-1)
         return log_prob, value, logits, mean
 
 
@@ -238,6 +265,8 @@ def _train(
     hp: PPOHyperparameters,
     monitor: Optional[EntropyMonitor] = None,
 ) -> TrainResult:
+    from gymnasium import spaces
+
     from .envs import GREEDY_OP
 
     start_time = time.perf_counter()
@@ -248,11 +277,24 @@ def _train(
     obs_size = envs.single_observation_space.shape[0]
     num_ops = envs.single_action_space[0].n
     param_space = envs.single_action_space[1]
+    # A tuple of one Box per operation: each operation's own parameters (Platform's layout).
+    parameterized = isinstance(param_space, spaces.Tuple)
+    if parameterized:
+        param_space = param_space[0]
+    elif config.parameterized_actions:
+        raise ValueError(
+            f"parameterized_actions: {hp.env_id} has one parameter vector for every operation; the "
+            "option needs an environment with each operation's own (e.g. HybridNetworkGrowthParameterized-v0)"
+        )
     num_params = param_space.shape[0]
     low, high = torch.as_tensor(param_space.low), torch.as_tensor(param_space.high)
 
-    agent = HybridActorCritic(obs_size, num_ops, num_params, hp.hidden_size)
+    agent = HybridActorCritic(obs_size, num_ops, num_params, hp.hidden_size, parameterized=parameterized)
     regularizer = HybridEntropyRegularizer(config)
+    # A parameterized policy's log-stds [K, P] go to the regularizer as they are with
+    # parameterized_actions (H_c the chosen operation's expected entropy), else flattened
+    # into one Gaussian of K * P dims: the summed entropy a user without the option gets.
+    flattens_log_std = parameterized and not config.parameterized_actions
     # A sac controller's log_coeff learns with the agent's optimizer (no parameters otherwise:
     # the same optimizer as without controllers).
     optimizer = torch.optim.Adam(
@@ -286,14 +328,20 @@ def _train(
                 with torch.no_grad():
                     logits, mean, value = agent(obs)
                     op = _sample_categorical(logits, generator)
-                    params = mean + agent.log_std.exp() * torch.randn(mean.shape, generator=generator)
-                    log_prob = Categorical(logits=logits).log_prob(op) + Normal(mean, agent.log_std.exp()).log_prob(
-                        params
-                    ).sum(-1)
+                    # Parameterized: every operation's parameters are sampled (the environment
+                    # takes them all, as Platform's does) and the chosen one's are the action's.
+                    all_params = mean + agent.log_std.exp() * torch.randn(mean.shape, generator=generator)
+                    params = agent.chosen(all_params, op)[0]
+                    chosen_mean, chosen_log_std = agent.chosen(mean, op)
+                    log_prob = Categorical(logits=logits).log_prob(op) + Normal(
+                        chosen_mean, chosen_log_std.exp()
+                    ).log_prob(params).sum(-1)
                 obs_buf[t], op_buf[t], param_buf[t], logprob_buf[t], value_buf[t] = obs, op, params, log_prob, value
                 # The environment gets the parameters clipped to its box; the policy's
                 # log-probability is that of the unclipped sample (as in CleanRL).
-                env_params = torch.maximum(torch.minimum(params, high), low).numpy()
+                env_params = torch.maximum(torch.minimum(all_params, high), low).numpy()
+                if parameterized:  # one [n, P] array per operation
+                    env_params = tuple(env_params[:, k] for k in range(num_ops))
                 obs_np, reward, terminated, truncated, _ = envs.step((op.numpy(), env_params))
                 reward_buf[t] = torch.as_tensor(reward, dtype=torch.float32)
                 done_buf[t] = torch.as_tensor(np.logical_or(terminated, truncated), dtype=torch.float32)
@@ -333,7 +381,7 @@ def _train(
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                     pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - hp.clip_coef, 1 + hp.clip_coef)).mean()
                     v_loss = 0.5 * (new_value - b_targets[idx]).pow(2).mean()
-                    ent = regularizer(logits, agent.log_std, episode)
+                    ent = regularizer(logits, agent.log_std.reshape(-1) if flattens_log_std else agent.log_std, episode)
                     # controller_loss: 0 and update_controllers: nothing, without controllers.
                     loss = pg_loss + hp.vf_coef * v_loss + ent["total"] + regularizer.controller_loss(ent)
 

@@ -38,6 +38,14 @@ Observation (``Box(0, 1, (7,), float32)``): elapsed fraction of the episode, nod
 free pairs / 10 (clipped), pending edges / 3, mean quality of the pending edges (0 when
 none), completed structures / 10 (clipped), and whether the last operation was valid.
 
+**The parameterized variant** (``parameterized=True``, registered as
+``HybridNetworkGrowthParameterized-v0``) gives each operation its own spawn parameters, as
+the Platform benchmark of the parameterized-action literature does: the action is
+``(op, (params_0, ..., params_4))`` (``Tuple((Discrete(5), Tuple((Box(2),) * 5)))``) and
+operation ``op`` reads ``params_op`` only, so ``add_edge`` and ``rewire`` each have parameters
+of their own to learn, and a policy's continuous entropy is that of the chosen operation's
+parameters.
+
 Episodes last ``max_steps`` (32) steps and then terminate (the time is observed, so it is
 a termination, not a truncation). ``reset(seed=...)`` draws the initial node count
 (3 to 5); everything else is deterministic, so an episode is a function of its seed and
@@ -71,6 +79,8 @@ class NetworkGrowthEnv(gym.Env):
         structure_reward: reward of a structure with perfect edges (times their mean quality).
         edges_per_structure: edges that complete a structure.
         initial_nodes: inclusive range of the initial node count, drawn at reset.
+        parameterized: give each operation its own spawn parameters (the action's second
+            part a tuple of one parameter vector per operation; see the module doc).
     """
 
     metadata: Dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}
@@ -85,6 +95,7 @@ class NetworkGrowthEnv(gym.Env):
         edges_per_structure: int = 3,
         initial_nodes: Tuple[int, int] = (3, 5),
         render_mode: Optional[str] = None,
+        parameterized: bool = False,
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps: expected an int >= 1, got {max_steps!r}")
@@ -107,13 +118,14 @@ class NetworkGrowthEnv(gym.Env):
         self.initial_nodes = (int(initial_nodes[0]), int(initial_nodes[1]))
         self.render_mode = render_mode
 
+        self.parameterized = bool(parameterized)
         num_params = self.target.size
-        self.action_space = spaces.Tuple(
-            (
-                spaces.Discrete(len(OPERATIONS)),
-                spaces.Box(low=-1.0, high=1.0, shape=(num_params,), dtype=np.float32),
+        params_space = spaces.Box(low=-1.0, high=1.0, shape=(num_params,), dtype=np.float32)
+        if self.parameterized:
+            params_space = spaces.Tuple(
+                tuple(spaces.Box(low=-1.0, high=1.0, shape=(num_params,), dtype=np.float32) for _ in OPERATIONS)
             )
-        )
+        self.action_space = spaces.Tuple((spaces.Discrete(len(OPERATIONS)), params_space))
         self.observation_space = spaces.Box(low=0.0, high=1.0, shape=(_OBS_SIZE,), dtype=np.float32)
         self._reset_state(self.initial_nodes[0])
 
@@ -180,6 +192,12 @@ class NetworkGrowthEnv(gym.Env):
         op = int(op)
         if not 0 <= op < len(OPERATIONS):
             raise ValueError(f"action[0]: expected an operation in [0, {len(OPERATIONS)}), got {op}")
+        if self.parameterized:
+            if len(params) != len(OPERATIONS):
+                raise ValueError(
+                    f"action[1]: expected one parameter vector per operation ({len(OPERATIONS)}), got {len(params)}"
+                )
+            params = params[op]  # the chosen operation's own parameters
         params = np.asarray(params, dtype=np.float64).reshape(-1)
         if params.shape != self.target.shape:
             raise ValueError(f"action[1]: expected shape {self.target.shape}, got {params.shape}")
