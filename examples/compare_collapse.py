@@ -36,10 +36,11 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import gymnasium as gym
 import numpy as np
 
 from hybrid_entropy_ext import EntropyRegularizationConfig
-from hybrid_entropy_ext.app.envs import NETWORK_GROWTH_ID, NetworkGrowthEnv
+from hybrid_entropy_ext.app.envs import NETWORK_GROWTH_ID
 from hybrid_entropy_ext.app.ppo import PPOHyperparameters, TrainResult, train
 
 HERE = Path(__file__).resolve().parent
@@ -215,7 +216,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     md_path, png_path = args.out / f"{args.name}.md", args.out / f"{args.name}.png"
-    env = NetworkGrowthEnv(**args.env_kwargs)
+    env = gym.make(args.env, **args.env_kwargs).unwrapped
     greedy_return = env.node_reward * env.max_steps
     plot(runs, args.threshold, png_path, greedy_return, env_title(args.env_kwargs, args.env))
     episodes = runs[args.configs[0]][0].episodes
