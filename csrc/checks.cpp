@@ -154,36 +154,32 @@ void check_heads(
     const OptionalTensor& log_std,
     bool parameterized_actions,
     const char* op) {
-  if (parameterized_actions) {
-    TORCH_CHECK_VALUE(
-        logits.has_value() && log_std.has_value(), op,
-        ": parameterized_actions gives each discrete action its own Gaussian "
-        "parameters and needs both heads; got ",
-        logits.has_value() ? "logits" : "no logits", " and ",
-        log_std.has_value() ? "log_std" : "no log_std");
-    check_logits(*logits, op);
-    check_parameterized_log_std(*logits, *log_std, op);
-    TORCH_CHECK_VALUE(
-        logits->device() == log_std->device(), op,
-        ": logits and log_std must be on the same device, got logits on ",
-        logits->device(), " and log_std on ", log_std->device());
-    return;
-  }
   TORCH_CHECK_VALUE(
       logits.has_value() || log_std.has_value(), op,
       ": logits and log_std are both None; pass at least one head");
+  TORCH_CHECK_VALUE(
+      !parameterized_actions || (logits.has_value() && log_std.has_value()),
+      op,
+      ": parameterized_actions gives each discrete action its own Gaussian "
+      "parameters and needs both heads; got ",
+      logits.has_value() ? "logits" : "no logits", " and ",
+      log_std.has_value() ? "log_std" : "no log_std");
   if (logits.has_value()) {
     check_logits(*logits, op);
   }
   if (log_std.has_value()) {
-    check_log_std(*log_std, op);
+    if (parameterized_actions) {
+      check_parameterized_log_std(*logits, *log_std, op);
+    } else {
+      check_log_std(*log_std, op);
+    }
   }
   if (logits.has_value() && log_std.has_value()) {
     TORCH_CHECK_VALUE(
         logits->device() == log_std->device(), op,
         ": logits and log_std must be on the same device, got logits on ",
         logits->device(), " and log_std on ", log_std->device());
-    if (log_std->dim() == 2) {
+    if (!parameterized_actions && log_std->dim() == 2) {
       HEE_SYM_CHECK_VALUE(
           logits->sym_size(0).sym_eq(log_std->sym_size(0)), op,
           ": logits and log_std must have the same batch size, got logits ",
@@ -429,9 +425,7 @@ void check_loss_backward_args(const LossBackwardArgs& args) {
   check_discrete_sizes(args.hyperparameters, args.logits, kBackwardOp);
   check_row_weights(args.row_weights, args.logits, args.log_std, kBackwardOp);
   check_mean_denominator(args.mean_denominator, head, kBackwardOp);
-  const int64_t num_heads = args.hyperparameters.discrete_sizes.has_value()
-      ? static_cast<int64_t>(args.hyperparameters.discrete_sizes.values->size())
-      : 1;
+  const int64_t num_heads = num_discrete_heads(args.hyperparameters);
   check_row_stats(
       args.row_stats, args.logits, num_heads,
       loss_row_stats_rows(args.hyperparameters));

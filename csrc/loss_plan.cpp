@@ -38,16 +38,10 @@ TensorSpec broadcast_like(const at::Tensor& t) {
           t.device()};
 }
 
-// One value per row of a [B, D] t, seen through a zero column stride.
-TensorSpec broadcast_along_columns(const at::Tensor& t) {
-  const c10::SymIntArrayRef sizes = t.sym_sizes();
-  return {c10::SymDimVector(sizes.begin(), sizes.end()),
-          {c10::SymInt(1), c10::SymInt(0)}, t.scalar_type(), t.device()};
-}
-
-// One value per [..., K] row position of a [..., K, P] t, seen through a zero
-// stride along P: a parameterized log_std's gradient, the same for each of an
-// action's P parameters.
+// One value per position of t's leading dims, seen through a zero stride
+// along its last: a [B, D] log_std's gradient with row weights (one value per
+// row), or a parameterized [..., K, P] one's (one value per action, the same
+// for its P parameters).
 TensorSpec broadcast_along_last_dim(const at::Tensor& t) {
   const c10::SymIntArrayRef sizes = t.sym_sizes();
   c10::SymDimVector strides = contiguous_strides(sizes.slice(0, sizes.size() - 1));
@@ -176,9 +170,9 @@ LossBackwardPlan plan_loss_backward(const LossBackwardArgs& args) {
       ? placeholder(
             plan.has_continuous ? args.log_std->scalar_type() : missing_dtype,
             head.device())
-      : plan.has_parameterized_actions ? broadcast_along_last_dim(*args.log_std)
-      : plan.has_row_weights && log_std_has_own_rows(*args.log_std)
-      ? broadcast_along_columns(*args.log_std)
+      : plan.has_parameterized_actions ||
+          (plan.has_row_weights && log_std_has_own_rows(*args.log_std))
+      ? broadcast_along_last_dim(*args.log_std)
       : broadcast_like(*args.log_std);
   if (plan.computes_grad_entropy_coeff) {
     plan.grad_entropy_coeff = contiguous_like(args.entropy_coeff);

@@ -676,7 +676,8 @@ void write_per_sample_action_grads(
 // each row's a p[k], log_std's gradient (one value for an action's P
 // parameters, seen broadcast along P): each row's for a per-sample log_std,
 // or, for a shared [K, P], summed over each block's rows and then over the
-// blocks in order (the same bits whatever the number of threads). grad_logits and grad_log_std are null where not computed.
+// blocks in order (the same bits whatever the number of threads).
+// grad_logits and grad_log_std are null where not computed.
 void parameterized_backward_pass(
     const at::Tensor& logits,
     const OptionalTensor& action_mask,
@@ -731,9 +732,13 @@ void parameterized_backward_pass(
           ? nullptr
           : grad_logits->data_ptr<scalar_t>() + begin * K;
       const auto kernel = row_kernels<scalar_t>(isa).parameterized_backward;
+      if (grad_log_std == nullptr) {
+        kernel(rows, 0, n, stats, entropies, grads, grad, K, {nullptr, K});
+        return;
+      }
       if (!shares_log_std) {
         // Straight into the gradient where it has the accumulation dtype.
-        const bool writes_in_place = grad_log_std != nullptr &&
+        const bool writes_in_place =
             grad_log_std->scalar_type() == c10::CppTypeToScalarType<acc>::value;
         std::vector<acc> buffer(writes_in_place ? 0 : n * K);
         acc* grad_action_entropies = writes_in_place
@@ -741,7 +746,7 @@ void parameterized_backward_pass(
             : buffer.data();
         kernel(rows, 0, n, stats, entropies, grads, grad, K,
                {grad_action_entropies, K});
-        if (grad_log_std != nullptr && !writes_in_place) {
+        if (!writes_in_place) {
           write_per_sample_action_grads(
               grad_action_entropies, begin, n, K, *grad_log_std);
         }
@@ -753,9 +758,7 @@ void parameterized_backward_pass(
         std::fill(block_sums.begin(), block_sums.end(), acc(0));
         kernel(rows, pass.first_row(block) - begin, pass.end_row(block) - begin,
                stats, entropies, grads, grad, K, {block_sums.data(), 0});
-        if (grad_log_std != nullptr) {
-          block_action_grads[block].assign(block_sums.begin(), block_sums.end());
-        }
+        block_action_grads[block].assign(block_sums.begin(), block_sums.end());
       }
     });
   });

@@ -144,7 +144,7 @@ struct ParameterizedGrads {
 // Where the backward puts d (a h_c) / d c[i, k] = a[i] p[i, k]: each row's
 // at values[i * K + k] (row_stride K, a per-sample log_std), or with
 // row_stride 0 their sum over the range's rows added to values[k] (a log_std
-// the rows share).
+// the rows share); values null: nowhere (log_std's gradient is not wanted).
 template <typename acc>
 struct ActionEntropyGrads {
   acc* values;

@@ -1050,8 +1050,9 @@ void parameterized_backward_rows_along_lanes(
     const bool* allowed = kMasked ? logits.allowed_row(i) : nullptr;
     const acc* entropies =
         action_entropies.values + i * action_entropies.row_stride;
-    acc* grad_entropies =
-        grad_action_entropies.values + i * grad_action_entropies.row_stride;
+    acc* grad_entropies = grad_action_entropies.values == nullptr
+        ? nullptr
+        : grad_action_entropies.values + i * grad_action_entropies.row_stride;
     const Vec shift(stats.shift[i]);
     const Vec log_sum_exp(stats.log_sum_exp[i]);
     const acc grad_entropy = grads.grad_entropy[i];
@@ -1067,7 +1068,9 @@ void parameterized_backward_rows_along_lanes(
       const Vec p = probabilities_of_columns<kMasked>(
           row, allowed, k, n, shift, log_sum_exp, log_p);
       const Vec grad_entropy_of_actions = grad_expected_vec * p;
-      if (shares_log_std) {
+      if (grad_entropies == nullptr) {
+        // log_std's gradient is not wanted.
+      } else if (shares_log_std) {
         (Vec::loadu(grad_entropies + k, n) + grad_entropy_of_actions)
             .store(grad_entropies + k, n);
       } else {

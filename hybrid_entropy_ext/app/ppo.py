@@ -158,15 +158,19 @@ class HybridActorCritic(nn.Module):
             return mean, self.log_std
         return mean[torch.arange(op.shape[0]), op], self.log_std[op]
 
+    def log_prob(self, logits: Tensor, mean: Tensor, op: Tensor, params: Tensor) -> Tensor:
+        """``log p(op) + sum_j log N(params_j)`` ``[B]``, ``params`` ``[B, P]`` the chosen
+        operation's."""
+        chosen_mean, chosen_log_std = self.chosen(mean, op)
+        return Categorical(logits=logits).log_prob(op) + Normal(chosen_mean, chosen_log_std.exp()).log_prob(
+            params
+        ).sum(-1)
+
     def evaluate(self, obs: Tensor, op: Tensor, params: Tensor):
         """Log-probability of ``(op, params)`` (``params`` ``[B, P]``: the chosen operation's),
         the value, the logits and the mean."""
         logits, mean, value = self(obs)
-        chosen_mean, chosen_log_std = self.chosen(mean, op)
-        log_prob = Categorical(logits=logits).log_prob(op) + Normal(chosen_mean, chosen_log_std.exp()).log_prob(
-            params
-        ).sum(-1)
-        return log_prob, value, logits, mean
+        return self.log_prob(logits, mean, op, params), value, logits, mean
 
 
 class _Progress:
@@ -332,10 +336,7 @@ def _train(
                     # takes them all, as Platform's does) and the chosen one's are the action's.
                     all_params = mean + agent.log_std.exp() * torch.randn(mean.shape, generator=generator)
                     params = agent.chosen(all_params, op)[0]
-                    chosen_mean, chosen_log_std = agent.chosen(mean, op)
-                    log_prob = Categorical(logits=logits).log_prob(op) + Normal(
-                        chosen_mean, chosen_log_std.exp()
-                    ).log_prob(params).sum(-1)
+                    log_prob = agent.log_prob(logits, mean, op, params)
                 obs_buf[t], op_buf[t], param_buf[t], logprob_buf[t], value_buf[t] = obs, op, params, log_prob, value
                 # The environment gets the parameters clipped to its box; the policy's
                 # log-probability is that of the unclipped sample (as in CleanRL).

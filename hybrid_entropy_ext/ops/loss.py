@@ -287,18 +287,12 @@ def hybrid_entropy_loss(
     # The plain batch mean of [B, K] and [B, D] or [D] goes to the op as it is, with neither
     # weights nor a denominator: exactly the op's default, at the cost of a few comparisons.
     aggregates = sample_mask is not None or loss_agg_mode != "token-mean" or loss_scale_factor is not None
-    if parameterized_actions:
-        if aggregates:
-            leading_shape = rows_leading_shape(logits, None, sample_mask)
-            device = logits.device if logits is not None else coeff.device
-            row_weights, mean_denominator = aggregation_of_rows(
-                sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, device
-            )
-        if action_mask is not None and logits is not None and logits.dim() > 2:
-            action_mask = _action_mask_rows(action_mask, logits)
-        logits, log_std = _parameterized_rows(logits, log_std)
-    elif aggregates or (logits is not None and logits.dim() != 2) or (log_std is not None and log_std.dim() > 2):
-        leading_shape = rows_leading_shape(logits, log_std, sample_mask)
+    reshapes = (logits is not None and logits.dim() != 2) or (
+        log_std is not None and (log_std.dim() > 2 or (parameterized_actions and log_std.dim() != 2))
+    )
+    if aggregates or reshapes:
+        # A parameterized log_std's rows are those of the logits ([..., K, P]).
+        leading_shape = rows_leading_shape(logits, None if parameterized_actions else log_std, sample_mask)
         if aggregates:
             device = logits.device if logits is not None else (log_std.device if log_std is not None else coeff.device)
             row_weights, mean_denominator = aggregation_of_rows(
@@ -306,7 +300,10 @@ def hybrid_entropy_loss(
             )
         if action_mask is not None and logits is not None and logits.dim() != 2:
             action_mask = _action_mask_rows(action_mask, logits)
-        logits, log_std = _rows(logits, log_std, leading_shape, row_weights is not None)
+        if parameterized_actions:
+            logits, log_std = _parameterized_rows(logits, log_std)
+        else:
+            logits, log_std = _rows(logits, log_std, leading_shape, row_weights is not None)
     outputs = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(
         logits,
         log_std,
