@@ -1,10 +1,18 @@
-"""The layer of the integrations with RL and RLHF libraries; it holds none yet.
+"""The layer of the integrations with RL and LLM-RL libraries.
 
 An integration adapts :class:`~hybrid_entropy_ext.HybridEntropyRegularizer` (or the ops)
-to one library's policy and loss interfaces, in a module of its own that imports that
-library. Those libraries are optional, so nothing imports an integration module until it
-is used: this package's ``__init__`` imports nothing, and ``import hybrid_entropy_ext``
-does not import this package.
+to one library's functions, policy and loss interfaces, in a module of its own:
+
+- :mod:`.trl`: drop-ins for TRL's ``selective_log_softmax_and_entropy`` (its fused
+  kernel's contract), ``selective_log_softmax`` and ``entropy_from_logits``, and
+  ``apply_to_trl()``, which puts them in TRL's place;
+- :mod:`.verl`: drop-ins for verl's ``entropy_from_logits`` and ``compute_entropy_loss``,
+  and ``apply_to_verl()``;
+- :mod:`.patching`: how those ``apply_to_*`` replace a library's functions, undoably.
+
+The libraries are optional: a module imports its library only where it patches it, and
+nothing imports an integration module until it is used (this package's ``__init__``
+imports nothing, and ``import hybrid_entropy_ext`` does not import this package).
 
 The layer sits between the application and the regularization layer: its modules import
 :mod:`hybrid_entropy_ext.regularization` and :mod:`hybrid_entropy_ext.ops`, never the
