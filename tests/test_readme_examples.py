@@ -1,5 +1,5 @@
 """The README's sections on schedules, controllers, distributions, multi-GPU and monitoring,
-and on per-token terms: every Python example in them runs as written, each in a fresh
+on per-token terms and on the integrations: every Python example in them runs as written, each in a fresh
 namespace, in a fresh process."""
 
 import json
@@ -72,4 +72,16 @@ def test_every_example_of_the_per_token_section_runs(tmp_path):
     blocks = section_blocks(TOKEN_TERMS_SECTION)
     assert len(blocks) == 5
     proc = run_blocks(blocks[1:], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+INTEGRATIONS_SECTION = "## Integrations: TRL and verl"
+
+
+def test_every_example_of_the_integrations_section_runs(tmp_path):
+    # The `py` block (apply_to_trl / apply_to_verl) needs TRL and verl installed; the same
+    # calls are tested where they import (test_integration_trl.py, test_integration_verl.py).
+    blocks = section_blocks(INTEGRATIONS_SECTION)
+    assert len(blocks) == 1
+    proc = run_blocks(blocks, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
