@@ -1,12 +1,13 @@
 """``hybrid_entropy_ext.integrations.verl``: drop-ins for verl's entropy functions, held to
 their definitions.
 
-verl 0.9.1 does not import here without its heavy dependencies (ray among them), so its
-definitions are written out below: ``entropy_from_logits`` is each row's entropy, and
-``compute_entropy_loss`` aggregates the token entropies with ``agg_loss`` (one process:
-``dp_size`` 1, no global counts), whose five modes are transcribed in :func:`agg_loss`.
-The entropies come from ``torch.distributions.Categorical`` in float64, the gradients from
-autograd through them. Where verl imports, the drop-ins are also patched into it.
+verl 0.9.1 imports only with its heavy dependencies (ray among them), which CI does not
+install, so its definitions are written out below: ``entropy_from_logits`` is each row's
+entropy, and ``compute_entropy_loss`` aggregates the token entropies with ``agg_loss`` (one
+process: ``dp_size`` 1, no global counts), whose five modes are transcribed in
+:func:`agg_loss`. The entropies come from ``torch.distributions.Categorical`` in float64,
+the gradients from autograd through them. Where verl imports, the drop-ins are also
+compared with verl's own functions and patched into it.
 """
 
 import pytest
@@ -119,9 +120,48 @@ def test_compute_entropy_loss_rejects_an_unknown_mode():
         hee_verl.compute_entropy_loss(logits, response_mask, "seq-sum")
 
 
-def test_apply_to_verl_replaces_the_functions_and_undo_restores_them():
-    torch_functional = pytest.importorskip("verl.utils.torch_functional", reason="verl does not import here")
-    core_algos = pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl does not import here")
+# --------------------------------------------------------------------------------------
+# Against verl itself, where it imports
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def torch_functional():
+    return pytest.importorskip("verl.utils.torch_functional", reason="verl does not import here")
+
+
+@pytest.fixture
+def core_algos():
+    return pytest.importorskip("verl.trainer.ppo.core_algos", reason="verl does not import here")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_compute_entropy_loss_matches_verls_own(core_algos, mode):
+    logits, response_mask = responses()
+    mine = logits.clone().requires_grad_(True)
+    theirs = logits.clone().requires_grad_(True)
+    loss = hee_verl.compute_entropy_loss(mine, response_mask.float(), mode)
+    expected = core_algos.compute_entropy_loss(theirs, response_mask.float(), mode)
+    torch.testing.assert_close(loss, expected, atol=ATOL, rtol=1e-5)
+    loss.backward()
+    expected.backward()
+    torch.testing.assert_close(mine.grad, theirs.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_entropy_from_logits_matches_verls_own(torch_functional):
+    logits, _ = responses()
+    torch.testing.assert_close(
+        hee_verl.entropy_from_logits(logits), torch_functional.entropy_from_logits(logits), atol=ATOL, rtol=0
+    )
+    torch.testing.assert_close(
+        hee_verl.entropy_from_logits_with_chunking(logits.view(-1, logits.shape[-1])),
+        torch_functional.entropy_from_logits_with_chunking(logits.view(-1, logits.shape[-1])),
+        atol=ATOL,
+        rtol=0,
+    )
+
+
+def test_apply_to_verl_replaces_the_functions_and_undo_restores_them(torch_functional, core_algos):
     originals = (torch_functional.entropy_from_logits, core_algos.compute_entropy_loss)
     with hee_verl.apply_to_verl():
         assert torch_functional.entropy_from_logits is hee_verl.entropy_from_logits
