@@ -36,6 +36,7 @@ DESIGN_DEFAULTS = {
 OPTIONAL_KEY_DEFAULTS = {
     "entropy_schedule": "linear",
     "entropy_schedule_points": None,
+    "schedule_unit": "episodes",
     "target_entropy_control": "none",
     "discrete_target_entropy": None,
     "continuous_target_entropy": None,

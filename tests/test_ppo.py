@@ -139,6 +139,22 @@ def test_monitor_records_every_minibatch_step_at_the_completed_episodes():
     assert mean_first_update == pytest.approx(result.metrics[0]["discrete_entropy"], rel=1e-6)
 
 
+@pytest.mark.parametrize("unit, positions", [("episodes", [8, 16]), ("updates", [1, 2]), ("timesteps", None)])
+def test_the_schedule_position_counts_the_configs_schedule_unit(unit, positions):
+    from hybrid_entropy_ext import EntropyMonitor
+    from hybrid_entropy_ext.app.envs import NetworkGrowthEnv
+
+    config = EntropyRegularizationConfig.preset("long").replace(schedule_unit=unit)
+    monitor = EntropyMonitor(config)
+    train(config, EPISODES, seed=3, progress=False, monitor=monitor)
+    if positions is None:  # 8 episodes of the environment's fixed length per update
+        steps = NetworkGrowthEnv().max_steps
+        positions = [8 * steps, 16 * steps]
+    assert [r["episode"] for r in monitor.records[::32]] == positions
+    schedule = config.make_schedule()
+    assert monitor.records[32]["current_entropy_coeff"] == pytest.approx(schedule(positions[1]), rel=1e-6)
+
+
 PARAMETERIZED = PPOHyperparameters(env_id="HybridNetworkGrowthParameterized-v0")
 
 

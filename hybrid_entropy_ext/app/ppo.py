@@ -351,7 +351,9 @@ def _train(
             if not bool(done_buf[-1].all()):
                 raise RuntimeError(f"{hp.env_id}: episodes must end after exactly {steps} steps")
             episode_returns.extend(returns.tolist())
-            episode = update * n  # episodes completed so far: sets the entropy schedule
+            episode = update * n  # episodes completed so far
+            # The schedule's position, in the config's schedule_unit (episodes by default).
+            position = {"episodes": episode, "updates": update, "timesteps": episode * steps}[config.schedule_unit]
 
             # --- GAE (every episode ends inside the rollout, so nothing is bootstrapped) ----
             advantages = torch.zeros(steps, n)
@@ -382,7 +384,7 @@ def _train(
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                     pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - hp.clip_coef, 1 + hp.clip_coef)).mean()
                     v_loss = 0.5 * (new_value - b_targets[idx]).pow(2).mean()
-                    ent = regularizer(logits, agent.log_std.reshape(-1) if flattens_log_std else agent.log_std, episode)
+                    ent = regularizer(logits, agent.log_std.reshape(-1) if flattens_log_std else agent.log_std, position)
                     # controller_loss: 0 and update_controllers: nothing, without controllers.
                     loss = pg_loss + hp.vf_coef * v_loss + ent["total"] + regularizer.controller_loss(ent)
 
@@ -392,7 +394,7 @@ def _train(
                     optimizer.step()
                     regularizer.update_controllers(ent)
                     if monitor is not None:
-                        monitor.record(ent, episode)
+                        monitor.record(ent, position)
 
                     with torch.no_grad():
                         approx_kl = ((ratio - 1) - log_ratio).mean()

@@ -60,7 +60,14 @@ from .schedule import (
     PiecewiseEntropySchedule,
 )
 
-__all__ = ["EntropyRegularizationConfig", "SAME_AS_DISCRETE", "SCHEDULES", "TARGET_ENTROPY_CONTROLS", "as_config"]
+__all__ = [
+    "EntropyRegularizationConfig",
+    "SAME_AS_DISCRETE",
+    "SCHEDULES",
+    "SCHEDULE_UNITS",
+    "TARGET_ENTROPY_CONTROLS",
+    "as_config",
+]
 
 #: Default of ``continuous_min_entropy_threshold``: the key was absent, so the continuous
 #: head uses ``min_entropy_threshold``. Distinct from ``None``, which disables the penalty.
@@ -73,6 +80,8 @@ _OPTIONAL: Final[str] = "optional"
 
 #: Values of ``entropy_schedule``: the shape of the coefficient's decay.
 SCHEDULES: Final[Tuple[str, ...]] = ("linear", "cosine", "exponential", "piecewise")
+#: Values of ``schedule_unit``: what a trainer counts as the schedule's position.
+SCHEDULE_UNITS: Final[Tuple[str, ...]] = ("episodes", "updates", "timesteps")
 #: Values of ``target_entropy_control``.
 TARGET_ENTROPY_CONTROLS: Final[Tuple[str, ...]] = ("none", "sac", "adaptive")
 
@@ -249,6 +258,12 @@ class EntropyRegularizationConfig:
             or ``piecewise`` (through ``entropy_schedule_points``).
         entropy_schedule_points: ``[[episode, value], ...]`` for ``piecewise``, episodes
             increasing (RLlib's format); must be absent (null) for the other schedules.
+        schedule_unit: what the trainers of this package (the demo PPO, the SB3
+            integration) count as the schedule's position, its "episode":
+            ``episodes`` (the default: finished episodes, across vectorized
+            environments), ``updates`` (policy updates: one per rollout) or
+            ``timesteps`` (environment steps, across vectorized environments). The
+            regularizer itself reads the position it is given (or its counter).
         target_entropy_control: ``none`` (the default), ``sac`` or ``adaptive``: a
             :class:`~hybrid_entropy_ext.TargetEntropyController` for each head that has a
             target below; a controlled head takes its coefficient from the controller
@@ -313,6 +328,7 @@ class EntropyRegularizationConfig:
     # --- optional: schedule shapes and target-entropy control --------------------------
     entropy_schedule: str = _optional_field("linear", _validate_choice(SCHEDULES))
     entropy_schedule_points: Optional[Tuple[Tuple[int, float], ...]] = _optional_field(None, _validate_points)
+    schedule_unit: str = _optional_field("episodes", _validate_choice(SCHEDULE_UNITS))
     target_entropy_control: str = _optional_field("none", _validate_control)
     discrete_target_entropy: Optional[float] = _optional_field(None, _validate_threshold)
     continuous_target_entropy: Optional[float] = _optional_field(None, _validate_target)
