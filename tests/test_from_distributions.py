@@ -394,3 +394,23 @@ def test_compiled_from_distributions_takes_distributions_as_inputs():
     compiled = torch.compile(lambda d: from_distributions(d, 0.03, *SETTINGS), backend="eager", fullgraph=True)
     assert_close_to_oracle(compiled(dists), from_distributions(dists, 0.03, *SETTINGS), rtol=1e-12, atol=1e-15)
     torch._dynamo.reset()
+
+
+def test_policy_heads_are_the_op_inputs_the_adapter_passes():
+    from hybrid_entropy_ext.ops import policy_heads
+
+    logits = torch.randn(16, 10, dtype=torch.float64)
+    allowed = torch.rand(16, 10) < 0.8
+    allowed[:, [0, 3, 8]] = True
+    sub_heads = [Categorical(logits=z.masked_fill(~m, -1e8)) for z, m in zip(logits.split([3, 5, 2], -1), allowed.split([3, 5, 2], -1))]
+    for head, mask in zip(sub_heads, allowed.split([3, 5, 2], -1)):
+        head.masks = mask  # sb3-contrib's MaskableCategorical keeps its mask here
+    gaussian = Normal(torch.zeros(16, 2, dtype=torch.float64), torch.full((2,), 0.5, dtype=torch.float64).expand(16, 2))
+    heads = policy_heads((sub_heads, gaussian))
+    assert heads.discrete_sizes == [3, 5, 2] and torch.equal(heads.action_mask, allowed)
+    assert heads.log_std.shape == (2,)  # one scale broadcast over the batch: the shared [D]
+    direct = hee.hybrid_entropy_loss(heads.logits, heads.log_std, 0.01, action_mask=heads.action_mask,
+                                     discrete_sizes=heads.discrete_sizes)
+    adapted = hee.hybrid_entropy_loss_from_distributions((sub_heads, gaussian), 0.01)
+    for key in adapted:
+        assert torch.equal(direct[key], adapted[key]), key

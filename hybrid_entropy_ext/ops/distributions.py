@@ -38,7 +38,7 @@ The two heads must come out with the same ``B``. Anything whose entropy has no
 closed form in these terms raises ``TypeError``.
 """
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -55,7 +55,7 @@ from torch.distributions import (
 from .._validation import describe
 from .loss import hybrid_entropy_loss
 
-__all__ = ["hybrid_entropy_loss_from_distributions"]
+__all__ = ["PolicyHeads", "hybrid_entropy_loss_from_distributions", "policy_heads"]
 
 
 def _built_from_probs(dist: Categorical) -> bool:
@@ -266,6 +266,45 @@ def _sub_heads(categoricals: List[Categorical]) -> Tuple[Tensor, Optional[Tensor
     return torch.cat(logits, dim=-1), action_mask, [z.shape[-1] for z in logits]
 
 
+class PolicyHeads(NamedTuple):
+    """The fused op's inputs read from a policy's distributions (:func:`policy_heads`).
+
+    Attributes:
+        logits: the discrete head's ``[..., K]`` logits (a multi-discrete head's
+            sub-heads side by side), or ``None``.
+        log_std: the Gaussian head's ``[B, D]`` log-std, ``[D]`` where one scale is
+            broadcast over the batch, or ``None``.
+        action_mask: ``[..., K]`` bool of a masked categorical (``False``: ruled out), or
+            ``None``.
+        discrete_sizes: the sub-heads' sizes of a multi-discrete head, or ``None``.
+    """
+
+    logits: Optional[Tensor]
+    log_std: Optional[Tensor]
+    action_mask: Optional[Tensor]
+    discrete_sizes: Optional[List[int]]
+
+
+def policy_heads(dists: Union[Distribution, Sequence[Distribution], Mapping[str, Distribution], Any]) -> PolicyHeads:
+    """What :func:`hybrid_entropy_loss_from_distributions` passes to the op, for a caller
+    that passes it on itself (a :class:`~hybrid_entropy_ext.HybridEntropyRegularizer`, a
+    trainer's integration): the same reading of ``dists`` (the module docstring), the same
+    errors. Gradients reach the distributions' parameters through the returned tensors.
+
+    Example::
+
+        >>> heads = policy_heads((Categorical(logits=torch.randn(8, 4)), Normal(torch.zeros(8, 2), 1.0)))
+        >>> heads.logits.shape, heads.log_std.shape, heads.discrete_sizes
+        (torch.Size([8, 4]), torch.Size([8, 2]), None)
+    """
+    categoricals, gaussian = _split_heads(dists)
+    if categoricals and gaussian is not None:
+        _check_same_batch(categoricals[0], gaussian)
+    logits, action_mask, discrete_sizes = _sub_heads(categoricals) if categoricals else (None, None, None)
+    log_std = _normal_log_std(gaussian) if gaussian is not None else None
+    return PolicyHeads(logits, log_std, action_mask, discrete_sizes)
+
+
 def hybrid_entropy_loss_from_distributions(
     dists: Union[Distribution, Sequence[Distribution], Mapping[str, Distribution]],
     entropy_coeff: Union[float, Tensor],
@@ -333,21 +372,17 @@ def hybrid_entropy_loss_from_distributions(
         >>> out["discrete_entropy_per_head"].shape
         torch.Size([3])
     """
-    categoricals, gaussian = _split_heads(dists)
-    if categoricals and gaussian is not None:
-        _check_same_batch(categoricals[0], gaussian)
-    logits, action_mask, discrete_sizes = _sub_heads(categoricals) if categoricals else (None, None, None)
-    log_std = _normal_log_std(gaussian) if gaussian is not None else None
+    heads = policy_heads(dists)
     return hybrid_entropy_loss(
-        logits,
-        log_std,
+        heads.logits,
+        heads.log_std,
         entropy_coeff,
         discrete_entropy_weight,
         continuous_entropy_weight,
         min_entropy_threshold,
         continuous_min_entropy_threshold,
         penalty_multiplier,
-        action_mask=action_mask,
-        discrete_sizes=discrete_sizes,
+        action_mask=heads.action_mask,
+        discrete_sizes=heads.discrete_sizes,
         discrete_head_thresholds=discrete_head_thresholds,
     )
