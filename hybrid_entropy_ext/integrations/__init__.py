@@ -3,6 +3,8 @@
 An integration adapts :class:`~hybrid_entropy_ext.HybridEntropyRegularizer` (or the ops)
 to one library's functions, policy and loss interfaces, in a module of its own:
 
+- :mod:`.sb3`: Stable-Baselines3's ``PPO`` with the regularizer as its entropy term
+  (``entropy_regularization=``), and the mixin that puts it in an on-policy algorithm;
 - :mod:`.trl`: drop-ins for TRL's ``selective_log_softmax_and_entropy`` (its fused
   kernel's contract), ``selective_log_softmax`` and ``entropy_from_logits``, and
   ``apply_to_trl()``, which puts them in TRL's place;

@@ -1,0 +1,248 @@
+"""Stable-Baselines3's PPO with the entropy regularizer as its entropy term.
+
+:class:`PPO` is SB3's ``PPO`` with one more keyword, ``entropy_regularization``. Its loss
+is SB3's, ``policy_loss + ent_coef * entropy_loss + vf_coef * value_loss``, with the
+entropy term the :class:`~hybrid_entropy_ext.HybridEntropyRegularizer`'s ``total`` (the
+scheduled, per-head weighted bonus and the collapse penalties) computed in the fused op
+from the policy's own action distribution; everything else (rollouts, advantages,
+clipping, the optimizer, ``predict``, ``save`` and ``load``) is SB3's, run unchanged.
+
+:class:`RegularizedOnPolicyTraining` is how: it lends SB3's ``train`` a policy whose
+``evaluate_actions`` returns, as its "entropy", ``-total`` for every sample (SB3 takes
+``entropy_loss = -mean(entropy)``) while ``ent_coef`` is 1 for the update, advances the
+schedule after each rollout in the config's ``schedule_unit``, and logs every output of
+the regularizer under ``entropy/``. sb3-contrib's algorithms use it too.
+
+This module imports Stable-Baselines3 (``pip install ".[sb3]"``).
+"""
+
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+
+import numpy as np
+import stable_baselines3
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+from .._validation import describe
+from ..ops import policy_heads
+from ..regularization import EntropyRegularizationConfig, HybridEntropyRegularizer
+from ..regularization.config import as_config
+
+__all__ = ["PPO", "EntropyRegularization", "RegularizedOnPolicyTraining", "entropy_regularization_config"]
+
+#: What ``entropy_regularization`` accepts: a config, a mapping of its YAML keys, a preset
+#: name, or ``None`` (no regularizer: SB3's own entropy term with ``ent_coef``).
+EntropyRegularization = Union[None, str, EntropyRegularizationConfig, Mapping[str, Any]]
+
+# The regularizer's outputs logged under another name than their own.
+_LOGGED_NAMES = {"current_entropy_coeff": "coefficient"}
+
+
+def entropy_regularization_config(value: EntropyRegularization) -> Optional[EntropyRegularizationConfig]:
+    """The config an ``entropy_regularization`` argument names (``None`` for ``None``).
+
+    Raises:
+        TypeError: anything else than the four accepted forms.
+        ValueError: an unknown preset name or a bad YAML value (naming the key).
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return EntropyRegularizationConfig.preset(value)
+    if isinstance(value, (EntropyRegularizationConfig, Mapping)):
+        return as_config(value, {})
+    raise TypeError(
+        "entropy_regularization: expected an EntropyRegularizationConfig, a dict of its YAML keys, a preset "
+        f"name or None; got {describe(value)}"
+    )
+
+
+class RegularizedOnPolicyTraining:
+    """The regularizer inside an SB3 on-policy algorithm's ``train``; mixed in before it.
+
+    The algorithm's ``__init__`` sets ``self.entropy_regularization`` (a config or
+    ``None``) before SB3's; ``_setup_model`` then builds ``self.entropy_regularizer``
+    (``None`` without a config), on the algorithm's device, with a multi-discrete action
+    space's sizes as its ``discrete_sizes`` (unless the config gives them). A ``sac``
+    controller's ``log_coeff`` joins the policy's optimizer as a parameter group.
+
+    The schedule's position is the regularizer's ``episode_counter``, saved with the
+    model: after each full rollout it advances by the episodes that finished in it
+    (across the vectorized environments), by 1 (``updates``) or by the environment steps
+    (``timesteps``), as the config's ``schedule_unit`` says, before the update that uses
+    it. Adaptive controllers step once per minibatch, after its optimizer step.
+    """
+
+    entropy_regularization: Optional[EntropyRegularizationConfig]
+    entropy_regularizer: Optional[HybridEntropyRegularizer]
+
+    def _check_no_ent_coef(self) -> None:
+        if self.entropy_regularization is not None and self.ent_coef != 0.0:
+            raise ValueError(
+                "entropy_regularization replaces ent_coef: give one of them (the config's coefficients, "
+                f"e.g. the 'plain' preset's entropy_coeff, play ent_coef's part); got ent_coef={self.ent_coef!r}"
+            )
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self.entropy_regularizer = None
+        config = self.entropy_regularization
+        if config is None:
+            return
+        overrides: Dict[str, Any] = {}
+        if isinstance(self.action_space, spaces.MultiDiscrete):
+            sizes = [int(n) for n in np.asarray(self.action_space.nvec).ravel()]
+            if config.discrete_sizes is None:
+                overrides["discrete_sizes"] = sizes
+            elif list(config.discrete_sizes) != sizes:
+                raise ValueError(
+                    f"entropy_regularization: discrete_sizes {list(config.discrete_sizes)} are not the action "
+                    f"space's nvec {sizes}; leave them out to take nvec"
+                )
+        self.entropy_regularizer = HybridEntropyRegularizer(config, **overrides).to(self.device)
+        controller_parameters = list(self.entropy_regularizer.parameters())
+        if controller_parameters:
+            self.policy.optimizer.add_param_group({"params": controller_parameters})
+
+    def _excluded_save_params(self) -> List[str]:
+        # Saved as a state dict (_get_torch_save_params), not pickled with the rest.
+        return super()._excluded_save_params() + ["entropy_regularizer"]
+
+    def _get_torch_save_params(self):
+        state_dicts, tensors = super()._get_torch_save_params()
+        if self.entropy_regularizer is not None:
+            state_dicts = state_dicts + ["entropy_regularizer"]
+        return state_dicts, tensors
+
+    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps: int) -> bool:
+        timesteps_before = self.num_timesteps
+        collected = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        if collected and self.entropy_regularizer is not None:
+            unit = self.entropy_regularization.schedule_unit
+            if unit == "episodes":
+                # episode_starts[t] marks step t - 1's dones; the last step's are _last_episode_starts.
+                advance = int(np.sum(rollout_buffer.episode_starts[1:]) + np.sum(self._last_episode_starts))
+            elif unit == "timesteps":
+                advance = self.num_timesteps - timesteps_before
+            else:
+                advance = 1
+            self.entropy_regularizer.step(advance)
+        return collected
+
+    def _regularized_evaluate_actions(
+        self, evaluate: Callable[..., Any], outputs: List[Dict[str, Tensor]]
+    ) -> Callable[..., Any]:
+        """``policy.evaluate_actions`` for SB3's ``train``: the policy's own, with its
+        action distribution caught on the way (``_get_action_dist_from_latent``, which
+        every SB3 and sb3-contrib actor-critic policy builds it with; a masked one is
+        masked in place by the time ``evaluate`` returns) and ``-total`` as the entropy."""
+        policy = self.policy
+        regularizer = self.entropy_regularizer
+        pending: List[Dict[str, Tensor]] = []
+
+        def evaluate_actions(*args: Any, **kwargs: Any):
+            if pending:  # the previous minibatch's optimizer step has run
+                regularizer.update_controllers(pending.pop())
+            caught = []
+            build = policy._get_action_dist_from_latent
+
+            def catch(*latent: Any, **options: Any):
+                distribution = build(*latent, **options)
+                caught.append(distribution)
+                return distribution
+
+            policy._get_action_dist_from_latent = catch
+            try:
+                values, log_prob, _ = evaluate(*args, **kwargs)
+            finally:
+                del policy._get_action_dist_from_latent
+            heads = policy_heads(caught[-1])
+            out = regularizer(heads.logits, heads.log_std, action_mask=heads.action_mask)
+            pending.append(out)
+            outputs.append({key: value.detach() for key, value in out.items()})
+            entropy_loss = out["total"] + regularizer.controller_loss(out)
+            return values, log_prob, (-entropy_loss).expand(log_prob.shape[0])
+
+        def finish() -> None:
+            if pending:
+                regularizer.update_controllers(pending.pop())
+
+        evaluate_actions.finish = finish  # type: ignore[attr-defined]
+        return evaluate_actions
+
+    def train(self) -> None:
+        if self.entropy_regularizer is None:
+            return super().train()
+        outputs: List[Dict[str, Tensor]] = []
+        evaluate_actions = self._regularized_evaluate_actions(self.policy.evaluate_actions, outputs)
+        ent_coef = self.ent_coef
+        self.policy.evaluate_actions = evaluate_actions
+        self.ent_coef = 1.0
+        try:
+            super().train()
+            evaluate_actions.finish()
+        finally:
+            del self.policy.evaluate_actions
+            self.ent_coef = ent_coef
+        self._record_entropy_outputs(outputs)
+
+    def _record_entropy_outputs(self, outputs: List[Dict[str, Tensor]]) -> None:
+        """Each output's mean over the update's minibatches, under ``entropy/``."""
+        if not outputs:
+            return
+        for key in outputs[0]:
+            mean = torch.stack([out[key] for out in outputs]).double().mean(dim=0)
+            name = "entropy/" + _LOGGED_NAMES.get(key, key)
+            if mean.dim() == 0:
+                self.logger.record(name, mean.item())
+            else:  # discrete_entropy_per_head [H]
+                for head, value in enumerate(mean.tolist()):
+                    self.logger.record(f"{name}/{head}", value)
+        self.logger.record("entropy/schedule_position", int(self.entropy_regularizer.episode_counter))
+
+
+class PPO(RegularizedOnPolicyTraining, stable_baselines3.PPO):
+    """Stable-Baselines3's ``PPO`` whose entropy term is a
+    :class:`~hybrid_entropy_ext.HybridEntropyRegularizer`'s ``total``.
+
+    Args:
+        policy, env, *args, **kwargs: as for ``stable_baselines3.PPO``; leave ``ent_coef``
+            at 0 with ``entropy_regularization`` (the config's coefficients replace it).
+        entropy_regularization: an :class:`~hybrid_entropy_ext.EntropyRegularizationConfig`,
+            a dict of its YAML keys, a preset name (``"plain"``: SB3's fixed 0.01 bonus on
+            the joint entropy, exactly; ``"long"``, ...), or ``None``: stock PPO with
+            ``ent_coef``. Saved with the model, as the schedule's position and the
+            controllers' state.
+
+    Action spaces: ``Discrete``, ``MultiDiscrete`` (the sub-heads' penalties, one per
+    sub-head: the config's ``discrete_sizes`` are ``nvec``, taken from the space where
+    the config leaves them out) and ``Box`` (a diagonal Gaussian);
+    their entropy has a closed form. A squashed Gaussian (``use_sde`` with
+    ``squash_output``) has none and raises ``TypeError``.
+
+    Logged each update, as means over its minibatches: every output of the regularizer
+    under ``entropy/`` (``entropy/total``, ``entropy/discrete_entropy``,
+    ``entropy/continuous_entropy``, ``entropy/discrete_penalty``, ...,
+    ``entropy/coefficient`` for the scheduled coefficient,
+    ``entropy/discrete_entropy_per_head/<h>`` for sub-heads), and
+    ``entropy/schedule_position``; SB3's ``train/entropy_loss`` is the regularizer's
+    ``total`` (plus a ``sac`` controller's temperature loss, which reaches only its
+    coefficient).
+
+    Raises:
+        ValueError: both ``entropy_regularization`` and a nonzero ``ent_coef``; a config's
+            ``discrete_sizes`` that are not a ``MultiDiscrete`` space's ``nvec``.
+
+    Example::
+
+        >>> from hybrid_entropy_ext.integrations.sb3 import PPO
+        >>> model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, entropy_regularization="long")
+        >>> model = model.learn(128)
+    """
+
+    def __init__(self, policy: Any, env: Any, *args: Any, entropy_regularization: EntropyRegularization = None,
+                 **kwargs: Any) -> None:
+        self.entropy_regularization = entropy_regularization_config(entropy_regularization)
+        super().__init__(policy, env, *args, **kwargs)
+        self._check_no_ent_coef()
