@@ -5,6 +5,8 @@ to one library's functions, policy and loss interfaces, in a module of its own:
 
 - :mod:`.sb3`: Stable-Baselines3's ``PPO`` with the regularizer as its entropy term
   (``entropy_regularization=``), and the mixin that puts it in an on-policy algorithm;
+- :mod:`.sb3_contrib`: the same for sb3-contrib's ``MaskablePPO`` (the action masks as
+  the op's) and ``RecurrentPPO`` (the padding as the sample mask);
 - :mod:`.trl`: drop-ins for TRL's ``selective_log_softmax_and_entropy`` (its fused
   kernel's contract), ``selective_log_softmax`` and ``entropy_from_logits``, and
   ``apply_to_trl()``, which puts them in TRL's place;

@@ -61,8 +61,9 @@ def entropy_regularization_config(value: EntropyRegularization) -> Optional[Entr
 class RegularizedOnPolicyTraining:
     """The regularizer inside an SB3 on-policy algorithm's ``train``; mixed in before it.
 
-    The algorithm's ``__init__`` sets ``self.entropy_regularization`` (a config or
-    ``None``) before SB3's; ``_setup_model`` then builds ``self.entropy_regularizer``
+    Its ``__init__`` takes the keyword ``entropy_regularization`` (see :class:`PPO`) and
+    sets ``self.entropy_regularization`` (a config or ``None``) before SB3's;
+    ``_setup_model`` then builds ``self.entropy_regularizer``
     (``None`` without a config), on the algorithm's device, with a multi-discrete action
     space's sizes as its ``discrete_sizes`` (unless the config gives them). A ``sac``
     controller's ``log_coeff`` joins the policy's optimizer as a parameter group.
@@ -71,13 +72,18 @@ class RegularizedOnPolicyTraining:
     model: after each full rollout it advances by the episodes that finished in it
     (across the vectorized environments), by 1 (``updates``) or by the environment steps
     (``timesteps``), as the config's ``schedule_unit`` says, before the update that uses
-    it. Adaptive controllers step once per minibatch, after its optimizer step.
+    it. Adaptive controllers step once per minibatch, after its optimizer step. A
+    recurrent algorithm's padding (its minibatches' ``mask``) is the sample mask: padded
+    steps take no part in the entropies.
     """
 
     entropy_regularization: Optional[EntropyRegularizationConfig]
     entropy_regularizer: Optional[HybridEntropyRegularizer]
 
-    def _check_no_ent_coef(self) -> None:
+    def __init__(self, policy: Any, env: Any, *args: Any, entropy_regularization: EntropyRegularization = None,
+                 **kwargs: Any) -> None:
+        self.entropy_regularization = entropy_regularization_config(entropy_regularization)
+        super().__init__(policy, env, *args, **kwargs)
         if self.entropy_regularization is not None and self.ent_coef != 0.0:
             raise ValueError(
                 "entropy_regularization replaces ent_coef: give one of them (the config's coefficients, "
@@ -115,9 +121,9 @@ class RegularizedOnPolicyTraining:
             state_dicts = state_dicts + ["entropy_regularizer"]
         return state_dicts, tensors
 
-    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps: int) -> bool:
+    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps: int, *args: Any, **kwargs: Any) -> bool:
         timesteps_before = self.num_timesteps
-        collected = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        collected = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps, *args, **kwargs)
         if collected and self.entropy_regularizer is not None:
             unit = self.entropy_regularization.schedule_unit
             if unit == "episodes":
@@ -131,12 +137,14 @@ class RegularizedOnPolicyTraining:
         return collected
 
     def _regularized_evaluate_actions(
-        self, evaluate: Callable[..., Any], outputs: List[Dict[str, Tensor]]
+        self, evaluate: Callable[..., Any], outputs: List[Dict[str, Tensor]], minibatch: List[Any]
     ) -> Callable[..., Any]:
         """``policy.evaluate_actions`` for SB3's ``train``: the policy's own, with its
         action distribution caught on the way (``_get_action_dist_from_latent``, which
         every SB3 and sb3-contrib actor-critic policy builds it with; a masked one is
-        masked in place by the time ``evaluate`` returns) and ``-total`` as the entropy."""
+        masked in place by the time ``evaluate`` returns) and ``-total`` as the entropy.
+        ``minibatch[-1]`` is the minibatch being evaluated: a recurrent one's ``mask``
+        (False on the padding of its sequences) is the regularizer's sample mask."""
         policy = self.policy
         regularizer = self.entropy_regularizer
         pending: List[Dict[str, Tensor]] = []
@@ -158,7 +166,9 @@ class RegularizedOnPolicyTraining:
             finally:
                 del policy._get_action_dist_from_latent
             heads = policy_heads(caught[-1])
-            out = regularizer(heads.logits, heads.log_std, action_mask=heads.action_mask)
+            padding_weights = getattr(minibatch[-1], "mask", None) if minibatch else None
+            sample_mask = padding_weights > 1e-8 if padding_weights is not None else None
+            out = regularizer(heads.logits, heads.log_std, sample_mask=sample_mask, action_mask=heads.action_mask)
             pending.append(out)
             outputs.append({key: value.detach() for key, value in out.items()})
             entropy_loss = out["total"] + regularizer.controller_loss(out)
@@ -175,15 +185,25 @@ class RegularizedOnPolicyTraining:
         if self.entropy_regularizer is None:
             return super().train()
         outputs: List[Dict[str, Tensor]] = []
-        evaluate_actions = self._regularized_evaluate_actions(self.policy.evaluate_actions, outputs)
+        minibatch: List[Any] = []
+        minibatches = self.rollout_buffer.get
+
+        def get(*args: Any, **kwargs: Any):
+            for data in minibatches(*args, **kwargs):
+                minibatch[:] = [data]
+                yield data
+
+        evaluate_actions = self._regularized_evaluate_actions(self.policy.evaluate_actions, outputs, minibatch)
         ent_coef = self.ent_coef
         self.policy.evaluate_actions = evaluate_actions
+        self.rollout_buffer.get = get
         self.ent_coef = 1.0
         try:
             super().train()
             evaluate_actions.finish()
         finally:
             del self.policy.evaluate_actions
+            del self.rollout_buffer.get
             self.ent_coef = ent_coef
         self._record_entropy_outputs(outputs)
 
@@ -240,9 +260,3 @@ class PPO(RegularizedOnPolicyTraining, stable_baselines3.PPO):
         >>> model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, entropy_regularization="long")
         >>> model = model.learn(128)
     """
-
-    def __init__(self, policy: Any, env: Any, *args: Any, entropy_regularization: EntropyRegularization = None,
-                 **kwargs: Any) -> None:
-        self.entropy_regularization = entropy_regularization_config(entropy_regularization)
-        super().__init__(policy, env, *args, **kwargs)
-        self._check_no_ent_coef()
