@@ -40,6 +40,12 @@ times ``hybrid_entropy_loss`` with ``parameterized_actions`` (P = 3 parameters p
 against the plain op on the same log-stds flattened into one Gaussian of K * P dims and the
 reference doing the same
 (hybrid_entropy_ext/benchmarking/parameterized.py).
+
+    python benchmarks/run_benchmarks.py --suite sb3 [--quick] [--rounds N]
+
+times a Stable-Baselines3 PPO run with the integration (the ``plain`` preset) against stock
+``PPO(ent_coef=0.01)`` on the same task and seed
+(hybrid_entropy_ext/benchmarking/sb3_training.py).
 ``--implementations`` and ``--plot`` apply to the default suite only.
 """
 
@@ -107,10 +113,18 @@ def run_parameterized(args) -> int:
         "forward+backward")
 
 
+def run_sb3(args) -> int:
+    from hybrid_entropy_ext.benchmarking import sb3_training as m
+
+    return run_side_by_side(
+        args, m.SB3_CASES, m.QUICK_SB3_CASES, m.run_sb3_training, m.format_sb3_table,
+        "Stable-Baselines3 PPO.learn with the integration (plain preset) vs stock PPO(ent_coef=0.01)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", choices=("default", "token-terms", "masked-loss", "action-mask", "sub-heads",
-                                            "parameterized"),
+                                            "parameterized", "sb3"),
                         default="default",
                         help="token-terms: log_prob_and_entropy against the per-token alternatives; "
                         "masked-loss: the hybrid loss with a sample mask against without; "
@@ -141,6 +155,8 @@ def main() -> int:
         return run_sub_heads(args)
     if args.suite == "parameterized":
         return run_parameterized(args)
+    if args.suite == "sb3":
+        return run_sb3(args)
     if args.device == "cuda":
         return run_cuda(args)
 

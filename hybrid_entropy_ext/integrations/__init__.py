@@ -5,6 +5,8 @@ to one library's functions, policy and loss interfaces, in a module of its own:
 
 - :mod:`.sb3`: Stable-Baselines3's ``PPO`` with the regularizer as its entropy term
   (``entropy_regularization=``), and the mixin that puts it in an on-policy algorithm;
+  :mod:`.sb3_spaces` and :mod:`.sb3_policies`: the hybrid and parameterized action spaces
+  SB3 lacks (their flat form, the environment wrappers, the policy and its distribution);
 - :mod:`.sb3_contrib`: the same for sb3-contrib's ``MaskablePPO`` (the action masks as
   the op's) and ``RecurrentPPO`` (the padding as the sample mask);
 - :mod:`.trl`: drop-ins for TRL's ``selective_log_softmax_and_entropy`` (its fused

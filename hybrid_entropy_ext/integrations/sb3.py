@@ -25,9 +25,10 @@ from gymnasium import spaces
 from torch import Tensor
 
 from .._validation import describe
-from ..ops import policy_heads
 from ..regularization import EntropyRegularizationConfig, HybridEntropyRegularizer
 from ..regularization.config import as_config
+from .sb3_policies import HybridActorCriticPolicy, entropy_inputs
+from .sb3_spaces import HybridActionLayout, flatten_hybrid_env
 
 __all__ = ["PPO", "EntropyRegularization", "RegularizedOnPolicyTraining", "entropy_regularization_config"]
 
@@ -79,10 +80,22 @@ class RegularizedOnPolicyTraining:
 
     entropy_regularization: Optional[EntropyRegularizationConfig]
     entropy_regularizer: Optional[HybridEntropyRegularizer]
+    #: The hybrid or parameterized action space the environment takes (its actions are
+    #: carried flat, :mod:`.sb3_spaces`), or None.
+    action_layout: Optional[HybridActionLayout]
+    #: Whether the algorithm trains hybrid and parameterized action spaces (PPO does).
+    supports_hybrid_action_spaces = False
 
     def __init__(self, policy: Any, env: Any, *args: Any, entropy_regularization: EntropyRegularization = None,
                  **kwargs: Any) -> None:
         self.entropy_regularization = entropy_regularization_config(entropy_regularization)
+        env, self.action_layout = flatten_hybrid_env(env)
+        if self.action_layout is not None:
+            if not self.supports_hybrid_action_spaces:
+                raise ValueError(f"{type(self).__name__} does not train hybrid or parameterized action spaces; PPO does")
+            if policy == "MlpPolicy":
+                policy = HybridActorCriticPolicy
+            kwargs["policy_kwargs"] = {**(kwargs.get("policy_kwargs") or {}), "action_layout": self.action_layout}
         super().__init__(policy, env, *args, **kwargs)
         if self.entropy_regularization is not None and self.ent_coef != 0.0:
             raise ValueError(
@@ -97,6 +110,8 @@ class RegularizedOnPolicyTraining:
         if config is None:
             return
         overrides: Dict[str, Any] = {}
+        if self.action_layout is not None and self.action_layout.parameterized:
+            overrides["parameterized_actions"] = True
         if isinstance(self.action_space, spaces.MultiDiscrete):
             sizes = [int(n) for n in np.asarray(self.action_space.nvec).ravel()]
             if config.discrete_sizes is None:
@@ -147,10 +162,11 @@ class RegularizedOnPolicyTraining:
         (False on the padding of its sequences) is the regularizer's sample mask."""
         policy = self.policy
         regularizer = self.entropy_regularizer
+        has_controllers = regularizer.discrete_controller is not None or regularizer.continuous_controller is not None
         pending: List[Dict[str, Tensor]] = []
 
         def evaluate_actions(*args: Any, **kwargs: Any):
-            if pending:  # the previous minibatch's optimizer step has run
+            if pending and has_controllers:  # the previous minibatch's optimizer step has run
                 regularizer.update_controllers(pending.pop())
             caught = []
             build = policy._get_action_dist_from_latent
@@ -165,17 +181,19 @@ class RegularizedOnPolicyTraining:
                 values, log_prob, _ = evaluate(*args, **kwargs)
             finally:
                 del policy._get_action_dist_from_latent
-            heads = policy_heads(caught[-1])
+            heads = entropy_inputs(caught[-1], policy)
             padding_weights = getattr(minibatch[-1], "mask", None) if minibatch else None
             sample_mask = padding_weights > 1e-8 if padding_weights is not None else None
             out = regularizer(heads.logits, heads.log_std, sample_mask=sample_mask, action_mask=heads.action_mask)
-            pending.append(out)
+            pending[:] = [out]
             outputs.append({key: value.detach() for key, value in out.items()})
-            entropy_loss = out["total"] + regularizer.controller_loss(out)
+            entropy_loss = out["total"]
+            if has_controllers:
+                entropy_loss = entropy_loss + regularizer.controller_loss(out)
             return values, log_prob, (-entropy_loss).expand(log_prob.shape[0])
 
         def finish() -> None:
-            if pending:
+            if pending and has_controllers:
                 regularizer.update_controllers(pending.pop())
 
         evaluate_actions.finish = finish  # type: ignore[attr-defined]
@@ -207,6 +225,26 @@ class RegularizedOnPolicyTraining:
             self.ent_coef = ent_coef
         self._record_entropy_outputs(outputs)
 
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False):
+        """SB3's ``predict``; for a hybrid or parameterized action space, the actions as the
+        environment takes them: ``(index, params)`` tuples (a list of them for a batch of
+        observations)."""
+        actions, state = super().predict(observation, state, episode_start, deterministic)
+        if self.action_layout is not None:
+            actions = self.action_layout.to_env_batch(actions)
+        return actions, state
+
+    @classmethod
+    def load(cls, path: Any, env: Any = None, *args: Any, **kwargs: Any):
+        """SB3's ``load``; an environment with a hybrid or parameterized action space is
+        given its flat actions first, as at construction."""
+        env, _ = flatten_hybrid_env(env)
+        return super().load(path, env, *args, **kwargs)
+
+    def set_env(self, env: Any, *args: Any, **kwargs: Any) -> None:
+        env, _ = flatten_hybrid_env(env)
+        super().set_env(env, *args, **kwargs)
+
     def _record_entropy_outputs(self, outputs: List[Dict[str, Tensor]]) -> None:
         """Each output's mean over the update's minibatches, under ``entropy/``."""
         if not outputs:
@@ -237,9 +275,14 @@ class PPO(RegularizedOnPolicyTraining, stable_baselines3.PPO):
 
     Action spaces: ``Discrete``, ``MultiDiscrete`` (the sub-heads' penalties, one per
     sub-head: the config's ``discrete_sizes`` are ``nvec``, taken from the space where
-    the config leaves them out) and ``Box`` (a diagonal Gaussian);
-    their entropy has a closed form. A squashed Gaussian (``use_sde`` with
-    ``squash_output``) has none and raises ``TypeError``.
+    the config leaves them out) and ``Box`` (a diagonal Gaussian), whose entropies have a
+    closed form (a squashed Gaussian, ``use_sde`` with ``squash_output``, has none and
+    raises ``TypeError``); and two SB3 lacks, hybrid ``Tuple((Discrete(n), Box(d)))`` and
+    parameterized ``Tuple((Discrete(n), Tuple((Box(p),) * n)))``, for which
+    ``"MlpPolicy"`` is :class:`~.sb3_policies.HybridActorCriticPolicy` (the parameterized
+    space's ``H_c`` the expected entropy of the chosen action's parameters,
+    ``parameterized_actions``), the actions are stored flat (:mod:`.sb3_spaces`), and
+    ``predict`` returns the environment's tuples.
 
     Logged each update, as means over its minibatches: every output of the regularizer
     under ``entropy/`` (``entropy/total``, ``entropy/discrete_entropy``,
@@ -252,7 +295,9 @@ class PPO(RegularizedOnPolicyTraining, stable_baselines3.PPO):
 
     Raises:
         ValueError: both ``entropy_regularization`` and a nonzero ``ent_coef``; a config's
-            ``discrete_sizes`` that are not a ``MultiDiscrete`` space's ``nvec``.
+            ``discrete_sizes`` that are not a ``MultiDiscrete`` space's ``nvec``; a
+            ``Tuple`` action space of another shape, or a parameterized one whose actions
+            have different numbers of parameters.
 
     Example::
 
@@ -260,3 +305,5 @@ class PPO(RegularizedOnPolicyTraining, stable_baselines3.PPO):
         >>> model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, entropy_regularization="long")
         >>> model = model.learn(128)
     """
+
+    supports_hybrid_action_spaces = True
