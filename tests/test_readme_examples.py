@@ -75,14 +75,15 @@ def test_every_example_of_the_per_token_section_runs(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-INTEGRATIONS_SECTION = "## Integrations: Stable-Baselines3, sb3-contrib, TRL, verl"
+INTEGRATIONS_SECTION = "## Integrations: Stable-Baselines3, sb3-contrib, TorchRL, TRL, verl"
 
 
 def test_every_example_of_the_integrations_section_runs(tmp_path):
     # The `py` block (apply_to_trl / apply_to_verl) needs TRL and verl installed; the same
     # calls are tested where they import (test_integration_trl.py, test_integration_verl.py).
-    # The others need Stable-Baselines3 and sb3-contrib, which the [test] extra installs.
+    # The others need Stable-Baselines3, sb3-contrib and TorchRL, which the [test] extra
+    # installs.
     blocks = section_blocks(INTEGRATIONS_SECTION)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     proc = run_blocks(blocks, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -9,6 +9,9 @@ to one library's functions, policy and loss interfaces, in a module of its own:
   SB3 lacks (their flat form, the environment wrappers, the policy and its distribution);
 - :mod:`.sb3_contrib`: the same for sb3-contrib's ``MaskablePPO`` (the action masks as
   the op's) and ``RecurrentPPO`` (the padding as the sample mask);
+- :mod:`.torchrl`: TorchRL's ``ClipPPOLoss``, ``PPOLoss`` and ``KLPENPPOLoss`` with the
+  regularizer as ``loss_entropy`` (composite distributions included);
+- :mod:`.entropy_regularization`: the ``entropy_regularization`` argument they all take;
 - :mod:`.trl`: drop-ins for TRL's ``selective_log_softmax_and_entropy`` (its fused
   kernel's contract), ``selective_log_softmax`` and ``entropy_from_logits``, and
   ``apply_to_trl()``, which puts them in TRL's place;

@@ -16,7 +16,7 @@ the regularizer under ``entropy/``. sb3-contrib's algorithms use it too.
 This module imports Stable-Baselines3 (``pip install ".[sb3]"``).
 """
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import stable_baselines3
@@ -24,39 +24,15 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from .._validation import describe
 from ..regularization import EntropyRegularizationConfig, HybridEntropyRegularizer
-from ..regularization.config import as_config
+from .entropy_regularization import EntropyRegularization, entropy_regularization_config
 from .sb3_policies import HybridActorCriticPolicy, entropy_inputs
 from .sb3_spaces import HybridActionLayout, flatten_hybrid_env
 
-__all__ = ["PPO", "EntropyRegularization", "RegularizedOnPolicyTraining", "entropy_regularization_config"]
-
-#: What ``entropy_regularization`` accepts: a config, a mapping of its YAML keys, a preset
-#: name, or ``None`` (no regularizer: SB3's own entropy term with ``ent_coef``).
-EntropyRegularization = Union[None, str, EntropyRegularizationConfig, Mapping[str, Any]]
+__all__ = ["PPO", "RegularizedOnPolicyTraining"]
 
 # The regularizer's outputs logged under another name than their own.
 _LOGGED_NAMES = {"current_entropy_coeff": "coefficient"}
-
-
-def entropy_regularization_config(value: EntropyRegularization) -> Optional[EntropyRegularizationConfig]:
-    """The config an ``entropy_regularization`` argument names (``None`` for ``None``).
-
-    Raises:
-        TypeError: anything else than the four accepted forms.
-        ValueError: an unknown preset name or a bad YAML value (naming the key).
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return EntropyRegularizationConfig.preset(value)
-    if isinstance(value, (EntropyRegularizationConfig, Mapping)):
-        return as_config(value, {})
-    raise TypeError(
-        "entropy_regularization: expected an EntropyRegularizationConfig, a dict of its YAML keys, a preset "
-        f"name or None; got {describe(value)}"
-    )
 
 
 class RegularizedOnPolicyTraining:

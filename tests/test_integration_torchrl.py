@@ -1,0 +1,160 @@
+"""``hybrid_entropy_ext.integrations.torchrl``: TorchRL's PPO losses with the regularizer as
+their entropy term, held to TorchRL 0.14.1's own losses.
+
+With the ``plain`` preset ``loss_entropy`` is TorchRL's ``-entropy_coeff * entropy`` with
+``entropy_coeff = 0.01`` (the heads' entropies summed for a composite distribution), so it
+must equal the stock loss's, gradients included; the other losses are TorchRL's, unchanged.
+"""
+
+import pytest
+import torch
+
+pytest.importorskip("torchrl", reason="needs torchrl (pip install '.[torchrl]')")
+
+import torchrl.objectives as stock  # noqa: E402
+from tensordict import TensorDict  # noqa: E402
+from tensordict.nn import CompositeDistribution, TensorDictModule  # noqa: E402
+from torch.distributions import Categorical, Normal  # noqa: E402
+from torchrl.modules import MaskedCategorical, ProbabilisticActor, ValueOperator  # noqa: E402
+
+from hybrid_entropy_ext.integrations import torchrl as hee_torchrl  # noqa: E402
+
+B, OBS, K, D = 32, 5, 4, 2
+
+
+class HybridHeads(torch.nn.Module):
+    """Observation -> the categorical's logits, the Gaussian's mean and (state-independent) scale."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Linear(OBS, K + D)
+        self.log_std = torch.nn.Parameter(torch.linspace(-0.5, 0.5, D))
+
+    def forward(self, observation):
+        z = self.net(observation)
+        return z[..., :K], z[..., K:], self.log_std.exp().expand(*observation.shape[:-1], D)
+
+
+def categorical_actor():
+    module = TensorDictModule(torch.nn.Linear(OBS, K), ["observation"], ["logits"])
+    return ProbabilisticActor(module, in_keys=["logits"], distribution_class=Categorical, return_log_prob=True)
+
+
+def masked_actor():
+    module = TensorDictModule(torch.nn.Linear(OBS, K), ["observation"], ["logits"])
+    return ProbabilisticActor(module, in_keys=["logits", "mask"], distribution_class=MaskedCategorical,
+                              return_log_prob=True)
+
+
+def hybrid_actor():
+    module = TensorDictModule(HybridHeads(), ["observation"], [("params", "discrete", "logits"),
+                                                                ("params", "continuous", "loc"),
+                                                                ("params", "continuous", "scale")])
+    return ProbabilisticActor(
+        module, in_keys=["params"], distribution_class=CompositeDistribution,
+        distribution_kwargs={"distribution_map": {"discrete": Categorical, "continuous": Normal},
+                             "name_map": {"discrete": ("action", "discrete"), "continuous": ("action", "continuous")}},
+        return_log_prob=True)
+
+
+ACTORS = {"categorical": categorical_actor, "masked": masked_actor, "hybrid": hybrid_actor}
+
+
+def batch_of(actor, seed=0, batch_shape=(B,)):
+    generator = torch.Generator().manual_seed(seed)
+    td = TensorDict({"observation": torch.randn(*batch_shape, OBS, generator=generator)}, batch_shape)
+    if "mask" in actor.in_keys:
+        mask = torch.rand(*batch_shape, K, generator=generator) < 0.6
+        mask[..., 0] = True
+        td["mask"] = mask
+    with torch.no_grad():
+        td = actor(td)
+    td["advantage"] = torch.randn(*batch_shape, 1, generator=generator)
+    td["value_target"] = torch.randn(*batch_shape, 1, generator=generator)
+    return td
+
+
+def critic():
+    return ValueOperator(torch.nn.Linear(OBS, 1), in_keys=["observation"])
+
+
+def loss_and_grads(loss_module, td):
+    torch.manual_seed(1)  # the same draws for a Monte-Carlo KL (KLPENPPOLoss)
+    out = loss_module(td.clone())
+    total = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
+    parameters = [p for p in loss_module.actor_network_params.values(True, True)]
+    return out, torch.autograd.grad(total, parameters, allow_unused=True)
+
+
+@pytest.mark.parametrize("loss_name", ["ClipPPOLoss", "PPOLoss", "KLPENPPOLoss"])
+@pytest.mark.parametrize("actor_name", list(ACTORS))
+def test_plain_preset_loss_entropy_equals_torchrls_with_entropy_coeff_0_01(loss_name, actor_name):
+    torch.manual_seed(0)
+    actor, value = ACTORS[actor_name](), critic()
+    td = batch_of(actor)
+    theirs, their_grads = loss_and_grads(getattr(stock, loss_name)(actor, value, entropy_coeff=0.01), td)
+    ours, our_grads = loss_and_grads(getattr(hee_torchrl, loss_name)(actor, value, entropy_regularization="plain"), td)
+    torch.testing.assert_close(ours["loss_entropy"], theirs["loss_entropy"])
+    torch.testing.assert_close(ours["entropy"], theirs["entropy"])
+    torch.testing.assert_close(ours["loss_objective"], theirs["loss_objective"])
+    for mine, their in zip(our_grads, their_grads):
+        if their is not None:
+            torch.testing.assert_close(mine, their)
+
+
+def test_every_output_of_the_regularizer_is_in_the_output_tensordict():
+    actor = hybrid_actor()
+    out = hee_torchrl.ClipPPOLoss(actor, critic(), entropy_regularization="long")(batch_of(actor))
+    for key in ("total", "discrete", "continuous", "discrete_penalty", "continuous_penalty",
+                "discrete_entropy", "continuous_entropy", "current_entropy_coeff"):
+        assert not out["entropy_regularization", key].requires_grad
+    torch.testing.assert_close(out["loss_entropy"], out["entropy_regularization", "total"])
+    joint = out["entropy_regularization", "discrete_entropy"] + out["entropy_regularization", "continuous_entropy"]
+    torch.testing.assert_close(out["entropy"], joint)
+
+
+def test_a_masked_categoricals_mask_reaches_the_op_as_its_action_mask():
+    actor = masked_actor()
+    td = batch_of(actor)
+    out = hee_torchrl.ClipPPOLoss(actor, critic(), entropy_regularization="plain")(td)
+    with torch.no_grad():
+        raw = actor.module[0].module(td["observation"])
+    expected = Categorical(logits=raw.masked_fill(~td["mask"], float("-inf"))).entropy().mean()
+    torch.testing.assert_close(out["entropy_regularization", "discrete_entropy"], expected)
+
+
+def test_the_inputs_loss_mask_is_the_sample_mask():
+    actor = categorical_actor()
+    td = batch_of(actor, batch_shape=(4, 8))
+    valid = torch.arange(8) < torch.tensor([[8], [5], [2], [7]])  # [4, 8]
+    td["mask"] = valid.unsqueeze(-1)  # TorchRL's trailing singleton
+    loss = hee_torchrl.ClipPPOLoss(actor, critic(), entropy_regularization="plain")
+    loss.loss_mask_key = "mask"
+    out = loss(td)
+    with torch.no_grad():
+        raw = actor.module[0].module(td["observation"])
+    expected = Categorical(logits=raw[valid]).entropy().mean()
+    torch.testing.assert_close(out["entropy_regularization", "discrete_entropy"], expected)
+
+
+def test_update_controllers_steps_an_adaptive_controller():
+    config = {"enable_adaptive_entropy": False, "entropy_coeff": 0.01, "min_entropy_threshold": None,
+              "target_entropy_control": "adaptive", "discrete_target_entropy": 5.0,
+              "controller_initial_coeff": 0.01, "controller_delta": 0.001}
+    actor = categorical_actor()
+    loss = hee_torchrl.ClipPPOLoss(actor, critic(), entropy_regularization=config)
+    loss(batch_of(actor))
+    loss.update_controllers()
+    assert loss.entropy_regularizer.discrete_controller.coefficient().item() == pytest.approx(0.011)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({}, "entropy_regularization is required"),
+     ({"entropy_regularization": "plain", "entropy_coeff": 0.01}, "entropy_coeff"),
+     ({"entropy_regularization": "plain", "entropy_bonus": False}, "entropy_bonus"),
+     ({"entropy_regularization": "plain", "reduction": "sum"}, "reduction")],
+)
+def test_bad_arguments_are_value_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        hee_torchrl.ClipPPOLoss(categorical_actor(), critic(), **kwargs)
