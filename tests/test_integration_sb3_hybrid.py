@@ -1,6 +1,6 @@
 """``hybrid_entropy_ext.integrations.sb3.PPO`` on the action spaces Stable-Baselines3 lacks:
 hybrid ``Tuple((Discrete(n), Box(d)))`` and parameterized
-``Tuple((Discrete(n), Tuple((Box(p),) * n)))`` (Platform's layout).
+``Tuple((Discrete(n), Tuple((Box(p_1), ..., Box(p_n)))))`` (Platform's layout).
 
 The policy's distribution is held to its definition written with ``torch.distributions``
 (the product of the heads: ``log p(k) + log N(x)``, for a parameterized space the chosen
@@ -153,11 +153,44 @@ def test_a_hybrid_model_saves_and_loads(tmp_path):
     loaded.learn(64, reset_num_timesteps=False)
 
 
-def test_a_parameterized_space_with_unequal_parameter_counts_is_a_value_error():
-    env = TargetEnv(parameterized=True)
-    env.action_space = spaces.Tuple((spaces.Discrete(2), spaces.Tuple((spaces.Box(-1, 1, (1,)), spaces.Box(-1, 1, (2,))))))
-    with pytest.raises(ValueError, match="same number of parameters"):
-        PPO("MlpPolicy", env, entropy_regularization="plain", **SMALL)
+class UnequalParamsEnv(TargetEnv):
+    """Parameterized, its three actions with 1, 3 and 2 parameters (as Goal's do)."""
+
+    SIZES = (1, 3, 2)
+
+    def __init__(self):
+        super().__init__(parameterized=True)
+        boxes = [spaces.Box(-1.0, 1.0, (size,), np.float32) for size in self.SIZES]
+        self.action_space = spaces.Tuple((spaces.Discrete(NUM_ACTIONS), spaces.Tuple(boxes)))
+
+
+def test_actions_with_different_numbers_of_parameters_count_their_own_only():
+    model = PPO("MlpPolicy", UnequalParamsEnv(), entropy_regularization="plain", **SMALL)
+    assert model.action_space.shape == (1 + sum(UnequalParamsEnv.SIZES),)
+    with torch.no_grad():
+        model.policy.log_std.copy_(torch.tensor([[-1.0, 7.0, 7.0], [0.5, 0.2, -0.3], [0.0, -2.0, 7.0]]))  # 7: padding
+    dist = distribution_of(model, np.eye(NUM_ACTIONS, dtype=np.float32))
+    flat = torch.tensor([[1.0, 0.3, -0.1, 0.2, 0.4, 0.5, -0.5]] * 3)  # action 1: its 3 parameters are columns 2-4
+    means, log_std = dist.gaussian.mean, model.policy.log_std.detach()
+    chosen = Normal(means[:, 1, :3], log_std[1, :3].exp()).log_prob(flat[:, 2:5]).sum(-1)
+    torch.testing.assert_close(dist.log_prob(flat), Categorical(logits=dist.categorical.logits).log_prob(flat[:, 0].long()) + chosen)
+    action_entropy = torch.stack([Normal(0.0, log_std[k, :size].exp()).entropy().sum()
+                                  for k, size in enumerate(UnequalParamsEnv.SIZES)])
+    probs = Categorical(logits=dist.categorical.logits).probs
+    from hybrid_entropy_ext.integrations.sb3_policies import entropy_inputs
+
+    heads = entropy_inputs(dist)
+    out = model.entropy_regularizer(heads.logits, heads.log_std)
+    torch.testing.assert_close(out["continuous_entropy"], (probs * action_entropy).sum(-1).mean())
+    torch.testing.assert_close(dist.entropy(), Categorical(logits=dist.categorical.logits).entropy() + (probs * action_entropy).sum(-1))
+
+
+def test_a_space_with_different_numbers_of_parameters_trains_and_predicts():
+    env = UnequalParamsEnv()
+    model = PPO("MlpPolicy", env, entropy_regularization="long", **SMALL).learn(128)
+    action, _ = model.predict(np.eye(NUM_ACTIONS, dtype=np.float32)[0])
+    assert [len(p) for p in action[1]] == list(UnequalParamsEnv.SIZES)
+    assert all(env.action_space.contains((int(a[0]), a[1])) for a in env.steps_taken)
 
 
 def test_another_tuple_space_is_a_value_error():

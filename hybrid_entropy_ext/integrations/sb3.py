@@ -254,7 +254,7 @@ class PPO(RegularizedOnPolicyTraining, stable_baselines3.PPO):
     the config leaves them out) and ``Box`` (a diagonal Gaussian), whose entropies have a
     closed form (a squashed Gaussian, ``use_sde`` with ``squash_output``, has none and
     raises ``TypeError``); and two SB3 lacks, hybrid ``Tuple((Discrete(n), Box(d)))`` and
-    parameterized ``Tuple((Discrete(n), Tuple((Box(p),) * n)))``, for which
+    parameterized ``Tuple((Discrete(n), Tuple((Box(p_1), ..., Box(p_n)))))``, for which
     ``"MlpPolicy"`` is :class:`~.sb3_policies.HybridActorCriticPolicy` (the parameterized
     space's ``H_c`` the expected entropy of the chosen action's parameters,
     ``parameterized_actions``), the actions are stored flat (:mod:`.sb3_spaces`), and
@@ -272,8 +272,7 @@ class PPO(RegularizedOnPolicyTraining, stable_baselines3.PPO):
     Raises:
         ValueError: both ``entropy_regularization`` and a nonzero ``ent_coef``; a config's
             ``discrete_sizes`` that are not a ``MultiDiscrete`` space's ``nvec``; a
-            ``Tuple`` action space of another shape, or a parameterized one whose actions
-            have different numbers of parameters.
+            ``Tuple`` action space of another shape.
 
     Example::
 

@@ -10,13 +10,14 @@ alone: the others do not reach the environment), and its entropy ``H(k) + H(x)``
 its parameters"). It subclasses SB3's ``DiagGaussianDistribution`` so that SB3's
 ``ActorCriticPolicy`` builds and calls it as it does a Gaussian: one ``action_net``
 (``n`` logits, then the means) and one state-independent ``log_std`` parameter (``[d]``,
-or ``[n, p]``).
+or ``[n, P]``, each action's ``p_k`` parameters padded to ``P = max_k p_k``).
 
 :class:`HybridActorCriticPolicy` is SB3's ``ActorCriticPolicy`` with that distribution;
 :class:`hybrid_entropy_ext.integrations.sb3.PPO` picks it for ``"MlpPolicy"`` on those
 spaces.
 """
 
+import math
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -33,17 +34,27 @@ __all__ = ["HybridActionDistribution", "HybridActorCriticPolicy", "entropy_input
 
 class HybridActionDistribution(DiagGaussianDistribution):
     """The distribution of a hybrid or parameterized policy over flat actions
-    ``[B, 1 + d]`` (or ``[B, 1 + n * p]``): the discrete index, then the parameters.
+    ``[B, 1 + d]`` (or ``[B, 1 + p_1 + ... + p_n]``): the discrete index, then the
+    parameters.
+
+    A parameterized policy's Gaussian is ``[B, n, P]``, ``P = max_k p_k``, each action's
+    parameters padded to ``P``; ``valid`` (``[n, P]``) marks the real ones, and only those
+    enter a log-probability or an entropy.
 
     After :meth:`proba_distribution`: ``categorical`` (batch ``[B]``, ``n`` actions),
-    ``gaussian`` (``Normal`` of batch ``[B, d]``, or ``[B, n, p]``), ``distribution`` the
+    ``gaussian`` (``Normal`` of batch ``[B, d]``, or ``[B, n, P]``), ``distribution`` the
     pair, and ``log_std`` the parameter it was given.
     """
 
     def __init__(self, layout: HybridActionLayout) -> None:
         self.layout = layout
-        self.gaussian_dims = layout.num_actions * layout.num_params if layout.parameterized else layout.num_params
-        super().__init__(self.gaussian_dims)
+        super().__init__(len(layout.low))
+        n, width = layout.num_actions, layout.num_params
+        # The Gaussian's outputs of action_net: d means, or n * P padded ones.
+        self.gaussian_outputs = n * width if layout.parameterized else width
+        sizes = torch.tensor(layout.param_sizes if layout.parameterized else [width])
+        self.valid = torch.arange(width).unsqueeze(0) < sizes.unsqueeze(1)  # [n, P] (or [1, d])
+        self.flat_positions = self.valid.reshape(-1).nonzero().squeeze(1)  # real entries of [n * P]
         self.categorical: Optional[Categorical] = None
         self.gaussian: Optional[Normal] = None
         self.log_std: Optional[Tensor] = None
@@ -51,13 +62,13 @@ class HybridActionDistribution(DiagGaussianDistribution):
     def proba_distribution_net(self, latent_dim: int, log_std_init: float = 0.0) -> Tuple[nn.Module, nn.Parameter]:
         """``action_net`` (``n`` logits, then the means) and the ``log_std`` parameter."""
         layout = self.layout
-        action_net = nn.Linear(latent_dim, layout.num_actions + self.gaussian_dims)
+        action_net = nn.Linear(latent_dim, layout.num_actions + self.gaussian_outputs)
         shape = (layout.num_actions, layout.num_params) if layout.parameterized else (layout.num_params,)
         return action_net, nn.Parameter(torch.full(shape, float(log_std_init)), requires_grad=True)
 
     def proba_distribution(self, mean_actions: Tensor, log_std: Tensor) -> "HybridActionDistribution":
         layout = self.layout
-        logits, means = mean_actions.split([layout.num_actions, self.gaussian_dims], dim=-1)
+        logits, means = mean_actions.split([layout.num_actions, self.gaussian_outputs], dim=-1)
         if layout.parameterized:
             means = means.reshape(*means.shape[:-1], layout.num_actions, layout.num_params)
         self.categorical = Categorical(logits=logits)
@@ -67,34 +78,53 @@ class HybridActionDistribution(DiagGaussianDistribution):
         self.log_std = log_std
         return self
 
-    def _split(self, actions: Tensor) -> Tuple[Tensor, Tensor]:
+    def _padded(self, flat_params: Tensor) -> Tensor:
+        """``[..., p_1 + ... + p_n]`` -> ``[..., n, P]``, zeros where an action has fewer."""
+        layout = self.layout
+        padded = flat_params.new_zeros(*flat_params.shape[:-1], layout.num_actions * layout.num_params)
+        padded[..., self.flat_positions.to(flat_params.device)] = flat_params
+        return padded.reshape(*flat_params.shape[:-1], layout.num_actions, layout.num_params)
+
+    def _real(self, values: Tensor) -> Tensor:
+        """``values`` ``[..., n, P]`` (or ``[..., d]``) with 0 where a parameter is padding."""
+        valid = self.valid.to(values.device)
+        return torch.where(valid if self.layout.parameterized else valid[0], values, torch.zeros_like(values))
+
+    def log_prob(self, actions: Tensor) -> Tensor:
         index = actions[..., 0].round().long()
         params = actions[..., 1:]
         if self.layout.parameterized:
-            params = params.reshape(*params.shape[:-1], self.layout.num_actions, self.layout.num_params)
-        return index, params
-
-    def log_prob(self, actions: Tensor) -> Tensor:
-        index, params = self._split(actions)
-        param_log_prob = self.gaussian.log_prob(params).sum(dim=-1)
+            params = self._padded(params)
+        param_log_prob = self._real(self.gaussian.log_prob(params)).sum(dim=-1)
         if self.layout.parameterized:  # [B, n]: the chosen action's parameters only
             param_log_prob = param_log_prob.gather(-1, index.unsqueeze(-1)).squeeze(-1)
         return self.categorical.log_prob(index) + param_log_prob
 
     def entropy(self) -> Tensor:
-        param_entropy = self.gaussian.entropy().sum(dim=-1)
+        param_entropy = self._real(self.gaussian.entropy()).sum(dim=-1)
         if self.layout.parameterized:
             param_entropy = (self.categorical.probs * param_entropy).sum(dim=-1)
         return self.categorical.entropy() + param_entropy
 
     def _flat(self, index: Tensor, params: Tensor) -> Tensor:
-        return torch.cat([index.to(params.dtype).unsqueeze(-1), params.reshape(*index.shape, -1)], dim=-1)
+        if self.layout.parameterized:
+            params = params.reshape(*index.shape, -1)[..., self.flat_positions.to(params.device)]
+        return torch.cat([index.to(params.dtype).unsqueeze(-1), params], dim=-1)
 
     def sample(self) -> Tensor:
         return self._flat(self.categorical.sample(), self.gaussian.rsample())
 
     def mode(self) -> Tensor:
         return self._flat(self.categorical.probs.argmax(dim=-1), self.gaussian.mean)
+
+    def op_log_std(self) -> Tensor:
+        """The ``log_std`` the op reads: a parameterized policy's ``[n, P]`` with each padding
+        entry set to the log-std whose Gaussian has entropy 0 (``-log(2 pi e) / 2``), so
+        that an action's entropy is that of its real parameters, and no gradient reaches it."""
+        if not self.layout.parameterized:
+            return self.log_std
+        zero_entropy = torch.full_like(self.log_std, -0.5 * math.log(2.0 * math.pi * math.e))
+        return torch.where(self.valid.to(self.log_std.device), self.log_std, zero_entropy)
 
 
 def entropy_inputs(distribution: Any, policy: Any = None) -> PolicyHeads:
@@ -105,7 +135,7 @@ def entropy_inputs(distribution: Any, policy: Any = None) -> PolicyHeads:
     than the log of its expanded scale); anything else through
     :func:`~hybrid_entropy_ext.ops.policy_heads`."""
     if isinstance(distribution, HybridActionDistribution):
-        return PolicyHeads(distribution.categorical.logits, distribution.log_std, None, None)
+        return PolicyHeads(distribution.categorical.logits, distribution.op_log_std(), None, None)
     log_std = getattr(policy, "log_std", None)
     if type(distribution) is DiagGaussianDistribution and isinstance(log_std, Tensor) and log_std.dim() == 1:
         return PolicyHeads(None, log_std, None, None)

@@ -3,9 +3,9 @@
 SB3's rollout buffers, clipping and ``predict`` know ``Box``, ``Discrete``,
 ``MultiDiscrete`` and ``MultiBinary`` actions. A hybrid space
 ``Tuple((Discrete(n), Box(d)))`` and a parameterized one
-``Tuple((Discrete(n), Tuple((Box(p), ..., Box(p)))))`` (each of the ``n`` actions its own
-``p`` parameters; Platform's layout) are carried as one flat ``Box`` of ``1 + d`` (or
-``1 + n * p``) values: the discrete action's index, then the parameters.
+``Tuple((Discrete(n), Tuple((Box(p_1), ..., Box(p_n)))))`` (each of the ``n`` actions its own
+``p_k`` parameters; Platform's layout) are carried as one flat ``Box`` of ``1 + d`` (or
+``1 + p_1 + ... + p_n``) values: the discrete action's index, then the parameters.
 :class:`HybridActionLayout` converts between the two; :class:`FlatHybridActions` (a
 ``gymnasium.ActionWrapper``) and :class:`VecFlatHybridActions` (a ``VecEnvWrapper``) let an
 environment that takes the tuples take the flat actions.
@@ -28,10 +28,11 @@ class HybridActionLayout:
 
     Attributes:
         num_actions: ``n``, the discrete choices.
-        num_params: the Gaussian's dims: ``d`` for a hybrid space, ``p`` (per action) for a
-            parameterized one.
-        parameterized: whether each discrete action has its own ``p`` parameters.
-        low, high: the parameters' bounds, flattened (``d`` or ``n * p`` values).
+        num_params: the Gaussian's dims: ``d`` for a hybrid space; for a parameterized one
+            ``P = max_k p_k``, the padded width of each action's parameters.
+        parameterized: whether each discrete action has its own parameters.
+        low, high: the parameters' bounds, flattened (``d`` or ``p_1 + ... + p_n`` values).
+        param_sizes: parameterized: ``(p_1, ..., p_n)``; hybrid: ``()``.
     """
 
     num_actions: int
@@ -39,14 +40,14 @@ class HybridActionLayout:
     parameterized: bool
     low: Tuple[float, ...]
     high: Tuple[float, ...]
+    param_sizes: Tuple[int, ...] = ()
 
     @staticmethod
     def of(space: spaces.Space) -> Optional["HybridActionLayout"]:
         """The layout of ``space``, or ``None`` for a space SB3 takes as it is.
 
         Raises:
-            ValueError: a ``Tuple`` space of another shape than the two supported, or a
-                parameterized one whose actions have different numbers of parameters.
+            ValueError: a ``Tuple`` space of another shape than the two supported.
         """
         if not isinstance(space, spaces.Tuple):
             return None
@@ -58,19 +59,14 @@ class HybridActionLayout:
                                       tuple(map(float, box.high)))
         if shaped and isinstance(parts[1], spaces.Tuple) and len(parts[1].spaces) == int(parts[0].n):
             boxes = parts[1].spaces
-            if all(isinstance(b, spaces.Box) and len(b.shape) == 1 for b in boxes):
-                sizes = {b.shape[0] for b in boxes}
-                if len(sizes) != 1:
-                    raise ValueError(
-                        f"a parameterized action space's actions must have the same number of parameters; got "
-                        f"{[b.shape[0] for b in boxes]}"
-                    )
+            if all(isinstance(b, spaces.Box) and len(b.shape) == 1 and b.shape[0] > 0 for b in boxes):
+                sizes = tuple(b.shape[0] for b in boxes)
                 low = tuple(float(v) for b in boxes for v in b.low)
                 high = tuple(float(v) for b in boxes for v in b.high)
-                return HybridActionLayout(int(parts[0].n), sizes.pop(), True, low, high)
+                return HybridActionLayout(int(parts[0].n), max(sizes), True, low, high, sizes)
         raise ValueError(
             "the supported Tuple action spaces are Tuple((Discrete(n), Box(d))) (hybrid) and "
-            f"Tuple((Discrete(n), Tuple((Box(p),) * n))) (parameterized); got {space}"
+            f"Tuple((Discrete(n), Tuple((Box(p_1), ..., Box(p_n))))) (parameterized); got {space}"
         )
 
     @property
@@ -91,7 +87,7 @@ class HybridActionLayout:
         params = flat[1:]
         if not self.parameterized:
             return index, params
-        return index, tuple(params.reshape(self.num_actions, self.num_params))
+        return index, tuple(np.split(params, np.cumsum(self.param_sizes)[:-1]))
 
     def to_env_batch(self, flat: np.ndarray) -> Union[Tuple[int, Any], list]:
         """``to_env`` of one flat action ``[1 + ...]``, or of each row of ``[N, 1 + ...]``."""
