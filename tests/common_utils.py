@@ -17,7 +17,8 @@ tests iterate are in ``op_variants.py``, the float64 oracle in ``oracle.py``.
 - Comparisons of loss dicts: :func:`assert_outputs_equal`, :func:`assert_outputs_close`;
   of gradient rows: :func:`assert_rows_close`.
 - A small policy that trains through the regularizer (:class:`TinyHybridPolicy`) and the
-  outputs and parameter gradients of a module's step (:func:`module_outputs_and_grads`).
+  outputs and parameter gradients of a module's step (:func:`module_outputs_and_grads`);
+  how far two RL models' policies are apart (:func:`max_parameter_difference`).
 """
 
 import contextlib
@@ -298,3 +299,9 @@ def slow(test):
     """Marks a test slow and skips it unless HEE_RUN_SLOW=1."""
     skip_unless_asked = pytest.mark.skipif(not RUN_SLOW, reason="slow: set HEE_RUN_SLOW=1 to run")
     return pytest.mark.slow(skip_unless_asked(test))
+
+
+def max_parameter_difference(model_a, model_b) -> float:
+    """The largest absolute difference between two RL models' policy parameters (SB3-style
+    models: ``model.policy.parameters()`` in the same order)."""
+    return max((p - q).abs().max().item() for p, q in zip(model_a.policy.parameters(), model_b.policy.parameters()))

@@ -8,7 +8,7 @@ to float32 rounding; everything else is checked on what SB3 logs and saves.
 
 import numpy as np
 import pytest
-import torch
+from common_utils import max_parameter_difference
 
 sb3 = pytest.importorskip("stable_baselines3", reason="needs stable-baselines3 (pip install '.[sb3]')")
 
@@ -28,15 +28,8 @@ ENVS = {
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def max_parameter_difference(a, b):
-    return max((p - q).abs().max().item() for p, q in zip(a.policy.parameters(), b.policy.parameters()))
+def one_thread(one_torch_thread):
+    """Every test here trains with one torch thread (conftest.py)."""
 
 
 def logged(model):

@@ -8,7 +8,7 @@ RecurrentPPO (the padding reaching the op as its sample mask).
 """
 
 import pytest
-import torch
+from common_utils import max_parameter_difference
 
 sb3_contrib = pytest.importorskip("sb3_contrib", reason="needs sb3-contrib (pip install '.[sb3]')")
 
@@ -25,15 +25,8 @@ MASKED_ENVS = {
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def max_parameter_difference(a, b):
-    return max((p - q).abs().max().item() for p, q in zip(a.policy.parameters(), b.policy.parameters()))
+def one_thread(one_torch_thread):
+    """Every test here trains with one torch thread (conftest.py)."""
 
 
 def recording_masks(model):

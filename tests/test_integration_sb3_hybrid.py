@@ -61,11 +61,8 @@ class TargetEnv(gym.Env):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Every test here trains with one torch thread (conftest.py)."""
 
 
 def distribution_of(model, observations):
