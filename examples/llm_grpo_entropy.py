@@ -28,7 +28,6 @@ per step. One run of 300 steps takes well under a minute on one CPU thread::
 """
 
 import argparse
-import math
 import statistics
 import time
 from pathlib import Path
