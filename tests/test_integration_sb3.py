@@ -8,6 +8,7 @@ to float32 rounding; everything else is checked on what SB3 logs and saves.
 
 import numpy as np
 import pytest
+import torch
 from common_utils import max_parameter_difference
 
 sb3 = pytest.importorskip("stable_baselines3", reason="needs stable-baselines3 (pip install '.[sb3]')")
@@ -128,8 +129,8 @@ def test_save_and_load_keep_the_config_the_schedule_position_and_the_controller(
     assert loaded.entropy_regularizer.discrete_controller.coefficient().item() == pytest.approx(
         model.entropy_regularizer.discrete_controller.coefficient().item()
     )
-    obs = np.eye(4, dtype=np.float32)[:1].argmax(1)
-    assert loaded.predict(obs, deterministic=True)[0] == model.predict(obs, deterministic=True)[0]
+    for name, value in model.policy.state_dict().items():
+        assert torch.equal(loaded.policy.state_dict()[name], value), name
     loaded.learn(64, reset_num_timesteps=False)  # and training goes on
 
 
@@ -143,3 +144,51 @@ def test_ent_coef_and_entropy_regularization_together_are_a_value_error():
 def test_a_bad_entropy_regularization_is_rejected(value, error):
     with pytest.raises(error):
         PPO("MlpPolicy", ENVS["discrete"](), entropy_regularization=value, **SMALL)
+
+
+def test_controllers_step_once_per_optimizer_step_even_when_target_kl_stops_an_update_early():
+    config = {"enable_adaptive_entropy": False, "entropy_coeff": 0.01, "min_entropy_threshold": None,
+              "target_entropy_control": "adaptive", "discrete_target_entropy": 5.0,
+              "controller_initial_coeff": 0.01, "controller_delta": 0.001}
+    model = PPO("MlpPolicy", ENVS["discrete"](), entropy_regularization=config, target_kl=1e-12, **SMALL)
+    steps = []
+    model.policy.optimizer.register_step_post_hook(lambda *_: steps.append(1))
+    model.learn(128)
+    # Each update stops at its second minibatch, evaluated but not stepped.
+    assert len(steps) == 2
+    assert model.entropy_regularizer.discrete_controller.coefficient().item() == pytest.approx(0.012, rel=1e-5)
+
+
+def test_train_puts_back_what_it_lends_the_policy_even_when_it_raises():
+    model = PPO("MlpPolicy", ENVS["discrete"](), entropy_regularization="plain", **SMALL)
+    own = model.policy.evaluate_actions
+
+    build = model.policy._get_action_dist_from_latent
+
+    during_update = []
+
+    def failing(*args, **kwargs):  # fails in the update (with grad), not in the rollout
+        if torch.is_grad_enabled():
+            during_update.append(("evaluate_actions" in vars(model.policy), model.ent_coef))
+            raise RuntimeError("boom")
+        return build(*args, **kwargs)
+
+    model.policy._get_action_dist_from_latent = failing  # an instance attribute of the user's
+    with pytest.raises(RuntimeError, match="boom"):
+        model.learn(64)
+    assert during_update == [(True, 1.0)]  # it failed inside the update, with everything lent
+    assert model.policy._get_action_dist_from_latent is failing
+    assert "evaluate_actions" not in vars(model.policy) and model.policy.evaluate_actions == own
+    assert "get" not in vars(model.rollout_buffer) and model.ent_coef == 0.0
+
+
+def test_parameterized_actions_without_a_parameterized_space_is_a_value_error():
+    with pytest.raises(ValueError, match="parameterized action space"):
+        PPO("MlpPolicy", ENVS["discrete"](), entropy_regularization={"parameterized_actions": True}, **SMALL)
+
+
+def test_a_squashed_gaussian_is_a_type_error():
+    model = PPO("MlpPolicy", ENVS["box"](), entropy_regularization="plain", use_sde=True,
+                policy_kwargs={"squash_output": True}, **SMALL)
+    with pytest.raises(TypeError, match="squash"):
+        model.learn(64)

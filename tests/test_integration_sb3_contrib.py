@@ -7,6 +7,7 @@ masks reaching the op as its action mask), the mean over the steps that are not 
 RecurrentPPO (the padding reaching the op as its sample mask).
 """
 
+import numpy as np
 import pytest
 from common_utils import max_parameter_difference
 
@@ -75,3 +76,13 @@ def test_maskable_ppo_saves_and_loads_its_regularizer(tmp_path):
     loaded = MaskablePPO.load(tmp_path / "model.zip", env=MASKED_ENVS["discrete"](), device="cpu")
     assert loaded.entropy_regularization == model.entropy_regularization
     assert int(loaded.entropy_regularizer.episode_counter) == int(model.entropy_regularizer.episode_counter)
+
+
+def test_maskable_ppo_predicts_with_action_masks():
+    env = MASKED_ENVS["discrete"]()
+    model = MaskablePPO("MlpPolicy", env, entropy_regularization="plain", **SMALL)
+    obs, _ = env.reset(seed=0)
+    only = np.zeros(8, dtype=bool)
+    only[5] = True
+    action, _ = model.predict(obs, action_masks=only)
+    assert int(action) == 5

@@ -57,7 +57,32 @@ def hybrid_actor():
         return_log_prob=True)
 
 
-ACTORS = {"categorical": categorical_actor, "masked": masked_actor, "hybrid": hybrid_actor}
+class MultiDiscreteHeads(torch.nn.Module):
+    """Observation -> two categoricals' logits (3 and 5 actions) and a Gaussian's mean and scale."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Linear(OBS, 3 + 5 + D)
+
+    def forward(self, observation):
+        z = self.net(observation)
+        return z[..., :3], z[..., 3:8], z[..., 8:], torch.ones_like(z[..., 8:])
+
+
+def multi_discrete_actor():
+    module = TensorDictModule(MultiDiscreteHeads(), ["observation"], [
+        ("params", "first", "logits"), ("params", "second", "logits"),
+        ("params", "arg", "loc"), ("params", "arg", "scale")])
+    return ProbabilisticActor(
+        module, in_keys=["params"], distribution_class=CompositeDistribution,
+        distribution_kwargs={"distribution_map": {"first": Categorical, "second": Categorical, "arg": Normal},
+                             "name_map": {"first": ("action", "first"), "second": ("action", "second"),
+                                          "arg": ("action", "arg")}},
+        return_log_prob=True)
+
+
+ACTORS = {"categorical": categorical_actor, "masked": masked_actor, "hybrid": hybrid_actor,
+          "multi-discrete": multi_discrete_actor}
 
 
 def batch_of(actor, seed=0, batch_shape=(B,)):
@@ -158,3 +183,26 @@ def test_update_controllers_steps_an_adaptive_controller():
 def test_bad_arguments_are_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         hee_torchrl.ClipPPOLoss(categorical_actor(), critic(), **kwargs)
+
+
+def test_a_composite_of_several_categoricals_is_a_multi_discrete_head_with_a_penalty_each():
+    actor = multi_discrete_actor()
+    td = batch_of(actor)
+    loss = hee_torchrl.ClipPPOLoss(actor, critic(), entropy_regularization="long")
+    out = loss(td)
+    assert loss.entropy_regularizer.discrete_sizes == [3, 5]
+    with torch.no_grad():
+        z = actor.module[0].module.net(td["observation"])
+    per_head = torch.stack([Categorical(logits=z[..., :3]).entropy().mean(), Categorical(logits=z[..., 3:8]).entropy().mean()])
+    torch.testing.assert_close(out["entropy_regularization", "discrete_entropy_per_head"], per_head)
+    torch.testing.assert_close(out["entropy_regularization", "discrete_entropy"], per_head.sum())
+
+
+def test_loss_entropy_under_a_loss_mask_equals_torchrls_masked_reduction():
+    actor, value = categorical_actor(), critic()
+    td = batch_of(actor, batch_shape=(4, 8))
+    td["mask"] = (torch.arange(8) < torch.tensor([[8], [5], [2], [7]])).unsqueeze(-1)
+    theirs = stock.ClipPPOLoss(actor, value, entropy_coeff=0.01)
+    ours = hee_torchrl.ClipPPOLoss(actor, value, entropy_regularization="plain")
+    theirs.loss_mask_key = ours.loss_mask_key = "mask"
+    torch.testing.assert_close(ours(td.clone())["loss_entropy"], theirs(td.clone())["loss_entropy"])

@@ -65,8 +65,9 @@ def test_entropy_from_logits_gives_each_rows_entropy_in_the_logits_dtype(dtype):
     torch.testing.assert_close(entropy.double(), expected, atol=tolerance, rtol=0)
 
 
-def test_entropy_from_logits_with_chunking_gives_float32_entropies():
-    logits = torch.randn(10, 40, dtype=torch.bfloat16)
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float64), ids=str)
+def test_entropy_from_logits_with_chunking_gives_float32_entropies(dtype):
+    logits = torch.randn(10, 40, dtype=dtype)
     entropy = hee_verl.entropy_from_logits_with_chunking(logits, chunk_size=3)
     assert entropy.dtype == torch.float32
     torch.testing.assert_close(entropy.double(), Categorical(logits=logits.double()).entropy(), atol=ATOL, rtol=0)

@@ -19,9 +19,10 @@ to one library's functions, policy and loss interfaces, in a module of its own:
   and ``apply_to_verl()``;
 - :mod:`.patching`: how those ``apply_to_*`` replace a library's functions, undoably.
 
-The libraries are optional: a module imports its library only where it patches it, and
-nothing imports an integration module until it is used (this package's ``__init__``
-imports nothing, and ``import hybrid_entropy_ext`` does not import this package).
+The libraries are optional extras: each module imports its own library (``trl`` and
+``verl`` only in their ``apply_to_*``, the drop-ins needing nothing of them), and nothing
+imports an integration module until it is used (this package's ``__init__`` imports
+nothing, and ``import hybrid_entropy_ext`` does not import this package).
 
 The layer sits between the application and the regularization layer: its modules import
 :mod:`hybrid_entropy_ext.regularization` and :mod:`hybrid_entropy_ext.ops`, never the

@@ -4,18 +4,22 @@
 is SB3's, ``policy_loss + ent_coef * entropy_loss + vf_coef * value_loss``, with the
 entropy term the :class:`~hybrid_entropy_ext.HybridEntropyRegularizer`'s ``total`` (the
 scheduled, per-head weighted bonus and the collapse penalties) computed in the fused op
-from the policy's own action distribution; everything else (rollouts, advantages,
-clipping, the optimizer, ``predict``, ``save`` and ``load``) is SB3's, run unchanged.
+from the policy's own action distribution. The rest of the update (advantages, clipping,
+the value loss, the optimizer step) is SB3's ``train``, run as it is.
 
-:class:`RegularizedOnPolicyTraining` is how: it lends SB3's ``train`` a policy whose
-``evaluate_actions`` returns, as its "entropy", ``-total`` for every sample (SB3 takes
-``entropy_loss = -mean(entropy)``) while ``ent_coef`` is 1 for the update, advances the
-schedule after each rollout in the config's ``schedule_unit``, and logs every output of
-the regularizer under ``entropy/``. sb3-contrib's algorithms use it too.
+:class:`RegularizedOnPolicyTraining` is how, wrapping rather than rewriting SB3's code: for
+each ``train`` it lends the policy an ``evaluate_actions`` that returns, as its "entropy",
+``-total`` for every sample (SB3 takes ``entropy_loss = -mean(entropy)``) while
+``ent_coef`` is 1, and steps the controllers from an optimizer-step hook; it advances the
+schedule after each rollout (``collect_rollouts``) in the config's ``schedule_unit``, logs
+every output of the regularizer under ``entropy/``, and, for the hybrid and parameterized
+action spaces, converts between the environment's tuples and SB3's flat actions
+(``predict``, ``load``, ``set_env``). sb3-contrib's algorithms use it too.
 
 This module imports Stable-Baselines3 (``pip install ".[sb3]"``).
 """
 
+import contextlib
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
@@ -30,6 +34,24 @@ from .sb3_policies import HybridActorCriticPolicy, entropy_inputs
 from .sb3_spaces import HybridActionLayout, flatten_hybrid_env
 
 __all__ = ["PPO", "RegularizedOnPolicyTraining"]
+
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def _patched(owner: Any, name: str, value: Any):
+    """``owner.name = value`` for the block, then the instance attribute as it was (absent,
+    or its own earlier value), whatever the block raises."""
+    previous = vars(owner).get(name, _MISSING)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        if previous is _MISSING:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, previous)
+
 
 # The regularizer's outputs logged under another name than their own.
 _LOGGED_NAMES = {"current_entropy_coeff": "coefficient"}
@@ -86,8 +108,20 @@ class RegularizedOnPolicyTraining:
         if config is None:
             return
         overrides: Dict[str, Any] = {}
-        if self.action_layout is not None and self.action_layout.parameterized:
-            overrides["parameterized_actions"] = True
+        layout = self.action_layout
+        if layout is not None:
+            if config.discrete_sizes is not None:
+                raise ValueError(
+                    "entropy_regularization: discrete_sizes (sub-heads) do not apply to a hybrid or parameterized "
+                    "action space's one discrete choice"
+                )
+            # The space says which: a parameterized space's H_c is the chosen action's.
+            overrides["parameterized_actions"] = layout.parameterized
+        elif config.parameterized_actions:
+            raise ValueError(
+                "entropy_regularization: parameterized_actions needs a parameterized action space, "
+                f"Tuple((Discrete(n), Tuple((Box(p_1), ..., Box(p_n))))); got {self.action_space}"
+            )
         if isinstance(self.action_space, spaces.MultiDiscrete):
             sizes = [int(n) for n in np.asarray(self.action_space.nvec).ravel()]
             if config.discrete_sizes is None:
@@ -128,22 +162,20 @@ class RegularizedOnPolicyTraining:
         return collected
 
     def _regularized_evaluate_actions(
-        self, evaluate: Callable[..., Any], outputs: List[Dict[str, Tensor]], minibatch: List[Any]
+        self, evaluate: Callable[..., Any], outputs: List[Dict[str, Tensor]], minibatch: List[Any],
+        latest: List[Dict[str, Tensor]]
     ) -> Callable[..., Any]:
         """``policy.evaluate_actions`` for SB3's ``train``: the policy's own, with its
         action distribution caught on the way (``_get_action_dist_from_latent``, which
         every SB3 and sb3-contrib actor-critic policy builds it with; a masked one is
         masked in place by the time ``evaluate`` returns) and ``-total`` as the entropy.
         ``minibatch[-1]`` is the minibatch being evaluated: a recurrent one's ``mask``
-        (False on the padding of its sequences) is the regularizer's sample mask."""
+        (False on the padding of its sequences) is the regularizer's sample mask.
+        ``latest[-1]`` becomes the regularizer's output, for the controllers."""
         policy = self.policy
         regularizer = self.entropy_regularizer
-        has_controllers = regularizer.discrete_controller is not None or regularizer.continuous_controller is not None
-        pending: List[Dict[str, Tensor]] = []
 
         def evaluate_actions(*args: Any, **kwargs: Any):
-            if pending and has_controllers:  # the previous minibatch's optimizer step has run
-                regularizer.update_controllers(pending.pop())
             caught = []
             build = policy._get_action_dist_from_latent
 
@@ -152,34 +184,34 @@ class RegularizedOnPolicyTraining:
                 caught.append(distribution)
                 return distribution
 
-            policy._get_action_dist_from_latent = catch
-            try:
+            with _patched(policy, "_get_action_dist_from_latent", catch):
                 values, log_prob, _ = evaluate(*args, **kwargs)
-            finally:
-                del policy._get_action_dist_from_latent
+            if not caught:
+                raise RuntimeError(
+                    f"{type(policy).__name__}.evaluate_actions did not build its distribution with "
+                    "_get_action_dist_from_latent, as SB3's actor-critic policies do: the regularizer cannot read it"
+                )
             heads = entropy_inputs(caught[-1], policy)
             padding_weights = getattr(minibatch[-1], "mask", None) if minibatch else None
             sample_mask = padding_weights > 1e-8 if padding_weights is not None else None
             out = regularizer(heads.logits, heads.log_std, sample_mask=sample_mask, action_mask=heads.action_mask)
-            pending[:] = [out]
-            outputs.append({key: value.detach() for key, value in out.items()})
+            detached = {key: value.detach() for key, value in out.items()}
+            outputs.append(detached)
+            latest[:] = [detached]
             entropy_loss = out["total"]
-            if has_controllers:
+            if regularizer.discrete_controller is not None or regularizer.continuous_controller is not None:
                 entropy_loss = entropy_loss + regularizer.controller_loss(out)
             return values, log_prob, (-entropy_loss).expand(log_prob.shape[0])
 
-        def finish() -> None:
-            if pending and has_controllers:
-                regularizer.update_controllers(pending.pop())
-
-        evaluate_actions.finish = finish  # type: ignore[attr-defined]
         return evaluate_actions
 
     def train(self) -> None:
         if self.entropy_regularizer is None:
             return super().train()
+        regularizer = self.entropy_regularizer
         outputs: List[Dict[str, Tensor]] = []
         minibatch: List[Any] = []
+        latest: List[Dict[str, Tensor]] = []
         minibatches = self.rollout_buffer.get
 
         def get(*args: Any, **kwargs: Any):
@@ -187,25 +219,30 @@ class RegularizedOnPolicyTraining:
                 minibatch[:] = [data]
                 yield data
 
-        evaluate_actions = self._regularized_evaluate_actions(self.policy.evaluate_actions, outputs, minibatch)
+        def after_optimizer_step(*_: Any) -> None:
+            # Each controller steps once per optimizer step, on that step's minibatch: a
+            # minibatch SB3 evaluates and then drops (target_kl's early stop) moves none.
+            if latest:
+                regularizer.update_controllers(latest.pop())
+
+        evaluate_actions = self._regularized_evaluate_actions(self.policy.evaluate_actions, outputs, minibatch, latest)
         ent_coef = self.ent_coef
-        self.policy.evaluate_actions = evaluate_actions
-        self.rollout_buffer.get = get
-        self.ent_coef = 1.0
+        hook = self.policy.optimizer.register_step_post_hook(after_optimizer_step)
         try:
-            super().train()
-            evaluate_actions.finish()
+            self.ent_coef = 1.0
+            with _patched(self.policy, "evaluate_actions", evaluate_actions), _patched(self.rollout_buffer, "get", get):
+                super().train()
         finally:
-            del self.policy.evaluate_actions
-            del self.rollout_buffer.get
+            hook.remove()
             self.ent_coef = ent_coef
         self._record_entropy_outputs(outputs)
 
-    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False):
-        """SB3's ``predict``; for a hybrid or parameterized action space, the actions as the
-        environment takes them: ``(index, params)`` tuples (a list of them for a batch of
+    def predict(self, *args: Any, **kwargs: Any):
+        """The algorithm's ``predict`` (its arguments: sb3-contrib's ``action_masks``
+        too); for a hybrid or parameterized action space, the actions as the environment
+        takes them: ``(index, params)`` tuples (a list of them for a batch of
         observations)."""
-        actions, state = super().predict(observation, state, episode_start, deterministic)
+        actions, state = super().predict(*args, **kwargs)
         if self.action_layout is not None:
             actions = self.action_layout.to_env_batch(actions)
         return actions, state

@@ -8,7 +8,10 @@ entropy term, as :class:`hybrid_entropy_ext.integrations.sb3.PPO` is for SB3's `
   mask, so padded steps take no part in the entropies.
 
 Everything else (rollouts, masks, LSTM states, ``predict``, ``save`` and ``load``) is
-sb3-contrib's, run unchanged. This module imports sb3-contrib (``pip install ".[sb3]"``).
+sb3-contrib's, wrapped as :class:`~hybrid_entropy_ext.integrations.sb3.RegularizedOnPolicyTraining`
+says. The action spaces are sb3-contrib's own; the hybrid and parameterized ``Tuple``
+spaces are :class:`~hybrid_entropy_ext.integrations.sb3.PPO`'s only. This module imports
+sb3-contrib (``pip install ".[sb3]"``).
 """
 
 import sb3_contrib

@@ -133,9 +133,18 @@ def entropy_inputs(distribution: Any, policy: Any = None) -> PolicyHeads:
     ``[n, p]`` for ``parameterized_actions``); an SB3 ``DiagGaussianDistribution``'s
     ``policy.log_std`` (``[D]``, the state-independent log-std it was built from, rather
     than the log of its expanded scale); anything else through
-    :func:`~hybrid_entropy_ext.ops.policy_heads`."""
+    :func:`~hybrid_entropy_ext.ops.policy_heads`.
+
+    Raises:
+        TypeError: a squashed Gaussian (gSDE with ``squash_output``), or a distribution
+            :func:`~hybrid_entropy_ext.ops.policy_heads` does not read."""
     if isinstance(distribution, HybridActionDistribution):
         return PolicyHeads(distribution.categorical.logits, distribution.op_log_std(), None, None)
+    if getattr(distribution, "bijector", None) is not None:
+        raise TypeError(
+            f"{type(distribution).__name__} squashes its Gaussian (squash_output): the squashed action's "
+            "entropy has no closed form, so the regularizer cannot compute it; train without squash_output"
+        )
     log_std = getattr(policy, "log_std", None)
     if type(distribution) is DiagGaussianDistribution and isinstance(log_std, Tensor) and log_std.dim() == 1:
         return PolicyHeads(None, log_std, None, None)

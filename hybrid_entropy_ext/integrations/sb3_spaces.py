@@ -137,17 +137,14 @@ class VecFlatHybridActions(VecEnvWrapper):
 
 
 def flatten_hybrid_env(env: Any) -> Tuple[Any, Optional[HybridActionLayout]]:
-    """``env`` (an environment id, a ``gymnasium.Env`` or a ``VecEnv``; ``None`` passes)
-    made to take flat actions where its action space is hybrid or parameterized, with the
-    layout (``None`` for any other space, ``env`` then as it was given)."""
+    """``env`` (an environment id, made here as SB3 would make it; a ``gymnasium.Env``; a
+    ``VecEnv``; ``None`` passes) made to take flat actions where its action space is hybrid
+    or parameterized, with the layout (``None`` for any other space, ``env`` then as it
+    was given, or made)."""
     if env is None:
         return None, None
     if isinstance(env, str):
-        made = gym.make(env)
-        if HybridActionLayout.of(made.action_space) is None:
-            made.close()
-            return env, None
-        env = made
+        env = gym.make(env)  # as SB3 makes an environment id, once, to read its action space
     layout = HybridActionLayout.of(env.action_space)
     if layout is None:
         return env, None

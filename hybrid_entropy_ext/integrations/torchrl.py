@@ -4,8 +4,9 @@
 more keyword, ``entropy_regularization``. Their ``loss_entropy`` is the
 :class:`~hybrid_entropy_ext.HybridEntropyRegularizer`'s ``total``, computed in the fused op
 from the policy's distribution (a ``Categorical``, TorchRL's ``MaskedCategorical`` or
-``OneHotCategorical``, a diagonal Gaussian, or a composite distribution holding one
-discrete and one Gaussian head); everything else is TorchRL's. Every output of the
+``OneHotCategorical``, a diagonal Gaussian, or a composite distribution of categorical
+heads, a multi-discrete head's sub-heads with one penalty each, and at most one
+Gaussian head); everything else is TorchRL's. Every output of the
 regularizer is in the output TensorDict under ``"entropy_regularization"`` (detached:
 ``loss_entropy`` carries the gradient), ``"entropy"`` is ``H_d + H_c``, and a loss mask in
 the input (TorchRL's ``loss_mask_key``) is the regularizer's sample mask.
@@ -21,6 +22,7 @@ from typing import Any, Dict, Optional
 import torch
 import torchrl.objectives
 from tensordict import TensorDictBase
+from tensordict.nn import dispatch
 from torch import Tensor
 
 from ..ops import policy_heads
@@ -31,12 +33,6 @@ __all__ = ["ClipPPOLoss", "PPOLoss", "KLPENPPOLoss", "RegularizedPPOLoss"]
 
 #: Where the regularizer's outputs go in the loss's output TensorDict.
 OUTPUT_KEY = "entropy_regularization"
-
-
-def _heads_of(dist: Any) -> Any:
-    """A TorchRL composite distribution's heads as a dict (others as they are)."""
-    heads = getattr(dist, "dists", None)
-    return dict(heads) if isinstance(heads, dict) else dist
 
 
 class RegularizedPPOLoss:
@@ -92,25 +88,38 @@ class RegularizedPPOLoss:
                 return mask.bool()
         return None
 
+    @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         self._sample_mask = self._input_loss_mask(tensordict)
         try:
             td_out = super().forward(tensordict)
         finally:
             self._sample_mask = None
+        # Kept for update_controllers, without the graph.
+        self._entropy_outputs = {key: value.detach() for key, value in self._entropy_outputs.items()}
         for key, value in self._entropy_outputs.items():
-            td_out.set((OUTPUT_KEY, key), value.detach())
+            td_out.set((OUTPUT_KEY, key), value)
         return td_out
 
     def _get_entropy(self, dist: Any, adv_shape: torch.Size) -> Tensor:
-        heads = policy_heads(_heads_of(dist))
+        heads = policy_heads(dist)
+        regularizer = self.entropy_regularizer
+        if heads.discrete_sizes is not None and regularizer.discrete_sizes != heads.discrete_sizes:
+            if regularizer.discrete_sizes is not None:
+                raise ValueError(
+                    f"{type(self).__name__}: the policy's discrete heads have sizes {heads.discrete_sizes}, the "
+                    f"config's discrete_sizes are {regularizer.discrete_sizes}"
+                )
+            # Several categorical heads: sub-heads of the discrete entropy, in the
+            # distribution's order, as the config's discrete_sizes would give them.
+            regularizer.discrete_sizes = list(heads.discrete_sizes)
         mask = self._sample_mask
         if mask is not None:
             # The heads come flattened to rows ([N, K], [N, D]): the mask's rows alike.
             rows = heads.logits if heads.logits is not None else heads.log_std
             if rows.dim() >= 2:
                 mask = mask.expand(adv_shape).reshape(rows.shape[:-1])
-        out = self.entropy_regularizer(heads.logits, heads.log_std, sample_mask=mask, action_mask=heads.action_mask)
+        out = regularizer(heads.logits, heads.log_std, sample_mask=mask, action_mask=heads.action_mask)
         self._entropy_outputs = out
         joint = (out["discrete_entropy"] + out["continuous_entropy"]).detach()
         # TorchRL logs this tensor's mean as "entropy": the joint entropy, per sample.

@@ -51,7 +51,8 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
 
 def entropy_from_logits_with_chunking(logits: Tensor, chunk_size: int = 2048) -> Tensor:
     """``verl.utils.torch_functional.entropy_from_logits_with_chunking``: the entropies of
-    the rows of ``logits`` ``[N, V]``, ``[N]`` float32 (float64 for float64 logits).
+    the rows of ``logits`` ``[N, V]``, ``[N]`` float32 whatever the logits' dtype, as
+    verl's (accumulated in float64 for float64 logits, then rounded).
     ``chunk_size`` is accepted for the signature's sake: the fused pass keeps no
     ``[chunk, V]`` copy, so there is nothing to chunk.
 
@@ -61,7 +62,7 @@ def entropy_from_logits_with_chunking(logits: Tensor, chunk_size: int = 2048) ->
         tensor([1.3863, 1.3863, 1.3863])
     """
     del chunk_size
-    return log_prob_and_entropy(logits)[1]
+    return log_prob_and_entropy(logits)[1].float()
 
 
 def compute_entropy_loss(logits: Tensor, response_mask: Tensor, loss_agg_mode: str = "token-mean") -> Tensor:

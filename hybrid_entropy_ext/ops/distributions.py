@@ -192,11 +192,16 @@ def _reject(dist: Any, where: str) -> "TypeError":
 def _unwrapped(dist: Any) -> Any:
     """The torch distribution(s) inside a Stable-Baselines3 / sb3-contrib wrapper (its
     ``distribution``, or ``distributions`` for sb3-contrib's masked multi-categorical), the
+    heads of a composite distribution (its ``dists``, a dict, as tensordict's
+    ``CompositeDistribution`` holds them), the
     ``Categorical`` of a ``OneHotCategorical`` (its ``_categorical``); anything else as it is."""
     if isinstance(dist, OneHotCategorical):
         return dist._categorical
-    if isinstance(dist, Distribution):
+    if isinstance(dist, Distribution) and not isinstance(getattr(dist, "dists", None), Mapping):
         return dist
+    heads = getattr(dist, "dists", None)
+    if isinstance(heads, Mapping):  # tensordict's CompositeDistribution (TorchRL): its heads by name
+        return dict(heads)
     for name in ("distributions", "distribution"):
         inner = getattr(dist, name, None)
         if isinstance(inner, Distribution) or (
