@@ -414,3 +414,19 @@ def test_policy_heads_are_the_op_inputs_the_adapter_passes():
     adapted = hee.hybrid_entropy_loss_from_distributions((sub_heads, gaussian), 0.01)
     for key in adapted:
         assert torch.equal(direct[key], adapted[key]), key
+
+
+def test_a_tensordict_composite_distribution_is_read_head_by_head():
+    pytest.importorskip("tensordict", reason="needs tensordict (pip install '.[torchrl]')")
+    from tensordict import TensorDict
+    from tensordict.nn import CompositeDistribution
+
+    logits_a, logits_b = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 5, dtype=torch.float64)
+    mean, scale = torch.randn(16, 2, dtype=torch.float64), torch.rand(16, 2, dtype=torch.float64) + 0.5
+    params = TensorDict({"a": {"logits": logits_a}, "b": {"logits": logits_b}, "x": {"loc": mean, "scale": scale}}, [16])
+    composite = CompositeDistribution(params, distribution_map={"a": Categorical, "b": Categorical, "x": Normal})
+    out = from_distributions(composite, 0.01, 1.0, 1.0, None, None)
+    expected_h_d = Categorical(logits=logits_a).entropy().mean() + Categorical(logits=logits_b).entropy().mean()
+    torch.testing.assert_close(out["discrete_entropy"], expected_h_d)
+    torch.testing.assert_close(out["continuous_entropy"], Normal(mean, scale).entropy().sum(-1).mean())
+    assert out["discrete_entropy_per_head"].shape == (2,)

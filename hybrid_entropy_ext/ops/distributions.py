@@ -32,7 +32,9 @@ Several ``Categorical`` s (of one batch shape) are one multi-discrete head, each
 sub-head in their order (the op's ``discrete_sizes``): a flat or nested list of them, as
 Stable-Baselines3's ``MultiCategoricalDistribution.distribution`` holds them, or SB3's and
 sb3-contrib's distribution wrappers themselves (read through their ``distribution`` or
-``distributions`` attribute).
+``distributions`` attribute). A composite distribution (tensordict's
+``CompositeDistribution``, which TorchRL's actors build for composite action spaces) is read
+as the dict of its heads (its ``dists``), in their order.
 
 The two heads must come out with the same ``B``. Anything whose entropy has no
 closed form in these terms raises ``TypeError``.
