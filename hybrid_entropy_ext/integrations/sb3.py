@@ -71,7 +71,9 @@ class RegularizedOnPolicyTraining:
     model: after each full rollout it advances by the episodes that finished in it
     (across the vectorized environments), by 1 (``updates``) or by the environment steps
     (``timesteps``), as the config's ``schedule_unit`` says, before the update that uses
-    it. Adaptive controllers step once per minibatch, after its optimizer step. A
+    it. The controllers step once per optimizer step, from a hook on the optimizer (a
+    minibatch evaluated but not stepped, as ``target_kl``'s early stop leaves one, moves
+    none). A
     recurrent algorithm's padding (its minibatches' ``mask``) is the sample mask: padded
     steps take no part in the entropies.
     """
