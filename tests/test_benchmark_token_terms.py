@@ -191,34 +191,25 @@ def test_a_variant_benchmark_times_the_three_calls_and_reports_their_ratios(suit
         assert f"{by_name['reference'] / by_name[variant]:.2f}" in row
 
 
-@pytest.mark.parametrize("case_index", [0, 1], ids=["log_prob_and_entropy", "hybrid_entropy_loss"])
-def test_the_action_mask_benchmark_steps_give_the_reference_gradient(case_index):
-    from hybrid_entropy_ext.benchmarking import action_mask
-
-    steps = action_mask._steps(action_mask.QUICK_ACTION_MASK_CASES[case_index])
-    masked, ref = steps["masked"](), steps["reference"]()
-    for got, want in zip(masked, ref):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    assert not torch.equal(masked[0], steps["plain"]()[0])
-
-
-@pytest.mark.parametrize("case_index", [0, 1], ids=["hybrid_entropy_loss", "log_prob_and_entropy"])
-def test_the_sub_heads_benchmark_steps_give_the_reference_gradient(case_index):
-    from hybrid_entropy_ext.benchmarking import sub_heads
-
-    steps = sub_heads._steps(sub_heads.QUICK_SUB_HEADS_CASES[case_index])
-    fused, ref = steps["sub_heads"](), steps["reference"]()
-    for got, want in zip(fused, ref):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    assert not torch.equal(fused[0], steps["plain"]()[0])
+# (suite module, its quick cases, the variant's step name, case index): each variant's call
+# and the reference doing the same give the same gradients, which differ from the plain call's.
+VARIANT_STEPS = {
+    "action_mask-log_prob_and_entropy": ("action_mask", "QUICK_ACTION_MASK_CASES", "masked", 0),
+    "action_mask-hybrid_entropy_loss": ("action_mask", "QUICK_ACTION_MASK_CASES", "masked", 1),
+    "sub_heads-hybrid_entropy_loss": ("sub_heads", "QUICK_SUB_HEADS_CASES", "sub_heads", 0),
+    "sub_heads-log_prob_and_entropy": ("sub_heads", "QUICK_SUB_HEADS_CASES", "sub_heads", 1),
+    "parameterized-shared": ("parameterized", "QUICK_PARAMETERIZED_CASES", "parameterized", 0),
+    "parameterized-per-sample": ("parameterized", "QUICK_PARAMETERIZED_CASES", "parameterized", 1),
+}
 
 
-@pytest.mark.parametrize("case_index", [0, 1], ids=["shared", "per-sample"])
-def test_the_parameterized_benchmark_steps_give_the_reference_gradient(case_index):
-    from hybrid_entropy_ext.benchmarking import parameterized
+@pytest.mark.parametrize("suite, cases, variant, case_index", VARIANT_STEPS.values(), ids=list(VARIANT_STEPS))
+def test_a_variant_benchmark_step_gives_the_reference_gradient(suite, cases, variant, case_index):
+    import importlib
 
-    steps = parameterized._steps(parameterized.QUICK_PARAMETERIZED_CASES[case_index])
-    fused, ref = steps["parameterized"](), steps["reference"]()
+    module = importlib.import_module(f"hybrid_entropy_ext.benchmarking.{suite}")
+    steps = module._steps(getattr(module, cases)[case_index])
+    fused, ref = steps[variant](), steps["reference"]()
     for got, want in zip(fused, ref):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert not torch.equal(fused[0], steps["plain"]()[0])

@@ -1,11 +1,12 @@
-"""Drop-ins for TRL's per-token log-probability and entropy functions, fused on every device.
+"""Drop-ins for TRL's per-token log-probability and entropy functions, fused.
 
 TRL (1.16) computes a token's log-probability and the policy's entropy from the same logits
 in a Triton kernel (``trl.kernels.selective_log_softmax_and_entropy``) on CUDA only, and
 otherwise in chunked PyTorch passes (``trl.trainer.utils``). These functions keep those
 signatures and semantics and compute both in the library's one fused pass
-(:func:`hybrid_entropy_ext.log_prob_and_entropy`): on the CPU and on CUDA, without Triton,
-deterministic, exportable, with the exact backward.
+(:func:`hybrid_entropy_ext.log_prob_and_entropy`), without Triton, deterministic,
+exportable, with the exact backward: on the CPU, and on CUDA through the op's CUDA kernels
+(compiled and tested on the host emulation, not yet run on a GPU).
 
 Use them by name, or put them in TRL's place before the trainer is built::
 
