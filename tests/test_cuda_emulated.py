@@ -20,7 +20,7 @@ from torch.utils import cpp_extension
 
 import hybrid_entropy_ext as hee
 from common_utils import GRAD_TOLERANCES, VALUE_TOLERANCES, assert_rows_close, random_heads
-from oracle import KEYS, OUTPUT_WEIGHTS, distributions_oracle, token_terms_oracle
+from oracle import KEYS, OUTPUT_WEIGHTS, distributions_oracle, sub_heads_oracle, token_terms_oracle
 from token_terms_checks import assert_grad_close
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -910,29 +910,171 @@ def test_token_terms_with_an_all_true_action_mask_are_bitwise_those_without(lib,
         lib._log_prob_and_entropy_backward(*grads, logits, actions, mask, without[2], 1.0, every))
 
 
-@pytest.mark.parametrize(
-    "cpu_only, message",
-    [
-        (([2, 3], None, False, False), "discrete_sizes"),
-        ((None, None, True, False), "normalize_discrete_entropy"),
-        ((None, None, False, True), "parameterized_actions"),
-    ],
-    ids=["discrete_sizes", "normalize_discrete_entropy", "parameterized_actions"],
-)
-def test_arguments_without_cuda_kernels_raise_not_implemented_forward_and_backward(lib, cpu_only, message):
-    # The hybrid loss's CUDA kernels have neither sub-heads, the normalization nor
-    # parameterized actions yet: a call says so rather than computing another loss.
-    logits, log_std = inputs(8, 5, 2)
-    coeff = torch.tensor(0.05)
+# --- sub-heads, normalized entropy, parameterized actions -------------------------------
+
+
+def loss_and_grads(ops, logits, log_std, coeff, options, wanted=(True, True, True), params=PARAMS,
+                   row_weights=None, action_mask=None):
+    """The forward's outputs (the seven, ``row_stats``, ``discrete_entropy_per_head``) and
+    the backward's gradients for UPSTREAM, of ``ops`` (the emulated CUDA ops or the CPU
+    op's namespace). ``options``: discrete_sizes, discrete_head_thresholds,
+    normalize_discrete_entropy, parameterized_actions."""
+    trailing = (row_weights, None, action_mask, options.get("discrete_sizes"),
+                options.get("discrete_head_thresholds"), options.get("normalize_discrete_entropy", False),
+                options.get("parameterized_actions", False))
+    out = ops.hybrid_entropy_loss(logits, log_std, coeff, *params.values(), *trailing)
+    grads = [torch.tensor(g, dtype=out[0].dtype) if g is not None else None for g in UPSTREAM]
+    grad_logits, grad_log_std, grad_coeff = ops._hybrid_entropy_loss_backward(
+        *grads, logits, log_std, coeff, out[7], out[5], out[6], out[8], list(wanted), *params.values(),
+        *trailing)
+    result = dict(zip(KEYS, out[:7]))
+    result.update(row_stats=out[7], discrete_entropy_per_head=out[8])
+    for name, grad, want in zip(("grad_logits", "grad_log_std", "grad_coeff"),
+                                (grad_logits, grad_log_std, grad_coeff), wanted):
+        if want:
+            result[name] = grad
+    return result
+
+
+def assert_emulated_matches_cpu(lib, logits, log_std, options, wanted=(True, True, True), coeff=None,
+                                **kwargs):
+    """The emulated CUDA op's values, statistics and gradients against the CPU op's, the
+    gradients' layouts included; returns the number of launches of the backward."""
+    coeff = torch.tensor(0.05) if coeff is None else coeff
     configure(lib)
-    with pytest.raises(NotImplementedError, match=message):
-        lib.hybrid_entropy_loss(logits, log_std, coeff, *PARAMS.values(), None, None, None, *cpu_only)
-    out = lib.hybrid_entropy_loss(logits, log_std, coeff, *PARAMS.values(), None, None, None)
-    grads = [torch.tensor(1.0)] + [None] * 6
-    with pytest.raises(NotImplementedError, match=message):
-        lib._hybrid_entropy_loss_backward(
-            *grads, logits, log_std, coeff, out[7], out[5], out[6], out[8], [True, True, True], *PARAMS.values(),
-            None, None, None, *cpu_only)
+    got = loss_and_grads(lib, logits, log_std, coeff, options, wanted, **kwargs)
+    backward_launches = lib.last_launches()
+    want = loss_and_grads(torch.ops.hybrid_entropy_ext, logits, log_std, coeff, options, wanted, **kwargs)
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    for key in KEYS + ("discrete_entropy_per_head", "row_stats"):
+        assert got[key].shape == want[key].shape, key
+        torch.testing.assert_close(got[key], want[key], **VALUE_TOLERANCES[dtype], msg=key)
+    tolerances = dict(grad_tolerances(logits.dtype))
+    if options.get("parameterized_actions"):
+        # A parameterized element p (log p (-g) + (a c[k] - g h - a h_c)) cancels terms of
+        # the size of a c[k], not of the row's largest gradient: its rounding is about
+        # u a c[k], the atol the CPU kernels' own tests hold against float64
+        # (tests/test_parameterized_actions.py).
+        tolerances["atol"] = max(tolerances["atol"], 1e-7)
+    for key in ("grad_logits", "grad_log_std"):
+        if key in want and want[key].numel() > 0:
+            assert got[key].shape == want[key].shape and got[key].stride() == want[key].stride(), key
+            assert_rows_close(got[key].double(), want[key].double(), **tolerances)
+    if "grad_coeff" in want:
+        torch.testing.assert_close(got["grad_coeff"], want["grad_coeff"], rtol=1e-5, atol=1e-7)
+    return backward_launches
+
+
+def action_mask_of(b, k, seed=5):
+    allowed = torch.rand(b, k, generator=torch.Generator().manual_seed(seed)) < 0.6
+    allowed[::7] = False  # rows without an allowed action: entropy 0, normalizer 0
+    allowed[1::7, 1:] = False  # one allowed action: normalizer 0
+    return allowed
+
+
+# Sub-heads in warp groups (a one-column head, an odd width, vectors where a head's columns
+# are aligned), with a 1100-column head a block per row, and with a 9000-column head of a
+# small batch, rows split over blocks.
+SUB_HEADS = [([3, 5, 2], 37), ([4, 4, 4, 4], 300), ([1, 33, 7], 9), ([2, 1100], 5), ([9000, 3], 3)]
+# A threshold above and one below each head's entropy: some sub-heads' penalties active.
+HEAD_THRESHOLDS = {3: 0.5, 5: 5.0, 2: 0.1, 4: 2.0, 1: 0.3, 33: 0.2, 7: 9.0, 1100: 8.0, 9000: 0.5}
+
+
+@pytest.mark.parametrize("sizes, b", SUB_HEADS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "action-mask"])
+def test_sub_heads_match_the_cpu_op_forward_and_backward(lib, sizes, b, dtype, masked):
+    # Each sub-head's rows run on its columns (the statistics' and the gradient's pitch the
+    # whole width's), its record and its partial sums reach the finish, which sums the
+    # heads' means and their own penalties; each head's backward is its penalty's.
+    logits, log_std = inputs(b, sum(sizes), 3, dtype)
+    options = dict(discrete_sizes=sizes, discrete_head_thresholds=[HEAD_THRESHOLDS[k] for k in sizes])
+    allowed = action_mask_of(b, sum(sizes)) if masked else None
+    launches = assert_emulated_matches_cpu(lib, logits, log_std, options, action_mask=allowed)
+    assert launches == len(sizes)  # one backward launch per sub-head
+
+
+def test_sub_heads_take_one_row_launch_each_and_one_finish(lib):
+    logits, log_std = inputs(40, 12, 3)
+    configure(lib)
+    lib.hybrid_entropy_loss(logits, log_std, torch.tensor(0.05), *PARAMS.values(), None, None, None, [4, 4, 4])
+    assert lib.last_launches() == 3 + 1
+
+
+def test_weighted_sub_heads_with_one_threshold_for_all_match_the_cpu_op(lib):
+    logits, log_std = inputs(300, 10, 3)
+    assert_emulated_matches_cpu(lib, logits, log_std, dict(discrete_sizes=[6, 4]), row_weights=row_weights(300))
+
+
+def test_sub_heads_match_the_multi_categorical_oracle_in_float64(lib):
+    logits, log_std = inputs(41, 9, 2, torch.float64)
+    sizes, thresholds = [2, 3, 4], [0.5, 1.5, 0.2]
+    coeff = torch.tensor(0.3, dtype=torch.float64)
+    configure(lib)
+    got = loss_and_grads(lib, logits, log_std, coeff, dict(discrete_sizes=sizes, discrete_head_thresholds=thresholds))
+    want = sub_heads_oracle(logits, log_std, 0.3, sizes, thresholds, continuous_min_entropy_threshold=10.0)
+    for key in KEYS + ("discrete_entropy_per_head",):
+        torch.testing.assert_close(got[key], want[key], rtol=1e-10, atol=1e-12, msg=key)
+
+
+@pytest.mark.parametrize("b, k", [(300, 4), (37, 64), (3, 1025), (3, 9000)], ids=str)
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "action-mask"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_normalized_entropy_matches_the_cpu_op_forward_and_backward(lib, b, k, masked, weighted):
+    # Without a mask one normalizer for every row, in the finish and the gradient's scale;
+    # with one, each row's, computed by a launch before the rows' in both directions.
+    logits, log_std = inputs(b, k, 3)
+    allowed = action_mask_of(b, k) if masked else None
+    weights = row_weights(b) if weighted else None
+    launches = assert_emulated_matches_cpu(
+        lib, logits, log_std, dict(normalize_discrete_entropy=True), action_mask=allowed, row_weights=weights)
+    assert launches == 1 + masked + weighted
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "action-mask"])
+def test_normalized_sub_heads_match_the_cpu_op(lib, masked):
+    logits, log_std = inputs(65, 16, 3)
+    allowed = action_mask_of(65, 16) if masked else None
+    options = dict(discrete_sizes=[4, 4, 8], discrete_head_thresholds=[0.5, 0.9, 0.2],
+                   normalize_discrete_entropy=True)
+    assert_emulated_matches_cpu(lib, logits, log_std, options, action_mask=allowed)
+
+
+def parameterized_heads(b, k, p, dtype=torch.float32, layout="rows"):
+    """logits [B, K] and log_std [B, K, P] ("rows"), [K, P] ("shared") or one row expanded
+    to [B, K, P] ("expanded")."""
+    generator = torch.Generator().manual_seed(b * k + p)
+    logits = (2.0 * torch.randn(b, k, generator=generator)).to(dtype)
+    log_std = (0.5 * torch.randn(b, k, p, generator=generator) - 0.3).to(dtype)
+    return logits, {"rows": log_std, "shared": log_std[0], "expanded": log_std[0].expand(b, k, p)}[layout]
+
+
+@pytest.mark.parametrize("b, k, p", [(37, 5, 2), (300, 16, 3), (9, 40, 1), (3, 1100, 2)], ids=str)
+@pytest.mark.parametrize("layout", ["rows", "shared", "expanded"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_parameterized_actions_match_the_cpu_op_forward_and_backward(lib, b, k, p, layout, dtype):
+    # h_c of every row after the discrete rows (row 3 of row_stats), H_c their mean; the
+    # backward's logits and log_std gradients in one launch, a shared log_std's summed
+    # over the warps in order by a second.
+    logits, log_std = parameterized_heads(b, k, p, dtype, layout)
+    launches = assert_emulated_matches_cpu(lib, logits, log_std, dict(parameterized_actions=True))
+    assert launches == (2 if layout == "shared" else 1)
+
+
+@pytest.mark.parametrize("layout", ["rows", "shared"])
+def test_parameterized_actions_under_a_mask_weights_and_normalization_match_the_cpu_op(lib, layout):
+    logits, log_std = parameterized_heads(70, 12, 3, layout=layout)
+    options = dict(parameterized_actions=True, normalize_discrete_entropy=True)
+    assert_emulated_matches_cpu(lib, logits, log_std, options, action_mask=action_mask_of(70, 12),
+                                row_weights=row_weights(70))
+
+
+@pytest.mark.parametrize("wanted", [(True, False, False), (False, True, False), (False, False, True)],
+                         ids=["logits", "log_std", "coefficient"])
+@pytest.mark.parametrize("layout", ["rows", "shared"])
+def test_one_parameterized_gradient_alone_matches_the_cpu_op(lib, wanted, layout):
+    logits, log_std = parameterized_heads(40, 6, 2, layout=layout)
+    assert_emulated_matches_cpu(lib, logits, log_std, dict(parameterized_actions=True), wanted=wanted)
 
 
 # Sub-heads in warp groups (vectors where a head's columns are aligned, one column, an

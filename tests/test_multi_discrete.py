@@ -5,8 +5,9 @@ docstring, docs/design.md "Sub-heads").
 
 Values and gradients are held to the float64 oracle of tests/oracle.py (``sub_heads_oracle``:
 ``Categorical`` entropies of ``torch.split`` logits, the penalties written out per sub-head).
-Kernel tests run once per CPU kernel build (the ``cpu_isa`` fixture); on CUDA the sub-heads
-have no kernel yet, which a test checks where a GPU is present.
+Kernel tests run once per CPU kernel build (the ``cpu_isa`` fixture); the CUDA kernels are held
+to the CPU op by tests/test_cuda_emulated.py on the host and by a test here where a GPU is
+present.
 """
 
 import math
@@ -243,10 +244,17 @@ def test_opcheck_passes_with_sub_heads():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_sub_heads_on_cuda_are_not_implemented_yet():
-    logits, log_std = seeded_heads(4, 7)
-    with pytest.raises(NotImplementedError, match="discrete_sizes"):
-        hee.hybrid_entropy_loss(logits.cuda(), log_std.cuda(), 0.01, discrete_sizes=[3, 4])
+def test_sub_heads_on_cuda_match_the_cpu_op():
+    logits, log_std = seeded_heads(64, 7)
+    kwargs = dict(discrete_sizes=[3, 4], discrete_head_thresholds=[0.5, 10.0])
+    leaves = [t.clone().requires_grad_(True) for t in (logits, log_std)]
+    cuda_leaves = [t.cuda().requires_grad_(True) for t in (logits, log_std)]
+    want = hee.hybrid_entropy_loss(*leaves, 0.01, **kwargs)
+    got = hee.hybrid_entropy_loss(*cuda_leaves, 0.01, **kwargs)
+    for key, value in want.items():
+        torch.testing.assert_close(got[key].cpu(), value, rtol=1e-5, atol=1e-6, msg=key)
+    for g, w in zip(torch.autograd.grad(got["total"], cuda_leaves), torch.autograd.grad(want["total"], leaves)):
+        torch.testing.assert_close(g.cpu(), w, rtol=1e-4, atol=1e-7)
 
 
 # --- the regularizer, its YAML keys and the monitor ------------------------------------

@@ -7,8 +7,8 @@ Values and gradients are held to a float64 oracle written from the definition:
 ``Categorical(logits).probs`` (the ``-inf`` form of the action mask) times each action's
 ``Normal`` entropy summed over its parameters, aggregated by tests/oracle.py's ``aggregate``,
 then the loss formula (``combine``); gradients by autograd through it. Kernel tests run once
-per CPU kernel build; on CUDA the option has no kernel yet, which a test checks where a GPU is
-present.
+per CPU kernel build; the CUDA kernels are held to the CPU op by tests/test_cuda_emulated.py on
+the host and to the oracle by a test here where a GPU is present.
 """
 
 import math
@@ -325,10 +325,21 @@ def test_sub_heads_cannot_be_combined_with_parameterized_actions():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_parameterized_actions_on_cuda_are_not_implemented_yet():
-    logits, log_std = heads((8,), 5, 2)
-    with pytest.raises(NotImplementedError, match="parameterized_actions"):
-        loss(logits.cuda(), log_std.cuda())
+@pytest.mark.parametrize("shared", [False, True], ids=["per-sample", "shared"])
+def test_parameterized_actions_on_cuda_match_the_oracle(shared):
+    logits, log_std = heads((64,), 12, 3, shared=shared)
+    allowed = random_mask((64, 12), seed=3)
+    leaves = [logits.cuda().requires_grad_(True), log_std.cuda().requires_grad_(True)]
+    got = loss(*leaves, action_mask=allowed.cuda())
+    got_grads = torch.autograd.grad(weighted_output_sum(got), leaves)
+    oracle_leaves = [logits.double().requires_grad_(True), log_std.double().requires_grad_(True)]
+    want = parameterized_oracle(*oracle_leaves, allowed)
+    want_grads = torch.autograd.grad(weighted_output_sum(want), oracle_leaves)
+    value_tol, grad_tol = TOLERANCES[torch.float32]
+    for key in KEYS:
+        torch.testing.assert_close(got[key].cpu().double(), want[key].detach(), **value_tol, msg=key)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g.cpu().double(), w, **grad_tol)
 
 
 # --- the regularizer and its YAML key ----------------------------------------------------

@@ -293,8 +293,6 @@ def test_backward_op_passes_opcheck_for_every_variant(variant, grads, device):
 )
 @pytest.mark.parametrize("device", cpu_and_cuda())
 def test_backward_op_passes_opcheck(case, device):
-    if case in ("discrete_sizes", "normalize_discrete_entropy") and device == "cuda":
-        pytest.skip(f"{case} has no CUDA kernel yet (tests/test_multi_discrete.py, tests/test_normalized_entropy.py)")
     _assert_opcheck_passes(BACKWARD_OP, _backward_case(case, device))
 
 

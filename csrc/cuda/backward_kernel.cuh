@@ -56,8 +56,15 @@ struct BackwardProblem {
   int64_t batch = 0;
   int64_t num_cols = 0;
   int64_t row_stride = 0;
-  const void* row_stats = nullptr;  // [3, B] in the accumulation dtype
-  void* grad_logits = nullptr;  // [B, K] contiguous; nullptr: not wanted
+  // [3, pitch] in the accumulation dtype (pitch >= B: a sub-head's rows
+  // start at its offset in the [3, H * B] of all sub-heads; [4, B] with
+  // parameterized actions).
+  const void* row_stats = nullptr;
+  int64_t stats_pitch = 0;
+  // [B, K] with row pitch grad_row_stride (K, or the logits' whole width
+  // for a sub-head's columns); nullptr: not wanted.
+  void* grad_logits = nullptr;
+  int64_t grad_row_stride = 0;
   FastDivider cols_divider;  // by K, for flat indices below 2^31
   // The batch means' denominators, for the chain rule through them: their
   // count of terms (loss_plan.h), or the sum of the row weights.
@@ -67,6 +74,18 @@ struct BackwardProblem {
   // a per-sample log_std gets one gradient per row.
   RowWeights row_weights;
   double* weight_sum = nullptr;  // one value, only with row weights
+  // Each row's weight of its entropy: the row weights, times each row's
+  // normalizer where the entropy is normalized under an action mask; and
+  // the normalizer of every row otherwise (1 without normalization).
+  RowWeights entropy_row_weights;
+  double entropy_scale = 1.0;
+  // A sub-head (discrete_sizes): its threshold and its batch entropy H_h
+  // (the forward's discrete_entropy_per_head[h]); params then carry no
+  // discrete threshold (math::sub_head_entropy_grad).
+  bool is_sub_head = false;
+  bool head_has_threshold = false;
+  double head_threshold = 0.0;
+  DeviceScalar head_entropy;
   // The caller's denominator of the batch means, where given (both
   // denominators above are then it). A log_std gradient returned as one
   // value then carries the weight of the rows it stands for
@@ -92,7 +111,7 @@ struct BackwardProblem {
   int64_t allowed_row_stride = 0;
 };
 
-__device__ __forceinline__ math::BatchEntropyGrads batch_entropy_grads(
+__device__ __forceinline__ math::LossGrads upstream_grads(
     const BackwardProblem& a) {
   math::LossGrads g;
   g.total = a.upstream[0].read();
@@ -102,18 +121,27 @@ __device__ __forceinline__ math::BatchEntropyGrads batch_entropy_grads(
   g.continuous_penalty = a.upstream[4].read();
   g.discrete_entropy = a.upstream[5].read();
   g.continuous_entropy = a.upstream[6].read();
+  return g;
+}
+
+__device__ __forceinline__ math::BatchEntropyGrads batch_entropy_grads(
+    const BackwardProblem& a,
+    const math::LossGrads& g) {
   return math::combine_losses_backward(
       a.coeff.read(), a.has_discrete, a.discrete_entropy.read(),
       a.has_continuous, a.continuous_entropy.read(), a.params, g);
 }
 
-// The scale of the logits' gradient: d total / d H_d over the mean's
-// denominator, in double (grad_per_term) and in acc (scale); a weighted row's
-// is grad_per_term times its weight (math::weighted_term_grad).
+// The scale of the logits' gradient: d total / d H_d (or d H_h of a
+// sub-head) over the mean's denominator, in double (grad_per_term) and in
+// acc (scale); a weighted row's is grad_per_term times its weight
+// (math::weighted_term_grad). continuous_grad_per_term: d total / d H_c over
+// its denominator, which parameterized actions weigh per row alike.
 template <typename acc>
 struct GradScale {
   acc scale;
   double grad_per_term;
+  double continuous_grad_per_term;
 
   __device__ __forceinline__ acc row_scale(
       const RowWeights& weights,
@@ -122,6 +150,13 @@ struct GradScale {
         ? static_cast<acc>(
               math::weighted_term_grad(grad_per_term, weights.at(row)))
         : scale;
+  }
+  __device__ __forceinline__ acc continuous_row_scale(
+      const RowWeights& weights,
+      int64_t row) const {
+    return static_cast<acc>(math::weighted_term_grad(
+        continuous_grad_per_term,
+        weights.present() ? weights.at(row) : 1.0));
   }
 };
 
@@ -133,14 +168,21 @@ template <typename acc>
 __device__ __forceinline__ GradScale<acc> block_grad_scale(
     const BackwardProblem& a) {
   __shared__ GradScale<acc> shared_scale;
-  __shared__ double shared_continuous_grad_per_term;
   if (threadIdx.x == 0) {
-    const math::BatchEntropyGrads grads = batch_entropy_grads(a);
-    const double grad_per_term = math::mean_term_grad(
-        grads.discrete_entropy, a.discrete_denominator.read());
-    shared_scale = {static_cast<acc>(grad_per_term), grad_per_term};
-    shared_continuous_grad_per_term = math::mean_term_grad(
-        grads.continuous_entropy, a.continuous_denominator.read());
+    const math::LossGrads g = upstream_grads(a);
+    const math::BatchEntropyGrads grads = batch_entropy_grads(a, g);
+    const double head_grad = a.is_sub_head
+        ? math::sub_head_entropy_grad(
+              grads.discrete_entropy, a.params.penalty_multiplier,
+              a.head_has_threshold, a.head_threshold, a.head_entropy.read(), g)
+        : grads.discrete_entropy;
+    const double grad_per_term = math::weighted_term_grad(
+        math::mean_term_grad(head_grad, a.discrete_denominator.read()),
+        a.entropy_scale);
+    shared_scale = {
+        static_cast<acc>(grad_per_term), grad_per_term,
+        math::mean_term_grad(
+            grads.continuous_entropy, a.continuous_denominator.read())};
     if (blockIdx.x == 0) {
       if (a.grad_log_std != nullptr && a.grad_log_std_rows == 0) {
         store_from_double(
@@ -173,7 +215,7 @@ __device__ __forceinline__ GradScale<acc> block_grad_scale(
       store_from_double(
           a.grad_log_std, a.grad_log_std_dtype, row,
           math::weighted_term_grad(
-              shared_continuous_grad_per_term, a.row_weights.at(row)));
+              shared_scale.continuous_grad_per_term, a.row_weights.at(row)));
     }
   }
   return shared_scale;
@@ -227,16 +269,17 @@ __global__ void __launch_bounds__(kBackwardThreads)
     allowed_actions<kActionMask>(a, static_cast<int64_t>(row))
         .template apply<kVec>(static_cast<int64_t>(col), a.num_cols, values);
     const acc shift = row_stats[row];
-    const acc log_sum_exp = row_stats[a.batch + row];
-    const acc entropy = row_stats[2 * a.batch + row];
-    const acc scale = grad_scale.row_scale(a.row_weights, row);
+    const acc log_sum_exp = row_stats[a.stats_pitch + row];
+    const acc entropy = row_stats[2 * a.stats_pitch + row];
+    const acc scale = grad_scale.row_scale(a.entropy_row_weights, row);
     LogitVector<scalar_t, kVec> out;
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
       out.values[j] = logit_grad<acc, scalar_t>(
           values[j], shift, log_sum_exp, entropy, scale);
     }
-    *reinterpret_cast<LogitVector<scalar_t, kVec>*>(grad_logits + element) =
+    *reinterpret_cast<LogitVector<scalar_t, kVec>*>(
+        grad_logits + static_cast<int64_t>(row) * a.grad_row_stride + col) =
         out;
   }
 }
@@ -256,11 +299,12 @@ __global__ void __launch_bounds__(kBackwardThreads)
   const int64_t cols = a.num_cols;
   for (int64_t row = blockIdx.x; row < a.batch; row += gridDim.x) {
     const scalar_t* z = static_cast<const scalar_t*>(a.logits) + row * a.row_stride;
-    scalar_t* g = static_cast<scalar_t*>(a.grad_logits) + row * cols;
+    scalar_t* g =
+        static_cast<scalar_t*>(a.grad_logits) + row * a.grad_row_stride;
     const acc shift = row_stats[row];
-    const acc log_sum_exp = row_stats[a.batch + row];
-    const acc entropy = row_stats[2 * a.batch + row];
-    const acc scale = grad_scale.row_scale(a.row_weights, row);
+    const acc log_sum_exp = row_stats[a.stats_pitch + row];
+    const acc entropy = row_stats[2 * a.stats_pitch + row];
+    const acc scale = grad_scale.row_scale(a.entropy_row_weights, row);
     const auto allowed = allowed_actions<kActionMask>(a, row);
     const int64_t misaligned_by = static_cast<int64_t>(
         reinterpret_cast<uintptr_t>(z) % sizeof(LogitVector<scalar_t, kVec>) /

@@ -118,5 +118,19 @@ struct MeanDenominator {
   }
 };
 
+// What the finish needs of one sub-head (discrete_sizes): where its partial
+// sums of row entropies lie, the normalizer of all its rows (1, or
+// math::entropy_normalizer of its size where every action is allowed) and
+// its collapse threshold. Known on the host, it reaches the device with the
+// head's row launch, which writes it to the workspace (docs/design.md, "The
+// CUDA kernels"): the finish reads any number of them without a copy.
+struct SubHeadRecord {
+  int64_t first_partial = 0;
+  int64_t num_partials = 0;
+  double entropy_scale = 1.0;
+  bool has_threshold = false;
+  double threshold = 0.0;
+};
+
 } // namespace cuda
 } // namespace hee

@@ -1,8 +1,8 @@
-// The hybrid loss's one-block kernels around the row passes: the sum of the
-// row weights before them, and the finish after them, which adds the partial
-// sums in order and combines the losses. Apart from forward_kernels.cuh
-// because they are not templates: one translation unit (hybrid_entropy_cuda.cu)
-// defines them.
+// The hybrid loss's small kernels around the row passes: the sum of the row
+// weights and each row's weight of a normalized entropy before them, and the
+// finish after them, which adds the partial sums in order and combines the
+// losses. Apart from forward_kernels.cuh because they are not templates: one
+// translation unit (hybrid_entropy_cuda.cu) defines them.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +35,21 @@ struct FinishForwardArgs {
   MeanDenominator row_weight_sum;
   bool shared_log_std = false;
   int64_t log_std_dims = 0;
+  // The normalizer of every row's entropy of a single head whose rows all
+  // allow all actions (1 otherwise: per-row normalizers are in the partials).
+  double discrete_entropy_scale = 1.0;
+  // Sub-heads (discrete_sizes): num_heads records, one per head, written by
+  // the heads' row launches; each head's partial sums lie where its record
+  // says in entropy_partials. H_d is the sum of the heads' means, each head
+  // penalized on its own (math::sub_head_penalty); params then carry no
+  // discrete threshold. Each head's mean goes to discrete_entropy_per_head.
+  const SubHeadRecord* head_records = nullptr;
+  int64_t num_heads = 0;
+  void* discrete_entropy_per_head = nullptr;
+  // Parameterized actions: the log_std partials are sums of each row's
+  // expected action entropy h_c, and H_c is their mean over the rows, with
+  // continuous_denominator the rows' (math::gaussian_entropy is not used).
+  bool continuous_is_row_mean = false;
   Coefficients coeff;
   math::LossParams params{};
   void* outputs[7] = {};  // total, ..., continuous_entropy
@@ -62,29 +77,96 @@ __global__ void __launch_bounds__(kFinishThreads)
   }
 }
 
+// Thread 0's sum of the sub-heads' means and of their penalties, each head's
+// mean also stored to discrete_entropy_per_head, heads in order. Every
+// thread must call it.
+struct SubHeadSums {
+  double entropy = 0.0;
+  double penalty = 0.0;
+};
+
+__device__ __forceinline__ SubHeadSums sum_sub_heads(
+    const FinishForwardArgs& a) {
+  SubHeadSums sums;
+  for (int64_t h = 0; h < a.num_heads; ++h) {
+    const SubHeadRecord head = a.head_records[h];
+    const double sum = block_ordered_sum(
+        a.entropy_partials + head.first_partial, head.num_partials);
+    if (threadIdx.x == 0) {
+      const double head_entropy =
+          head.entropy_scale * sum / a.discrete_denominator.read();
+      store_from_double(
+          a.discrete_entropy_per_head, a.output_dtype, h, head_entropy);
+      sums.entropy += head_entropy;
+      sums.penalty += math::sub_head_penalty(
+          a.params.penalty_multiplier, head.has_threshold, head.threshold,
+          head_entropy);
+    }
+  }
+  return sums;
+}
+
+// Each row's weight of its entropy in one head's sums where the entropy is
+// normalized under an action mask (normalize_discrete_entropy): its row
+// weight (1 without weights) times math::entropy_normalizer of the actions
+// the mask allows among the head's columns. A thread per row, before the
+// head's forward and backward launches, which read these as their weights.
+struct NormalizedRowWeightsArgs {
+  const bool* allowed = nullptr;  // the head's first column of row 0
+  int64_t allowed_row_stride = 0;
+  int64_t num_cols = 0;  // the head's
+  int64_t batch = 0;
+  RowWeights row_weights;
+  double* out = nullptr;  // [B]
+};
+
+__global__ void __launch_bounds__(kFinishThreads)
+    normalized_row_weights(NormalizedRowWeightsArgs a) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.x +
+           threadIdx.x;
+       row < a.batch; row += stride) {
+    const bool* allowed = a.allowed + row * a.allowed_row_stride;
+    int64_t count = 0;
+    for (int64_t k = 0; k < a.num_cols; ++k) {
+      count += allowed[k] ? 1 : 0;
+    }
+    a.out[row] = (a.row_weights.present() ? a.row_weights.at(row) : 1.0) *
+        math::entropy_normalizer(count);
+  }
+}
+
 __global__ void __launch_bounds__(kFinishThreads)
     finish_forward(FinishForwardArgs a) {
-  const double entropy_sum =
-      block_ordered_sum(a.entropy_partials, a.num_entropy_partials);
+  const SubHeadSums sub_heads = sum_sub_heads(a);
+  const double entropy_sum = a.num_heads > 0
+      ? 0.0
+      : block_ordered_sum(a.entropy_partials, a.num_entropy_partials);
   const double log_std_sum =
       block_ordered_sum(a.log_std_partials, a.num_log_std_partials);
   if (threadIdx.x != 0) {
     return;
   }
-  const double discrete_entropy = a.has_discrete
-      ? entropy_sum / a.discrete_denominator.read()
-      : 0.0;
+  const double discrete_entropy = !a.has_discrete ? 0.0
+      : a.num_heads > 0
+      ? sub_heads.entropy
+      : a.discrete_entropy_scale * entropy_sum / a.discrete_denominator.read();
   const double num_dims = static_cast<double>(a.log_std_dims);
   const double continuous_entropy = !a.has_continuous ? 0.0
+      : a.continuous_is_row_mean
+      ? log_std_sum / a.continuous_denominator.read()
       : a.divides_by_given_denominator
       ? math::gaussian_entropy_over(
             log_std_sum, a.shared_log_std, a.row_weight_sum.read(), num_dims,
             a.continuous_denominator.read())
       : math::gaussian_entropy(
             log_std_sum / a.continuous_denominator.read(), num_dims);
-  const math::LossComponents c = math::combine_losses(
+  math::LossComponents c = math::combine_losses(
       a.coeff.read(), a.has_discrete, discrete_entropy, a.has_continuous,
       continuous_entropy, a.params);
+  if (a.num_heads > 0) {
+    c = math::with_discrete_penalty(c, sub_heads.penalty);
+  }
   const double values[7] = {c.total,
                             c.discrete,
                             c.continuous,

@@ -64,10 +64,15 @@ struct ForwardRowsArgs {
   int64_t batch = 0;
   int64_t num_cols = 0;
   int64_t row_stride = 0;
-  acc* row_stats = nullptr;  // [3, B]: shift, log_sum_exp, entropy
+  // [3, pitch]: shift, log_sum_exp, entropy of row i at i (pitch >= B: a
+  // sub-head's rows start at its offset in the [3, H * B] of all sub-heads).
+  acc* row_stats = nullptr;
+  int64_t stats_pitch = 0;
   // Blocks [0, num_logit_blocks) read logits, the rest sum log_std.
   int64_t num_logit_blocks = 0;
   double* entropy_partials = nullptr;  // one sum of row entropies per block
+  // Each row's entropy's weight in the sums: the row weights, times each
+  // row's normalizer where the entropy is normalized under an action mask.
   RowWeights row_weights;
   // Row in blocks: columns per split, and the splits' states when a row is
   // split over several blocks.
@@ -79,17 +84,28 @@ struct ForwardRowsArgs {
   // row); read by the kActionMask kernels only.
   const bool* allowed = nullptr;
   int64_t allowed_row_stride = 0;
+  // With sub-heads: the head's record, written by block 0 for the finish.
+  SubHeadRecord* head_record = nullptr;
+  SubHeadRecord head;
 };
+
+// Block 0 of a sub-head's row launch hands its record to the finish.
+template <typename Args>
+__device__ __forceinline__ void write_head_record(const Args& a) {
+  if (a.head_record != nullptr && blockIdx.x == 0 && threadIdx.x == 0) {
+    *a.head_record = a.head;
+  }
+}
 
 template <typename acc>
 __device__ __forceinline__ void store_row_statistics(
     acc* row_stats,
-    int64_t batch,
+    int64_t pitch,
     int64_t row,
     const math::RowStatistics<acc>& r) {
   row_stats[row] = r.shift;
-  row_stats[batch + row] = r.log_sum_exp;
-  row_stats[2 * batch + row] = r.entropy;
+  row_stats[pitch + row] = r.log_sum_exp;
+  row_stats[2 * pitch + row] = r.entropy;
 }
 
 // The block `block` of log_std's elements, summed in a fixed order into
@@ -280,6 +296,7 @@ __global__ void __launch_bounds__(kRowsInWarpsThreads)
     sum_log_std_block(a.log_std, blockIdx.x - a.num_logit_blocks);
     return;
   }
+  write_head_record(a);
   const int group = threadIdx.x / kThreadsPerRow;
   const int lane = threadIdx.x % kThreadsPerRow;
   // Rows of this block's groups, then the next wave's: every lane of a warp
@@ -297,7 +314,7 @@ __global__ void __launch_bounds__(kRowsInWarpsThreads)
         active ? a.num_cols : 0, lane, acc(1),
         allowed_actions<kActionMask>(a, active ? row : 0));
     if (lane == 0 && active) {
-      store_row_statistics(a.row_stats, a.batch, row, r);
+      store_row_statistics(a.row_stats, a.stats_pitch, row, r);
       entropy_sum += weighted_row_value(a.row_weights, row, r.entropy);
     }
   }
@@ -413,6 +430,7 @@ __global__ void __launch_bounds__(kMaxBlockThreads)
     sum_log_std_block(a.log_std, block - a.num_logit_blocks);
     return;
   }
+  write_head_record(a);
   if (a.splits > 1) {
     const int64_t row = block / a.splits;
     const int64_t begin = (block % a.splits) * a.split_cols;
@@ -436,7 +454,7 @@ __global__ void __launch_bounds__(kMaxBlockThreads)
             allowed_actions<kActionMask>(a, row)));
     if (threadIdx.x == 0) {
       const math::RowStatistics<acc> r = math::finish_row(state);
-      store_row_statistics(a.row_stats, a.batch, row, r);
+      store_row_statistics(a.row_stats, a.stats_pitch, row, r);
       entropy_sum += weighted_row_value(a.row_weights, row, r.entropy);
     }
   }
@@ -453,6 +471,7 @@ struct MergeSplitsArgs {
   int64_t batch = 0;
   int64_t splits = 1;  // at most 32
   acc* row_stats = nullptr;
+  int64_t stats_pitch = 0;
   double* entropy_partials = nullptr;
   RowWeights row_weights;
 };
@@ -472,7 +491,7 @@ __global__ void __launch_bounds__(kMergeRowsPerBlock * kWarpSize)
   const math::RowStatistics<acc> r = math::finish_row(state);
   const bool writes = lane == 0 && active;
   if (writes) {
-    store_row_statistics(a.row_stats, a.batch, row, r);
+    store_row_statistics(a.row_stats, a.stats_pitch, row, r);
   }
   const double block_entropy_sum = block_sum(
       writes ? weighted_row_value(a.row_weights, row, r.entropy) : 0.0);

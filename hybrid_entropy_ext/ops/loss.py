@@ -177,7 +177,6 @@ def hybrid_entropy_loss(
             and the collapse penalty acts on each sub-head,
             ``m * sum_h max(0, tau_h - H_h)``: one collapsing decision is caught
             even where the sum looks healthy. ``None``: one categorical of ``K``.
-            (CPU kernels only so far; CUDA inputs raise ``NotImplementedError``.)
         discrete_head_thresholds: ``[tau_1, ..., tau_H]`` in nats, one finite
             threshold per sub-head of ``discrete_sizes``, in place of
             ``min_entropy_threshold`` (which otherwise applies to every sub-head).
@@ -186,7 +185,7 @@ def hybrid_entropy_loss(
             allows in its columns, else all of them; 0 where ``n <= 1``), so that
             ``H_d`` (per sub-head ``H_h``) lies in [0, 1] whatever the action-set size
             and a threshold means the same fraction of the maximum for every state.
-            The sub-heads' normalized entropies are summed. (CPU kernels only so far.)
+            The sub-heads' normalized entropies are summed.
         parameterized_actions: ``True`` for a policy that picks a discrete action ``k`` and
             then samples that action's own ``P`` continuous parameters (Platform's
             layout): ``log_std`` is ``[..., K, P]`` with the logits' leading dims, or
@@ -199,7 +198,7 @@ def hybrid_entropy_loss(
             (their log-stds must still be finite: ``0 * inf`` is NaN). A 2-D log_std is
             the shared ``[K, P]``. ``h_c`` is accumulated in the logits' accumulation
             dtype (float32 unless the logits are float64), as ``p`` is. Not with
-            ``discrete_sizes``. (CPU kernels only so far.)
+            ``discrete_sizes``.
 
     Returns:
         A dict of 0-dim tensors with keys ``total``, ``discrete``,
@@ -228,8 +227,6 @@ def hybrid_entropy_loss(
             than the sub-heads or not finite; with ``parameterized_actions``, a missing
             head, a log_std not ``[..., K, P]`` or ``[K, P]``, or ``discrete_sizes``.
             All found from metadata, without a device sync.
-        NotImplementedError: ``discrete_sizes``, ``normalize_discrete_entropy`` or
-            ``parameterized_actions`` with CUDA inputs.
         TypeError: a non-floating tensor, a non-number coefficient, a
             ``loss_agg_mode`` that is not a str, a ``loss_scale_factor`` that is not a
             number, a ``sample_mask`` neither bool nor floating, an ``action_mask``
