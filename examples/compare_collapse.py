@@ -20,6 +20,16 @@ without the option gets::
     python examples/compare_collapse.py --env HybridNetworkGrowthParameterized-v0 \
         --configs preset:long examples/configs/parameterized_long.yaml --name parameterized_comparison
 
+The multi-discrete variant (the discrete action split into two sub-decisions, operation and
+edge kind, ``MultiDiscrete([5, 2])``) compares one collapse penalty on the summed entropy
+``H_d = H_op + H_kind`` with one penalty per sub-head (``discrete_sizes: [5, 2]``); the
+tables then add each sub-head's final entropy and when a sub-head first fell below the
+threshold::
+
+    python examples/compare_collapse.py --env HybridNetworkGrowthMultiDiscrete-v0 \
+        --configs examples/configs/multi_discrete_summed.yaml examples/configs/multi_discrete_per_head.yaml \
+        --name multi_discrete_comparison
+
 A configuration is a YAML file or ``preset:NAME``. Each run uses one CPU thread and takes
 about 10-20 s. The seeds default to 10-14, disjoint from the seeds 0 and 1 that were
 used to choose the environment's defaults.
@@ -41,7 +51,7 @@ import numpy as np
 
 from hybrid_entropy_ext import EntropyRegularizationConfig
 from hybrid_entropy_ext.app.envs import NETWORK_GROWTH_ID
-from hybrid_entropy_ext.app.ppo import PPOHyperparameters, TrainResult, train
+from hybrid_entropy_ext.app.ppo import PPOHyperparameters, TrainResult, sub_head_entropy_column, train
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -59,6 +69,8 @@ LABELS = {
     "preset:long": "preset `long` (both penalties)",
     "adaptive_target.yaml": "adaptive controller (H_d target 0.2)",
     "parameterized_long.yaml": "preset `long`, parameterized_actions (expected H_c)",
+    "multi_discrete_summed.yaml": "adaptive + one penalty on the summed H_d",
+    "multi_discrete_per_head.yaml": "adaptive + a penalty per sub-head (discrete_sizes)",
 }
 
 
@@ -83,6 +95,32 @@ def first_below(result: TrainResult, threshold: float) -> Optional[int]:
     return None
 
 
+def num_sub_heads(result: TrainResult) -> int:
+    """Sub-heads whose entropies the run logged (0 unless the task is multi-discrete)."""
+    heads = 0
+    while result.metrics and sub_head_entropy_column(heads) in result.metrics[0]:
+        heads += 1
+    return heads
+
+
+def first_sub_head_below(result: TrainResult, threshold: float) -> Optional[int]:
+    """Episodes completed at the first update where some sub-head's entropy was below ``threshold``."""
+    heads = [sub_head_entropy_column(h) for h in range(num_sub_heads(result))]
+    for row in result.metrics:
+        if any(row[key] < threshold for key in heads):
+            return int(row["episodes"])
+    return None
+
+
+def first_text(firsts: Sequence[Optional[int]]) -> str:
+    """Mean ± spread of the episodes that crossed, and on how many seeds none did."""
+    crossed = [f for f in firsts if f is not None]
+    text = "never" if not crossed else mean_spread([float(f) for f in crossed], 0)
+    if crossed and len(crossed) < len(firsts):
+        text += f" (never on {len(firsts) - len(crossed)})"
+    return text
+
+
 def mean_spread(values: Sequence[float], digits: int = 2) -> str:
     if not values:
         return "-"
@@ -99,37 +137,61 @@ def summarize(
     runs: Dict[str, List[TrainResult]], threshold: float, final_window: int, num_envs: int
 ) -> List[str]:
     tail_updates = max(1, final_window // num_envs)
+    # A multi-discrete task's sub-heads (the same for every run): their columns come after
+    # the summed H_d's, so the other tasks' tables are as before.
+    heads = num_sub_heads(next(iter(runs.values()))[0])
+    head_header = "".join(
+        [f" first episode with a sub-head < {threshold:g} | seeds with a sub-head below {threshold:g} |"]
+        + [f" final H_{h} (sub-head {h}) |" for h in range(heads)]
+    ) if heads else ""
     lines = [
         f"| configuration | final return (last {final_window} episodes) | first episode with H_d < {threshold:g} "
-        f"| seeds below {threshold:g} | final H_d (nats) | final greedy-op share |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| seeds below {threshold:g} | final H_d (nats) | final greedy-op share |{head_header}",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * ((2 + heads) if heads else 0),
     ]
     for source, results in runs.items():
         firsts = [first_below(r, threshold) for r in results]
-        crossed = [f for f in firsts if f is not None]
-        first_text = "never" if not crossed else mean_spread([float(f) for f in crossed], 0)
-        if crossed and len(crossed) < len(firsts):
-            first_text += f" (never on {len(firsts) - len(crossed)})"
-        lines.append(
-            f"| {label_of(source)} | {mean_spread([r.final_return for r in results])} | {first_text} "
-            f"| {len(crossed)}/{len(results)} "
+        line = (
+            f"| {label_of(source)} | {mean_spread([r.final_return for r in results])} | {first_text(firsts)} "
+            f"| {sum(f is not None for f in firsts)}/{len(results)} "
             f"| {mean_spread([tail_mean(r, 'discrete_entropy', tail_updates) for r in results], 3)} "
             f"| {mean_spread([tail_mean(r, 'greedy_fraction', tail_updates) for r in results])} |"
         )
+        if heads:
+            head_firsts = [first_sub_head_below(r, threshold) for r in results]
+            line += f" {first_text(head_firsts)} | {sum(f is not None for f in head_firsts)}/{len(results)} |"
+            for h in range(heads):
+                values = [tail_mean(r, sub_head_entropy_column(h), tail_updates) for r in results]
+                line += f" {mean_spread(values, 3)} |"
+        lines.append(line)
     return lines
 
 
-def per_seed_table(runs: Dict[str, List[TrainResult]], threshold: float) -> List[str]:
+def per_seed_table(
+    runs: Dict[str, List[TrainResult]], threshold: float, final_window: int = 100, num_envs: int = 8
+) -> List[str]:
+    tail_updates = max(1, final_window // num_envs)
+    heads = num_sub_heads(next(iter(runs.values()))[0])
+    head_header = "".join(
+        [f" first episode with a sub-head < {threshold:g} |"] + [f" final H_{h} |" for h in range(heads)]
+    ) if heads else ""
     lines = [
-        f"| configuration | seed | final return | first episode with H_d < {threshold:g} | wall time (s) |",
-        "|---|---:|---:|---:|---:|",
+        f"| configuration | seed | final return | first episode with H_d < {threshold:g} |{head_header} "
+        "wall time (s) |",
+        "|---|---:|---:|---:|" + "---:|" * ((1 + heads) if heads else 0) + "---:|",
     ]
     for source, results in runs.items():
         for r in results:
             first = first_below(r, threshold)
+            head_cells = ""
+            if heads:
+                head_first = first_sub_head_below(r, threshold)
+                head_cells = f" {'never' if head_first is None else head_first} |" + "".join(
+                    f" {tail_mean(r, sub_head_entropy_column(h), tail_updates):.3f} |" for h in range(heads)
+                )
             lines.append(
                 f"| {label_of(source)} | {r.seed} | {r.final_return:.2f} | "
-                f"{'never' if first is None else first} | {r.wall_time_s:.1f} |"
+                f"{'never' if first is None else first} |{head_cells} {r.wall_time_s:.1f} |"
             )
     return lines
 
@@ -145,14 +207,19 @@ def plot(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(15, 4.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3)
-    panels = (
+    heads = num_sub_heads(next(iter(runs.values()))[0])
+    panels = [
         ("mean_return", "return per episode", False),
         ("discrete_entropy", "discrete entropy H_d (nats, log scale)", True),
         ("continuous_entropy", "continuous entropy H_c (nats)", False),
-    )
+    ]
+    # A multi-discrete task: one more panel per sub-head, where a collapse the sum hides shows.
+    panels += [
+        (sub_head_entropy_column(h), f"sub-head {h} entropy H_{h} (nats, log scale)", True) for h in range(heads)
+    ]
+    fig = Figure(figsize=(5 * len(panels), 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels))
     for ax, (key, ylabel, log) in zip(axes, panels):
         for style, (source, results) in zip(itertools.cycle(("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)))),
                                             runs.items()):
@@ -172,7 +239,9 @@ def plot(
         ax.set_xlabel("episodes")
         ax.set_ylabel(ylabel)
     axes[0].legend(fontsize="small")
-    axes[1].legend(fontsize="small")
+    for ax in axes[1:]:
+        if ax.get_yscale() == "log":  # the entropy panels, with the threshold
+            ax.legend(fontsize="small")
     seeds = len(next(iter(runs.values())))
     fig.suptitle(f"{title}, hybrid PPO: mean ± std over {seeds} seeds")
     fig.savefig(path, dpi=100)
@@ -222,8 +291,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     episodes = runs[args.configs[0]][0].episodes
     window = min(hp.final_window, episodes)
     command = shlex.join(["python", "examples/compare_collapse.py", *(sys.argv[1:] if argv is None else argv)])
+    has_sub_heads = num_sub_heads(runs[args.configs[0]][0]) > 0
     text = [
-        "# Fixed entropy bonus vs adaptive entropy regularization",
+        "# One collapse penalty on the summed entropy vs one per sub-head"
+        if has_sub_heads
+        else "# Fixed entropy bonus vs adaptive entropy regularization",
         "",
         f"`{env_title(args.env_kwargs, args.env)}`, hybrid PPO (`hybrid_entropy_ext.ppo`), {episodes} episodes per run, "
         f"seeds {', '.join(map(str, args.seeds))} (the same for every configuration). "
@@ -231,6 +303,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"{greedy_return:g}, a scripted good policy about 27. Values: mean ± standard deviation over seeds. "
         f"The first-collapse column averages the seeds whose H_d fell below {args.threshold:g} nats "
         "(per-update batch mean).",
+        *(
+            [
+                "",
+                "The discrete action has sub-heads (a `MultiDiscrete`): H_d is the sum of their entropies; "
+                f"the sub-head columns give each one's own (H_0 the first sub-decision's), and the seeds on which "
+                f"some sub-head's fell below {args.threshold:g} nats, whatever the sum did.",
+            ]
+            if has_sub_heads
+            else []
+        ),
         "",
         *summarize(runs, args.threshold, window, hp.num_envs),
         "",
@@ -238,7 +320,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "",
         "## Per seed",
         "",
-        *per_seed_table(runs, args.threshold),
+        *per_seed_table(runs, args.threshold, window, hp.num_envs),
         "",
         "## Configurations",
         "",

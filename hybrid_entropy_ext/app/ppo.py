@@ -7,7 +7,15 @@ value. The action's log-probability is ``log p(op) + sum_j log N(param_j)``. On 
 parameterized task (each operation with its own parameters, as
 ``HybridNetworkGrowthParameterized-v0``) the mean is ``[B, K, P]`` and ``log_std`` ``[K, P]``,
 the parameters are the chosen operation's, and the regularizer gets ``log_std`` as it is
-with the config's ``parameterized_actions``, else flattened to ``[K * P]``. The loss is
+with the config's ``parameterized_actions``, else flattened to ``[K * P]``. On a
+multi-discrete task (the discrete part a ``MultiDiscrete(nvec)``, as
+``HybridNetworkGrowthMultiDiscrete-v0``) the logits are ``[B, sum K_h]``, one categorical
+sub-head per sub-decision in SB3's ``MultiCategorical`` layout, and ``log p`` of the discrete
+action is the sum of the sub-heads'. With the config's ``discrete_sizes`` (which must be the
+space's ``nvec``) the regularizer gets those logits and penalizes each sub-head's entropy;
+without, it gets the logits of the joint categorical over every combination
+(``[B, prod K_h]``, each entry the sum of the sub-heads' log-probabilities), whose entropy is
+exactly the summed ``H_d = sum_h H_h``, so its one collapse penalty is on the sum. The loss is
 the clipped PPO objective, plus ``vf_coef`` times the value loss, plus the entropy term
 
     HybridEntropyRegularizer(config)(logits, log_std, episode)["total"]
@@ -46,10 +54,15 @@ from torch.distributions import Categorical, Normal
 
 from ..regularization import EntropyMonitor, EntropyRegularizationConfig, HybridEntropyRegularizer
 
-__all__ = ["PPOHyperparameters", "HybridActorCritic", "TrainResult", "METRIC_COLUMNS", "train", "plot_metrics"]
+__all__ = [
+    "PPOHyperparameters", "HybridActorCritic", "TrainResult", "METRIC_COLUMNS", "sub_head_entropy_column",
+    "joint_logits", "sub_head_entropies", "train", "plot_metrics",
+]
 
 #: Columns of ``metrics.csv``, one row per PPO update. Entropies in nats (batch means over
-#: the update's minibatches); the loss terms are the regularizer's outputs.
+#: the update's minibatches); the loss terms are the regularizer's outputs. A multi-discrete
+#: task adds one column per sub-head after these, ``discrete_entropy_head_<h>``
+#: (:func:`sub_head_entropy_column`).
 METRIC_COLUMNS: Tuple[str, ...] = (
     "update",
     "episodes",  # episodes completed, including this update's rollout
@@ -70,6 +83,11 @@ METRIC_COLUMNS: Tuple[str, ...] = (
     "approx_kl",
     "clip_fraction",
 )
+
+
+def sub_head_entropy_column(head: int) -> str:
+    """The metrics column of sub-head ``head``'s entropy (nats) on a multi-discrete task."""
+    return f"discrete_entropy_head_{head}"
 
 
 @dataclass(frozen=True)
@@ -99,7 +117,8 @@ class TrainResult:
     Attributes:
         final_return: mean return of the last ``final_window`` episodes.
         episode_returns: the return of every episode, in order.
-        metrics: one dict per update, keys :data:`METRIC_COLUMNS`.
+        metrics: one dict per update, keys :data:`METRIC_COLUMNS` (and, on a multi-discrete
+            task, each sub-head's :func:`sub_head_entropy_column`).
         csv_path, plot_path: the files written (``None`` without ``out_dir``).
     """
 
@@ -127,12 +146,32 @@ class HybridActorCritic(nn.Module):
     With ``parameterized``, each of the ``K`` operations has its own ``P`` parameters: the
     mean is ``[B, K, P]`` and the log-std ``[K, P]``, and an action's parameters are those of
     its operation (the policy "pick ``k``, then sample ``k``'s parameters").
+
+    With ``discrete_sizes`` ``[K_1, ..., K_H]`` the discrete action is ``H`` independent
+    sub-decisions (a ``MultiDiscrete``): ``num_ops`` must be ``sum K_h``, the logits
+    ``[B, sum K_h]`` hold sub-head ``h`` in columns ``[K_1 + ... + K_{h-1}, K_1 + ... + K_h)``
+    (SB3's ``MultiCategorical`` layout), the discrete action ``op`` is ``[B, H]`` and its
+    log-probability the sum of the sub-heads'. Not with ``parameterized``.
     """
 
     def __init__(
-        self, obs_size: int, num_ops: int, num_params: int, hidden: int = 64, parameterized: bool = False
+        self,
+        obs_size: int,
+        num_ops: int,
+        num_params: int,
+        hidden: int = 64,
+        parameterized: bool = False,
+        discrete_sizes: Optional[Sequence[int]] = None,
     ) -> None:
         super().__init__()
+        if discrete_sizes is not None:
+            if parameterized:
+                raise ValueError("discrete_sizes: expected None for a parameterized policy, got "
+                                 f"{list(discrete_sizes)}")
+            if sum(discrete_sizes) != num_ops:
+                raise ValueError(f"discrete_sizes: expected sizes summing to num_ops ({num_ops}), got "
+                                 f"{list(discrete_sizes)}")
+        self.discrete_sizes: Optional[List[int]] = None if discrete_sizes is None else [int(k) for k in discrete_sizes]
         self.parameterized = parameterized
         self.param_shape = (num_ops, num_params) if parameterized else (num_params,)
         self.torso = nn.Sequential(
@@ -151,6 +190,24 @@ class HybridActorCritic(nn.Module):
             mean = mean.reshape(-1, *self.param_shape)
         return self.logits_head(x), mean, self.value_head(x).squeeze(-1)
 
+    def discrete_log_prob(self, logits: Tensor, op: Tensor) -> Tensor:
+        """``log p(op)`` ``[B]`` of ``op`` ``[B]`` (with ``discrete_sizes``: ``[B, H]``, the sum of
+        the sub-heads' log-probabilities, as SB3's ``MultiCategorical``)."""
+        if self.discrete_sizes is None:
+            return Categorical(logits=logits).log_prob(op)
+        sub_logits = torch.split(logits, self.discrete_sizes, dim=-1)
+        return torch.stack(
+            [Categorical(logits=head_logits).log_prob(op[:, h]) for h, head_logits in enumerate(sub_logits)], dim=-1
+        ).sum(-1)
+
+    def sample_discrete(self, logits: Tensor, generator: torch.Generator) -> Tensor:
+        """A discrete action ``[B]`` (with ``discrete_sizes``: ``[B, H]``, each sub-head sampled
+        on its own), drawn with ``generator``."""
+        if self.discrete_sizes is None:
+            return _sample_categorical(logits, generator)
+        sub_logits = torch.split(logits, self.discrete_sizes, dim=-1)
+        return torch.stack([_sample_categorical(head_logits, generator) for head_logits in sub_logits], dim=-1)
+
     def chosen(self, mean: Tensor, op: Tensor) -> Tuple[Tensor, Tensor]:
         """The mean ``[B, P]`` and log-std of each sample's parameters: its operation's, where
         parameterized."""
@@ -160,13 +217,11 @@ class HybridActorCritic(nn.Module):
 
     def log_prob(self, logits: Tensor, mean: Tensor, op: Tensor, params: Tensor) -> Tensor:
         """``log p(op) + sum_j log N(params_j)`` ``[B]``, ``params`` ``[B, P]`` the chosen
-        operation's."""
+        operation's, ``op`` ``[B]`` (with ``discrete_sizes``: ``[B, H]``)."""
         chosen_mean, chosen_log_std = self.chosen(mean, op)
-        return Categorical(logits=logits).log_prob(op) + Normal(chosen_mean, chosen_log_std.exp()).log_prob(
-            params
-        ).sum(-1)
+        return self.discrete_log_prob(logits, op) + Normal(chosen_mean, chosen_log_std.exp()).log_prob(params).sum(-1)
 
-    def evaluate(self, obs: Tensor, op: Tensor, params: Tensor):
+    def evaluate(self, obs: Tensor, op: Tensor, params: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Log-probability of ``(op, params)`` (``params`` ``[B, P]``: the chosen operation's),
         the value, the logits and the mean."""
         logits, mean, value = self(obs)
@@ -279,7 +334,22 @@ def _train(
 
     envs = _make_envs(hp)
     obs_size = envs.single_observation_space.shape[0]
-    num_ops = envs.single_action_space[0].n
+    discrete_space = envs.single_action_space[0]
+    # A MultiDiscrete: one categorical sub-head per sub-decision, K = sum of their sizes.
+    sizes: Optional[List[int]] = None
+    if isinstance(discrete_space, spaces.MultiDiscrete):
+        sizes = [int(k) for k in np.asarray(discrete_space.nvec).ravel()]
+        num_ops = sum(sizes)
+    else:
+        num_ops = discrete_space.n
+    if config.discrete_sizes is not None and list(config.discrete_sizes) != sizes:
+        expected = "a MultiDiscrete's nvec, but it has one Discrete" if sizes is None else f"its nvec {sizes}"
+        raise ValueError(
+            f"discrete_sizes: {list(config.discrete_sizes)} are not the sub-heads of {hp.env_id}: expected "
+            f"{expected}"
+        )
+    # Without discrete_sizes the regularizer sees the summed entropy (one penalty on the sum).
+    sums_sub_heads = sizes is not None and config.discrete_sizes is None
     param_space = envs.single_action_space[1]
     # A tuple of one Box per operation: each operation's own parameters (Platform's layout).
     parameterized = isinstance(param_space, spaces.Tuple)
@@ -293,7 +363,9 @@ def _train(
     num_params = param_space.shape[0]
     low, high = torch.as_tensor(param_space.low), torch.as_tensor(param_space.high)
 
-    agent = HybridActorCritic(obs_size, num_ops, num_params, hp.hidden_size, parameterized=parameterized)
+    agent = HybridActorCritic(
+        obs_size, num_ops, num_params, hp.hidden_size, parameterized=parameterized, discrete_sizes=sizes
+    )
     regularizer = HybridEntropyRegularizer(config)
     # A parameterized policy's log-stds [K, P] go to the regularizer as they are with
     # parameterized_actions (H_c the chosen operation's expected entropy), else flattened
@@ -312,7 +384,8 @@ def _train(
     minibatch_size = batch_size // hp.num_minibatches
 
     obs_buf = torch.zeros(steps, n, obs_size)
-    op_buf = torch.zeros(steps, n, dtype=torch.long)
+    # [steps, n], or [steps, n, H] with sub-heads
+    op_buf = torch.zeros(steps, n, *(() if sizes is None else (len(sizes),)), dtype=torch.long)
     param_buf = torch.zeros(steps, n, num_params)
     logprob_buf = torch.zeros(steps, n)
     reward_buf = torch.zeros(steps, n)
@@ -331,7 +404,7 @@ def _train(
             for t in range(steps):
                 with torch.no_grad():
                     logits, mean, value = agent(obs)
-                    op = _sample_categorical(logits, generator)
+                    op = agent.sample_discrete(logits, generator)
                     # Parameterized: every operation's parameters are sampled (the environment
                     # takes them all, as Platform's does) and the chosen one's are the action's.
                     all_params = mean + agent.log_std.exp() * torch.randn(mean.shape, generator=generator)
@@ -343,6 +416,7 @@ def _train(
                 env_params = torch.maximum(torch.minimum(all_params, high), low).numpy()
                 if parameterized:  # one [n, P] array per operation
                     env_params = tuple(env_params[:, k] for k in range(num_ops))
+                # op: [n] (with sub-heads [n, H], a batch of MultiDiscrete actions)
                 obs_np, reward, terminated, truncated, _ = envs.step((op.numpy(), env_params))
                 reward_buf[t] = torch.as_tensor(reward, dtype=torch.float32)
                 done_buf[t] = torch.as_tensor(np.logical_or(terminated, truncated), dtype=torch.float32)
@@ -366,7 +440,7 @@ def _train(
                 advantages[t] = last_gae
             value_targets = advantages + value_buf
 
-            b_obs, b_op = obs_buf.reshape(batch_size, obs_size), op_buf.reshape(batch_size)
+            b_obs, b_op = obs_buf.reshape(batch_size, obs_size), op_buf.reshape(batch_size, *op_buf.shape[2:])
             b_params, b_logprob = param_buf.reshape(batch_size, num_params), logprob_buf.reshape(batch_size)
             b_adv, b_targets = advantages.reshape(batch_size), value_targets.reshape(batch_size)
 
@@ -384,7 +458,8 @@ def _train(
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                     pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - hp.clip_coef, 1 + hp.clip_coef)).mean()
                     v_loss = 0.5 * (new_value - b_targets[idx]).pow(2).mean()
-                    ent = regularizer(logits, agent.log_std.reshape(-1) if flattens_log_std else agent.log_std, position)
+                    log_std = agent.log_std.reshape(-1) if flattens_log_std else agent.log_std
+                    ent = regularizer(joint_logits(logits, sizes) if sums_sub_heads else logits, log_std, position)
                     # controller_loss: 0 and update_controllers: nothing, without controllers.
                     loss = pg_loss + hp.vf_coef * v_loss + ent["total"] + regularizer.controller_loss(ent)
 
@@ -415,6 +490,15 @@ def _train(
                         "approx_kl": approx_kl,
                         "clip_fraction": clip_fraction,
                     }
+                    if sizes is not None:
+                        # The regularizer's per-sub-head entropies where it has sub-heads; else
+                        # measured here, for monitoring only (they are not in the loss).
+                        per_head = ent["discrete_entropy_per_head"] if not sums_sub_heads else None
+                        if per_head is None:
+                            with torch.no_grad():
+                                per_head = sub_head_entropies(logits, sizes)
+                        for h in range(len(sizes)):
+                            step_metrics[sub_head_entropy_column(h)] = per_head[h]
                     for key, value in step_metrics.items():
                         sums[key] = sums.get(key, 0.0) + float(value.detach())
                     count += 1
@@ -423,10 +507,12 @@ def _train(
                 "update": update,
                 "episodes": episode,
                 "mean_return": float(returns.mean()),
-                "greedy_fraction": float((op_buf == GREEDY_OP).float().mean()),
+                # The operation is the first sub-decision on a multi-discrete task.
+                "greedy_fraction": float(((op_buf if sizes is None else op_buf[..., 0]) == GREEDY_OP).float().mean()),
             }
             row.update({key: total / count for key, total in sums.items()})
-            metrics.append({key: row[key] for key in METRIC_COLUMNS})
+            head_columns = [] if sizes is None else [sub_head_entropy_column(h) for h in range(len(sizes))]
+            metrics.append({key: row[key] for key in (*METRIC_COLUMNS, *head_columns)})
             bar.update(row)
     finally:
         bar.close()
@@ -456,14 +542,43 @@ def _sample_categorical(logits: Tensor, generator: torch.Generator) -> Tensor:
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def joint_logits(logits: Tensor, discrete_sizes: Sequence[int]) -> Tensor:
+    """The joint categorical of independent sub-heads: ``[B, sum K_h]`` -> ``[B, prod K_h]``.
+
+    Entry ``(k_1, ..., k_H)`` (row-major) is ``sum_h log p_h(k_h)``, the log-probability of
+    that combination, so the joint's entropy is exactly ``sum_h H_h`` (the sub-heads are
+    independent) and its gradient reaches every sub-head's logits. Memory grows with
+    ``prod K_h``: meant for small spaces such as ``MultiDiscrete([5, 2])``.
+    """
+    joint = logits.new_zeros(logits.shape[0], 1)
+    for head_logits in torch.split(logits, list(discrete_sizes), dim=-1):
+        # [B, prod so far, 1] + [B, 1, K_h] -> [B, prod so far * K_h]
+        joint = (joint.unsqueeze(-1) + torch.log_softmax(head_logits, dim=-1).unsqueeze(1)).flatten(1)
+    return joint
+
+
+def sub_head_entropies(logits: Tensor, discrete_sizes: Sequence[int]) -> Tensor:
+    """Batch-mean entropy of each sub-head, ``[H]`` (nats), from logits ``[B, sum K_h]``."""
+    sub_logits = torch.split(logits, list(discrete_sizes), dim=-1)
+    return torch.stack([Categorical(logits=head_logits).entropy().mean() for head_logits in sub_logits])
+
+
+def _columns(metrics: Sequence[Dict[str, float]]) -> List[str]:
+    # METRIC_COLUMNS, then any sub-head columns (a multi-discrete task's), in row order.
+    extra = [key for key in (metrics[0] if metrics else {}) if key not in METRIC_COLUMNS]
+    return list(METRIC_COLUMNS) + extra
+
+
 def write_csv(metrics: Sequence[Dict[str, float]], path: Path) -> Path:
-    """Write the per-update metrics as CSV (header :data:`METRIC_COLUMNS`)."""
+    """Write the per-update metrics as CSV (header :data:`METRIC_COLUMNS`, then a
+    multi-discrete task's sub-head columns)."""
+    columns = _columns(metrics)
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(METRIC_COLUMNS))
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in metrics:
             writer.writerow(
-                {key: int(row[key]) if key in ("update", "episodes") else f"{row[key]:.6g}" for key in METRIC_COLUMNS}
+                {key: int(row[key]) if key in ("update", "episodes") else f"{row[key]:.6g}" for key in columns}
             )
     return path
 
@@ -495,6 +610,10 @@ def plot_metrics(
 
     ax = axes[0, 1]
     ax.plot(x, [row["discrete_entropy"] for row in metrics], label="H_d (discrete)")
+    head = 0
+    while metrics and sub_head_entropy_column(head) in metrics[0]:  # a multi-discrete task's sub-heads
+        ax.plot(x, [row[sub_head_entropy_column(head)] for row in metrics], lw=0.8, label=f"H_{head} (sub-head)")
+        head += 1
     ax.plot(x, [row["continuous_entropy"] for row in metrics], label="H_c (continuous)")
     if config is not None:
         if config.min_entropy_threshold is not None:

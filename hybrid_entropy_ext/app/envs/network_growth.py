@@ -46,6 +46,45 @@ operation ``op`` reads ``params_op`` only, so ``add_edge`` and ``rewire`` each h
 of their own to learn, and a policy's continuous entropy is that of the chosen operation's
 parameters.
 
+**The multi-discrete variant** (``multi_discrete=True``, registered as
+``HybridNetworkGrowthMultiDiscrete-v0``) splits the discrete part of the action into two
+sub-decisions, ``MultiDiscrete([5, 2])``: the operation, and the *kind* of edge that
+``add_edge`` wires (and ``rewire`` gives the newest pending edge). The action is
+``((op, kind), params)`` (``Tuple((MultiDiscrete([5, 2]), Box(2)))``); other operations
+ignore the kind.
+
+====  ==========  ====================================================================
+kind  name        effect of ``add_edge`` (and ``rewire``)
+====  ==========  ====================================================================
+0     ``tuned``   the edge's quality is the Gaussian kernel of the spawn parameters, as above
+1     ``quick``   **+0.17 at once** (``quick_reward``; ``rewire`` pays nothing); the edge
+                  ignores the spawn parameters and enters its structure with quality 0
+====  ==========  ====================================================================
+
+Why it tests per-sub-head collapse: the kind is a second trap, inside the edge decision.
+At the start a ``quick`` edge pays 0.17 for sure and a ``tuned`` one about 0.085 later
+(``3 * 0.085 / 3``), less in a structure that also holds quick edges. A kind head that
+collapses onto ``quick`` leaves the Gaussian head nothing to learn from (quick edges
+ignore the parameters), and the policy ends near 5 per episode (a quick edge most steps);
+one that keeps trying tuned edges until the Gaussian head finds the target earns about 1
+per edge, about 27 per episode. Meanwhile the operation head keeps entropy of its own:
+even a good policy must add a node now and then when the free pairs run out. So the kind
+head's entropy can fall to 0 while the sum ``H_d = H_op + H_kind`` (SB3's
+``MultiCategorical`` entropy) stays well above a threshold: a collapse that a penalty on
+the sum misses and a penalty per sub-head (``discrete_sizes: [5, 2]``) catches. A kind
+head that settles on ``tuned`` once the target is learned has low entropy too; that is a
+collapse onto the right choice, and the per-sub-head penalty holds it at its threshold all
+the same.
+
+``quick_reward`` was chosen like the defaults above, from PPO runs of 1000 episodes on
+seeds 0 and 1 only (no entropy term, and a constant 0.1 bonus on the summed entropy),
+before any run on the seeds of ``docs/multi_discrete_comparison.md``. At 0.12 and 0.15
+neither run without an entropy term fell into the trap (returns 18.6-20.4), at 0.2 and 0.3
+both did (5.9-8.7); at 0.17 it fell into it on seed 0 (return 5.1) and not on seed 1 (15.1),
+and on both its kind head's entropy fell below 0.1 nats while the operation head's, and so
+the sum, stayed above (the constant bonus kept both heads above 0.4 nats and the return
+near 6-7). The variant's other settings are the defaults above.
+
 Episodes last ``max_steps`` (32) steps and then terminate (the time is observed, so it is
 a termination, not a truncation). ``reset(seed=...)`` draws the initial node count
 (3 to 5); everything else is deterministic, so an episode is a function of its seed and
@@ -59,11 +98,15 @@ import numpy as np
 import gymnasium as gym
 from gymnasium import spaces
 
-__all__ = ["NetworkGrowthEnv", "OPERATIONS", "GREEDY_OP", "EDGE_OP"]
+__all__ = ["NetworkGrowthEnv", "OPERATIONS", "GREEDY_OP", "EDGE_OP", "EDGE_KINDS", "TUNED_KIND", "QUICK_KIND"]
 
 OPERATIONS: Tuple[str, ...] = ("no_op", "add_node", "add_edge", "prune", "rewire")
 NO_OP, GREEDY_OP, EDGE_OP, PRUNE_OP, REWIRE_OP = range(len(OPERATIONS))
 ADD_NODE_OP = GREEDY_OP
+
+#: The multi-discrete variant's second sub-decision: the kind of edge ``add_edge`` wires.
+EDGE_KINDS: Tuple[str, ...] = ("tuned", "quick")
+TUNED_KIND, QUICK_KIND = range(len(EDGE_KINDS))
 
 _OBS_SIZE = 7
 
@@ -81,6 +124,9 @@ class NetworkGrowthEnv(gym.Env):
         initial_nodes: inclusive range of the initial node count, drawn at reset.
         parameterized: give each operation its own spawn parameters (the action's second
             part a tuple of one parameter vector per operation; see the module doc).
+        multi_discrete: make the discrete part two sub-decisions, ``(operation, edge kind)``
+            (``MultiDiscrete([5, 2])``; see the module doc). Not with ``parameterized``.
+        quick_reward: immediate reward of a ``quick`` edge (multi-discrete variant only).
     """
 
     metadata: Dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}
@@ -96,6 +142,8 @@ class NetworkGrowthEnv(gym.Env):
         initial_nodes: Tuple[int, int] = (3, 5),
         render_mode: Optional[str] = None,
         parameterized: bool = False,
+        multi_discrete: bool = False,
+        quick_reward: float = 0.17,
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps: expected an int >= 1, got {max_steps!r}")
@@ -107,6 +155,10 @@ class NetworkGrowthEnv(gym.Env):
             raise ValueError(f"initial_nodes: expected (low, high) with 2 <= low <= high, got {initial_nodes!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode: expected None or 'ansi', got {render_mode!r}")
+        if parameterized and multi_discrete:
+            # Which sub-decision's choice would pick the parameters? (The library's
+            # parameterized_actions and discrete_sizes do not combine either.)
+            raise ValueError("multi_discrete: expected False with parameterized=True, got True")
         self.max_steps = int(max_steps)
         self.target = np.asarray(target, dtype=np.float64)
         if self.target.ndim != 1 or self.target.size < 1 or np.any(np.abs(self.target) > 1):
@@ -125,7 +177,12 @@ class NetworkGrowthEnv(gym.Env):
             params_space = spaces.Tuple(
                 tuple(spaces.Box(low=-1.0, high=1.0, shape=(num_params,), dtype=np.float32) for _ in OPERATIONS)
             )
-        self.action_space = spaces.Tuple((spaces.Discrete(len(OPERATIONS)), params_space))
+        self.multi_discrete = bool(multi_discrete)
+        self.quick_reward = float(quick_reward)
+        discrete_space: spaces.Space = spaces.Discrete(len(OPERATIONS))
+        if self.multi_discrete:
+            discrete_space = spaces.MultiDiscrete([len(OPERATIONS), len(EDGE_KINDS)])
+        self.action_space = spaces.Tuple((discrete_space, params_space))
         self.observation_space = spaces.Box(low=0.0, high=1.0, shape=(_OBS_SIZE,), dtype=np.float32)
         self._reset_state(self.initial_nodes[0])
 
@@ -138,6 +195,7 @@ class NetworkGrowthEnv(gym.Env):
         self._pending: list = []  # qualities of the pending structure's edges
         self._structures = 0
         self._greedy_ops = 0
+        self._quick_edges = 0  # multi-discrete variant: quick edges wired this episode
         self._last_valid = True
 
     def quality(self, params: np.ndarray) -> float:
@@ -145,6 +203,10 @@ class NetworkGrowthEnv(gym.Env):
         params = np.clip(np.asarray(params, dtype=np.float64), -1.0, 1.0)
         distance2 = float(np.sum((params - self.target) ** 2))
         return float(np.exp(-distance2 / (2.0 * self.quality_width**2)))
+
+    def _edge_quality(self, params: np.ndarray, kind: int) -> float:
+        # A quick edge ignores the spawn parameters: it adds nothing to its structure's pay.
+        return 0.0 if kind == QUICK_KIND else self.quality(params)
 
     @property
     def free_pairs(self) -> int:
@@ -167,13 +229,16 @@ class NetworkGrowthEnv(gym.Env):
         return np.clip(obs, 0.0, 1.0)
 
     def _info(self, op: Optional[int] = None) -> Dict[str, Any]:
-        return {
+        info = {
             "operation": -1 if op is None else op,
             "nodes": self._nodes,
             "edges": self._edges,
             "structures_completed": self._structures,
             "greedy_ops": self._greedy_ops,
         }
+        if self.multi_discrete:  # the other variants' info is as it was
+            info["quick_edges"] = self._quick_edges
+        return info
 
     # --- Gymnasium API ------------------------------------------------------------------
 
@@ -185,11 +250,24 @@ class NetworkGrowthEnv(gym.Env):
         self._reset_state(int(self.np_random.integers(low, high + 1)))
         return self._obs(), self._info()
 
+    def _split_discrete(self, discrete: Any) -> Tuple[int, int]:
+        """``(op, kind)`` of the action's discrete part; ``kind`` is ``TUNED_KIND`` outside the
+        multi-discrete variant (edges there are tuned)."""
+        if not self.multi_discrete:
+            return int(discrete), TUNED_KIND
+        discrete = np.asarray(discrete).reshape(-1)
+        if discrete.shape != (2,):
+            raise ValueError(f"action[0]: expected (operation, edge kind), shape (2,), got shape {discrete.shape}")
+        kind = int(discrete[1])
+        if not 0 <= kind < len(EDGE_KINDS):
+            raise ValueError(f"action[0][1]: expected an edge kind in [0, {len(EDGE_KINDS)}), got {kind}")
+        return int(discrete[0]), kind
+
     def step(self, action: Tuple[Any, Any]) -> Tuple[np.ndarray, float, bool, bool, Dict[str, Any]]:
         if self._t >= self.max_steps:
             raise RuntimeError("step() called after the episode terminated; call reset()")
-        op, params = action
-        op = int(op)
+        discrete, params = action
+        op, kind = self._split_discrete(discrete)
         if not 0 <= op < len(OPERATIONS):
             raise ValueError(f"action[0]: expected an operation in [0, {len(OPERATIONS)}), got {op}")
         if self.parameterized:
@@ -211,7 +289,10 @@ class NetworkGrowthEnv(gym.Env):
         elif op == EDGE_OP:
             if self.free_pairs > 0:
                 self._edges += 1
-                self._pending.append(self.quality(params))
+                if kind == QUICK_KIND:
+                    self._quick_edges += 1
+                    reward += self.quick_reward
+                self._pending.append(self._edge_quality(params, kind))
                 if len(self._pending) == self.edges_per_structure:
                     reward += self.structure_reward * float(np.mean(self._pending))
                     self._structures += 1
@@ -226,7 +307,7 @@ class NetworkGrowthEnv(gym.Env):
                 valid = False
         elif op == REWIRE_OP:
             if self._pending:
-                self._pending[-1] = self.quality(params)
+                self._pending[-1] = self._edge_quality(params, kind)
             else:
                 valid = False
         self._last_valid = valid
