@@ -28,13 +28,13 @@ times the hybrid loss with a 90% sample mask against the plain call at 65536x16
 
 times ``log_prob_and_entropy`` and ``hybrid_entropy_loss`` with an action mask against the
 plain call and the reference doing the same (hybrid_entropy_ext/benchmarking/action_mask.py).
-    python benchmarks/run_benchmarks.py --suite sub-heads [--quick] [--rounds N]
+    python benchmarks/run_benchmarks.py --suite sub-heads [--device cuda] [--quick] [--rounds N]
 
 times ``hybrid_entropy_loss`` and ``log_prob_and_entropy`` with ``discrete_sizes`` (4
 sub-heads) against one categorical of the same logits and the reference doing the same
 (hybrid_entropy_ext/benchmarking/sub_heads.py).
 
-    python benchmarks/run_benchmarks.py --suite parameterized [--quick] [--rounds N]
+    python benchmarks/run_benchmarks.py --suite parameterized [--device cuda] [--quick] [--rounds N]
 
 times ``hybrid_entropy_loss`` with ``parameterized_actions`` (P = 3 parameters per action)
 against the plain op on the same log-stds flattened into one Gaussian of K * P dims and the
@@ -99,7 +99,7 @@ def run_sub_heads(args) -> int:
     return run_side_by_side(
         args, m.SUB_HEADS_CASES, m.QUICK_SUB_HEADS_CASES, m.run_sub_heads, m.format_sub_heads_table,
         "both ops with discrete sub-heads vs one categorical and vs the reference, forward+backward",
-        details="; the hybrid loss with a [B, 4] log_std")
+        details="; the hybrid loss with a [B, 4] log_std", device=args.device)
 
 
 def run_parameterized(args) -> int:
@@ -110,7 +110,7 @@ def run_parameterized(args) -> int:
         m.format_parameterized_table,
         "hybrid_entropy_loss with parameterized actions vs the same log-stds as one Gaussian and vs "
         "the reference, "
-        "forward+backward")
+        "forward+backward", device=args.device)
 
 
 def run_sb3(args) -> int:

@@ -15,6 +15,10 @@ seven outputs, so every kernel of both ops is launched:
   on the device and a 0-dim coefficient on the host;
 - an action mask in every layout (the kActionMask kernels), and one row of it broadcast to
   the batch;
+- sub-heads in every layout (each head's launches on its columns, the records its block 0
+  writes for the finish), normalized under a mask (the rows' normalizers launch) and
+  weighted; the normalized entropy without sub-heads; parameterized actions with a
+  per-sample and a shared log_std (the h_c rows, the backward's rows and the warps' sums);
 - log_prob_and_entropy in warp groups and a row per block (aligned and peeled rows), the
   backward flat and by rows, with a mask whose dropped rows hold NaN, a temperature, int32
   actions, each upstream gradient alone, and an action mask; with sub-heads (each head's
@@ -34,11 +38,16 @@ WEIGHTS = (1.0, 0.5, -0.25, 2.0, 0.75, 0.1, -0.3)  # one per output, so that eac
 PARAMS = (1.0, 0.5, 10.0, 10.0, 3.0)  # both penalties on
 
 
-def run(logits, log_std, coeff, row_weights=None, mean_denominator=None, action_mask=None):
+def run(logits, log_std, coeff, row_weights=None, mean_denominator=None, action_mask=None, options=None):
+    """``options``: discrete_sizes, discrete_head_thresholds, normalize_discrete_entropy and
+    parameterized_actions, in the op's order."""
     leaves = [t.requires_grad_() if t is not None and t.is_floating_point() else t
               for t in (logits, log_std, coeff)]
-    out = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(*leaves, *PARAMS, row_weights, mean_denominator,
-                                                           action_mask)
+    options = options or {}
+    out = torch.ops.hybrid_entropy_ext.hybrid_entropy_loss(
+        *leaves, *PARAMS, row_weights, mean_denominator, action_mask, options.get("discrete_sizes"),
+        options.get("discrete_head_thresholds"), options.get("normalize_discrete_entropy", False),
+        options.get("parameterized_actions", False))
     total = sum(w * v for w, v in zip(WEIGHTS, out[:7]))
     total.backward()
     return out
@@ -97,6 +106,32 @@ def cases(device):
         yield f"action mask, {name}", logits(b, k, stride=stride), log_std(b, 3), coeff, None, None, allowed
     one_row = (torch.rand(64, generator=g) < 0.7).to(device)
     yield "action mask broadcast from one row", logits(50, 64), None, coeff, None, None, one_row.expand(50, 64)
+    # Sub-heads: each head's launches on its columns (warps, a block per row, split rows),
+    # their records and the finish; with a mask, normalized, weighted.
+    for name, b, sizes in (("warps", 300, [4, 4, 4, 4]), ("warps, odd widths", 41, [3, 5, 2]),
+                           ("block", 5, [2, 1100]), ("splits", 2, [40000, 3])):
+        k = sum(sizes)
+        options = dict(discrete_sizes=sizes, discrete_head_thresholds=[0.5] * len(sizes))
+        yield f"sub-heads, {name}", logits(b, k), log_std(b, 3), coeff, None, None, None, options
+        allowed = (torch.rand(b, k, generator=g) < 0.7).to(device)
+        weights = torch.rand(b, generator=g).to(device)
+        yield (f"sub-heads, normalized under a mask, weighted, {name}", logits(b, k), log_std(b, 3), coeff, weights,
+               None, allowed, dict(options, normalize_discrete_entropy=True))
+    for name, b, k in (("warps", 300, 16), ("block", 5, 3000)):
+        allowed = (torch.rand(b, k, generator=g) < 0.7).to(device)
+        normalized = dict(normalize_discrete_entropy=True)
+        yield f"normalized, {name}", logits(b, k), log_std(b, 3), coeff, None, None, None, normalized
+        yield f"normalized under a mask, {name}", logits(b, k), log_std(b, 3), coeff, None, None, allowed, normalized
+    # Parameterized actions: each row's h_c after the discrete rows, the backward's rows and,
+    # for a shared [K, P], the sum over the warps.
+    parameterized = dict(parameterized_actions=True)
+    for name, b, k, p in (("K=16", 300, 16, 3), ("K=100", 41, 100, 2), ("K=1100", 5, 1100, 1)):
+        per_sample = (0.3 * torch.randn(b, k, p, generator=g)).to(device)
+        shared = (0.3 * torch.randn(k, p, generator=g)).to(device)
+        allowed = (torch.rand(b, k, generator=g) < 0.7).to(device)
+        yield f"parameterized, {name}, per sample", logits(b, k), per_sample, coeff, None, None, None, parameterized
+        yield (f"parameterized, {name}, shared, masked and weighted", logits(b, k), shared, coeff,
+               torch.rand(b, generator=g).to(device), None, allowed, parameterized)
 
 
 def token_terms_cases(device):

@@ -22,6 +22,8 @@
 #               Triton kernel is timed where TRL imports, else reported as unavailable;
 #   action_mask_benchmark   both ops with and without an action mask and the reference
 #               (run_benchmarks.py --suite action-mask --device cuda);
+#   sub_heads_benchmark, parameterized_benchmark   the same rows as the CPU suites of sub-heads
+#               and parameterized actions (--suite sub-heads / parameterized --device cuda);
 # Test logs are verbose, so a step cut short still shows each test it finished.
 # --rehearse: on a machine without a GPU, runs the build and the test steps (which then
 # skip their CUDA cases) and leaves out the sanitizers and the benchmark, to check that the
@@ -29,7 +31,8 @@
 #
 # Writes into OUTDIR: environment.txt, build.log, sanitize_<tool>.log, test_cuda.log,
 # test_device_axis.log, test_pt2.log, cuda_benchmark.md, cuda_benchmark.json,
-# token_terms_benchmark.md, token_terms_benchmark.json, action_mask_benchmark.md, and
+# token_terms_benchmark.md, token_terms_benchmark.json, action_mask_benchmark.md,
+# sub_heads_benchmark.md, parameterized_benchmark.md, and
 # summary.txt with each step's exit status and seconds. Every step runs even if an earlier
 # one (after the build) failed; the exit status is non-zero if any did. A step past its
 # limit exits 124.
@@ -113,6 +116,10 @@ if [[ $REHEARSE -eq 0 ]]; then
     --device cuda --quick --rounds "${HEE_BENCH_ROUNDS:-5}" --json "$OUT/token_terms_benchmark.json"
   step action_mask_benchmark action_mask_benchmark.md 60 "$PY" benchmarks/run_benchmarks.py --suite action-mask \
     --device cuda --rounds "${HEE_BENCH_ROUNDS:-5}"
+  step sub_heads_benchmark sub_heads_benchmark.md 45 "$PY" benchmarks/run_benchmarks.py --suite sub-heads \
+    --device cuda --rounds "${HEE_BENCH_ROUNDS:-5}"
+  step parameterized_benchmark parameterized_benchmark.md 45 "$PY" benchmarks/run_benchmarks.py \
+    --suite parameterized --device cuda --rounds "${HEE_BENCH_ROUNDS:-5}"
 fi
 
 echo "total: $((SECONDS - START)) s" | tee -a "$OUT/summary.txt"

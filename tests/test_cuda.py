@@ -316,6 +316,31 @@ def test_a_training_step_never_syncs_with_the_host(coeff_on):
         torch.cuda.set_sync_debug_mode("default")
 
 
+@pytest.mark.parametrize("options", [dict(discrete_sizes=[2, 4], discrete_head_thresholds=[0.5, 0.2]),
+                                     dict(discrete_sizes=[3, 3], normalize_discrete_entropy=True),
+                                     dict(parameterized_actions=True)],
+                         ids=["sub-heads", "normalized sub-heads", "parameterized"])
+def test_the_action_space_options_never_sync_with_the_host(options):
+    # The sub-heads' records and the rows' normalizers are written on the device by the
+    # launches; nothing is copied from or to the host.
+    logits = torch.randn(64, 6, device="cuda", requires_grad=True)
+    shape = (6, 2) if options.get("parameterized_actions") else (2,)
+    log_std = torch.zeros(shape, device="cuda", requires_grad=True)
+    allowed = torch.rand(64, 6, device="cuda") < 0.7
+
+    def step():
+        out = hee.hybrid_entropy_loss(logits, log_std, 0.05, action_mask=allowed, **options)
+        out["total"].backward()
+
+    step()  # warm up: allocations, lazy init
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 @pytest.mark.parametrize("mode", ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-sum-norm",
                                   "seq-mean-token-mean"])
 def test_a_masked_aggregation_never_syncs_with_the_host(mode):

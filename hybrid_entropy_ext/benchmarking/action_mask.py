@@ -23,7 +23,7 @@ import torch
 from ..ops import reference
 from ..ops.loss import hybrid_entropy_loss
 from ..ops.token_terms import log_prob_and_entropy
-from .runner import Timing, time_cases, variant_ratio_table, wall_clock_seconds
+from .runner import Timing, device_timer, time_cases, variant_ratio_table
 
 __all__ = ["ActionMaskCase", "ACTION_MASK_CASES", "QUICK_ACTION_MASK_CASES", "MASK_COST_GOAL",
            "run_action_mask", "format_action_mask_table"]
@@ -118,14 +118,8 @@ def run_action_mask(
 ) -> List[Timing]:
     """Times the three calls of each case in interleaved rounds, on ``device``: by the wall
     clock on the CPU, between CUDA events on CUDA (unless ``timer`` says otherwise)."""
-    if timer is None:
-        if device == "cuda":
-            from .cuda import cuda_event_seconds
-
-            timer = cuda_event_seconds
-        else:
-            timer = wall_clock_seconds
-    return time_cases(cases, lambda case: _steps(case, device), MODE, rounds, min_seconds_per_sample, timer=timer)
+    return time_cases(cases, lambda case: _steps(case, device), MODE, rounds, min_seconds_per_sample,
+                      timer=timer or device_timer(device))
 
 
 def format_action_mask_table(timings: Sequence[Timing]) -> str:

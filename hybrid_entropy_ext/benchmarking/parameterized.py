@@ -20,7 +20,7 @@ import torch
 
 from ..ops import reference
 from ..ops.loss import hybrid_entropy_loss
-from .runner import Timing, time_cases, variant_ratio_table, wall_clock_seconds
+from .runner import Timing, device_timer, time_cases, variant_ratio_table
 
 __all__ = ["ParameterizedCase", "PARAMETERIZED_CASES", "QUICK_PARAMETERIZED_CASES", "PARAMETERIZED_COST_GOAL",
            "run_parameterized", "format_parameterized_table"]
@@ -51,11 +51,11 @@ PARAMETERIZED_CASES = (
 QUICK_PARAMETERIZED_CASES = (ParameterizedCase(1024, 16, 3), ParameterizedCase(1024, 16, 3, shared_log_std=False))
 
 
-def _steps(case: ParameterizedCase) -> Dict[str, Callable[[], object]]:
+def _steps(case: ParameterizedCase, device: str = "cpu") -> Dict[str, Callable[[], object]]:
     generator = torch.Generator().manual_seed(case.batch + case.num_actions)
-    logits = torch.randn(case.batch, case.num_actions, generator=generator).requires_grad_()
+    logits = torch.randn(case.batch, case.num_actions, generator=generator).to(device).requires_grad_()
     rows = () if case.shared_log_std else (case.batch,)
-    values = 0.3 * torch.randn(*rows, case.num_actions, case.num_params, generator=generator)
+    values = (0.3 * torch.randn(*rows, case.num_actions, case.num_params, generator=generator)).to(device)
     plain_log_std = values.reshape(*rows, case.num_actions * case.num_params).clone().requires_grad_()
     action_log_std = values.clone().requires_grad_()
 
@@ -78,11 +78,13 @@ def run_parameterized(
     cases: Sequence[ParameterizedCase] = PARAMETERIZED_CASES,
     rounds: int = 9,
     min_seconds_per_sample: float = 0.02,
-    timer=wall_clock_seconds,
+    timer=None,
+    device: str = "cpu",
 ) -> List[Timing]:
-    """Times the three calls of each case in interleaved rounds, on the CPU (by the wall
-    clock unless ``timer`` says otherwise)."""
-    return time_cases(cases, _steps, MODE, rounds, min_seconds_per_sample, timer=timer)
+    """Times the three calls of each case in interleaved rounds, on ``device``
+    (:func:`runner.device_timer`, unless ``timer`` says otherwise)."""
+    return time_cases(cases, lambda case: _steps(case, device), MODE, rounds, min_seconds_per_sample,
+                      timer=timer or device_timer(device))
 
 
 def format_parameterized_table(timings: Sequence[Timing]) -> str:

@@ -46,6 +46,7 @@ from ..ops.loss import hybrid_entropy_loss
 
 __all__ = [
     "Case",
+    "device_timer",
     "Timing",
     "DEFAULT_CASES",
     "QUICK_CASES",
@@ -223,6 +224,16 @@ def wall_clock_seconds(step: Callable[[], object], repeats: int) -> float:
     for _ in range(repeats):
         step()
     return (time.perf_counter() - start) / repeats
+
+
+def device_timer(device: str) -> Timer:
+    """How a suite times its calls on ``device``: by the wall clock on the CPU, between CUDA
+    events on CUDA (:func:`cuda.cuda_event_seconds`)."""
+    if device == "cuda":
+        from .cuda import cuda_event_seconds
+
+        return cuda_event_seconds
+    return wall_clock_seconds
 
 
 def _calls_per_sample(step: Callable[[], object], min_seconds: float, timer: Timer) -> int:

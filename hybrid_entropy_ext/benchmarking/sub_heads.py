@@ -24,7 +24,7 @@ import torch
 from ..ops import reference
 from ..ops.loss import hybrid_entropy_loss
 from ..ops.token_terms import log_prob_and_entropy
-from .runner import Timing, time_cases, variant_ratio_table, wall_clock_seconds
+from .runner import Timing, device_timer, time_cases, variant_ratio_table
 
 __all__ = ["SubHeadsCase", "SUB_HEADS_CASES", "QUICK_SUB_HEADS_CASES", "SUB_HEADS_COST_GOAL",
            "run_sub_heads", "format_sub_heads_table"]
@@ -59,16 +59,16 @@ SUB_HEADS_CASES = tuple(
 QUICK_SUB_HEADS_CASES = (SubHeadsCase(1024, 4, 4), SubHeadsCase(1024, 4, 4, op=TOKEN_TERMS))
 
 
-def _steps(case: SubHeadsCase) -> Dict[str, Callable[[], object]]:
-    return (_hybrid_loss_steps if case.op == HYBRID_LOSS else _token_terms_steps)(case)
+def _steps(case: SubHeadsCase, device: str = "cpu") -> Dict[str, Callable[[], object]]:
+    return (_hybrid_loss_steps if case.op == HYBRID_LOSS else _token_terms_steps)(case, torch.device(device))
 
 
-def _token_terms_steps(case: SubHeadsCase) -> Dict[str, Callable[[], object]]:
+def _token_terms_steps(case: SubHeadsCase, device: torch.device) -> Dict[str, Callable[[], object]]:
     generator = torch.Generator().manual_seed(case.batch + case.num_heads)
-    logits = torch.randn(case.batch, case.num_heads * case.head_size, generator=generator).requires_grad_()
-    head_actions = torch.randint(0, case.head_size, (case.batch, case.num_heads), generator=generator)
-    flat_actions = torch.randint(0, case.num_heads * case.head_size, (case.batch,), generator=generator)
-    advantages = torch.randn(case.batch, generator=generator)
+    logits = torch.randn(case.batch, case.num_heads * case.head_size, generator=generator).to(device).requires_grad_()
+    head_actions = torch.randint(0, case.head_size, (case.batch, case.num_heads), generator=generator).to(device)
+    flat_actions = torch.randint(0, case.num_heads * case.head_size, (case.batch,), generator=generator).to(device)
+    advantages = torch.randn(case.batch, generator=generator).to(device)
 
     def step(terms: Callable[..., object], actions: torch.Tensor, **kwargs) -> Callable[[], object]:
         def run() -> object:
@@ -85,10 +85,10 @@ def _token_terms_steps(case: SubHeadsCase) -> Dict[str, Callable[[], object]]:
     }
 
 
-def _hybrid_loss_steps(case: SubHeadsCase) -> Dict[str, Callable[[], object]]:
+def _hybrid_loss_steps(case: SubHeadsCase, device: torch.device) -> Dict[str, Callable[[], object]]:
     generator = torch.Generator().manual_seed(case.batch + case.num_heads)
-    logits = torch.randn(case.batch, case.num_heads * case.head_size, generator=generator).requires_grad_()
-    log_std = (0.3 * torch.randn(case.batch, LOG_STD_DIMS, generator=generator)).requires_grad_()
+    logits = torch.randn(case.batch, case.num_heads * case.head_size, generator=generator).to(device).requires_grad_()
+    log_std = (0.3 * torch.randn(case.batch, LOG_STD_DIMS, generator=generator)).to(device).requires_grad_()
 
     def step(loss: Callable[..., Dict[str, torch.Tensor]], **kwargs) -> Callable[[], object]:
         def run() -> object:
@@ -108,11 +108,13 @@ def run_sub_heads(
     cases: Sequence[SubHeadsCase] = SUB_HEADS_CASES,
     rounds: int = 9,
     min_seconds_per_sample: float = 0.02,
-    timer=wall_clock_seconds,
+    timer=None,
+    device: str = "cpu",
 ) -> List[Timing]:
-    """Times the three calls of each case in interleaved rounds, on the CPU (by the wall
-    clock unless ``timer`` says otherwise)."""
-    return time_cases(cases, _steps, MODE, rounds, min_seconds_per_sample, timer=timer)
+    """Times the three calls of each case in interleaved rounds, on ``device``
+    (:func:`runner.device_timer`, unless ``timer`` says otherwise)."""
+    return time_cases(cases, lambda case: _steps(case, device), MODE, rounds, min_seconds_per_sample,
+                      timer=timer or device_timer(device))
 
 
 def format_sub_heads_table(timings: Sequence[Timing]) -> str:
