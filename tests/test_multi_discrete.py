@@ -24,8 +24,10 @@ from oracle import KEYS, sub_heads_oracle, weighted_output_sum
 INF = math.inf
 ROWS = 37
 # One column, sub-heads in SIMD lanes (K_h <= 32; the backward's tile of a narrow sub-head)
-# and along them (K_h > 32), and SB3-style mixes.
-SIZES = ([1, 1], [4, 4, 4, 4], [3, 5, 2], [2, 40], [33, 1, 7], [16])
+# and along them (K_h > 32), and SB3-style mixes. Sub-heads of a power-of-two width read and
+# write their tiles of strided rows by the register transposes: [1, 1], [4, 4, 4, 4] and
+# [8, 16, 32, 2] have every such width, with full tiles (37 rows) and a partial one.
+SIZES = ([1, 1], [4, 4, 4, 4], [3, 5, 2], [2, 40], [33, 1, 7], [16], [8, 16, 32, 2])
 DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 TOLERANCES = {
     torch.float64: (dict(rtol=1e-10, atol=1e-12), dict(rtol=1e-9, atol=1e-12)),

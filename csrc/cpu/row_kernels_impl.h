@@ -336,6 +336,14 @@ inline void gather_tile_values(
       return;
     }
   }
+  if constexpr (is_float && tile_transpose::is_power_of_two_up_to_32(K)) {
+    // Rows further apart (one sub-head's columns of wider rows, a slice):
+    // the same transpose from vectors put together from the rows.
+    if (num_rows == W && logits.row_stride >= K) {
+      tile_transpose::strided_rows_to_columns<K>(first, logits.row_stride, columns);
+      return;
+    }
+  }
   // Otherwise a full tile of contiguous 16-bit rows is K whole vectors to
   // convert, and on AVX-512 a float32 one is copied with plain loads: either
   // way the tile is then transposed from L1. (Gathers straight from memory
@@ -485,6 +493,14 @@ inline void store_tile_rows(
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
+  if constexpr (
+      std::is_same_v<scalar_t, float> &&
+      tile_transpose::is_power_of_two_up_to_32(K)) {
+    if (n == W && out_row_stride > K) {
+      tile_transpose::columns_to_strided_rows<K>(columns, out, out_row_stride);
+      return;
+    }
+  }
   if constexpr (tile_transpose::has_register_transpose(K)) {
     if (n == W && out_row_stride == K) {
       if constexpr (std::is_same_v<scalar_t, float>) {

@@ -1,6 +1,8 @@
 // In-register transposes of a tile of float32 rows with K columns, K a power
 // of two up to 32 (and a few smaller K by permutes, further down), for the
 // rows-in-lanes kernels: 16 rows on AVX-512, 8 on AVX2 (one row per lane).
+// Rows are contiguous, or for K a power of two any row stride apart (one
+// sub-head's columns of wider rows, a slice: strided_rows_to_columns).
 //
 // Why not hardware gathers: on the machines this was measured on (Zen 4) a
 // 16-lane gather costs about as much as the exp of a whole vector, and the
@@ -25,6 +27,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 
 namespace hee {
 namespace cpu {
@@ -93,6 +96,102 @@ constexpr bool is_power_of_two_up_to_32(int64_t K) {
   return K >= 1 && K <= 32 && (K & (K - 1)) == 0;
 }
 
+// The first 8 bytes at p (two floats), as the low half of a double lane.
+inline double load_pair(const float* p) {
+  double pair;
+  std::memcpy(&pair, p, sizeof(pair));
+  return pair;
+}
+
+// Vector j of a tile of kTileRows rows of K floats (K a power of two) as the
+// transposes read it from contiguous rows: floats [j * kTileRows, (j + 1) *
+// kTileRows) of the rows laid out one after another. Here the rows are
+// row_stride floats apart: one load where the vector lies within a row
+// (K >= kTileRows), else the kTileRows / K rows it spans, put together.
+template <int64_t K>
+inline Vec load_rows_vector(const float* rows, int64_t row_stride, int64_t j) {
+  if constexpr (K >= kTileRows) {
+    return load(rows + (j * kTileRows / K) * row_stride + (j * kTileRows) % K);
+  } else {
+    const float* r = rows + j * (kTileRows / K) * row_stride;
+    const auto row = [&](int64_t i) { return r + i * row_stride; };
+#if defined(CPU_CAPABILITY_AVX512)
+    if constexpr (K == 8) {
+      return _mm512_castpd_ps(_mm512_insertf64x4(
+          _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(row(0)))),
+          _mm256_castps_pd(_mm256_loadu_ps(row(1))), 1));
+    } else if constexpr (K == 4) {
+      Vec v = _mm512_castps128_ps512(_mm_loadu_ps(row(0)));
+      v = _mm512_insertf32x4(v, _mm_loadu_ps(row(1)), 1);
+      v = _mm512_insertf32x4(v, _mm_loadu_ps(row(2)), 2);
+      return _mm512_insertf32x4(v, _mm_loadu_ps(row(3)), 3);
+    } else if constexpr (K == 2) {
+      return _mm512_castpd_ps(_mm512_set_pd(
+          load_pair(row(7)), load_pair(row(6)), load_pair(row(5)),
+          load_pair(row(4)), load_pair(row(3)), load_pair(row(2)),
+          load_pair(row(1)), load_pair(row(0))));
+    } else {
+      return _mm512_set_ps(
+          *row(15), *row(14), *row(13), *row(12), *row(11), *row(10), *row(9),
+          *row(8), *row(7), *row(6), *row(5), *row(4), *row(3), *row(2),
+          *row(1), *row(0));
+    }
+#else
+    if constexpr (K == 4) {
+      return _mm256_set_m128(_mm_loadu_ps(row(1)), _mm_loadu_ps(row(0)));
+    } else if constexpr (K == 2) {
+      return _mm256_castpd_ps(_mm256_set_pd(
+          load_pair(row(3)), load_pair(row(2)), load_pair(row(1)),
+          load_pair(row(0))));
+    } else {
+      return _mm256_set_ps(
+          *row(7), *row(6), *row(5), *row(4), *row(3), *row(2), *row(1),
+          *row(0));
+    }
+#endif
+  }
+}
+
+// The inverse: vector j of a tile of contiguous rows written to rows
+// row_stride floats apart.
+template <int64_t K>
+inline void store_rows_vector(float* rows, int64_t row_stride, int64_t j, Vec v) {
+  if constexpr (K >= kTileRows) {
+    store(rows + (j * kTileRows / K) * row_stride + (j * kTileRows) % K, v);
+  } else {
+    float* r = rows + j * (kTileRows / K) * row_stride;
+    const auto row = [&](int64_t i) { return r + i * row_stride; };
+#if defined(CPU_CAPABILITY_AVX512)
+    if constexpr (K == 8) {
+      _mm256_storeu_ps(row(0), _mm512_castps512_ps256(v));
+      _mm256_storeu_ps(
+          row(1),
+          _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+      return;
+    } else if constexpr (K == 4) {
+      _mm_storeu_ps(row(0), _mm512_castps512_ps128(v));
+      _mm_storeu_ps(row(1), _mm512_extractf32x4_ps(v, 1));
+      _mm_storeu_ps(row(2), _mm512_extractf32x4_ps(v, 2));
+      _mm_storeu_ps(row(3), _mm512_extractf32x4_ps(v, 3));
+      return;
+    }
+#else
+    if constexpr (K == 4) {
+      _mm_storeu_ps(row(0), _mm256_castps256_ps128(v));
+      _mm_storeu_ps(row(1), _mm256_extractf128_ps(v, 1));
+      return;
+    }
+#endif
+    // Narrower rows: the vector through the stack, read back in pieces (a
+    // wide store forwards to narrow loads).
+    alignas(64) float values[kTileRows];
+    store(values, v);
+    for (int64_t i = 0; i < kTileRows / K; ++i) {
+      std::memcpy(row(i), values + i * K, K * sizeof(float));
+    }
+  }
+}
+
 // The unzip rounds leave column k in vector bit_reverse(k).
 constexpr int64_t bit_reverse(int64_t j, int64_t K) {
   int64_t reversed = 0;
@@ -104,14 +203,19 @@ constexpr int64_t bit_reverse(int64_t j, int64_t K) {
 
 // columns[k][r] = rows[r * K + k] for the kTileRows contiguous rows at `rows`,
 // K a power of two.
-template <int64_t K>
+// kStrided: the rows are row_stride floats apart (load_rows_vector).
+template <int64_t K, bool kStrided = false>
 inline void rows_to_columns_by_unzips(
-    const float* rows, float (*columns)[kTileRows]) {
+    const float* rows, float (*columns)[kTileRows], int64_t row_stride = K) {
   static_assert(is_power_of_two_up_to_32(K));
   Vec v[K];
   #pragma GCC unroll 32
   for (int64_t j = 0; j < K; ++j) {
-    v[j] = load(rows + j * kTileRows);
+    if constexpr (kStrided) {
+      v[j] = load_rows_vector<K>(rows, row_stride, j);
+    } else {
+      v[j] = load(rows + j * kTileRows);
+    }
   }
   // Each group of `size` vectors is a row-major tile; unzip it into its even
   // columns (first half of the group) and its odd columns (second half).
@@ -137,10 +241,10 @@ inline void rows_to_columns_by_unzips(
   }
 }
 
-// The inverse: rows[r * K + k] = columns[k][r].
-template <int64_t K>
+// The inverse: rows[r * row_stride + k] = columns[k][r].
+template <int64_t K, bool kStrided = false>
 inline void columns_to_rows_by_zips(
-    const float (*columns)[kTileRows], float* rows) {
+    const float (*columns)[kTileRows], float* rows, int64_t row_stride = K) {
   static_assert(is_power_of_two_up_to_32(K));
   Vec v[K];
   #pragma GCC unroll 32
@@ -166,7 +270,11 @@ inline void columns_to_rows_by_zips(
   }
   #pragma GCC unroll 32
   for (int64_t j = 0; j < K; ++j) {
-    store(rows + j * kTileRows, v[j]);
+    if constexpr (kStrided) {
+      store_rows_vector<K>(rows, row_stride, j, v[j]);
+    } else {
+      store(rows + j * kTileRows, v[j]);
+    }
   }
 }
 
@@ -313,6 +421,20 @@ inline void columns_to_rows(const float (*columns)[kTileRows], float* rows) {
   } else {
     columns_to_rows_by_permutes<K>(columns, rows);
   }
+}
+
+// columns[k][r] = rows[r * row_stride + k] and its inverse, for rows any
+// row_stride >= K floats apart (one sub-head's columns of wider rows, a
+// slice), K a power of two up to 32.
+template <int64_t K>
+inline void strided_rows_to_columns(
+    const float* rows, int64_t row_stride, float (*columns)[kTileRows]) {
+  rows_to_columns_by_unzips<K, true>(rows, columns, row_stride);
+}
+template <int64_t K>
+inline void columns_to_strided_rows(
+    const float (*columns)[kTileRows], float* rows, int64_t row_stride) {
+  columns_to_rows_by_zips<K, true>(columns, rows, row_stride);
 }
 
 } // namespace tile_transpose
