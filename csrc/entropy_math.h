@@ -164,6 +164,27 @@ HEE_HOST_DEVICE void accumulate_softmax_moments(
   sum_exp_times_shift = multiply_add(e, d, sum_exp_times_shift);
 }
 
+// accumulate_softmax_moments, bit for bit, and beside it the moment of a
+// per-column value: sum_exp_times_value += exp(d) * value. With each
+// action's entropy c[k] as the value, sum_exp_times_value / s is a
+// parameterized row's h_c = sum_k p[k] c[k] (below), in the same pass as
+// its entropy. A masked action's exp(d) = 0 drops its value out (a finite
+// one: 0 * inf is NaN).
+template <typename V, typename S>
+HEE_HOST_DEVICE void accumulate_softmax_moments_with_value(
+    V shifted_logit,
+    S lowest,
+    V value,
+    V& sum_exp,
+    V& sum_exp_times_shift,
+    V& sum_exp_times_value) {
+  const V d = max_of(shifted_logit, V(lowest));
+  const V e = exp_of(d);
+  sum_exp = sum_exp + e;
+  sum_exp_times_shift = multiply_add(e, d, sum_exp_times_shift);
+  sum_exp_times_value = multiply_add(e, value, sum_exp_times_value);
+}
+
 // e^x where a few ulp of relative error are acceptable (the CUDA kernels'
 // per-logit loops): on a GPU, 2^(x log2 e) on the special-function unit,
 // one multiply and ex2.approx.ftz, with neither expf's range reduction nor

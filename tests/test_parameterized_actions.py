@@ -89,9 +89,11 @@ def assert_matches_oracle(logits, log_std, dtype, allowed=None, sample_mask=None
         torch.testing.assert_close(g.double(), w, **grad_tol, msg=name)
 
 
+# K <= 32: h_c in the forward's pass, rows in lanes; 8, 16, 32: the shared log_std's backward
+# with its sums in one, two and four vectors of registers; 37: rows along the lanes.
 @pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "action-mask"])
 @pytest.mark.parametrize("shared", [False, True], ids=["per-sample", "shared"])
-@pytest.mark.parametrize("k", [1, 3, 16, 37])
+@pytest.mark.parametrize("k", [1, 3, 8, 16, 32, 37])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_values_and_gradients_match_the_oracle(cpu_isa, dtype, k, shared, masked):
     logits, log_std = heads((67,), k, 3, dtype, shared, seed=k)

@@ -398,13 +398,29 @@ BatchMeans forward_pass(
       HEE_DISPATCH_FLOATING(logits->scalar_type(), [&] {
         using acc = acc_t<scalar_t>;
         const RowStats<acc> all_stats = row_stats_view<acc>(row_stats);
+        const int64_t begin = pass.first_row(first_block);
+        const int64_t end = pass.end_row(end_block - 1);
+        if (parameterized != nullptr) {
+          // The statistics and each row's expected action entropy h_c (row 3
+          // of row_stats, for the backward) in one call; one head.
+          std::vector<acc> entropies_buffer;
+          row_kernels<scalar_t>(isa).parameterized_forward(
+              rows_from(
+                  logit_rows<scalar_t>(*logits, action_mask, sub_heads[0]),
+                  begin),
+              0, end - begin, stats_from(all_stats, begin),
+              action_entropies_of_rows(
+                  *parameterized, begin, end, entropies_buffer),
+              expected_action_entropies<acc>(row_stats) + begin);
+        }
         for (int64_t h = 0; h < num_heads; ++h) {
           const RowStats<acc> stats =
               sub_head_stats(all_stats, h, pass.batch);
-          row_kernels<scalar_t>(isa).forward(
-              logit_rows<scalar_t>(*logits, action_mask, sub_heads[h]),
-              pass.first_row(first_block), pass.end_row(end_block - 1),
-              stats, TakenLogProbs<acc>{});
+          if (parameterized == nullptr) {
+            row_kernels<scalar_t>(isa).forward(
+                logit_rows<scalar_t>(*logits, action_mask, sub_heads[h]),
+                begin, end, stats, TakenLogProbs<acc>{});
+          }
           if (normalizer.normalizes) {
             const DiscreteSubHead& head = sub_heads[h];
             for (int64_t block = first_block; block < end_block; ++block) {
@@ -431,20 +447,7 @@ BatchMeans forward_pass(
           }
         }
         if (parameterized != nullptr) {
-          // Each row's expected action entropy h_c, while its logits are in
-          // cache, into row 3 of row_stats for the backward.
-          const int64_t begin = pass.first_row(first_block);
-          const int64_t end = pass.end_row(end_block - 1);
-          acc* expected = expected_action_entropies<acc>(row_stats);
-          std::vector<acc> entropies_buffer;
-          row_kernels<scalar_t>(isa).expected_action_entropy(
-              rows_from(
-                  logit_rows<scalar_t>(*logits, action_mask, sub_heads[0]),
-                  begin),
-              0, end - begin, stats_from(all_stats, begin),
-              action_entropies_of_rows(
-                  *parameterized, begin, end, entropies_buffer),
-              expected + begin);
+          const acc* expected = expected_action_entropies<acc>(row_stats);
           weighted_sum_each_block(
               pass, w, first_block, end_block,
               [&](int64_t i) { return static_cast<double>(expected[i]); },

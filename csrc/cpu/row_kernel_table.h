@@ -15,7 +15,7 @@ struct RowKernels {
   BackwardRowsFn<scalar_t> backward;
   TokenBackwardRowsFn<scalar_t> token_backward;
   SumValuesFn<scalar_t> sum;
-  ExpectedActionEntropyRowsFn<scalar_t> expected_action_entropy;
+  ParameterizedForwardRowsFn<scalar_t> parameterized_forward;
   ParameterizedBackwardRowsFn<scalar_t> parameterized_backward;
 };
 
@@ -27,13 +27,13 @@ RowKernels<scalar_t> row_kernels(CpuIsa isa) {
       return {&avx512::forward_rows<scalar_t>, &avx512::backward_rows<scalar_t>,
               &avx512::token_backward_rows<scalar_t>,
               &avx512::sum_values<scalar_t>,
-              &avx512::expected_action_entropy_rows<scalar_t>,
+              &avx512::parameterized_forward_rows<scalar_t>,
               &avx512::parameterized_backward_rows<scalar_t>};
     case CpuIsa::kAvx2:
       return {&avx2::forward_rows<scalar_t>, &avx2::backward_rows<scalar_t>,
               &avx2::token_backward_rows<scalar_t>,
               &avx2::sum_values<scalar_t>,
-              &avx2::expected_action_entropy_rows<scalar_t>,
+              &avx2::parameterized_forward_rows<scalar_t>,
               &avx2::parameterized_backward_rows<scalar_t>};
     case CpuIsa::kGeneric:
       break;
@@ -42,7 +42,7 @@ RowKernels<scalar_t> row_kernels(CpuIsa isa) {
   return {&generic::forward_rows<scalar_t>, &generic::backward_rows<scalar_t>,
           &generic::token_backward_rows<scalar_t>,
           &generic::sum_values<scalar_t>,
-          &generic::expected_action_entropy_rows<scalar_t>,
+          &generic::parameterized_forward_rows<scalar_t>,
           &generic::parameterized_backward_rows<scalar_t>};
 }
 

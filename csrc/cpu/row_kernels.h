@@ -130,6 +130,20 @@ using ExpectedActionEntropyRowsFn = void (*)(
     ActionEntropies<acc_t<scalar_t>> action_entropies,
     acc_t<scalar_t>* expected);
 
+// The forward's row statistics (ForwardRowsFn, no taken actions) and h_c
+// (ExpectedActionEntropyRowsFn) in one call: rows of at most 32 columns in
+// one pass, each row's h_c the moment sum_k exp(z[k] - m) c[k] over s
+// (math::accumulate_softmax_moments_with_value), longer ones by the two
+// kernels in turn.
+template <typename scalar_t>
+using ParameterizedForwardRowsFn = void (*)(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    RowStats<acc_t<scalar_t>> stats,
+    ActionEntropies<acc_t<scalar_t>> action_entropies,
+    acc_t<scalar_t>* expected);
+
 // The backward of a parameterized row, one value per row (indexed like the
 // rows): g[i] = grad_entropy[i], the scale of d h[i], and a[i] =
 // grad_expected[i], that of d h_c[i]; expected_action_entropy[i] = h_c[i]
@@ -189,6 +203,10 @@ using SumValuesFn = acc_t<scalar_t> (*)(const scalar_t* values, int64_t n);
       TokenGrads<acc_t<scalar_t>>, scalar_t*, int64_t);                \
   template <typename scalar_t>                                         \
   void expected_action_entropy_rows(                                   \
+      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \
+      ActionEntropies<acc_t<scalar_t>>, acc_t<scalar_t>*);             \
+  template <typename scalar_t>                                         \
+  void parameterized_forward_rows(                                     \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \
       ActionEntropies<acc_t<scalar_t>>, acc_t<scalar_t>*);             \
   template <typename scalar_t>                                         \

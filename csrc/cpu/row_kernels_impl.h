@@ -611,6 +611,55 @@ void forward_rows_in_lanes(
   finish_row_stats<scalar_t>(row_begin, row_end, stats, taken);
 }
 
+// The forward of parameterized rows in lanes (ParameterizedForwardRowsFn):
+// forward_rows_in_lanes' statistics, bit for bit, and each row's h_c from a
+// third moment, the actions' entropies gathered as a tile beside the logits
+// (or, shared by the rows, one value per column).
+template <int64_t K, typename scalar_t>
+void parameterized_forward_rows_in_lanes(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    RowStats<acc_t<scalar_t>> stats,
+    ActionEntropies<acc_t<scalar_t>> action_entropies,
+    acc_t<scalar_t>* expected) {
+  using acc = acc_t<scalar_t>;
+  using Vec = AccVec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+  const acc lowest = lowest_finite<acc>();
+  const bool shares_entropies = action_entropies.row_stride == 0;
+  const LogitRows<acc> entropy_rows{action_entropies.values, action_entropies.row_stride, K};
+  alignas(64) acc columns[K][W];
+  alignas(64) acc entropies[K][W];
+  for (int64_t first = row_begin; first < row_end; first += W) {
+    const int64_t n = std::min<int64_t>(W, row_end - first);
+    gather_tile<K>(logits, first, n, columns);
+    if (!shares_entropies) {
+      gather_tile<K>(entropy_rows, first, n, entropies);
+    }
+    Vec row_max = Vec::loadu(columns[0]);
+    for (int64_t k = 1; k < K; ++k) {
+      row_max = math::max_of(Vec::loadu(columns[k]), row_max);
+    }
+    const Vec shift = row_shift(row_max, lowest);
+    Vec sum_exp(acc(0));
+    Vec sum_exp_times_shift(acc(0));
+    Vec sum_exp_times_entropy(acc(0));
+    for (int64_t k = 0; k < K; ++k) {
+      math::accumulate_softmax_moments_with_value(
+          Vec::loadu(columns[k]) - shift, lowest,
+          shares_entropies ? Vec(action_entropies.values[k])
+                           : Vec::loadu(entropies[k]),
+          sum_exp, sum_exp_times_shift, sum_exp_times_entropy);
+    }
+    shift.store(stats.shift + first, n);
+    sum_exp.store(stats.log_sum_exp + first, n);
+    sum_exp_times_shift.store(stats.entropy + first, n);
+    (sum_exp_times_entropy / row_sum_exp(sum_exp)).store(expected + first, n);
+  }
+  finish_row_stats<scalar_t>(row_begin, row_end, stats, {});
+}
+
 template <int64_t K, typename scalar_t>
 void backward_rows_in_lanes(
     LogitRows<scalar_t> logits,
@@ -1103,6 +1152,67 @@ void parameterized_backward_rows_along_lanes(
   }
 }
 
+// parameterized_backward_rows_along_lanes for a log_std the rows share and
+// rows of C whole vectors (C <= 4): the K action entropies and the K running
+// sums of a p[k] stay in registers across the rows, where the general loop
+// adds each row's into memory and reads it back for the next (the same
+// additions in the same order, so the same bits).
+template <int C, bool kMasked, typename scalar_t>
+void parameterized_backward_rows_shared_along_lanes(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    RowStats<acc_t<scalar_t>> stats,
+    ActionEntropies<acc_t<scalar_t>> action_entropies,
+    ParameterizedGrads<acc_t<scalar_t>> grads,
+    scalar_t* grad_logits,
+    int64_t grad_row_stride,
+    ActionEntropyGrads<acc_t<scalar_t>> grad_action_entropies) {
+  using acc = acc_t<scalar_t>;
+  using Vec = AccVec<scalar_t>;
+  constexpr int64_t W = Vec::size();
+  acc* sums_out = grad_action_entropies.values;
+  Vec entropies[C];
+  Vec sums[C];
+  for (int c = 0; c < C; ++c) {
+    entropies[c] = Vec::loadu(action_entropies.values + c * W);
+    sums[c] = sums_out == nullptr ? Vec(acc(0)) : Vec::loadu(sums_out + c * W);
+  }
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    const scalar_t* row = logits.data + i * logits.row_stride;
+    const bool* allowed = kMasked ? logits.allowed_row(i) : nullptr;
+    const Vec shift(stats.shift[i]);
+    const Vec log_sum_exp(stats.log_sum_exp[i]);
+    const acc grad_entropy = grads.grad_entropy[i];
+    const acc grad_expected = grads.grad_expected[i];
+    const Vec negative_grad_entropy(acc(0) - grad_entropy);
+    const Vec grad_expected_vec(grad_expected);
+    const Vec row_offset(parameterized_row_offset(
+        grad_entropy, stats.entropy[i], grad_expected,
+        grads.expected_action_entropy[i]));
+    for (int c = 0; c < C; ++c) {
+      Vec log_p;
+      const Vec p = probabilities_of_columns<kMasked>(
+          row, allowed, c * W, W, shift, log_sum_exp, log_p);
+      if (sums_out != nullptr) {
+        sums[c] = sums[c] + grad_expected_vec * p;
+      }
+      if (grad_logits != nullptr) {
+        store_from_acc<scalar_t>(
+            parameterized_grad_element(
+                p, log_p, negative_grad_entropy, grad_expected_vec,
+                entropies[c], row_offset),
+            grad_logits + i * grad_row_stride + c * W, W);
+      }
+    }
+  }
+  if (sums_out != nullptr) {
+    for (int c = 0; c < C; ++c) {
+      sums[c].store(sums_out + c * W);
+    }
+  }
+}
+
 // Calls body(std::integral_constant<int64_t, K>) for the runtime K in
 // [1, MaxK]; only those K are instantiated.
 template <int64_t MaxK, typename Body, int64_t K = 1>
@@ -1246,6 +1356,27 @@ void expected_action_entropy_rows(
 }
 
 template <typename scalar_t>
+void parameterized_forward_rows(
+    LogitRows<scalar_t> logits,
+    int64_t row_begin,
+    int64_t row_end,
+    RowStats<acc_t<scalar_t>> stats,
+    ActionEntropies<acc_t<scalar_t>> action_entropies,
+    acc_t<scalar_t>* expected) {
+  if (logits.num_cols > kMaxRowsInLanesCols ||
+      logits.scale != acc_t<scalar_t>(1)) {
+    forward_rows(logits, row_begin, row_end, stats, {});
+    expected_action_entropy_rows(
+        logits, row_begin, row_end, stats, action_entropies, expected);
+    return;
+  }
+  with_static_cols<kMaxRowsInLanesCols>(logits.num_cols, [&](auto cols) {
+    parameterized_forward_rows_in_lanes<decltype(cols)::value>(
+        logits, row_begin, row_end, stats, action_entropies, expected);
+  });
+}
+
+template <typename scalar_t>
 void parameterized_backward_rows(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
@@ -1256,8 +1387,23 @@ void parameterized_backward_rows(
     scalar_t* grad_logits,
     int64_t grad_row_stride,
     ActionEntropyGrads<acc_t<scalar_t>> grad_action_entropies) {
+  constexpr int64_t W = AccVec<scalar_t>::size();
+  const int64_t vectors = logits.num_cols / W;
+  const bool in_registers = action_entropies.row_stride == 0 &&
+      grad_action_entropies.row_stride == 0 && logits.num_cols % W == 0 &&
+      vectors >= 1 && vectors <= 4;
   with_action_mask(logits, [&](auto masked) {
-    parameterized_backward_rows_along_lanes<decltype(masked)::value>(
+    constexpr bool kMasked = decltype(masked)::value;
+    if (in_registers) {
+      with_static_cols<4>(vectors, [&](auto c) {
+        parameterized_backward_rows_shared_along_lanes<
+            static_cast<int>(decltype(c)::value), kMasked>(
+            logits, row_begin, row_end, stats, action_entropies, grads,
+            grad_logits, grad_row_stride, grad_action_entropies);
+      });
+      return;
+    }
+    parameterized_backward_rows_along_lanes<kMasked>(
         logits, row_begin, row_end, stats, action_entropies, grads,
         grad_logits, grad_row_stride, grad_action_entropies);
   });
@@ -1275,6 +1421,9 @@ void parameterized_backward_rows(
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
       TokenGrads<acc_t<scalar_t>>, scalar_t*, int64_t);                \
   template void expected_action_entropy_rows<scalar_t>(                    \
+      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
+      ActionEntropies<acc_t<scalar_t>>, acc_t<scalar_t>*);                 \
+  template void parameterized_forward_rows<scalar_t>(                      \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
       ActionEntropies<acc_t<scalar_t>>, acc_t<scalar_t>*);                 \
   template void parameterized_backward_rows<scalar_t>(                     \
