@@ -247,4 +247,11 @@ math::HeadCoefficients read_host_coefficients(const at::Tensor& entropy_coeff) {
   return {discrete, read_host_value(entropy_coeff, entropy_coeff.stride(0))};
 }
 
+math::LossParams kernel_loss_params(const LossHyperparameters& h, math::LossParams params) {
+  if (h.discrete_sizes.has_value()) {
+    params.has_discrete_threshold = false;
+  }
+  return params;
+}
+
 } // namespace hee

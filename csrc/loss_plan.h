@@ -169,6 +169,11 @@ bool log_std_has_own_rows(const at::Tensor& log_std);
 // past its first (no dispatcher round trip).
 double read_host_value(const at::Tensor& t, int64_t element_offset = 0);
 
+// The loss parameters the kernels combine the losses with: with sub-heads
+// (discrete_sizes) each sub-head's penalty is its own
+// (math::sub_head_penalty), so the discrete threshold is taken out.
+math::LossParams kernel_loss_params(const LossHyperparameters& h, math::LossParams params);
+
 // The two heads' coefficients from a 0-dim or [2] entropy_coeff held on the
 // host (CPU tensor); a device coefficient is read by the device kernels.
 math::HeadCoefficients read_host_coefficients(const at::Tensor& entropy_coeff);

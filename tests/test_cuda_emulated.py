@@ -914,12 +914,12 @@ def test_token_terms_with_an_all_true_action_mask_are_bitwise_those_without(lib,
 
 
 def loss_and_grads(ops, logits, log_std, coeff, options, wanted=(True, True, True), params=PARAMS,
-                   row_weights=None, action_mask=None):
+                   row_weights=None, action_mask=None, mean_denominator=None):
     """The forward's outputs (the seven, ``row_stats``, ``discrete_entropy_per_head``) and
     the backward's gradients for UPSTREAM, of ``ops`` (the emulated CUDA ops or the CPU
     op's namespace). ``options``: discrete_sizes, discrete_head_thresholds,
     normalize_discrete_entropy, parameterized_actions."""
-    trailing = (row_weights, None, action_mask, options.get("discrete_sizes"),
+    trailing = (row_weights, mean_denominator, action_mask, options.get("discrete_sizes"),
                 options.get("discrete_head_thresholds"), options.get("normalize_discrete_entropy", False),
                 options.get("parameterized_actions", False))
     out = ops.hybrid_entropy_loss(logits, log_std, coeff, *params.values(), *trailing)
@@ -937,13 +937,14 @@ def loss_and_grads(ops, logits, log_std, coeff, options, wanted=(True, True, Tru
 
 
 def assert_emulated_matches_cpu(lib, logits, log_std, options, wanted=(True, True, True), coeff=None,
-                                **kwargs):
+                                multiprocessors=MULTIPROCESSORS, **kwargs):
     """The emulated CUDA op's values, statistics and gradients against the CPU op's, the
     gradients' layouts included; returns the number of launches of the backward."""
     coeff = torch.tensor(0.05) if coeff is None else coeff
-    configure(lib)
+    configure(lib, multiprocessors)
     got = loss_and_grads(lib, logits, log_std, coeff, options, wanted, **kwargs)
     backward_launches = lib.last_launches()
+    configure(lib)
     want = loss_and_grads(torch.ops.hybrid_entropy_ext, logits, log_std, coeff, options, wanted, **kwargs)
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     for key in KEYS + ("discrete_entropy_per_head", "row_stats"):
@@ -1067,6 +1068,36 @@ def test_parameterized_actions_under_a_mask_weights_and_normalization_match_the_
     options = dict(parameterized_actions=True, normalize_discrete_entropy=True)
     assert_emulated_matches_cpu(lib, logits, log_std, options, action_mask=action_mask_of(70, 12),
                                 row_weights=row_weights(70))
+
+
+@pytest.mark.parametrize("layout", ["rows", "shared"])
+def test_parameterized_rows_of_a_grid_smaller_than_the_batch_match_the_cpu_op(lib, layout):
+    # One multiprocessor: a wave of 8 blocks of 8 warps for 300 rows, so each warp loops
+    # over several rows, and each of a shared log_std's warp sums adds several.
+    logits, log_std = parameterized_heads(300, 16, 3, layout=layout)
+    assert_emulated_matches_cpu(lib, logits, log_std, dict(parameterized_actions=True), multiprocessors=1,
+                                action_mask=action_mask_of(300, 16), row_weights=row_weights(300))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(discrete_sizes=[4, 4, 8], discrete_head_thresholds=[0.5, 0.9, 0.2]),
+     dict(discrete_sizes=[4, 4, 8], normalize_discrete_entropy=True),
+     dict(parameterized_actions=True)],
+    ids=["sub-heads", "normalized sub-heads", "parameterized"],
+)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_a_given_mean_denominator_with_the_action_space_options_matches_the_cpu_op(lib, options, weighted):
+    # The sub-heads' finish, the h_c rows' mean and the backward's scales divide by the
+    # given denominator, read on the device.
+    b = 65
+    if options.get("parameterized_actions"):
+        logits, log_std = parameterized_heads(b, 16, 3)
+    else:
+        logits, log_std = inputs(b, 16, 3)
+    assert_emulated_matches_cpu(lib, logits, log_std, options, action_mask=action_mask_of(b, 16),
+                                row_weights=row_weights(b) if weighted else None,
+                                mean_denominator=torch.tensor(40.0, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("wanted", [(True, False, False), (False, True, False), (False, False, True)],

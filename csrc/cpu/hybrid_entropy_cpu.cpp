@@ -502,13 +502,6 @@ BatchMeans forward_pass(
   return means;
 }
 
-// The loss parameters with the discrete head's threshold taken out: with
-// sub-heads, each sub-head's penalty is its own (math::sub_head_penalty).
-math::LossParams without_discrete_threshold(math::LossParams params) {
-  params.has_discrete_threshold = false;
-  return params;
-}
-
 LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
   const LossForwardPlan plan = plan_loss_forward(args);
   const OptionalTensor logits = plan.has_discrete
@@ -564,7 +557,8 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
     c = math::with_discrete_penalty(
         math::combine_losses(
             coeff, true, discrete_entropy, plan.has_continuous,
-            means.continuous_entropy, without_discrete_threshold(params)),
+            means.continuous_entropy,
+            kernel_loss_params(args.hyperparameters, params)),
         discrete_penalty);
     HEE_DISPATCH_FLOATING(plan.discrete_entropy_per_head.dtype, [&] {
       scalar_t* out = discrete_entropy_per_head.mutable_data_ptr<scalar_t>();
@@ -835,7 +829,7 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
       read_host_coefficients(args.entropy_coeff), plan.has_discrete,
       read_host_value(args.discrete_entropy), plan.has_continuous,
       read_host_value(args.continuous_entropy),
-      has_sub_heads ? without_discrete_threshold(params) : params, upstream);
+      kernel_loss_params(args.hyperparameters, params), upstream);
 
   const std::optional<HostRowWeights> weights =
       host_row_weights(args.row_weights);

@@ -119,22 +119,12 @@ struct ActionEntropies {
   int64_t row_stride;
 };
 
-// Writes expected[i] = h_c[i] = sum_k p[i, k] c[i, k] for i in the range,
-// from the forward's row statistics (stats: those of rows already done).
-template <typename scalar_t>
-using ExpectedActionEntropyRowsFn = void (*)(
-    LogitRows<scalar_t> logits,
-    int64_t row_begin,
-    int64_t row_end,
-    RowStats<acc_t<scalar_t>> stats,
-    ActionEntropies<acc_t<scalar_t>> action_entropies,
-    acc_t<scalar_t>* expected);
-
-// The forward's row statistics (ForwardRowsFn, no taken actions) and h_c
-// (ExpectedActionEntropyRowsFn) in one call: rows of at most 32 columns in
-// one pass, each row's h_c the moment sum_k exp(z[k] - m) c[k] over s
-// (math::accumulate_softmax_moments_with_value), longer ones by the two
-// kernels in turn.
+// The forward's row statistics (ForwardRowsFn, no taken actions) and each
+// row's expected action entropy, expected[i] = h_c[i] = sum_k p[i, k]
+// c[i, k], in one call: rows of at most 32 columns in one pass, h_c the
+// moment sum_k exp(z[k] - m) c[k] over s
+// (math::accumulate_softmax_moments_with_value); longer rows by the forward
+// and then a sweep for h_c from the statistics.
 template <typename scalar_t>
 using ParameterizedForwardRowsFn = void (*)(
     LogitRows<scalar_t> logits,
@@ -147,7 +137,7 @@ using ParameterizedForwardRowsFn = void (*)(
 // The backward of a parameterized row, one value per row (indexed like the
 // rows): g[i] = grad_entropy[i], the scale of d h[i], and a[i] =
 // grad_expected[i], that of d h_c[i]; expected_action_entropy[i] = h_c[i]
-// from ExpectedActionEntropyRowsFn.
+// from ParameterizedForwardRowsFn.
 template <typename acc>
 struct ParameterizedGrads {
   const acc* grad_entropy;
@@ -201,10 +191,6 @@ using SumValuesFn = acc_t<scalar_t> (*)(const scalar_t* values, int64_t n);
   void token_backward_rows(                                            \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \
       TokenGrads<acc_t<scalar_t>>, scalar_t*, int64_t);                \
-  template <typename scalar_t>                                         \
-  void expected_action_entropy_rows(                                   \
-      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \
-      ActionEntropies<acc_t<scalar_t>>, acc_t<scalar_t>*);             \
   template <typename scalar_t>                                         \
   void parameterized_forward_rows(                                     \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \

@@ -1342,20 +1342,6 @@ void token_backward_rows(
 }
 
 template <typename scalar_t>
-void expected_action_entropy_rows(
-    LogitRows<scalar_t> logits,
-    int64_t row_begin,
-    int64_t row_end,
-    RowStats<acc_t<scalar_t>> stats,
-    ActionEntropies<acc_t<scalar_t>> action_entropies,
-    acc_t<scalar_t>* expected) {
-  with_action_mask(logits, [&](auto masked) {
-    expected_action_entropy_rows_along_lanes<decltype(masked)::value>(
-        logits, row_begin, row_end, stats, action_entropies, expected);
-  });
-}
-
-template <typename scalar_t>
 void parameterized_forward_rows(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
@@ -1366,8 +1352,10 @@ void parameterized_forward_rows(
   if (logits.num_cols > kMaxRowsInLanesCols ||
       logits.scale != acc_t<scalar_t>(1)) {
     forward_rows(logits, row_begin, row_end, stats, {});
-    expected_action_entropy_rows(
-        logits, row_begin, row_end, stats, action_entropies, expected);
+    with_action_mask(logits, [&](auto masked) {
+      expected_action_entropy_rows_along_lanes<decltype(masked)::value>(
+          logits, row_begin, row_end, stats, action_entropies, expected);
+    });
     return;
   }
   with_static_cols<kMaxRowsInLanesCols>(logits.num_cols, [&](auto cols) {
@@ -1420,9 +1408,6 @@ void parameterized_backward_rows(
   template void token_backward_rows<scalar_t>(                             \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
       TokenGrads<acc_t<scalar_t>>, scalar_t*, int64_t);                \
-  template void expected_action_entropy_rows<scalar_t>(                    \
-      LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
-      ActionEntropies<acc_t<scalar_t>>, acc_t<scalar_t>*);                 \
   template void parameterized_forward_rows<scalar_t>(                      \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
       ActionEntropies<acc_t<scalar_t>>, acc_t<scalar_t>*);                 \

@@ -128,8 +128,7 @@ inline ForwardProblem head_problem(const ForwardProblem& p, size_t h) {
     head.allowed = p.allowed + columns.first_column;
   }
   head.row_stats = static_cast<char*>(p.row_stats) +
-      static_cast<int64_t>(h) * p.batch *
-          (p.logits_dtype == DType::kDouble ? 8 : 4);
+      static_cast<int64_t>(h) * p.batch * stats_element_size(p.logits_dtype);
   head.has_continuous = p.has_continuous && h == 0 && !p.parameterized;
   return head;
 }
@@ -329,6 +328,31 @@ void launch_sum_row_weights(
   launch(sum_row_weights, 1, kFinishThreads, SumRowWeightsArgs{weights, sum});
 }
 
+// The launch that writes each of a head's rows' weight of its normalized
+// entropy (normalized_row_weights) to `out` [B], before the head's rows in
+// either direction; returns those weights as the kernels read them.
+template <typename Launch>
+RowWeights launch_row_normalizers(
+    const bool* head_allowed,
+    int64_t allowed_row_stride,
+    int64_t head_cols,
+    int64_t batch,
+    const RowWeights& row_weights,
+    double* out,
+    Launch& launch) {
+  NormalizedRowWeightsArgs args;
+  args.allowed = head_allowed;
+  args.allowed_row_stride = allowed_row_stride;
+  args.num_cols = head_cols;
+  args.batch = batch;
+  args.row_weights = row_weights;
+  args.out = out;
+  launch(
+      normalized_row_weights, ceil_div(batch, kFinishThreads), kFinishThreads,
+      args);
+  return {out, DType::kDouble, batch};
+}
+
 // The launch of the expected action entropy h_c of every row (parameterized
 // actions), after the discrete rows whose statistics it reads.
 template <typename Launch>
@@ -348,6 +372,7 @@ void launch_expected_action_entropy(
     args.allowed = p.allowed;
     args.allowed_row_stride = p.allowed_row_stride;
     args.row_stats = static_cast<acc*>(p.row_stats);
+    args.stats_pitch = p.stats_pitch;
     args.params = p.action_params;
     args.row_weights = p.row_weights;
     args.partials = work.log_std_partials;
@@ -379,17 +404,9 @@ void launch_forward(
     ForwardWorkspace head_work = work;
     head_work.entropy_partials += launches.first_partial[h];
     if (p.has_discrete && p.heads[h].normalizes_rows) {
-      NormalizedRowWeightsArgs normalizers;
-      normalizers.allowed = head.allowed;
-      normalizers.allowed_row_stride = head.allowed_row_stride;
-      normalizers.num_cols = head.num_cols;
-      normalizers.batch = p.batch;
-      normalizers.row_weights = p.row_weights;
-      normalizers.out = work.normalized_row_weights + h * p.batch;
-      launch(
-          normalized_row_weights,
-          ceil_div(p.batch, kFinishThreads), kFinishThreads, normalizers);
-      head.entropy_row_weights = {normalizers.out, DType::kDouble, p.batch};
+      head.entropy_row_weights = launch_row_normalizers(
+          head.allowed, head.allowed_row_stride, head.num_cols, p.batch,
+          p.row_weights, work.normalized_row_weights + h * p.batch, launch);
     }
     if (p.has_sub_heads) {
       head.head_record = work.head_records + h;
@@ -621,7 +638,7 @@ void launch_backward(
     launch_backward_logits<float, false>(p, device, launch);
     return;
   }
-  const int64_t stats_size = p.logits_dtype == DType::kDouble ? 8 : 4;
+  const int64_t stats_size = stats_element_size(p.logits_dtype);
   const int64_t logit_size = element_size(p.logits_dtype);
   for (size_t h = 0; h < call.heads.size(); ++h) {
     const DiscreteHead& columns = call.heads[h];
@@ -640,17 +657,9 @@ void launch_backward(
     }
     head.entropy_scale = columns.entropy_scale;
     if (columns.normalizes_rows) {
-      NormalizedRowWeightsArgs normalizers;
-      normalizers.allowed = head.allowed;
-      normalizers.allowed_row_stride = head.allowed_row_stride;
-      normalizers.num_cols = head.num_cols;
-      normalizers.batch = p.batch;
-      normalizers.row_weights = p.row_weights;
-      normalizers.out = call.normalized_row_weights + h * p.batch;
-      launch(
-          normalized_row_weights,
-          ceil_div(p.batch, kFinishThreads), kFinishThreads, normalizers);
-      head.entropy_row_weights = {normalizers.out, DType::kDouble, p.batch};
+      head.entropy_row_weights = launch_row_normalizers(
+          head.allowed, head.allowed_row_stride, head.num_cols, p.batch,
+          p.row_weights, call.normalized_row_weights + h * p.batch, launch);
     }
     if (call.has_sub_heads) {
       head.is_sub_head = true;

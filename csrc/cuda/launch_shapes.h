@@ -51,6 +51,12 @@ inline int64_t element_size(DType dtype) {
   return dtype == DType::kDouble ? 8 : dtype == DType::kFloat ? 4 : 2;
 }
 
+// The size of a row statistic of logits of `dtype`: their accumulation
+// dtype's (accumulate_type.h).
+inline int64_t stats_element_size(DType logits_dtype) {
+  return logits_dtype == DType::kDouble ? 8 : 4;
+}
+
 // Whether every row of [B, K] logits (and every row of a contiguous
 // gradient of them, where one is written) can be read in vectors of
 // `vector_bytes` from column 0 on.

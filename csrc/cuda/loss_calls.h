@@ -100,15 +100,6 @@ inline ActionParams action_params_of(const KernelLogStd& log_std, int64_t num_pa
   return params;
 }
 
-// The loss parameters of the kernels: with sub-heads each head's penalty is
-// its own (math::sub_head_penalty), and the discrete threshold is out.
-inline math::LossParams kernel_loss_params(const LossHyperparameters& h, math::LossParams params) {
-  if (h.discrete_sizes.has_value()) {
-    params.has_discrete_threshold = false;
-  }
-  return params;
-}
-
 // SubHeadRecords as doubles of the workspace.
 constexpr int64_t kDoublesPerHeadRecord =
     (sizeof(SubHeadRecord) + sizeof(double) - 1) / sizeof(double);

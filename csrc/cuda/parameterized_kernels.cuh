@@ -70,7 +70,8 @@ struct ExpectedActionEntropyArgs {
   int64_t row_stride = 0;
   const bool* allowed = nullptr;  // kActionMask kernels only
   int64_t allowed_row_stride = 0;
-  acc* row_stats = nullptr;  // [4, B]: reads shift and log s, writes h_c
+  acc* row_stats = nullptr;  // [4, pitch]: reads shift and log s, writes h_c
+  int64_t stats_pitch = 0;
   ActionParams params;
   RowWeights row_weights;
   double* partials = nullptr;  // one sum of weighted h_c per block
@@ -93,7 +94,7 @@ __global__ void __launch_bounds__(kParameterizedThreads)
     const scalar_t* z = a.logits + row * a.row_stride;
     const auto allowed = allowed_actions<kActionMask>(a, row);
     const acc shift = a.row_stats[row];
-    const acc log_sum_exp = a.row_stats[a.batch + row];
+    const acc log_sum_exp = a.row_stats[a.stats_pitch + row];
     acc share = acc(0);
     for (int64_t k = lane; k < a.num_cols; k += kWarpSize) {
       acc log_p;
@@ -104,7 +105,7 @@ __global__ void __launch_bounds__(kParameterizedThreads)
     }
     const acc expected = group_sum<kWarpSize>(share);
     if (lane == 0) {
-      a.row_stats[3 * a.batch + row] = expected;
+      a.row_stats[3 * a.stats_pitch + row] = expected;
       sum += weighted_row_value(a.row_weights, row, expected);
     }
   }
@@ -161,9 +162,9 @@ __global__ void __launch_bounds__(kParameterizedThreads)
     double action_grad_sum = 0.0;
     for (int64_t row = global_warp; row < b.batch; row += warps) {
       const acc shift = row_stats[row];
-      const acc log_sum_exp = row_stats[b.batch + row];
-      const acc entropy = row_stats[2 * b.batch + row];
-      const acc expected = row_stats[3 * b.batch + row];
+      const acc log_sum_exp = row_stats[b.stats_pitch + row];
+      const acc entropy = row_stats[2 * b.stats_pitch + row];
+      const acc expected = row_stats[3 * b.stats_pitch + row];
       const acc grad_entropy =
           grad_scale.row_scale(b.entropy_row_weights, row);
       const acc grad_expected =
