@@ -301,19 +301,25 @@ class Policy(torch.nn.Module):
         return self.logits(h), self.log_std
 
 
+def assert_never_syncs(step):
+    """Runs ``step`` once to warm up (allocations, lazy init), then once with CUDA's sync debug
+    mode raising on any device-to-host sync."""
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 @pytest.mark.parametrize("coeff_on", ["python float", "cuda tensor"])
 def test_a_training_step_never_syncs_with_the_host(coeff_on):
     policy = Policy().cuda()
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
     observations = torch.randn(256, 8, device="cuda")
     coeff = 0.05 if coeff_on == "python float" else torch.tensor(0.05, device="cuda")
-    training_step(policy, optimizer, observations, coeff)  # warm up: allocations, lazy init
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        training_step(policy, optimizer, observations, coeff)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    assert_never_syncs(lambda: training_step(policy, optimizer, observations, coeff))
 
 
 @pytest.mark.parametrize("options", [dict(discrete_sizes=[2, 4], discrete_head_thresholds=[0.5, 0.2]),
@@ -332,13 +338,7 @@ def test_the_action_space_options_never_sync_with_the_host(options):
         out = hee.hybrid_entropy_loss(logits, log_std, 0.05, action_mask=allowed, **options)
         out["total"].backward()
 
-    step()  # warm up: allocations, lazy init
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        step()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    assert_never_syncs(step)
 
 
 @pytest.mark.parametrize("mode", ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-sum-norm",
@@ -353,13 +353,7 @@ def test_a_masked_aggregation_never_syncs_with_the_host(mode):
         out = hee.hybrid_entropy_loss(logits, log_std, 0.05, *PARAMS, mask, mode)
         out["total"].backward()
 
-    step()  # warm up: allocations, lazy init
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        step()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    assert_never_syncs(step)
 
 
 def test_a_training_step_captured_in_a_cuda_graph_replays_like_eager():

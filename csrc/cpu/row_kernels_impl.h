@@ -1094,6 +1094,30 @@ void expected_action_entropy_rows_along_lanes(
   }
 }
 
+// A parameterized row's constants in the backward, as vectors: its shift and
+// log s, -g, a and the row offset -(g h + a h_c) of
+// math::parameterized_grad_element.
+template <typename scalar_t>
+struct ParameterizedRow {
+  using acc = acc_t<scalar_t>;
+  using Vec = AccVec<scalar_t>;
+  Vec shift;
+  Vec log_sum_exp;
+  Vec negative_grad_entropy;
+  Vec grad_expected;
+  Vec row_offset;
+
+  ParameterizedRow(
+      const RowStats<acc>& stats, const ParameterizedGrads<acc>& grads, int64_t i)
+      : shift(stats.shift[i]),
+        log_sum_exp(stats.log_sum_exp[i]),
+        negative_grad_entropy(acc(0) - grads.grad_entropy[i]),
+        grad_expected(grads.grad_expected[i]),
+        row_offset(parameterized_row_offset(
+            grads.grad_entropy[i], stats.entropy[i], grads.grad_expected[i],
+            grads.expected_action_entropy[i])) {}
+};
+
 template <bool kMasked, typename scalar_t>
 void parameterized_backward_rows_along_lanes(
     LogitRows<scalar_t> logits,
@@ -1118,21 +1142,13 @@ void parameterized_backward_rows_along_lanes(
     acc* grad_entropies = grad_action_entropies.values == nullptr
         ? nullptr
         : grad_action_entropies.values + i * grad_action_entropies.row_stride;
-    const Vec shift(stats.shift[i]);
-    const Vec log_sum_exp(stats.log_sum_exp[i]);
-    const acc grad_entropy = grads.grad_entropy[i];
-    const acc grad_expected = grads.grad_expected[i];
-    const Vec negative_grad_entropy(acc(0) - grad_entropy);
-    const Vec grad_expected_vec(grad_expected);
-    const Vec row_offset(parameterized_row_offset(
-        grad_entropy, stats.entropy[i], grad_expected,
-        grads.expected_action_entropy[i]));
+    const ParameterizedRow<scalar_t> r(stats, grads, i);
     for (int64_t k = 0; k < K; k += W) {
       const int64_t n = std::min<int64_t>(W, K - k);
       Vec log_p;
       const Vec p = probabilities_of_columns<kMasked>(
-          row, allowed, k, n, shift, log_sum_exp, log_p);
-      const Vec grad_entropy_of_actions = grad_expected_vec * p;
+          row, allowed, k, n, r.shift, r.log_sum_exp, log_p);
+      const Vec grad_entropy_of_actions = r.grad_expected * p;
       if (grad_entropies == nullptr) {
         // log_std's gradient is not wanted.
       } else if (shares_log_std) {
@@ -1144,8 +1160,8 @@ void parameterized_backward_rows_along_lanes(
       if (grad_logits != nullptr) {
         store_from_acc<scalar_t>(
             parameterized_grad_element(
-                p, log_p, negative_grad_entropy, grad_expected_vec,
-                Vec::loadu(entropies + k, n), row_offset),
+                p, log_p, r.negative_grad_entropy, r.grad_expected,
+                Vec::loadu(entropies + k, n), r.row_offset),
             grad_logits + i * grad_row_stride + k, n);
       }
     }
@@ -1181,27 +1197,19 @@ void parameterized_backward_rows_shared_along_lanes(
   for (int64_t i = row_begin; i < row_end; ++i) {
     const scalar_t* row = logits.data + i * logits.row_stride;
     const bool* allowed = kMasked ? logits.allowed_row(i) : nullptr;
-    const Vec shift(stats.shift[i]);
-    const Vec log_sum_exp(stats.log_sum_exp[i]);
-    const acc grad_entropy = grads.grad_entropy[i];
-    const acc grad_expected = grads.grad_expected[i];
-    const Vec negative_grad_entropy(acc(0) - grad_entropy);
-    const Vec grad_expected_vec(grad_expected);
-    const Vec row_offset(parameterized_row_offset(
-        grad_entropy, stats.entropy[i], grad_expected,
-        grads.expected_action_entropy[i]));
+    const ParameterizedRow<scalar_t> r(stats, grads, i);
     for (int c = 0; c < C; ++c) {
       Vec log_p;
       const Vec p = probabilities_of_columns<kMasked>(
-          row, allowed, c * W, W, shift, log_sum_exp, log_p);
+          row, allowed, c * W, W, r.shift, r.log_sum_exp, log_p);
       if (sums_out != nullptr) {
-        sums[c] = sums[c] + grad_expected_vec * p;
+        sums[c] = sums[c] + r.grad_expected * p;
       }
       if (grad_logits != nullptr) {
         store_from_acc<scalar_t>(
             parameterized_grad_element(
-                p, log_p, negative_grad_entropy, grad_expected_vec,
-                entropies[c], row_offset),
+                p, log_p, r.negative_grad_entropy, r.grad_expected,
+                entropies[c], r.row_offset),
             grad_logits + i * grad_row_stride + c * W, W);
       }
     }
