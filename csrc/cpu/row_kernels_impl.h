@@ -1118,6 +1118,32 @@ struct ParameterizedRow {
             grads.expected_action_entropy[i])) {}
 };
 
+// Columns [k, k + n) of a parameterized row in the backward: writes their
+// logits' gradient to grad_row (skipped where null) and returns each column's
+// a p[k], d (a h_c) / d c[k].
+template <bool kMasked, typename scalar_t>
+inline AccVec<scalar_t> parameterized_columns_backward(
+    const scalar_t* row,
+    const bool* allowed,
+    int64_t k,
+    int64_t n,
+    const ParameterizedRow<scalar_t>& r,
+    const AccVec<scalar_t>& action_entropies,
+    scalar_t* grad_row) {
+  using Vec = AccVec<scalar_t>;
+  Vec log_p;
+  const Vec p = probabilities_of_columns<kMasked>(
+      row, allowed, k, n, r.shift, r.log_sum_exp, log_p);
+  if (grad_row != nullptr) {
+    store_from_acc<scalar_t>(
+        parameterized_grad_element(
+            p, log_p, r.negative_grad_entropy, r.grad_expected,
+            action_entropies, r.row_offset),
+        grad_row + k, n);
+  }
+  return r.grad_expected * p;
+}
+
 template <bool kMasked, typename scalar_t>
 void parameterized_backward_rows_along_lanes(
     LogitRows<scalar_t> logits,
@@ -1135,8 +1161,6 @@ void parameterized_backward_rows_along_lanes(
   const int64_t K = logits.num_cols;
   const bool shares_log_std = grad_action_entropies.row_stride == 0;
   for (int64_t i = row_begin; i < row_end; ++i) {
-    const scalar_t* row = logits.data + i * logits.row_stride;
-    const bool* allowed = kMasked ? logits.allowed_row(i) : nullptr;
     const acc* entropies =
         action_entropies.values + i * action_entropies.row_stride;
     acc* grad_entropies = grad_action_entropies.values == nullptr
@@ -1145,10 +1169,13 @@ void parameterized_backward_rows_along_lanes(
     const ParameterizedRow<scalar_t> r(stats, grads, i);
     for (int64_t k = 0; k < K; k += W) {
       const int64_t n = std::min<int64_t>(W, K - k);
-      Vec log_p;
-      const Vec p = probabilities_of_columns<kMasked>(
-          row, allowed, k, n, r.shift, r.log_sum_exp, log_p);
-      const Vec grad_entropy_of_actions = r.grad_expected * p;
+      const Vec grad_entropy_of_actions =
+          parameterized_columns_backward<kMasked>(
+              logits.data + i * logits.row_stride,
+              kMasked ? logits.allowed_row(i) : nullptr, k, n, r,
+              Vec::loadu(entropies + k, n),
+              grad_logits == nullptr ? nullptr
+                                     : grad_logits + i * grad_row_stride);
       if (grad_entropies == nullptr) {
         // log_std's gradient is not wanted.
       } else if (shares_log_std) {
@@ -1156,13 +1183,6 @@ void parameterized_backward_rows_along_lanes(
             .store(grad_entropies + k, n);
       } else {
         grad_entropy_of_actions.store(grad_entropies + k, n);
-      }
-      if (grad_logits != nullptr) {
-        store_from_acc<scalar_t>(
-            parameterized_grad_element(
-                p, log_p, r.negative_grad_entropy, r.grad_expected,
-                Vec::loadu(entropies + k, n), r.row_offset),
-            grad_logits + i * grad_row_stride + k, n);
       }
     }
   }
@@ -1195,22 +1215,17 @@ void parameterized_backward_rows_shared_along_lanes(
     sums[c] = sums_out == nullptr ? Vec(acc(0)) : Vec::loadu(sums_out + c * W);
   }
   for (int64_t i = row_begin; i < row_end; ++i) {
-    const scalar_t* row = logits.data + i * logits.row_stride;
-    const bool* allowed = kMasked ? logits.allowed_row(i) : nullptr;
     const ParameterizedRow<scalar_t> r(stats, grads, i);
     for (int c = 0; c < C; ++c) {
-      Vec log_p;
-      const Vec p = probabilities_of_columns<kMasked>(
-          row, allowed, c * W, W, r.shift, r.log_sum_exp, log_p);
+      const Vec grad_entropy_of_actions =
+          parameterized_columns_backward<kMasked>(
+              logits.data + i * logits.row_stride,
+              kMasked ? logits.allowed_row(i) : nullptr, c * W, W, r,
+              entropies[c],
+              grad_logits == nullptr ? nullptr
+                                     : grad_logits + i * grad_row_stride);
       if (sums_out != nullptr) {
-        sums[c] = sums[c] + r.grad_expected * p;
-      }
-      if (grad_logits != nullptr) {
-        store_from_acc<scalar_t>(
-            parameterized_grad_element(
-                p, log_p, r.negative_grad_entropy, r.grad_expected,
-                entropies[c], r.row_offset),
-            grad_logits + i * grad_row_stride + c * W, W);
+        sums[c] = sums[c] + grad_entropy_of_actions;
       }
     }
   }
