@@ -20,6 +20,7 @@ from torch.distributions import Categorical, Normal
 import hybrid_entropy_ext as hee
 from hybrid_entropy_ext import reference
 from hybrid_entropy_ext.ops.aggregation import LOSS_AGG_MODES
+from common_utils import SUPPORTED_CPU_ISAS, forced_cpu_isa
 from oracle import KEYS, aggregate, categorical_entropies, combine, weighted_output_sum
 
 INF = math.inf
@@ -264,6 +265,23 @@ def test_the_shared_log_std_gradient_does_not_depend_on_the_thread_count():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("num_params", [3, 5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_every_cpu_build_computes_the_same_action_entropies(dtype, num_params):
+    # With one action per row, p = 1 and each row's h_c (row 3 of row_stats) is its action's
+    # entropy c itself; 37 rows leave a tail after whole vectors of actions.
+    logits, log_std = heads((37,), 1, num_params, dtype, seed=15)
+    action_entropies = {}
+    for isa in SUPPORTED_CPU_ISAS:
+        with forced_cpu_isa(isa):
+            row_stats = OP(logits, log_std, torch.tensor(0.05), parameterized_actions=True)[7]
+        action_entropies[isa] = row_stats[3]
+    definition = (0.5 * math.log(2 * math.pi * math.e) + log_std.double()).sum((-2, -1)).to(dtype)
+    for isa, values in action_entropies.items():
+        torch.testing.assert_close(values, definition, rtol=0, atol=4 * torch.finfo(dtype).eps, msg=isa)
+        assert torch.equal(values, action_entropies[SUPPORTED_CPU_ISAS[0]]), isa
 
 
 def test_the_reference_matches_the_oracle():

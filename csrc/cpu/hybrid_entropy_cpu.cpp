@@ -4,6 +4,7 @@
 // from the plan (loss_plan.h); the per-row math runs in the ISA-specific row
 // kernels (row_kernels.h).
 #include <algorithm>
+#include <memory>
 #include <optional>
 #include <type_traits>
 #include <vector>
@@ -261,55 +262,15 @@ struct ParameterizedLogStd {
   std::vector<double> shared_action_entropies;  // c[k], for a shared row
 };
 
-// out[k] = c[k], the Gaussian entropy of each of num_actions actions' P
-// log-stds (math::parameterized_grad_element's notation),
-// laid out one action after another. NumParams is int64_t, or a
-// std::integral_constant for a P known at compile time.
-template <typename NumParams, typename scalar_t, typename T>
-void action_entropies_of_params(
-    const scalar_t* params, int64_t num_actions, NumParams num_params, T* out) {
-  const int64_t P = num_params;
-  for (int64_t k = 0; k < num_actions; ++k) {
-    double sum_log_std = 0.0;
-    for (int64_t j = 0; j < P; ++j) {
-      sum_log_std += static_cast<double>(params[k * P + j]);
-    }
-    out[k] = static_cast<T>(
-        math::gaussian_entropy(sum_log_std, static_cast<double>(P)));
-  }
-}
-
-template <typename scalar_t, typename T>
-void action_entropies_of_row(
-    const scalar_t* row, int64_t num_actions, int64_t num_params, T* out) {
-  // The common small P unrolled: the per-sample passes compute one c per
-  // logit, and a loop of runtime length per action costs more than its sum.
-  switch (num_params) {
-    case 1:
-      return action_entropies_of_params(
-          row, num_actions, std::integral_constant<int64_t, 1>{}, out);
-    case 2:
-      return action_entropies_of_params(
-          row, num_actions, std::integral_constant<int64_t, 2>{}, out);
-    case 3:
-      return action_entropies_of_params(
-          row, num_actions, std::integral_constant<int64_t, 3>{}, out);
-    case 4:
-      return action_entropies_of_params(
-          row, num_actions, std::integral_constant<int64_t, 4>{}, out);
-    default:
-      return action_entropies_of_params(row, num_actions, num_params, out);
-  }
-}
-
-ParameterizedLogStd parameterized_log_std(const at::Tensor& log_std) {
+ParameterizedLogStd parameterized_log_std(
+    const at::Tensor& log_std, CpuIsa isa) {
   ParameterizedLogStd p{
       parameterized_log_std_for_kernels(log_std), log_std.size(-2),
       log_std.size(-1)};
   if (!p.log_std.per_sample) {
     p.shared_action_entropies.resize(p.num_actions);
     HEE_DISPATCH_FLOATING(log_std.scalar_type(), [&] {
-      action_entropies_of_row(
+      action_entropies_kernel<scalar_t, double>(isa)(
           p.log_std.rows.const_data_ptr<scalar_t>(), p.num_actions,
           p.num_params, p.shared_action_entropies.data());
     });
@@ -318,29 +279,33 @@ ParameterizedLogStd parameterized_log_std(const at::Tensor& log_std) {
 }
 
 // The action entropies c[i, k] of rows [begin, end) as the kernels read them,
-// row `begin` first: computed into `buffer` ([n, K]) from a per-sample
-// log_std, or the shared row's K (row stride 0).
+// row `begin` first: computed into `buffer` ([n, K], left uninitialized
+// until then: every value is written) from a per-sample log_std, or the
+// shared row's K (row stride 0).
 template <typename acc>
 ActionEntropies<acc> action_entropies_of_rows(
     const ParameterizedLogStd& p,
     int64_t begin,
     int64_t end,
-    std::vector<acc>& buffer) {
+    std::unique_ptr<acc[]>& buffer,
+    CpuIsa isa) {
   const int64_t K = p.num_actions;
   if (!p.log_std.per_sample) {
-    buffer.assign(
-        p.shared_action_entropies.begin(), p.shared_action_entropies.end());
-    return {buffer.data(), 0};
+    buffer.reset(new acc[K]);
+    std::copy(
+        p.shared_action_entropies.begin(), p.shared_action_entropies.end(),
+        buffer.get());
+    return {buffer.get(), 0};
   }
-  buffer.resize((end - begin) * K);
+  buffer.reset(new acc[(end - begin) * K]);
   const int64_t P = p.num_params;
   HEE_DISPATCH_FLOATING(p.log_std.rows.scalar_type(), [&] {
     const scalar_t* rows = p.log_std.rows.const_data_ptr<scalar_t>();
     // The rows as one run of (end - begin) * K actions of P parameters each.
-    action_entropies_of_row(
-        rows + begin * K * P, (end - begin) * K, P, buffer.data());
+    action_entropies_kernel<scalar_t, acc>(isa)(
+        rows + begin * K * P, (end - begin) * K, P, buffer.get());
   });
-  return {buffer.data(), K};
+  return {buffer.get(), K};
 }
 
 // Row 3 of a parameterized policy's [4, B] row_stats: each row's h_c.
@@ -403,14 +368,14 @@ BatchMeans forward_pass(
         if (parameterized != nullptr) {
           // The statistics and each row's expected action entropy h_c (row 3
           // of row_stats, for the backward) in one call; one head.
-          std::vector<acc> entropies_buffer;
+          std::unique_ptr<acc[]> entropies_buffer;
           row_kernels<scalar_t>(isa).parameterized_forward(
               rows_from(
                   logit_rows<scalar_t>(*logits, action_mask, sub_heads[0]),
                   begin),
               0, end - begin, stats_from(all_stats, begin),
               action_entropies_of_rows(
-                  *parameterized, begin, end, entropies_buffer),
+                  *parameterized, begin, end, entropies_buffer, isa),
               expected_action_entropies<acc>(row_stats) + begin);
         }
         for (int64_t h = 0; h < num_heads; ++h) {
@@ -509,7 +474,8 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
       : std::nullopt;
   const std::optional<ParameterizedLogStd> parameterized =
       plan.has_parameterized_actions
-      ? std::optional<ParameterizedLogStd>(parameterized_log_std(*args.log_std))
+      ? std::optional<ParameterizedLogStd>(
+            parameterized_log_std(*args.log_std, selected_cpu_isa()))
       : std::nullopt;
   const std::optional<KernelLogStd> log_std = parameterized.has_value()
       ? std::optional<KernelLogStd>(parameterized->log_std)
@@ -710,9 +676,9 @@ void parameterized_backward_pass(
           stats_from(row_stats_view<acc>(row_stats), begin);
       const LogitRows<scalar_t> rows =
           rows_from(logit_rows<scalar_t>(logits, action_mask, head), begin);
-      std::vector<acc> entropies_buffer;
+      std::unique_ptr<acc[]> entropies_buffer;
       const ActionEntropies<acc> entropies = action_entropies_of_rows(
-          parameterized, begin, begin + n, entropies_buffer);
+          parameterized, begin, begin + n, entropies_buffer, isa);
       std::vector<acc> grad_entropy(n);
       std::vector<acc> grad_expected(n);
       for (int64_t i = 0; i < n; ++i) {
@@ -846,7 +812,7 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
           discrete_sub_heads(args.hyperparameters, args.logits->size(1))[0],
           row_normalizer(
               args.hyperparameters.normalize_discrete_entropy, action_mask),
-          args.row_stats, parameterized_log_std(*args.log_std),
+          args.row_stats, parameterized_log_std(*args.log_std, selected_cpu_isa()),
           g.discrete_entropy, g.continuous_entropy, weights,
           denominators.of_rows(),
           plan.computes_grad_logits ? &grad_logits : nullptr,

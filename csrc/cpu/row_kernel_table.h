@@ -46,5 +46,22 @@ RowKernels<scalar_t> row_kernels(CpuIsa isa) {
           &generic::parameterized_backward_rows<scalar_t>};
 }
 
+// The action entropies (ActionEntropiesFn) of scalar_t parameters into T, of
+// one ISA build.
+template <typename scalar_t, typename T>
+ActionEntropiesFn<scalar_t, T> action_entropies_kernel(CpuIsa isa) {
+#ifndef HEE_GENERIC_CPU_ONLY
+  switch (isa) {
+    case CpuIsa::kAvx512:
+      return &avx512::action_entropies<scalar_t, T>;
+    case CpuIsa::kAvx2:
+      return &avx2::action_entropies<scalar_t, T>;
+    case CpuIsa::kGeneric:
+      break;
+  }
+#endif
+  return &generic::action_entropies<scalar_t, T>;
+}
+
 } // namespace cpu
 } // namespace hee

@@ -170,6 +170,14 @@ using ParameterizedBackwardRowsFn = void (*)(
     int64_t grad_row_stride,
     ActionEntropyGrads<acc_t<scalar_t>> grad_action_entropies);
 
+// out[k] = c[k] = math::gaussian_entropy(sum_j params[k * P + j], P) for
+// num_actions actions of num_params (P) parameters each, laid out one action
+// after another (a parameterized log_std's rows), the sum in double in the
+// order j = 0..P-1: every ISA build gives bitwise the same values.
+template <typename scalar_t, typename T>
+using ActionEntropiesFn = void (*)(
+    const scalar_t* params, int64_t num_actions, int64_t num_params, T* out);
+
 // Sum of n contiguous values in a fixed order (lane-wise, then across lanes):
 // the same inputs give bitwise the same sum on every call.
 template <typename scalar_t>
@@ -201,6 +209,8 @@ using SumValuesFn = acc_t<scalar_t> (*)(const scalar_t* values, int64_t n);
       ActionEntropies<acc_t<scalar_t>>,                                \
       ParameterizedGrads<acc_t<scalar_t>>, scalar_t*, int64_t,         \
       ActionEntropyGrads<acc_t<scalar_t>>);                            \
+  template <typename scalar_t, typename T>                             \
+  void action_entropies(const scalar_t*, int64_t, int64_t, T*);        \
   }
 
 HEE_DECLARE_ROW_KERNELS(generic)

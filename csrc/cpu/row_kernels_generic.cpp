@@ -1,3 +1,4 @@
 // The generic build of the row kernels; setup.py gives this file its ISA flags.
 #define HEE_ISA generic
 #include "row_kernels_impl.h"
+#include "action_entropy_kernels.h"

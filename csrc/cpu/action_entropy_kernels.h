@@ -1,0 +1,152 @@
+// The action entropies of a parameterized policy's log_std (row_kernels.h,
+// ActionEntropiesFn), one per ISA build: included by each
+// row_kernels_<isa>.cpp after row_kernels_impl.h.
+//
+// A per-sample [B, K, P] log_std gives one c[i, k] per logit, computed in
+// both passes, so this sum of P values is as hot as the logits' own work.
+// Every build adds in double in the order j = 0..P-1 and then adds
+// P * kGaussianEntropyConstant, as math::gaussian_entropy does: the ISAs
+// differ only in how many actions they do at once, never in the bits.
+#ifndef HEE_ISA
+#error "define HEE_ISA (the ISA namespace) before including action_entropy_kernels.h"
+#endif
+
+#include "x86_intrinsics.h"
+
+#include <cstdint>
+#include <type_traits>
+
+#include "../entropy_math.h"
+#include "row_kernels.h"
+
+namespace hee {
+namespace cpu {
+namespace HEE_ISA {
+namespace {
+
+// One action at a time; NumParams is int64_t or a std::integral_constant (a
+// P known at compile time, whose loop the compiler unrolls and vectorizes
+// across actions in this ISA's instructions).
+template <typename NumParams, typename scalar_t, typename T>
+void action_entropies_of_params(
+    const scalar_t* params, int64_t begin, int64_t end, NumParams num_params,
+    T* out) {
+  const int64_t P = num_params;
+  const double params_constant =
+      math::gaussian_entropy(0.0, static_cast<double>(P));
+  for (int64_t k = begin; k < end; ++k) {
+    double sum_log_std = 0.0;
+    for (int64_t j = 0; j < P; ++j) {
+      sum_log_std += static_cast<double>(params[k * P + j]);
+    }
+    // params_constant + sum is gaussian_entropy(sum, P), the same addition.
+    out[k] = static_cast<T>(params_constant + sum_log_std);
+  }
+}
+
+#if defined(CPU_CAPABILITY_AVX2)
+// Three float32 parameters per action (the common P = 3, a 2-D position and a
+// strength, say), eight actions per step. The compiler's own vectorization of
+// the loop above moves the stride-3 values one at a time; here the three
+// vectors of 24 values are unzipped by blends and one permute per parameter.
+// Returns the actions done (a multiple of 8).
+template <typename T>
+int64_t action_entropies_of_three_floats(
+    const float* params, int64_t num_actions, T* out) {
+  const __m256d params_constant =
+      _mm256_set1_pd(math::gaussian_entropy(0.0, 3.0));
+  // After the blends, lane l of x holds the first parameter of action
+  // x_order[l] of the eight; the permutes put action l in lane l.
+  const __m256i x_order = _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5);
+  const __m256i y_order = _mm256_setr_epi32(1, 4, 7, 2, 5, 0, 3, 6);
+  const __m256i z_order = _mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7);
+  const int64_t whole = num_actions - num_actions % 8;
+  for (int64_t k = 0; k < whole; k += 8) {
+    // a = x0 y0 z0 x1 y1 z1 x2 y2, b = z2 x3 y3 z3 x4 y4 z4 x5,
+    // c = y5 z5 x6 y6 z6 x7 y7 z7.
+    const __m256 a = _mm256_loadu_ps(params + 3 * k);
+    const __m256 b = _mm256_loadu_ps(params + 3 * k + 8);
+    const __m256 c = _mm256_loadu_ps(params + 3 * k + 16);
+    const __m256 x = _mm256_permutevar8x32_ps(
+        _mm256_blend_ps(_mm256_blend_ps(a, b, 0b10010010), c, 0b00100100),
+        x_order);
+    const __m256 y = _mm256_permutevar8x32_ps(
+        _mm256_blend_ps(_mm256_blend_ps(a, b, 0b00100100), c, 0b01001001),
+        y_order);
+    const __m256 z = _mm256_permutevar8x32_ps(
+        _mm256_blend_ps(_mm256_blend_ps(a, b, 0b01001001), c, 0b10010010),
+        z_order);
+    __m256d halves[2];
+    for (int half = 0; half < 2; ++half) {
+      const auto widen = [half](__m256 v) {
+        return _mm256_cvtps_pd(
+            half == 0 ? _mm256_castps256_ps128(v) : _mm256_extractf128_ps(v, 1));
+      };
+      const __m256d sum_log_std =
+          _mm256_add_pd(_mm256_add_pd(widen(x), widen(y)), widen(z));
+      halves[half] = _mm256_add_pd(params_constant, sum_log_std);
+    }
+    if constexpr (std::is_same_v<T, float>) {
+      _mm256_storeu_ps(
+          out + k,
+          _mm256_set_m128(
+              _mm256_cvtpd_ps(halves[1]), _mm256_cvtpd_ps(halves[0])));
+    } else {
+      _mm256_storeu_pd(out + k, halves[0]);
+      _mm256_storeu_pd(out + k + 4, halves[1]);
+    }
+  }
+  return whole;
+}
+#endif
+
+} // namespace
+
+template <typename scalar_t, typename T>
+void action_entropies(
+    const scalar_t* params, int64_t num_actions, int64_t num_params, T* out) {
+  // The common small P unrolled: a loop of runtime length per action costs
+  // more than its sum.
+  switch (num_params) {
+    case 1:
+      return action_entropies_of_params(
+          params, 0, num_actions, std::integral_constant<int64_t, 1>{}, out);
+    case 2:
+      return action_entropies_of_params(
+          params, 0, num_actions, std::integral_constant<int64_t, 2>{}, out);
+    case 3: {
+      int64_t done = 0;
+#if defined(CPU_CAPABILITY_AVX2)
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        done = action_entropies_of_three_floats(params, num_actions, out);
+      }
+#endif
+      return action_entropies_of_params(
+          params, done, num_actions, std::integral_constant<int64_t, 3>{},
+          out);
+    }
+    case 4:
+      return action_entropies_of_params(
+          params, 0, num_actions, std::integral_constant<int64_t, 4>{}, out);
+    default:
+      return action_entropies_of_params(
+          params, 0, num_actions, num_params, out);
+  }
+}
+
+#define HEE_INSTANTIATE_ACTION_ENTROPIES(scalar_t)                       \
+  template void action_entropies<scalar_t, float>(                     \
+      const scalar_t*, int64_t, int64_t, float*);                      \
+  template void action_entropies<scalar_t, double>(                    \
+      const scalar_t*, int64_t, int64_t, double*);
+
+HEE_INSTANTIATE_ACTION_ENTROPIES(float)
+HEE_INSTANTIATE_ACTION_ENTROPIES(double)
+HEE_INSTANTIATE_ACTION_ENTROPIES(c10::Half)
+HEE_INSTANTIATE_ACTION_ENTROPIES(c10::BFloat16)
+
+#undef HEE_INSTANTIATE_ACTION_ENTROPIES
+
+} // namespace HEE_ISA
+} // namespace cpu
+} // namespace hee
