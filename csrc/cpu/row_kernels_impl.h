@@ -757,7 +757,10 @@ void token_backward_rows_in_lanes(
 // across lanes. One row's chain (max, its lane reduction, exp, the sums and
 // their lane reductions) is latency-bound; R independent rows interleaved
 // keep the vector units busy.
-template <int R, bool kScaled, bool kMasked, typename scalar_t>
+// With kWithValue, also sum_exp_times_value[r] = sum_k exp(z - m) v[k] of
+// row r's values v = value_rows[r] (K finite values beside the logits: a
+// parameterized row's action entropies), in the same sweep as the others.
+template <int R, bool kScaled, bool kMasked, bool kWithValue = false, typename scalar_t>
 inline void row_moments_along_lanes(
     const scalar_t* const* rows,
     const bool* const* allowed_rows,
@@ -766,7 +769,9 @@ inline void row_moments_along_lanes(
     int64_t prefetch_bytes,
     acc_t<scalar_t>* row_max,
     acc_t<scalar_t>* sum_exp,
-    acc_t<scalar_t>* sum_exp_times_shift) {
+    acc_t<scalar_t>* sum_exp_times_shift,
+    const acc_t<scalar_t>* const* value_rows = nullptr,
+    acc_t<scalar_t>* sum_exp_times_value = nullptr) {
   using acc = acc_t<scalar_t>;
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
@@ -835,6 +840,7 @@ inline void row_moments_along_lanes(
   std::array<Vec, R> shift = lane_max;
   std::array<Vec, R> lane_sum_exp = copies_of<R>(Vec(acc(0)));
   std::array<Vec, R> lane_sum_exp_times_shift = lane_sum_exp;
+  std::array<Vec, R> lane_sum_exp_times_value = lane_sum_exp;
   reduce_each_across_lanes(lane_max, row_max, MaxOfVectors{});
   for (int r = 0; r < R; ++r) {
     if (!kMaskedTail) {
@@ -846,58 +852,95 @@ inline void row_moments_along_lanes(
     row_max[r] = row_shift(row_max[r], lowest);
     shift[r] = Vec(row_max[r]);
   }
+  // Columns [k, k + count) of row r; the values past count are 0 (those
+  // columns' exp is 0 too), never an unread NaN.
+  const auto accumulate = [&](int r, const Vec& shifted_logit, int64_t k, int64_t count) {
+    if constexpr (kWithValue) {
+      math::accumulate_softmax_moments_with_value(
+          shifted_logit, lowest, Vec::loadu(value_rows[r] + k, count),
+          lane_sum_exp[r], lane_sum_exp_times_shift[r],
+          lane_sum_exp_times_value[r]);
+    } else {
+      accumulate_softmax_moments(
+          shifted_logit, lowest, lane_sum_exp[r], lane_sum_exp_times_shift[r]);
+    }
+  };
   for (int64_t k = 0; k < full; k += W) {
     for (int r = 0; r < R; ++r) {
-      accumulate_softmax_moments(
-          tempered(load(r, k, W) - shift[r]), lowest,
-          lane_sum_exp[r], lane_sum_exp_times_shift[r]);
+      accumulate(r, tempered(load(r, k, W) - shift[r]), k, W);
     }
   }
   if (kMaskedTail && full < K) {
     for (int r = 0; r < R; ++r) {
-      accumulate_softmax_moments(
-          tempered(masked_tail(r) - shift[r]), lowest, lane_sum_exp[r],
-          lane_sum_exp_times_shift[r]);
+      accumulate(r, tempered(masked_tail(r) - shift[r]), full, K - full);
     }
   }
   reduce_each_across_lanes(lane_sum_exp, sum_exp, AddVectors{});
   reduce_each_across_lanes(
       lane_sum_exp_times_shift, sum_exp_times_shift, AddVectors{});
+  if constexpr (kWithValue) {
+    reduce_each_across_lanes(
+        lane_sum_exp_times_value, sum_exp_times_value, AddVectors{});
+  }
   if (!kMaskedTail) {
     for (int r = 0; r < R; ++r) {
       for (int64_t k = full; k < K; ++k) {
-        accumulate_softmax_moments(
-            tempered_scalar(load_scalar(r, k) - row_max[r]), lowest,
-            sum_exp[r], sum_exp_times_shift[r]);
+        const acc shifted_logit = tempered_scalar(load_scalar(r, k) - row_max[r]);
+        if constexpr (kWithValue) {
+          math::accumulate_softmax_moments_with_value(
+              shifted_logit, lowest, value_rows[r][k], sum_exp[r],
+              sum_exp_times_shift[r], sum_exp_times_value[r]);
+        } else {
+          accumulate_softmax_moments(
+              shifted_logit, lowest, sum_exp[r], sum_exp_times_shift[r]);
+        }
       }
     }
   }
 }
 
-template <bool kScaled, bool kMasked, typename scalar_t>
+// With kWithValue, also a parameterized row's expected action entropy
+// expected[i] = sum_k p[k] c[i, k] (ParameterizedForwardRowsFn), as a third
+// moment of the same sweep.
+template <bool kScaled, bool kMasked, bool kWithValue = false, typename scalar_t>
 void forward_rows_along_lanes(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
     RowStats<acc_t<scalar_t>> stats,
-    TakenLogProbs<acc_t<scalar_t>> taken) {
+    TakenLogProbs<acc_t<scalar_t>> taken,
+    ActionEntropies<acc_t<scalar_t>> action_entropies = {},
+    acc_t<scalar_t>* expected = nullptr) {
   using acc = acc_t<scalar_t>;
   const int64_t K = logits.num_cols;
   const int64_t prefetch_bytes =
       kPrefetchRowsAhead * logits.row_stride * int64_t{sizeof(scalar_t)};
   const scalar_t* rows[kInterleavedRows];
   const bool* allowed_rows[kInterleavedRows] = {};
-  // Points rows (and allowed_rows) at rows [i, i + count).
+  const acc* value_rows[kInterleavedRows] = {};
+  acc sum_exp_times_value[kInterleavedRows] = {};
+  // Points rows (and allowed_rows, value_rows) at rows [i, i + count).
   const auto point_at = [&](int64_t i, int count) {
     for (int r = 0; r < count; ++r) {
       rows[r] = logits.data + (i + r) * logits.row_stride;
       if constexpr (kMasked) {
         allowed_rows[r] = logits.allowed_row(i + r);
       }
+      if constexpr (kWithValue) {
+        value_rows[r] =
+            action_entropies.values + (i + r) * action_entropies.row_stride;
+      }
     }
   };
   // The taken logits of rows [i, i + count), just read by the passes.
   const auto take_logits = [&](int64_t i, int count) {
+    if constexpr (kWithValue) {
+      // log_std's sum_exp is still s here (finish_row_stats takes its log).
+      for (int r = 0; r < count; ++r) {
+        expected[i + r] = sum_exp_times_value[r] /
+            math::row_sum_exp(stats.log_sum_exp[i + r]);
+      }
+    }
     if (taken.actions == nullptr) {
       return;
     }
@@ -914,16 +957,18 @@ void forward_rows_along_lanes(
   int64_t i = row_begin;
   for (; i + kInterleavedRows <= row_end; i += kInterleavedRows) {
     point_at(i, kInterleavedRows);
-    row_moments_along_lanes<kInterleavedRows, kScaled, kMasked>(
+    row_moments_along_lanes<kInterleavedRows, kScaled, kMasked, kWithValue>(
         rows, allowed_rows, K, logits.scale, prefetch_bytes, stats.shift + i,
-        stats.log_sum_exp + i, stats.entropy + i);
+        stats.log_sum_exp + i, stats.entropy + i, value_rows,
+        sum_exp_times_value);
     take_logits(i, kInterleavedRows);
   }
   for (; i < row_end; ++i) {
     point_at(i, 1);
-    row_moments_along_lanes<1, kScaled, kMasked>(
+    row_moments_along_lanes<1, kScaled, kMasked, kWithValue>(
         rows, allowed_rows, K, logits.scale, prefetch_bytes, stats.shift + i,
-        stats.log_sum_exp + i, stats.entropy + i);
+        stats.log_sum_exp + i, stats.entropy + i, value_rows,
+        sum_exp_times_value);
     take_logits(i, 1);
   }
   finish_row_stats<scalar_t>(row_begin, row_end, stats, taken);
@@ -1058,42 +1103,9 @@ inline AccVec<scalar_t> probabilities_of_columns(
   return n == Vec::size() ? p : Vec::set(Vec(acc_t<scalar_t>(0)), p, n);
 }
 
-// Parameterized actions (row_kernels.h), rows along the lanes: each row is
-// swept once by the forward's pass and once by the backward's, from the
-// statistics the discrete forward kept (parameterized rows are as short as a
-// discrete head's, and these passes follow that head's, while its rows are
-// still in cache).
-template <bool kMasked, typename scalar_t>
-void expected_action_entropy_rows_along_lanes(
-    LogitRows<scalar_t> logits,
-    int64_t row_begin,
-    int64_t row_end,
-    RowStats<acc_t<scalar_t>> stats,
-    ActionEntropies<acc_t<scalar_t>> action_entropies,
-    acc_t<scalar_t>* expected) {
-  using acc = acc_t<scalar_t>;
-  using Vec = AccVec<scalar_t>;
-  constexpr int64_t W = Vec::size();
-  const int64_t K = logits.num_cols;
-  for (int64_t i = row_begin; i < row_end; ++i) {
-    const scalar_t* row = logits.data + i * logits.row_stride;
-    const bool* allowed = kMasked ? logits.allowed_row(i) : nullptr;
-    const acc* entropies =
-        action_entropies.values + i * action_entropies.row_stride;
-    const Vec shift(stats.shift[i]);
-    const Vec log_sum_exp(stats.log_sum_exp[i]);
-    Vec sum(acc(0));
-    for (int64_t k = 0; k < K; k += W) {
-      const int64_t n = std::min<int64_t>(W, K - k);
-      Vec log_p;
-      const Vec p = probabilities_of_columns<kMasked>(
-          row, allowed, k, n, shift, log_sum_exp, log_p);
-      sum = math::multiply_add(p, Vec::loadu(entropies + k, n), sum);
-    }
-    expected[i] = reduce_across_lanes(sum, AddVectors{});
-  }
-}
-
+// Parameterized actions (row_kernels.h), rows along the lanes: the forward's
+// h_c is a third moment of forward_rows_along_lanes' sweep; the backward
+// sweeps each row once, from the statistics the forward kept.
 // A parameterized row's constants in the backward, as vectors: its shift and
 // log s, -g, a and the row offset -(g h + a h_c) of
 // math::parameterized_grad_element.
@@ -1374,10 +1386,14 @@ void parameterized_forward_rows(
     acc_t<scalar_t>* expected) {
   if (logits.num_cols > kMaxRowsInLanesCols ||
       logits.scale != acc_t<scalar_t>(1)) {
-    forward_rows(logits, row_begin, row_end, stats, {});
     with_action_mask(logits, [&](auto masked) {
-      expected_action_entropy_rows_along_lanes<decltype(masked)::value>(
-          logits, row_begin, row_end, stats, action_entropies, expected);
+      if (logits.scale == acc_t<scalar_t>(1)) {
+        forward_rows_along_lanes<false, decltype(masked)::value, true>(
+            logits, row_begin, row_end, stats, {}, action_entropies, expected);
+      } else {
+        forward_rows_along_lanes<true, decltype(masked)::value, true>(
+            logits, row_begin, row_end, stats, {}, action_entropies, expected);
+      }
     });
     return;
   }
