@@ -121,10 +121,10 @@ struct ActionEntropies {
 
 // The forward's row statistics (ForwardRowsFn, no taken actions) and each
 // row's expected action entropy, expected[i] = h_c[i] = sum_k p[i, k]
-// c[i, k], in one call: rows of at most 32 columns in one pass, h_c the
+// c[i, k], in one call and one pass over the logits: h_c is the third
 // moment sum_k exp(z[k] - m) c[k] over s
-// (math::accumulate_softmax_moments_with_value); longer rows by the forward
-// and then a sweep for h_c from the statistics.
+// (math::accumulate_softmax_moments_with_value), beside the two the
+// statistics need, the rows in lanes or along them as ForwardRowsFn's.
 template <typename scalar_t>
 using ParameterizedForwardRowsFn = void (*)(
     LogitRows<scalar_t> logits,
