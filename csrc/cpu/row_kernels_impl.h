@@ -932,15 +932,18 @@ void forward_rows_along_lanes(
       }
     }
   };
-  // The taken logits of rows [i, i + count), just read by the passes.
-  const auto take_logits = [&](int64_t i, int count) {
+  // h_c of rows [i, i + count), whose log_sum_exp still holds s
+  // (finish_row_stats takes its log).
+  const auto store_expected = [&](int64_t i, int count) {
     if constexpr (kWithValue) {
-      // log_std's sum_exp is still s here (finish_row_stats takes its log).
       for (int r = 0; r < count; ++r) {
         expected[i + r] = sum_exp_times_value[r] /
             math::row_sum_exp(stats.log_sum_exp[i + r]);
       }
     }
+  };
+  // The taken logits of rows [i, i + count), just read by the passes.
+  const auto take_logits = [&](int64_t i, int count) {
     if (taken.actions == nullptr) {
       return;
     }
@@ -961,6 +964,7 @@ void forward_rows_along_lanes(
         rows, allowed_rows, K, logits.scale, prefetch_bytes, stats.shift + i,
         stats.log_sum_exp + i, stats.entropy + i, value_rows,
         sum_exp_times_value);
+    store_expected(i, kInterleavedRows);
     take_logits(i, kInterleavedRows);
   }
   for (; i < row_end; ++i) {
@@ -969,6 +973,7 @@ void forward_rows_along_lanes(
         rows, allowed_rows, K, logits.scale, prefetch_bytes, stats.shift + i,
         stats.log_sum_exp + i, stats.entropy + i, value_rows,
         sum_exp_times_value);
+    store_expected(i, 1);
     take_logits(i, 1);
   }
   finish_row_stats<scalar_t>(row_begin, row_end, stats, taken);
@@ -1106,6 +1111,7 @@ inline AccVec<scalar_t> probabilities_of_columns(
 // Parameterized actions (row_kernels.h), rows along the lanes: the forward's
 // h_c is a third moment of forward_rows_along_lanes' sweep; the backward
 // sweeps each row once, from the statistics the forward kept.
+
 // A parameterized row's constants in the backward, as vectors: its shift and
 // log s, -g, a and the row offset -(g h + a h_c) of
 // math::parameterized_grad_element.
