@@ -434,8 +434,10 @@ inline void write_ruled_out_flags(const bool* allowed, float* flags) {
 
 // gather_tile_values, then the action mask's rows applied: a ruled-out
 // action's column in its row's lane is -inf (math::allowed_logit).
+// Always inlined: each rows-in-lanes kernel, kept out of line (below), gets
+// its own copy for its K.
 template <int64_t K, typename scalar_t>
-inline void gather_tile(
+C10_ALWAYS_INLINE void gather_tile(
     LogitRows<scalar_t> logits,
     int64_t first_row,
     int64_t num_rows,
@@ -555,8 +557,12 @@ void finish_row_stats(
   }
 }
 
+// Out of line, as backward_rows_in_lanes: inlined, every K's loop lands in
+// forward_rows' one dispatching function, whose register allocation then
+// spills the exp's constants in the short rows' loops (benchmarks/README.md,
+// "Rows-in-lanes kernels out of line").
 template <int64_t K, typename scalar_t>
-void forward_rows_in_lanes(
+C10_NOINLINE void forward_rows_in_lanes(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
@@ -661,7 +667,7 @@ void parameterized_forward_rows_in_lanes(
 }
 
 template <int64_t K, typename scalar_t>
-void backward_rows_in_lanes(
+C10_NOINLINE void backward_rows_in_lanes(
     LogitRows<scalar_t> logits,
     int64_t row_begin,
     int64_t row_end,
