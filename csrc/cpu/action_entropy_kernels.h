@@ -55,8 +55,9 @@ int64_t action_entropies_of_three_floats(
     const float* params, int64_t num_actions, T* out) {
   const __m256d params_constant =
       _mm256_set1_pd(math::gaussian_entropy(0.0, 3.0));
-  // After the blends, lane l of x holds the first parameter of action
-  // x_order[l] of the eight; the permutes put action l in lane l.
+  // After the blends, the first parameter of action l of the eight is in
+  // lane x_order[l] of the blended vector (y_order, z_order alike for the
+  // second and third): the permutes put it in lane l.
   const __m256i x_order = _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5);
   const __m256i y_order = _mm256_setr_epi32(1, 4, 7, 2, 5, 0, 3, 6);
   const __m256i z_order = _mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7);

@@ -124,7 +124,8 @@ struct ActionEntropies {
 // c[i, k], in one call and one pass over the logits: h_c is the third
 // moment sum_k exp(z[k] - m) c[k] over s
 // (math::accumulate_softmax_moments_with_value), beside the two the
-// statistics need, the rows in lanes or along them as ForwardRowsFn's.
+// statistics need: rows of at most 32 columns in lanes, longer ones (and
+// tempered ones, which the hybrid loss never has) along them.
 template <typename scalar_t>
 using ParameterizedForwardRowsFn = void (*)(
     LogitRows<scalar_t> logits,
