@@ -469,13 +469,14 @@ BatchMeans forward_pass(
 
 LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
   const LossForwardPlan plan = plan_loss_forward(args);
+  const CpuIsa isa = selected_cpu_isa();
   const OptionalTensor logits = plan.has_discrete
       ? OptionalTensor(logits_for_kernels(*args.logits))
       : std::nullopt;
   const std::optional<ParameterizedLogStd> parameterized =
       plan.has_parameterized_actions
       ? std::optional<ParameterizedLogStd>(
-            parameterized_log_std(*args.log_std, selected_cpu_isa()))
+            parameterized_log_std(*args.log_std, isa))
       : std::nullopt;
   const std::optional<KernelLogStd> log_std = parameterized.has_value()
       ? std::optional<KernelLogStd>(parameterized->log_std)
@@ -496,7 +497,7 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
       log_std, parameterized.has_value() ? &*parameterized : nullptr, weights,
       host_denominators(
           args.mean_denominator, weights, args.logits, args.log_std),
-      row_stats, selected_cpu_isa());
+      row_stats, isa);
 
   const math::HeadCoefficients coeff =
       read_host_coefficients(args.entropy_coeff);
@@ -807,17 +808,17 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
     if (plan.computes_grad_logits || plan.computes_grad_log_std) {
       const OptionalTensor action_mask =
           action_mask_for_kernels(args.action_mask);
+      const CpuIsa isa = selected_cpu_isa();
       parameterized_backward_pass(
           logits_for_kernels(*args.logits), action_mask,
           discrete_sub_heads(args.hyperparameters, args.logits->size(1))[0],
           row_normalizer(
               args.hyperparameters.normalize_discrete_entropy, action_mask),
-          args.row_stats, parameterized_log_std(*args.log_std, selected_cpu_isa()),
+          args.row_stats, parameterized_log_std(*args.log_std, isa),
           g.discrete_entropy, g.continuous_entropy, weights,
           denominators.of_rows(),
           plan.computes_grad_logits ? &grad_logits : nullptr,
-          plan.computes_grad_log_std ? &grad_log_std : nullptr,
-          selected_cpu_isa());
+          plan.computes_grad_log_std ? &grad_log_std : nullptr, isa);
     }
     return {grad_logits, grad_log_std,
             grad_entropy_coeff_of(plan, args.entropy_coeff, g)};

@@ -1094,26 +1094,6 @@ void token_backward_rows_along_lanes(
   }
 }
 
-// The probabilities of a row's columns [k, k + n) from the row's statistics,
-// as one vector; lanes past n are 0 (whatever load_allowed left there, whose
-// exp could overflow against a very negative shift).
-template <bool kMasked, typename scalar_t>
-inline AccVec<scalar_t> probabilities_of_columns(
-    const scalar_t* row,
-    const bool* allowed,
-    int64_t k,
-    int64_t n,
-    const AccVec<scalar_t>& shift,
-    const AccVec<scalar_t>& log_sum_exp,
-    AccVec<scalar_t>& log_p) {
-  using Vec = AccVec<scalar_t>;
-  log_p = clamped_log_prob(
-      load_allowed<kMasked>(row, allowed, k, n), shift, log_sum_exp,
-      log_probability_floor<acc_t<scalar_t>>());
-  const Vec p = math::exp_of(log_p);
-  return n == Vec::size() ? p : Vec::set(Vec(acc_t<scalar_t>(0)), p, n);
-}
-
 // Parameterized actions (row_kernels.h), rows along the lanes: the forward's
 // h_c is a third moment of forward_rows_along_lanes' sweep; the backward
 // sweeps each row once, from the statistics the forward kept.
@@ -1144,7 +1124,8 @@ struct ParameterizedRow {
 
 // Columns [k, k + n) of a parameterized row in the backward: writes their
 // logits' gradient to grad_row (skipped where null) and returns each column's
-// a p[k], d (a h_c) / d c[k].
+// a p[k], d (a h_c) / d c[k]; lanes past n return 0 (whatever load_allowed
+// left there, whose exp could overflow against a very negative shift).
 template <bool kMasked, typename scalar_t>
 inline AccVec<scalar_t> parameterized_columns_backward(
     const scalar_t* row,
@@ -1155,9 +1136,13 @@ inline AccVec<scalar_t> parameterized_columns_backward(
     const AccVec<scalar_t>& action_entropies,
     scalar_t* grad_row) {
   using Vec = AccVec<scalar_t>;
-  Vec log_p;
-  const Vec p = probabilities_of_columns<kMasked>(
-      row, allowed, k, n, r.shift, r.log_sum_exp, log_p);
+  const Vec log_p = clamped_log_prob(
+      load_allowed<kMasked>(row, allowed, k, n), r.shift, r.log_sum_exp,
+      log_probability_floor<acc_t<scalar_t>>());
+  const Vec exp_log_p = math::exp_of(log_p);
+  const Vec p = n == Vec::size()
+      ? exp_log_p
+      : Vec::set(Vec(acc_t<scalar_t>(0)), exp_log_p, n);
   if (grad_row != nullptr) {
     store_from_acc<scalar_t>(
         parameterized_grad_element(
