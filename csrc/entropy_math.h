@@ -434,6 +434,20 @@ HEE_HOST_DEVICE double gaussian_entropy(double sum_log_std, double num_dims) {
   return num_dims * kGaussianEntropyConstant + sum_log_std;
 }
 
+// c = gaussian_entropy(sum_j log_std[j], P) of one parameterized action
+// (below, "Parameterized actions"), from sum_log_std summed in acc in the
+// order j = 0..P-1, the constant added last, on every backend and CPU build:
+// the same additions of the same values, so the same bits. acc (float for
+// float32 and 16-bit log-stds) because c only ever enters the row kernels'
+// acc sums; a double sum rounded to float would carry nothing they keep, and
+// the per-sample [B, K, P] sums are as many as the logits.
+template <typename acc>
+HEE_HOST_DEVICE acc action_entropy_of_sum(acc sum_log_std, int64_t num_params) {
+  return static_cast<acc>(
+             static_cast<double>(num_params) * kGaussianEntropyConstant) +
+      sum_log_std;
+}
+
 // H_c = sum_i c_i h_c[i] / denominator, the continuous batch mean with a
 // given denominator (docs/design.md, "Row weights"), where sum_i c_i is
 // weight_sum. sum_log_std is what the batch pass adds: every row's log-std

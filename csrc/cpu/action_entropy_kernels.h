@@ -4,9 +4,9 @@
 //
 // A per-sample [B, K, P] log_std gives one c[i, k] per logit, computed in
 // both passes, so this sum of P values is as hot as the logits' own work.
-// Every build adds in double in the order j = 0..P-1 and then adds
-// P * kGaussianEntropyConstant, as math::gaussian_entropy does: the ISAs
-// differ only in how many actions they do at once, never in the bits.
+// Every build adds in acc_t<scalar_t> in the order j = 0..P-1 and then adds
+// the constant, as math::action_entropy_of_sum says: the ISAs differ only in
+// how many actions they do at once, never in the bits.
 #ifndef HEE_ISA
 #error "define HEE_ISA (the ISA namespace) before including action_entropy_kernels.h"
 #endif
@@ -31,16 +31,14 @@ template <typename NumParams, typename scalar_t, typename T>
 void action_entropies_of_params(
     const scalar_t* params, int64_t begin, int64_t end, NumParams num_params,
     T* out) {
+  using acc = acc_t<scalar_t>;
   const int64_t P = num_params;
-  const double params_constant =
-      math::gaussian_entropy(0.0, static_cast<double>(P));
   for (int64_t k = begin; k < end; ++k) {
-    double sum_log_std = 0.0;
+    acc sum_log_std = 0;
     for (int64_t j = 0; j < P; ++j) {
-      sum_log_std += static_cast<double>(params[k * P + j]);
+      sum_log_std += static_cast<acc>(params[k * P + j]);
     }
-    // params_constant + sum is gaussian_entropy(sum, P), the same addition.
-    out[k] = static_cast<T>(params_constant + sum_log_std);
+    out[k] = static_cast<T>(math::action_entropy_of_sum(sum_log_std, P));
   }
 }
 
@@ -53,8 +51,10 @@ void action_entropies_of_params(
 template <typename T>
 int64_t action_entropies_of_three_floats(
     const float* params, int64_t num_actions, T* out) {
-  const __m256d params_constant =
-      _mm256_set1_pd(math::gaussian_entropy(0.0, 3.0));
+  // math::action_entropy_of_sum's constant: the vector sum below is its
+  // addition, lane by lane.
+  const __m256 params_constant = _mm256_set1_ps(
+      math::action_entropy_of_sum(0.0f, int64_t{3}));
   // After the blends, the first parameter of action l of the eight is in
   // lane x_order[l] of the blended vector (y_order, z_order alike for the
   // second and third): the permutes put it in lane l.
@@ -77,24 +77,17 @@ int64_t action_entropies_of_three_floats(
     const __m256 z = _mm256_permutevar8x32_ps(
         _mm256_blend_ps(_mm256_blend_ps(a, b, 0b01001001), c, 0b10010010),
         z_order);
-    __m256d halves[2];
-    for (int half = 0; half < 2; ++half) {
-      const auto widen = [half](__m256 v) {
-        return _mm256_cvtps_pd(
-            half == 0 ? _mm256_castps256_ps128(v) : _mm256_extractf128_ps(v, 1));
-      };
-      const __m256d sum_log_std =
-          _mm256_add_pd(_mm256_add_pd(widen(x), widen(y)), widen(z));
-      halves[half] = _mm256_add_pd(params_constant, sum_log_std);
-    }
+    // The scalar loop adds ((0 + x) + y) + z: the same bits but for the sign
+    // of a zero sum, which adding the constant drops.
+    const __m256 entropies = _mm256_add_ps(
+        params_constant, _mm256_add_ps(_mm256_add_ps(x, y), z));
     if constexpr (std::is_same_v<T, float>) {
-      _mm256_storeu_ps(
-          out + k,
-          _mm256_set_m128(
-              _mm256_cvtpd_ps(halves[1]), _mm256_cvtpd_ps(halves[0])));
+      _mm256_storeu_ps(out + k, entropies);
     } else {
-      _mm256_storeu_pd(out + k, halves[0]);
-      _mm256_storeu_pd(out + k + 4, halves[1]);
+      _mm256_storeu_pd(
+          out + k, _mm256_cvtps_pd(_mm256_castps256_ps128(entropies)));
+      _mm256_storeu_pd(
+          out + k + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(entropies, 1)));
     }
   }
   return whole;

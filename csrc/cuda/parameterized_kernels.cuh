@@ -6,8 +6,8 @@
 //
 // A warp holds a row and its lanes take 32 actions at a time (parameterized
 // policies have a handful to a few hundred actions); c[k], the Gaussian
-// entropy of action k's P log-stds (math::gaussian_entropy), is summed where
-// it is read, as the CPU kernels sum it. Only launch_plan.h includes this
+// entropy of action k's P log-stds (math::action_entropy_of_sum), is summed
+// where it is read, as the CPU kernels sum it. Only launch_plan.h includes this
 // file: its non-template kernel is defined once.
 #pragma once
 
@@ -40,12 +40,12 @@ __device__ __forceinline__ acc action_entropy(
     int64_t row,
     int64_t k) {
   const int64_t first = row * params.row_stride + k * params.num_params;
-  double sum_log_std = 0.0;
+  acc sum_log_std = 0;
   for (int64_t j = 0; j < params.num_params; ++j) {
-    sum_log_std += load_as_double(params.values, params.dtype, first + j);
+    sum_log_std += static_cast<acc>(
+        load_as_double(params.values, params.dtype, first + j));
   }
-  return static_cast<acc>(math::gaussian_entropy(
-      sum_log_std, static_cast<double>(params.num_params)));
+  return math::action_entropy_of_sum(sum_log_std, params.num_params);
 }
 
 // p[k] of a row from its statistics, and log p[k] clamped at
