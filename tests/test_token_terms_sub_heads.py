@@ -184,6 +184,37 @@ def test_an_action_outside_its_sub_head_is_an_index_error_naming_row_and_head(cp
         hee.log_prob_and_entropy(torch.randn(4, 10), actions, discrete_sizes=[3, 5, 2])
 
 
+# Rows past the first tiles of the check's bounds (16 rows of H actions), each sub-head, and
+# values at both ends of int64.
+@pytest.mark.parametrize("row, head, value", [
+    (0, 0, 3), (17, 2, 2), (52, 1, -1), (40, 0, 2**63 - 1), (33, 2, -2**63), (21, 1, 2**62)])
+def test_an_action_outside_its_sub_head_is_caught_in_any_row_by_both_passes(cpu_isa, row, head, value):
+    sizes = [3, 5, 2]
+    logits = random_logits(53, 10, dtype=torch.float32)
+    actions = random_head_actions((53,), sizes)
+    _, _, row_stats = FORWARD_OP(logits, actions, None, 1.0, None, sizes)
+    actions[row, head] = value
+    message = rf"actions\[{row}, {head}\] = {value} is outside \[0, {sizes[head]}\)"
+    with pytest.raises(IndexError, match=message):
+        FORWARD_OP(logits, actions, None, 1.0, None, sizes)
+    with pytest.raises(IndexError, match=message):
+        BACKWARD_OP(torch.ones(53), torch.ones(53), logits, actions, None, row_stats, 1.0, None, sizes)
+
+
+def test_an_action_outside_its_sub_head_in_a_dropped_row_is_not_read(cpu_isa):
+    sizes = [3, 5, 2]
+    logits = random_logits(40, 10, dtype=torch.float32)
+    actions = random_head_actions((40,), sizes)
+    mask = torch.ones(40, dtype=torch.bool)
+    mask[[5, 30]] = False
+    actions[5, 0], actions[30, 2] = -7, 2**62
+    log_prob, entropy = hee.log_prob_and_entropy(logits, actions, mask, discrete_sizes=sizes)
+    assert log_prob[[5, 30]].eq(0).all() and entropy[[5, 30]].eq(0).all()
+    actions[31, 1] = 5
+    with pytest.raises(IndexError, match=r"actions\[31, 1\] = 5 is outside \[0, 5\)"):
+        hee.log_prob_and_entropy(logits, actions, mask, discrete_sizes=sizes)
+
+
 def test_opcheck_passes_with_sub_heads():
     sizes = [3, 5, 2]
     logits = random_logits(2, 7, 10, dtype=torch.float32).requires_grad_(True)

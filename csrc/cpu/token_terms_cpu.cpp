@@ -4,6 +4,7 @@
 // rows among threads gives bitwise the same results. What is not about the
 // CPU (checks, shapes, dtypes, the rows' layout) comes from token_terms_plan.h.
 #include <sstream>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -95,8 +96,7 @@ struct ActionPosition {
 };
 
 // Raises an IndexError naming the first action of a kept row in [begin, end)
-// outside [0, num_cols), row i's at actions[i * stride]. The common case,
-// every action valid, is one pass without an early exit.
+// outside [0, num_cols), row i's at actions[i * stride], if there is one.
 void check_actions(
     const int64_t* actions, int64_t stride, const bool* mask, int64_t begin,
     int64_t end, int64_t num_cols, const ActionPosition& where, const char* op) {
@@ -104,19 +104,6 @@ void check_actions(
     return static_cast<uint64_t>(actions[i * stride]) >=
         static_cast<uint64_t>(num_cols);
   };
-  bool any_outside = false;
-  if (mask == nullptr) {
-    for (int64_t i = begin; i < end; ++i) {
-      any_outside |= outside(i);
-    }
-  } else {
-    for (int64_t i = begin; i < end; ++i) {
-      any_outside |= mask[i] & outside(i);
-    }
-  }
-  if (!any_outside) {
-    return;
-  }
   for (int64_t i = begin; i < end; ++i) {
     TORCH_CHECK_INDEX(
         (mask != nullptr && !mask[i]) || !outside(i), op, ": actions",
@@ -159,10 +146,48 @@ const int64_t* head_actions(const TokenRows& rows, size_t h) {
                                 : nullptr;
 }
 
-// Checks the actions of each sub-head in the kept rows of [begin, end).
+// Whether an action of the kept rows of [begin, end) lies outside its
+// sub-head's [0, K_h), in one pass over the rows' [N, H] actions. Each action
+// a is tested by the sign bit of a | (K_h - 1 - a) (in uint64, negative
+// exactly when a < 0 or a > K_h - 1), ORed over the actions: no compare or
+// branch per action, so the compiler vectorizes the loop (both passes check
+// every action, as many as the rows times H). The bounds K_h - 1 are laid out
+// for a tile of whole rows, so that action and bound share one index.
+bool any_action_outside(
+    const TokenRows& rows, const bool* kept, int64_t begin, int64_t end) {
+  constexpr int64_t kTileRows = 16;
+  const int64_t H = rows.num_action_columns();
+  std::vector<uint64_t> last_actions(kTileRows * H);
+  for (int64_t j = 0; j < kTileRows * H; ++j) {
+    last_actions[j] = static_cast<uint64_t>(rows.heads[j % H].num_columns - 1);
+  }
+  const uint64_t* actions =
+      reinterpret_cast<const uint64_t*>(rows.actions.const_data_ptr<int64_t>());
+  const uint64_t* last = last_actions.data();
+  uint64_t outside_bits = 0;
+  const auto check_rows = [&](int64_t first, int64_t end_row) {
+    const uint64_t* run = actions + first * H;
+    const int64_t n = (end_row - first) * H;
+    for (int64_t tile = 0; tile < n; tile += kTileRows * H) {
+      const uint64_t* a = run + tile;
+      const int64_t m = std::min(kTileRows * H, n - tile);
+      for (int64_t j = 0; j < m; ++j) {
+        outside_bits |= a[j] | (last[j] - a[j]);
+      }
+    }
+  };
+  for_each_run(kept, begin, end, check_rows, [](int64_t) {});
+  return (outside_bits >> 63) != 0;
+}
+
+// Checks the actions of each sub-head in the kept rows of [begin, end),
+// naming the first outside its sub-head's range.
 void check_head_actions(
     const TokenRows& rows, const bool* kept, int64_t begin, int64_t end,
     at::IntArrayRef leading_sizes, const char* op) {
+  if (!any_action_outside(rows, kept, begin, end)) {
+    return;
+  }
   for (size_t h = 0; h < rows.heads.size(); ++h) {
     const ActionPosition where{
         leading_sizes, rows.has_sub_heads,
