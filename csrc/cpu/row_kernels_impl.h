@@ -28,6 +28,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 #include "../entropy_math.h"
 #include "lane_reduce.h"
@@ -710,6 +711,28 @@ inline bool action_gets_its_term(
 }
 
 
+// The taken actions of rows [first, first + n) in lanes, as acc values (exact:
+// rows in lanes have at most 32 columns), -1 in the lanes past n. Built from
+// scalars in registers, not through a buffer whose vector reload would wait
+// on store forwarding.
+template <typename Vec, typename acc, std::size_t... Lane>
+Vec taken_action_lanes(
+    const TokenGrads<acc>& grads,
+    int64_t first,
+    int64_t n,
+    std::index_sequence<Lane...>) {
+  const auto lane = [&](int64_t r) {
+    return r < n ? static_cast<acc>(grads.actions[(first + r) * grads.action_stride])
+                 : acc(-1);
+  };
+  return Vec(lane(static_cast<int64_t>(Lane))...);
+}
+template <typename Vec, typename acc>
+Vec taken_action_lanes(const TokenGrads<acc>& grads, int64_t first, int64_t n) {
+  return taken_action_lanes<Vec>(
+      grads, first, n, std::make_index_sequence<Vec::size()>{});
+}
+
 template <int64_t K, typename scalar_t>
 void token_backward_rows_in_lanes(
     LogitRows<scalar_t> logits,
@@ -737,21 +760,29 @@ void token_backward_rows_in_lanes(
     const Vec negative_grad_entropy = Vec(acc(0)) - grad_entropy;
     const Vec negative_row_offset = token_terms_row_offset(
         grad_log_prob, grad_entropy, Vec::loadu(stats.entropy + first, n));
-    for (int64_t k = 0; k < K; ++k) {
-      token_terms_grad_element(
-          Vec::loadu(columns[k]), shift, scale, log_sum_exp,
-          negative_grad_entropy, negative_row_offset, log_p_floor)
-          .store(columns[k]);
-    }
-    if (grads.actions != nullptr) {
-      for (int64_t r = 0; r < n; ++r) {
-        const int64_t i = first + r;
-        const int64_t a = grads.actions[i * grads.action_stride];
-        if (action_gets_its_term(
-                logits.data + i * logits.row_stride,
-                logits.allowed == nullptr ? nullptr : logits.allowed_row(i), a)) {
-          columns[a][r] += grads.grad_log_prob[i];
-        }
+    if (grads.actions == nullptr) {
+      for (int64_t k = 0; k < K; ++k) {
+        token_terms_grad_element(
+            Vec::loadu(columns[k]), shift, scale, log_sum_exp,
+            negative_grad_entropy, negative_row_offset, log_p_floor)
+            .store(columns[k]);
+      }
+    } else {
+      // g_a added in the lanes whose taken action is column k, by a compare
+      // and a blend (action_gets_its_term in lanes: the tile holds -inf for
+      // a ruled-out action). Added row by row into the stored tile instead,
+      // each scalar store stalls the tile's vector reload on store
+      // forwarding, once per row: at small K, per few logits.
+      const Vec action_lanes = taken_action_lanes<Vec>(grads, first, n);
+      const Vec neg_inf(-std::numeric_limits<acc>::infinity());
+      for (int64_t k = 0; k < K; ++k) {
+        const Vec logit = Vec::loadu(columns[k]);
+        const Vec grad = token_terms_grad_element(
+            logit, shift, scale, log_sum_exp, negative_grad_entropy,
+            negative_row_offset, log_p_floor);
+        const Vec takes_g_a =
+            (action_lanes == Vec(static_cast<acc>(k))) & (logit != neg_inf);
+        Vec::blendv(grad, grad + grad_log_prob, takes_g_a).store(columns[k]);
       }
     }
     store_tile_rows<K, scalar_t>(
