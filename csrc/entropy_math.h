@@ -441,11 +441,19 @@ HEE_HOST_DEVICE double gaussian_entropy(double sum_log_std, double num_dims) {
 // float32 and 16-bit log-stds) because c only ever enters the row kernels'
 // acc sums; a double sum rounded to float would carry nothing they keep, and
 // the per-sample [B, K, P] sums are as many as the logits.
+// The constant's product is rounded on its own on every backend: with acc
+// double, nvcc would otherwise fuse it and the addition into one FMA, which
+// rounds once where the host rounds twice.
 template <typename acc>
 HEE_HOST_DEVICE acc action_entropy_of_sum(acc sum_log_std, int64_t num_params) {
-  return static_cast<acc>(
-             static_cast<double>(num_params) * kGaussianEntropyConstant) +
-      sum_log_std;
+#if defined(__CUDA_ARCH__)
+  const double params_constant =
+      __dmul_rn(static_cast<double>(num_params), kGaussianEntropyConstant);
+#else
+  const double params_constant =
+      static_cast<double>(num_params) * kGaussianEntropyConstant;
+#endif
+  return static_cast<acc>(params_constant) + sum_log_std;
 }
 
 // H_c = sum_i c_i h_c[i] / denominator, the continuous batch mean with a
