@@ -428,10 +428,22 @@ HEE_HOST_DEVICE double weighted_term_grad(double grad_per_term, double weight) {
   return grad_per_term * weight;
 }
 
+// a * b rounded on its own on every backend: a product followed by an
+// addition compiles, with nvcc, to one FMA, which rounds once where the host
+// rounds twice; the Gaussian entropies' constants go through this, so that
+// they are the same bits on the GPU as on the CPU.
+HEE_HOST_DEVICE double rounded_product(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
 // Continuous head: entropy of a diagonal Gaussian with D dimensions whose
 // log-std values add up to `sum_log_std`.
 HEE_HOST_DEVICE double gaussian_entropy(double sum_log_std, double num_dims) {
-  return num_dims * kGaussianEntropyConstant + sum_log_std;
+  return rounded_product(num_dims, kGaussianEntropyConstant) + sum_log_std;
 }
 
 // c = gaussian_entropy(sum_j log_std[j], P) of one parameterized action
@@ -441,19 +453,11 @@ HEE_HOST_DEVICE double gaussian_entropy(double sum_log_std, double num_dims) {
 // float32 and 16-bit log-stds) because c only ever enters the row kernels'
 // acc sums; a double sum rounded to float would carry nothing they keep, and
 // the per-sample [B, K, P] sums are as many as the logits.
-// The constant's product is rounded on its own on every backend: with acc
-// double, nvcc would otherwise fuse it and the addition into one FMA, which
-// rounds once where the host rounds twice.
 template <typename acc>
 HEE_HOST_DEVICE acc action_entropy_of_sum(acc sum_log_std, int64_t num_params) {
-#if defined(__CUDA_ARCH__)
-  const double params_constant =
-      __dmul_rn(static_cast<double>(num_params), kGaussianEntropyConstant);
-#else
-  const double params_constant =
-      static_cast<double>(num_params) * kGaussianEntropyConstant;
-#endif
-  return static_cast<acc>(params_constant) + sum_log_std;
+  return static_cast<acc>(rounded_product(
+             static_cast<double>(num_params), kGaussianEntropyConstant)) +
+      sum_log_std;
 }
 
 // H_c = sum_i c_i h_c[i] / denominator, the continuous batch mean with a
@@ -468,8 +472,8 @@ HEE_HOST_DEVICE double gaussian_entropy_over(
     double num_dims,
     double denominator) {
   const double weighted_sum_log_std =
-      shared_row ? weight_sum * sum_log_std : sum_log_std;
-  return (weight_sum * num_dims * kGaussianEntropyConstant +
+      shared_row ? rounded_product(weight_sum, sum_log_std) : sum_log_std;
+  return (rounded_product(weight_sum * num_dims, kGaussianEntropyConstant) +
           weighted_sum_log_std) /
       denominator;
 }
