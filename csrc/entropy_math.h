@@ -428,10 +428,10 @@ HEE_HOST_DEVICE double weighted_term_grad(double grad_per_term, double weight) {
   return grad_per_term * weight;
 }
 
-// a * b rounded on its own on every backend: a product followed by an
-// addition compiles, with nvcc, to one FMA, which rounds once where the host
-// rounds twice; the Gaussian entropies' constants go through this, so that
-// they are the same bits on the GPU as on the CPU.
+// a * b rounded on its own: on a GPU, a product followed by an addition
+// compiles to one FMA, which rounds once where the CPU driver's baseline-ISA
+// build rounds twice. The Gaussian entropies' constants and a shared row's
+// weighted sum go through this, for the same bits on both.
 HEE_HOST_DEVICE double rounded_product(double a, double b) {
 #if defined(__CUDA_ARCH__)
   return __dmul_rn(a, b);
@@ -447,17 +447,24 @@ HEE_HOST_DEVICE double gaussian_entropy(double sum_log_std, double num_dims) {
 }
 
 // c = gaussian_entropy(sum_j log_std[j], P) of one parameterized action
-// (below, "Parameterized actions"), from sum_log_std summed in acc in the
-// order j = 0..P-1, the constant added last, on every backend and CPU build:
-// the same additions of the same values, so the same bits. acc (float for
-// float32 and 16-bit log-stds) because c only ever enters the row kernels'
-// acc sums; a double sum rounded to float would carry nothing they keep, and
-// the per-sample [B, K, P] sums are as many as the logits.
+// (below, "Parameterized actions") in acc, the logits' accumulation type (the
+// one c's consumers, the row kernels' sums of p c, accumulate in): the
+// constant P * (1/2) log(2 pi e) in acc, then sum_log_std, each log-std
+// converted to acc and added in the order j = 0..P-1, then
+// action_entropy_of_sum. Every backend and CPU build adds the same values in
+// the same order, so gets the same bits: the kernels compute the constant
+// once per call, away from the additions, so that no FMA joins it to them.
+// Against a double sum rounded to acc, a float sum of P log-stds differs by a
+// few ulps of its partial sums: below what the float sums of p c keep, unless
+// the log-stds cancel.
 template <typename acc>
-HEE_HOST_DEVICE acc action_entropy_of_sum(acc sum_log_std, int64_t num_params) {
-  return static_cast<acc>(rounded_product(
-             static_cast<double>(num_params), kGaussianEntropyConstant)) +
-      sum_log_std;
+HEE_HOST_DEVICE acc action_entropy_constant(int64_t num_params) {
+  return static_cast<acc>(
+      rounded_product(static_cast<double>(num_params), kGaussianEntropyConstant));
+}
+template <typename acc>
+HEE_HOST_DEVICE acc action_entropy_of_sum(acc sum_log_std, acc params_constant) {
+  return params_constant + sum_log_std;
 }
 
 // H_c = sum_i c_i h_c[i] / denominator, the continuous batch mean with a

@@ -285,6 +285,23 @@ def test_every_cpu_build_computes_the_same_action_entropies(dtype, num_params):
         assert torch.equal(values, action_entropies[SUPPORTED_CPU_ISAS[0]]), isa
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["per-sample", "shared"])
+@pytest.mark.parametrize("logits_dtype, log_std_dtype", [
+    (torch.float32, torch.float64), (torch.float64, torch.float32), (torch.bfloat16, torch.float64)], ids=str)
+def test_action_entropies_are_summed_in_the_logits_accumulation_type(cpu_isa, logits_dtype, log_std_dtype, shared):
+    # c sums each log-std converted to the logits' accumulation type (as the CUDA kernels do):
+    # the log-stds given in that type (exactly, for these values) give the same bits of h_c.
+    logits, log_std = heads((61,), 7, 3, torch.float64, shared=shared, seed=16)
+    logits = logits.to(logits_dtype)
+    log_std = log_std.to(log_std_dtype)
+    acc_dtype = torch.float64 if logits_dtype == torch.float64 else torch.float32
+    if log_std_dtype == torch.float64 and acc_dtype == torch.float32:
+        log_std = log_std.float().double()  # values that float32 holds exactly
+    h_c = OP(logits, log_std, torch.tensor(0.05), parameterized_actions=True)[7][3]
+    h_c_of_converted = OP(logits, log_std.to(acc_dtype), torch.tensor(0.05), parameterized_actions=True)[7][3]
+    assert torch.equal(h_c, h_c_of_converted)
+
+
 def test_the_reference_matches_the_oracle():
     logits, log_std = heads((4, 9), 6, 2, torch.float64, seed=14)
     allowed = random_mask((4, 9, 6), seed=15)

@@ -208,8 +208,10 @@ def test_an_action_outside_its_sub_head_in_a_dropped_row_is_not_read(cpu_isa):
     mask = torch.ones(40, dtype=torch.bool)
     mask[[5, 30]] = False
     actions[5, 0], actions[30, 2] = -7, 2**62
-    log_prob, entropy = hee.log_prob_and_entropy(logits, actions, mask, discrete_sizes=sizes)
+    log_prob, entropy, row_stats = FORWARD_OP(logits, actions, mask, 1.0, None, sizes)
     assert log_prob[[5, 30]].eq(0).all() and entropy[[5, 30]].eq(0).all()
+    grad = BACKWARD_OP(torch.ones(40), torch.ones(40), logits, actions, mask, row_stats, 1.0, None, sizes)
+    assert grad[[5, 30]].eq(0).all()
     actions[31, 1] = 5
     with pytest.raises(IndexError, match=r"actions\[31, 1\] = 5 is outside \[0, 5\)"):
         hee.log_prob_and_entropy(logits, actions, mask, discrete_sizes=sizes)

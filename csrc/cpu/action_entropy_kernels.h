@@ -4,9 +4,10 @@
 //
 // A per-sample [B, K, P] log_std gives one c[i, k] per logit, computed in
 // both passes, so this sum of P values is as hot as the logits' own work.
-// Every build adds in acc_t<scalar_t> in the order j = 0..P-1 and then adds
-// the constant, as math::action_entropy_of_sum says: the ISAs differ only in
-// how many actions they do at once, never in the bits.
+// Every build adds in T, the logits' accumulation type, in the order
+// j = 0..P-1 and then adds the constant, as math::action_entropy_of_sum says:
+// the ISAs differ only in how many actions they do at once, never in the
+// bits.
 #ifndef HEE_ISA
 #error "define HEE_ISA (the ISA namespace) before including action_entropy_kernels.h"
 #endif
@@ -31,14 +32,14 @@ template <typename NumParams, typename scalar_t, typename T>
 void action_entropies_of_params(
     const scalar_t* params, int64_t begin, int64_t end, NumParams num_params,
     T* out) {
-  using acc = acc_t<scalar_t>;
   const int64_t P = num_params;
+  const T params_constant = math::action_entropy_constant<T>(P);
   for (int64_t k = begin; k < end; ++k) {
-    acc sum_log_std = 0;
+    T sum_log_std = 0;
     for (int64_t j = 0; j < P; ++j) {
-      sum_log_std += static_cast<acc>(params[k * P + j]);
+      sum_log_std += static_cast<T>(params[k * P + j]);
     }
-    out[k] = static_cast<T>(math::action_entropy_of_sum(sum_log_std, P));
+    out[k] = math::action_entropy_of_sum(sum_log_std, params_constant);
   }
 }
 
@@ -48,13 +49,11 @@ void action_entropies_of_params(
 // the loop above moves the stride-3 values one at a time; here the three
 // vectors of 24 values are unzipped by blends and one permute per parameter.
 // Returns the actions done (a multiple of 8).
-template <typename T>
 int64_t action_entropies_of_three_floats(
-    const float* params, int64_t num_actions, T* out) {
-  // math::action_entropy_of_sum's constant: the vector sum below is its
-  // addition, lane by lane.
-  const __m256 params_constant = _mm256_set1_ps(
-      math::action_entropy_of_sum(0.0f, int64_t{3}));
+    const float* params, int64_t num_actions, float* out) {
+  // math::action_entropy_of_sum, lane by lane.
+  const __m256 params_constant =
+      _mm256_set1_ps(math::action_entropy_constant<float>(3));
   // After the blends, the first parameter of action l of the eight is in
   // lane x_order[l] of the blended vector (y_order, z_order alike for the
   // second and third): the permutes put it in lane l.
@@ -79,16 +78,9 @@ int64_t action_entropies_of_three_floats(
         z_order);
     // The scalar loop adds ((0 + x) + y) + z: the same bits but for the sign
     // of a zero sum, which adding the constant drops.
-    const __m256 entropies = _mm256_add_ps(
-        params_constant, _mm256_add_ps(_mm256_add_ps(x, y), z));
-    if constexpr (std::is_same_v<T, float>) {
-      _mm256_storeu_ps(out + k, entropies);
-    } else {
-      _mm256_storeu_pd(
-          out + k, _mm256_cvtps_pd(_mm256_castps256_ps128(entropies)));
-      _mm256_storeu_pd(
-          out + k + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(entropies, 1)));
-    }
+    _mm256_storeu_ps(
+        out + k,
+        _mm256_add_ps(params_constant, _mm256_add_ps(_mm256_add_ps(x, y), z)));
   }
   return whole;
 }
@@ -111,7 +103,8 @@ void action_entropies(
     case 3: {
       int64_t done = 0;
 #if defined(CPU_CAPABILITY_AVX2)
-      if constexpr (std::is_same_v<scalar_t, float>) {
+      if constexpr (
+          std::is_same_v<scalar_t, float> && std::is_same_v<T, float>) {
         done = action_entropies_of_three_floats(params, num_actions, out);
       }
 #endif

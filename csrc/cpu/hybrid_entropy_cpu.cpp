@@ -259,20 +259,44 @@ struct ParameterizedLogStd {
   KernelLogStd log_std;
   int64_t num_actions = 0;  // K
   int64_t num_params = 0;   // P
-  std::vector<double> shared_action_entropies;  // c[k], for a shared row
+  // c[k], for a shared row: computed in the logits' accumulation type, as
+  // every c (math::action_entropy_of_sum), and held exactly in double.
+  std::vector<double> shared_action_entropies;
 };
 
+// The c[k] of `num_actions` actions in the accumulation type of logits of
+// logits_dtype, into out (as doubles, exactly).
+template <typename scalar_t>
+void action_entropies_in_logits_acc(
+    const scalar_t* params,
+    int64_t num_actions,
+    int64_t num_params,
+    at::ScalarType logits_dtype,
+    CpuIsa isa,
+    double* out) {
+  if (logits_dtype == at::kDouble) {
+    action_entropies_kernel<scalar_t, double>(isa)(
+        params, num_actions, num_params, out);
+    return;
+  }
+  std::vector<float> entropies(num_actions);
+  action_entropies_kernel<scalar_t, float>(isa)(
+      params, num_actions, num_params, entropies.data());
+  std::copy(entropies.begin(), entropies.end(), out);
+}
+
 ParameterizedLogStd parameterized_log_std(
-    const at::Tensor& log_std, CpuIsa isa) {
+    const at::Tensor& log_std, at::ScalarType logits_dtype, CpuIsa isa) {
   ParameterizedLogStd p{
       parameterized_log_std_for_kernels(log_std), log_std.size(-2),
       log_std.size(-1)};
   if (!p.log_std.per_sample) {
     p.shared_action_entropies.resize(p.num_actions);
     HEE_DISPATCH_FLOATING(log_std.scalar_type(), [&] {
-      action_entropies_kernel<scalar_t, double>(isa)(
+      action_entropies_in_logits_acc(
           p.log_std.rows.const_data_ptr<scalar_t>(), p.num_actions,
-          p.num_params, p.shared_action_entropies.data());
+          p.num_params, logits_dtype, isa,
+          p.shared_action_entropies.data());
     });
   }
   return p;
@@ -476,7 +500,8 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
   const std::optional<ParameterizedLogStd> parameterized =
       plan.has_parameterized_actions
       ? std::optional<ParameterizedLogStd>(
-            parameterized_log_std(*args.log_std, isa))
+            parameterized_log_std(
+                *args.log_std, args.logits->scalar_type(), isa))
       : std::nullopt;
   const std::optional<KernelLogStd> log_std = parameterized.has_value()
       ? std::optional<KernelLogStd>(parameterized->log_std)
@@ -814,7 +839,9 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
           discrete_sub_heads(args.hyperparameters, args.logits->size(1))[0],
           row_normalizer(
               args.hyperparameters.normalize_discrete_entropy, action_mask),
-          args.row_stats, parameterized_log_std(*args.log_std, isa),
+          args.row_stats,
+          parameterized_log_std(
+              *args.log_std, args.logits->scalar_type(), isa),
           g.discrete_entropy, g.continuous_entropy, weights,
           denominators.of_rows(),
           plan.computes_grad_logits ? &grad_logits : nullptr,

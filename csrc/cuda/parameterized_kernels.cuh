@@ -33,7 +33,9 @@ struct ActionParams {
   int64_t num_params = 0;  // P
 };
 
-// c[k] of a row: the entropy of action k's Gaussian parameters.
+// c[k] of a row: the entropy of action k's Gaussian parameters, in the
+// logits' acc (math::action_entropy_of_sum; the constant's product is rounded
+// on its own, math::rounded_product).
 template <typename acc>
 __device__ __forceinline__ acc action_entropy(
     const ActionParams& params,
@@ -45,7 +47,8 @@ __device__ __forceinline__ acc action_entropy(
     sum_log_std += static_cast<acc>(
         load_as_double(params.values, params.dtype, first + j));
   }
-  return math::action_entropy_of_sum(sum_log_std, params.num_params);
+  return math::action_entropy_of_sum(
+      sum_log_std, math::action_entropy_constant<acc>(params.num_params));
 }
 
 // p[k] of a row from its statistics, and log p[k] clamped at
