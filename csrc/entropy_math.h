@@ -429,9 +429,9 @@ HEE_HOST_DEVICE double weighted_term_grad(double grad_per_term, double weight) {
 }
 
 // a * b rounded on its own: on a GPU, a product followed by an addition
-// compiles to one FMA, which rounds once where the CPU driver's baseline-ISA
-// build rounds twice. The Gaussian entropies' constants and a shared row's
-// weighted sum go through this, for the same bits on both.
+// compiles to one FMA, which rounds once where an x86 CPU driver's
+// baseline-ISA build (no FMA) rounds twice. The Gaussian entropies' constants
+// and a shared row's weighted sum go through this, for the same bits on both.
 HEE_HOST_DEVICE double rounded_product(double a, double b) {
 #if defined(__CUDA_ARCH__)
   return __dmul_rn(a, b);
@@ -452,15 +452,16 @@ HEE_HOST_DEVICE double gaussian_entropy(double sum_log_std, double num_dims) {
 // constant P * (1/2) log(2 pi e) in acc, then sum_log_std, each log-std
 // converted to acc and added in the order j = 0..P-1, then
 // action_entropy_of_sum. Every backend and CPU build adds the same values in
-// the same order, so gets the same bits: the kernels compute the constant
-// once per call, away from the additions, so that no FMA joins it to them.
-// Against a double sum rounded to acc, a float sum of P log-stds differs by a
-// few ulps of its partial sums: below what the float sums of p c keep, unless
-// the log-stds cancel.
+// the same order, so gets the same bits: the constant is rounded on its own
+// (the CPU kernels compute it once per call, away from the additions; the
+// GPU's through rounded_product), so that no FMA joins it to them. Against a
+// double sum rounded to acc, a float sum of P log-stds differs by a few ulps
+// of its partial sums: below what the float sums of p c keep, unless the
+// log-stds cancel.
 template <typename acc>
 HEE_HOST_DEVICE acc action_entropy_constant(int64_t num_params) {
-  return static_cast<acc>(
-      rounded_product(static_cast<double>(num_params), kGaussianEntropyConstant));
+  return static_cast<acc>(rounded_product(
+      static_cast<double>(num_params), kGaussianEntropyConstant));
 }
 template <typename acc>
 HEE_HOST_DEVICE acc action_entropy_of_sum(acc sum_log_std, acc params_constant) {

@@ -171,11 +171,11 @@ using ParameterizedBackwardRowsFn = void (*)(
     int64_t grad_row_stride,
     ActionEntropyGrads<acc_t<scalar_t>> grad_action_entropies);
 
-// out[k] = c[k] = math::action_entropy_of_sum(sum_j params[k * P + j], P)
-// for num_actions actions of num_params (P) parameters each, laid out one
-// action after another (a parameterized log_std's rows), the sum in
-// acc_t<scalar_t> in the order j = 0..P-1: every ISA build gives bitwise the
-// same values.
+// out[k] = c[k] = math::action_entropy_of_sum(sum_j params[k * P + j], the
+// constant of P) for num_actions actions of num_params (P) parameters each,
+// laid out one action after another (a parameterized log_std's rows), the sum
+// in T (the logits' accumulation type) in the order j = 0..P-1: every ISA
+// build gives bitwise the same values.
 template <typename scalar_t, typename T>
 using ActionEntropiesFn = void (*)(
     const scalar_t* params, int64_t num_actions, int64_t num_params, T* out);

@@ -722,8 +722,9 @@ Vec taken_action_lanes(
     int64_t n,
     std::index_sequence<Lane...>) {
   const auto lane = [&](int64_t r) {
-    return r < n ? static_cast<acc>(grads.actions[(first + r) * grads.action_stride])
-                 : acc(-1);
+    return r < n
+        ? static_cast<acc>(grads.actions[(first + r) * grads.action_stride])
+        : acc(-1);
   };
   return Vec(lane(static_cast<int64_t>(Lane))...);
 }

@@ -148,7 +148,7 @@ const int64_t* head_actions(const TokenRows& rows, size_t h) {
 
 // Whether an action of the kept rows of [begin, end) lies outside its
 // sub-head's [0, K_h), in one pass over the rows' [N, H] actions. Each action
-// a is tested by the sign bit of a | (K_h - 1 - a) (in uint64, negative
+// a is tested by the top bit of a | (K_h - 1 - a) in uint64 arithmetic (set
 // exactly when a < 0 or a > K_h - 1), ORed over the actions: no compare or
 // branch per action, so the compiler vectorizes the loop (both passes check
 // every action, as many as the rows times H). The bounds K_h - 1 are laid out
@@ -159,10 +159,11 @@ bool any_action_outside(
   const int64_t H = rows.num_action_columns();
   std::vector<uint64_t> last_actions(kTileRows * H);
   for (int64_t j = 0; j < kTileRows * H; ++j) {
-    last_actions[j] = static_cast<uint64_t>(rows.heads[j % H].num_columns - 1);
+    last_actions[j] =
+        static_cast<uint64_t>(rows.heads[j % H].num_columns - 1);
   }
-  const uint64_t* actions =
-      reinterpret_cast<const uint64_t*>(rows.actions.const_data_ptr<int64_t>());
+  const uint64_t* actions = reinterpret_cast<const uint64_t*>(
+      rows.actions.const_data_ptr<int64_t>());
   const uint64_t* last = last_actions.data();
   uint64_t outside_bits = 0;
   const auto check_rows = [&](int64_t first, int64_t end_row) {
