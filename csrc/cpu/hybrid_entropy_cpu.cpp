@@ -254,58 +254,25 @@ HostDenominators host_denominators(
 
 // A parameterized policy's log_std as the passes read it (docs/design.md,
 // "Parameterized actions"): rows [B, K * P], or one row [1, K * P] shared by
-// the batch, whose K action entropies are computed once.
+// the batch.
 struct ParameterizedLogStd {
   KernelLogStd log_std;
   int64_t num_actions = 0;  // K
   int64_t num_params = 0;   // P
-  // c[k], for a shared row: computed in the logits' accumulation type, as
-  // every c (math::action_entropy_of_sum), and held exactly in double.
-  std::vector<double> shared_action_entropies;
 };
 
-// The c[k] of `num_actions` actions in the accumulation type of logits of
-// logits_dtype, into out (as doubles, exactly).
-template <typename scalar_t>
-void action_entropies_in_logits_acc(
-    const scalar_t* params,
-    int64_t num_actions,
-    int64_t num_params,
-    at::ScalarType logits_dtype,
-    CpuIsa isa,
-    double* out) {
-  if (logits_dtype == at::kDouble) {
-    action_entropies_kernel<scalar_t, double>(isa)(
-        params, num_actions, num_params, out);
-    return;
-  }
-  std::vector<float> entropies(num_actions);
-  action_entropies_kernel<scalar_t, float>(isa)(
-      params, num_actions, num_params, entropies.data());
-  std::copy(entropies.begin(), entropies.end(), out);
-}
-
-ParameterizedLogStd parameterized_log_std(
-    const at::Tensor& log_std, at::ScalarType logits_dtype, CpuIsa isa) {
-  ParameterizedLogStd p{
+ParameterizedLogStd parameterized_log_std(const at::Tensor& log_std) {
+  return {
       parameterized_log_std_for_kernels(log_std), log_std.size(-2),
       log_std.size(-1)};
-  if (!p.log_std.per_sample) {
-    p.shared_action_entropies.resize(p.num_actions);
-    HEE_DISPATCH_FLOATING(log_std.scalar_type(), [&] {
-      action_entropies_in_logits_acc(
-          p.log_std.rows.const_data_ptr<scalar_t>(), p.num_actions,
-          p.num_params, logits_dtype, isa,
-          p.shared_action_entropies.data());
-    });
-  }
-  return p;
 }
 
 // The action entropies c[i, k] of rows [begin, end) as the kernels read them,
-// row `begin` first: computed into `buffer` ([n, K], left uninitialized
-// until then: every value is written) from a per-sample log_std, or the
-// shared row's K (row stride 0).
+// row `begin` first, in acc (the logits' accumulation type, as every c:
+// math::action_entropy_of_sum): computed into `buffer` ([n, K], left
+// uninitialized until then: every value is written) from a per-sample
+// log_std, or the shared row's K (row stride 0), recomputed per run of rows
+// (K sums beside the run's n * K logits).
 template <typename acc>
 ActionEntropies<acc> action_entropies_of_rows(
     const ParameterizedLogStd& p,
@@ -314,22 +281,18 @@ ActionEntropies<acc> action_entropies_of_rows(
     std::unique_ptr<acc[]>& buffer,
     CpuIsa isa) {
   const int64_t K = p.num_actions;
-  if (!p.log_std.per_sample) {
-    buffer.reset(new acc[K]);
-    std::copy(
-        p.shared_action_entropies.begin(), p.shared_action_entropies.end(),
-        buffer.get());
-    return {buffer.get(), 0};
-  }
-  buffer.reset(new acc[(end - begin) * K]);
   const int64_t P = p.num_params;
+  const bool per_sample = p.log_std.per_sample;
+  const int64_t num_rows = per_sample ? end - begin : 1;
+  buffer.reset(new acc[num_rows * K]);
   HEE_DISPATCH_FLOATING(p.log_std.rows.scalar_type(), [&] {
     const scalar_t* rows = p.log_std.rows.const_data_ptr<scalar_t>();
-    // The rows as one run of (end - begin) * K actions of P parameters each.
+    // The rows as one run of num_rows * K actions of P parameters each.
     action_entropies_kernel<scalar_t, acc>(isa)(
-        rows + begin * K * P, (end - begin) * K, P, buffer.get());
+        rows + (per_sample ? begin : 0) * K * P, num_rows * K, P,
+        buffer.get());
   });
-  return {buffer.get(), K};
+  return {buffer.get(), per_sample ? K : 0};
 }
 
 // Row 3 of a parameterized policy's [4, B] row_stats: each row's h_c.
@@ -500,8 +463,7 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
   const std::optional<ParameterizedLogStd> parameterized =
       plan.has_parameterized_actions
       ? std::optional<ParameterizedLogStd>(
-            parameterized_log_std(
-                *args.log_std, args.logits->scalar_type(), isa))
+            parameterized_log_std(*args.log_std))
       : std::nullopt;
   const std::optional<KernelLogStd> log_std = parameterized.has_value()
       ? std::optional<KernelLogStd>(parameterized->log_std)
@@ -839,9 +801,7 @@ LossBackwardOutputs hybrid_entropy_loss_backward_cpu(
           discrete_sub_heads(args.hyperparameters, args.logits->size(1))[0],
           row_normalizer(
               args.hyperparameters.normalize_discrete_entropy, action_mask),
-          args.row_stats,
-          parameterized_log_std(
-              *args.log_std, args.logits->scalar_type(), isa),
+          args.row_stats, parameterized_log_std(*args.log_std),
           g.discrete_entropy, g.continuous_entropy, weights,
           denominators.of_rows(),
           plan.computes_grad_logits ? &grad_logits : nullptr,

@@ -146,32 +146,41 @@ const int64_t* head_actions(const TokenRows& rows, size_t h) {
                                 : nullptr;
 }
 
+// Rows whose actions' bounds action_bounds_tile lays out side by side.
+constexpr int64_t kBoundsTileRows = 16;
+
+// K_h - 1 of each action of kBoundsTileRows whole rows of [N, H] actions
+// (the last_action of row r's sub-head h at r * H + h), so that an action and
+// its bound share one index in any_action_outside. Built once per call.
+std::vector<uint64_t> action_bounds_tile(const TokenRows& rows) {
+  const int64_t H = rows.num_action_columns();
+  std::vector<uint64_t> last_actions(kBoundsTileRows * H);
+  for (int64_t j = 0; j < kBoundsTileRows * H; ++j) {
+    last_actions[j] =
+        static_cast<uint64_t>(rows.heads[j % H].num_columns - 1);
+  }
+  return last_actions;
+}
+
 // Whether an action of the kept rows of [begin, end) lies outside its
 // sub-head's [0, K_h), in one pass over the rows' [N, H] actions. Each action
 // a is tested by the top bit of a | (K_h - 1 - a) in uint64 arithmetic (set
 // exactly when a < 0 or a > K_h - 1), ORed over the actions: no compare or
 // branch per action, so the compiler vectorizes the loop (both passes check
-// every action, as many as the rows times H). The bounds K_h - 1 are laid out
-// for a tile of whole rows, so that action and bound share one index.
+// every action, as many as the rows times H). `last` is action_bounds_tile's.
 bool any_action_outside(
-    const TokenRows& rows, const bool* kept, int64_t begin, int64_t end) {
-  constexpr int64_t kTileRows = 16;
+    const TokenRows& rows, const uint64_t* last, const bool* kept,
+    int64_t begin, int64_t end) {
   const int64_t H = rows.num_action_columns();
-  std::vector<uint64_t> last_actions(kTileRows * H);
-  for (int64_t j = 0; j < kTileRows * H; ++j) {
-    last_actions[j] =
-        static_cast<uint64_t>(rows.heads[j % H].num_columns - 1);
-  }
   const uint64_t* actions = reinterpret_cast<const uint64_t*>(
       rows.actions.const_data_ptr<int64_t>());
-  const uint64_t* last = last_actions.data();
   uint64_t outside_bits = 0;
   const auto check_rows = [&](int64_t first, int64_t end_row) {
     const uint64_t* run = actions + first * H;
     const int64_t n = (end_row - first) * H;
-    for (int64_t tile = 0; tile < n; tile += kTileRows * H) {
+    for (int64_t tile = 0; tile < n; tile += kBoundsTileRows * H) {
       const uint64_t* a = run + tile;
-      const int64_t m = std::min(kTileRows * H, n - tile);
+      const int64_t m = std::min(kBoundsTileRows * H, n - tile);
       for (int64_t j = 0; j < m; ++j) {
         outside_bits |= a[j] | (last[j] - a[j]);
       }
@@ -182,11 +191,13 @@ bool any_action_outside(
 }
 
 // Checks the actions of each sub-head in the kept rows of [begin, end),
-// naming the first outside its sub-head's range.
+// naming the first outside its sub-head's range; `bounds` is
+// action_bounds_tile's.
 void check_head_actions(
-    const TokenRows& rows, const bool* kept, int64_t begin, int64_t end,
+    const TokenRows& rows, const std::vector<uint64_t>& bounds,
+    const bool* kept, int64_t begin, int64_t end,
     at::IntArrayRef leading_sizes, const char* op) {
-  if (!any_action_outside(rows, kept, begin, end)) {
+  if (!any_action_outside(rows, bounds.data(), kept, begin, end)) {
     return;
   }
   for (size_t h = 0; h < rows.heads.size(); ++h) {
@@ -214,6 +225,7 @@ TokenTermsOutputs log_prob_and_entropy_cpu(
   const TokenRows rows = token_rows_for_kernels(
       logits, actions, mask, temperature, action_mask, discrete_sizes);
   const CpuIsa isa = selected_cpu_isa();
+  const std::vector<uint64_t> action_bounds = action_bounds_tile(rows);
   const at::IntArrayRef leading_sizes = logits.sizes().slice(0, logits.dim() - 1);
   const int64_t N = rows.num_rows();
   const size_t num_heads = rows.heads.size();
@@ -236,7 +248,8 @@ TokenTermsOutputs log_prob_and_entropy_cpu(
         for_row_chunks(N, rows.num_cols(), [&](int64_t begin, int64_t end) {
           if (plan.has_actions) {
             check_head_actions(
-                rows, kept, begin, end, leading_sizes, "log_prob_and_entropy");
+                rows, action_bounds, kept, begin, end, leading_sizes,
+                "log_prob_and_entropy");
           }
           for_each_run(
               kept, begin, end,
@@ -302,6 +315,7 @@ at::Tensor log_prob_and_entropy_backward_cpu(
   const TokenRows rows = token_rows_for_kernels(
       logits, actions, mask, temperature, action_mask, discrete_sizes);
   const CpuIsa isa = selected_cpu_isa();
+  const std::vector<uint64_t> action_bounds = action_bounds_tile(rows);
   const at::IntArrayRef leading_sizes = logits.sizes().slice(0, logits.dim() - 1);
   const at::ScalarType acc_dtype = row_stats.scalar_type();
   const int64_t N = rows.num_rows();
@@ -324,7 +338,7 @@ at::Tensor log_prob_and_entropy_backward_cpu(
           // The taken actions matter only with a log_prob gradient.
           if (grad_log_prob_rows.defined()) {
             check_head_actions(
-                rows, kept, begin, end, leading_sizes,
+                rows, action_bounds, kept, begin, end, leading_sizes,
                 "_log_prob_and_entropy_backward");
           }
           for_each_run(
