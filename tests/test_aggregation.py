@@ -15,7 +15,7 @@ import torch
 
 import hybrid_entropy_ext as hee
 from common_utils import GRAD_TOLERANCES, VALUE_TOLERANCES
-from hybrid_entropy_ext.ops.aggregation import LOSS_AGG_MODES
+from hybrid_entropy_ext.ops.aggregation import LOSS_AGG_MODES, additive_aggregation_of_rows, aggregation_of_rows
 from oracle import KEYS, OUTPUT_WEIGHTS, aggregated_oracle
 
 B, T, K, D = 4, 7, 5, 3
@@ -201,6 +201,26 @@ def test_the_reference_matches_the_oracle_in_every_mode():
             torch.testing.assert_close(got[key], want[key], **VALUE_TOLERANCES[torch.float64], msg=f"{mode} {key}")
 
 
+@pytest.mark.parametrize("loss_scale_factor", [None, 2.5], ids=["T", "2.5"])
+@pytest.mark.parametrize("mask_kind", [None, "bool", "float"], ids=str)
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+def test_the_additive_aggregation_of_one_process_is_the_aggregation_of_its_rows(mode, mask_kind, loss_scale_factor):
+    # What each rank of the distributed regularizer sums: with one rank, the same mean.
+    mask = padding_mask(mask_kind)
+    entropies = torch.rand(B * T, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    device = entropies.device
+
+    def mean(weights, denominator):
+        total = entropies.sum() if weights is None else (weights * entropies).sum()
+        return total if denominator is None else total / denominator
+
+    weights, denominator = aggregation_of_rows(mask, mode, loss_scale_factor, [B, T], device)
+    if mode == "token-mean" and denominator is None:  # the op's default: sum w (or N)
+        denominator = torch.tensor(float(B * T)) if weights is None else weights.sum()
+    additive = additive_aggregation_of_rows(mask, mode, loss_scale_factor, [B, T], device)
+    torch.testing.assert_close(mean(*additive), mean(weights, denominator), rtol=1e-14, atol=0)
+
+
 # --- errors -------------------------------------------------------------------------------
 
 
@@ -253,10 +273,14 @@ def test_a_loss_scale_factor_that_is_not_a_number_is_a_type_error(factor):
         call(mode="seq-mean-token-sum-norm", loss_scale_factor=factor)
 
 
-def test_log_std_with_other_leading_dims_than_logits_is_rejected():
+# [T, D] would broadcast over B: a shape the op must reject rather than read as shared.
+@pytest.mark.parametrize("log_std_shape", [(B, T + 1, D), (T, D), (B * T, D)], ids=["[B, T+1, D]", "[T, D]", "[BT, D]"])
+@pytest.mark.parametrize("implementation", ["fused", "reference"])
+def test_log_std_with_other_leading_dims_than_logits_is_rejected(implementation, log_std_shape):
     logits, _ = sequence_heads()
+    loss_fn = hee.hybrid_entropy_loss if implementation == "fused" else hee.reference.hybrid_entropy_loss
     with pytest.raises(ValueError, match=r"log_std must be \[B, D\] or \[D\] .*leading dims of logits, \[4, 7\]"):
-        hee.hybrid_entropy_loss(logits, torch.zeros(B, T + 1, D), 0.05)
+        loss_fn(logits, torch.zeros(log_std_shape, dtype=torch.float64), 0.05)
 
 
 def test_a_rejected_call_changes_nothing():

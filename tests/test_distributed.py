@@ -10,8 +10,12 @@ applies the penalty because the global batch calls for it.
 
 The aggregation modes run on sequences ``[B, T]``, 2 on rank 0 and 3 on rank 1, with a
 padding mask that masks one of rank 0's sequences entirely: every mode is held to one
-process on the concatenated 5 sequences.
+process on the concatenated 5 sequences. Ranks may also differ: one passing no mask, or
+rank 0's sequences shorter (no mask on either); the single process then takes the
+concatenated sequences padded to T under a mask.
 """
+
+from typing import Optional
 
 import pytest
 import torch
@@ -40,6 +44,7 @@ CASES = (
     "compiled",  # the regularizer under torch.compile
     "action_mask",  # actions ruled out per row (by the row's observation)
     "discrete_sizes",  # two sub-heads (2 + 3 actions), each with its penalty, and the action mask
+    "discrete_sizes_shared_log_std",  # the sub-heads beside a [D] log-std: every row counts it
     "normalized_entropy",  # normalize_discrete_entropy, with the action mask
     "parameterized_actions",  # each action its own log-stds [B, K, D], with the action mask
 )
@@ -57,6 +62,15 @@ AGGREGATION_CASES = {
     "token-sum, no mask": ("token-sum", None, False),
     "seq-mean-token-mean, no mask": ("seq-mean-token-mean", None, False),
 }
+# Ranks that differ in T or in passing a mask, and the single-process equivalent on the
+# concatenated sequences (padded to T with a mask): (mode, what differs). Rank 0's sequences
+# have RAGGED_SHORT_T tokens where T differs.
+RAGGED_CASES = {
+    "seq-mean-token-mean, no mask on rank 0": ("seq-mean-token-mean", "mask"),
+    "seq-mean-token-mean, ranks of different T": ("seq-mean-token-mean", "T"),
+    "seq-mean-token-sum-norm, ranks of different T": ("seq-mean-token-sum-norm", "T"),
+}
+RAGGED_SHORT_T = 2
 
 
 class Policy(nn.Module):
@@ -91,7 +105,9 @@ def rank_rows(rank: int) -> slice:
 
 
 def run_case(case: str, obs: torch.Tensor, distributed: bool):
-    policy = Policy(shared_log_std=case in ("shared_log_std", "continuous_only_shared_log_std"))
+    policy = Policy(
+        shared_log_std=case in ("shared_log_std", "continuous_only_shared_log_std", "discrete_sizes_shared_log_std")
+    )
     controllers = {}
     if case == "controllers":
         controllers = {
@@ -99,7 +115,7 @@ def run_case(case: str, obs: torch.Tensor, distributed: bool):
             "continuous_controller": hee.TargetEntropyController(-1.0, "sac", initial_coeff=0.03),
         }
     sub_heads = {}
-    if case == "discrete_sizes":
+    if case in ("discrete_sizes", "discrete_sizes_shared_log_std"):
         # Each sub-head's threshold between its entropy on rank 0's rows (0.137, 0.844: above)
         # and on the global batch (0.095, 0.433: below): local means would turn neither on.
         sub_heads = {"discrete_sizes": [2, 3], "discrete_head_thresholds": [0.12, 0.6]}
@@ -175,6 +191,43 @@ def run_aggregation_case(case: str, obs: torch.Tensor, mask: torch.Tensor, distr
     return {k: v.detach() for k, v in out.items()}, grads
 
 
+def run_ragged_case(case: str, rank: Optional[int]):
+    """``case`` of RAGGED_CASES on ``rank``'s sequences (distributed), or (``rank`` None) its
+    single-process equivalent on all of them."""
+    mode, differs = RAGGED_CASES[case]
+    obs, padding = global_sequences()
+    policy = Policy(shared_log_std=False)
+    if rank is None:
+        if differs == "mask":  # rank 0 passes no mask: its sequences are whole
+            mask = padding.clone()
+            mask[rank_sequences(0)] = True
+        else:  # rank 0's sequences end at RAGGED_SHORT_T, and no rank passes a mask
+            mask = torch.ones_like(padding)
+            mask[rank_sequences(0), RAGGED_SHORT_T:] = False
+        if mode == "seq-mean-token-sum-norm":
+            # The default factor is each rank's own T: token weights 1 / T_own, no norm.
+            own_t = torch.full((len(mask), 1), float(TOKENS), dtype=torch.float64)
+            own_t[rank_sequences(0)] = RAGGED_SHORT_T
+            mode, mask = "seq-mean-token-sum", mask / own_t
+    else:
+        obs = obs[rank_sequences(rank)]
+        mask = padding[rank_sequences(rank)] if differs == "mask" and rank == 1 else None
+        if differs == "T" and rank == 0:
+            obs = obs[:, :RAGGED_SHORT_T]
+    regularizer = hee.HybridEntropyRegularizer(
+        hee.EntropyRegularizationConfig.preset("long"),
+        min_entropy_threshold=THRESHOLD,
+        continuous_min_entropy_threshold=5.0,
+        loss_agg_mode=mode,
+        distributed=rank is not None,
+    )
+    logits, log_std = policy(obs)
+    out = regularizer(logits, log_std, 100, mask)
+    out["total"].backward()
+    grads = {name: p.grad.clone() for name, p in policy.named_parameters() if p.grad is not None}
+    return {k: v.detach() for k, v in out.items()}, grads
+
+
 def _worker(rank: int, store: str, results: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE)
     try:
@@ -185,6 +238,7 @@ def _worker(rank: int, store: str, results: str) -> None:
         outputs.update(
             {case: run_aggregation_case(case, sequences, mask, distributed=True) for case in AGGREGATION_CASES}
         )
+        outputs.update({case: run_ragged_case(case, rank) for case in RAGGED_CASES})
         torch.save(outputs, f"{results}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -228,6 +282,20 @@ def test_gradients_averaged_over_ranks_are_the_single_process_gradients(ranks, c
 @pytest.mark.parametrize("case", AGGREGATION_CASES)
 def test_every_aggregation_mode_over_ranks_is_the_single_process_mode_on_the_concatenated_sequences(ranks, case):
     single, single_grads = run_aggregation_case(case, *global_sequences(), distributed=False)
+    for rank, results in enumerate(ranks):
+        out, _ = results[case]
+        assert set(out) == set(single)
+        for key in single:
+            torch.testing.assert_close(out[key], single[key], rtol=1e-12, atol=1e-14, msg=f"rank {rank}: {key}")
+    per_rank = [results[case][1] for results in ranks]
+    for name in single_grads:
+        averaged = sum(grads[name] for grads in per_rank) / WORLD_SIZE
+        torch.testing.assert_close(averaged, single_grads[name], rtol=1e-10, atol=1e-13, msg=name)
+
+
+@pytest.mark.parametrize("case", RAGGED_CASES)
+def test_ranks_of_different_lengths_or_masks_are_the_single_process_on_the_padded_sequences(ranks, case):
+    single, single_grads = run_ragged_case(case, None)
     for rank, results in enumerate(ranks):
         out, _ = results[case]
         assert set(out) == set(single)

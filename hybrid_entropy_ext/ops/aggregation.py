@@ -31,10 +31,12 @@ from .._validation import describe, is_real
 __all__ = [
     "LOSS_AGG_MODES",
     "rows_leading_shape",
+    "check_log_std_rows",
     "check_loss_aggregation",
     "aggregation_row_weights",
     "aggregation_denominator",
     "aggregation_of_rows",
+    "additive_aggregation_of_rows",
 ]
 
 
@@ -74,6 +76,16 @@ def rows_leading_shape(logits: Optional[Tensor], log_std: Optional[Tensor], samp
     if sample_mask is not None:
         return list(sample_mask.shape)
     return []
+
+
+def check_log_std_rows(log_std: Optional[Tensor], leading_shape: List[int]) -> None:
+    """Raise a ``ValueError`` unless ``log_std`` (if any) is ``[D]`` (shared by the rows) or
+    ``[*leading_shape, D]``, the logits' leading dims (:func:`rows_leading_shape`)."""
+    if log_std is not None and log_std.dim() != 1 and list(log_std.shape[:-1]) != leading_shape:
+        raise ValueError(
+            "hybrid_entropy_loss: log_std must be [B, D] or [D] (shared by the batch), where B "
+            "is the leading dims of logits, " + str(leading_shape) + "; got shape " + str(list(log_std.shape))
+        )
 
 
 def _check_python_types(loss_agg_mode: object, loss_scale_factor: object) -> None:
@@ -212,3 +224,42 @@ def aggregation_of_rows(
     if loss_agg_mode == "token-sum":
         return weights, torch.ones((), dtype=torch.float64, device=device)
     return weights, aggregation_denominator(sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, device)
+
+
+def additive_aggregation_of_rows(
+    sample_mask: Optional[Tensor],
+    loss_agg_mode: str,
+    loss_scale_factor: Optional[float],
+    leading_shape: List[int],
+    device: torch.device,
+) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """``(row_weights, denominator)`` of one process's share of a batch split over processes
+    (sequences whole on one process), such that both add over the processes: the global
+    value is ``sum_p (sum_i c_i h[i]) / sum_p D``. ``row_weights`` ``[N]`` float64 (None:
+    every row weighs 1), ``denominator`` 0-dim float64 (None for ``token-sum``).
+
+    A process's own constants go into its weights, not into ``D``, where a sum over
+    processes would mix them: ``1 / T`` of ``seq-mean-token-mean`` without a mask (a
+    process with a mask gives ``w / sum_t w`` already) and the factor of
+    ``seq-mean-token-sum-norm`` (``T`` of this process's ``[B, T]`` by default, so that
+    processes of different ``T`` divide each sequence by its own ``T``, as verl divides
+    each micro-batch's). ``D`` is then ``N`` or ``sum w`` (``token-mean``) or ``S``.
+    With one process, the value of :func:`aggregation_of_rows`.
+    """
+    check_loss_aggregation(sample_mask, loss_agg_mode, loss_scale_factor, leading_shape)
+    weights = aggregation_row_weights(sample_mask, loss_agg_mode, leading_shape)
+    if loss_agg_mode == "token-sum":
+        return weights, None
+    if loss_agg_mode == "token-mean":
+        return weights, aggregation_denominator(sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, device)
+    per_row_scale = 1.0
+    if loss_agg_mode == "seq-mean-token-sum-norm":
+        per_row_scale = 1.0 / (float(leading_shape[-1]) if loss_scale_factor is None else loss_scale_factor)
+    elif loss_agg_mode == "seq-mean-token-mean" and sample_mask is None:
+        per_row_scale = 1.0 / float(leading_shape[-1])
+    if per_row_scale != 1.0:
+        if weights is None:
+            weights = torch.full([_num_rows(leading_shape)], per_row_scale, dtype=torch.float64, device=device)
+        else:
+            weights = weights * per_row_scale
+    return weights, _num_sequences(sample_mask, leading_shape, device)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .. import _ops  # noqa: F401  (registers the ops)
 from .._validation import is_real, real_to_float
-from .aggregation import aggregation_of_rows, rows_leading_shape
+from .aggregation import aggregation_of_rows, check_log_std_rows, rows_leading_shape
 
 __all__ = ["hybrid_entropy_loss"]
 
@@ -48,11 +48,7 @@ def _rows(
     (``[N, D]`` expanded from it when rows are weighed and there are no logits to weigh).
     2-D inputs pass unchanged; others are reshaped (a view where their strides allow)."""
     if log_std is not None and logits is not None and max(logits.dim(), log_std.dim()) > 2:
-        if log_std.dim() != 1 and list(log_std.shape[:-1]) != leading_shape:
-            raise ValueError(
-                "hybrid_entropy_loss: log_std must be [B, D] or [D] (shared by the batch), where B "
-                "is the leading dims of logits, " + str(leading_shape) + "; got shape " + str(list(log_std.shape))
-            )
+        check_log_std_rows(log_std, leading_shape)
     if logits is not None and logits.dim() > 2:
         logits = logits.reshape(-1, logits.shape[-1])
     if log_std is not None and log_std.dim() > 2:

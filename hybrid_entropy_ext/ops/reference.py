@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .aggregation import aggregation_of_rows, rows_leading_shape
+from .aggregation import aggregation_of_rows, check_log_std_rows, rows_leading_shape
 from .loss_terms import check_sub_heads, loss_terms_from_entropies, loss_terms_from_head_entropies
 
 __all__ = [
@@ -258,6 +258,8 @@ def hybrid_entropy_loss(
     out_dtype = torch.float64 if any(t.dtype == torch.float64 for t in heads) else torch.float32
     zero = torch.zeros((), dtype=out_dtype, device=heads[0].device)
     leading_shape = rows_leading_shape(logits, log_std, sample_mask)
+    if logits is not None and not parameterized_actions:
+        check_log_std_rows(log_std, leading_shape)
     row_weights, mean_denominator = aggregation_of_rows(
         sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, heads[0].device
     )

@@ -14,12 +14,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import Tensor
 
-from ..ops.aggregation import (
-    aggregation_denominator,
-    aggregation_row_weights,
-    check_loss_aggregation,
-    rows_leading_shape,
-)
+from ..ops.aggregation import additive_aggregation_of_rows, rows_leading_shape
 from ..ops.loss import hybrid_entropy_loss
 from ..ops.loss_terms import check_sub_heads, loss_terms_from_entropies, loss_terms_from_head_entropies
 
@@ -94,10 +89,13 @@ def global_loss(
     Every mode is what one process computes on the concatenated batch (sequences whole on
     one rank): each rank adds its rows' weighted entropies ``sum_i c_i h[i]`` (the fused
     op, as a ``token-sum`` with the weights ``c``; for ``seq-mean-token-mean`` these are
-    the rank's per-sequence ``w / sum_t w``) and its denominator (``sum w`` for
-    ``token-mean``, the sequences with some weight for the sequence modes, times
-    ``loss_scale_factor`` for ``-norm``; none for ``token-sum``), one all-reduce adds them
-    over the ranks, and the global ``H`` is their quotient.
+    the rank's per-sequence ``w / sum_t w``, ``1 / T`` without a mask; for ``-norm``,
+    ``w / loss_scale_factor``) and its denominator (``sum w`` for ``token-mean``, the
+    sequences with some weight for the sequence modes; none for ``token-sum``), one
+    all-reduce adds them over the ranks, and the global ``H`` is their quotient
+    (:func:`~hybrid_entropy_ext.ops.aggregation.additive_aggregation_of_rows`). Ranks may
+    differ in ``T`` and in passing a mask or not; the default factor of ``-norm`` is then
+    each rank's own ``T``, as verl's is each micro-batch's.
 
     With ``normalize_discrete_entropy`` the rows' normalized entropies are summed (the
     normalization is per row); with ``parameterized_actions``, each row's expected action
@@ -130,9 +128,9 @@ def global_loss(
     leading_shape = rows_leading_shape(logits, log_std, sample_mask)
     # Without either head the op below raises, naming both.
     device = logits.device if logits is not None else (log_std.device if log_std is not None else coeff.device)
-    check_loss_aggregation(sample_mask, loss_agg_mode, loss_scale_factor, leading_shape)
-    weights = aggregation_row_weights(sample_mask, loss_agg_mode, leading_shape)
-    denominator = aggregation_denominator(sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, device)
+    weights, denominator = additive_aggregation_of_rows(
+        sample_mask, loss_agg_mode, loss_scale_factor, leading_shape, device
+    )
     # The local weighted sums, fused, with the penalties off: only the entropies are used.
     row_weights = None if weights is None else weights.reshape(leading_shape)
 
@@ -144,19 +142,23 @@ def global_loss(
         )
 
     check_sub_heads(discrete_sizes, discrete_head_thresholds, None if logits is None else logits.shape[-1])
-    if discrete_sizes is None or log_std is not None:
-        # With sub-heads, the logits' sums come one sub-head at a time, and this call has log_std's.
-        local = local_sums(logits if discrete_sizes is None else None, log_std, None if discrete_sizes is not None else action_mask)
+    head_sums: List[Tensor] = []
+    if discrete_sizes is None or logits is None:
+        local = local_sums(logits, log_std, action_mask)
         sums = [local["discrete_entropy"].double(), local["continuous_entropy"].double()]
     else:
+        # One call per sub-head, on its columns. The first also sums log_std's entropies:
+        # beside the logits' rows, a shared [D] log_std counts once per row, as the
+        # denominator counts them (alone and unweighted it would count once).
         sums = [torch.zeros((), dtype=torch.float64, device=device)] * 2
-    head_sums: List[Tensor] = []
-    if discrete_sizes is not None and logits is not None:
         first = 0
-        for size in discrete_sizes:
+        for h, size in enumerate(discrete_sizes):
             columns = slice(first, first + size)
             head_mask = None if action_mask is None else action_mask[..., columns]
-            head_sums.append(local_sums(logits[..., columns], None, head_mask)["discrete_entropy"].double())
+            local = local_sums(logits[..., columns], log_std if h == 0 else None, head_mask)
+            head_sums.append(local["discrete_entropy"].double())
+            if h == 0 and log_std is not None:
+                sums[1] = local["continuous_entropy"].double()
             first += size
     dtype = torch.float64 if any(t is not None and t.dtype == torch.float64 for t in (logits, log_std)) else torch.float32
     # One all-reduce for the sums and the denominator (float64: counts exact).
