@@ -13,7 +13,11 @@ from common_utils import max_parameter_difference
 
 sb3_contrib = pytest.importorskip("sb3_contrib", reason="needs sb3-contrib (pip install '.[sb3]')")
 
-from sb3_contrib.common.envs import InvalidActionEnvDiscrete, InvalidActionEnvMultiDiscrete  # noqa: E402
+from sb3_contrib.common.envs import (  # noqa: E402
+    InvalidActionEnvDiscrete,
+    InvalidActionEnvMultiBinary,
+    InvalidActionEnvMultiDiscrete,
+)
 from stable_baselines3.common.envs import IdentityEnv  # noqa: E402
 
 from hybrid_entropy_ext.integrations.sb3_contrib import MaskablePPO, RecurrentPPO  # noqa: E402
@@ -22,6 +26,8 @@ SMALL = dict(n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu")
 MASKED_ENVS = {
     "discrete": lambda: InvalidActionEnvDiscrete(dim=8, n_invalid_actions=3),
     "multi-discrete": lambda: InvalidActionEnvMultiDiscrete(dims=[3, 4], n_invalid_actions=2),
+    # sb3-contrib's masked Bernoulli: a two-way categorical per bit, not one over 2n actions.
+    "multi-binary": lambda: InvalidActionEnvMultiBinary(dims=4, n_invalid_actions=1),
 }
 
 

@@ -162,6 +162,59 @@ def test_the_inputs_loss_mask_is_the_sample_mask():
     torch.testing.assert_close(out["entropy_regularization", "discrete_entropy"], expected)
 
 
+def entropy_terms_and_grads(loss_module, td):
+    """``loss_entropy`` and its gradient in the actor's parameters."""
+    out = loss_module(td.clone())
+    parameters = [p for p in loss_module.actor_network_params.values(True, True)]
+    return out["loss_entropy"], torch.autograd.grad(out["loss_entropy"], parameters, allow_unused=True)
+
+
+def assert_entropy_terms_as_stock(td, actor):
+    stock_loss, stock_grads = entropy_terms_and_grads(stock.ClipPPOLoss(actor, critic(), entropy_coeff=0.01), td)
+    ours_loss, ours_grads = entropy_terms_and_grads(
+        hee_torchrl.ClipPPOLoss(actor, critic(), entropy_regularization="plain"), td
+    )
+    torch.testing.assert_close(ours_loss, stock_loss)
+    for ours, theirs in zip(ours_grads, stock_grads):
+        if theirs is not None:
+            torch.testing.assert_close(ours, theirs)
+
+
+def test_every_loss_mask_of_the_input_is_applied_as_torchrl_combines_them():
+    actor = categorical_actor()
+    td = batch_of(actor, batch_shape=(4, 6))
+    collector_mask = torch.ones(4, 6, 1, dtype=torch.bool)
+    collector_mask[0, 3:] = False
+    shifted_valid = torch.ones(4, 6, 1, dtype=torch.bool)
+    shifted_valid[1:, -2:] = False
+    td["collector", "mask"], td["shifted_valid"] = collector_mask, shifted_valid  # TorchRL's "auto" keys
+    assert_entropy_terms_as_stock(td, actor)
+
+
+# B == A once: a mask aligned with the trailing dim instead would pass unnoticed.
+@pytest.mark.parametrize("agents", [3, 4])
+def test_a_loss_mask_of_the_batch_dims_covers_every_agent_of_its_sample(agents):
+    actor = categorical_actor()
+    generator = torch.Generator().manual_seed(3)
+    td = TensorDict({"observation": torch.randn(3, agents, OBS, generator=generator)}, [3])
+    with torch.no_grad():
+        td = actor(td)
+    td["advantage"] = torch.randn(3, agents, 1, generator=generator)
+    td["value_target"] = torch.randn(3, agents, 1, generator=generator)
+    td["shifted_valid"] = torch.tensor([[True], [False], [True]])  # [B, 1]: per sample
+    assert_entropy_terms_as_stock(td, actor)
+
+
+def test_a_loss_mask_that_keeps_nothing_gives_torchrls_zero_loss_and_finite_gradients():
+    actor = categorical_actor()
+    td = batch_of(actor)
+    td["shifted_valid"] = torch.zeros(B, 1, dtype=torch.bool)
+    loss, grads = entropy_terms_and_grads(hee_torchrl.ClipPPOLoss(actor, critic(), entropy_regularization="long"), td)
+    assert loss.item() == 0.0
+    assert all(bool(g.isfinite().all()) for g in grads if g is not None)
+    assert_entropy_terms_as_stock(td, actor)
+
+
 def test_update_controllers_steps_an_adaptive_controller():
     config = {"enable_adaptive_entropy": False, "entropy_coeff": 0.01, "min_entropy_threshold": None,
               "target_entropy_control": "adaptive", "discrete_target_entropy": 5.0,

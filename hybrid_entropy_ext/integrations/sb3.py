@@ -124,14 +124,20 @@ class RegularizedOnPolicyTraining:
                 "entropy_regularization: parameterized_actions needs a parameterized action space, "
                 f"Tuple((Discrete(n), Tuple((Box(p_1), ..., Box(p_n))))); got {self.action_space}"
             )
+        sizes, sizes_name = None, ""
         if isinstance(self.action_space, spaces.MultiDiscrete):
-            sizes = [int(n) for n in np.asarray(self.action_space.nvec).ravel()]
+            sizes, sizes_name = [int(n) for n in np.asarray(self.action_space.nvec).ravel()], "nvec"
+        elif isinstance(self.action_space, spaces.MultiBinary):
+            # sb3-contrib's masked Bernoulli: one two-way categorical per bit (MaskablePPO; PPO's
+            # Bernoulli distribution is refused when the regularizer reads it).
+            sizes, sizes_name = [2] * int(np.prod(self.action_space.shape)), "bits, two actions each,"
+        if sizes is not None:
             if config.discrete_sizes is None:
                 overrides["discrete_sizes"] = sizes
             elif list(config.discrete_sizes) != sizes:
                 raise ValueError(
                     f"entropy_regularization: discrete_sizes {list(config.discrete_sizes)} are not the action "
-                    f"space's nvec {sizes}; leave them out to take nvec"
+                    f"space's {sizes_name} {sizes}; leave them out to take the space's"
                 )
         self.entropy_regularizer = HybridEntropyRegularizer(config, **overrides).to(self.device)
         controller_parameters = list(self.entropy_regularizer.parameters())

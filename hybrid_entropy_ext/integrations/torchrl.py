@@ -8,8 +8,10 @@ from the policy's distribution (a ``Categorical``, TorchRL's ``MaskedCategorical
 heads, a multi-discrete head's sub-heads with one penalty each, and at most one
 Gaussian head); everything else is TorchRL's. Every output of the
 regularizer is in the output TensorDict under ``"entropy_regularization"`` (detached:
-``loss_entropy`` carries the gradient), ``"entropy"`` is ``H_d + H_c``, and a loss mask in
-the input (TorchRL's ``loss_mask_key``) is the regularizer's sample mask.
+``loss_entropy`` carries the gradient), ``"entropy"`` is ``H_d + H_c``, and the loss masks
+in the input (TorchRL's ``loss_mask_key``; with ``"auto"``, every key it reads, combined and
+broadcast over the advantage's dims as TorchRL's reduction does) are the regularizer's sample
+mask; a mask that keeps nothing gives TorchRL's 0 loss with finite gradients.
 
 The schedule's position is the regularizer's ``episode_counter``
 (``loss.entropy_regularizer.step(episodes)`` in the training loop); after each optimizer
@@ -17,7 +19,7 @@ step, :meth:`RegularizedPPOLoss.update_controllers` steps an adaptive controller
 module imports TorchRL (``pip install ".[torchrl]"``).
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torchrl.objectives
@@ -75,26 +77,43 @@ class RegularizedPPOLoss:
             )
         self.entropy_regularizer = HybridEntropyRegularizer(config)
         self._entropy_outputs: Optional[Dict[str, Tensor]] = None
-        self._sample_mask: Optional[Tensor] = None
+        self._loss_masks: List[Tensor] = []
+        # 0-dim bool: whether the loss masks keep any element (None without masks).
+        self._keeps_any: Optional[Tensor] = None
 
-    def _input_loss_mask(self, tensordict: TensorDictBase) -> Optional[Tensor]:
-        """The input's loss mask, where TorchRL's reduction would read one (bool, trailing
-        singleton dims dropped)."""
-        for key in self._loss_mask_keys():
-            mask = tensordict.get(key, default=None)
-            if mask is not None:
-                while mask.dim() > tensordict.batch_dims and mask.shape[-1] == 1:
-                    mask = mask.squeeze(-1)
-                return mask.bool()
-        return None
+    def _input_loss_masks(self, tensordict: TensorDictBase) -> List[Tensor]:
+        """The input's loss masks, each where TorchRL's reduction would read one (bool; all
+        of them, which that reduction combines)."""
+        masks = [tensordict.get(key, default=None) for key in self._loss_mask_keys()]
+        return [mask.bool() for mask in masks if mask is not None]
+
+    @staticmethod
+    def _rows_mask(masks: List[Tensor], adv_shape: torch.Size, num_rows: int) -> Tensor:
+        """The loss masks as TorchRL's reduction applies them to the entropy term (of shape
+        ``[*adv_shape, 1]``): trailing singleton dims dropped, then padded on the right and
+        expanded, and combined (and); then as the heads' ``num_rows`` flattened rows."""
+        loss_shape = tuple(adv_shape) + (1,)
+        combined: Optional[Tensor] = None
+        for mask in masks:
+            while mask.dim() > len(loss_shape) and mask.shape[-1] == 1:
+                mask = mask.squeeze(-1)
+            if mask.dim() > len(loss_shape):
+                raise ValueError(
+                    f"a loss mask of shape {tuple(mask.shape)} cannot be applied to the entropy term of "
+                    f"shape {loss_shape}: it has more non-singleton dims"
+                )
+            mask = mask.reshape(mask.shape + (1,) * (len(loss_shape) - mask.dim())).expand(loss_shape)
+            combined = mask if combined is None else combined & mask
+        assert combined is not None
+        return combined.reshape(num_rows)
 
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        self._sample_mask = self._input_loss_mask(tensordict)
+        self._loss_masks = self._input_loss_masks(tensordict)
         try:
             td_out = super().forward(tensordict)
         finally:
-            self._sample_mask = None
+            self._loss_masks = []
         # Kept for update_controllers, without the graph.
         self._entropy_outputs = {key: value.detach() for key, value in self._entropy_outputs.items()}
         for key, value in self._entropy_outputs.items():
@@ -113,12 +132,17 @@ class RegularizedPPOLoss:
             # Several categorical heads: sub-heads of the discrete entropy, in the
             # distribution's order, as the config's discrete_sizes would give them.
             regularizer.discrete_sizes = list(heads.discrete_sizes)
-        mask = self._sample_mask
-        if mask is not None:
+        mask = None
+        self._keeps_any = None
+        rows = heads.logits if heads.logits is not None else heads.log_std
+        if self._loss_masks and rows.dim() >= 2:
             # The heads come flattened to rows ([N, K], [N, D]): the mask's rows alike.
-            rows = heads.logits if heads.logits is not None else heads.log_std
-            if rows.dim() >= 2:
-                mask = mask.expand(adv_shape).reshape(rows.shape[:-1])
+            mask = self._rows_mask(self._loss_masks, adv_shape, rows.shape[0])
+            # TorchRL's masked mean of nothing is 0 (its count clamped to 1) with finite
+            # gradients; the op's is NaN. Such a batch is weighed whole here, and its loss
+            # zeroed by _weighted_loss_entropy: no host sync.
+            self._keeps_any = mask.any()
+            mask = mask | ~self._keeps_any
         out = regularizer(heads.logits, heads.log_std, sample_mask=mask, action_mask=heads.action_mask)
         self._entropy_outputs = out
         joint = (out["discrete_entropy"] + out["continuous_entropy"]).detach()
@@ -128,6 +152,8 @@ class RegularizedPPOLoss:
     def _weighted_loss_entropy(self, entropy: Tensor) -> Tensor:
         out = self._entropy_outputs
         loss = out["total"] + self.entropy_regularizer.controller_loss(out)
+        if self._keeps_any is not None:
+            loss = torch.where(self._keeps_any, loss, torch.zeros_like(loss))
         # Reduced by TorchRL's (masked) mean over the batch: every element the same value.
         return loss.expand(entropy.shape)
 
