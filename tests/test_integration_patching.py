@@ -67,6 +67,23 @@ def test_a_module_imported_after_the_patch_binds_the_replacement(library, tmp_pa
         assert toylib.late.entropy is ours
 
 
+def test_undo_restores_the_name_a_module_imported_during_the_patch_bound(library, tmp_path):
+    original = library.utils.entropy
+    (tmp_path / "toylib" / "late.py").write_text("from .utils import entropy\n")
+    with patch_functions({"toylib.utils": {"entropy": ours}}):
+        import toylib.late
+    assert toylib.late.entropy is original
+
+
+def test_patches_undone_in_reverse_order_restore_the_originals(library):
+    original = library.utils.entropy
+    with patch_functions({"toylib.utils": {"entropy": ours}}):
+        with patch_functions({"toylib.utils": {"entropy": ours}}):
+            assert library.trainer.step(0) == ("ours", "ours")
+    assert library.trainer.step(0) == ("theirs", "theirs")
+    assert library.utils.entropy is original
+
+
 def test_a_name_the_module_lacks_is_an_attribute_error_and_nothing_is_replaced(library):
     with pytest.raises(AttributeError, match="no function 'missing'"):
         patch_functions({"toylib.utils": {"entropy": ours, "missing": ours}})

@@ -22,21 +22,40 @@ class FunctionPatches:
         replaced: ``[(module name, attribute name)]``, every binding that was replaced.
     """
 
-    def __init__(self, bindings: List[Tuple[Any, str, Any]]) -> None:
+    def __init__(self, bindings: List[Tuple[Any, str, Any]], functions: List[Tuple[str, Any, Any]]) -> None:
         self._bindings = bindings  # (module, name, original object)
+        self._functions = functions  # (package, original, replacement)
         self.replaced: List[Tuple[str, str]] = [(module.__name__, name) for module, name, _ in bindings]
 
     def undo(self) -> None:
-        """Put every replaced binding back as it was (idempotent)."""
+        """Put every replaced binding back as it was, and every name bound to a replacement
+        since (a module of the library imported while the patch was on, binding it with
+        ``from ... import``) back to the original. Idempotent. Patches undone in the
+        reverse order of their application (as nested ``with`` blocks are) restore the
+        originals."""
         for module, name, original in reversed(self._bindings):
             setattr(module, name, original)
+        for package, original, replacement in reversed(self._functions):
+            for loaded_module in _loaded_modules(package):
+                for attribute, value in list(vars(loaded_module).items()):
+                    if value is replacement:
+                        setattr(loaded_module, attribute, original)
         self._bindings = []
+        self._functions = []
 
     def __enter__(self) -> "FunctionPatches":
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.undo()
+
+
+def _loaded_modules(package: str) -> List[Any]:
+    """The modules of ``package`` (a top-level name) in ``sys.modules``."""
+    return [
+        m for key, m in list(sys.modules.items())
+        if m is not None and (key == package or key.startswith(package + "."))
+    ]
 
 
 def patch_functions(replacements: Dict[str, Dict[str, Callable[..., Any]]]) -> FunctionPatches:
@@ -77,13 +96,9 @@ def patch_functions(replacements: Dict[str, Dict[str, Callable[..., Any]]]) -> F
             originals.append((package, getattr(module, name), replacement))
     bindings: List[Tuple[Any, str, Any]] = []
     for package, original, replacement in originals:
-        loaded = [
-            m for key, m in list(sys.modules.items())
-            if m is not None and (key == package or key.startswith(package + "."))
-        ]
-        for loaded_module in loaded:
+        for loaded_module in _loaded_modules(package):
             for attribute, value in list(vars(loaded_module).items()):
                 if value is original:
                     bindings.append((loaded_module, attribute, original))
                     setattr(loaded_module, attribute, replacement)
-    return FunctionPatches(bindings)
+    return FunctionPatches(bindings, originals)
