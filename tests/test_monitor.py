@@ -125,6 +125,20 @@ def test_without_a_config_the_warning_quotes_no_threshold(caplog):
         "discrete entropy 0.053 at episode 100: collapse penalty 0.140"]
 
 
+@pytest.mark.parametrize("head_thresholds", [None, (0.4, 0.5, 0.7)], ids=["min_entropy_threshold", "per sub-head"])
+def test_with_sub_heads_the_warning_names_those_below_their_thresholds(caplog, head_thresholds):
+    # The penalty acts per sub-head: the summed entropy (1.1 here) is not what fell below.
+    config = LONG.replace(discrete_sizes=(2, 1, 3), min_entropy_threshold=0.5,
+                          discrete_head_thresholds=head_thresholds)
+    out = step(1.1, 1.56)
+    out["discrete_entropy_per_head"] = torch.tensor([0.48, 0.0, 0.62], dtype=torch.float64)
+    with caplog.at_level(logging.WARNING, logger="hybrid_entropy_ext.monitor"):
+        hee.EntropyMonitor(config).record(out, episode=3)
+    below = ("sub-head 0 entropy 0.480 < 0.5, sub-head 1 entropy 0.000 < 0.5" if head_thresholds is None
+             else "sub-head 1 entropy 0.000 < 0.5, sub-head 2 entropy 0.620 < 0.7")
+    assert [r.getMessage() for r in caplog.records] == [f"discrete {below} at episode 3: collapse penalty 1.560"]
+
+
 def test_warnings_go_to_the_given_logger(caplog):
     with caplog.at_level(logging.WARNING, logger="my.trainer"):
         hee.EntropyMonitor(LONG, logger=logging.getLogger("my.trainer")).record(step(0.05, 0.15), 1)

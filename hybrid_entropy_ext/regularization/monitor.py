@@ -108,6 +108,18 @@ def _thresholds(source: Any) -> Dict[str, Optional[float]]:
     }
 
 
+def _sub_head_thresholds(source: Any) -> Optional[Tuple[float, ...]]:
+    """Each discrete sub-head's threshold (``None``: no sub-heads, no threshold or no config)."""
+    config = getattr(source, "config", source)
+    if not isinstance(config, EntropyRegularizationConfig) or config.discrete_sizes is None:
+        return None
+    if config.discrete_head_thresholds is not None:
+        return tuple(config.discrete_head_thresholds)
+    if config.min_entropy_threshold is None:
+        return None
+    return (config.min_entropy_threshold,) * len(config.discrete_sizes)
+
+
 class EntropyMonitor:
     """Records a regularizer's outputs step by step and reports the collapse penalty's interventions.
 
@@ -164,6 +176,7 @@ class EntropyMonitor:
         heads: Optional[Sequence[str]] = None,
     ) -> None:
         thresholds = _thresholds(config)
+        sub_head_thresholds = _sub_head_thresholds(config)
         known_heads = _check_heads(heads)
         every = check_episode_count("every", every)
         if every < 1:
@@ -178,6 +191,7 @@ class EntropyMonitor:
         if not isinstance(warn, bool):
             raise TypeError(f"warn: expected a bool, got {describe(warn)}")
         self.thresholds = thresholds
+        self._sub_head_thresholds = sub_head_thresholds
         self.every = every
         self.writer = writer
         self.tag = tag
@@ -320,15 +334,30 @@ class EntropyMonitor:
                 if not self._penalty_on[head]:
                     self.interventions[head] += 1
                     if self.warn:
-                        self._warn(head, entropy, penalty, row["episode"])
+                        self._warn(head, entropy, penalty, row)
             self._penalty_on[head] = on
 
-    def _warn(self, head: str, entropy: Optional[float], penalty: float, episode: float) -> None:
+    def _warn(self, head: str, entropy: Optional[float], penalty: float, row: Mapping[str, float]) -> None:
+        sub_heads: List[float] = []
+        while SUB_HEAD_ENTROPY_KEY.format(len(sub_heads)) in row:
+            sub_heads.append(row[SUB_HEAD_ENTROPY_KEY.format(len(sub_heads))])
+        if head == "discrete" and sub_heads:
+            # The penalty is per sub-head: name those below their thresholds, not the sum.
+            thresholds = self._sub_head_thresholds
+            if thresholds is not None and len(thresholds) == len(sub_heads):
+                parts = [f"sub-head {h} entropy {value:.3f} < {tau:g}"
+                         for h, (value, tau) in enumerate(zip(sub_heads, thresholds)) if value < tau]
+            else:
+                parts = [f"sub-head {h} entropy {value:.3f}" for h, value in enumerate(sub_heads)]
+            self.logger.warning(
+                "discrete %s at episode %d: collapse penalty %.3f", ", ".join(parts), row["episode"], penalty
+            )
+            return
         threshold = self.thresholds[head]
         entropy_text = "?" if entropy is None else f"{entropy:.3f}"
         below = "" if threshold is None else f" < {threshold:g}"
         self.logger.warning(
-            "%s entropy %s%s at episode %d: collapse penalty %.3f", head, entropy_text, below, episode, penalty
+            "%s entropy %s%s at episode %d: collapse penalty %.3f", head, entropy_text, below, row["episode"], penalty
         )
 
     def present_heads(self) -> Tuple[str, ...]:
