@@ -201,6 +201,15 @@ def test_the_reference_matches_the_oracle_in_every_mode():
             torch.testing.assert_close(got[key], want[key], **VALUE_TOLERANCES[torch.float64], msg=f"{mode} {key}")
 
 
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+def test_a_nan_weight_makes_the_aggregated_entropies_nan_in_every_mode(mode):
+    logits, log_std = sequence_heads()
+    mask = padding_mask("float")
+    mask[0, 0] = math.nan
+    out = hee.hybrid_entropy_loss(logits, log_std, 0.05, *PARAMS, mask, mode)
+    assert out["discrete_entropy"].isnan() and out["continuous_entropy"].isnan()
+
+
 @pytest.mark.parametrize("loss_scale_factor", [None, 2.5], ids=["T", "2.5"])
 @pytest.mark.parametrize("mask_kind", [None, "bool", "float"], ids=str)
 @pytest.mark.parametrize("mode", LOSS_AGG_MODES)

@@ -155,7 +155,8 @@ def aggregation_row_weights(
     weights = sample_mask.to(torch.float64)
     if loss_agg_mode == "seq-mean-token-mean":
         sequence_sums = weights.sum(dim=-1, keepdim=True)  # [B, 1]
-        weights = torch.where(sequence_sums > 0, weights / sequence_sums, torch.zeros_like(weights))
+        # == 0 rather than <= 0: a NaN sum divides, and its NaN shows in H as in the other modes.
+        weights = torch.where(sequence_sums == 0, torch.zeros_like(weights), weights / sequence_sums)
     return weights.reshape(-1)
 
 
@@ -163,7 +164,7 @@ def _num_sequences(sample_mask: Optional[Tensor], leading_shape: List[int], devi
     """``S``, 0-dim float64: the sequences (rows of a ``[B, T]`` mask) with some weight."""
     if sample_mask is None:
         return torch.full((), float(leading_shape[0]), dtype=torch.float64, device=device)
-    return (sample_mask.to(torch.float64).sum(dim=-1) > 0).sum().to(torch.float64)
+    return (sample_mask.to(torch.float64).sum(dim=-1) != 0).sum().to(torch.float64)
 
 
 def aggregation_denominator(

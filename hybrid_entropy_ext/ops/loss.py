@@ -145,8 +145,10 @@ def hybrid_entropy_loss(
             continuous head. ``None`` disables it.
         penalty_multiplier: ``m``, slope of both penalties.
         sample_mask: the rows' weights ``w``, of the leading shape: bool (``False``:
-            the row takes no part) or floating. ``None``: every row weighs 1. A
-            masked row is still read (a NaN in it still shows) and gets gradient 0.
+            the row takes no part) or floating, ``>= 0`` (a negative weight has no
+            defined meaning; a NaN weight makes ``H`` NaN in every mode). ``None``:
+            every row weighs 1. A masked row is still read (a NaN in it still shows)
+            and gets gradient 0.
         loss_agg_mode: how the per-row entropies ``h`` become ``H``, as verl's
             ``agg_loss`` (on one process) aggregates a loss:
 
