@@ -196,6 +196,12 @@ def test_another_tuple_space_is_a_value_error():
         PPO("MlpPolicy", env, entropy_regularization="plain", **SMALL)
 
 
+@pytest.mark.parametrize("policy", ["MultiInputPolicy", "CnnPolicy"])
+def test_a_policy_other_than_the_hybrid_one_is_a_value_error_naming_it(policy):
+    with pytest.raises(ValueError, match=f"policy='MlpPolicy'.*got '{policy}'"):
+        PPO(policy, TargetEnv(False), entropy_regularization="plain", **SMALL)
+
+
 def test_maskable_ppo_rejects_a_hybrid_space():
     with pytest.raises(ValueError, match="hybrid"):
         MaskablePPO("MlpPolicy", TargetEnv(), entropy_regularization="plain", **SMALL)

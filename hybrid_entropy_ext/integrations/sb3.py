@@ -95,6 +95,11 @@ class RegularizedOnPolicyTraining:
                 raise ValueError(f"{type(self).__name__} does not train hybrid or parameterized action spaces; PPO does")
             if policy == "MlpPolicy":
                 policy = HybridActorCriticPolicy
+            if not (isinstance(policy, type) and issubclass(policy, HybridActorCriticPolicy)):
+                raise ValueError(
+                    "a hybrid or parameterized action space trains with policy='MlpPolicy' (HybridActorCriticPolicy) "
+                    f"or a subclass of HybridActorCriticPolicy; got {policy!r}"
+                )
             kwargs["policy_kwargs"] = {**(kwargs.get("policy_kwargs") or {}), "action_layout": self.action_layout}
         super().__init__(policy, env, *args, **kwargs)
         if self.entropy_regularization is not None and self.ent_coef != 0.0:
