@@ -77,6 +77,28 @@ def test_errors_are_one_line_and_exit_2(capsys, argv):
     assert out == ""
 
 
+# Not read as YAML text: "missing.cfg" would parse as a string and fail as "not a mapping".
+def test_a_missing_config_file_of_any_name_is_not_found(capsys):
+    status, out, err = run_cli(capsys, "schedule", "--config", "missing.cfg")
+    assert_one_line_error(status, err)
+    assert "No such file" in err and "missing.cfg" in err
+
+
+@pytest.mark.parametrize(
+    "yaml_text, named",
+    [("target_entropy_control: adaptive\ndiscrete_target_entropy: 0.5\n", "target_entropy_control"),
+     ("discrete_sizes: [3, 3]\ndiscrete_head_thresholds: [0.5, 0.5]\n", "discrete_sizes")],
+    ids=["controller", "sub-heads"],
+)
+def test_check_refuses_a_config_whose_terms_two_entropies_do_not_give(capsys, tmp_path, yaml_text, named):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml_text)
+    status, out, err = run_cli(capsys, "check", "--config", str(config), "--episode", "0",
+                               "--discrete-entropy", "1.0", "--continuous-entropy", "1.2")
+    assert_one_line_error(status, err)
+    assert named in err and out == ""
+
+
 def test_bad_config_value_names_the_key(capsys, tmp_path):
     config = tmp_path / "trainer.yaml"
     config.write_text("trainer:\n  entropy_regularization:\n    entropy_coef: 0.1\n")

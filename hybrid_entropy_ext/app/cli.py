@@ -3,7 +3,8 @@
 Subcommands:
 
 - ``schedule``: the entropy-coefficient table of a config or preset.
-- ``check``: the loss components at given batch-mean entropies, as a collapse report.
+- ``check``: the loss components at given batch-mean entropies, as a collapse report (a
+  scheduled coefficient and one discrete head: not a controller's or sub-heads' config).
 - ``bench``: fused op vs the alternatives, forward+backward, with ratios.
 - ``train``: a hybrid-action PPO run on ``HybridNetworkGrowth-v0`` (CSV of metrics + plot,
   and the :class:`~hybrid_entropy_ext.EntropyMonitor`'s CSV, JSON and plot).
@@ -16,6 +17,7 @@ Errors are one line on stderr and exit status 2, not a traceback.
 import argparse
 import math
 import sys
+from pathlib import Path
 from typing import Dict, List, NoReturn, Optional, Sequence
 
 import torch
@@ -45,7 +47,8 @@ def _load_config(args: argparse.Namespace) -> EntropyRegularizationConfig:
     if getattr(args, "config", None) and getattr(args, "preset", None):
         raise CliError("give --config or --preset, not both")
     if getattr(args, "config", None):
-        return EntropyRegularizationConfig.from_yaml(args.config)
+        # A path, never YAML text: a mistyped name is "not found", not a confusing parse.
+        return EntropyRegularizationConfig.from_yaml(Path(args.config))
     if getattr(args, "preset", None):
         return EntropyRegularizationConfig.preset(args.preset)
     return EntropyRegularizationConfig()
@@ -67,10 +70,28 @@ def schedule_table(config: EntropyRegularizationConfig, episodes: Sequence[int])
     return "\n".join(lines)
 
 
+def _unreportable(config: EntropyRegularizationConfig) -> Optional[str]:
+    """Why :func:`collapse_report` cannot give ``config``'s terms from two entropies, or None."""
+    if config.target_entropy_control != "none":
+        return (f"target_entropy_control: {config.target_entropy_control} (a controller, not the schedule, "
+                "sets the coefficient, from its own state)")
+    if config.discrete_sizes is not None:
+        return "discrete_sizes (each sub-head has its own entropy and penalty; one H_d does not give them)"
+    return None
+
+
 def collapse_report(
     config: EntropyRegularizationConfig, episode: int, discrete_entropy: float, continuous_entropy: float
 ) -> str:
-    """The loss components at given batch-mean entropies (nats), and which penalties are active."""
+    """The loss components at given batch-mean entropies (nats), and which penalties are active.
+
+    Raises:
+        ValueError: a config whose terms two entropies do not give: a target-entropy
+            controller's or discrete sub-heads'.
+    """
+    reason = _unreportable(config)
+    if reason is not None:
+        raise ValueError(f"the collapse report takes a scheduled coefficient and one discrete head; not {reason}")
     coeff = config.make_schedule()(episode)
     tau_d = config.min_entropy_threshold
     tau_c = config.resolved_continuous_min_entropy_threshold
@@ -163,7 +184,11 @@ def cmd_check(args: argparse.Namespace) -> None:
     for name in ("discrete_entropy", "continuous_entropy"):
         if not math.isfinite(getattr(args, name)):
             raise CliError(f"--{name.replace('_', '-')} must be finite")
-    print(collapse_report(_load_config(args), args.episode, args.discrete_entropy, args.continuous_entropy))
+    config = _load_config(args)
+    reason = _unreportable(config)
+    if reason is not None:
+        raise CliError(f"check takes a scheduled coefficient and one discrete head; not {reason}")
+    print(collapse_report(config, args.episode, args.discrete_entropy, args.continuous_entropy))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -279,7 +304,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"Entropy coefficient schedule ({_config_source(args)}):")
     print(schedule_table(config, DEFAULT_EPISODES))
     print()
-    print(collapse_report(config, 100, 0.05, 1.5))
+    reason = _unreportable(config)
+    print(collapse_report(config, 100, 0.05, 1.5) if reason is None else f"(no collapse report for {reason})")
     print()
     print("Fused op vs the pure-PyTorch reference:")
     print(_run_bench(benchmark.QUICK_CASES, ("fused", "reference"), args.rounds, include_roofline=False))
