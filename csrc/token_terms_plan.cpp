@@ -1,6 +1,7 @@
 #include "token_terms_plan.h"
 
 #include <cmath>
+#include <limits>
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -104,17 +105,24 @@ void check_forward_args(
   TORCH_CHECK_VALUE(
       std::isfinite(temperature) && temperature > 0.0, op,
       ": temperature must be a finite number > 0, got ", temperature);
-  // The kernels scale by 1 / T in the accumulation dtype: it must be a number
-  // there (below about 3e-39, 1 / T overflows float32).
+  // The kernels scale by c = 1 / T in the accumulation dtype, and the backward
+  // multiplies c by the upstream gradients and by log p (clamped at -1e4):
+  // c within [1 / sqrt(max), sqrt(max)] of that dtype keeps those products
+  // finite for any upstream gradient below about sqrt(max) / 1e4, and keeps
+  // c > 0, whose product with a -inf logit stays -inf (0 * -inf is NaN).
+  const at::ScalarType acc_dtype = accumulation_dtype(logits.scalar_type());
+  const double largest_scale = acc_dtype == at::kDouble
+      ? std::sqrt(std::numeric_limits<double>::max())
+      : std::sqrt(static_cast<double>(std::numeric_limits<float>::max()));
   const double scale = 1.0 / temperature;
-  const bool scale_is_finite =
-      accumulation_dtype(logits.scalar_type()) == at::kDouble
-      ? std::isfinite(scale)
-      : std::isfinite(static_cast<float>(scale));
   TORCH_CHECK_VALUE(
-      scale_is_finite, op, ": temperature ", temperature,
-      " is too small: 1 / temperature overflows the logits' accumulation "
-      "dtype (", accumulation_dtype(logits.scalar_type()), ")");
+      scale <= largest_scale, op, ": temperature ", temperature,
+      " is too small: 1 / temperature must be at most ", largest_scale,
+      " in the logits' accumulation dtype (", acc_dtype, ")");
+  TORCH_CHECK_VALUE(
+      scale >= 1.0 / largest_scale, op, ": temperature ", temperature,
+      " is too large: 1 / temperature must be at least ", 1.0 / largest_scale,
+      " in the logits' accumulation dtype (", acc_dtype, ")");
 }
 
 TensorSpec contiguous_spec(

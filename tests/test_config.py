@@ -180,6 +180,25 @@ def test_from_dict_accepts_entropy_regularization_wrapper():
     assert Config.from_dict({"entropy_regularization": {"entropy_coeff": 0.5}}).entropy_coeff == 0.5
 
 
+def test_discrete_sizes_take_numpy_integers_as_an_nvec_holds_them():
+    config = EntropyRegularizationConfig(discrete_sizes=list(np.array([3, 5, 2])))
+    assert config.discrete_sizes == (3, 5, 2) and all(type(size) is int for size in config.discrete_sizes)
+
+
+def test_a_section_beside_the_trainer_mapping_is_read():
+    config = EntropyRegularizationConfig.from_dict(
+        {"trainer": {"lr": 3e-4}, "entropy_regularization": {"entropy_coeff_start": 0.5}}
+    )
+    assert config.entropy_coeff_start == 0.5
+
+
+def test_a_section_both_beside_and_under_the_trainer_is_a_value_error():
+    with pytest.raises(ValueError, match="both at the top level and under trainer"):
+        EntropyRegularizationConfig.from_dict(
+            {"trainer": {"entropy_regularization": {}}, "entropy_regularization": {"entropy_coeff_start": 0.5}}
+        )
+
+
 def test_from_dict_trainer_without_section_gives_defaults():
     assert Config.from_dict({"trainer": {"learning_rate": 1e-4}}) == Config()
 

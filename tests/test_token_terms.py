@@ -15,6 +15,7 @@ The checks against the oracle and their tolerances are in tests/token_terms_chec
 """
 
 import math
+import re
 
 import pytest
 import torch
@@ -691,11 +692,29 @@ def test_long_rows_match_the_oracle(backend, dtype, k):
     check_against_oracle(backend, logits, random_actions((5,), k).masked_fill(~mask, -100), mask, temperature=0.8)
 
 
-def test_a_temperature_whose_inverse_overflows_float32_is_rejected():
-    with pytest.raises(ValueError, match=r"temperature 1e-39 is too small: 1 / temperature overflows"):
-        hee.log_prob_and_entropy(torch.randn(3, 4), torch.zeros(3, dtype=torch.long), None, 1e-39)
+# 1 / T within [1 / sqrt(max), sqrt(max)] of the accumulation dtype (float32: about
+# 5.4e-20 to 1.8e19): its products with log p and the upstream gradients stay finite.
+@pytest.mark.parametrize(
+    "temperature, match",
+    [(1e-39, "too small"), (1e-20, "too small"), (1e20, "too large"), (1e46, "too large")],
+)
+def test_a_temperature_outside_the_float32_range_is_rejected(temperature, match):
+    with pytest.raises(ValueError, match=re.escape(f"temperature {temperature:g} is {match}: 1 / temperature must be")):
+        hee.log_prob_and_entropy(torch.randn(3, 4), torch.zeros(3, dtype=torch.long), None, temperature)
 
 
-def test_the_same_temperature_is_accepted_for_float64_logits():
-    _, entropy = hee.log_prob_and_entropy(torch.randn(3, 4, dtype=torch.float64), None, None, 1e-39)
-    assert torch.isfinite(entropy).all()
+def test_a_float32_rejected_temperature_is_accepted_for_float64_logits():
+    for temperature in (1e-39, 1e46):
+        _, entropy = hee.log_prob_and_entropy(torch.randn(3, 4, dtype=torch.float64), None, None, temperature)
+        assert torch.isfinite(entropy).all()
+
+
+@pytest.mark.parametrize("temperature", [1e-19, 1e19], ids=["smallest", "largest"])
+def test_the_extreme_accepted_temperatures_keep_ruled_out_actions_at_zero_gradient(temperature):
+    # -inf logits times 1 / T, and their log p times 1 / T and the upstream gradients:
+    # NaN when 1 / T was 0 or the products overflowed.
+    logits = torch.tensor([[0.0, float("-inf"), 1.0, 2.0]], requires_grad=True)
+    log_prob, entropy = hee.log_prob_and_entropy(logits, torch.tensor([2]), None, temperature)
+    (log_prob.sum() + 10.0 * entropy.sum()).backward()
+    assert torch.isfinite(log_prob).all() and torch.isfinite(entropy).all()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 1].item() == 0.0

@@ -102,6 +102,14 @@ def log_prob_and_entropy(
     """
     if not temperature > 0.0 or not math.isfinite(temperature):
         raise ValueError(f"log_prob_and_entropy: temperature must be a finite number > 0, got {temperature}")
+    # The op's range (csrc/token_terms_plan.cpp): 1 / T within [1 / sqrt(max), sqrt(max)].
+    largest_scale = math.sqrt(torch.finfo(_accumulation_dtype(logits)).max)
+    if not 1.0 / largest_scale <= 1.0 / temperature <= largest_scale:
+        raise ValueError(
+            f"log_prob_and_entropy: temperature {temperature:g} is too "
+            f"{'small' if 1.0 / temperature > largest_scale else 'large'}: 1 / temperature must be within "
+            f"[{1.0 / largest_scale:g}, {largest_scale:g}] in the logits' accumulation dtype"
+        )
     if discrete_sizes is None:
         return _one_head_log_prob_and_entropy(logits, actions, mask, temperature, action_mask)
     check_sub_heads(discrete_sizes, None, logits.shape[-1], op="log_prob_and_entropy")

@@ -45,7 +45,8 @@ def log_prob_and_entropy(
             actions).
         temperature: ``T > 0``: the distribution is that of ``logits / T`` (its
             gradient included), as sampling with a temperature draws from. ``1 / T`` must
-            be finite in the accumulation dtype.
+            lie within ``[1 / sqrt(max), sqrt(max)]`` of the accumulation dtype (float32
+            logits: ``T`` from about ``5.4e-20`` to ``1.8e19``).
         action_mask: bool of the logits' shape ``[..., K]`` (any strides, e.g. one
             ``[K]`` row expanded to every sample): False rules an action out, exactly as
             a ``-inf`` logit whatever the logit holds (probability 0, gradient 0). It is
@@ -65,8 +66,8 @@ def log_prob_and_entropy(
     Raises:
         ValueError: a shape or device mismatch (an action mask must have the logits'
             shape; with ``discrete_sizes`` actions must be ``[..., H]``), ``K = 0``, a
-            temperature that is not a finite number > 0 (or whose inverse overflows the
-            accumulation dtype), or ``discrete_sizes`` that are empty, not positive or
+            temperature that is not a finite number > 0 (or whose inverse is outside
+            that range), or ``discrete_sizes`` that are empty, not positive or
             do not sum to ``K``.
         TypeError: non-floating logits, actions that are not int64/int32, a mask or an
             action mask that is not bool.

@@ -195,7 +195,8 @@ def _validate_sizes(key: str, value: Any) -> Optional[Tuple[int, ...]]:
         )
     sizes = []
     for i, size in enumerate(value):
-        if isinstance(size, bool) or not isinstance(size, int):
+        # Python or NumPy integers: a list(nvec) of SB3's MultiDiscrete holds np.int64.
+        if is_bool(size) or not isinstance(size, numbers.Integral):
             raise TypeError(f"{key}[{i}]: expected an integer > 0, got {describe(size)}")
         if size <= 0:
             raise ValueError(f"{key}[{i}]: expected an integer > 0, got {size}")

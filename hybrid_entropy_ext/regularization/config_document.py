@@ -1,7 +1,8 @@
 """Where a config's keys come from: YAML text or files, and the section within a document.
 
 A document is the ``entropy_regularization`` section alone, ``{"entropy_regularization":
-{...}}``, or a whole trainer config ``{"trainer": {"entropy_regularization": {...}}}``.
+{...}}``, or a whole trainer config ``{"trainer": {"entropy_regularization": {...}}}`` (or
+with the section beside ``trainer``; in both places it is an error).
 YAML is read with ``yaml.safe_load`` only.
 """
 
@@ -33,6 +34,12 @@ def extract_section(document: Any) -> Mapping[Any, Any]:
     document = _require_mapping("config document", document)
     if TRAINER in document:
         trainer = _require_mapping(TRAINER, document[TRAINER])
+        if SECTION in trainer and SECTION in document:
+            raise ValueError(
+                f"config document: {SECTION} is both at the top level and under {TRAINER}; give it once"
+            )
+        if SECTION not in trainer and SECTION in document:
+            return _require_mapping(SECTION, document[SECTION])
         # A trainer config without the section means regularization at its defaults.
         return _require_mapping(f"{TRAINER}.{SECTION}", trainer.get(SECTION, {}))
     if SECTION in document:
