@@ -199,6 +199,15 @@ def test_monitor_report_counts_in_singular_and_plural():
     ]
 
 
+def test_monitor_report_gives_the_sub_heads_thresholds():
+    from hybrid_entropy_ext.app.cli import monitor_report
+
+    discrete = {**_head_summary(1, 1), "threshold": None, "sub_head_thresholds": [0.5, 0.4]}
+    report = monitor_report({"records": 1, "discrete": discrete, "continuous": _head_summary(0, 0, present=False)})
+    assert report.splitlines()[0].startswith(
+        "discrete head: collapse penalty (per sub-head thresholds 0.5, 0.4) switched on 1 time")
+
+
 def test_monitor_report_says_a_missing_head_is_absent():
     from hybrid_entropy_ext.app.cli import monitor_report
 

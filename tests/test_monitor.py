@@ -139,6 +139,16 @@ def test_with_sub_heads_the_warning_names_those_below_their_thresholds(caplog, h
     assert [r.getMessage() for r in caplog.records] == [f"discrete {below} at episode 3: collapse penalty 1.560"]
 
 
+def test_with_sub_heads_the_summary_gives_each_sub_heads_threshold():
+    config = LONG.replace(discrete_sizes=(3, 3), min_entropy_threshold=None, discrete_head_thresholds=(0.5, 0.4))
+    out = step(1.1, 1.5)
+    out["discrete_entropy_per_head"] = torch.tensor([0.001, 1.099], dtype=torch.float64)
+    monitor = hee.EntropyMonitor(config, warn=False)
+    monitor.record(out)
+    assert monitor.summary()["discrete"]["sub_head_thresholds"] == [0.5, 0.4]
+    assert "sub_head_thresholds" not in hee.EntropyMonitor(LONG).summary()["discrete"]
+
+
 def test_warnings_go_to_the_given_logger(caplog):
     with caplog.at_level(logging.WARNING, logger="my.trainer"):
         hee.EntropyMonitor(LONG, logger=logging.getLogger("my.trainer")).record(step(0.05, 0.15), 1)

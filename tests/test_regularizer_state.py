@@ -332,6 +332,15 @@ def test_user_callable_schedule_is_called_with_the_episode():
     assert seen == [5]
 
 
+@pytest.mark.parametrize("episode, error", [(-3, ValueError), (1.5, TypeError)], ids=["negative", "fractional"])
+def test_a_user_schedule_is_not_called_with_a_bad_episode(episode, error):
+    seen = []
+    reg = hee.HybridEntropyRegularizer(LONG, schedule=lambda e: seen.append(e) or 0.1)
+    with pytest.raises(error, match=r"episode: expected an integer number of episodes >= 0"):
+        reg(*random_heads(dtype=torch.float64), episode)
+    assert seen == []
+
+
 @pytest.mark.parametrize(
     "returned, error, message",
     [(-0.5, ValueError, r"schedule\(3\): expected a finite number >= 0, got -0.5"),

@@ -248,7 +248,11 @@ def monitor_report(summary: Dict) -> str:
             continue
         if h["mean_entropy"] is None:
             continue
-        threshold = "disabled" if h["threshold"] is None else f"threshold {h['threshold']:g}"
+        sub_head_thresholds = h.get("sub_head_thresholds")
+        if sub_head_thresholds is not None:
+            threshold = "per sub-head thresholds " + ", ".join(f"{tau:g}" for tau in sub_head_thresholds)
+        else:
+            threshold = "disabled" if h["threshold"] is None else f"threshold {h['threshold']:g}"
         lines.append(
             f"{head} head: collapse penalty ({threshold}) switched on {_count(h['interventions'], 'time')}, "
             f"active in {h['active_steps']} of {_count(summary['records'], 'step')}; "

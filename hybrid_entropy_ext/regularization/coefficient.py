@@ -158,12 +158,13 @@ class ScheduledCoefficientMixin:
     @torch.jit.export
     def compute_adaptive_entropy_coefficient(self, episode: int) -> float:
         """The scheduled entropy coefficient (dimensionless) at ``episode`` (int >= 0)."""
-        value = self.schedule(episode)
         if not torch.jit.is_scripting():
-            # A schedule from elsewhere may return anything: checked before it reaches the op.
             if not isinstance(self.schedule, BUILTIN_SCHEDULES):
-                value = check_coefficient("schedule(" + str(episode) + ")", value)
-        return value
+                # A schedule from elsewhere gets the episode the built-in ones check, and
+                # may return anything: checked before it reaches the op.
+                episode = check_episode_count("episode", episode)
+                return check_coefficient("schedule(" + str(episode) + ")", self.schedule(episode))
+        return self.schedule(episode)
 
     def _counter_read_on_host(self) -> bool:
         # On the CPU an int read of the counter is cheap and exact; elsewhere it would be a

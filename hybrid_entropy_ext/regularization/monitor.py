@@ -192,6 +192,10 @@ class EntropyMonitor:
             raise TypeError(f"warn: expected a bool, got {describe(warn)}")
         self.thresholds = thresholds
         self._sub_head_thresholds = sub_head_thresholds
+        config_of = getattr(config, "config", config)
+        self._has_sub_heads = (
+            isinstance(config_of, EntropyRegularizationConfig) and config_of.discrete_sizes is not None
+        )
         self.every = every
         self.writer = writer
         self.tag = tag
@@ -376,7 +380,9 @@ class EntropyMonitor:
     def summary(self) -> Dict[str, Any]:
         """Per head: ``present`` (see ``heads``), ``min_entropy``, ``mean_entropy`` (nats,
         over the recorded steps; ``None`` before any, and for an absent head),
-        ``interventions``, ``active_steps``, ``threshold``; and ``records``, ``calls``, ``every``."""
+        ``interventions``, ``active_steps``, ``threshold``; for the discrete head of a config
+        with sub-heads, also ``sub_head_thresholds`` (one per sub-head, the penalty's, or
+        ``None`` without thresholds); and ``records``, ``calls``, ``every``."""
         result: Dict[str, Any] = {"records": len(self.records), "calls": self.calls, "every": self.every}
         present = self.present_heads()
         for head in _HEADS:
@@ -389,6 +395,9 @@ class EntropyMonitor:
                 "active_steps": self.active_steps[head],
                 "threshold": self.thresholds[head],
             }
+        if self._has_sub_heads:
+            thresholds = self._sub_head_thresholds
+            result["discrete"]["sub_head_thresholds"] = None if thresholds is None else list(thresholds)
         return result
 
     def _absent_keys(self) -> frozenset:
