@@ -99,6 +99,30 @@ def test_check_refuses_a_config_whose_terms_two_entropies_do_not_give(capsys, tm
     assert named in err and out == ""
 
 
+def test_options_without_a_subcommand_go_to_the_default_demo(monkeypatch):
+    from hybrid_entropy_ext.app import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "cmd_demo", calls.append)
+    assert cli.main(["--preset", "short", "--train-episodes", "0"]) == 0
+    assert [(args.command, args.preset, args.train_episodes) for args in calls] == [("demo", "short", 0)]
+
+
+def test_invalid_yaml_is_a_one_line_error(capsys, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("entropy_regularization: [\n")
+    status, out, err = run_cli(capsys, "schedule", "--config", str(config))
+    assert_one_line_error(status, err)
+    assert "invalid YAML" in err
+
+
+def test_a_section_with_every_key_commented_out_is_the_defaults(capsys, tmp_path):
+    config = tmp_path / "empty.yaml"
+    config.write_text("entropy_regularization:\n  # entropy_coeff_start: 0.5\n")
+    status, out, _ = run_cli(capsys, "schedule", "--config", str(config), "--episodes", "0")
+    assert status == 0 and "| 0 | 0.1 |" in out
+
+
 def test_bad_config_value_names_the_key(capsys, tmp_path):
     config = tmp_path / "trainer.yaml"
     config.write_text("trainer:\n  entropy_regularization:\n    entropy_coef: 0.1\n")

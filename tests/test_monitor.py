@@ -3,6 +3,7 @@
 import csv
 import json
 import logging
+import math
 import sys
 
 import pytest
@@ -147,6 +148,14 @@ def test_with_sub_heads_the_summary_gives_each_sub_heads_threshold():
     monitor.record(out)
     assert monitor.summary()["discrete"]["sub_head_thresholds"] == [0.5, 0.4]
     assert "sub_head_thresholds" not in hee.EntropyMonitor(LONG).summary()["discrete"]
+
+
+def test_a_nan_penalty_counts_as_on_and_is_warned_about(caplog):
+    monitor = hee.EntropyMonitor(LONG)
+    with caplog.at_level(logging.WARNING, logger="hybrid_entropy_ext.monitor"):
+        monitor.record(step(math.nan, math.nan), episode=4)
+    assert monitor.summary()["discrete"]["interventions"] == 1
+    assert [r.getMessage() for r in caplog.records] == ["discrete entropy nan < 0.1 at episode 4: collapse penalty nan"]
 
 
 def test_warnings_go_to_the_given_logger(caplog):

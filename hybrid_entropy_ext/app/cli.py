@@ -404,9 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["demo"] + list(argv or []))
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # demo is the default subcommand: with no arguments, or with options and no subcommand.
+    if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
+        arguments = ["demo"] + arguments
+    args = parser.parse_args(arguments)
     try:
         if getattr(args, "episode", 0) < 0:
             raise CliError("--episode must be >= 0")
@@ -415,6 +417,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise CliError("--episodes must be >= 0")
         args.func(args)
     except (CliError, ValueError, TypeError, OSError) as error:
-        print(f"hybrid-entropy: error: {error}", file=sys.stderr)
+        # One line, as promised: a YAML error's message spans several.
+        message = " ".join(str(error).split())
+        print(f"hybrid-entropy: error: {message}", file=sys.stderr)
         return 2
     return 0

@@ -43,7 +43,9 @@ def extract_section(document: Any) -> Mapping[Any, Any]:
         # A trainer config without the section means regularization at its defaults.
         return _require_mapping(f"{TRAINER}.{SECTION}", trainer.get(SECTION, {}))
     if SECTION in document:
-        return _require_mapping(SECTION, document[SECTION])
+        # A section whose keys are all commented out reads as null: the defaults.
+        section = document[SECTION]
+        return {} if section is None else _require_mapping(SECTION, section)
     return document
 
 

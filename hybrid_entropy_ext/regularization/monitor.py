@@ -332,7 +332,8 @@ class EntropyMonitor:
                 self._entropy_sum[head] += entropy
                 self._entropy_count[head] += 1
             penalty = row.get(f"{head}_penalty", 0.0)
-            on = penalty > 0.0
+            # A NaN penalty (a NaN entropy's) is reported, never taken for an off one.
+            on = penalty > 0.0 or math.isnan(penalty)
             if on:
                 self.active_steps[head] += 1
                 if not self._penalty_on[head]:
