@@ -3,6 +3,7 @@
 The names of :mod:`hybrid_entropy_ext.ops.reference` (where it is written), under the
 path the README uses::
 
+    >>> import torch
     >>> import hybrid_entropy_ext as hee
     >>> out = hee.reference.hybrid_entropy_loss(torch.randn(8, 3), torch.zeros(8, 2), 0.01)
 """

@@ -298,11 +298,11 @@ def policy_heads(dists: Union[Distribution, Sequence[Distribution], Mapping[str,
     trainer's integration): the same reading of ``dists`` (the module docstring), the same
     errors. Gradients reach the distributions' parameters through the returned tensors.
 
-    Example::
+    Example (a scale shared by the batch is the ``[D]`` log-std)::
 
         >>> heads = policy_heads((Categorical(logits=torch.randn(8, 4)), Normal(torch.zeros(8, 2), 1.0)))
         >>> heads.logits.shape, heads.log_std.shape, heads.discrete_sizes
-        (torch.Size([8, 4]), torch.Size([8, 2]), None)
+        (torch.Size([8, 4]), torch.Size([2]), None)
     """
     categoricals, gaussian = _split_heads(dists)
     if categoricals and gaussian is not None:

@@ -1,6 +1,6 @@
 """Configuration of hybrid entropy regularization: the ``entropy_regularization`` YAML section.
 
-The dataclass fields are exactly the YAML keys of docs/design.md. Every way of building a
+The dataclass fields are exactly the YAML keys of the README's Configuration section. Every way of building a
 config (direct construction, :meth:`~EntropyRegularizationConfig.from_dict`,
 :meth:`~EntropyRegularizationConfig.from_yaml`, :meth:`~EntropyRegularizationConfig.preset`,
 :meth:`~EntropyRegularizationConfig.replace`) goes through the same validation, and a
@@ -406,8 +406,8 @@ class EntropyRegularizationConfig:
     def preset(cls, name: str) -> "EntropyRegularizationConfig":
         """A named preset: ``long``, ``short``, ``debug``, ``aggressive`` or ``plain``.
 
-        Keys a preset does not set keep their defaults (docs/design.md and the
-        README's Configuration section have the table). ``plain`` is the usual fixed
+        Keys a preset does not set keep their defaults (the README's Configuration
+        section has the table). ``plain`` is the usual fixed
         bonus exactly: a constant coefficient of 0.01, weights 1 and 1, no collapse
         penalties, so that ``total = -0.01 * (H_d + H_c)``, Stable-Baselines3's
         ``ent_coef * -entropy.mean()`` with the joint policy's entropy.

@@ -158,6 +158,8 @@ class EntropyMonitor:
 
     Example::
 
+        >>> import torch
+        >>> from hybrid_entropy_ext import EntropyMonitor, EntropyRegularizationConfig, HybridEntropyRegularizer
         >>> reg = HybridEntropyRegularizer(EntropyRegularizationConfig.preset("long"))
         >>> monitor = EntropyMonitor(reg)
         >>> out = monitor.record(reg(torch.randn(8, 4), torch.zeros(2), 0), episode=0)

@@ -1,8 +1,7 @@
 """The named presets of :meth:`EntropyRegularizationConfig.preset <hybrid_entropy_ext.EntropyRegularizationConfig.preset>`.
 
 Each preset is a partial ``entropy_regularization`` section: the keys it sets; the
-others keep their defaults (docs/design.md and the README's Configuration section have
-the table).
+others keep their defaults (the README's Configuration section has the table).
 """
 
 from typing import Any, Final, Mapping
