@@ -9,7 +9,7 @@ value. Internal: the names here are for the package's modules, not its users.
 
 import math
 import numbers
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 __all__ = [
     "describe",
@@ -23,6 +23,10 @@ __all__ = [
     "check_target",
     "check_coefficient_range",
     "check_points",
+    "check_op_real",
+    "check_op_flag",
+    "check_op_integers",
+    "check_op_reals",
 ]
 
 
@@ -157,3 +161,47 @@ def check_points(name: str, points: Any) -> Tuple[List[int], List[float]]:
         episodes.append(episode)
         values.append(value)
     return episodes, values
+
+
+# The op wrappers' arguments that the dispatcher would otherwise reject with a RuntimeError
+# about its schema: each a TypeError naming the op and the argument, and read as the schema
+# takes it (NumPy numbers and tuples included).
+
+
+def check_op_real(op: str, name: str, value: Any, optional: bool = False) -> Optional[float]:
+    """``value`` as a float (``None`` passes where ``optional``), else a TypeError."""
+    if value is None and optional:
+        return None
+    if not is_real(value):
+        expected = "a number or None" if optional else "a number"
+        raise TypeError(f"{op}: {name} must be {expected}, got {describe(value)}")
+    return real_to_float(value)
+
+
+def check_op_flag(op: str, name: str, value: Any) -> bool:
+    """``value`` as a bool (Python's or NumPy's), else a TypeError."""
+    if not is_bool(value):
+        raise TypeError(f"{op}: {name} must be a bool, got {describe(value)}")
+    return bool(value)
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def check_op_integers(op: str, name: str, value: Any) -> Optional[List[int]]:
+    """``value`` (None, or a list or tuple of integers) as a list of ints, else a TypeError."""
+    if value is None:
+        return None
+    if not _is_sequence(value) or not all(isinstance(v, numbers.Integral) and not is_bool(v) for v in value):
+        raise TypeError(f"{op}: {name} must be a list of integers or None, got {describe(value)}")
+    return [int(v) for v in value]
+
+
+def check_op_reals(op: str, name: str, value: Any) -> Optional[List[float]]:
+    """``value`` (None, or a list or tuple of numbers) as a list of floats, else a TypeError."""
+    if value is None:
+        return None
+    if not _is_sequence(value) or not all(is_real(v) for v in value):
+        raise TypeError(f"{op}: {name} must be a list of numbers or None, got {describe(value)}")
+    return [real_to_float(v) for v in value]

@@ -7,6 +7,7 @@ metadata alone, whose message names the offending argument, and changes nothing.
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -141,6 +142,40 @@ def test_coefficient_tensor_neither_0_dim_nor_one_per_head_is_rejected(shape):
 def test_coefficient_of_wrong_python_type_is_rejected(coeff):
     with pytest.raises(TypeError, match=r"entropy_coeff must be a Python float"):
         loss(entropy_coeff=coeff)
+
+
+# The dispatcher would reject these with a RuntimeError about its schema.
+@pytest.mark.parametrize(
+    "argument, value, expected",
+    [("discrete_entropy_weight", "1", "a number"),
+     ("min_entropy_threshold", "0.1", "a number or None"),
+     ("continuous_min_entropy_threshold", [0.1], "a number or None"),
+     ("penalty_multiplier", None, "a number"),
+     ("discrete_sizes", "ab", "a list of integers or None"),
+     ("discrete_sizes", [1.5, 2.5], "a list of integers or None"),
+     ("discrete_head_thresholds", True, "a list of numbers or None"),
+     ("normalize_discrete_entropy", "yes", "a bool"),
+     ("parameterized_actions", 1, "a bool")],
+    ids=lambda v: v if isinstance(v, str) else repr(v),
+)
+def test_an_argument_of_the_wrong_type_is_a_type_error_naming_it(argument, value, expected):
+    with pytest.raises(TypeError, match=rf"hybrid_entropy_loss: {argument} must be {expected}, got"):
+        loss(**{argument: value})
+
+
+def test_numpy_numbers_and_tuples_are_read_as_the_schema_takes_them():
+    logits = torch.randn(B, 5)
+    plain = hee.hybrid_entropy_loss(logits, None, 0.1, 1.0, 0.5, 0.3, None, 3.0, discrete_sizes=[2, 3])
+    numpy = hee.hybrid_entropy_loss(logits, None, 0.1, np.float64(1.0), 0.5, np.float32(0.3), None, np.int64(3),
+                                    discrete_sizes=tuple(np.array([2, 3])))
+    for key in plain:
+        assert torch.equal(numpy[key], plain[key]), key
+
+
+@pytest.mark.parametrize("argument, value", [("temperature", "1"), ("temperature", True), ("discrete_sizes", [2.0, 2.0])])
+def test_a_token_terms_argument_of_the_wrong_type_is_a_type_error_naming_it(argument, value):
+    with pytest.raises(TypeError, match=rf"log_prob_and_entropy: {argument} must be"):
+        hee.log_prob_and_entropy(torch.randn(B, 4), **{argument: value})
 
 
 # --- devices (meta is the second device, and CUDA where a GPU is present) ---------------

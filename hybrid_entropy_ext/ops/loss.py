@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops  # noqa: F401  (registers the ops)
-from .._validation import is_real, real_to_float
+from .._validation import check_op_flag, check_op_integers, check_op_real, check_op_reals, is_real, real_to_float
 from .aggregation import aggregation_of_rows, check_log_std_rows, rows_leading_shape
 
 __all__ = ["hybrid_entropy_loss"]
@@ -271,6 +271,22 @@ def hybrid_entropy_loss(
         >>> out = hybrid_entropy_loss(logits, log_std, 0.01, parameterized_actions=True)
         >>> out["total"].backward()                             # log_std.grad[k] = mean p_k term
     """
+    if not torch.jit.is_scripting() and not torch.compiler.is_compiling():
+        # What TorchScript's annotations check in scripted code (and the dispatcher would
+        # reject as a RuntimeError about its schema): a TypeError naming the argument.
+        # Eager only: traced, a float argument may be symbolic.
+        op = "hybrid_entropy_loss"
+        discrete_entropy_weight = check_op_real(op, "discrete_entropy_weight", discrete_entropy_weight)
+        continuous_entropy_weight = check_op_real(op, "continuous_entropy_weight", continuous_entropy_weight)
+        min_entropy_threshold = check_op_real(op, "min_entropy_threshold", min_entropy_threshold, optional=True)
+        continuous_min_entropy_threshold = check_op_real(
+            op, "continuous_min_entropy_threshold", continuous_min_entropy_threshold, optional=True
+        )
+        penalty_multiplier = check_op_real(op, "penalty_multiplier", penalty_multiplier)
+        discrete_sizes = check_op_integers(op, "discrete_sizes", discrete_sizes)
+        discrete_head_thresholds = check_op_reals(op, "discrete_head_thresholds", discrete_head_thresholds)
+        normalize_discrete_entropy = check_op_flag(op, "normalize_discrete_entropy", normalize_discrete_entropy)
+        parameterized_actions = check_op_flag(op, "parameterized_actions", parameterized_actions)
     if isinstance(entropy_coeff, Tensor):
         coeff = entropy_coeff
     elif torch.jit.is_scripting():

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops  # noqa: F401  (registers the ops)
+from .._validation import check_op_integers, check_op_real
 
 __all__ = ["log_prob_and_entropy"]
 
@@ -98,6 +99,11 @@ def log_prob_and_entropy(
         >>> log_prob.shape
         torch.Size([64])
     """
+    if not torch.jit.is_scripting() and not torch.compiler.is_compiling():
+        # As TorchScript's annotations check (the dispatcher: a RuntimeError about its
+        # schema). Eager only: traced, a float argument may be symbolic.
+        temperature = check_op_real("log_prob_and_entropy", "temperature", temperature)
+        discrete_sizes = check_op_integers("log_prob_and_entropy", "discrete_sizes", discrete_sizes)
     log_prob, entropy, _ = torch.ops.hybrid_entropy_ext.log_prob_and_entropy(
         logits, actions, mask, temperature, action_mask, discrete_sizes
     )
