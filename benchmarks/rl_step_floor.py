@@ -4,8 +4,8 @@ that compute nothing.
 The suite's RL rows time ``(log_prob * advantages).sum() + 0.01 * entropy.sum()`` and its
 ``autograd.grad`` through three implementations of the per-token terms
 (``hybrid_entropy_ext/benchmarking/token_terms.py``). This script times the same step with
-a fourth, ``floor``: a ``torch.autograd.Function`` that returns two fresh ``[N]`` tensors
-and an uninitialized ``[N, K]`` gradient, no arithmetic. ``categorical / floor`` is then
+a fourth, ``floor``: a ``torch.autograd.Function`` that returns two fresh ``[N]`` tensors of
+zeros and an uninitialized ``[N, K]`` gradient, no arithmetic. ``categorical / floor`` is then
 the largest ratio any implementation of the terms could reach against ``Categorical`` in
 this harness, and ``fused - floor`` what the fused op's call and kernels add to it.
 
@@ -29,14 +29,16 @@ CASES = (token_terms.TokenCase((65536,), 16), token_terms.TokenCase((4096,), 64)
 
 
 class NoTerms(torch.autograd.Function):
-    """``[N, K]`` logits -> two uninitialized ``[N]`` terms; backward: an uninitialized
-    ``[N, K]`` gradient. What every implementation must at least allocate and return."""
+    """``[N, K]`` logits -> two ``[N]`` terms of zeros; backward: an uninitialized ``[N, K]``
+    gradient. What every implementation must at least allocate and return. (Zeros, not
+    uninitialized terms: the loss multiplies them, and garbage there can hold subnormals,
+    whose arithmetic is slow.)"""
 
     @staticmethod
     def forward(ctx, logits: Tensor) -> Tuple[Tensor, Tensor]:
         ctx.logits_shape = logits.shape
         rows = logits.shape[:-1]
-        return torch.empty(rows), torch.empty(rows)
+        return torch.zeros(rows), torch.zeros(rows)
 
     @staticmethod
     def backward(ctx, grad_log_prob: Tensor, grad_entropy: Tensor) -> Tensor:
