@@ -170,6 +170,8 @@ def check_points(name: str, points: Any) -> Tuple[List[int], List[float]]:
 
 def check_op_real(op: str, name: str, value: Any, optional: bool = False) -> Optional[float]:
     """``value`` as a float (``None`` passes where ``optional``), else a TypeError."""
+    if type(value) is float:  # the common case, first: these run on every op call
+        return value
     if value is None and optional:
         return None
     if not is_real(value):
@@ -180,6 +182,8 @@ def check_op_real(op: str, name: str, value: Any, optional: bool = False) -> Opt
 
 def check_op_flag(op: str, name: str, value: Any) -> bool:
     """``value`` as a bool (Python's or NumPy's), else a TypeError."""
+    if value is True or value is False:
+        return value
     if not is_bool(value):
         raise TypeError(f"{op}: {name} must be a bool, got {describe(value)}")
     return bool(value)
