@@ -279,9 +279,8 @@ def test_gradients_averaged_over_ranks_are_the_single_process_gradients(ranks, c
         torch.testing.assert_close(averaged, single[name], rtol=1e-10, atol=1e-13, msg=name)
 
 
-@pytest.mark.parametrize("case", AGGREGATION_CASES)
-def test_every_aggregation_mode_over_ranks_is_the_single_process_mode_on_the_concatenated_sequences(ranks, case):
-    single, single_grads = run_aggregation_case(case, *global_sequences(), distributed=False)
+def assert_ranks_match_the_single_process(ranks, case, single, single_grads):
+    """Every rank's outputs are the single process's, and the ranks' gradients averaged its."""
     for rank, results in enumerate(ranks):
         out, _ = results[case]
         assert set(out) == set(single)
@@ -291,20 +290,16 @@ def test_every_aggregation_mode_over_ranks_is_the_single_process_mode_on_the_con
     for name in single_grads:
         averaged = sum(grads[name] for grads in per_rank) / WORLD_SIZE
         torch.testing.assert_close(averaged, single_grads[name], rtol=1e-10, atol=1e-13, msg=name)
+
+
+@pytest.mark.parametrize("case", AGGREGATION_CASES)
+def test_every_aggregation_mode_over_ranks_is_the_single_process_mode_on_the_concatenated_sequences(ranks, case):
+    assert_ranks_match_the_single_process(ranks, case, *run_aggregation_case(case, *global_sequences(), distributed=False))
 
 
 @pytest.mark.parametrize("case", RAGGED_CASES)
 def test_ranks_of_different_lengths_or_masks_are_the_single_process_on_the_padded_sequences(ranks, case):
-    single, single_grads = run_ragged_case(case, None)
-    for rank, results in enumerate(ranks):
-        out, _ = results[case]
-        assert set(out) == set(single)
-        for key in single:
-            torch.testing.assert_close(out[key], single[key], rtol=1e-12, atol=1e-14, msg=f"rank {rank}: {key}")
-    per_rank = [results[case][1] for results in ranks]
-    for name in single_grads:
-        averaged = sum(grads[name] for grads in per_rank) / WORLD_SIZE
-        torch.testing.assert_close(averaged, single_grads[name], rtol=1e-10, atol=1e-13, msg=name)
+    assert_ranks_match_the_single_process(ranks, case, *run_ragged_case(case, None))
 
 
 def test_distributed_without_a_process_group_is_a_runtime_error():
