@@ -140,6 +140,16 @@ def test_with_sub_heads_the_warning_names_those_below_their_thresholds(caplog, h
     assert [r.getMessage() for r in caplog.records] == [f"discrete {below} at episode 3: collapse penalty 1.560"]
 
 
+def test_with_sub_heads_a_nan_penalty_warning_lists_every_sub_head(caplog):
+    config = LONG.replace(discrete_sizes=(2, 2), min_entropy_threshold=0.5)
+    out = step(math.nan, math.nan)
+    out["discrete_entropy_per_head"] = torch.tensor([math.nan, 0.6], dtype=torch.float64)
+    with caplog.at_level(logging.WARNING, logger="hybrid_entropy_ext.monitor"):
+        hee.EntropyMonitor(config).record(out, episode=2)
+    assert [r.getMessage() for r in caplog.records] == [
+        "discrete sub-head 0 entropy nan, sub-head 1 entropy 0.600 at episode 2: collapse penalty nan"]
+
+
 def test_with_sub_heads_the_summary_gives_each_sub_heads_threshold():
     config = LONG.replace(discrete_sizes=(3, 3), min_entropy_threshold=None, discrete_head_thresholds=(0.5, 0.4))
     out = step(1.1, 1.5)

@@ -355,6 +355,8 @@ class EntropyMonitor:
                 parts = [f"sub-head {h} entropy {value:.3f} < {tau:g}"
                          for h, (value, tau) in enumerate(zip(sub_heads, thresholds)) if value < tau]
             else:
+                parts = []
+            if not parts:  # no thresholds, or none below them (a NaN entropy's NaN penalty)
                 parts = [f"sub-head {h} entropy {value:.3f}" for h, value in enumerate(sub_heads)]
             self.logger.warning(
                 "discrete %s at episode %d: collapse penalty %.3f", ", ".join(parts), row["episode"], penalty
