@@ -1,7 +1,7 @@
 """Configuration of hybrid entropy regularization: the ``entropy_regularization`` YAML section.
 
-The dataclass fields are exactly the YAML keys of the README's Configuration section. Every way of building a
-config (direct construction, :meth:`~EntropyRegularizationConfig.from_dict`,
+The dataclass fields are exactly the YAML keys of the README's Configuration section. Every
+way of building a config (direct construction, :meth:`~EntropyRegularizationConfig.from_dict`,
 :meth:`~EntropyRegularizationConfig.from_yaml`, :meth:`~EntropyRegularizationConfig.preset`,
 :meth:`~EntropyRegularizationConfig.replace`) goes through the same validation, and a
 config is frozen, so an invalid config cannot exist and bad input changes nothing.
