@@ -11,19 +11,17 @@ this harness, and ``fused - floor`` what the fused op's call and kernels add to 
 
     python benchmarks/rl_step_floor.py [--rounds 9] [--threads 2]
 
-Interleaved rounds, medians, in one process (benchmarks/README.md, "How to read the
-figures").
+Interleaved rounds, medians, in one process (``runner.time_interleaved``, as the suite
+times).
 """
 
 import argparse
-import statistics
-import time
-from typing import Callable, Dict, List, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor
 
-from hybrid_entropy_ext.benchmarking import token_terms
+from hybrid_entropy_ext.benchmarking import runner, token_terms
 
 CASES = (token_terms.TokenCase((65536,), 16), token_terms.TokenCase((4096,), 64))
 
@@ -49,19 +47,6 @@ def no_terms(logits: Tensor, actions: Tensor, mask, temperature: float) -> Tuple
     return NoTerms.apply(logits)
 
 
-def time_steps(steps: Dict[str, Callable[[], object]], rounds: int, calls: int) -> Dict[str, float]:
-    """Median microseconds per call of each step, over ``rounds`` interleaved rounds."""
-    samples: Dict[str, List[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            step()
-            start = time.perf_counter()
-            for _ in range(calls):
-                step()
-            samples[name].append((time.perf_counter() - start) / calls * 1e6)
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
@@ -79,7 +64,8 @@ def main() -> None:
             "categorical": token_terms.training_step(token_terms.categorical_log_prob_and_entropy, inputs, 1.0),
             "floor": token_terms.training_step(no_terms, inputs, 1.0),
         }
-        median = time_steps(steps, args.rounds, calls=max(5, 4_000_000 // (case.rows * case.vocab)))
+        timings = runner.time_interleaved(case.label, "forward_backward", steps, args.rounds, min_seconds=0.02)
+        median = {timing.implementation: timing.median_s * 1e6 for timing in timings}
         fused, categorical, floor = median["fused"], median["categorical"], median["floor"]
         print(f"| {case.label} | {fused:.1f} | {categorical:.1f} | {floor:.1f} | {categorical / fused:.2f}x "
               f"| {categorical / floor:.2f}x | {fused - floor:.1f} |")

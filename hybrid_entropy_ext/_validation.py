@@ -164,8 +164,8 @@ def check_points(name: str, points: Any) -> Tuple[List[int], List[float]]:
 
 
 # The op wrappers' arguments that the dispatcher would otherwise reject with a RuntimeError
-# about its schema: each a TypeError naming the op and the argument, and read as the schema
-# takes it (NumPy numbers and tuples included).
+# about its schema: each a TypeError naming the op and the argument (as check_real words
+# it), and read as the schema takes it (NumPy numbers and tuples included).
 
 
 def check_op_real(op: str, name: str, value: Any, optional: bool = False) -> Optional[float]:
@@ -174,10 +174,7 @@ def check_op_real(op: str, name: str, value: Any, optional: bool = False) -> Opt
         return value
     if value is None and optional:
         return None
-    if not is_real(value):
-        expected = "a number or None" if optional else "a number"
-        raise TypeError(f"{op}: {name} must be {expected}, got {describe(value)}")
-    return real_to_float(value)
+    return check_real(f"{op}: {name}", value, "a number or None" if optional else "a number")
 
 
 def check_op_flag(op: str, name: str, value: Any) -> bool:
@@ -185,7 +182,7 @@ def check_op_flag(op: str, name: str, value: Any) -> bool:
     if value is True or value is False:
         return value
     if not is_bool(value):
-        raise TypeError(f"{op}: {name} must be a bool, got {describe(value)}")
+        raise TypeError(f"{op}: {name}: expected a bool, got {describe(value)}")
     return bool(value)
 
 
@@ -198,7 +195,7 @@ def check_op_integers(op: str, name: str, value: Any) -> Optional[List[int]]:
     if value is None:
         return None
     if not _is_sequence(value) or not all(isinstance(v, numbers.Integral) and not is_bool(v) for v in value):
-        raise TypeError(f"{op}: {name} must be a list of integers or None, got {describe(value)}")
+        raise TypeError(f"{op}: {name}: expected a list of integers or None, got {describe(value)}")
     return [int(v) for v in value]
 
 
@@ -206,6 +203,6 @@ def check_op_reals(op: str, name: str, value: Any) -> Optional[List[float]]:
     """``value`` (None, or a list or tuple of numbers) as a list of floats, else a TypeError."""
     if value is None:
         return None
-    if not _is_sequence(value) or not all(is_real(v) for v in value):
-        raise TypeError(f"{op}: {name} must be a list of numbers or None, got {describe(value)}")
-    return [real_to_float(v) for v in value]
+    if not _is_sequence(value):
+        raise TypeError(f"{op}: {name}: expected a list of numbers or None, got {describe(value)}")
+    return [check_real(f"{op}: {name}[{i}]", v, "a number") for i, v in enumerate(value)]

@@ -108,15 +108,14 @@ def _thresholds(source: Any) -> Dict[str, Optional[float]]:
     }
 
 
-def _sub_head_thresholds(source: Any) -> Optional[Tuple[float, ...]]:
-    """Each discrete sub-head's threshold (``None``: no sub-heads, no threshold or no config)."""
+def _sub_head_thresholds(source: Any) -> Optional[Tuple[Optional[float], ...]]:
+    """Each discrete sub-head's threshold (``None`` in each without one); ``None`` for a
+    config without sub-heads, or no config."""
     config = getattr(source, "config", source)
     if not isinstance(config, EntropyRegularizationConfig) or config.discrete_sizes is None:
         return None
     if config.discrete_head_thresholds is not None:
         return tuple(config.discrete_head_thresholds)
-    if config.min_entropy_threshold is None:
-        return None
     return (config.min_entropy_threshold,) * len(config.discrete_sizes)
 
 
@@ -194,10 +193,6 @@ class EntropyMonitor:
             raise TypeError(f"warn: expected a bool, got {describe(warn)}")
         self.thresholds = thresholds
         self._sub_head_thresholds = sub_head_thresholds
-        config_of = getattr(config, "config", config)
-        self._has_sub_heads = (
-            isinstance(config_of, EntropyRegularizationConfig) and config_of.discrete_sizes is not None
-        )
         self.every = every
         self.writer = writer
         self.tag = tag
@@ -351,11 +346,11 @@ class EntropyMonitor:
         if head == "discrete" and sub_heads:
             # The penalty is per sub-head: name those below their thresholds, not the sum.
             thresholds = self._sub_head_thresholds
+            parts = []
             if thresholds is not None and len(thresholds) == len(sub_heads):
                 parts = [f"sub-head {h} entropy {value:.3f} < {tau:g}"
-                         for h, (value, tau) in enumerate(zip(sub_heads, thresholds)) if value < tau]
-            else:
-                parts = []
+                         for h, (value, tau) in enumerate(zip(sub_heads, thresholds))
+                         if tau is not None and value < tau]
             if not parts:  # no thresholds, or none below them (a NaN entropy's NaN penalty)
                 parts = [f"sub-head {h} entropy {value:.3f}" for h, value in enumerate(sub_heads)]
             self.logger.warning(
@@ -400,9 +395,9 @@ class EntropyMonitor:
                 "active_steps": self.active_steps[head],
                 "threshold": self.thresholds[head],
             }
-        if self._has_sub_heads:
-            thresholds = self._sub_head_thresholds
-            result["discrete"]["sub_head_thresholds"] = None if thresholds is None else list(thresholds)
+        thresholds = self._sub_head_thresholds
+        if thresholds is not None:
+            result["discrete"]["sub_head_thresholds"] = None if thresholds[0] is None else list(thresholds)
         return result
 
     def _absent_keys(self) -> frozenset:
