@@ -59,7 +59,15 @@ using math::token_terms_row_offset;
 
 constexpr int64_t kMaxRowsInLanesCols = 32;
 // Rows whose moments are computed side by side in the rows-along-lanes forward.
+// Two with AVX2: four rows' accumulators and shifts beside the exp's constants
+// are more than its 16 vector registers hold, and the spills cost more than
+// the shared lane reduction of four rows saves (benchmarks/README.md, "Row
+// kernels"); AVX-512 has 32.
+#if defined(CPU_CAPABILITY_AVX2)
+constexpr int kInterleavedRows = 2;
+#else
 constexpr int kInterleavedRows = 4;
+#endif
 // The rows-along-lanes forward asks for the row this far ahead while reading a
 // row: interleaved rows are several streams at once, which the hardware
 // prefetcher follows poorly once the logits are out of cache
