@@ -109,8 +109,11 @@ __device__ __forceinline__ SubHeadSums sum_sub_heads(
 // Each row's weight of its entropy in one head's sums where the entropy is
 // normalized under an action mask (normalize_discrete_entropy): its row
 // weight (1 without weights) times math::entropy_normalizer of the actions
-// the mask allows among the head's columns. A thread per row, before the
-// head's forward and backward launches, which read these as their weights.
+// the mask allows among the head's columns. A warp per row, before the
+// head's forward and backward launches, which read these as their weights:
+// the warp's lanes read consecutive flags of the row, where a thread per row
+// walked a whole row alone (at a vocabulary's K, a long serial loop in each
+// of too few threads).
 struct NormalizedRowWeightsArgs {
   const bool* allowed = nullptr;  // the head's first column of row 0
   int64_t allowed_row_stride = 0;
@@ -120,19 +123,28 @@ struct NormalizedRowWeightsArgs {
   double* out = nullptr;  // [B]
 };
 
+constexpr int kNormalizedRowsPerBlock = kFinishThreads / kWarpSize;
+
 __global__ void __launch_bounds__(kFinishThreads)
     normalized_row_weights(NormalizedRowWeightsArgs a) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.x +
-           threadIdx.x;
+  const int lane = threadIdx.x % kWarpSize;
+  const int64_t stride =
+      static_cast<int64_t>(gridDim.x) * kNormalizedRowsPerBlock;
+  // row is the same in every lane of a warp: the loop and its shuffles are
+  // warp-uniform.
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kNormalizedRowsPerBlock +
+           threadIdx.x / kWarpSize;
        row < a.batch; row += stride) {
     const bool* allowed = a.allowed + row * a.allowed_row_stride;
     int64_t count = 0;
-    for (int64_t k = 0; k < a.num_cols; ++k) {
+    for (int64_t k = lane; k < a.num_cols; k += kWarpSize) {
       count += allowed[k] ? 1 : 0;
     }
-    a.out[row] = (a.row_weights.present() ? a.row_weights.at(row) : 1.0) *
-        math::entropy_normalizer(count);
+    count = group_sum<kWarpSize>(count);
+    if (lane == 0) {
+      a.out[row] = (a.row_weights.present() ? a.row_weights.at(row) : 1.0) *
+          math::entropy_normalizer(count);
+    }
   }
 }
 

@@ -348,7 +348,8 @@ RowWeights launch_row_normalizers(
   args.row_weights = row_weights;
   args.out = out;
   launch(
-      normalized_row_weights, ceil_div(batch, kFinishThreads), kFinishThreads,
+      normalized_row_weights, ceil_div(batch, kNormalizedRowsPerBlock),
+      kFinishThreads,
       args);
   return {out, DType::kDouble, batch};
 }
