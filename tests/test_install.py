@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import venv
 
@@ -69,6 +70,17 @@ def test_import_with_another_torch_raises_naming_both_versions_and_the_rebuild(t
     assert f"torch=={PUBLIC_TORCH_VERSION}" in message
 
 
+def test_import_with_another_build_of_the_same_torch_version_names_the_build(tmp_path):
+    # The metadata's torch==X is met by every build of X: the advice names the build.
+    other_build = PUBLIC_TORCH_VERSION + "+cu999"
+    python = venv_with_stub_torch(str(tmp_path / "venv"), other_build)
+    message = import_error(python, copy_of_package(str(tmp_path / "pkg")))
+    assert message.startswith("ImportError: hybrid_entropy_ext was built against torch "
+                              f"{torch.__version__}, but this process has torch {other_build}")
+    assert message.endswith(f"or install the torch build it was built against ({torch.__version__}, "
+                            f"not {other_build}).")
+
+
 def test_import_of_an_unbuilt_source_tree_says_how_to_build(tmp_path):
     # -S: no site hooks, so an editable install cannot route the import back to the checkout.
     site_packages = os.path.dirname(os.path.dirname(torch.__file__))
@@ -81,6 +93,40 @@ def test_metadata_pins_the_torch_the_library_was_built_against():
     requirements = importlib.metadata.requires("hybrid_entropy_ext")
     core = [r for r in requirements if "extra ==" not in r]
     assert f"torch=={PUBLIC_TORCH_VERSION}" in [r.replace(" ", "") for r in core]
+
+
+def test_the_package_version_is_the_one_pyproject_declares():
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        assert hee.__version__ == tomllib.load(f)["project"]["version"]
+
+
+def tracked_files():
+    """The checkout's files under version control (skips outside a git checkout, e.g. an sdist)."""
+    if shutil.which("git") is None or not os.path.exists(os.path.join(REPO, ".git")):
+        pytest.skip("needs a git checkout")
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
+    return [name for name in listed.stdout.decode().split("\0") if name]
+
+
+def test_the_sdist_holds_the_sources_tests_and_license_but_no_build_outputs(tmp_path):
+    source = tmp_path / "source"
+    for name in tracked_files():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.join(REPO, name), source / name)
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")], cwd=source,
+                   env={**os.environ, "HEE_CUDA": "0"}, capture_output=True, check=True)
+    (archive,) = (tmp_path / "dist").glob("*.tar.gz")
+    with tarfile.open(archive) as sdist:
+        # Each member is under the sdist's top-level folder, hybrid_entropy_ext-<version>/.
+        members = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    folders = ("csrc", "tests", "examples", "docs", "benchmarks", "scripts", "hybrid_entropy_ext")
+    wanted = {name for name in tracked_files() if name.split("/")[0] in folders}
+    wanted |= {"LICENSE", "README.md", "setup.py", "pyproject.toml"}
+    assert sorted(wanted - members) == []
+    # setup.py wrote the copy's _build_info.py, naming this torch: not for another builder.
+    assert "hybrid_entropy_ext/_build_info.py" not in members
+    assert [name for name in members if name.endswith((".so", ".o", ".pyc"))] == []
 
 
 def test_core_requirements_are_torch_numpy_and_pyyaml():
