@@ -91,6 +91,16 @@ def test_one_hot_categoricals_in_a_list_are_a_multi_discrete_head(nested):
     torch.testing.assert_close(out["discrete_entropy_per_head"], want)
 
 
+def test_categoricals_nested_deeper_are_the_sub_heads_in_order():
+    logits, _, _ = heads()
+    sub_heads = [Categorical(logits=z) for z in logits.split([2, 1, 2], dim=-1)]
+    nested = from_distributions([[sub_heads[0], [sub_heads[1], [sub_heads[2]]]]], 0.03, *SETTINGS)
+    flat = from_distributions(sub_heads, 0.03, *SETTINGS)
+    assert set(nested) == set(flat)
+    for key in flat:
+        torch.testing.assert_close(nested[key], flat[key], rtol=0, atol=0, msg=key)
+
+
 def test_independent_normal_alone_is_a_continuous_policy():
     _, mean, log_std = heads()
     out = from_distributions((Independent(Normal(mean, log_std.exp()), 1),), 0.03, *SETTINGS)
@@ -246,6 +256,22 @@ def test_tanh_squashed_gaussian_is_a_type_error_saying_why():
     squashed = TransformedDistribution(Normal(torch.zeros(B, D), 1.0), [transforms.TanhTransform()])
     with pytest.raises(TypeError, match=r"dists\[1\]: TransformedDistribution \(such as a tanh-squashed "
                                         r"Gaussian\) has no closed-form entropy"):
+        from_distributions((Categorical(logits=torch.randn(B, K)), squashed), 0.01)
+
+
+@pytest.mark.parametrize("make", ["squashed_diag_gaussian", "gsde_squash_output"])
+def test_sb3_squashed_gaussian_is_a_type_error_not_its_gaussian_before_the_tanh(make):
+    # Its `distribution` is the Normal before the tanh, whose entropy is not the policy's.
+    sb3_distributions = pytest.importorskip("stable_baselines3.common.distributions")
+    mean = torch.zeros(B, D)
+    if make == "squashed_diag_gaussian":
+        squashed = sb3_distributions.SquashedDiagGaussianDistribution(D)
+        squashed.proba_distribution(mean, torch.zeros(D))
+    else:
+        squashed = sb3_distributions.StateDependentNoiseDistribution(D, squash_output=True)
+        squashed.sample_weights(torch.zeros(4, D))
+        squashed.proba_distribution(mean, torch.zeros(4, D), torch.randn(B, 4))
+    with pytest.raises(TypeError, match=r"squashes its Gaussian \(tanh\).*no closed form"):
         from_distributions((Categorical(logits=torch.randn(B, K)), squashed), 0.01)
 
 

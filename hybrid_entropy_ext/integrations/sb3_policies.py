@@ -136,15 +136,10 @@ def entropy_inputs(distribution: Any, policy: Any = None) -> PolicyHeads:
     :func:`~hybrid_entropy_ext.ops.policy_heads`.
 
     Raises:
-        TypeError: a squashed Gaussian (gSDE with ``squash_output``), or a distribution
-            :func:`~hybrid_entropy_ext.ops.policy_heads` does not read."""
+        TypeError: a distribution :func:`~hybrid_entropy_ext.ops.policy_heads` does not read,
+            a squashed Gaussian (gSDE with ``squash_output``) among them."""
     if isinstance(distribution, HybridActionDistribution):
         return PolicyHeads(distribution.categorical.logits, distribution.op_log_std(), None, None)
-    if getattr(distribution, "bijector", None) is not None:
-        raise TypeError(
-            f"{type(distribution).__name__} squashes its Gaussian (squash_output): the squashed action's "
-            "entropy has no closed form, so the regularizer cannot compute it; train without squash_output"
-        )
     log_std = getattr(policy, "log_std", None)
     if type(distribution) is DiagGaussianDistribution and isinstance(log_std, Tensor) and log_std.dim() == 1:
         return PolicyHeads(None, log_std, None, None)

@@ -40,6 +40,7 @@ The two heads must come out with the same ``B``. Anything whose entropy has no
 closed form in these terms raises ``TypeError``.
 """
 
+import sys
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -201,6 +202,14 @@ def _unwrapped(dist: Any) -> Any:
         return dist._categorical
     if isinstance(dist, Distribution) and not isinstance(getattr(dist, "dists", None), Mapping):
         return dist
+    if _squashes(dist):
+        # Its `distribution` is the Gaussian before the tanh: read, it would give the
+        # entropy of an action the policy does not take.
+        raise TypeError(
+            f"hybrid_entropy_loss_from_distributions: {type(dist).__name__} squashes its Gaussian "
+            "(tanh): the squashed action's entropy has no closed form (the log-det-Jacobian depends "
+            "on the sample). Train without squashing, or estimate the entropy as -log_prob of samples"
+        )
     heads = getattr(dist, "dists", None)
     if isinstance(heads, Mapping):  # tensordict's CompositeDistribution (TorchRL): its heads by name
         return dict(heads)
@@ -211,6 +220,26 @@ def _unwrapped(dist: Any) -> Any:
         ):
             return inner
     return dist
+
+
+def _squashes(dist: Any) -> bool:
+    """Whether ``dist`` is a Stable-Baselines3 wrapper of a tanh-squashed Gaussian: its
+    ``SquashedDiagGaussianDistribution``, or a gSDE ``StateDependentNoiseDistribution`` with
+    ``squash_output`` (which holds a ``bijector``). Read without importing SB3."""
+    if getattr(dist, "bijector", None) is not None:
+        return True
+    sb3_distributions = sys.modules.get("stable_baselines3.common.distributions")
+    squashed = getattr(sb3_distributions, "SquashedDiagGaussianDistribution", None)
+    return isinstance(squashed, type) and isinstance(dist, squashed)
+
+
+def _holds_only_categoricals(dist: Any) -> bool:
+    """Whether ``dist`` is a Categorical (or what reads as one), or a non-empty list or
+    tuple, nested to any depth, of nothing else: a multi-discrete head's sub-heads."""
+    dist = _unwrapped(dist)
+    if isinstance(dist, (list, tuple)):
+        return len(dist) > 0 and all(_holds_only_categoricals(d) for d in dist)
+    return isinstance(dist, Categorical)
 
 
 def _split_heads(dists: Any) -> Tuple[List[Categorical], Optional[Distribution]]:
@@ -236,7 +265,7 @@ def _split_heads(dists: Any) -> Tuple[List[Categorical], Optional[Distribution]]
     while items:
         where, dist = items.pop(0)
         dist = _unwrapped(dist)
-        if isinstance(dist, (list, tuple)) and dist and all(isinstance(_unwrapped(d), Categorical) for d in dist):
+        if isinstance(dist, (list, tuple)) and _holds_only_categoricals(dist):
             items[:0] = [(f"{where}[{i}]", d) for i, d in enumerate(dist)]  # sub-heads, in order
         elif isinstance(dist, Categorical):
             categoricals.append(dist)
@@ -356,7 +385,8 @@ def hybrid_entropy_loss_from_distributions(
 
     Raises:
         TypeError: a distribution without a closed-form entropy here (a
-            ``TransformedDistribution`` such as a tanh-squashed Gaussian, a
+            ``TransformedDistribution`` such as a tanh-squashed Gaussian, SB3's
+            ``SquashedDiagGaussianDistribution`` or gSDE with ``squash_output``, a
             ``MixtureSameFamily``, ...), anything else that is neither a
             ``Categorical`` nor a diagonal Gaussian, or ``dists`` of another type.
         ValueError: two Gaussians, no distribution, Categoricals of different batch
