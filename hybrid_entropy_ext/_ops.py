@@ -35,11 +35,16 @@ def _check_torch_version() -> None:
             else "pip install --no-build-isolation --no-deps --force-reinstall <its source directory or sdist>"
         )
         public = built.split("+")[0]
+        if running.split("+")[0] == public:
+            # pip's torch==X accepts every build of X (+cpu, +cu130): name the build itself.
+            install = f"the torch build it was built against ({built}, not {running})"
+        else:
+            install = f"torch=={public}"
         raise ImportError(
             f"hybrid_entropy_ext was built against torch {built}, but this process has torch "
             f"{running}. Its compiled library uses torch's C++ ABI and cannot be loaded with "
             f"another torch. Rebuild it against the installed torch ({rebuild}), or install "
-            f"torch=={public}."
+            f"{install}."
         )
 
 

@@ -11,6 +11,8 @@ import math
 import numbers
 from typing import Any, List, Optional, Sequence, Tuple
 
+from torch import SymFloat, SymInt, Tensor
+
 __all__ = [
     "describe",
     "is_bool",
@@ -26,6 +28,7 @@ __all__ = [
     "check_op_real",
     "check_op_flag",
     "check_op_integers",
+    "check_op_tensors",
     "check_op_reals",
 ]
 
@@ -168,13 +171,40 @@ def check_points(name: str, points: Any) -> Tuple[List[int], List[float]]:
 # it), and read as the schema takes it (NumPy numbers and tuples included).
 
 
+# What a traced argument can be: torch.export (non-strict) passes a number derived from a
+# shape as a symbol, which the checks take as it is (converting it would specialize it).
+_SYMBOLIC_NUMBERS = (SymInt, SymFloat)
+
+
 def check_op_real(op: str, name: str, value: Any, optional: bool = False) -> Optional[float]:
-    """``value`` as a float (``None`` passes where ``optional``), else a TypeError."""
+    """``value`` as a float (``None`` passes where ``optional``, a symbolic number as it
+    is), else a TypeError."""
     if type(value) is float:  # the common case, first: these run on every op call
         return value
     if value is None and optional:
         return None
+    if isinstance(value, _SYMBOLIC_NUMBERS):
+        return value
     return check_real(f"{op}: {name}", value, "a number or None" if optional else "a number")
+
+
+def check_op_tensors(op: str, names: Sequence[str], values: Sequence[Any], num_required: int = 0) -> None:
+    """A TypeError naming the first of ``values`` (``names[i]``'s value) that is not a
+    Tensor, where ``None`` passes for all but the first ``num_required``: a NumPy array or a
+    list would otherwise fail on a missing attribute or on the dispatcher's schema. Quotes
+    the type only: the value may be a large array."""
+    for i, value in enumerate(values):
+        # `is None` first: isinstance against Tensor goes through its metaclass's
+        # __instancecheck__, slow for a non-tensor (these run on every op call).
+        if value is None:
+            if i < num_required:
+                break
+        elif not isinstance(value, Tensor):
+            break
+    else:
+        return
+    expected = "a Tensor" if i < num_required else "a Tensor or None"
+    raise TypeError(f"{op}: {names[i]}: expected {expected}, got {type(value).__name__}")
 
 
 def check_op_flag(op: str, name: str, value: Any) -> bool:
@@ -191,12 +221,15 @@ def _is_sequence(value: Any) -> bool:
 
 
 def check_op_integers(op: str, name: str, value: Any) -> Optional[List[int]]:
-    """``value`` (None, or a list or tuple of integers) as a list of ints, else a TypeError."""
+    """``value`` (None, or a list or tuple of integers) as a list of ints (a symbolic int
+    as it is), else a TypeError."""
     if value is None:
         return None
-    if not _is_sequence(value) or not all(isinstance(v, numbers.Integral) and not is_bool(v) for v in value):
+    if not _is_sequence(value) or not all(
+        isinstance(v, SymInt) or (isinstance(v, numbers.Integral) and not is_bool(v)) for v in value
+    ):
         raise TypeError(f"{op}: {name}: expected a list of integers or None, got {describe(value)}")
-    return [int(v) for v in value]
+    return [v if isinstance(v, SymInt) else int(v) for v in value]
 
 
 def check_op_reals(op: str, name: str, value: Any) -> Optional[List[float]]:

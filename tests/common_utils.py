@@ -248,6 +248,14 @@ def assert_outputs_close(got: Dict[str, torch.Tensor], expected: Dict[str, torch
         torch.testing.assert_close(got[key], value, **tolerances, msg=key)
 
 
+class LinearDecay(nn.Module):
+    """A user schedule (scriptable) that goes negative after episode 5: what the
+    regularizer must refuse in every mode rather than turn the bonus into a penalty."""
+
+    def forward(self, episode: int) -> float:
+        return 0.05 - 0.01 * episode
+
+
 # --------------------------------------------------------------------------------------
 # A policy module that trains through the regularizer
 # --------------------------------------------------------------------------------------

@@ -92,10 +92,44 @@ def test_zero_actions_are_rejected():
         loss(logits=torch.randn(B, 0))
 
 
+def test_zero_actions_with_leading_dims_are_rejected():
+    # [B, T, 0] has no rows' size to reshape to: the op's own error, not reshape's.
+    with pytest.raises(ValueError, match=r"logits has zero actions \(K = 0\)"):
+        loss(logits=torch.randn(2, 3, 0), log_std=None)
+
+
+def test_zero_action_dimensions_with_leading_dims_are_rejected():
+    with pytest.raises(ValueError, match=r"log_std has zero action dimensions \(D = 0\)"):
+        loss(logits=torch.randn(2, 3, K), log_std=torch.randn(2, 3, 0))
+
+
 @pytest.mark.parametrize("shape", [(B, 0), (0,)], ids=["2-D", "1-D"])
 def test_zero_action_dimensions_are_rejected(shape):
     with pytest.raises(ValueError, match=r"log_std has zero action dimensions \(D = 0\)"):
         loss(log_std=torch.randn(shape))
+
+
+@pytest.mark.parametrize("name", ["logits", "log_std", "sample_mask", "action_mask"])
+@pytest.mark.parametrize("value", [np.zeros((B, K), dtype=np.float32), [0.0] * B], ids=["ndarray", "list"])
+def test_an_input_that_is_not_a_tensor_is_a_type_error_naming_it(name, value):
+    with pytest.raises(TypeError, match=rf"hybrid_entropy_loss: {name}: expected a Tensor or None, got "
+                                        rf"{type(value).__name__}"):
+        loss(**{name: value})
+
+
+def test_a_sample_mask_that_requires_grad_is_rejected_as_it_gets_no_gradient():
+    weights = torch.rand(B, requires_grad=True)
+    with pytest.raises(ValueError, match=r"sample_mask requires grad.*sample_mask\.detach\(\)"):
+        loss(sample_mask=weights)
+    loss(sample_mask=weights.detach())
+
+
+def test_double_backward_raises():
+    logits = good_logits().requires_grad_()
+    out = loss(logits=logits)
+    (grad,) = torch.autograd.grad(out["total"], logits, create_graph=True)
+    with pytest.raises(RuntimeError, match=r"derivative for .* is not implemented"):
+        grad.sum().backward()
 
 
 def test_both_heads_none_is_rejected():

@@ -26,7 +26,7 @@ from torch._inductor.utils import fresh_inductor_cache
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import hybrid_entropy_ext as hee
-from common_utils import TinyHybridPolicy, assert_outputs_close, cpu_and_cuda, module_outputs_and_grads, needs_cuda
+from common_utils import LinearDecay, TinyHybridPolicy, assert_outputs_close, cpu_and_cuda, module_outputs_and_grads, needs_cuda
 from oracle import KEYS as LOSS_KEYS
 from op_variants import FUSED_OP_VARIANTS, OP_VARIANTS, make_sample
 
@@ -433,6 +433,21 @@ def test_dynamic_compile_serves_two_batch_sizes_with_one_graph(device):
     assert compiles[1] == compiles[0], "batch size 13 recompiled the dynamic graph"
 
 
+def test_a_python_float_coefficient_that_changes_every_call_compiles_no_graph_per_value():
+    # A trainer's own schedule, evaluated in Python and passed as a float each step.
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(lambda z, s, c: hee.hybrid_entropy_loss(z, s, c)["total"], backend=counter,
+                             fullgraph=True)
+    logits, log_std, _ = make_sample(8, 5, 3, torch.float64)
+    for episode in range(12):
+        coefficient = 0.1 * (1 - episode / 500)
+        got = compiled(logits, log_std, coefficient)
+        torch.testing.assert_close(got, hee.hybrid_entropy_loss(logits, log_std, coefficient)["total"],
+                                   rtol=0, atol=0)
+    # The first value's graph, then one with the coefficient symbolic.
+    assert counter.frame_count <= 2
+
+
 @pytest.mark.parametrize("device", cpu_and_cuda())
 def test_fused_op_causes_no_graph_break(device):
     inputs = make_sample(dtype=torch.float32, requires_grad=True, device=device)
@@ -536,6 +551,108 @@ def test_exported_regularizer_module_with_dynamic_batch_matches_eager_at_another
     logits, log_std, _ = make_sample(19, 5, 3, torch.float32, device=device)
     assert_outputs_close(exported.module()(logits, log_std), RegularizerModule().to(device)(logits, log_std),
                          rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("op", ["hybrid_entropy_loss", "log_prob_and_entropy"])
+def test_non_strict_export_with_sub_head_sizes_from_the_logits_shape_matches_eager(op):
+    # Non-strict export traces the wrapper with the sizes as symbols: its checks take them.
+    class SubHeads(nn.Module):
+        def forward(self, logits: Tensor) -> Tensor:
+            sizes = [logits.shape[-1] - 2, 2]
+            if op == "hybrid_entropy_loss":
+                return hee.hybrid_entropy_loss(logits, None, 0.01, discrete_sizes=sizes)["total"]
+            return hee.log_prob_and_entropy(logits, discrete_sizes=sizes)[1]
+
+    dims = {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO}
+    exported = torch.export.export(SubHeads(), (torch.randn(8, 6),), dynamic_shapes=(dims,), strict=False)
+    logits = torch.randn(5, 6)
+    torch.testing.assert_close(exported.module()(logits), SubHeads()(logits), rtol=0, atol=0)
+
+
+def test_a_coefficient_is_read_under_compile_as_in_eager():
+    import numpy as np
+
+    logits, log_std, _ = make_sample(8, 5, 3, torch.float64)
+    compiled = torch.compile(lambda c: hee.hybrid_entropy_loss(logits, log_std, c)["total"], backend="aot_eager")
+    # A NumPy float32 as the decimal it prints as, not as its float32 value.
+    torch.testing.assert_close(compiled(np.float32(0.01)), hee.hybrid_entropy_loss(logits, log_std, 0.01)["total"],
+                               rtol=0, atol=0)
+    with pytest.raises(TypeError, match=r"entropy_coeff must be a Python float"):
+        compiled(True)
+
+
+@pytest.mark.parametrize("call", ["discrete_sizes", "penalty_multiplier", "temperature"])
+def test_a_bool_where_a_number_belongs_is_a_type_error_under_compile_as_in_eager(call):
+    # The dispatcher would take it as 1: a sub-head of one action, a slope of 1, T = 1.
+    logits = torch.randn(8, 6)
+    step = {
+        "discrete_sizes": lambda: hee.hybrid_entropy_loss(logits, None, 0.05, discrete_sizes=[2, True, 3])["total"],
+        "penalty_multiplier": lambda: hee.hybrid_entropy_loss(logits, None, 0.05, penalty_multiplier=True)["total"],
+        "temperature": lambda: hee.log_prob_and_entropy(logits, None, None, True)[1],
+    }[call]
+    with pytest.raises(TypeError, match=rf"{call}: expected"):
+        step()
+    with pytest.raises(TypeError, match=rf"{call}: expected"):
+        torch.compile(step, backend="aot_eager")()
+
+
+class HarmonicDecay(nn.Module):
+    """A user schedule without a coefficient_tensor: the regularizer calls it with the
+    counter's episode."""
+
+    def forward(self, episode: int) -> float:
+        return 0.05 / (1.0 + episode)
+
+
+def test_compiled_regularizer_with_a_user_schedule_follows_the_counter_as_eager_does():
+    regularizer = hee.HybridEntropyRegularizer(schedule=HarmonicDecay())
+    regularizer.step(3)
+    logits, log_std, _ = make_sample(8, 5, 3, torch.float32)
+    compiled = torch.compile(regularizer, backend="aot_eager", fullgraph=True)
+    got = compiled(logits, log_std)
+    assert float(got["current_entropy_coeff"]) == pytest.approx(0.05 / 4, rel=1e-6)  # float32 output
+    assert_outputs_close(got, regularizer(logits, log_std), rtol=0, atol=0)
+
+
+def test_compiled_regularizer_with_a_user_schedule_takes_explicit_episodes_as_eager_does():
+    # After the first recompile the episode is symbolic: no str() of it in the graph.
+    regularizer = hee.HybridEntropyRegularizer(schedule=HarmonicDecay())
+    logits, log_std, _ = make_sample(8, 5, 3, torch.float32)
+    compiled = torch.compile(lambda episode: regularizer(logits, log_std, episode), backend="aot_eager",
+                             fullgraph=True)
+    for episode in range(4):
+        assert_outputs_close(compiled(episode), regularizer(logits, log_std, episode), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fullgraph", [False, True], ids=["graph-breaks-allowed", "fullgraph"])
+def test_compiled_regularizer_rejects_a_user_schedule_gone_negative(fullgraph):
+    regularizer = hee.HybridEntropyRegularizer(schedule=LinearDecay())
+    regularizer.step(10)
+    logits, log_std, _ = make_sample(8, 5, 3, torch.float32)
+    with pytest.raises(Exception, match=r"expected a finite number >= 0"):
+        torch.compile(regularizer, backend="aot_eager", fullgraph=fullgraph)(logits, log_std)
+
+
+SEQUENCE_MODES = ["seq-mean-token-sum", "seq-mean-token-sum-norm", "seq-mean-token-mean"]
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "mask"])
+@pytest.mark.parametrize("mode", SEQUENCE_MODES)
+def test_exported_sequence_modes_with_dynamic_batch_and_length_match_eager_at_other_sizes(mode, masked):
+    # Without a mask, the sequence count B and the tokens T enter the denominator: as
+    # symbols, not as the example's sizes.
+    class SequenceLoss(nn.Module):
+        def forward(self, logits: Tensor, log_std: Tensor, mask: Tensor) -> Tensor:
+            return hee.hybrid_entropy_loss(logits, log_std, 0.01, *WEIGHTS, *ACTIVE_THRESHOLDS, PENALTY_MULTIPLIER,
+                                           sample_mask=mask if masked else None, loss_agg_mode=mode)["total"]
+
+    def sample(b, t):
+        return torch.randn(b, t, 5), torch.randn(b, t, 3), torch.rand(b, t) < 0.7
+
+    dims = {0: torch.export.Dim("b", min=2, max=64), 1: torch.export.Dim("t", min=2, max=64)}
+    exported = torch.export.export(SequenceLoss(), sample(4, 3), dynamic_shapes=(dims, dims, dims))
+    inputs = sample(6, 9)
+    torch.testing.assert_close(exported.module()(*inputs), SequenceLoss()(*inputs), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("device", cpu_and_cuda())

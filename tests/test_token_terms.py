@@ -435,6 +435,28 @@ def test_invalid_arguments_raise_naming_the_argument(case):
         FORWARD_OP(logits, actions, mask, temperature)
 
 
+@pytest.mark.parametrize("name", ["logits", "actions", "mask", "action_mask"])
+def test_an_argument_that_is_not_a_tensor_is_a_type_error_naming_it(name):
+    arguments = dict(logits=_logits(), actions=_actions(), mask=None, action_mask=None)
+    arguments[name] = [[0, 1, 2]] * 2
+    expected = "a Tensor" if name == "logits" else "a Tensor or None"
+    with pytest.raises(TypeError, match=rf"log_prob_and_entropy: {name}: expected {expected}, got list"):
+        hee.log_prob_and_entropy(**arguments)
+
+
+def test_logits_none_is_a_type_error():
+    with pytest.raises(TypeError, match=r"log_prob_and_entropy: logits: expected a Tensor, got NoneType"):
+        hee.log_prob_and_entropy(None)
+
+
+def test_double_backward_raises():
+    logits = _logits().requires_grad_()
+    _, entropy = hee.log_prob_and_entropy(logits)
+    (grad,) = torch.autograd.grad(entropy.sum(), logits, create_graph=True)
+    with pytest.raises(RuntimeError, match=r"derivative for .* is not implemented"):
+        grad.sum().backward()
+
+
 def test_an_out_of_range_action_raises_whatever_the_isa_and_k(cpu_isa):
     for k in (7, 100):
         actions = torch.zeros(40, dtype=torch.long)

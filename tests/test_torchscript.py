@@ -16,7 +16,7 @@ from torch import Tensor
 
 import hybrid_entropy_ext as hee
 from hybrid_entropy_ext import _ops
-from common_utils import TinyHybridPolicy, assert_outputs_close, module_outputs_and_grads
+from common_utils import LinearDecay, TinyHybridPolicy, assert_outputs_close, module_outputs_and_grads
 from oracle import KEYS as LOSS_KEYS
 from op_variants import FUSED_OP_VARIANTS
 
@@ -134,6 +134,20 @@ def test_scripted_regularizer_rejects_negative_episode():
     scripted = torch.jit.script(hee.HybridEntropyRegularizer())
     with pytest.raises(torch.jit.Error, match="episode"):
         scripted.compute_adaptive_entropy_coefficient(-1)
+
+
+@pytest.mark.parametrize("from_counter", [False, True], ids=["explicit-episode", "counter"])
+def test_scripted_regularizer_rejects_a_user_schedule_gone_negative_as_eager_does(from_counter):
+    # Scripted, the schedule is typed to return a float, but not a non-negative one.
+    regularizer = hee.HybridEntropyRegularizer(schedule=LinearDecay())
+    regularizer.step(10)
+    logits, log_std = torch.randn(4, 6), torch.randn(4, 2)
+    with pytest.raises(ValueError, match=r"schedule\(10\): expected a finite number >= 0, got -0\.05"):
+        regularizer(logits, log_std) if from_counter else regularizer(logits, log_std, 10)
+    scripted = torch.jit.script(regularizer)
+    with pytest.raises(torch.jit.Error, match=r"schedule\(10\): expected a finite number >= 0, got -0\.05"):
+        scripted(logits, log_std) if from_counter else scripted(logits, log_std, 10)
+    assert float(scripted(logits, log_std, 2)["current_entropy_coeff"]) == pytest.approx(0.03)
 
 
 # --------------------------------------------------------------------------------------

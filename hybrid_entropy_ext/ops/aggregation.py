@@ -135,6 +135,12 @@ def check_loss_aggregation(
                 "hybrid_entropy_loss: sample_mask must have the inputs' leading shape "
                 + _shape_text(leading_shape) + ", got shape " + _shape_text(list(sample_mask.shape))
             )
+        if sample_mask.requires_grad:
+            # The op's backward differentiates the entropies, not their weights.
+            raise ValueError(
+                "hybrid_entropy_loss: sample_mask requires grad, but the weights receive no "
+                "gradient; pass it detached (sample_mask.detach())"
+            )
     if loss_scale_factor is not None:
         positive = math.isfinite(loss_scale_factor) and loss_scale_factor > 0.0
         if not positive:
@@ -163,7 +169,9 @@ def aggregation_row_weights(
 def _num_sequences(sample_mask: Optional[Tensor], leading_shape: List[int], device: torch.device) -> Tensor:
     """``S``, 0-dim float64: the sequences (rows of a ``[B, T]`` mask) with some weight."""
     if sample_mask is None:
-        return torch.full((), float(leading_shape[0]), dtype=torch.float64, device=device)
+        # The int itself, not float(...): traced, leading_shape[0] may be symbolic, and
+        # float() would specialize it (torch.export with a dynamic batch).
+        return torch.full((), leading_shape[0], dtype=torch.float64, device=device)
     return (sample_mask.to(torch.float64).sum(dim=-1) != 0).sum().to(torch.float64)
 
 
@@ -183,15 +191,17 @@ def aggregation_denominator(
         return None
     if loss_agg_mode == "token-mean":
         if sample_mask is None:
-            return torch.full((), float(_num_rows(leading_shape)), dtype=torch.float64, device=device)
+            return torch.full((), _num_rows(leading_shape), dtype=torch.float64, device=device)
         return sample_mask.to(torch.float64).sum()
     sequences = _num_sequences(sample_mask, leading_shape, device)
+    # T multiplies as an int (the float64 product is the same): traced, it may be symbolic.
     if loss_agg_mode == "seq-mean-token-sum-norm":
-        factor = float(leading_shape[-1]) if loss_scale_factor is None else loss_scale_factor
-        return sequences * factor
+        if loss_scale_factor is None:
+            return sequences * leading_shape[-1]
+        return sequences * loss_scale_factor
     if loss_agg_mode == "seq-mean-token-mean" and sample_mask is None:
         # Every sequence has T tokens of weight 1: c = 1 / T is folded into D.
-        return sequences * float(leading_shape[-1])
+        return sequences * leading_shape[-1]
     return sequences
 
 

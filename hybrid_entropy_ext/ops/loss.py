@@ -15,10 +15,20 @@ import torch
 from torch import Tensor
 
 from .. import _ops  # noqa: F401  (registers the ops)
-from .._validation import check_op_flag, check_op_integers, check_op_real, check_op_reals, is_real, real_to_float
+from .._validation import (
+    check_op_flag,
+    check_op_integers,
+    check_op_real,
+    check_op_reals,
+    check_op_tensors,
+    is_real,
+    real_to_float,
+)
 from .aggregation import aggregation_of_rows, check_log_std_rows, rows_leading_shape
 
 __all__ = ["hybrid_entropy_loss"]
+
+_TENSOR_ARGUMENTS = ("logits", "log_std", "sample_mask", "action_mask")
 
 
 def _coefficient_as_float(entropy_coeff: object) -> float:
@@ -50,9 +60,9 @@ def _rows(
     if log_std is not None and logits is not None and max(logits.dim(), log_std.dim()) > 2:
         check_log_std_rows(log_std, leading_shape)
     if logits is not None and logits.dim() > 2:
-        logits = logits.reshape(-1, logits.shape[-1])
+        logits = logits.flatten(0, -2)
     if log_std is not None and log_std.dim() > 2:
-        log_std = log_std.reshape(-1, log_std.shape[-1])
+        log_std = log_std.flatten(0, -2)
     elif log_std is not None and log_std.dim() == 1 and logits is None and weighs_rows:
         num_rows = 1
         for size in leading_shape:
@@ -76,9 +86,9 @@ def _parameterized_rows(logits: Optional[Tensor], log_std: Optional[Tensor]) -> 
             "got shape " + str(list(log_std.shape))
         )
     if logits.dim() > 2:
-        logits = logits.reshape(-1, logits.shape[-1])
+        logits = logits.flatten(0, -2)
         if log_std.dim() > 3:
-            log_std = log_std.reshape(-1, log_std.shape[-2], log_std.shape[-1])
+            log_std = log_std.flatten(0, -3)
     return logits, log_std
 
 
@@ -92,7 +102,7 @@ def _action_mask_rows(action_mask: Tensor, logits: Tensor) -> Tensor:
             + ", got "
             + str(list(action_mask.shape))
         )
-    return action_mask.reshape(-1, logits.shape[-1])
+    return action_mask.flatten(0, -2)
 
 
 def hybrid_entropy_loss(
@@ -206,7 +216,9 @@ def hybrid_entropy_loss(
         sub-head's ``H_h`` (for monitoring: it has no gradient of its own; the
         penalties' gradients reach each sub-head through ``total``).
         float64 if either head is float64, else float32. Every output is
-        differentiable; a missing head contributes 0 and gets no gradient.
+        differentiable (once: the backward has no derivative of its own, so a second
+        backward through a ``create_graph=True`` gradient raises); a missing head
+        contributes 0 and gets no gradient.
         The gradient w.r.t. ``log_std`` is one value for every element and
         comes back broadcast to ``log_std``'s shape with stride 0, as the
         backward of ``torch.sum`` and ``torch.mean`` does (``log_std.grad``
@@ -217,7 +229,8 @@ def hybrid_entropy_loss(
             neither ``[D]`` nor of the logits' leading dims, an empty batch, zero
             actions), inputs on different devices, both heads ``None``, a
             non-finite weight; an unknown ``loss_agg_mode``, a sequence mode without
-            two leading dims, a ``sample_mask`` not of the leading shape or on another
+            two leading dims, a ``sample_mask`` that requires grad (the weights get none:
+            detach it), not of the leading shape or on another
             device, a ``loss_scale_factor`` that is not a finite number > 0, an
             ``action_mask`` not of the logits' shape, on another device or without
             logits; ``discrete_sizes`` that are not positive, do not sum to ``K``
@@ -225,10 +238,11 @@ def hybrid_entropy_loss(
             than the sub-heads or not finite; with ``parameterized_actions``, a missing
             head, a log_std not ``[..., K, P]`` or ``[K, P]``, or ``discrete_sizes``.
             All found from metadata, without a device sync.
-        TypeError: a non-floating tensor, a non-number coefficient, a
-            ``loss_agg_mode`` that is not a str, a ``loss_scale_factor`` that is not a
-            number, a ``sample_mask`` neither bool nor floating, an ``action_mask``
-            that is not bool.
+        TypeError: ``logits``, ``log_std``, ``sample_mask`` or ``action_mask`` neither a
+            tensor nor ``None`` (a NumPy array, a list), a non-floating tensor, a
+            non-number coefficient, a ``loss_agg_mode`` that is not a str, a
+            ``loss_scale_factor`` that is not a number, a ``sample_mask`` neither bool
+            nor floating, an ``action_mask`` that is not bool.
 
     Example::
 
@@ -271,11 +285,13 @@ def hybrid_entropy_loss(
         >>> out = hybrid_entropy_loss(logits, log_std, 0.01, parameterized_actions=True)
         >>> out["total"].backward()                             # log_std.grad[k] = mean p_k term
     """
-    if not torch.jit.is_scripting() and not torch.compiler.is_compiling():
-        # What TorchScript's annotations check in scripted code (and the dispatcher would
-        # reject as a RuntimeError about its schema): a TypeError naming the argument.
-        # Eager only: traced, a float argument may be symbolic.
+    if not torch.jit.is_scripting():
+        # A TypeError naming the argument where the dispatcher would raise a RuntimeError
+        # about its schema, or take a bool as the number 1. Also traced (torch.compile,
+        # torch.export), where a number derived from a shape may be symbolic and passes
+        # as it is; not scripted, where the annotations have already converted them.
         op = "hybrid_entropy_loss"
+        check_op_tensors(op, _TENSOR_ARGUMENTS, (logits, log_std, sample_mask, action_mask))
         discrete_entropy_weight = check_op_real(op, "discrete_entropy_weight", discrete_entropy_weight)
         continuous_entropy_weight = check_op_real(op, "continuous_entropy_weight", continuous_entropy_weight)
         min_entropy_threshold = check_op_real(op, "min_entropy_threshold", min_entropy_threshold, optional=True)
@@ -291,6 +307,12 @@ def hybrid_entropy_loss(
         coeff = entropy_coeff
     elif torch.jit.is_scripting():
         coeff = torch.scalar_tensor(float(entropy_coeff), dtype=torch.float64)
+    elif torch.compiler.is_compiling():
+        # A product, not scalar_tensor(c), whose float argument Dynamo specializes: a
+        # scheduled coefficient would compile a graph per value (and hit the recompile
+        # limit); as a factor it becomes symbolic after the first recompile. Exact: 1 * c.
+        # Read as in eager first (a bool is an error, a NumPy float32 its decimal).
+        coeff = torch.ones((), dtype=torch.float64) * _coefficient_as_float(entropy_coeff)
     else:
         coeff = torch.scalar_tensor(_coefficient_as_float(entropy_coeff), dtype=torch.float64)
     row_weights: Optional[Tensor] = None

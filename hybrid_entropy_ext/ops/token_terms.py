@@ -12,9 +12,11 @@ import torch
 from torch import Tensor
 
 from .. import _ops  # noqa: F401  (registers the ops)
-from .._validation import check_op_integers, check_op_real
+from .._validation import check_op_integers, check_op_real, check_op_tensors
 
 __all__ = ["log_prob_and_entropy"]
+
+_TENSOR_ARGUMENTS = ("logits", "actions", "mask", "action_mask")
 
 
 def log_prob_and_entropy(
@@ -63,6 +65,8 @@ def log_prob_and_entropy(
     Returns:
         ``(log_prob, entropy)``, each of the leading shape ``[...]``, in nats, float64 for
         float64 logits and float32 otherwise; ``log_prob`` is ``None`` without actions.
+        Differentiable once: the backward has no derivative of its own, so a second
+        backward through a ``create_graph=True`` gradient raises.
 
     Raises:
         ValueError: a shape or device mismatch (an action mask must have the logits'
@@ -70,8 +74,9 @@ def log_prob_and_entropy(
             temperature that is not a finite number > 0 (or whose inverse is outside
             that range), or ``discrete_sizes`` that are empty, not positive or
             do not sum to ``K``.
-        TypeError: non-floating logits, actions that are not int64/int32, a mask or an
-            action mask that is not bool.
+        TypeError: logits that are not a tensor (an ``actions``, ``mask`` or
+            ``action_mask`` neither a tensor nor ``None``), non-floating logits, actions
+            that are not int64/int32, a mask or an action mask that is not bool.
         IndexError: on the CPU, an action outside ``[0, K)`` (its sub-head's ``[0, K_h)``)
             in a row the mask keeps, naming its position. On CUDA a device-side assert, as
             ``torch.gather`` raises (no host sync).
@@ -99,9 +104,12 @@ def log_prob_and_entropy(
         >>> log_prob.shape
         torch.Size([64])
     """
-    if not torch.jit.is_scripting() and not torch.compiler.is_compiling():
-        # As TorchScript's annotations check (the dispatcher: a RuntimeError about its
-        # schema). Eager only: traced, a float argument may be symbolic.
+    if not torch.jit.is_scripting():
+        # As hybrid_entropy_loss checks its arguments: in eager code and traced by
+        # torch.compile, not scripted.
+        check_op_tensors(
+            "log_prob_and_entropy", _TENSOR_ARGUMENTS, (logits, actions, mask, action_mask), num_required=1
+        )
         temperature = check_op_real("log_prob_and_entropy", "temperature", temperature)
         discrete_sizes = check_op_integers("log_prob_and_entropy", "discrete_sizes", discrete_sizes)
     log_prob, entropy, _ = torch.ops.hybrid_entropy_ext.log_prob_and_entropy(

@@ -13,6 +13,7 @@ controllers'); :func:`op_coefficient` and :func:`add_coefficient_outputs` are th
 TorchScript code of its ``forward`` that joins the two.
 """
 
+import math
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
@@ -155,6 +156,16 @@ class ScheduledCoefficientMixin:
             raise ValueError("episodes: expected an integer number of episodes >= 0, got " + str(episodes))
         self.episode_counter.add_(episodes)
 
+    @torch.jit.unused
+    def _traced_schedule_value(self, episode: int) -> float:
+        # Traced by torch.compile, the episode may be symbolic (the counter's, or an
+        # explicit one after a recompile), and so the value: checked in the graph, where
+        # the eager check's str() and isfinite() cannot be traced. (Unused by TorchScript,
+        # which parses no lambda.)
+        value = self.schedule(episode)
+        torch._check(value >= 0.0, lambda: "schedule: expected a finite number >= 0")
+        return value
+
     @torch.jit.export
     def compute_adaptive_entropy_coefficient(self, episode: int) -> float:
         """The scheduled entropy coefficient (dimensionless) at ``episode`` (int >= 0)."""
@@ -162,9 +173,19 @@ class ScheduledCoefficientMixin:
             if not isinstance(self.schedule, BUILTIN_SCHEDULES):
                 # A schedule from elsewhere gets the episode the built-in ones check, and
                 # may return anything: checked before it reaches the op.
+                if torch.compiler.is_compiling():
+                    return self._traced_schedule_value(episode)
                 episode = check_episode_count("episode", episode)
                 return check_coefficient("schedule(" + str(episode) + ")", self.schedule(episode))
-        return self.schedule(episode)
+            return self.schedule(episode)
+        # Scripted, a schedule is typed to return a float, but any float: checked as in
+        # eager, so that a negative one cannot turn the bonus into a penalty unseen.
+        value = self.schedule(episode)
+        if not (math.isfinite(value) and value >= 0.0):
+            raise ValueError(
+                "schedule(" + str(episode) + "): expected a finite number >= 0, got " + str(value)
+            )
+        return value
 
     def _counter_read_on_host(self) -> bool:
         # On the CPU an int read of the counter is cheap and exact; elsewhere it would be a

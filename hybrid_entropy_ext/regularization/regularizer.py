@@ -73,7 +73,12 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
             schedule of this package has one) is evaluated on the counter's device;
             one without is called with the counter read as an int (a device sync
             when the counter is on a GPU). A plain callable works in eager code and
-            under ``torch.compile``; for TorchScript give a scriptable module.
+            under ``torch.compile``; for TorchScript give a scriptable module. Its value
+            is checked, a ``ValueError`` if it is not a finite number >= 0, in eager code
+            and scripted; compiled, by ``torch._check`` in the graph (a negative one
+            raises a ``RuntimeError``, inside torch.compile's own error with
+            ``fullgraph``); ``coefficient_tensor``'s is not checked (reading it would
+            sync the device).
         discrete_controller, continuous_controller: a
             :class:`TargetEntropyController` for that head, replacing the one the
             config describes (``target_entropy_control``), or ``None``. A controlled
