@@ -16,6 +16,7 @@ head, a shared ``[D]`` log_std, a per-head ``[2]`` coefficient, from distributio
 regularizer's forward. The others are about one call (a shape, a layout, a mask, a value).
 """
 
+import inspect
 import math
 from typing import Callable, Sequence
 
@@ -27,6 +28,30 @@ import hybrid_entropy_ext as hee
 from common_utils import HALF_DTYPES, UNIT_ROUNDOFF, fused_loss_on, run_on, to_device
 from oracle import KEYS, HALF_LOG_2PI_E, OUTPUT_WEIGHTS, distributions_oracle
 from op_variants import OP_VARIANTS, make_sample, variants_without_a_head
+
+
+# The public order of the arguments, so that a positional call means the same everywhere:
+# the five hyper-parameters, the aggregation, then the action space's options.
+PUBLIC_ARGUMENT_ORDER = (
+    "logits", "log_std", "entropy_coeff", "discrete_entropy_weight", "continuous_entropy_weight",
+    "min_entropy_threshold", "continuous_min_entropy_threshold", "penalty_multiplier",
+    "sample_mask", "loss_agg_mode", "loss_scale_factor", "action_mask", "discrete_sizes",
+    "parameterized_actions", "normalize_discrete_entropy", "discrete_head_thresholds",
+)
+
+
+@pytest.mark.parametrize("loss", [hee.hybrid_entropy_loss, hee.reference.hybrid_entropy_loss],
+                         ids=["fused", "reference"])
+def test_arguments_are_in_the_public_order(loss):
+    assert tuple(inspect.signature(loss).parameters) == PUBLIC_ARGUMENT_ORDER
+
+
+def test_a_positional_call_with_every_argument_means_the_same_for_the_fused_op_and_the_reference():
+    logits = torch.randn(6, 4, dtype=torch.float64)
+    log_std = torch.randn(4, 2, dtype=torch.float64)
+    args = (logits, log_std, 0.01, 1.0, 0.5, 0.1, 0.1, 3.0, None, "token-mean", None, None, None,
+            True, True, None)
+    torch.testing.assert_close(hee.hybrid_entropy_loss(*args), hee.reference.hybrid_entropy_loss(*args))
 
 # The device the op runs on in the current test, set by the autouse fixture below.
 DEVICE = "cpu"

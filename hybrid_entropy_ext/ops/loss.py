@@ -119,9 +119,9 @@ def hybrid_entropy_loss(
     loss_scale_factor: Optional[float] = None,
     action_mask: Optional[Tensor] = None,
     discrete_sizes: Optional[List[int]] = None,
-    discrete_head_thresholds: Optional[List[float]] = None,
-    normalize_discrete_entropy: bool = False,
     parameterized_actions: bool = False,
+    normalize_discrete_entropy: bool = False,
+    discrete_head_thresholds: Optional[List[float]] = None,
 ) -> Dict[str, Tensor]:
     """Entropy bonus and collapse penalties of a hybrid-action policy, fused.
 
@@ -185,15 +185,6 @@ def hybrid_entropy_loss(
             and the collapse penalty acts on each sub-head,
             ``m * sum_h max(0, tau_h - H_h)``: one collapsing decision is caught
             even where the sum looks healthy. ``None``: one categorical of ``K``.
-        discrete_head_thresholds: ``[tau_1, ..., tau_H]`` in nats, one finite
-            threshold per sub-head of ``discrete_sizes``, in place of
-            ``min_entropy_threshold`` (which otherwise applies to every sub-head).
-        normalize_discrete_entropy: ``True`` divides each row's (sub-)head entropy by
-            the log of its number of allowed actions ``n`` (those ``action_mask``
-            allows in its columns, else all of them; 0 where ``n <= 1``), so that
-            ``H_d`` (per sub-head ``H_h``) lies in [0, 1] whatever the action-set size
-            and a threshold means the same fraction of the maximum for every state.
-            The sub-heads' normalized entropies are summed.
         parameterized_actions: ``True`` for a policy that picks a discrete action ``k`` and
             then samples that action's own ``P`` continuous parameters (Platform's
             layout): ``log_std`` is ``[..., K, P]`` with the logits' leading dims, or
@@ -208,6 +199,15 @@ def hybrid_entropy_loss(
             dtype (float32 unless the logits are float64), as ``p`` is. Not with
             ``discrete_sizes``.
 
+        normalize_discrete_entropy: ``True`` divides each row's (sub-)head entropy by
+            the log of its number of allowed actions ``n`` (those ``action_mask``
+            allows in its columns, else all of them; 0 where ``n <= 1``), so that
+            ``H_d`` (per sub-head ``H_h``) lies in [0, 1] whatever the action-set size
+            and a threshold means the same fraction of the maximum for every state.
+            The sub-heads' normalized entropies are summed.
+        discrete_head_thresholds: ``[tau_1, ..., tau_H]`` in nats, one finite
+            threshold per sub-head of ``discrete_sizes``, in place of
+            ``min_entropy_threshold`` (which otherwise applies to every sub-head).
     Returns:
         A dict of 0-dim tensors with keys ``total``, ``discrete``,
         ``continuous``, ``discrete_penalty``, ``continuous_penalty``,

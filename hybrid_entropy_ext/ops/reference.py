@@ -236,9 +236,9 @@ def hybrid_entropy_loss(
     loss_scale_factor: Optional[float] = None,
     action_mask: Optional[Tensor] = None,
     discrete_sizes: Optional[List[int]] = None,
-    discrete_head_thresholds: Optional[List[float]] = None,
-    normalize_discrete_entropy: bool = False,
     parameterized_actions: bool = False,
+    normalize_discrete_entropy: bool = False,
+    discrete_head_thresholds: Optional[List[float]] = None,
 ) -> Dict[str, Tensor]:
     """Pure-PyTorch version of :func:`hybrid_entropy_ext.hybrid_entropy_loss`.
 

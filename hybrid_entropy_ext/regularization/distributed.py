@@ -78,9 +78,9 @@ def global_loss(
     loss_scale_factor: Optional[float] = None,
     action_mask: Optional[Tensor] = None,
     discrete_sizes: Optional[List[int]] = None,
-    discrete_head_thresholds: Optional[List[float]] = None,
-    normalize_discrete_entropy: bool = False,
     parameterized_actions: bool = False,
+    normalize_discrete_entropy: bool = False,
+    discrete_head_thresholds: Optional[List[float]] = None,
 ) -> Dict[str, Tensor]:
     """The seven loss terms of the global batch: ``H_d`` and ``H_c`` aggregated over every
     rank of ``process_group`` (None: the default group), the arguments as for

@@ -245,9 +245,9 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
                 self.loss_scale_factor,
                 action_mask,
                 self.discrete_sizes,
-                self.discrete_head_thresholds,
-                self.normalize_discrete_entropy,
-                self.parameterized_actions,
+                parameterized_actions=self.parameterized_actions,
+                normalize_discrete_entropy=self.normalize_discrete_entropy,
+                discrete_head_thresholds=self.discrete_head_thresholds,
             )
         self._apply_only_below_target(out)
         add_coefficient_outputs(out, discrete_coeff, continuous_coeff, scheduled_value, scheduled_tensor)
@@ -277,9 +277,9 @@ class HybridEntropyRegularizer(ScheduledCoefficientMixin, ControllersMixin, nn.M
             self.loss_scale_factor,
             action_mask,
             self.discrete_sizes,
-            self.discrete_head_thresholds,
-            self.normalize_discrete_entropy,
-            self.parameterized_actions,
+            parameterized_actions=self.parameterized_actions,
+            normalize_discrete_entropy=self.normalize_discrete_entropy,
+            discrete_head_thresholds=self.discrete_head_thresholds,
         )
 
     # --- checkpoints: state-dict version 1 (checkpoint.py) ------------------------------------
