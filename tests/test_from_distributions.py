@@ -101,6 +101,43 @@ def test_categoricals_nested_deeper_are_the_sub_heads_in_order():
         torch.testing.assert_close(nested[key], flat[key], rtol=0, atol=0, msg=key)
 
 
+def test_independent_categorical_is_a_multi_discrete_head_of_its_reinterpreted_dims():
+    # torch.distributions' own Independent entropy (the sum over sub-heads) is the oracle.
+    logits = torch.randn(B, 3, 4, dtype=torch.float64, requires_grad=True)
+    independent = Independent(Categorical(logits=logits), 1)
+    out = from_distributions(independent, 0.03, *SETTINGS)
+    want_per_head = torch.stack([Categorical(logits=logits[:, h]).entropy().mean() for h in range(3)])
+    torch.testing.assert_close(out["discrete_entropy_per_head"], want_per_head)
+    want_entropy = Independent(Categorical(logits=logits), 1).entropy().mean()
+    torch.testing.assert_close(out["discrete_entropy"], want_entropy)
+    (got_grad,) = torch.autograd.grad(out["discrete_entropy"], logits)
+    (want_grad,) = torch.autograd.grad(want_entropy, logits)
+    torch.testing.assert_close(got_grad, want_grad)
+
+
+def test_independent_categorical_over_two_dims_is_the_same_as_its_sub_heads_in_row_major_order():
+    logits = torch.randn(2, 3, 2, 2, 4, dtype=torch.float64)  # S = [2, 3], R = [2, 2], K = 4
+    mean, log_std = torch.randn(6, D, dtype=torch.float64), torch.randn(6, D, dtype=torch.float64)
+    normal = Normal(mean, log_std.exp())
+    got = from_distributions((Independent(Categorical(logits=logits), 2), normal), 0.03, *SETTINGS)
+    sub_heads = [Categorical(logits=logits[:, :, i, j]) for i in range(2) for j in range(2)]
+    want = from_distributions((sub_heads, normal), 0.03, *SETTINGS)
+    assert set(got) == set(want)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], msg=key)
+
+
+def test_independent_categorical_from_probs_with_zeros_gives_the_exact_entropy():
+    probs = torch.tensor([[[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]], dtype=torch.float64)  # [1, 2, 3]
+    out = from_distributions(Independent(Categorical(probs=probs), 1), 0.03, *SETTINGS)
+    torch.testing.assert_close(out["discrete_entropy"], Categorical(probs=probs).entropy().sum())
+
+
+def test_independent_of_another_distribution_is_a_type_error_naming_its_base():
+    with pytest.raises(TypeError, match=r"Independent\(Bernoulli\) is neither a diagonal Gaussian nor categorical"):
+        from_distributions(Independent(Bernoulli(torch.rand(B, 2)), 1), 0.01)
+
+
 def test_independent_normal_alone_is_a_continuous_policy():
     _, mean, log_std = heads()
     out = from_distributions((Independent(Normal(mean, log_std.exp()), 1),), 0.03, *SETTINGS)

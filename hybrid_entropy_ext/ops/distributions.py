@@ -28,6 +28,11 @@ How batch shapes map to the op's ``[B, K]`` logits and ``[B, D]`` log-std:
 A ``torch.distributions.OneHotCategorical`` is read as the ``Categorical`` it samples from:
 the same probabilities, hence the same entropy.
 
+``Independent(Categorical, n)`` (logits ``S + R + [K]``, ``n = len(R)``) is a multi-discrete
+head of ``prod(R)`` sub-heads of ``K`` actions each, in ``R``'s row-major order: its entropy is
+their sum, as the op's ``discrete_sizes = [K] * prod(R)`` gives it (with the collapse
+penalty on each sub-head), and ``B = prod(S)``.
+
 Several ``Categorical`` s (of one batch shape) are one multi-discrete head, each a
 sub-head in their order (the op's ``discrete_sizes``): a flat or nested list of them, as
 Stable-Baselines3's ``MultiCategoricalDistribution.distribution`` holds them, or SB3's and
@@ -153,7 +158,7 @@ def _samples(dist: Distribution) -> int:
     return count
 
 
-def _check_same_batch(categorical: Categorical, gaussian: Distribution) -> None:
+def _check_same_batch(categorical: Distribution, gaussian: Distribution) -> None:
     # Checked on the distributions' batch shapes: a scale shared by the batch goes to the op
     # as a [D] log-std, which fits any batch, so the op alone would not see a mismatch.
     if isinstance(gaussian, Normal) and len(gaussian.batch_shape) == 0:
@@ -165,6 +170,34 @@ def _check_same_batch(categorical: Categorical, gaussian: Distribution) -> None:
             f"batch shape {tuple(categorical.batch_shape)} holds {b_d} samples, the Gaussian's "
             f"{tuple(gaussian.batch_shape)} holds {b_c}"
         )
+
+
+def _is_categorical_head(dist: Any) -> bool:
+    """A ``Categorical``, or an ``Independent`` of one (or of a ``OneHotCategorical``): a
+    multi-discrete head whose sub-heads all have ``K`` actions."""
+    if isinstance(dist, Independent):
+        return isinstance(_unwrapped(dist.base_dist), Categorical)
+    return isinstance(dist, Categorical)
+
+
+def _discrete_part(dist: Distribution) -> Tuple[Tensor, Optional[Tensor], List[int]]:
+    """A categorical head's ``[B, H * K]`` logits, action mask (or ``None``) and its
+    sub-heads' sizes ``[K] * H``: ``H = 1`` for a ``Categorical``, the product of the
+    reinterpreted dimensions for an ``Independent`` of one."""
+    heads = 1
+    if isinstance(dist, Independent):
+        base = _unwrapped(dist.base_dist)
+        for size in base.batch_shape[len(dist.batch_shape) :]:
+            heads *= size
+    else:
+        base = dist
+    logits = _categorical_logits(base)  # [B * H, K]
+    action_mask = _categorical_action_mask(base)
+    k = logits.shape[-1]
+    if heads > 1:
+        logits = logits.reshape(-1, heads * k)
+        action_mask = None if action_mask is None else action_mask.reshape(-1, heads * k)
+    return logits, action_mask, [k] * heads
 
 
 def _is_gaussian(dist: Any) -> bool:
@@ -184,7 +217,7 @@ def _reject(dist: Any, where: str) -> "TypeError":
     elif isinstance(dist, MixtureSameFamily):
         why = f"{name} (a mixture) has no closed-form entropy; estimate it as -log_prob of samples"
     elif isinstance(dist, Independent):
-        why = f"Independent({type(dist.base_dist).__name__}) is not a diagonal Gaussian or a categorical"
+        why = f"Independent({type(dist.base_dist).__name__}) is neither a diagonal Gaussian nor categorical"
     elif isinstance(dist, Distribution):
         why = f"{name} is neither a Categorical nor a diagonal Gaussian (Normal, Independent(Normal, n))"
     else:
@@ -234,17 +267,19 @@ def _squashes(dist: Any) -> bool:
 
 
 def _holds_only_categoricals(dist: Any) -> bool:
-    """Whether ``dist`` is a Categorical (or what reads as one), or a non-empty list or
-    tuple, nested to any depth, of nothing else: a multi-discrete head's sub-heads."""
+    """Whether ``dist`` is a Categorical (or what reads as one, an ``Independent`` of one
+    included), or a non-empty list or tuple, nested to any depth, of nothing else: a
+    multi-discrete head's sub-heads."""
     dist = _unwrapped(dist)
     if isinstance(dist, (list, tuple)):
         return len(dist) > 0 and all(_holds_only_categoricals(d) for d in dist)
-    return isinstance(dist, Categorical)
+    return _is_categorical_head(dist)
 
 
-def _split_heads(dists: Any) -> Tuple[List[Categorical], Optional[Distribution]]:
-    """The Categoricals (one, or a multi-discrete head's sub-heads, in order) and the one
-    Gaussian of a distribution, a tuple/list (possibly nested) or a dict."""
+def _split_heads(dists: Any) -> Tuple[List[Distribution], Optional[Distribution]]:
+    """The categorical heads (one, or a multi-discrete head's parts, in order:
+    ``Categorical`` s or ``Independent`` s of one) and the one Gaussian of a distribution,
+    a tuple/list (possibly nested) or a dict."""
     dists = _unwrapped(dists)
     if isinstance(dists, Distribution):
         items: List[Tuple[str, Any]] = [("dists", dists)]
@@ -260,14 +295,14 @@ def _split_heads(dists: Any) -> Tuple[List[Categorical], Optional[Distribution]]
         )
     if len(items) == 0:
         raise ValueError("hybrid_entropy_loss_from_distributions: dists: expected at least one distribution, got none")
-    categoricals: List[Categorical] = []
+    categoricals: List[Distribution] = []
     gaussian: Optional[Distribution] = None
     while items:
         where, dist = items.pop(0)
         dist = _unwrapped(dist)
         if isinstance(dist, (list, tuple)) and _holds_only_categoricals(dist):
             items[:0] = [(f"{where}[{i}]", d) for i, d in enumerate(dist)]  # sub-heads, in order
-        elif isinstance(dist, Categorical):
+        elif _is_categorical_head(dist):
             categoricals.append(dist)
         elif _is_gaussian(dist):
             if gaussian is not None:
@@ -281,25 +316,27 @@ def _split_heads(dists: Any) -> Tuple[List[Categorical], Optional[Distribution]]
     return categoricals, gaussian
 
 
-def _sub_heads(categoricals: List[Categorical]) -> Tuple[Tensor, Optional[Tensor], Optional[List[int]]]:
+def _sub_heads(categoricals: List[Distribution]) -> Tuple[Tensor, Optional[Tensor], Optional[List[int]]]:
     """The discrete head's ``[B, K]`` logits, action mask and ``discrete_sizes`` (``None``
-    for one Categorical) from its Categoricals."""
-    if len(categoricals) == 1:
-        return _categorical_logits(categoricals[0]), _categorical_action_mask(categoricals[0]), None
-    shapes = [tuple(c.batch_shape) for c in categoricals]
-    if any(shape != shapes[0] for shape in shapes):
-        raise ValueError(
-            "hybrid_entropy_loss_from_distributions: the Categoricals of a multi-discrete head must share "
-            f"one batch shape, got {shapes}"
-        )
-    logits = [_categorical_logits(c) for c in categoricals]
-    masks = [_categorical_action_mask(c) for c in categoricals]
+    for one categorical of ``K``) from its parts (:func:`_discrete_part`)."""
+    if len(categoricals) > 1:
+        shapes = [tuple(c.batch_shape) for c in categoricals]
+        if any(shape != shapes[0] for shape in shapes):
+            raise ValueError(
+                "hybrid_entropy_loss_from_distributions: the Categoricals of a multi-discrete head must share "
+                f"one batch shape, got {shapes}"
+            )
+    parts = [_discrete_part(c) for c in categoricals]
+    sizes = [k for _, _, part_sizes in parts for k in part_sizes]
+    if len(parts) == 1:
+        logits, action_mask, _ = parts[0]
+        return logits, action_mask, sizes if len(sizes) > 1 else None
     action_mask = None
-    if any(m is not None for m in masks):
+    if any(m is not None for _, m, _ in parts):
         action_mask = torch.cat(
-            [m if m is not None else torch.ones_like(z, dtype=torch.bool) for m, z in zip(masks, logits)], dim=-1
+            [m if m is not None else torch.ones_like(z, dtype=torch.bool) for z, m, _ in parts], dim=-1
         )
-    return torch.cat(logits, dim=-1), action_mask, [z.shape[-1] for z in logits]
+    return torch.cat([z for z, _, _ in parts], dim=-1), action_mask, sizes
 
 
 class PolicyHeads(NamedTuple):
@@ -369,7 +406,8 @@ def hybrid_entropy_loss_from_distributions(
             Categoricals of one batch shape (a flat or nested list, or SB3's
             ``MultiCategoricalDistribution``) are a multi-discrete head: its
             sub-heads, in order, with the op's per-sub-head penalties
-            (``discrete_sizes``; the output adds ``discrete_entropy_per_head``). See
+            (``discrete_sizes``; the output adds ``discrete_entropy_per_head``); so
+            is ``Independent(Categorical(logits [B, H, K]), 1)``, ``H`` sub-heads. See
             the module docstring for how batch shapes map to ``[B, K]`` and ``[B, D]``.
         entropy_coeff, discrete_entropy_weight, continuous_entropy_weight,
         min_entropy_threshold, continuous_min_entropy_threshold, penalty_multiplier:
