@@ -127,6 +127,21 @@ def test_independent_categorical_over_two_dims_is_the_same_as_its_sub_heads_in_r
         torch.testing.assert_close(got[key], want[key], msg=key)
 
 
+def test_nested_independent_categoricals_are_read_as_one_over_all_their_dims():
+    logits = torch.randn(5, 2, 3, 4, dtype=torch.float64)
+    nested = from_distributions(Independent(Independent(Categorical(logits=logits), 1), 1), 0.03, *SETTINGS)
+    flat = from_distributions(Independent(Categorical(logits=logits), 2), 0.03, *SETTINGS)
+    assert set(nested) == set(flat)
+    for key in flat:
+        torch.testing.assert_close(nested[key], flat[key], rtol=0, atol=0, msg=key)
+
+
+def test_independent_categorical_without_sub_heads_is_a_value_error():
+    empty = Independent(Categorical(logits=torch.randn(5, 0, 4), validate_args=False), 1)
+    with pytest.raises(ValueError, match=r"reinterpreted dimensions \(0,\) hold no sub-head"):
+        from_distributions(empty, 0.01)
+
+
 def test_independent_categorical_from_probs_with_zeros_gives_the_exact_entropy():
     probs = torch.tensor([[[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]], dtype=torch.float64)  # [1, 2, 3]
     out = from_distributions(Independent(Categorical(probs=probs), 1), 0.03, *SETTINGS)
@@ -341,7 +356,7 @@ def test_empty_container_is_a_value_error():
 
 def test_heads_with_different_batch_sizes_are_a_value_error():
     # The scale is shared (a scalar broadcast), yet the batch shapes disagree: 4 and 5 samples.
-    with pytest.raises(ValueError, match=r"different batch sizes: the Categorical's batch shape \(4,\) holds 4 "
+    with pytest.raises(ValueError, match=r"different batch sizes: the discrete head's batch shape \(4,\) holds 4 "
                                          r"samples, the Gaussian's \(5, 3\) holds 5"):
         from_distributions((Categorical(logits=torch.randn(4, K)), Normal(torch.zeros(5, D), 1.0)), 0.01)
 

@@ -45,6 +45,7 @@ The two heads must come out with the same ``B``. Anything whose entropy has no
 closed form in these terms raises ``TypeError``.
 """
 
+import math
 import sys
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -137,9 +138,7 @@ def _normal_log_std(dist: Distribution) -> Tensor:
         # Batch shape [B]: one action dimension per sample; [..., D]: the last is D.
         action_dims = 1 if scale.dim() >= 2 else 0
     batch_dims = scale.dim() - action_dims
-    d = 1
-    for size in scale.shape[batch_dims:]:
-        d *= size
+    d = math.prod(scale.shape[batch_dims:])
     # A scale broadcast over every batch dimension (stride 0, e.g. Normal(mean [B, D],
     # log_std.exp() [D])): the op's shared [D] log-std, the same entropy for each sample.
     if batch_dims > 0 and all(scale.stride(i) == 0 for i in range(batch_dims)):
@@ -152,10 +151,7 @@ def _samples(dist: Distribution) -> int:
     shape = dist.batch_shape
     if isinstance(dist, Normal) and len(shape) >= 2:
         shape = shape[:-1]  # the last batch dimension of a plain Normal is the action dimension
-    count = 1
-    for size in shape:
-        count *= size
-    return count
+    return math.prod(shape)
 
 
 def _check_same_batch(categorical: Distribution, gaussian: Distribution) -> None:
@@ -166,17 +162,26 @@ def _check_same_batch(categorical: Distribution, gaussian: Distribution) -> None
     b_d, b_c = _samples(categorical), _samples(gaussian)
     if b_d != b_c:
         raise ValueError(
-            "hybrid_entropy_loss_from_distributions: the heads have different batch sizes: the Categorical's "
+            "hybrid_entropy_loss_from_distributions: the heads have different batch sizes: the discrete head's "
             f"batch shape {tuple(categorical.batch_shape)} holds {b_d} samples, the Gaussian's "
             f"{tuple(gaussian.batch_shape)} holds {b_c}"
         )
+
+
+def _independent_base(dist: Independent) -> Any:
+    """What an ``Independent`` (nested ones too) reinterprets, a ``OneHotCategorical`` read
+    as its ``Categorical``."""
+    base = dist.base_dist
+    while isinstance(base, Independent):
+        base = base.base_dist
+    return _unwrapped(base)
 
 
 def _is_categorical_head(dist: Any) -> bool:
     """A ``Categorical``, or an ``Independent`` of one (or of a ``OneHotCategorical``): a
     multi-discrete head whose sub-heads all have ``K`` actions."""
     if isinstance(dist, Independent):
-        return isinstance(_unwrapped(dist.base_dist), Categorical)
+        return isinstance(_independent_base(dist), Categorical)
     return isinstance(dist, Categorical)
 
 
@@ -186,9 +191,13 @@ def _discrete_part(dist: Distribution) -> Tuple[Tensor, Optional[Tensor], List[i
     reinterpreted dimensions for an ``Independent`` of one."""
     heads = 1
     if isinstance(dist, Independent):
-        base = _unwrapped(dist.base_dist)
-        for size in base.batch_shape[len(dist.batch_shape) :]:
-            heads *= size
+        base = _independent_base(dist)
+        heads = math.prod(base.batch_shape[len(dist.batch_shape) :])
+        if heads == 0:
+            raise ValueError(
+                "hybrid_entropy_loss_from_distributions: an Independent(Categorical) whose reinterpreted "
+                f"dimensions {tuple(base.batch_shape[len(dist.batch_shape) :])} hold no sub-head"
+            )
     else:
         base = dist
     logits = _categorical_logits(base)  # [B * H, K]

@@ -198,7 +198,6 @@ def hybrid_entropy_loss(
             the shared ``[K, P]``. ``h_c`` is accumulated in the logits' accumulation
             dtype (float32 unless the logits are float64), as ``p`` is. Not with
             ``discrete_sizes``.
-
         normalize_discrete_entropy: ``True`` divides each row's (sub-)head entropy by
             the log of its number of allowed actions ``n`` (those ``action_mask``
             allows in its columns, else all of them; 0 where ``n <= 1``), so that
@@ -208,6 +207,7 @@ def hybrid_entropy_loss(
         discrete_head_thresholds: ``[tau_1, ..., tau_H]`` in nats, one finite
             threshold per sub-head of ``discrete_sizes``, in place of
             ``min_entropy_threshold`` (which otherwise applies to every sub-head).
+
     Returns:
         A dict of 0-dim tensors with keys ``total``, ``discrete``,
         ``continuous``, ``discrete_penalty``, ``continuous_penalty``,
