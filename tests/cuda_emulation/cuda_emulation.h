@@ -13,15 +13,25 @@
 // store at a misaligned address aborts.
 #pragma once
 
+#include <atomic>
+#include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <thread>
 #include <type_traits>
 #include <vector>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #define __global__
 #define __device__
@@ -39,6 +49,63 @@ struct dim3 {
 
 namespace cuda_emulation {
 
+[[noreturn]] inline void abort_on_stuck_barrier() {
+  std::fprintf(
+      stderr,
+      "cuda_emulation: a barrier waited 60 s for threads that never came "
+      "(a __syncthreads or shuffle not reached by every thread)\n");
+  std::abort();
+}
+
+constexpr auto kBarrierTimeout = std::chrono::seconds(60);
+
+#if defined(__linux__)
+// A reusable barrier that aborts instead of waiting forever. The waiters
+// sleep on the generation counter (a futex) and the last to arrive wakes them
+// all at once: with a mutex and a condition variable, each woken thread of a
+// block (hundreds of OS threads on a few cores) queued again for the mutex,
+// which made most of the emulated suite's time.
+class Barrier {
+ public:
+  explicit Barrier(int count) : count_(count) {}
+
+  void arrive_and_wait() {
+    const uint32_t generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == count_) {
+      // Reset before the release: a thread let through may arrive at the
+      // next use of the barrier at once.
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
+      futex(FUTEX_WAKE_PRIVATE, INT_MAX, nullptr);
+      return;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + kBarrierTimeout;
+    while (generation_.load(std::memory_order_acquire) == generation) {
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= std::chrono::steady_clock::duration::zero()) {
+        abort_on_stuck_barrier();
+      }
+      const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(left);
+      const timespec timeout{
+          static_cast<time_t>(seconds.count()),
+          static_cast<long>(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(left - seconds).count())};
+      // Returns at once if the generation has moved on since the load.
+      futex(FUTEX_WAIT_PRIVATE, generation, &timeout);
+    }
+  }
+
+ private:
+  void futex(int op, uint32_t value, const timespec* timeout) {
+    static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&generation_), op, value, timeout, nullptr, 0);
+  }
+
+  const int count_;
+  std::atomic<int> arrived_{0};
+  std::atomic<uint32_t> generation_{0};
+};
+#else
 // A reusable barrier that aborts instead of waiting forever.
 class Barrier {
  public:
@@ -53,15 +120,8 @@ class Barrier {
       all_arrived_.notify_all();
       return;
     }
-    const bool released = all_arrived_.wait_for(
-        lock, std::chrono::seconds(60),
-        [&] { return generation_ != generation; });
-    if (!released) {
-      std::fprintf(
-          stderr,
-          "cuda_emulation: a barrier waited 60 s for threads that never came "
-          "(a __syncthreads or shuffle not reached by every thread)\n");
-      std::abort();
+    if (!all_arrived_.wait_for(lock, kBarrierTimeout, [&] { return generation_ != generation; })) {
+      abort_on_stuck_barrier();
     }
   }
 
@@ -72,6 +132,7 @@ class Barrier {
   int arrived_ = 0;
   uint64_t generation_ = 0;
 };
+#endif
 
 struct BlockState {
   explicit BlockState(int threads)
