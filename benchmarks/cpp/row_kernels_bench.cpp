@@ -47,7 +47,7 @@ void report(const char* isa, int64_t K, Forward forward, Backward backward) {
   const double elements = static_cast<double>(B * K);
   const double fwd = best_seconds([&] { forward(rows, 0, B, stats, TakenLogProbs<float>{}); });
   const double bwd =
-      best_seconds([&] { backward(rows, 0, B, stats, 0.1f, grad.data(), K); });
+      best_seconds([&] { backward(rows, 0, B, stats, 0.1f, grad.data(), K, nullptr); });
   std::printf(
       "| %s | %ld | %.2f | %.2f |\n", isa, static_cast<long>(K), fwd * 1e9 / elements,
       bwd * 1e9 / elements);

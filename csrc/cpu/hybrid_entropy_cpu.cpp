@@ -537,8 +537,8 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
 
 // The logits gradient, in one parallel pass over row blocks: each
 // sub-head's mean's gradient over its denominator (grad_of_head_means[h]),
-// and with row weights, times each row's weight (the per-token backward's
-// per-row scales). Each sub-head's gradient goes into its columns of the
+// and with row weights or normalizers, times each row's own (the row
+// kernels' per-row scales). Each sub-head's gradient goes into its columns of the
 // rows (the kernels' output row stride is the logits' width).
 void backward_pass(
     const at::Tensor& logits,
@@ -578,25 +578,19 @@ void backward_pass(
             rows_from(logit_rows<scalar_t>(logits, action_mask, head), begin);
         // The run's rows from 0, as the stats and the logits above.
         scalar_t* out = grad + begin * num_cols + head.first_column;
-        if (!scales_rows) {
-          row_kernels<scalar_t>(isa).backward(
-              rows, 0, n, stats, static_cast<acc>(grad_per_term), out,
-              num_cols);
-        } else {
-          // Each row's own gradient scale, through the per-token backward
-          // with the entropy's gradient alone: its element is
-          // entropy_grad_element's for the same scale, bit for bit.
-          acc* row_scale = row_scales.data_ptr<acc>() + begin;
+        acc* row_scale = nullptr;
+        if (scales_rows) {
+          row_scale = row_scales.data_ptr<acc>() + begin;
           for (int64_t i = 0; i < n; ++i) {
             const double weight = (w == nullptr ? 1.0 : w[begin + i]) *
                 normalizer.of(head, begin + i);
             row_scale[i] =
                 static_cast<acc>(math::weighted_term_grad(grad_per_term, weight));
           }
-          row_kernels<scalar_t>(isa).token_backward(
-              rows, 0, n, stats,
-              TokenGrads<acc>{row_scale, nullptr, nullptr}, out, num_cols);
         }
+        row_kernels<scalar_t>(isa).backward(
+            rows, 0, n, stats, static_cast<acc>(grad_per_term), out,
+            num_cols, row_scale);
       }
     });
   });

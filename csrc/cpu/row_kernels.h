@@ -73,9 +73,11 @@ using ForwardRowsFn = void (*)(
     RowStats<acc_t<scalar_t>> stats,
     TakenLogProbs<acc_t<scalar_t>> taken);
 
-// Writes grad_logits[i, k] = grad_scale * d h[i] / d z[i, k] for i in the
-// range, row i at grad_logits + i * grad_row_stride (>= K; K for a contiguous
-// [B, K] buffer, the logits' width for one sub-head's columns of it).
+// Writes grad_logits[i, k] = s[i] * d h[i] / d z[i, k] for i in the range,
+// row i at grad_logits + i * grad_row_stride (>= K; K for a contiguous [B, K]
+// buffer, the logits' width for one sub-head's columns of it), where s[i] is
+// row_scales[i] (indexed like the rows: weighted or normalized rows) or, with
+// row_scales null, grad_scale for every row.
 template <typename scalar_t>
 using BackwardRowsFn = void (*)(
     LogitRows<scalar_t> logits,
@@ -84,7 +86,8 @@ using BackwardRowsFn = void (*)(
     RowStats<acc_t<scalar_t>> stats,
     acc_t<scalar_t> grad_scale,
     scalar_t* grad_logits,
-    int64_t grad_row_stride);
+    int64_t grad_row_stride,
+    const acc_t<scalar_t>* row_scales);
 
 // The upstream gradients of the per-token terms, one value per row (indexed
 // like the rows), each already times the logits' scale, and each row's taken
@@ -196,7 +199,7 @@ using SumValuesFn = acc_t<scalar_t> (*)(const scalar_t* values, int64_t n);
   template <typename scalar_t>                                         \
   void backward_rows(                                                  \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \
-      acc_t<scalar_t>, scalar_t*, int64_t);                            \
+      acc_t<scalar_t>, scalar_t*, int64_t, const acc_t<scalar_t>*);    \
   template <typename scalar_t>                                         \
   void token_backward_rows(                                            \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>, \

@@ -683,16 +683,20 @@ C10_NOINLINE void backward_rows_in_lanes(
     RowStats<acc_t<scalar_t>> stats,
     acc_t<scalar_t> grad_scale,
     scalar_t* grad_logits,
-    int64_t grad_row_stride) {
+    int64_t grad_row_stride,
+    const acc_t<scalar_t>* row_scales) {
   using acc = acc_t<scalar_t>;
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
   const acc log_p_floor = log_probability_floor<acc>();
-  const Vec scale(grad_scale);
+  const Vec uniform_scale(grad_scale);
   alignas(64) acc columns[K][W];
   for (int64_t first = row_begin; first < row_end; first += W) {
     const int64_t n = std::min<int64_t>(W, row_end - first);
     gather_tile<K>(logits, first, n, columns);
+    const Vec scale = row_scales == nullptr
+        ? uniform_scale
+        : Vec::loadu(row_scales + first, n);
     const Vec shift = Vec::loadu(stats.shift + first, n);
     const Vec log_sum_exp = Vec::loadu(stats.log_sum_exp + first, n);
     const Vec entropy = Vec::loadu(stats.entropy + first, n);
@@ -1033,17 +1037,18 @@ void backward_rows_along_lanes(
     RowStats<acc_t<scalar_t>> stats,
     acc_t<scalar_t> grad_scale,
     scalar_t* grad_logits,
-    int64_t grad_row_stride) {
+    int64_t grad_row_stride,
+    const acc_t<scalar_t>* row_scales) {
   using acc = acc_t<scalar_t>;
   using Vec = AccVec<scalar_t>;
   constexpr int64_t W = Vec::size();
   const int64_t K = logits.num_cols;
   const acc log_p_floor = log_probability_floor<acc>();
-  const Vec scale(grad_scale);
   for (int64_t i = row_begin; i < row_end; ++i) {
     const scalar_t* row = logits.data + i * logits.row_stride;
     const bool* allowed = kMasked ? logits.allowed_row(i) : nullptr;
     scalar_t* out = grad_logits + i * grad_row_stride;
+    const Vec scale(row_scales == nullptr ? grad_scale : row_scales[i]);
     const Vec shift(stats.shift[i]);
     const Vec log_sum_exp(stats.log_sum_exp[i]);
     const Vec entropy(stats.entropy[i]);
@@ -1369,21 +1374,22 @@ void backward_rows(
     RowStats<acc_t<scalar_t>> stats,
     acc_t<scalar_t> grad_scale,
     scalar_t* grad_logits,
-    int64_t grad_row_stride) {
+    int64_t grad_row_stride,
+    const acc_t<scalar_t>* row_scales) {
   constexpr int64_t kMaxBackwardRowsInLanesCols =
       max_backward_rows_in_lanes_cols<scalar_t>();
   if (logits.num_cols > kMaxBackwardRowsInLanesCols) {
     with_action_mask(logits, [&](auto masked) {
       backward_rows_along_lanes<decltype(masked)::value>(
           logits, row_begin, row_end, stats, grad_scale, grad_logits,
-          grad_row_stride);
+          grad_row_stride, row_scales);
     });
     return;
   }
   with_static_cols<kMaxBackwardRowsInLanesCols>(logits.num_cols, [&](auto cols) {
     backward_rows_in_lanes<decltype(cols)::value>(
         logits, row_begin, row_end, stats, grad_scale, grad_logits,
-        grad_row_stride);
+        grad_row_stride, row_scales);
   });
 }
 
@@ -1480,7 +1486,7 @@ void parameterized_backward_rows(
       TakenLogProbs<acc_t<scalar_t>>);                                     \
   template void backward_rows<scalar_t>(                                   \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
-      acc_t<scalar_t>, scalar_t*, int64_t);                                \
+      acc_t<scalar_t>, scalar_t*, int64_t, const acc_t<scalar_t>*);        \
   template void token_backward_rows<scalar_t>(                             \
       LogitRows<scalar_t>, int64_t, int64_t, RowStats<acc_t<scalar_t>>,    \
       TokenGrads<acc_t<scalar_t>>, scalar_t*, int64_t);                \
