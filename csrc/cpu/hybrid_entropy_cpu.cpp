@@ -538,8 +538,8 @@ LossForwardOutputs hybrid_entropy_loss_cpu(const LossForwardArgs& args) {
 // The logits gradient, in one parallel pass over row blocks: each
 // sub-head's mean's gradient over its denominator (grad_of_head_means[h]),
 // and with row weights or normalizers, times each row's own (the row
-// kernels' per-row scales). Each sub-head's gradient goes into its columns of the
-// rows (the kernels' output row stride is the logits' width).
+// kernels' per-row scales). Each sub-head's gradient goes into its columns
+// of the rows (the kernels' output row stride is the logits' width).
 void backward_pass(
     const at::Tensor& logits,
     const OptionalTensor& action_mask,
